@@ -1,0 +1,71 @@
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { Authenticator } from './auth/authenticate.js';
+import type { TenantRegistry } from './auth/tenants.js';
+import type { Clock } from './clock.js';
+import type { NotFoundMemory } from './cache/not-found-memory.js';
+import type { RecordingCache } from './cache/recording-cache.js';
+import type { DownloadManager } from './download/download-manager.js';
+import { corsHeaders, preflightResponse } from './http/cors.js';
+import { BadRequestError, GatewayError, MethodNotAllowedError, errorResponse } from './http/errors.js';
+import type { GatewayEnv } from './http/gateway-env.js';
+import type { Logger } from './logger.js';
+import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
+import { createRecordingHandlers } from './routes/recordings.js';
+
+export interface AppDeps {
+  tenants: TenantRegistry;
+  authenticator: Authenticator;
+  cache: RecordingCache;
+  downloads: DownloadManager;
+  notFound: NotFoundMemory;
+  clock: Clock;
+  logger: Logger;
+  maxAgeSeconds: number;
+  publicBaseUrl: string | undefined;
+  readiness: ReadinessCheck[];
+}
+
+const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
+const RECORDING_METHODS = 'GET, HEAD, DELETE';
+
+/** Builds the gateway's HTTP app from its dependencies. It never listens. */
+export function createApp(deps: AppDeps): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+  const recordings = createRecordingHandlers(deps);
+  const health = createHealthHandlers(deps.readiness);
+
+  app.options('*', (c) => preflightResponse(c.req.header('origin'), deps.tenants.anyAllowedOrigin));
+  app.get('/healthz', health.healthz);
+  app.get('/readyz', health.readyz);
+
+  // Hono answers HEAD through the GET route and drops the body; the handler
+  // sees the HEAD method and never opens a body it would not send.
+  app.get('/v1/call/recording/*', recordings.getRecording);
+  app.delete('/v1/call/recording/*', recordings.deleteRecording);
+  app.post(
+    '/v1/call/recording/*',
+    bodyLimit({
+      maxSize: SIGNED_URL_BODY_LIMIT_BYTES,
+      onError: () => {
+        throw new BadRequestError('Body too large');
+      },
+    }),
+    recordings.createSignedUrl,
+  );
+  app.all('/v1/call/recording/*', () => {
+    throw new MethodNotAllowedError(RECORDING_METHODS);
+  });
+
+  app.notFound(() => errorResponse(new GatewayError(404, 'Not Found', 'No such route')));
+  app.onError((error, c) => handleError(error, c, deps));
+  return app;
+}
+
+function handleError(error: Error, c: Context<GatewayEnv>, deps: AppDeps): Response {
+  const caller = c.get('caller');
+  const cors = corsHeaders(c.req.header('origin'), caller?.tenant.allowedOrigins ?? deps.tenants.anyAllowedOrigin);
+  if (error instanceof GatewayError) return errorResponse(error, cors);
+  deps.logger.error({ err: error, method: c.req.method }, 'unexpected error');
+  return errorResponse(new GatewayError(500, 'Internal Server Error', 'Internal error'), cors);
+}

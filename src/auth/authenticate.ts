@@ -1,0 +1,42 @@
+import { UnauthorizedError } from '../http/errors.js';
+import type { Clock } from '../clock.js';
+import { hasSignedUrlParams, verifySignedUrl, type SignedUrlParams } from './signed-url.js';
+import type { Tenant, TenantRegistry } from './tenants.js';
+
+/** How a caller proved who it is; a signed URL also bounds how long the answer may be cached. */
+export type Credential = { kind: 'api-key' } | { kind: 'signed-url'; expiresAt: number };
+
+export interface Caller {
+  tenant: Tenant;
+  credential: Credential;
+}
+
+export interface Authenticator {
+  /** For routes only a tenant backend may call: an API key is required. */
+  apiKey(authorization: string | undefined): Caller;
+  /** For reading a recording: an API key, or else a signed URL for this call id. */
+  recordingReader(authorization: string | undefined, signed: SignedUrlParams, callId: string): Caller;
+}
+
+const BEARER = /^Bearer +([\x21-\x7e]+) *$/i;
+
+/** Resolves credentials from memory alone: a digest lookup or an HMAC, never I/O. */
+export function createAuthenticator(tenants: TenantRegistry, clock: Clock): Authenticator {
+  function apiKey(authorization: string | undefined): Caller {
+    if (authorization === undefined || authorization === '') throw new UnauthorizedError('missing');
+    const key = BEARER.exec(authorization)?.[1];
+    const tenant = key === undefined ? undefined : tenants.byApiKey(key);
+    if (!tenant) throw new UnauthorizedError('invalid');
+    return { tenant, credential: { kind: 'api-key' } };
+  }
+
+  return {
+    apiKey,
+    recordingReader(authorization, signed, callId) {
+      if (authorization !== undefined && authorization !== '') return apiKey(authorization);
+      if (!hasSignedUrlParams(signed)) throw new UnauthorizedError('missing');
+      const { tenant, expiresAt } = verifySignedUrl(signed, callId, tenants, Math.floor(clock.now() / 1000));
+      return { tenant, credential: { kind: 'signed-url', expiresAt } };
+    },
+  };
+}

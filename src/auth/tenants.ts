@@ -1,0 +1,69 @@
+import { createHash } from 'node:crypto';
+import type { GatewayConfig, TenantConfig } from '../config/index.js';
+
+/** A tenant as the request path needs it: everything precomputed, no I/O. */
+export interface Tenant {
+  readonly id: string;
+  /**
+   * The cache namespace: a digest of the upstream account (base URL and key),
+   * never the key itself. Tenants on one Flyflow account share cached copies;
+   * tenants on different accounts never do.
+   */
+  readonly namespace: string;
+  readonly upstreamApiKey: string;
+  readonly signingKeys: ReadonlyMap<string, string>;
+  readonly allowedOrigins: ReadonlySet<string>;
+  readonly rateLimitPerMinute: number | undefined;
+  readonly maxSignedUrlTtlSeconds: number;
+  readonly webhookToken: string | undefined;
+}
+
+export interface TenantRegistry {
+  /** The tenant owning this presented API key, found by its sha256 digest. */
+  byApiKey(key: string): Tenant | undefined;
+  byId(id: string): Tenant | undefined;
+  readonly all: readonly Tenant[];
+  /** Every origin any tenant allows: what a preflight, which carries no credentials, is checked against. */
+  readonly anyAllowedOrigin: ReadonlySet<string>;
+}
+
+/** sha256 hex digest, the form tenant API keys take in the config. */
+export function sha256Hex(value: string): string {
+  return createHash('sha256').update(value).digest('hex');
+}
+
+/** The namespace of an upstream account; stable across restarts and replicas. */
+export function upstreamNamespace(baseUrl: string, apiKey: string): string {
+  return sha256Hex(`flyflow-account\n${baseUrl}\n${apiKey}`).slice(0, 32);
+}
+
+function toTenant(config: TenantConfig, upstream: GatewayConfig['upstream']): Tenant {
+  const upstreamApiKey = config.upstreamApiKey ?? upstream.apiKey;
+  return {
+    id: config.id,
+    namespace: upstreamNamespace(upstream.baseUrl, upstreamApiKey),
+    upstreamApiKey,
+    signingKeys: new Map(config.signingKeys.map((key) => [key.kid, key.secret])),
+    allowedOrigins: new Set(config.allowedOrigins),
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    maxSignedUrlTtlSeconds: config.maxSignedUrlTtlSeconds,
+    webhookToken: config.webhookToken,
+  };
+}
+
+/** Builds the lookup tables once, at start-up. */
+export function createTenantRegistry(config: Pick<GatewayConfig, 'tenants' | 'upstream'>): TenantRegistry {
+  const all = config.tenants.map((tenant) => toTenant(tenant, config.upstream));
+  const byId = new Map(all.map((tenant) => [tenant.id, tenant]));
+  const byDigest = new Map<string, Tenant>();
+  config.tenants.forEach((tenantConfig, index) => {
+    for (const digest of tenantConfig.apiKeyDigests) byDigest.set(digest, all[index]!);
+  });
+  const anyAllowedOrigin = new Set(all.flatMap((tenant) => [...tenant.allowedOrigins]));
+  return {
+    byApiKey: (key) => byDigest.get(sha256Hex(key)),
+    byId: (id) => byId.get(id),
+    all,
+    anyAllowedOrigin,
+  };
+}

@@ -1,0 +1,34 @@
+import { LRUCache } from 'lru-cache';
+import type { Clock } from '../clock.js';
+
+const MAX_REMEMBERED = 10_000;
+
+/**
+ * Remembers upstream 404s for a while (cache.not_found_ttl_seconds) so a
+ * player retrying a missing recording does not hammer Flyflow. Expiry uses the
+ * injected clock, so tests can move time.
+ */
+export class NotFoundMemory {
+  readonly #until = new LRUCache<string, number>({ max: MAX_REMEMBERED });
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly clock: Clock,
+  ) {}
+
+  remember(key: string): void {
+    if (this.ttlMs > 0) this.#until.set(key, this.clock.now() + this.ttlMs);
+  }
+
+  has(key: string): boolean {
+    const until = this.#until.get(key);
+    if (until === undefined) return false;
+    if (this.clock.now() < until) return true;
+    this.#until.delete(key);
+    return false;
+  }
+
+  forget(key: string): void {
+    this.#until.delete(key);
+  }
+}

@@ -1,0 +1,36 @@
+/** What the index keeps about one stored recording. */
+export interface RecordingMeta {
+  namespace: string;
+  callId: string;
+  size: number;
+  /** Hex sha256 of the whole body, checked before the entry is written. */
+  sha256: string;
+  contentType: string;
+  /** Milliseconds since the epoch. */
+  fetchedAt: number;
+  /** The upstream's Last-Modified, if it sent one. */
+  lastModified?: string;
+}
+
+export function cacheKey(namespace: string, callId: string): string {
+  return `${namespace}/${callId}`;
+}
+
+/** A strong ETag derived from the content: the sha256, base64url, quoted (RFC 9110 8.8.3). */
+export function etagFor(sha256Hex: string): string {
+  return `"${Buffer.from(sha256Hex, 'hex').toString('base64url')}"`;
+}
+
+export function isRecordingMeta(value: unknown): value is RecordingMeta {
+  if (typeof value !== 'object' || value === null) return false;
+  const meta = value as Record<string, unknown>;
+  return (
+    typeof meta.namespace === 'string' &&
+    typeof meta.callId === 'string' &&
+    Number.isSafeInteger(meta.size) &&
+    typeof meta.sha256 === 'string' &&
+    /^[0-9a-f]{64}$/.test(meta.sha256) &&
+    typeof meta.contentType === 'string' &&
+    typeof meta.fetchedAt === 'number'
+  );
+}

@@ -1,0 +1,369 @@
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { extname, resolve } from 'node:path';
+import { LineCounter, parseDocument } from 'yaml';
+import { ConfigError, type ConfigIssue } from './config-error.js';
+import {
+  type CacheIndexConfig,
+  type ConfigFile,
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_UPSTREAM_API_KEY_ENV,
+  MIN_SIGNING_SECRET_BYTES,
+  httpUrl,
+  validateConfigFile,
+} from './schema.js';
+
+/** The gateway's configuration, parsed once at start-up: camelCase, defaults applied, secrets resolved. */
+export interface GatewayConfig {
+  listen: { host: string; port: number };
+  /** Absolute http(s) URL without trailing slash; makes signed URLs absolute. */
+  publicBaseUrl?: string;
+  /** Bearer token for `/metrics`; when absent, `/metrics` is open. */
+  adminToken?: string;
+  upstream: {
+    /** No trailing slash. */
+    baseUrl: string;
+    /** The Flyflow server key; '' only when loaded with `requireSecrets: false`. */
+    apiKey: string;
+    /** Budget for the response head, retries included. */
+    timeoutMs: number;
+    /** Longest silence allowed while a body streams. */
+    bodyIdleTimeoutMs: number;
+    maxConcurrentDownloads: number;
+  };
+  cache: {
+    /** Absolute path. */
+    dir: string;
+    maxDiskBytes: number;
+    maxMemoryBytes: number;
+    maxRecordingBytes: number;
+    index: CacheIndexConfig;
+    notFoundTtlSeconds: number;
+    /** `Cache-Control: max-age` for API-key callers. */
+    maxAgeSeconds: number;
+  };
+  tenants: TenantConfig[];
+}
+
+export interface TenantConfig {
+  id: string;
+  /** SHA-256 digests of the tenant's API keys: lowercase hex, no `sha256:` prefix. */
+  apiKeyDigests: string[];
+  /** Each secret is at least `MIN_SIGNING_SECRET_BYTES` bytes. */
+  signingKeys: { kid: string; secret: string }[];
+  /** Exact origins (`scheme://host[:port]`). */
+  allowedOrigins: string[];
+  /** The tenant's own Flyflow key; when absent it uses the server key. */
+  upstreamApiKey?: string;
+  rateLimitPerMinute?: number;
+  maxSignedUrlTtlSeconds: number;
+  webhookToken?: string;
+}
+
+export interface ParseConfigOptions {
+  /** The environment (pass `process.env` in production): overrides and secrets are read from here only. */
+  env: Record<string, string | undefined>;
+  /** Relative paths (`cache.dir`, `*_file` secrets, the config file) resolve against this. */
+  cwd: string;
+  /**
+   * Default true. When false (CLI commands that never call upstream), a
+   * missing or unusable secret does not fail: the server key is left '', the
+   * affected signing keys are skipped, a tenant's own upstream key is left ''
+   * and the admin and webhook tokens are left unset. Structure is still validated.
+   */
+  requireSecrets?: boolean;
+}
+
+export interface LoadConfigOptions extends ParseConfigOptions {
+  /** The config file; default from `configPathFrom(undefined, env)`. */
+  path?: string;
+}
+
+/** Which config file to read: `--config PATH`, else `GATEWAY_CONFIG`, else `config/gateway.yaml`. */
+export function configPathFrom(argvPath: string | undefined, env: Record<string, string | undefined>): string {
+  return nonEmpty(argvPath) ?? nonEmpty(env.GATEWAY_CONFIG) ?? DEFAULT_CONFIG_PATH;
+}
+
+/**
+ * Reads, validates and resolves the configuration file (YAML for `.yaml`/`.yml`,
+ * JSON for `.json`). Returns the config and the file's absolute path. Throws
+ * `ConfigError` naming the file and field of every problem; secret values never
+ * appear in its message.
+ */
+export async function loadConfig(options: LoadConfigOptions): Promise<{ config: GatewayConfig; path: string }> {
+  const file = options.path ?? configPathFrom(undefined, options.env);
+  const absolute = resolve(options.cwd, file);
+  const format = formatOf(file);
+  let text: string;
+  try {
+    text = await readFile(absolute, 'utf8');
+  } catch (error) {
+    throw readError(file, absolute, error);
+  }
+  const parsed = validateConfigFile(parseText(text, format, file), file);
+  const refs = secretRefs(parsed, options.env);
+  // Read every *_file secret up front, asynchronously, so resolution itself stays synchronous.
+  const files = new Map<string, SecretFileRead>();
+  await Promise.all(
+    refs.flatMap((ref) => (ref.file === undefined ? [] : [resolve(options.cwd, ref.file)])).map(async (path) => {
+      try {
+        files.set(path, { value: await readFile(path, 'utf8') });
+      } catch (error) {
+        files.set(path, { code: errorCode(error) });
+      }
+    }),
+  );
+  const read = (path: string): SecretFileRead => files.get(path) ?? { code: 'ENOENT' };
+  return { config: assemble(parsed, refs, options, read, file), path: absolute };
+}
+
+/**
+ * Validates an already parsed file (for tests and embedding). No file I/O
+ * except `*_file` secrets, which are read synchronously: this runs once, at start-up.
+ */
+export function parseConfig(raw: unknown, options: ParseConfigOptions): GatewayConfig {
+  const parsed = validateConfigFile(raw);
+  const read = (path: string): SecretFileRead => {
+    try {
+      return { value: readFileSync(path, 'utf8') };
+    } catch (error) {
+      return { code: errorCode(error) };
+    }
+  };
+  return assemble(parsed, secretRefs(parsed, options.env), options, read);
+}
+
+type Format = 'yaml' | 'json';
+type SecretFileRead = { value: string; code?: undefined } | { code: string; value?: undefined };
+
+/** Where one secret comes from and what it is for, so errors can name it without showing it. */
+interface SecretRef {
+  /** Field path the error names, e.g. `tenants[0].signing_keys[1].secret_env`. */
+  field: string;
+  env?: string;
+  file?: string;
+  /** Completes "(it holds ...)". */
+  purpose: string;
+  minBytes?: number;
+}
+
+function formatOf(file: string): Format {
+  const extension = extname(file).toLowerCase();
+  if (extension === '.yaml' || extension === '.yml') return 'yaml';
+  if (extension === '.json') return 'json';
+  throw new ConfigError({ path: '', message: `config file must end in .yaml, .yml or .json: ${file}` });
+}
+
+function readError(file: string, absolute: string, error: unknown): ConfigError {
+  const code = errorCode(error);
+  const where = file === absolute ? file : `${file} (${absolute})`;
+  const message = code === 'ENOENT'
+    ? `config file not found: ${where}; pass --config PATH or set GATEWAY_CONFIG`
+    : `cannot read config file ${where}: ${code}`;
+  return new ConfigError({ path: '', message }, { cause: error });
+}
+
+function parseText(text: string, format: Format, file: string): unknown {
+  if (format === 'json') {
+    try {
+      return JSON.parse(text.replace(/^\uFEFF/, ''));
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      const position = /at position (\d+)/.exec(message)?.[1];
+      const where = position === undefined ? '' : ` at ${lineAndColumn(text, Number(position))}`;
+      throw new ConfigError({ path: '', message: `JSON syntax error${where}: ${message}` }, { file, cause: error });
+    }
+  }
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false });
+  const [first] = document.errors;
+  if (first !== undefined) {
+    const { line, col } = lineCounter.linePos(first.pos[0]);
+    throw new ConfigError(
+      { path: '', message: `YAML syntax error at line ${line}, column ${col}: ${first.message.split('\n')[0]}` },
+      { file, cause: first },
+    );
+  }
+  return document.toJS();
+}
+
+function lineAndColumn(text: string, offset: number): string {
+  const before = text.slice(0, offset).split('\n');
+  return `line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`;
+}
+
+/** Every secret the file names, except those an environment override replaces. */
+function secretRefs(file: ConfigFile, env: Record<string, string | undefined>): SecretRef[] {
+  const refs: SecretRef[] = [];
+  if (nonEmpty(env.FLYFLOW_API_KEY) === undefined) {
+    const { api_key_env, api_key_file } = file.upstream;
+    refs.push(api_key_file === undefined
+      ? { field: 'upstream.api_key_env', env: api_key_env ?? DEFAULT_UPSTREAM_API_KEY_ENV, purpose: 'the Flyflow server key' }
+      : { field: 'upstream.api_key_file', file: api_key_file, purpose: 'the Flyflow server key' });
+  }
+  if (file.admin !== undefined && nonEmpty(env.ADMIN_TOKEN) === undefined) {
+    refs.push(ref('admin', 'token', file.admin, 'the admin token for /metrics'));
+  }
+  file.tenants.forEach((tenant, i) => {
+    const at = `tenants[${i}]`;
+    tenant.signing_keys.forEach((key, k) => {
+      refs.push({ ...ref(`${at}.signing_keys[${k}]`, 'secret', key, `signing key "${key.kid}" of tenant "${tenant.id}"`), minBytes: MIN_SIGNING_SECRET_BYTES });
+    });
+    if (tenant.upstream_api_key_env !== undefined || tenant.upstream_api_key_file !== undefined) {
+      refs.push(ref(at, 'upstream_api_key', tenant, `tenant "${tenant.id}"'s own Flyflow key`));
+    }
+    if (tenant.webhook_token_env !== undefined || tenant.webhook_token_file !== undefined) {
+      refs.push(ref(at, 'webhook_token', tenant, `tenant "${tenant.id}"'s webhook token`));
+    }
+  });
+  return refs;
+}
+
+function ref(at: string, base: string, fields: Record<string, unknown>, purpose: string): SecretRef {
+  const file = fields[`${base}_file`];
+  if (typeof file === 'string') return { field: `${at}.${base}_file`, file, purpose };
+  return { field: `${at}.${base}_env`, env: String(fields[`${base}_env`]), purpose };
+}
+
+function assemble(
+  file: ConfigFile,
+  refs: SecretRef[],
+  options: ParseConfigOptions,
+  read: (absolutePath: string) => SecretFileRead,
+  fileName?: string,
+): GatewayConfig {
+  const { env, cwd } = options;
+  const requireSecrets = options.requireSecrets ?? true;
+  const issues: ConfigIssue[] = [];
+  const secrets = new Map<string, string | undefined>();
+  for (const secretRef of refs) {
+    const outcome = resolveSecret(secretRef, env, cwd, read);
+    if (typeof outcome === 'string') secrets.set(secretRef.field, outcome);
+    else if (requireSecrets) issues.push({ path: secretRef.field, message: outcome.problem });
+  }
+  const secret = (at: string, base: string): string | undefined =>
+    secrets.get(`${at}.${base}_file`) ?? secrets.get(`${at}.${base}_env`);
+
+  const overrides = environmentOverrides(env, cwd, issues);
+  if (issues.length > 0) throw new ConfigError(issues, fileName === undefined ? {} : { file: fileName });
+
+  const config: GatewayConfig = {
+    listen: { host: overrides.host ?? file.listen.host, port: overrides.port ?? file.listen.port },
+    upstream: {
+      baseUrl: overrides.baseUrl ?? file.upstream.base_url,
+      apiKey: nonEmpty(env.FLYFLOW_API_KEY) ?? secret('upstream', 'api_key') ?? '',
+      timeoutMs: file.upstream.timeout_ms,
+      bodyIdleTimeoutMs: file.upstream.body_idle_timeout_ms,
+      maxConcurrentDownloads: file.upstream.max_concurrent_downloads,
+    },
+    cache: {
+      dir: overrides.cacheDir ?? resolve(cwd, file.cache.dir),
+      maxDiskBytes: file.cache.max_disk_bytes,
+      maxMemoryBytes: file.cache.max_memory_bytes,
+      maxRecordingBytes: file.cache.max_recording_bytes,
+      index: file.cache.index,
+      notFoundTtlSeconds: file.cache.not_found_ttl_seconds,
+      maxAgeSeconds: file.cache.max_age_seconds,
+    },
+    tenants: file.tenants.map((tenant, i): TenantConfig => {
+      const at = `tenants[${i}]`;
+      const signingKeys = tenant.signing_keys.flatMap((key, k) => {
+        const value = secret(`${at}.signing_keys[${k}]`, 'secret');
+        return value === undefined ? [] : [{ kid: key.kid, secret: value }];
+      });
+      const hasOwnUpstreamKey = tenant.upstream_api_key_env !== undefined || tenant.upstream_api_key_file !== undefined;
+      const upstreamApiKey = hasOwnUpstreamKey ? (secret(at, 'upstream_api_key') ?? '') : undefined;
+      const webhookToken = secret(at, 'webhook_token');
+      return {
+        id: tenant.id,
+        apiKeyDigests: tenant.api_keys,
+        signingKeys,
+        allowedOrigins: tenant.allowed_origins,
+        ...(upstreamApiKey === undefined ? {} : { upstreamApiKey }),
+        ...(tenant.rate_limit_per_minute === undefined ? {} : { rateLimitPerMinute: tenant.rate_limit_per_minute }),
+        maxSignedUrlTtlSeconds: tenant.max_signed_url_ttl_seconds,
+        ...(webhookToken === undefined ? {} : { webhookToken }),
+      };
+    }),
+  };
+  if (file.public_base_url !== undefined) config.publicBaseUrl = file.public_base_url;
+  const adminToken = nonEmpty(env.ADMIN_TOKEN) ?? secret('admin', 'token');
+  if (adminToken !== undefined) config.adminToken = adminToken;
+  return config;
+}
+
+/** A secret's value, or what is wrong with it; the problem names the variable or file, never the value. */
+function resolveSecret(
+  secretRef: SecretRef,
+  env: Record<string, string | undefined>,
+  cwd: string,
+  read: (absolutePath: string) => SecretFileRead,
+): string | { problem: string } {
+  const purpose = `(it holds ${secretRef.purpose})`;
+  let value: string;
+  let source: string;
+  if (secretRef.file !== undefined) {
+    source = `file ${secretRef.file}`;
+    const result = read(resolve(cwd, secretRef.file));
+    if (result.value === undefined) {
+      const why = result.code === 'ENOENT' ? 'does not exist' : `cannot be read (${result.code})`;
+      return { problem: `${source} ${why} ${purpose}` };
+    }
+    // `echo secret > file` leaves a newline that is not part of the secret.
+    value = result.value.replace(/[\r\n]+$/, '');
+  } else {
+    source = `environment variable ${secretRef.env}`;
+    const fromEnv = env[secretRef.env ?? ''];
+    if (fromEnv === undefined) return { problem: `${source} is not set ${purpose}` };
+    value = fromEnv;
+  }
+  if (value === '') return { problem: `${source} is empty ${purpose}` };
+  if (secretRef.minBytes !== undefined && Buffer.byteLength(value) < secretRef.minBytes) {
+    return {
+      problem: `the secret in ${source} is shorter than ${secretRef.minBytes} bytes ${purpose}; generate one with \`openssl rand -base64 32\``,
+    };
+  }
+  return value;
+}
+
+interface Overrides {
+  host?: string;
+  port?: number;
+  baseUrl?: string;
+  cacheDir?: string;
+}
+
+/** PORT, HOST, FLYFLOW_BASE_URL and CACHE_DIR (contract section 5); FLYFLOW_API_KEY and ADMIN_TOKEN are secrets, handled above. */
+function environmentOverrides(env: Record<string, string | undefined>, cwd: string, issues: ConfigIssue[]): Overrides {
+  const overrides: Overrides = {};
+  const problem = (name: string, message: string) =>
+    issues.push({ path: `environment variable ${name}`, message, source: 'environment' });
+
+  const port = nonEmpty(env.PORT);
+  if (port !== undefined) {
+    const value = Number(port);
+    if (/^\d+$/.test(port) && value <= 65_535) overrides.port = value;
+    else problem('PORT', `${JSON.stringify(port)} is not a port number (0-65535); it overrides listen.port`);
+  }
+  const host = nonEmpty(env.HOST);
+  if (host !== undefined) overrides.host = host;
+  const baseUrl = nonEmpty(env.FLYFLOW_BASE_URL);
+  if (baseUrl !== undefined) {
+    const result = httpUrl('FLYFLOW_BASE_URL').safeParse(baseUrl);
+    if (result.success) overrides.baseUrl = result.data;
+    else problem('FLYFLOW_BASE_URL', `${result.error.issues[0]?.message ?? 'not a URL'}; it overrides upstream.base_url`);
+  }
+  const cacheDir = nonEmpty(env.CACHE_DIR);
+  if (cacheDir !== undefined) overrides.cacheDir = resolve(cwd, cacheDir);
+  return overrides;
+}
+
+/** An unset and an empty variable mean the same: `PORT=` in a compose file should not break start-up. */
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}
+
+function errorCode(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : 'unknown error';
+}

@@ -1,0 +1,109 @@
+import type { Tenant } from '../auth/tenants.js';
+import type { Clock } from '../clock.js';
+import type { DiskStore } from '../cache/disk-store.js';
+import type { NotFoundMemory } from '../cache/not-found-memory.js';
+import type { RecordingCache } from '../cache/recording-cache.js';
+import { cacheKey } from '../cache/recording-meta.js';
+import { NotFoundError } from '../http/errors.js';
+import type { Logger } from '../logger.js';
+import type { FlyflowClient } from '../upstream/flyflow-client.js';
+import { RecordingDownload } from './recording-download.js';
+
+export interface DownloadManagerOptions {
+  client: FlyflowClient;
+  cache: RecordingCache;
+  disk: DiskStore;
+  notFound: NotFoundMemory;
+  clock: Clock;
+  logger: Logger;
+}
+
+export interface JoinedDownload {
+  download: RecordingDownload;
+  /** True when the caller joined a download already under way (Cache-Status `collapsed`). */
+  collapsed: boolean;
+  /** Call once the caller is done reading; idempotent. */
+  release: () => void;
+}
+
+/**
+ * One download per recording: concurrent misses for the same namespace and
+ * call id share one upstream request. When it completes, the result is stored
+ * before the download stops being joinable, so no request falls in between.
+ */
+export class DownloadManager {
+  readonly #inFlight = new Map<string, RecordingDownload>();
+  readonly #discarded = new WeakSet<RecordingDownload>();
+  readonly #settled = new Set<Promise<unknown>>();
+
+  constructor(private readonly options: DownloadManagerOptions) {}
+
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  join(tenant: Tenant, callId: string): JoinedDownload {
+    const key = cacheKey(tenant.namespace, callId);
+    const existing = this.#inFlight.get(key);
+    if (existing) return { download: existing, collapsed: true, release: existing.acquire() };
+    const download = this.#start(key, tenant, callId);
+    return { download, collapsed: false, release: download.acquire() };
+  }
+
+  /** A purge wins over a download in progress: its result is not stored. */
+  discard(namespace: string, callId: string): void {
+    const key = cacheKey(namespace, callId);
+    const download = this.#inFlight.get(key);
+    if (!download) return;
+    this.#discarded.add(download);
+    this.#inFlight.delete(key);
+  }
+
+  /** Resolves once every download under way has finished and been stored. */
+  async idle(): Promise<void> {
+    while (this.#settled.size > 0) await Promise.allSettled([...this.#settled]);
+  }
+
+  #start(key: string, tenant: Tenant, callId: string): RecordingDownload {
+    const { client, cache, disk, logger } = this.options;
+    const download = new RecordingDownload(() => client.openRecording(callId, tenant.upstreamApiKey), {
+      memoryEntryMaxBytes: cache.memoryEntryMaxBytes,
+      createTemp: () => disk.createTemp(),
+      onDiskError: (error) => logger.warn({ err: error }, 'cache disk unavailable; streaming without storing'),
+    });
+    this.#inFlight.set(key, download);
+    const settled = this.#finish(key, tenant, callId, download).finally(() => {
+      if (this.#inFlight.get(key) === download) this.#inFlight.delete(key);
+      this.#settled.delete(settled);
+    });
+    this.#settled.add(settled);
+    return download;
+  }
+
+  async #finish(key: string, tenant: Tenant, callId: string, download: RecordingDownload): Promise<void> {
+    let result;
+    try {
+      result = await download.completed;
+    } catch (error) {
+      if (error instanceof NotFoundError && !this.#discarded.has(download)) this.options.notFound.remember(key);
+      return;
+    }
+    if (this.#discarded.has(download)) {
+      if (result.tempPath) await this.options.disk.discardTemp(result.tempPath);
+      return;
+    }
+    await this.options.cache.store(
+      {
+        namespace: tenant.namespace,
+        callId,
+        size: result.size,
+        sha256: result.sha256,
+        contentType: result.contentType,
+        fetchedAt: this.options.clock.now(),
+        ...(result.lastModified === undefined ? {} : { lastModified: result.lastModified }),
+      },
+      result.tempPath,
+      result.body,
+    );
+  }
+}

@@ -1,0 +1,98 @@
+import { access, constants } from 'node:fs/promises';
+import type { Hono } from 'hono';
+import { createApp } from './app.js';
+import { createAuthenticator } from './auth/authenticate.js';
+import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
+import { systemClock, type Clock } from './clock.js';
+import { createDiskStore } from './cache/disk-store.js';
+import { NotFoundMemory } from './cache/not-found-memory.js';
+import { RecordingCache } from './cache/recording-cache.js';
+import { createRedisIndex, createSqliteIndex, type RecordingIndex } from './cache/recording-index.js';
+import type { GatewayConfig } from './config/index.js';
+import { DownloadManager } from './download/download-manager.js';
+import type { GatewayEnv } from './http/gateway-env.js';
+import { silentLogger, type Logger } from './logger.js';
+import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
+
+export interface GatewayOptions {
+  config: GatewayConfig;
+  clock?: Clock;
+  logger?: Logger;
+  /** Retry tuning, for tests that must not wait for real backoff. */
+  upstream?: Pick<FlyflowClientOptions, 'maxAttempts' | 'initialBackoffMs'>;
+}
+
+/** The wired gateway: the app plus what the server and the CLI need to run and stop it. */
+export interface Gateway {
+  app: Hono<GatewayEnv>;
+  cache: RecordingCache;
+  downloads: DownloadManager;
+  index: RecordingIndex;
+  tenants: TenantRegistry;
+  /** Waits for downloads under way to be stored, then closes the index. */
+  close(): Promise<void>;
+}
+
+export function openIndex(config: GatewayConfig): RecordingIndex {
+  const { index, dir } = config.cache;
+  return index.kind === 'redis' ? createRedisIndex(index.url) : createSqliteIndex(dir);
+}
+
+/** Builds every dependency from the config and loads the cache index into memory. */
+export async function createGateway(options: GatewayOptions): Promise<Gateway> {
+  const { config } = options;
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? silentLogger();
+  const disk = createDiskStore(config.cache.dir);
+  await disk.init();
+  const index = openIndex(config);
+  const cache = new RecordingCache({ disk, index, maxMemoryBytes: config.cache.maxMemoryBytes, logger });
+  try {
+    await cache.load();
+  } catch (error) {
+    await index.close().catch(() => {});
+    throw error;
+  }
+  const tenants = createTenantRegistry(config);
+  const notFound = new NotFoundMemory(config.cache.notFoundTtlSeconds * 1000, clock);
+  const client = createFlyflowClient({
+    baseUrl: config.upstream.baseUrl,
+    timeoutMs: config.upstream.timeoutMs,
+    bodyIdleTimeoutMs: config.upstream.bodyIdleTimeoutMs,
+    maxRecordingBytes: config.cache.maxRecordingBytes,
+    ...options.upstream,
+  });
+  const downloads = new DownloadManager({ client, cache, disk, notFound, clock, logger });
+  const app = createApp({
+    tenants,
+    authenticator: createAuthenticator(tenants, clock),
+    cache,
+    downloads,
+    notFound,
+    clock,
+    logger,
+    maxAgeSeconds: config.cache.maxAgeSeconds,
+    publicBaseUrl: config.publicBaseUrl,
+    readiness: [
+      { name: 'cache directory', check: () => access(config.cache.dir, constants.W_OK) },
+      {
+        name: `${index.kind} index`,
+        check: () =>
+          index.ping().catch(() => {
+            throw new Error('the index store did not answer');
+          }),
+      },
+    ],
+  });
+  return {
+    app,
+    cache,
+    downloads,
+    index,
+    tenants,
+    async close() {
+      await downloads.idle();
+      await index.close();
+    },
+  };
+}

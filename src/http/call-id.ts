@@ -1,0 +1,18 @@
+import { BadRequestError } from './errors.js';
+
+// Flyflow call ids are sequential integers; anything that is not the canonical
+// decimal spelling (no sign, no leading zero, no exponent, no encoding) is
+// refused before it can reach the cache or the upstream.
+const CANONICAL_ID = /^[1-9][0-9]{0,15}$/;
+
+/**
+ * Parses the `{id}` path segment of `/v1/call/recording/{id}.mp3`.
+ * Returns the id as its canonical decimal string, which is also its cache key part.
+ * @throws BadRequestError when the segment is not an integer from 1 to 2^53-1.
+ */
+export function parseCallId(segment: string): string {
+  if (!CANONICAL_ID.test(segment) || Number(segment) > Number.MAX_SAFE_INTEGER) {
+    throw new BadRequestError('Call id must be a decimal integer from 1 to 9007199254740991');
+  }
+  return segment;
+}

@@ -1,0 +1,117 @@
+/**
+ * The gateway's error hierarchy. Every error a client can see is a
+ * `GatewayError`: it carries the HTTP status, the reason phrase and a message
+ * that is safe to show (never a key, a signature or a stack). `cause` keeps the
+ * underlying error for the logs.
+ */
+export class GatewayError extends Error {
+  readonly status: number;
+  readonly reason: string;
+  /** Extra response headers the error needs (`Retry-After`, `Content-Range`). */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(
+    status: number,
+    reason: string,
+    message: string,
+    options: { cause?: unknown; headers?: Record<string, string> } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.status = status;
+    this.reason = reason;
+    this.headers = options.headers ?? {};
+  }
+
+  /** The contract's JSON body: `{"error": "<reason phrase>", "message": "..."}`. */
+  toJSON(): { error: string; message: string } {
+    return { error: this.reason, message: this.message };
+  }
+}
+
+export class BadRequestError extends GatewayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(400, 'Bad Request', message, options);
+  }
+}
+
+/** Which credential problem: the message says which, never whether a tenant or key exists. */
+export type CredentialProblem = 'missing' | 'invalid' | 'expired';
+
+const CREDENTIAL_MESSAGES: Record<CredentialProblem, string> = {
+  missing: 'Missing credentials: send Authorization: Bearer <key> or a signed URL',
+  invalid: 'Invalid credentials',
+  expired: 'Expired signature',
+};
+
+export class UnauthorizedError extends GatewayError {
+  readonly problem: CredentialProblem;
+  constructor(problem: CredentialProblem) {
+    super(401, 'Unauthorized', CREDENTIAL_MESSAGES[problem]);
+    this.problem = problem;
+  }
+}
+
+export class NotFoundError extends GatewayError {
+  constructor(message = 'Recording not found') {
+    super(404, 'Not Found', message);
+  }
+}
+
+export class MethodNotAllowedError extends GatewayError {
+  constructor(allow: string) {
+    super(405, 'Method Not Allowed', `Use one of: ${allow}`, { headers: { Allow: allow } });
+  }
+}
+
+export class PreconditionFailedError extends GatewayError {
+  constructor(message = 'Precondition failed') {
+    super(412, 'Precondition Failed', message);
+  }
+}
+
+export class RangeNotSatisfiableError extends GatewayError {
+  constructor(size: number) {
+    super(416, 'Range Not Satisfiable', `The requested range is outside the recording's ${size} bytes`, {
+      headers: { 'Content-Range': `bytes */${size}` },
+    });
+  }
+}
+
+export class TooManyRequestsError extends GatewayError {
+  constructor(retryAfterSeconds: number, headers: Record<string, string> = {}) {
+    super(429, 'Too Many Requests', `Rate limit exceeded; retry in ${retryAfterSeconds} s`, {
+      headers: { 'Retry-After': String(retryAfterSeconds), ...headers },
+    });
+  }
+}
+
+/** Upstream misbehaved: rejected the server key, answered 5xx, or sent a bad or truncated body. */
+export class BadGatewayError extends GatewayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(502, 'Bad Gateway', message, options);
+  }
+}
+
+export class ServiceUnavailableError extends GatewayError {
+  constructor(message: string, retryAfterSeconds: number, options?: { cause?: unknown }) {
+    super(503, 'Service Unavailable', message, {
+      ...options,
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+    });
+  }
+}
+
+export class GatewayTimeoutError extends GatewayError {
+  constructor(message = 'Upstream timed out', options?: { cause?: unknown }) {
+    super(504, 'Gateway Timeout', message, options);
+  }
+}
+
+/** A JSON error response in the contract's shape. */
+export function errorResponse(error: GatewayError, extraHeaders: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(error.toJSON()), {
+    status: error.status,
+    headers: { 'Content-Type': 'application/json', ...error.headers, ...extraHeaders },
+  });
+}

@@ -1,0 +1,198 @@
+import type { Context } from 'hono';
+import type { Authenticator, Caller } from '../auth/authenticate.js';
+import type { SignedUrlParams } from '../auth/signed-url.js';
+import type { Clock } from '../clock.js';
+import type { NotFoundMemory } from '../cache/not-found-memory.js';
+import type { CacheHit, RecordingCache } from '../cache/recording-cache.js';
+import { cacheKey } from '../cache/recording-meta.js';
+import { signRecordingUrl } from '../client/signing.js';
+import type { DownloadManager } from '../download/download-manager.js';
+import { parseCallId } from '../http/call-id.js';
+import { corsHeaders } from '../http/cors.js';
+import { BadRequestError, NotFoundError, ServiceUnavailableError } from '../http/errors.js';
+import {
+  downloadResponse,
+  fileResponse,
+  memoryResponse,
+  type RecordingRequest,
+  type ResponseHeaders,
+} from '../http/recording-response.js';
+import type { Logger } from '../logger.js';
+import type { GatewayEnv } from '../http/gateway-env.js';
+
+export interface RecordingRoutesDeps {
+  authenticator: Authenticator;
+  cache: RecordingCache;
+  downloads: DownloadManager;
+  notFound: NotFoundMemory;
+  clock: Clock;
+  logger: Logger;
+  /** Cache-Control max-age for API-key callers; a signed URL's answer never outlives the URL. */
+  maxAgeSeconds: number;
+  /** Makes minted signed URLs absolute. */
+  publicBaseUrl: string | undefined;
+}
+
+/** The name this cache reports in Cache-Status (RFC 9211). */
+export const CACHE_NAME = 'recording-gateway';
+const CACHE_STATUS_MEMORY = `${CACHE_NAME}; hit; detail=memory`;
+const CACHE_STATUS_DISK = `${CACHE_NAME}; hit; detail=disk`;
+const DEFAULT_SIGNED_URL_TTL_SECONDS = 300;
+
+const RECORDING_PATH = /^\/v1\/call\/recording\/([^/?]*)\.mp3$/;
+const SIGNED_URL_PATH = /^\/v1\/call\/recording\/([^/?]*)\/signed-url$/;
+
+/**
+ * The path as the client sent it, before any percent-decoding, so that an
+ * encoded slash or dot can never turn into another call id.
+ */
+function rawPath(url: string): string {
+  const pathStart = url.indexOf('/', url.indexOf('//') + 2);
+  const queryStart = url.indexOf('?', pathStart);
+  return url.slice(pathStart, queryStart === -1 ? undefined : queryStart);
+}
+
+/** The call id of a recording-route path; 400 for anything that is not one. */
+export function callIdFromPath(url: string, pattern: RegExp = RECORDING_PATH): string {
+  const segment = pattern.exec(rawPath(url))?.[1];
+  if (segment === undefined) throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
+  return parseCallId(segment);
+}
+
+function signedParams(c: Context): SignedUrlParams {
+  return { tenant: c.req.query('tenant'), exp: c.req.query('exp'), kid: c.req.query('kid'), sig: c.req.query('sig') };
+}
+
+function recordingRequest(c: Context): RecordingRequest {
+  return {
+    method: c.req.method,
+    range: c.req.method === 'GET' ? c.req.header('range') : undefined,
+    ifRange: c.req.header('if-range'),
+    ifMatch: c.req.header('if-match'),
+    ifNoneMatch: c.req.header('if-none-match'),
+    ifModifiedSince: c.req.header('if-modified-since'),
+    ifUnmodifiedSince: c.req.header('if-unmodified-since'),
+  };
+}
+
+export function createRecordingHandlers(deps: RecordingRoutesDeps) {
+  const { authenticator, cache, downloads, notFound, clock } = deps;
+  const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
+
+  function cacheControl(caller: Caller): string {
+    if (caller.credential.kind === 'api-key') return apiKeyCacheControl;
+    const remaining = caller.credential.expiresAt - Math.floor(clock.now() / 1000);
+    return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
+  }
+
+  /** A hit, or undefined when the disk copy turned out to be gone or damaged. */
+  async function serveHit(request: RecordingRequest, hit: CacheHit, extra: ResponseHeaders): Promise<Response | undefined> {
+    if (hit.tier === 'memory') return memoryResponse(request, hit.entry, hit.body, { ...extra, 'Cache-Status': CACHE_STATUS_MEMORY });
+    const handle = await cache.openFile(hit.entry);
+    if (!handle) return undefined;
+    const diskExtra = { ...extra, 'Cache-Status': CACHE_STATUS_DISK };
+    if (hit.entry.meta.size > cache.memoryEntryMaxBytes) return fileResponse(request, hit.entry, handle, diskExtra);
+    let body: Buffer;
+    try {
+      body = await handle.readFile();
+    } finally {
+      await handle.close();
+    }
+    if (body.length !== hit.entry.meta.size) {
+      deps.logger.warn({ key: hit.entry.key }, 'cached recording has the wrong size; refetching it');
+      await cache.purge(hit.entry.meta.namespace, hit.entry.meta.callId);
+      return undefined;
+    }
+    cache.promote(hit.entry, body);
+    return memoryResponse(request, hit.entry, body, diskExtra);
+  }
+
+  return {
+    /** GET and HEAD /v1/call/recording/{id}.mp3 */
+    async getRecording(c: Context<GatewayEnv>): Promise<Response> {
+      const callId = callIdFromPath(c.req.url);
+      const caller = authenticator.recordingReader(c.req.header('authorization'), signedParams(c), callId);
+      c.set('caller', caller);
+      c.set('callId', callId);
+      const request = recordingRequest(c);
+      const extra: ResponseHeaders = {
+        'Cache-Control': cacheControl(caller),
+        ...corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins),
+      };
+      const key = cacheKey(caller.tenant.namespace, callId);
+      const hit = cache.lookup(key) ?? (await cache.lookupShared(key));
+      if (hit) {
+        const response = await serveHit(request, hit, extra);
+        if (response) return response;
+      }
+      if (notFound.has(key)) throw new NotFoundError();
+
+      const joined = downloads.join(caller.tenant, callId);
+      let head;
+      try {
+        head = await joined.download.head;
+      } catch (error) {
+        joined.release();
+        throw error;
+      }
+      extra['Cache-Status'] = `${CACHE_NAME}; fwd=uri-miss; ${joined.collapsed ? 'collapsed' : 'stored'}`;
+      return downloadResponse(request, callId, joined.download, head, extra, joined.release);
+    },
+
+    /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace. */
+    async deleteRecording(c: Context<GatewayEnv>): Promise<Response> {
+      const callId = callIdFromPath(c.req.url);
+      const caller = authenticator.apiKey(c.req.header('authorization'));
+      c.set('caller', caller);
+      c.set('callId', callId);
+      const { namespace } = caller.tenant;
+      downloads.discard(namespace, callId);
+      notFound.forget(cacheKey(namespace, callId));
+      try {
+        await cache.purge(namespace, callId);
+      } catch (error) {
+        throw new ServiceUnavailableError('The cache could not remove the recording; try again', 1, { cause: error });
+      }
+      return new Response(null, { status: 204, headers: corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins) });
+    },
+
+    /** POST /v1/call/recording/{id}/signed-url with optional {"ttl_seconds": n} */
+    async createSignedUrl(c: Context<GatewayEnv>): Promise<Response> {
+      const callId = callIdFromPath(c.req.url, SIGNED_URL_PATH);
+      const caller = authenticator.apiKey(c.req.header('authorization'));
+      c.set('caller', caller);
+      c.set('callId', callId);
+      const { tenant } = caller;
+      const ttlSeconds = await readTtl(c, tenant.maxSignedUrlTtlSeconds);
+      const [signingKey] = tenant.signingKeys;
+      if (!signingKey) throw new BadRequestError('This tenant has no signing keys configured');
+      const [kid, secret] = signingKey;
+      const expiresAt = Math.floor(clock.now() / 1000) + ttlSeconds;
+      const url = signRecordingUrl({ baseUrl: deps.publicBaseUrl, tenant: tenant.id, callId, expiresAt, kid, secret });
+      return c.json({ url, expires_at: expiresAt }, 200, {
+        'Cache-Control': 'no-store',
+        ...corsHeaders(c.req.header('origin'), tenant.allowedOrigins),
+      });
+    },
+  };
+}
+
+async function readTtl(c: Context, maxTtlSeconds: number): Promise<number> {
+  const text = await c.req.text();
+  if (text.trim() === '') return Math.min(DEFAULT_SIGNED_URL_TTL_SECONDS, maxTtlSeconds);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new BadRequestError('Body must be JSON such as {"ttl_seconds": 300}');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new BadRequestError('Body must be a JSON object such as {"ttl_seconds": 300}');
+  }
+  const ttl = (body as Record<string, unknown>).ttl_seconds;
+  if (ttl === undefined) return Math.min(DEFAULT_SIGNED_URL_TTL_SECONDS, maxTtlSeconds);
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > maxTtlSeconds) {
+    throw new BadRequestError(`ttl_seconds must be an integer from 1 to ${maxTtlSeconds}`);
+  }
+  return ttl;
+}

@@ -1,0 +1,177 @@
+import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { BadGatewayError, GatewayError, GatewayTimeoutError } from '../http/errors.js';
+import { RetryableUpstreamError, errorForUpstreamStatus, upstreamTimeout, upstreamUnreachable } from './errors.js';
+
+export interface FlyflowClientOptions {
+  /** `https://api.flyflow.dev/v1`, no trailing slash. */
+  baseUrl: string;
+  /** Budget for the response head, retries included (contract section 4). */
+  timeoutMs: number;
+  /** Longest silence allowed while a body streams. */
+  bodyIdleTimeoutMs: number;
+  /** Larger bodies are refused from Content-Length up front and while streaming. */
+  maxRecordingBytes: number;
+  /** Attempts per request, the first included; default 3 (two retries). */
+  maxAttempts?: number;
+  /** First retry delay; later ones grow exponentially, with jitter. Default 100 ms. */
+  initialBackoffMs?: number;
+}
+
+/** An upstream 200 whose head passed every check; the body is still to be read. */
+export interface UpstreamRecording {
+  contentType: string;
+  contentLength: number | undefined;
+  lastModified: string | undefined;
+  /** The body, chunk by chunk. Throws a GatewayError if it stalls, breaks or grows too large. */
+  chunks(): AsyncIterable<Uint8Array>;
+  /** Stops the transfer and frees the connection. */
+  cancel(): void;
+}
+
+export interface FlyflowClient {
+  /**
+   * Requests `{baseUrl}/call/recording/{id}.mp3` with the given upstream key.
+   * @throws NotFoundError, BadGatewayError or GatewayTimeoutError.
+   */
+  openRecording(callId: string, apiKey: string): Promise<UpstreamRecording>;
+}
+
+const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+const DEFAULT_MAX_ATTEMPTS = 3;
+const DEFAULT_INITIAL_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 2_000;
+
+/** Creates the one place that talks to Flyflow. Options are checked here, once. */
+export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClient {
+  const upstreamOrigin = new URL(options.baseUrl).origin;
+  const retryPolicy = retry(
+    handleWhen((error) => error instanceof RetryableUpstreamError),
+    {
+      maxAttempts: (options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS) - 1,
+      backoff: new ExponentialBackoff({
+        initialDelay: options.initialBackoffMs ?? DEFAULT_INITIAL_BACKOFF_MS,
+        maxDelay: MAX_BACKOFF_MS,
+      }),
+    },
+  );
+
+  // The server key goes only to the upstream's own origin: a redirect to a
+  // storage host gets the request without it (contract section 1).
+  async function fetchFollowingRedirects(callId: string, apiKey: string, signal: AbortSignal): Promise<Response> {
+    let url = new URL(`${options.baseUrl}/call/recording/${callId}.mp3`);
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = {
+        Accept: 'audio/mpeg',
+        'Content-Type': 'application/json',
+        'Accept-Encoding': 'identity',
+      };
+      if (url.origin === upstreamOrigin) headers.Authorization = `Bearer ${apiKey}`;
+      const response = await fetch(url, { headers, redirect: 'manual', signal });
+      const location = response.headers.get('location');
+      if (!REDIRECT_STATUSES.has(response.status) || location === null) return response;
+      await response.body?.cancel();
+      if (hop === MAX_REDIRECTS) throw new BadGatewayError(`Upstream redirected more than ${MAX_REDIRECTS} times`);
+      url = new URL(location, url);
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+        throw new BadGatewayError('Upstream redirected to an unsupported scheme');
+      }
+    }
+  }
+
+  function checkHead(response: Response): { contentType: string; contentLength: number | undefined } {
+    if (response.status !== 200) throw errorForUpstreamStatus(response.status);
+    const contentType = response.headers.get('content-type')?.split(';')[0]?.trim().toLowerCase() ?? '';
+    if (!contentType.startsWith('audio/')) throw new BadGatewayError('Upstream answered with a body that is not audio');
+    const lengthHeader = response.headers.get('content-length');
+    const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
+    if (contentLength !== undefined && !Number.isSafeInteger(contentLength)) {
+      throw new BadGatewayError('Upstream sent an invalid Content-Length');
+    }
+    if (contentLength !== undefined && contentLength > options.maxRecordingBytes) {
+      throw new BadGatewayError('Recording is larger than cache.max_recording_bytes');
+    }
+    return { contentType, contentLength };
+  }
+
+  function wrapBody(response: Response, controller: AbortController, head: ReturnType<typeof checkHead>): UpstreamRecording {
+    const body = response.body;
+    return {
+      ...head,
+      lastModified: response.headers.get('last-modified') ?? undefined,
+      cancel: () => controller.abort(),
+      async *chunks() {
+        if (!body) return;
+        const reader = body.getReader();
+        let received = 0;
+        let stalled = false;
+        try {
+          for (;;) {
+            const idle = setTimeout(() => {
+              stalled = true;
+              controller.abort();
+            }, options.bodyIdleTimeoutMs);
+            let next: ReadableStreamReadResult<Uint8Array>;
+            try {
+              next = await reader.read();
+            } catch (cause) {
+              if (stalled) throw new GatewayTimeoutError('Upstream body stalled', { cause });
+              throw new BadGatewayError('Upstream body ended early', { cause });
+            } finally {
+              clearTimeout(idle);
+            }
+            if (next.done) return;
+            received += next.value.byteLength;
+            if (received > options.maxRecordingBytes) {
+              throw new BadGatewayError('Recording is larger than cache.max_recording_bytes');
+            }
+            yield next.value;
+          }
+        } finally {
+          controller.abort();
+        }
+      },
+    };
+  }
+
+  async function attempt(callId: string, apiKey: string, deadline: AbortSignal): Promise<UpstreamRecording> {
+    const controller = new AbortController();
+    const abortAttempt = () => controller.abort();
+    deadline.addEventListener('abort', abortAttempt, { once: true });
+    try {
+      const response = await fetchFollowingRedirects(callId, apiKey, controller.signal);
+      let head: ReturnType<typeof checkHead>;
+      try {
+        head = checkHead(response);
+      } catch (error) {
+        await response.body?.cancel().catch(() => {});
+        throw error;
+      }
+      return wrapBody(response, controller, head);
+    } catch (error) {
+      controller.abort();
+      if (deadline.aborted) throw upstreamTimeout(error);
+      if (error instanceof GatewayError) throw error;
+      throw upstreamUnreachable(error);
+    } finally {
+      deadline.removeEventListener('abort', abortAttempt);
+    }
+  }
+
+  return {
+    async openRecording(callId, apiKey) {
+      const deadline = new AbortController();
+      const timer = setTimeout(() => deadline.abort(), options.timeoutMs);
+      try {
+        return await retryPolicy.execute(() => attempt(callId, apiKey, deadline.signal), deadline.signal);
+      } catch (error) {
+        if (error instanceof GatewayError) throw error;
+        // cockatiel rejects with its own TaskCancelledError when the deadline ends a backoff wait.
+        if (deadline.signal.aborted) throw upstreamTimeout(error);
+        throw upstreamUnreachable(error);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}

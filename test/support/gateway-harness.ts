@@ -1,0 +1,140 @@
+import { serve, type ServerType } from '@hono/node-server';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { sha256Hex } from '../../src/auth/tenants.js';
+import type { Clock } from '../../src/clock.js';
+import type { GatewayConfig, TenantConfig } from '../../src/config/index.js';
+import { createGateway, type Gateway } from '../../src/gateway.js';
+import type { Logger } from '../../src/logger.js';
+
+export const SERVER_KEY = 'flyflow-server-key-for-tests-000000';
+export const ACME_KEY = 'acme-tenant-key-for-tests-0000000001';
+export const ACME_SIGNING_SECRET = 'acme-signing-secret-k1-0123456789';
+export const ACME_SIGNING_SECRET_K2 = 'acme-signing-secret-k2-9876543210';
+export const ACME_ORIGIN = 'https://app.acme.example';
+
+/** A tenant in the test config, with its API key in clear so tests can use it. */
+export function testTenant(id: string, apiKey: string, extra: Partial<TenantConfig> = {}): TenantConfig {
+  return {
+    id,
+    apiKeyDigests: [sha256Hex(apiKey)],
+    signingKeys: [],
+    allowedOrigins: [],
+    maxSignedUrlTtlSeconds: 3600,
+    ...extra,
+  };
+}
+
+export function acmeTenant(extra: Partial<TenantConfig> = {}): TenantConfig {
+  return testTenant('acme', ACME_KEY, {
+    signingKeys: [
+      { kid: 'k1', secret: ACME_SIGNING_SECRET },
+      { kid: 'k2', secret: ACME_SIGNING_SECRET_K2 },
+    ],
+    allowedOrigins: [ACME_ORIGIN],
+    ...extra,
+  });
+}
+
+export async function makeTempDir(prefix = 'rg-test-'): Promise<string> {
+  return mkdtemp(path.join(tmpdir(), prefix));
+}
+
+export interface TestConfigOptions {
+  dir: string;
+  upstreamBaseUrl: string;
+  tenants?: TenantConfig[];
+  cache?: Partial<GatewayConfig['cache']>;
+  upstream?: Partial<GatewayConfig['upstream']>;
+  publicBaseUrl?: string;
+}
+
+export function testConfig(options: TestConfigOptions): GatewayConfig {
+  return {
+    listen: { host: '127.0.0.1', port: 0 },
+    ...(options.publicBaseUrl ? { publicBaseUrl: options.publicBaseUrl } : {}),
+    upstream: {
+      baseUrl: options.upstreamBaseUrl,
+      apiKey: SERVER_KEY,
+      timeoutMs: 5_000,
+      bodyIdleTimeoutMs: 2_000,
+      maxConcurrentDownloads: 16,
+      ...options.upstream,
+    },
+    cache: {
+      dir: options.dir,
+      maxDiskBytes: 1024 ** 3,
+      maxMemoryBytes: 64 * 1024 ** 2,
+      maxRecordingBytes: 64 * 1024 ** 2,
+      index: { kind: 'sqlite' },
+      notFoundTtlSeconds: 30,
+      maxAgeSeconds: 86_400,
+      ...options.cache,
+    },
+    tenants: options.tenants ?? [acmeTenant()],
+  };
+}
+
+/** A gateway served over real HTTP on 127.0.0.1. */
+export interface RunningGateway {
+  gateway: Gateway;
+  baseUrl: string;
+  /** GET (or another method) against the gateway, with the acme key unless headers say otherwise. */
+  fetch(pathOrUrl: string, init?: RequestInit): Promise<Response>;
+  close(): Promise<void>;
+}
+
+export async function startGateway(
+  config: GatewayConfig,
+  options: { clock?: Clock; logger?: Logger } = {},
+): Promise<RunningGateway> {
+  const gateway = await createGateway({
+    config,
+    ...options,
+    upstream: { maxAttempts: 3, initialBackoffMs: 10 },
+  });
+  const server: ServerType = await new Promise((resolve) => {
+    const started = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(started));
+  });
+  const { port } = server.address() as AddressInfo;
+  const baseUrl = `http://127.0.0.1:${port}`;
+  return {
+    gateway,
+    baseUrl,
+    fetch(pathOrUrl, init = {}) {
+      const url = pathOrUrl.startsWith('http') ? pathOrUrl : `${baseUrl}${pathOrUrl}`;
+      const headers = new Headers(init.headers);
+      if (!headers.has('authorization') && !url.includes('sig=')) headers.set('authorization', `Bearer ${ACME_KEY}`);
+      return fetch(url, { ...init, headers });
+    },
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      });
+      await gateway.close();
+    },
+  };
+}
+
+/** Files under the cache's tmp/ folder: a finished test must leave none. */
+export async function tempFilesIn(dir: string): Promise<string[]> {
+  return readdir(path.join(dir, 'tmp')).catch(() => []);
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** A clock tests move by hand. */
+export function manualClock(start = Date.UTC(2026, 10, 30, 12, 0, 0)): Clock & { advance(ms: number): void } {
+  let now = start;
+  return {
+    now: () => now,
+    advance(ms) {
+      now += ms;
+    },
+  };
+}
