@@ -9,6 +9,7 @@ import type { DownloadManager } from './download/download-manager.js';
 import { corsHeaders, preflightResponse } from './http/cors.js';
 import { BadRequestError, GatewayError, MethodNotAllowedError, errorResponse } from './http/errors.js';
 import type { GatewayEnv } from './http/gateway-env.js';
+import { RECORDING_PREFIX, rawRequestPath } from './http/request-target.js';
 import type { Logger } from './logger.js';
 import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
 import { createRecordingHandlers } from './routes/recordings.js';
@@ -57,7 +58,11 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
     throw new MethodNotAllowedError(RECORDING_METHODS);
   });
 
-  app.notFound(() => errorResponse(new GatewayError(404, 'Not Found', 'No such route')));
+  app.notFound((c) => {
+    // The URL parser resolved dot segments out of a recording path: still a bad id, not another route.
+    if (rawRequestPath(c).startsWith(RECORDING_PREFIX)) throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
+    return errorResponse(new GatewayError(404, 'Not Found', 'No such route'));
+  });
   app.onError((error, c) => handleError(error, c, deps));
   return app;
 }

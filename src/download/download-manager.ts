@@ -69,6 +69,7 @@ export class DownloadManager {
     const download = new RecordingDownload(() => client.openRecording(callId, tenant.upstreamApiKey), {
       memoryEntryMaxBytes: cache.memoryEntryMaxBytes,
       createTemp: () => disk.createTemp(),
+      discardTemp: (tempPath) => disk.discardTemp(tempPath),
       onDiskError: (error) => logger.warn({ err: error }, 'cache disk unavailable; streaming without storing'),
     });
     this.#inFlight.set(key, download);

@@ -31,6 +31,8 @@ export interface DownloadSink {
   memoryEntryMaxBytes: number;
   /** Reports a disk problem; the download goes on from memory when it can. */
   onDiskError(error: unknown): void;
+  /** Removes the temporary file of a failed download. */
+  discardTemp(path: string): Promise<void>;
 }
 
 const FILE_READ_BYTES = 64 * 1024;
@@ -130,6 +132,7 @@ export class RecordingDownload {
       if (this.#file) {
         await this.#file.handle.sync().catch((error: unknown) => this.#dropFile(error));
       }
+      const tempPath = this.#file?.path;
       this.#size = size;
       this.#state = 'complete';
       const head = { size, contentType: upstream.contentType, lastModified: upstream.lastModified };
@@ -140,7 +143,7 @@ export class RecordingDownload {
         ...head,
         sha256,
         body: this.#chunks ? Buffer.concat(this.#chunks, size) : undefined,
-        tempPath: this.#file?.path,
+        tempPath,
       };
     } catch (error) {
       upstream?.cancel();
@@ -237,6 +240,7 @@ export class RecordingDownload {
   }
 
   #fail(error: unknown): void {
+    if (this.#file) void this.sink.discardTemp(this.#file.path);
     this.#error =
       error instanceof GatewayError ? error : new BadGatewayError('Download failed', { cause: error });
     this.#state = 'failed';

@@ -19,6 +19,7 @@ import {
 } from '../http/recording-response.js';
 import type { Logger } from '../logger.js';
 import type { GatewayEnv } from '../http/gateway-env.js';
+import { rawRequestPath } from '../http/request-target.js';
 
 export interface RecordingRoutesDeps {
   authenticator: Authenticator;
@@ -42,19 +43,9 @@ const DEFAULT_SIGNED_URL_TTL_SECONDS = 300;
 const RECORDING_PATH = /^\/v1\/call\/recording\/([^/?]*)\.mp3$/;
 const SIGNED_URL_PATH = /^\/v1\/call\/recording\/([^/?]*)\/signed-url$/;
 
-/**
- * The path as the client sent it, before any percent-decoding, so that an
- * encoded slash or dot can never turn into another call id.
- */
-function rawPath(url: string): string {
-  const pathStart = url.indexOf('/', url.indexOf('//') + 2);
-  const queryStart = url.indexOf('?', pathStart);
-  return url.slice(pathStart, queryStart === -1 ? undefined : queryStart);
-}
-
 /** The call id of a recording-route path; 400 for anything that is not one. */
-export function callIdFromPath(url: string, pattern: RegExp = RECORDING_PATH): string {
-  const segment = pattern.exec(rawPath(url))?.[1];
+export function callIdFromPath(c: Context<GatewayEnv>, pattern: RegExp = RECORDING_PATH): string {
+  const segment = pattern.exec(rawRequestPath(c))?.[1];
   if (segment === undefined) throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
   return parseCallId(segment);
 }
@@ -110,7 +101,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   return {
     /** GET and HEAD /v1/call/recording/{id}.mp3 */
     async getRecording(c: Context<GatewayEnv>): Promise<Response> {
-      const callId = callIdFromPath(c.req.url);
+      const callId = callIdFromPath(c);
       const caller = authenticator.recordingReader(c.req.header('authorization'), signedParams(c), callId);
       c.set('caller', caller);
       c.set('callId', callId);
@@ -141,7 +132,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
 
     /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace. */
     async deleteRecording(c: Context<GatewayEnv>): Promise<Response> {
-      const callId = callIdFromPath(c.req.url);
+      const callId = callIdFromPath(c);
       const caller = authenticator.apiKey(c.req.header('authorization'));
       c.set('caller', caller);
       c.set('callId', callId);
@@ -158,7 +149,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
 
     /** POST /v1/call/recording/{id}/signed-url with optional {"ttl_seconds": n} */
     async createSignedUrl(c: Context<GatewayEnv>): Promise<Response> {
-      const callId = callIdFromPath(c.req.url, SIGNED_URL_PATH);
+      const callId = callIdFromPath(c, SIGNED_URL_PATH);
       const caller = authenticator.apiKey(c.req.header('authorization'));
       c.set('caller', caller);
       c.set('callId', callId);

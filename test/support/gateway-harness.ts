@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { serve, type ServerType } from '@hono/node-server';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -137,4 +138,32 @@ export function manualClock(start = Date.UTC(2026, 10, 30, 12, 0, 0)): Clock & {
       now += ms;
     },
   };
+}
+
+/** A request whose path is sent byte for byte, as a hostile client would (fetch() would normalise it). */
+export async function rawRequest(
+  baseUrl: string,
+  rawPath: string,
+  options: { method?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; headers: import('node:http').IncomingHttpHeaders; body: Buffer }> {
+  const { request } = await import('node:http');
+  const url = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: url.hostname, port: url.port, method: options.method ?? 'GET', path: rawPath, headers: options.headers },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The ETag the gateway must send for these bytes: their sha256, base64url, quoted. */
+export function expectedEtag(bytes: Buffer): string {
+  return `"${createHash('sha256').update(bytes).digest('base64url')}"`;
 }
