@@ -10,6 +10,8 @@ export interface RunningRedis {
   /** `redis://127.0.0.1:PORT` */
   readonly url: string;
   readonly port: number;
+  /** The server's process ID, e.g. to pause it with SIGSTOP. */
+  readonly pid: number;
   /** Kills the server and resolves once it has exited. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -19,6 +21,8 @@ export interface StartRedisOptions {
   command?: string;
   /** How long to wait for the first PONG. Default 10 s. */
   readyTimeoutMs?: number;
+  /** A fixed port, e.g. to restart a server where clients expect it. Default: a free one. */
+  port?: number;
 }
 
 const INSTALL_HINT = 'install it: apt-get install -y redis-server';
@@ -88,8 +92,8 @@ export async function startRedisServer(options: StartRedisOptions = {}): Promise
   // The port may be taken between freePort() and redis binding it; then redis
   // exits at once and we try another.
   let lastError: Error | undefined;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
+  for (let attempt = 0; attempt < (options.port === undefined ? 3 : 1); attempt++) {
+    const port = options.port ?? (await freePort());
     try {
       return await startOn(command, port, readyTimeoutMs);
     } catch (error) {
@@ -150,6 +154,7 @@ async function startOn(command: string, port: number, readyTimeoutMs: number): P
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
+    pid: child.pid as number,
     stop() {
       stopping ??= stop();
       return stopping;
