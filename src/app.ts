@@ -11,6 +11,7 @@ import { BadRequestError, GatewayError, MethodNotAllowedError, errorResponse } f
 import type { GatewayEnv } from './http/gateway-env.js';
 import { RECORDING_PREFIX, rawRequestPath } from './http/request-target.js';
 import type { Logger } from './logger.js';
+import type { TenantRateLimiter } from './rate-limit/index.js';
 import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
 import { createRecordingHandlers } from './routes/recordings.js';
 
@@ -24,6 +25,7 @@ export interface AppDeps {
   logger: Logger;
   maxAgeSeconds: number;
   publicBaseUrl: string | undefined;
+  rateLimiter: TenantRateLimiter;
   readiness: ReadinessCheck[];
 }
 

@@ -4,14 +4,18 @@ import { createApp } from './app.js';
 import { createAuthenticator } from './auth/authenticate.js';
 import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
 import { systemClock, type Clock } from './clock.js';
+import { DiskHealth } from './cache/disk-health.js';
 import { createDiskStore } from './cache/disk-store.js';
 import { NotFoundMemory } from './cache/not-found-memory.js';
 import { RecordingCache } from './cache/recording-cache.js';
 import { createRedisIndex, createSqliteIndex, type RecordingIndex } from './cache/recording-index.js';
 import type { GatewayConfig } from './config/index.js';
 import { DownloadManager } from './download/download-manager.js';
+import { DownloadSlots } from './download/download-slots.js';
 import type { GatewayEnv } from './http/gateway-env.js';
 import { silentLogger, type Logger } from './logger.js';
+import { createMemoryRateLimitStore, createTenantRateLimiter } from './rate-limit/index.js';
+import { createUpstreamCircuit, type UpstreamCircuit } from './upstream/circuit.js';
 import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
 
 export interface GatewayOptions {
@@ -29,6 +33,8 @@ export interface Gateway {
   downloads: DownloadManager;
   index: RecordingIndex;
   tenants: TenantRegistry;
+  circuit: UpstreamCircuit;
+  diskHealth: DiskHealth;
   /** Waits for downloads under way to be stored, then closes the index. */
   close(): Promise<void>;
 }
@@ -46,7 +52,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const disk = createDiskStore(config.cache.dir);
   await disk.init();
   const index = openIndex(config);
-  const cache = new RecordingCache({ disk, index, maxMemoryBytes: config.cache.maxMemoryBytes, logger });
+  const diskHealth = new DiskHealth(logger, clock);
+  const cache = new RecordingCache({
+    disk,
+    index,
+    diskHealth,
+    maxMemoryBytes: config.cache.maxMemoryBytes,
+    maxDiskBytes: config.cache.maxDiskBytes,
+    logger,
+  });
   try {
     await cache.load();
   } catch (error) {
@@ -55,14 +69,29 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
   const tenants = createTenantRegistry(config);
   const notFound = new NotFoundMemory(config.cache.notFoundTtlSeconds * 1000, clock);
+  const circuit = createUpstreamCircuit({
+    failureThreshold: config.upstream.circuitBreaker.failureThreshold,
+    cooldownMs: config.upstream.circuitBreaker.cooldownSeconds * 1000,
+    clock,
+  });
   const client = createFlyflowClient({
     baseUrl: config.upstream.baseUrl,
     timeoutMs: config.upstream.timeoutMs,
     bodyIdleTimeoutMs: config.upstream.bodyIdleTimeoutMs,
     maxRecordingBytes: config.cache.maxRecordingBytes,
+    circuit,
     ...options.upstream,
   });
-  const downloads = new DownloadManager({ client, cache, disk, notFound, clock, logger });
+  const downloads = new DownloadManager({
+    client,
+    cache,
+    disk,
+    diskHealth,
+    notFound,
+    clock,
+    logger,
+    slots: new DownloadSlots(config.upstream.maxConcurrentDownloads),
+  });
   const app = createApp({
     tenants,
     authenticator: createAuthenticator(tenants, clock),
@@ -73,8 +102,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     logger,
     maxAgeSeconds: config.cache.maxAgeSeconds,
     publicBaseUrl: config.publicBaseUrl,
+    rateLimiter: createTenantRateLimiter({ store: createMemoryRateLimitStore({ clock }) }),
     readiness: [
-      { name: 'cache directory', check: () => access(config.cache.dir, constants.W_OK) },
+      {
+        name: 'cache directory',
+        check: async () => {
+          await access(config.cache.dir, constants.W_OK);
+          if (diskHealth.problem) throw new Error(diskHealth.problem);
+        },
+      },
       {
         name: `${index.kind} index`,
         check: () =>
@@ -90,6 +126,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     downloads,
     index,
     tenants,
+    circuit,
+    diskHealth,
     async close() {
       await downloads.idle();
       await index.close();

@@ -67,7 +67,6 @@ describe('demo player in a real browser', () => {
     const running = demo!;
     const catalog = await loadFixtureCatalog();
     const expected = catalog.find((r) => r.id === LONG_CALL_ID)!.duration_seconds;
-    const fromGateway = (r: SeenResponse) => r.url.startsWith(`${running.gatewayUrl}/`);
 
     await page.goto(running.playerUrl);
     await page.waitForSelector(AUDIO, { state: 'attached', timeout: 10_000 });
@@ -97,8 +96,11 @@ describe('demo player in a real browser', () => {
       { timeout: 10_000, polling: 100 },
     );
 
-    const partial = responses.filter((r) => fromGateway(r) && r.status === 206);
+    // Media elements ask for ranges (`bytes=0-`, then from the seek point), and the gateway answers 206.
+    const recordingPath = `${running.gatewayUrl}/v1/call/recording/${LONG_CALL_ID}.mp3?`;
+    const partial = responses.filter((r) => r.url.startsWith(recordingPath) && r.status === 206);
     expect(partial.length).toBeGreaterThan(0);
+    expect(partial[0]!.headers['content-range']).toMatch(/^bytes \d+-\d+\/\d+$/);
     // crossorigin="anonymous": the gateway must grant the player's origin, or the browser drops the audio.
     expect(partial[0]!.headers['access-control-allow-origin']).toBe(new URL(running.playerUrl).origin);
     // The tenant key stays in the demo backend.
@@ -110,6 +112,9 @@ describe('demo player in a real browser', () => {
     const errorCode = await page.evaluate(async (src: string) => {
       const audio = document.createElement('audio');
       audio.preload = 'metadata';
+      // As the page's own players do. Without CORS the browser's opaque-response
+      // blocking (ORB) would swallow the JSON 401 before anyone could see its status.
+      audio.crossOrigin = 'anonymous';
       document.body.append(audio);
       const code = await new Promise<number | null>((resolve) => {
         audio.addEventListener('error', () => resolve(audio.error?.code ?? null), { once: true });

@@ -117,7 +117,7 @@ describe('RecordingGatewayClient against a live gateway', () => {
   });
 
   it('gives up with RecordingGatewayTimeoutError when the gateway stays silent past timeoutMs, writing no file', async () => {
-    fake.setBehaviour(1, { kind: 'slow-head', delayMs: 3_000 });
+    fake.setBehaviour(1, { kind: 'slow-head', delayMs: 1_000 });
     const impatient = new RecordingGatewayClient({ baseUrl: gw.baseUrl, apiKey: ACME_KEY, timeoutMs: 150 });
 
     const started = Date.now();
@@ -125,7 +125,7 @@ describe('RecordingGatewayClient against a live gateway', () => {
 
     expect(error).toBeInstanceOf(RecordingGatewayTimeoutError);
     expect(error).toMatchObject({ status: 0, reason: 'Timeout', timeoutMs: 150 });
-    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(Date.now() - started).toBeLessThan(900);
     expect(await readdir(outDir)).toEqual([]);
   });
 
@@ -173,12 +173,22 @@ describe('RecordingGatewayClient against a live gateway', () => {
     await client.getCallRecording(1, path.join(outDir, 'a.mp3'));
     await client.getCallRecording(1, path.join(outDir, 'b.mp3'));
     expect(fake.recordingRequests(1)).toHaveLength(1);
+    // Let the gateway finish storing the first download: a DELETE that lands while the
+    // store is being written can currently lose to it (a gateway race, reported separately).
+    await gw.gateway.downloads.idle();
 
     await expect(client.deleteCallRecording(1)).resolves.toBeUndefined();
     await client.getCallRecording(1, path.join(outDir, 'c.mp3'));
 
     expect(fake.recordingRequests(1)).toHaveLength(2);
     expect((await readFile(path.join(outDir, 'c.mp3'))).equals(fake.recording(1)!)).toBe(true);
+  });
+
+  it("fails with the file system's own ENOENT when the output folder does not exist", async () => {
+    const output = path.join(outDir, 'no-such-folder', 'call-1.mp3');
+
+    await expect(client.getCallRecording(1, output)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await readdir(outDir)).toEqual([]);
   });
 
   it('accepts a Flyflow-style base URL ending in /v1', async () => {

@@ -83,6 +83,7 @@ describe('defaults', () => {
         timeoutMs: 30_000,
         bodyIdleTimeoutMs: 15_000,
         maxConcurrentDownloads: 16,
+        circuitBreaker: { failureThreshold: 5, cooldownSeconds: 30 },
       },
       cache: {
         dir: join(dir, 'data/cache'),

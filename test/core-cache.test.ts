@@ -334,9 +334,9 @@ describe('what is never stored', () => {
     upstream.setBehaviour(4, { kind: 'truncate', afterBytes: 50_000 });
     const gateway = await start();
     const response = await gateway.fetch('/v1/call/recording/4.mp3');
-    // Whether the break is seen before the first byte (502) or after the head
-    // went out (a transfer cut short of its Content-Length) depends on timing;
-    // either way the client never receives a "complete" short body.
+    // Whether the break is seen before the first byte (retried, then 502) or
+    // after the head went out (a transfer cut short of its Content-Length)
+    // depends on timing; either way the client never receives a "complete" short body.
     if (response.status === 200) await expect(response.arrayBuffer()).rejects.toThrow();
     else expect(await response.json()).toEqual({ error: 'Bad Gateway', message: 'Upstream body ended early' });
     await gateway.gateway.downloads.idle();
@@ -344,9 +344,21 @@ describe('what is never stored', () => {
     expect(existsSync(path.join(dir, 'recordings', upstreamNamespace(upstream.baseUrl, SERVER_KEY), '4.mp3'))).toBe(false);
 
     upstream.setBehaviour(4, undefined);
+    const before = upstream.recordingRequests(4).length;
     const next = await gateway.fetch('/v1/call/recording/4.mp3');
     expect((await bytesOf(next)).equals(upstream.recording(4)!)).toBe(true);
-    expect(upstream.recordingRequests(4)).toHaveLength(2);
+    expect(upstream.recordingRequests(4)).toHaveLength(before + 1);
+  });
+
+  test('a body that breaks before any client has a byte is fetched again, transparently', async () => {
+    upstream.setBehaviour(4, { kind: 'reset', afterBytes: 1, times: 2 });
+    const gateway = await start();
+    const response = await gateway.fetch('/v1/call/recording/4.mp3');
+    expect(response.status).toBe(200);
+    expect((await bytesOf(response)).equals(upstream.recording(4)!)).toBe(true);
+    expect(upstream.recordingRequests(4)).toHaveLength(3);
+    await gateway.gateway.downloads.idle();
+    expect(await tempFilesIn(dir)).toEqual([]);
   });
 
   test('a recording larger than max_recording_bytes is refused with 502 before it streams', async () => {

@@ -94,6 +94,13 @@ describe.each(Object.entries(tiers))('byte ranges on a %s answer', (_tier, setup
     expect((await bytesOf(response)).equals(body.subarray(0, 200))).toBe(true);
   });
 
+  test(setup.warm ? 'If-None-Match with the ETag of the hit is 304' : 'If-None-Match cannot match before the ETag is known: 200', async () => {
+    const body = await prepared();
+    const response = await gateway.fetch('/v1/call/recording/4.mp3', { headers: { 'if-none-match': expectedEtag(body) } });
+    expect(response.status).toBe(setup.warm ? 304 : 200);
+    expect((await bytesOf(response)).length).toBe(setup.warm ? 0 : body.length);
+  });
+
   test('HEAD ignores Range, as RFC 9110 defines ranges for GET only', async () => {
     const body = await prepared();
     const response = await gateway.fetch('/v1/call/recording/4.mp3', { method: 'HEAD', headers: { range: 'bytes=0-1' } });

@@ -22,7 +22,8 @@ const template = document.getElementById('recording-template');
 
 function formatTime(seconds) {
   if (!Number.isFinite(seconds)) return '–:––';
-  const whole = Math.max(0, Math.round(seconds));
+  // Floor, like the browser's own controls, so the two never disagree.
+  const whole = Math.max(0, Math.floor(seconds));
   return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, '0')}`;
 }
 
@@ -68,7 +69,7 @@ function render(recording, expiresAt) {
     seekGroup.append(button);
   }
 
-  audio.addEventListener('loadedmetadata', () => setStatus(status, `Ready · ${formatTime(audio.duration)}`, 'ready'));
+  audio.addEventListener('loadedmetadata', () => setStatus(status, 'Ready', 'ready'));
   audio.addEventListener('seeking', () => setStatus(status, `Seeking to ${formatTime(audio.currentTime)}…`, 'busy'));
   audio.addEventListener('waiting', () => setStatus(status, 'Buffering…', 'busy'));
   audio.addEventListener('playing', () => setStatus(status, 'Playing', 'playing'));

@@ -1,7 +1,10 @@
-import { LRUCache } from 'lru-cache';
+import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logger.js';
+import type { DiskHealth } from './disk-health.js';
 import type { DiskStore } from './disk-store.js';
+import { reconcileCache, type ReconcileReport } from './reconcile.js';
 import type { RecordingIndex } from './recording-index.js';
 import { cacheKey, etagFor, type RecordingMeta } from './recording-meta.js';
 
@@ -13,6 +16,8 @@ export interface CachedRecording {
   readonly lastModified: Date;
   /** The headers every successful answer for it carries. */
   readonly headers: Readonly<Record<string, string>>;
+  /** False when the disk could not take it: it lives in memory only, until evicted there. */
+  readonly onDisk: boolean;
 }
 
 export type CacheHit =
@@ -22,15 +27,18 @@ export type CacheHit =
 export interface RecordingCacheOptions {
   disk: DiskStore;
   index: RecordingIndex;
+  diskHealth: DiskHealth;
   maxMemoryBytes: number;
+  maxDiskBytes: number;
   logger: Logger;
 }
 
 export interface CacheStats {
   entries: number;
-  bytes: number;
+  diskBytes: number;
   memoryEntries: number;
   memoryBytes: number;
+  evictions: number;
 }
 
 // A recording larger than this share of the memory tier is never held whole in
@@ -42,7 +50,7 @@ function httpDate(value: string | undefined, fallback: number): Date {
   return new Date(Number.isNaN(parsed) ? fallback : parsed);
 }
 
-function describe(meta: RecordingMeta): CachedRecording {
+function describe(meta: RecordingMeta, onDisk: boolean): CachedRecording {
   const etag = etagFor(meta.sha256);
   const lastModified = httpDate(meta.lastModified, meta.fetchedAt);
   return {
@@ -50,6 +58,7 @@ function describe(meta: RecordingMeta): CachedRecording {
     meta,
     etag,
     lastModified,
+    onDisk,
     headers: {
       'Content-Type': meta.contentType,
       'Accept-Ranges': 'bytes',
@@ -62,14 +71,19 @@ function describe(meta: RecordingMeta): CachedRecording {
 
 /**
  * The two cache tiers behind one face: recording bodies in a byte-bounded
- * memory LRU, every recording on disk, and the metadata of all of them in
- * memory (mirrored to the index) so that a lookup never waits on I/O.
+ * memory LRU, every recording on disk within `maxDiskBytes`, and the metadata
+ * of all of them in memory (mirrored to the index) so that a lookup never
+ * waits on I/O. `#entries` is kept in recency order (a hit moves its entry to
+ * the end), so disk eviction takes the least recently used first.
  */
 export class RecordingCache {
   readonly memoryEntryMaxBytes: number;
   readonly #entries = new Map<string, CachedRecording>();
   readonly #memory: LRUCache<string, Buffer>;
+  /** Readers of a file; a pinned entry is never evicted under them. */
+  readonly #pins = new Map<string, number>();
   #diskBytes = 0;
+  #evictions = 0;
 
   constructor(private readonly options: RecordingCacheOptions) {
     this.memoryEntryMaxBytes = Math.floor(options.maxMemoryBytes * MEMORY_ENTRY_FRACTION);
@@ -80,15 +94,23 @@ export class RecordingCache {
     });
   }
 
-  /** Reads the index into memory. */
-  async load(): Promise<void> {
-    for await (const [key, meta] of this.options.index.entries()) this.#remember(key, meta);
+  /**
+   * Reconciles the index with the files (a crash at any moment leaves a
+   * consistent cache) and reads what is left into memory, oldest first.
+   */
+  async load(): Promise<ReconcileReport> {
+    const { entries, report } = await reconcileCache(this.options.index, this.options.disk, this.options.logger);
+    entries.sort((a, b) => a[1].fetchedAt - b[1].fetchedAt);
+    for (const [key, meta] of entries) this.#remember(key, meta, true);
+    return report;
   }
 
-  /** A hit from memory alone, or undefined. */
+  /** A hit from memory alone, or undefined. A hit counts as a use for eviction. */
   lookup(key: string): CacheHit | undefined {
     const entry = this.#entries.get(key);
     if (!entry) return undefined;
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
     const body = this.#memory.get(key);
     return body ? { tier: 'memory', entry, body } : { tier: 'disk', entry };
   }
@@ -104,51 +126,67 @@ export class RecordingCache {
       return undefined;
     });
     if (!meta) return undefined;
-    this.#remember(key, meta);
+    this.#remember(key, meta, true);
     return this.lookup(key);
+  }
+
+  /**
+   * Pins an entry while its file is read, so eviction leaves it alone.
+   * @returns the unpin function; call it once, when the reader is done.
+   */
+  pin(key: string): () => void {
+    this.#pins.set(key, (this.#pins.get(key) ?? 0) + 1);
+    let unpinned = false;
+    return () => {
+      if (unpinned) return;
+      unpinned = true;
+      const count = (this.#pins.get(key) ?? 1) - 1;
+      if (count > 0) this.#pins.set(key, count);
+      else this.#pins.delete(key);
+    };
   }
 
   /** Opens the file of a disk hit; a missing file drops the entry and answers undefined. */
   async openFile(entry: CachedRecording): Promise<FileHandle | undefined> {
-    const handle = await this.options.disk.openRecording(entry.meta.namespace, entry.meta.callId).catch((error: unknown) => {
-      this.options.logger.warn({ err: error, key: entry.key }, 'cannot open a cached recording; refetching it');
-      return undefined;
-    });
+    const handle = entry.onDisk
+      ? await this.options.disk.openRecording(entry.meta.namespace, entry.meta.callId).catch((error: unknown) => {
+          this.options.logger.warn({ err: error, key: entry.key }, 'cannot open a cached recording; refetching it');
+          return undefined;
+        })
+      : undefined;
     if (!handle) this.#forget(entry.key);
     return handle;
   }
 
-  /** Keeps a body read from disk in the memory tier if it is small enough. */
-  promote(entry: CachedRecording, body: Buffer): void {
-    if (body.length <= this.memoryEntryMaxBytes && this.#entries.get(entry.key) === entry) {
-      this.#memory.set(entry.key, body);
+  /**
+   * Reads a small disk hit whole and checks it against its sha256 before it
+   * is served or promoted to memory; a damaged file is removed and undefined
+   * answered, so the recording is fetched again rather than served broken.
+   */
+  async readVerified(entry: CachedRecording, handle: FileHandle): Promise<Buffer | undefined> {
+    const body = await handle.readFile();
+    const intact = body.length === entry.meta.size && createHash('sha256').update(body).digest('hex') === entry.meta.sha256;
+    if (!intact) {
+      this.options.logger.warn({ key: entry.key }, 'cached recording failed its checksum; refetching it');
+      await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
+      return undefined;
     }
+    if (this.#entries.get(entry.key) === entry) this.#memory.set(entry.key, body);
+    return body;
   }
 
   /**
-   * Stores a verified recording: the temporary file is moved into place, then
-   * indexed. A failing disk or index is logged and bypassed; the recording
-   * then lives in memory only (if small) until the process ends.
+   * Stores a verified recording: room is made on disk (least recently used
+   * first, never a pinned entry), the temporary file is moved into place,
+   * then indexed. A failing disk or index is logged and bypassed; the
+   * recording then lives in memory only (if small) until evicted there.
    */
   async store(meta: RecordingMeta, tempPath: string | undefined, body: Buffer | undefined): Promise<CachedRecording | undefined> {
     const key = cacheKey(meta.namespace, meta.callId);
-    let onDisk = false;
-    if (tempPath) {
-      try {
-        await this.options.disk.commit(tempPath, meta.namespace, meta.callId);
-        await this.options.index.set(key, meta);
-        onDisk = true;
-      } catch (error) {
-        this.options.logger.error({ err: error, key }, 'could not store a recording on disk; serving it from memory only');
-        await this.options.disk.discardTemp(tempPath);
-        await this.options.disk.remove(meta.namespace, meta.callId).catch(() => {});
-      }
-    }
+    const onDisk = tempPath !== undefined && (await this.#storeOnDisk(key, meta, tempPath));
     if (!onDisk && !(body && body.length <= this.memoryEntryMaxBytes)) return undefined;
-    const entry = this.#remember(key, meta);
-    // A memory-only entry whose body falls out of the LRU finds no file on its
-    // next hit, and openFile() then drops it: it is fetched again.
-    if (body) this.promote(entry, body);
+    const entry = this.#remember(key, meta, onDisk);
+    if (body && body.length <= this.memoryEntryMaxBytes) this.#memory.set(key, body);
     return entry;
   }
 
@@ -164,24 +202,71 @@ export class RecordingCache {
   stats(): CacheStats {
     return {
       entries: this.#entries.size,
-      bytes: this.#diskBytes,
+      diskBytes: this.#diskBytes,
       memoryEntries: this.#memory.size,
       memoryBytes: this.#memory.calculatedSize,
+      evictions: this.#evictions,
     };
   }
 
-  #remember(key: string, meta: RecordingMeta): CachedRecording {
-    const previous = this.#entries.get(key);
-    if (previous) this.#diskBytes -= previous.meta.size;
-    const entry = describe(meta);
+  async #storeOnDisk(key: string, meta: RecordingMeta, tempPath: string): Promise<boolean> {
+    const { disk, index, diskHealth, logger } = this.options;
+    if (!(await this.#makeRoom(key, meta.size))) {
+      logger.warn({ key, size: meta.size }, 'no room in cache.max_disk_bytes that is not in use; not storing on disk');
+      await disk.discardTemp(tempPath);
+      return false;
+    }
+    try {
+      await disk.commit(tempPath, meta.namespace, meta.callId);
+      await index.set(key, meta);
+      diskHealth.recovered();
+      return true;
+    } catch (error) {
+      diskHealth.report(error);
+      await disk.discardTemp(tempPath);
+      await disk.remove(meta.namespace, meta.callId).catch(() => {});
+      return false;
+    }
+  }
+
+  /** Evicts least recently used, unpinned entries until `size` more bytes fit. */
+  async #makeRoom(key: string, size: number): Promise<boolean> {
+    const replaced = this.#entries.get(key);
+    const budget = this.options.maxDiskBytes - size + (replaced?.onDisk ? replaced.meta.size : 0);
+    if (budget < 0) return false;
+    const victims: CachedRecording[] = [];
+    let projected = this.#diskBytes;
+    for (const entry of this.#entries.values()) {
+      if (projected <= budget) break;
+      if (!entry.onDisk || entry.key === key || this.#pins.has(entry.key)) continue;
+      victims.push(entry);
+      projected -= entry.meta.size;
+    }
+    if (projected > budget) return false;
+    // Forget them at once, so a concurrent store counts the room as taken.
+    for (const victim of victims) this.#forget(victim.key);
+    this.#evictions += victims.length;
+    await Promise.all(
+      victims.map(({ key: victimKey, meta }) =>
+        Promise.all([this.options.disk.remove(meta.namespace, meta.callId), this.options.index.delete(victimKey)]).catch(
+          (error: unknown) => this.options.logger.warn({ err: error, key: victimKey }, 'evicting a recording failed'),
+        ),
+      ),
+    );
+    return true;
+  }
+
+  #remember(key: string, meta: RecordingMeta, onDisk: boolean): CachedRecording {
+    this.#forget(key);
+    const entry = describe(meta, onDisk);
     this.#entries.set(key, entry);
-    this.#diskBytes += meta.size;
+    if (onDisk) this.#diskBytes += meta.size;
     return entry;
   }
 
   #forget(key: string): void {
     const entry = this.#entries.get(key);
-    if (entry) this.#diskBytes -= entry.meta.size;
+    if (entry?.onDisk) this.#diskBytes -= entry.meta.size;
     this.#entries.delete(key);
     this.#memory.delete(key);
   }

@@ -22,21 +22,25 @@ export interface RecordingIndex {
 }
 
 const INDEX_NAMESPACE = 'recordings';
-// @keyv/sqlite pages with LIMIT/OFFSET (10 rows by default): large pages keep a
-// start-up listing of 100,000 entries to a few queries.
+// Rows per query when listing the sqlite index: 100,000 entries in ten queries.
 const SQLITE_PAGE_SIZE = 10_000;
 // SCAN's default COUNT is 10, which makes listing 100,000 keys 20,000 round trips.
 const REDIS_SCAN_COUNT = 1_000;
 const REDIS_CONNECT_TIMEOUT_MS = 5_000;
-const REDIS_COMMAND_TIMEOUT_MS = 5_000;
+// Longest an index operation may take before Redis counts as unreachable; the
+// index is on the request path of every shared lookup.
+const REDIS_OPERATION_TIMEOUT_MS = 5_000;
 
 /** What differs between the backends behind the one keyv-based index. */
 interface Backend {
   kind: RecordingIndex['kind'];
+  /** Keyv without its own key prefix (it would misread keys that begin with the namespace). */
   keyv: Keyv;
-  /** Runs before every operation: the Redis connection is opened on demand. */
-  ready(): Promise<void>;
-  /** Every [key without the namespace, raw stored value]; may repeat a key. */
+  /** The key handed to keyv: the store's layout is `recordings:<key>` (sqlite), `recordings::<key>` (Redis). */
+  storeKey(key: string): string;
+  /** Runs one operation against the store (Redis: connects on demand, bounds its time). */
+  run<T>(operation: () => Promise<T>): Promise<T>;
+  /** Every [key without the namespace, raw stored value], each key once. */
   list(): AsyncIterable<[string, unknown]>;
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -47,7 +51,12 @@ function keyvIndex(backend: Backend): RecordingIndex {
   // keyv reports store errors as events and (with throwOnErrors) also rejects;
   // the listener only keeps an unhandled 'error' event from crashing us.
   keyv.on('error', () => {});
-  const fail = (what: string, cause: unknown) => new Error(`${kind} index: ${what}`, { cause });
+  const ownPrefix = `${kind} index: `;
+  /** `redis index: cannot read k: <why>`, the reason in the message for logs that drop causes. */
+  const fail = (what: string, cause: unknown) => {
+    const why = cause instanceof Error ? cause.message.replace(ownPrefix, '') : undefined;
+    return new Error(`${ownPrefix}${what}${why ? `: ${why}` : ''}`, { cause });
+  };
 
   /** keyv's stored form is JSON `{value, expires}`; anything unreadable is not ours. */
   async function decode(raw: unknown): Promise<unknown> {
@@ -65,10 +74,9 @@ function keyvIndex(backend: Backend): RecordingIndex {
   return {
     kind,
     async get(key) {
-      await backend.ready();
       let value: unknown;
       try {
-        value = await keyv.get(key);
+        value = await backend.run(() => keyv.get(backend.storeKey(key)));
       } catch (error) {
         // keyv decodes outside its own error handling: an unreadable value is
         // absent for us, and the next store overwrites it.
@@ -78,25 +86,22 @@ function keyvIndex(backend: Backend): RecordingIndex {
       return isRecordingMeta(value) ? value : undefined;
     },
     async set(key, meta) {
-      await backend.ready();
       let stored: boolean;
       try {
-        stored = await keyv.set(key, meta);
+        stored = await backend.run(() => keyv.set(backend.storeKey(key), meta));
       } catch (error) {
         throw fail(`cannot store ${key}`, error);
       }
       if (!stored) throw fail(`cannot store ${key}`, undefined);
     },
     async delete(key) {
-      await backend.ready();
       try {
-        await keyv.delete(key);
+        await backend.run(() => keyv.delete(backend.storeKey(key)));
       } catch (error) {
         throw fail(`cannot delete ${key}`, error);
       }
     },
     async *entries() {
-      await backend.ready();
       // Not keyv.iterator(): it throws on the first value it cannot decode
       // (or one deleted by another replica mid-listing), which would stop
       // the gateway from starting.
@@ -106,7 +111,6 @@ function keyvIndex(backend: Backend): RecordingIndex {
       }
     },
     async ping() {
-      await backend.ready();
       await backend.ping();
     },
     async close() {
@@ -117,26 +121,47 @@ function keyvIndex(backend: Backend): RecordingIndex {
 
 /** The embedded default: a sqlite file inside the cache directory. */
 export function createSqliteIndex(cacheDir: string): RecordingIndex {
-  const store = new KeyvSqlite({ uri: `sqlite://${path.join(cacheDir, 'index.sqlite')}`, busyTimeout: 5_000, iterationLimit: SQLITE_PAGE_SIZE });
+  const store = new KeyvSqlite({ uri: `sqlite://${path.join(cacheDir, 'index.sqlite')}`, busyTimeout: 5_000 });
   // throwOnErrors: without it keyv.get() turns a broken store into "not found",
   // and ping() would report a dead index as ready.
-  const keyv = new Keyv({ store, namespace: INDEX_NAMESPACE, throwOnErrors: true });
-  // keyv stores `recordings:<key>` and @keyv/sqlite lists `LIKE 'recordings:%'`.
+  const keyv = new Keyv({ store, namespace: INDEX_NAMESPACE, useKeyPrefix: false, throwOnErrors: true });
+  // @keyv/sqlite does not prefix keys itself: `recordings:<key>` is the layout
+  // keyv's own prefixing gives, without its quirks.
   const prefix = `${INDEX_NAMESPACE}:`;
   let closing: Promise<void> | undefined;
+  const run = <T>(operation: () => Promise<T>): Promise<T> =>
+    closing ? Promise.reject(new Error('sqlite index: closed')) : operation();
   return keyvIndex({
     kind: 'sqlite',
     keyv,
-    ready: async () => {
-      if (closing) throw new Error('sqlite index: closed');
-    },
+    storeKey: (key) => prefix + key,
+    run,
+    /**
+     * Not @keyv/sqlite's iterator: it pages with LIMIT/OFFSET, so entries
+     * deleted while listing (start-up reconciliation does) make it skip as
+     * many live ones, and every page rescans the rows before it. Paging by
+     * key seeks the primary key instead. Keys `recordings:…` sort (bytewise,
+     * sqlite's default) between the prefix and the prefix with ':' + 1.
+     */
     async *list() {
-      for await (const [key, raw] of store.iterator(INDEX_NAMESPACE) as AsyncIterable<[string, unknown]>) {
-        if (key.startsWith(prefix)) yield [key.slice(prefix.length), raw];
+      const table = store.opts.table ?? 'keyv';
+      const end = `${INDEX_NAMESPACE};`;
+      let after: string | undefined;
+      for (;;) {
+        const rows = (await run(() =>
+          store.query(
+            `SELECT key, value FROM ${table} WHERE key ${after === undefined ? '>=' : '>'} ? AND key < ? ORDER BY key LIMIT ?`,
+            [after ?? prefix, end, SQLITE_PAGE_SIZE],
+          ),
+        )) as Array<{ key: string; value: unknown }>;
+        for (const row of rows) yield [row.key.slice(prefix.length), row.value];
+        const last = rows.at(-1);
+        if (!last || rows.length < SQLITE_PAGE_SIZE) return;
+        after = last.key;
       }
     },
-    ping: async () => {
-      await keyv.get('__ping__');
+    async ping() {
+      await run(() => keyv.get(`${prefix}__ping__`));
     },
     close: () => (closing ??= keyv.disconnect()),
   });
@@ -152,18 +177,32 @@ function describeRedisUrl(url: string): string {
   }
 }
 
+export interface RedisIndexOptions {
+  /** Longest wait for a TCP connection to Redis. Default 5000 ms. */
+  connectTimeoutMs?: number;
+  /** Longest an operation may take, connecting included, before Redis counts as unreachable. Default 5000 ms. */
+  operationTimeoutMs?: number;
+}
+
+function positiveMs(name: keyof RedisIndexOptions, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`redis index: ${name} must be a positive number of milliseconds, got ${value}`);
+  return value;
+}
+
 /** The shared index for several replicas: a Redis server. */
-export function createRedisIndex(url: string): RecordingIndex {
+export function createRedisIndex(url: string, options: RedisIndexOptions = {}): RecordingIndex {
+  const connectTimeoutMs = positiveMs('connectTimeoutMs', options.connectTimeoutMs, REDIS_CONNECT_TIMEOUT_MS);
+  const operationTimeoutMs = positiveMs('operationTimeoutMs', options.operationTimeoutMs, REDIS_OPERATION_TIMEOUT_MS);
   const where = describeRedisUrl(url);
   // @keyv/redis's own client retries a failed connect forever and queues
   // commands meanwhile, so start-up, /readyz and close() hang while Redis is
   // down. This one fails fast instead: no background reconnects (the next
-  // operation reconnects), no offline queue, bounded connect and command times.
+  // operation reconnects), no offline queue, a bounded connect.
   const client = createClient({
     url,
     disableOfflineQueue: true,
-    commandOptions: { timeout: REDIS_COMMAND_TIMEOUT_MS },
-    socket: { connectTimeout: REDIS_CONNECT_TIMEOUT_MS, reconnectStrategy: false },
+    socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: false },
   });
   const store = new KeyvRedis(client, { throwOnConnectError: true, throwOnErrors: true });
   // @keyv/redis prefixes `recordings::` itself; keyv's own prefix would double it.
@@ -183,36 +222,64 @@ export function createRedisIndex(url: string): RecordingIndex {
     }
   }
 
+  function ready(): Promise<void> {
+    if (client.isReady) return Promise.resolve();
+    connecting ??= connect().finally(() => {
+      connecting = undefined;
+    });
+    return connecting;
+  }
+
+  /**
+   * node-redis times commands out only while they wait to be written, never
+   * while they wait for a reply, so a stalled server would hang every request
+   * that asks the index. Past the deadline the connection is dropped, which
+   * fails whatever else waits on it; the next operation reconnects.
+   */
+  async function run<T>(operation: () => Promise<T>): Promise<T> {
+    if (closed) throw new Error('redis index: closed');
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if (client.isOpen) client.destroy();
+        reject(new Error(`redis index: ${where} did not answer within ${operationTimeoutMs} ms`));
+      }, operationTimeoutMs);
+      timer.unref();
+    });
+    try {
+      return await Promise.race([ready().then(operation), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   return keyvIndex({
     kind: 'redis',
     keyv,
-    ready() {
-      if (closed) return Promise.reject(new Error('redis index: closed'));
-      if (client.isReady) return Promise.resolve();
-      connecting ??= connect().finally(() => {
-        connecting = undefined;
-      });
-      return connecting;
-    },
+    storeKey: (key) => key,
+    run,
     async *list() {
       // SCAN may return a key more than once (while Redis rehashes).
       const seen = new Set<string>();
-      for await (const batch of client.scanIterator({ MATCH: `${prefix}*`, COUNT: REDIS_SCAN_COUNT, TYPE: 'string' })) {
-        const keys = batch.filter((key) => !seen.has(key));
+      let cursor = '0';
+      do {
+        const page = await run(() => client.scan(cursor, { MATCH: `${prefix}*`, COUNT: REDIS_SCAN_COUNT, TYPE: 'string' }));
+        cursor = String(page.cursor);
+        const keys = page.keys.filter((key) => !seen.has(key));
         if (keys.length === 0) continue;
         for (const key of keys) seen.add(key);
-        const values = await client.mGet(keys);
+        const values = await run(() => client.mGet(keys));
         for (const [i, key] of keys.entries()) yield [key.slice(prefix.length), values[i] ?? undefined];
-      }
+      } while (cursor !== '0');
     },
-    ping: async () => {
-      await client.ping();
+    async ping() {
+      await run(() => client.ping());
     },
     async close() {
       if (closed) return;
       closed = true;
       await connecting?.catch(() => {});
-      // destroy(), not close(): close() waits for replies a dead server never sends.
+      // destroy(), not close(): close() waits for replies a stalled server never sends.
       if (client.isOpen) client.destroy();
     },
   });

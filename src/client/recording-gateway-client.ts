@@ -1,3 +1,4 @@
+import { canonicalCallId, describeValue } from './call-id.js';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
@@ -17,9 +18,6 @@ import {
 export const DEFAULT_TIMEOUT_MS = 60_000;
 // setTimeout's own ceiling; a larger delay would fire at once.
 const MAX_TIMEOUT_MS = 2_147_483_647;
-const MAX_CALL_ID = Number.MAX_SAFE_INTEGER;
-// The contract's `{id}`: decimal, no sign, no leading zero.
-const CANONICAL_CALL_ID = /^[1-9][0-9]{0,15}$/;
 // An error answer is read only this far: enough for the JSON error, not a whole HTML page.
 const ERROR_BODY_MAX_BYTES = 16 * 1024;
 const ERROR_SNIPPET_CHARS = 200;
@@ -88,27 +86,6 @@ function startDeadline(timeoutMs: number): Deadline {
       if (!controller.signal.aborted) controller.abort(new Error('request finished'));
     },
   };
-}
-
-function describeValue(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'number' || typeof value === 'bigint') return String(value);
-  return value === null ? 'null' : typeof value;
-}
-
-/**
- * The call id in the contract's canonical decimal form.
- * @throws TypeError for anything but an integer from 1 to 2^53-1 (a number or its decimal string).
- */
-function canonicalCallId(callId: unknown): string {
-  const valid =
-    typeof callId === 'number'
-      ? Number.isSafeInteger(callId) && callId >= 1
-      : typeof callId === 'string' && CANONICAL_CALL_ID.test(callId) && Number(callId) <= MAX_CALL_ID;
-  if (!valid) {
-    throw new TypeError(`callId must be an integer from 1 to ${MAX_CALL_ID}, got ${describeValue(callId)}`);
-  }
-  return String(callId);
 }
 
 function parseBaseUrl(baseUrl: unknown): string {

@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { canonicalCallId, describeValue } from './call-id.js';
 
 /** What a signed recording URL is minted from. */
 export interface RecordingSignatureInput {
@@ -26,14 +27,19 @@ export function recordingSignature({ tenant, callId, expiresAt, secret }: Record
 
 /**
  * Mints a signed URL for `<audio src>`: `/v1/call/recording/{id}.mp3?tenant=…&exp=…&kid=…&sig=…`.
+ * @throws TypeError for a call id or expiry the gateway would refuse anyway.
  */
 export function signRecordingUrl(options: SignRecordingUrlOptions): string {
+  const callId = canonicalCallId(options.callId);
+  if (!Number.isSafeInteger(options.expiresAt) || options.expiresAt < 1) {
+    throw new TypeError(`expiresAt must be whole unix seconds, got ${describeValue(options.expiresAt)}`);
+  }
   const query = new URLSearchParams({
     tenant: options.tenant,
     exp: String(options.expiresAt),
     kid: options.kid,
-    sig: recordingSignature(options),
+    sig: recordingSignature({ ...options, callId }),
   });
-  const path = `/v1/call/recording/${options.callId}.mp3?${query}`;
+  const path = `/v1/call/recording/${callId}.mp3?${query}`;
   return options.baseUrl ? `${options.baseUrl.replace(/\/+$/, '')}${path}` : path;
 }

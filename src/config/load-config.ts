@@ -30,6 +30,8 @@ export interface GatewayConfig {
     /** Longest silence allowed while a body streams. */
     bodyIdleTimeoutMs: number;
     maxConcurrentDownloads: number;
+    /** Consecutive outages that open the circuit, and how long it stays open. */
+    circuitBreaker: { failureThreshold: number; cooldownSeconds: number };
   };
   cache: {
     /** Absolute path. */
@@ -255,6 +257,10 @@ function assemble(
       timeoutMs: file.upstream.timeout_ms,
       bodyIdleTimeoutMs: file.upstream.body_idle_timeout_ms,
       maxConcurrentDownloads: file.upstream.max_concurrent_downloads,
+      circuitBreaker: {
+        failureThreshold: file.upstream.circuit_breaker.failure_threshold,
+        cooldownSeconds: file.upstream.circuit_breaker.cooldown_seconds,
+      },
     },
     cache: {
       dir: overrides.cacheDir ?? resolve(cwd, file.cache.dir),

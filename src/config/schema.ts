@@ -18,6 +18,8 @@ export const DEFAULT_UPSTREAM_API_KEY_ENV = 'FLYFLOW_API_KEY';
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 30_000;
 export const DEFAULT_BODY_IDLE_TIMEOUT_MS = 15_000;
 export const DEFAULT_MAX_CONCURRENT_DOWNLOADS = 16;
+export const DEFAULT_CIRCUIT_FAILURE_THRESHOLD = 5;
+export const DEFAULT_CIRCUIT_COOLDOWN_SECONDS = 30;
 export const DEFAULT_CACHE_DIR = './data/cache';
 export const DEFAULT_MAX_DISK_BYTES = 10 * 1024 ** 3;
 export const DEFAULT_MAX_MEMORY_BYTES = 256 * 1024 ** 2;
@@ -163,6 +165,12 @@ const upstreamSchema = z
     timeout_ms: positiveInt.default(DEFAULT_UPSTREAM_TIMEOUT_MS),
     body_idle_timeout_ms: positiveInt.default(DEFAULT_BODY_IDLE_TIMEOUT_MS),
     max_concurrent_downloads: positiveInt.default(DEFAULT_MAX_CONCURRENT_DOWNLOADS),
+    circuit_breaker: z
+      .strictObject({
+        failure_threshold: positiveInt.default(DEFAULT_CIRCUIT_FAILURE_THRESHOLD),
+        cooldown_seconds: positiveInt.default(DEFAULT_CIRCUIT_COOLDOWN_SECONDS),
+      })
+      .prefault({}),
   })
   .superRefine((upstream, ctx) => checkSecretSource(upstream, 'api_key', false, ctx));
 

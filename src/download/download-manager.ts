@@ -1,5 +1,6 @@
 import type { Tenant } from '../auth/tenants.js';
 import type { Clock } from '../clock.js';
+import type { DiskHealth } from '../cache/disk-health.js';
 import type { DiskStore } from '../cache/disk-store.js';
 import type { NotFoundMemory } from '../cache/not-found-memory.js';
 import type { RecordingCache } from '../cache/recording-cache.js';
@@ -7,12 +8,16 @@ import { cacheKey } from '../cache/recording-meta.js';
 import { NotFoundError } from '../http/errors.js';
 import type { Logger } from '../logger.js';
 import type { FlyflowClient } from '../upstream/flyflow-client.js';
+import type { DownloadSlots } from './download-slots.js';
 import { RecordingDownload } from './recording-download.js';
 
 export interface DownloadManagerOptions {
   client: FlyflowClient;
   cache: RecordingCache;
   disk: DiskStore;
+  diskHealth: DiskHealth;
+  /** The cap on concurrent upstream downloads; callers beyond it queue in order. */
+  slots: DownloadSlots;
   notFound: NotFoundMemory;
   clock: Clock;
   logger: Logger;
@@ -35,6 +40,7 @@ export class DownloadManager {
   readonly #inFlight = new Map<string, RecordingDownload>();
   readonly #discarded = new WeakSet<RecordingDownload>();
   readonly #settled = new Set<Promise<unknown>>();
+  readonly #storing = new Map<RecordingDownload, Promise<unknown>>();
 
   constructor(private readonly options: DownloadManagerOptions) {}
 
@@ -50,13 +56,17 @@ export class DownloadManager {
     return { download, collapsed: false, release: download.acquire() };
   }
 
-  /** A purge wins over a download in progress: its result is not stored. */
-  discard(namespace: string, callId: string): void {
+  /**
+   * A purge wins over a download in progress: its result is not stored. One
+   * already being stored is waited for, so the purge that follows removes it.
+   */
+  async discard(namespace: string, callId: string): Promise<void> {
     const key = cacheKey(namespace, callId);
     const download = this.#inFlight.get(key);
     if (!download) return;
     this.#discarded.add(download);
     this.#inFlight.delete(key);
+    await this.#storing.get(download)?.catch(() => {});
   }
 
   /** Resolves once every download under way has finished and been stored. */
@@ -65,18 +75,30 @@ export class DownloadManager {
   }
 
   #start(key: string, tenant: Tenant, callId: string): RecordingDownload {
-    const { client, cache, disk, logger } = this.options;
-    const download = new RecordingDownload(() => client.openRecording(callId, tenant.upstreamApiKey), {
-      memoryEntryMaxBytes: cache.memoryEntryMaxBytes,
-      createTemp: () => disk.createTemp(),
-      discardTemp: (tempPath) => disk.discardTemp(tempPath),
-      onDiskError: (error) => logger.warn({ err: error }, 'cache disk unavailable; streaming without storing'),
-    });
+    const { client, cache, disk, diskHealth, logger, slots } = this.options;
+    // The slot is held from the first attempt until the download settles.
+    const slot = slots.acquire();
+    const download = new RecordingDownload(
+      async () => {
+        await slot;
+        return client.openRecording(callId, tenant.upstreamApiKey);
+      },
+      {
+        memoryEntryMaxBytes: cache.memoryEntryMaxBytes,
+        createTemp: () => disk.createTemp(),
+        discardTemp: (tempPath) => disk.discardTemp(tempPath),
+        onDiskError: (error) => diskHealth.report(error),
+      },
+    );
     this.#inFlight.set(key, download);
-    const settled = this.#finish(key, tenant, callId, download).finally(() => {
-      if (this.#inFlight.get(key) === download) this.#inFlight.delete(key);
-      this.#settled.delete(settled);
-    });
+    const settled = this.#finish(key, tenant, callId, download)
+      .catch((error: unknown) => logger.error({ err: error, key }, 'storing a finished download failed'))
+      .finally(() => {
+        if (this.#inFlight.get(key) === download) this.#inFlight.delete(key);
+        download.retire();
+        void slot.then((release) => release());
+        this.#settled.delete(settled);
+      });
     this.#settled.add(settled);
     return download;
   }
@@ -86,14 +108,18 @@ export class DownloadManager {
     try {
       result = await download.completed;
     } catch (error) {
-      if (error instanceof NotFoundError && !this.#discarded.has(download)) this.options.notFound.remember(key);
+      if (error instanceof NotFoundError) {
+        if (!this.#discarded.has(download)) this.options.notFound.remember(key);
+      } else {
+        this.options.logger.warn({ err: error, key }, 'download failed; nothing stored');
+      }
       return;
     }
     if (this.#discarded.has(download)) {
       if (result.tempPath) await this.options.disk.discardTemp(result.tempPath);
       return;
     }
-    await this.options.cache.store(
+    const storing = this.options.cache.store(
       {
         namespace: tenant.namespace,
         callId,
@@ -106,5 +132,11 @@ export class DownloadManager {
       result.tempPath,
       result.body,
     );
+    this.#storing.set(download, storing);
+    try {
+      await storing;
+    } finally {
+      this.#storing.delete(download);
+    }
   }
 }

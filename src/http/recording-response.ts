@@ -19,6 +19,13 @@ export interface RecordingRequest {
 /** The per-request headers: Cache-Control, Cache-Status, CORS. */
 export type ResponseHeaders = Record<string, string>;
 
+/**
+ * Cuts the client's connection when a body fails after its head went out, so
+ * the client sees a transfer short of its Content-Length. Returns false where
+ * there is no connection to cut (app.request in tests); the stream then errors.
+ */
+export type AbortConnection = () => boolean;
+
 type Plan = { kind: 'not-modified' } | { kind: 'full' } | { kind: 'partial'; range: ByteRange };
 
 const STREAM_CHUNK_BYTES = 64 * 1024;
@@ -78,24 +85,30 @@ export function memoryResponse(
   return new Response(bytes, { status, headers });
 }
 
-/** A hit on disk too large for memory: streamed from the open file, never read whole. */
+/** A hit on disk too large for memory: streamed from the open file, never read whole. `done` runs when it is no longer read. */
 export function fileResponse(
   request: RecordingRequest,
   entry: CachedRecording,
   handle: FileHandle,
   extra: ResponseHeaders,
+  done: () => void,
+  abort?: AbortConnection,
 ): Response {
   const size = entry.meta.size;
+  const finish = () => {
+    void handle.close();
+    done();
+  };
   let decision: Plan;
   try {
     decision = plan(request, size, entry);
   } catch (error) {
-    void handle.close();
+    finish();
     throw error;
   }
   const range = decision.kind === 'partial' ? decision.range : undefined;
   if (decision.kind === 'not-modified' || request.method === 'HEAD') {
-    void handle.close();
+    finish();
     if (decision.kind === 'not-modified') return notModified(entry.headers, extra);
   }
   const headers = bodyHeaders(entry.headers, extra, size, range);
@@ -103,7 +116,8 @@ export function fileResponse(
   if (request.method === 'HEAD') return new Response(null, { status, headers });
   const start = range?.start ?? 0;
   const end = range ? range.end + 1 : size;
-  return new Response(streamFromReader((offset, max) => readFileAt(handle, offset, max), start, end, () => void handle.close()), {
+  const read = (offset: number, max: number) => readFileAt(handle, offset, max);
+  return new Response(streamFromReader(read, start, end, finish, abort), {
     status,
     headers,
   });
@@ -127,6 +141,7 @@ export function downloadResponse(
   head: DownloadHead & { size: number },
   extra: ResponseHeaders,
   release: () => void,
+  abort?: AbortConnection,
 ): Response {
   const base: Record<string, string> = {
     'Content-Type': head.contentType,
@@ -149,7 +164,7 @@ export function downloadResponse(
   }
   const start = range?.start ?? 0;
   const end = range ? range.end + 1 : head.size;
-  return new Response(streamFromReader((offset, max) => download.readAt(offset, max), start, end, release), {
+  return new Response(streamFromReader((offset, max) => download.readAt(offset, max), start, end, release, abort), {
     status,
     headers,
   });
@@ -165,6 +180,7 @@ function streamFromReader(
   start: number,
   end: number,
   done: () => void,
+  abort: AbortConnection = () => false,
 ): ReadableStream<Uint8Array> {
   let position = start;
   let finished = false;
@@ -191,7 +207,10 @@ function streamFromReader(
         }
       } catch (error) {
         finish();
-        controller.error(error);
+        // Erroring the stream would make the adapter log a stack and write an
+        // error text into the audio body; cutting the connection says enough.
+        if (abort()) controller.close();
+        else controller.error(error);
       }
     },
     cancel() {

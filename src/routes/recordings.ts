@@ -14,10 +14,12 @@ import {
   downloadResponse,
   fileResponse,
   memoryResponse,
+  type AbortConnection,
   type RecordingRequest,
   type ResponseHeaders,
 } from '../http/recording-response.js';
 import type { Logger } from '../logger.js';
+import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
 import type { GatewayEnv } from '../http/gateway-env.js';
 import { rawRequestPath } from '../http/request-target.js';
 
@@ -32,6 +34,8 @@ export interface RecordingRoutesDeps {
   maxAgeSeconds: number;
   /** Makes minted signed URLs absolute. */
   publicBaseUrl: string | undefined;
+  /** Per-tenant limits, checked after authentication and before any cache work. */
+  rateLimiter: TenantRateLimiter;
 }
 
 /** The name this cache reports in Cache-Status (RFC 9211). */
@@ -48,6 +52,15 @@ export function callIdFromPath(c: Context<GatewayEnv>, pattern: RegExp = RECORDI
   const segment = pattern.exec(rawRequestPath(c))?.[1];
   if (segment === undefined) throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
   return parseCallId(segment);
+}
+
+function connectionAborter(c: Context<GatewayEnv>): AbortConnection {
+  return () => {
+    const outgoing = c.env?.outgoing;
+    if (!outgoing) return false;
+    outgoing.destroy();
+    return true;
+  };
 }
 
 function signedParams(c: Context): SignedUrlParams {
@@ -67,7 +80,13 @@ function recordingRequest(c: Context): RecordingRequest {
 }
 
 export function createRecordingHandlers(deps: RecordingRoutesDeps) {
-  const { authenticator, cache, downloads, notFound, clock } = deps;
+  const { authenticator, cache, downloads, notFound, clock, rateLimiter } = deps;
+
+  /** Counts the request against its tenant's limit: the RateLimit-* headers, or a 429 thrown. */
+  async function admit(caller: Caller): Promise<RateLimitHeaders | undefined> {
+    const decision = rateLimiter.check(caller.tenant);
+    return decision instanceof Promise ? await decision : decision;
+  }
   const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
 
   function cacheControl(caller: Caller): string {
@@ -77,25 +96,29 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   }
 
   /** A hit, or undefined when the disk copy turned out to be gone or damaged. */
-  async function serveHit(request: RecordingRequest, hit: CacheHit, extra: ResponseHeaders): Promise<Response | undefined> {
+  async function serveHit(
+    request: RecordingRequest,
+    hit: CacheHit,
+    extra: ResponseHeaders,
+    abort: AbortConnection,
+  ): Promise<Response | undefined> {
     if (hit.tier === 'memory') return memoryResponse(request, hit.entry, hit.body, { ...extra, 'Cache-Status': CACHE_STATUS_MEMORY });
+    const unpin = cache.pin(hit.entry.key);
     const handle = await cache.openFile(hit.entry);
-    if (!handle) return undefined;
-    const diskExtra = { ...extra, 'Cache-Status': CACHE_STATUS_DISK };
-    if (hit.entry.meta.size > cache.memoryEntryMaxBytes) return fileResponse(request, hit.entry, handle, diskExtra);
-    let body: Buffer;
-    try {
-      body = await handle.readFile();
-    } finally {
-      await handle.close();
-    }
-    if (body.length !== hit.entry.meta.size) {
-      deps.logger.warn({ key: hit.entry.key }, 'cached recording has the wrong size; refetching it');
-      await cache.purge(hit.entry.meta.namespace, hit.entry.meta.callId);
+    if (!handle) {
+      unpin();
       return undefined;
     }
-    cache.promote(hit.entry, body);
-    return memoryResponse(request, hit.entry, body, diskExtra);
+    const diskExtra = { ...extra, 'Cache-Status': CACHE_STATUS_DISK };
+    if (hit.entry.meta.size > cache.memoryEntryMaxBytes) return fileResponse(request, hit.entry, handle, diskExtra, unpin, abort);
+    let body: Buffer | undefined;
+    try {
+      body = await cache.readVerified(hit.entry, handle);
+    } finally {
+      await handle.close();
+      unpin();
+    }
+    return body && memoryResponse(request, hit.entry, body, diskExtra);
   }
 
   return {
@@ -105,15 +128,17 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const caller = authenticator.recordingReader(c.req.header('authorization'), signedParams(c), callId);
       c.set('caller', caller);
       c.set('callId', callId);
+      const limits = await admit(caller);
       const request = recordingRequest(c);
       const extra: ResponseHeaders = {
         'Cache-Control': cacheControl(caller),
         ...corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins),
+        ...limits,
       };
       const key = cacheKey(caller.tenant.namespace, callId);
       const hit = cache.lookup(key) ?? (await cache.lookupShared(key));
       if (hit) {
-        const response = await serveHit(request, hit, extra);
+        const response = await serveHit(request, hit, extra, connectionAborter(c));
         if (response) return response;
       }
       if (notFound.has(key)) throw new NotFoundError();
@@ -127,7 +152,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
         throw error;
       }
       extra['Cache-Status'] = `${CACHE_NAME}; fwd=uri-miss; ${joined.collapsed ? 'collapsed' : 'stored'}`;
-      return downloadResponse(request, callId, joined.download, head, extra, joined.release);
+      return downloadResponse(request, callId, joined.download, head, extra, joined.release, connectionAborter(c));
     },
 
     /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace. */
@@ -136,15 +161,16 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const caller = authenticator.apiKey(c.req.header('authorization'));
       c.set('caller', caller);
       c.set('callId', callId);
+      const limits = await admit(caller);
       const { namespace } = caller.tenant;
-      downloads.discard(namespace, callId);
+      await downloads.discard(namespace, callId);
       notFound.forget(cacheKey(namespace, callId));
       try {
         await cache.purge(namespace, callId);
       } catch (error) {
         throw new ServiceUnavailableError('The cache could not remove the recording; try again', 1, { cause: error });
       }
-      return new Response(null, { status: 204, headers: corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins) });
+      return new Response(null, { status: 204, headers: { ...corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins), ...limits } });
     },
 
     /** POST /v1/call/recording/{id}/signed-url with optional {"ttl_seconds": n} */
@@ -153,6 +179,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const caller = authenticator.apiKey(c.req.header('authorization'));
       c.set('caller', caller);
       c.set('callId', callId);
+      const limits = await admit(caller);
       const { tenant } = caller;
       const ttlSeconds = await readTtl(c, tenant.maxSignedUrlTtlSeconds);
       const [signingKey] = tenant.signingKeys;
@@ -163,6 +190,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       return c.json({ url, expires_at: expiresAt }, 200, {
         'Cache-Control': 'no-store',
         ...corsHeaders(c.req.header('origin'), tenant.allowedOrigins),
+        ...limits,
       });
     },
   };

@@ -1,5 +1,6 @@
 import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { BadGatewayError, GatewayError, GatewayTimeoutError } from '../http/errors.js';
+import type { UpstreamCircuit } from './circuit.js';
 import { RetryableUpstreamError, errorForUpstreamStatus, upstreamTimeout, upstreamUnreachable } from './errors.js';
 
 export interface FlyflowClientOptions {
@@ -15,6 +16,8 @@ export interface FlyflowClientOptions {
   maxAttempts?: number;
   /** First retry delay; later ones grow exponentially, with jitter. Default 100 ms. */
   initialBackoffMs?: number;
+  /** Fails fast while Flyflow is down; without one every request tries. */
+  circuit?: UpstreamCircuit;
 }
 
 /** An upstream 200 whose head passed every check; the body is still to be read. */
@@ -116,7 +119,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
               next = await reader.read();
             } catch (cause) {
               if (stalled) throw new GatewayTimeoutError('Upstream body stalled', { cause });
-              throw new BadGatewayError('Upstream body ended early', { cause });
+              throw new RetryableUpstreamError('Upstream body ended early', { cause });
             } finally {
               clearTimeout(idle);
             }
@@ -158,20 +161,25 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
     }
   }
 
+  async function openWithRetries(callId: string, apiKey: string): Promise<UpstreamRecording> {
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), options.timeoutMs);
+    try {
+      return await retryPolicy.execute(() => attempt(callId, apiKey, deadline.signal), deadline.signal);
+    } catch (error) {
+      if (error instanceof GatewayError) throw error;
+      // cockatiel rejects with its own TaskCancelledError when the deadline ends a backoff wait.
+      if (deadline.signal.aborted) throw upstreamTimeout(error);
+      throw upstreamUnreachable(error);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const circuit = options.circuit;
   return {
-    async openRecording(callId, apiKey) {
-      const deadline = new AbortController();
-      const timer = setTimeout(() => deadline.abort(), options.timeoutMs);
-      try {
-        return await retryPolicy.execute(() => attempt(callId, apiKey, deadline.signal), deadline.signal);
-      } catch (error) {
-        if (error instanceof GatewayError) throw error;
-        // cockatiel rejects with its own TaskCancelledError when the deadline ends a backoff wait.
-        if (deadline.signal.aborted) throw upstreamTimeout(error);
-        throw upstreamUnreachable(error);
-      } finally {
-        clearTimeout(timer);
-      }
-    },
+    openRecording: circuit
+      ? (callId, apiKey) => circuit.run(() => openWithRetries(callId, apiKey))
+      : openWithRetries,
   };
 }

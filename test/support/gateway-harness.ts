@@ -62,6 +62,7 @@ export function testConfig(options: TestConfigOptions): GatewayConfig {
       timeoutMs: 5_000,
       bodyIdleTimeoutMs: 2_000,
       maxConcurrentDownloads: 16,
+      circuitBreaker: { failureThreshold: 5, cooldownSeconds: 30 },
       ...options.upstream,
     },
     cache: {

@@ -1,6 +1,6 @@
 /**
  * A real, throw-away `redis-server` for the tests that need a shared index:
- * loopback only, a free port, nothing written to disk.
+ * loopback only, a free port, nothing written to disk, and never left behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, createServer, type AddressInfo } from 'node:net';
@@ -10,7 +10,7 @@ export interface RunningRedis {
   /** `redis://127.0.0.1:PORT` */
   readonly url: string;
   readonly port: number;
-  /** The server's process ID, e.g. to pause it with SIGSTOP. */
+  /** The redis-server's process ID, e.g. to pause it with SIGSTOP. */
   readonly pid: number;
   /** Kills the server and resolves once it has exited. Safe to call twice. */
   stop(): Promise<void>;
@@ -27,16 +27,35 @@ export interface StartRedisOptions {
 
 const INSTALL_HINT = 'install it: apt-get install -y redis-server';
 
-// Every server this process started, killed when it exits so that a crashed or
-// interrupted test run never leaves a redis-server behind.
-const running = new Set<ChildProcess>();
+// vitest ends its workers with SIGTERM, then SIGKILL, and neither runs 'exit'
+// handlers. So redis runs under a small shell that holds our end of a pipe:
+// when this process goes, however it goes, the pipe reaches end-of-file and the
+// shell kills redis. The shell prints redis's PID, then exits when redis does.
+const LIFELINE = `
+exec 3<&0 0</dev/null
+"$0" "$@" &
+pid=$!
+echo "$pid"
+( read _ <&3; kill -9 "$pid" 2>/dev/null ) &
+wait "$pid"
+`;
+const COMMAND_NOT_FOUND = 127;
+
+const running = new Set<number>();
 let exitHookInstalled = false;
 
+/** Belt and braces for a normal exit with servers still running. */
 function killAllOnExit(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.once('exit', () => {
-    for (const child of running) child.kill('SIGKILL');
+    for (const pid of running) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
   });
 }
 
@@ -85,7 +104,10 @@ function waitForExit(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Starts `redis-server` on 127.0.0.1 and resolves once it answers PING. */
+/**
+ * Starts `redis-server` on 127.0.0.1 with persistence off and resolves once it
+ * answers PING. Rejects with an install hint when redis-server is missing.
+ */
 export async function startRedisServer(options: StartRedisOptions = {}): Promise<RunningRedis> {
   const command = options.command ?? 'redis-server';
   const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
@@ -98,52 +120,67 @@ export async function startRedisServer(options: StartRedisOptions = {}): Promise
       return await startOn(command, port, readyTimeoutMs);
     } catch (error) {
       lastError = error as Error;
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') break;
+      if ((error as { notInstalled?: boolean }).notInstalled) break;
     }
   }
   throw lastError ?? new Error('redis-server did not start');
 }
 
 async function startOn(command: string, port: number, readyTimeoutMs: number): Promise<RunningRedis> {
-  const child = spawn(
-    command,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--loglevel', 'warning'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'];
+  const child = spawn('sh', ['-c', LIFELINE, command, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let output = '';
-  const collect = (chunk: Buffer) => {
+  let firstLine = '';
+  let redisPid: number | undefined;
+  child.stdout.on('data', (chunk: Buffer) => {
     output = (output + chunk.toString('utf8')).slice(-4_000);
-  };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
+    if (redisPid === undefined) {
+      firstLine += chunk.toString('utf8');
+      const match = /^(\d+)\n/.exec(firstLine);
+      if (match?.[1]) {
+        redisPid = Number(match[1]);
+        running.add(redisPid);
+      }
+    }
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    output = (output + chunk.toString('utf8')).slice(-4_000);
+  });
+  child.stdin.on('error', () => {});
+  killAllOnExit();
 
-  const spawnError = new Promise<never>((_, reject) => {
-    child.once('error', (error: NodeJS.ErrnoException) => {
-      const message =
-        error.code === 'ENOENT' ? `redis-server is not installed (${command} not found); ${INSTALL_HINT}` : `cannot run ${command}: ${error.message}`;
-      reject(Object.assign(new Error(message, { cause: error }), { code: error.code }));
-    });
+  const exited = new Promise<never>((_, reject) => {
+    child.once('error', (error) => reject(new Error(`cannot run sh to start ${command}: ${error.message}`, { cause: error })));
     child.once('exit', (code, signal) => {
-      reject(new Error(`redis-server exited before it answered PING (code ${code}, signal ${signal}): ${output.trim()}`));
+      if (code === COMMAND_NOT_FOUND) {
+        reject(Object.assign(new Error(`redis-server is not installed (${command} not found); ${INSTALL_HINT}`), { notInstalled: true }));
+      } else {
+        reject(new Error(`redis-server exited before it answered PING (code ${code}, signal ${signal}): ${output.trim()}`));
+      }
     });
   });
-  spawnError.catch(() => {});
-  running.add(child);
-  killAllOnExit();
-  child.once('exit', () => running.delete(child));
+  exited.catch(() => {});
+  child.once('exit', () => {
+    if (redisPid !== undefined) running.delete(redisPid);
+  });
 
   const stop = async () => {
-    if (!hasExited(child)) child.kill('SIGKILL');
+    // Closing the lifeline kills redis; the shell exits once redis has.
+    child.stdin.end();
     await waitForExit(child);
   };
 
   const deadline = Date.now() + readyTimeoutMs;
+  let pid: number;
   try {
     for (;;) {
-      const ready = await Promise.race([answersPing(port), spawnError]);
-      if (ready) break;
+      const ready = await Promise.race([answersPing(port), exited]);
+      if (ready && redisPid !== undefined) {
+        pid = redisPid;
+        break;
+      }
       if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${readyTimeoutMs} ms: ${output.trim()}`);
-      await Promise.race([sleep(25), spawnError]);
+      await Promise.race([sleep(25), exited]);
     }
   } catch (error) {
     await stop();
@@ -154,7 +191,7 @@ async function startOn(command: string, port: number, readyTimeoutMs: number): P
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
-    pid: child.pid as number,
+    pid,
     stop() {
       stopping ??= stop();
       return stopping;

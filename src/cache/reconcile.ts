@@ -1,0 +1,75 @@
+import { stat } from 'node:fs/promises';
+import type { Logger } from '../logger.js';
+import { listStoredFiles, type DiskStore } from './disk-store.js';
+import type { RecordingIndex } from './recording-index.js';
+import { cacheKey, type RecordingMeta } from './recording-meta.js';
+
+export interface ReconcileReport {
+  kept: number;
+  /** Index entries whose file was missing or had the wrong size. */
+  droppedEntries: number;
+  /** Files no index entry describes. */
+  removedFiles: number;
+}
+
+// A replica sharing the index renames its file into place a moment before it
+// indexes it: an unindexed file younger than this may be another replica's
+// store in progress, so it is left alone.
+const SHARED_ORPHAN_GRACE_MS = 5 * 60_000;
+const STAT_CONCURRENCY = 64;
+
+async function sizesOf(paths: string[]): Promise<Array<{ size: number; mtimeMs: number } | undefined>> {
+  const results: Array<{ size: number; mtimeMs: number } | undefined> = new Array(paths.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(STAT_CONCURRENCY, paths.length) }, async () => {
+      while (next < paths.length) {
+        const i = next++;
+        results[i] = await stat(paths[i]!).catch(() => undefined);
+      }
+    }),
+  );
+  return results;
+}
+
+/**
+ * Makes the index and the files agree, so that a crash at any moment leaves a
+ * consistent cache: an entry without its file, or whose file has another size,
+ * is dropped; a file without an entry is removed. (Temporary files are
+ * cleared by DiskStore.init.) One directory listing and one stat per file, no
+ * reads: 100,000 entries take seconds.
+ */
+export async function reconcileCache(
+  index: RecordingIndex,
+  disk: DiskStore,
+  logger: Logger,
+  now = Date.now(),
+): Promise<{ entries: Array<[string, RecordingMeta]>; report: ReconcileReport }> {
+  const files = await listStoredFiles(disk.dir);
+  const stats = await sizesOf(files.map((file) => file.path));
+  const onDisk = new Map(files.map((file, i) => [cacheKey(file.namespace, file.callId), { ...file, stat: stats[i] }]));
+
+  const entries: Array<[string, RecordingMeta]> = [];
+  const dropped: Array<{ key: string; file: { namespace: string; callId: string } | undefined }> = [];
+  for await (const [key, meta] of index.entries()) {
+    const file = onDisk.get(key);
+    onDisk.delete(key);
+    if (file?.stat?.size === meta.size && cacheKey(meta.namespace, meta.callId) === key) entries.push([key, meta]);
+    else dropped.push({ key, file });
+  }
+  // Deleting while listing would shift the index's pages under the listing: drop afterwards.
+  for (const { key, file } of dropped) {
+    await index.delete(key);
+    if (file) await disk.remove(file.namespace, file.callId);
+  }
+
+  let removedFiles = 0;
+  for (const orphan of onDisk.values()) {
+    if (index.kind === 'redis' && (orphan.stat?.mtimeMs ?? 0) > now - SHARED_ORPHAN_GRACE_MS) continue;
+    await disk.remove(orphan.namespace, orphan.callId);
+    removedFiles++;
+  }
+  const report = { kept: entries.length, droppedEntries: dropped.length, removedFiles };
+  if (report.droppedEntries > 0 || removedFiles > 0) logger.warn(report, 'cache reconciled at start-up');
+  return { entries, report };
+}

@@ -1,0 +1,172 @@
+import type { FileHandle } from 'node:fs/promises';
+import { BadGatewayError, type GatewayError } from '../http/errors.js';
+
+export interface DownloadSink {
+  /** Where the body goes while it arrives; undefined when the disk cannot take it. */
+  createTemp(): Promise<{ path: string; handle: FileHandle } | undefined>;
+  /** Bodies up to this size are also kept in memory, for the memory tier and for joiners. */
+  memoryEntryMaxBytes: number;
+  /** Reports a disk problem; the download goes on from memory when it can. */
+  onDiskError(error: unknown): void;
+  /** Removes the temporary file of a failed download. */
+  discardTemp(path: string): Promise<void>;
+}
+
+const FILE_READ_BYTES = 64 * 1024;
+
+/**
+ * A body that is still arriving, readable at any offset already received.
+ *
+ * Bytes go to a temporary file and, for a recording small enough for the
+ * memory tier, to memory as well. A large one is read back from the file, so
+ * memory stays bounded however many callers read it. If the disk fails midway
+ * (ENOSPC, say), the rest is kept in memory from that offset on: earlier bytes
+ * stay readable from the file already written, and the download goes on
+ * without being stored.
+ */
+export class GrowingBody {
+  #received = 0;
+  #flushed = 0;
+  /** Offset of the first byte held in memory; Infinity when none is. */
+  #memoryBase: number;
+  #chunks: Buffer[] = [];
+  #chunkStarts: number[] = [];
+  #file: { path: string; handle: FileHandle } | undefined;
+  #fileComplete = true;
+  #state: 'running' | 'complete' | 'failed' = 'running';
+  #error: GatewayError | undefined;
+  #progress!: Promise<void>;
+  #notify!: () => void;
+
+  private constructor(
+    private readonly sink: DownloadSink,
+    file: { path: string; handle: FileHandle } | undefined,
+    keepInMemory: boolean,
+  ) {
+    this.#file = file;
+    this.#fileComplete = file !== undefined;
+    this.#memoryBase = keepInMemory || !file ? 0 : Number.POSITIVE_INFINITY;
+    this.#resetProgress();
+  }
+
+  /** Opens the temporary file; without one (an unwritable disk) the body lives in memory. */
+  static async create(sink: DownloadSink, declaredSize: number | undefined): Promise<GrowingBody> {
+    const file = await sink.createTemp().catch((error: unknown) => {
+      sink.onDiskError(error);
+      return undefined;
+    });
+    return new GrowingBody(sink, file, declaredSize === undefined || declaredSize <= sink.memoryEntryMaxBytes);
+  }
+
+  get received(): number {
+    return this.#received;
+  }
+
+  async append(chunk: Buffer): Promise<void> {
+    const start = this.#received;
+    if (start >= this.#memoryBase) this.#keep(chunk, start);
+    this.#received += chunk.length;
+    // Without a Content-Length a body may outgrow the memory tier: once the file holds it, let memory go.
+    if (this.#memoryBase === 0 && this.#fileComplete && this.#received > this.sink.memoryEntryMaxBytes) this.#dropMemory();
+    this.#signal();
+    if (!this.#fileComplete) return;
+    try {
+      await this.#file!.handle.write(chunk, 0, chunk.length, start);
+      this.#flushed += chunk.length;
+      this.#signal();
+    } catch (error) {
+      this.sink.onDiskError(error);
+      this.#fileComplete = false;
+      if (start < this.#memoryBase) {
+        this.#memoryBase = start;
+        this.#keep(chunk, start);
+      }
+    }
+  }
+
+  /** Makes the file durable. Resolves with the whole body if memory holds it, and the temp file if it is whole. */
+  async seal(): Promise<{ body: Buffer | undefined; tempPath: string | undefined }> {
+    if (this.#fileComplete) {
+      await this.#file!.handle.sync().catch((error: unknown) => {
+        this.sink.onDiskError(error);
+        this.#fileComplete = false;
+      });
+    }
+    this.#state = 'complete';
+    this.#signal();
+    const tempPath = this.#fileComplete ? this.#file!.path : undefined;
+    if (!tempPath && this.#file) void this.sink.discardTemp(this.#file.path);
+    return { body: this.#memoryBase === 0 ? Buffer.concat(this.#chunks, this.#received) : undefined, tempPath };
+  }
+
+  fail(error: GatewayError): void {
+    if (this.#file) void this.sink.discardTemp(this.#file.path);
+    this.#error = error;
+    this.#state = 'failed';
+    this.#signal();
+  }
+
+  /** Up to `maxBytes` at `offset`, waiting for them; null at the end; rejects if the body fails first. */
+  async readAt(offset: number, maxBytes: number): Promise<Uint8Array | null> {
+    for (;;) {
+      if (offset >= this.#memoryBase && offset < this.#received) return this.#fromMemory(offset, maxBytes);
+      if (offset < this.#memoryBase && offset < this.#flushed) {
+        return this.#fromFile(offset, Math.min(maxBytes, this.#flushed - offset, this.#memoryBase - offset));
+      }
+      if (this.#state === 'complete') return null;
+      if (this.#state === 'failed') throw this.#error ?? new BadGatewayError('Download failed');
+      await this.#progress;
+    }
+  }
+
+  /** Closes the file; call it once nobody can read any more. The temp path itself is left to the store. */
+  async close(): Promise<void> {
+    const file = this.#file;
+    this.#file = undefined;
+    await file?.handle.close().catch(() => {});
+  }
+
+  #keep(chunk: Buffer, start: number): void {
+    this.#chunkStarts.push(start);
+    this.#chunks.push(chunk);
+  }
+
+  #dropMemory(): void {
+    this.#memoryBase = Number.POSITIVE_INFINITY;
+    this.#chunks = [];
+    this.#chunkStarts = [];
+  }
+
+  #fromMemory(offset: number, maxBytes: number): Uint8Array {
+    const starts = this.#chunkStarts;
+    let low = 0;
+    let high = starts.length - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >> 1;
+      if (starts[middle]! <= offset) low = middle;
+      else high = middle - 1;
+    }
+    const chunk = this.#chunks[low]!;
+    const start = offset - starts[low]!;
+    return chunk.subarray(start, Math.min(chunk.length, start + maxBytes));
+  }
+
+  async #fromFile(offset: number, length: number): Promise<Uint8Array> {
+    const buffer = Buffer.allocUnsafe(Math.min(length, FILE_READ_BYTES));
+    const { bytesRead } = await this.#file!.handle.read(buffer, 0, buffer.length, offset);
+    return buffer.subarray(0, bytesRead);
+  }
+
+  #resetProgress(): void {
+    this.#progress = new Promise<void>((resolve) => {
+      this.#notify = resolve;
+    });
+  }
+
+  /** Wakes every waiting reader; they look again at what is available. */
+  #signal(): void {
+    const notify = this.#notify;
+    this.#resetProgress();
+    notify();
+  }
+}
