@@ -12,7 +12,11 @@ import type { GatewayEnv } from './http/gateway-env.js';
 import { RECORDING_PREFIX, rawRequestPath } from './http/request-target.js';
 import type { Logger } from './logger.js';
 import type { TenantRateLimiter } from './rate-limit/index.js';
+import { requestLog } from './http/request-log.js';
+import type { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
+import { createMetricsHandler } from './routes/metrics.js';
+import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
 import { createRecordingHandlers } from './routes/recordings.js';
 
 export interface AppDeps {
@@ -27,9 +31,13 @@ export interface AppDeps {
   publicBaseUrl: string | undefined;
   rateLimiter: TenantRateLimiter;
   readiness: ReadinessCheck[];
+  metrics: GatewayMetrics;
+  adminToken: string | undefined;
+  webhooks: Omit<WebhookDeps, 'tenants' | 'logger'>;
 }
 
 const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
+const WEBHOOK_BODY_LIMIT_BYTES = 64 * 1024;
 const RECORDING_METHODS = 'GET, HEAD, DELETE';
 
 /** Builds the gateway's HTTP app from its dependencies. It never listens. */
@@ -38,9 +46,16 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   const recordings = createRecordingHandlers(deps);
   const health = createHealthHandlers(deps.readiness);
 
+  app.use('*', requestLog(deps.logger, deps.clock, deps.metrics));
   app.options('*', (c) => preflightResponse(c.req.header('origin'), deps.tenants.anyAllowedOrigin));
   app.get('/healthz', health.healthz);
   app.get('/readyz', health.readyz);
+  app.get('/metrics', createMetricsHandler(deps.metrics, deps.adminToken));
+  app.post(
+    '/v1/webhooks/flyflow/:tenant',
+    bodyLimit({ maxSize: WEBHOOK_BODY_LIMIT_BYTES, onError: () => { throw new BadRequestError('Body too large'); } }),
+    createWebhookHandler({ ...deps.webhooks, tenants: deps.tenants, logger: deps.logger }),
+  );
 
   // Hono answers HEAD through the GET route and drops the body; the handler
   // sees the HEAD method and never opens a body it would not send.

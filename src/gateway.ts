@@ -12,8 +12,10 @@ import { createRedisIndex, createSqliteIndex, type RecordingIndex } from './cach
 import type { GatewayConfig } from './config/index.js';
 import { DownloadManager } from './download/download-manager.js';
 import { DownloadSlots } from './download/download-slots.js';
+import { createPrefetcher, type Prefetch, type PrefetchOptions } from './download/prefetcher.js';
 import type { GatewayEnv } from './http/gateway-env.js';
 import { silentLogger, type Logger } from './logger.js';
+import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createMemoryRateLimitStore, createTenantRateLimiter } from './rate-limit/index.js';
 import { createUpstreamCircuit, type UpstreamCircuit } from './upstream/circuit.js';
 import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
@@ -24,6 +26,8 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Retry tuning, for tests that must not wait for real backoff. */
   upstream?: Pick<FlyflowClientOptions, 'maxAttempts' | 'initialBackoffMs'>;
+  /** How webhook-triggered prefetches retry a recording that is not there yet. */
+  webhookPrefetch?: Omit<PrefetchOptions, 'signal'>;
 }
 
 /** The wired gateway: the app plus what the server and the CLI need to run and stop it. */
@@ -35,6 +39,8 @@ export interface Gateway {
   tenants: TenantRegistry;
   circuit: UpstreamCircuit;
   diskHealth: DiskHealth;
+  metrics: GatewayMetrics;
+  prefetch: Prefetch;
   /** Waits for downloads under way to be stored, then closes the index. */
   close(): Promise<void>;
 }
@@ -49,6 +55,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const { config } = options;
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? silentLogger();
+  // The sources are read at scrape time only, after everything below exists.
+  const metrics: GatewayMetrics = new GatewayMetrics({
+    cacheStats: () => cache.stats(),
+    downloadsInFlight: (): number => downloads.inFlight,
+    downloadsQueued: () => slots.queued,
+    circuitState: () => circuit.state,
+  });
   const disk = createDiskStore(config.cache.dir);
   await disk.init();
   const index = openIndex(config);
@@ -60,6 +73,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     maxMemoryBytes: config.cache.maxMemoryBytes,
     maxDiskBytes: config.cache.maxDiskBytes,
     logger,
+    onEvict: (count) => metrics.evicted(count),
   });
   try {
     await cache.load();
@@ -82,16 +96,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     circuit,
     ...options.upstream,
   });
-  const downloads = new DownloadManager({
-    client,
-    cache,
-    disk,
-    diskHealth,
-    notFound,
-    clock,
-    logger,
-    slots: new DownloadSlots(config.upstream.maxConcurrentDownloads),
-  });
+  const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads);
+  const downloads: DownloadManager = new DownloadManager({ client, cache, disk, diskHealth, notFound, clock, logger, slots, metrics });
+  const prefetch = createPrefetcher({ cache, downloads, notFound, logger });
+  const closing = new AbortController();
+  const background = new Set<Promise<unknown>>();
   const app = createApp({
     tenants,
     authenticator: createAuthenticator(tenants, clock),
@@ -103,6 +112,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     maxAgeSeconds: config.cache.maxAgeSeconds,
     publicBaseUrl: config.publicBaseUrl,
     rateLimiter: createTenantRateLimiter({ store: createMemoryRateLimitStore({ clock }) }),
+    metrics,
+    adminToken: config.adminToken,
+    webhooks: {
+      prefetch,
+      prefetchOptions: { ...options.webhookPrefetch, signal: closing.signal },
+      track(task) {
+        background.add(task);
+        void task.finally(() => background.delete(task));
+      },
+    },
     readiness: [
       {
         name: 'cache directory',
@@ -128,7 +147,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     tenants,
     circuit,
     diskHealth,
+    metrics,
+    prefetch,
     async close() {
+      closing.abort();
+      await Promise.allSettled([...background]);
       await downloads.idle();
       await index.close();
     },

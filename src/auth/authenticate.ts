@@ -4,7 +4,7 @@ import { hasSignedUrlParams, verifySignedUrl, type SignedUrlParams } from './sig
 import type { Tenant, TenantRegistry } from './tenants.js';
 
 /** How a caller proved who it is; a signed URL also bounds how long the answer may be cached. */
-export type Credential = { kind: 'api-key' } | { kind: 'signed-url'; expiresAt: number };
+export type Credential = { kind: 'api-key' } | { kind: 'signed-url'; expiresAt: number } | { kind: 'webhook-token' };
 
 export interface Caller {
   tenant: Tenant;

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 
 /**
@@ -9,7 +10,7 @@ import path from 'node:path';
  */
 export interface DiskStore {
   readonly dir: string;
-  /** Creates the folders and removes temporary files a crash left behind. */
+  /** Creates the folders and removes temporary files that crashed processes left behind. */
   init(): Promise<void>;
   pathFor(namespace: string, callId: string): string;
   /** A new temporary file, open for writing and reading. */
@@ -24,6 +25,37 @@ export interface DiskStore {
 
 const RECORDINGS = 'recordings';
 const TEMP = 'tmp';
+// A temp folder of another host's process cannot be checked for life: it is
+// taken as abandoned once it has not changed for this long.
+const FOREIGN_TEMP_MAX_AGE_MS = 60 * 60_000;
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Each process writes under `tmp/<host>-<pid>-<random>/`, so replicas sharing
+ * a cache directory never remove each other's downloads in progress. A folder
+ * is leftover when its process on this host is gone, or (another host's) when
+ * it has been idle for an hour; loose files are from older versions.
+ */
+async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
+  const host = hostname();
+  for (const name of await readdir(tempDir).catch(() => [] as string[])) {
+    if (name === own) continue;
+    const match = /^(.+)-(\d+)-[0-9a-f]+$/.exec(name);
+    const full = path.join(tempDir, name);
+    let abandoned = !match;
+    if (match && match[1] === host) abandoned = !processIsAlive(Number(match[2]));
+    else if (match) abandoned = Date.now() - (await stat(full).then((info) => info.mtimeMs, () => 0)) > FOREIGN_TEMP_MAX_AGE_MS;
+    if (abandoned) await rm(full, { recursive: true, force: true });
+  }
+}
 
 async function fsyncDir(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
@@ -36,7 +68,8 @@ async function fsyncDir(dir: string): Promise<void> {
 
 export function createDiskStore(dir: string): DiskStore {
   const recordingsDir = path.join(dir, RECORDINGS);
-  const tempDir = path.join(dir, TEMP);
+  const ownTemp = `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tempDir = path.join(dir, TEMP, ownTemp);
   const pathFor = (namespace: string, callId: string) => path.join(recordingsDir, namespace, `${callId}.mp3`);
 
   return {
@@ -44,12 +77,19 @@ export function createDiskStore(dir: string): DiskStore {
     pathFor,
     async init() {
       await mkdir(recordingsDir, { recursive: true });
-      await rm(tempDir, { recursive: true, force: true });
       await mkdir(tempDir, { recursive: true });
+      await removeLeftoverTemp(path.dirname(tempDir), ownTemp);
     },
     async createTemp() {
       const tempPath = path.join(tempDir, `${randomBytes(12).toString('hex')}.part`);
-      return { path: tempPath, handle: await open(tempPath, 'wx+') };
+      try {
+        return { path: tempPath, handle: await open(tempPath, 'wx+') };
+      } catch (error) {
+        // The folder went away (an operator cleaned up, a volume was remounted): recreate it once.
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        await mkdir(tempDir, { recursive: true });
+        return { path: tempPath, handle: await open(tempPath, 'wx+') };
+      }
     },
     async commit(tempPath, namespace, callId) {
       const finalPath = pathFor(namespace, callId);

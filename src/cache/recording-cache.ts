@@ -31,6 +31,8 @@ export interface RecordingCacheOptions {
   maxMemoryBytes: number;
   maxDiskBytes: number;
   logger: Logger;
+  /** Told how many recordings each eviction removed (for the metrics). */
+  onEvict?: (count: number) => void;
 }
 
 export interface CacheStats {
@@ -116,13 +118,12 @@ export class RecordingCache {
   }
 
   /**
-   * With a shared index, another replica may have stored the recording: ask
-   * the index on a local miss. A local index has nothing this process lacks.
+   * On a local miss, asks the index: another replica sharing it, or the CLI's
+   * `prefetch`, may have stored the recording since start-up. Misses only.
    */
-  async lookupShared(key: string): Promise<CacheHit | undefined> {
-    if (this.options.index.kind !== 'redis') return undefined;
+  async lookupIndex(key: string): Promise<CacheHit | undefined> {
     const meta = await this.options.index.get(key).catch((error: unknown) => {
-      this.options.logger.warn({ err: error }, 'shared index lookup failed; treating as a miss');
+      this.options.logger.warn({ err: error }, 'index lookup failed; treating as a miss');
       return undefined;
     });
     if (!meta) return undefined;
@@ -246,6 +247,7 @@ export class RecordingCache {
     // Forget them at once, so a concurrent store counts the room as taken.
     for (const victim of victims) this.#forget(victim.key);
     this.#evictions += victims.length;
+    if (victims.length > 0) this.options.onEvict?.(victims.length);
     await Promise.all(
       victims.map(({ key: victimKey, meta }) =>
         Promise.all([this.options.disk.remove(meta.namespace, meta.callId), this.options.index.delete(victimKey)]).catch(

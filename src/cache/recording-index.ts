@@ -129,8 +129,15 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
   // keyv's own prefixing gives, without its quirks.
   const prefix = `${INDEX_NAMESPACE}:`;
   let closing: Promise<void> | undefined;
+  // WAL lets the CLI read while the gateway writes, and with synchronous=NORMAL
+  // a store costs no fsync of its own: the recording file was fsynced before
+  // it was indexed, and an entry lost to a power cut only means a refetch.
+  const tuned = store
+    .query('PRAGMA journal_mode=WAL')
+    .then(() => store.query('PRAGMA synchronous=NORMAL'))
+    .catch(() => undefined);
   const run = <T>(operation: () => Promise<T>): Promise<T> =>
-    closing ? Promise.reject(new Error('sqlite index: closed')) : operation();
+    closing ? Promise.reject(new Error('sqlite index: closed')) : tuned.then(operation);
   return keyvIndex({
     kind: 'sqlite',
     keyv,

@@ -7,6 +7,8 @@ import type { RecordingCache } from '../cache/recording-cache.js';
 import { cacheKey } from '../cache/recording-meta.js';
 import { NotFoundError } from '../http/errors.js';
 import type { Logger } from '../logger.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import { upstreamErrorKind } from '../upstream/errors.js';
 import type { FlyflowClient } from '../upstream/flyflow-client.js';
 import type { DownloadSlots } from './download-slots.js';
 import { RecordingDownload } from './recording-download.js';
@@ -18,6 +20,7 @@ export interface DownloadManagerOptions {
   diskHealth: DiskHealth;
   /** The cap on concurrent upstream downloads; callers beyond it queue in order. */
   slots: DownloadSlots;
+  metrics?: GatewayMetrics;
   notFound: NotFoundMemory;
   clock: Clock;
   logger: Logger;
@@ -29,6 +32,8 @@ export interface JoinedDownload {
   collapsed: boolean;
   /** Call once the caller is done reading; idempotent. */
   release: () => void;
+  /** Resolves once the download has ended and its result, if any, is stored. */
+  stored: Promise<void>;
 }
 
 /**
@@ -41,6 +46,7 @@ export class DownloadManager {
   readonly #discarded = new WeakSet<RecordingDownload>();
   readonly #settled = new Set<Promise<unknown>>();
   readonly #storing = new Map<RecordingDownload, Promise<unknown>>();
+  readonly #settledOf = new WeakMap<RecordingDownload, Promise<void>>();
 
   constructor(private readonly options: DownloadManagerOptions) {}
 
@@ -51,9 +57,12 @@ export class DownloadManager {
   join(tenant: Tenant, callId: string): JoinedDownload {
     const key = cacheKey(tenant.namespace, callId);
     const existing = this.#inFlight.get(key);
-    if (existing) return { download: existing, collapsed: true, release: existing.acquire() };
+    if (existing) {
+      this.options.metrics?.joinedDownload();
+      return { download: existing, collapsed: true, release: existing.acquire(), stored: this.#settledOf.get(existing)! };
+    }
     const download = this.#start(key, tenant, callId);
-    return { download, collapsed: false, release: download.acquire() };
+    return { download, collapsed: false, release: download.acquire(), stored: this.#settledOf.get(download)! };
   }
 
   /**
@@ -81,7 +90,7 @@ export class DownloadManager {
     const download = new RecordingDownload(
       async () => {
         await slot;
-        return client.openRecording(callId, tenant.upstreamApiKey);
+        return this.#timed(() => client.openRecording(callId, tenant.upstreamApiKey));
       },
       {
         memoryEntryMaxBytes: cache.memoryEntryMaxBytes,
@@ -100,7 +109,22 @@ export class DownloadManager {
         this.#settled.delete(settled);
       });
     this.#settled.add(settled);
+    this.#settledOf.set(download, settled);
     return download;
+  }
+
+  /** Times the upstream head for the metrics, by outcome. */
+  async #timed<T>(open: () => Promise<T>): Promise<T> {
+    const startedAt = this.options.clock.now();
+    const seconds = () => (this.options.clock.now() - startedAt) / 1000;
+    try {
+      const opened = await open();
+      this.options.metrics?.upstreamAnswered('ok', seconds());
+      return opened;
+    } catch (error) {
+      this.options.metrics?.upstreamAnswered(upstreamErrorKind(error), seconds());
+      throw error;
+    }
   }
 
   async #finish(key: string, tenant: Tenant, callId: string, download: RecordingDownload): Promise<void> {

@@ -70,18 +70,25 @@ export class GrowingBody {
     if (this.#memoryBase === 0 && this.#fileComplete && this.#received > this.sink.memoryEntryMaxBytes) this.#dropMemory();
     this.#signal();
     if (!this.#fileComplete) return;
+    let written = 0;
     try {
-      await this.#file!.handle.write(chunk, 0, chunk.length, start);
-      this.#flushed += chunk.length;
-      this.#signal();
+      // A nearly full disk can take part of a chunk before it refuses the rest.
+      while (written < chunk.length) {
+        const { bytesWritten } = await this.#file!.handle.write(chunk, written, chunk.length - written, start + written);
+        if (bytesWritten === 0) throw Object.assign(new Error('the disk took no bytes'), { code: 'ENOSPC' });
+        written += bytesWritten;
+        this.#flushed += bytesWritten;
+      }
     } catch (error) {
       this.sink.onDiskError(error);
       this.#fileComplete = false;
-      if (start < this.#memoryBase) {
-        this.#memoryBase = start;
-        this.#keep(chunk, start);
+      const failedAt = start + written;
+      if (failedAt < this.#memoryBase) {
+        this.#memoryBase = failedAt;
+        this.#keep(chunk.subarray(written), failedAt);
       }
     }
+    this.#signal();
   }
 
   /** Makes the file durable. Resolves with the whole body if memory holds it, and the temp file if it is whole. */

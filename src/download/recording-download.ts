@@ -137,12 +137,15 @@ export class RecordingDownload {
         }
       }
       hash.update(chunk);
-      await body.append(chunk);
+      // append() takes the chunk into memory before it waits on the disk, so
+      // callers can start while the write is still under way.
+      const appended = body.append(chunk);
       // Callers may start once the body is known to be audio and its length is known.
       if (!this.#headSent && signature.length >= MP3_SIGNATURE_BYTES && upstream.contentLength !== undefined) {
         this.#headSent = true;
         this.#resolveHead(head());
       }
+      await appended;
     }
     if (upstream.contentLength !== undefined && body.received !== upstream.contentLength) {
       throw new BadGatewayError('Upstream body ended before its Content-Length');

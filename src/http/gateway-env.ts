@@ -8,5 +8,8 @@ export interface GatewayEnv {
   Variables: {
     caller: Caller | undefined;
     callId: string | undefined;
+    requestId: string;
+    /** Milliseconds this request waited for the upstream's head, when it did. */
+    upstreamMs: number | undefined;
   };
 }

@@ -28,7 +28,9 @@ export type AbortConnection = () => boolean;
 
 type Plan = { kind: 'not-modified' } | { kind: 'full' } | { kind: 'partial'; range: ByteRange };
 
-const STREAM_CHUNK_BYTES = 64 * 1024;
+// Large enough that a file streams in few thread-pool round trips, small
+// enough that a slow client never makes the gateway hold much of a recording.
+const STREAM_CHUNK_BYTES = 256 * 1024;
 
 /**
  * RFC 9110 13.2.2: preconditions first, then Range (14.2), which applies only
@@ -197,7 +199,7 @@ function streamFromReader(
           controller.close();
           return;
         }
-        const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES * 4));
+        const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES));
         if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
         position += chunk.length;
         controller.enqueue(chunk);

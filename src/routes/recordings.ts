@@ -90,7 +90,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
 
   function cacheControl(caller: Caller): string {
-    if (caller.credential.kind === 'api-key') return apiKeyCacheControl;
+    if (caller.credential.kind !== 'signed-url') return apiKeyCacheControl;
     const remaining = caller.credential.expiresAt - Math.floor(clock.now() / 1000);
     return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
   }
@@ -136,7 +136,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
         ...limits,
       };
       const key = cacheKey(caller.tenant.namespace, callId);
-      const hit = cache.lookup(key) ?? (await cache.lookupShared(key));
+      const hit = cache.lookup(key) ?? (await cache.lookupIndex(key));
       if (hit) {
         const response = await serveHit(request, hit, extra, connectionAborter(c));
         if (response) return response;
@@ -144,12 +144,15 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       if (notFound.has(key)) throw new NotFoundError();
 
       const joined = downloads.join(caller.tenant, callId);
+      const waitStarted = clock.now();
       let head;
       try {
         head = await joined.download.head;
       } catch (error) {
         joined.release();
         throw error;
+      } finally {
+        c.set('upstreamMs', clock.now() - waitStarted);
       }
       extra['Cache-Status'] = `${CACHE_NAME}; fwd=uri-miss; ${joined.collapsed ? 'collapsed' : 'stored'}`;
       return downloadResponse(request, callId, joined.download, head, extra, joined.release, connectionAborter(c));

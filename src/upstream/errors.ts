@@ -1,4 +1,4 @@
-import { BadGatewayError, GatewayError, GatewayTimeoutError, NotFoundError } from '../http/errors.js';
+import { BadGatewayError, GatewayError, GatewayTimeoutError, NotFoundError, ServiceUnavailableError } from '../http/errors.js';
 
 /** Flyflow itself is failing (5xx, unreachable, broken connection): what the circuit breaker counts. */
 export class UpstreamOutageError extends BadGatewayError {}
@@ -6,12 +6,18 @@ export class UpstreamOutageError extends BadGatewayError {}
 /** An outage worth another attempt: connection errors and upstream 502, 503, 504. */
 export class RetryableUpstreamError extends UpstreamOutageError {}
 
+/** Flyflow answered 401 or 403 to the server key: a configuration problem, not an outage. */
+export class UpstreamKeyRejectedError extends BadGatewayError {}
+
+/** No connection could be made (refused, DNS, TLS). */
+export class UpstreamUnreachableError extends RetryableUpstreamError {}
+
 const RETRYABLE_STATUSES = new Set([502, 503, 504]);
 
 /** Maps a non-200 upstream status to the contract's answer (section 4). */
 export function errorForUpstreamStatus(status: number): GatewayError {
   if (status === 404) return new NotFoundError();
-  if (status === 401 || status === 403) return new BadGatewayError('Upstream rejected the server key');
+  if (status === 401 || status === 403) return new UpstreamKeyRejectedError('Upstream rejected the server key');
   if (RETRYABLE_STATUSES.has(status)) return new RetryableUpstreamError(`Upstream answered ${status}`);
   if (status >= 500) return new UpstreamOutageError(`Upstream answered ${status}`);
   return new BadGatewayError(`Upstream answered an unexpected ${status}`);
@@ -27,5 +33,18 @@ export function upstreamTimeout(cause?: unknown): GatewayTimeoutError {
 }
 
 export function upstreamUnreachable(cause: unknown): RetryableUpstreamError {
-  return new RetryableUpstreamError('Could not reach upstream', { cause });
+  return new UpstreamUnreachableError('Could not reach upstream', { cause });
+}
+
+export type UpstreamErrorKind = 'not_found' | 'timeout' | 'unreachable' | 'server_error' | 'rejected_key' | 'bad_response' | 'circuit_open';
+
+/** Names a failed upstream request for metrics and logs. */
+export function upstreamErrorKind(error: unknown): UpstreamErrorKind {
+  if (error instanceof NotFoundError) return 'not_found';
+  if (error instanceof GatewayTimeoutError) return 'timeout';
+  if (error instanceof UpstreamUnreachableError) return 'unreachable';
+  if (error instanceof UpstreamOutageError) return 'server_error';
+  if (error instanceof UpstreamKeyRejectedError) return 'rejected_key';
+  if (error instanceof ServiceUnavailableError) return 'circuit_open';
+  return 'bad_response';
 }

@@ -96,6 +96,7 @@ export async function startGateway(
     config,
     ...options,
     upstream: { maxAttempts: 3, initialBackoffMs: 10 },
+    webhookPrefetch: { attempts: 6, firstDelayMs: 50 },
   });
   const server: ServerType = await new Promise((resolve) => {
     const started = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(started));
@@ -123,7 +124,8 @@ export async function startGateway(
 
 /** Files under the cache's tmp/ folder: a finished test must leave none. */
 export async function tempFilesIn(dir: string): Promise<string[]> {
-  return readdir(path.join(dir, 'tmp')).catch(() => []);
+  const entries = await readdir(path.join(dir, 'tmp'), { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((entry) => entry.isFile()).map((entry) => entry.name);
 }
 
 export async function removeDir(dir: string): Promise<void> {

@@ -1,0 +1,91 @@
+import { randomUUID } from 'node:crypto';
+import type { MiddlewareHandler } from 'hono';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../logger.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { GatewayEnv } from './gateway-env.js';
+import { rawRequestPath } from './request-target.js';
+
+// A caller's request id is kept only when it cannot smuggle anything into a log line.
+const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
+
+type CacheResult = 'hit' | 'miss' | 'collapsed' | 'none';
+
+function cacheResult(cacheStatus: string | null): CacheResult {
+  if (!cacheStatus) return 'none';
+  if (cacheStatus.includes('; hit')) return 'hit';
+  return cacheStatus.endsWith('collapsed') ? 'collapsed' : 'miss';
+}
+
+function servedFrom(cacheStatus: string | null): 'memory' | 'disk' | 'upstream' {
+  if (cacheStatus?.includes('detail=memory')) return 'memory';
+  if (cacheStatus?.includes('detail=disk')) return 'disk';
+  return 'upstream';
+}
+
+/** A bounded label for the route, never the raw path (which carries ids). */
+function routeLabel(routePath: string, method: string): string {
+  if (method === 'OPTIONS') return 'preflight';
+  if (routePath.startsWith('/v1/call/recording')) return 'recording';
+  if (routePath.startsWith('/v1/webhooks')) return 'webhook';
+  if (routePath === '/healthz' || routePath === '/readyz' || routePath === '/metrics') return routePath.slice(1);
+  return 'other';
+}
+
+/**
+ * One log line and one metrics update per request, written when the response
+ * has been sent (or the client went away), with a request id that is also
+ * returned as `X-Request-Id`. It logs the path without its query string, so a
+ * signature never reaches a log; headers are never logged.
+ */
+export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics): MiddlewareHandler<GatewayEnv> {
+  return async function requestLog(c, next) {
+    const startedAt = clock.now();
+    const presented = c.req.header('x-request-id');
+    const requestId = presented && WELL_FORMED_REQUEST_ID.test(presented) ? presented : randomUUID();
+    c.set('requestId', requestId);
+    await next();
+    c.res.headers.set('X-Request-Id', requestId);
+
+    const response = c.res;
+    const cacheStatus = response.headers.get('cache-status');
+    const finish = (sent: boolean) => {
+      const caller = c.get('caller');
+      const bodyBytes = sent && c.req.method === 'GET' ? Number(response.headers.get('content-length') ?? 0) : 0;
+      const route = routeLabel(c.req.routePath, c.req.method);
+      metrics.requestDone({
+        route,
+        method: c.req.method,
+        status: response.status,
+        tenant: caller?.tenant.id ?? 'none',
+        cache: cacheResult(cacheStatus),
+      });
+      if (response.status < 300 && cacheStatus) metrics.bytesServed(servedFrom(cacheStatus), bodyBytes);
+      logger.info(
+        {
+          reqId: requestId,
+          method: c.req.method,
+          path: rawRequestPath(c),
+          route,
+          tenant: caller?.tenant.id,
+          callId: c.get('callId'),
+          credential: caller?.credential.kind,
+          status: response.status,
+          cache: cacheResult(cacheStatus),
+          bytes: bodyBytes,
+          durationMs: clock.now() - startedAt,
+          upstreamMs: c.get('upstreamMs'),
+          ...(sent ? {} : { aborted: true }),
+        },
+        'request',
+      );
+    };
+
+    const outgoing = c.env?.outgoing;
+    if (!outgoing) {
+      finish(true);
+      return;
+    }
+    outgoing.once('close', () => finish(outgoing.writableFinished));
+  };
+}

@@ -1,0 +1,139 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { UpstreamErrorKind } from '../upstream/errors.js';
+
+/** What the metrics read at scrape time, so nothing on the request path has to keep gauges current. */
+export interface MetricsSources {
+  cacheStats(): { entries: number; diskBytes: number; memoryEntries: number; memoryBytes: number };
+  downloadsInFlight(): number;
+  downloadsQueued(): number;
+  circuitState(): 'closed' | 'open' | 'half-open';
+}
+
+export type UpstreamOutcome = 'ok' | UpstreamErrorKind;
+
+const PREFIX = 'recording_gateway_';
+const CIRCUIT_STATES = ['closed', 'half-open', 'open'] as const;
+
+/**
+ * The gateway's Prometheus metrics, in a registry of its own (several
+ * gateways in one process, as in tests, never share counters). Names follow
+ * Prometheus conventions: base units, `_total` on counters.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly #requests: Counter<'route' | 'method' | 'status' | 'tenant' | 'cache'>;
+  readonly #servedBytes: Counter<'tier'>;
+  readonly #upstreamDuration: Histogram<'outcome'>;
+  readonly #upstreamErrors: Counter<'kind'>;
+  readonly #joiners: Counter;
+  readonly #evictions: Counter;
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    this.#requests = new Counter({
+      name: `${PREFIX}requests_total`,
+      help: 'Requests answered, by route, method, status, tenant and cache result (hit, miss, collapsed, none).',
+      labelNames: ['route', 'method', 'status', 'tenant', 'cache'],
+      registers,
+    });
+    this.#servedBytes = new Counter({
+      name: `${PREFIX}served_bytes_total`,
+      help: 'Recording bytes sent to clients, by the tier that served them (memory, disk, upstream).',
+      labelNames: ['tier'],
+      registers,
+    });
+    this.#upstreamDuration = new Histogram({
+      name: `${PREFIX}upstream_request_duration_seconds`,
+      help: 'Time until the upstream answered with a usable head (retries included), by outcome.',
+      labelNames: ['outcome'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.#upstreamErrors = new Counter({
+      name: `${PREFIX}upstream_errors_total`,
+      help: 'Failed upstream requests, by kind.',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.#joiners = new Counter({
+      name: `${PREFIX}download_joiners_total`,
+      help: 'Requests that joined a download already under way instead of starting one.',
+      registers,
+    });
+    this.#evictions = new Counter({
+      name: `${PREFIX}cache_evictions_total`,
+      help: 'Recordings evicted from disk to stay within cache.max_disk_bytes.',
+      registers,
+    });
+    new Gauge({
+      name: `${PREFIX}cache_entries`,
+      help: 'Recordings cached, by tier.',
+      labelNames: ['tier'],
+      registers,
+      collect() {
+        const stats = sources.cacheStats();
+        this.set({ tier: 'disk' }, stats.entries);
+        this.set({ tier: 'memory' }, stats.memoryEntries);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}cache_bytes`,
+      help: 'Bytes cached, by tier.',
+      labelNames: ['tier'],
+      registers,
+      collect() {
+        const stats = sources.cacheStats();
+        this.set({ tier: 'disk' }, stats.diskBytes);
+        this.set({ tier: 'memory' }, stats.memoryBytes);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}downloads_in_flight`,
+      help: 'Upstream downloads under way.',
+      registers,
+      collect() {
+        this.set(sources.downloadsInFlight());
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}downloads_queued`,
+      help: 'Downloads waiting for a slot under upstream.max_concurrent_downloads.',
+      registers,
+      collect() {
+        this.set(sources.downloadsQueued());
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}upstream_circuit_state`,
+      help: 'The upstream circuit breaker: 1 for the current state, 0 for the others.',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const current = sources.circuitState();
+        for (const state of CIRCUIT_STATES) this.set({ state }, state === current ? 1 : 0);
+      },
+    });
+  }
+
+  requestDone(labels: { route: string; method: string; status: number; tenant: string; cache: string }): void {
+    this.#requests.inc({ ...labels, status: String(labels.status) });
+  }
+
+  bytesServed(tier: 'memory' | 'disk' | 'upstream', bytes: number): void {
+    if (bytes > 0) this.#servedBytes.inc({ tier }, bytes);
+  }
+
+  upstreamAnswered(outcome: UpstreamOutcome, seconds: number): void {
+    this.#upstreamDuration.observe({ outcome }, seconds);
+    if (outcome !== 'ok' && outcome !== 'not_found') this.#upstreamErrors.inc({ kind: outcome });
+  }
+
+  joinedDownload(): void {
+    this.#joiners.inc();
+  }
+
+  evicted(count: number): void {
+    this.#evictions.inc(count);
+  }
+}

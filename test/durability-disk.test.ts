@@ -1,0 +1,417 @@
+/**
+ * What survives a full, damaged or failing cache disk: the budget, readers
+ * under eviction, start-up reconciliation, corruption, an unwritable cache
+ * and a real ENOSPC on a small tmpfs. Real files, a real sqlite index, a real
+ * upstream on 127.0.0.1.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, open, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { createDiskStore } from '../src/cache/disk-store.js';
+import { createSqliteIndex } from '../src/cache/recording-index.js';
+import { verifyCache } from '../src/cache/verify.js';
+import type { GatewayConfig } from '../src/config/index.js';
+import type { Logger } from '../src/logger.js';
+import {
+  bigRecording,
+  collectingLogger,
+  isOpenHere,
+  keyFor,
+  mountTmpfs,
+  readRest,
+  recordingPath,
+  sha256,
+  storedFiles,
+  unmount,
+  WARN,
+} from './support/durability.js';
+import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import {
+  makeTempDir,
+  manualClock,
+  removeDir,
+  startGateway,
+  tempFilesIn,
+  testConfig,
+  type RunningGateway,
+} from './support/gateway-harness.js';
+
+type CacheOptions = Partial<GatewayConfig['cache']>;
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const HIT_MEMORY = 'recording-gateway; hit; detail=memory';
+const HIT_DISK = 'recording-gateway; hit; detail=disk';
+const MISS = 'recording-gateway; fwd=uri-miss; stored';
+
+let upstream: FakeFlyflow;
+let dir: string;
+let mounted: string | undefined;
+const running: RunningGateway[] = [];
+
+async function start(cache: CacheOptions = {}, logger?: Logger): Promise<RunningGateway> {
+  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, cache }), {
+    clock: manualClock(),
+    ...(logger ? { logger } : {}),
+  });
+  running.push(gateway);
+  return gateway;
+}
+
+async function stop(gateway: RunningGateway): Promise<void> {
+  running.splice(running.indexOf(gateway), 1);
+  await gateway.close();
+}
+
+/** GETs a recording and reads its whole body; the download (if any) is stored before this returns. */
+async function get(gateway: RunningGateway, id: number): Promise<{ response: Response; body: Buffer }> {
+  const response = await gateway.fetch(`/v1/call/recording/${id}.mp3`);
+  const body = Buffer.from(await response.arrayBuffer());
+  await gateway.gateway.downloads.idle();
+  return { response, body };
+}
+
+async function readyz(gateway: RunningGateway): Promise<{ status: number; message: string | undefined }> {
+  const response = await fetch(`${gateway.baseUrl}/readyz`);
+  const json = (await response.json()) as { message?: string };
+  return { status: response.status, message: json.message };
+}
+
+const fileOf = (id: number) => recordingPath(dir, upstream.baseUrl, id);
+const keyOf = (id: number) => keyFor(upstream.baseUrl, id);
+const recording = (id: number) => upstream.recording(id)!;
+
+/** Flips `count` bytes in the middle of a file, keeping its size. */
+async function corrupt(file: string, count = 16): Promise<void> {
+  const { size } = await stat(file);
+  const handle = await open(file, 'r+');
+  try {
+    const at = Math.floor(size / 2);
+    const bytes = Buffer.alloc(count);
+    await handle.read(bytes, 0, count, at);
+    for (let i = 0; i < count; i++) bytes[i] = bytes[i]! ^ 0xff;
+    await handle.write(bytes, 0, count, at);
+  } finally {
+    await handle.close();
+  }
+  expect((await stat(file)).size).toBe(size);
+}
+
+beforeEach(async () => {
+  upstream = await startFakeFlyflow();
+  dir = await makeTempDir('rg-durability-');
+});
+
+afterEach(async () => {
+  for (const gateway of running.splice(0)) await gateway.close();
+  await upstream.close();
+  const leftovers = await tempFilesIn(dir);
+  if (mounted) {
+    await unmount(mounted);
+    mounted = undefined;
+  }
+  await removeDir(dir);
+  expect(leftovers, 'temporary files left in the cache tmp/ folder').toEqual([]);
+});
+
+describe('disk budget', () => {
+  test('a full disk budget evicts the least recently used recording, and the rest stay hits', async () => {
+    const [one, two, three] = [recording(1), recording(2), recording(3)];
+    const maxDiskBytes = one.length + two.length + three.length - 1;
+    // 64 KiB memory entries: the three small fixtures are held in memory too.
+    const gateway = await start({ maxDiskBytes, maxMemoryBytes: 512 * KiB });
+    expect((await get(gateway, 1)).body.equals(one)).toBe(true);
+    expect((await get(gateway, 2)).body.equals(two)).toBe(true);
+    // #1 is used again, so #2 is now the least recently used.
+    expect((await get(gateway, 1)).response.headers.get('cache-status')).toBe(HIT_MEMORY);
+
+    expect((await get(gateway, 3)).body.equals(three)).toBe(true);
+
+    expect(existsSync(fileOf(2))).toBe(false);
+    expect(await gateway.gateway.index.get(keyOf(2))).toBeUndefined();
+    expect(existsSync(fileOf(1))).toBe(true);
+    expect(existsSync(fileOf(3))).toBe(true);
+    const stats = gateway.gateway.cache.stats();
+    expect(stats).toMatchObject({ entries: 2, diskBytes: one.length + three.length, evictions: 1 });
+    expect(stats.diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+
+    for (const [id, bytes] of [[1, one], [3, three]] as const) {
+      const { response, body } = await get(gateway, id);
+      expect(response.headers.get('cache-status')).toBe(HIT_MEMORY);
+      expect(body.equals(bytes)).toBe(true);
+      expect(upstream.recordingRequests(id)).toHaveLength(1);
+    }
+
+    // The index agrees with the files: after a restart the survivors are disk hits, the victim a miss.
+    await stop(gateway);
+    const restarted = await start({ maxDiskBytes, maxMemoryBytes: 512 * KiB });
+    expect(restarted.gateway.cache.stats()).toMatchObject({ entries: 2, diskBytes: one.length + three.length });
+    for (const [id, bytes] of [[1, one], [3, three]] as const) {
+      const { response, body } = await get(restarted, id);
+      expect(response.headers.get('cache-status')).toBe(HIT_DISK);
+      expect(body.equals(bytes)).toBe(true);
+    }
+    const victim = await get(restarted, 2);
+    expect(victim.response.headers.get('cache-status')).toBe(MISS);
+    expect(victim.body.equals(two)).toBe(true);
+    expect(upstream.recordingRequests(2)).toHaveLength(2);
+    expect(restarted.gateway.cache.stats().diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+  });
+
+  test('a recording larger than the whole disk budget is served whole but not stored, and evicts nothing', async () => {
+    const one = recording(1);
+    const large = recording(4);
+    const maxDiskBytes = 3 * one.length;
+    expect(large.length).toBeGreaterThan(maxDiskBytes);
+    // 64 KiB memory entries: the large one cannot hide in memory either.
+    const gateway = await start({ maxDiskBytes, maxMemoryBytes: 512 * KiB });
+    await get(gateway, 1);
+
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      const { response, body } = await get(gateway, 4);
+      expect(response.status).toBe(200);
+      expect(response.headers.get('cache-status')).toBe(MISS);
+      expect(body.equals(large)).toBe(true);
+      expect(upstream.recordingRequests(4)).toHaveLength(attempt);
+    }
+    expect(existsSync(fileOf(4))).toBe(false);
+    expect(await gateway.gateway.index.get(keyOf(4))).toBeUndefined();
+    expect(await storedFiles(dir)).toHaveLength(1);
+    expect(existsSync(fileOf(1))).toBe(true);
+    expect(gateway.gateway.cache.stats()).toMatchObject({ entries: 1, diskBytes: one.length, evictions: 0 });
+  });
+});
+
+describe('eviction never pulls a file from under its reader', () => {
+  // Far more than the loopback socket buffers hold while the client waits, so
+  // the gateway is still reading the file when the next store needs room.
+  const STREAMED_BYTES = 16 * MiB;
+  // 32 KiB memory entries: the big one streams from disk, the fixtures are memory hits.
+  const maxMemoryBytes = 256 * KiB;
+
+  test('a recording streamed from disk is skipped by eviction and its reader gets every byte', async () => {
+    const big = bigRecording(recording(4), STREAMED_BYTES);
+    upstream.setRecording(40, big);
+    const [one, two] = [recording(1), recording(2)];
+    const maxDiskBytes = big.length + two.length + one.length - 1;
+    const gateway = await start({ maxDiskBytes, maxMemoryBytes });
+    await get(gateway, 40);
+    await get(gateway, 2);
+
+    const reading = await gateway.fetch('/v1/call/recording/40.mp3');
+    expect(reading.headers.get('cache-status')).toBe(HIT_DISK);
+    const reader = reading.body!.getReader();
+    const first = await reader.read();
+    expect(first.done).toBe(false);
+    // #2 is used again, so the file being read is the least recently used.
+    expect((await get(gateway, 2)).response.headers.get('cache-status')).toBe(HIT_MEMORY);
+    expect(await isOpenHere(fileOf(40)), 'the gateway is still streaming the file (else this test proves nothing)').toBe(true);
+
+    expect((await get(gateway, 1)).body.equals(one)).toBe(true);
+
+    expect(existsSync(fileOf(40))).toBe(true);
+    expect(existsSync(fileOf(2))).toBe(false);
+    expect(existsSync(fileOf(1))).toBe(true);
+    expect(gateway.gateway.cache.stats().diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+
+    const body = await readRest(reader, [first.value!]);
+    expect(body.length).toBe(big.length);
+    expect(sha256(body)).toBe(sha256(big));
+    // Once read, the file is let go (closed and unpinned).
+    await expect.poll(() => isOpenHere(fileOf(40))).toBe(false);
+    const again = await gateway.fetch('/v1/call/recording/40.mp3');
+    expect(again.headers.get('cache-status')).toBe(HIT_DISK);
+    expect(sha256(Buffer.from(await again.arrayBuffer()))).toBe(sha256(big));
+    expect(upstream.recordingRequests(40)).toHaveLength(1);
+  });
+
+  test('when only a file being read could make room, the newcomer is served but not stored on disk', async () => {
+    const big = bigRecording(recording(4), STREAMED_BYTES);
+    upstream.setRecording(40, big);
+    const one = recording(1);
+    const maxDiskBytes = big.length + one.length - 1;
+    const gateway = await start({ maxDiskBytes, maxMemoryBytes });
+    await get(gateway, 40);
+
+    const reading = await gateway.fetch('/v1/call/recording/40.mp3');
+    expect(reading.headers.get('cache-status')).toBe(HIT_DISK);
+    const reader = reading.body!.getReader();
+    const first = await reader.read();
+    expect(await isOpenHere(fileOf(40)), 'the gateway is still streaming the file (else this test proves nothing)').toBe(true);
+
+    const newcomer = await get(gateway, 1);
+    expect(newcomer.response.headers.get('cache-status')).toBe(MISS);
+    expect(newcomer.body.equals(one)).toBe(true);
+    expect(existsSync(fileOf(1))).toBe(false);
+    expect(await gateway.gateway.index.get(keyOf(1))).toBeUndefined();
+    expect(existsSync(fileOf(40))).toBe(true);
+    expect(gateway.gateway.cache.stats()).toMatchObject({ diskBytes: big.length, evictions: 0 });
+
+    const body = await readRest(reader, [first.value!]);
+    expect(sha256(body)).toBe(sha256(big));
+  });
+});
+
+describe('start-up reconciliation', () => {
+  test('after a crash, missing or truncated files are fetched again and strays are cleared', async () => {
+    const before = await start();
+    for (const id of [1, 2, 3]) await get(before, id);
+    await stop(before);
+
+    const ns = path.dirname(fileOf(1));
+    await rm(fileOf(1));
+    await truncate(fileOf(2), 1000);
+    const orphan = path.join(ns, '999.mp3');
+    await writeFile(orphan, recording(3));
+    const staleTemp = path.join(dir, 'tmp', 'x.part');
+    await writeFile(staleTemp, recording(3).subarray(0, 5000));
+
+    const after = await start();
+    expect(after.gateway.cache.stats()).toMatchObject({ entries: 1, diskBytes: recording(3).length });
+    expect(existsSync(orphan)).toBe(false);
+    expect(existsSync(staleTemp)).toBe(false);
+    expect(existsSync(fileOf(2))).toBe(false);
+    expect(await after.gateway.index.get(keyOf(1))).toBeUndefined();
+    expect(await after.gateway.index.get(keyOf(2))).toBeUndefined();
+
+    for (const id of [1, 2]) {
+      const { response, body } = await get(after, id);
+      expect(response.headers.get('cache-status')).toBe(MISS);
+      expect(body.equals(recording(id))).toBe(true);
+      expect(upstream.recordingRequests(id)).toHaveLength(2);
+    }
+    const kept = await get(after, 3);
+    expect(kept.response.headers.get('cache-status')).toBe(HIT_DISK);
+    expect(kept.body.equals(recording(3))).toBe(true);
+    expect(upstream.recordingRequests(3)).toHaveLength(1);
+
+    expect(after.gateway.cache.stats().entries).toBe(3);
+    expect(await storedFiles(dir)).toEqual(['1.mp3', '2.mp3', '3.mp3'].map((name) => path.join(path.basename(ns), name)));
+    expect((await stat(fileOf(2))).size).toBe(recording(2).length);
+  });
+});
+
+describe('corruption that keeps the size', () => {
+  test('a damaged small file is never served: the next GET refetches it', async () => {
+    const before = await start();
+    await get(before, 1);
+    await stop(before);
+    await corrupt(fileOf(1));
+
+    const after = await start();
+    const { response, body } = await get(after, 1);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('cache-status')).toBe(MISS);
+    expect(body.equals(recording(1))).toBe(true);
+    expect(upstream.recordingRequests(1)).toHaveLength(2);
+
+    // The good copy replaced the damaged one, on disk as well.
+    const again = await get(after, 1);
+    expect(again.response.headers.get('cache-status')).toBe(HIT_MEMORY);
+    expect(again.body.equals(recording(1))).toBe(true);
+    const { readFile } = await import('node:fs/promises');
+    expect((await readFile(fileOf(1))).equals(recording(1))).toBe(true);
+    expect(upstream.recordingRequests(1)).toHaveLength(2);
+  });
+
+  test('cache verify finds a damaged large file by its checksum and removes it; the restart refetches it', async () => {
+    // 32 KiB memory entries: #4 streams from disk without ever being read whole.
+    const cache = { maxMemoryBytes: 256 * KiB };
+    const before = await start(cache);
+    await get(before, 1);
+    await get(before, 4);
+    await stop(before);
+    await corrupt(fileOf(4));
+
+    const disk = createDiskStore(dir);
+    const index = createSqliteIndex(dir);
+    try {
+      const report = await verifyCache(index, disk);
+      expect(report).toEqual({ checked: 2, removed: [{ key: keyOf(4), reason: 'checksum' }] });
+      expect(await index.get(keyOf(4))).toBeUndefined();
+    } finally {
+      await index.close();
+    }
+    expect(existsSync(fileOf(4))).toBe(false);
+    expect(existsSync(fileOf(1))).toBe(true);
+
+    const after = await start(cache);
+    const { response, body } = await get(after, 4);
+    expect(response.headers.get('cache-status')).toBe(MISS);
+    expect(body.equals(recording(4))).toBe(true);
+    expect(upstream.recordingRequests(4)).toHaveLength(2);
+    const kept = await get(after, 1);
+    expect(kept.response.headers.get('cache-status')).toBe(HIT_DISK);
+    expect(upstream.recordingRequests(1)).toHaveLength(1);
+  });
+});
+
+describe('a cache disk that fails', () => {
+  test('an unwritable cache still serves every recording, says so on /readyz, logs once, and recovers', async () => {
+    const { logger, lines } = collectingLogger();
+    const gateway = await start({}, logger);
+    expect((await readyz(gateway)).status).toBe(200);
+    const tmp = path.join(dir, 'tmp');
+    await rm(tmp, { recursive: true, force: true });
+    await writeFile(tmp, 'not a directory');
+
+    const ids = [1, 2, 3, 4, 5];
+    upstream.setRecording(5, recording(1));
+    for (const id of ids) {
+      const { response, body } = await get(gateway, id);
+      expect(response.status).toBe(200);
+      expect(body.equals(recording(id))).toBe(true);
+    }
+    expect(await storedFiles(dir)).toEqual([]);
+
+    const ready = await readyz(gateway);
+    expect(ready.status).toBe(503);
+    expect(ready.message).toMatch(/cache directory: ENOTDIR/);
+    expect(ready.message).toContain(tmp);
+    const warnings = lines.filter((line) => line.level >= WARN);
+    expect(warnings.map((line) => line.msg)).toEqual([
+      'cache disk failing; recordings are streamed from upstream without being stored',
+    ]);
+
+    await rm(tmp, { force: true });
+    await mkdir(tmp);
+    upstream.setRecording(6, recording(2));
+    const { body } = await get(gateway, 6);
+    expect(body.equals(recording(2))).toBe(true);
+    expect(existsSync(fileOf(6))).toBe(true);
+    expect(await readyz(gateway)).toEqual({ status: 200, message: undefined });
+    expect(lines.some((line) => line.msg === 'cache disk works again; caching resumed')).toBe(true);
+  });
+
+  test.each([
+    ['read back from the file until it fills', 256 * KiB],
+    ['kept in memory as well', 64 * MiB],
+  ])('a full disk (ENOSPC) mid-download still gives the client the whole recording (body %s)', async (_, maxMemoryBytes) => {
+    await mountTmpfs(dir, '200k');
+    mounted = dir;
+    const big = bigRecording(recording(4), 600_000);
+    upstream.setRecording(60, big);
+    const gateway = await start({ maxMemoryBytes });
+
+    const { response, body } = await get(gateway, 60);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-length')).toBe(String(big.length));
+    expect(body.length).toBe(big.length);
+    expect(sha256(body)).toBe(sha256(big));
+    expect(upstream.recordingRequests(60)).toHaveLength(1);
+
+    expect(await storedFiles(dir)).toEqual([]);
+    expect(await tempFilesIn(dir)).toEqual([]);
+    expect(await gateway.gateway.index.get(keyOf(60))).toBeUndefined();
+    const ready = await readyz(gateway);
+    expect(ready.status).toBe(503);
+    expect(ready.message).toContain('ENOSPC');
+
+    // The partial file is gone, so a recording that fits is stored and the gateway is ready again.
+    const small = await get(gateway, 1);
+    expect(small.body.equals(recording(1))).toBe(true);
+    expect(existsSync(fileOf(1))).toBe(true);
+    expect((await readyz(gateway)).status).toBe(200);
+  });
+});

@@ -1,0 +1,129 @@
+import { Agent } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { ACME_KEY, makeTempDir, removeDir, tempFilesIn } from './support/gateway-harness.js';
+import {
+  startGatewayProcess,
+  stopGatewayProcess,
+  tryConnect,
+  writeGatewayConfig,
+  type GatewayProcess,
+} from './support/gateway-process.js';
+import { eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from './support/recording-bytes.js';
+
+const AUTH = { authorization: `Bearer ${ACME_KEY}` };
+/** The CLI's default grace period for responses in flight at shutdown (server.ts). */
+const CLI_GRACE_MS = 10_000;
+
+let upstream: FakeFlyflow;
+let dir: string;
+let cacheDir: string;
+let configPath: string;
+const children: GatewayProcess[] = [];
+
+async function startChild(): Promise<GatewayProcess> {
+  const child = await startGatewayProcess(configPath);
+  children.push(child);
+  return child;
+}
+
+beforeEach(async () => {
+  upstream = await startFakeFlyflow();
+  dir = await makeTempDir('rg-resilience-');
+  cacheDir = path.join(dir, 'cache');
+  configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir });
+});
+
+afterEach(async () => {
+  for (const child of children.splice(0)) await stopGatewayProcess(child);
+  await upstream.close();
+  await removeDir(dir);
+});
+
+describe('the gateway process', () => {
+  test('a gateway killed mid-download serves the whole, correct recording after a restart and leaves no partial file', async () => {
+    const recording = syntheticRecording(3 * 1024 * 1024);
+    upstream.setRecording(100, recording);
+    upstream.setBehaviour(100, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 25 });
+
+    const first = await startChild();
+    const response = await openGet(`${first.url}/v1/call/recording/100.mp3`, AUTH);
+    expect(response.statusCode).toBe(200);
+    let partReached!: () => void;
+    const part = new Promise<void>((resolve) => (partReached = resolve));
+    const body = readBody(response, (received) => {
+      if (received >= 512 * 1024) partReached();
+    });
+    await part;
+    // Mid-download: the bytes so far sit in a temporary file, nothing is under recordings/.
+    expect(await tempFilesIn(cacheDir)).toHaveLength(1);
+    first.child.kill('SIGKILL');
+    expect((await first.exited).signal).toBe('SIGKILL');
+    const cut = await body;
+    expect(cut.complete).toBe(false);
+    expect(cut.bytes.length).toBeLessThan(recording.length);
+    expect(await storedRecordingFiles(cacheDir)).toEqual([]);
+
+    upstream.setBehaviour(100, undefined);
+    const second = await startChild();
+    expect(await tempFilesIn(cacheDir)).toEqual([]);
+    expect(await storedRecordingFiles(cacheDir)).toEqual([]);
+
+    const again = await fetch(`${second.url}/v1/call/recording/100.mp3`, { headers: AUTH });
+    expect(again.status).toBe(200);
+    expect(again.headers.get('cache-status')).toContain('fwd=uri-miss');
+    expect(Buffer.from(await again.arrayBuffer()).equals(recording)).toBe(true);
+
+    // The store lands just after the last byte went out.
+    expect(await eventually(async () => (await storedRecordingFiles(cacheDir)).length === 1)).toBe(true);
+    const [stored] = await storedRecordingFiles(cacheDir);
+    expect(stored!.size).toBe(recording.length);
+    expect((await readFile(stored!.path)).equals(recording)).toBe(true);
+    expect(await tempFilesIn(cacheDir)).toEqual([]);
+
+    const hit = await fetch(`${second.url}/v1/call/recording/100.mp3`, { headers: AUTH });
+    expect(hit.headers.get('cache-status')).toContain('hit');
+    expect(Buffer.from(await hit.arrayBuffer()).equals(recording)).toBe(true);
+    expect(upstream.recordingRequests(100)).toHaveLength(2);
+  });
+
+  test('SIGTERM lets a download in flight finish whole, refuses new connections and exits 0 within the grace period', async () => {
+    const recording = syntheticRecording(1024 * 1024);
+    upstream.setRecording(101, recording);
+    upstream.setBehaviour(101, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 50 });
+
+    const gateway = await startChild();
+    // A keep-alive client, as browsers are: shutdown must not wait for its idle connection.
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const response = await openGet(`${gateway.url}/v1/call/recording/101.mp3`, AUTH, agent);
+      expect(response.statusCode).toBe(200);
+      let firstBytes!: () => void;
+      const started = new Promise<void>((resolve) => (firstBytes = resolve));
+      const body = readBody(response, () => firstBytes());
+      await started;
+
+      const signalledAt = Date.now();
+      gateway.child.kill('SIGTERM');
+      await gateway.waitForLog((line) => line.msg === 'shutting down');
+      expect(await tryConnect(gateway.port)).toBe('refused');
+
+      const received = await body;
+      expect(received.complete).toBe(true);
+      expect(received.bytes.equals(recording)).toBe(true);
+
+      const { code, signal } = await gateway.exited;
+      const shutdownMs = Date.now() - signalledAt;
+      expect({ code, signal }).toEqual({ code: 0, signal: null });
+      expect(shutdownMs).toBeLessThan(CLI_GRACE_MS);
+      // The download finished during shutdown was stored before the process left.
+      const stored = await storedRecordingFiles(cacheDir);
+      expect(stored.map((file) => file.size)).toEqual([recording.length]);
+      expect(await tempFilesIn(cacheDir)).toEqual([]);
+    } finally {
+      agent.destroy();
+    }
+  });
+});

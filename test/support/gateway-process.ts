@@ -1,0 +1,137 @@
+/**
+ * The gateway as an operator runs it: `recording-gateway serve` in a child
+ * process (via tsx), for tests that kill, signal or restart it.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { sha256Hex } from '../../src/auth/tenants.js';
+import { ACME_KEY, SERVER_KEY } from './gateway-harness.js';
+import { ROOT } from './run-cli.js';
+
+const CLI = path.join(ROOT, 'src/cli.ts');
+const LISTENING = 'recording-gateway listening';
+
+export interface GatewayProcess {
+  child: ChildProcessWithoutNullStreams;
+  /** `http://127.0.0.1:PORT` from the "listening" log line. */
+  url: string;
+  port: number;
+  /** Every pino JSON line the child printed on stdout so far. */
+  logs: Array<Record<string, unknown>>;
+  /** Everything the child printed on stderr so far. */
+  stderr(): string;
+  /** Settles when the child exits, with its code and signal. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the first log line (already printed or still to come) that `match` accepts. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+/** Writes a minimal YAML config for one tenant (acme, with `ACME_KEY`) and returns its path. */
+export async function writeGatewayConfig(
+  dir: string,
+  options: { upstreamBaseUrl: string; cacheDir: string; upstreamYaml?: string[]; cacheYaml?: string[] },
+): Promise<string> {
+  const configPath = path.join(dir, 'gateway.yaml');
+  const lines = [
+    'listen: { host: 127.0.0.1, port: 0 }',
+    'upstream:',
+    `  base_url: ${JSON.stringify(options.upstreamBaseUrl)}`,
+    ...(options.upstreamYaml ?? []).map((line) => `  ${line}`),
+    'cache:',
+    `  dir: ${JSON.stringify(options.cacheDir)}`,
+    ...(options.cacheYaml ?? []).map((line) => `  ${line}`),
+    'tenants:',
+    '  - id: acme',
+    `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
+  ];
+  await writeFile(configPath, `${lines.join('\n')}\n`);
+  return configPath;
+}
+
+/**
+ * Spawns `recording-gateway --config PATH serve` with only PATH and the Flyflow
+ * key in its environment, and resolves once it logs that it listens. A child
+ * that exits first, or stays silent for `startTimeoutMs`, rejects with its stderr.
+ */
+export async function startGatewayProcess(
+  configPath: string,
+  options: { env?: Record<string, string>; startTimeoutMs?: number } = {},
+): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, '--config', configPath, 'serve'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY, ...options.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const listeners = new Set<(line: Record<string, unknown>) => void>();
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  createInterface({ input: child.stdout }).on('line', (text) => {
+    let line: Record<string, unknown>;
+    try {
+      line = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      line = { msg: text };
+    }
+    logs.push(line);
+    for (const listener of listeners) listener(line);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+
+  function waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+    const seen = logs.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        listeners.delete(listener);
+        reject(new Error(`gateway process: no matching log line within ${timeoutMs} ms; stderr:\n${stderr}`));
+      }, timeoutMs);
+      const listener = (line: Record<string, unknown>) => {
+        if (!match(line)) return;
+        clearTimeout(timer);
+        listeners.delete(listener);
+        resolve(line);
+      };
+      listeners.add(listener);
+      void exited.then(({ code, signal }) => {
+        if (!listeners.has(listener)) return;
+        clearTimeout(timer);
+        listeners.delete(listener);
+        reject(new Error(`gateway process exited (code ${code}, signal ${signal}) before the expected log line; stderr:\n${stderr}`));
+      });
+    });
+  }
+
+  let listening: Record<string, unknown>;
+  try {
+    listening = await waitForLog((line) => line.msg === LISTENING, options.startTimeoutMs ?? 15_000);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+  const url = String(listening.url);
+  return { child, url, port: Number(new URL(url).port), logs, stderr: () => stderr, exited, waitForLog };
+}
+
+/** Kills the child (if still running) and waits for it to be gone. */
+export async function stopGatewayProcess(gateway: GatewayProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (gateway.child.exitCode === null && gateway.child.signalCode === null) gateway.child.kill(signal);
+  await gateway.exited;
+}
+
+/** Tries a fresh TCP connection: 'refused' once nothing listens on the port any more. */
+export function tryConnect(port: number, host = '127.0.0.1'): Promise<'connected' | 'refused' | 'other-error'> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ECONNREFUSED' ? 'refused' : 'other-error'));
+  });
+}
