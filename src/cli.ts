@@ -8,6 +8,8 @@ import { parseCallId } from './http/call-id.js';
 import { GatewayError } from './http/errors.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
+import { UsageError, cachePurge, cacheStats, cacheVerify } from './cli/cache-commands.js';
+import { prefetchCommand } from './cli/prefetch-command.js';
 
 const DEFAULT_SIGN_TTL_SECONDS = 300;
 const NEW_KEY_PREFIX = 'rgk_';
@@ -18,9 +20,10 @@ export interface CliIo {
   cwd: string;
   stdout: (line: string) => void;
   stderr: (line: string) => void;
+  /** Rewrites one status line in place; only given on a terminal. */
+  progress?: (line: string) => void;
 }
 
-class UsageError extends Error {}
 
 function callIdArgument(value: string): string {
   try {
@@ -118,6 +121,40 @@ export function buildCli(io: CliIo): Command {
       );
     });
 
+  const cache = program.command('cache').description('inspect and manage the recording cache');
+  cache
+    .command('stats')
+    .description('entries and bytes, per namespace, and the hit ratio since start when the gateway runs')
+    .action(async () => {
+      await cacheStats(await configFor(io, program.opts().config, false), io.stdout);
+    });
+  cache
+    .command('verify')
+    .description('rehash every cached file against its sha256 and remove the corrupt ones')
+    .action(async () => {
+      await cacheVerify(await configFor(io, program.opts().config, false), io.stdout);
+    });
+  cache
+    .command('purge')
+    .description('remove cached recordings: all, one call id, one tenant, or both')
+    .option('--call <id>', 'only this call id', callIdArgument)
+    .option('--tenant <id>', "only this tenant's namespace")
+    .action(async (options: { call?: string; tenant?: string }) => {
+      const config = await configFor(io, program.opts().config, false);
+      await cachePurge(config, { callId: options.call, tenant: options.tenant }, io.stdout);
+    });
+
+  program
+    .command('prefetch')
+    .description('warm the cache with recordings through the upstream')
+    .argument('<ids...>', 'call ids', (value: string, previous: string[] = []) => [...previous, callIdArgument(value)])
+    .option('--tenant <id>', "whose Flyflow account to fetch with (default: the config's first tenant)")
+    .action(async (ids: string[], options: { tenant?: string }) => {
+      const config = await configFor(io, program.opts().config, true);
+      const failed = await prefetchCommand(config, ids, { tenant: options.tenant, print: io.stdout, progress: io.progress });
+      if (failed > 0) throw new UsageError(`${failed} of ${ids.length} recordings could not be prefetched`);
+    });
+
   return program;
 }
 
@@ -145,6 +182,7 @@ if (invokedDirectly) {
     cwd: process.cwd(),
     stdout: (line) => process.stdout.write(`${line}\n`),
     stderr: (line) => process.stderr.write(`${line}\n`),
+    ...(process.stderr.isTTY ? { progress: (line: string) => process.stderr.write(`\r\x1b[2K${line}`) } : {}),
   });
   process.exitCode = code;
 }

@@ -28,6 +28,8 @@ export interface GatewayOptions {
   upstream?: Pick<FlyflowClientOptions, 'maxAttempts' | 'initialBackoffMs'>;
   /** How webhook-triggered prefetches retry a recording that is not there yet. */
   webhookPrefetch?: Omit<PrefetchOptions, 'signal'>;
+  /** False for a second process on a cache a gateway may be serving (the CLI). Default true. */
+  reconcile?: boolean;
 }
 
 /** The wired gateway: the app plus what the server and the CLI need to run and stop it. */
@@ -76,7 +78,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     onEvict: (count) => metrics.evicted(count),
   });
   try {
-    await cache.load();
+    await cache.load({ reconcile: options.reconcile ?? true });
   } catch (error) {
     await index.close().catch(() => {});
     throw error;

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
-import { ACME_KEY, makeTempDir, removeDir, tempFilesIn } from './support/gateway-harness.js';
+import { ACME_KEY, SERVER_KEY, makeTempDir, removeDir, startGateway, tempFilesIn, testConfig } from './support/gateway-harness.js';
 import {
   startGatewayProcess,
   stopGatewayProcess,
@@ -12,10 +12,16 @@ import {
   type GatewayProcess,
 } from './support/gateway-process.js';
 import { eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from './support/recording-bytes.js';
+import { contractViolation, refusedByHttpAdapter, requestFuzzer, sendRaw, type FuzzRequest } from './support/request-fuzz.js';
 
 const AUTH = { authorization: `Bearer ${ACME_KEY}` };
 /** The CLI's default grace period for responses in flight at shutdown (server.ts). */
 const CLI_GRACE_MS = 10_000;
+/** Set RESILIENCE_FUZZ_SEED to replay a failing run; the seed is in every failure message. */
+const FUZZ_SEED = Number(process.env.RESILIENCE_FUZZ_SEED ?? 20_261_130);
+const FUZZ_REQUESTS = 1_200;
+const FUZZ_CONCURRENCY = 16;
+const CANONICAL_RECORDING_PATH = /^\/v1\/call\/recording\/([1-9][0-9]{0,15})\.mp3$/;
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -124,6 +130,63 @@ describe('the gateway process', () => {
       expect(await tempFilesIn(cacheDir)).toEqual([]);
     } finally {
       agent.destroy();
+    }
+  });
+});
+
+describe('hostile and malformed requests', () => {
+  test(`${FUZZ_REQUESTS} random requests (seed ${FUZZ_SEED}) get no 500, only contract-shaped JSON errors, and reach upstream only for valid ids`, async () => {
+    const gateway = await startGateway(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }));
+    const agent = new Agent({ keepAlive: true, maxSockets: FUZZ_CONCURRENCY });
+    const next = requestFuzzer(FUZZ_SEED, () => Math.floor(Date.now() / 1000));
+    const requests: FuzzRequest[] = Array.from({ length: FUZZ_REQUESTS }, next);
+    const validIds = new Set(requests.flatMap((request) => (request.validId === undefined ? [] : [request.validId])));
+    const violations: string[] = [];
+    const statuses = new Map<number, number>();
+    try {
+      let cursor = 0;
+      await Promise.all(
+        Array.from({ length: FUZZ_CONCURRENCY }, async () => {
+          while (cursor < requests.length) {
+            const index = cursor++;
+            const request = requests[index]!;
+            const describeRequest = `#${index} ${request.method} ${request.target.slice(0, 300)} ${JSON.stringify(request.headers).slice(0, 300)}`;
+            try {
+              const response = await sendRaw(gateway.baseUrl, request, agent);
+              statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+              // Targets the HTTP adapter refuses never reach the app: a 400 is right, its bare body a known gap.
+              const problem = refusedByHttpAdapter(request.target)
+                ? response.status === 400 ? undefined : `adapter-refused target answered ${response.status}`
+                : contractViolation(request, response);
+              if (problem) violations.push(`${problem}: ${describeRequest}`);
+            } catch (error) {
+              violations.push(`${error instanceof Error ? error.message : String(error)}: ${describeRequest}`);
+            }
+          }
+        }),
+      );
+      expect(violations, `seed ${FUZZ_SEED}; statuses ${JSON.stringify([...statuses])}`).toEqual([]);
+
+      // Still alive and serving.
+      const health = await fetch(`${gateway.baseUrl}/healthz`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toEqual({ status: 'ok' });
+      const recording = await gateway.fetch('/v1/call/recording/1.mp3');
+      expect(recording.status).toBe(200);
+      expect(Buffer.from(await recording.arrayBuffer()).equals(upstream.recording(1)!)).toBe(true);
+
+      // Upstream saw only canonical recording paths for ids the fuzz sent as such, with nothing of the client's.
+      const strays = upstream.requests.filter((seen) => {
+        const id = CANONICAL_RECORDING_PATH.exec(seen.url)?.[1];
+        return seen.method !== 'GET' || id === undefined || (!validIds.has(id) && id !== '1') || seen.headers.authorization !== `Bearer ${SERVER_KEY}` || seen.headers.range !== undefined;
+      });
+      expect(strays.map((seen) => `${seen.method} ${seen.url.slice(0, 200)}`), `seed ${FUZZ_SEED}`).toEqual([]);
+      expect(upstream.recordingRequests().length).toBeGreaterThan(0);
+      await gateway.gateway.downloads.idle();
+      expect(await tempFilesIn(cacheDir)).toEqual([]);
+    } finally {
+      agent.destroy();
+      await gateway.close();
     }
   });
 });

@@ -98,13 +98,24 @@ export class RecordingCache {
 
   /**
    * Reconciles the index with the files (a crash at any moment leaves a
-   * consistent cache) and reads what is left into memory, oldest first.
+   * consistent cache) and reads what is left into memory, oldest first. A
+   * second process on a live cache (the CLI) passes `reconcile: false`.
    */
-  async load(): Promise<ReconcileReport> {
-    const { entries, report } = await reconcileCache(this.options.index, this.options.disk, this.options.logger);
+  async load(options: { reconcile?: boolean } = {}): Promise<ReconcileReport> {
+    const { entries, report } =
+      options.reconcile === false
+        ? await this.#listOnly()
+        : await reconcileCache(this.options.index, this.options.disk, this.options.logger);
     entries.sort((a, b) => a[1].fetchedAt - b[1].fetchedAt);
     for (const [key, meta] of entries) this.#remember(key, meta, true);
     return report;
+  }
+
+  /** For a second process on the same cache (the CLI): reads the index, touches no file. */
+  async #listOnly(): Promise<{ entries: Array<[string, RecordingMeta]>; report: ReconcileReport }> {
+    const entries: Array<[string, RecordingMeta]> = [];
+    for await (const entry of this.options.index.entries()) entries.push(entry);
+    return { entries, report: { kept: entries.length, droppedEntries: 0, removedFiles: 0 } };
   }
 
   /** A hit from memory alone, or undefined. A hit counts as a use for eviction. */

@@ -71,6 +71,11 @@ export class RecordingDownload {
     return this.#state;
   }
 
+  /** Bytes received so far (for progress displays). */
+  get received(): number {
+    return this.#body?.received ?? 0;
+  }
+
   /** Up to `maxBytes` bytes at `offset`, waiting until they arrive; null at the end. Only after `head`. */
   readAt(offset: number, maxBytes: number): Promise<Uint8Array | null> {
     return this.#body!.readAt(offset, maxBytes);

@@ -131,6 +131,19 @@ export function requestFuzzer(seed: number, nowSeconds: () => number) {
   };
 }
 
+/**
+ * True for request targets that @hono/node-server refuses before the app runs
+ * (its url.ts: an origin-form target must start with "/" and have no backslash
+ * before the query); it answers those with a bare 400 of its own.
+ */
+export function refusedByHttpAdapter(target: string): boolean {
+  if (/^https?:\/\//i.test(target)) return false;
+  if (!target.startsWith('/')) return true;
+  const backslash = target.indexOf('\\');
+  const query = target.indexOf('?');
+  return backslash !== -1 && (query === -1 || backslash < query);
+}
+
 /** Sends one request with its target byte for byte; rejects after `timeoutMs` so a hang names its request. */
 export function sendRaw(baseUrl: string, fuzz: FuzzRequest, agent: Agent, timeoutMs = 5_000): Promise<FuzzResponse> {
   const url = new URL(baseUrl);
