@@ -6,6 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { createDiskStore } from '../src/cache/disk-store.js';
@@ -271,11 +272,16 @@ describe('start-up reconciliation', () => {
     await writeFile(orphan, recording(3));
     const staleTemp = path.join(dir, 'tmp', 'x.part');
     await writeFile(staleTemp, recording(3).subarray(0, 5000));
+    // A download of a process on this host that died (no such pid) mid-write.
+    const deadProcessTemp = path.join(dir, 'tmp', `${hostname()}-999999999-0badf00d`);
+    await mkdir(deadProcessTemp, { recursive: true });
+    await writeFile(path.join(deadProcessTemp, 'y.part'), recording(1).subarray(0, 5000));
 
     const after = await start();
     expect(after.gateway.cache.stats()).toMatchObject({ entries: 1, diskBytes: recording(3).length });
     expect(existsSync(orphan)).toBe(false);
     expect(existsSync(staleTemp)).toBe(false);
+    expect(existsSync(deadProcessTemp)).toBe(false);
     expect(existsSync(fileOf(2))).toBe(false);
     expect(await after.gateway.index.get(keyOf(1))).toBeUndefined();
     expect(await after.gateway.index.get(keyOf(2))).toBeUndefined();

@@ -84,6 +84,8 @@ export class RecordingCache {
   readonly #memory: LRUCache<string, Buffer>;
   /** Readers of a file; a pinned entry is never evicted under them. */
   readonly #pins = new Map<string, number>();
+  /** Keys whose file and index entry are being deleted: the index must not bring them back meanwhile. */
+  readonly #removing = new Set<string>();
   #diskBytes = 0;
   #evictions = 0;
 
@@ -133,11 +135,12 @@ export class RecordingCache {
    * `prefetch`, may have stored the recording since start-up. Misses only.
    */
   async lookupIndex(key: string): Promise<CacheHit | undefined> {
+    if (this.#removing.has(key)) return undefined;
     const meta = await this.options.index.get(key).catch((error: unknown) => {
       this.options.logger.warn({ err: error }, 'index lookup failed; treating as a miss');
       return undefined;
     });
-    if (!meta) return undefined;
+    if (!meta || this.#removing.has(key)) return undefined;
     this.#remember(key, meta, true);
     return this.lookup(key);
   }
@@ -207,8 +210,17 @@ export class RecordingCache {
     const key = cacheKey(namespace, callId);
     const existed = this.#entries.has(key);
     this.#forget(key);
-    await Promise.all([this.options.disk.remove(namespace, callId), this.options.index.delete(key)]);
+    await this.#removeStored(key, namespace, callId);
     return existed;
+  }
+
+  async #removeStored(key: string, namespace: string, callId: string): Promise<void> {
+    this.#removing.add(key);
+    try {
+      await Promise.all([this.options.disk.remove(namespace, callId), this.options.index.delete(key)]);
+    } finally {
+      this.#removing.delete(key);
+    }
   }
 
   stats(): CacheStats {
@@ -261,8 +273,8 @@ export class RecordingCache {
     if (victims.length > 0) this.options.onEvict?.(victims.length);
     await Promise.all(
       victims.map(({ key: victimKey, meta }) =>
-        Promise.all([this.options.disk.remove(meta.namespace, meta.callId), this.options.index.delete(victimKey)]).catch(
-          (error: unknown) => this.options.logger.warn({ err: error, key: victimKey }, 'evicting a recording failed'),
+        this.#removeStored(victimKey, meta.namespace, meta.callId).catch((error: unknown) =>
+          this.options.logger.warn({ err: error, key: victimKey }, 'evicting a recording failed'),
         ),
       ),
     );

@@ -102,7 +102,7 @@ export class GrowingBody {
     this.#state = 'complete';
     this.#signal();
     const tempPath = this.#fileComplete ? this.#file!.path : undefined;
-    if (!tempPath && this.#file) void this.sink.discardTemp(this.#file.path);
+    if (!tempPath && this.#file) await this.sink.discardTemp(this.#file.path);
     return { body: this.#memoryBase === 0 ? Buffer.concat(this.#chunks, this.#received) : undefined, tempPath };
   }
 
