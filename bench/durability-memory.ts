@@ -4,6 +4,7 @@
  * gateway runs as an operator runs it (`recording-gateway serve` in a child
  * process), so its RSS is its own; the upstream and the clients run here.
  */
+import { setMaxListeners } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,10 +30,14 @@ export interface MemorySettings {
 }
 
 const RSS_POLL_MS = 50;
+// /metrics costs the gateway a little CPU: polled less often than /proc.
+const METRICS_POLL_MS = 250;
 const SETTLE_MS = 1_000;
 const STORE_WAIT_MS = 15_000;
 const FAST_DEADLINE_MS = 90_000;
 const AUTH = { authorization: `Bearer ${ACME_KEY}` };
+// cache.max_memory_bytes is left at its default; entries over 1/8 of it stream from disk.
+const MEMORY_ENTRY_MAX_BYTES = (256 * 1024 ** 2) / 8;
 const MB = 1e6;
 
 interface Case {
@@ -73,15 +78,42 @@ function checkClient(result: ReadResult, index: number, size: number, digest: st
   return problems;
 }
 
-/** Polls with HEAD until the gateway answers the recording from its disk tier. */
+/**
+ * The gateway's own view of its memory from /metrics (prom-client's default
+ * metrics, open without an admin token): the highest V8 heap and external
+ * (Buffer/ArrayBuffer) sizes seen while polling. Says what a peak was made of.
+ */
+function sampleGatewayHeap(baseUrl: string): { stop(): Promise<{ heapTotal: number; external: number }> } {
+  let heapTotal = 0;
+  let external = 0;
+  let stopped = false;
+  const value = (text: string, name: string) => Number(new RegExp(`^recording_gateway_${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  const loop = (async () => {
+    while (!stopped) {
+      const text = await fetch(`${baseUrl}/metrics`).then((response) => response.text(), () => '');
+      heapTotal = Math.max(heapTotal, value(text, 'nodejs_heap_size_total_bytes') || 0);
+      external = Math.max(external, value(text, 'nodejs_external_memory_bytes') || 0);
+      await sleep(METRICS_POLL_MS);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return { heapTotal, external };
+    },
+  };
+}
+
+/** Polls with HEAD until the gateway answers the recording from its cache. */
 async function waitUntilStored(baseUrl: string, callId: string): Promise<void> {
   const until = performance.now() + STORE_WAIT_MS;
   while (performance.now() < until) {
     const response = await fetch(`${baseUrl}/v1/call/recording/${callId}.mp3`, { method: 'HEAD', headers: AUTH });
-    if (response.headers.get('cache-status')?.includes('detail=disk')) return;
+    if (response.headers.get('cache-status')?.includes('; hit;')) return;
     await sleep(200);
   }
-  throw new Error(`recording ${callId} was not on disk ${STORE_WAIT_MS} ms after its download`);
+  throw new Error(`recording ${callId} was not cached ${STORE_WAIT_MS} ms after its download`);
 }
 
 async function runCase(
@@ -97,7 +129,9 @@ async function runCase(
   const upstreamBefore = upstream.requests(expected.callId);
   const cpuBefore = cpuSeconds(pid);
   const sampler = sampleRss(pid, RSS_POLL_MS);
+  const heapSampler = sampleGatewayHeap(gateway.url);
   const controller = new AbortController();
+  setMaxListeners(settings.clients + 1, controller.signal);
   const deadline = setTimeout(() => controller.abort(), expected.deadlineMs);
   const started = performance.now();
   const results = await Promise.all(
@@ -116,6 +150,7 @@ async function runCase(
   const cpu = cpuSeconds(pid) - cpuBefore;
   const { peak, samples, ownPeak: benchPeak } = sampler.stop();
   const hwm = procMemory(pid)?.hwm ?? Number.NaN;
+  const heap = await heapSampler.stop();
   await sleep(SETTLE_MS);
   const after = procMemory(pid)?.rss ?? Number.NaN;
 
@@ -150,6 +185,8 @@ async function runCase(
       mb(before.rss),
       mb(peak),
       ownPeak ? mb(hwm) : `${mb(hwm)} (since start)`,
+      mb(heap.heapTotal),
+      mb(heap.external),
       mb(after),
       `${fmt((cpu / (wallMs / 1000)) * 100, 0)} %`,
       `${mb(benchPeak)}`,
@@ -178,8 +215,11 @@ export async function memoryUnderLoad(settings: MemorySettings): Promise<{ text:
     gateway = await startGatewayProcess(configPath);
     await sleep(SETTLE_MS);
     const idle = procMemory(gateway.child.pid!)!;
+    const idleHeap = await sampleGatewayHeap(gateway.url).stop();
 
     const slowSeconds = size / settings.slowBytesPerSecond;
+    // Only a small recording (DURABILITY_RECORDING_MB under 33) is a memory hit.
+    const hitTier = size > MEMORY_ENTRY_MAX_BYTES ? 'disk' : 'memory';
     const cases: Case[] = [
       {
         label: '(a) cold miss, one shared download',
@@ -199,10 +239,19 @@ export async function memoryUnderLoad(settings: MemorySettings): Promise<{ text:
         deadlineMs: slowSeconds * 1000 * 2 + 30_000,
       },
       {
-        label: '(c) disk hit',
+        label: `(c) ${hitTier} hit`,
         callId: '1',
         hashAll: false,
-        cacheStatus: /; hit; detail=disk$/,
+        cacheStatus: new RegExp(`; hit; detail=${hitTier}$`),
+        upstreamRequests: 0,
+        deadlineMs: FAST_DEADLINE_MS,
+      },
+      // The same again: RSS that keeps climbing case after case would be a leak, a plateau is not.
+      {
+        label: `(c') ${hitTier} hit, repeated`,
+        callId: '1',
+        hashAll: false,
+        cacheStatus: new RegExp(`; hit; detail=${hitTier}$`),
         upstreamRequests: 0,
         deadlineMs: FAST_DEADLINE_MS,
       },
@@ -233,6 +282,8 @@ export async function memoryUnderLoad(settings: MemorySettings): Promise<{ text:
       'RSS before MB',
       'peak RSS MB (50 ms polls)',
       'VmHWM MB',
+      'peak V8 heap MB',
+      'peak external MB',
       `RSS ${SETTLE_MS / 1000} s after MB`,
       'gw CPU',
       'bench proc peak RSS MB',
@@ -240,7 +291,8 @@ export async function memoryUnderLoad(settings: MemorySettings): Promise<{ text:
     ];
     const lines = [
       `Recording ${mb(size)} MB (${size} bytes), generated by the upstream at ${mb(settings.upstreamBytesPerSecond)} MB/s; ` +
-        `${settings.clients} clients at once, each on its own connection. Gateway idle after start-up: ${mb(idle.rss)} MB RSS. ` +
+        `${settings.clients} clients at once, each on its own connection. Gateway idle after start-up: ${mb(idle.rss)} MB RSS, ` +
+        `V8 heap ${mb(idleHeap.heapTotal)} MB, external ${mb(idleHeap.external)} MB. ` +
         `MB = 10^6 bytes throughout.\n`,
       markdownTable(header, rows),
       '',
@@ -248,6 +300,7 @@ export async function memoryUnderLoad(settings: MemorySettings): Promise<{ text:
         `(the first client in (a) and (c), every client in (b)).`,
       `- **peak RSS** is the highest VmRSS of 50 ms polls; **VmHWM** the kernel's high-water mark, reset before each case ` +
         `(\`/proc/<pid>/clear_refs\`), so it also catches spikes between polls. The verdict takes the larger.`,
+      `- **peak V8 heap / external**: the highest \`nodejs_heap_size_total_bytes\` and \`nodejs_external_memory_bytes\` (Buffers, ArrayBuffers) of ${METRICS_POLL_MS} ms polls of the gateway's /metrics: what the RSS above the idle process is made of.`,
       `- **gw CPU**: the gateway's CPU over the case, % of one core. The clients and the upstream share the bench process (its own peak RSS in the next column, to show it never holds a recording).`,
       `- Gateway stopped with SIGTERM: exit code ${exit.code}${exit.signal ? `, signal ${exit.signal}` : ''}.`,
     ];

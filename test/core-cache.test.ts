@@ -149,7 +149,7 @@ describe('serving from the cache', () => {
 
 describe('one download per recording', () => {
   test('50 concurrent cold requests make one upstream request and get identical bodies', async () => {
-    upstream.setBehaviour(4, { kind: 'slow-body', chunkBytes: 16 * 1024, intervalMs: 20 });
+    upstream.setBehaviour(4, { kind: 'slow-body', chunkBytes: 8 * 1024, intervalMs: 30 });
     const gateway = await start();
     const responses = await Promise.all(Array.from({ length: 50 }, () => gateway.fetch('/v1/call/recording/4.mp3')));
     const bodies = await Promise.all(responses.map(bytesOf));
@@ -157,7 +157,11 @@ describe('one download per recording', () => {
     for (const body of bodies) expect(body.equals(upstream.recording(4)!)).toBe(true);
     const statuses = responses.map((response) => response.headers.get('cache-status'));
     expect(statuses.filter((status) => status?.endsWith('stored'))).toHaveLength(1);
-    expect(statuses.filter((status) => status?.endsWith('collapsed'))).toHaveLength(49);
+    // On a loaded machine a late request may find the download already stored: a hit, never a second download.
+    const collapsed = statuses.filter((status) => status?.endsWith('collapsed')).length;
+    const hits = statuses.filter((status) => status?.includes('; hit')).length;
+    expect(collapsed + hits).toBe(49);
+    expect(collapsed).toBeGreaterThan(0);
   });
 
   test("a joiner gets the bytes already downloaded at once, before the upstream finishes", async () => {

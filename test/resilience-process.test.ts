@@ -3,7 +3,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
-import { ACME_KEY, SERVER_KEY, makeTempDir, removeDir, startGateway, tempFilesIn, testConfig } from './support/gateway-harness.js';
+import { silentLogger } from '../src/logger.js';
+import { startServer } from '../src/server.js';
+import { ACME_KEY, SERVER_KEY, makeTempDir, rawRequest, removeDir, startGateway, tempFilesIn, testConfig } from './support/gateway-harness.js';
 import {
   startGatewayProcess,
   stopGatewayProcess,
@@ -12,7 +14,7 @@ import {
   type GatewayProcess,
 } from './support/gateway-process.js';
 import { eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from './support/recording-bytes.js';
-import { contractViolation, refusedByHttpAdapter, requestFuzzer, sendRaw, type FuzzRequest } from './support/request-fuzz.js';
+import { contractViolation, refusedBeforeTheApp, requestFuzzer, sendRaw, type FuzzRequest } from './support/request-fuzz.js';
 
 const AUTH = { authorization: `Bearer ${ACME_KEY}` };
 /** The CLI's default grace period for responses in flight at shutdown (server.ts). */
@@ -89,8 +91,14 @@ describe('the gateway process', () => {
     expect((await readFile(stored!.path)).equals(recording)).toBe(true);
     expect(await tempFilesIn(cacheDir)).toEqual([]);
 
+    // Until the finished download leaves the registry, a request may still join it (collapsed); then it is a hit.
+    const isHit = async () => {
+      const head = await fetch(`${second.url}/v1/call/recording/100.mp3`, { method: 'HEAD', headers: AUTH });
+      return head.headers.get('cache-status')?.includes('; hit') ?? false;
+    };
+    expect(await eventually(isHit)).toBe(true);
     const hit = await fetch(`${second.url}/v1/call/recording/100.mp3`, { headers: AUTH });
-    expect(hit.headers.get('cache-status')).toContain('hit');
+    expect(hit.headers.get('cache-status')).toContain('; hit');
     expect(Buffer.from(await hit.arrayBuffer()).equals(recording)).toBe(true);
     expect(upstream.recordingRequests(100)).toHaveLength(2);
   });
@@ -109,12 +117,16 @@ describe('the gateway process', () => {
       let firstBytes!: () => void;
       const started = new Promise<void>((resolve) => (firstBytes = resolve));
       const body = readBody(response, () => firstBytes());
+      let bodyEnded = false;
+      void body.then(() => (bodyEnded = true));
       await started;
 
       const signalledAt = Date.now();
       gateway.child.kill('SIGTERM');
       await gateway.waitForLog((line) => line.msg === 'shutting down');
-      expect(await tryConnect(gateway.port)).toBe('refused');
+      // The log line comes a moment before the listener closes; a connect in between still lands in the backlog.
+      expect(await eventually(async () => (await tryConnect(gateway.port)) === 'refused', 2_000)).toBe(true);
+      expect(bodyEnded).toBe(false);
 
       const received = await body;
       expect(received.complete).toBe(true);
@@ -154,8 +166,8 @@ describe('hostile and malformed requests', () => {
             try {
               const response = await sendRaw(gateway.baseUrl, request, agent);
               statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
-              // Targets the HTTP adapter refuses never reach the app: a 400 is right, its bare body a known gap.
-              const problem = refusedByHttpAdapter(request.target)
+              // Targets refused before the app runs: a 400 is right, its bare body a known gap (see below).
+              const problem = refusedBeforeTheApp(request.target)
                 ? response.status === 400 ? undefined : `adapter-refused target answered ${response.status}`
                 : contractViolation(request, response);
               if (problem) violations.push(`${problem}: ${describeRequest}`);
@@ -187,6 +199,69 @@ describe('hostile and malformed requests', () => {
     } finally {
       agent.destroy();
       await gateway.close();
+    }
+  });
+});
+
+describe('known gaps (each fails until the src patch in its comment lands; then drop .fails)', () => {
+  // src/server.ts: Node's parser and @hono/node-server (serve() passes no errorHandler) answer these with a bare status line.
+  test.fails('a request the HTTP layer refuses before routing (backslash, not origin-form, huge headers) still gets a JSON error', async () => {
+    const server = await startServer(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }), { logger: silentLogger() });
+    try {
+      const cases: Array<[string, number]> = [
+        ['/v1/call/recording/1.mp3\\..', 400],
+        ['/v1\\call/recording/1.mp3', 400],
+        ['%2fv1/call/recording/1.mp3', 400],
+        ['*', 400],
+        [`/v1/call/recording/${'9'.repeat(20_000)}.mp3`, 431],
+      ];
+      for (const [target, status] of cases) {
+        const response = await rawRequest(server.url, target, { headers: { authorization: `Bearer ${ACME_KEY}` } });
+        const label = target.slice(0, 40);
+        expect({ label, status: response.status, type: response.headers['content-type'] }).toEqual({ label, status, type: 'application/json' });
+        expect(Object.keys(JSON.parse(response.body.toString('utf8')) as object).sort()).toEqual(['error', 'message']);
+      }
+      expect(upstream.requests).toEqual([]);
+    } finally {
+      await server.close(0);
+    }
+  });
+
+  // src/http/recording-response.ts downloadResponse: 'not-modified' answers 200 with Content-Length and no body.
+  test.fails('If-None-Match: * for a recording not cached yet answers 304, not a 200 whose body never comes', async () => {
+    const gateway = await startGateway(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }));
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const request = { method: 'GET', target: '/v1/call/recording/1.mp3', headers: { authorization: `Bearer ${ACME_KEY}`, 'if-none-match': '*' }, validId: '1' };
+      const response = await sendRaw(gateway.baseUrl, request, agent, 2_000);
+      expect(response.status).toBe(304);
+      expect(response.body.length).toBe(0);
+    } finally {
+      agent.destroy();
+      await gateway.close();
+    }
+  });
+
+  // src/server.ts close(): only connections idle when it starts are closed; later ones linger for keepAliveTimeout.
+  test.fails('shutdown ends soon after the last response, not a keep-alive timeout later', async () => {
+    const recording = syntheticRecording(256 * 1024);
+    upstream.setRecording(102, recording);
+    upstream.setBehaviour(102, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 50 });
+    const server = await startServer(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }), { logger: silentLogger() });
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const response = await openGet(`${server.url}/v1/call/recording/102.mp3`, AUTH, agent);
+      let firstBytes!: () => void;
+      const started = new Promise<void>((resolve) => (firstBytes = resolve));
+      const body = readBody(response, () => firstBytes());
+      await started;
+      const closed = server.close(CLI_GRACE_MS);
+      expect((await body).bytes.equals(recording)).toBe(true);
+      const bodyDoneAt = Date.now();
+      await closed;
+      expect(Date.now() - bodyDoneAt).toBeLessThan(1_500);
+    } finally {
+      agent.destroy();
     }
   });
 });

@@ -132,11 +132,12 @@ export function requestFuzzer(seed: number, nowSeconds: () => number) {
 }
 
 /**
- * True for request targets that @hono/node-server refuses before the app runs
- * (its url.ts: an origin-form target must start with "/" and have no backslash
- * before the query); it answers those with a bare 400 of its own.
+ * True for request targets answered before the app runs, with a bare 400 and
+ * no JSON: Node's HTTP parser refuses a target that is neither origin-form nor
+ * absolute-form nor `*`, and @hono/node-server (its url.ts) refuses `*` and a
+ * backslash before the query.
  */
-export function refusedByHttpAdapter(target: string): boolean {
+export function refusedBeforeTheApp(target: string): boolean {
   if (/^https?:\/\//i.test(target)) return false;
   if (!target.startsWith('/')) return true;
   const backslash = target.indexOf('\\');

@@ -1,0 +1,187 @@
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import {
+  makeTempDir,
+  removeDir,
+  startGateway,
+  tempFilesIn,
+  testConfig,
+  type RunningGateway,
+  type TestConfigOptions,
+} from './support/gateway-harness.js';
+import { eventually, storedRecordingFiles } from './support/recording-bytes.js';
+
+let upstream: FakeFlyflow;
+let dir: string;
+const running: RunningGateway[] = [];
+
+async function start(options: Partial<TestConfigOptions> = {}): Promise<RunningGateway> {
+  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, ...options }));
+  running.push(gateway);
+  return gateway;
+}
+
+async function bytesOf(response: Response): Promise<Buffer> {
+  return Buffer.from(await response.arrayBuffer());
+}
+
+/** The contract's error shape, read from a response. */
+async function errorOf(response: Response): Promise<{ status: number; contentType: string | null; body: unknown }> {
+  return { status: response.status, contentType: response.headers.get('content-type'), body: await response.json() };
+}
+
+const jsonError = (status: number, error: string) => ({
+  status,
+  contentType: 'application/json',
+  body: { error, message: expect.any(String) as unknown },
+});
+
+beforeEach(async () => {
+  upstream = await startFakeFlyflow();
+  dir = await makeTempDir('rg-resilience-');
+});
+
+afterEach(async () => {
+  for (const gateway of running.splice(0)) await gateway.close();
+  await upstream.close();
+  await removeDir(dir);
+});
+
+describe('circuit breaker', () => {
+  test('after repeated upstream failures, uncached recordings fail fast with 503 and Retry-After while cached ones are still served; one probe after the cooldown closes the circuit', async () => {
+    const gateway = await start({ upstream: { circuitBreaker: { failureThreshold: 2, cooldownSeconds: 1 } } });
+    const cached = await gateway.fetch('/v1/call/recording/1.mp3');
+    expect((await bytesOf(cached)).equals(upstream.recording(1)!)).toBe(true);
+    await gateway.gateway.downloads.idle();
+
+    upstream.setBehaviour(2, { kind: 'status', status: 500 });
+    for (let failure = 0; failure < 2; failure++) {
+      expect(await errorOf(await gateway.fetch('/v1/call/recording/2.mp3'))).toEqual(jsonError(502, 'Bad Gateway'));
+    }
+    expect(upstream.recordingRequests(2)).toHaveLength(2);
+    const openedAt = Date.now();
+
+    const failFast = await gateway.fetch('/v1/call/recording/3.mp3');
+    const retryAfter = Number(failFast.headers.get('retry-after'));
+    expect(await errorOf(failFast)).toEqual(jsonError(503, 'Service Unavailable'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(1);
+    expect(upstream.recordingRequests(3)).toHaveLength(0);
+    expect(gateway.gateway.circuit.state).toBe('open');
+
+    const hit = await gateway.fetch('/v1/call/recording/1.mp3');
+    expect(hit.status).toBe(200);
+    expect(hit.headers.get('cache-status')).toContain('hit');
+    expect((await bytesOf(hit)).equals(upstream.recording(1)!)).toBe(true);
+
+    // After the cooldown, one probe goes through; its success closes the circuit.
+    upstream.setBehaviour(2, undefined);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, openedAt + 1_100 - Date.now())));
+    const probe = await gateway.fetch('/v1/call/recording/3.mp3');
+    expect(probe.status).toBe(200);
+    expect((await bytesOf(probe)).equals(upstream.recording(3)!)).toBe(true);
+    expect(upstream.recordingRequests(3)).toHaveLength(1);
+    expect(gateway.gateway.circuit.state).toBe('closed');
+
+    const after = await gateway.fetch('/v1/call/recording/2.mp3');
+    expect(after.status).toBe(200);
+    expect((await bytesOf(after)).equals(upstream.recording(2)!)).toBe(true);
+  });
+});
+
+describe('download concurrency cap', () => {
+  test('with max_concurrent_downloads 1, other recordings wait without reaching upstream until the running download ends, then go in the order they came', async () => {
+    const gateway = await start({ upstream: { maxConcurrentDownloads: 1 } });
+    upstream.setBehaviour(1, { kind: 'gate' });
+    const first = await gateway.fetch('/v1/call/recording/1.mp3');
+    expect(first.status).toBe(200);
+    const firstBody = bytesOf(first);
+
+    const waiting: Array<Promise<Response>> = [];
+    for (const id of [3, 2, 4]) {
+      waiting.push(gateway.fetch(`/v1/call/recording/${id}.mp3`));
+      // Each joins the queue before the next is sent, so the order is the order of arrival.
+      expect(await eventually(() => gateway.gateway.downloads.inFlight === waiting.length + 1)).toBe(true);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(upstream.recordingRequests().map((request) => request.id)).toEqual([1]);
+
+    upstream.release(1);
+    expect((await firstBody).equals(upstream.recording(1)!)).toBe(true);
+    const answers = await Promise.all(waiting);
+    for (const [i, id] of [3, 2, 4].entries()) {
+      expect(answers[i]!.status).toBe(200);
+      expect((await bytesOf(answers[i]!)).equals(upstream.recording(id)!)).toBe(true);
+    }
+    expect(upstream.recordingRequests().map((request) => request.id)).toEqual([1, 3, 2, 4]);
+  });
+});
+
+describe('recording size limit', () => {
+  test('an upstream body without Content-Length that grows past max_recording_bytes is a 502 and nothing is stored', async () => {
+    const size = upstream.recording(4)!.length;
+    const gateway = await start({ cache: { maxRecordingBytes: Math.floor(size / 3) } });
+    upstream.setBehaviour(4, { kind: 'no-content-length' });
+
+    const response = await gateway.fetch('/v1/call/recording/4.mp3');
+    expect(await errorOf(response)).toEqual(jsonError(502, 'Bad Gateway'));
+    await gateway.gateway.downloads.idle();
+    expect(await storedRecordingFiles(dir)).toEqual([]);
+    expect(await tempFilesIn(dir)).toEqual([]);
+
+    // Nothing was cached: the next request asks upstream again, and is refused the same way.
+    const again = await gateway.fetch('/v1/call/recording/4.mp3');
+    expect(again.status).toBe(502);
+    await again.arrayBuffer();
+    expect(upstream.recordingRequests(4)).toHaveLength(2);
+  });
+
+  test('an upstream Content-Length over max_recording_bytes is refused with 502 before the body is read', async () => {
+    const size = upstream.recording(4)!.length;
+    const gateway = await start({ cache: { maxRecordingBytes: size - 1 } });
+    expect(await errorOf(await gateway.fetch('/v1/call/recording/4.mp3'))).toEqual(jsonError(502, 'Bad Gateway'));
+    await gateway.gateway.downloads.idle();
+    expect(await storedRecordingFiles(dir)).toEqual([]);
+    expect(await tempFilesIn(dir)).toEqual([]);
+  });
+});
+
+describe('upstream retries', () => {
+  test('an upstream that answers 503 twice and then 200 still delivers the recording', async () => {
+    const gateway = await start();
+    upstream.setBehaviour(1, { kind: 'status', status: 503, times: 2 });
+    const response = await gateway.fetch('/v1/call/recording/1.mp3');
+    expect(response.status).toBe(200);
+    expect((await bytesOf(response)).equals(upstream.recording(1)!)).toBe(true);
+    expect(upstream.recordingRequests(1)).toHaveLength(3);
+  });
+
+  test('an upstream that answers 503 forever gives a 502, after retrying', async () => {
+    const gateway = await start();
+    upstream.setBehaviour(2, { kind: 'status', status: 503 });
+    expect(await errorOf(await gateway.fetch('/v1/call/recording/2.mp3'))).toEqual(jsonError(502, 'Bad Gateway'));
+    await gateway.gateway.downloads.idle();
+    expect(upstream.recordingRequests(2).length).toBeGreaterThanOrEqual(3);
+  });
+
+  // Known gap, fails until src/download/recording-download.ts #run retries only a body that broke
+  // (open() already retried the head): today each of its 3 attempts makes 3 upstream requests. Then drop .fails.
+  test.fails('an upstream that answers 503 forever is asked exactly 3 times, not 3 times 3', async () => {
+    const gateway = await start();
+    upstream.setBehaviour(2, { kind: 'status', status: 503 });
+    expect((await gateway.fetch('/v1/call/recording/2.mp3')).status).toBe(502);
+    await gateway.gateway.downloads.idle();
+    expect(upstream.recordingRequests(2)).toHaveLength(3);
+  });
+
+  test('a connection reset before the first byte reached the client is retried transparently', async () => {
+    const gateway = await start();
+    upstream.setBehaviour(3, { kind: 'reset', afterBytes: 0, times: 1 });
+    const response = await gateway.fetch('/v1/call/recording/3.mp3');
+    expect(response.status).toBe(200);
+    expect((await bytesOf(response)).equals(upstream.recording(3)!)).toBe(true);
+    expect(upstream.recordingRequests(3)).toHaveLength(2);
+    await gateway.gateway.downloads.idle();
+    expect(await tempFilesIn(dir)).toEqual([]);
+  });
+});
