@@ -34,13 +34,13 @@ const logger = createLogger({
 });
 
 gc();
-const rssBefore = process.memoryUsage.rss();
+const { rss: rssBefore, heapUsed: heapUsedBefore } = process.memoryUsage();
 const started = performance.now();
 const gateway = await createGateway({ config: testConfig({ dir: cacheDir, upstreamBaseUrl }), logger });
 const loadMs = performance.now() - started;
 const rssAfter = process.memoryUsage.rss();
 gc();
-const { heapUsed, rss: rssAfterGc } = process.memoryUsage();
+const { heapUsed, heapTotal, rss: rssAfterGc } = process.memoryUsage();
 const stats = gateway.cache.stats();
 await gateway.close();
 
@@ -52,7 +52,9 @@ process.stdout.write(
     rssBefore,
     rssAfter,
     rssAfterGc,
+    heapUsedBefore,
     heapUsed,
+    heapTotal,
     entries: stats.entries,
     diskBytes: stats.diskBytes,
     kept: Number(reconciled?.kept ?? stats.entries),

@@ -11,6 +11,7 @@ import { mkdir, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 // @keyv/sqlite's own driver, used directly to write the index in one
@@ -21,6 +22,7 @@ import { createSqliteIndex } from '../src/cache/recording-index.js';
 import { cacheKey, type RecordingMeta } from '../src/cache/recording-meta.js';
 import { namespaceFor } from '../test/support/durability.js';
 import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig } from '../test/support/gateway-process.js';
+import { procMemory } from './proc-stats.js';
 import { fmt, markdownTable, mib, type Cell } from './table.js';
 
 export interface StartupSettings {
@@ -29,6 +31,8 @@ export interface StartupSettings {
   runs: number;
   /** Entries stored one by one through the index's own `set()`, to time that path; the rest go in one transaction. */
   keyvSample: number;
+  /** When set, each start-up child writes a V8 CPU profile here (`bench/profile-summary.ts` reads it). */
+  cpuProfileDir?: string;
 }
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,6 +40,7 @@ const CHILD = path.join(ROOT, 'bench/durability-startup-child.ts');
 // Never contacted: start-up does not talk to the upstream. It only decides the namespace.
 const UPSTREAM_BASE_URL = 'http://127.0.0.1:9/v1';
 const WRITE_CONCURRENCY = 64;
+const SETTLE_MS = 1_000;
 const MIN_FILE_BYTES = 64;
 const MAX_FILE_BYTES = 256;
 const ID3 = Buffer.from('ID3\x04\x00\x00\x00\x00\x00\x00', 'latin1');
@@ -49,7 +54,9 @@ interface ChildReport {
   rssBefore: number;
   rssAfter: number;
   rssAfterGc: number;
+  heapUsedBefore: number;
   heapUsed: number;
+  heapTotal: number;
   entries: number;
   diskBytes: number;
   kept: number;
@@ -150,9 +157,10 @@ async function verifyIndex(cacheDir: string, metas: RecordingMeta[], keyvCount: 
 }
 
 /** Times `createGateway()` in a fresh process. */
-function startUpInChild(cacheDir: string): Promise<ChildReport> {
+function startUpInChild(cacheDir: string, cpuProfileDir: string | undefined): Promise<ChildReport> {
+  const profile = cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', CHILD, cacheDir, UPSTREAM_BASE_URL], {
+    const child = spawn(process.execPath, ['--expose-gc', ...profile, '--import', 'tsx', CHILD, cacheDir, UPSTREAM_BASE_URL], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -170,14 +178,19 @@ function startUpInChild(cacheDir: string): Promise<ChildReport> {
   });
 }
 
-/** `recording-gateway serve` from spawn to its "listening" line, module loading included. */
-async function cliStartMs(dir: string, cacheDir: string): Promise<number> {
+/**
+ * `recording-gateway serve` from spawn to its "listening" line, module loading
+ * included, and its resident memory a moment later, before any request.
+ */
+async function cliStart(dir: string, cacheDir: string): Promise<{ ms: number; rss: number }> {
   const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: UPSTREAM_BASE_URL, cacheDir });
   const started = performance.now();
   const gateway = await startGatewayProcess(configPath, { startTimeoutMs: 120_000 });
   const ms = performance.now() - started;
+  await sleep(SETTLE_MS);
+  const rss = procMemory(gateway.child.pid!)?.rss ?? Number.NaN;
   await stopGatewayProcess(gateway, 'SIGTERM');
-  return ms;
+  return { ms, rss };
 }
 
 export async function startupWithEntries(settings: StartupSettings): Promise<{ text: string; pass: boolean }> {
@@ -216,7 +229,9 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
         filesAfter,
         mib(report.rssBefore),
         mib(report.rssAfter),
-        mib(report.heapUsed),
+        mib(report.rssAfterGc),
+        `${mib(report.heapUsedBefore)} → ${mib(report.heapUsed)}`,
+        mib(report.heapTotal),
         fmt(report.importMs / 1000, 2),
         ok ? 'ok' : 'WRONG',
       ]);
@@ -224,7 +239,7 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
     const filesNow = async () => (await listStoredFiles(cacheDir)).length;
 
     for (let run = 1; run <= settings.runs; run++) {
-      const report = await startUpInChild(cacheDir);
+      const report = await startUpInChild(cacheDir, settings.cpuProfileDir);
       row(`clean, run ${run}`, entries, report, await filesNow(), { dropped: 0, removed: 0, entries });
     }
 
@@ -238,16 +253,16 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
     const damageMs = performance.now() - started;
     const filesBefore = await filesNow();
     const survivors = entries - onePercent;
-    row(`1% files deleted, 1% orphans`, filesBefore, await startUpInChild(cacheDir), await filesNow(), {
+    row(`1% files deleted, 1% orphans`, filesBefore, await startUpInChild(cacheDir, settings.cpuProfileDir), await filesNow(), {
       dropped: onePercent,
       removed: onePercent,
       entries: survivors,
     });
-    row('after that reconciliation', await filesNow(), await startUpInChild(cacheDir), await filesNow(), { dropped: 0, removed: 0, entries: survivors });
+    row('after that reconciliation', await filesNow(), await startUpInChild(cacheDir, settings.cpuProfileDir), await filesNow(), { dropped: 0, removed: 0, entries: survivors });
 
     const emptyDir = path.join(dir, 'empty');
-    const cliEmptyMs = await cliStartMs(dir, emptyDir);
-    const cliFullMs = await cliStartMs(dir, cacheDir);
+    const cliEmpty = await cliStart(dir, emptyDir);
+    const cliFull = await cliStart(dir, cacheDir);
 
     const header = [
       'start-up',
@@ -260,7 +275,9 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
       'files after',
       'RSS before MiB',
       'RSS after load MiB',
-      'heap after GC MiB',
+      'RSS after GC MiB',
+      'V8 heap used MiB, before → after',
+      'V8 heap total after GC MiB',
       'module load s',
       'check',
     ];
@@ -278,10 +295,11 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
         'It includes `DiskStore.init`, the directory listing, a stat per file, reading the whole index, deleting what reconciliation drops, and filling the in-memory entry map.',
       '- **kept / dropped / removed**: the report of `reconcileCache` from its warn line (`cache reconciled at start-up`); with no warn line nothing was dropped or removed. ' +
         '**files after**: files under `recordings/` counted once the process had exited.',
-      '- **RSS before** is the child after loading its modules and a GC; **RSS after load** right after `createGateway` resolved, before any GC; **heap after GC** what stays live.',
+      '- **RSS before** is the child after loading its modules and a GC; **RSS after load** right after `createGateway` resolved, before any GC (the transient peak of start-up, roughly); **RSS after GC** once a full GC has run (what the OS keeps charging); **V8 heap used** what is live before `createGateway` and after it (both after a full GC): the difference is what the loaded entries cost; **V8 heap total** what V8 still holds from the OS after that GC.',
       `- The files are in the page cache (just written or listed): this is the cost of a restart, not of a cold disk.`,
-      `- \`recording-gateway serve\` as a process, spawn to its "listening" line (node + tsx start-up included): ` +
-        `${fmt(cliEmptyMs / 1000, 2)} s on an empty cache, ${fmt(cliFullMs / 1000, 2)} s with ${survivors.toLocaleString('en-US')} entries.`,
+      `- \`recording-gateway serve\` as a process (node + tsx start-up included), spawn to its "listening" line and its RSS ${SETTLE_MS / 1000} s later, before any request: ` +
+        `empty cache ${fmt(cliEmpty.ms / 1000, 2)} s, ${mib(cliEmpty.rss)} MiB (${fmt(cliEmpty.rss / 1e6, 1)} MB); ` +
+        `${survivors.toLocaleString('en-US')} entries ${fmt(cliFull.ms / 1000, 2)} s, ${mib(cliFull.rss)} MiB (${fmt(cliFull.rss / 1e6, 1)} MB).`,
     ];
     if (problems.length > 0) lines.push('', '**Problems:**', ...problems.map((problem) => `- ${problem}`));
     return { text: lines.join('\n'), pass: problems.length === 0 };

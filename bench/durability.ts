@@ -11,6 +11,7 @@
  *   DURABILITY_SLOW_MBPS=6           each slow reader's rate in case (b)
  *   DURABILITY_RSS_TARGET_MB=200     the gateway's resident-memory target
  *   DURABILITY_ENTRIES=100000        recordings in the start-up cache
+ *   DURABILITY_CPU_PROF_DIR=/tmp/p   CPU-profile each start-up child into this folder
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -68,7 +69,7 @@ async function main(): Promise<void> {
     await part(`1. Memory bound: ${memory.clients} concurrent downloads of a ${memory.size / MB} MB recording`, () => memoryUnderLoad(memory));
   }
   if (parts.has('startup')) {
-    await part(`2. Start-up with ${entries.toLocaleString('en-US')} index entries`, () => startupWithEntries({ entries, runs: 3, keyvSample: 2_000 }));
+    await part(`2. Start-up with ${entries.toLocaleString('en-US')} index entries`, () => startupWithEntries({ entries, runs: 3, keyvSample: 2_000, cpuProfileDir: process.env.DURABILITY_CPU_PROF_DIR || undefined }));
   }
   console.log(`Total ${((performance.now() - began) / 1000).toFixed(1)} s; load average at the end ${os.loadavg().map((v) => v.toFixed(2)).join(' / ')}.`);
 }

@@ -1,35 +1,19 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import type { Authenticator } from './auth/authenticate.js';
 import type { TenantRegistry } from './auth/tenants.js';
-import type { Clock } from './clock.js';
-import type { NotFoundMemory } from './cache/not-found-memory.js';
-import type { RecordingCache } from './cache/recording-cache.js';
-import type { DownloadManager } from './download/download-manager.js';
 import { corsHeaders, preflightResponse } from './http/cors.js';
 import { BadRequestError, GatewayError, MethodNotAllowedError, errorResponse } from './http/errors.js';
 import type { GatewayEnv } from './http/gateway-env.js';
 import { RECORDING_PREFIX, rawRequestPath } from './http/request-target.js';
-import type { Logger } from './logger.js';
-import type { TenantRateLimiter } from './rate-limit/index.js';
 import { requestLog } from './http/request-log.js';
 import type { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
 import { createMetricsHandler } from './routes/metrics.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
-import { createRecordingHandlers } from './routes/recordings.js';
+import { createRecordingHandlers, type RecordingRoutesDeps } from './routes/recordings.js';
 
-export interface AppDeps {
+export interface AppDeps extends RecordingRoutesDeps {
   tenants: TenantRegistry;
-  authenticator: Authenticator;
-  cache: RecordingCache;
-  downloads: DownloadManager;
-  notFound: NotFoundMemory;
-  clock: Clock;
-  logger: Logger;
-  maxAgeSeconds: number;
-  publicBaseUrl: string | undefined;
-  rateLimiter: TenantRateLimiter;
   readiness: ReadinessCheck[];
   metrics: GatewayMetrics;
   adminToken: string | undefined;

@@ -17,6 +17,7 @@ import {
   testConfig,
   testTenant,
   type RunningGateway,
+  bytesOf,
 } from './support/gateway-harness.js';
 
 let upstream: FakeFlyflow;
@@ -27,10 +28,6 @@ async function start(options: Parameters<typeof testConfig>[0] extends infer O ?
   const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, ...options }), { clock });
   running.push(gateway);
   return gateway;
-}
-
-async function bytesOf(response: Response): Promise<Buffer> {
-  return Buffer.from(await response.arrayBuffer());
 }
 
 beforeEach(async () => {

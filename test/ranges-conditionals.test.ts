@@ -7,15 +7,12 @@ import {
   startGateway,
   testConfig,
   type RunningGateway,
+  bytesOf,
 } from './support/gateway-harness.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
 let gateway: RunningGateway;
-
-async function bytesOf(response: Response): Promise<Buffer> {
-  return Buffer.from(await response.arrayBuffer());
-}
 
 beforeEach(async () => {
   upstream = await startFakeFlyflow();

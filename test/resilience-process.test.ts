@@ -2,9 +2,9 @@ import { Agent } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
 import { silentLogger } from '../src/logger.js';
 import { startServer } from '../src/server.js';
+import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
 import { ACME_KEY, SERVER_KEY, makeTempDir, rawRequest, removeDir, startGateway, tempFilesIn, testConfig } from './support/gateway-harness.js';
 import {
   startGatewayProcess,
@@ -109,7 +109,7 @@ describe('the gateway process', () => {
     upstream.setBehaviour(101, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 50 });
 
     const gateway = await startChild();
-    // A keep-alive client, as browsers are: shutdown must not wait for its idle connection.
+    // A keep-alive client, as browsers are.
     const agent = new Agent({ keepAlive: true });
     try {
       const response = await openGet(`${gateway.url}/v1/call/recording/101.mp3`, AUTH, agent);
@@ -190,7 +190,8 @@ describe('hostile and malformed requests', () => {
       // Upstream saw only canonical recording paths for ids the fuzz sent as such, with nothing of the client's.
       const strays = upstream.requests.filter((seen) => {
         const id = CANONICAL_RECORDING_PATH.exec(seen.url)?.[1];
-        return seen.method !== 'GET' || id === undefined || (!validIds.has(id) && id !== '1') || seen.headers.authorization !== `Bearer ${SERVER_KEY}` || seen.headers.range !== undefined;
+        const canonical = seen.method === 'GET' && id !== undefined && (validIds.has(id) || id === '1');
+        return !canonical || seen.headers.authorization !== `Bearer ${SERVER_KEY}` || seen.headers.range !== undefined;
       });
       expect(strays.map((seen) => `${seen.method} ${seen.url.slice(0, 200)}`), `seed ${FUZZ_SEED}`).toEqual([]);
       expect(upstream.recordingRequests().length).toBeGreaterThan(0);

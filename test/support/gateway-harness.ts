@@ -170,3 +170,8 @@ export async function rawRequest(
 export function expectedEtag(bytes: Buffer): string {
   return `"${createHash('sha256').update(bytes).digest('base64url')}"`;
 }
+
+/** The whole body of a response, as bytes. */
+export async function bytesOf(response: Response): Promise<Buffer> {
+  return Buffer.from(await response.arrayBuffer());
+}
