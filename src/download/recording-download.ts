@@ -113,7 +113,9 @@ export class RecordingDownload {
         upstream?.cancel();
         const error = caught instanceof GatewayError ? caught : new BadGatewayError('Download failed', { cause: caught });
         this.#body?.fail(error);
-        if (!this.#headSent && attempt < maxAttempts && error instanceof RetryableUpstreamError) {
+        // Only a body that broke is fetched again: open() has already retried
+        // the request itself, with backoff, within the upstream timeout.
+        if (upstream !== undefined && !this.#headSent && attempt < maxAttempts && error instanceof RetryableUpstreamError) {
           await sleep(BODY_RETRY_DELAY_MS * attempt);
           continue;
         }

@@ -160,7 +160,12 @@ export function downloadResponse(
   const range = decision.kind === 'partial' ? decision.range : undefined;
   const headers = bodyHeaders(base, extra, head.size, range);
   const status = range ? 206 : 200;
-  if (request.method === 'HEAD' || decision.kind === 'not-modified') {
+  if (decision.kind === 'not-modified') {
+    release();
+    // No ETag yet: it is the digest of bytes still arriving (RFC 9110 15.4.5 asks only for those a 200 would carry).
+    return new Response(null, { status: 304, headers: extra });
+  }
+  if (request.method === 'HEAD') {
     release();
     return new Response(null, { status, headers });
   }

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { serve, type ServerType } from '@hono/node-server';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,6 +7,8 @@ import { sha256Hex } from '../../src/auth/tenants.js';
 import type { Clock } from '../../src/clock.js';
 import type { GatewayConfig, TenantConfig } from '../../src/config/index.js';
 import { createGateway, type Gateway } from '../../src/gateway.js';
+import { createHttpServer } from '../../src/server.js';
+import type { Server } from 'node:http';
 import type { Logger } from '../../src/logger.js';
 
 export const SERVER_KEY = 'flyflow-server-key-for-tests-000000';
@@ -98,8 +99,9 @@ export async function startGateway(
     upstream: { maxAttempts: 3, initialBackoffMs: 10 },
     webhookPrefetch: { attempts: 6, firstDelayMs: 50 },
   });
-  const server: ServerType = await new Promise((resolve) => {
-    const started = serve({ fetch: gateway.app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(started));
+  const server = await new Promise<Server>((resolve) => {
+    const started = createHttpServer(gateway.app, '127.0.0.1');
+    started.listen(0, '127.0.0.1', () => resolve(started));
   });
   const { port } = server.address() as AddressInfo;
   const baseUrl = `http://127.0.0.1:${port}`;
@@ -115,7 +117,7 @@ export async function startGateway(
     async close() {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
-        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        server.closeAllConnections();
       });
       await gateway.close();
     },

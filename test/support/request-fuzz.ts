@@ -131,20 +131,6 @@ export function requestFuzzer(seed: number, nowSeconds: () => number) {
   };
 }
 
-/**
- * True for request targets answered before the app runs, with a bare 400 and
- * no JSON: Node's HTTP parser refuses a target that is neither origin-form nor
- * absolute-form nor `*`, and @hono/node-server (its url.ts) refuses `*` and a
- * backslash before the query.
- */
-export function refusedBeforeTheApp(target: string): boolean {
-  if (/^https?:\/\//i.test(target)) return false;
-  if (!target.startsWith('/')) return true;
-  const backslash = target.indexOf('\\');
-  const query = target.indexOf('?');
-  return backslash !== -1 && (query === -1 || backslash < query);
-}
-
 /** Sends one request with its target byte for byte; rejects after `timeoutMs` so a hang names its request. */
 export function sendRaw(baseUrl: string, fuzz: FuzzRequest, agent: Agent, timeoutMs = 5_000): Promise<FuzzResponse> {
   const url = new URL(baseUrl);
