@@ -212,7 +212,7 @@ export async function memoryUnderLoad(settings: MemorySettings): Promise<{ text:
       // so a recording over 32 MiB (1/8 of it) streams from disk.
       cacheYaml: [`max_recording_bytes: ${Math.max(size, 256 * 1024 ** 2)}`, `max_disk_bytes: ${Math.max(4 * size, 1024 ** 3)}`],
     });
-    gateway = await startGatewayProcess(configPath);
+    gateway = await startGatewayProcess(configPath, { compiled: true });
     await sleep(SETTLE_MS);
     const idle = procMemory(gateway.child.pid!)!;
     const idleHeap = await sampleGatewayHeap(gateway.url).stop();

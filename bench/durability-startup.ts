@@ -185,7 +185,7 @@ function startUpInChild(cacheDir: string, cpuProfileDir: string | undefined): Pr
 async function cliStart(dir: string, cacheDir: string): Promise<{ ms: number; rss: number }> {
   const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: UPSTREAM_BASE_URL, cacheDir });
   const started = performance.now();
-  const gateway = await startGatewayProcess(configPath, { startTimeoutMs: 120_000 });
+  const gateway = await startGatewayProcess(configPath, { startTimeoutMs: 120_000, compiled: true });
   const ms = performance.now() - started;
   await sleep(SETTLE_MS);
   const rss = procMemory(gateway.child.pid!)?.rss ?? Number.NaN;

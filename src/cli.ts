@@ -44,7 +44,7 @@ async function configFor(io: CliIo, path: string | undefined, requireSecrets: bo
   return config;
 }
 
-/** Builds the command tree; `run` parses argv and executes. */
+/** Builds the command tree; `runCli` parses argv and executes it. */
 export function buildCli(io: CliIo): Command {
   const program = new Command('recording-gateway')
     .description('A caching gateway that serves Flyflow call recordings to browsers without exposing the Flyflow key.')
@@ -54,21 +54,19 @@ export function buildCli(io: CliIo): Command {
     .exitOverride();
 
   async function serveCommand(): Promise<void> {
-      const config = await configFor(io, program.opts().config, true);
-      const logger = createLogger({ level: io.env.LOG_LEVEL ?? 'info', pretty: io.env.LOG_FORMAT === 'pretty' });
-      const server = await startServer(config, { logger });
-      logger.info({ url: server.url, tenants: config.tenants.length, index: config.cache.index.kind }, 'recording-gateway listening');
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          logger.info({ signal }, 'shutting down');
-          server.close().then(resolve, (error: unknown) => {
-            logger.error({ err: error }, 'shutdown failed');
-            resolve();
-          });
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+    const config = await configFor(io, program.opts().config, true);
+    const logger = createLogger({ level: io.env.LOG_LEVEL ?? 'info', pretty: io.env.LOG_FORMAT === 'pretty' });
+    const server = await startServer(config, { logger });
+    logger.info({ url: server.url, tenants: config.tenants.length, index: config.cache.index.kind }, 'recording-gateway listening');
+    // Resolves (exit 0) once a graceful shutdown is done; a failed one rejects (exit 1).
+    await new Promise<void>((resolve, reject) => {
+      const stop = (signal: string) => {
+        logger.info({ signal }, 'shutting down');
+        server.close().then(resolve, reject);
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
   }
 
   program.action(serveCommand);

@@ -18,18 +18,27 @@ export interface ReconcileReport {
 const SHARED_ORPHAN_GRACE_MS = 5 * 60_000;
 const STAT_CONCURRENCY = 64;
 
-async function sizesOf(paths: string[]): Promise<Array<{ size: number; mtimeMs: number } | undefined>> {
-  const results: Array<{ size: number; mtimeMs: number } | undefined> = new Array(paths.length);
+/** What reconciliation keeps of a file: a few numbers, not a whole fs.Stats per file. */
+interface StoredFile {
+  namespace: string;
+  callId: string;
+  size: number | undefined;
+  mtimeMs: number;
+}
+
+async function statAll(files: Array<{ namespace: string; callId: string; path: string }>): Promise<Map<string, StoredFile>> {
+  const byKey = new Map<string, StoredFile>();
   let next = 0;
   await Promise.all(
-    Array.from({ length: Math.min(STAT_CONCURRENCY, paths.length) }, async () => {
-      while (next < paths.length) {
-        const i = next++;
-        results[i] = await stat(paths[i]!).catch(() => undefined);
+    Array.from({ length: Math.min(STAT_CONCURRENCY, files.length) }, async () => {
+      while (next < files.length) {
+        const { namespace, callId, path } = files[next++]!;
+        const info = await stat(path).catch(() => undefined);
+        byKey.set(cacheKey(namespace, callId), { namespace, callId, size: info?.size, mtimeMs: info?.mtimeMs ?? 0 });
       }
     }),
   );
-  return results;
+  return byKey;
 }
 
 /**
@@ -45,16 +54,14 @@ export async function reconcileCache(
   logger: Logger,
   now = Date.now(),
 ): Promise<{ entries: Array<[string, RecordingMeta]>; report: ReconcileReport }> {
-  const files = await listStoredFiles(disk.dir);
-  const stats = await sizesOf(files.map((file) => file.path));
-  const onDisk = new Map(files.map((file, i) => [cacheKey(file.namespace, file.callId), { ...file, stat: stats[i] }]));
+  const onDisk = await statAll(await listStoredFiles(disk.dir));
 
   const entries: Array<[string, RecordingMeta]> = [];
   const dropped: Array<{ key: string; file: { namespace: string; callId: string } | undefined }> = [];
   for await (const [key, meta] of index.entries()) {
     const file = onDisk.get(key);
     onDisk.delete(key);
-    if (file?.stat?.size === meta.size && cacheKey(meta.namespace, meta.callId) === key) entries.push([key, meta]);
+    if (file?.size === meta.size && cacheKey(meta.namespace, meta.callId) === key) entries.push([key, meta]);
     else dropped.push({ key, file });
   }
   // Deleting while listing would shift the index's pages under the listing: drop afterwards.
@@ -65,7 +72,7 @@ export async function reconcileCache(
 
   let removedFiles = 0;
   for (const orphan of onDisk.values()) {
-    if (index.kind === 'redis' && (orphan.stat?.mtimeMs ?? 0) > now - SHARED_ORPHAN_GRACE_MS) continue;
+    if (index.kind === 'redis' && orphan.mtimeMs > now - SHARED_ORPHAN_GRACE_MS) continue;
     await disk.remove(orphan.namespace, orphan.callId);
     removedFiles++;
   }

@@ -8,16 +8,42 @@ import { reconcileCache, type ReconcileReport } from './reconcile.js';
 import type { RecordingIndex } from './recording-index.js';
 import { cacheKey, etagFor, type RecordingMeta } from './recording-meta.js';
 
-/** A stored recording with everything a hit needs, computed once when it was stored. */
-export interface CachedRecording {
-  readonly key: string;
-  readonly meta: RecordingMeta;
-  readonly etag: string;
-  readonly lastModified: Date;
+/**
+ * A stored recording. What a hit needs (ETag, Last-Modified, the headers) is
+ * computed on its first hit and kept, so a cache of 100,000 entries costs
+ * little more than their metadata until they are asked for.
+ */
+export class CachedRecording {
+  #headers: Readonly<Record<string, string>> | undefined;
+  #lastModified: Date | undefined;
+
+  constructor(
+    readonly key: string,
+    readonly meta: RecordingMeta,
+    /** False when the disk could not take it: it lives in memory only, until evicted there. */
+    readonly onDisk: boolean,
+  ) {}
+
+  get etag(): string {
+    return this.headers.ETag!;
+  }
+
+  get lastModified(): Date {
+    this.#lastModified ??= httpDate(this.meta.lastModified, this.meta.fetchedAt);
+    return this.#lastModified;
+  }
+
   /** The headers every successful answer for it carries. */
-  readonly headers: Readonly<Record<string, string>>;
-  /** False when the disk could not take it: it lives in memory only, until evicted there. */
-  readonly onDisk: boolean;
+  get headers(): Readonly<Record<string, string>> {
+    this.#headers ??= {
+      'Content-Type': this.meta.contentType,
+      'Accept-Ranges': 'bytes',
+      ETag: etagFor(this.meta.sha256),
+      'Last-Modified': this.lastModified.toUTCString(),
+      'Content-Disposition': `inline; filename="call-${this.meta.callId}.mp3"`,
+    };
+    return this.#headers;
+  }
 }
 
 export type CacheHit =
@@ -52,25 +78,6 @@ function httpDate(value: string | undefined, fallback: number): Date {
   return new Date(Number.isNaN(parsed) ? fallback : parsed);
 }
 
-function describe(meta: RecordingMeta, onDisk: boolean): CachedRecording {
-  const etag = etagFor(meta.sha256);
-  const lastModified = httpDate(meta.lastModified, meta.fetchedAt);
-  return {
-    key: cacheKey(meta.namespace, meta.callId),
-    meta,
-    etag,
-    lastModified,
-    onDisk,
-    headers: {
-      'Content-Type': meta.contentType,
-      'Accept-Ranges': 'bytes',
-      ETag: etag,
-      'Last-Modified': lastModified.toUTCString(),
-      'Content-Disposition': `inline; filename="call-${meta.callId}.mp3"`,
-    },
-  };
-}
-
 /**
  * The two cache tiers behind one face: recording bodies in a byte-bounded
  * memory LRU, every recording on disk within `maxDiskBytes`, and the metadata
@@ -86,6 +93,7 @@ export class RecordingCache {
   readonly #pins = new Map<string, number>();
   /** Keys whose file and index entry are being deleted: the index must not bring them back meanwhile. */
   readonly #removing = new Set<string>();
+  readonly #strings = new Map<string, string>();
   #diskBytes = 0;
   #evictions = 0;
 
@@ -283,10 +291,19 @@ export class RecordingCache {
 
   #remember(key: string, meta: RecordingMeta, onDisk: boolean): CachedRecording {
     this.#forget(key);
-    const entry = describe(meta, onDisk);
+    // Thousands of entries share a few namespaces and one content type: keep one copy of each string.
+    const shared = { ...meta, namespace: this.#intern(meta.namespace), contentType: this.#intern(meta.contentType) };
+    const entry = new CachedRecording(key, shared, onDisk);
     this.#entries.set(key, entry);
     if (onDisk) this.#diskBytes += meta.size;
     return entry;
+  }
+
+  #intern(value: string): string {
+    const known = this.#strings.get(value);
+    if (known !== undefined) return known;
+    this.#strings.set(value, value);
+    return value;
   }
 
   #forget(key: string): void {

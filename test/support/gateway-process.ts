@@ -58,9 +58,10 @@ export async function writeGatewayConfig(
  */
 export async function startGatewayProcess(
   configPath: string,
-  options: { env?: Record<string, string>; startTimeoutMs?: number } = {},
+  options: { env?: Record<string, string>; startTimeoutMs?: number; /** Run dist/cli.js (build first), as production does, instead of src via tsx. */ compiled?: boolean } = {},
 ): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, '--config', configPath, 'serve'], {
+  const entry = options.compiled ? [path.join(ROOT, 'dist/cli.js')] : ['--import', 'tsx', CLI];
+  const child = spawn(process.execPath, [...entry, '--config', configPath, 'serve'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY, ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],
