@@ -1,12 +1,15 @@
-import { canonicalCallId, describeValue } from './call-id.js';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { rename, unlink } from 'node:fs/promises';
 import { STATUS_CODES } from 'node:http';
 import path from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
+import { canonicalCallId, describeValue } from './call-id.js';
+import { startDeadline, type Deadline } from './deadline.js';
+import { fsyncDirectory, fsyncFile } from './durable-file.js';
+import { declaredLength, parseRetryAfter, readTextCapped } from './response-reading.js';
 import {
   IncompleteDownloadError,
   RecordingGatewayError,
@@ -58,36 +61,6 @@ export interface SignedRecordingUrl {
   expiresAt: number;
 }
 
-/** One request's deadline: aborts the fetch when the gateway stays silent for `timeoutMs`. */
-interface Deadline {
-  signal: AbortSignal;
-  readonly expired: boolean;
-  /** Bytes arrived: the wait starts again. */
-  touch(): void;
-  dispose(): void;
-}
-
-function startDeadline(timeoutMs: number): Deadline {
-  const controller = new AbortController();
-  let expired = false;
-  const timer = setTimeout(() => {
-    expired = true;
-    controller.abort(new Error(`no answer within ${timeoutMs} ms`));
-  }, timeoutMs);
-  return {
-    signal: controller.signal,
-    get expired() {
-      return expired;
-    },
-    touch: () => timer.refresh(),
-    dispose() {
-      clearTimeout(timer);
-      // Whatever is still open (an unread body) is released with the request.
-      if (!controller.signal.aborted) controller.abort(new Error('request finished'));
-    },
-  };
-}
-
 function parseBaseUrl(baseUrl: unknown): string {
   if (typeof baseUrl !== 'string' || baseUrl === '') throw new TypeError('baseUrl must be a URL string such as "https://recordings.example.com"');
   let url: URL;
@@ -103,58 +76,6 @@ function parseBaseUrl(baseUrl: unknown): string {
   // The gateway keeps Flyflow's paths, so a Flyflow-style base ending in /v1 means the same gateway.
   const prefix = url.pathname.replace(/\/+$/, '').replace(/\/v1$/, '');
   return `${url.origin}${prefix}`;
-}
-
-function parseRetryAfter(value: string | null): number | undefined {
-  if (value === null) return undefined;
-  if (/^[0-9]+$/.test(value.trim())) return Number(value.trim());
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - Date.now()) / 1000));
-}
-
-function declaredLength(response: Response): number | undefined {
-  // A decoded body's length is not the Content-Length; the gateway never encodes, so only check identity.
-  const encoding = response.headers.get('content-encoding');
-  if (encoding && encoding.toLowerCase() !== 'identity') return undefined;
-  const value = response.headers.get('content-length');
-  return value !== null && /^[0-9]+$/.test(value) ? Number(value) : undefined;
-}
-
-/** Up to `maxBytes` of a body as text; the rest is discarded unread. */
-async function readTextCapped(response: Response, maxBytes: number): Promise<string> {
-  if (!response.body) return '';
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let length = 0;
-  try {
-    while (length < maxBytes) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      length += value.length;
-    }
-  } finally {
-    void reader.cancel().catch(() => {});
-  }
-  return Buffer.concat(chunks).subarray(0, maxBytes).toString('utf8');
-}
-
-/** Flushes a finished file to disk, so a crash after the rename never leaves an empty or short file. */
-async function fsyncFile(file: string): Promise<void> {
-  const handle = await open(file, 'r+');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Makes the rename itself durable; some platforms cannot open a directory, which is fine. */
-async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r').catch(() => undefined);
-  if (!handle) return;
-  await handle.sync().catch(() => {});
-  await handle.close().catch(() => {});
 }
 
 /**
