@@ -12,55 +12,9 @@ import {
   httpUrl,
   validateConfigFile,
 } from './schema.js';
+import type { GatewayConfig, TenantConfig } from './types.js';
 
-/** The gateway's configuration, parsed once at start-up: camelCase, defaults applied, secrets resolved. */
-export interface GatewayConfig {
-  listen: { host: string; port: number };
-  /** Absolute http(s) URL without trailing slash; makes signed URLs absolute. */
-  publicBaseUrl?: string;
-  /** Bearer token for `/metrics`; when absent, `/metrics` is open. */
-  adminToken?: string;
-  upstream: {
-    /** No trailing slash. */
-    baseUrl: string;
-    /** The Flyflow server key; '' only when loaded with `requireSecrets: false`. */
-    apiKey: string;
-    /** Budget for the response head, retries included. */
-    timeoutMs: number;
-    /** Longest silence allowed while a body streams. */
-    bodyIdleTimeoutMs: number;
-    maxConcurrentDownloads: number;
-    /** Consecutive outages that open the circuit, and how long it stays open. */
-    circuitBreaker: { failureThreshold: number; cooldownSeconds: number };
-  };
-  cache: {
-    /** Absolute path. */
-    dir: string;
-    maxDiskBytes: number;
-    maxMemoryBytes: number;
-    maxRecordingBytes: number;
-    index: CacheIndexConfig;
-    notFoundTtlSeconds: number;
-    /** `Cache-Control: max-age` for API-key callers. */
-    maxAgeSeconds: number;
-  };
-  tenants: TenantConfig[];
-}
-
-export interface TenantConfig {
-  id: string;
-  /** SHA-256 digests of the tenant's API keys: lowercase hex, no `sha256:` prefix. */
-  apiKeyDigests: string[];
-  /** Each secret is at least `MIN_SIGNING_SECRET_BYTES` bytes. */
-  signingKeys: { kid: string; secret: string }[];
-  /** Exact origins (`scheme://host[:port]`). */
-  allowedOrigins: string[];
-  /** The tenant's own Flyflow key; when absent it uses the server key. */
-  upstreamApiKey?: string;
-  rateLimitPerMinute?: number;
-  maxSignedUrlTtlSeconds: number;
-  webhookToken?: string;
-}
+export type { GatewayConfig, TenantConfig } from './types.js';
 
 export interface ParseConfigOptions {
   /** The environment (pass `process.env` in production): overrides and secrets are read from here only. */
