@@ -71,7 +71,8 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
 function handleError(error: Error, c: Context<GatewayEnv>, deps: AppDeps): Response {
   const caller = c.get('caller');
   const cors = corsHeaders(c.req.header('origin'), caller?.tenant.allowedOrigins ?? deps.tenants.anyAllowedOrigin);
-  if (error instanceof GatewayError) return errorResponse(error, cors);
-  deps.logger.error({ err: error, method: c.req.method }, 'unexpected error');
-  return errorResponse(new GatewayError(500, 'Internal Server Error', 'Internal error'), cors);
+  const headers = { ...cors, 'X-Request-Id': c.get('requestId') };
+  if (error instanceof GatewayError) return errorResponse(error, headers);
+  deps.logger.error({ err: error, method: c.req.method, reqId: c.get('requestId') }, 'unexpected error');
+  return errorResponse(new GatewayError(500, 'Internal Server Error', 'Internal error'), headers);
 }

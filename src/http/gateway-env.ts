@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Caller } from '../auth/authenticate.js';
+import type { ResponseOutcome } from './recording-response.js';
 
 /** What handlers leave on the Hono context for the error handler and the request log. */
 export interface GatewayEnv {
@@ -11,5 +12,11 @@ export interface GatewayEnv {
     requestId: string;
     /** Milliseconds this request waited for the upstream's head, when it did. */
     upstreamMs: number | undefined;
+    /**
+     * Set by a handler that built its answer with X-Request-Id and knows its
+     * cache result and body size, so the request log never has to read the
+     * answer's headers (which would cost @hono/node-server its fast path).
+     */
+    answered: { cache: 'hit' | 'miss' | 'collapsed'; tier: 'memory' | 'disk' | 'upstream'; outcome: ResponseOutcome } | undefined;
   };
 }

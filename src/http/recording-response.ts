@@ -16,8 +16,13 @@ export interface RecordingRequest {
   ifUnmodifiedSince: string | undefined;
 }
 
-/** The per-request headers: Cache-Control, Cache-Status, CORS. */
+/** The per-request headers: Cache-Control, Cache-Status, CORS, X-Request-Id. */
 export type ResponseHeaders = Record<string, string>;
+
+/** What an answer will send, for the request log: its body bytes (0 for HEAD, 304). */
+export interface ResponseOutcome {
+  bodyBytes: number;
+}
 
 /**
  * Cuts the client's connection when a body fails after its head went out, so
@@ -75,6 +80,7 @@ export function memoryResponse(
   entry: CachedRecording,
   body: Buffer,
   extra: ResponseHeaders,
+  outcome?: ResponseOutcome,
 ): Response {
   const decision = plan(request, body.length, entry);
   if (decision.kind === 'not-modified') return notModified(entry.headers, extra);
@@ -84,6 +90,7 @@ export function memoryResponse(
   if (request.method === 'HEAD') return new Response(null, { status, headers });
   // A Buffer is a Uint8Array; the cast only widens lib.dom's ArrayBuffer-only typing.
   const bytes = (range ? body.subarray(range.start, range.end + 1) : body) as Uint8Array<ArrayBuffer>;
+  if (outcome) outcome.bodyBytes = bytes.length;
   return new Response(bytes, { status, headers });
 }
 
@@ -95,6 +102,7 @@ export function fileResponse(
   extra: ResponseHeaders,
   done: () => void,
   abort?: AbortConnection,
+  outcome?: ResponseOutcome,
 ): Response {
   const size = entry.meta.size;
   const finish = () => {
@@ -119,6 +127,7 @@ export function fileResponse(
   const start = range?.start ?? 0;
   const end = range ? range.end + 1 : size;
   const read = (offset: number, max: number) => readFileAt(handle, offset, max);
+  if (outcome) outcome.bodyBytes = end - start;
   return new Response(streamFromReader(read, start, end, finish, abort), {
     status,
     headers,
@@ -144,6 +153,7 @@ export function downloadResponse(
   extra: ResponseHeaders,
   release: () => void,
   abort?: AbortConnection,
+  outcome?: ResponseOutcome,
 ): Response {
   const base: Record<string, string> = {
     'Content-Type': head.contentType,
@@ -171,6 +181,7 @@ export function downloadResponse(
   }
   const start = range?.start ?? 0;
   const end = range ? range.end + 1 : head.size;
+  if (outcome) outcome.bodyBytes = end - start;
   return new Response(streamFromReader((offset, max) => download.readAt(offset, max), start, end, release, abort), {
     status,
     headers,

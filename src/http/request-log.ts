@@ -9,20 +9,6 @@ import { rawRequestPath } from './request-target.js';
 // A caller's request id is kept only when it cannot smuggle anything into a log line.
 const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 
-type CacheResult = 'hit' | 'miss' | 'collapsed' | 'none';
-
-function cacheResult(cacheStatus: string | null): CacheResult {
-  if (!cacheStatus) return 'none';
-  if (cacheStatus.includes('; hit')) return 'hit';
-  return cacheStatus.endsWith('collapsed') ? 'collapsed' : 'miss';
-}
-
-function servedFrom(cacheStatus: string | null): 'memory' | 'disk' | 'upstream' {
-  if (cacheStatus?.includes('detail=memory')) return 'memory';
-  if (cacheStatus?.includes('detail=disk')) return 'disk';
-  return 'upstream';
-}
-
 /** A bounded label for the route, never the raw path (which carries ids). */
 function routeLabel(routePath: string, method: string): string {
   if (method === 'OPTIONS') return 'preflight';
@@ -45,22 +31,19 @@ export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics
     const requestId = presented && WELL_FORMED_REQUEST_ID.test(presented) ? presented : randomUUID();
     c.set('requestId', requestId);
     await next();
-    c.res.headers.set('X-Request-Id', requestId);
+    const answered = c.get('answered');
+    // A recording answer already carries the id; touching its headers here would
+    // turn @hono/node-server's fast Buffer write into a stream.
+    if (!answered) c.res.headers.set('X-Request-Id', requestId);
+    const status = c.res.status;
 
-    const response = c.res;
-    const cacheStatus = response.headers.get('cache-status');
     const finish = (sent: boolean) => {
       const caller = c.get('caller');
-      const bodyBytes = sent && c.req.method === 'GET' ? Number(response.headers.get('content-length') ?? 0) : 0;
+      const bodyBytes = sent && answered ? answered.outcome.bodyBytes : 0;
       const route = routeLabel(c.req.routePath, c.req.method);
-      metrics.requestDone({
-        route,
-        method: c.req.method,
-        status: response.status,
-        tenant: caller?.tenant.id ?? 'none',
-        cache: cacheResult(cacheStatus),
-      });
-      if (response.status < 300 && cacheStatus) metrics.bytesServed(servedFrom(cacheStatus), bodyBytes);
+      const cache = answered?.cache ?? 'none';
+      metrics.requestDone({ route, method: c.req.method, status, tenant: caller?.tenant.id ?? 'none', cache });
+      if (answered && status < 300) metrics.bytesServed(answered.tier, bodyBytes);
       logger.info(
         {
           reqId: requestId,
@@ -70,8 +53,8 @@ export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics
           tenant: caller?.tenant.id,
           callId: c.get('callId'),
           credential: caller?.credential.kind,
-          status: response.status,
-          cache: cacheResult(cacheStatus),
+          status,
+          cache,
           bytes: bodyBytes,
           durationMs: clock.now() - startedAt,
           upstreamMs: c.get('upstreamMs'),

@@ -97,20 +97,25 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
 
   /** A hit, or undefined when the disk copy turned out to be gone or damaged. */
   async function serveHit(
+    c: Context<GatewayEnv>,
     request: RecordingRequest,
     hit: CacheHit,
     extra: ResponseHeaders,
-    abort: AbortConnection,
   ): Promise<Response | undefined> {
-    if (hit.tier === 'memory') return memoryResponse(request, hit.entry, hit.body, { ...extra, 'Cache-Status': CACHE_STATUS_MEMORY });
+    const outcome = { bodyBytes: 0 };
+    c.set('answered', { cache: 'hit', tier: hit.tier, outcome });
+    if (hit.tier === 'memory') return memoryResponse(request, hit.entry, hit.body, { ...extra, 'Cache-Status': CACHE_STATUS_MEMORY }, outcome);
     const unpin = cache.pin(hit.entry.key);
     const handle = await cache.openFile(hit.entry);
     if (!handle) {
       unpin();
+      c.set('answered', undefined);
       return undefined;
     }
     const diskExtra = { ...extra, 'Cache-Status': CACHE_STATUS_DISK };
-    if (hit.entry.meta.size > cache.memoryEntryMaxBytes) return fileResponse(request, hit.entry, handle, diskExtra, unpin, abort);
+    if (hit.entry.meta.size > cache.memoryEntryMaxBytes) {
+      return fileResponse(request, hit.entry, handle, diskExtra, unpin, connectionAborter(c), outcome);
+    }
     let body: Buffer | undefined;
     try {
       body = await cache.readVerified(hit.entry, handle);
@@ -118,7 +123,8 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       await handle.close();
       unpin();
     }
-    return body && memoryResponse(request, hit.entry, body, diskExtra);
+    if (!body) c.set('answered', undefined);
+    return body && memoryResponse(request, hit.entry, body, diskExtra, outcome);
   }
 
   return {
@@ -134,11 +140,12 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
         'Cache-Control': cacheControl(caller),
         ...corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins),
         ...limits,
+        'X-Request-Id': c.get('requestId'),
       };
       const key = cacheKey(caller.tenant.namespace, callId);
       const hit = cache.lookup(key) ?? (await cache.lookupIndex(key));
       if (hit) {
-        const response = await serveHit(request, hit, extra, connectionAborter(c));
+        const response = await serveHit(c, request, hit, extra);
         if (response) return response;
       }
       if (notFound.has(key)) throw new NotFoundError();
@@ -155,7 +162,9 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
         c.set('upstreamMs', clock.now() - waitStarted);
       }
       extra['Cache-Status'] = `${CACHE_NAME}; fwd=uri-miss; ${joined.collapsed ? 'collapsed' : 'stored'}`;
-      return downloadResponse(request, callId, joined.download, head, extra, joined.release, connectionAborter(c));
+      const outcome = { bodyBytes: 0 };
+      c.set('answered', { cache: joined.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
+      return downloadResponse(request, callId, joined.download, head, extra, joined.release, connectionAborter(c), outcome);
     },
 
     /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace. */
