@@ -175,7 +175,7 @@ describe('with a real redis-server', () => {
     it('lists all of 5,000 entries at start-up, across several SCAN pages', async () => {
       const COUNT = 5_000;
       const metas = Array.from({ length: COUNT }, (_, i) => sampleMeta(i + 1, { namespace: `ns${i % 7}` }));
-      await raw.mSet(metas.map((meta) => [REDIS_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), JSON.stringify({ value: meta, expires: null })]));
+      await raw.mSet(metas.map((meta): [string, string] => [REDIS_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), JSON.stringify({ value: meta, expires: null })]));
       const index = await own(createRedisIndex(redis.url));
       const listed = await listAll(index);
       expect(listed.size).toBe(COUNT);

@@ -84,4 +84,20 @@ describe('two replicas sharing a Redis index and a cache directory', () => {
     expect(again.body.equals(upstream.recording(1)!)).toBe(true);
     expect(upstream.recordingRequests(1)).toHaveLength(2);
   });
+  it("drops replica A's memory copy when replica B purges the recording", async () => {
+    await fetchWhole(replicaA);
+    await replicaA.gateway.downloads.idle();
+    const memoryHit = await fetchWhole(replicaA);
+    expect(memoryHit.response.headers.get('cache-status')).toBe('recording-gateway; hit; detail=memory');
+
+    expect((await replicaB.fetch(RECORDING, { method: 'DELETE' })).status).toBe(204);
+    // The deletion reaches A over Redis pub/sub, a moment after B answered.
+    const key = `${replicaA.gateway.tenants.all[0]!.namespace}/1`;
+    const deadline = Date.now() + 5_000;
+    while (replicaA.gateway.cache.lookup(key) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+
+    const afterPurge = await fetchWhole(replicaA);
+    expect(afterPurge.response.headers.get('cache-status')).toContain('fwd=uri-miss');
+    expect(upstream.recordingRequests(1)).toHaveLength(2);
+  });
 });

@@ -118,6 +118,8 @@ export class RecordingCache {
         : await reconcileCache(this.options.index, this.options.disk, this.options.logger);
     entries.sort((a, b) => a[1].fetchedAt - b[1].fetchedAt);
     for (const [key, meta] of entries) this.#remember(key, meta, true);
+    // Another replica's purge or eviction: drop our copy (its file is already gone).
+    await this.options.index.watchDeletes?.((key) => this.#forget(key));
     return report;
   }
 

@@ -19,6 +19,12 @@ export interface RecordingIndex {
   /** Resolves when the store answers; used by /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * A shared index only: calls `onDelete` with each key another process
+   * deleted (a purge or an eviction on another replica), so that this one
+   * drops its memory copy too.
+   */
+  watchDeletes?(onDelete: (key: string) => void): Promise<void>;
 }
 
 const INDEX_NAMESPACE = 'recordings';
@@ -30,6 +36,7 @@ const REDIS_CONNECT_TIMEOUT_MS = 5_000;
 // Longest an index operation may take before Redis counts as unreachable; the
 // index is on the request path of every shared lookup.
 const REDIS_OPERATION_TIMEOUT_MS = 5_000;
+const DELETIONS_CHANNEL = `${INDEX_NAMESPACE}:deleted`;
 
 /** What differs between the backends behind the one keyv-based index. */
 interface Backend {
@@ -44,6 +51,9 @@ interface Backend {
   list(): AsyncIterable<[string, unknown]>;
   ping(): Promise<void>;
   close(): Promise<void>;
+  /** Tells the other processes sharing the store that a key is gone. */
+  announceDelete?(key: string): Promise<void>;
+  watchDeletes?(onDelete: (key: string) => void): Promise<void>;
 }
 
 function keyvIndex(backend: Backend): RecordingIndex {
@@ -97,6 +107,7 @@ function keyvIndex(backend: Backend): RecordingIndex {
     async delete(key) {
       try {
         await backend.run(() => keyv.delete(backend.storeKey(key)));
+        await backend.announceDelete?.(key);
       } catch (error) {
         throw fail(`cannot delete ${key}`, error);
       }
@@ -116,6 +127,7 @@ function keyvIndex(backend: Backend): RecordingIndex {
     async close() {
       await backend.close();
     },
+    ...(backend.watchDeletes ? { watchDeletes: backend.watchDeletes } : {}),
   };
 }
 
@@ -217,6 +229,9 @@ export function createRedisIndex(url: string, options: RedisIndexOptions = {}): 
   const prefix = `${INDEX_NAMESPACE}${store.keyPrefixSeparator}`;
   let connecting: Promise<void> | undefined;
   let closed = false;
+  // Pub/sub needs a connection of its own, and one that reconnects (and
+  // resubscribes) by itself: a replica that missed deletions keeps stale copies.
+  let subscriber: ReturnType<typeof client.duplicate> | undefined;
 
   async function connect(): Promise<void> {
     // Open but not ready only while @keyv/redis itself reconnects after a drop
@@ -282,12 +297,26 @@ export function createRedisIndex(url: string, options: RedisIndexOptions = {}): 
     async ping() {
       await run(() => client.ping());
     },
+    async announceDelete(key) {
+      await run(() => client.publish(DELETIONS_CHANNEL, key));
+    },
+    async watchDeletes(onDelete) {
+      subscriber = client.duplicate({
+        disableOfflineQueue: false,
+        socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 5_000) },
+      });
+      // Without a listener an 'error' event would crash the process; reconnects handle it.
+      subscriber.on('error', () => {});
+      await subscriber.connect();
+      await subscriber.subscribe(DELETIONS_CHANNEL, (key: string) => onDelete(key));
+    },
     async close() {
       if (closed) return;
       closed = true;
       await connecting?.catch(() => {});
       // destroy(), not close(): close() waits for replies a stalled server never sends.
       if (client.isOpen) client.destroy();
+      if (subscriber?.isOpen) subscriber.destroy();
     },
   });
 }
