@@ -114,16 +114,14 @@ export function createDiskStore(dir: string): DiskStore {
   };
 }
 
-/** Lists `[namespace, callId]` of every file under recordings/ (for reconciliation and `cache verify`). */
-export async function listStoredFiles(dir: string): Promise<Array<{ namespace: string; callId: string; path: string }>> {
+/** Lists `{namespace, callId}` of every file under recordings/ (for reconciliation); `pathFor` gives each path. */
+export async function listStoredFiles(dir: string): Promise<Array<{ namespace: string; callId: string }>> {
   const recordingsDir = path.join(dir, RECORDINGS);
   const namespaces = await readdir(recordingsDir).catch(() => [] as string[]);
-  const files: Array<{ namespace: string; callId: string; path: string }> = [];
+  const files: Array<{ namespace: string; callId: string }> = [];
   for (const namespace of namespaces) {
     for (const name of await readdir(path.join(recordingsDir, namespace)).catch(() => [] as string[])) {
-      if (name.endsWith('.mp3')) {
-        files.push({ namespace, callId: name.slice(0, -4), path: path.join(recordingsDir, namespace, name) });
-      }
+      if (name.endsWith('.mp3')) files.push({ namespace, callId: name.slice(0, -4) });
     }
   }
   return files;

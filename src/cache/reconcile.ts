@@ -26,14 +26,14 @@ interface StoredFile {
   mtimeMs: number;
 }
 
-async function statAll(files: Array<{ namespace: string; callId: string; path: string }>): Promise<Map<string, StoredFile>> {
+async function statAll(disk: DiskStore, files: Array<{ namespace: string; callId: string }>): Promise<Map<string, StoredFile>> {
   const byKey = new Map<string, StoredFile>();
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(STAT_CONCURRENCY, files.length) }, async () => {
       while (next < files.length) {
-        const { namespace, callId, path } = files[next++]!;
-        const info = await stat(path).catch(() => undefined);
+        const { namespace, callId } = files[next++]!;
+        const info = await stat(disk.pathFor(namespace, callId)).catch(() => undefined);
         byKey.set(cacheKey(namespace, callId), { namespace, callId, size: info?.size, mtimeMs: info?.mtimeMs ?? 0 });
       }
     }),
@@ -54,7 +54,7 @@ export async function reconcileCache(
   logger: Logger,
   now = Date.now(),
 ): Promise<{ entries: Array<[string, RecordingMeta]>; report: ReconcileReport }> {
-  const onDisk = await statAll(await listStoredFiles(disk.dir));
+  const onDisk = await statAll(disk, await listStoredFiles(disk.dir));
 
   const entries: Array<[string, RecordingMeta]> = [];
   const dropped: Array<{ key: string; file: { namespace: string; callId: string } | undefined }> = [];

@@ -294,8 +294,9 @@ export class RecordingCache {
   #remember(key: string, meta: RecordingMeta, onDisk: boolean): CachedRecording {
     this.#forget(key);
     // Thousands of entries share a few namespaces and one content type: keep one copy of each string.
-    const shared = { ...meta, namespace: this.#intern(meta.namespace), contentType: this.#intern(meta.contentType) };
-    const entry = new CachedRecording(key, shared, onDisk);
+    meta.namespace = this.#intern(meta.namespace);
+    meta.contentType = this.#intern(meta.contentType);
+    const entry = new CachedRecording(key, meta, onDisk);
     this.#entries.set(key, entry);
     if (onDisk) this.#diskBytes += meta.size;
     return entry;
