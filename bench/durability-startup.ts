@@ -297,7 +297,7 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
         '**files after**: files under `recordings/` counted once the process had exited.',
       '- **RSS before** is the child after loading its modules and a GC; **RSS after load** right after `createGateway` resolved, before any GC (the transient peak of start-up, roughly); **RSS after GC** once a full GC has run (what the OS keeps charging); **V8 heap used** what is live before `createGateway` and after it (both after a full GC): the difference is what the loaded entries cost; **V8 heap total** what V8 still holds from the OS after that GC.',
       `- The files are in the page cache (just written or listed): this is the cost of a restart, not of a cold disk.`,
-      `- \`recording-gateway serve\` as a process (node + tsx start-up included), spawn to its "listening" line and its RSS ${SETTLE_MS / 1000} s later, before any request: ` +
+      `- \`recording-gateway serve\` as a process (compiled: node dist/cli.js), spawn to its "listening" line and its RSS ${SETTLE_MS / 1000} s later, before any request: ` +
         `empty cache ${fmt(cliEmpty.ms / 1000, 2)} s, ${mib(cliEmpty.rss)} MiB (${fmt(cliEmpty.rss / 1e6, 1)} MB); ` +
         `${survivors.toLocaleString('en-US')} entries ${fmt(cliFull.ms / 1000, 2)} s, ${mib(cliFull.rss)} MiB (${fmt(cliFull.rss / 1e6, 1)} MB).`,
     ];
