@@ -1,4 +1,5 @@
 import { UnauthorizedError } from '../http/errors.js';
+import { bearerToken } from './bearer.js';
 import type { Clock } from '../clock.js';
 import { hasSignedUrlParams, verifySignedUrl, type SignedUrlParams } from './signed-url.js';
 import type { Tenant, TenantRegistry } from './tenants.js';
@@ -18,13 +19,11 @@ export interface Authenticator {
   recordingReader(authorization: string | undefined, signed: SignedUrlParams, callId: string): Caller;
 }
 
-const BEARER = /^Bearer +([\x21-\x7e]+) *$/i;
-
 /** Resolves credentials from memory alone: a digest lookup or an HMAC, never I/O. */
 export function createAuthenticator(tenants: TenantRegistry, clock: Clock): Authenticator {
   function apiKey(authorization: string | undefined): Caller {
     if (authorization === undefined || authorization === '') throw new UnauthorizedError('missing');
-    const key = BEARER.exec(authorization)?.[1];
+    const key = bearerToken(authorization);
     const tenant = key === undefined ? undefined : tenants.byApiKey(key);
     if (!tenant) throw new UnauthorizedError('invalid');
     return { tenant, credential: { kind: 'api-key' } };

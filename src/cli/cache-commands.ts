@@ -13,7 +13,8 @@ export class UsageError extends Error {}
 
 const METRICS_TIMEOUT_MS = 2_000;
 
-function formatBytes(value: number): string {
+/** `22.63 KB`: a byte count as operators read it. */
+export function formatBytes(value: number): string {
   return bytes.format(value, { unitSeparator: ' ' }) ?? `${value} B`;
 }
 

@@ -1,14 +1,9 @@
-import bytes from 'bytes';
 import { cacheKey } from '../cache/recording-meta.js';
 import type { GatewayConfig } from '../config/index.js';
 import { createGateway } from '../gateway.js';
-import { UsageError, type Print } from './cache-commands.js';
+import { UsageError, formatBytes, type Print } from './cache-commands.js';
 
 const PROGRESS_INTERVAL_MS = 200;
-
-function format(value: number): string {
-  return bytes.format(value, { unitSeparator: ' ' }) ?? `${value} B`;
-}
 
 /**
  * `prefetch ID...`: warms the cache through the upstream, one recording after
@@ -31,7 +26,7 @@ export async function prefetchCommand(
       const key = cacheKey(tenant.namespace, callId);
       const cached = gateway.cache.lookup(key);
       if (cached) {
-        options.print(`call ${callId}: already cached (${format(cached.entry.meta.size)})`);
+        options.print(`call ${callId}: already cached (${formatBytes(cached.entry.meta.size)})`);
         continue;
       }
       const joined = gateway.downloads.join(tenant, callId);
@@ -39,13 +34,13 @@ export async function prefetchCommand(
       const ticker = options.progress
         ? setInterval(() => {
             const { received } = joined.download;
-            options.progress!(`call ${callId}: ${format(received)} received`);
+            options.progress!(`call ${callId}: ${formatBytes(received)} received`);
           }, PROGRESS_INTERVAL_MS)
         : undefined;
       try {
         const result = await joined.download.completed;
         await joined.stored;
-        options.print(`call ${callId}: cached (${format(result.size)})`);
+        options.print(`call ${callId}: cached (${formatBytes(result.size)})`);
       } catch (error) {
         failed++;
         options.print(`call ${callId}: failed: ${error instanceof Error ? error.message : String(error)}`);

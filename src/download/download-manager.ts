@@ -44,9 +44,9 @@ export interface JoinedDownload {
 export class DownloadManager {
   readonly #inFlight = new Map<string, RecordingDownload>();
   readonly #discarded = new WeakSet<RecordingDownload>();
-  readonly #settled = new Set<Promise<unknown>>();
+  /** Every download not yet settled, with the promise that settles once it is stored (or failed). */
+  readonly #settled = new Map<RecordingDownload, Promise<void>>();
   readonly #storing = new Map<RecordingDownload, Promise<unknown>>();
-  readonly #settledOf = new WeakMap<RecordingDownload, Promise<void>>();
 
   constructor(private readonly options: DownloadManagerOptions) {}
 
@@ -54,15 +54,20 @@ export class DownloadManager {
     return this.#inFlight.size;
   }
 
+  /** True while a download for this key can be joined. */
+  isInFlight(key: string): boolean {
+    return this.#inFlight.has(key);
+  }
+
   join(tenant: Tenant, callId: string): JoinedDownload {
     const key = cacheKey(tenant.namespace, callId);
     const existing = this.#inFlight.get(key);
     if (existing) {
       this.options.metrics?.joinedDownload();
-      return { download: existing, collapsed: true, release: existing.acquire(), stored: this.#settledOf.get(existing)! };
+      return { download: existing, collapsed: true, release: existing.acquire(), stored: this.#settled.get(existing)! };
     }
     const download = this.#start(key, tenant, callId);
-    return { download, collapsed: false, release: download.acquire(), stored: this.#settledOf.get(download)! };
+    return { download, collapsed: false, release: download.acquire(), stored: this.#settled.get(download)! };
   }
 
   /**
@@ -80,7 +85,7 @@ export class DownloadManager {
 
   /** Resolves once every download under way has finished and been stored. */
   async idle(): Promise<void> {
-    while (this.#settled.size > 0) await Promise.allSettled([...this.#settled]);
+    while (this.#settled.size > 0) await Promise.allSettled([...this.#settled.values()]);
   }
 
   #start(key: string, tenant: Tenant, callId: string): RecordingDownload {
@@ -106,10 +111,9 @@ export class DownloadManager {
         if (this.#inFlight.get(key) === download) this.#inFlight.delete(key);
         download.retire();
         void slot.then((release) => release());
-        this.#settled.delete(settled);
+        this.#settled.delete(download);
       });
-    this.#settled.add(settled);
-    this.#settledOf.set(download, settled);
+    this.#settled.set(download, settled);
     return download;
   }
 

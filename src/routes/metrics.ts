@@ -1,9 +1,8 @@
 import type { Context } from 'hono';
+import { bearerToken } from '../auth/bearer.js';
 import { constantTimeEqual } from '../auth/constant-time.js';
 import { UnauthorizedError } from '../http/errors.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
-
-const BEARER = /^Bearer +(\S+) *$/i;
 
 /** GET /metrics in Prometheus text format, behind `Authorization: Bearer $ADMIN_TOKEN` when one is set. */
 export function createMetricsHandler(metrics: GatewayMetrics, adminToken: string | undefined) {
@@ -11,7 +10,7 @@ export function createMetricsHandler(metrics: GatewayMetrics, adminToken: string
     if (adminToken !== undefined) {
       const authorization = c.req.header('authorization');
       if (!authorization) throw new UnauthorizedError('missing');
-      const token = BEARER.exec(authorization)?.[1];
+      const token = bearerToken(authorization);
       if (token === undefined || !constantTimeEqual(token, adminToken)) throw new UnauthorizedError('invalid');
     }
     return new Response(await metrics.registry.metrics(), {

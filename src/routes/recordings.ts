@@ -82,8 +82,14 @@ function recordingRequest(c: Context): RecordingRequest {
 export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   const { authenticator, cache, downloads, notFound, clock, rateLimiter } = deps;
 
-  /** Counts the request against its tenant's limit: the RateLimit-* headers, or a 429 thrown. */
-  async function admit(caller: Caller): Promise<RateLimitHeaders | undefined> {
+  /**
+   * Notes who asks for which call (for the error handler and the log), then
+   * counts the request against its tenant's limit: the RateLimit-* headers,
+   * or a 429 thrown.
+   */
+  async function admit(c: Context<GatewayEnv>, caller: Caller, callId: string): Promise<RateLimitHeaders | undefined> {
+    c.set('caller', caller);
+    c.set('callId', callId);
     const decision = rateLimiter.check(caller.tenant);
     return decision instanceof Promise ? await decision : decision;
   }
@@ -104,7 +110,11 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   ): Promise<Response | undefined> {
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: 'hit', tier: hit.tier, outcome });
-    if (hit.tier === 'memory') return memoryResponse(request, hit.entry, hit.body, { ...extra, 'Cache-Status': CACHE_STATUS_MEMORY }, outcome);
+    // `extra` is this request's own object: set Cache-Status on it rather than copy it.
+    if (hit.tier === 'memory') {
+      extra['Cache-Status'] = CACHE_STATUS_MEMORY;
+      return memoryResponse(request, hit.entry, hit.body, extra, outcome);
+    }
     const unpin = cache.pin(hit.entry.key);
     const handle = await cache.openFile(hit.entry);
     if (!handle) {
@@ -112,9 +122,9 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       c.set('answered', undefined);
       return undefined;
     }
-    const diskExtra = { ...extra, 'Cache-Status': CACHE_STATUS_DISK };
+    extra['Cache-Status'] = CACHE_STATUS_DISK;
     if (hit.entry.meta.size > cache.memoryEntryMaxBytes) {
-      return fileResponse(request, hit.entry, handle, diskExtra, unpin, connectionAborter(c), outcome);
+      return fileResponse(request, hit.entry, handle, extra, unpin, connectionAborter(c), outcome);
     }
     let body: Buffer | undefined;
     try {
@@ -124,7 +134,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       unpin();
     }
     if (!body) c.set('answered', undefined);
-    return body && memoryResponse(request, hit.entry, body, diskExtra, outcome);
+    return body && memoryResponse(request, hit.entry, body, extra, outcome);
   }
 
   return {
@@ -132,9 +142,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     async getRecording(c: Context<GatewayEnv>): Promise<Response> {
       const callId = callIdFromPath(c);
       const caller = authenticator.recordingReader(c.req.header('authorization'), signedParams(c), callId);
-      c.set('caller', caller);
-      c.set('callId', callId);
-      const limits = await admit(caller);
+      const limits = await admit(c, caller, callId);
       const request = recordingRequest(c);
       const extra: ResponseHeaders = {
         'Cache-Control': cacheControl(caller),
@@ -143,7 +151,10 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
         'X-Request-Id': c.get('requestId'),
       };
       const key = cacheKey(caller.tenant.namespace, callId);
-      const hit = cache.lookup(key) ?? (await cache.lookupIndex(key));
+      // Memory first; the index is asked only on a real miss: not for a
+      // remembered 404, nor when a download to join is already under way.
+      const hit =
+        cache.lookup(key) ?? (notFound.has(key) || downloads.isInFlight(key) ? undefined : await cache.lookupIndex(key));
       if (hit) {
         const response = await serveHit(c, request, hit, extra);
         if (response) return response;
@@ -171,9 +182,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     async deleteRecording(c: Context<GatewayEnv>): Promise<Response> {
       const callId = callIdFromPath(c);
       const caller = authenticator.apiKey(c.req.header('authorization'));
-      c.set('caller', caller);
-      c.set('callId', callId);
-      const limits = await admit(caller);
+      const limits = await admit(c, caller, callId);
       const { namespace } = caller.tenant;
       await downloads.discard(namespace, callId);
       notFound.forget(cacheKey(namespace, callId));
@@ -189,9 +198,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     async createSignedUrl(c: Context<GatewayEnv>): Promise<Response> {
       const callId = callIdFromPath(c, SIGNED_URL_PATH);
       const caller = authenticator.apiKey(c.req.header('authorization'));
-      c.set('caller', caller);
-      c.set('callId', callId);
-      const limits = await admit(caller);
+      const limits = await admit(c, caller, callId);
       const { tenant } = caller;
       const ttlSeconds = await readTtl(c, tenant.maxSignedUrlTtlSeconds);
       const [signingKey] = tenant.signingKeys;

@@ -1,0 +1,8 @@
+// RFC 6750 2.1: `Bearer` (any case), one or more spaces, then the token as
+// visible ASCII; anything else is no bearer token at all.
+const BEARER = /^Bearer +([\x21-\x7e]+) *$/i;
+
+/** The token of an `Authorization: Bearer <token>` header, or undefined. */
+export function bearerToken(authorization: string): string | undefined {
+  return BEARER.exec(authorization)?.[1];
+}
