@@ -3,7 +3,7 @@
  * helpers that turn a load case into a checked, measured table row.
  */
 import { performance } from 'node:perf_hooks';
-import type { FakeFlyflow } from '../test/support/fake-flyflow.js';
+import type { FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
   makeTempDir,
@@ -11,7 +11,7 @@ import {
   startGateway,
   testConfig,
   type RunningGateway,
-} from '../test/support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 import type { LoadJob, LoadResult } from './load.js';
 import type { LoadProcess } from './load-process.js';
 import { LOAD_HEADER, loadRow, markdownTable } from './table.js';

@@ -20,7 +20,7 @@ const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
 const importStarted = performance.now();
 const { createGateway } = await import('../src/gateway.js');
 const { createLogger } = await import('../src/logger.js');
-const { testConfig } = await import('../test/support/gateway-harness.js');
+const { testConfig } = await import('../dev/gateway-harness.js');
 const importMs = performance.now() - importStarted;
 
 const lines: LogLine[] = [];

@@ -20,8 +20,8 @@ import sqlite3 from 'sqlite3';
 import { listStoredFiles } from '../src/cache/disk-store.js';
 import { createSqliteIndex } from '../src/cache/recording-index.js';
 import { cacheKey, type RecordingMeta } from '../src/cache/recording-meta.js';
-import { namespaceFor } from '../test/support/durability.js';
-import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig } from '../test/support/gateway-process.js';
+import { namespaceFor } from '../dev/gateway-harness.js';
+import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import { procMemory } from './proc-stats.js';
 import { fmt, markdownTable, mib, type Cell } from './table.js';
 

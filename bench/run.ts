@@ -12,8 +12,8 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { startFakeFlyflow, loadFixtureRecordings, type FakeFlyflow } from '../test/support/fake-flyflow.js';
-import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../test/support/gateway-harness.js';
+import { startFakeFlyflow, loadFixtureRecordings, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import { startLoadProcess, type LoadProcess } from './load-process.js';
 import {
   COLD_BYTES,

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { signRecordingUrl } from '../src/client/signing.js';
-import { ACME_SIGNING_SECRET } from '../test/support/gateway-harness.js';
+import { ACME_SIGNING_SECRET } from '../dev/gateway-harness.js';
 import {
   AUTH,
   COLD_BYTES,

@@ -1,7 +1,7 @@
 /**
  * `npm run demo`: everything on loopback, no network needed.
  *
- *   sample Flyflow upstream (test/fixtures MP3s)  <-  gateway  <-  player app
+ *   sample Flyflow upstream (dev/fixtures MP3s)  <-  gateway  <-  player app
  *
  * The player app stands in for a tenant's product: a page on its own origin and
  * a backend that keeps the tenant API key and hands the page signed URLs. Keys
@@ -19,7 +19,7 @@ import { sha256Hex } from '../src/auth/tenants.js';
 import { parseConfig } from '../src/config/index.js';
 import { createGateway, type Gateway } from '../src/gateway.js';
 import { silentLogger } from '../src/logger.js';
-import { loadFixtureCatalog, startFakeFlyflow, type FakeFlyflow } from '../test/support/fake-flyflow.js';
+import { loadFixtureCatalog, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { createPlayerBackend } from './demo/player-server.js';
 
 export const DEMO_GATEWAY_PORT = 8080;

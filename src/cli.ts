@@ -4,11 +4,12 @@ import { randomBytes } from 'node:crypto';
 import { sha256Hex } from './auth/tenants.js';
 import { signRecordingUrl } from './client/signing.js';
 import { ConfigError, loadConfig, type GatewayConfig } from './config/index.js';
-import { parseCallId } from './http/call-id.js';
-import { GatewayError } from './http/errors.js';
+import { parseCallId } from './recordings/call-id.js';
+import { GatewayError } from './errors.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
-import { UsageError, cachePurge, cacheStats, cacheVerify } from './cli/cache-commands.js';
+import { cachePurge, cacheStats, cacheVerify } from './cli/cache-commands.js';
+import { UsageError } from './cli/io.js';
 import { prefetchCommand } from './cli/prefetch-command.js';
 
 const DEFAULT_SIGN_TTL_SECONDS = 300;

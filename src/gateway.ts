@@ -8,12 +8,13 @@ import { DiskHealth } from './cache/disk-health.js';
 import { createDiskStore } from './cache/disk-store.js';
 import { NotFoundMemory } from './cache/not-found-memory.js';
 import { RecordingCache } from './cache/recording-cache.js';
-import { createRedisIndex, createSqliteIndex, type RecordingIndex } from './cache/recording-index.js';
+import { openIndex } from './cache/open-index.js';
+import type { RecordingIndex } from './cache/recording-index.js';
 import type { GatewayConfig } from './config/index.js';
 import { DownloadManager } from './download/download-manager.js';
 import { DownloadSlots } from './download/download-slots.js';
 import { createPrefetcher, type Prefetch, type PrefetchOptions } from './download/prefetcher.js';
-import type { GatewayEnv } from './http/gateway-env.js';
+import type { GatewayEnv } from './routes/gateway-env.js';
 import { silentLogger, type Logger } from './logger.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createMemoryRateLimitStore, createTenantRateLimiter } from './rate-limit/index.js';
@@ -45,11 +46,6 @@ export interface Gateway {
   prefetch: Prefetch;
   /** Waits for downloads under way to be stored, then closes the index. */
   close(): Promise<void>;
-}
-
-export function openIndex(config: GatewayConfig): RecordingIndex {
-  const { index, dir } = config.cache;
-  return index.kind === 'redis' ? createRedisIndex(index.url) : createSqliteIndex(dir);
 }
 
 /** Builds every dependency from the config and loads the cache index into memory. */

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Clock } from './clock.js';
 import type { GatewayConfig } from './config/index.js';
 import { createGateway, type Gateway } from './gateway.js';
-import { BadRequestError, GatewayError, errorResponse } from './http/errors.js';
+import { BadRequestError, GatewayError, errorResponse } from './errors.js';
 import type { Logger } from './logger.js';
 
 export interface RunningServer {

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDemo, type Demo } from '../scripts/demo.js';
-import { loadFixtureCatalog } from './support/fake-flyflow.js';
+import { loadFixtureCatalog } from '../dev/fake-flyflow.js';
 
 const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = [

@@ -3,9 +3,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { upstreamNamespace } from '../src/auth/tenants.js';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
-import { ACME_KEY, SERVER_KEY, acmeTenant, makeTempDir, removeDir, startGateway, testConfig } from './support/gateway-harness.js';
-import { runCliProcess } from './support/run-cli.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { ACME_KEY, SERVER_KEY, acmeTenant, makeTempDir, removeDir, startGateway, testConfig } from '../dev/gateway-harness.js';
+import { runCliProcess } from '../dev/run-cli.js';
 
 let upstream: FakeFlyflow;
 let dir: string;

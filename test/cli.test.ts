@@ -2,8 +2,8 @@ import { createHash, createHmac } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { makeTempDir, removeDir } from './support/gateway-harness.js';
-import { runCliProcess } from './support/run-cli.js';
+import { makeTempDir, removeDir } from '../dev/gateway-harness.js';
+import { runCliProcess } from '../dev/run-cli.js';
 
 const SIGNING_SECRET = 'cli-test-signing-secret-0123456789';
 let dir: string;

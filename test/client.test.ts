@@ -10,7 +10,7 @@ import {
   RecordingGatewayTimeoutError,
   signRecordingUrl,
 } from '../src/client/index.js';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
   ACME_SIGNING_SECRET,
@@ -19,7 +19,7 @@ import {
   startGateway,
   testConfig,
   type RunningGateway,
-} from './support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 
 /** The contract's formula, written out here so the library is checked against it, not against itself. */
 function contractSignature(secret: string, tenant: string, id: string, exp: string): string {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
   SERVER_KEY,
@@ -9,7 +9,7 @@ import {
   startGateway,
   testConfig,
   type RunningGateway,
-} from './support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 
 let upstream: FakeFlyflow;
 let gateway: RunningGateway;

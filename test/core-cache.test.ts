@@ -3,7 +3,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { upstreamNamespace } from '../src/auth/tenants.js';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
   SERVER_KEY,
@@ -18,7 +18,7 @@ import {
   testTenant,
   type RunningGateway,
   bytesOf,
-} from './support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 
 let upstream: FakeFlyflow;
 let dir: string;

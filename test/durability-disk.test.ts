@@ -27,7 +27,7 @@ import {
   unmount,
   WARN,
 } from './support/durability.js';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   makeTempDir,
   manualClock,
@@ -36,7 +36,7 @@ import {
   tempFilesIn,
   testConfig,
   type RunningGateway,
-} from './support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 
 type CacheOptions = Partial<GatewayConfig['cache']>;
 

@@ -7,8 +7,8 @@ import {
   loadFixtureCatalog,
   loadFixtureRecordings,
   startFakeFlyflow,
-} from './support/fake-flyflow.js';
-import type { FakeFlyflow } from './support/fake-flyflow.js';
+} from '../dev/fake-flyflow.js';
+import type { FakeFlyflow } from '../dev/fake-flyflow.js';
 
 function isMp3(bytes: Uint8Array): boolean {
   const id3 = bytes[0] === 0x49 && bytes[1] === 0x44 && bytes[2] === 0x33;

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { createLogger } from '../src/logger.js';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
   ACME_SIGNING_SECRET,
@@ -12,7 +12,7 @@ import {
   startGateway,
   testConfig,
   type RunningGateway,
-} from './support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 
 const ADMIN_TOKEN = 'admin-token-for-tests-0123456789';
 const WEBHOOK_TOKEN = 'acme-webhook-token-0123456789abcdef';

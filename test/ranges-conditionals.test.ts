@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   expectedEtag,
   makeTempDir,
@@ -8,7 +8,7 @@ import {
   testConfig,
   type RunningGateway,
   bytesOf,
-} from './support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 
 let upstream: FakeFlyflow;
 let dir: string;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   acmeTenant,
   makeTempDir,
@@ -9,7 +9,7 @@ import {
   testConfig,
   testTenant,
   type RunningGateway,
-} from './support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 
 const BETA_KEY = 'beta-tenant-key-for-rate-limits-01';
 let upstream: FakeFlyflow;

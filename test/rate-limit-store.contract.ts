@@ -6,21 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../src/clock.js';
+import { manualClock } from '../dev/manual-clock.js';
 import type { RateLimitDecision, RateLimitStore } from '../src/rate-limit/rate-limit-store.js';
 
-/** A clock that only moves when told. */
-export function manualTestClock(start = Date.UTC(2026, 0, 1, 12)): Clock & { advance(ms: number): void; set(ms: number): void } {
-  let now = start;
-  return {
-    now: () => now,
-    advance: (ms) => {
-      now += ms;
-    },
-    set: (ms) => {
-      now = ms;
-    },
-  };
-}
 
 /** Opens a store whose time is `clock`. Keys are unique per test, so a shared store needs no flushing between tests. */
 export type MakeRateLimitStore = (clock: Clock) => RateLimitStore | Promise<RateLimitStore>;
@@ -31,7 +19,7 @@ let serial = 0;
 export function describeRateLimitStoreContract(name: string, makeStore: MakeRateLimitStore): void {
   describe(`RateLimitStore contract: ${name}`, () => {
     async function setUp() {
-      const clock = manualTestClock();
+      const clock = manualClock();
       const store = await makeStore(clock);
       const prefix = `contract-${run}-${++serial}`;
       const take = async (key: string, capacity: number, windowMs = 60_000): Promise<RateLimitDecision> =>

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { errorResponse, GatewayError, TooManyRequestsError } from '../src/http/errors.js';
+import { errorResponse, GatewayError, TooManyRequestsError } from '../src/errors.js';
 import {
   createMemoryRateLimitStore,
   createTenantRateLimiter,
@@ -8,7 +8,8 @@ import {
   type RateLimitStore,
   type TenantRateLimiter,
 } from '../src/rate-limit/index.js';
-import { describeRateLimitStoreContract, manualTestClock } from './rate-limit-store.contract.js';
+import { manualClock } from '../dev/manual-clock.js';
+import { describeRateLimitStoreContract } from './rate-limit-store.contract.js';
 
 describeRateLimitStoreContract('memory', (clock) => createMemoryRateLimitStore({ clock }));
 
@@ -18,7 +19,7 @@ function asyncStore(inner: RateLimitStore): RateLimitStore {
 }
 
 function setUp(options: { async?: boolean } = {}) {
-  const clock = manualTestClock();
+  const clock = manualClock();
   const memory = createMemoryRateLimitStore({ clock });
   const limiter = createTenantRateLimiter({ store: options.async ? asyncStore(memory) : memory });
   return { clock, memory, limiter };
@@ -177,7 +178,7 @@ describe('tenant rate limiter', () => {
 
 describe('memory rate-limit store', () => {
   it('remembers at most maxKeys buckets however many clients appear', () => {
-    const clock = manualTestClock();
+    const clock = manualClock();
     const store = createMemoryRateLimitStore({ clock, maxKeys: 3 });
     for (let i = 0; i < 1000; i++) {
       store.take(`client-${i}`, 10, 60_000);
@@ -186,7 +187,7 @@ describe('memory rate-limit store', () => {
   });
 
   it('drops idle, refilled buckets before a limited client’s, so the limited client stays limited', () => {
-    const clock = manualTestClock();
+    const clock = manualClock();
     const store = createMemoryRateLimitStore({ clock, maxKeys: 2 });
     for (let i = 0; i < 3; i++) store.take('hammering', 3, 60_000);
     store.take('idle', 60, 60_000);
@@ -197,7 +198,7 @@ describe('memory rate-limit store', () => {
   });
 
   it('drops the least recently used bucket when every bucket is in use', () => {
-    const clock = manualTestClock();
+    const clock = manualClock();
     const store = createMemoryRateLimitStore({ clock, maxKeys: 2 });
     store.take('a', 1, 60_000);
     store.take('b', 1, 60_000);
@@ -211,7 +212,7 @@ describe('memory rate-limit store', () => {
   it('answers synchronously and leaves no timers behind to keep the process alive', () => {
     vi.useFakeTimers();
     try {
-      const store = createMemoryRateLimitStore({ clock: manualTestClock(), maxKeys: 2 });
+      const store = createMemoryRateLimitStore({ clock: manualClock(), maxKeys: 2 });
       for (let i = 0; i < 10; i++) expect(store.take(`k${i}`, 1, 1000)).not.toBeInstanceOf(Promise);
       expect(vi.getTimerCount()).toBe(0);
     } finally {
@@ -221,7 +222,7 @@ describe('memory rate-limit store', () => {
 
   it('refuses a maxKeys that is not a positive integer, naming the option', () => {
     for (const bad of [0, -1, 2.5, Number.NaN]) {
-      expect(() => createMemoryRateLimitStore({ clock: manualTestClock(), maxKeys: bad })).toThrow(
+      expect(() => createMemoryRateLimitStore({ clock: manualClock(), maxKeys: bad })).toThrow(
         /memory rate-limit store: options\.maxKeys/,
       );
     }

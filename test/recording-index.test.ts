@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { createRedisIndex, createSqliteIndex, type RecordingIndex } from '../src/cache/recording-index.js';
 import { cacheKey, type RecordingMeta } from '../src/cache/recording-meta.js';
 import { describeRecordingIndexContract, sampleMeta, type IndexUnderTest } from './recording-index.contract.js';
-import { makeTempDir, removeDir } from './support/gateway-harness.js';
+import { makeTempDir, removeDir } from '../dev/gateway-harness.js';
 import { startRedisServer, type RunningRedis } from './support/redis-server.js';
 
 // The stored layouts, pinned here on purpose: changing them orphans every

@@ -4,16 +4,16 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { silentLogger } from '../src/logger.js';
 import { startServer } from '../src/server.js';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
-import { ACME_KEY, SERVER_KEY, makeTempDir, rawRequest, removeDir, startGateway, tempFilesIn, testConfig } from './support/gateway-harness.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { ACME_KEY, SERVER_KEY, makeTempDir, rawRequest, removeDir, startGateway, tempFilesIn, testConfig } from '../dev/gateway-harness.js';
 import {
   startGatewayProcess,
   stopGatewayProcess,
   tryConnect,
   writeGatewayConfig,
   type GatewayProcess,
-} from './support/gateway-process.js';
-import { eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from './support/recording-bytes.js';
+} from '../dev/gateway-process.js';
+import { eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import { contractViolation, requestFuzzer, sendRaw, type FuzzRequest } from './support/request-fuzz.js';
 
 const AUTH = { authorization: `Bearer ${ACME_KEY}` };

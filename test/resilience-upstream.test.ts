@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   makeTempDir,
   removeDir,
@@ -9,8 +9,8 @@ import {
   type RunningGateway,
   type TestConfigOptions,
   bytesOf,
-} from './support/gateway-harness.js';
-import { eventually, storedRecordingFiles } from './support/recording-bytes.js';
+} from '../dev/gateway-harness.js';
+import { eventually, storedRecordingFiles } from '../dev/recording-bytes.js';
 
 let upstream: FakeFlyflow;
 let dir: string;

@@ -5,8 +5,8 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createRedisIndex } from '../src/cache/recording-index.js';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
-import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from './support/gateway-harness.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import { startRedisServer, type RunningRedis } from './support/redis-server.js';
 
 const RECORDING = '/v1/call/recording/1.mp3';

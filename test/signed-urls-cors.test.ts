@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from './support/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
   ACME_ORIGIN,
@@ -14,7 +14,7 @@ import {
   testConfig,
   testTenant,
   type RunningGateway,
-} from './support/gateway-harness.js';
+} from '../dev/gateway-harness.js';
 
 const OTHER_ORIGIN = 'https://app.beta.example';
 const BETA_KEY = 'beta-tenant-key-for-tests-00000001';

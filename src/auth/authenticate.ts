@@ -1,4 +1,4 @@
-import { UnauthorizedError } from '../http/errors.js';
+import { UnauthorizedError } from '../errors.js';
 import { bearerToken } from './bearer.js';
 import type { Clock } from '../clock.js';
 import { hasSignedUrlParams, verifySignedUrl, type SignedUrlParams } from './signed-url.js';

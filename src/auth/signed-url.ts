@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { recordingSignature } from '../client/signing.js';
-import { UnauthorizedError } from '../http/errors.js';
+import { UnauthorizedError } from '../errors.js';
 import type { Tenant, TenantRegistry } from './tenants.js';
 
 /** The query parameters of a signed recording URL. */

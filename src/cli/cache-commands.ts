@@ -1,22 +1,13 @@
-import bytes from 'bytes';
 import { upstreamNamespace } from '../auth/tenants.js';
 import { createDiskStore } from '../cache/disk-store.js';
 import type { RecordingIndex } from '../cache/recording-index.js';
 import type { RecordingMeta } from '../cache/recording-meta.js';
 import { verifyCache } from '../cache/verify.js';
 import type { GatewayConfig } from '../config/index.js';
-import { openIndex } from '../gateway.js';
-
-export type Print = (line: string) => void;
-
-export class UsageError extends Error {}
+import { openIndex } from '../cache/open-index.js';
+import { UsageError, formatBytes, type Print } from './io.js';
 
 const METRICS_TIMEOUT_MS = 2_000;
-
-/** `22.63 KB`: a byte count as operators read it. */
-export function formatBytes(value: number): string {
-  return bytes.format(value, { unitSeparator: ' ' }) ?? `${value} B`;
-}
 
 async function withIndex<T>(config: GatewayConfig, use: (index: RecordingIndex) => Promise<T>): Promise<T> {
   const index = openIndex(config);

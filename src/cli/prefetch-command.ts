@@ -1,7 +1,7 @@
 import { cacheKey } from '../cache/recording-meta.js';
 import type { GatewayConfig } from '../config/index.js';
 import { createGateway } from '../gateway.js';
-import { UsageError, formatBytes, type Print } from './cache-commands.js';
+import { UsageError, formatBytes, type Print } from './io.js';
 
 const PROGRESS_INTERVAL_MS = 200;
 

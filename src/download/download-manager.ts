@@ -5,7 +5,7 @@ import type { DiskStore } from '../cache/disk-store.js';
 import type { NotFoundMemory } from '../cache/not-found-memory.js';
 import type { RecordingCache } from '../cache/recording-cache.js';
 import { cacheKey } from '../cache/recording-meta.js';
-import { NotFoundError } from '../http/errors.js';
+import { NotFoundError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import { upstreamErrorKind } from '../upstream/errors.js';

@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { BadGatewayError, type GatewayError } from '../http/errors.js';
+import { BadGatewayError, type GatewayError } from '../errors.js';
 
 export interface DownloadSink {
   /** Where the body goes while it arrives; undefined when the disk cannot take it. */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BadGatewayError, GatewayError } from '../http/errors.js';
+import { BadGatewayError, GatewayError } from '../errors.js';
 import { RetryableUpstreamError } from '../upstream/errors.js';
 import type { UpstreamRecording } from '../upstream/flyflow-client.js';
 import { MP3_SIGNATURE_BYTES, looksLikeMp3 } from '../upstream/mp3-signature.js';

@@ -1,4 +1,4 @@
-import { TooManyRequestsError } from '../http/errors.js';
+import { TooManyRequestsError } from '../errors.js';
 import type { RateLimitDecision, RateLimitStore } from './rate-limit-store.js';
 
 /** A tenant's limit is per minute (`rate_limit_per_minute`); its burst is one minute's worth. */

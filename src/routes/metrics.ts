@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { bearerToken } from '../auth/bearer.js';
 import { constantTimeEqual } from '../auth/constant-time.js';
-import { UnauthorizedError } from '../http/errors.js';
+import { UnauthorizedError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 
 /** GET /metrics in Prometheus text format, behind `Authorization: Bearer $ADMIN_TOKEN` when one is set. */

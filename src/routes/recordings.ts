@@ -7,9 +7,9 @@ import type { CacheHit, RecordingCache } from '../cache/recording-cache.js';
 import { cacheKey } from '../cache/recording-meta.js';
 import { signRecordingUrl } from '../client/signing.js';
 import type { DownloadManager } from '../download/download-manager.js';
-import { parseCallId } from '../http/call-id.js';
+import { parseCallId } from '../recordings/call-id.js';
 import { corsHeaders } from '../http/cors.js';
-import { BadRequestError, NotFoundError, ServiceUnavailableError } from '../http/errors.js';
+import { BadRequestError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 import {
   downloadResponse,
   fileResponse,
@@ -17,11 +17,11 @@ import {
   type AbortConnection,
   type RecordingRequest,
   type ResponseHeaders,
-} from '../http/recording-response.js';
+} from './recording-response.js';
 import type { Logger } from '../logger.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
-import type { GatewayEnv } from '../http/gateway-env.js';
-import { rawRequestPath } from '../http/request-target.js';
+import type { GatewayEnv } from './gateway-env.js';
+import { rawRequestPath } from './request-target.js';
 
 export interface RecordingRoutesDeps {
   authenticator: Authenticator;

@@ -2,9 +2,9 @@ import type { Context } from 'hono';
 import { constantTimeEqual } from '../auth/constant-time.js';
 import type { TenantRegistry } from '../auth/tenants.js';
 import type { Prefetch, PrefetchOptions } from '../download/prefetcher.js';
-import { parseCallId } from '../http/call-id.js';
-import { BadRequestError, UnauthorizedError } from '../http/errors.js';
-import type { GatewayEnv } from '../http/gateway-env.js';
+import { parseCallId } from '../recordings/call-id.js';
+import { BadRequestError, UnauthorizedError } from '../errors.js';
+import type { GatewayEnv } from './gateway-env.js';
 import type { Logger } from '../logger.js';
 
 export interface WebhookDeps {

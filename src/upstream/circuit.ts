@@ -1,6 +1,6 @@
 import { BrokenCircuitError, ConsecutiveBreaker, IsolatedCircuitError, circuitBreaker, handleWhen } from 'cockatiel';
 import type { Clock } from '../clock.js';
-import { ServiceUnavailableError } from '../http/errors.js';
+import { ServiceUnavailableError } from '../errors.js';
 import { isUpstreamOutage } from './errors.js';
 
 export interface CircuitOptions {

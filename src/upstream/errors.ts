@@ -1,4 +1,4 @@
-import { BadGatewayError, GatewayError, GatewayTimeoutError, NotFoundError, ServiceUnavailableError } from '../http/errors.js';
+import { BadGatewayError, GatewayError, GatewayTimeoutError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 
 /** Flyflow itself is failing (5xx, unreachable, broken connection): what the circuit breaker counts. */
 export class UpstreamOutageError extends BadGatewayError {}

@@ -1,5 +1,5 @@
 import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
-import { BadGatewayError, GatewayError, GatewayTimeoutError } from '../http/errors.js';
+import { BadGatewayError, GatewayError, GatewayTimeoutError } from '../errors.js';
 import type { UpstreamCircuit } from './circuit.js';
 import { RetryableUpstreamError, errorForUpstreamStatus, upstreamTimeout, upstreamUnreachable } from './errors.js';
 

@@ -7,16 +7,12 @@ import { createHash } from 'node:crypto';
 import { readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { upstreamNamespace } from '../../src/auth/tenants.js';
 import { createLogger, type Logger } from '../../src/logger.js';
-import { SERVER_KEY } from './gateway-harness.js';
+import { namespaceFor } from '../../dev/gateway-harness.js';
 
 const run = promisify(execFile);
 
-/** The namespace the test tenant (server key) stores under for that upstream. */
-export function namespaceFor(upstreamBaseUrl: string): string {
-  return upstreamNamespace(upstreamBaseUrl, SERVER_KEY);
-}
+export { namespaceFor };
 
 /** `<dir>/recordings/<namespace>/<id>.mp3` */
 export function recordingPath(dir: string, upstreamBaseUrl: string, id: number | string): string {

@@ -5,7 +5,7 @@
  */
 import { createHmac } from 'node:crypto';
 import { request, type Agent, type IncomingHttpHeaders } from 'node:http';
-import { ACME_KEY, ACME_ORIGIN, ACME_SIGNING_SECRET } from './gateway-harness.js';
+import { ACME_KEY, ACME_ORIGIN, ACME_SIGNING_SECRET } from '../../dev/gateway-harness.js';
 
 /** mulberry32: tiny, fast, and the same sequence for the same seed on every platform. */
 export function seededRandom(seed: number): () => number {

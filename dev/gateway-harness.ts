@@ -3,19 +3,24 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { sha256Hex } from '../../src/auth/tenants.js';
-import type { Clock } from '../../src/clock.js';
-import type { GatewayConfig, TenantConfig } from '../../src/config/index.js';
-import { createGateway, type Gateway } from '../../src/gateway.js';
-import { createHttpServer } from '../../src/server.js';
+import { sha256Hex, upstreamNamespace } from '../src/auth/tenants.js';
+import type { Clock } from '../src/clock.js';
+import type { GatewayConfig, TenantConfig } from '../src/config/index.js';
+import { createGateway, type Gateway } from '../src/gateway.js';
+import { createHttpServer } from '../src/server.js';
 import type { Server } from 'node:http';
-import type { Logger } from '../../src/logger.js';
+import type { Logger } from '../src/logger.js';
 
 export const SERVER_KEY = 'flyflow-server-key-for-tests-000000';
 export const ACME_KEY = 'acme-tenant-key-for-tests-0000000001';
 export const ACME_SIGNING_SECRET = 'acme-signing-secret-k1-0123456789';
 export const ACME_SIGNING_SECRET_K2 = 'acme-signing-secret-k2-9876543210';
 export const ACME_ORIGIN = 'https://app.acme.example';
+
+/** The namespace the test tenant (server key) stores under for that upstream. */
+export function namespaceFor(upstreamBaseUrl: string): string {
+  return upstreamNamespace(upstreamBaseUrl, SERVER_KEY);
+}
 
 /** A tenant in the test config, with its API key in clear so tests can use it. */
 export function testTenant(id: string, apiKey: string, extra: Partial<TenantConfig> = {}): TenantConfig {
@@ -134,16 +139,7 @@ export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-/** A clock tests move by hand. */
-export function manualClock(start = Date.UTC(2026, 10, 30, 12, 0, 0)): Clock & { advance(ms: number): void } {
-  let now = start;
-  return {
-    now: () => now,
-    advance(ms) {
-      now += ms;
-    },
-  };
-}
+export { manualClock } from './manual-clock.js';
 
 /** A request whose path is sent byte for byte, as a hostile client would (fetch() would normalise it). */
 export async function rawRequest(

@@ -1,4 +1,4 @@
-import { BadRequestError } from './errors.js';
+import { BadRequestError } from '../errors.js';
 
 // Flyflow call ids are sequential integers; anything that is not the canonical
 // decimal spelling (no sign, no leading zero, no exponent, no encoding) is

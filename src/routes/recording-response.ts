@@ -1,9 +1,9 @@
 import type { FileHandle } from 'node:fs/promises';
 import type { CachedRecording } from '../cache/recording-cache.js';
 import type { DownloadHead, RecordingDownload } from '../download/recording-download.js';
-import { evaluatePreconditions, rangeIsApplicable, type Validators } from './conditional.js';
-import { PreconditionFailedError, RangeNotSatisfiableError } from './errors.js';
-import { contentRange, decideRange, type ByteRange } from './range.js';
+import { evaluatePreconditions, rangeIsApplicable, type Validators } from '../http/conditional.js';
+import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js';
+import { contentRange, decideRange, type ByteRange } from '../http/range.js';
 
 /** The request headers that shape a recording answer. */
 export interface RecordingRequest {

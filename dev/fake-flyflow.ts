@@ -47,7 +47,7 @@ export type Behaviour =
   | { kind: 'gate' };
 
 export interface FakeFlyflowOptions {
-  /** Recordings by call ID. Default: the fixtures listed in `test/fixtures/recordings.json`. */
+  /** Recordings by call ID. Default: the fixtures listed in `dev/fixtures/recordings.json`. */
   recordings?: Map<number, Buffer>;
   /** Accepted Bearer keys. If given, any other request gets 401; if omitted, every request is accepted. */
   apiKeys?: string[];
@@ -87,13 +87,13 @@ export interface FixtureRecording {
   duration_seconds: number;
 }
 
-/** Absolute path of `test/fixtures`. */
-export const FIXTURE_DIR: string = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
+/** Absolute path of `dev/fixtures`. */
+export const FIXTURE_DIR: string = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 
 /** The fixed `Last-Modified` the fake sends on normal answers. */
 export const FIXTURE_LAST_MODIFIED = 'Wed, 01 Jan 2025 00:00:00 GMT';
 
-/** The catalogue in `test/fixtures/recordings.json` (IDs, titles, durations). */
+/** The catalogue in `dev/fixtures/recordings.json` (IDs, titles, durations). */
 export async function loadFixtureCatalog(): Promise<FixtureRecording[]> {
   const text = await readFile(join(FIXTURE_DIR, 'recordings.json'), 'utf8');
   return JSON.parse(text) as FixtureRecording[];
