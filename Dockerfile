@@ -6,8 +6,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY packages ./packages
 COPY src ./src
-# `npm ci` runs the `prepare` script, which compiles src/ to dist/.
+# `npm ci` runs the `prepare` script, which compiles the client package
+# (packages/client, an npm workspace) and then src/ to dist/.
 RUN npm ci && npm prune --omit=dev
 
 # Runtime stage: production dependencies and compiled code only, as a non-root user.
@@ -20,6 +22,9 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# node_modules/@recording-gateway/client links here: its package.json and compiled code only.
+COPY --from=build /app/packages/client/package.json ./packages/client/
+COPY --from=build /app/packages/client/dist ./packages/client/dist
 COPY package.json ./
 COPY config ./config
 RUN mkdir -p /data/cache && chown -R node:node /data

@@ -47,9 +47,8 @@ let batchStart = performance.now();
 for (let i = 1; i <= STORES; i++) {
   const body = Buffer.concat([Buffer.from('ID3'), randomBytes(SIZE - 3)]);
   const temp = await disk.createTemp();
-  await temp.handle.writeFile(body);
-  await temp.handle.sync();
-  await temp.handle.close();
+  await temp.write(body, 0);
+  await temp.sync();
   await cache.store(
     {
       namespace: 'bench',
@@ -59,9 +58,10 @@ for (let i = 1; i <= STORES; i++) {
       contentType: 'audio/mpeg',
       fetchedAt: Date.now(),
     },
-    temp.path,
+    temp,
     undefined,
   );
+  await temp.close();
   // Some hits keep a few old entries recent, so eviction must skip over them.
   if (i % 10 === 0) cache.lookup(`bench/${Math.max(1, i - KEEP + 5)}`);
   if (i % BATCH === 0) {

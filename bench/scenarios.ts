@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { signRecordingUrl } from '../src/client/signing.js';
+import { signRecordingUrl } from '@recording-gateway/client';
 import { ACME_SIGNING_SECRET } from '../dev/gateway-harness.js';
 import {
   AUTH,

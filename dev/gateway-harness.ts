@@ -60,7 +60,7 @@ export interface TestConfigOptions {
 
 export function testConfig(options: TestConfigOptions): GatewayConfig {
   return {
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: '127.0.0.1', port: 0, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000 },
     ...(options.publicBaseUrl ? { publicBaseUrl: options.publicBaseUrl } : {}),
     upstream: {
       baseUrl: options.upstreamBaseUrl,

@@ -8,6 +8,7 @@ import { RECORDING_PREFIX, rawRequestPath } from './routes/request-target.js';
 import { requestLog } from './routes/request-log.js';
 import type { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
+import { ADMIN_PURGE_PATH, createAdminPurgeHandler, type AdminRoutesDeps } from './routes/admin.js';
 import { createMetricsHandler } from './routes/metrics.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
 import { createRecordingHandlers, type RecordingRoutesDeps } from './routes/recordings.js';
@@ -18,9 +19,11 @@ export interface AppDeps extends RecordingRoutesDeps {
   metrics: GatewayMetrics;
   adminToken: string | undefined;
   webhooks: Omit<WebhookDeps, 'tenants' | 'logger'>;
+  admin: Omit<AdminRoutesDeps, 'tenants' | 'adminToken'>;
 }
 
 const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
+const ADMIN_BODY_LIMIT_BYTES = 4 * 1024;
 const WEBHOOK_BODY_LIMIT_BYTES = 64 * 1024;
 const RECORDING_METHODS = 'GET, HEAD, DELETE';
 
@@ -35,6 +38,11 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   app.get('/healthz', health.healthz);
   app.get('/readyz', health.readyz);
   app.get('/metrics', createMetricsHandler(deps.metrics, deps.adminToken));
+  app.post(
+    ADMIN_PURGE_PATH,
+    bodyLimit({ maxSize: ADMIN_BODY_LIMIT_BYTES, onError: () => { throw new BadRequestError('Body too large'); } }),
+    createAdminPurgeHandler({ ...deps.admin, tenants: deps.tenants, adminToken: deps.adminToken }),
+  );
   app.post(
     '/v1/webhooks/flyflow/:tenant',
     bodyLimit({ maxSize: WEBHOOK_BODY_LIMIT_BYTES, onError: () => { throw new BadRequestError('Body too large'); } }),

@@ -44,10 +44,19 @@ const CREDENTIAL_MESSAGES: Record<CredentialProblem, string> = {
   expired: 'Expired signature',
 };
 
+// RFC 9110 15.5.2: a 401 carries a challenge. RFC 6750 3.1: no error code when
+// no credentials were sent, `invalid_token` when they were wrong or expired.
+const CHALLENGES: Record<CredentialProblem, string> = {
+  missing: 'Bearer realm="recording-gateway"',
+  invalid: 'Bearer realm="recording-gateway", error="invalid_token"',
+  expired: 'Bearer realm="recording-gateway", error="invalid_token"',
+};
+
 export class UnauthorizedError extends GatewayError {
   readonly problem: CredentialProblem;
-  constructor(problem: CredentialProblem) {
-    super(401, 'Unauthorized', CREDENTIAL_MESSAGES[problem]);
+  /** `message` replaces the standard one for the problem; it must not tell whether a tenant or key exists. */
+  constructor(problem: CredentialProblem, message: string = CREDENTIAL_MESSAGES[problem]) {
+    super(401, 'Unauthorized', message, { headers: { 'WWW-Authenticate': CHALLENGES[problem] } });
     this.problem = problem;
   }
 }

@@ -1,8 +1,7 @@
-import { access, constants } from 'node:fs/promises';
 import type { Hono } from 'hono';
 import { createApp } from './app.js';
 import { createAuthenticator } from './auth/authenticate.js';
-import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
+import { createTenantRegistry, upstreamNamespace, type TenantRegistry } from './auth/tenants.js';
 import { systemClock, type Clock } from './clock.js';
 import { DiskHealth } from './cache/disk-health.js';
 import { createDiskStore } from './cache/disk-store.js';
@@ -13,12 +12,14 @@ import type { RecordingIndex } from './cache/recording-index.js';
 import type { GatewayConfig } from './config/index.js';
 import { DownloadManager } from './download/download-manager.js';
 import { DownloadSlots } from './download/download-slots.js';
-import { createPrefetcher, type Prefetch, type PrefetchOptions } from './download/prefetcher.js';
+import { createPrefetcher, type Prefetch, type PrefetchOptions } from './recordings/prefetch.js';
+import { RecordingService } from './recordings/recording-service.js';
 import type { GatewayEnv } from './routes/gateway-env.js';
+import { cacheDirectoryReadiness, indexReadiness } from './routes/health.js';
 import { silentLogger, type Logger } from './logger.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createMemoryRateLimitStore, createTenantRateLimiter } from './rate-limit/index.js';
-import { createUpstreamCircuit, type UpstreamCircuit } from './upstream/circuit.js';
+import { createUpstreamCircuits, type UpstreamCircuit, type UpstreamCircuits } from './upstream/circuit.js';
 import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
 
 export interface GatewayOptions {
@@ -38,9 +39,14 @@ export interface Gateway {
   app: Hono<GatewayEnv>;
   cache: RecordingCache;
   downloads: DownloadManager;
+  /** Finds or fetches recordings: what the routes, the webhook prefetcher and the CLI call. */
+  recordings: RecordingService;
   index: RecordingIndex;
   tenants: TenantRegistry;
+  /** The circuit of the server key's upstream account. */
   circuit: UpstreamCircuit;
+  /** One circuit per upstream account. */
+  circuits: UpstreamCircuits;
   diskHealth: DiskHealth;
   metrics: GatewayMetrics;
   prefetch: Prefetch;
@@ -58,12 +64,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     cacheStats: () => cache.stats(),
     downloadsInFlight: (): number => downloads.inFlight,
     downloadsQueued: () => slots.queued,
-    circuitState: () => circuit.state,
+    circuitStates: () => circuits.states(),
   });
   const disk = createDiskStore(config.cache.dir);
   await disk.init();
   const index = openIndex(config);
-  const diskHealth = new DiskHealth(logger, clock);
+  const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
   const cache = new RecordingCache({
     disk,
     index,
@@ -81,30 +87,44 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
   const tenants = createTenantRegistry(config);
   const notFound = new NotFoundMemory(config.cache.notFoundTtlSeconds * 1000, clock);
-  const circuit = createUpstreamCircuit({
+  const circuits = createUpstreamCircuits({
     failureThreshold: config.upstream.circuitBreaker.failureThreshold,
     cooldownMs: config.upstream.circuitBreaker.cooldownSeconds * 1000,
     clock,
+    accounts: tenants.all.map((tenant) => tenant.namespace),
   });
+  const circuit = circuits.forAccount(upstreamNamespace(config.upstream.baseUrl, config.upstream.apiKey));
   const client = createFlyflowClient({
     baseUrl: config.upstream.baseUrl,
     timeoutMs: config.upstream.timeoutMs,
     bodyIdleTimeoutMs: config.upstream.bodyIdleTimeoutMs,
     maxRecordingBytes: config.cache.maxRecordingBytes,
-    circuit,
+    circuits,
     ...options.upstream,
   });
   const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads);
-  const downloads: DownloadManager = new DownloadManager({ client, cache, disk, diskHealth, notFound, clock, logger, slots, metrics });
-  const prefetch = createPrefetcher({ cache, downloads, notFound, logger });
+  const downloads: DownloadManager = new DownloadManager({
+    client,
+    sink: {
+      createTemp: () => disk.createTemp(),
+      memoryEntryMaxBytes: cache.memoryEntryMaxBytes,
+      onDiskError: (error) => diskHealth.report(error),
+    },
+    store: cache,
+    notFound,
+    clock,
+    logger,
+    slots,
+    metrics,
+  });
+  const recordings = new RecordingService({ cache, downloads, notFound });
+  const prefetch = createPrefetcher({ recordings, logger });
   const closing = new AbortController();
   const background = new Set<Promise<unknown>>();
   const app = createApp({
     tenants,
     authenticator: createAuthenticator(tenants, clock),
-    cache,
-    downloads,
-    notFound,
+    recordings,
     clock,
     logger,
     maxAgeSeconds: config.cache.maxAgeSeconds,
@@ -112,6 +132,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     rateLimiter: createTenantRateLimiter({ store: createMemoryRateLimitStore({ clock }) }),
     metrics,
     adminToken: config.adminToken,
+    admin: {
+      cacheDir: config.cache.dir,
+      stored: () => index.entries(),
+      // What DELETE does: a download under way is not stored, a remembered 404 is forgotten.
+      purge: (namespace, callId) => recordings.purge(namespace, callId),
+    },
     webhooks: {
       prefetch,
       prefetchOptions: { ...options.webhookPrefetch, signal: closing.signal },
@@ -120,35 +146,23 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         void task.finally(() => background.delete(task));
       },
     },
-    readiness: [
-      {
-        name: 'cache directory',
-        check: async () => {
-          await access(config.cache.dir, constants.W_OK);
-          if (diskHealth.problem) throw new Error(diskHealth.problem);
-        },
-      },
-      {
-        name: `${index.kind} index`,
-        check: () =>
-          index.ping().catch(() => {
-            throw new Error('the index store did not answer');
-          }),
-      },
-    ],
+    readiness: [cacheDirectoryReadiness(diskHealth), indexReadiness(index)],
   });
   return {
     app,
     cache,
     downloads,
+    recordings,
     index,
     tenants,
     circuit,
+    circuits,
     diskHealth,
     metrics,
     prefetch,
     async close() {
       closing.abort();
+      diskHealth.close();
       await Promise.allSettled([...background]);
       await downloads.idle();
       await index.close();

@@ -1,4 +1,5 @@
 import pino, { type DestinationStream, type Logger as PinoLogger } from 'pino';
+import { GatewayError } from './errors.js';
 
 export type Logger = PinoLogger;
 
@@ -24,14 +25,53 @@ const REDACTED_PATHS = [
   '*.token',
 ];
 
+const MAX_CAUSE_DEPTH = 4;
+
+/** An error as a log line shows it. */
+export interface LoggedError {
+  type: string;
+  message: string;
+  code?: string;
+  status?: number;
+  stack?: string;
+  cause?: LoggedError;
+}
+
+/**
+ * An expected failure (an upstream outage, a disk error: a GatewayError or a
+ * system error with a code) is described, with its causes, by type, code and
+ * message on one line; stacks say nothing an operator can act on there, so
+ * they are written only at debug level. A bug (any other error) keeps its
+ * stacks at every level.
+ */
+function isExpected(error: unknown): boolean {
+  return error instanceof GatewayError || (error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string');
+}
+
+function describeError(value: unknown, withStack: boolean, depth = 0): LoggedError {
+  if (!(value instanceof Error)) return { type: typeof value, message: String(value) };
+  const { code } = value as NodeJS.ErrnoException;
+  const described: LoggedError = { type: value.name, message: value.message };
+  if (typeof code === 'string') described.code = code;
+  if (value instanceof GatewayError) described.status = value.status;
+  if (withStack && value.stack) described.stack = value.stack;
+  if (value.cause !== undefined && depth < MAX_CAUSE_DEPTH) described.cause = describeError(value.cause, withStack, depth + 1);
+  return described;
+}
+
 export function createLogger(options: LoggerOptions = {}): Logger {
+  // The serializer reads the level when it runs, so raising it to debug at
+  // run time brings the stacks back.
+  let logger: Logger | undefined;
   const base = {
     level: options.level ?? 'info',
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    serializers: { err: (error: unknown) => describeError(error, !isExpected(error) || (logger?.isLevelEnabled('debug') ?? false)) },
   };
-  if (options.destination) return pino(base, options.destination);
-  if (options.pretty) return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true } } });
-  return pino(base);
+  if (options.destination) logger = pino(base, options.destination);
+  else if (options.pretty) logger = pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true } } });
+  else logger = pino(base);
+  return logger;
 }
 
 /** A logger that drops everything, for tests and the CLI's quiet paths. */

@@ -1,9 +1,17 @@
 import { RequestError, getRequestListener } from '@hono/node-server';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Clock } from './clock.js';
-import type { GatewayConfig } from './config/index.js';
+import { systemClock, type Clock } from './clock.js';
+import {
+  DEFAULT_HEADERS_TIMEOUT_MS,
+  DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type GatewayConfig,
+} from './config/index.js';
+import { createConnectionGuard, type ConnectionPressure } from './connection-guard.js';
 import { createGateway, type Gateway } from './gateway.js';
 import { BadRequestError, GatewayError, errorResponse } from './errors.js';
 import type { Logger } from './logger.js';
@@ -21,6 +29,43 @@ export interface RunningServer {
 
 const DEFAULT_GRACE_MS = 10_000;
 const IDLE_SWEEP_MS = 100;
+const PRESSURE_LOG_INTERVAL_MS = 60_000;
+// Liveness must be answerable even when every connection is busy (README "Operations").
+const ALWAYS_SERVED = new Set(['/healthz']);
+
+/** How many connections the server holds and how long it waits for slow clients. */
+export type ConnectionLimits = Pick<GatewayConfig['listen'], 'maxConnections' | 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs'>;
+
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+  headersTimeoutMs: DEFAULT_HEADERS_TIMEOUT_MS,
+  requestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS,
+  keepAliveTimeoutMs: DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+};
+
+/** The soft open-file limit of this process, from /proc (Linux); undefined elsewhere. */
+export function openFileLimit(): number | undefined {
+  try {
+    const match = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `listen.max_connections` when the config leaves it out: half the open-file
+ * limit, so upstream sockets, cache files and the index keep descriptors of
+ * their own, and at most {@link DEFAULT_MAX_CONNECTIONS}.
+ */
+export function defaultMaxConnections(limit: number | undefined): number {
+  if (limit === undefined) return DEFAULT_MAX_CONNECTIONS;
+  return Math.max(1, Math.min(DEFAULT_MAX_CONNECTIONS, Math.floor(limit / 2)));
+}
+
+/** Connections over the cap that may still get a quick 503 (or /healthz) before they are closed. */
+function headroomFor(maxConnections: number): number {
+  return Math.max(4, Math.ceil(maxConnections / 16));
+}
 
 /**
  * @hono/node-server refuses some request targets before the app sees them (not
@@ -38,15 +83,19 @@ function adapterErrorResponse(error: unknown): Response {
  * contract's JSON error instead, then close, as Node itself would.
  */
 function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
-  if (error.code === 'ECONNRESET' || !socket.writable) {
+  const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  // A connection that never sent a byte (a browser's preconnect, an idle flood)
+  // has asked nothing to answer; one whose answer has begun cannot take another.
+  const answering = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+  if (error.code === 'ECONNRESET' || !socket.writable || answering || (timedOut && (socket as Socket).bytesRead === 0)) {
     socket.destroy();
     return;
   }
   const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
-  const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  const status = timedOut ? '408 Request Timeout' : tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
   const body = JSON.stringify({
     error: status.slice(4),
-    message: tooLarge ? 'Request headers are too large' : 'Malformed HTTP request',
+    message: timedOut ? 'The request was not received in time' : tooLarge ? 'Request headers are too large' : 'Malformed HTTP request',
   });
   // A HEAD gets the head alone; the request line is still in the packet the parser refused.
   const raw = (error as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket;
@@ -56,28 +105,89 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   );
 }
 
-/** Loads the cache, then listens on the configured host and port. */
+/** Logs what the connection cap did, at most once a minute, with counts since the last line. */
+function pressureLogger(logger: Logger, clock: Clock, maxConnections: number): (pressure: ConnectionPressure) => void {
+  const counts: Record<ConnectionPressure, number> = { reclaimed: 0, refused: 0, dropped: 0 };
+  let lastLoggedAt = Number.NEGATIVE_INFINITY;
+  return (pressure) => {
+    counts[pressure]++;
+    const now = clock.now();
+    if (now - lastLoggedAt < PRESSURE_LOG_INTERVAL_MS) return;
+    lastLoggedAt = now;
+    logger.warn(
+      { maxConnections, idleClosed: counts.reclaimed, refused: counts.refused, dropped: counts.dropped },
+      'connection limit reached: closing the longest-idle connections, refusing new ones while all are busy',
+    );
+    counts.reclaimed = counts.refused = counts.dropped = 0;
+  };
+}
+
+export interface HttpServerOptions {
+  limits?: ConnectionLimits;
+  /** Where the connection cap reports that it acts. */
+  logger?: Logger;
+  clock?: Clock;
+}
+
 /**
  * The Node HTTP server for the app, with every error in the contract's JSON
- * shape, also those refused before the app runs. It does not listen yet.
+ * shape, also those refused before the app runs, a cap on open connections
+ * and timeouts for clients that send slowly. It does not listen yet.
  */
-export function createHttpServer(app: { fetch: (request: Request, env: never) => Response | Promise<Response> }, hostname: string): Server {
+export function createHttpServer(
+  app: { fetch: (request: Request, env: never) => Response | Promise<Response> },
+  hostname: string,
+  options: HttpServerOptions = {},
+): Server {
+  const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
+  const maxConnections = limits.maxConnections ?? defaultMaxConnections(openFileLimit());
+  const guard = createConnectionGuard({
+    maxConnections,
+    headroom: headroomFor(maxConnections),
+    alwaysServed: ALWAYS_SERVED,
+    ...(options.logger ? { onPressure: pressureLogger(options.logger, options.clock ?? systemClock, maxConnections) } : {}),
+  });
   // serve() takes no errorHandler; getRequestListener does.
   const listener = getRequestListener(app.fetch as Parameters<typeof getRequestListener>[0], {
     hostname,
     errorHandler: adapterErrorResponse,
   });
-  const server = createServer(listener);
+  const server = createServer(
+    {
+      // Both bound receiving the request only, never sending the response: a
+      // long download to a slow client is not cut.
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // Node checks the two timeouts every 30 s by default, too coarse for a 10 s limit.
+      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+    },
+    guard.wrap(listener),
+  );
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.on('connection', guard.admit);
   server.on('clientError', answerClientError);
   return server;
 }
 
+/** Loads the cache, then listens on the configured host and port. */
 export async function startServer(config: GatewayConfig, options: { logger: Logger; clock?: Clock }): Promise<RunningServer> {
   const gateway = await createGateway({ config, logger: options.logger, ...(options.clock ? { clock: options.clock } : {}) });
+  const limit = openFileLimit();
+  const maxConnections = config.listen.maxConnections ?? defaultMaxConnections(limit);
+  if (limit !== undefined && maxConnections + headroomFor(maxConnections) > limit * 0.8) {
+    options.logger.warn(
+      { maxConnections, openFileLimit: limit },
+      'listen.max_connections leaves few file descriptors for upstream and cache files; lower it or raise the open-file limit',
+    );
+  }
   let server: Server;
   try {
     server = await new Promise<Server>((resolve, reject) => {
-      const started = createHttpServer(gateway.app, config.listen.host);
+      const started = createHttpServer(gateway.app, config.listen.host, {
+        limits: { ...config.listen, maxConnections },
+        logger: options.logger,
+        ...(options.clock ? { clock: options.clock } : {}),
+      });
       started.once('error', reject);
       started.listen(config.listen.port, config.listen.host, () => resolve(started));
     });

@@ -1,11 +1,14 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { upstreamNamespace } from '../src/auth/tenants.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, SERVER_KEY, acmeTenant, makeTempDir, removeDir, startGateway, testConfig } from '../dev/gateway-harness.js';
-import { runCliProcess } from '../dev/run-cli.js';
+import { ROOT, runCliProcess } from '../dev/run-cli.js';
+import { runCliInProcess } from './support/run-cli-in-process.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -58,6 +61,19 @@ describe('cache commands, in the order an operator would use them', () => {
     expect(stderr).toContain('1 of 1 recordings could not be prefetched');
   });
 
+  test('prefetch --json reports each recording in one document', async () => {
+    const { code, stdout, stderr } = await runCliInProcess(['--config', configPath, 'prefetch', '1', '998', '--json'], { cwd: dir, env });
+    expect(code).toBe(1);
+    expect(JSON.parse(stdout)).toEqual({
+      recordings: [
+        { call_id: '1', status: 'cached', size: upstream.recording(1)!.length },
+        { call_id: '998', status: 'failed', error: 'Recording not found' },
+      ],
+      failed: 1,
+    });
+    expect(stderr).toBe('error: 1 of 2 recordings could not be prefetched');
+  });
+
   test('cache stats counts entries and bytes per namespace, naming its tenants', async () => {
     const { code, stdout } = await runCliProcess(['--config', configPath, 'cache', 'stats'], { env });
     expect(code).toBe(0);
@@ -84,32 +100,109 @@ describe('cache commands, in the order an operator would use them', () => {
     }
   });
 
-  test('cache verify finds a corrupted file by its sha256 and removes it', async () => {
+  test('cache stats --json prints one document with the same numbers', async () => {
+    const { code, stdout } = await runCliInProcess(['--config', configPath, 'cache', 'stats', '--json'], { cwd: dir, env });
+    expect(code).toBe(0);
+    const namespace = upstreamNamespace(upstream.baseUrl, SERVER_KEY);
+    const sizes = [1, 2, 4].map((id) => upstream.recording(id)!.length);
+    expect(JSON.parse(stdout)).toEqual({
+      cache_dir: path.join(dir, 'cache'),
+      index: 'sqlite',
+      exists: true,
+      recordings: 3,
+      bytes: sizes.reduce((sum, size) => sum + size, 0),
+      max_disk_bytes: 10 * 1024 ** 3,
+      namespaces: [{ namespace, tenants: ['acme'], recordings: 3, bytes: sizes.reduce((sum, size) => sum + size, 0) }],
+      gateway: { url: 'http://127.0.0.1:1', state: 'not-running' },
+    });
+  });
+
+  test('`cache stats | head -1` ends quietly when head closes the pipe, exit 0', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', configPath, 'cache', 'stats'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+  });
+
+  test('cache verify finds a corrupted file by its sha256, removes it and exits 1', async () => {
     const file = path.join(dir, 'cache', 'recordings', upstreamNamespace(upstream.baseUrl, SERVER_KEY), '2.mp3');
     const bytes = await readFile(file);
     bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 0xff;
     await writeFile(file, bytes);
-    const { code, stdout } = await runCliProcess(['--config', configPath, 'cache', 'verify'], { env });
-    expect(code).toBe(0);
+    const { code, stdout, stderr } = await runCliProcess(['--config', configPath, 'cache', 'verify'], { env });
+    expect(code).toBe(1);
     expect(stdout).toMatch(/removed .*\/2: sha256 mismatch/);
     expect(stdout).toContain('verified 3 recordings: 2 intact, 1 removed');
+    expect(stderr).toBe('error: found 1 damaged recording and removed it\n');
   });
 
-  test('cache purge --call removes one recording; an unknown tenant is a clear error', async () => {
+  test('cache verify of an intact cache exits 0; --json lists what it removed', async () => {
+    const clean = await runCliInProcess(['--config', configPath, 'cache', 'verify', '--json'], { cwd: dir, env });
+    expect(clean.code).toBe(0);
+    expect(JSON.parse(clean.stdout)).toEqual({ cache_dir: path.join(dir, 'cache'), exists: true, checked: 2, intact: 2, removed: [] });
+
+    await writeFile(path.join(dir, 'cache', 'recordings', upstreamNamespace(upstream.baseUrl, SERVER_KEY), '4.mp3'), 'not the recording');
+    const damaged = await runCliInProcess(['--config', configPath, 'cache', 'verify', '--json'], { cwd: dir, env });
+    expect(damaged.code).toBe(1);
+    expect(JSON.parse(damaged.stdout)).toMatchObject({ checked: 2, intact: 1, removed: [{ call_id: '4', problem: 'wrong size' }] });
+    await runCliProcess(['--config', configPath, 'prefetch', '4'], { env });
+  });
+
+  test('cache purge without --call, --tenant or --all refuses (exit 2) and removes nothing', async () => {
+    const purge = await runCliInProcess(['--config', configPath, 'cache', 'purge'], { cwd: dir, env });
+    expect(purge.code).toBe(2);
+    expect(purge.stderr).toBe('error: name what to purge: --call ID, --tenant T, or both; --all purges everything');
+    const both = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--all', '--call', '1'], { cwd: dir, env });
+    expect(both.code).toBe(2);
+    const stats = await runCliInProcess(['--config', configPath, 'cache', 'stats'], { cwd: dir, env });
+    expect(stats.stdout).toContain('recordings: 2, ');
+  });
+
+  test('cache purge --call removes one recording; an unknown tenant is a usage error', async () => {
     const purge = await runCliProcess(['--config', configPath, 'cache', 'purge', '--call', '4'], { env });
     expect(purge.code).toBe(0);
-    expect(purge.stdout).toContain('purged 1 recording');
+    expect(purge.stdout).toBe('purged 1 recording\n');
     const stats = await runCliProcess(['--config', configPath, 'cache', 'stats'], { env });
     expect(stats.stdout).toContain('recordings: 1, ');
-    const unknown = await runCliProcess(['--config', configPath, 'cache', 'purge', '--tenant', 'nobody'], { env });
-    expect(unknown.code).toBe(1);
-    expect(unknown.stderr).toContain('no tenant "nobody"');
+    const unknown = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--tenant', 'nobody'], { cwd: dir, env });
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toBe('error: no tenant "nobody" in the config');
   });
 
   test('cache purge --tenant removes that namespace', async () => {
-    const { code, stdout } = await runCliProcess(['--config', configPath, 'cache', 'purge', '--tenant', 'acme'], { env });
+    const { code, stdout } = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--tenant', 'acme', '--json'], { cwd: dir, env });
     expect(code).toBe(0);
-    expect(stdout).toContain('purged 1 recording');
+    expect(JSON.parse(stdout)).toEqual({ purged: 1, by: 'cli' });
+  });
+
+  test('cache purge --all removes everything', async () => {
+    await runCliProcess(['--config', configPath, 'prefetch', '1', '3'], { env });
+    const { code, stdout } = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--all'], { cwd: dir, env });
+    expect(code).toBe(0);
+    expect(stdout).toBe('purged 2 recordings');
+    const stats = await runCliInProcess(['--config', configPath, 'cache', 'stats'], { cwd: dir, env });
+    expect(stats.stdout).toContain('recordings: 0, ');
+  });
+
+  test.each([
+    ['cache stats', ['cache', 'stats'], 0, /^recordings: 0, 0 B of 10 GB$/m],
+    ['cache verify', ['cache', 'verify'], 0, /^nothing to check: the cache directory .*never does not exist yet$/m],
+    ['cache purge --all', ['cache', 'purge', '--all'], 0, /^nothing to purge: the cache directory .*never does not exist yet$/m],
+  ])('%s on a cache directory that does not exist yet says so, without a sqlite error', async (_name, args, exitCode, line) => {
+    const missing = path.join(dir, 'never');
+    const { code, stdout, stderr } = await runCliInProcess(['--config', configPath, ...args], { cwd: dir, env: { ...env, CACHE_DIR: missing } });
+    expect(stderr).toBe('');
+    expect(code).toBe(exitCode);
+    expect(stdout).toMatch(line);
+    expect(stdout).not.toMatch(/SQLITE/);
+    expect(existsSync(missing)).toBe(false);
   });
 
   test('every cache command has --help', async () => {

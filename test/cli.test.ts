@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeTempDir, removeDir } from '../dev/gateway-harness.js';
-import { runCliProcess } from '../dev/run-cli.js';
+import { ROOT, runCliProcess } from '../dev/run-cli.js';
+import { runCliInProcess } from './support/run-cli-in-process.js';
 
 const SIGNING_SECRET = 'cli-test-signing-secret-0123456789';
 let dir: string;
@@ -30,10 +32,60 @@ beforeAll(async () => {
 afterAll(() => removeDir(dir));
 
 describe('recording-gateway CLI', () => {
-  test('--help lists every command', async () => {
+  test('--help lists every command and the exit codes', async () => {
     const { code, stdout } = await runCliProcess(['--help']);
     expect(code).toBe(0);
-    for (const command of ['serve', 'hash-key', 'new-key', 'sign']) expect(stdout).toContain(command);
+    for (const command of ['serve', 'hash-key', 'new-key', 'sign', 'cache', 'prefetch', '--version']) expect(stdout).toContain(command);
+    expect(stdout).toContain('Exit codes: 0 ok, 1 failure (or damage found by `cache verify`), 2 bad command line.');
+  });
+
+  test('--version prints the version of the package', async () => {
+    const { version } = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    const { code, stdout, stderr } = await runCliProcess(['--version']);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout.trim()).toBe(version);
+  });
+
+  test('a reader that closes the pipe early (`new-key | head -1`) ends the command quietly, exit 0', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), 'new-key'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    // Closed before the child has written anything (it takes a while to start): every write finds no reader.
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+  });
+
+  test.each([
+    ['hash-key', ['hash-key', 'acme-key', '--json'], (out: Record<string, unknown>) => expect(out).toEqual({ digest: `sha256:${createHash('sha256').update('acme-key').digest('hex')}` })],
+    [
+      'new-key',
+      ['new-key', '--json'],
+      (out: Record<string, unknown>) => expect(out.digest).toBe(`sha256:${createHash('sha256').update(String(out.key)).digest('hex')}`),
+    ],
+  ])('%s --json prints one JSON document', async (_name, args, check) => {
+    const { code, stdout } = await runCliInProcess(args, { cwd: dir });
+    expect(code).toBe(0);
+    check(JSON.parse(stdout) as Record<string, unknown>);
+  });
+
+  test('sign --json prints the URL and its expiry, as the HTTP route does', async () => {
+    const before = Math.floor(Date.now() / 1000);
+    const { code, stdout } = await runCliInProcess(['--config', configPath, 'sign', '--tenant', 'acme', '--call', '7', '--json'], {
+      cwd: dir,
+      env: { ACME_SIGNING_SECRET: SIGNING_SECRET },
+    });
+    expect(code).toBe(0);
+    const out = JSON.parse(stdout) as { url: string; expires_at: number };
+    expect(Object.keys(out)).toEqual(['url', 'expires_at']);
+    expect(out.expires_at - before).toBeGreaterThanOrEqual(300);
+    expect(new URL(out.url).searchParams.get('exp')).toBe(String(out.expires_at));
   });
 
   test('hash-key prints the sha256 digest in the form the config takes', async () => {
@@ -76,12 +128,22 @@ describe('recording-gateway CLI', () => {
     ['a missing --call', ['sign', '--tenant', 'acme'], /--call/],
     ['an unknown tenant', ['sign', '--tenant', 'nobody', '--call', '1'], /no tenant "nobody"/],
     ['a ttl over the tenant maximum', ['sign', '--tenant', 'acme', '--call', '1', '--ttl', '601'], /max_signed_url_ttl_seconds/],
-    ['an unknown command', ['bogus'], /too many arguments|unknown command/],
-  ])('%s exits non-zero with a clear message', async (_name, args, message) => {
-    const { code, stderr } = await runCliProcess(['--config', configPath, ...args], { env: { ACME_SIGNING_SECRET: SIGNING_SECRET } });
-    expect(code).not.toBe(0);
+    ['an unknown command', ['bogus'], /^error: unknown command 'bogus'/],
+    ['a misspelt command', ['servee'], /unknown command 'servee'\n\(Did you mean serve\?\)/],
+    ['an unknown option', ['cache', 'stats', '--verbose'], /unknown option '--verbose'/],
+    ['a command group alone', ['cache'], /Usage: recording-gateway cache/],
+  ])('%s exits 2 with a clear message', async (_name, args, message) => {
+    const { code, stderr } = await runCliInProcess(['--config', configPath, ...args], { cwd: dir, env: { ACME_SIGNING_SECRET: SIGNING_SECRET } });
+    expect(code).toBe(2);
     expect(stderr).toMatch(message);
+    expect(stderr).not.toMatch(/too many arguments/);
     expect(stderr).not.toContain(SIGNING_SECRET);
+  });
+
+  test('an unknown command exits 2 from the real process too', async () => {
+    const { code, stderr } = await runCliProcess(['bogus']);
+    expect(code).toBe(2);
+    expect(stderr).toBe("error: unknown command 'bogus'\n(run with --help for usage)\n");
   });
 
   test('serve without the Flyflow key stops at start-up with one clear message', async () => {
@@ -92,6 +154,19 @@ describe('recording-gateway CLI', () => {
     );
     expect(stderr.startsWith('error: ')).toBe(true);
     expect(stderr).not.toMatch(/\n\s+at /);
+  });
+
+  test.each([
+    ['a blank FLYFLOW_API_KEY', { FLYFLOW_API_KEY: ' ' }, 'environment variable FLYFLOW_API_KEY is blank, only whitespace (it holds the Flyflow server key)'],
+    [
+      'a one-character ADMIN_TOKEN',
+      { FLYFLOW_API_KEY: 'k', ADMIN_TOKEN: 'x' },
+      'the secret in environment variable ADMIN_TOKEN is shorter than 16 bytes (it holds the admin token); generate one with `openssl rand -base64 32` or `recording-gateway new-key`',
+    ],
+  ])('serve with %s stops at start-up and says how to fix it', async (_name, env, message) => {
+    const { code, stderr } = await runCliInProcess(['--config', configPath], { cwd: dir, env: { ...env, ACME_SIGNING_SECRET: SIGNING_SECRET } });
+    expect(code).toBe(1);
+    expect(stderr).toBe(`error: ${message}`);
   });
 
   test('serve with a missing config file names the file', async () => {

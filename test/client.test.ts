@@ -9,7 +9,7 @@ import {
   RecordingGatewayError,
   RecordingGatewayTimeoutError,
   signRecordingUrl,
-} from '../src/client/index.js';
+} from '@recording-gateway/client';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
@@ -184,11 +184,46 @@ describe('RecordingGatewayClient against a live gateway', () => {
     expect((await readFile(path.join(outDir, 'c.mp3'))).equals(fake.recording(1)!)).toBe(true);
   });
 
-  it("fails with the file system's own ENOENT when the output folder does not exist", async () => {
-    const output = path.join(outDir, 'no-such-folder', 'call-1.mp3');
+  it("creates the output path's missing folders, as for the README's './recordings/call-694.mp3'", async () => {
+    fake.setRecording(694, fake.recording(4)!);
+    const cwd = process.cwd();
+    process.chdir(outDir);
+    try {
+      const result = await client.getCallRecording(694, './recordings/call-694.mp3');
 
-    await expect(client.getCallRecording(1, output)).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(result).toMatchObject({ path: path.join(outDir, 'recordings', 'call-694.mp3'), bytes: fake.recording(694)!.length });
+    } finally {
+      process.chdir(cwd);
+    }
+    expect((await readFile(path.join(outDir, 'recordings', 'call-694.mp3'))).equals(fake.recording(694)!)).toBe(true);
+    expect(await readdir(path.join(outDir, 'recordings'))).toEqual(['call-694.mp3']);
+  });
+
+  it('creates several missing folder levels of the output path', async () => {
+    const output = path.join(outDir, 'tenants', 'acme', '2024-06', 'call-2.mp3');
+
+    await client.getCallRecording(2, output);
+
+    expect((await readFile(output)).equals(fake.recording(2)!)).toBe(true);
+  });
+
+  it('creates no folder when the gateway refuses the download', async () => {
+    const error = await client.getCallRecording(999, path.join(outDir, 'recordings', 'call-999.mp3')).catch((e: unknown) => e);
+
+    expect(error).toMatchObject({ status: 404 });
     expect(await readdir(outDir)).toEqual([]);
+  });
+
+  it("fails with the file system's own error, naming the path, when a file stands where the output folder should be", async () => {
+    const blocker = path.join(outDir, 'recordings');
+    await writeFile(blocker, 'a file where a folder should be');
+
+    const error = await client.getCallRecording(1, path.join(blocker, 'call-1.mp3')).catch((e: unknown) => e);
+
+    // Node reports EEXIST (Linux, macOS) or ENOTDIR for a file in the middle of a path.
+    expect(error).toMatchObject({ code: expect.stringMatching(/^(EEXIST|ENOTDIR)$/) });
+    expect((error as Error).message).toContain(blocker);
+    expect(await readdir(outDir)).toEqual(['recordings']);
   });
 
   it('accepts a Flyflow-style base URL ending in /v1', async () => {

@@ -16,6 +16,8 @@ const ROOT = resolve(import.meta.dirname, '..');
 const DIGEST = 'a'.repeat(64);
 const SERVER_KEY = 'ff-server-key-do-not-leak-0001';
 const SIGNING_SECRET = 'signing-secret-do-not-leak-0002';
+const ADMIN_TOKEN = 'admin-token-do-not-leak-0003';
+const WEBHOOK_TOKEN = 'webhook-token-do-not-leak-0004';
 
 let dir: string;
 beforeEach(async () => {
@@ -76,7 +78,8 @@ describe('defaults', () => {
   it('applies every default when the file only lists a tenant', () => {
     const config = parse(minimal());
     expect(config).toEqual({
-      listen: { host: '127.0.0.1', port: 8080 },
+      // The connection limits and timeouts have their own tests.
+      listen: expect.objectContaining({ host: '127.0.0.1', port: 8080 }),
       upstream: {
         baseUrl: 'https://api.flyflow.dev/v1',
         apiKey: SERVER_KEY,
@@ -151,7 +154,7 @@ describe('environment overrides', () => {
 
   it('PORT and HOST replace listen', () => {
     const config = parse(minimal({ listen: { host: '10.0.0.1', port: 9000 } }), { ...base, PORT: '3000', HOST: '0.0.0.0' });
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 3000 });
+    expect(config.listen).toMatchObject({ host: '0.0.0.0', port: 3000 });
   });
 
   it('FLYFLOW_BASE_URL replaces upstream.base_url', () => {
@@ -170,14 +173,14 @@ describe('environment overrides', () => {
   });
 
   it('ADMIN_TOKEN becomes the admin token, with or without an admin section', () => {
-    expect(parse(minimal(), { ...base, ADMIN_TOKEN: 'adm' }).adminToken).toBe('adm');
-    expect(parse(minimal({ admin: { token_env: 'UNSET_ADMIN' } }), { ...base, ADMIN_TOKEN: 'adm' }).adminToken).toBe('adm');
+    expect(parse(minimal(), { ...base, ADMIN_TOKEN }).adminToken).toBe(ADMIN_TOKEN);
+    expect(parse(minimal({ admin: { token_env: 'UNSET_ADMIN' } }), { ...base, ADMIN_TOKEN }).adminToken).toBe(ADMIN_TOKEN);
     expect(parse(minimal()).adminToken).toBeUndefined();
   });
 
   it('an empty variable counts as unset', () => {
     const config = parse(minimal(), { ...base, PORT: '', HOST: '', CACHE_DIR: '' });
-    expect(config.listen).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(config.listen).toMatchObject({ host: '127.0.0.1', port: 8080 });
   });
 
   it('a bad PORT names the variable, not a field in the file', async () => {
@@ -236,7 +239,7 @@ describe('secrets', () => {
           },
         ],
       }),
-      { FLYFLOW_API_KEY: SERVER_KEY, ACME_SIGNING: SIGNING_SECRET, ACME_SIGNING_OLD: `${SIGNING_SECRET}-old`, FLYFLOW_API_KEY_ACME: 'acme-key', ACME_WEBHOOK: 'hook' },
+      { FLYFLOW_API_KEY: SERVER_KEY, ACME_SIGNING: SIGNING_SECRET, ACME_SIGNING_OLD: `${SIGNING_SECRET}-old`, FLYFLOW_API_KEY_ACME: 'acme-key', ACME_WEBHOOK: WEBHOOK_TOKEN },
     );
     expect(config.tenants[0]).toEqual({
       id: 'acme',
@@ -249,7 +252,7 @@ describe('secrets', () => {
       upstreamApiKey: 'acme-key',
       rateLimitPerMinute: 600,
       maxSignedUrlTtlSeconds: 60,
-      webhookToken: 'hook',
+      webhookToken: WEBHOOK_TOKEN,
     });
   });
 
@@ -291,6 +294,97 @@ describe('secrets', () => {
   it('an empty secret variable is reported as empty', () => {
     const error = errorOf(() => parse(minimal(), { FLYFLOW_API_KEY: '' }));
     expect(error.message).toBe('upstream.api_key_env: environment variable FLYFLOW_API_KEY is empty (it holds the Flyflow server key)');
+  });
+
+  describe('blank and short secrets are refused at start-up', () => {
+    const GENERATE = 'generate one with `openssl rand -base64 32` or `recording-gateway new-key`';
+
+    it.each([
+      ['FLYFLOW_API_KEY', minimal(), { FLYFLOW_API_KEY: ' ' }, 'environment variable FLYFLOW_API_KEY is blank, only whitespace (it holds the Flyflow server key)'],
+      ['api_key_env', minimal({ upstream: { api_key_env: 'MY_KEY' } }), { MY_KEY: '\t \t' }, 'upstream.api_key_env: environment variable MY_KEY is blank, only whitespace (it holds the Flyflow server key)'],
+      [
+        "a tenant's own Flyflow key",
+        minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], upstream_api_key_env: 'ACME_FLYFLOW' }] }),
+        { FLYFLOW_API_KEY: SERVER_KEY, ACME_FLYFLOW: '   ' },
+        'tenants[0].upstream_api_key_env: environment variable ACME_FLYFLOW is blank, only whitespace (it holds tenant "acme"\'s own Flyflow key)',
+      ],
+    ])('a blank Flyflow key in %s', (_where, raw, env, message) => {
+      expect(errorOf(() => parse(raw, env)).message).toBe(message);
+    });
+
+    it('a Flyflow key file holding only whitespace is blank', async () => {
+      await writeFile(join(dir, 'flyflow.key'), '  \n');
+      const error = errorOf(() => parse(minimal({ upstream: { api_key_file: 'flyflow.key' } }), {}));
+      expect(error.message).toBe('upstream.api_key_file: file flyflow.key is blank, only whitespace (it holds the Flyflow server key)');
+    });
+
+    it('Flyflow keys of any length are accepted: Flyflow chooses them', () => {
+      const config = parse(minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], upstream_api_key_env: 'ACME_FLYFLOW' }] }), {
+        FLYFLOW_API_KEY: 'k',
+        ACME_FLYFLOW: 'a',
+      });
+      expect(config.upstream.apiKey).toBe('k');
+      expect(config.tenants[0]?.upstreamApiKey).toBe('a');
+    });
+
+    it.each([
+      ['ADMIN_TOKEN', minimal(), { ADMIN_TOKEN: 'x' }, 'environment variable ADMIN_TOKEN', 'the admin token'],
+      ['admin.token_env', minimal({ admin: { token_env: 'GW_ADMIN' } }), { GW_ADMIN: 'fifteen-bytes-x' }, 'admin.token_env', 'the admin token'],
+      [
+        'webhook_token_env',
+        minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], webhook_token_env: 'ACME_HOOK' }] }),
+        { ACME_HOOK: 'h' },
+        'tenants[0].webhook_token_env',
+        'tenant "acme"\'s webhook token',
+      ],
+      [
+        'a signing key',
+        minimal({ tenants: [{ id: 'acme', signing_keys: [{ kid: 'k1', secret_env: 'ACME_SIGNING' }] }] }),
+        { ACME_SIGNING: 's' },
+        'tenants[0].signing_keys[0].secret_env',
+        'signing key "k1" of tenant "acme"',
+      ],
+    ])('a short secret in %s is refused with how to generate one', (_where, raw, env, field, purpose) => {
+      const error = errorOf(() => parse(raw, { FLYFLOW_API_KEY: SERVER_KEY, ...env }));
+      const variable = Object.keys(env)[0];
+      const prefix = field.startsWith('environment') ? '' : `${field}: `;
+      expect(error.message).toBe(
+        `${prefix}the secret in environment variable ${variable} is shorter than 16 bytes (it holds ${purpose}); ${GENERATE}`,
+      );
+    });
+
+    it('an operator secret of only whitespace is blank, however long', () => {
+      const error = errorOf(() => parse(minimal(), { FLYFLOW_API_KEY: SERVER_KEY, ADMIN_TOKEN: ' '.repeat(40) }));
+      expect(error.message).toBe('environment variable ADMIN_TOKEN is blank, only whitespace (it holds the admin token)');
+    });
+
+    it('16-byte admin and webhook tokens are accepted', () => {
+      const sixteen = '0123456789abcdef';
+      const config = parse(minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], webhook_token_env: 'ACME_HOOK' }] }), {
+        FLYFLOW_API_KEY: SERVER_KEY,
+        ADMIN_TOKEN: sixteen,
+        ACME_HOOK: sixteen,
+      });
+      expect(config.adminToken).toBe(sixteen);
+      expect(config.tenants[0]?.webhookToken).toBe(sixteen);
+    });
+
+    it('every problem is listed at once, and no secret value appears', () => {
+      const error = errorOf(() =>
+        parse(minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], webhook_token_env: 'ACME_HOOK' }] }), {
+          FLYFLOW_API_KEY: ' ',
+          ADMIN_TOKEN: 'adm1n',
+          ACME_HOOK: 'h00k',
+        }),
+      );
+      expect(error.issues).toHaveLength(3);
+      expect(error.message).not.toMatch(/adm1n|h00k/);
+    });
+
+    it('requireSecrets: false leaves a short admin token unset instead of failing', () => {
+      expect(parse(minimal(), { ADMIN_TOKEN: 'x', FLYFLOW_API_KEY: ' ' }, false)).toMatchObject({ upstream: { apiKey: '' } });
+      expect(parse(minimal(), { ADMIN_TOKEN: 'x' }, false).adminToken).toBeUndefined();
+    });
   });
 
   it('naming a secret both ways is refused', () => {
@@ -453,7 +547,34 @@ describe('config files', () => {
   it('a JSON syntax error gives the line', async () => {
     await writeFile(join(dir, 'bad.json'), '{\n  "tenants": [\n    {"id": "acme",}\n  ]\n}\n');
     const error = await asyncErrorOf(loadConfig({ path: 'bad.json', env: {}, cwd: dir }));
-    expect(error.message).toMatch(/^bad\.json: JSON syntax error at line 3, column \d+: /);
+    expect(error.message).toBe('bad.json: JSON syntax error at line 3, column 19: a trailing comma before } is not allowed in JSON');
+  });
+
+  it.each([
+    ['a file cut short', '{\n  "tenants": [\n    {"id": "acme"}\n', 'line 4, column 1: unexpected end of file; expected "," or "]"'],
+    ['a misspelt literal', '{\n  "listen": {"host": "x", "port": 1},\n  "tenants": tru\n}', 'line 3, column 14: unexpected "t"; expected a value'],
+    ['a missing comma', '{\n  "listen": {}\n  "tenants": []\n}', 'line 3, column 3: unexpected "\\""; expected "," or "}"'],
+    ['an unquoted key', '{\n  tenants: []\n}', 'line 2, column 3: unexpected "t"; expected a property name in double quotes'],
+    ['a line break in a string', '{"public_base_url": "https://x\n"}', 'line 1, column 31: a line break or control character inside a string'],
+    ['a second document', '{}\n{}', 'line 2, column 1: unexpected "{" after the end of the JSON document'],
+  ])('a JSON syntax error gives the line and column: %s', async (_case, text, where) => {
+    await writeFile(join(dir, 'bad.json'), text);
+    const error = await asyncErrorOf(loadConfig({ path: 'bad.json', env: {}, cwd: dir }));
+    const expected = `bad.json: JSON syntax error at ${where}`;
+    expect(error.message.slice(0, expected.length)).toBe(expected);
+  });
+
+  it('a JSON syntax error never quotes the file, which may hold a secret pasted in', async () => {
+    await writeFile(join(dir, 'bad.json'), `{"upstream": {"api_key": ${SERVER_KEY}}}`);
+    const error = await asyncErrorOf(loadConfig({ path: 'bad.json', env: {}, cwd: dir }));
+    expect(error.message).toBe('bad.json: JSON syntax error at line 1, column 26: unexpected "f"; expected a value (a string in double quotes, a number, true, false, null, an object or a list)');
+    expect(error.message).not.toContain(SERVER_KEY.slice(2));
+  });
+
+  it('an empty JSON file says what it needs', async () => {
+    await writeFile(join(dir, 'empty.json'), ' \n');
+    const error = await asyncErrorOf(loadConfig({ path: 'empty.json', env: {}, cwd: dir }));
+    expect(error.message).toBe('empty.json: the file is empty; it needs at least a tenants list');
   });
 
   it('a duplicate YAML key is an error, not a silent override', async () => {

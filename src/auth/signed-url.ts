@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import { recordingSignature } from '../client/signing.js';
+import { recordingSignature } from '@recording-gateway/client';
 import { UnauthorizedError } from '../errors.js';
 import type { Tenant, TenantRegistry } from './tenants.js';
 
@@ -13,6 +13,9 @@ export interface SignedUrlParams {
 
 const UNIX_SECONDS = /^[1-9][0-9]{0,11}$/;
 const SIGNATURE_BYTES = 32;
+/** Clock skew allowed between a tenant backend that mints URLs and the gateway. */
+export const SIGNED_URL_CLOCK_SKEW_SECONDS = 60;
+const TOO_FAR_AHEAD = "Invalid signature: its expiry lies further ahead than the tenant's max_signed_url_ttl_seconds allows";
 
 export function hasSignedUrlParams(params: SignedUrlParams): boolean {
   return params.tenant !== undefined || params.exp !== undefined || params.kid !== undefined || params.sig !== undefined;
@@ -21,7 +24,10 @@ export function hasSignedUrlParams(params: SignedUrlParams): boolean {
 /**
  * Checks a signed URL for one call id. The order of checks never tells a caller
  * whether a tenant or kid exists: expiry first (it is the caller's own claim),
- * then every other problem is the same "invalid".
+ * then every other problem is the same "invalid". An expiry further ahead than
+ * the tenant's longest TTL (plus clock skew) is refused so that a leaked secret
+ * cannot mint URLs that never expire; that is checked, and named, only once
+ * the signature is known to be good, when it tells the caller nothing new.
  * @returns the tenant and the expiry in unix seconds.
  */
 export function verifySignedUrl(
@@ -49,6 +55,9 @@ export function verifySignedUrl(
     !timingSafeEqual(presented, expected)
   ) {
     throw new UnauthorizedError('invalid');
+  }
+  if (expiresAt > nowSeconds + tenant.maxSignedUrlTtlSeconds + SIGNED_URL_CLOCK_SKEW_SECONDS) {
+    throw new UnauthorizedError('invalid', TOO_FAR_AHEAD);
   }
   return { tenant, expiresAt };
 }

@@ -1,26 +1,24 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { createTempFile, type TempFile } from './temp-file.js';
 
 /**
  * The recording files: `recordings/<namespace>/<callId>.mp3` under the cache
- * directory, each written first as `tmp/<random>.part`, fsynced, then renamed
- * into place, so a file under `recordings/` is always whole.
+ * directory, each written first as a {@link TempFile} under `tmp/`, fsynced,
+ * then renamed into place, so a file under `recordings/` is always whole.
  */
 export interface DiskStore {
   readonly dir: string;
   /** Creates the folders and removes temporary files that crashed processes left behind. */
   init(): Promise<void>;
   pathFor(namespace: string, callId: string): string;
-  /** A new temporary file, open for writing and reading. */
-  createTemp(): Promise<{ path: string; handle: FileHandle }>;
-  /** Moves a finished, fsynced temporary file into place and makes the rename durable. */
-  commit(tempPath: string, namespace: string, callId: string): Promise<void>;
+  /** A new temporary file in this process's `tmp/` folder; it commits itself to `pathFor(...)`. */
+  createTemp(): Promise<TempFile>;
   /** Opens a stored recording for reading; undefined when it is not there. */
   openRecording(namespace: string, callId: string): Promise<FileHandle | undefined>;
   remove(namespace: string, callId: string): Promise<void>;
-  discardTemp(tempPath: string): Promise<void>;
 }
 
 const RECORDINGS = 'recordings';
@@ -57,15 +55,6 @@ async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 export function createDiskStore(dir: string): DiskStore {
   const recordingsDir = path.join(dir, RECORDINGS);
   const ownTemp = `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -81,21 +70,14 @@ export function createDiskStore(dir: string): DiskStore {
       await removeLeftoverTemp(path.dirname(tempDir), ownTemp);
     },
     async createTemp() {
-      const tempPath = path.join(tempDir, `${randomBytes(12).toString('hex')}.part`);
       try {
-        return { path: tempPath, handle: await open(tempPath, 'wx+') };
+        return await createTempFile(tempDir);
       } catch (error) {
         // The folder went away (an operator cleaned up, a volume was remounted): recreate it once.
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
         await mkdir(tempDir, { recursive: true });
-        return { path: tempPath, handle: await open(tempPath, 'wx+') };
+        return createTempFile(tempDir);
       }
-    },
-    async commit(tempPath, namespace, callId) {
-      const finalPath = pathFor(namespace, callId);
-      await mkdir(path.dirname(finalPath), { recursive: true });
-      await rename(tempPath, finalPath);
-      await fsyncDir(path.dirname(finalPath));
     },
     async openRecording(namespace, callId) {
       try {
@@ -107,9 +89,6 @@ export function createDiskStore(dir: string): DiskStore {
     },
     async remove(namespace, callId) {
       await rm(pathFor(namespace, callId), { force: true });
-    },
-    async discardTemp(tempPath) {
-      await unlink(tempPath).catch(() => {});
     },
   };
 }

@@ -1,54 +1,15 @@
-import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { LRUCache } from 'lru-cache';
 import type { Logger } from '../logger.js';
 import type { DiskHealth } from './disk-health.js';
 import type { DiskStore } from './disk-store.js';
 import { reconcileCache, type ReconcileReport } from './reconcile.js';
+import { RecordingCatalogue, type CacheHit, type CacheStats, type CachedRecording } from './recording-catalogue.js';
 import type { RecordingIndex } from './recording-index.js';
-import { cacheKey, etagFor, type RecordingMeta } from './recording-meta.js';
+import { cacheKey, type RecordingMeta } from './recording-meta.js';
+import type { TempFile } from './temp-file.js';
+import { isIntact } from './verify.js';
 
-/**
- * A stored recording. What a hit needs (ETag, Last-Modified, the headers) is
- * computed on its first hit and kept, so a cache of 100,000 entries costs
- * little more than their metadata until they are asked for.
- */
-export class CachedRecording {
-  #headers: Readonly<Record<string, string>> | undefined;
-  #lastModified: Date | undefined;
-
-  constructor(
-    readonly key: string,
-    readonly meta: RecordingMeta,
-    /** False when the disk could not take it: it lives in memory only, until evicted there. */
-    readonly onDisk: boolean,
-  ) {}
-
-  get etag(): string {
-    return this.headers.ETag!;
-  }
-
-  get lastModified(): Date {
-    this.#lastModified ??= httpDate(this.meta.lastModified, this.meta.fetchedAt);
-    return this.#lastModified;
-  }
-
-  /** The headers every successful answer for it carries. */
-  get headers(): Readonly<Record<string, string>> {
-    this.#headers ??= {
-      'Content-Type': this.meta.contentType,
-      'Accept-Ranges': 'bytes',
-      ETag: etagFor(this.meta.sha256),
-      'Last-Modified': this.lastModified.toUTCString(),
-      'Content-Disposition': `inline; filename="call-${this.meta.callId}.mp3"`,
-    };
-    return this.#headers;
-  }
-}
-
-export type CacheHit =
-  | { tier: 'memory'; entry: CachedRecording; body: Buffer }
-  | { tier: 'disk'; entry: CachedRecording };
+export type { CacheHit, CacheStats, CachedRecording } from './recording-catalogue.js';
 
 export interface RecordingCacheOptions {
   disk: DiskStore;
@@ -61,49 +22,22 @@ export interface RecordingCacheOptions {
   onEvict?: (count: number) => void;
 }
 
-export interface CacheStats {
-  entries: number;
-  diskBytes: number;
-  memoryEntries: number;
-  memoryBytes: number;
-  evictions: number;
-}
-
-// A recording larger than this share of the memory tier is never held whole in
-// memory: it streams from disk, so one long call cannot flush every short one.
-const MEMORY_ENTRY_FRACTION = 1 / 8;
-
-function httpDate(value: string | undefined, fallback: number): Date {
-  const parsed = value === undefined ? Number.NaN : Date.parse(value);
-  return new Date(Number.isNaN(parsed) ? fallback : parsed);
-}
-
 /**
- * The two cache tiers behind one face: recording bodies in a byte-bounded
- * memory LRU, every recording on disk within `maxDiskBytes`, and the metadata
- * of all of them in memory (mirrored to the index) so that a lookup never
- * waits on I/O. `#entries` is kept in recency order (a hit moves its entry to
- * the end), so disk eviction takes the least recently used first.
+ * The cache's I/O around its {@link RecordingCatalogue}: the files (through
+ * the disk store), the index, and the checks that keep a damaged file from
+ * being served. A failing disk or index is logged and bypassed. The catalogue
+ * holds the metadata of every recording in memory (mirrored to the index), so
+ * a lookup never waits on I/O.
  */
 export class RecordingCache {
   readonly memoryEntryMaxBytes: number;
-  readonly #entries = new Map<string, CachedRecording>();
-  readonly #memory: LRUCache<string, Buffer>;
-  /** Readers of a file; a pinned entry is never evicted under them. */
-  readonly #pins = new Map<string, number>();
+  readonly #catalogue: RecordingCatalogue;
   /** Keys whose file and index entry are being deleted: the index must not bring them back meanwhile. */
   readonly #removing = new Set<string>();
-  readonly #strings = new Map<string, string>();
-  #diskBytes = 0;
-  #evictions = 0;
 
   constructor(private readonly options: RecordingCacheOptions) {
-    this.memoryEntryMaxBytes = Math.floor(options.maxMemoryBytes * MEMORY_ENTRY_FRACTION);
-    this.#memory = new LRUCache<string, Buffer>({
-      maxSize: Math.max(1, options.maxMemoryBytes),
-      maxEntrySize: Math.max(1, this.memoryEntryMaxBytes),
-      sizeCalculation: (body) => Math.max(1, body.length),
-    });
+    this.#catalogue = new RecordingCatalogue(options);
+    this.memoryEntryMaxBytes = this.#catalogue.memoryEntryMaxBytes;
   }
 
   /**
@@ -117,9 +51,9 @@ export class RecordingCache {
         ? await this.#listOnly()
         : await reconcileCache(this.options.index, this.options.disk, this.options.logger);
     entries.sort((a, b) => a[1].fetchedAt - b[1].fetchedAt);
-    for (const [key, meta] of entries) this.#remember(key, meta, true);
+    for (const [key, meta] of entries) this.#catalogue.add(key, meta, true);
     // Another replica's purge or eviction: drop our copy (its file is already gone).
-    await this.options.index.watchDeletes?.((key) => this.#forget(key));
+    await this.options.index.watchDeletes?.((key) => this.#catalogue.remove(key));
     return report;
   }
 
@@ -132,12 +66,7 @@ export class RecordingCache {
 
   /** A hit from memory alone, or undefined. A hit counts as a use for eviction. */
   lookup(key: string): CacheHit | undefined {
-    const entry = this.#entries.get(key);
-    if (!entry) return undefined;
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
-    const body = this.#memory.get(key);
-    return body ? { tier: 'memory', entry, body } : { tier: 'disk', entry };
+    return this.#catalogue.lookup(key);
   }
 
   /**
@@ -151,24 +80,13 @@ export class RecordingCache {
       return undefined;
     });
     if (!meta || this.#removing.has(key)) return undefined;
-    this.#remember(key, meta, true);
-    return this.lookup(key);
+    this.#catalogue.add(key, meta, true);
+    return this.#catalogue.lookup(key);
   }
 
-  /**
-   * Pins an entry while its file is read, so eviction leaves it alone.
-   * @returns the unpin function; call it once, when the reader is done.
-   */
+  /** Pins an entry while its file is read, so eviction leaves it alone; returns the unpin function. */
   pin(key: string): () => void {
-    this.#pins.set(key, (this.#pins.get(key) ?? 0) + 1);
-    let unpinned = false;
-    return () => {
-      if (unpinned) return;
-      unpinned = true;
-      const count = (this.#pins.get(key) ?? 1) - 1;
-      if (count > 0) this.#pins.set(key, count);
-      else this.#pins.delete(key);
-    };
+    return this.#catalogue.pin(key);
   }
 
   /** Opens the file of a disk hit; a missing file drops the entry and answers undefined. */
@@ -179,7 +97,7 @@ export class RecordingCache {
           return undefined;
         })
       : undefined;
-    if (!handle) this.#forget(entry.key);
+    if (!handle) this.#catalogue.remove(entry.key);
     return handle;
   }
 
@@ -190,38 +108,42 @@ export class RecordingCache {
    */
   async readVerified(entry: CachedRecording, handle: FileHandle): Promise<Buffer | undefined> {
     const body = await handle.readFile();
-    const intact = body.length === entry.meta.size && createHash('sha256').update(body).digest('hex') === entry.meta.sha256;
-    if (!intact) {
+    if (!isIntact(body, entry.meta)) {
       this.options.logger.warn({ key: entry.key }, 'cached recording failed its checksum; refetching it');
       await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
       return undefined;
     }
-    if (this.#entries.get(entry.key) === entry) this.#memory.set(entry.key, body);
+    this.#catalogue.keepBody(entry, body);
     return body;
   }
 
   /**
    * Stores a verified recording: room is made on disk (least recently used
-   * first, never a pinned entry), the temporary file is moved into place,
+   * first, never a pinned entry), the temporary file is committed into place,
    * then indexed. A failing disk or index is logged and bypassed; the
-   * recording then lives in memory only (if small) until evicted there.
+   * recording then lives in memory only (if small) until evicted there. A
+   * file this does not commit stays its owner's to discard.
    */
-  async store(meta: RecordingMeta, tempPath: string | undefined, body: Buffer | undefined): Promise<CachedRecording | undefined> {
+  async store(meta: RecordingMeta, file: TempFile | undefined, body: Buffer | undefined): Promise<CachedRecording | undefined> {
     const key = cacheKey(meta.namespace, meta.callId);
-    const onDisk = tempPath !== undefined && (await this.#storeOnDisk(key, meta, tempPath));
-    if (!onDisk && !(body && body.length <= this.memoryEntryMaxBytes)) return undefined;
-    const entry = this.#remember(key, meta, onDisk);
-    if (body && body.length <= this.memoryEntryMaxBytes) this.#memory.set(key, body);
+    const onDisk = file !== undefined && (await this.#storeOnDisk(key, meta, file));
+    const inMemory = body !== undefined && body.length <= this.memoryEntryMaxBytes;
+    if (!onDisk && !inMemory) return undefined;
+    const entry = this.#catalogue.add(key, meta, onDisk);
+    if (inMemory) this.#catalogue.keepBody(entry, body);
     return entry;
   }
 
   /** Removes a recording from every tier. */
   async purge(namespace: string, callId: string): Promise<boolean> {
     const key = cacheKey(namespace, callId);
-    const existed = this.#entries.has(key);
-    this.#forget(key);
+    const existed = this.#catalogue.remove(key) !== undefined;
     await this.#removeStored(key, namespace, callId);
     return existed;
+  }
+
+  stats(): CacheStats {
+    return this.#catalogue.stats();
   }
 
   async #removeStored(key: string, namespace: string, callId: string): Promise<void> {
@@ -233,86 +155,35 @@ export class RecordingCache {
     }
   }
 
-  stats(): CacheStats {
-    return {
-      entries: this.#entries.size,
-      diskBytes: this.#diskBytes,
-      memoryEntries: this.#memory.size,
-      memoryBytes: this.#memory.calculatedSize,
-      evictions: this.#evictions,
-    };
-  }
-
-  async #storeOnDisk(key: string, meta: RecordingMeta, tempPath: string): Promise<boolean> {
+  async #storeOnDisk(key: string, meta: RecordingMeta, file: TempFile): Promise<boolean> {
     const { disk, index, diskHealth, logger } = this.options;
-    if (!(await this.#makeRoom(key, meta.size))) {
+    const victims = this.#catalogue.makeRoom(key, meta.size);
+    if (!victims) {
       logger.warn({ key, size: meta.size }, 'no room in cache.max_disk_bytes that is not in use; not storing on disk');
-      await disk.discardTemp(tempPath);
       return false;
     }
+    await this.#evict(victims);
     try {
-      await disk.commit(tempPath, meta.namespace, meta.callId);
+      await file.commit(disk.pathFor(meta.namespace, meta.callId));
       await index.set(key, meta);
       diskHealth.recovered();
       return true;
     } catch (error) {
       diskHealth.report(error);
-      await disk.discardTemp(tempPath);
       await disk.remove(meta.namespace, meta.callId).catch(() => {});
       return false;
     }
   }
 
-  /** Evicts least recently used, unpinned entries until `size` more bytes fit. */
-  async #makeRoom(key: string, size: number): Promise<boolean> {
-    const replaced = this.#entries.get(key);
-    const budget = this.options.maxDiskBytes - size + (replaced?.onDisk ? replaced.meta.size : 0);
-    if (budget < 0) return false;
-    const victims: CachedRecording[] = [];
-    let projected = this.#diskBytes;
-    for (const entry of this.#entries.values()) {
-      if (projected <= budget) break;
-      if (!entry.onDisk || entry.key === key || this.#pins.has(entry.key)) continue;
-      victims.push(entry);
-      projected -= entry.meta.size;
-    }
-    if (projected > budget) return false;
-    // Forget them at once, so a concurrent store counts the room as taken.
-    for (const victim of victims) this.#forget(victim.key);
-    this.#evictions += victims.length;
-    if (victims.length > 0) this.options.onEvict?.(victims.length);
+  async #evict(victims: CachedRecording[]): Promise<void> {
+    if (victims.length === 0) return;
+    this.options.onEvict?.(victims.length);
     await Promise.all(
-      victims.map(({ key: victimKey, meta }) =>
-        this.#removeStored(victimKey, meta.namespace, meta.callId).catch((error: unknown) =>
-          this.options.logger.warn({ err: error, key: victimKey }, 'evicting a recording failed'),
+      victims.map(({ key, meta }) =>
+        this.#removeStored(key, meta.namespace, meta.callId).catch((error: unknown) =>
+          this.options.logger.warn({ err: error, key }, 'evicting a recording failed'),
         ),
       ),
     );
-    return true;
-  }
-
-  #remember(key: string, meta: RecordingMeta, onDisk: boolean): CachedRecording {
-    this.#forget(key);
-    // Thousands of entries share a few namespaces and one content type: keep one copy of each string.
-    meta.namespace = this.#intern(meta.namespace);
-    meta.contentType = this.#intern(meta.contentType);
-    const entry = new CachedRecording(key, meta, onDisk);
-    this.#entries.set(key, entry);
-    if (onDisk) this.#diskBytes += meta.size;
-    return entry;
-  }
-
-  #intern(value: string): string {
-    const known = this.#strings.get(value);
-    if (known !== undefined) return known;
-    this.#strings.set(value, value);
-    return value;
-  }
-
-  #forget(key: string): void {
-    const entry = this.#entries.get(key);
-    if (entry?.onDisk) this.#diskBytes -= entry.meta.size;
-    this.#entries.delete(key);
-    this.#memory.delete(key);
   }
 }

@@ -10,6 +10,11 @@ export interface VerifyReport {
   removed: Array<{ key: string; reason: 'missing' | 'size' | 'checksum' }>;
 }
 
+/** True when `body` is exactly the recording `meta` describes: its size and its sha256. */
+export function isIntact(body: Buffer, meta: Pick<RecordingMeta, 'size' | 'sha256'>): boolean {
+  return body.length === meta.size && createHash('sha256').update(body).digest('hex') === meta.sha256;
+}
+
 async function hashFile(path: string): Promise<{ sha256: string; size: number } | undefined> {
   const hash = createHash('sha256');
   let size = 0;

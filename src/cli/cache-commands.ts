@@ -1,15 +1,29 @@
-import { upstreamNamespace } from '../auth/tenants.js';
+import { existsSync } from 'node:fs';
+import { createTenantRegistry, type Tenant } from '../auth/tenants.js';
 import { createDiskStore } from '../cache/disk-store.js';
+import { openIndex } from '../cache/open-index.js';
 import type { RecordingIndex } from '../cache/recording-index.js';
-import type { RecordingMeta } from '../cache/recording-meta.js';
 import { verifyCache } from '../cache/verify.js';
 import type { GatewayConfig } from '../config/index.js';
-import { openIndex } from '../cache/open-index.js';
-import { UsageError, formatBytes, type Print } from './io.js';
+import { CommandFailure, UsageError, formatBytes, printJson, type Print } from './io.js';
+import { liveHitRatio } from './running-gateway.js';
 
-const METRICS_TIMEOUT_MS = 2_000;
+/** How a command prints: lines for people, or one JSON document with `--json`. */
+export interface OutputOptions {
+  print: Print;
+  json?: boolean;
+}
 
-async function withIndex<T>(config: GatewayConfig, use: (index: RecordingIndex) => Promise<T>): Promise<T> {
+/**
+ * False when the cache has never been written: the sqlite index lives in the
+ * cache directory, and opening it there would fail (SQLITE_CANTOPEN) or
+ * create the directory as a side effect of a command that only looks.
+ */
+export function cacheExists(config: GatewayConfig): boolean {
+  return config.cache.index.kind === 'redis' || existsSync(config.cache.dir);
+}
+
+export async function withIndex<T>(config: GatewayConfig, use: (index: RecordingIndex) => Promise<T>): Promise<T> {
   const index = openIndex(config);
   try {
     return await use(index);
@@ -18,113 +32,103 @@ async function withIndex<T>(config: GatewayConfig, use: (index: RecordingIndex) 
   }
 }
 
-/** Tenant ids by cache namespace, for the tenants whose upstream key is known. */
-function tenantsByNamespace(config: GatewayConfig): Map<string, string[]> {
-  const names = new Map<string, string[]>();
-  for (const tenant of config.tenants) {
-    const key = tenant.upstreamApiKey ?? config.upstream.apiKey;
-    if (!key) continue;
-    const namespace = upstreamNamespace(config.upstream.baseUrl, key);
-    names.set(namespace, [...(names.get(namespace) ?? []), tenant.id]);
-  }
-  return names;
+/**
+ * The config's tenants as the gateway sees them, with their cache namespaces,
+ * for those whose Flyflow key is known here (the namespace derives from it).
+ */
+export function tenantsWithNamespace(config: GatewayConfig): Tenant[] {
+  return createTenantRegistry(config).all.filter((tenant) => tenant.upstreamApiKey !== '');
 }
 
-function namespaceOf(config: GatewayConfig, tenantId: string): string {
-  const tenant = config.tenants.find((candidate) => candidate.id === tenantId);
+/** The namespace `--tenant` names. */
+export function namespaceOf(config: GatewayConfig, tenantId: string): string {
+  const tenant = createTenantRegistry(config).byId(tenantId);
   if (!tenant) throw new UsageError(`no tenant "${tenantId}" in the config`);
-  const key = tenant.upstreamApiKey ?? config.upstream.apiKey;
-  if (!key) throw new UsageError(`tenant "${tenantId}": its Flyflow key is not set, so its cache namespace cannot be derived`);
-  return upstreamNamespace(config.upstream.baseUrl, key);
-}
-
-/** The hit ratio of a running gateway, from its own /metrics; undefined when none answers. */
-async function liveHitRatio(config: GatewayConfig): Promise<{ url: string; hits: number; total: number } | undefined> {
-  const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${config.listen.port}/metrics`;
-  try {
-    const response = await fetch(url, {
-      headers: config.adminToken ? { Authorization: `Bearer ${config.adminToken}` } : {},
-      signal: AbortSignal.timeout(METRICS_TIMEOUT_MS),
-    });
-    if (!response.ok) return undefined;
-    let hits = 0;
-    let total = 0;
-    for (const line of (await response.text()).split('\n')) {
-      if (!line.startsWith('recording_gateway_requests_total{') || !line.includes('route="recording"')) continue;
-      const cache = /cache="([a-z]+)"/.exec(line)?.[1];
-      if (cache === 'none') continue;
-      const count = Number(line.split(' ').pop());
-      total += count;
-      if (cache === 'hit') hits += count;
-    }
-    return { url, hits, total };
-  } catch {
-    return undefined;
+  if (tenant.upstreamApiKey === '') {
+    throw new CommandFailure(`tenant "${tenantId}": its Flyflow key is not set here, so its cache namespace is unknown; set it as the gateway has it`);
   }
+  return tenant.namespace;
 }
 
 /** `cache stats`: entries and bytes, per namespace, and the live hit ratio when the gateway runs. */
-export async function cacheStats(config: GatewayConfig, print: Print): Promise<void> {
+export async function cacheStats(config: GatewayConfig, output: OutputOptions): Promise<void> {
   const perNamespace = new Map<string, { entries: number; bytes: number }>();
-  await withIndex(config, async (index) => {
-    for await (const [, meta] of index.entries()) {
-      const totals = perNamespace.get(meta.namespace) ?? { entries: 0, bytes: 0 };
-      totals.entries++;
-      totals.bytes += meta.size;
-      perNamespace.set(meta.namespace, totals);
-    }
-  });
-  const entries = [...perNamespace.values()].reduce((sum, totals) => sum + totals.entries, 0);
-  const total = [...perNamespace.values()].reduce((sum, totals) => sum + totals.bytes, 0);
-  print(`cache:      ${config.cache.dir} (index: ${config.cache.index.kind})`);
-  print(`recordings: ${entries}, ${formatBytes(total)} of ${formatBytes(config.cache.maxDiskBytes)}`);
-  const tenants = tenantsByNamespace(config);
-  for (const [namespace, totals] of perNamespace) {
-    const owners = tenants.get(namespace);
-    print(`  ${namespace}${owners ? ` (${owners.join(', ')})` : ''}: ${totals.entries} recordings, ${formatBytes(totals.bytes)}`);
+  const exists = cacheExists(config);
+  if (exists) {
+    await withIndex(config, async (index) => {
+      for await (const [, meta] of index.entries()) {
+        const totals = perNamespace.get(meta.namespace) ?? { entries: 0, bytes: 0 };
+        totals.entries++;
+        totals.bytes += meta.size;
+        perNamespace.set(meta.namespace, totals);
+      }
+    });
   }
+  const owners = new Map<string, string[]>();
+  for (const tenant of tenantsWithNamespace(config)) owners.set(tenant.namespace, [...(owners.get(tenant.namespace) ?? []), tenant.id]);
+  const namespaces = [...perNamespace].map(([namespace, totals]) => ({ namespace, tenants: owners.get(namespace) ?? [], ...totals }));
+  const entries = namespaces.reduce((sum, each) => sum + each.entries, 0);
+  const total = namespaces.reduce((sum, each) => sum + each.bytes, 0);
   const live = await liveHitRatio(config);
-  if (!live) {
-    print('hit ratio:  no running gateway answered on the configured listen address');
-  } else if (live.total === 0) {
+  const { print } = output;
+
+  if (output.json) {
+    printJson(print, {
+      cache_dir: config.cache.dir,
+      index: config.cache.index.kind,
+      exists,
+      recordings: entries,
+      bytes: total,
+      max_disk_bytes: config.cache.maxDiskBytes,
+      namespaces: namespaces.map(({ namespace, tenants, entries: recordings, bytes }) => ({ namespace, tenants, recordings, bytes })),
+      gateway:
+        live.state === 'answered'
+          ? { url: live.url, state: 'running', hits: live.value.hits, requests: live.value.total }
+          : { url: live.url, state: live.state, ...(live.state === 'not-running' ? {} : { message: live.message }) },
+    });
+    return;
+  }
+  print(`cache:      ${config.cache.dir} (index: ${config.cache.index.kind})${exists ? '' : ', does not exist yet'}`);
+  print(`recordings: ${entries}, ${formatBytes(total)} of ${formatBytes(config.cache.maxDiskBytes)}`);
+  for (const { namespace, tenants, entries: count, bytes } of namespaces) {
+    print(`  ${namespace}${tenants.length > 0 ? ` (${tenants.join(', ')})` : ''}: ${count} recordings, ${formatBytes(bytes)}`);
+  }
+  if (live.state === 'not-running') {
+    print(`hit ratio:  no running gateway answered at ${live.url}`);
+  } else if (live.state !== 'answered') {
+    print(`hit ratio:  unknown: ${live.message}`);
+  } else if (live.value.total === 0) {
     print(`hit ratio:  no recording requests yet (${live.url})`);
   } else {
-    print(`hit ratio:  ${((100 * live.hits) / live.total).toFixed(1)}% since start (${live.hits} hits of ${live.total} recording requests)`);
+    const { hits, total: requests } = live.value;
+    print(`hit ratio:  ${((100 * hits) / requests).toFixed(1)}% since start (${hits} hits of ${requests} recording requests)`);
   }
 }
 
-/** `cache verify`: rehashes every file, removes the corrupt ones. */
-export async function cacheVerify(config: GatewayConfig, print: Print): Promise<number> {
+const PROBLEMS = { checksum: 'sha256 mismatch', size: 'wrong size', missing: 'file missing' } as const;
+
+/**
+ * `cache verify`: rehashes every file, removes the corrupt ones.
+ * @returns the number removed: the command exits 1 when it found any.
+ */
+export async function cacheVerify(config: GatewayConfig, output: OutputOptions): Promise<number> {
+  const { print } = output;
+  if (!cacheExists(config)) {
+    if (output.json) printJson(print, { cache_dir: config.cache.dir, exists: false, checked: 0, intact: 0, removed: [] });
+    else print(`nothing to check: the cache directory ${config.cache.dir} does not exist yet`);
+    return 0;
+  }
   const disk = createDiskStore(config.cache.dir);
+  const removed: Array<{ namespace: string; call_id: string; problem: string }> = [];
   const report = await withIndex(config, (index) =>
-    verifyCache(index, disk, (key, _meta, verdict) => {
-      if (verdict !== 'ok') print(`removed ${key}: ${verdict === 'checksum' ? 'sha256 mismatch' : verdict === 'size' ? 'wrong size' : 'file missing'}`);
+    verifyCache(index, disk, (key, meta, verdict) => {
+      if (verdict === 'ok') return;
+      removed.push({ namespace: meta.namespace, call_id: meta.callId, problem: PROBLEMS[verdict] });
+      if (!output.json) print(`removed ${key}: ${PROBLEMS[verdict]}`);
     }),
   );
-  print(`verified ${report.checked} recordings: ${report.checked - report.removed.length} intact, ${report.removed.length} removed`);
+  const intact = report.checked - report.removed.length;
+  if (output.json) printJson(print, { cache_dir: config.cache.dir, exists: true, checked: report.checked, intact, removed });
+  else print(`verified ${report.checked} recordings: ${intact} intact, ${report.removed.length} removed`);
   return report.removed.length;
-}
-
-/** `cache purge [--call ID] [--tenant T]`: removes matching recordings from disk and index. */
-export async function cachePurge(config: GatewayConfig, filter: { callId?: string; tenant?: string }, print: Print): Promise<void> {
-  const namespace = filter.tenant === undefined ? undefined : namespaceOf(config, filter.tenant);
-  const disk = createDiskStore(config.cache.dir);
-  const removed = await withIndex(config, async (index) => {
-    const matching: Array<[string, RecordingMeta]> = [];
-    for await (const [key, meta] of index.entries()) {
-      if ((namespace === undefined || meta.namespace === namespace) && (filter.callId === undefined || meta.callId === filter.callId)) {
-        matching.push([key, meta]);
-      }
-    }
-    for (const [key, meta] of matching) {
-      await index.delete(key);
-      await disk.remove(meta.namespace, meta.callId);
-    }
-    return matching;
-  });
-  print(`purged ${removed.length} recording${removed.length === 1 ? '' : 's'}`);
-  if (removed.length > 0) {
-    print('A running gateway may still answer from its memory copy until restarted; DELETE over HTTP purges every tier.');
-  }
 }

@@ -3,10 +3,25 @@ import bytes from 'bytes';
 /** Where a command writes its lines: stdout in the CLI, an array in tests. */
 export type Print = (line: string) => void;
 
-/** A mistake in the command line: printed as one line, never with a stack. */
+/** Exit codes, the same for every command (README, Command line). */
+export const EXIT_OK = 0;
+/** The command failed, or found damage (`cache verify`). */
+export const EXIT_FAILURE = 1;
+/** The command line was wrong: an unknown command or option, a bad value, a missing argument. */
+export const EXIT_USAGE = 2;
+
+/** A mistake in the command line: printed as one line, never with a stack; exit code 2. */
 export class UsageError extends Error {}
+
+/** The command ran and could not do its job: printed as one line, never with a stack; exit code 1. */
+export class CommandFailure extends Error {}
 
 /** `22.63 KB`: a byte count as operators read it. */
 export function formatBytes(value: number): string {
   return bytes.format(value, { unitSeparator: ' ' }) ?? `${value} B`;
+}
+
+/** `--json`: the command's one JSON document on stdout, keys in snake_case like the HTTP API's. */
+export function printJson(print: Print, value: unknown): void {
+  print(JSON.stringify(value, null, 2));
 }

@@ -1,9 +1,16 @@
-import { cacheKey } from '../cache/recording-meta.js';
 import type { GatewayConfig } from '../config/index.js';
 import { createGateway } from '../gateway.js';
 import { UsageError, formatBytes, type Print } from './io.js';
 
 const PROGRESS_INTERVAL_MS = 200;
+
+/** One recording's outcome, for `prefetch --json`: already `cached`, `fetched` now, or `failed`. */
+export interface PrefetchResult {
+  callId: string;
+  status: 'cached' | 'fetched' | 'failed';
+  size?: number;
+  error?: string;
+}
 
 /**
  * `prefetch ID...`: warms the cache through the upstream, one recording after
@@ -13,7 +20,7 @@ const PROGRESS_INTERVAL_MS = 200;
 export async function prefetchCommand(
   config: GatewayConfig,
   callIds: string[],
-  options: { tenant?: string; print: Print; progress?: (line: string) => void },
+  options: { tenant?: string; print: Print; progress?: (line: string) => void; onResult?: (result: PrefetchResult) => void },
 ): Promise<number> {
   const tenantId = options.tenant ?? config.tenants[0]!.id;
   // reconcile: false — a gateway may be serving this cache right now.
@@ -23,30 +30,24 @@ export async function prefetchCommand(
     const tenant = gateway.tenants.byId(tenantId);
     if (!tenant) throw new UsageError(`no tenant "${tenantId}" in the config`);
     for (const callId of callIds) {
-      const key = cacheKey(tenant.namespace, callId);
-      const cached = gateway.cache.lookup(key);
-      if (cached) {
-        options.print(`call ${callId}: already cached (${formatBytes(cached.entry.meta.size)})`);
-        continue;
-      }
-      const joined = gateway.downloads.join(tenant, callId);
-      joined.release();
-      const ticker = options.progress
-        ? setInterval(() => {
-            const { received } = joined.download;
-            options.progress!(`call ${callId}: ${formatBytes(received)} received`);
-          }, PROGRESS_INTERVAL_MS)
-        : undefined;
+      let ticker: NodeJS.Timeout | undefined;
       try {
-        const result = await joined.download.completed;
-        await joined.stored;
-        options.print(`call ${callId}: cached (${formatBytes(result.size)})`);
+        const result = await gateway.recordings.warm(tenant, callId, (download) => {
+          if (options.progress) {
+            ticker = setInterval(() => options.progress!(`call ${callId}: ${formatBytes(download.received)} received`), PROGRESS_INTERVAL_MS);
+          }
+        });
+        options.print(`call ${callId}: ${result.status === 'cached' ? 'already cached' : 'cached'} (${formatBytes(result.size)})`);
+        options.onResult?.({ callId, status: result.status, size: result.size });
       } catch (error) {
         failed++;
         options.print(`call ${callId}: failed: ${error instanceof Error ? error.message : String(error)}`);
+        options.onResult?.({ callId, status: 'failed', error: error instanceof Error ? error.message : String(error) });
       } finally {
-        clearInterval(ticker);
-        options.progress?.('');
+        if (ticker) {
+          clearInterval(ticker);
+          options.progress?.('');
+        }
       }
     }
   } finally {

@@ -3,15 +3,18 @@ import { readFile } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { ConfigError, type ConfigIssue } from './config-error.js';
+import { jsonSyntaxError } from './json-syntax.js';
+import { type CacheIndexConfig, type ConfigFile, DEFAULT_CONFIG_PATH, httpUrl, validateConfigFile } from './schema.js';
 import {
-  type CacheIndexConfig,
-  type ConfigFile,
-  DEFAULT_CONFIG_PATH,
-  DEFAULT_UPSTREAM_API_KEY_ENV,
-  MIN_SIGNING_SECRET_BYTES,
-  httpUrl,
-  validateConfigFile,
-} from './schema.js';
+  ADMIN_TOKEN_OVERRIDE,
+  FLYFLOW_API_KEY_OVERRIDE,
+  type SecretFileRead,
+  type SecretRef,
+  nonEmpty,
+  resolveSecret,
+  secretIssue,
+  secretRefs,
+} from './secrets.js';
 import type { GatewayConfig, TenantConfig } from './types.js';
 
 export type { GatewayConfig, TenantConfig } from './types.js';
@@ -90,18 +93,6 @@ export function parseConfig(raw: unknown, options: ParseConfigOptions): GatewayC
 }
 
 type Format = 'yaml' | 'json';
-type SecretFileRead = { value: string; code?: undefined } | { code: string; value?: undefined };
-
-/** Where one secret comes from and what it is for, so errors can name it without showing it. */
-interface SecretRef {
-  /** Field path the error names, e.g. `tenants[0].signing_keys[1].secret_env`. */
-  field: string;
-  env?: string;
-  file?: string;
-  /** Completes "(it holds ...)". */
-  purpose: string;
-  minBytes?: number;
-}
 
 function formatOf(file: string): Format {
   const extension = extname(file).toLowerCase();
@@ -121,13 +112,19 @@ function readError(file: string, absolute: string, error: unknown): ConfigError 
 
 function parseText(text: string, format: Format, file: string): unknown {
   if (format === 'json') {
+    const json = text.replace(/^\uFEFF/, '');
+    // Like an empty YAML file: "the file is empty" says more than "unexpected end of file".
+    if (json.trim() === '') return undefined;
     try {
-      return JSON.parse(text.replace(/^\uFEFF/, ''));
+      return JSON.parse(json);
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      const position = /at position (\d+)/.exec(message)?.[1];
-      const where = position === undefined ? '' : ` at ${lineAndColumn(text, Number(position))}`;
-      throw new ConfigError({ path: '', message: `JSON syntax error${where}: ${message}` }, { file, cause: error });
+      // JSON.parse's own message may quote the file; say where and what without it.
+      const problem = jsonSyntaxError(json);
+      const where = problem === undefined ? '' : ` at ${lineAndColumn(json, problem.offset)}`;
+      throw new ConfigError(
+        { path: '', message: `JSON syntax error${where}: ${problem?.message ?? 'the file is not valid JSON'}` },
+        { file, cause: error },
+      );
     }
   }
   const lineCounter = new LineCounter();
@@ -148,39 +145,6 @@ function lineAndColumn(text: string, offset: number): string {
   return `line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`;
 }
 
-/** Every secret the file names, except those an environment override replaces. */
-function secretRefs(file: ConfigFile, env: Record<string, string | undefined>): SecretRef[] {
-  const refs: SecretRef[] = [];
-  if (nonEmpty(env.FLYFLOW_API_KEY) === undefined) {
-    const { api_key_env, api_key_file } = file.upstream;
-    refs.push(api_key_file === undefined
-      ? { field: 'upstream.api_key_env', env: api_key_env ?? DEFAULT_UPSTREAM_API_KEY_ENV, purpose: 'the Flyflow server key' }
-      : { field: 'upstream.api_key_file', file: api_key_file, purpose: 'the Flyflow server key' });
-  }
-  if (file.admin !== undefined && nonEmpty(env.ADMIN_TOKEN) === undefined) {
-    refs.push(ref('admin', 'token', file.admin, 'the admin token for /metrics'));
-  }
-  file.tenants.forEach((tenant, i) => {
-    const at = `tenants[${i}]`;
-    tenant.signing_keys.forEach((key, k) => {
-      refs.push({ ...ref(`${at}.signing_keys[${k}]`, 'secret', key, `signing key "${key.kid}" of tenant "${tenant.id}"`), minBytes: MIN_SIGNING_SECRET_BYTES });
-    });
-    if (tenant.upstream_api_key_env !== undefined || tenant.upstream_api_key_file !== undefined) {
-      refs.push(ref(at, 'upstream_api_key', tenant, `tenant "${tenant.id}"'s own Flyflow key`));
-    }
-    if (tenant.webhook_token_env !== undefined || tenant.webhook_token_file !== undefined) {
-      refs.push(ref(at, 'webhook_token', tenant, `tenant "${tenant.id}"'s webhook token`));
-    }
-  });
-  return refs;
-}
-
-function ref(at: string, base: string, fields: Record<string, unknown>, purpose: string): SecretRef {
-  const file = fields[`${base}_file`];
-  if (typeof file === 'string') return { field: `${at}.${base}_file`, file, purpose };
-  return { field: `${at}.${base}_env`, env: String(fields[`${base}_env`]), purpose };
-}
-
 function assemble(
   file: ConfigFile,
   refs: SecretRef[],
@@ -195,7 +159,7 @@ function assemble(
   for (const secretRef of refs) {
     const outcome = resolveSecret(secretRef, env, cwd, read);
     if (typeof outcome === 'string') secrets.set(secretRef.field, outcome);
-    else if (requireSecrets) issues.push({ path: secretRef.field, message: outcome.problem });
+    else if (requireSecrets) issues.push(secretIssue(secretRef, outcome.problem));
   }
   const secret = (at: string, base: string): string | undefined =>
     secrets.get(`${at}.${base}_file`) ?? secrets.get(`${at}.${base}_env`);
@@ -204,10 +168,17 @@ function assemble(
   if (issues.length > 0) throw new ConfigError(issues, fileName === undefined ? {} : { file: fileName });
 
   const config: GatewayConfig = {
-    listen: { host: overrides.host ?? file.listen.host, port: overrides.port ?? file.listen.port },
+    listen: {
+      host: overrides.host ?? file.listen.host,
+      port: overrides.port ?? file.listen.port,
+      maxConnections: file.listen.max_connections,
+      headersTimeoutMs: file.listen.headers_timeout_ms,
+      requestTimeoutMs: file.listen.request_timeout_ms,
+      keepAliveTimeoutMs: file.listen.keep_alive_timeout_ms,
+    },
     upstream: {
       baseUrl: overrides.baseUrl ?? file.upstream.base_url,
-      apiKey: nonEmpty(env.FLYFLOW_API_KEY) ?? secret('upstream', 'api_key') ?? '',
+      apiKey: secrets.get(FLYFLOW_API_KEY_OVERRIDE) ?? secret('upstream', 'api_key') ?? '',
       timeoutMs: file.upstream.timeout_ms,
       bodyIdleTimeoutMs: file.upstream.body_idle_timeout_ms,
       maxConcurrentDownloads: file.upstream.max_concurrent_downloads,
@@ -247,43 +218,9 @@ function assemble(
     }),
   };
   if (file.public_base_url !== undefined) config.publicBaseUrl = file.public_base_url;
-  const adminToken = nonEmpty(env.ADMIN_TOKEN) ?? secret('admin', 'token');
+  const adminToken = secrets.get(ADMIN_TOKEN_OVERRIDE) ?? secret('admin', 'token');
   if (adminToken !== undefined) config.adminToken = adminToken;
   return config;
-}
-
-/** A secret's value, or what is wrong with it; the problem names the variable or file, never the value. */
-function resolveSecret(
-  secretRef: SecretRef,
-  env: Record<string, string | undefined>,
-  cwd: string,
-  read: (absolutePath: string) => SecretFileRead,
-): string | { problem: string } {
-  const purpose = `(it holds ${secretRef.purpose})`;
-  let value: string;
-  let source: string;
-  if (secretRef.file !== undefined) {
-    source = `file ${secretRef.file}`;
-    const result = read(resolve(cwd, secretRef.file));
-    if (result.value === undefined) {
-      const why = result.code === 'ENOENT' ? 'does not exist' : `cannot be read (${result.code})`;
-      return { problem: `${source} ${why} ${purpose}` };
-    }
-    // `echo secret > file` leaves a newline that is not part of the secret.
-    value = result.value.replace(/[\r\n]+$/, '');
-  } else {
-    source = `environment variable ${secretRef.env}`;
-    const fromEnv = env[secretRef.env ?? ''];
-    if (fromEnv === undefined) return { problem: `${source} is not set ${purpose}` };
-    value = fromEnv;
-  }
-  if (value === '') return { problem: `${source} is empty ${purpose}` };
-  if (secretRef.minBytes !== undefined && Buffer.byteLength(value) < secretRef.minBytes) {
-    return {
-      problem: `the secret in ${source} is shorter than ${secretRef.minBytes} bytes ${purpose}; generate one with \`openssl rand -base64 32\``,
-    };
-  }
-  return value;
 }
 
 interface Overrides {
@@ -316,11 +253,6 @@ function environmentOverrides(env: Record<string, string | undefined>, cwd: stri
   const cacheDir = nonEmpty(env.CACHE_DIR);
   if (cacheDir !== undefined) overrides.cacheDir = resolve(cwd, cacheDir);
   return overrides;
-}
-
-/** An unset and an empty variable mean the same: `PORT=` in a compose file should not break start-up. */
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value === '' ? undefined : value;
 }
 
 function errorCode(error: unknown): string {

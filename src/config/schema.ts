@@ -13,6 +13,11 @@ import { ConfigError, configIssuesFromZod } from './config-error.js';
 export const DEFAULT_CONFIG_PATH = 'config/gateway.yaml';
 export const DEFAULT_LISTEN_HOST = '127.0.0.1';
 export const DEFAULT_LISTEN_PORT = 8080;
+/** listen.max_connections when unset: half the process's open-file limit, at most this. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 export const DEFAULT_UPSTREAM_BASE_URL = 'https://api.flyflow.dev/v1';
 export const DEFAULT_UPSTREAM_API_KEY_ENV = 'FLYFLOW_API_KEY';
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 30_000;
@@ -27,8 +32,18 @@ export const DEFAULT_MAX_RECORDING_BYTES = 512 * 1024 ** 2;
 export const DEFAULT_NOT_FOUND_TTL_SECONDS = 30;
 export const DEFAULT_MAX_AGE_SECONDS = 86_400;
 export const DEFAULT_MAX_SIGNED_URL_TTL_SECONDS = 3600;
-/** HMAC-SHA256 keys shorter than this are guessable; RFC 2104 section 3 recommends at least the hash output length. */
-export const MIN_SIGNING_SECRET_BYTES = 16;
+/**
+ * The shortest secret the operator may choose (admin and webhook tokens,
+ * signing keys): shorter ones can be guessed. RFC 2104 section 3 recommends
+ * HMAC keys of at least the hash output length; 16 bytes is the floor.
+ */
+export const MIN_SECRET_BYTES = 16;
+/** Signing keys are HMAC-SHA256 keys: {@link MIN_SECRET_BYTES}. */
+export const MIN_SIGNING_SECRET_BYTES = MIN_SECRET_BYTES;
+/** The shortest peer secret or encryption key (README, Configuration): keys that protect everything at once. */
+export const MIN_KEY_SECRET_BYTES = 32;
+/** Ends every "too short" message, so the operator knows how to make a good one. */
+export const GENERATE_SECRET_HINT = 'generate one with `openssl rand -base64 32` or `recording-gateway new-key`';
 
 const TENANT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const KID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -147,10 +162,27 @@ function checkSecretSource(obj: SecretFields, base: string, required: boolean, c
   }
 }
 
-const listenSchema = z.strictObject({
-  host: z.string().min(1).default(DEFAULT_LISTEN_HOST),
-  port: nonNegativeInt.max(65_535).default(DEFAULT_LISTEN_PORT),
-});
+const listenSchema = z
+  .strictObject({
+    host: z.string().min(1).default(DEFAULT_LISTEN_HOST),
+    port: nonNegativeInt.max(65_535).default(DEFAULT_LISTEN_PORT),
+    // Unset: derived from the open-file limit at start-up (src/server.ts).
+    max_connections: positiveInt.optional(),
+    headers_timeout_ms: positiveInt.default(DEFAULT_HEADERS_TIMEOUT_MS),
+    request_timeout_ms: positiveInt.default(DEFAULT_REQUEST_TIMEOUT_MS),
+    keep_alive_timeout_ms: positiveInt.default(DEFAULT_KEEP_ALIVE_TIMEOUT_MS),
+  })
+  .superRefine((listen, ctx) => {
+    // Node refuses a headers timeout longer than the request timeout, which includes it.
+    if (listen.headers_timeout_ms > listen.request_timeout_ms) {
+      ctx.issues.push({
+        code: 'custom',
+        message: `must be at most request_timeout_ms (${listen.request_timeout_ms})`,
+        input: listen.headers_timeout_ms,
+        path: ['headers_timeout_ms'],
+      });
+    }
+  });
 
 const adminSchema = z
   .strictObject({ token_env: envName.optional(), token_file: filePath.optional() })

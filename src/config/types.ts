@@ -2,7 +2,18 @@ import type { CacheIndexConfig } from './schema.js';
 
 /** The gateway's configuration, parsed once at start-up: camelCase, defaults applied, secrets resolved. */
 export interface GatewayConfig {
-  listen: { host: string; port: number };
+  listen: {
+    host: string;
+    port: number;
+    /** Open client connections at most; absent: derived from the open-file limit when the server starts. */
+    maxConnections?: number;
+    /** Longest wait for a request's headers. */
+    headersTimeoutMs: number;
+    /** Longest wait for a whole request (headers and body); never limits the response. */
+    requestTimeoutMs: number;
+    /** How long an idle keep-alive connection stays open. */
+    keepAliveTimeoutMs: number;
+  };
   /** Absolute http(s) URL without trailing slash; makes signed URLs absolute. */
   publicBaseUrl?: string;
   /** Bearer token for `/metrics`; when absent, `/metrics` is open. */

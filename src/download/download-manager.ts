@@ -1,27 +1,35 @@
 import type { Tenant } from '../auth/tenants.js';
 import type { Clock } from '../clock.js';
-import type { DiskHealth } from '../cache/disk-health.js';
-import type { DiskStore } from '../cache/disk-store.js';
-import type { NotFoundMemory } from '../cache/not-found-memory.js';
-import type { RecordingCache } from '../cache/recording-cache.js';
-import { cacheKey } from '../cache/recording-meta.js';
+import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
+import type { TempFile } from '../cache/temp-file.js';
 import { NotFoundError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import { upstreamErrorKind } from '../upstream/errors.js';
 import type { FlyflowClient } from '../upstream/flyflow-client.js';
 import type { DownloadSlots } from './download-slots.js';
-import { RecordingDownload } from './recording-download.js';
+import { RecordingDownload, type DownloadSink } from './recording-download.js';
+
+/** Where a finished download goes (the recording cache). */
+export interface DownloadStore {
+  /** Keeps the recording; commits `file` if it keeps it on disk, and leaves it alone otherwise. */
+  store(meta: RecordingMeta, file: TempFile | undefined, body: Buffer | undefined): Promise<unknown>;
+}
+
+/** Who a download is for: the namespace it is stored under and the key it is fetched with. */
+export type DownloadOwner = Pick<Tenant, 'namespace' | 'upstreamApiKey'>;
 
 export interface DownloadManagerOptions {
-  client: FlyflowClient;
-  cache: RecordingCache;
-  disk: DiskStore;
-  diskHealth: DiskHealth;
-  /** The cap on concurrent upstream downloads; callers beyond it queue in order. */
+  /** With `timeoutMs`, the wait for a download slot counts against it too. */
+  client: Pick<FlyflowClient, 'openRecording'> & Partial<Pick<FlyflowClient, 'timeoutMs'>>;
+  /** Where bodies are written while they arrive. */
+  sink: DownloadSink;
+  store: DownloadStore;
+  /** The cap on concurrent upstream downloads; callers beyond it queue, fairly between upstream accounts. */
   slots: DownloadSlots;
-  metrics?: GatewayMetrics;
-  notFound: NotFoundMemory;
+  /** Told of every upstream 404, so the next requests for it are answered without asking. */
+  notFound: { remember(key: string): void };
+  metrics?: Pick<GatewayMetrics, 'joinedDownload' | 'upstreamAnswered'>;
   clock: Clock;
   logger: Logger;
 }
@@ -59,14 +67,14 @@ export class DownloadManager {
     return this.#inFlight.has(key);
   }
 
-  join(tenant: Tenant, callId: string): JoinedDownload {
-    const key = cacheKey(tenant.namespace, callId);
+  join(owner: DownloadOwner, callId: string): JoinedDownload {
+    const key = cacheKey(owner.namespace, callId);
     const existing = this.#inFlight.get(key);
     if (existing) {
       this.options.metrics?.joinedDownload();
       return { download: existing, collapsed: true, release: existing.acquire(), stored: this.#settled.get(existing)! };
     }
-    const download = this.#start(key, tenant, callId);
+    const download = this.#start(key, owner, callId);
     return { download, collapsed: false, release: download.acquire(), stored: this.#settled.get(download)! };
   }
 
@@ -88,31 +96,29 @@ export class DownloadManager {
     while (this.#settled.size > 0) await Promise.allSettled([...this.#settled.values()]);
   }
 
-  #start(key: string, tenant: Tenant, callId: string): RecordingDownload {
-    const { client, cache, disk, diskHealth, logger, slots } = this.options;
-    // The slot is held from the first attempt until the download settles.
-    const slot = slots.acquire();
-    const download = new RecordingDownload(
-      async () => {
-        await slot;
-        return this.#timed(() => client.openRecording(callId, tenant.upstreamApiKey));
-      },
-      {
-        memoryEntryMaxBytes: cache.memoryEntryMaxBytes,
-        createTemp: () => disk.createTemp(),
-        discardTemp: (tempPath) => disk.discardTemp(tempPath),
-        onDiskError: (error) => diskHealth.report(error),
-      },
-    );
+  #start(key: string, owner: DownloadOwner, callId: string): RecordingDownload {
+    const { client, sink, logger, slots } = this.options;
+    // The slot is held from the first attempt until the download settles. The
+    // wait for it counts against upstream.timeout_ms together with the first
+    // head; a body that broke is fetched again with a budget of its own.
+    let budget = client.timeoutMs === undefined ? undefined : AbortSignal.timeout(client.timeoutMs);
+    const slot = slots.acquire(owner.namespace, budget);
+    const download = new RecordingDownload(async () => {
+      await slot;
+      const signal = budget;
+      budget = undefined;
+      return this.#timed(() => client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal }));
+    }, sink);
     this.#inFlight.set(key, download);
-    const settled = this.#finish(key, tenant, callId, download)
+    const settled = this.#finish(key, owner.namespace, callId, download)
       .catch((error: unknown) => logger.error({ err: error, key }, 'storing a finished download failed'))
-      .finally(() => {
+      .then(async () => {
         if (this.#inFlight.get(key) === download) this.#inFlight.delete(key);
-        download.retire();
-        void slot.then((release) => release());
-        this.#settled.delete(download);
-      });
+        void slot.then((release) => release(), () => {});
+        // With nobody reading any more, the file is closed before the download counts as settled.
+        await download.retire();
+      })
+      .finally(() => this.#settled.delete(download));
     this.#settled.set(download, settled);
     return download;
   }
@@ -131,7 +137,7 @@ export class DownloadManager {
     }
   }
 
-  async #finish(key: string, tenant: Tenant, callId: string, download: RecordingDownload): Promise<void> {
+  async #finish(key: string, namespace: string, callId: string, download: RecordingDownload): Promise<void> {
     let result;
     try {
       result = await download.completed;
@@ -143,28 +149,30 @@ export class DownloadManager {
       }
       return;
     }
-    if (this.#discarded.has(download)) {
-      if (result.tempPath) await this.options.disk.discardTemp(result.tempPath);
-      return;
-    }
-    const storing = this.options.cache.store(
-      {
-        namespace: tenant.namespace,
-        callId,
-        size: result.size,
-        sha256: result.sha256,
-        contentType: result.contentType,
-        fetchedAt: this.options.clock.now(),
-        ...(result.lastModified === undefined ? {} : { lastModified: result.lastModified }),
-      },
-      result.tempPath,
-      result.body,
-    );
-    this.#storing.set(download, storing);
     try {
-      await storing;
+      if (this.#discarded.has(download)) return;
+      const storing = this.options.store.store(
+        {
+          namespace,
+          callId,
+          size: result.size,
+          sha256: result.sha256,
+          contentType: result.contentType,
+          fetchedAt: this.options.clock.now(),
+          ...(result.lastModified === undefined ? {} : { lastModified: result.lastModified }),
+        },
+        result.file,
+        result.body,
+      );
+      this.#storing.set(download, storing);
+      try {
+        await storing;
+      } finally {
+        this.#storing.delete(download);
+      }
     } finally {
-      this.#storing.delete(download);
+      // Whatever the store did not commit (a purge won, no room, a failing disk) goes now.
+      await result.file?.discard();
     }
   }
 }

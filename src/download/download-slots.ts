@@ -1,35 +1,173 @@
+import { GatewayTimeoutError } from '../errors.js';
+
+/** Gives a slot back; calling it again does nothing. */
+export type ReleaseSlot = () => void;
+
+interface Waiter {
+  grant: (release: ReleaseSlot) => void;
+  /** Set when the waiter's signal aborted; it is skipped when its turn comes. */
+  gone: boolean;
+}
+
+interface Account {
+  /** Slots this account holds now. */
+  held: number;
+  /** FIFO of waiters from `head` on; leavers stay in place, marked `gone`, so leaving costs O(1). */
+  queue: Waiter[];
+  head: number;
+  /** Waiters in the queue that have not left. */
+  waiting: number;
+}
+
+/** Served waiters kept at the front of a queue before it is copied down. */
+const COMPACT_AFTER = 1024;
+
 /**
- * A cap on concurrent upstream downloads. Callers beyond it wait in the order
- * they came (FIFO), each holding its slot until its download ends.
+ * A cap on concurrent upstream downloads, shared fairly between upstream
+ * accounts (contract, section 4: one account's traffic never holds another
+ * back beyond its fair share).
+ *
+ * Each account has its own FIFO queue. A freed slot goes to the waiting
+ * account that holds the fewest slots, ties going to the one that has waited
+ * longest for a turn; so while one account floods the queue, another's first
+ * waiter gets the very next free slot, and a lone account may still use every
+ * slot. A waiter whose signal aborts leaves its queue at once and never takes
+ * a slot.
  */
 export class DownloadSlots {
   #free: number;
-  readonly #waiting: Array<() => void> = [];
+  #queued = 0;
+  readonly #accounts = new Map<string, Account>();
+  /** Accounts with waiters, in the order they last got a turn (least recent first). */
+  readonly #turns = new Set<string>();
 
   constructor(readonly limit: number) {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`download slots: limit must be a positive integer, got ${limit}`);
     this.#free = limit;
   }
 
+  /** Callers waiting for a slot, all accounts together. */
   get queued(): number {
-    return this.#waiting.length;
+    return this.#queued;
   }
 
   get active(): number {
     return this.limit - this.#free;
   }
 
-  /** Resolves with a release function once a slot is free. */
-  async acquire(): Promise<() => void> {
-    if (this.#free > 0) this.#free--;
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  /** Slots held and callers waiting for one account. */
+  usage(account: string): { active: number; queued: number } {
+    const entry = this.#accounts.get(account);
+    return { active: entry?.held ?? 0, queued: entry?.waiting ?? 0 };
+  }
+
+  /**
+   * Resolves with a release function once a slot is free for `account`.
+   * @param signal ends the wait: the promise then rejects with a 504
+   *   GatewayTimeoutError (the wait counts against `upstream.timeout_ms`) and
+   *   the caller is out of the queue.
+   */
+  acquire(account: string, signal?: AbortSignal): Promise<ReleaseSlot> {
+    if (signal?.aborted) return Promise.reject(slotTimeout(signal));
+    const entry = this.#account(account);
+    if (this.#free > 0) {
+      this.#free--;
+      entry.held++;
+      return Promise.resolve(this.#releaser(account));
+    }
+    return new Promise<ReleaseSlot>((resolve, reject) => {
+      const onAbort = () => {
+        waiter.gone = true;
+        entry.waiting--;
+        this.#queued--;
+        if (entry.waiting === 0) {
+          this.#turns.delete(account);
+          entry.queue = [];
+          entry.head = 0;
+        }
+        this.#forget(account);
+        reject(slotTimeout(signal));
+      };
+      const waiter: Waiter = {
+        gone: false,
+        grant: (release) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(release);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      entry.queue.push(waiter);
+      entry.waiting++;
+      this.#queued++;
+      this.#turns.add(account);
+    });
+  }
+
+  #account(name: string): Account {
+    let entry = this.#accounts.get(name);
+    if (!entry) {
+      entry = { held: 0, queue: [], head: 0, waiting: 0 };
+      this.#accounts.set(name, entry);
+    }
+    return entry;
+  }
+
+  /** Drops an account's bookkeeping once it holds and awaits nothing, so the map stays small. */
+  #forget(name: string): void {
+    const entry = this.#accounts.get(name);
+    if (entry && entry.held === 0 && entry.waiting === 0) this.#accounts.delete(name);
+  }
+
+  #releaser(account: string): ReleaseSlot {
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free++;
+      const entry = this.#accounts.get(account);
+      if (entry) entry.held--;
+      this.#forget(account);
+      this.#free++;
+      this.#handOut();
     };
   }
+
+  /** Gives free slots to the waiting accounts holding the fewest, least recently served first. */
+  #handOut(): void {
+    while (this.#free > 0 && this.#queued > 0) {
+      let chosen: string | undefined;
+      let fewest = Infinity;
+      // #turns holds only accounts with waiters, so this loop is bounded by the
+      // number of upstream accounts (from the config), not by the queue length.
+      for (const name of this.#turns) {
+        const held = this.#accounts.get(name)!.held;
+        if (held < fewest) {
+          fewest = held;
+          chosen = name;
+        }
+      }
+      const entry = this.#accounts.get(chosen!)!;
+      let waiter = entry.queue[entry.head++]!;
+      while (waiter.gone) waiter = entry.queue[entry.head++]!;
+      entry.waiting--;
+      this.#queued--;
+      this.#turns.delete(chosen!);
+      if (entry.waiting > 0) {
+        this.#turns.add(chosen!);
+        if (entry.head > COMPACT_AFTER && entry.head * 2 > entry.queue.length) {
+          entry.queue = entry.queue.slice(entry.head);
+          entry.head = 0;
+        }
+      } else {
+        entry.queue = [];
+        entry.head = 0;
+      }
+      this.#free--;
+      entry.held++;
+      waiter.grant(this.#releaser(chosen!));
+    }
+  }
+}
+
+function slotTimeout(signal: AbortSignal | undefined): GatewayTimeoutError {
+  return new GatewayTimeoutError('Upstream timed out: no download slot came free in time', { cause: signal?.reason });
 }

@@ -1,15 +1,13 @@
-import type { FileHandle } from 'node:fs/promises';
+import type { TempFile } from '../cache/temp-file.js';
 import { BadGatewayError, type GatewayError } from '../errors.js';
 
 export interface DownloadSink {
-  /** Where the body goes while it arrives; undefined when the disk cannot take it. */
-  createTemp(): Promise<{ path: string; handle: FileHandle } | undefined>;
+  /** Where the body goes while it arrives; rejects when the disk cannot take it. */
+  createTemp(): Promise<TempFile>;
   /** Bodies up to this size are also kept in memory, for the memory tier and for joiners. */
   memoryEntryMaxBytes: number;
   /** Reports a disk problem; the download goes on from memory when it can. */
   onDiskError(error: unknown): void;
-  /** Removes the temporary file of a failed download. */
-  discardTemp(path: string): Promise<void>;
 }
 
 const FILE_READ_BYTES = 64 * 1024;
@@ -23,6 +21,10 @@ const FILE_READ_BYTES = 64 * 1024;
  * (ENOSPC, say), the rest is kept in memory from that offset on: earlier bytes
  * stay readable from the file already written, and the download goes on
  * without being stored.
+ *
+ * It owns its temporary file until it is sealed: a file that is not whole is
+ * discarded here, a whole one is handed out for the store to commit, and
+ * `close` ends it either way (removing it unless it was committed).
  */
 export class GrowingBody {
   #received = 0;
@@ -31,16 +33,17 @@ export class GrowingBody {
   #memoryBase: number;
   #chunks: Buffer[] = [];
   #chunkStarts: number[] = [];
-  #file: { path: string; handle: FileHandle } | undefined;
+  readonly #file: TempFile | undefined;
   #fileComplete = true;
   #state: 'running' | 'complete' | 'failed' = 'running';
   #error: GatewayError | undefined;
+  #closing: Promise<void> | undefined;
   #progress!: Promise<void>;
   #notify!: () => void;
 
   private constructor(
     private readonly sink: DownloadSink,
-    file: { path: string; handle: FileHandle } | undefined,
+    file: TempFile | undefined,
     keepInMemory: boolean,
   ) {
     this.#file = file;
@@ -74,7 +77,7 @@ export class GrowingBody {
     try {
       // A nearly full disk can take part of a chunk before it refuses the rest.
       while (written < chunk.length) {
-        const { bytesWritten } = await this.#file!.handle.write(chunk, written, chunk.length - written, start + written);
+        const bytesWritten = await this.#file!.write(chunk.subarray(written), start + written);
         if (bytesWritten === 0) throw Object.assign(new Error('the disk took no bytes'), { code: 'ENOSPC' });
         written += bytesWritten;
         this.#flushed += bytesWritten;
@@ -91,23 +94,28 @@ export class GrowingBody {
     this.#signal();
   }
 
-  /** Makes the file durable. Resolves with the whole body if memory holds it, and the temp file if it is whole. */
-  async seal(): Promise<{ body: Buffer | undefined; tempPath: string | undefined }> {
+  /**
+   * Makes the file durable. Resolves with the whole body if memory holds it,
+   * and the temporary file if it is whole (to be committed, or discarded by
+   * whoever decides not to keep it); a file that is not whole is discarded.
+   */
+  async seal(): Promise<{ body: Buffer | undefined; file: TempFile | undefined }> {
     if (this.#fileComplete) {
-      await this.#file!.handle.sync().catch((error: unknown) => {
+      await this.#file!.sync().catch((error: unknown) => {
         this.sink.onDiskError(error);
         this.#fileComplete = false;
       });
     }
     this.#state = 'complete';
     this.#signal();
-    const tempPath = this.#fileComplete ? this.#file!.path : undefined;
-    if (!tempPath && this.#file) await this.sink.discardTemp(this.#file.path);
-    return { body: this.#memoryBase === 0 ? Buffer.concat(this.#chunks, this.#received) : undefined, tempPath };
+    const file = this.#fileComplete ? this.#file : undefined;
+    if (!file) await this.#file?.discard();
+    return { body: this.#memoryBase === 0 ? Buffer.concat(this.#chunks, this.#received) : undefined, file };
   }
 
+  /** Ends the body with `error`: readers get it past what was received, and the file is discarded. */
   fail(error: GatewayError): void {
-    if (this.#file) void this.sink.discardTemp(this.#file.path);
+    void this.#file?.discard();
     this.#error = error;
     this.#state = 'failed';
     this.#signal();
@@ -126,11 +134,10 @@ export class GrowingBody {
     }
   }
 
-  /** Closes the file; call it once nobody can read any more. The temp path itself is left to the store. */
-  async close(): Promise<void> {
-    const file = this.#file;
-    this.#file = undefined;
-    await file?.handle.close().catch(() => {});
+  /** Closes the file (removing it unless it was committed); call it once nobody can read any more. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#file?.close() ?? Promise.resolve();
+    return this.#closing;
   }
 
   #keep(chunk: Buffer, start: number): void {
@@ -160,7 +167,7 @@ export class GrowingBody {
 
   async #fromFile(offset: number, length: number): Promise<Uint8Array> {
     const buffer = Buffer.allocUnsafe(Math.min(length, FILE_READ_BYTES));
-    const { bytesRead } = await this.#file!.handle.read(buffer, 0, buffer.length, offset);
+    const bytesRead = await this.#file!.read(buffer, offset);
     return buffer.subarray(0, bytesRead);
   }
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { TempFile } from '../cache/temp-file.js';
 import { BadGatewayError, GatewayError } from '../errors.js';
 import { RetryableUpstreamError } from '../upstream/errors.js';
 import type { UpstreamRecording } from '../upstream/flyflow-client.js';
@@ -21,8 +22,11 @@ export interface CompletedDownload extends DownloadHead {
   sha256: string;
   /** The whole body when it was small enough to keep in memory. */
   body: Buffer | undefined;
-  /** The fsynced temporary file holding the whole body, when the disk took it. */
-  tempPath: string | undefined;
+  /**
+   * The fsynced temporary file holding the whole body, when the disk took it.
+   * Whoever stores the download commits it or discards it.
+   */
+  file: TempFile | undefined;
 }
 
 export interface DownloadOptions {
@@ -93,10 +97,13 @@ export class RecordingDownload {
     };
   }
 
-  /** No new reader can join any more (the download left the registry); the file closes after the last. */
-  retire(): void {
+  /**
+   * No new reader can join any more (the download left the registry); the
+   * file closes after the last. Resolves once it is closed, if nobody reads.
+   */
+  retire(): Promise<void> {
     this.#retired = true;
-    void this.#closeIfUnused();
+    return this.#closeIfUnused();
   }
 
   async #run(open: () => Promise<UpstreamRecording>): Promise<CompletedDownload> {
@@ -116,6 +123,10 @@ export class RecordingDownload {
         // Only a body that broke is fetched again: open() has already retried
         // the request itself, with backoff, within the upstream timeout.
         if (upstream !== undefined && !this.#headSent && attempt < maxAttempts && error instanceof RetryableUpstreamError) {
+          // Nobody has read the broken body (callers read only after the head): close its file now.
+          const broken = this.#body;
+          this.#body = undefined;
+          await broken?.close();
           await sleep(BODY_RETRY_DELAY_MS * attempt);
           continue;
         }

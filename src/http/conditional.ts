@@ -6,7 +6,12 @@
  * Written by hand: `fresh` (Express) only answers "is it a 304?", splits tag
  * lists on every comma and parses dates with `Date.parse`, which accepts
  * garbage such as "1" and reads asctime dates in local time.
+ *
+ * Every field is the client's to choose, so each is parsed in time linear in
+ * its length: whitespace is trimmed by hand (see ./ows.ts), entity-tag lists
+ * are scanned once, and the date patterns are anchored and fixed-width.
  */
+import { trimOws } from './ows.js';
 
 /** The current representation's validators. */
 export interface Validators {
@@ -35,9 +40,12 @@ interface EntityTag {
 }
 
 // entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE; etagc = %x21 / %x23-7E / obs-text (8.8.3).
-// "W/" is case-sensitive. Sticky, to scan a list in place.
-const ENTITY_TAG = /(W\/)?("[\x21\x23-\x7e\x80-\xff]*")/y;
-const OWS_EDGES = /^[ \t]+|[ \t]+$/g;
+// "W/" is case-sensitive. For one tag; lists are scanned by hand (someEntityTag).
+const ENTITY_TAG = /^(W\/)?("[\x21\x23-\x7e\x80-\xff]*")$/;
+const SP = 0x20;
+const HTAB = 0x09;
+const COMMA = 0x2c;
+const DQUOTE = 0x22;
 
 const DAY = '(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)';
 const LONG_DAY = '(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)';
@@ -99,7 +107,7 @@ export function evaluatePreconditions(
  */
 export function rangeIsApplicable(ifRange: string | undefined, current: Validators): boolean {
   if (ifRange === undefined) return true;
-  const value = ifRange.replace(OWS_EDGES, '');
+  const value = trimOws(ifRange);
   if (value.startsWith('"') || value.startsWith('W/"')) {
     const tag = parseEntityTag(value);
     const etag = current.etag === undefined ? undefined : parseEntityTag(current.etag);
@@ -123,27 +131,53 @@ export function rangeIsApplicable(ifRange: string | undefined, current: Validato
  * full answer and If-Match to a 412, the safe side of each.
  */
 export function parseEntityTagList(value: string): string[] | '*' {
-  const text = value.replace(OWS_EDGES, '');
+  const text = trimOws(value);
   if (text === '*') return '*';
   const tags: string[] = [];
+  someEntityTag(text, (weak, start, end) => {
+    tags.push(`${weak ? 'W/' : ''}${text.slice(start, end)}`);
+    return false;
+  });
+  return tags;
+}
+
+/**
+ * Walks the entity-tags of a list (as {@link parseEntityTagList} reads it) in
+ * one pass, handing each to `visit` as its weakness and the bounds of its
+ * quoted opaque-tag in `text`; stops at, and returns true for, the first tag
+ * `visit` accepts. No copies, so a list of thousands of tags stays cheap.
+ */
+function someEntityTag(text: string, visit: (weak: boolean, start: number, end: number) => boolean): boolean {
   let i = 0;
   while (i < text.length) {
-    const c = text[i];
-    if (c === ' ' || c === '\t' || c === ',') {
+    const c = text.charCodeAt(i);
+    if (c === SP || c === HTAB || c === COMMA) {
       i += 1;
       continue;
     }
-    ENTITY_TAG.lastIndex = i;
-    const match = ENTITY_TAG.exec(text);
-    const after = match === null ? i : i + match[0].length;
-    if (match !== null && (after === text.length || /[ \t,]/.test(text[after] ?? ''))) {
-      tags.push(match[0]);
-      i = after;
+    const weak = c === 0x57 /* W */ && text.charCodeAt(i + 1) === 0x2f; /* / */
+    const start = weak ? i + 2 : i;
+    const end = quotedTagEnd(text, start);
+    const next = text.charCodeAt(end);
+    if (end !== -1 && (end === text.length || next === SP || next === HTAB || next === COMMA)) {
+      if (visit(weak, start, end)) return true;
+      i = end;
       continue;
     }
     i = skipMember(text, i);
   }
-  return tags;
+  return false;
+}
+
+/** The index after the opaque-tag (`DQUOTE *etagc DQUOTE`, 8.8.3) that starts at `i`, or -1. */
+function quotedTagEnd(text: string, i: number): number {
+  if (text.charCodeAt(i) !== DQUOTE) return -1;
+  for (let j = i + 1; j < text.length; j++) {
+    const c = text.charCodeAt(j);
+    if (c === DQUOTE) return j + 1;
+    if (!(c === 0x21 || (c >= 0x23 && c <= 0x7e) || (c >= 0x80 && c <= 0xff))) return -1;
+  }
+  return -1;
 }
 
 /**
@@ -163,22 +197,21 @@ export function httpDate(date: Date): string {
 
 /** If-Match (13.1.1): `*` holds because the recording exists; tags compare strongly. */
 function ifMatchHolds(value: string, etag: EntityTag | undefined): boolean {
-  const list = parseEntityTagList(value);
-  if (list === '*') return true;
-  return etag !== undefined && list.some((raw) => {
-    const tag = parseEntityTag(raw);
-    return tag !== undefined && strongMatch(tag, etag);
-  });
+  const text = trimOws(value);
+  if (text === '*') return true;
+  return etag !== undefined && !etag.weak && someEntityTag(text, (weak, start, end) => !weak && sameOpaque(text, start, end, etag));
 }
 
 /** If-None-Match (13.1.2): false when `*` or any tag matches by weak comparison. */
 function ifNoneMatchHolds(value: string, etag: EntityTag | undefined): boolean {
-  const list = parseEntityTagList(value);
-  if (list === '*') return false;
-  return !(etag !== undefined && list.some((raw) => {
-    const tag = parseEntityTag(raw);
-    return tag !== undefined && tag.opaque === etag.opaque;
-  }));
+  const text = trimOws(value);
+  if (text === '*') return false;
+  return !(etag !== undefined && someEntityTag(text, (_weak, start, end) => sameOpaque(text, start, end, etag)));
+}
+
+/** Whether `text[start, end)` is the opaque-tag of `etag`, compared in place. */
+function sameOpaque(text: string, start: number, end: number, etag: EntityTag): boolean {
+  return end - start === etag.opaque.length && text.startsWith(etag.opaque, start);
 }
 
 /** Strong comparison (8.8.3.2): neither weak, same opaque-tag. */
@@ -187,9 +220,8 @@ function strongMatch(a: EntityTag, b: EntityTag): boolean {
 }
 
 function parseEntityTag(value: string): EntityTag | undefined {
-  ENTITY_TAG.lastIndex = 0;
   const match = ENTITY_TAG.exec(value);
-  if (match === null || match[0].length !== value.length || match[2] === undefined) return undefined;
+  if (match === null || match[2] === undefined) return undefined;
   return { weak: match[1] !== undefined, opaque: match[2] };
 }
 
@@ -220,7 +252,7 @@ function lastModifiedMs(current: Validators): number | undefined {
  * ignore the field, as 13.1.3 and 13.1.4 require.
  */
 function parseHttpDate(value: string, now: Date = new Date()): number | undefined {
-  const text = value.replace(OWS_EDGES, '');
+  const text = trimOws(value);
   const imf = IMF_FIXDATE.exec(text);
   if (imf !== null) {
     const [, day, month, year, h, min, s] = imf;

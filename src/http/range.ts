@@ -15,8 +15,13 @@
  *   whitespace inside specs.
  * - Empty list elements (`bytes=0-1,,3-4`) must be accepted (5.6.1.2);
  *   range-parser calls the whole header malformed.
+ *
+ * The header is the client's to choose, so every step costs time linear in
+ * its length (see ./ows.ts): no trimming regex, no BigInt of a position, and
+ * a cap on the number of ranges.
  */
 import rangeParser from 'range-parser';
+import { compareDecimal, trimOws } from './ows.js';
 
 /** One byte range, both ends inclusive, already clamped to `size - 1`. */
 export interface ByteRange {
@@ -37,8 +42,15 @@ const UNSATISFIABLE: RangeDecision = Object.freeze({ kind: 'unsatisfiable' });
 
 /** int-range (`first-last`, `first-`) or suffix-range (`-length`), RFC 9110 14.1.1. */
 const RANGE_SPEC = /^(?:(\d+)-(\d*)|-(\d+))$/;
-/** Optional whitespace (RFC 9110 5.6.3) at either end. */
-const OWS_EDGES = /^[ \t]+|[ \t]+$/g;
+/**
+ * More range-specs than this and the header is ignored (a 200): RFC 9110 14.2
+ * lets a server ignore many small ranges as a sign of a broken client or a
+ * denial-of-service attempt (17.15). Apache's MaxRanges default, too.
+ */
+export const MAX_RANGE_SPECS = 200;
+const COMMA = 0x2c;
+const SP = 0x20;
+const HTAB = 0x09;
 
 type RangeSpec =
   | { kind: 'int'; first: string; last: string }
@@ -71,13 +83,18 @@ export function decideRange(rangeHeader: string | undefined, size: number): Rang
     // 14.1.1: on an empty representation only a non-zero suffix-range is
     // satisfiable, yet Content-Range cannot describe an empty range; the whole
     // (empty) body is the honest answer.
-    return specs.some((s) => s.kind === 'suffix' && BigInt(s.length) > 0n) ? FULL : UNSATISFIABLE;
+    return specs.some((s) => s.kind === 'suffix' && compareDecimal(s.length, '0') > 0) ? FULL : UNSATISFIABLE;
   }
 
+  const sizeText = String(size);
+  // A position at or past the end means the same as the size itself (a first
+  // position there is unsatisfiable, a last one is clamped), so range-parser
+  // never sees a number longer than the size.
+  const capped = (position: string) => (compareDecimal(position, sizeText) >= 0 ? sizeText : position);
   const normalised = specs.map((spec) => {
-    if (spec.kind === 'int') return `${spec.first}-${spec.last}`;
+    if (spec.kind === 'int') return `${capped(spec.first)}-${spec.last === '' ? '' : capped(spec.last)}`;
     // 14.1.3: a suffix longer than the representation selects all of it.
-    return BigInt(spec.length) > BigInt(size) ? '0-' : `-${spec.length}`;
+    return compareDecimal(spec.length, sizeText) > 0 ? '0-' : `-${spec.length}`;
   });
   const parsed = rangeParser(size, `bytes=${normalised.join(',')}`, { combine: true });
   if (parsed === -1) return UNSATISFIABLE;
@@ -106,25 +123,34 @@ export function unsatisfiedContentRange(size: number): string {
  * int-range whose last-pos is below its first-pos (14.1.1 calls that invalid).
  */
 function parseByteRangesSpecifier(value: string): RangeSpec[] | undefined {
-  const trimmed = value.replace(OWS_EDGES, '');
+  const trimmed = trimOws(value);
   const eq = trimmed.indexOf('=');
   // No whitespace is allowed between the unit and "=" (ranges-specifier grammar).
-  if (eq === -1 || trimmed.slice(0, eq).toLowerCase() !== 'bytes') return undefined;
+  if (eq !== 'bytes'.length || trimmed.slice(0, eq).toLowerCase() !== 'bytes') return undefined;
 
   const specs: RangeSpec[] = [];
   // A list element may be surrounded by OWS and may be empty (5.6.1.2); we
-  // also accept OWS right after "=", as nginx and range-parser do.
-  for (const element of trimmed.slice(eq + 1).split(',')) {
-    const text = element.replace(OWS_EDGES, '');
-    if (text === '') continue;
+  // also accept OWS right after "=", as nginx and range-parser do. Walked in
+  // place rather than split(), so a flood of elements stops at the cap.
+  for (let from = eq + 1; from < trimmed.length; ) {
+    const c = trimmed.charCodeAt(from);
+    if (c === COMMA || c === SP || c === HTAB) {
+      from++;
+      continue;
+    }
+    const comma = trimmed.indexOf(',', from);
+    const end = comma === -1 ? trimmed.length : comma;
+    const text = trimOws(trimmed.slice(from, end));
+    from = end + 1;
+    if (specs.length === MAX_RANGE_SPECS) return undefined;
     const match = RANGE_SPEC.exec(text);
     if (match === null) return undefined;
     const [, first, last, suffix] = match;
     if (suffix !== undefined) {
       specs.push({ kind: 'suffix', length: suffix });
     } else if (first !== undefined && last !== undefined) {
-      // BigInt so that 20-digit positions compare exactly.
-      if (last !== '' && BigInt(last) < BigInt(first)) return undefined;
+      // Compared as digit strings, so that 20-digit positions compare exactly.
+      if (last !== '' && compareDecimal(last, first) < 0) return undefined;
       specs.push({ kind: 'int', first, last });
     }
   }

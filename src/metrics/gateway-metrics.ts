@@ -6,7 +6,8 @@ export interface MetricsSources {
   cacheStats(): { entries: number; diskBytes: number; memoryEntries: number; memoryBytes: number };
   downloadsInFlight(): number;
   downloadsQueued(): number;
-  circuitState(): 'closed' | 'open' | 'half-open';
+  /** Each upstream account's circuit, the account named by a short prefix of its namespace (never a key). */
+  circuitStates(): Array<{ account: string; state: 'closed' | 'open' | 'half-open' }>;
 }
 
 export type UpstreamOutcome = 'ok' | UpstreamErrorKind;
@@ -104,14 +105,28 @@ export class GatewayMetrics {
         this.set(sources.downloadsQueued());
       },
     });
+    // One circuit per upstream account: the totals say at a glance whether any
+    // is open, the per-account series say which.
     new Gauge({
       name: `${PREFIX}upstream_circuit_state`,
-      help: 'The upstream circuit breaker: 1 for the current state, 0 for the others.',
+      help: 'Upstream circuit breakers (one per upstream account) in each state.',
       labelNames: ['state'],
       registers,
       collect() {
-        const current = sources.circuitState();
-        for (const state of CIRCUIT_STATES) this.set({ state }, state === current ? 1 : 0);
+        const circuits = sources.circuitStates();
+        for (const state of CIRCUIT_STATES) this.set({ state }, circuits.filter((circuit) => circuit.state === state).length);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}upstream_account_circuit_state`,
+      help: 'Each upstream account\'s circuit breaker, by a short prefix of its cache namespace: 1 for the current state, 0 for the others.',
+      labelNames: ['account', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { account, state: current } of sources.circuitStates()) {
+          for (const state of CIRCUIT_STATES) this.set({ account, state }, state === current ? 1 : 0);
+        }
       },
     });
   }

@@ -1,16 +1,40 @@
 import type { Context } from 'hono';
+import type { DiskHealth } from '../cache/disk-health.js';
+import type { RecordingIndex } from '../cache/recording-index.js';
 
-/** One thing /readyz checks; it rejects with a reason an operator can act on. */
+/**
+ * One thing /readyz checks. It rejects with a reason anyone may read: what is
+ * wrong, never a path, a host name, a pid or a secret.
+ */
 export interface ReadinessCheck {
   name: string;
   check(): Promise<void>;
+}
+
+// A probe must see the state of now, never a copy kept by a proxy or a browser.
+const NO_STORE = { 'Cache-Control': 'no-store' };
+
+/** The cache directory is writable; probed actively while it fails (see DiskHealth). */
+export function cacheDirectoryReadiness(diskHealth: DiskHealth): ReadinessCheck {
+  return { name: 'cache directory', check: () => diskHealth.check() };
+}
+
+/** The index store answers. */
+export function indexReadiness(index: Pick<RecordingIndex, 'kind' | 'ping'>): ReadinessCheck {
+  return {
+    name: `${index.kind} index`,
+    check: () =>
+      index.ping().catch(() => {
+        throw new Error('the index store did not answer');
+      }),
+  };
 }
 
 export function createHealthHandlers(checks: ReadinessCheck[]) {
   return {
     /** 200 while the process serves. */
     healthz(c: Context): Response {
-      return c.json({ status: 'ok' });
+      return c.json({ status: 'ok' }, 200, NO_STORE);
     },
 
     /** 200 when every dependency answers, else 503 naming what failed. */
@@ -26,8 +50,8 @@ export function createHealthHandlers(checks: ReadinessCheck[]) {
         }),
       );
       const failures = results.filter((result): result is string => result !== undefined);
-      if (failures.length === 0) return c.json({ status: 'ready' });
-      return c.json({ error: 'Service Unavailable', message: failures.join('; ') }, 503);
+      if (failures.length === 0) return c.json({ status: 'ready' }, 200, NO_STORE);
+      return c.json({ error: 'Service Unavailable', message: failures.join('; ') }, 503, NO_STORE);
     },
   };
 }

@@ -9,7 +9,7 @@ export function createMetricsHandler(metrics: GatewayMetrics, adminToken: string
   return async function metricsHandler(c: Context): Promise<Response> {
     if (adminToken !== undefined) {
       const authorization = c.req.header('authorization');
-      if (!authorization) throw new UnauthorizedError('missing');
+      if (!authorization) throw new UnauthorizedError('missing', 'Missing credentials: send Authorization: Bearer <admin token>');
       const token = bearerToken(authorization);
       if (token === undefined || !constantTimeEqual(token, adminToken)) throw new UnauthorizedError('invalid');
     }

@@ -1,9 +1,8 @@
-import type { FileHandle } from 'node:fs/promises';
-import type { CachedRecording } from '../cache/recording-cache.js';
-import type { DownloadHead, RecordingDownload } from '../download/recording-download.js';
 import { evaluatePreconditions, rangeIsApplicable, type Validators } from '../http/conditional.js';
 import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js';
 import { contentRange, decideRange, type ByteRange } from '../http/range.js';
+import type { RecordingReader } from '../recordings/recording-service.js';
+import type { Representation } from './recording-headers.js';
 
 /** The request headers that shape a recording answer. */
 export interface RecordingRequest {
@@ -53,9 +52,10 @@ function plan(request: RecordingRequest, size: number, validators: Validators): 
   return decision.kind === 'partial' ? decision : { kind: 'full' };
 }
 
-function notModified(headers: Readonly<Record<string, string>>, extra: ResponseHeaders): Response {
-  const kept: Record<string, string> = { ETag: headers.ETag!, ...extra };
-  return new Response(null, { status: 304, headers: kept });
+/** RFC 9110 15.4.5: a 304 carries the ETag a 200 would (none while a recording is still arriving). */
+function notModified(representation: Representation, extra: ResponseHeaders): Response {
+  const etag = representation.validators.etag;
+  return new Response(null, { status: 304, headers: etag === undefined ? extra : { ETag: etag, ...extra } });
 }
 
 function bodyHeaders(
@@ -74,18 +74,18 @@ function bodyHeaders(
   return headers;
 }
 
-/** A hit held in memory: written straight from its Buffer. */
+/** A recording held whole in memory: written straight from its Buffer. */
 export function memoryResponse(
   request: RecordingRequest,
-  entry: CachedRecording,
+  representation: Representation,
   body: Buffer,
   extra: ResponseHeaders,
   outcome?: ResponseOutcome,
 ): Response {
-  const decision = plan(request, body.length, entry);
-  if (decision.kind === 'not-modified') return notModified(entry.headers, extra);
+  const decision = plan(request, body.length, representation.validators);
+  if (decision.kind === 'not-modified') return notModified(representation, extra);
   const range = decision.kind === 'partial' ? decision.range : undefined;
-  const headers = bodyHeaders(entry.headers, extra, body.length, range);
+  const headers = bodyHeaders(representation.headers, extra, body.length, range);
   const status = range ? 206 : 200;
   if (request.method === 'HEAD') return new Response(null, { status, headers });
   // A Buffer is a Uint8Array; the cast only widens lib.dom's ArrayBuffer-only typing.
@@ -94,95 +94,43 @@ export function memoryResponse(
   return new Response(bytes, { status, headers });
 }
 
-/** A hit on disk too large for memory: streamed from the open file, never read whole. `done` runs when it is no longer read. */
-export function fileResponse(
-  request: RecordingRequest,
-  entry: CachedRecording,
-  handle: FileHandle,
-  extra: ResponseHeaders,
-  done: () => void,
-  abort?: AbortConnection,
-  outcome?: ResponseOutcome,
-): Response {
-  const size = entry.meta.size;
-  const finish = () => {
-    void handle.close();
-    done();
-  };
-  let decision: Plan;
-  try {
-    decision = plan(request, size, entry);
-  } catch (error) {
-    finish();
-    throw error;
-  }
-  const range = decision.kind === 'partial' ? decision.range : undefined;
-  if (decision.kind === 'not-modified' || request.method === 'HEAD') {
-    finish();
-    if (decision.kind === 'not-modified') return notModified(entry.headers, extra);
-  }
-  const headers = bodyHeaders(entry.headers, extra, size, range);
-  const status = range ? 206 : 200;
-  if (request.method === 'HEAD') return new Response(null, { status, headers });
-  const start = range?.start ?? 0;
-  const end = range ? range.end + 1 : size;
-  const read = (offset: number, max: number) => readFileAt(handle, offset, max);
-  if (outcome) outcome.bodyBytes = end - start;
-  return new Response(streamFromReader(read, start, end, finish, abort), {
-    status,
-    headers,
-  });
-}
-
-async function readFileAt(handle: FileHandle, offset: number, max: number): Promise<Uint8Array | null> {
-  const buffer = Buffer.allocUnsafe(Math.min(max, STREAM_CHUNK_BYTES));
-  const { bytesRead } = await handle.read(buffer, 0, buffer.length, offset);
-  return bytesRead === 0 ? null : buffer.subarray(0, bytesRead);
-}
-
 /**
- * An answer from a download under way. Its ETag is a digest of bytes not yet
- * received, so this answer carries none (a strong ETag must be exact); every
- * answer after the recording is whole does.
+ * A recording read as it is sent: a large file on disk, never read whole, or
+ * a download under way. The reader is released when the answer no longer
+ * needs it: at once for HEAD, 304 and errors, else when the body ends or the
+ * client goes away.
  */
-export function downloadResponse(
+export function streamedResponse(
   request: RecordingRequest,
-  callId: string,
-  download: RecordingDownload,
-  head: DownloadHead & { size: number },
+  representation: Representation,
+  size: number,
+  reader: RecordingReader,
   extra: ResponseHeaders,
-  release: () => void,
   abort?: AbortConnection,
   outcome?: ResponseOutcome,
 ): Response {
-  const base: Record<string, string> = {
-    'Content-Type': head.contentType,
-    'Accept-Ranges': 'bytes',
-    'Content-Disposition': `inline; filename="call-${callId}.mp3"`,
-  };
   let decision: Plan;
   try {
-    decision = plan(request, head.size, {});
+    decision = plan(request, size, representation.validators);
   } catch (error) {
-    release();
+    reader.release();
     throw error;
   }
-  const range = decision.kind === 'partial' ? decision.range : undefined;
-  const headers = bodyHeaders(base, extra, head.size, range);
-  const status = range ? 206 : 200;
   if (decision.kind === 'not-modified') {
-    release();
-    // No ETag yet: it is the digest of bytes still arriving (RFC 9110 15.4.5 asks only for those a 200 would carry).
-    return new Response(null, { status: 304, headers: extra });
+    reader.release();
+    return notModified(representation, extra);
   }
+  const range = decision.kind === 'partial' ? decision.range : undefined;
+  const headers = bodyHeaders(representation.headers, extra, size, range);
+  const status = range ? 206 : 200;
   if (request.method === 'HEAD') {
-    release();
+    reader.release();
     return new Response(null, { status, headers });
   }
   const start = range?.start ?? 0;
-  const end = range ? range.end + 1 : head.size;
+  const end = range ? range.end + 1 : size;
   if (outcome) outcome.bodyBytes = end - start;
-  return new Response(streamFromReader((offset, max) => download.readAt(offset, max), start, end, release, abort), {
+  return new Response(streamFromReader((offset, max) => reader.readAt(offset, max), start, end, () => reader.release(), abort), {
     status,
     headers,
   });

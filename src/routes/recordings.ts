@@ -2,18 +2,15 @@ import type { Context } from 'hono';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
-import type { NotFoundMemory } from '../cache/not-found-memory.js';
-import type { CacheHit, RecordingCache } from '../cache/recording-cache.js';
-import { cacheKey } from '../cache/recording-meta.js';
-import { signRecordingUrl } from '../client/signing.js';
-import type { DownloadManager } from '../download/download-manager.js';
+import { signRecordingUrl } from '@recording-gateway/client';
 import { parseCallId } from '../recordings/call-id.js';
+import type { FoundRecording, RecordingService } from '../recordings/recording-service.js';
 import { corsHeaders } from '../http/cors.js';
-import { BadRequestError, NotFoundError, ServiceUnavailableError } from '../errors.js';
+import { BadRequestError } from '../errors.js';
+import { downloadRepresentation, storedRepresentation } from './recording-headers.js';
 import {
-  downloadResponse,
-  fileResponse,
   memoryResponse,
+  streamedResponse,
   type AbortConnection,
   type RecordingRequest,
   type ResponseHeaders,
@@ -25,9 +22,8 @@ import { rawRequestPath } from './request-target.js';
 
 export interface RecordingRoutesDeps {
   authenticator: Authenticator;
-  cache: RecordingCache;
-  downloads: DownloadManager;
-  notFound: NotFoundMemory;
+  /** Finds or fetches recordings; these handlers only turn requests into its calls and its results into answers. */
+  recordings: RecordingService;
   clock: Clock;
   logger: Logger;
   /** Cache-Control max-age for API-key callers; a signed URL's answer never outlives the URL. */
@@ -80,7 +76,7 @@ function recordingRequest(c: Context): RecordingRequest {
 }
 
 export function createRecordingHandlers(deps: RecordingRoutesDeps) {
-  const { authenticator, cache, downloads, notFound, clock, rateLimiter } = deps;
+  const { authenticator, recordings, clock, rateLimiter } = deps;
 
   /**
    * Notes who asks for which call (for the error handler and the log), then
@@ -101,40 +97,15 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
   }
 
-  /** A hit, or undefined when the disk copy turned out to be gone or damaged. */
-  async function serveHit(
-    c: Context<GatewayEnv>,
-    request: RecordingRequest,
-    hit: CacheHit,
-    extra: ResponseHeaders,
-  ): Promise<Response | undefined> {
+  /** The answer for a stored recording. */
+  function hitResponse(c: Context<GatewayEnv>, request: RecordingRequest, found: FoundRecording, extra: ResponseHeaders): Response {
     const outcome = { bodyBytes: 0 };
-    c.set('answered', { cache: 'hit', tier: hit.tier, outcome });
+    c.set('answered', { cache: 'hit', tier: found.tier, outcome });
     // `extra` is this request's own object: set Cache-Status on it rather than copy it.
-    if (hit.tier === 'memory') {
-      extra['Cache-Status'] = CACHE_STATUS_MEMORY;
-      return memoryResponse(request, hit.entry, hit.body, extra, outcome);
-    }
-    const unpin = cache.pin(hit.entry.key);
-    const handle = await cache.openFile(hit.entry);
-    if (!handle) {
-      unpin();
-      c.set('answered', undefined);
-      return undefined;
-    }
-    extra['Cache-Status'] = CACHE_STATUS_DISK;
-    if (hit.entry.meta.size > cache.memoryEntryMaxBytes) {
-      return fileResponse(request, hit.entry, handle, extra, unpin, connectionAborter(c), outcome);
-    }
-    let body: Buffer | undefined;
-    try {
-      body = await cache.readVerified(hit.entry, handle);
-    } finally {
-      await handle.close();
-      unpin();
-    }
-    if (!body) c.set('answered', undefined);
-    return body && memoryResponse(request, hit.entry, body, extra, outcome);
+    extra['Cache-Status'] = found.tier === 'memory' ? CACHE_STATUS_MEMORY : CACHE_STATUS_DISK;
+    const representation = storedRepresentation(found.entry);
+    if (found.body) return memoryResponse(request, representation, found.body, extra, outcome);
+    return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, connectionAborter(c), outcome);
   }
 
   return {
@@ -150,32 +121,23 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
         ...limits,
         'X-Request-Id': c.get('requestId'),
       };
-      const key = cacheKey(caller.tenant.namespace, callId);
-      // Memory first; the index is asked only on a real miss: not for a
-      // remembered 404, nor when a download to join is already under way.
-      const hit =
-        cache.lookup(key) ?? (notFound.has(key) || downloads.isInFlight(key) ? undefined : await cache.lookupIndex(key));
-      if (hit) {
-        const response = await serveHit(c, request, hit, extra);
-        if (response) return response;
-      }
-      if (notFound.has(key)) throw new NotFoundError();
+      const finding = recordings.find(caller.tenant.namespace, callId);
+      // A memory hit comes back synchronously: nothing is awaited on the fast path.
+      const found = finding instanceof Promise ? await finding : finding;
+      if (found) return hitResponse(c, request, found, extra);
 
-      const joined = downloads.join(caller.tenant, callId);
       const waitStarted = clock.now();
-      let head;
+      let fetched;
       try {
-        head = await joined.download.head;
-      } catch (error) {
-        joined.release();
-        throw error;
+        fetched = await recordings.fetch(caller.tenant, callId);
       } finally {
         c.set('upstreamMs', clock.now() - waitStarted);
       }
-      extra['Cache-Status'] = `${CACHE_NAME}; fwd=uri-miss; ${joined.collapsed ? 'collapsed' : 'stored'}`;
+      extra['Cache-Status'] = `${CACHE_NAME}; fwd=uri-miss; ${fetched.collapsed ? 'collapsed' : 'stored'}`;
       const outcome = { bodyBytes: 0 };
-      c.set('answered', { cache: joined.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
-      return downloadResponse(request, callId, joined.download, head, extra, joined.release, connectionAborter(c), outcome);
+      c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
+      const representation = downloadRepresentation(callId, fetched.head);
+      return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, connectionAborter(c), outcome);
     },
 
     /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace. */
@@ -183,14 +145,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const callId = callIdFromPath(c);
       const caller = authenticator.apiKey(c.req.header('authorization'));
       const limits = await admit(c, caller, callId);
-      const { namespace } = caller.tenant;
-      await downloads.discard(namespace, callId);
-      notFound.forget(cacheKey(namespace, callId));
-      try {
-        await cache.purge(namespace, callId);
-      } catch (error) {
-        throw new ServiceUnavailableError('The cache could not remove the recording; try again', 1, { cause: error });
-      }
+      await recordings.purge(caller.tenant.namespace, callId);
       return new Response(null, { status: 204, headers: { ...corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins), ...limits } });
     },
 

@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { constantTimeEqual } from '../auth/constant-time.js';
 import type { TenantRegistry } from '../auth/tenants.js';
-import type { Prefetch, PrefetchOptions } from '../download/prefetcher.js';
+import type { Prefetch, PrefetchOptions } from '../recordings/prefetch.js';
 import { parseCallId } from '../recordings/call-id.js';
 import { BadRequestError, UnauthorizedError } from '../errors.js';
 import type { GatewayEnv } from './gateway-env.js';

@@ -58,3 +58,67 @@ export function createUpstreamCircuit(options: CircuitOptions): UpstreamCircuit 
     },
   };
 }
+
+/** Where accounts beyond {@link CircuitsOptions.maxAccounts} share one circuit, and its metrics label. */
+export const OVERFLOW_ACCOUNT = 'other';
+const DEFAULT_MAX_ACCOUNTS = 256;
+/** Hex digits of the namespace shown in metrics: enough to tell accounts apart, far from any key. */
+const ACCOUNT_LABEL_LENGTH = 12;
+
+export interface CircuitsOptions extends CircuitOptions {
+  /** Upstream accounts known from the config (tenant cache namespaces); each has a circuit from the start. */
+  accounts?: Iterable<string>;
+  /** At most this many circuits besides the known accounts'; later accounts share one. Default 256. */
+  maxAccounts?: number;
+}
+
+/** One circuit per upstream account, so one account's failures never fail another's requests. */
+export interface UpstreamCircuits {
+  /** The circuit of the account with this cache namespace. */
+  forAccount(account: string): UpstreamCircuit;
+  /** Every circuit's state, labelled by a short prefix of its namespace (or {@link OVERFLOW_ACCOUNT}). */
+  states(): Array<{ account: string; state: CircuitState }>;
+}
+
+/**
+ * A circuit breaker per upstream account (contract section 4: an open circuit
+ * caused by one account's traffic never refuses another account's requests).
+ * The account is the tenant's cache namespace, a digest of base URL and key,
+ * so two tenants on one Flyflow account share a circuit. Accounts come from
+ * the config, so the number of circuits is bounded; any account past
+ * `maxAccounts` that was not in the config shares one overflow circuit.
+ */
+export function createUpstreamCircuits(options: CircuitsOptions): UpstreamCircuits {
+  const { accounts = [], maxAccounts = DEFAULT_MAX_ACCOUNTS, ...circuitOptions } = options;
+  if (!Number.isInteger(maxAccounts) || maxAccounts < 0) {
+    throw new RangeError(`upstream circuits: maxAccounts must be a non-negative integer, got ${maxAccounts}`);
+  }
+  const circuits = new Map<string, UpstreamCircuit>();
+  for (const account of accounts) {
+    if (!circuits.has(account)) circuits.set(account, createUpstreamCircuit(circuitOptions));
+  }
+  const limit = circuits.size + maxAccounts;
+  let overflow: UpstreamCircuit | undefined;
+
+  return {
+    forAccount(account) {
+      let circuit = circuits.get(account);
+      if (circuit) return circuit;
+      if (circuits.size < limit) {
+        circuit = createUpstreamCircuit(circuitOptions);
+        circuits.set(account, circuit);
+        return circuit;
+      }
+      overflow ??= createUpstreamCircuit(circuitOptions);
+      return overflow;
+    },
+    states() {
+      const states = [...circuits].map(([account, circuit]) => ({
+        account: account.slice(0, ACCOUNT_LABEL_LENGTH),
+        state: circuit.state,
+      }));
+      if (overflow) states.push({ account: OVERFLOW_ACCOUNT, state: overflow.state });
+      return states;
+    },
+  };
+}

@@ -1,6 +1,7 @@
 import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { upstreamNamespace } from '../auth/tenants.js';
 import { BadGatewayError, GatewayError, GatewayTimeoutError } from '../errors.js';
-import type { UpstreamCircuit } from './circuit.js';
+import type { UpstreamCircuits } from './circuit.js';
 import { RetryableUpstreamError, errorForUpstreamStatus, upstreamTimeout, upstreamUnreachable } from './errors.js';
 
 export interface FlyflowClientOptions {
@@ -16,8 +17,22 @@ export interface FlyflowClientOptions {
   maxAttempts?: number;
   /** First retry delay; later ones grow exponentially, with jitter. Default 100 ms. */
   initialBackoffMs?: number;
-  /** Fails fast while Flyflow is down; without one every request tries. */
-  circuit?: UpstreamCircuit;
+  /** Fail fast while an account's requests keep failing, one circuit per account; without them every request tries. */
+  circuits?: UpstreamCircuits;
+}
+
+export interface OpenRecordingOptions {
+  /**
+   * The upstream account: the tenant's cache namespace, which picks the
+   * circuit. Default: the namespace of `apiKey` on this base URL, the same one.
+   */
+  account?: string;
+  /**
+   * Ends the wait for the head early (a 504), for a caller whose budget
+   * started before this call, such as a wait for a download slot. The client's
+   * own `timeoutMs` applies as well.
+   */
+  signal?: AbortSignal;
 }
 
 /** An upstream 200 whose head passed every check; the body is still to be read. */
@@ -34,9 +49,12 @@ export interface UpstreamRecording {
 export interface FlyflowClient {
   /**
    * Requests `{baseUrl}/call/recording/{id}.mp3` with the given upstream key.
-   * @throws NotFoundError, BadGatewayError or GatewayTimeoutError.
+   * @throws NotFoundError, BadGatewayError, GatewayTimeoutError, or
+   *   ServiceUnavailableError while the account's circuit is open.
    */
-  openRecording(callId: string, apiKey: string): Promise<UpstreamRecording>;
+  openRecording(callId: string, apiKey: string, options?: OpenRecordingOptions): Promise<UpstreamRecording>;
+  /** `upstream.timeout_ms`: the budget for a usable head, retries included. */
+  readonly timeoutMs: number;
 }
 
 const MAX_REDIRECTS = 5;
@@ -161,9 +179,12 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
     }
   }
 
-  async function openWithRetries(callId: string, apiKey: string): Promise<UpstreamRecording> {
+  async function openWithRetries(callId: string, apiKey: string, budget: AbortSignal | undefined): Promise<UpstreamRecording> {
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), options.timeoutMs);
+    const endEarly = () => deadline.abort();
+    budget?.addEventListener('abort', endEarly, { once: true });
+    if (budget?.aborted) deadline.abort();
     try {
       return await retryPolicy.execute(() => attempt(callId, apiKey, deadline.signal), deadline.signal);
     } catch (error) {
@@ -173,13 +194,20 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
       throw upstreamUnreachable(error);
     } finally {
       clearTimeout(timer);
+      budget?.removeEventListener('abort', endEarly);
     }
   }
 
-  const circuit = options.circuit;
+  const { circuits } = options;
   return {
-    openRecording: circuit
-      ? (callId, apiKey) => circuit.run(() => openWithRetries(callId, apiKey))
-      : openWithRetries,
+    timeoutMs: options.timeoutMs,
+    openRecording(callId, apiKey, open = {}) {
+      // A budget already spent (the slot wait took it all) is a timeout that
+      // never reached Flyflow, so it must not count against the circuit.
+      if (open.signal?.aborted) return Promise.reject(upstreamTimeout(open.signal.reason));
+      if (!circuits) return openWithRetries(callId, apiKey, open.signal);
+      const circuit = circuits.forAccount(open.account ?? upstreamNamespace(options.baseUrl, apiKey));
+      return circuit.run(() => openWithRetries(callId, apiKey, open.signal));
+    },
   };
 }

@@ -1,10 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Tenant } from '../auth/tenants.js';
-import type { NotFoundMemory } from '../cache/not-found-memory.js';
-import type { RecordingCache } from '../cache/recording-cache.js';
-import { cacheKey } from '../cache/recording-meta.js';
 import type { Logger } from '../logger.js';
-import type { DownloadManager } from './download-manager.js';
+import type { RecordingService } from './recording-service.js';
 
 export interface PrefetchOptions {
   /** Attempts in all; a recording may take a while to appear after a call ends. Default 6. */
@@ -21,26 +18,17 @@ const DEFAULT_ATTEMPTS = 6;
 const DEFAULT_FIRST_DELAY_MS = 2_000;
 
 /**
- * Warms the cache with a recording through the normal one-download path, so
- * the first listener gets a hit. Retries 404s too (Flyflow may not have the
+ * Warms the cache with a recording through the recording service, so the
+ * first listener gets a hit. Retries 404s too (Flyflow may not have the
  * recording yet when a call has just ended), with exponential backoff.
  */
-export function createPrefetcher(deps: { cache: RecordingCache; downloads: DownloadManager; notFound: NotFoundMemory; logger: Logger }) {
+export function createPrefetcher(deps: { recordings: RecordingService; logger: Logger }) {
   return async function prefetch(tenant: Tenant, callId: string, options: PrefetchOptions = {}): Promise<PrefetchResult> {
     const attempts = options.attempts ?? DEFAULT_ATTEMPTS;
-    const key = cacheKey(tenant.namespace, callId);
     let delay = options.firstDelayMs ?? DEFAULT_FIRST_DELAY_MS;
     for (let attempt = 1; ; attempt++) {
-      const hit = deps.cache.lookup(key) ?? (await deps.cache.lookupIndex(key));
-      if (hit) return { status: 'cached', size: hit.entry.meta.size };
-      // A prefetch asks on purpose: a 404 remembered a moment ago must not stop it.
-      deps.notFound.forget(key);
-      const joined = deps.downloads.join(tenant, callId);
-      joined.release();
       try {
-        const result = await joined.download.completed;
-        await joined.stored;
-        return { status: 'fetched', size: result.size };
+        return await deps.recordings.warm(tenant, callId);
       } catch (error) {
         if (attempt >= attempts) {
           deps.logger.warn({ err: error, tenant: tenant.id, callId, attempts }, 'prefetch gave up');

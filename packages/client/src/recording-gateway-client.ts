@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { rename, unlink } from 'node:fs/promises';
+import { mkdir, rename, unlink } from 'node:fs/promises';
 import { STATUS_CODES } from 'node:http';
 import path from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { canonicalCallId, describeValue } from './call-id.js';
 import { startDeadline, type Deadline } from './deadline.js';
-import { fsyncDirectory, fsyncFile } from './durable-file.js';
+import { fsyncCreatedFolders, fsyncDirectory, fsyncFile } from './durable-file.js';
 import { declaredLength, parseRetryAfter, readTextCapped } from './response-reading.js';
 import {
   IncompleteDownloadError,
@@ -110,15 +110,16 @@ export class RecordingGatewayClient {
   }
 
   /**
-   * Downloads a recording to `outputPath`. The body streams to a temporary file
-   * in the same folder, is checked against its Content-Length, flushed to disk
-   * and renamed into place, replacing any file there: readers of `outputPath`
-   * see the old file or the whole new one, never a partial one. A failed or
-   * interrupted download leaves neither the file nor the temporary file.
+   * Downloads a recording to `outputPath`, creating its missing folders once
+   * the gateway has answered with the recording. The body streams to a temporary
+   * file in the same folder, is checked against its Content-Length, flushed to
+   * disk and renamed into place, replacing any file there: readers of
+   * `outputPath` see the old file or the whole new one, never a partial one. A
+   * failed or interrupted download leaves neither the file nor the temporary file.
    * @throws TypeError for a bad call id, before any request.
    * @throws RecordingGatewayError for the gateway's errors (404, 401, ...),
    * RecordingGatewayTimeoutError, IncompleteDownloadError; file-system errors
-   * (a missing folder, a full disk) as Node's own errors.
+   * (a full disk, a path through a file, no permission) as Node's own errors.
    */
   async getCallRecording(callId: number | string, outputPath: string): Promise<DownloadedRecording> {
     const id = canonicalCallId(callId);
@@ -286,7 +287,10 @@ export class RecordingGatewayClient {
     deadline: Deadline,
   ): Promise<number> {
     const expected = declaredLength(response);
-    const temp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString('hex')}.part`);
+    const dir = path.dirname(target);
+    // Like `mkdir -p`; only after a 200, so an error answer leaves no empty folder behind.
+    const firstCreated = await mkdir(dir, { recursive: true });
+    const temp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString('hex')}.part`);
     let received = 0;
     let writeError: unknown;
     const meter = new Transform({
@@ -327,7 +331,8 @@ export class RecordingGatewayClient {
       await unlink(temp).catch(() => {});
       throw error;
     }
-    await fsyncDirectory(path.dirname(target));
+    await fsyncDirectory(dir);
+    if (firstCreated !== undefined) await fsyncCreatedFolders(dir, firstCreated);
     return received;
   }
 

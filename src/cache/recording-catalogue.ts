@@ -1,0 +1,162 @@
+import { LRUCache } from 'lru-cache';
+import type { RecordingMeta } from './recording-meta.js';
+
+/** A recording the cache holds. What an answer needs beyond this is built where answers are. */
+export interface CachedRecording {
+  readonly key: string;
+  readonly meta: RecordingMeta;
+  /** False when the disk could not take it: it lives in memory only, until evicted there. */
+  readonly onDisk: boolean;
+}
+
+export type CacheHit =
+  | { tier: 'memory'; entry: CachedRecording; body: Buffer }
+  | { tier: 'disk'; entry: CachedRecording };
+
+export interface CatalogueLimits {
+  maxMemoryBytes: number;
+  maxDiskBytes: number;
+}
+
+export interface CacheStats {
+  entries: number;
+  diskBytes: number;
+  memoryEntries: number;
+  memoryBytes: number;
+  evictions: number;
+}
+
+// A recording larger than this share of the memory tier is never held whole in
+// memory: it streams from disk, so one long call cannot flush every short one.
+const MEMORY_ENTRY_FRACTION = 1 / 8;
+
+/**
+ * What the cache holds, and nothing else: every recording's metadata in
+ * recency order, the bodies of small ones in a byte-bounded memory LRU, the
+ * readers pinning files, and the disk budget. It does no I/O and reads no
+ * clock, so its decisions (what a hit is, what to evict) are tested alone.
+ *
+ * `#entries` is a Map in recency order (a hit moves its entry to the end), so
+ * eviction takes the least recently used first without a scan of the disk.
+ */
+export class RecordingCatalogue {
+  /** Bodies up to this size are kept in memory. */
+  readonly memoryEntryMaxBytes: number;
+  readonly #maxDiskBytes: number;
+  readonly #entries = new Map<string, CachedRecording>();
+  readonly #memory: LRUCache<string, Buffer>;
+  /** Readers of a file; a pinned entry is never evicted under them. */
+  readonly #pins = new Map<string, number>();
+  readonly #strings = new Map<string, string>();
+  #diskBytes = 0;
+  #evictions = 0;
+
+  constructor(limits: CatalogueLimits) {
+    this.#maxDiskBytes = limits.maxDiskBytes;
+    this.memoryEntryMaxBytes = Math.floor(limits.maxMemoryBytes * MEMORY_ENTRY_FRACTION);
+    this.#memory = new LRUCache<string, Buffer>({
+      maxSize: Math.max(1, limits.maxMemoryBytes),
+      maxEntrySize: Math.max(1, this.memoryEntryMaxBytes),
+      sizeCalculation: (body) => Math.max(1, body.length),
+    });
+  }
+
+  /** A hit, with its body when memory holds it, or undefined. A hit counts as a use for eviction. */
+  lookup(key: string): CacheHit | undefined {
+    const entry = this.#entries.get(key);
+    if (!entry) return undefined;
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    const body = this.#memory.get(key);
+    return body ? { tier: 'memory', entry, body } : { tier: 'disk', entry };
+  }
+
+  /** The entry under `key`, without counting a use. */
+  peek(key: string): CachedRecording | undefined {
+    return this.#entries.get(key);
+  }
+
+  /** Records a recording as the most recently used, replacing any entry under its key. */
+  add(key: string, meta: RecordingMeta, onDisk: boolean): CachedRecording {
+    this.remove(key);
+    // Thousands of entries share a few namespaces and one content type: keep one copy of each string.
+    meta.namespace = this.#intern(meta.namespace);
+    meta.contentType = this.#intern(meta.contentType);
+    const entry: CachedRecording = { key, meta, onDisk };
+    this.#entries.set(key, entry);
+    if (onDisk) this.#diskBytes += meta.size;
+    return entry;
+  }
+
+  /** Keeps a body in memory if it is small enough and `entry` is still the current one. */
+  keepBody(entry: CachedRecording, body: Buffer): void {
+    if (body.length <= this.memoryEntryMaxBytes && this.#entries.get(entry.key) === entry) this.#memory.set(entry.key, body);
+  }
+
+  /** Forgets a recording in every tier; answers what was forgotten. */
+  remove(key: string): CachedRecording | undefined {
+    const entry = this.#entries.get(key);
+    if (entry?.onDisk) this.#diskBytes -= entry.meta.size;
+    this.#entries.delete(key);
+    this.#memory.delete(key);
+    return entry;
+  }
+
+  /**
+   * Pins an entry while its file is read, so eviction leaves it alone.
+   * @returns the unpin function; idempotent.
+   */
+  pin(key: string): () => void {
+    this.#pins.set(key, (this.#pins.get(key) ?? 0) + 1);
+    let unpinned = false;
+    return () => {
+      if (unpinned) return;
+      unpinned = true;
+      const count = (this.#pins.get(key) ?? 1) - 1;
+      if (count > 0) this.#pins.set(key, count);
+      else this.#pins.delete(key);
+    };
+  }
+
+  /**
+   * Chooses what to evict so that `size` more bytes under `key` fit the disk
+   * budget: least recently used first, never a pinned entry, and forgets the
+   * victims at once so a concurrent store counts their room as taken. The
+   * caller removes their files. Undefined when no room can be made (nothing
+   * is forgotten then).
+   */
+  makeRoom(key: string, size: number): CachedRecording[] | undefined {
+    const replaced = this.#entries.get(key);
+    const budget = this.#maxDiskBytes - size + (replaced?.onDisk ? replaced.meta.size : 0);
+    if (budget < 0) return undefined;
+    const victims: CachedRecording[] = [];
+    let projected = this.#diskBytes;
+    for (const entry of this.#entries.values()) {
+      if (projected <= budget) break;
+      if (!entry.onDisk || entry.key === key || this.#pins.has(entry.key)) continue;
+      victims.push(entry);
+      projected -= entry.meta.size;
+    }
+    if (projected > budget) return undefined;
+    for (const victim of victims) this.remove(victim.key);
+    this.#evictions += victims.length;
+    return victims;
+  }
+
+  stats(): CacheStats {
+    return {
+      entries: this.#entries.size,
+      diskBytes: this.#diskBytes,
+      memoryEntries: this.#memory.size,
+      memoryBytes: this.#memory.calculatedSize,
+      evictions: this.#evictions,
+    };
+  }
+
+  #intern(value: string): string {
+    const known = this.#strings.get(value);
+    if (known !== undefined) return known;
+    this.#strings.set(value, value);
+    return value;
+  }
+}

@@ -1,0 +1,80 @@
+import { createTenantRegistry } from '../auth/tenants.js';
+import { createDiskStore } from '../cache/disk-store.js';
+import type { RecordingMeta } from '../cache/recording-meta.js';
+import type { GatewayConfig } from '../config/index.js';
+import type { PurgeFilter } from '../routes/admin.js';
+import { cacheExists, namespaceOf, withIndex, type OutputOptions } from './cache-commands.js';
+import { CommandFailure, UsageError, printJson } from './io.js';
+import { purgeThroughGateway } from './running-gateway.js';
+
+/** Refuses a purge that does not say what it removes: everything takes `--all`. */
+export function checkPurgeFilter(filter: PurgeFilter): void {
+  const narrowed = filter.callId !== undefined || filter.tenant !== undefined;
+  if (filter.all && narrowed) throw new UsageError('--all purges everything: leave out --call and --tenant, or --all');
+  if (!filter.all && !narrowed) throw new UsageError('name what to purge: --call ID, --tenant T, or both; --all purges everything');
+}
+
+/**
+ * `cache purge`: removes the matching recordings. With the sqlite index, a
+ * gateway serving this cache is asked to do it, so its memory tier forgets
+ * them at once; when none runs, the CLI removes them from disk and index
+ * itself. A Redis index announces every deletion to every gateway, so there
+ * the CLI always does it itself.
+ */
+export async function cachePurge(config: GatewayConfig, filter: PurgeFilter, output: OutputOptions): Promise<void> {
+  checkPurgeFilter(filter);
+  if (filter.tenant !== undefined && !createTenantRegistry(config).byId(filter.tenant)) {
+    throw new UsageError(`no tenant "${filter.tenant}" in the config`);
+  }
+  const report = (purged: number, by: 'gateway' | 'cli', url?: string) => {
+    if (output.json) {
+      printJson(output.print, { purged, by, ...(url === undefined ? {} : { gateway_url: url }) });
+    } else {
+      const where = by === 'gateway' ? ` by the running gateway at ${url}, from every tier` : '';
+      output.print(`purged ${purged} recording${purged === 1 ? '' : 's'}${where}`);
+    }
+  };
+  if (!cacheExists(config)) {
+    if (output.json) printJson(output.print, { purged: 0, by: 'cli', exists: false });
+    else output.print(`nothing to purge: the cache directory ${config.cache.dir} does not exist yet`);
+    return;
+  }
+  if (config.cache.index.kind === 'sqlite') {
+    const answer = await purgeThroughGateway(config, filter);
+    if (answer.state === 'answered') return report(answer.value.purged, 'gateway', answer.url);
+    if (answer.state === 'refused') throw new CommandFailure(`${answer.message}; nothing was purged`);
+    // 404/405: something else listens there, or a gateway too old for the admin route.
+    if (answer.state === 'failed' && answer.status !== 404 && answer.status !== 405) {
+      throw new CommandFailure(`${answer.message}; nothing was purged`);
+    }
+    const purged = await purgeLocally(config, filter);
+    report(purged, 'cli');
+    if (answer.state === 'failed' && purged > 0 && !output.json) {
+      output.print(`note: ${answer.message}, so a gateway running there may still serve its memory copy until it restarts`);
+    }
+    return;
+  }
+  report(await purgeLocally(config, filter), 'cli');
+}
+
+/** Removes the matching recordings from the index and the disk; resolves with how many. */
+async function purgeLocally(config: GatewayConfig, filter: PurgeFilter): Promise<number> {
+  const namespace = filter.tenant === undefined ? undefined : namespaceOf(config, filter.tenant);
+  const disk = createDiskStore(config.cache.dir);
+  return withIndex(config, async (index) => {
+    const matching: Array<[string, RecordingMeta]> = [];
+    for await (const [key, meta] of index.entries()) {
+      if ((namespace === undefined || meta.namespace === namespace) && (filter.callId === undefined || meta.callId === filter.callId)) {
+        matching.push([key, meta]);
+      }
+    }
+    for (const [key, meta] of matching) {
+      await index.delete(key);
+      await disk.remove(meta.namespace, meta.callId);
+    }
+    return matching.length;
+  }).catch((error: unknown) => {
+    if (error instanceof UsageError || error instanceof CommandFailure) throw error;
+    throw new CommandFailure(`the purge stopped: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  });
+}

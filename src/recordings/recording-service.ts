@@ -1,0 +1,173 @@
+import type { FileHandle } from 'node:fs/promises';
+import type { NotFoundMemory } from '../cache/not-found-memory.js';
+import type { CachedRecording, RecordingCache } from '../cache/recording-cache.js';
+import { cacheKey } from '../cache/recording-meta.js';
+import type { DownloadManager, DownloadOwner } from '../download/download-manager.js';
+import type { DownloadHead } from '../download/recording-download.js';
+import { NotFoundError, ServiceUnavailableError } from '../errors.js';
+
+/** A recording's bytes, readable at any offset (waiting for bytes still arriving) until released. */
+export interface RecordingReader {
+  /** Up to `maxBytes` at `offset`; null past the end. */
+  readAt(offset: number, maxBytes: number): Promise<Uint8Array | null>;
+  /** Frees what the reader holds (a file, a pin, a download); call it once done. Idempotent. */
+  release(): void;
+}
+
+/**
+ * A stored recording, ready to answer with: whole in memory (a memory hit,
+ * or a small disk hit read and verified), or a large file open for reading
+ * and pinned against eviction until its reader is released.
+ */
+export type FoundRecording =
+  | { tier: 'memory' | 'disk'; entry: CachedRecording; body: Buffer; reader?: undefined }
+  | { tier: 'disk'; entry: CachedRecording; body?: undefined; reader: RecordingReader };
+
+/** A recording coming from upstream: its head, and a reader of the body as it lands. */
+export interface FetchedRecording {
+  head: DownloadHead;
+  /** True when it joined a download already under way. */
+  collapsed: boolean;
+  reader: RecordingReader;
+}
+
+export interface WarmResult {
+  status: 'cached' | 'fetched';
+  size: number;
+}
+
+export interface RecordingServiceOptions {
+  cache: RecordingCache;
+  downloads: DownloadManager;
+  notFound: NotFoundMemory;
+}
+
+/** Reads a large cached file chunk by chunk; releasing it closes the file and unpins the entry. */
+function fileReader(handle: FileHandle, unpin: () => void): RecordingReader {
+  let released = false;
+  return {
+    async readAt(offset, maxBytes) {
+      const buffer = Buffer.allocUnsafe(maxBytes);
+      const { bytesRead } = await handle.read(buffer, 0, maxBytes, offset);
+      return bytesRead === 0 ? null : buffer.subarray(0, bytesRead);
+    },
+    release() {
+      if (released) return;
+      released = true;
+      void handle.close();
+      unpin();
+    },
+  };
+}
+
+/**
+ * Finds a recording or fetches it: the one place that knows the tiers and
+ * their order (memory, the index, the disk; then one shared download from
+ * the upstream). The HTTP routes, the webhook prefetcher and the CLI all go
+ * through it.
+ */
+export class RecordingService {
+  constructor(private readonly options: RecordingServiceOptions) {}
+
+  /**
+   * A stored recording, or undefined on a miss (then `fetch` it). A memory hit
+   * is answered synchronously, without a promise. Otherwise the index is asked
+   * on a real miss only (not for a remembered 404, nor while a download to
+   * join is under way); a disk hit is pinned and opened, and a small one read
+   * whole, checked against its sha256 and promoted to memory. A file gone or
+   * damaged is a miss.
+   * @throws NotFoundError (rejects) when the upstream said 404 within `cache.not_found_ttl_seconds`.
+   */
+  find(namespace: string, callId: string): FoundRecording | undefined | Promise<FoundRecording | undefined> {
+    const key = cacheKey(namespace, callId);
+    const hit = this.options.cache.lookup(key);
+    if (hit?.tier === 'memory') return hit;
+    return this.#findStored(key, hit?.entry);
+  }
+
+  async #findStored(key: string, entry: CachedRecording | undefined): Promise<FoundRecording | undefined> {
+    const { cache, downloads, notFound } = this.options;
+    if (!entry && !notFound.has(key) && !downloads.isInFlight(key)) {
+      const hit = await cache.lookupIndex(key);
+      if (hit?.tier === 'memory') return hit;
+      entry = hit?.entry;
+    }
+    const found = entry && (await this.#readStored(entry));
+    if (found) return found;
+    if (notFound.has(key)) throw new NotFoundError();
+    return undefined;
+  }
+
+  async #readStored(entry: CachedRecording): Promise<FoundRecording | undefined> {
+    const { cache } = this.options;
+    const unpin = cache.pin(entry.key);
+    const handle = await cache.openFile(entry);
+    if (!handle) {
+      unpin();
+      return undefined;
+    }
+    if (entry.meta.size > cache.memoryEntryMaxBytes) return { tier: 'disk', entry, reader: fileReader(handle, unpin) };
+    let body: Buffer | undefined;
+    try {
+      body = await cache.readVerified(entry, handle);
+    } finally {
+      await handle.close();
+      unpin();
+    }
+    return body && { tier: 'disk', entry, body };
+  }
+
+  /**
+   * Fetches a recording from the upstream, joining the download under way if
+   * there is one, and resolves once its head is known: the body is read as it
+   * lands. The download is stored when complete.
+   */
+  async fetch(owner: DownloadOwner, callId: string): Promise<FetchedRecording> {
+    const { download, collapsed, release } = this.options.downloads.join(owner, callId);
+    let head: DownloadHead;
+    try {
+      head = await download.head;
+    } catch (error) {
+      release();
+      throw error;
+    }
+    return { head, collapsed, reader: { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release } };
+  }
+
+  /**
+   * Makes sure a recording is stored, fetching it whole if it is not, so the
+   * first listener gets a hit. Asks on purpose: a 404 remembered a moment ago
+   * does not stop it. `onDownload` sees the download, for progress displays.
+   * @throws what the download failed with.
+   */
+  async warm(owner: DownloadOwner, callId: string, onDownload?: (download: { readonly received: number }) => void): Promise<WarmResult> {
+    const { cache, downloads, notFound } = this.options;
+    const key = cacheKey(owner.namespace, callId);
+    const entry = cache.lookup(key)?.entry ?? (await cache.lookupIndex(key))?.entry;
+    if (entry) return { status: 'cached', size: entry.meta.size };
+    notFound.forget(key);
+    const joined = downloads.join(owner, callId);
+    joined.release();
+    onDownload?.(joined.download);
+    const result = await joined.download.completed;
+    await joined.stored;
+    return { status: 'fetched', size: result.size };
+  }
+
+  /**
+   * Removes a recording from every tier; a download of it under way is not
+   * stored, and a remembered 404 is forgotten. Resolves with whether this
+   * process held it.
+   * @throws ServiceUnavailableError when the disk or the index failed.
+   */
+  async purge(namespace: string, callId: string): Promise<boolean> {
+    const { cache, downloads, notFound } = this.options;
+    await downloads.discard(namespace, callId);
+    notFound.forget(cacheKey(namespace, callId));
+    try {
+      return await cache.purge(namespace, callId);
+    } catch (error) {
+      throw new ServiceUnavailableError('The cache could not remove the recording; try again', 1, { cause: error });
+    }
+  }
+}

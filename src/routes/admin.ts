@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Context } from 'hono';
+import { bearerToken } from '../auth/bearer.js';
+import { constantTimeEqual } from '../auth/constant-time.js';
+import { sha256Hex, type TenantRegistry } from '../auth/tenants.js';
+import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
+import { BadRequestError, UnauthorizedError } from '../errors.js';
+import { parseCallId } from '../recordings/call-id.js';
+
+/*
+ * POST /admin/cache/purge, which `recording-gateway cache purge` calls so that
+ * a purge reaches the running gateway's memory at once.
+ *
+ * Who may call it: the holder of ADMIN_TOKEN, or a process that can write to
+ * the cache directory. The latter leaves a one-time grant there (an empty file
+ * named by the sha256 of a random token) and presents the token. Such a
+ * process can delete the cached files anyway, so the grant gives it nothing
+ * more, and it works in the default configuration, without an admin token,
+ * without trusting the network: a loopback check would also let in every
+ * client of a reverse proxy on the same host.
+ */
+
+export const ADMIN_PURGE_PATH = '/admin/cache/purge';
+
+const GRANTS_DIR = 'admin-grants';
+const GRANT_PREFIX = 'local_';
+/** A grant is made right before its one request; an older one is stale. */
+const GRANT_MAX_AGE_MS = 60_000;
+/** Recordings removed at once: enough to overlap disk and index, few enough to leave room for requests. */
+const PURGE_CONCURRENCY = 16;
+
+export interface AdminRoutesDeps {
+  adminToken: string | undefined;
+  tenants: TenantRegistry;
+  /** The cache directory, where local grants are left. */
+  cacheDir: string;
+  /** Every recording the index lists. */
+  stored(): AsyncIterable<[string, RecordingMeta]>;
+  /**
+   * Removes one recording from every tier; a download of it under way is not
+   * stored. May answer whether there was a copy.
+   */
+  purge(namespace: string, callId: string): Promise<unknown>;
+}
+
+/** What a purge removes: one call, one tenant's namespace, both, or (`all`) everything. */
+export interface PurgeFilter {
+  callId?: string;
+  tenant?: string;
+  all?: boolean;
+}
+
+/**
+ * Leaves a one-time grant for the admin routes in the cache directory.
+ * @returns the token to send as `Authorization: Bearer`, and a function that removes the grant if it was not used.
+ */
+export async function createLocalGrant(cacheDir: string): Promise<{ token: string; revoke(): Promise<void> }> {
+  const token = `${GRANT_PREFIX}${randomBytes(32).toString('base64url')}`;
+  const dir = path.join(cacheDir, GRANTS_DIR);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = path.join(dir, sha256Hex(token));
+  await writeFile(file, '', { flag: 'wx', mode: 0o600 });
+  return { token, revoke: () => rm(file, { force: true }) };
+}
+
+/** True when `token` names a fresh grant in the cache directory; the grant is used up. */
+async function redeemLocalGrant(cacheDir: string, token: string): Promise<boolean> {
+  if (!token.startsWith(GRANT_PREFIX)) return false;
+  const file = path.join(cacheDir, GRANTS_DIR, sha256Hex(token));
+  try {
+    const info = await stat(file);
+    const fresh = info.isFile() && Date.now() - info.mtimeMs < GRANT_MAX_AGE_MS;
+    // Of two requests with one token, only the one whose unlink succeeds gets in.
+    await unlink(file);
+    return fresh;
+  } catch {
+    return false;
+  }
+}
+
+async function authorize(c: Context, deps: AdminRoutesDeps): Promise<void> {
+  const authorization = c.req.header('authorization');
+  if (!authorization) throw new UnauthorizedError('missing', 'Missing credentials: send Authorization: Bearer <admin token>');
+  const token = bearerToken(authorization);
+  if (token !== undefined && deps.adminToken !== undefined && constantTimeEqual(token, deps.adminToken)) return;
+  if (token !== undefined && (await redeemLocalGrant(deps.cacheDir, token))) return;
+  throw new UnauthorizedError('invalid');
+}
+
+/** The request body, `{"call_id"?, "tenant"?, "all"?}`, checked. */
+async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callId?: string; namespace?: string }> {
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch {
+    throw new BadRequestError('Expected a JSON body: {"call_id": N}, {"tenant": "T"}, both, or {"all": true}');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('Expected a JSON object');
+  const { call_id: rawCallId, tenant: tenantId, all, ...rest } = body as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) throw new BadRequestError(`Unknown field ${JSON.stringify(unknown[0])}: expected call_id, tenant or all`);
+  if (all !== undefined && all !== true) throw new BadRequestError('"all" must be true when given');
+  const hasCall = rawCallId !== undefined;
+  const hasTenant = tenantId !== undefined;
+  if (all === true && (hasCall || hasTenant)) throw new BadRequestError('"all" purges everything: leave out call_id and tenant');
+  if (all !== true && !hasCall && !hasTenant) throw new BadRequestError('Name a call_id, a tenant or both; {"all": true} purges everything');
+  const filter: { callId?: string; namespace?: string } = {};
+  if (hasCall) {
+    if (typeof rawCallId !== 'string' && typeof rawCallId !== 'number') throw new BadRequestError('call_id must be a string or a number');
+    filter.callId = parseCallId(String(rawCallId));
+  }
+  if (hasTenant) {
+    const tenant = typeof tenantId === 'string' ? tenants.byId(tenantId) : undefined;
+    if (!tenant) throw new BadRequestError(`No tenant ${JSON.stringify(String(tenantId))} in the gateway's config`);
+    filter.namespace = tenant.namespace;
+  }
+  return filter;
+}
+
+/** POST /admin/cache/purge: removes the matching recordings from every tier; answers `{"purged": n}`. */
+export function createAdminPurgeHandler(deps: AdminRoutesDeps) {
+  return async function adminPurge(c: Context): Promise<Response> {
+    await authorize(c, deps);
+    const { callId, namespace } = await purgeFilter(c, deps.tenants);
+    const targets = new Map<string, { namespace: string; callId: string; listed: boolean }>();
+    for await (const [key, meta] of deps.stored()) {
+      if ((namespace === undefined || meta.namespace === namespace) && (callId === undefined || meta.callId === callId)) {
+        targets.set(key, { namespace: meta.namespace, callId: meta.callId, listed: true });
+      }
+    }
+    if (callId !== undefined) {
+      // Also what the index does not list: a copy held in memory only, a download under way.
+      const namespaces = namespace === undefined ? deps.tenants.all.map((tenant) => tenant.namespace) : [namespace];
+      for (const candidate of namespaces) {
+        const key = cacheKey(candidate, callId);
+        if (!targets.has(key)) targets.set(key, { namespace: candidate, callId, listed: false });
+      }
+    }
+    let purged = 0;
+    const queue = [...targets.values()];
+    async function worker(): Promise<void> {
+      for (let target = queue.pop(); target !== undefined; target = queue.pop()) {
+        try {
+          const held = await deps.purge(target.namespace, target.callId);
+          if (target.listed || held === true) purged++;
+        } catch (error) {
+          // The other workers stop too: the caller learns of the failure and may try again.
+          queue.length = 0;
+          throw error;
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(PURGE_CONCURRENCY, queue.length) }, worker));
+    return c.json({ purged }, 200, { 'Cache-Control': 'no-store' });
+  };
+}

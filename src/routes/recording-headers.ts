@@ -1,0 +1,51 @@
+import type { CachedRecording } from '../cache/recording-catalogue.js';
+import { etagFor } from '../cache/recording-meta.js';
+import type { DownloadHead } from '../download/recording-download.js';
+import type { Validators } from '../http/conditional.js';
+
+/** What every successful answer for one recording carries, and the validators its conditionals compare. */
+export interface Representation {
+  readonly headers: Readonly<Record<string, string>>;
+  readonly validators: Validators;
+}
+
+// Built on a recording's first hit and kept while its entry lives, so a cache
+// of 100,000 entries holds no header objects for the ones nobody asked for.
+const storedRepresentations = new WeakMap<CachedRecording, Representation>();
+
+/** The one place a recording's headers are built, for hits and downloads alike. */
+function representation(callId: string, contentType: string, validators: Validators): Representation {
+  const headers: Record<string, string> = { 'Content-Type': contentType, 'Accept-Ranges': 'bytes' };
+  if (validators.etag !== undefined) headers.ETag = validators.etag;
+  if (validators.lastModified !== undefined) headers['Last-Modified'] = validators.lastModified.toUTCString();
+  headers['Content-Disposition'] = `inline; filename="call-${callId}.mp3"`;
+  return { headers, validators };
+}
+
+function lastModified(value: string | undefined, fallback: number): Date {
+  const parsed = value === undefined ? Number.NaN : Date.parse(value);
+  return new Date(Number.isNaN(parsed) ? fallback : parsed);
+}
+
+/** A stored recording: a strong ETag from its sha256, and the upstream's Last-Modified (else when it was fetched). */
+export function storedRepresentation(entry: CachedRecording): Representation {
+  let known = storedRepresentations.get(entry);
+  if (!known) {
+    const { meta } = entry;
+    known = representation(meta.callId, meta.contentType, {
+      etag: etagFor(meta.sha256),
+      lastModified: lastModified(meta.lastModified, meta.fetchedAt),
+    });
+    storedRepresentations.set(entry, known);
+  }
+  return known;
+}
+
+/**
+ * A recording still arriving. Its ETag would be a digest of bytes not yet
+ * received, so it has none (a strong ETag must be exact), and no validators;
+ * every answer once the recording is stored has them.
+ */
+export function downloadRepresentation(callId: string, head: DownloadHead): Representation {
+  return representation(callId, head.contentType, {});
+}

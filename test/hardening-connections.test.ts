@@ -1,0 +1,238 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { request, type IncomingHttpHeaders } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach, beforeAll, afterAll, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { ACME_KEY, SERVER_KEY, makeTempDir, removeDir, testConfig } from '../dev/gateway-harness.js';
+import { writeGatewayConfig } from '../dev/gateway-process.js';
+import { ROOT } from '../dev/run-cli.js';
+import type { GatewayConfig } from '../src/config/index.js';
+import { createLogger, silentLogger, type Logger } from '../src/logger.js';
+import { startServer, type RunningServer } from '../src/server.js';
+
+let upstream: FakeFlyflow;
+const cleanups: Array<() => Promise<void> | void> = [];
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+});
+afterAll(async () => {
+  await upstream.close();
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  upstream.reset();
+});
+
+async function start(listen: Partial<GatewayConfig['listen']>, logger: Logger = silentLogger()): Promise<RunningServer> {
+  const dir = await makeTempDir();
+  const config = testConfig({ dir, upstreamBaseUrl: upstream.baseUrl });
+  const server = await startServer({ ...config, listen: { ...config.listen, ...listen } }, { logger });
+  cleanups.push(() => removeDir(dir));
+  cleanups.push(() => server.close(0));
+  return server;
+}
+
+interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/** One request on a connection of its own (no pooling), so each test knows exactly what it holds open. */
+function get(baseUrl: string, target: string, onHead?: (status: number) => void): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${baseUrl}${target}`, { agent: false, headers: { authorization: `Bearer ${ACME_KEY}` } }, (res) => {
+      onHead?.(res.statusCode ?? 0);
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Connections that send nothing, as a flood of idle clients would. */
+interface IdleFlood {
+  sockets: Socket[];
+  closed: Set<number>;
+  stillOpen(): number;
+}
+
+/** Waits (at most 10 s) until the server has stopped closing flood connections for half a second. */
+async function settled(flood: IdleFlood): Promise<void> {
+  let last = -1;
+  for (let stableFor = 0, waited = 0; stableFor < 500 && waited < 10_000; waited += 100) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    stableFor = flood.closed.size === last ? stableFor + 100 : 0;
+    last = flood.closed.size;
+  }
+}
+
+async function openIdle(baseUrl: string, count: number): Promise<IdleFlood> {
+  const { hostname, port } = new URL(baseUrl);
+  const closed = new Set<number>();
+  const sockets = await Promise.all(
+    Array.from({ length: count }, (_, i) =>
+      new Promise<Socket>((resolve) => {
+        const socket = connect({ host: hostname, port: Number(port) });
+        socket.on('error', () => {});
+        socket.on('close', () => closed.add(i));
+        socket.once('connect', () => resolve(socket));
+        socket.once('close', () => resolve(socket));
+      }),
+    ),
+  );
+  cleanups.push(() => sockets.forEach((socket) => socket.destroy()));
+  return { sockets, closed, stillOpen: () => count - closed.size };
+}
+
+describe('a cap on open connections', () => {
+  test('at the cap, the longest-idle connection makes room, so a health check and a recording are still served', async () => {
+    const logged: Array<{ msg: string; idleClosed?: number }> = [];
+    const logger = createLogger({ level: 'warn', destination: { write: (line: string) => void logged.push(JSON.parse(line)) } });
+    const server = await start({ maxConnections: 50 }, logger);
+    const flood = await openIdle(server.url, 60);
+    // Ten connections over the cap: the ten that were idle longest are closed.
+    await expect.poll(() => flood.closed.size, { timeout: 5_000 }).toBeGreaterThanOrEqual(10);
+    expect([...flood.closed].every((i) => i < 11)).toBe(true);
+
+    const health = await get(server.url, '/healthz');
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body.toString())).toEqual({ status: 'ok' });
+    const played = await get(server.url, '/v1/call/recording/1.mp3');
+    expect(played.status).toBe(200);
+    expect(played.body.equals(upstream.recording(1)!)).toBe(true);
+    expect(flood.stillOpen()).toBeLessThanOrEqual(50);
+    // The operator hears of it once, not once per connection.
+    expect(logged.filter((line) => line.msg.startsWith('connection limit reached'))).toHaveLength(1);
+  });
+
+  test('when every connection has a request in flight, a new one gets a quick JSON 503 and /healthz still answers', async () => {
+    const server = await start({ maxConnections: 2 });
+    upstream.setBehaviour(1, { kind: 'gate' });
+    const heads: number[] = [];
+    const held = [get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)), get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s))];
+    await expect.poll(() => heads.length, { timeout: 5_000 }).toBe(2);
+
+    const refused = await get(server.url, '/v1/call/recording/2.mp3');
+    expect(refused.status).toBe(503);
+    expect(refused.headers['content-type']).toBe('application/json');
+    expect(refused.headers['retry-after']).toBe('1');
+    expect(refused.headers.connection).toBe('close');
+    expect(JSON.parse(refused.body.toString())).toEqual({
+      error: 'Service Unavailable',
+      message: 'The gateway is at its connection limit; retry shortly',
+    });
+    expect(upstream.recordingRequests(2)).toHaveLength(0);
+
+    const health = await get(server.url, '/healthz');
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body.toString())).toEqual({ status: 'ok' });
+
+    upstream.release(1);
+    for (const reply of await Promise.all(held)) expect(reply.body.equals(upstream.recording(1)!)).toBe(true);
+    // Once they are done, the gateway serves new connections again.
+    expect((await get(server.url, '/v1/call/recording/2.mp3')).status).toBe(200);
+  });
+});
+
+describe('timeouts for slow clients', () => {
+  /** Resolves with what the server sent once it closes the connection, or 'still open' after `waitMs`. */
+  function untilClosed(socket: Socket, waitMs: number): Promise<string> {
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve('still open'), waitMs);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve(received);
+      });
+    });
+  }
+
+  test('a client that never finishes its headers (slowloris) is answered 408 and cut off after headers_timeout_ms', async () => {
+    const server = await start({ headersTimeoutMs: 300, requestTimeoutMs: 1_000 });
+    const { sockets } = await openIdle(server.url, 1);
+    const slow = sockets[0]!;
+    slow.write('GET /healthz HTTP/1.1\r\nHost: gateway\r\n');
+    // A header line every 50 ms: the connection is never silent, only never done.
+    const drip = setInterval(() => slow.writable && slow.write('X-Drip: 1\r\n'), 50);
+    cleanups.push(() => clearInterval(drip));
+    // Far more than 300 ms, far less than Node's own 60 s default.
+    const received = await untilClosed(slow, 10_000);
+    expect(received).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+    expect(received).toContain('Content-Type: application/json');
+    expect(JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: 'Request Timeout',
+      message: 'The request was not received in time',
+    });
+  });
+
+  test('a connection that never sends a byte is closed after headers_timeout_ms without an answer', async () => {
+    const server = await start({ headersTimeoutMs: 300, requestTimeoutMs: 1_000 });
+    const { sockets } = await openIdle(server.url, 1);
+    expect(await untilClosed(sockets[0]!, 10_000)).toBe('');
+  });
+
+  test('a download that takes longer than request_timeout_ms still arrives whole: the timeout covers only the request', async () => {
+    const server = await start({ headersTimeoutMs: 200, requestTimeoutMs: 300 });
+    const recording = upstream.recording(2)!;
+    // About 1.1 s of body, several times the request timeout.
+    upstream.setBehaviour(2, { kind: 'slow-body', chunkBytes: Math.ceil(recording.length / 12), intervalMs: 100 });
+    const reply = await get(server.url, '/v1/call/recording/2.mp3');
+    expect(reply.status).toBe(200);
+    expect(reply.body.equals(recording)).toBe(true);
+  });
+});
+
+describe('a process with few file descriptors', () => {
+  const LISTENING = 'recording-gateway listening';
+
+  /** `recording-gateway serve` in a child allowed `files` open files, as a small container might be. */
+  async function serveWithFileLimit(files: number): Promise<{ url: string; child: ChildProcess }> {
+    const dir = await makeTempDir();
+    cleanups.push(() => removeDir(dir));
+    const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
+    const child = spawn(
+      'bash',
+      ['-c', `ulimit -n ${files} && exec "$@"`, 'bash', process.execPath, '--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', configPath, 'serve'],
+      { cwd: ROOT, env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    cleanups.push(async () => {
+      child.kill('SIGKILL');
+      await exited;
+    });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`gateway did not start: ${stderr}`)), 15_000);
+      createInterface({ input: child.stdout! }).on('line', (text) => {
+        if (!text.includes(LISTENING)) return;
+        clearTimeout(timer);
+        resolve(String((JSON.parse(text) as { url: string }).url));
+      });
+      void exited.then(() => reject(new Error(`gateway exited: ${stderr}`)));
+    });
+    return { url, child };
+  }
+
+  test('300 idle connections to a gateway allowed 256 files do not stop /healthz or a recording from being served', async () => {
+    const { url } = await serveWithFileLimit(256);
+    const flood = await openIdle(url, 300);
+    await settled(flood);
+
+    const health = await get(url, '/healthz');
+    expect(health.status).toBe(200);
+    const played = await get(url, '/v1/call/recording/3.mp3');
+    expect(played.status).toBe(200);
+    expect(played.body.equals(upstream.recording(3)!)).toBe(true);
+    // The derived cap is 128 (half the limit): the connections idle longest were closed.
+    expect(flood.stillOpen()).toBeLessThanOrEqual(128);
+  });
+});

@@ -1,0 +1,168 @@
+/**
+ * One upstream account's trouble never fails another's requests (README,
+ * "Upstream trouble"): each account has its own circuit breaker, download slots are
+ * shared fairly between accounts, and the wait for a slot counts against
+ * `upstream.timeout_ms`.
+ */
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import {
+  SERVER_KEY,
+  acmeTenant,
+  bytesOf,
+  makeTempDir,
+  removeDir,
+  startGateway,
+  testConfig,
+  testTenant,
+  type RunningGateway,
+  type TestConfigOptions,
+} from '../dev/gateway-harness.js';
+import { eventually } from '../dev/recording-bytes.js';
+import { upstreamNamespace } from '../src/auth/tenants.js';
+
+const BETA_KEY = 'beta-tenant-key-for-tests-00000000001';
+const BETA_UPSTREAM_KEY = 'beta-flyflow-account-key-0000000000';
+const GAMMA_KEY = 'gamma-tenant-key-for-tests-0000000001';
+
+let upstream: FakeFlyflow;
+let dir: string;
+const running: RunningGateway[] = [];
+
+/** acme and gamma share the server key's Flyflow account; beta has an account of its own. */
+async function start(options: Partial<TestConfigOptions> = {}): Promise<RunningGateway> {
+  const tenants = [
+    acmeTenant(),
+    testTenant('beta', BETA_KEY, { upstreamApiKey: BETA_UPSTREAM_KEY }),
+    testTenant('gamma', GAMMA_KEY),
+  ];
+  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, tenants, ...options }));
+  running.push(gateway);
+  return gateway;
+}
+
+const as = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
+
+async function errorOf(response: Response): Promise<{ status: number; body: unknown }> {
+  return { status: response.status, body: await response.json() };
+}
+
+beforeEach(async () => {
+  upstream = await startFakeFlyflow();
+  dir = await makeTempDir('rg-fairness-');
+});
+
+afterEach(async () => {
+  upstream.reset();
+  for (const gateway of running.splice(0)) await gateway.close();
+  await upstream.close();
+  await removeDir(dir);
+});
+
+describe('a circuit breaker per upstream account', () => {
+  test("one account's failures open its circuit only: another account's cold misses still reach upstream and are served", async () => {
+    const gateway = await start({ upstream: { circuitBreaker: { failureThreshold: 5, cooldownSeconds: 30 } } });
+    upstream.setBehaviour(2, { kind: 'status', status: 500 });
+    for (let failure = 0; failure < 5; failure++) {
+      expect((await errorOf(await gateway.fetch('/v1/call/recording/2.mp3'))).status).toBe(502);
+    }
+
+    // acme's account is now failing fast, for every tenant on it (gamma too)...
+    for (const key of [undefined, GAMMA_KEY]) {
+      const refused = await gateway.fetch('/v1/call/recording/3.mp3', key ? as(key) : {});
+      expect(refused.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
+      expect(await errorOf(refused)).toEqual({ status: 503, body: { error: 'Service Unavailable', message: expect.any(String) } });
+    }
+    expect(upstream.recordingRequests(3)).toHaveLength(0);
+
+    // ...while beta, on another Flyflow account, gets its recording from upstream.
+    const served = await gateway.fetch('/v1/call/recording/3.mp3', as(BETA_KEY));
+    expect(served.status).toBe(200);
+    expect((await bytesOf(served)).equals(upstream.recording(3)!)).toBe(true);
+    expect(upstream.recordingRequests(3).map((request) => request.headers.authorization)).toEqual([`Bearer ${BETA_UPSTREAM_KEY}`]);
+  });
+
+  test('/metrics counts open circuits and names the open one by a short account prefix, never a key', async () => {
+    const gateway = await start({ upstream: { circuitBreaker: { failureThreshold: 2, cooldownSeconds: 30 } } });
+    upstream.setBehaviour(2, { kind: 'status', status: 500 });
+    for (let failure = 0; failure < 2; failure++) await (await gateway.fetch('/v1/call/recording/2.mp3')).arrayBuffer();
+
+    const text = await (await gateway.fetch('/metrics')).text();
+    const acmeAccount = upstreamNamespace(upstream.baseUrl, SERVER_KEY).slice(0, 12);
+    const betaAccount = upstreamNamespace(upstream.baseUrl, BETA_UPSTREAM_KEY).slice(0, 12);
+    expect(text).toMatch(/^recording_gateway_upstream_circuit_state\{state="open"\} 1$/m);
+    expect(text).toMatch(/^recording_gateway_upstream_circuit_state\{state="closed"\} 1$/m);
+    expect(text).toContain(`recording_gateway_upstream_account_circuit_state{account="${acmeAccount}",state="open"} 1`);
+    expect(text).toContain(`recording_gateway_upstream_account_circuit_state{account="${betaAccount}",state="closed"} 1`);
+    for (const secret of [SERVER_KEY, BETA_UPSTREAM_KEY, upstreamNamespace(upstream.baseUrl, SERVER_KEY)]) expect(text).not.toContain(secret);
+  });
+});
+
+describe('download slots shared fairly between accounts', () => {
+  test("while one tenant floods the download queue, another account's cold miss takes the next free slot", async () => {
+    const gateway = await start({ upstream: { maxConcurrentDownloads: 2 } });
+    const flood = Array.from({ length: 40 }, (_, i) => 1000 + i);
+    for (const id of flood) upstream.setBehaviour(id, { kind: 'slow-head', delayMs: 300 });
+    const flooding = flood.map((id) => gateway.fetch(`/v1/call/recording/${id}.mp3`, { method: 'HEAD' }));
+    expect(await eventually(() => gateway.gateway.downloads.inFlight === flood.length)).toBe(true);
+    expect(upstream.recordingRequests()).toHaveLength(2);
+
+    const response = await gateway.fetch('/v1/call/recording/3.mp3', as(BETA_KEY));
+    expect(response.status).toBe(200);
+    expect((await bytesOf(response)).equals(upstream.recording(3)!)).toBe(true);
+    // beta's request went up as soon as the first of acme's two running downloads ended, not after acme's 38 queued ones.
+    const order = upstream.recordingRequests().map((request) => request.id);
+    expect(order.indexOf(3)).toBeGreaterThanOrEqual(2);
+    expect(order.indexOf(3)).toBeLessThanOrEqual(3);
+    expect(gateway.gateway.downloads.inFlight).toBeGreaterThan(10);
+
+    upstream.reset();
+    for (const answer of await Promise.all(flooding)) expect(answer.status).toBe(404);
+  });
+});
+
+describe('the wait for a download slot counts against upstream.timeout_ms', () => {
+  test('with one slot busy past the timeout, a queued request gets a JSON 504 and never reaches upstream, and the slot is not lost', async () => {
+    const gateway = await start({ upstream: { maxConcurrentDownloads: 1, timeoutMs: 1_000 } });
+    upstream.setBehaviour(1, { kind: 'gate' });
+    const first = await gateway.fetch('/v1/call/recording/1.mp3');
+    expect(first.status).toBe(200);
+    const firstBody = bytesOf(first);
+
+    // Without the fix this request would wait for the gate and then succeed.
+    const opening = setTimeout(() => upstream.release(1), 3_000);
+    try {
+      const queued = await gateway.fetch('/v1/call/recording/2.mp3');
+      expect(await errorOf(queued)).toEqual({ status: 504, body: { error: 'Gateway Timeout', message: expect.any(String) } });
+    } finally {
+      clearTimeout(opening);
+    }
+
+    upstream.release(1);
+    expect((await firstBody).equals(upstream.recording(1)!)).toBe(true);
+    await gateway.gateway.downloads.idle();
+    expect(upstream.recordingRequests(2)).toHaveLength(0);
+
+    const later = await gateway.fetch('/v1/call/recording/2.mp3');
+    expect(later.status).toBe(200);
+    expect((await bytesOf(later)).equals(upstream.recording(2)!)).toBe(true);
+  });
+
+  test('the slot wait and the upstream head share one budget: together over the timeout is a 504 even when each alone is under it', async () => {
+    const gateway = await start({ upstream: { maxConcurrentDownloads: 1, timeoutMs: 1_000 } });
+    upstream.setBehaviour(1, { kind: 'gate' });
+    upstream.setBehaviour(2, { kind: 'slow-head', delayMs: 900 });
+    const first = await gateway.fetch('/v1/call/recording/1.mp3');
+    const firstBody = bytesOf(first);
+
+    const opening = setTimeout(() => upstream.release(1), 300);
+    try {
+      const queued = await gateway.fetch('/v1/call/recording/2.mp3');
+      expect(await errorOf(queued)).toEqual({ status: 504, body: { error: 'Gateway Timeout', message: expect.any(String) } });
+    } finally {
+      clearTimeout(opening);
+      upstream.release(1);
+    }
+    expect((await firstBody).equals(upstream.recording(1)!)).toBe(true);
+  });
+});

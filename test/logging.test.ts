@@ -1,0 +1,132 @@
+import { createServer } from 'node:net';
+import { Writable } from 'node:stream';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import { createLogger, type Logger } from '../src/logger.js';
+
+const WARN = 40;
+const STACK_FRAME = '    at ';
+
+let upstream: FakeFlyflow;
+let dir: string | undefined;
+let gateway: RunningGateway | undefined;
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+});
+afterAll(async () => {
+  await upstream.close();
+});
+afterEach(async () => {
+  await gateway?.close();
+  gateway = undefined;
+  if (dir) await removeDir(dir);
+  dir = undefined;
+  upstream.reset();
+});
+
+/** A logger whose raw output lines a test can read. */
+function capturingLogger(level: string): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      lines.push(...chunk.toString().split('\n').filter(Boolean));
+      callback();
+    },
+  });
+  return { logger: createLogger({ destination, level }), lines };
+}
+
+async function start(level: string, upstreamBaseUrl = upstream.baseUrl): Promise<string[]> {
+  dir = await makeTempDir();
+  const { logger, lines } = capturingLogger(level);
+  gateway = await startGateway(testConfig({ dir, upstreamBaseUrl }), { logger });
+  return lines;
+}
+
+async function failOnce(id: number, expectedStatus: number): Promise<void> {
+  const response = await gateway!.fetch(`/v1/call/recording/${id}.mp3`);
+  expect(response.status).toBe(expectedStatus);
+  await response.arrayBuffer();
+  await gateway!.gateway.downloads.idle();
+}
+
+const warnings = (lines: string[]) => lines.filter((line) => (JSON.parse(line) as { level: number }).level >= WARN);
+
+/** A loopback port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+describe('logs of upstream failures', () => {
+  test('an upstream 500 is one warning line naming the error, without a stack trace', async () => {
+    const lines = await start('info');
+    upstream.setBehaviour(1, { kind: 'status', status: 500 });
+    await failOnce(1, 502);
+    const warned = warnings(lines);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).not.toContain(STACK_FRAME);
+    expect(JSON.parse(warned[0]!)).toMatchObject({ err: { type: 'UpstreamOutageError', message: 'Upstream answered 500', status: 502 } });
+  });
+
+  test('an unreachable upstream is one warning line with the connection error code, without a stack trace', async () => {
+    const lines = await start('info', `http://127.0.0.1:${await closedPort()}/v1`);
+    await failOnce(2, 502);
+    const warned = warnings(lines);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).not.toContain(STACK_FRAME);
+    expect(warned[0]).toContain('"code":"ECONNREFUSED"');
+  });
+
+  test('a body cut short is one warning line, its causes named, without a stack trace', async () => {
+    const lines = await start('info');
+    upstream.setBehaviour(3, { kind: 'truncate', afterBytes: 1000 });
+    const response = await gateway!.fetch('/v1/call/recording/3.mp3');
+    await response.arrayBuffer().catch(() => {});
+    await gateway!.gateway.downloads.idle();
+    const warned = warnings(lines);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).not.toContain(STACK_FRAME);
+    expect(JSON.parse(warned[0]!)).toMatchObject({ err: { type: 'RetryableUpstreamError', cause: { type: 'TypeError' } } });
+  });
+
+  test('at debug level the same failure carries its stack, for whoever is debugging', async () => {
+    const lines = await start('debug');
+    upstream.setBehaviour(1, { kind: 'status', status: 500 });
+    await failOnce(1, 502);
+    const warned = warnings(lines);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toContain(STACK_FRAME);
+  });
+});
+
+describe('the error serializer', () => {
+  test('a bug (an error without a code) keeps its stack at every level, so it can be found', () => {
+    const { logger, lines } = capturingLogger('info');
+    logger.error({ err: new TypeError("Cannot read properties of undefined (reading 'size')") }, 'unexpected error');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ err: { type: 'TypeError', stack: expect.stringContaining(STACK_FRAME) } });
+  });
+
+  test('a system error is its type, code and message on one line', () => {
+    const { logger, lines } = capturingLogger('info');
+    const error = Object.assign(new Error("EACCES: permission denied, open '/var/cache/x'"), { code: 'EACCES' });
+    logger.warn({ err: error }, 'cache disk failing');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!).err).toEqual({ type: 'Error', code: 'EACCES', message: "EACCES: permission denied, open '/var/cache/x'" });
+  });
+
+  test('raising the level to debug at run time brings stacks back', () => {
+    const { logger, lines } = capturingLogger('info');
+    const error = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+    logger.warn({ err: error }, 'first');
+    logger.level = 'debug';
+    logger.warn({ err: error }, 'second');
+    expect(lines[0]).not.toContain(STACK_FRAME);
+    expect(lines[1]).toContain(STACK_FRAME);
+  });
+});

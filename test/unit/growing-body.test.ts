@@ -1,0 +1,124 @@
+import { describe, expect, test } from 'vitest';
+import { syntheticRecording } from '../../dev/recording-bytes.js';
+import { GrowingBody } from '../../src/download/growing-body.js';
+import { BadGatewayError } from '../../src/errors.js';
+import { fakeSink, readAll } from './download-fakes.js';
+
+async function fill(body: GrowingBody, bytes: Buffer, chunkBytes: number): Promise<void> {
+  for (let at = 0; at < bytes.length; at += chunkBytes) await body.append(bytes.subarray(at, at + chunkBytes));
+}
+
+describe('a body still arriving', () => {
+  test('a reader asking past what arrived waits, and gets the bytes as they land', async () => {
+    const sink = fakeSink();
+    const body = await GrowingBody.create(sink, 10);
+    await body.append(Buffer.from('ID3ab'));
+    const waiting = body.readAt(5, 100);
+    let settled = false;
+    void waiting.then(() => (settled = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBe(false);
+    await body.append(Buffer.from('cdefg'));
+    expect(Buffer.from((await waiting)!).toString()).toBe('cdefg');
+  });
+
+  test('a small recording is kept in memory and handed over whole with its synced file', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
+    const bytes = syntheticRecording(900);
+    const body = await GrowingBody.create(sink, bytes.length);
+    await fill(body, bytes, 100);
+    const sealed = await body.seal();
+    expect(sealed.body?.equals(bytes)).toBe(true);
+    expect(sealed.file).toBe(sink.files[0]);
+    expect(sink.files[0]!.bytes.equals(bytes)).toBe(true);
+    expect(sink.files[0]!.syncs).toBe(1);
+    expect((await readAll((offset, max) => body.readAt(offset, max))).equals(bytes)).toBe(true);
+  });
+
+  test('a recording too large for the memory tier is read back from its file, never held in memory', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
+    const bytes = syntheticRecording(5000);
+    const body = await GrowingBody.create(sink, bytes.length);
+    await fill(body, bytes, 700);
+    const sealed = await body.seal();
+    expect(sealed.body).toBeUndefined();
+    expect(sealed.file).toBe(sink.files[0]);
+    // Damage the file: if the reader gets the damage, it read from the file.
+    const file = sink.files[0]!;
+    file.bytes[4000] = file.bytes[4000]! ^ 0xff;
+    const read = await readAll((offset, max) => body.readAt(offset, max));
+    expect(read.length).toBe(bytes.length);
+    expect(read[4000]).toBe(bytes[4000]! ^ 0xff);
+  });
+
+  test('a body without a Content-Length that outgrows the memory tier lets its memory copy go', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
+    const bytes = syntheticRecording(3000);
+    const body = await GrowingBody.create(sink, undefined);
+    await fill(body, bytes, 500);
+    const sealed = await body.seal();
+    expect(sealed.body).toBeUndefined();
+    expect(sealed.file).toBe(sink.files[0]);
+    expect(sink.files[0]!.bytes.equals(bytes)).toBe(true);
+    expect((await readAll((offset, max) => body.readAt(offset, max))).equals(bytes)).toBe(true);
+  });
+});
+
+describe('a disk that fails', () => {
+  test('when the disk fills midway, readers still get every byte, and the partial file is discarded rather than handed over', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000, capacity: 2500 });
+    const bytes = syntheticRecording(6000);
+    const body = await GrowingBody.create(sink, bytes.length);
+    await fill(body, bytes, 1000);
+    const sealed = await body.seal();
+    expect(sealed.file).toBeUndefined();
+    expect(sealed.body).toBeUndefined();
+    expect(sink.files[0]!.state).toBe('discarded');
+    expect(sink.diskErrors).toHaveLength(1);
+    expect((sink.diskErrors[0] as NodeJS.ErrnoException).code).toBe('ENOSPC');
+    // The first 2,500 bytes come from the file, the rest from memory.
+    expect((await readAll((offset, max) => body.readAt(offset, max))).equals(bytes)).toBe(true);
+  });
+
+  test('without a temporary file the body lives in memory, and the disk problem is reported', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000, unwritable: true });
+    const bytes = syntheticRecording(4000);
+    const body = await GrowingBody.create(sink, bytes.length);
+    await fill(body, bytes, 1000);
+    const sealed = await body.seal();
+    expect(sealed.file).toBeUndefined();
+    expect(sealed.body?.equals(bytes)).toBe(true);
+    expect(sink.diskErrors).toHaveLength(1);
+  });
+});
+
+describe('the end of a body', () => {
+  test('a failed body gives readers what arrived, then the failure; its file is discarded at once', async () => {
+    const sink = fakeSink();
+    const body = await GrowingBody.create(sink, 100);
+    await body.append(Buffer.from('ID3 some bytes'));
+    const waiting = body.readAt(14, 10);
+    body.fail(new BadGatewayError('Upstream body ended early'));
+    await expect(waiting).rejects.toThrow('Upstream body ended early');
+    expect(Buffer.from((await body.readAt(0, 100))!).toString()).toBe('ID3 some bytes');
+    await Promise.resolve();
+    expect(sink.files[0]!.state).toBe('discarded');
+    expect(sink.files[0]!.closed).toBe(false);
+  });
+
+  test('close frees the file, and removes it unless it was committed', async () => {
+    const sink = fakeSink();
+    const committed = await GrowingBody.create(sink, 3);
+    await committed.append(Buffer.from('ID3'));
+    const { file } = await committed.seal();
+    await file!.commit('recordings/ns/1.mp3');
+    await committed.close();
+    expect(sink.files[0]).toMatchObject({ state: 'committed', closed: true });
+
+    const abandoned = await GrowingBody.create(sink, 3);
+    await abandoned.append(Buffer.from('ID3'));
+    await abandoned.seal();
+    await abandoned.close();
+    expect(sink.files[1]).toMatchObject({ state: 'discarded', closed: true });
+  });
+});

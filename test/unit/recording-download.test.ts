@@ -1,0 +1,114 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, test } from 'vitest';
+import { syntheticRecording } from '../../dev/recording-bytes.js';
+import { RecordingDownload } from '../../src/download/recording-download.js';
+import { RetryableUpstreamError } from '../../src/upstream/errors.js';
+import type { UpstreamRecording } from '../../src/upstream/flyflow-client.js';
+import { ManualUpstream, fakeSink, readAll, upstreamOf } from './download-fakes.js';
+
+/** An `open` that answers with each upstream in turn, counting its calls. */
+function opener(...upstreams: UpstreamRecording[]): { open: () => Promise<UpstreamRecording>; calls: () => number } {
+  let calls = 0;
+  return {
+    open: async () => upstreams[calls++]!,
+    calls: () => calls,
+  };
+}
+
+describe('one download', () => {
+  test('callers get the head as soon as the first bytes are MP3 and the length is known, before the body is complete', async () => {
+    const bytes = syntheticRecording(10_000);
+    const upstream = new ManualUpstream(bytes.length);
+    const sink = fakeSink();
+    const download = new RecordingDownload(opener(upstream).open, sink);
+    upstream.push(bytes.subarray(0, 2000));
+    expect(await download.head).toEqual({ size: 10_000, contentType: 'audio/mpeg', lastModified: upstream.lastModified });
+    expect(download.state).toBe('running');
+    expect(Buffer.from((await download.readAt(0, 2000))!).equals(bytes.subarray(0, 2000))).toBe(true);
+    upstream.push(bytes.subarray(2000));
+    upstream.end();
+    const completed = await download.completed;
+    expect(completed.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+    expect(completed.body?.equals(bytes)).toBe(true);
+    expect(completed.file).toBe(sink.files[0]);
+    expect(sink.files[0]!.state).toBe('writing');
+  });
+
+  test('a body that is not MP3 fails the download, and its file is removed once the download is retired', async () => {
+    const sink = fakeSink();
+    const download = new RecordingDownload(opener(upstreamOf(Buffer.from('<html>maintenance</html>'))).open, sink);
+    await expect(download.completed).rejects.toThrow('not MP3 audio');
+    await expect(download.head).rejects.toThrow('not MP3 audio');
+    await download.retire();
+    expect(sink.files[0]).toMatchObject({ state: 'discarded', closed: true });
+  });
+
+  test('a body shorter than its Content-Length fails the download rather than completing short', async () => {
+    const bytes = syntheticRecording(3000);
+    const upstream = new ManualUpstream(5000);
+    upstream.push(bytes);
+    upstream.end();
+    const download = new RecordingDownload(opener(upstream).open, fakeSink());
+    await expect(download.completed).rejects.toThrow('ended before its Content-Length');
+  });
+});
+
+describe('a body that breaks', () => {
+  test('before any caller has the head it is fetched again, and each broken attempt closes and removes its file at once', async () => {
+    const bytes = syntheticRecording(8000);
+    const broken = () => upstreamOf(bytes, { declareLength: false, breakAfter: 1000, breakWith: new RetryableUpstreamError('socket hang up') });
+    const attempts = opener(broken(), broken(), upstreamOf(bytes));
+    const sink = fakeSink();
+    const download = new RecordingDownload(attempts.open, sink);
+    const completed = await download.completed;
+    expect(attempts.calls()).toBe(3);
+    expect(completed.body?.equals(bytes)).toBe(true);
+    expect(sink.files).toHaveLength(3);
+    expect(sink.files[0]).toMatchObject({ state: 'discarded', closed: true });
+    expect(sink.files[1]).toMatchObject({ state: 'discarded', closed: true });
+    expect(sink.files[2]).toMatchObject({ state: 'writing', closed: false });
+    expect(completed.file).toBe(sink.files[2]);
+    await download.retire();
+    expect(sink.files[2]!.closed).toBe(true);
+  });
+
+  test('after callers had the head it is not fetched again: they see the failure', async () => {
+    const bytes = syntheticRecording(8000);
+    const upstream = new ManualUpstream(bytes.length);
+    const attempts = opener(upstream, upstreamOf(bytes));
+    const sink = fakeSink();
+    const download = new RecordingDownload(attempts.open, sink);
+    upstream.push(bytes.subarray(0, 1000));
+    await download.head;
+    upstream.fail(new RetryableUpstreamError('socket hang up'));
+    await expect(download.completed).rejects.toThrow('socket hang up');
+    expect(attempts.calls()).toBe(1);
+    expect(upstream.cancelled).toBe(true);
+  });
+
+  test('a failure that is not worth another attempt ends the download at once', async () => {
+    const bytes = syntheticRecording(8000);
+    const attempts = opener(upstreamOf(bytes, { declareLength: false, breakAfter: 1000, breakWith: new Error('too large') }), upstreamOf(bytes));
+    const download = new RecordingDownload(attempts.open, fakeSink());
+    await expect(download.completed).rejects.toThrow('Download failed');
+    expect(attempts.calls()).toBe(1);
+  });
+});
+
+describe('readers and the file', () => {
+  test('the file stays open for a reader after the download is retired, and closes when the last reader lets go', async () => {
+    const bytes = syntheticRecording(5000);
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
+    const download = new RecordingDownload(opener(upstreamOf(bytes)).open, sink);
+    const release = download.acquire();
+    const completed = await download.completed;
+    await completed.file!.commit('recordings/ns/7.mp3');
+    await download.retire();
+    expect(sink.files[0]!.closed).toBe(false);
+    expect((await readAll((offset, max) => download.readAt(offset, max))).equals(bytes)).toBe(true);
+    release();
+    release();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sink.files[0]).toMatchObject({ state: 'committed', closed: true });
+  });
+});

@@ -1,0 +1,165 @@
+import type { FileHandle } from 'node:fs/promises';
+import { describe, expect, test } from 'vitest';
+import { manualClock } from '../../dev/manual-clock.js';
+import { NotFoundMemory } from '../../src/cache/not-found-memory.js';
+import type { CacheHit, CachedRecording, RecordingCache } from '../../src/cache/recording-cache.js';
+import type { RecordingMeta } from '../../src/cache/recording-meta.js';
+import type { DownloadManager, JoinedDownload } from '../../src/download/download-manager.js';
+import type { RecordingDownload } from '../../src/download/recording-download.js';
+import { NotFoundError } from '../../src/errors.js';
+import { RecordingService } from '../../src/recordings/recording-service.js';
+
+const MEMORY_ENTRY_MAX_BYTES = 1000;
+
+function entry(callId: string, size: number): CachedRecording {
+  const meta: RecordingMeta = { namespace: 'ns', callId, size, sha256: '0'.repeat(64), contentType: 'audio/mpeg', fetchedAt: 0 };
+  return { key: `ns/${callId}`, meta, onDisk: true };
+}
+
+/** A cache whose tiers the test fills by hand, recording what the service asked of it. */
+function fakeCache(tiers: { memory?: Map<string, Buffer>; disk?: Map<string, CachedRecording>; index?: Map<string, CachedRecording>; damaged?: Set<string> }) {
+  const calls: string[] = [];
+  const pins = new Map<string, number>();
+  const closed: string[] = [];
+  const cache = {
+    memoryEntryMaxBytes: MEMORY_ENTRY_MAX_BYTES,
+    lookup(key: string): CacheHit | undefined {
+      const known = tiers.disk?.get(key);
+      if (!known) return undefined;
+      const body = tiers.memory?.get(key);
+      return body ? { tier: 'memory', entry: known, body } : { tier: 'disk', entry: known };
+    },
+    async lookupIndex(key: string): Promise<CacheHit | undefined> {
+      calls.push(`index ${key}`);
+      const known = tiers.index?.get(key);
+      return known && { tier: 'disk', entry: known };
+    },
+    pin(key: string) {
+      pins.set(key, (pins.get(key) ?? 0) + 1);
+      let done = false;
+      return () => {
+        if (done) return;
+        done = true;
+        pins.set(key, pins.get(key)! - 1);
+      };
+    },
+    async openFile(found: CachedRecording): Promise<FileHandle | undefined> {
+      calls.push(`open ${found.key}`);
+      const handle = {
+        read: async (buffer: Buffer, _offset: number, length: number, position: number) => {
+          const bytes = Buffer.alloc(Math.max(0, Math.min(length, found.meta.size - position)), 7);
+          bytes.copy(buffer);
+          return { bytesRead: bytes.length, buffer };
+        },
+        close: async () => {
+          closed.push(found.key);
+        },
+      };
+      return handle as unknown as FileHandle;
+    },
+    async readVerified(found: CachedRecording): Promise<Buffer | undefined> {
+      return tiers.damaged?.has(found.key) ? undefined : Buffer.alloc(found.meta.size, 7);
+    },
+  };
+  return { cache: cache as unknown as RecordingCache, calls, pins, closed };
+}
+
+function fakeDownloads(inFlight: string[] = []) {
+  const joined: string[] = [];
+  const downloads = {
+    isInFlight: (key: string) => inFlight.includes(key),
+    join(owner: { namespace: string }, callId: string): JoinedDownload {
+      joined.push(`${owner.namespace}/${callId}`);
+      const download = {
+        received: 0,
+        head: Promise.resolve({ size: 10, contentType: 'audio/mpeg', lastModified: undefined }),
+        completed: Promise.resolve({ size: 10 }),
+      } as unknown as RecordingDownload;
+      return { download, collapsed: false, release: () => {}, stored: Promise.resolve() };
+    },
+  };
+  return { downloads: downloads as unknown as DownloadManager, joined };
+}
+
+const owner = { namespace: 'ns', upstreamApiKey: 'key' };
+
+describe('finding a recording', () => {
+  test('a memory hit is answered synchronously: nothing is awaited on the fast path', () => {
+    const known = entry('1', 100);
+    const body = Buffer.alloc(100, 1);
+    const { cache } = fakeCache({ disk: new Map([[known.key, known]]), memory: new Map([[known.key, body]]) });
+    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    const found = service.find('ns', '1');
+    expect(found).not.toBeInstanceOf(Promise);
+    expect(found).toMatchObject({ tier: 'memory', entry: known, body });
+  });
+
+  test('a miss asks the shared index, which may know what another replica stored', async () => {
+    const known = entry('2', 100);
+    const { cache, calls } = fakeCache({ index: new Map([[known.key, known]]) });
+    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    expect(await service.find('ns', '2')).toMatchObject({ tier: 'disk', entry: known, body: Buffer.alloc(100, 7) });
+    expect(calls).toEqual(['index ns/2', 'open ns/2']);
+  });
+
+  test('a remembered 404 is answered without asking the index', async () => {
+    const { cache, calls } = fakeCache({});
+    const notFound = new NotFoundMemory(30_000, manualClock());
+    notFound.remember('ns/3');
+    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound });
+    await expect(service.find('ns', '3')).rejects.toBeInstanceOf(NotFoundError);
+    expect(calls).toEqual([]);
+  });
+
+  test('while a download of it is under way, a miss joins it without asking the index', async () => {
+    const { cache, calls } = fakeCache({});
+    const service = new RecordingService({ cache, downloads: fakeDownloads(['ns/4']).downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    expect(await service.find('ns', '4')).toBeUndefined();
+    expect(calls).toEqual([]);
+  });
+
+  test('a large disk hit stays open and pinned against eviction until its reader is released', async () => {
+    const large = entry('5', MEMORY_ENTRY_MAX_BYTES + 1);
+    const { cache, pins, closed } = fakeCache({ disk: new Map([[large.key, large]]) });
+    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    const found = await service.find('ns', '5');
+    expect(found?.body).toBeUndefined();
+    expect(pins.get('ns/5')).toBe(1);
+    expect((await found!.reader!.readAt(0, 64))?.length).toBe(64);
+    found!.reader!.release();
+    found!.reader!.release();
+    expect(pins.get('ns/5')).toBe(0);
+    expect(closed).toEqual(['ns/5']);
+  });
+
+  test('a small disk hit that fails its checksum is a miss, its file closed and unpinned', async () => {
+    const small = entry('6', 100);
+    const { cache, pins, closed } = fakeCache({ disk: new Map([[small.key, small]]), damaged: new Set(['ns/6']) });
+    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    expect(await service.find('ns', '6')).toBeUndefined();
+    expect(pins.get('ns/6')).toBe(0);
+    expect(closed).toEqual(['ns/6']);
+  });
+});
+
+describe('warming the cache', () => {
+  test('a stored recording is reported without a download', async () => {
+    const known = entry('7', 100);
+    const { cache } = fakeCache({ disk: new Map([[known.key, known]]) });
+    const { downloads, joined } = fakeDownloads();
+    const service = new RecordingService({ cache, downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    expect(await service.warm(owner, '7')).toEqual({ status: 'cached', size: 100 });
+    expect(joined).toEqual([]);
+  });
+
+  test('a warm-up asks on purpose: a 404 remembered a moment ago does not stop it', async () => {
+    const { cache } = fakeCache({});
+    const { downloads, joined } = fakeDownloads();
+    const notFound = new NotFoundMemory(30_000, manualClock());
+    notFound.remember('ns/8');
+    const service = new RecordingService({ cache, downloads, notFound });
+    expect(await service.warm(owner, '8')).toEqual({ status: 'fetched', size: 10 });
+    expect(joined).toEqual(['ns/8']);
+    expect(notFound.has('ns/8')).toBe(false);
+  });
+});
