@@ -44,7 +44,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const HIT_MEMORY = 'recording-gateway; hit; detail=memory';
 const HIT_DISK = 'recording-gateway; hit; detail=disk';
-const MISS = 'recording-gateway; fwd=uri-miss; stored';
+const MISS = 'recording-gateway; fwd=uri-miss';
 
 let upstream: FakeFlyflow;
 let dir: string;

@@ -3,7 +3,7 @@ import type { NotFoundMemory } from '../cache/not-found-memory.js';
 import type { CachedRecording, RecordingCache } from '../cache/recording-cache.js';
 import { cacheKey } from '../cache/recording-meta.js';
 import type { DownloadManager, DownloadOwner } from '../download/download-manager.js';
-import type { DownloadHead } from '../download/recording-download.js';
+import type { CompletedDownload, DownloadHead } from '../download/recording-download.js';
 import { NotFoundError, ServiceUnavailableError } from '../errors.js';
 
 /** A recording's bytes, readable at any offset (waiting for bytes still arriving) until released. */
@@ -30,6 +30,11 @@ export interface FetchedRecording {
   collapsed: boolean;
   reader: RecordingReader;
 }
+
+/** A recording fetched whole: stored (`found`), or, when it could not be, read from its finished download. */
+export type WholeRecording =
+  | { collapsed: boolean; found: FoundRecording; fetched?: undefined }
+  | { collapsed: boolean; found?: undefined; fetched: FetchedRecording; sha256: string };
 
 export interface WarmResult {
   status: 'cached' | 'fetched';
@@ -132,6 +137,32 @@ export class RecordingService {
       throw error;
     }
     return { head, collapsed, reader: { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release } };
+  }
+
+  /**
+   * Like `fetch`, but resolves once the whole recording is in and stored, so
+   * its validators are known: a conditional request must get the same answer
+   * cold as warm (RFC 9110 13.1). Resolves with the stored recording, or,
+   * when it could not be stored (a full disk, a purge meanwhile), with the
+   * finished download and its sha256.
+   */
+  async fetchWhole(owner: DownloadOwner, callId: string): Promise<WholeRecording> {
+    const { download, collapsed, release, stored } = this.options.downloads.join(owner, callId);
+    let completed: CompletedDownload;
+    try {
+      completed = await download.completed;
+      await stored;
+    } catch (error) {
+      release();
+      throw error;
+    }
+    const found = await this.find(owner.namespace, callId);
+    if (found) {
+      release();
+      return { collapsed, found };
+    }
+    const reader: RecordingReader = { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release };
+    return { collapsed, fetched: { head: completed, collapsed, reader }, sha256: completed.sha256 };
   }
 
   /**

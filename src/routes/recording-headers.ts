@@ -49,3 +49,12 @@ export function storedRepresentation(entry: CachedRecording): Representation {
 export function downloadRepresentation(callId: string, head: DownloadHead): Representation {
   return representation(callId, head.contentType, {});
 }
+
+/** A finished download that could not be stored: its sha256 is known, so it has the ETag a stored copy would have. */
+export function completedRepresentation(callId: string, head: DownloadHead, sha256: string): Representation {
+  const lastModified = head.lastModified === undefined ? Number.NaN : Date.parse(head.lastModified);
+  return representation(callId, head.contentType, {
+    etag: etagFor(sha256),
+    ...(Number.isNaN(lastModified) ? {} : { lastModified: new Date(lastModified) }),
+  });
+}

@@ -18,7 +18,11 @@ export interface RecordingRequest {
 /** The per-request headers: Cache-Control, Cache-Status, CORS, X-Request-Id. */
 export type ResponseHeaders = Record<string, string>;
 
-/** What an answer will send, for the request log: its body bytes (0 for HEAD, 304). */
+/**
+ * For the request log and the metrics: the body bytes handed to the
+ * connection so far (0 for HEAD and 304), counted as they go, so a transfer
+ * the client cut short reports what it got rather than nothing.
+ */
 export interface ResponseOutcome {
   bodyBytes: number;
 }
@@ -129,8 +133,10 @@ export function streamedResponse(
   }
   const start = range?.start ?? 0;
   const end = range ? range.end + 1 : size;
-  if (outcome) outcome.bodyBytes = end - start;
-  return new Response(streamFromReader((offset, max) => reader.readAt(offset, max), start, end, () => reader.release(), abort), {
+  const sent = (bytes: number) => {
+    if (outcome) outcome.bodyBytes += bytes;
+  };
+  return new Response(streamFromReader((offset, max) => reader.readAt(offset, max), start, end, sent, () => reader.release(), abort), {
     status,
     headers,
   });
@@ -145,6 +151,7 @@ function streamFromReader(
   read: (offset: number, maxBytes: number) => Promise<Uint8Array | null> | Uint8Array | null,
   start: number,
   end: number,
+  sent: (bytes: number) => void,
   done: () => void,
   abort: AbortConnection = () => false,
 ): ReadableStream<Uint8Array> {
@@ -167,6 +174,7 @@ function streamFromReader(
         if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
         position += chunk.length;
         controller.enqueue(chunk);
+        sent(chunk.length);
         if (position >= end) {
           finish();
           controller.close();

@@ -4,10 +4,10 @@ import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { signRecordingUrl } from '@recording-gateway/client';
 import { parseCallId } from '../recordings/call-id.js';
-import type { FoundRecording, RecordingService } from '../recordings/recording-service.js';
+import type { FetchedRecording, FoundRecording, RecordingService } from '../recordings/recording-service.js';
 import { corsHeaders } from '../http/cors.js';
 import { BadRequestError } from '../errors.js';
-import { downloadRepresentation, storedRepresentation } from './recording-headers.js';
+import { completedRepresentation, downloadRepresentation, storedRepresentation, type Representation } from './recording-headers.js';
 import {
   memoryResponse,
   streamedResponse,
@@ -38,6 +38,8 @@ export interface RecordingRoutesDeps {
 export const CACHE_NAME = 'recording-gateway';
 const CACHE_STATUS_MEMORY = `${CACHE_NAME}; hit; detail=memory`;
 const CACHE_STATUS_DISK = `${CACHE_NAME}; hit; detail=disk`;
+const CACHE_STATUS_MISS = `${CACHE_NAME}; fwd=uri-miss`;
+const CACHE_STATUS_COLLAPSED = `${CACHE_NAME}; fwd=uri-miss; collapsed`;
 const DEFAULT_SIGNED_URL_TTL_SECONDS = 300;
 
 const RECORDING_PATH = /^\/v1\/call\/recording\/([^/?]*)\.mp3$/;
@@ -61,6 +63,17 @@ function connectionAborter(c: Context<GatewayEnv>): AbortConnection {
 
 function signedParams(c: Context): SignedUrlParams {
   return { tenant: c.req.query('tenant'), exp: c.req.query('exp'), kid: c.req.query('kid'), sig: c.req.query('sig') };
+}
+
+/** A request whose answer depends on the recording's validators (RFC 9110 13.1). */
+function isConditional(request: RecordingRequest): boolean {
+  return (
+    request.ifMatch !== undefined ||
+    request.ifNoneMatch !== undefined ||
+    request.ifModifiedSince !== undefined ||
+    request.ifUnmodifiedSince !== undefined ||
+    (request.ifRange !== undefined && request.range !== undefined)
+  );
 }
 
 function recordingRequest(c: Context): RecordingRequest {
@@ -108,6 +121,46 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, connectionAborter(c), outcome);
   }
 
+  /**
+   * A miss answered while the download is under way. RFC 9211: `stored` is
+   * left out, since whether it will be stored is not known yet.
+   */
+  function missResponse(
+    c: Context<GatewayEnv>,
+    request: RecordingRequest,
+    fetched: FetchedRecording,
+    representation: Representation,
+    extra: ResponseHeaders,
+  ): Response {
+    extra['Cache-Status'] = fetched.collapsed ? CACHE_STATUS_COLLAPSED : CACHE_STATUS_MISS;
+    const outcome = { bodyBytes: 0 };
+    c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
+    return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, connectionAborter(c), outcome);
+  }
+
+  /**
+   * A conditional request on a miss waits for the whole recording, whose
+   * ETag is the digest of all its bytes, so it gets the answer a warm cache
+   * would give (RFC 9110 13.1), never a 412 or a full body for want of it.
+   */
+  async function conditionalMiss(
+    c: Context<GatewayEnv>,
+    request: RecordingRequest,
+    caller: Caller,
+    callId: string,
+    extra: ResponseHeaders,
+  ): Promise<Response> {
+    const whole = await recordings.fetchWhole(caller.tenant, callId);
+    if (!whole.found) return missResponse(c, request, whole.fetched, completedRepresentation(callId, whole.fetched.head, whole.sha256), extra);
+    const found = whole.found;
+    extra['Cache-Status'] = whole.collapsed ? CACHE_STATUS_COLLAPSED : `${CACHE_STATUS_MISS}; stored`;
+    const outcome = { bodyBytes: 0 };
+    c.set('answered', { cache: whole.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
+    const representation = storedRepresentation(found.entry);
+    if (found.body) return memoryResponse(request, representation, found.body, extra, outcome);
+    return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, connectionAborter(c), outcome);
+  }
+
   return {
     /** GET and HEAD /v1/call/recording/{id}.mp3 */
     async getRecording(c: Context<GatewayEnv>): Promise<Response> {
@@ -127,17 +180,13 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       if (found) return hitResponse(c, request, found, extra);
 
       const waitStarted = clock.now();
-      let fetched;
       try {
-        fetched = await recordings.fetch(caller.tenant, callId);
+        if (isConditional(request)) return await conditionalMiss(c, request, caller, callId, extra);
+        const fetched = await recordings.fetch(caller.tenant, callId);
+        return missResponse(c, request, fetched, downloadRepresentation(callId, fetched.head), extra);
       } finally {
         c.set('upstreamMs', clock.now() - waitStarted);
       }
-      extra['Cache-Status'] = `${CACHE_NAME}; fwd=uri-miss; ${fetched.collapsed ? 'collapsed' : 'stored'}`;
-      const outcome = { bodyBytes: 0 };
-      c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
-      const representation = downloadRepresentation(callId, fetched.head);
-      return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, connectionAborter(c), outcome);
     },
 
     /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace. */

@@ -39,7 +39,7 @@ export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics
 
     const finish = (sent: boolean) => {
       const caller = c.get('caller');
-      const bodyBytes = sent && answered ? answered.outcome.bodyBytes : 0;
+      const bodyBytes = answered ? answered.outcome.bodyBytes : 0;
       const route = routeLabel(c.req.routePath, c.req.method);
       const cache = answered?.cache ?? 'none';
       metrics.requestDone({ route, method: c.req.method, status, tenant: caller?.tenant.id ?? 'none', cache });
