@@ -148,7 +148,7 @@ async function runCase(
   const wallMs = performance.now() - started;
   clearTimeout(deadline);
   const cpu = cpuSeconds(pid) - cpuBefore;
-  const { peak, samples, ownPeak: benchPeak } = sampler.stop();
+  const { peak, ownPeak: benchPeak } = sampler.stop();
   const hwm = procMemory(pid)?.hwm ?? Number.NaN;
   const heap = await heapSampler.stop();
   await sleep(SETTLE_MS);

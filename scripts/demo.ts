@@ -73,14 +73,17 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
 
     // Both listen before either is wired: the gateway needs the player's origin
     // (CORS) and the player needs the gateway's URL.
-    const gatewayServer = (parts.gatewayServer = await listen(options.gatewayPort ?? DEMO_GATEWAY_PORT, 'gateway', 'DEMO_GATEWAY_PORT'));
-    const playerServer = (parts.playerServer = await listen(options.playerPort ?? DEMO_PLAYER_PORT, 'player', 'DEMO_PLAYER_PORT'));
+    const gatewayServer = await listen(options.gatewayPort ?? DEMO_GATEWAY_PORT, 'gateway', 'DEMO_GATEWAY_PORT');
+    parts.gatewayServer = gatewayServer;
+    const playerServer = await listen(options.playerPort ?? DEMO_PLAYER_PORT, 'player', 'DEMO_PLAYER_PORT');
+    parts.playerServer = playerServer;
     const gatewayPort = (gatewayServer.address() as AddressInfo).port;
     const playerPort = (playerServer.address() as AddressInfo).port;
     const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
     const playerOrigins = [`http://127.0.0.1:${playerPort}`, `http://localhost:${playerPort}`];
 
-    const cacheDir = (parts.cacheDir = await mkdtemp(join(tmpdir(), 'recording-gateway-demo-')));
+    const cacheDir = await mkdtemp(join(tmpdir(), 'recording-gateway-demo-'));
+    parts.cacheDir = cacheDir;
     const tenantKey = secret('demo_');
     // The same snake_case shape as config/gateway.yaml, validated by the real loader.
     const config = parseConfig(
@@ -100,7 +103,8 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
       },
       { env: { DEMO_FLYFLOW_API_KEY: serverKey, DEMO_SIGNING_SECRET: secret('') }, cwd: process.cwd() },
     );
-    const gateway = (parts.gateway = await createGateway({ config, logger: silentLogger() }));
+    const gateway = await createGateway({ config, logger: silentLogger() });
+    parts.gateway = gateway;
     let logRequests = false; // from the banner on
     gatewayServer.on(
       'request',

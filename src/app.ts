@@ -8,7 +8,8 @@ import { RECORDING_PREFIX, rawRequestPath } from './routes/request-target.js';
 import { requestLog } from './routes/request-log.js';
 import type { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
-import { ADMIN_PURGE_PATH, createAdminPurgeHandler, type AdminRoutesDeps } from './routes/admin.js';
+import { ADMIN_PURGE_PATH } from './admin-api.js';
+import { createAdminPurgeHandler, type AdminRoutesDeps } from './routes/admin.js';
 import { createMetricsHandler } from './routes/metrics.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
 import { createRecordingHandlers, type RecordingRoutesDeps } from './routes/recordings.js';
@@ -18,7 +19,7 @@ export interface AppDeps extends RecordingRoutesDeps {
   readiness: ReadinessCheck[];
   metrics: GatewayMetrics;
   adminToken: string | undefined;
-  webhooks: Omit<WebhookDeps, 'tenants' | 'logger'>;
+  webhooks: Omit<WebhookDeps, 'tenants' | 'logger' | 'metrics'>;
   admin: Omit<AdminRoutesDeps, 'tenants' | 'adminToken'>;
 }
 
@@ -46,7 +47,7 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   app.post(
     '/v1/webhooks/flyflow/:tenant',
     bodyLimit({ maxSize: WEBHOOK_BODY_LIMIT_BYTES, onError: () => { throw new BadRequestError('Body too large'); } }),
-    createWebhookHandler({ ...deps.webhooks, tenants: deps.tenants, logger: deps.logger }),
+    createWebhookHandler({ ...deps.webhooks, tenants: deps.tenants, logger: deps.logger, metrics: deps.metrics }),
   );
 
   // Hono answers HEAD through the GET route and drops the body; the handler

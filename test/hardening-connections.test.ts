@@ -87,7 +87,9 @@ async function openIdle(baseUrl: string, count: number): Promise<IdleFlood> {
       }),
     ),
   );
-  cleanups.push(() => sockets.forEach((socket) => socket.destroy()));
+  cleanups.push(() => {
+    for (const socket of sockets) socket.destroy();
+  });
   return { sockets, closed, stillOpen: () => count - closed.size };
 }
 

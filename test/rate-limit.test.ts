@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { errorResponse, GatewayError, TooManyRequestsError } from '../src/errors.js';
+import { errorResponse, type GatewayError, TooManyRequestsError } from '../src/errors.js';
 import {
   createMemoryRateLimitStore,
   createTenantRateLimiter,

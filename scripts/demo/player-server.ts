@@ -105,14 +105,18 @@ export function createPlayerBackend(options: PlayerBackendOptions): RequestListe
     const method = req.method ?? 'GET';
     if (method !== 'GET' && method !== 'HEAD') {
       res.setHeader('Allow', 'GET, HEAD');
-      return sendJson(res, 405, { error: 'Method Not Allowed', message: 'Only GET and HEAD' });
+      sendJson(res, 405, { error: 'Method Not Allowed', message: 'Only GET and HEAD' });
+      return;
     }
     if (path === '/api/recordings') {
       void recordings(res);
       return;
     }
     const file = files.get(path === '/index.html' ? '/' : path);
-    if (!file) return sendJson(res, 404, { error: 'Not Found', message: 'No such page' });
+    if (!file) {
+      sendJson(res, 404, { error: 'Not Found', message: 'No such page' });
+      return;
+    }
     res.writeHead(200, {
       ...securityHeaders,
       'Content-Type': file.type,

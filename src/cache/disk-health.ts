@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { access, constants, mkdir, open, unlink } from 'node:fs/promises';
+import { access, constants, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
@@ -42,7 +42,7 @@ export function describeDiskProblem(error: unknown): string {
 /** Writes, fsyncs and removes a small file in `folder`; rejects with the file system's error. */
 async function writeProbeFile(folder: string): Promise<void> {
   const file = path.join(folder, `.probe-${randomBytes(6).toString('hex')}`);
-  let handle;
+  let handle: FileHandle | undefined;
   try {
     handle = await open(file, 'wx');
   } catch (error) {

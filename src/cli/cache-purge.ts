@@ -2,7 +2,7 @@ import { createTenantRegistry } from '../auth/tenants.js';
 import { createDiskStore } from '../cache/disk-store.js';
 import type { RecordingMeta } from '../cache/recording-meta.js';
 import type { GatewayConfig } from '../config/index.js';
-import type { PurgeFilter } from '../routes/admin.js';
+import type { PurgeFilter } from '../admin-api.js';
 import { cacheExists, namespaceOf, withIndex, type OutputOptions } from './cache-commands.js';
 import { CommandFailure, UsageError, printJson } from './io.js';
 import { purgeThroughGateway } from './running-gateway.js';

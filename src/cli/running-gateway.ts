@@ -1,6 +1,7 @@
 import { request } from 'node:http';
 import type { GatewayConfig } from '../config/index.js';
-import { ADMIN_PURGE_PATH, createLocalGrant, type PurgeFilter } from '../routes/admin.js';
+import { ADMIN_PURGE_PATH, type PurgeFilter } from '../admin-api.js';
+import { createLocalGrant } from '../auth/local-grant.js';
 import { CommandFailure } from './io.js';
 
 /*

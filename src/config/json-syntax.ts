@@ -29,9 +29,9 @@ export function jsonSyntaxError(text: string): SyntaxProblem | undefined {
         return undefined;
       }
       if (code === 0x5c) {
-        const escape = text[i + 1];
-        if (escape === 'u' && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) i += 6;
-        else if (escape !== undefined && '"\\/bfnrt'.includes(escape)) i += 2;
+        const escaped = text[i + 1];
+        if (escaped === 'u' && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) i += 6;
+        else if (escaped !== undefined && '"\\/bfnrt'.includes(escaped)) i += 2;
         else return fail('invalid escape in a string (use \\" \\\\ \\/ \\b \\f \\n \\r \\t or \\uXXXX)');
       } else if (code < 0x20) {
         return fail('a line break or control character inside a string; write it as an escape such as \\n');

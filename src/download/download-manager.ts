@@ -8,7 +8,7 @@ import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import { upstreamErrorKind } from '../upstream/errors.js';
 import type { FlyflowClient } from '../upstream/flyflow-client.js';
 import type { DownloadSlots } from './download-slots.js';
-import { RecordingDownload, type DownloadSink } from './recording-download.js';
+import { RecordingDownload, type CompletedDownload, type DownloadSink } from './recording-download.js';
 
 /** Where a finished download goes (the recording cache). */
 export interface DownloadStore {
@@ -138,7 +138,7 @@ export class DownloadManager {
   }
 
   async #finish(key: string, namespace: string, callId: string, download: RecordingDownload): Promise<void> {
-    let result;
+    let result: CompletedDownload;
     try {
       result = await download.completed;
     } catch (error) {

@@ -24,7 +24,7 @@ const COMPACT_AFTER = 1024;
 
 /**
  * A cap on concurrent upstream downloads, shared fairly between upstream
- * accounts (contract, section 4: one account's traffic never holds another
+ * accounts (README, "Responses": one account's traffic never holds another
  * back beyond its fair share).
  *
  * Each account has its own FIFO queue. A freed slot goes to the waiting

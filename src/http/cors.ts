@@ -1,6 +1,6 @@
 /**
  * CORS for media elements and fetch() from a tenant's own frontends
- * (contract section 4). Only listed origins get headers; others get none, so
+ * (README, "CORS"). Only listed origins get headers; others get none, so
  * the browser refuses to hand them the body.
  */
 const EXPOSED_HEADERS = 'Content-Range, Content-Length, Accept-Ranges, ETag, Cache-Status';

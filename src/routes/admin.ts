@@ -1,10 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import type { Context } from 'hono';
 import { bearerToken } from '../auth/bearer.js';
 import { constantTimeEqual } from '../auth/constant-time.js';
-import { sha256Hex, type TenantRegistry } from '../auth/tenants.js';
+import { redeemLocalGrant } from '../auth/local-grant.js';
+import type { TenantRegistry } from '../auth/tenants.js';
 import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
 import { BadRequestError, UnauthorizedError } from '../errors.js';
 import { parseCallId } from '../recordings/call-id.js';
@@ -22,12 +20,6 @@ import { parseCallId } from '../recordings/call-id.js';
  * client of a reverse proxy on the same host.
  */
 
-export const ADMIN_PURGE_PATH = '/admin/cache/purge';
-
-const GRANTS_DIR = 'admin-grants';
-const GRANT_PREFIX = 'local_';
-/** A grant is made right before its one request; an older one is stale. */
-const GRANT_MAX_AGE_MS = 60_000;
 /** Recordings removed at once: enough to overlap disk and index, few enough to leave room for requests. */
 const PURGE_CONCURRENCY = 16;
 
@@ -45,40 +37,6 @@ export interface AdminRoutesDeps {
   purge(namespace: string, callId: string): Promise<unknown>;
 }
 
-/** What a purge removes: one call, one tenant's namespace, both, or (`all`) everything. */
-export interface PurgeFilter {
-  callId?: string;
-  tenant?: string;
-  all?: boolean;
-}
-
-/**
- * Leaves a one-time grant for the admin routes in the cache directory.
- * @returns the token to send as `Authorization: Bearer`, and a function that removes the grant if it was not used.
- */
-export async function createLocalGrant(cacheDir: string): Promise<{ token: string; revoke(): Promise<void> }> {
-  const token = `${GRANT_PREFIX}${randomBytes(32).toString('base64url')}`;
-  const dir = path.join(cacheDir, GRANTS_DIR);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const file = path.join(dir, sha256Hex(token));
-  await writeFile(file, '', { flag: 'wx', mode: 0o600 });
-  return { token, revoke: () => rm(file, { force: true }) };
-}
-
-/** True when `token` names a fresh grant in the cache directory; the grant is used up. */
-async function redeemLocalGrant(cacheDir: string, token: string): Promise<boolean> {
-  if (!token.startsWith(GRANT_PREFIX)) return false;
-  const file = path.join(cacheDir, GRANTS_DIR, sha256Hex(token));
-  try {
-    const info = await stat(file);
-    const fresh = info.isFile() && Date.now() - info.mtimeMs < GRANT_MAX_AGE_MS;
-    // Of two requests with one token, only the one whose unlink succeeds gets in.
-    await unlink(file);
-    return fresh;
-  } catch {
-    return false;
-  }
-}
 
 async function authorize(c: Context, deps: AdminRoutesDeps): Promise<void> {
   const authorization = c.req.header('authorization');

@@ -81,7 +81,7 @@ export interface UpstreamCircuits {
 }
 
 /**
- * A circuit breaker per upstream account (contract section 4: an open circuit
+ * A circuit breaker per upstream account (README, "Responses": an open circuit
  * caused by one account's traffic never refuses another account's requests).
  * The account is the tenant's cache namespace, a digest of base URL and key,
  * so two tenants on one Flyflow account share a circuit. Accounts come from

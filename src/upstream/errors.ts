@@ -1,4 +1,4 @@
-import { BadGatewayError, GatewayError, GatewayTimeoutError, NotFoundError, ServiceUnavailableError } from '../errors.js';
+import { BadGatewayError, type GatewayError, GatewayTimeoutError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 
 /** Flyflow itself is failing (5xx, unreachable, broken connection): what the circuit breaker counts. */
 export class UpstreamOutageError extends BadGatewayError {}
@@ -14,7 +14,7 @@ export class UpstreamUnreachableError extends RetryableUpstreamError {}
 
 const RETRYABLE_STATUSES = new Set([502, 503, 504]);
 
-/** Maps a non-200 upstream status to the contract's answer (section 4). */
+/** Maps a non-200 upstream status to the answer the README's "Responses" table gives. */
 export function errorForUpstreamStatus(status: number): GatewayError {
   if (status === 404) return new NotFoundError();
   if (status === 401 || status === 403) return new UpstreamKeyRejectedError('Upstream rejected the server key');

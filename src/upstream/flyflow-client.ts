@@ -7,7 +7,7 @@ import { RetryableUpstreamError, errorForUpstreamStatus, upstreamTimeout, upstre
 export interface FlyflowClientOptions {
   /** `https://api.flyflow.dev/v1`, no trailing slash. */
   baseUrl: string;
-  /** Budget for the response head, retries included (contract section 4). */
+  /** Budget for the response head, retries included (README, "Responses"). */
   timeoutMs: number;
   /** Longest silence allowed while a body streams. */
   bodyIdleTimeoutMs: number;
@@ -78,7 +78,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
   );
 
   // The server key goes only to the upstream's own origin: a redirect to a
-  // storage host gets the request without it (contract section 1).
+  // storage host gets the request without it (README, "Responses").
   async function fetchFollowingRedirects(callId: string, apiKey: string, signal: AbortSignal): Promise<Response> {
     let url = new URL(`${options.baseUrl}/call/recording/${callId}.mp3`);
     for (let hop = 0; ; hop++) {
