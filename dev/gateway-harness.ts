@@ -6,7 +6,7 @@ import path from 'node:path';
 import { sha256Hex, upstreamNamespace } from '../src/auth/tenants.js';
 import type { Clock } from '../src/clock.js';
 import type { GatewayConfig, TenantConfig } from '../src/config/index.js';
-import { createGateway, type Gateway } from '../src/gateway.js';
+import { createGateway, type Gateway, type GatewayOptions } from '../src/gateway.js';
 import { createHttpServer } from '../src/server.js';
 import type { Server } from 'node:http';
 import type { Logger } from '../src/logger.js';
@@ -55,6 +55,7 @@ export interface TestConfigOptions {
   tenants?: TenantConfig[];
   cache?: Partial<GatewayConfig['cache']>;
   upstream?: Partial<GatewayConfig['upstream']>;
+  webhooks?: Partial<GatewayConfig['webhooks']>;
   publicBaseUrl?: string;
 }
 
@@ -81,6 +82,7 @@ export function testConfig(options: TestConfigOptions): GatewayConfig {
       maxAgeSeconds: 86_400,
       ...options.cache,
     },
+    webhooks: { rateLimitPerMinute: 120, maxQueuedPrefetches: 100, ...options.webhooks },
     tenants: options.tenants ?? [acmeTenant()],
   };
 }
@@ -96,13 +98,13 @@ export interface RunningGateway {
 
 export async function startGateway(
   config: GatewayConfig,
-  options: { clock?: Clock; logger?: Logger } = {},
+  options: { clock?: Clock; logger?: Logger; webhookPrefetch?: GatewayOptions['webhookPrefetch'] } = {},
 ): Promise<RunningGateway> {
   const gateway = await createGateway({
     config,
     ...options,
     upstream: { maxAttempts: 3, initialBackoffMs: 10 },
-    webhookPrefetch: { attempts: 6, firstDelayMs: 50 },
+    webhookPrefetch: { attempts: 6, firstDelayMs: 50, ...options.webhookPrefetch },
   });
   const server = await new Promise<Server>((resolve) => {
     const started = createHttpServer(gateway.app, '127.0.0.1');

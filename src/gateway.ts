@@ -7,12 +7,13 @@ import { DiskHealth } from './cache/disk-health.js';
 import { createDiskStore } from './cache/disk-store.js';
 import { NotFoundMemory } from './cache/not-found-memory.js';
 import { RecordingCache } from './cache/recording-cache.js';
+import { accountDiskShares } from './cache/recording-catalogue.js';
 import { openIndex } from './cache/open-index.js';
 import type { RecordingIndex } from './cache/recording-index.js';
 import type { GatewayConfig } from './config/index.js';
 import { DownloadManager } from './download/download-manager.js';
 import { DownloadSlots } from './download/download-slots.js';
-import { createPrefetcher, type Prefetch, type PrefetchOptions } from './recordings/prefetch.js';
+import { PrefetchQueue, createPrefetcher, type Prefetch, type PrefetchOptions } from './recordings/prefetch.js';
 import { RecordingService } from './recordings/recording-service.js';
 import type { GatewayEnv } from './routes/gateway-env.js';
 import { cacheDirectoryReadiness, indexReadiness } from './routes/health.js';
@@ -28,7 +29,7 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Retry tuning, for tests that must not wait for real backoff. */
   upstream?: Pick<FlyflowClientOptions, 'maxAttempts' | 'initialBackoffMs'>;
-  /** How webhook-triggered prefetches retry a recording that is not there yet. */
+  /** How webhook-triggered prefetches retry an upstream failure. */
   webhookPrefetch?: Omit<PrefetchOptions, 'signal'>;
   /** False for a second process on a cache a gateway may be serving (the CLI). Default true. */
   reconcile?: boolean;
@@ -65,17 +66,23 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     downloadsInFlight: (): number => downloads.inFlight,
     downloadsQueued: () => slots.queued,
     circuitStates: () => circuits.states(),
+    webhookPrefetches: () => ({ queued: prefetches.queued, running: prefetches.running }),
   });
   const disk = createDiskStore(config.cache.dir);
   await disk.init();
   const index = openIndex(config);
   const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
+  const tenants = createTenantRegistry(config);
   const cache = new RecordingCache({
     disk,
     index,
     diskHealth,
     maxMemoryBytes: config.cache.maxMemoryBytes,
     maxDiskBytes: config.cache.maxDiskBytes,
+    diskShares: accountDiskShares(
+      config.cache.maxDiskBytes,
+      tenants.all.map((tenant, i) => ({ namespace: tenant.namespace, diskShare: config.tenants[i]?.diskShare })),
+    ),
     logger,
     onEvict: (count) => metrics.evicted(count),
   });
@@ -85,7 +92,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     await index.close().catch(() => {});
     throw error;
   }
-  const tenants = createTenantRegistry(config);
   const notFound = new NotFoundMemory(config.cache.notFoundTtlSeconds * 1000, clock);
   const circuits = createUpstreamCircuits({
     failureThreshold: config.upstream.circuitBreaker.failureThreshold,
@@ -120,7 +126,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const recordings = new RecordingService({ cache, downloads, notFound });
   const prefetch = createPrefetcher({ recordings, logger });
   const closing = new AbortController();
-  const background = new Set<Promise<unknown>>();
+  const prefetches = new PrefetchQueue({
+    prefetch,
+    prefetchOptions: options.webhookPrefetch,
+    maxPerTenant: config.webhooks.maxQueuedPrefetches,
+    // Half the download slots at most, so listeners' misses never wait behind a burst of prefetches.
+    concurrency: Math.max(1, Math.floor(config.upstream.maxConcurrentDownloads / 2)),
+    signal: closing.signal,
+    logger,
+  });
   const app = createApp({
     tenants,
     authenticator: createAuthenticator(tenants, clock),
@@ -139,12 +153,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       purge: (namespace, callId) => recordings.purge(namespace, callId),
     },
     webhooks: {
-      prefetch,
-      prefetchOptions: { ...options.webhookPrefetch, signal: closing.signal },
-      track(task) {
-        background.add(task);
-        void task.finally(() => background.delete(task));
-      },
+      prefetches,
+      limiter: createTenantRateLimiter({ store: createMemoryRateLimitStore({ clock }) }),
+      rateLimitPerMinute: config.webhooks.rateLimitPerMinute,
     },
     readiness: [cacheDirectoryReadiness(diskHealth), indexReadiness(index)],
   });
@@ -163,7 +174,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     async close() {
       closing.abort();
       diskHealth.close();
-      await Promise.allSettled([...background]);
+      await prefetches.idle();
       await downloads.idle();
       await index.close();
     },

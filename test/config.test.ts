@@ -97,6 +97,7 @@ describe('defaults', () => {
         notFoundTtlSeconds: 30,
         maxAgeSeconds: 86_400,
       },
+      webhooks: { rateLimitPerMinute: 120, maxQueuedPrefetches: 100 },
       tenants: [{ id: 'acme', apiKeyDigests: [DIGEST], signingKeys: [], allowedOrigins: [], maxSignedUrlTtlSeconds: 3600 }],
     });
     expect(DEFAULT_MAX_DISK_BYTES).toBe(config.cache.maxDiskBytes);

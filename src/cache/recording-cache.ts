@@ -17,6 +17,8 @@ export interface RecordingCacheOptions {
   diskHealth: DiskHealth;
   maxMemoryBytes: number;
   maxDiskBytes: number;
+  /** Each upstream account's disk share in bytes, by namespace (see `accountDiskShares`). */
+  diskShares?: ReadonlyMap<string, number>;
   logger: Logger;
   /** Told how many recordings each eviction removed (for the metrics). */
   onEvict?: (count: number) => void;
@@ -119,10 +121,11 @@ export class RecordingCache {
 
   /**
    * Stores a verified recording: room is made on disk (least recently used
-   * first, never a pinned entry), the temporary file is committed into place,
-   * then indexed. A failing disk or index is logged and bypassed; the
-   * recording then lives in memory only (if small) until evicted there. A
-   * file this does not commit stays its owner's to discard.
+   * first, never a pinned entry nor another account's within its disk
+   * share), the temporary file is committed into place, then indexed. A
+   * failing disk or index is logged and bypassed; the recording then lives in
+   * memory only (if small) until evicted there. A file this does not commit
+   * stays its owner's to discard.
    */
   async store(meta: RecordingMeta, file: TempFile | undefined, body: Buffer | undefined): Promise<CachedRecording | undefined> {
     const key = cacheKey(meta.namespace, meta.callId);
@@ -157,9 +160,12 @@ export class RecordingCache {
 
   async #storeOnDisk(key: string, meta: RecordingMeta, file: TempFile): Promise<boolean> {
     const { disk, index, diskHealth, logger } = this.options;
-    const victims = this.#catalogue.makeRoom(key, meta.size);
+    const victims = this.#catalogue.makeRoom(key, meta.namespace, meta.size);
     if (!victims) {
-      logger.warn({ key, size: meta.size }, 'no room in cache.max_disk_bytes that is not in use; not storing on disk');
+      logger.warn(
+        { key, size: meta.size },
+        "no room in cache.max_disk_bytes that is not in use or in another account's disk share; not storing on disk",
+      );
       return false;
     }
     await this.#evict(victims);

@@ -9,13 +9,17 @@ export interface CachedRecording {
   readonly onDisk: boolean;
 }
 
-export type CacheHit =
-  | { tier: 'memory'; entry: CachedRecording; body: Buffer }
-  | { tier: 'disk'; entry: CachedRecording };
+export type CacheHit = { tier: 'memory'; entry: CachedRecording; body: Buffer } | { tier: 'disk'; entry: CachedRecording };
 
 export interface CatalogueLimits {
   maxMemoryBytes: number;
   maxDiskBytes: number;
+  /**
+   * Each namespace's disk share in bytes: what it keeps against other
+   * namespaces' traffic (see {@link RecordingCatalogue.makeRoom}). A namespace
+   * not listed has none. Absent: no shares, one least-recently-used order for all.
+   */
+  diskShares?: ReadonlyMap<string, number>;
 }
 
 export interface CacheStats {
@@ -24,6 +28,29 @@ export interface CacheStats {
   memoryEntries: number;
   memoryBytes: number;
   evictions: number;
+  /** Disk bytes held by each namespace (upstream account) that holds any. */
+  diskBytesByNamespace: Record<string, number>;
+}
+
+/**
+ * Each upstream account's disk share (README, Durability): the sum of its
+ * tenants' `disk_share`; the accounts where no tenant sets one split what the
+ * explicit shares leave of `maxDiskBytes` equally.
+ */
+export function accountDiskShares(
+  maxDiskBytes: number,
+  tenants: ReadonlyArray<{ namespace: string; diskShare?: number | undefined }>,
+): Map<string, number> {
+  const explicit = new Map<string, number>();
+  for (const { namespace, diskShare } of tenants) {
+    if (diskShare !== undefined) explicit.set(namespace, (explicit.get(namespace) ?? 0) + diskShare);
+  }
+  const rest = new Set(tenants.map((tenant) => tenant.namespace).filter((namespace) => !explicit.has(namespace)));
+  const reserved = [...explicit.values()].reduce((sum, share) => sum + share, 0);
+  const equal = rest.size === 0 ? 0 : Math.max(0, Math.floor((maxDiskBytes - reserved) / rest.size));
+  const shares = new Map(explicit);
+  for (const namespace of rest) shares.set(namespace, equal);
+  return shares;
 }
 
 // A recording larger than this share of the memory tier is never held whole in
@@ -33,8 +60,9 @@ const MEMORY_ENTRY_FRACTION = 1 / 8;
 /**
  * What the cache holds, and nothing else: every recording's metadata in
  * recency order, the bodies of small ones in a byte-bounded memory LRU, the
- * readers pinning files, and the disk budget. It does no I/O and reads no
- * clock, so its decisions (what a hit is, what to evict) are tested alone.
+ * readers pinning files, and the disk budget with each namespace's share. It
+ * does no I/O and reads no clock, so its decisions (what a hit is, what to
+ * evict) are tested alone.
  *
  * `#entries` is a Map in recency order (a hit moves its entry to the end), so
  * eviction takes the least recently used first without a scan of the disk.
@@ -43,16 +71,19 @@ export class RecordingCatalogue {
   /** Bodies up to this size are kept in memory. */
   readonly memoryEntryMaxBytes: number;
   readonly #maxDiskBytes: number;
+  readonly #diskShares: ReadonlyMap<string, number>;
   readonly #entries = new Map<string, CachedRecording>();
   readonly #memory: LRUCache<string, Buffer>;
   /** Readers of a file; a pinned entry is never evicted under them. */
   readonly #pins = new Map<string, number>();
   readonly #strings = new Map<string, string>();
   #diskBytes = 0;
+  readonly #namespaceBytes = new Map<string, number>();
   #evictions = 0;
 
   constructor(limits: CatalogueLimits) {
     this.#maxDiskBytes = limits.maxDiskBytes;
+    this.#diskShares = limits.diskShares ?? new Map();
     this.memoryEntryMaxBytes = Math.floor(limits.maxMemoryBytes * MEMORY_ENTRY_FRACTION);
     this.#memory = new LRUCache<string, Buffer>({
       maxSize: Math.max(1, limits.maxMemoryBytes),
@@ -84,7 +115,7 @@ export class RecordingCatalogue {
     meta.contentType = this.#intern(meta.contentType);
     const entry: CachedRecording = { key, meta, onDisk };
     this.#entries.set(key, entry);
-    if (onDisk) this.#diskBytes += meta.size;
+    if (onDisk) this.#countDisk(meta.namespace, meta.size);
     return entry;
   }
 
@@ -96,7 +127,7 @@ export class RecordingCatalogue {
   /** Forgets a recording in every tier; answers what was forgotten. */
   remove(key: string): CachedRecording | undefined {
     const entry = this.#entries.get(key);
-    if (entry?.onDisk) this.#diskBytes -= entry.meta.size;
+    if (entry?.onDisk) this.#countDisk(entry.meta.namespace, -entry.meta.size);
     this.#entries.delete(key);
     this.#memory.delete(key);
     return entry;
@@ -119,28 +150,39 @@ export class RecordingCatalogue {
   }
 
   /**
-   * Chooses what to evict so that `size` more bytes under `key` fit the disk
-   * budget: least recently used first, never a pinned entry, and forgets the
-   * victims at once so a concurrent store counts their room as taken. The
-   * caller removes their files. Undefined when no room can be made (nothing
-   * is forgotten then).
+   * Chooses what to evict so that `size` more bytes under `key`, of
+   * `namespace`, fit the disk budget, and forgets the victims at once so a
+   * concurrent store counts their room as taken; the caller removes their
+   * files. Never a pinned entry. Least recently used first among the
+   * namespaces over their disk share (the newcomer counted in its own), then
+   * the newcomer's own namespace: a namespace within its share is never
+   * evicted for another's traffic. Undefined when no room can be made under
+   * that rule (nothing is forgotten then).
    */
-  makeRoom(key: string, size: number): CachedRecording[] | undefined {
+  makeRoom(key: string, namespace: string, size: number): CachedRecording[] | undefined {
     const replaced = this.#entries.get(key);
-    const budget = this.#maxDiskBytes - size + (replaced?.onDisk ? replaced.meta.size : 0);
+    const freed = replaced?.onDisk ? replaced.meta.size : 0;
+    const budget = this.#maxDiskBytes - size + freed;
     if (budget < 0) return undefined;
-    const victims: CachedRecording[] = [];
+    const usage = new Map(this.#namespaceBytes);
+    usage.set(namespace, (usage.get(namespace) ?? 0) - freed + size);
+    const victims = new Set<CachedRecording>();
     let projected = this.#diskBytes;
-    for (const entry of this.#entries.values()) {
-      if (projected <= budget) break;
-      if (!entry.onDisk || entry.key === key || this.#pins.has(entry.key)) continue;
-      victims.push(entry);
-      projected -= entry.meta.size;
-    }
+    const choose = (wanted: (entry: CachedRecording) => boolean): void => {
+      for (const entry of this.#entries.values()) {
+        if (projected <= budget) return;
+        if (!entry.onDisk || entry.key === key || this.#pins.has(entry.key) || victims.has(entry) || !wanted(entry)) continue;
+        victims.add(entry);
+        projected -= entry.meta.size;
+        usage.set(entry.meta.namespace, (usage.get(entry.meta.namespace) ?? 0) - entry.meta.size);
+      }
+    };
+    choose((entry) => (usage.get(entry.meta.namespace) ?? 0) > (this.#diskShares.get(entry.meta.namespace) ?? 0));
+    choose((entry) => entry.meta.namespace === namespace);
     if (projected > budget) return undefined;
     for (const victim of victims) this.remove(victim.key);
-    this.#evictions += victims.length;
-    return victims;
+    this.#evictions += victims.size;
+    return [...victims];
   }
 
   stats(): CacheStats {
@@ -150,7 +192,15 @@ export class RecordingCatalogue {
       memoryEntries: this.#memory.size,
       memoryBytes: this.#memory.calculatedSize,
       evictions: this.#evictions,
+      diskBytesByNamespace: Object.fromEntries(this.#namespaceBytes),
     };
+  }
+
+  #countDisk(namespace: string, delta: number): void {
+    this.#diskBytes += delta;
+    const bytes = (this.#namespaceBytes.get(namespace) ?? 0) + delta;
+    if (bytes > 0) this.#namespaceBytes.set(namespace, bytes);
+    else this.#namespaceBytes.delete(namespace);
   }
 
   #intern(value: string): string {

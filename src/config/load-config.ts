@@ -196,6 +196,10 @@ function assemble(
       notFoundTtlSeconds: file.cache.not_found_ttl_seconds,
       maxAgeSeconds: file.cache.max_age_seconds,
     },
+    webhooks: {
+      rateLimitPerMinute: file.webhooks.rate_limit_per_minute,
+      maxQueuedPrefetches: file.webhooks.max_queued_prefetches,
+    },
     tenants: file.tenants.map((tenant, i): TenantConfig => {
       const at = `tenants[${i}]`;
       const signingKeys = tenant.signing_keys.flatMap((key, k) => {
@@ -214,6 +218,7 @@ function assemble(
         ...(tenant.rate_limit_per_minute === undefined ? {} : { rateLimitPerMinute: tenant.rate_limit_per_minute }),
         maxSignedUrlTtlSeconds: tenant.max_signed_url_ttl_seconds,
         ...(webhookToken === undefined ? {} : { webhookToken }),
+        ...(tenant.disk_share === undefined ? {} : { diskShare: tenant.disk_share }),
       };
     }),
   };
@@ -230,7 +235,7 @@ interface Overrides {
   cacheDir?: string;
 }
 
-/** PORT, HOST, FLYFLOW_BASE_URL and CACHE_DIR (contract section 5); FLYFLOW_API_KEY and ADMIN_TOKEN are secrets, handled above. */
+/** PORT, HOST, FLYFLOW_BASE_URL and CACHE_DIR (README, "Configuration"); FLYFLOW_API_KEY and ADMIN_TOKEN are secrets, handled above. */
 function environmentOverrides(env: Record<string, string | undefined>, cwd: string, issues: ConfigIssue[]): Overrides {
   const overrides: Overrides = {};
   const problem = (name: string, message: string) =>

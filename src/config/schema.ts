@@ -32,6 +32,10 @@ export const DEFAULT_MAX_RECORDING_BYTES = 512 * 1024 ** 2;
 export const DEFAULT_NOT_FOUND_TTL_SECONDS = 30;
 export const DEFAULT_MAX_AGE_SECONDS = 86_400;
 export const DEFAULT_MAX_SIGNED_URL_TTL_SECONDS = 3600;
+/** Webhook calls per minute per tenant: about two calls ending a second, with a minute's burst. */
+export const DEFAULT_WEBHOOK_RATE_LIMIT_PER_MINUTE = 120;
+/** Webhook prefetches queued or running per tenant. */
+export const DEFAULT_MAX_QUEUED_PREFETCHES = 100;
 /**
  * The shortest secret the operator may choose (admin and webhook tokens,
  * signing keys): shorter ones can be guessed. RFC 2104 section 3 recommends
@@ -247,6 +251,7 @@ const tenantSchema = z
     max_signed_url_ttl_seconds: positiveInt.default(DEFAULT_MAX_SIGNED_URL_TTL_SECONDS),
     webhook_token_env: envName.optional(),
     webhook_token_file: filePath.optional(),
+    disk_share: byteSize.optional(),
   })
   .superRefine((tenant, ctx) => {
     checkSecretSource(tenant, 'upstream_api_key', false, ctx);
@@ -267,14 +272,20 @@ const tenantSchema = z
     });
   });
 
+const webhooksSchema = z.strictObject({
+  rate_limit_per_minute: positiveInt.default(DEFAULT_WEBHOOK_RATE_LIMIT_PER_MINUTE),
+  max_queued_prefetches: positiveInt.default(DEFAULT_MAX_QUEUED_PREFETCHES),
+});
+
 const TENANTS_REQUIRED = 'at least one tenant is required';
 
-export const configFileSchema = z.strictObject({
+const configFileShape = z.strictObject({
   listen: listenSchema.prefault({}),
   public_base_url: httpUrl('public_base_url').optional(),
   admin: adminSchema.optional(),
   upstream: upstreamSchema.prefault({}),
   cache: cacheSchema.prefault({}),
+  webhooks: webhooksSchema.prefault({}),
   tenants: z
     .array(tenantSchema, { error: (issue) => (issue.input === undefined ? TENANTS_REQUIRED : undefined) })
     .min(1, TENANTS_REQUIRED)
@@ -299,6 +310,27 @@ export const configFileSchema = z.strictObject({
       });
     }),
 });
+
+export const configFileSchema = configFileShape.superRefine((file, ctx) => checkDiskShares(file.tenants, file.cache.max_disk_bytes, ctx));
+
+/** Disk shares are room reserved out of cache.max_disk_bytes, so together they must fit in it. */
+function checkDiskShares(tenants: ReadonlyArray<{ disk_share?: number | undefined }>, maxDiskBytes: number, ctx: z.RefinementCtx): void {
+  let total = 0;
+  tenants.forEach((tenant, i) => {
+    if (tenant.disk_share === undefined) return;
+    const before = total;
+    total += tenant.disk_share;
+    if (before <= maxDiskBytes && total > maxDiskBytes) {
+      const size = (value: number) => bytes.format(value, { unitSeparator: ' ' }) ?? `${value} B`;
+      ctx.issues.push({
+        code: 'custom',
+        message: `with this one the tenants' disk shares add up to ${size(total)}, more than cache.max_disk_bytes (${size(maxDiskBytes)})`,
+        input: tenant.disk_share,
+        path: ['tenants', i, 'disk_share'],
+      });
+    }
+  });
+}
 
 /** The file after validation: snake_case, defaults applied, values normalised, secrets still unresolved. */
 export type ConfigFile = z.output<typeof configFileSchema>;

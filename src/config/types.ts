@@ -42,6 +42,13 @@ export interface GatewayConfig {
     /** `Cache-Control: max-age` for API-key callers. */
     maxAgeSeconds: number;
   };
+  /** Bounds on Flyflow's webhook, each per tenant. */
+  webhooks: {
+    /** Webhook calls per minute; over it, 429. */
+    rateLimitPerMinute: number;
+    /** Prefetches queued or running; over it, an event is answered 503 for Flyflow to deliver again later. */
+    maxQueuedPrefetches: number;
+  };
   tenants: TenantConfig[];
 }
 
@@ -58,4 +65,6 @@ export interface TenantConfig {
   rateLimitPerMinute?: number;
   maxSignedUrlTtlSeconds: number;
   webhookToken?: string;
+  /** Disk bytes this tenant adds to its upstream account's share of `cache.maxDiskBytes`; absent: an equal part of what is left. */
+  diskShare?: number;
 }

@@ -8,7 +8,12 @@ export interface MetricsSources {
   downloadsQueued(): number;
   /** Each upstream account's circuit, the account named by a short prefix of its namespace (never a key). */
   circuitStates(): Array<{ account: string; state: 'closed' | 'open' | 'half-open' }>;
+  /** The webhook's background prefetches: waiting for their turn, and under way. */
+  webhookPrefetches(): { queued: number; running: number };
 }
+
+/** Why a webhook event was refused: over the tenant's webhook rate limit (429), its prefetch queue full or shutdown (503). */
+export type WebhookRefusal = 'rate_limited' | 'queue_full' | 'shutting_down';
 
 export type UpstreamOutcome = 'ok' | UpstreamErrorKind;
 
@@ -28,6 +33,7 @@ export class GatewayMetrics {
   readonly #upstreamErrors: Counter<'kind'>;
   readonly #joiners: Counter;
   readonly #evictions: Counter;
+  readonly #webhookRefusals: Counter<'reason'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -66,6 +72,23 @@ export class GatewayMetrics {
       name: `${PREFIX}cache_evictions_total`,
       help: 'Recordings evicted from disk to stay within cache.max_disk_bytes.',
       registers,
+    });
+    this.#webhookRefusals = new Counter({
+      name: `${PREFIX}webhook_events_refused_total`,
+      help: 'Webhook events refused, by reason (rate_limited, queue_full, shutting_down).',
+      labelNames: ['reason'],
+      registers,
+    });
+    new Gauge({
+      name: `${PREFIX}webhook_prefetches`,
+      help: 'Webhook-triggered prefetches, by state (queued, running).',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const { queued, running } = sources.webhookPrefetches();
+        this.set({ state: 'queued' }, queued);
+        this.set({ state: 'running' }, running);
+      },
     });
     new Gauge({
       name: `${PREFIX}cache_entries`,
@@ -150,5 +173,9 @@ export class GatewayMetrics {
 
   evicted(count: number): void {
     this.#evictions.inc(count);
+  }
+
+  webhookEventRefused(reason: WebhookRefusal): void {
+    this.#webhookRefusals.inc({ reason });
   }
 }

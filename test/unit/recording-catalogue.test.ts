@@ -1,15 +1,17 @@
 import { describe, expect, test } from 'vitest';
-import { RecordingCatalogue } from '../../src/cache/recording-catalogue.js';
+import { RecordingCatalogue, accountDiskShares } from '../../src/cache/recording-catalogue.js';
 import type { RecordingMeta } from '../../src/cache/recording-meta.js';
 
-function meta(callId: string, size: number, fetchedAt = 0): RecordingMeta {
-  return { namespace: 'ns', callId, size, sha256: '0'.repeat(64), contentType: 'audio/mpeg', fetchedAt };
+function meta(callId: string, size: number, fetchedAt = 0, namespace = 'ns'): RecordingMeta {
+  return { namespace, callId, size, sha256: '0'.repeat(64), contentType: 'audio/mpeg', fetchedAt };
 }
 
 /** A catalogue holding `sizes` on disk, added in order (the first is the least recently used). */
 function catalogueWith(sizes: number[], limits = { maxMemoryBytes: 8000, maxDiskBytes: 1000 }): RecordingCatalogue {
   const catalogue = new RecordingCatalogue(limits);
-  sizes.forEach((size, i) => catalogue.add(`ns/${i + 1}`, meta(String(i + 1), size), true));
+  sizes.forEach((size, i) => {
+    catalogue.add(`ns/${i + 1}`, meta(String(i + 1), size), true);
+  });
   return catalogue;
 }
 
@@ -45,7 +47,7 @@ describe('the disk budget', () => {
   test('room is made by evicting the least recently used first, and a hit makes a recording recent', () => {
     const catalogue = catalogueWith([300, 300, 300]);
     catalogue.lookup('ns/1');
-    const victims = catalogue.makeRoom('ns/4', 300);
+    const victims = catalogue.makeRoom('ns/4', 'ns', 300);
     expect(victims?.map((entry) => entry.key)).toEqual(['ns/2']);
     expect(catalogue.peek('ns/2')).toBeUndefined();
     expect(catalogue.stats()).toMatchObject({ entries: 2, diskBytes: 600, evictions: 1 });
@@ -53,24 +55,24 @@ describe('the disk budget', () => {
 
   test('no eviction is needed while the budget has room', () => {
     const catalogue = catalogueWith([300, 300]);
-    expect(catalogue.makeRoom('ns/3', 400)).toEqual([]);
+    expect(catalogue.makeRoom('ns/3', 'ns', 400)).toEqual([]);
     expect(catalogue.stats().evictions).toBe(0);
   });
 
   test('a recording being read is never evicted under its reader; the next least recently used goes instead', () => {
     const catalogue = catalogueWith([300, 300, 300]);
     const unpin = catalogue.pin('ns/1');
-    expect(catalogue.makeRoom('ns/4', 300)?.map((entry) => entry.key)).toEqual(['ns/2']);
+    expect(catalogue.makeRoom('ns/4', 'ns', 300)?.map((entry) => entry.key)).toEqual(['ns/2']);
     catalogue.add('ns/4', meta('4', 300), true);
     unpin();
-    expect(catalogue.makeRoom('ns/5', 300)?.map((entry) => entry.key)).toEqual(['ns/1']);
+    expect(catalogue.makeRoom('ns/5', 'ns', 300)?.map((entry) => entry.key)).toEqual(['ns/1']);
   });
 
   test('when only recordings being read could make room, nothing is evicted and the newcomer is refused', () => {
     const catalogue = catalogueWith([500, 500]);
     catalogue.pin('ns/1');
     catalogue.pin('ns/2');
-    expect(catalogue.makeRoom('ns/3', 100)).toBeUndefined();
+    expect(catalogue.makeRoom('ns/3', 'ns', 100)).toBeUndefined();
     expect(catalogue.stats()).toMatchObject({ entries: 2, diskBytes: 1000, evictions: 0 });
   });
 
@@ -80,20 +82,20 @@ describe('the disk budget', () => {
     const second = catalogue.pin('ns/1');
     first();
     first();
-    expect(catalogue.makeRoom('ns/2', 600)).toBeUndefined();
+    expect(catalogue.makeRoom('ns/2', 'ns', 600)).toBeUndefined();
     second();
-    expect(catalogue.makeRoom('ns/2', 600)?.map((entry) => entry.key)).toEqual(['ns/1']);
+    expect(catalogue.makeRoom('ns/2', 'ns', 600)?.map((entry) => entry.key)).toEqual(['ns/1']);
   });
 
   test('a recording larger than the whole budget is refused without evicting anything', () => {
     const catalogue = catalogueWith([300]);
-    expect(catalogue.makeRoom('ns/2', 1001)).toBeUndefined();
+    expect(catalogue.makeRoom('ns/2', 'ns', 1001)).toBeUndefined();
     expect(catalogue.stats()).toMatchObject({ entries: 1, evictions: 0 });
   });
 
   test('replacing a recording counts its old copy as room', () => {
     const catalogue = catalogueWith([600, 400]);
-    expect(catalogue.makeRoom('ns/1', 600)).toEqual([]);
+    expect(catalogue.makeRoom('ns/1', 'ns', 600)).toEqual([]);
     catalogue.add('ns/1', meta('1', 600), true);
     expect(catalogue.stats()).toMatchObject({ entries: 2, diskBytes: 1000 });
   });
@@ -102,7 +104,7 @@ describe('the disk budget', () => {
     const catalogue = catalogueWith([]);
     catalogue.add('ns/1', meta('1', 900), false);
     expect(catalogue.stats().diskBytes).toBe(0);
-    expect(catalogue.makeRoom('ns/2', 1000)).toEqual([]);
+    expect(catalogue.makeRoom('ns/2', 'ns', 1000)).toEqual([]);
     expect(catalogue.peek('ns/1')).toBeDefined();
   });
 
@@ -111,6 +113,118 @@ describe('the disk budget', () => {
     catalogue.keepBody(catalogue.peek('ns/1')!, Buffer.alloc(300));
     expect(catalogue.remove('ns/1')?.key).toBe('ns/1');
     expect(catalogue.remove('ns/1')).toBeUndefined();
-    expect(catalogue.stats()).toEqual({ entries: 1, diskBytes: 200, memoryEntries: 0, memoryBytes: 0, evictions: 0 });
+    expect(catalogue.stats()).toEqual({
+      entries: 1,
+      diskBytes: 200,
+      memoryEntries: 0,
+      memoryBytes: 0,
+      evictions: 0,
+      diskBytesByNamespace: { ns: 200 },
+    });
+  });
+});
+
+/** A 1000-byte disk shared by accounts `a` and `b`, with these shares. */
+function sharedDisk(shares: Record<string, number>): RecordingCatalogue {
+  return new RecordingCatalogue({ maxMemoryBytes: 8000, maxDiskBytes: 1000, diskShares: new Map(Object.entries(shares)) });
+}
+
+/** Stores a recording as the cache does (room first, then the entry); answers the victims' keys, or undefined if refused. */
+function store(catalogue: RecordingCatalogue, namespace: string, callId: string, size: number): string[] | undefined {
+  const key = `${namespace}/${callId}`;
+  const victims = catalogue.makeRoom(key, namespace, size);
+  if (victims) catalogue.add(key, meta(callId, size, 0, namespace), true);
+  return victims?.map((entry) => entry.key);
+}
+
+describe('disk shares between upstream accounts', () => {
+  test("a flood from one account never evicts another account's recordings that are within its share", () => {
+    const catalogue = sharedDisk({ a: 500, b: 500 });
+    store(catalogue, 'b', '1', 200);
+    store(catalogue, 'b', '2', 200);
+    const victims: string[] = [];
+    for (let i = 0; i < 50; i++) victims.push(...(store(catalogue, 'a', String(i), 100) ?? []));
+    expect(victims.length).toBeGreaterThan(0);
+    expect(victims.every((key) => key.startsWith('a/'))).toBe(true);
+    expect(catalogue.peek('b/1')).toBeDefined();
+    expect(catalogue.peek('b/2')).toBeDefined();
+    expect(catalogue.stats().diskBytesByNamespace).toEqual({ a: 600, b: 400 });
+  });
+
+  test('an account over its share makes room from its own least recently used recordings first', () => {
+    const catalogue = sharedDisk({ a: 500, b: 500 });
+    store(catalogue, 'b', '1', 300);
+    for (const id of ['1', '2', '3']) store(catalogue, 'a', id, 200);
+    catalogue.lookup('a/1');
+    expect(store(catalogue, 'a', '4', 200)).toEqual(['a/2']);
+    expect(store(catalogue, 'a', '5', 400)).toEqual(['a/3', 'a/1']);
+    expect(catalogue.peek('b/1')).toBeDefined();
+  });
+
+  test("an account that grew past its share while the disk was free gives the excess back to another account's traffic", () => {
+    const catalogue = sharedDisk({ a: 500, b: 500 });
+    for (const id of ['1', '2', '3', '4']) store(catalogue, 'b', id, 200);
+    store(catalogue, 'a', '1', 200);
+    expect(catalogue.stats().diskBytesByNamespace).toEqual({ a: 200, b: 800 });
+    // b is over its share, so its oldest go first, until b is back within it...
+    expect(store(catalogue, 'a', '2', 200)).toEqual(['b/1']);
+    expect(store(catalogue, 'a', '3', 200)).toEqual(['b/2']);
+    // ...then a, now over its own, evicts its own and b keeps its 400 bytes.
+    expect(store(catalogue, 'a', '4', 200)).toEqual(['a/1']);
+    expect(catalogue.stats().diskBytesByNamespace).toEqual({ a: 600, b: 400 });
+  });
+
+  test("recordings of an account no longer configured (a removed tenant's) are evicted before anyone's within their share", () => {
+    const catalogue = sharedDisk({ a: 500, b: 500 });
+    store(catalogue, 'a', '1', 300);
+    store(catalogue, 'b', '1', 300);
+    catalogue.add('gone/1', meta('1', 400, 0, 'gone'), true);
+    expect(store(catalogue, 'a', '2', 200)).toEqual(['gone/1']);
+    expect(catalogue.peek('a/1')).toBeDefined();
+    expect(catalogue.peek('b/1')).toBeDefined();
+  });
+
+  test('a recording being read is not evicted even when its account is over its share; the refused newcomer takes nothing', () => {
+    const catalogue = sharedDisk({ a: 500, b: 500 });
+    store(catalogue, 'b', '1', 400);
+    store(catalogue, 'b', '2', 200);
+    store(catalogue, 'a', '1', 400);
+    const unpinB = catalogue.pin('b/1');
+    const unpinB2 = catalogue.pin('b/2');
+    catalogue.pin('a/1');
+    expect(store(catalogue, 'a', '2', 100)).toBeUndefined();
+    expect(catalogue.stats()).toMatchObject({ entries: 3, diskBytes: 1000, evictions: 0 });
+    unpinB2();
+    unpinB();
+    expect(store(catalogue, 'a', '2', 100)).toEqual(['b/1']);
+  });
+
+  test("when only recordings within another account's share could make room, the newcomer is refused", () => {
+    const catalogue = sharedDisk({ a: 300, b: 700 });
+    store(catalogue, 'b', '1', 700);
+    store(catalogue, 'a', '1', 300);
+    catalogue.pin('a/1');
+    expect(store(catalogue, 'a', '2', 100)).toBeUndefined();
+    expect(catalogue.peek('b/1')).toBeDefined();
+  });
+});
+
+describe('account disk shares from the tenants', () => {
+  test('tenants on one account add their shares; accounts without one split what is left equally', () => {
+    const shares = accountDiskShares(1000, [
+      { namespace: 'a', diskShare: 200 },
+      { namespace: 'a', diskShare: 100 },
+      { namespace: 'b' },
+      { namespace: 'c' },
+      { namespace: 'c' },
+    ]);
+    expect(Object.fromEntries(shares)).toEqual({ a: 300, b: 350, c: 350 });
+  });
+
+  test('without any disk_share every account gets an equal share of the disk', () => {
+    expect(Object.fromEntries(accountDiskShares(1000, [{ namespace: 'a' }, { namespace: 'b' }, { namespace: 'a' }]))).toEqual({
+      a: 500,
+      b: 500,
+    });
   });
 });
