@@ -41,11 +41,15 @@ function probe(url: string, target: string): Promise<Probe> {
   const started = performance.now();
   return new Promise((resolve) => {
     const done = (ok: boolean, outcome: string) => resolve({ ok, ms: performance.now() - started, outcome });
-    const req = request(`${url}${target}`, { agent: false, headers: { authorization: `Bearer ${ACME_KEY}` }, timeout: REQUEST_TIMEOUT_MS }, (res) => {
-      res.resume();
-      res.on('end', () => done(res.statusCode === 200, String(res.statusCode)));
-      res.on('error', (error: NodeJS.ErrnoException) => done(false, error.code ?? error.message));
-    });
+    const req = request(
+      `${url}${target}`,
+      { agent: false, headers: { authorization: `Bearer ${ACME_KEY}` }, timeout: REQUEST_TIMEOUT_MS },
+      (res) => {
+        res.resume();
+        res.on('end', () => done(res.statusCode === 200, String(res.statusCode)));
+        res.on('error', (error: NodeJS.ErrnoException) => done(false, error.code ?? error.message));
+      },
+    );
     req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
     req.on('error', (error: NodeJS.ErrnoException) => done(false, error.code ?? error.message));
     req.end();
@@ -55,7 +59,10 @@ function probe(url: string, target: string): Promise<Probe> {
 async function probes(url: string, target: string): Promise<Cell[]> {
   const results: Probe[] = [];
   for (let i = 0; i < SAMPLES; i++) results.push(await probe(url, target));
-  const times = results.filter((r) => r.ok).map((r) => r.ms).sort((a, b) => a - b);
+  const times = results
+    .filter((r) => r.ok)
+    .map((r) => r.ms)
+    .sort((a, b) => a - b);
   const failures = [...new Set(results.filter((r) => !r.ok).map((r) => r.outcome))].join(', ');
   return [`${times.length}/${SAMPLES}`, fmt(times[Math.floor(times.length / 2)], 1), fmt(times.at(-1), 1), failures || '-'];
 }
@@ -67,20 +74,22 @@ async function flood(url: string, count: number): Promise<{ sockets: Socket[]; o
   let closed = 0;
   let failed = 0;
   for (let at = 0; at < count; at += CONNECT_BATCH) {
-    const batch = Array.from({ length: Math.min(CONNECT_BATCH, count - at) }, () =>
-      new Promise<void>((resolve) => {
-        const socket = connect({ host: hostname, port: Number(port) });
-        sockets.push(socket);
-        socket.once('connect', () => resolve());
-        socket.on('error', () => {
-          failed++;
-          resolve();
-        });
-        socket.once('close', () => {
-          closed++;
-          resolve();
-        });
-      }),
+    const batch = Array.from(
+      { length: Math.min(CONNECT_BATCH, count - at) },
+      () =>
+        new Promise<void>((resolve) => {
+          const socket = connect({ host: hostname, port: Number(port) });
+          sockets.push(socket);
+          socket.once('connect', () => resolve());
+          socket.on('error', () => {
+            failed++;
+            resolve();
+          });
+          socket.once('close', () => {
+            closed++;
+            resolve();
+          });
+        }),
     );
     await Promise.all(batch);
   }
@@ -102,7 +111,18 @@ async function main(): Promise<void> {
   const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
   const child = spawn(
     'bash',
-    ['-c', `ulimit -n ${FILE_LIMIT} && exec "$@"`, 'bash', process.execPath, '--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', configPath, 'serve'],
+    [
+      '-c',
+      `ulimit -n ${FILE_LIMIT} && exec "$@"`,
+      'bash',
+      process.execPath,
+      '--import',
+      'tsx',
+      path.join(ROOT, 'src/cli.ts'),
+      '--config',
+      configPath,
+      'serve',
+    ],
     { cwd: ROOT, env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(`exited (${signal ?? code})`)));
@@ -125,9 +145,14 @@ async function main(): Promise<void> {
   rows.push([`${CONNECTIONS} idle connections`, kept, ...health, recording[0]!]);
   const state = child.exitCode === null && child.signalCode === null ? 'running' : await exited;
 
-  console.log(`\nIdle-connection flood: gateway allowed ${FILE_LIMIT} open files (ulimit -n), ${CONNECTIONS} connections that send nothing, then ${SAMPLES} GETs each on a fresh connection.\n`);
   console.log(
-    markdownTable(['case', 'flood conns the gateway keeps open', '/healthz ok', 'p50 ms', 'max ms', '/healthz failures', 'recording ok'], rows),
+    `\nIdle-connection flood: gateway allowed ${FILE_LIMIT} open files (ulimit -n), ${CONNECTIONS} connections that send nothing, then ${SAMPLES} GETs each on a fresh connection.\n`,
+  );
+  console.log(
+    markdownTable(
+      ['case', 'flood conns the gateway keeps open', '/healthz ok', 'p50 ms', 'max ms', '/healthz failures', 'recording ok'],
+      rows,
+    ),
   );
   console.log(`\ngateway after the flood: ${state}${idle.failed ? `; ${idle.failed} flood connections failed to connect` : ''}`);
 

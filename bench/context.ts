@@ -4,14 +4,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { FakeFlyflow } from '../dev/fake-flyflow.js';
-import {
-  ACME_KEY,
-  makeTempDir,
-  removeDir,
-  startGateway,
-  testConfig,
-  type RunningGateway,
-} from '../dev/gateway-harness.js';
+import { ACME_KEY, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import type { LoadJob, LoadResult } from './load.js';
 import type { LoadProcess } from './load-process.js';
 import { LOAD_HEADER, loadRow, markdownTable } from './table.js';
@@ -135,7 +128,10 @@ export async function measure(ctx: BenchContext, label: string, loadJob: LoadJob
 
 /** The throughput table, then the note and any error messages. */
 export function render(rows: MeasuredCase[], note: string): string {
-  const table = markdownTable(LOAD_HEADER, rows.map(({ label, result, gatewayCpu }) => loadRow(label, result, gatewayCpu)));
+  const table = markdownTable(
+    LOAD_HEADER,
+    rows.map(({ label, result, gatewayCpu }) => loadRow(label, result, gatewayCpu)),
+  );
   const errors = rows.flatMap(({ label, result }) => result.errorSamples.map((sample) => `- errors in "${label}": ${sample}`));
   return `${table}\n\n${note}${errors.length ? `\n\n${errors.join('\n')}` : ''}`;
 }
@@ -146,4 +142,3 @@ export async function loadTable(ctx: BenchContext, cases: Array<{ label: string;
   for (const { label, job: loadJob } of cases) rows.push(await measure(ctx, label, loadJob));
   return render(rows, note);
 }
-

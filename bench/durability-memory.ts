@@ -90,7 +90,10 @@ function sampleGatewayHeap(baseUrl: string): { stop(): Promise<{ heapTotal: numb
   const value = (text: string, name: string) => Number(new RegExp(`^recording_gateway_${name} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
   const loop = (async () => {
     while (!stopped) {
-      const text = await fetch(`${baseUrl}/metrics`).then((response) => response.text(), () => '');
+      const text = await fetch(`${baseUrl}/metrics`).then(
+        (response) => response.text(),
+        () => '',
+      );
       heapTotal = Math.max(heapTotal, value(text, 'nodejs_heap_size_total_bytes') || 0);
       external = Math.max(external, value(text, 'nodejs_external_memory_bytes') || 0);
       await sleep(METRICS_POLL_MS);

@@ -102,7 +102,11 @@ function sqlite<T = void>(call: (done: (error: Error | null, value?: T) => void)
  * as the gateway does; checks the row keyv wrote against our own
  * serialization; then inserts the rest in one transaction.
  */
-async function writeIndex(cacheDir: string, metas: RecordingMeta[], sample: number): Promise<{ keyvMs: number; keyvCount: number; bulkMs: number }> {
+async function writeIndex(
+  cacheDir: string,
+  metas: RecordingMeta[],
+  sample: number,
+): Promise<{ keyvMs: number; keyvCount: number; bulkMs: number }> {
   const index = createSqliteIndex(cacheDir);
   const keyvCount = Math.min(sample, metas.length);
   const keyvStarted = performance.now();
@@ -119,15 +123,17 @@ async function writeIndex(cacheDir: string, metas: RecordingMeta[], sample: numb
       db.get(`SELECT value FROM ${SQLITE_TABLE} WHERE key = ?`, [INDEX_KEY_PREFIX + cacheKey(probe.namespace, probe.callId)], done),
     );
     if (row?.value !== storedForm(probe)) {
-      throw new Error(`the index stores entries differently than this bench writes them:\n  keyv: ${row?.value}\n  here: ${storedForm(probe)}`);
+      throw new Error(
+        `the index stores entries differently than this bench writes them:\n  keyv: ${row?.value}\n  here: ${storedForm(probe)}`,
+      );
     }
     const bulkStarted = performance.now();
     await sqlite((done) => db.run('BEGIN', done));
     const insert = db.prepare(`INSERT INTO ${SQLITE_TABLE} (key, value) VALUES (?, ?)`);
     await Promise.all(
-      metas.slice(keyvCount).map((meta) =>
-        sqlite((done) => insert.run([INDEX_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), storedForm(meta)], done)),
-      ),
+      metas
+        .slice(keyvCount)
+        .map((meta) => sqlite((done) => insert.run([INDEX_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), storedForm(meta)], done))),
     );
     await sqlite((done) => insert.finalize(done));
     await sqlite((done) => db.run('COMMIT', done));
@@ -145,7 +151,8 @@ async function verifyIndex(cacheDir: string, metas: RecordingMeta[], keyvCount: 
     for (const i of picks) {
       const meta = metas[i]!;
       const stored = await index.get(cacheKey(meta.namespace, meta.callId));
-      if (!isDeepStrictEqual(stored, meta)) throw new Error(`index.get(${cacheKey(meta.namespace, meta.callId)}) read back ${JSON.stringify(stored)}`);
+      if (!isDeepStrictEqual(stored, meta))
+        throw new Error(`index.get(${cacheKey(meta.namespace, meta.callId)}) read back ${JSON.stringify(stored)}`);
     }
     const started = performance.now();
     let count = 0;
@@ -209,8 +216,18 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
 
     const rows: Cell[][] = [];
     const problems: string[] = [];
-    const row = (label: string, files: number, report: ChildReport, filesAfter: number, expected: { dropped: number; removed: number; entries: number }) => {
-      const ok = report.droppedEntries === expected.dropped && report.removedFiles === expected.removed && report.entries === expected.entries && filesAfter === expected.entries;
+    const row = (
+      label: string,
+      files: number,
+      report: ChildReport,
+      filesAfter: number,
+      expected: { dropped: number; removed: number; entries: number },
+    ) => {
+      const ok =
+        report.droppedEntries === expected.dropped &&
+        report.removedFiles === expected.removed &&
+        report.entries === expected.entries &&
+        filesAfter === expected.entries;
       if (!ok) {
         problems.push(
           `${label}: dropped ${report.droppedEntries} (expected ${expected.dropped}), removed ${report.removedFiles} (expected ${expected.removed}), ` +
@@ -249,7 +266,12 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
     const gone = Array.from({ length: onePercent }, (_, i) => metas[i * step]!);
     started = performance.now();
     await Promise.all(gone.map((meta) => unlink(path.join(cacheDir, 'recordings', namespace, `${meta.callId}.mp3`))));
-    await writeRecordings(cacheDir, namespace, Array.from({ length: onePercent }, (_, i) => entries + 1 + i), Date.now());
+    await writeRecordings(
+      cacheDir,
+      namespace,
+      Array.from({ length: onePercent }, (_, i) => entries + 1 + i),
+      Date.now(),
+    );
     const damageMs = performance.now() - started;
     const filesBefore = await filesNow();
     const survivors = entries - onePercent;
@@ -258,7 +280,11 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
       removed: onePercent,
       entries: survivors,
     });
-    row('after that reconciliation', await filesNow(), await startUpInChild(cacheDir, settings.cpuProfileDir), await filesNow(), { dropped: 0, removed: 0, entries: survivors });
+    row('after that reconciliation', await filesNow(), await startUpInChild(cacheDir, settings.cpuProfileDir), await filesNow(), {
+      dropped: 0,
+      removed: 0,
+      entries: survivors,
+    });
 
     const emptyDir = path.join(dir, 'empty');
     const cliEmpty = await cliStart(dir, emptyDir);

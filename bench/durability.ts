@@ -67,16 +67,32 @@ async function main(): Promise<void> {
   const entries = Math.round(positiveNumber('DURABILITY_ENTRIES', 100_000));
   const cpus = os.cpus();
   console.log('# recording-gateway durability bench\n');
-  console.log(`- Node ${process.version} on ${os.platform()} ${os.release()}; ${cpus[0]?.model ?? 'unknown CPU'} × ${cpus.length}, RAM ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB`);
-  console.log(`- Temporary directories under ${os.tmpdir()}; load average at start ${os.loadavg().map((v) => v.toFixed(2)).join(' / ')}\n`);
+  console.log(
+    `- Node ${process.version} on ${os.platform()} ${os.release()}; ${cpus[0]?.model ?? 'unknown CPU'} × ${cpus.length}, RAM ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB`,
+  );
+  console.log(
+    `- Temporary directories under ${os.tmpdir()}; load average at start ${os
+      .loadavg()
+      .map((v) => v.toFixed(2))
+      .join(' / ')}\n`,
+  );
   const began = performance.now();
   if (parts.has('memory')) {
-    await part(`1. Memory bound: ${memory.clients} concurrent downloads of a ${memory.size / MB} MB recording`, () => memoryUnderLoad(memory));
+    await part(`1. Memory bound: ${memory.clients} concurrent downloads of a ${memory.size / MB} MB recording`, () =>
+      memoryUnderLoad(memory),
+    );
   }
   if (parts.has('startup')) {
-    await part(`2. Start-up with ${entries.toLocaleString('en-US')} index entries`, () => startupWithEntries({ entries, runs: 3, keyvSample: 2_000, cpuProfileDir: process.env.DURABILITY_CPU_PROF_DIR || undefined }));
+    await part(`2. Start-up with ${entries.toLocaleString('en-US')} index entries`, () =>
+      startupWithEntries({ entries, runs: 3, keyvSample: 2_000, cpuProfileDir: process.env.DURABILITY_CPU_PROF_DIR || undefined }),
+    );
   }
-  console.log(`Total ${((performance.now() - began) / 1000).toFixed(1)} s; load average at the end ${os.loadavg().map((v) => v.toFixed(2)).join(' / ')}.`);
+  console.log(
+    `Total ${((performance.now() - began) / 1000).toFixed(1)} s; load average at the end ${os
+      .loadavg()
+      .map((v) => v.toFixed(2))
+      .join(' / ')}.`,
+  );
 }
 
 main().catch((error: unknown) => {

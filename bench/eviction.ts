@@ -81,7 +81,9 @@ await index.close();
 await rm(dir, { recursive: true, force: true });
 
 console.log(`# disk eviction at ${STORES} stores, budget ${KEEP} recordings of ${SIZE} B\n`);
-console.log(markdownTable(['stores', 'ms per store (write + fsync + rename + index + eviction)', 'entries', 'disk KiB', 'evicted so far'], rows));
+console.log(
+  markdownTable(['stores', 'ms per store (write + fsync + rename + index + eviction)', 'entries', 'disk KiB', 'evicted so far'], rows),
+);
 console.log(
   '\nEach store is a temp-file write and fsync, a rename with a directory fsync, an index write and, past the budget, one eviction (unlink + index delete).' +
     ' A flat ms-per-store column means eviction does not grow with the number of entries: it walks the in-memory recency order, never the directory.',

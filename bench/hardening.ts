@@ -213,7 +213,9 @@ async function coldMissDuringFlood(upstream: FakeFlyflow): Promise<Cell[][]> {
       ['3. beta cold miss, idle', `${idle.status} in ${fmt(idle.ms, 1)} ms`],
       [
         `3. beta cold miss during acme's ${FLOOD} HEADs (${queuedAhead} downloads in flight or queued)`,
-        `${during.status} in ${fmt(during.ms, 1)} ms (flood answers: ${Object.entries(statuses).map(([s, n]) => `${n}×${s}`).join(', ')})`,
+        `${during.status} in ${fmt(during.ms, 1)} ms (flood answers: ${Object.entries(statuses)
+          .map(([s, n]) => `${n}×${s}`)
+          .join(', ')})`,
       ],
     ];
   });
@@ -231,7 +233,9 @@ async function queuedPastTimeout(upstream: FakeFlyflow): Promise<Cell[][]> {
     clearTimeout(opening);
     upstream.release(1);
     await busyBody;
-    return [['3. request queued behind 1 busy slot, timeout_ms 1000 (slot busy 4 s)', `${queued.status} after ${fmt(queued.ms / 1000, 2)} s`]];
+    return [
+      ['3. request queued behind 1 busy slot, timeout_ms 1000 (slot busy 4 s)', `${queued.status} after ${fmt(queued.ms / 1000, 2)} s`],
+    ];
   });
 }
 

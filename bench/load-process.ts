@@ -18,10 +18,7 @@ export interface LoadProcess {
 
 type Work = { kind: 'run'; job: LoadJob } | { kind: 'cold-miss'; options: ColdMissOptions } | { kind: 'rss' };
 export type WorkerRequest = Work & { id: number };
-export type WorkerReply =
-  | { id: number; result: LoadResult | ColdMissResult }
-  | { id: number; rss: number }
-  | { id: number; error: string };
+export type WorkerReply = { id: number; result: LoadResult | ColdMissResult } | { id: number; rss: number } | { id: number; error: string };
 
 /** Forks `load-worker.ts` with this process's loader flags (tsx), minus profiling flags. */
 export async function startLoadProcess(): Promise<LoadProcess> {

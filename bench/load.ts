@@ -145,12 +145,7 @@ function checkAnswer(
 }
 
 /** Runs the loops until the deadline or the request budget; `record` is false while warming up. */
-async function phase(
-  job: LoadJob,
-  agent: Agent,
-  limit: { deadline?: number; requests?: number },
-  record: boolean,
-): Promise<LoadResult> {
+async function phase(job: LoadJob, agent: Agent, limit: { deadline?: number; requests?: number }, record: boolean): Promise<LoadResult> {
   const url = new URL(job.baseUrl);
   const latencies: number[] = [];
   const errorSamples = new Set<string>();
@@ -162,8 +157,7 @@ async function phase(
   let lastEnd = begin;
 
   const more = () =>
-    (limit.requests === undefined || started < limit.requests) &&
-    (limit.deadline === undefined || performance.now() < limit.deadline);
+    (limit.requests === undefined || started < limit.requests) && (limit.deadline === undefined || performance.now() < limit.deadline);
 
   async function loop(): Promise<void> {
     while (more()) {

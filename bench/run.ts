@@ -15,17 +15,7 @@ import vm from 'node:vm';
 import { startFakeFlyflow, loadFixtureRecordings, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import { startLoadProcess, type LoadProcess } from './load-process.js';
-import {
-  COLD_BYTES,
-  COLD_ID,
-  LARGE_BYTES,
-  LARGE_ID,
-  MEDIUM_ID,
-  SMALL_ID,
-  prime,
-  repeatTo,
-  type BenchContext,
-} from './context.js';
+import { COLD_BYTES, COLD_ID, LARGE_BYTES, LARGE_ID, MEDIUM_ID, SMALL_ID, prime, repeatTo, type BenchContext } from './context.js';
 import { scenarios } from './scenarios.js';
 import { markdownTable, mib, type Cell } from './table.js';
 

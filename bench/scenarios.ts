@@ -65,9 +65,14 @@ export const scenarios: Scenario[] = [
           [
             {
               label: `GET ${LARGE_BYTES} B`,
-              job: job({ ...ctx, gateway }, LARGE_ID, { status: 200, contentLength: LARGE_BYTES, cacheStatus: 'detail=disk' }, {
-                concurrency: LARGE_CONCURRENCY,
-              }),
+              job: job(
+                { ...ctx, gateway },
+                LARGE_ID,
+                { status: 200, contentLength: LARGE_BYTES, cacheStatus: 'detail=disk' },
+                {
+                  concurrency: LARGE_CONCURRENCY,
+                },
+              ),
             },
           ],
           `Memory tier ${SMALL_MEMORY_TIER_BYTES} B, so entries over ${gateway.gateway.cache.memoryEntryMaxBytes} B stream from the file ` +
@@ -91,12 +96,17 @@ export const scenarios: Scenario[] = [
         const filled = await measure(
           fill,
           `cold miss, fast upstream, ${2 * n} distinct, 8 at a time`,
-          job(fill, SMALL_ID, { status: 200, contentLength: size, cacheStatus: 'fwd=uri-miss' }, {
-            ...once,
-            paths: ids.map(recordingPath),
-            requests: ids.length,
-            concurrency: 8,
-          }),
+          job(
+            fill,
+            SMALL_ID,
+            { status: 200, contentLength: size, cacheStatus: 'fwd=uri-miss' },
+            {
+              ...once,
+              paths: ids.map(recordingPath),
+              requests: ids.length,
+              concurrency: 8,
+            },
+          ),
         );
         const storeStarted = performance.now();
         await first.gateway.downloads.idle();
@@ -112,8 +122,16 @@ export const scenarios: Scenario[] = [
         const disk = { status: 200, contentLength: size, cacheStatus: 'detail=disk' };
         const rows = [
           filled,
-          await measure(again, `first hit, ${n} distinct, sequential`, job(again, SMALL_ID, disk, { ...once, paths: firstHalf, concurrency: 1 })),
-          await measure(again, `first hit, ${n} distinct, 8 at a time`, job(again, SMALL_ID, disk, { ...once, paths: secondHalf, concurrency: 8 })),
+          await measure(
+            again,
+            `first hit, ${n} distinct, sequential`,
+            job(again, SMALL_ID, disk, { ...once, paths: firstHalf, concurrency: 1 }),
+          ),
+          await measure(
+            again,
+            `first hit, ${n} distinct, 8 at a time`,
+            job(again, SMALL_ID, disk, { ...once, paths: secondHalf, concurrency: 8 }),
+          ),
           await measure(
             again,
             'second hit (memory), sequential',
@@ -145,9 +163,14 @@ export const scenarios: Scenario[] = [
           },
           {
             label: 'random 64 KiB window',
-            job: job(ctx, MEDIUM_ID, { status: 206, contentLength: 65_536, cacheStatus: 'detail=memory' }, {
-              range: { randomLength: 65_536, size },
-            }),
+            job: job(
+              ctx,
+              MEDIUM_ID,
+              { status: 206, contentLength: 65_536, cacheStatus: 'detail=memory' },
+              {
+                range: { randomLength: 65_536, size },
+              },
+            ),
           },
         ],
         'Every answer checked: 206, Content-Length, and (random window) the exact `Content-Range`.',
@@ -190,7 +213,10 @@ export const scenarios: Scenario[] = [
       ];
       const verdict = upstreamRequests === 1 ? 'OK' : 'FAIL: expected 1';
       return [
-        markdownTable(['caller', 'n', 'head ms (p50 / max)', 'TTFB ms (p50 / max)', 'total ms (p50)', 'total ms (max)', 'Cache-Status'], rows),
+        markdownTable(
+          ['caller', 'n', 'head ms (p50 / max)', 'TTFB ms (p50 / max)', 'total ms (p50)', 'total ms (max)', 'Cache-Status'],
+          rows,
+        ),
         '',
         `- upstream requests for the recording: **${upstreamRequests}** (${verdict})`,
         `- wall time, first request to last byte of all ${callers}: ${fmt(result.wallMs, 0)} ms ` +

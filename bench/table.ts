@@ -16,7 +16,9 @@ export function mib(bytes: number): string {
 /** Renders a GitHub-flavoured markdown table; numeric columns are right-aligned. */
 export function markdownTable(header: string[], rows: Cell[][]): string {
   const text = rows.map((row) => row.map((cell) => (typeof cell === 'number' ? fmt(cell, 0) : cell)));
-  const numeric = header.map((_, col) => rows.length > 0 && rows.every((row) => typeof row[col] === 'number' || /^[-\d.,]+( ?[a-zA-Z%]*)?$/.test(String(row[col]))));
+  const numeric = header.map(
+    (_, col) => rows.length > 0 && rows.every((row) => typeof row[col] === 'number' || /^[-\d.,]+( ?[a-zA-Z%]*)?$/.test(String(row[col]))),
+  );
   const widths = header.map((title, col) => Math.max(title.length, 3, ...text.map((row) => row[col]?.length ?? 0)));
   const pad = (cell: string, col: number) => (numeric[col] ? cell.padStart(widths[col]!) : cell.padEnd(widths[col]!));
   const line = (cells: string[]) => `| ${cells.map(pad).join(' | ')} |`;
@@ -25,7 +27,20 @@ export function markdownTable(header: string[], rows: Cell[][]): string {
 }
 
 /** The columns every throughput row has. */
-export const LOAD_HEADER = ['case', 'conc', 'requests', 'req/s', 'MB/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'errors', 'gw CPU', 'client CPU'];
+export const LOAD_HEADER = [
+  'case',
+  'conc',
+  'requests',
+  'req/s',
+  'MB/s',
+  'p50 ms',
+  'p90 ms',
+  'p99 ms',
+  'max ms',
+  'errors',
+  'gw CPU',
+  'client CPU',
+];
 
 /** `gatewayCpuPercent`: this process's CPU over the case (warm-up included), as % of one core. */
 export function loadRow(label: string, result: LoadResult, gatewayCpuPercent: number): Cell[] {

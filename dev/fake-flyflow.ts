@@ -102,9 +102,7 @@ export async function loadFixtureCatalog(): Promise<FixtureRecording[]> {
 /** The fixture MP3s by call ID. */
 export async function loadFixtureRecordings(): Promise<Map<number, Buffer>> {
   const catalog = await loadFixtureCatalog();
-  const entries = await Promise.all(
-    catalog.map(async (r) => [r.id, await readFile(join(FIXTURE_DIR, r.file))] as const),
-  );
+  const entries = await Promise.all(catalog.map(async (r) => [r.id, await readFile(join(FIXTURE_DIR, r.file))] as const));
   return new Map(entries);
 }
 

@@ -58,7 +58,11 @@ export async function writeGatewayConfig(
  */
 export async function startGatewayProcess(
   configPath: string,
-  options: { env?: Record<string, string>; startTimeoutMs?: number; /** Run dist/cli.js (build first), as production does, instead of src via tsx. */ compiled?: boolean } = {},
+  options: {
+    env?: Record<string, string>;
+    startTimeoutMs?: number /** Run dist/cli.js (build first), as production does, instead of src via tsx. */;
+    compiled?: boolean;
+  } = {},
 ): Promise<GatewayProcess> {
   const entry = options.compiled ? [path.join(ROOT, 'dist/cli.js')] : ['--import', 'tsx', CLI];
   const child = spawn(process.execPath, [...entry, '--config', configPath, 'serve'], {

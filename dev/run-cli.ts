@@ -12,7 +12,10 @@ export interface CliResult {
 }
 
 /** Runs the CLI as a child process, as an operator would, with only the environment given. */
-export function runCliProcess(args: string[], options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCliProcess(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
       cwd: options.cwd ?? ROOT,

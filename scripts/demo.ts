@@ -64,11 +64,13 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
   const stop = () => (stopping ??= stopAll(parts));
   try {
     const serverKey = secret('flyflow_demo_');
-    parts.upstream = await startFakeFlyflow({ apiKeys: [serverKey], port: options.upstreamPort ?? DEMO_UPSTREAM_PORT }).catch((error: unknown) => {
-      // Nobody types the upstream's address, so any free port will do.
-      if (options.upstreamPort === undefined && errorCode(error) === 'EADDRINUSE') return startFakeFlyflow({ apiKeys: [serverKey] });
-      throw error;
-    });
+    parts.upstream = await startFakeFlyflow({ apiKeys: [serverKey], port: options.upstreamPort ?? DEMO_UPSTREAM_PORT }).catch(
+      (error: unknown) => {
+        // Nobody types the upstream's address, so any free port will do.
+        if (options.upstreamPort === undefined && errorCode(error) === 'EADDRINUSE') return startFakeFlyflow({ apiKeys: [serverKey] });
+        throw error;
+      },
+    );
     const upstream = parts.upstream;
 
     // Both listen before either is wired: the gateway needs the player's origin
@@ -116,7 +118,10 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
     );
 
     const catalog = await loadFixtureCatalog();
-    playerServer.on('request', createPlayerBackend({ gatewayUrl, tenantKey, catalog, ttlSeconds: PLAYER_URL_TTL_SECONDS, staticDir: STATIC_DIR }));
+    playerServer.on(
+      'request',
+      createPlayerBackend({ gatewayUrl, tenantKey, catalog, ttlSeconds: PLAYER_URL_TTL_SECONDS, staticDir: STATIC_DIR }),
+    );
 
     const demo: Demo = { gatewayUrl, playerUrl: `http://127.0.0.1:${playerPort}/`, upstreamUrl: upstream.baseUrl, tenantKey, stop };
     if (!options.quiet) {
@@ -141,9 +146,15 @@ interface Running {
 /** Front to back: no new requests first, then the gateway's downloads finish, then what they need. */
 async function stopAll(parts: Running): Promise<void> {
   const step = (work: Promise<unknown> | undefined) => work?.catch(() => {});
-  await Promise.all([step(parts.playerServer && closeServer(parts.playerServer)), step(parts.gatewayServer && closeServer(parts.gatewayServer))]);
+  await Promise.all([
+    step(parts.playerServer && closeServer(parts.playerServer)),
+    step(parts.gatewayServer && closeServer(parts.gatewayServer)),
+  ]);
   await step(parts.gateway?.close());
-  await Promise.all([step(parts.upstream?.close()), step(parts.cacheDir === undefined ? undefined : rm(parts.cacheDir, { recursive: true, force: true }))]);
+  await Promise.all([
+    step(parts.upstream?.close()),
+    step(parts.cacheDir === undefined ? undefined : rm(parts.cacheDir, { recursive: true, force: true })),
+  ]);
 }
 
 function secret(prefix: string): string {
@@ -159,9 +170,8 @@ async function listen(port: number, name: string, envName: string): Promise<Serv
   const server = createServer();
   await new Promise<void>((resolveListen, reject) => {
     server.once('error', (error) => {
-      const hint = errorCode(error) === 'EADDRINUSE'
-        ? `port ${port} is in use; set ${envName} to another port (0 picks a free one)`
-        : String(error);
+      const hint =
+        errorCode(error) === 'EADDRINUSE' ? `port ${port} is in use; set ${envName} to another port (0 picks a free one)` : String(error);
       reject(new Error(`demo ${name}: cannot listen on 127.0.0.1:${port}: ${hint}`, { cause: error }));
     });
     server.listen(port, '127.0.0.1', () => resolveListen());

@@ -41,12 +41,22 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   app.get('/metrics', createMetricsHandler(deps.metrics, deps.adminToken));
   app.post(
     ADMIN_PURGE_PATH,
-    bodyLimit({ maxSize: ADMIN_BODY_LIMIT_BYTES, onError: () => { throw new BadRequestError('Body too large'); } }),
+    bodyLimit({
+      maxSize: ADMIN_BODY_LIMIT_BYTES,
+      onError: () => {
+        throw new BadRequestError('Body too large');
+      },
+    }),
     createAdminPurgeHandler({ ...deps.admin, tenants: deps.tenants, adminToken: deps.adminToken }),
   );
   app.post(
     '/v1/webhooks/flyflow/:tenant',
-    bodyLimit({ maxSize: WEBHOOK_BODY_LIMIT_BYTES, onError: () => { throw new BadRequestError('Body too large'); } }),
+    bodyLimit({
+      maxSize: WEBHOOK_BODY_LIMIT_BYTES,
+      onError: () => {
+        throw new BadRequestError('Body too large');
+      },
+    }),
     createWebhookHandler({ ...deps.webhooks, tenants: deps.tenants, logger: deps.logger, metrics: deps.metrics }),
   );
 
@@ -70,7 +80,8 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
 
   app.notFound((c) => {
     // The URL parser resolved dot segments out of a recording path: still a bad id, not another route.
-    if (rawRequestPath(c).startsWith(RECORDING_PREFIX)) throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
+    if (rawRequestPath(c).startsWith(RECORDING_PREFIX))
+      throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
     return errorResponse(new GatewayError(404, 'Not Found', 'No such route'));
   });
   app.onError((error, c) => handleError(error, c, deps));

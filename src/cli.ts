@@ -58,7 +58,10 @@ export function buildCli(io: CliIo): Command {
     .description('A caching gateway that serves Flyflow call recordings to browsers without exposing the Flyflow key.')
     .version(packageVersion(), '-V, --version', 'print the version')
     .option('-c, --config <path>', 'config file (YAML or JSON); default $GATEWAY_CONFIG or config/gateway.yaml')
-    .addHelpText('after', '\nWithout a command, runs `serve`.\nExit codes: 0 ok, 1 failure (or damage found by `cache verify`), 2 bad command line.')
+    .addHelpText(
+      'after',
+      '\nWithout a command, runs `serve`.\nExit codes: 0 ok, 1 failure (or damage found by `cache verify`), 2 bad command line.',
+    )
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: (text) => io.stdout(text.trimEnd()), writeErr: (text) => io.stderr(text.trimEnd()) })
     .exitOverride();
@@ -133,7 +136,14 @@ export function buildCli(io: CliIo): Command {
         throw new UsageError(`--ttl ${ttl} is over the tenant's max_signed_url_ttl_seconds (${tenant.maxSignedUrlTtlSeconds})`);
       }
       const expiresAt = Math.floor(Date.now() / 1000) + ttl;
-      const url = signRecordingUrl({ baseUrl: loaded.publicBaseUrl, tenant: tenant.id, callId: options.call, expiresAt, kid: key.kid, secret: key.secret });
+      const url = signRecordingUrl({
+        baseUrl: loaded.publicBaseUrl,
+        tenant: tenant.id,
+        callId: options.call,
+        expiresAt,
+        kid: key.kid,
+        secret: key.secret,
+      });
       if (options.json) printJson(print, { url, expires_at: expiresAt });
       else print(url);
     });
@@ -152,7 +162,10 @@ export function buildCli(io: CliIo): Command {
     .option('--json', JSON_HELP)
     .action(async (options: { json?: boolean }) => {
       const removed = await cacheVerify(await config(false), { print, json: options.json });
-      if (removed > 0) throw new CommandFailure(`found ${removed} damaged recording${removed === 1 ? '' : 's'} and removed ${removed === 1 ? 'it' : 'them'}`);
+      if (removed > 0)
+        throw new CommandFailure(
+          `found ${removed} damaged recording${removed === 1 ? '' : 's'} and removed ${removed === 1 ? 'it' : 'them'}`,
+        );
     });
   cache
     .command('purge')
@@ -161,7 +174,10 @@ export function buildCli(io: CliIo): Command {
     .option('--tenant <id>', "only this tenant's namespace")
     .option('--all', 'every cached recording')
     .option('--json', JSON_HELP)
-    .addHelpText('after', '\nWith the sqlite index, a running gateway is asked to purge, so its memory forgets at once;\nit is found at the configured listen address and accepts ADMIN_TOKEN or a grant left in cache.dir.')
+    .addHelpText(
+      'after',
+      '\nWith the sqlite index, a running gateway is asked to purge, so its memory forgets at once;\nit is found at the configured listen address and accepts ADMIN_TOKEN or a grant left in cache.dir.',
+    )
     .action(async (options: { call?: string; tenant?: string; all?: boolean; json?: boolean }) => {
       const filter = { callId: options.call, tenant: options.tenant, all: options.all };
       checkPurgeFilter(filter);

@@ -10,12 +10,7 @@ export class GatewayError extends Error {
   /** Extra response headers the error needs (`Retry-After`, `Content-Range`). */
   readonly headers: Readonly<Record<string, string>>;
 
-  constructor(
-    status: number,
-    reason: string,
-    message: string,
-    options: { cause?: unknown; headers?: Record<string, string> } = {},
-  ) {
+  constructor(status: number, reason: string, message: string, options: { cause?: unknown; headers?: Record<string, string> } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.status = status;

@@ -34,7 +34,10 @@ const PRESSURE_LOG_INTERVAL_MS = 60_000;
 const ALWAYS_SERVED = new Set(['/healthz']);
 
 /** How many connections the server holds and how long it waits for slow clients. */
-export type ConnectionLimits = Pick<GatewayConfig['listen'], 'maxConnections' | 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs'>;
+export type ConnectionLimits = Pick<
+  GatewayConfig['listen'],
+  'maxConnections' | 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs'
+>;
 
 export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
   headersTimeoutMs: DEFAULT_HEADERS_TIMEOUT_MS,

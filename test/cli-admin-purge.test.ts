@@ -57,7 +57,10 @@ describe('cache purge reaches a running gateway at once (sqlite index)', () => {
 
   test('after `cache purge --call N`, the running gateway fetches N again instead of serving its memory copy', async () => {
     const cacheDir = path.join(dir, 'process-cache');
-    const configPath = await writeGatewayConfig(await makeTempDir('rg-admin-purge-config-'), { upstreamBaseUrl: upstream.baseUrl, cacheDir });
+    const configPath = await writeGatewayConfig(await makeTempDir('rg-admin-purge-config-'), {
+      upstreamBaseUrl: upstream.baseUrl,
+      cacheDir,
+    });
     gateway = await startGatewayProcess(configPath);
     const get = () => fetch(`${gateway!.url}/v1/call/recording/3.mp3`, { headers: { authorization: `Bearer ${ACME_KEY}` } });
     const before = upstream.recordingRequests().length;
@@ -89,7 +92,10 @@ describe('POST /admin/cache/purge', () => {
   beforeAll(async () => {
     cacheDir = path.join(dir, 'route-cache');
     const beta = testTenant('beta', BETA_KEY, { upstreamApiKey: BETA_UPSTREAM_KEY });
-    running = await startGateway({ ...testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl, tenants: [acmeTenant(), beta] }), adminToken: ADMIN_TOKEN });
+    running = await startGateway({
+      ...testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl, tenants: [acmeTenant(), beta] }),
+      adminToken: ADMIN_TOKEN,
+    });
   });
 
   afterAll(() => running.close());
@@ -208,7 +214,9 @@ describe('the CLI against a gateway with ADMIN_TOKEN', () => {
       env: { FLYFLOW_API_KEY: SERVER_KEY, ADMIN_TOKEN: `${ADMIN_TOKEN}-wrong` },
     });
     expect(result.code).toBe(1);
-    expect(result.stderr).toBe(`error: the gateway at ${running.baseUrl} refused the admin token: set ADMIN_TOKEN to the admin token the gateway runs with; nothing was purged`);
+    expect(result.stderr).toBe(
+      `error: the gateway at ${running.baseUrl} refused the admin token: set ADMIN_TOKEN to the admin token the gateway runs with; nothing was purged`,
+    );
     expect(result.stderr).not.toContain(ADMIN_TOKEN);
     expect(running.gateway.cache.stats().entries).toBe(1);
   });

@@ -86,7 +86,9 @@ describe('cache commands, in the order an operator would use them', () => {
   });
 
   test('cache stats reports the hit ratio of the running gateway', async () => {
-    const running = await startGateway(testConfig({ dir: path.join(dir, 'live'), upstreamBaseUrl: upstream.baseUrl, tenants: [acmeTenant()] }));
+    const running = await startGateway(
+      testConfig({ dir: path.join(dir, 'live'), upstreamBaseUrl: upstream.baseUrl, tenants: [acmeTenant()] }),
+    );
     try {
       await writeConfig(Number(new URL(running.baseUrl).port));
       await (await running.fetch('/v1/call/recording/1.mp3')).arrayBuffer();
@@ -177,7 +179,10 @@ describe('cache commands, in the order an operator would use them', () => {
   });
 
   test('cache purge --tenant removes that namespace', async () => {
-    const { code, stdout } = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--tenant', 'acme', '--json'], { cwd: dir, env });
+    const { code, stdout } = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--tenant', 'acme', '--json'], {
+      cwd: dir,
+      env,
+    });
     expect(code).toBe(0);
     expect(JSON.parse(stdout)).toEqual({ purged: 1, by: 'cli' });
   });
@@ -197,7 +202,10 @@ describe('cache commands, in the order an operator would use them', () => {
     ['cache purge --all', ['cache', 'purge', '--all'], 0, /^nothing to purge: the cache directory .*never does not exist yet$/m],
   ])('%s on a cache directory that does not exist yet says so, without a sqlite error', async (_name, args, exitCode, line) => {
     const missing = path.join(dir, 'never');
-    const { code, stdout, stderr } = await runCliInProcess(['--config', configPath, ...args], { cwd: dir, env: { ...env, CACHE_DIR: missing } });
+    const { code, stdout, stderr } = await runCliInProcess(['--config', configPath, ...args], {
+      cwd: dir,
+      env: { ...env, CACHE_DIR: missing },
+    });
     expect(stderr).toBe('');
     expect(code).toBe(exitCode);
     expect(stdout).toMatch(line);

@@ -63,7 +63,11 @@ describe('recording-gateway CLI', () => {
   });
 
   test.each([
-    ['hash-key', ['hash-key', 'acme-key', '--json'], (out: Record<string, unknown>) => expect(out).toEqual({ digest: `sha256:${createHash('sha256').update('acme-key').digest('hex')}` })],
+    [
+      'hash-key',
+      ['hash-key', 'acme-key', '--json'],
+      (out: Record<string, unknown>) => expect(out).toEqual({ digest: `sha256:${createHash('sha256').update('acme-key').digest('hex')}` }),
+    ],
     [
       'new-key',
       ['new-key', '--json'],
@@ -106,9 +110,12 @@ describe('recording-gateway CLI', () => {
 
   test('sign prints an absolute signed URL whose signature follows the contract formula', async () => {
     const before = Math.floor(Date.now() / 1000);
-    const { code, stdout, stderr } = await runCliProcess(['--config', configPath, 'sign', '--tenant', 'acme', '--call', '42', '--ttl', '120'], {
-      env: { ACME_SIGNING_SECRET: SIGNING_SECRET },
-    });
+    const { code, stdout, stderr } = await runCliProcess(
+      ['--config', configPath, 'sign', '--tenant', 'acme', '--call', '42', '--ttl', '120'],
+      {
+        env: { ACME_SIGNING_SECRET: SIGNING_SECRET },
+      },
+    );
     expect(stderr).toBe('');
     expect(code).toBe(0);
     const url = new URL(stdout.trim());
@@ -133,7 +140,10 @@ describe('recording-gateway CLI', () => {
     ['an unknown option', ['cache', 'stats', '--verbose'], /unknown option '--verbose'/],
     ['a command group alone', ['cache'], /Usage: recording-gateway cache/],
   ])('%s exits 2 with a clear message', async (_name, args, message) => {
-    const { code, stderr } = await runCliInProcess(['--config', configPath, ...args], { cwd: dir, env: { ACME_SIGNING_SECRET: SIGNING_SECRET } });
+    const { code, stderr } = await runCliInProcess(['--config', configPath, ...args], {
+      cwd: dir,
+      env: { ACME_SIGNING_SECRET: SIGNING_SECRET },
+    });
     expect(code).toBe(2);
     expect(stderr).toMatch(message);
     expect(stderr).not.toMatch(/too many arguments/);
@@ -157,14 +167,21 @@ describe('recording-gateway CLI', () => {
   });
 
   test.each([
-    ['a blank FLYFLOW_API_KEY', { FLYFLOW_API_KEY: ' ' }, 'environment variable FLYFLOW_API_KEY is blank, only whitespace (it holds the Flyflow server key)'],
+    [
+      'a blank FLYFLOW_API_KEY',
+      { FLYFLOW_API_KEY: ' ' },
+      'environment variable FLYFLOW_API_KEY is blank, only whitespace (it holds the Flyflow server key)',
+    ],
     [
       'a one-character ADMIN_TOKEN',
       { FLYFLOW_API_KEY: 'k', ADMIN_TOKEN: 'x' },
       'the secret in environment variable ADMIN_TOKEN is shorter than 16 bytes (it holds the admin token); generate one with `openssl rand -base64 32` or `recording-gateway new-key`',
     ],
   ])('serve with %s stops at start-up and says how to fix it', async (_name, env, message) => {
-    const { code, stderr } = await runCliInProcess(['--config', configPath], { cwd: dir, env: { ...env, ACME_SIGNING_SECRET: SIGNING_SECRET } });
+    const { code, stderr } = await runCliInProcess(['--config', configPath], {
+      cwd: dir,
+      env: { ...env, ACME_SIGNING_SECRET: SIGNING_SECRET },
+    });
     expect(code).toBe(1);
     expect(stderr).toBe(`error: ${message}`);
   });

@@ -64,7 +64,9 @@ describe(`${PACKAGE} as a packed tarball`, () => {
 
     expect(files).toEqual(expect.arrayContaining(['package/package.json', 'package/README.md', 'package/LICENSE']));
     expect(files).toEqual(expect.arrayContaining(['package/dist/index.js', 'package/dist/index.d.ts', 'package/dist/signing.js']));
-    expect(files.filter((file) => !/^package\/(dist\/[a-z-]+\.(js|d\.ts|js\.map)|package\.json|README\.md|LICENSE)$/.test(file))).toEqual([]);
+    expect(files.filter((file) => !/^package\/(dist\/[a-z-]+\.(js|d\.ts|js\.map)|package\.json|README\.md|LICENSE)$/.test(file))).toEqual(
+      [],
+    );
   });
 
   it('ships no source map that points at a file missing from the tarball', async () => {
@@ -77,7 +79,10 @@ describe(`${PACKAGE} as a packed tarball`, () => {
       const map = JSON.parse(await readFile(path.join(dist, file), 'utf8')) as { sources: string[]; sourcesContent?: Array<string | null> };
       for (const [index, source] of map.sources.entries()) {
         if (typeof map.sourcesContent?.[index] === 'string') continue;
-        const exists = await readFile(path.resolve(dist, source)).then(() => true, () => false);
+        const exists = await readFile(path.resolve(dist, source)).then(
+          () => true,
+          () => false,
+        );
         if (!exists) dangling.push(`${file} → ${source}`);
       }
     }
@@ -101,7 +106,7 @@ describe(`${PACKAGE} as a packed tarball`, () => {
       [
         "import { IncompleteDownloadError, RecordingGatewayClient, RecordingGatewayError, signRecordingUrl, type DownloadedRecording } from '@recording-gateway/client';",
         "const gateway = new RecordingGatewayClient({ baseUrl: 'https://recordings.example.com', apiKey: 'rk_live_example', timeoutMs: 30_000 });",
-        "export async function fetchOne(): Promise<DownloadedRecording | string> {",
+        'export async function fetchOne(): Promise<DownloadedRecording | string> {',
         '  try {',
         "    return await gateway.getCallRecording(694, './recordings/call-694.mp3');",
         '  } catch (error) {',
@@ -122,10 +127,14 @@ describe(`${PACKAGE} as a packed tarball`, () => {
       ].join('\n'),
     );
 
-    const check = exec(process.execPath, [TSC, '--module', 'nodenext', '--moduleResolution', 'nodenext', '--strict', '--noEmit', 'use.ts'], {
-      cwd: project,
-      env: userEnv(),
-    });
+    const check = exec(
+      process.execPath,
+      [TSC, '--module', 'nodenext', '--moduleResolution', 'nodenext', '--strict', '--noEmit', 'use.ts'],
+      {
+        cwd: project,
+        env: userEnv(),
+      },
+    );
 
     await expect(check).resolves.toMatchObject({ stdout: '' });
   }, 60_000);

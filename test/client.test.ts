@@ -157,7 +157,14 @@ describe('RecordingGatewayClient against a live gateway', () => {
 
   it('signRecordingUrl alone mints a URL the gateway plays, and only for that call', async () => {
     const expiresAt = Math.floor(Date.now() / 1000) + 60;
-    const url = signRecordingUrl({ baseUrl: `${gw.baseUrl}/`, tenant: 'acme', callId: 3, expiresAt, kid: 'k1', secret: ACME_SIGNING_SECRET });
+    const url = signRecordingUrl({
+      baseUrl: `${gw.baseUrl}/`,
+      tenant: 'acme',
+      callId: 3,
+      expiresAt,
+      kid: 'k1',
+      secret: ACME_SIGNING_SECRET,
+    });
 
     expect(url.startsWith(`${gw.baseUrl}/v1/call/recording/3.mp3?`)).toBe(true);
     const played = await fetch(url);
@@ -248,7 +255,23 @@ describe('RecordingGatewayClient without a gateway', () => {
   it('refuses an invalid call id with a TypeError before sending any request or creating any file', async () => {
     const fetchSpy = vi.fn<typeof fetch>();
     const client = new RecordingGatewayClient({ baseUrl: 'http://127.0.0.1:9', apiKey: ACME_KEY, fetch: fetchSpy });
-    const invalid: unknown[] = [0, -1, 1.5, Number.NaN, 2 ** 53, '01', '1e3', '-3', ' 7', 'abc', '', '9007199254740992', null, undefined, 12n];
+    const invalid: unknown[] = [
+      0,
+      -1,
+      1.5,
+      Number.NaN,
+      2 ** 53,
+      '01',
+      '1e3',
+      '-3',
+      ' 7',
+      'abc',
+      '',
+      '9007199254740992',
+      null,
+      undefined,
+      12n,
+    ];
 
     for (const callId of invalid) {
       const asId = callId as number;

@@ -77,7 +77,7 @@ async function coldThenWarm(id: number, headers: Record<string, string>) {
 }
 
 describe('conditional requests get the same answer cold and warm', () => {
-  test('If-Match with the recording\'s ETag plays it on a cold cache instead of answering 412', async () => {
+  test("If-Match with the recording's ETag plays it on a cold cache instead of answering 412", async () => {
     const etag = expectedEtag(upstream.recording(2)!);
     const { cold, warm } = await coldThenWarm(2, { 'if-match': etag });
     expect(warm).toMatchObject({ status: 200, etag, length: upstream.recording(2)!.length });
@@ -91,14 +91,14 @@ describe('conditional requests get the same answer cold and warm', () => {
     expect(cold.status).toBe(412);
   });
 
-  test('If-None-Match with the recording\'s ETag is 304 on a cold cache too', async () => {
+  test("If-None-Match with the recording's ETag is 304 on a cold cache too", async () => {
     const etag = expectedEtag(upstream.recording(3)!);
     const { cold, warm } = await coldThenWarm(3, { 'if-none-match': etag });
     expect(warm).toMatchObject({ status: 304, etag, length: 0 });
     expect(cold).toMatchObject({ status: 304, etag, length: 0 });
   });
 
-  test('If-Range with the recording\'s ETag resumes with a 206 on a cold cache too', async () => {
+  test("If-Range with the recording's ETag resumes with a 206 on a cold cache too", async () => {
     const etag = expectedEtag(upstream.recording(4)!);
     const { cold, warm } = await coldThenWarm(4, { range: 'bytes=100-199', 'if-range': etag });
     expect(warm).toMatchObject({ status: 206, etag, length: 100, contentRange: `bytes 100-199/${upstream.recording(4)!.length}` });

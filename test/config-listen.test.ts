@@ -32,7 +32,12 @@ describe('listen: connection limits and timeouts', () => {
   });
 
   it('max_connections and the three timeouts are read from the file', () => {
-    const listen = parse({ max_connections: 500, headers_timeout_ms: 2000, request_timeout_ms: 4000, keep_alive_timeout_ms: 65_000 }).listen;
+    const listen = parse({
+      max_connections: 500,
+      headers_timeout_ms: 2000,
+      request_timeout_ms: 4000,
+      keep_alive_timeout_ms: 65_000,
+    }).listen;
     expect(listen).toMatchObject({ maxConnections: 500, headersTimeoutMs: 2000, requestTimeoutMs: 4000, keepAliveTimeoutMs: 65_000 });
   });
 

@@ -232,7 +232,10 @@ describe('secrets', () => {
         tenants: [
           {
             id: 'acme',
-            signing_keys: [{ kid: 'k1', secret_env: 'ACME_SIGNING' }, { kid: 'k2', secret_env: 'ACME_SIGNING_OLD' }],
+            signing_keys: [
+              { kid: 'k1', secret_env: 'ACME_SIGNING' },
+              { kid: 'k2', secret_env: 'ACME_SIGNING_OLD' },
+            ],
             upstream_api_key_env: 'FLYFLOW_API_KEY_ACME',
             webhook_token_env: 'ACME_WEBHOOK',
             rate_limit_per_minute: 600,
@@ -240,7 +243,13 @@ describe('secrets', () => {
           },
         ],
       }),
-      { FLYFLOW_API_KEY: SERVER_KEY, ACME_SIGNING: SIGNING_SECRET, ACME_SIGNING_OLD: `${SIGNING_SECRET}-old`, FLYFLOW_API_KEY_ACME: 'acme-key', ACME_WEBHOOK: WEBHOOK_TOKEN },
+      {
+        FLYFLOW_API_KEY: SERVER_KEY,
+        ACME_SIGNING: SIGNING_SECRET,
+        ACME_SIGNING_OLD: `${SIGNING_SECRET}-old`,
+        FLYFLOW_API_KEY_ACME: 'acme-key',
+        ACME_WEBHOOK: WEBHOOK_TOKEN,
+      },
     );
     expect(config.tenants[0]).toEqual({
       id: 'acme',
@@ -268,11 +277,7 @@ describe('secrets', () => {
   });
 
   it('requireSecrets: false loads without secrets for commands that never call upstream', () => {
-    const config = parse(
-      minimal({ tenants: [{ id: 'acme', signing_keys: [{ kid: 'k1', secret_env: 'ACME_SIGNING' }] }] }),
-      {},
-      false,
-    );
+    const config = parse(minimal({ tenants: [{ id: 'acme', signing_keys: [{ kid: 'k1', secret_env: 'ACME_SIGNING' }] }] }), {}, false);
     expect(config.upstream.apiKey).toBe('');
     expect(config.tenants[0]?.signingKeys).toEqual([]);
   });
@@ -288,7 +293,9 @@ describe('secrets', () => {
         ACME_SIGNING: 'tooShort9',
       }),
     );
-    expect(error.message).toMatch(/^tenants\[0\]\.signing_keys\[0\]\.secret_env: the secret in environment variable ACME_SIGNING is shorter than 16 bytes/);
+    expect(error.message).toMatch(
+      /^tenants\[0\]\.signing_keys\[0\]\.secret_env: the secret in environment variable ACME_SIGNING is shorter than 16 bytes/,
+    );
     expect(error.message).not.toContain('tooShort9');
   });
 
@@ -301,8 +308,18 @@ describe('secrets', () => {
     const GENERATE = 'generate one with `openssl rand -base64 32` or `recording-gateway new-key`';
 
     it.each([
-      ['FLYFLOW_API_KEY', minimal(), { FLYFLOW_API_KEY: ' ' }, 'environment variable FLYFLOW_API_KEY is blank, only whitespace (it holds the Flyflow server key)'],
-      ['api_key_env', minimal({ upstream: { api_key_env: 'MY_KEY' } }), { MY_KEY: '\t \t' }, 'upstream.api_key_env: environment variable MY_KEY is blank, only whitespace (it holds the Flyflow server key)'],
+      [
+        'FLYFLOW_API_KEY',
+        minimal(),
+        { FLYFLOW_API_KEY: ' ' },
+        'environment variable FLYFLOW_API_KEY is blank, only whitespace (it holds the Flyflow server key)',
+      ],
+      [
+        'api_key_env',
+        minimal({ upstream: { api_key_env: 'MY_KEY' } }),
+        { MY_KEY: '\t \t' },
+        'upstream.api_key_env: environment variable MY_KEY is blank, only whitespace (it holds the Flyflow server key)',
+      ],
       [
         "a tenant's own Flyflow key",
         minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], upstream_api_key_env: 'ACME_FLYFLOW' }] }),
@@ -330,7 +347,13 @@ describe('secrets', () => {
 
     it.each([
       ['ADMIN_TOKEN', minimal(), { ADMIN_TOKEN: 'x' }, 'environment variable ADMIN_TOKEN', 'the admin token'],
-      ['admin.token_env', minimal({ admin: { token_env: 'GW_ADMIN' } }), { GW_ADMIN: 'fifteen-bytes-x' }, 'admin.token_env', 'the admin token'],
+      [
+        'admin.token_env',
+        minimal({ admin: { token_env: 'GW_ADMIN' } }),
+        { GW_ADMIN: 'fifteen-bytes-x' },
+        'admin.token_env',
+        'the admin token',
+      ],
       [
         'webhook_token_env',
         minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], webhook_token_env: 'ACME_HOOK' }] }),
@@ -448,37 +471,71 @@ describe('tenants', () => {
   });
 
   it('one API key cannot belong to two tenants', () => {
-    const error = errorOf(() => parse({ tenants: [{ id: 'a', api_keys: [`sha256:${DIGEST}`] }, { id: 'b', api_keys: [`sha256:${DIGEST.toUpperCase()}`] }] }));
+    const error = errorOf(() =>
+      parse({
+        tenants: [
+          { id: 'a', api_keys: [`sha256:${DIGEST}`] },
+          { id: 'b', api_keys: [`sha256:${DIGEST.toUpperCase()}`] },
+        ],
+      }),
+    );
     expect(error.message).toBe('tenants[1].api_keys[0]: this key digest is already listed for tenant "a"');
   });
 
   it('a duplicate kid within a tenant is refused', () => {
     const error = errorOf(() =>
-      parse(minimal({ tenants: [{ id: 'acme', signing_keys: [{ kid: 'k1', secret_env: 'A' }, { kid: 'k1', secret_env: 'B' }] }] })),
+      parse(
+        minimal({
+          tenants: [
+            {
+              id: 'acme',
+              signing_keys: [
+                { kid: 'k1', secret_env: 'A' },
+                { kid: 'k1', secret_env: 'B' },
+              ],
+            },
+          ],
+        }),
+      ),
     );
     expect(error.message).toBe('tenants[0].signing_keys[1].kid: kid "k1" is used twice in this tenant');
   });
 
   it('a tenant without API keys or signing keys is refused', () => {
-    expect(errorOf(() => parse({ tenants: [{ id: 'acme' }] })).message).toMatch(/^tenants\[0\]: needs at least one entry in api_keys or signing_keys/);
+    expect(errorOf(() => parse({ tenants: [{ id: 'acme' }] })).message).toMatch(
+      /^tenants\[0\]: needs at least one entry in api_keys or signing_keys/,
+    );
   });
 
   it.each(['Acme', '-acme', 'a'.repeat(64), 'ac me'])('tenant id %j is refused', (id) => {
-    expect(errorOf(() => parse(minimal({ tenants: [{ id, api_keys: [`sha256:${DIGEST}`] }] }))).message).toMatch(/^tenants\[0\]\.id: expected/);
+    expect(errorOf(() => parse(minimal({ tenants: [{ id, api_keys: [`sha256:${DIGEST}`] }] }))).message).toMatch(
+      /^tenants\[0\]\.id: expected/,
+    );
   });
 
   it.each([
     ['*', "tenants[0].allowed_origins[0]: '*' is not allowed: list each origin that may play recordings"],
-    ['https://app.acme.example/', 'tenants[0].allowed_origins[0]: "https://app.acme.example/" is not an exact origin (no path, lowercase host); write "https://app.acme.example"'],
-    ['https://app.acme.example/player', 'tenants[0].allowed_origins[0]: "https://app.acme.example/player" is not an exact origin (no path, lowercase host); write "https://app.acme.example"'],
-    ['app.acme.example', 'tenants[0].allowed_origins[0]: "app.acme.example" is not an origin (expected scheme://host[:port], e.g. https://app.example.com)'],
+    [
+      'https://app.acme.example/',
+      'tenants[0].allowed_origins[0]: "https://app.acme.example/" is not an exact origin (no path, lowercase host); write "https://app.acme.example"',
+    ],
+    [
+      'https://app.acme.example/player',
+      'tenants[0].allowed_origins[0]: "https://app.acme.example/player" is not an exact origin (no path, lowercase host); write "https://app.acme.example"',
+    ],
+    [
+      'app.acme.example',
+      'tenants[0].allowed_origins[0]: "app.acme.example" is not an origin (expected scheme://host[:port], e.g. https://app.example.com)',
+    ],
   ])('origin %j is refused with a fix', (value, message) => {
     const error = errorOf(() => parse(minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], allowed_origins: [value] }] })));
     expect(error.message).toBe(message);
   });
 
   it('origins with a port are accepted', () => {
-    const config = parse(minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], allowed_origins: ['http://localhost:5173'] }] }));
+    const config = parse(
+      minimal({ tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], allowed_origins: ['http://localhost:5173'] }] }),
+    );
     expect(config.tenants[0]?.allowedOrigins).toEqual(['http://localhost:5173']);
   });
 });
@@ -496,13 +553,21 @@ describe('typos and bad values', () => {
     expect(errorOf(() => parse(minimal({ listen: { port: '8080' } }))).message).toBe('listen.port: expected a number, got a string');
     expect(errorOf(() => parse(minimal({ listen: { port: 70000 } }))).message).toBe('listen.port: must be at most 65535');
     expect(errorOf(() => parse(minimal({ upstream: { timeout_ms: 0 } }))).message).toBe('upstream.timeout_ms: must be at least 1');
-    expect(errorOf(() => parse(minimal({ upstream: { timeout_ms: 1.5 } }))).message).toBe('upstream.timeout_ms: expected a whole number, got a fraction');
+    expect(errorOf(() => parse(minimal({ upstream: { timeout_ms: 1.5 } }))).message).toBe(
+      'upstream.timeout_ms: expected a whole number, got a fraction',
+    );
     expect(errorOf(() => parse(minimal({ listen: 8080 }))).message).toBe('listen: expected a mapping (key: value), got a number');
   });
 
   it('cache.index accepts a redis URL for a shared index', () => {
-    expect(parse(minimal({ cache: { index: 'redis://redis:6379/0' } })).cache.index).toEqual({ kind: 'redis', url: 'redis://redis:6379/0' });
-    expect(parse(minimal({ cache: { index: 'rediss://r.example:6380' } })).cache.index).toEqual({ kind: 'redis', url: 'rediss://r.example:6380' });
+    expect(parse(minimal({ cache: { index: 'redis://redis:6379/0' } })).cache.index).toEqual({
+      kind: 'redis',
+      url: 'redis://redis:6379/0',
+    });
+    expect(parse(minimal({ cache: { index: 'rediss://r.example:6380' } })).cache.index).toEqual({
+      kind: 'redis',
+      url: 'rediss://r.example:6380',
+    });
     expect(errorOf(() => parse(minimal({ cache: { index: 'postgres://x' } }))).message).toBe(
       'cache.index: expected "sqlite" or a redis:// or rediss:// URL',
     );
@@ -536,7 +601,9 @@ describe('config files', () => {
 
   it('a missing file says which file', async () => {
     const error = await asyncErrorOf(loadConfig({ path: 'missing.yaml', env: {}, cwd: dir }));
-    expect(error.message).toBe(`config file not found: missing.yaml (${join(dir, 'missing.yaml')}); pass --config PATH or set GATEWAY_CONFIG`);
+    expect(error.message).toBe(
+      `config file not found: missing.yaml (${join(dir, 'missing.yaml')}); pass --config PATH or set GATEWAY_CONFIG`,
+    );
   });
 
   it('a YAML syntax error gives the line', async () => {
@@ -553,10 +620,18 @@ describe('config files', () => {
 
   it.each([
     ['a file cut short', '{\n  "tenants": [\n    {"id": "acme"}\n', 'line 4, column 1: unexpected end of file; expected "," or "]"'],
-    ['a misspelt literal', '{\n  "listen": {"host": "x", "port": 1},\n  "tenants": tru\n}', 'line 3, column 14: unexpected "t"; expected a value'],
+    [
+      'a misspelt literal',
+      '{\n  "listen": {"host": "x", "port": 1},\n  "tenants": tru\n}',
+      'line 3, column 14: unexpected "t"; expected a value',
+    ],
     ['a missing comma', '{\n  "listen": {}\n  "tenants": []\n}', 'line 3, column 3: unexpected "\\""; expected "," or "}"'],
     ['an unquoted key', '{\n  tenants: []\n}', 'line 2, column 3: unexpected "t"; expected a property name in double quotes'],
-    ['a line break in a string', '{"public_base_url": "https://x\n"}', 'line 1, column 31: a line break or control character inside a string'],
+    [
+      'a line break in a string',
+      '{"public_base_url": "https://x\n"}',
+      'line 1, column 31: a line break or control character inside a string',
+    ],
     ['a second document', '{}\n{}', 'line 2, column 1: unexpected "{" after the end of the JSON document'],
   ])('a JSON syntax error gives the line and column: %s', async (_case, text, where) => {
     await writeFile(join(dir, 'bad.json'), text);
@@ -568,7 +643,9 @@ describe('config files', () => {
   it('a JSON syntax error never quotes the file, which may hold a secret pasted in', async () => {
     await writeFile(join(dir, 'bad.json'), `{"upstream": {"api_key": ${SERVER_KEY}}}`);
     const error = await asyncErrorOf(loadConfig({ path: 'bad.json', env: {}, cwd: dir }));
-    expect(error.message).toBe('bad.json: JSON syntax error at line 1, column 26: unexpected "f"; expected a value (a string in double quotes, a number, true, false, null, an object or a list)');
+    expect(error.message).toBe(
+      'bad.json: JSON syntax error at line 1, column 26: unexpected "f"; expected a value (a string in double quotes, a number, true, false, null, an object or a list)',
+    );
     expect(error.message).not.toContain(SERVER_KEY.slice(2));
   });
 

@@ -161,7 +161,7 @@ describe('one download per recording', () => {
     expect(collapsed).toBeGreaterThan(0);
   });
 
-  test("a joiner gets the bytes already downloaded at once, before the upstream finishes", async () => {
+  test('a joiner gets the bytes already downloaded at once, before the upstream finishes', async () => {
     upstream.setBehaviour(4, { kind: 'gate' });
     const gateway = await start();
     const expected = upstream.recording(4)!;
@@ -239,12 +239,16 @@ describe('cache namespaces', () => {
     await bytesOf(await gateway.fetch('/v1/call/recording/1.mp3'));
     await gateway.gateway.downloads.idle();
 
-    const sibling = await gateway.fetch('/v1/call/recording/1.mp3', { headers: { authorization: 'Bearer sibling-tenant-key-000000000001' } });
+    const sibling = await gateway.fetch('/v1/call/recording/1.mp3', {
+      headers: { authorization: 'Bearer sibling-tenant-key-000000000001' },
+    });
     expect(sibling.headers.get('cache-status')).toContain('hit');
     await bytesOf(sibling);
     expect(upstream.recordingRequests(1)).toHaveLength(1);
 
-    const stranger = await gateway.fetch('/v1/call/recording/1.mp3', { headers: { authorization: 'Bearer stranger-tenant-key-00000000001' } });
+    const stranger = await gateway.fetch('/v1/call/recording/1.mp3', {
+      headers: { authorization: 'Bearer stranger-tenant-key-00000000001' },
+    });
     expect(stranger.headers.get('cache-status')).toContain('fwd=uri-miss');
     await bytesOf(stranger);
     await gateway.gateway.downloads.idle();

@@ -28,15 +28,7 @@ import {
   WARN,
 } from './support/durability.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import {
-  makeTempDir,
-  manualClock,
-  removeDir,
-  startGateway,
-  tempFilesIn,
-  testConfig,
-  type RunningGateway,
-} from '../dev/gateway-harness.js';
+import { makeTempDir, manualClock, removeDir, startGateway, tempFilesIn, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 
 type CacheOptions = Partial<GatewayConfig['cache']>;
 
@@ -142,7 +134,10 @@ describe('disk budget', () => {
     expect(stats).toMatchObject({ entries: 2, diskBytes: one.length + three.length, evictions: 1 });
     expect(stats.diskBytes).toBeLessThanOrEqual(maxDiskBytes);
 
-    for (const [id, bytes] of [[1, one], [3, three]] as const) {
+    for (const [id, bytes] of [
+      [1, one],
+      [3, three],
+    ] as const) {
       const { response, body } = await get(gateway, id);
       expect(response.headers.get('cache-status')).toBe(HIT_MEMORY);
       expect(body.equals(bytes)).toBe(true);
@@ -153,7 +148,10 @@ describe('disk budget', () => {
     await stop(gateway);
     const restarted = await start({ maxDiskBytes, maxMemoryBytes: 512 * KiB });
     expect(restarted.gateway.cache.stats()).toMatchObject({ entries: 2, diskBytes: one.length + three.length });
-    for (const [id, bytes] of [[1, one], [3, three]] as const) {
+    for (const [id, bytes] of [
+      [1, one],
+      [3, three],
+    ] as const) {
       const { response, body } = await get(restarted, id);
       expect(response.headers.get('cache-status')).toBe(HIT_DISK);
       expect(body.equals(bytes)).toBe(true);

@@ -1,13 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  FIXTURE_DIR,
-  FIXTURE_LAST_MODIFIED,
-  loadFixtureCatalog,
-  loadFixtureRecordings,
-  startFakeFlyflow,
-} from '../dev/fake-flyflow.js';
+import { FIXTURE_DIR, FIXTURE_LAST_MODIFIED, loadFixtureCatalog, loadFixtureRecordings, startFakeFlyflow } from '../dev/fake-flyflow.js';
 import type { FakeFlyflow } from '../dev/fake-flyflow.js';
 
 function isMp3(bytes: Uint8Array): boolean {

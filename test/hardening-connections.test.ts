@@ -77,14 +77,16 @@ async function openIdle(baseUrl: string, count: number): Promise<IdleFlood> {
   const { hostname, port } = new URL(baseUrl);
   const closed = new Set<number>();
   const sockets = await Promise.all(
-    Array.from({ length: count }, (_, i) =>
-      new Promise<Socket>((resolve) => {
-        const socket = connect({ host: hostname, port: Number(port) });
-        socket.on('error', () => {});
-        socket.on('close', () => closed.add(i));
-        socket.once('connect', () => resolve(socket));
-        socket.once('close', () => resolve(socket));
-      }),
+    Array.from(
+      { length: count },
+      (_, i) =>
+        new Promise<Socket>((resolve) => {
+          const socket = connect({ host: hostname, port: Number(port) });
+          socket.on('error', () => {});
+          socket.on('close', () => closed.add(i));
+          socket.once('connect', () => resolve(socket));
+          socket.once('close', () => resolve(socket));
+        }),
     ),
   );
   cleanups.push(() => {
@@ -118,7 +120,10 @@ describe('a cap on open connections', () => {
     const server = await start({ maxConnections: 2 });
     upstream.setBehaviour(1, { kind: 'gate' });
     const heads: number[] = [];
-    const held = [get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)), get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s))];
+    const held = [
+      get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
+      get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
+    ];
     await expect.poll(() => heads.length, { timeout: 5_000 }).toBe(2);
 
     const refused = await get(server.url, '/v1/call/recording/2.mp3');
@@ -202,7 +207,18 @@ describe('a process with few file descriptors', () => {
     const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
     const child = spawn(
       'bash',
-      ['-c', `ulimit -n ${files} && exec "$@"`, 'bash', process.execPath, '--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', configPath, 'serve'],
+      [
+        '-c',
+        `ulimit -n ${files} && exec "$@"`,
+        'bash',
+        process.execPath,
+        '--import',
+        'tsx',
+        path.join(ROOT, 'src/cli.ts'),
+        '--config',
+        configPath,
+        'serve',
+      ],
       { cwd: ROOT, env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

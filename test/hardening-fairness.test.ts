@@ -31,11 +31,7 @@ const running: RunningGateway[] = [];
 
 /** acme and gamma share the server key's Flyflow account; beta has an account of its own. */
 async function start(options: Partial<TestConfigOptions> = {}): Promise<RunningGateway> {
-  const tenants = [
-    acmeTenant(),
-    testTenant('beta', BETA_KEY, { upstreamApiKey: BETA_UPSTREAM_KEY }),
-    testTenant('gamma', GAMMA_KEY),
-  ];
+  const tenants = [acmeTenant(), testTenant('beta', BETA_KEY, { upstreamApiKey: BETA_UPSTREAM_KEY }), testTenant('gamma', GAMMA_KEY)];
   const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, tenants, ...options }));
   running.push(gateway);
   return gateway;
@@ -94,7 +90,8 @@ describe('a circuit breaker per upstream account', () => {
     expect(text).toMatch(/^recording_gateway_upstream_circuit_state\{state="closed"\} 1$/m);
     expect(text).toContain(`recording_gateway_upstream_account_circuit_state{account="${acmeAccount}",state="open"} 1`);
     expect(text).toContain(`recording_gateway_upstream_account_circuit_state{account="${betaAccount}",state="closed"} 1`);
-    for (const secret of [SERVER_KEY, BETA_UPSTREAM_KEY, upstreamNamespace(upstream.baseUrl, SERVER_KEY)]) expect(text).not.toContain(secret);
+    for (const secret of [SERVER_KEY, BETA_UPSTREAM_KEY, upstreamNamespace(upstream.baseUrl, SERVER_KEY)])
+      expect(text).not.toContain(secret);
   });
 });
 

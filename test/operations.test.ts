@@ -139,7 +139,11 @@ describe('metrics', () => {
     expect(value(text, /^recording_gateway_cache_bytes\{tier="disk"\}/)).toBe(size);
     expect(value(text, /^recording_gateway_downloads_in_flight /)).toBe(0);
     expect(value(text, /^recording_gateway_upstream_circuit_state\{state="closed"\}/)).toBe(1);
-    for (const name of ['recording_gateway_cache_evictions_total', 'recording_gateway_download_joiners_total', 'recording_gateway_upstream_errors_total']) {
+    for (const name of [
+      'recording_gateway_cache_evictions_total',
+      'recording_gateway_download_joiners_total',
+      'recording_gateway_upstream_errors_total',
+    ]) {
       expect(text).toContain(`# TYPE ${name} counter`);
     }
   });
@@ -209,6 +213,8 @@ describe('Flyflow webhooks', () => {
   test('a body that is not JSON, or a bad call id, is a 400', async () => {
     const path = `/v1/webhooks/flyflow/acme?token=${WEBHOOK_TOKEN}`;
     expect((await gateway.fetch(path, { method: 'POST', body: 'call ended' })).status).toBe(400);
-    expect((await gateway.fetch(path, { method: 'POST', body: JSON.stringify({ event_type: 'call_ended', call_id: '01' }) })).status).toBe(400);
+    expect((await gateway.fetch(path, { method: 'POST', body: JSON.stringify({ event_type: 'call_ended', call_id: '01' }) })).status).toBe(
+      400,
+    );
   });
 });

@@ -1,10 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  contentRange,
-  decideRange,
-  unsatisfiedContentRange,
-  type RangeDecision,
-} from '../src/http/range.js';
+import { contentRange, decideRange, unsatisfiedContentRange, type RangeDecision } from '../src/http/range.js';
 
 const full: RangeDecision = { kind: 'full' };
 const unsatisfiable: RangeDecision = { kind: 'unsatisfiable' };
@@ -73,7 +68,12 @@ const cases: Case[] = [
   { name: 'a suffix overlapping an open range merges', header: 'bytes=900-,-50', size: 1000, expected: partial(900, 999) },
   { name: 'disjoint ranges bytes=0-1 , 3-4 get the whole body, not multipart', header: 'bytes=0-1 , 3-4', size: 1000, expected: full },
   { name: 'out-of-order disjoint ranges bytes=10-20,0-5 get the whole body', header: 'bytes=10-20,0-5', size: 1000, expected: full },
-  { name: 'a satisfiable range next to an unsatisfiable one is served alone', header: 'bytes=0-1,2000-3000', size: 1000, expected: partial(0, 1) },
+  {
+    name: 'a satisfiable range next to an unsatisfiable one is served alone',
+    header: 'bytes=0-1,2000-3000',
+    size: 1000,
+    expected: partial(0, 1),
+  },
   { name: 'bytes=-0 next to a good range is dropped', header: 'bytes=-0,5-6', size: 1000, expected: partial(5, 6) },
   { name: 'several ranges all past the end are a 416', header: 'bytes=1000-1001,2000-', size: 1000, expected: unsatisfiable },
 

@@ -1,14 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import {
-  expectedEtag,
-  makeTempDir,
-  removeDir,
-  startGateway,
-  testConfig,
-  type RunningGateway,
-  bytesOf,
-} from '../dev/gateway-harness.js';
+import { expectedEtag, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway, bytesOf } from '../dev/gateway-harness.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -91,7 +83,7 @@ describe.each(Object.entries(tiers))('byte ranges on a %s answer', (_tier, setup
     expect((await bytesOf(response)).equals(body.subarray(0, 200))).toBe(true);
   });
 
-  test('If-None-Match with the recording\'s ETag is 304, cold or warm', async () => {
+  test("If-None-Match with the recording's ETag is 304, cold or warm", async () => {
     const body = await prepared();
     const response = await gateway.fetch('/v1/call/recording/4.mp3', { headers: { 'if-none-match': expectedEtag(body) } });
     expect(response.status).toBe(304);

@@ -9,7 +9,6 @@ import type { Clock } from '../src/clock.js';
 import { manualClock } from '../dev/manual-clock.js';
 import type { RateLimitDecision, RateLimitStore } from '../src/rate-limit/rate-limit-store.js';
 
-
 /** Opens a store whose time is `clock`. Keys are unique per test, so a shared store needs no flushing between tests. */
 export type MakeRateLimitStore = (clock: Clock) => RateLimitStore | Promise<RateLimitStore>;
 

@@ -222,9 +222,7 @@ describe('memory rate-limit store', () => {
 
   it('refuses a maxKeys that is not a positive integer, naming the option', () => {
     for (const bad of [0, -1, 2.5, Number.NaN]) {
-      expect(() => createMemoryRateLimitStore({ clock: manualClock(), maxKeys: bad })).toThrow(
-        /memory rate-limit store: options\.maxKeys/,
-      );
+      expect(() => createMemoryRateLimitStore({ clock: manualClock(), maxKeys: bad })).toThrow(/memory rate-limit store: options\.maxKeys/);
     }
   });
 });

@@ -68,8 +68,13 @@ describe('sqlite index', () => {
     for (const meta of metas.slice(0, 10)) await writer.set(cacheKey(meta.namespace, meta.callId), meta);
     await writer.close();
     const store = sqliteStore(dir);
-    const rows = metas.slice(10).map((meta) => [SQLITE_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), JSON.stringify({ value: meta, expires: null })]);
-    await store.query(`INSERT INTO keyv (key, value) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)`, JSON.stringify(rows));
+    const rows = metas
+      .slice(10)
+      .map((meta) => [SQLITE_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), JSON.stringify({ value: meta, expires: null })]);
+    await store.query(
+      `INSERT INTO keyv (key, value) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)`,
+      JSON.stringify(rows),
+    );
     await store.disconnect();
 
     const index = createSqliteIndex(dir);
@@ -90,8 +95,14 @@ describe('sqlite index', () => {
     const store = sqliteStore(dir);
     await store.query(`CREATE TABLE IF NOT EXISTS keyv(key VARCHAR(255) PRIMARY KEY, value TEXT)`);
     const metas = Array.from({ length: COUNT }, (_, i) => sampleMeta(i + 1));
-    const rows = metas.map((meta) => [SQLITE_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), JSON.stringify({ value: meta, expires: null })]);
-    await store.query(`INSERT INTO keyv (key, value) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)`, JSON.stringify(rows));
+    const rows = metas.map((meta) => [
+      SQLITE_KEY_PREFIX + cacheKey(meta.namespace, meta.callId),
+      JSON.stringify({ value: meta, expires: null }),
+    ]);
+    await store.query(
+      `INSERT INTO keyv (key, value) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)`,
+      JSON.stringify(rows),
+    );
     await store.disconnect();
 
     const index = createSqliteIndex(dir);
@@ -175,7 +186,12 @@ describe('with a real redis-server', () => {
     it('lists all of 5,000 entries at start-up, across several SCAN pages', async () => {
       const COUNT = 5_000;
       const metas = Array.from({ length: COUNT }, (_, i) => sampleMeta(i + 1, { namespace: `ns${i % 7}` }));
-      await raw.mSet(metas.map((meta): [string, string] => [REDIS_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), JSON.stringify({ value: meta, expires: null })]));
+      await raw.mSet(
+        metas.map((meta): [string, string] => [
+          REDIS_KEY_PREFIX + cacheKey(meta.namespace, meta.callId),
+          JSON.stringify({ value: meta, expires: null }),
+        ]),
+      );
       const index = await own(createRedisIndex(redis.url));
       const listed = await listAll(index);
       expect(listed.size).toBe(COUNT);

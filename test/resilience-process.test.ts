@@ -6,13 +6,7 @@ import { silentLogger } from '../src/logger.js';
 import { startServer } from '../src/server.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, SERVER_KEY, makeTempDir, rawRequest, removeDir, startGateway, tempFilesIn, testConfig } from '../dev/gateway-harness.js';
-import {
-  startGatewayProcess,
-  stopGatewayProcess,
-  tryConnect,
-  writeGatewayConfig,
-  type GatewayProcess,
-} from '../dev/gateway-process.js';
+import { startGatewayProcess, stopGatewayProcess, tryConnect, writeGatewayConfig, type GatewayProcess } from '../dev/gateway-process.js';
 import { eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import { contractViolation, requestFuzzer, sendRaw, type FuzzRequest } from './support/request-fuzz.js';
 
@@ -190,7 +184,10 @@ describe('hostile and malformed requests', () => {
         const canonical = seen.method === 'GET' && id !== undefined && (validIds.has(id) || id === '1');
         return !canonical || seen.headers.authorization !== `Bearer ${SERVER_KEY}` || seen.headers.range !== undefined;
       });
-      expect(strays.map((seen) => `${seen.method} ${seen.url.slice(0, 200)}`), `seed ${FUZZ_SEED}`).toEqual([]);
+      expect(
+        strays.map((seen) => `${seen.method} ${seen.url.slice(0, 200)}`),
+        `seed ${FUZZ_SEED}`,
+      ).toEqual([]);
       expect(upstream.recordingRequests().length).toBeGreaterThan(0);
       await gateway.gateway.downloads.idle();
       expect(await tempFilesIn(cacheDir)).toEqual([]);
@@ -216,7 +213,11 @@ describe('edge cases that once failed', () => {
       for (const [target, status] of cases) {
         const response = await rawRequest(server.url, target, { headers: { authorization: `Bearer ${ACME_KEY}` } });
         const label = target.slice(0, 40);
-        expect({ label, status: response.status, type: response.headers['content-type'] }).toEqual({ label, status, type: 'application/json' });
+        expect({ label, status: response.status, type: response.headers['content-type'] }).toEqual({
+          label,
+          status,
+          type: 'application/json',
+        });
         expect(Object.keys(JSON.parse(response.body.toString('utf8')) as object).sort()).toEqual(['error', 'message']);
       }
       expect(upstream.requests).toEqual([]);
@@ -230,7 +231,12 @@ describe('edge cases that once failed', () => {
     const gateway = await startGateway(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }));
     const agent = new Agent({ keepAlive: true });
     try {
-      const request = { method: 'GET', target: '/v1/call/recording/1.mp3', headers: { authorization: `Bearer ${ACME_KEY}`, 'if-none-match': '*' }, validId: '1' };
+      const request = {
+        method: 'GET',
+        target: '/v1/call/recording/1.mp3',
+        headers: { authorization: `Bearer ${ACME_KEY}`, 'if-none-match': '*' },
+        validId: '1',
+      };
       const response = await sendRaw(gateway.baseUrl, request, agent, 2_000);
       expect(response.status).toBe(304);
       expect(response.body.length).toBe(0);

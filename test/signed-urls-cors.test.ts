@@ -89,13 +89,21 @@ describe('signed URLs', () => {
   test.each([
     ['an expired signature', () => signedPath(1, { exp: now() - 1 }), 'Expired signature'],
     ['a signature expiring this very second', () => signedPath(1, { exp: now() }), 'Expired signature'],
-    ['a tampered signature', () => signedPath(1).replace(/sig=(.)/, (_m, c: string) => `sig=${c === 'A' ? 'B' : 'A'}`), 'Invalid credentials'],
+    [
+      'a tampered signature',
+      () => signedPath(1).replace(/sig=(.)/, (_m, c: string) => `sig=${c === 'A' ? 'B' : 'A'}`),
+      'Invalid credentials',
+    ],
     ['a signature for another call id', () => signedPath(1).replace('/1.mp3', '/2.mp3'), 'Invalid credentials'],
     ['a signature for another tenant', () => signedPath(1, { tenant: 'beta', secret: ACME_SIGNING_SECRET }), 'Invalid credentials'],
     ['a stretched expiry', () => signedPath(1).replace(/exp=(\d+)/, (_m, e: string) => `exp=${Number(e) + 3600}`), 'Invalid credentials'],
     ['an unknown kid', () => signedPath(1, { kid: 'k9' }), 'Invalid credentials'],
     ['an unknown tenant', () => signedPath(1, { tenant: 'nobody' }), 'Invalid credentials'],
-    ['a signature with padding', () => signedPath(1, { sig: `${contractSignature(ACME_SIGNING_SECRET, 'acme', 1, exp())}=` }), 'Invalid credentials'],
+    [
+      'a signature with padding',
+      () => signedPath(1, { sig: `${contractSignature(ACME_SIGNING_SECRET, 'acme', 1, exp())}=` }),
+      'Invalid credentials',
+    ],
     ['a missing sig', () => signedPath(1).replace(/&sig=[^&]*/, ''), 'Invalid credentials'],
     ['a non-numeric exp', () => signedPath(1).replace(/exp=\d+/, 'exp=soon'), 'Invalid credentials'],
   ])('%s is refused with 401 before any upstream work', async (_name, path, message) => {
@@ -149,14 +157,12 @@ describe('signed URLs', () => {
 });
 
 describe('CORS', () => {
-  test("a listed origin gets its origin back, Vary: Origin and the exposed headers", async () => {
+  test('a listed origin gets its origin back, Vary: Origin and the exposed headers', async () => {
     const response = await gateway.fetch('/v1/call/recording/1.mp3', { headers: { origin: ACME_ORIGIN } });
     await response.arrayBuffer();
     expect(response.headers.get('access-control-allow-origin')).toBe(ACME_ORIGIN);
     expect(response.headers.get('vary')).toBe('Origin');
-    expect(response.headers.get('access-control-expose-headers')).toBe(
-      'Content-Range, Content-Length, Accept-Ranges, ETag, Cache-Status',
-    );
+    expect(response.headers.get('access-control-expose-headers')).toBe('Content-Range, Content-Length, Accept-Ranges, ETag, Cache-Status');
   });
 
   test("another tenant's origin gets no CORS headers on this tenant's recording", async () => {

@@ -47,7 +47,8 @@ const STATIC_FILES: Record<string, { file: string; type: string }> = {
 /** Builds the request listener of the player app. The static files are read once, here. */
 export function createPlayerBackend(options: PlayerBackendOptions): RequestListener {
   const { gatewayUrl, tenantKey, catalog, ttlSeconds } = options;
-  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) throw new RangeError(`player: ttlSeconds must be a positive integer, got ${ttlSeconds}`);
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1)
+    throw new RangeError(`player: ttlSeconds must be a positive integer, got ${ttlSeconds}`);
   const files = new Map<string, StaticFile>(
     Object.entries(STATIC_FILES).map(([path, { file, type }]) => [path, { type, body: readFileSync(join(options.staticDir, file)) }]),
   );

@@ -83,7 +83,7 @@ function render(recording, expiresAt) {
   });
   audio.addEventListener('error', () => {
     const expired = Date.now() / 1000 >= expiresAt;
-    const reason = expired ? 'link expired, reload the page for fresh ones' : MEDIA_ERRORS[audio.error?.code] ?? 'playback failed';
+    const reason = expired ? 'link expired, reload the page for fresh ones' : (MEDIA_ERRORS[audio.error?.code] ?? 'playback failed');
     setStatus(status, `Error: ${reason}`, 'error');
   });
 

@@ -49,11 +49,7 @@ export function verifySignedUrl(
   const presented = Buffer.from(sig, 'base64url');
   // Buffer.from(…, 'base64url') skips junk characters, so also insist the
   // presented text is exactly the canonical no-padding encoding.
-  if (
-    presented.length !== SIGNATURE_BYTES ||
-    presented.toString('base64url') !== sig ||
-    !timingSafeEqual(presented, expected)
-  ) {
+  if (presented.length !== SIGNATURE_BYTES || presented.toString('base64url') !== sig || !timingSafeEqual(presented, expected)) {
     throw new UnauthorizedError('invalid');
   }
   if (expiresAt > nowSeconds + tenant.maxSignedUrlTtlSeconds + SIGNED_URL_CLOCK_SKEW_SECONDS) {

@@ -50,7 +50,14 @@ async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
     const full = path.join(tempDir, name);
     let abandoned = !match;
     if (match && match[1] === host) abandoned = !processIsAlive(Number(match[2]));
-    else if (match) abandoned = Date.now() - (await stat(full).then((info) => info.mtimeMs, () => 0)) > FOREIGN_TEMP_MAX_AGE_MS;
+    else if (match)
+      abandoned =
+        Date.now() -
+          (await stat(full).then(
+            (info) => info.mtimeMs,
+            () => 0,
+          )) >
+        FOREIGN_TEMP_MAX_AGE_MS;
     if (abandoned) await rm(full, { recursive: true, force: true });
   }
 }

@@ -168,10 +168,11 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
       let after: string | undefined;
       for (;;) {
         const rows = (await run(() =>
-          store.query(
-            `SELECT key, value FROM ${table} WHERE key ${after === undefined ? '>=' : '>'} ? AND key < ? ORDER BY key LIMIT ?`,
-            [after ?? prefix, end, SQLITE_PAGE_SIZE],
-          ),
+          store.query(`SELECT key, value FROM ${table} WHERE key ${after === undefined ? '>=' : '>'} ? AND key < ? ORDER BY key LIMIT ?`, [
+            after ?? prefix,
+            end,
+            SQLITE_PAGE_SIZE,
+          ]),
         )) as Array<{ key: string; value: unknown }>;
         for (const row of rows) yield [row.key.slice(prefix.length), row.value];
         const last = rows.at(-1);
@@ -205,7 +206,8 @@ export interface RedisIndexOptions {
 
 function positiveMs(name: keyof RedisIndexOptions, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`redis index: ${name} must be a positive number of milliseconds, got ${value}`);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new RangeError(`redis index: ${name} must be a positive number of milliseconds, got ${value}`);
   return value;
 }
 

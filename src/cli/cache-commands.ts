@@ -45,7 +45,9 @@ export function namespaceOf(config: GatewayConfig, tenantId: string): string {
   const tenant = createTenantRegistry(config).byId(tenantId);
   if (!tenant) throw new UsageError(`no tenant "${tenantId}" in the config`);
   if (tenant.upstreamApiKey === '') {
-    throw new CommandFailure(`tenant "${tenantId}": its Flyflow key is not set here, so its cache namespace is unknown; set it as the gateway has it`);
+    throw new CommandFailure(
+      `tenant "${tenantId}": its Flyflow key is not set here, so its cache namespace is unknown; set it as the gateway has it`,
+    );
   }
   return tenant.namespace;
 }

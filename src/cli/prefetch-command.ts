@@ -34,7 +34,10 @@ export async function prefetchCommand(
       try {
         const result = await gateway.recordings.warm(tenant, callId, (download) => {
           if (options.progress) {
-            ticker = setInterval(() => options.progress!(`call ${callId}: ${formatBytes(download.received)} received`), PROGRESS_INTERVAL_MS);
+            ticker = setInterval(
+              () => options.progress!(`call ${callId}: ${formatBytes(download.received)} received`),
+              PROGRESS_INTERVAL_MS,
+            );
           }
         });
         options.print(`call ${callId}: ${result.status === 'cached' ? 'already cached' : 'cached'} (${formatBytes(result.size)})`);

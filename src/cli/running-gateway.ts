@@ -59,14 +59,23 @@ function httpRequest(url: string, init: HttpRequest): Promise<{ status: number; 
 }
 
 /** One request to the gateway at `url` (its base URL, which the answer and its messages name). */
-async function ask<T>(url: string, route: string, init: HttpRequest, read: (body: string) => T, refused: string): Promise<GatewayAnswer<T>> {
+async function ask<T>(
+  url: string,
+  route: string,
+  init: HttpRequest,
+  read: (body: string) => T,
+  refused: string,
+): Promise<GatewayAnswer<T>> {
   let response: { status: number; body: string };
   try {
     response = await httpRequest(`${url}${route}`, init);
   } catch (error) {
     const code = (error as { code?: unknown }).code;
     if (typeof code === 'string' && NOT_LISTENING.has(code)) return { state: 'not-running', url };
-    const why = code === 'ETIMEDOUT' ? `did not answer within ${init.timeoutMs / 1000} s` : `could not be asked (${typeof code === 'string' ? code : 'connection failed'})`;
+    const why =
+      code === 'ETIMEDOUT'
+        ? `did not answer within ${init.timeoutMs / 1000} s`
+        : `could not be asked (${typeof code === 'string' ? code : 'connection failed'})`;
     return { state: 'failed', url, message: `the gateway at ${url} ${why}` };
   }
   if (response.status === 401 || response.status === 403) return { state: 'refused', url, message: `the gateway at ${url} ${refused}` };
@@ -83,26 +92,37 @@ async function ask<T>(url: string, route: string, init: HttpRequest, read: (body
   try {
     return { state: 'answered', url, value: read(response.body) };
   } catch {
-    return { state: 'failed', url, status: response.status, message: `the gateway at ${url} answered something other than a gateway's answer` };
+    return {
+      state: 'failed',
+      url,
+      status: response.status,
+      message: `the gateway at ${url} answered something other than a gateway's answer`,
+    };
   }
 }
 
 /** Requests and cache hits of recordings since the running gateway started, from its /metrics. */
 export async function liveHitRatio(config: GatewayConfig): Promise<GatewayAnswer<{ hits: number; total: number }>> {
   const headers: Record<string, string> = config.adminToken ? { Authorization: `Bearer ${config.adminToken}` } : {};
-  return ask(gatewayUrl(config), '/metrics', { headers, timeoutMs: METRICS_TIMEOUT_MS }, (body) => {
-    let hits = 0;
-    let total = 0;
-    for (const line of body.split('\n')) {
-      if (!line.startsWith('recording_gateway_requests_total{') || !line.includes('route="recording"')) continue;
-      const cache = /cache="([a-z]+)"/.exec(line)?.[1];
-      if (cache === 'none') continue;
-      const count = Number(line.split(' ').pop());
-      total += count;
-      if (cache === 'hit') hits += count;
-    }
-    return { hits, total };
-  }, REFUSED_ADMIN_TOKEN);
+  return ask(
+    gatewayUrl(config),
+    '/metrics',
+    { headers, timeoutMs: METRICS_TIMEOUT_MS },
+    (body) => {
+      let hits = 0;
+      let total = 0;
+      for (const line of body.split('\n')) {
+        if (!line.startsWith('recording_gateway_requests_total{') || !line.includes('route="recording"')) continue;
+        const cache = /cache="([a-z]+)"/.exec(line)?.[1];
+        if (cache === 'none') continue;
+        const count = Number(line.split(' ').pop());
+        total += count;
+        if (cache === 'hit') hits += count;
+      }
+      return { hits, total };
+    },
+    REFUSED_ADMIN_TOKEN,
+  );
 }
 
 /**

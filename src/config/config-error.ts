@@ -135,9 +135,7 @@ function suggestKey(key: string, known: string[]): string {
     return `; secrets do not go in this file: name the environment variable or file that holds it with ${secretRefs.join(' or ')}`;
   }
   const squash = (s: string) => s.toLowerCase().replace(/[_-]/g, '');
-  const best = known
-    .map((k) => ({ k, d: squash(k) === squash(key) ? 0 : editDistance(k, key) }))
-    .sort((a, b) => a.d - b.d)[0];
+  const best = known.map((k) => ({ k, d: squash(k) === squash(key) ? 0 : editDistance(k, key) })).sort((a, b) => a.d - b.d)[0];
   if (best !== undefined && best.d <= Math.max(2, Math.floor(key.length / 4))) return `; did you mean "${best.k}"?`;
   return known.length > 0 ? `; expected one of ${known.join(', ')}` : '';
 }

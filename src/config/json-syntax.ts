@@ -83,7 +83,8 @@ export function jsonSyntaxError(text: string): SyntaxProblem | undefined {
     const justOpened = step;
     skipSpace();
     const close = stack.at(-1);
-    if (close === undefined) return i < text.length ? fail(`unexpected ${describe(text, i)} after the end of the JSON document`) : undefined;
+    if (close === undefined)
+      return i < text.length ? fail(`unexpected ${describe(text, i)} after the end of the JSON document`) : undefined;
     if (text[i] === close) {
       i++;
       stack.pop();
@@ -114,5 +115,7 @@ const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 function describe(text: string, at: number): string {
   const code = text.codePointAt(at) ?? 0;
   const char = String.fromCodePoint(code);
-  return code > 0x20 && code !== 0x7f && code !== 0xfeff ? JSON.stringify(char) : `character U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
+  return code > 0x20 && code !== 0x7f && code !== 0xfeff
+    ? JSON.stringify(char)
+    : `character U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
 }

@@ -4,7 +4,7 @@ import { extname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { ConfigError, type ConfigIssue } from './config-error.js';
 import { jsonSyntaxError } from './json-syntax.js';
-import { type CacheIndexConfig, type ConfigFile, DEFAULT_CONFIG_PATH, httpUrl, validateConfigFile } from './schema.js';
+import { type ConfigFile, DEFAULT_CONFIG_PATH, httpUrl, validateConfigFile } from './schema.js';
 import {
   ADMIN_TOKEN_OVERRIDE,
   FLYFLOW_API_KEY_OVERRIDE,
@@ -64,13 +64,15 @@ export async function loadConfig(options: LoadConfigOptions): Promise<{ config: 
   // Read every *_file secret up front, asynchronously, so resolution itself stays synchronous.
   const files = new Map<string, SecretFileRead>();
   await Promise.all(
-    refs.flatMap((ref) => (ref.file === undefined ? [] : [resolve(options.cwd, ref.file)])).map(async (path) => {
-      try {
-        files.set(path, { value: await readFile(path, 'utf8') });
-      } catch (error) {
-        files.set(path, { code: errorCode(error) });
-      }
-    }),
+    refs
+      .flatMap((ref) => (ref.file === undefined ? [] : [resolve(options.cwd, ref.file)]))
+      .map(async (path) => {
+        try {
+          files.set(path, { value: await readFile(path, 'utf8') });
+        } catch (error) {
+          files.set(path, { code: errorCode(error) });
+        }
+      }),
   );
   const read = (path: string): SecretFileRead => files.get(path) ?? { code: 'ENOENT' };
   return { config: assemble(parsed, refs, options, read, file), path: absolute };
@@ -104,9 +106,10 @@ function formatOf(file: string): Format {
 function readError(file: string, absolute: string, error: unknown): ConfigError {
   const code = errorCode(error);
   const where = file === absolute ? file : `${file} (${absolute})`;
-  const message = code === 'ENOENT'
-    ? `config file not found: ${where}; pass --config PATH or set GATEWAY_CONFIG`
-    : `cannot read config file ${where}: ${code}`;
+  const message =
+    code === 'ENOENT'
+      ? `config file not found: ${where}; pass --config PATH or set GATEWAY_CONFIG`
+      : `cannot read config file ${where}: ${code}`;
   return new ConfigError({ path: '', message }, { cause: error });
 }
 
@@ -161,8 +164,7 @@ function assemble(
     if (typeof outcome === 'string') secrets.set(secretRef.field, outcome);
     else if (requireSecrets) issues.push(secretIssue(secretRef, outcome.problem));
   }
-  const secret = (at: string, base: string): string | undefined =>
-    secrets.get(`${at}.${base}_file`) ?? secrets.get(`${at}.${base}_env`);
+  const secret = (at: string, base: string): string | undefined => secrets.get(`${at}.${base}_file`) ?? secrets.get(`${at}.${base}_env`);
 
   const overrides = environmentOverrides(env, cwd, issues);
   if (issues.length > 0) throw new ConfigError(issues, fileName === undefined ? {} : { file: fileName });
@@ -238,8 +240,7 @@ interface Overrides {
 /** PORT, HOST, FLYFLOW_BASE_URL and CACHE_DIR (README, "Configuration"); FLYFLOW_API_KEY and ADMIN_TOKEN are secrets, handled above. */
 function environmentOverrides(env: Record<string, string | undefined>, cwd: string, issues: ConfigIssue[]): Overrides {
   const overrides: Overrides = {};
-  const problem = (name: string, message: string) =>
-    issues.push({ path: `environment variable ${name}`, message, source: 'environment' });
+  const problem = (name: string, message: string) => issues.push({ path: `environment variable ${name}`, message, source: 'environment' });
 
   const port = nonEmpty(env.PORT);
   if (port !== undefined) {

@@ -80,9 +80,10 @@ const byteSize = z.unknown().transform((value, ctx): number => {
   if (typeof value !== 'string') return fail(ctx, value, `expected a byte size (${hint})`);
   const [, amount = '', prefix] = BYTE_SIZE.exec(value.trim()) ?? [];
   // Without a multiple the count is whole bytes, so "1.5" or "1.5B" is a typo.
-  const parsed = amount === '' || (prefix === undefined && amount.includes('.'))
-    ? null
-    : bytes.parse(prefix === undefined ? amount : `${amount}${prefix}b`);
+  const parsed =
+    amount === '' || (prefix === undefined && amount.includes('.'))
+      ? null
+      : bytes.parse(prefix === undefined ? amount : `${amount}${prefix}b`);
   if (parsed === null || !Number.isSafeInteger(parsed) || parsed <= 0) {
     return fail(ctx, value, `${JSON.stringify(value)} is not a byte size (${hint})`);
   }
@@ -126,7 +127,11 @@ const origin = z.string().transform((value, ctx): string => {
   }
   // Browsers send the serialized origin exactly, so anything else would never match.
   if (url.origin !== value) {
-    return fail(ctx, value, `${JSON.stringify(value)} is not an exact origin (no path, lowercase host); write ${JSON.stringify(url.origin)}`);
+    return fail(
+      ctx,
+      value,
+      `${JSON.stringify(value)} is not an exact origin (no path, lowercase host); write ${JSON.stringify(url.origin)}`,
+    );
   }
   return value;
 });
@@ -162,7 +167,11 @@ function checkSecretSource(obj: SecretFields, base: string, required: boolean, c
   if (hasEnv && hasFile) {
     ctx.issues.push({ code: 'custom', message: `set ${base}_env or ${base}_file, not both`, input: obj, path: [`${base}_file`] });
   } else if (required && !hasEnv && !hasFile) {
-    ctx.issues.push({ code: 'custom', message: `set ${base}_env (an environment variable) or ${base}_file (a file) holding the secret`, input: obj });
+    ctx.issues.push({
+      code: 'custom',
+      message: `set ${base}_env (an environment variable) or ${base}_file (a file) holding the secret`,
+      input: obj,
+    });
   }
 }
 
@@ -266,7 +275,12 @@ const tenantSchema = z
     const kids = new Set<string>();
     tenant.signing_keys.forEach((key, i) => {
       if (kids.has(key.kid)) {
-        ctx.issues.push({ code: 'custom', message: `kid "${key.kid}" is used twice in this tenant`, input: key, path: ['signing_keys', i, 'kid'] });
+        ctx.issues.push({
+          code: 'custom',
+          message: `kid "${key.kid}" is used twice in this tenant`,
+          input: key,
+          path: ['signing_keys', i, 'kid'],
+        });
       }
       kids.add(key.kid);
     });
@@ -295,7 +309,12 @@ const configFileShape = z.strictObject({
       tenants.forEach((tenant, i) => {
         const first = ids.get(tenant.id);
         if (first !== undefined) {
-          ctx.issues.push({ code: 'custom', message: `duplicate tenant id "${tenant.id}" (also tenants[${first}])`, input: tenant, path: [i, 'id'] });
+          ctx.issues.push({
+            code: 'custom',
+            message: `duplicate tenant id "${tenant.id}" (also tenants[${first}])`,
+            input: tenant,
+            path: [i, 'id'],
+          });
         } else {
           ids.set(tenant.id, i);
         }
@@ -303,7 +322,12 @@ const configFileShape = z.strictObject({
         tenant.api_keys.forEach((digest, k) => {
           const owner = digests.get(digest);
           if (owner !== undefined) {
-            ctx.issues.push({ code: 'custom', message: `this key digest is already listed for tenant "${owner}"`, input: digest, path: [i, 'api_keys', k] });
+            ctx.issues.push({
+              code: 'custom',
+              message: `this key digest is already listed for tenant "${owner}"`,
+              input: digest,
+              path: [i, 'api_keys', k],
+            });
           }
           digests.set(digest, tenant.id);
         });
@@ -351,4 +375,3 @@ export function validateConfigFile(raw: unknown, file?: string): ConfigFile {
 function fileOption(file: string | undefined): { file?: string } {
   return file === undefined ? {} : { file };
 }
-

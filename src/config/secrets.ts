@@ -44,9 +44,11 @@ export function secretRefs(file: ConfigFile, env: Record<string, string | undefi
     refs.push({ field: FLYFLOW_API_KEY_OVERRIDE, env: 'FLYFLOW_API_KEY', purpose: SERVER_KEY_PURPOSE, override: true });
   } else {
     const { api_key_env, api_key_file } = file.upstream;
-    refs.push(api_key_file === undefined
-      ? { field: 'upstream.api_key_env', env: api_key_env ?? DEFAULT_UPSTREAM_API_KEY_ENV, purpose: SERVER_KEY_PURPOSE }
-      : { field: 'upstream.api_key_file', file: api_key_file, purpose: SERVER_KEY_PURPOSE });
+    refs.push(
+      api_key_file === undefined
+        ? { field: 'upstream.api_key_env', env: api_key_env ?? DEFAULT_UPSTREAM_API_KEY_ENV, purpose: SERVER_KEY_PURPOSE }
+        : { field: 'upstream.api_key_file', file: api_key_file, purpose: SERVER_KEY_PURPOSE },
+    );
   }
   const adminPurpose = 'the admin token';
   if (nonEmpty(env.ADMIN_TOKEN) !== undefined) {

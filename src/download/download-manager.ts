@@ -114,7 +114,10 @@ export class DownloadManager {
       .catch((error: unknown) => logger.error({ err: error, key }, 'storing a finished download failed'))
       .then(async () => {
         if (this.#inFlight.get(key) === download) this.#inFlight.delete(key);
-        void slot.then((release) => release(), () => {});
+        void slot.then(
+          (release) => release(),
+          () => {},
+        );
         // With nobody reading any more, the file is closed before the download counts as settled.
         await download.retire();
       })

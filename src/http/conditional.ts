@@ -66,10 +66,7 @@ const ASCTIME_DATE = new RegExp(`^${DAY} ${MONTH} (\\d{2}| \\d) ${TIME} (\\d{4})
  * The 13.2.2 exception for state-changing requests that already succeeded
  * does not apply: the gateway only reads.
  */
-export function evaluatePreconditions(
-  headers: ConditionalHeaders,
-  current: Validators,
-): ConditionalOutcome {
+export function evaluatePreconditions(headers: ConditionalHeaders, current: Validators): ConditionalOutcome {
   // Methods are case-sensitive (9.1).
   const safeRead = headers.method === 'GET' || headers.method === 'HEAD';
   const etag = current.etag === undefined ? undefined : parseEntityTag(current.etag);
@@ -279,14 +276,7 @@ function parseHttpDate(value: string, now: Date = new Date()): number | undefine
  * Epoch ms from the regex groups, or `undefined` for an impossible date such
  * as 31 Feb or 24:00:00; second 60 (a leap second) is allowed.
  */
-function utcMs(
-  year: number,
-  monthName = '',
-  day = '',
-  hour = '',
-  minute = '',
-  second = '',
-): number | undefined {
+function utcMs(year: number, monthName = '', day = '', hour = '', minute = '', second = ''): number | undefined {
   const month = MONTHS.indexOf(monthName);
   const [d, h, min, s] = [day, hour, minute, second].map(Number) as [number, number, number, number];
   if (month === -1 || !(h <= 23 && min <= 59 && s <= 60)) return undefined;

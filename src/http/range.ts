@@ -52,9 +52,7 @@ const COMMA = 0x2c;
 const SP = 0x20;
 const HTAB = 0x09;
 
-type RangeSpec =
-  | { kind: 'int'; first: string; last: string }
-  | { kind: 'suffix'; length: string };
+type RangeSpec = { kind: 'int'; first: string; last: string } | { kind: 'suffix'; length: string };
 
 /**
  * Decides how to answer a GET for a representation of `size` bytes given its

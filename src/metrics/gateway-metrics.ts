@@ -142,7 +142,7 @@ export class GatewayMetrics {
     });
     new Gauge({
       name: `${PREFIX}upstream_account_circuit_state`,
-      help: 'Each upstream account\'s circuit breaker, by a short prefix of its cache namespace: 1 for the current state, 0 for the others.',
+      help: "Each upstream account's circuit breaker, by a short prefix of its cache namespace: 1 for the current state, 0 for the others.",
       labelNames: ['account', 'state'],
       registers,
       collect() {

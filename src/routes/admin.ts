@@ -37,7 +37,6 @@ export interface AdminRoutesDeps {
   purge(namespace: string, callId: string): Promise<unknown>;
 }
 
-
 async function authorize(c: Context, deps: AdminRoutesDeps): Promise<void> {
   const authorization = c.req.header('authorization');
   if (!authorization) throw new UnauthorizedError('missing', 'Missing credentials: send Authorization: Bearer <admin token>');
@@ -63,7 +62,8 @@ async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callI
   const hasCall = rawCallId !== undefined;
   const hasTenant = tenantId !== undefined;
   if (all === true && (hasCall || hasTenant)) throw new BadRequestError('"all" purges everything: leave out call_id and tenant');
-  if (all !== true && !hasCall && !hasTenant) throw new BadRequestError('Name a call_id, a tenant or both; {"all": true} purges everything');
+  if (all !== true && !hasCall && !hasTenant)
+    throw new BadRequestError('Name a call_id, a tenant or both; {"all": true} purges everything');
   const filter: { callId?: string; namespace?: string } = {};
   if (hasCall) {
     if (typeof rawCallId !== 'string' && typeof rawCallId !== 'number') throw new BadRequestError('call_id must be a string or a number');

@@ -136,10 +136,20 @@ export function streamedResponse(
   const sent = (bytes: number) => {
     if (outcome) outcome.bodyBytes += bytes;
   };
-  return new Response(streamFromReader((offset, max) => reader.readAt(offset, max), start, end, sent, () => reader.release(), abort), {
-    status,
-    headers,
-  });
+  return new Response(
+    streamFromReader(
+      (offset, max) => reader.readAt(offset, max),
+      start,
+      end,
+      sent,
+      () => reader.release(),
+      abort,
+    ),
+    {
+      status,
+      headers,
+    },
+  );
 }
 
 /**
@@ -162,33 +172,36 @@ function streamFromReader(
     finished = true;
     done();
   };
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        if (position >= end) {
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          if (position >= end) {
+            finish();
+            controller.close();
+            return;
+          }
+          const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES));
+          if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
+          position += chunk.length;
+          controller.enqueue(chunk);
+          sent(chunk.length);
+          if (position >= end) {
+            finish();
+            controller.close();
+          }
+        } catch (error) {
           finish();
-          controller.close();
-          return;
+          // Erroring the stream would make the adapter log a stack and write an
+          // error text into the audio body; cutting the connection says enough.
+          if (abort()) controller.close();
+          else controller.error(error);
         }
-        const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES));
-        if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
-        position += chunk.length;
-        controller.enqueue(chunk);
-        sent(chunk.length);
-        if (position >= end) {
-          finish();
-          controller.close();
-        }
-      } catch (error) {
+      },
+      cancel() {
         finish();
-        // Erroring the stream would make the adapter log a stack and write an
-        // error text into the audio body; cutting the connection says enough.
-        if (abort()) controller.close();
-        else controller.error(error);
-      }
+      },
     },
-    cancel() {
-      finish();
-    },
-  }, { highWaterMark: 0 });
+    { highWaterMark: 0 },
+  );
 }

@@ -151,7 +151,8 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     extra: ResponseHeaders,
   ): Promise<Response> {
     const whole = await recordings.fetchWhole(caller.tenant, callId);
-    if (!whole.found) return missResponse(c, request, whole.fetched, completedRepresentation(callId, whole.fetched.head, whole.sha256), extra);
+    if (!whole.found)
+      return missResponse(c, request, whole.fetched, completedRepresentation(callId, whole.fetched.head, whole.sha256), extra);
     const found = whole.found;
     extra['Cache-Status'] = whole.collapsed ? CACHE_STATUS_COLLAPSED : `${CACHE_STATUS_MISS}; stored`;
     const outcome = { bodyBytes: 0 };
@@ -195,7 +196,10 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const caller = authenticator.apiKey(c.req.header('authorization'));
       const limits = await admit(c, caller, callId);
       await recordings.purge(caller.tenant.namespace, callId);
-      return new Response(null, { status: 204, headers: { ...corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins), ...limits } });
+      return new Response(null, {
+        status: 204,
+        headers: { ...corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins), ...limits },
+      });
     },
 
     /** POST /v1/call/recording/{id}/signed-url with optional {"ttl_seconds": n} */

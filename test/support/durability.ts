@@ -90,9 +90,7 @@ export async function mountTmpfs(dir: string, size: string): Promise<void> {
     await run('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir]);
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
-    throw new Error(
-      `cannot mount a ${size} tmpfs on ${dir} for the ENOSPC test (it needs root, uid is ${process.getuid?.()}): ${detail}`,
-    );
+    throw new Error(`cannot mount a ${size} tmpfs on ${dir} for the ENOSPC test (it needs root, uid is ${process.getuid?.()}): ${detail}`);
   }
 }
 

@@ -179,7 +179,8 @@ async function startOn(command: string, port: number, readyTimeoutMs: number): P
         pid = redisPid;
         break;
       }
-      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${readyTimeoutMs} ms: ${output.trim()}`);
+      if (Date.now() > deadline)
+        throw new Error(`redis-server on port ${port} did not answer PING within ${readyTimeoutMs} ms: ${output.trim()}`);
       await Promise.race([sleep(25), exited]);
     }
   } catch (error) {

@@ -39,21 +39,89 @@ const PREFIX = '/v1/call/recording/';
 /** Fixture ids (cached), unknown ids (404 upstream) and the largest id the contract allows. */
 const VALID_IDS = ['1', '2', '3', '4', '5', '17', '123456', '9007199254740991'];
 const BAD_IDS = [
-  '0', '00', '01', '-1', '+1', '1e3', '1.0', '0x1F', '1_000', '9007199254740992', '99999999999999999999',
-  '', 'abc', 'null', 'undefined', 'NaN', 'Infinity', '%31', '1%00', '%2e%2e', '..', '.', '1;2', '1,2', '1\'', '"1"',
+  '0',
+  '00',
+  '01',
+  '-1',
+  '+1',
+  '1e3',
+  '1.0',
+  '0x1F',
+  '1_000',
+  '9007199254740992',
+  '99999999999999999999',
+  '',
+  'abc',
+  'null',
+  'undefined',
+  'NaN',
+  'Infinity',
+  '%31',
+  '1%00',
+  '%2e%2e',
+  '..',
+  '.',
+  '1;2',
+  '1,2',
+  "1'",
+  '"1"',
 ];
 const SPECIAL_TARGETS = [
-  '/', '*', '/healthz', '/readyz', '/metrics', '/v1', '/v1/', '/v1/call', '/v1/call/recording', PREFIX,
-  `${PREFIX}../recording/1.mp3`, `${PREFIX}%2e%2e/1.mp3`, `${PREFIX}%2E%2E%2F1.mp3`, `${PREFIX}1.mp3/..`,
-  `${PREFIX}1.mp3/../2.mp3`, '/v1/call/../call/recording/1.mp3', '/v1//call/recording/1.mp3', `${PREFIX}/1.mp3`,
-  `${PREFIX}1%2Fmp3`, `${PREFIX}1%2emp3`, `${PREFIX}1.mp3%00`, `${PREFIX}1.MP3`, `${PREFIX}1.mp3.mp3`, `${PREFIX}1/signed-url/x`,
-  '/%', '/%zz', '/%C0%AF', '/%ff%fe', `${PREFIX}%`, `${PREFIX}1.mp3%`, '/v1/webhooks/flyflow/acme', '/v1/webhooks/flyflow/..',
-  '//evil.example/v1/call/recording/1.mp3', 'http://evil.example/v1/call/recording/../recording/1.mp3', '/\\..\\1.mp3',
+  '/',
+  '*',
+  '/healthz',
+  '/readyz',
+  '/metrics',
+  '/v1',
+  '/v1/',
+  '/v1/call',
+  '/v1/call/recording',
+  PREFIX,
+  `${PREFIX}../recording/1.mp3`,
+  `${PREFIX}%2e%2e/1.mp3`,
+  `${PREFIX}%2E%2E%2F1.mp3`,
+  `${PREFIX}1.mp3/..`,
+  `${PREFIX}1.mp3/../2.mp3`,
+  '/v1/call/../call/recording/1.mp3',
+  '/v1//call/recording/1.mp3',
+  `${PREFIX}/1.mp3`,
+  `${PREFIX}1%2Fmp3`,
+  `${PREFIX}1%2emp3`,
+  `${PREFIX}1.mp3%00`,
+  `${PREFIX}1.MP3`,
+  `${PREFIX}1.mp3.mp3`,
+  `${PREFIX}1/signed-url/x`,
+  '/%',
+  '/%zz',
+  '/%C0%AF',
+  '/%ff%fe',
+  `${PREFIX}%`,
+  `${PREFIX}1.mp3%`,
+  '/v1/webhooks/flyflow/acme',
+  '/v1/webhooks/flyflow/..',
+  '//evil.example/v1/call/recording/1.mp3',
+  'http://evil.example/v1/call/recording/../recording/1.mp3',
+  '/\\..\\1.mp3',
 ];
 const RANGES = [
-  'bytes=0-0', 'bytes=0-99', 'bytes=-1', 'bytes=-500', 'bytes=100-', 'bytes=5-1', 'bytes=0-0,5-9', 'bytes=999999999-',
-  'bytes=-0', 'bytes=', 'bytes', 'items=0-1', 'bytes=a-b', 'bytes=0-99999999999999999999', 'bytes=-9007199254740993',
-  'bytes= 0 - 1 ', 'BYTES=0-1', 'bytes=0-1;x',
+  'bytes=0-0',
+  'bytes=0-99',
+  'bytes=-1',
+  'bytes=-500',
+  'bytes=100-',
+  'bytes=5-1',
+  'bytes=0-0,5-9',
+  'bytes=999999999-',
+  'bytes=-0',
+  'bytes=',
+  'bytes',
+  'items=0-1',
+  'bytes=a-b',
+  'bytes=0-99999999999999999999',
+  'bytes=-9007199254740993',
+  'bytes= 0 - 1 ',
+  'BYTES=0-1',
+  'bytes=0-1;x',
 ];
 const ENTITY_TAGS = ['*', '"x"', 'W/"x"', '"', '""', 'W/', '"a", "b"', ', ,', 'Wed, 01 Jan 2025 00:00:00 GMT', 'yesterday', '-1'];
 const ORIGINS = [ACME_ORIGIN, 'https://evil.example', 'null', `${ACME_ORIGIN}.evil.example`, `${ACME_ORIGIN}/`, '*', ''];
@@ -120,7 +188,15 @@ export function requestFuzzer(seed: number, nowSeconds: () => number) {
     const headers: Record<string, string> = {};
     const auth = random();
     if (auth < 0.45) headers.authorization = `Bearer ${ACME_KEY}`;
-    else if (auth < 0.55) headers.authorization = pick(['Bearer', 'Bearer ', 'Basic YWNtZTpwdw==', `bearer ${ACME_KEY}`, `Bearer  ${ACME_KEY}  `, 'Bearer wrong']);
+    else if (auth < 0.55)
+      headers.authorization = pick([
+        'Bearer',
+        'Bearer ',
+        'Basic YWNtZTpwdw==',
+        `bearer ${ACME_KEY}`,
+        `Bearer  ${ACME_KEY}  `,
+        'Bearer wrong',
+      ]);
     else if (auth < 0.65) headers.authorization = headerText(1 + int(chance(0.1) ? 4_000 : 100));
     if (chance(0.3)) headers.range = chance(0.7) ? pick(RANGES) : headerText(1 + int(60));
     if (chance(0.15)) headers['if-range'] = chance(0.7) ? pick(ENTITY_TAGS) : headerText(1 + int(60));
@@ -154,7 +230,8 @@ export function sendRaw(baseUrl: string, fuzz: FuzzRequest, agent: Agent, timeou
 export function contractViolation(fuzz: FuzzRequest, response: FuzzResponse): string | undefined {
   if (response.status >= 500) return `status ${response.status}`;
   const bodiless = fuzz.method === 'HEAD' || response.status === 204 || response.status === 304;
-  if (bodiless) return response.body.length === 0 ? undefined : `a ${response.status} to ${fuzz.method} with a ${response.body.length}-byte body`;
+  if (bodiless)
+    return response.body.length === 0 ? undefined : `a ${response.status} to ${fuzz.method} with a ${response.body.length}-byte body`;
   if (response.status < 400) return undefined;
   const type = response.headers['content-type'] ?? '';
   if (!type.startsWith('application/json')) return `error ${response.status} with Content-Type ${JSON.stringify(type)}`;

@@ -56,7 +56,8 @@ describe('one download', () => {
 describe('a body that breaks', () => {
   test('before any caller has the head it is fetched again, and each broken attempt closes and removes its file at once', async () => {
     const bytes = syntheticRecording(8000);
-    const broken = () => upstreamOf(bytes, { declareLength: false, breakAfter: 1000, breakWith: new RetryableUpstreamError('socket hang up') });
+    const broken = () =>
+      upstreamOf(bytes, { declareLength: false, breakAfter: 1000, breakWith: new RetryableUpstreamError('socket hang up') });
     const attempts = opener(broken(), broken(), upstreamOf(bytes));
     const sink = fakeSink();
     const download = new RecordingDownload(attempts.open, sink);
@@ -88,7 +89,10 @@ describe('a body that breaks', () => {
 
   test('a failure that is not worth another attempt ends the download at once', async () => {
     const bytes = syntheticRecording(8000);
-    const attempts = opener(upstreamOf(bytes, { declareLength: false, breakAfter: 1000, breakWith: new Error('too large') }), upstreamOf(bytes));
+    const attempts = opener(
+      upstreamOf(bytes, { declareLength: false, breakAfter: 1000, breakWith: new Error('too large') }),
+      upstreamOf(bytes),
+    );
     const download = new RecordingDownload(attempts.open, fakeSink());
     await expect(download.completed).rejects.toThrow('Download failed');
     expect(attempts.calls()).toBe(1);

@@ -17,7 +17,12 @@ function entry(callId: string, size: number): CachedRecording {
 }
 
 /** A cache whose tiers the test fills by hand, recording what the service asked of it. */
-function fakeCache(tiers: { memory?: Map<string, Buffer>; disk?: Map<string, CachedRecording>; index?: Map<string, CachedRecording>; damaged?: Set<string> }) {
+function fakeCache(tiers: {
+  memory?: Map<string, Buffer>;
+  disk?: Map<string, CachedRecording>;
+  index?: Map<string, CachedRecording>;
+  damaged?: Set<string>;
+}) {
   const calls: string[] = [];
   const pins = new Map<string, number>();
   const closed: string[] = [];
@@ -88,7 +93,11 @@ describe('finding a recording', () => {
     const known = entry('1', 100);
     const body = Buffer.alloc(100, 1);
     const { cache } = fakeCache({ disk: new Map([[known.key, known]]), memory: new Map([[known.key, body]]) });
-    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    const service = new RecordingService({
+      cache,
+      downloads: fakeDownloads().downloads,
+      notFound: new NotFoundMemory(30_000, manualClock()),
+    });
     const found = service.find('ns', '1');
     expect(found).not.toBeInstanceOf(Promise);
     expect(found).toMatchObject({ tier: 'memory', entry: known, body });
@@ -97,7 +106,11 @@ describe('finding a recording', () => {
   test('a miss asks the shared index, which may know what another replica stored', async () => {
     const known = entry('2', 100);
     const { cache, calls } = fakeCache({ index: new Map([[known.key, known]]) });
-    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    const service = new RecordingService({
+      cache,
+      downloads: fakeDownloads().downloads,
+      notFound: new NotFoundMemory(30_000, manualClock()),
+    });
     expect(await service.find('ns', '2')).toMatchObject({ tier: 'disk', entry: known, body: Buffer.alloc(100, 7) });
     expect(calls).toEqual(['index ns/2', 'open ns/2']);
   });
@@ -113,7 +126,11 @@ describe('finding a recording', () => {
 
   test('while a download of it is under way, a miss joins it without asking the index', async () => {
     const { cache, calls } = fakeCache({});
-    const service = new RecordingService({ cache, downloads: fakeDownloads(['ns/4']).downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    const service = new RecordingService({
+      cache,
+      downloads: fakeDownloads(['ns/4']).downloads,
+      notFound: new NotFoundMemory(30_000, manualClock()),
+    });
     expect(await service.find('ns', '4')).toBeUndefined();
     expect(calls).toEqual([]);
   });
@@ -121,7 +138,11 @@ describe('finding a recording', () => {
   test('a large disk hit stays open and pinned against eviction until its reader is released', async () => {
     const large = entry('5', MEMORY_ENTRY_MAX_BYTES + 1);
     const { cache, pins, closed } = fakeCache({ disk: new Map([[large.key, large]]) });
-    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    const service = new RecordingService({
+      cache,
+      downloads: fakeDownloads().downloads,
+      notFound: new NotFoundMemory(30_000, manualClock()),
+    });
     const found = await service.find('ns', '5');
     expect(found?.body).toBeUndefined();
     expect(pins.get('ns/5')).toBe(1);
@@ -135,7 +156,11 @@ describe('finding a recording', () => {
   test('a small disk hit that fails its checksum is a miss, its file closed and unpinned', async () => {
     const small = entry('6', 100);
     const { cache, pins, closed } = fakeCache({ disk: new Map([[small.key, small]]), damaged: new Set(['ns/6']) });
-    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    const service = new RecordingService({
+      cache,
+      downloads: fakeDownloads().downloads,
+      notFound: new NotFoundMemory(30_000, manualClock()),
+    });
     expect(await service.find('ns', '6')).toBeUndefined();
     expect(pins.get('ns/6')).toBe(0);
     expect(closed).toEqual(['ns/6']);

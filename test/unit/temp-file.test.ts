@@ -17,9 +17,7 @@ afterEach(async () => {
 
 /** This process's open descriptors on files under `dir` (Linux /proc). */
 async function descriptorsUnder(root: string): Promise<string[]> {
-  const targets = await Promise.all(
-    (await readdir('/proc/self/fd')).map((fd) => readlink(path.join('/proc/self/fd', fd)).catch(() => '')),
-  );
+  const targets = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(path.join('/proc/self/fd', fd)).catch(() => '')));
   return targets.filter((target) => target.startsWith(root));
 }
 

@@ -8,7 +8,13 @@ const ACCOUNT_A = 'a'.repeat(32);
 const ACCOUNT_B = 'b'.repeat(32);
 
 function circuits(extra: { maxAccounts?: number; accounts?: string[] } = {}) {
-  return createUpstreamCircuits({ failureThreshold: 2, cooldownMs: 30_000, clock: manualClock(), accounts: [ACCOUNT_A, ACCOUNT_B], ...extra });
+  return createUpstreamCircuits({
+    failureThreshold: 2,
+    cooldownMs: 30_000,
+    clock: manualClock(),
+    accounts: [ACCOUNT_A, ACCOUNT_B],
+    ...extra,
+  });
 }
 
 const outage = () => Promise.reject(new UpstreamOutageError('Upstream answered 500'));
@@ -46,7 +52,12 @@ describe('one circuit breaker per upstream account', () => {
     expect(third).not.toBe(fourth);
     expect(fourth).toBe(fifth);
     expect(registry.forAccount(ACCOUNT_A)).not.toBe(fourth);
-    expect(registry.states().map((s) => s.account)).toEqual([ACCOUNT_A.slice(0, 12), ACCOUNT_B.slice(0, 12), 'c'.repeat(12), OVERFLOW_ACCOUNT]);
+    expect(registry.states().map((s) => s.account)).toEqual([
+      ACCOUNT_A.slice(0, 12),
+      ACCOUNT_B.slice(0, 12),
+      'c'.repeat(12),
+      OVERFLOW_ACCOUNT,
+    ]);
   });
 
   test('a bad bound is refused with a message naming it', () => {

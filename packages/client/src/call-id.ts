@@ -23,4 +23,3 @@ export function canonicalCallId(callId: unknown): string {
   }
   return String(callId);
 }
-

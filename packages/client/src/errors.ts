@@ -59,10 +59,7 @@ export class RecordingGatewayError extends Error {
 export class RecordingGatewayTimeoutError extends RecordingGatewayError {
   readonly timeoutMs: number;
 
-  constructor(
-    message: string,
-    options: Omit<RecordingGatewayErrorOptions, 'status' | 'reason'> & { timeoutMs: number },
-  ) {
+  constructor(message: string, options: Omit<RecordingGatewayErrorOptions, 'status' | 'reason'> & { timeoutMs: number }) {
     super(message, { ...options, status: 0, reason: 'Timeout' });
     this.timeoutMs = options.timeoutMs;
   }

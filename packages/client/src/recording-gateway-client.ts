@@ -10,12 +10,7 @@ import { canonicalCallId, describeValue } from './call-id.js';
 import { startDeadline, type Deadline } from './deadline.js';
 import { fsyncCreatedFolders, fsyncDirectory, fsyncFile } from './durable-file.js';
 import { declaredLength, parseRetryAfter, readTextCapped } from './response-reading.js';
-import {
-  IncompleteDownloadError,
-  RecordingGatewayError,
-  RecordingGatewayTimeoutError,
-  type RecordingGatewayRequest,
-} from './errors.js';
+import { IncompleteDownloadError, RecordingGatewayError, RecordingGatewayTimeoutError, type RecordingGatewayRequest } from './errors.js';
 
 /** How long a call may wait for the gateway's answer, or between two pieces of a recording's body. */
 export const DEFAULT_TIMEOUT_MS = 60_000;
@@ -62,14 +57,16 @@ export interface SignedRecordingUrl {
 }
 
 function parseBaseUrl(baseUrl: unknown): string {
-  if (typeof baseUrl !== 'string' || baseUrl === '') throw new TypeError('baseUrl must be a URL string such as "https://recordings.example.com"');
+  if (typeof baseUrl !== 'string' || baseUrl === '')
+    throw new TypeError('baseUrl must be a URL string such as "https://recordings.example.com"');
   let url: URL;
   try {
     url = new URL(baseUrl);
   } catch (error) {
     throw new TypeError(`baseUrl is not a valid URL: ${describeValue(baseUrl)}`, { cause: error });
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`baseUrl must be an http or https URL, got ${url.protocol}`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new TypeError(`baseUrl must be an http or https URL, got ${url.protocol}`);
   // Never echo the URL here: it holds a credential.
   if (url.username || url.password) throw new TypeError('baseUrl must not contain credentials; pass the tenant key as apiKey');
   if (url.search || url.hash) throw new TypeError('baseUrl must not have a query string or fragment');
