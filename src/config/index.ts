@@ -8,10 +8,9 @@ export {
   type ParseConfigOptions,
   type TenantConfig,
 } from './load-config.js';
+export type { CacheIndexConfig } from './fields.js';
+export { type ConfigFile, configFileSchema } from './schema.js';
 export {
-  type CacheIndexConfig,
-  type ConfigFile,
-  configFileSchema,
   DEFAULT_BODY_IDLE_TIMEOUT_MS,
   DEFAULT_CACHE_DIR,
   DEFAULT_CONFIG_PATH,
@@ -35,4 +34,4 @@ export {
   MIN_KEY_SECRET_BYTES,
   MIN_SECRET_BYTES,
   MIN_SIGNING_SECRET_BYTES,
-} from './schema.js';
+} from './defaults.js';

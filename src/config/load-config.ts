@@ -4,7 +4,9 @@ import { extname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { ConfigError, type ConfigIssue } from './config-error.js';
 import { jsonSyntaxError } from './json-syntax.js';
-import { type ConfigFile, DEFAULT_CONFIG_PATH, httpUrl, validateConfigFile } from './schema.js';
+import { DEFAULT_CONFIG_PATH } from './defaults.js';
+import { httpUrl } from './fields.js';
+import { type ConfigFile, validateConfigFile } from './schema.js';
 import {
   ADMIN_TOKEN_OVERRIDE,
   FLYFLOW_API_KEY_OVERRIDE,

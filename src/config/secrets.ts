@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import type { ConfigIssue } from './config-error.js';
-import { type ConfigFile, DEFAULT_UPSTREAM_API_KEY_ENV, GENERATE_SECRET_HINT, MIN_SECRET_BYTES } from './schema.js';
+import { DEFAULT_UPSTREAM_API_KEY_ENV, GENERATE_SECRET_HINT, MIN_SECRET_BYTES } from './defaults.js';
+import type { ConfigFile } from './schema.js';
 
 /*
  * Where each secret comes from and how it is checked. The file only names an

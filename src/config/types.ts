@@ -1,4 +1,4 @@
-import type { CacheIndexConfig } from './schema.js';
+import type { CacheIndexConfig } from './fields.js';
 
 /** The gateway's configuration, parsed once at start-up: camelCase, defaults applied, secrets resolved. */
 export interface GatewayConfig {
