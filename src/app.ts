@@ -2,7 +2,7 @@ import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { TenantRegistry } from './auth/tenants.js';
 import { corsHeaders, preflightResponse } from './http/cors.js';
-import { BadRequestError, GatewayError, MethodNotAllowedError, errorResponse } from './errors.js';
+import { BadRequestError, ContentTooLargeError, GatewayError, MethodNotAllowedError, errorResponse } from './errors.js';
 import type { GatewayEnv } from './routes/gateway-env.js';
 import { RECORDING_PREFIX, rawRequestPath } from './routes/request-target.js';
 import { requestLog } from './routes/request-log.js';
@@ -12,7 +12,7 @@ import { ADMIN_PURGE_PATH } from './admin-api.js';
 import { createAdminPurgeHandler, type AdminRoutesDeps } from './routes/admin.js';
 import { createMetricsHandler } from './routes/metrics.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
-import { createRecordingHandlers, type RecordingRoutesDeps } from './routes/recordings.js';
+import { createRecordingHandlers, type RecordingRoutesDeps, recordingRouteMethods } from './routes/recordings.js';
 
 export interface AppDeps extends RecordingRoutesDeps {
   tenants: TenantRegistry;
@@ -26,7 +26,24 @@ export interface AppDeps extends RecordingRoutesDeps {
 const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
 const ADMIN_BODY_LIMIT_BYTES = 4 * 1024;
 const WEBHOOK_BODY_LIMIT_BYTES = 64 * 1024;
-const RECORDING_METHODS = 'GET, HEAD, DELETE';
+/** The methods of every other route, for a 405's `Allow` (RFC 9110 15.5.6). */
+const OTHER_ROUTE_METHODS: ReadonlyArray<[string, string]> = [
+  ['/healthz', 'GET, HEAD'],
+  ['/readyz', 'GET, HEAD'],
+  ['/metrics', 'GET, HEAD'],
+  [ADMIN_PURGE_PATH, 'POST'],
+  ['/v1/webhooks/flyflow/:tenant', 'POST'],
+];
+
+/** Refuses a body over `maxBytes` with 413 in the JSON error shape. */
+function limitBody(maxBytes: number) {
+  return bodyLimit({
+    maxSize: maxBytes,
+    onError: () => {
+      throw new ContentTooLargeError(maxBytes);
+    },
+  });
+}
 
 /** Builds the gateway's HTTP app from its dependencies. It never listens. */
 export function createApp(deps: AppDeps): Hono<GatewayEnv> {
@@ -41,22 +58,12 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   app.get('/metrics', createMetricsHandler(deps.metrics, deps.adminToken));
   app.post(
     ADMIN_PURGE_PATH,
-    bodyLimit({
-      maxSize: ADMIN_BODY_LIMIT_BYTES,
-      onError: () => {
-        throw new BadRequestError('Body too large');
-      },
-    }),
+    limitBody(ADMIN_BODY_LIMIT_BYTES),
     createAdminPurgeHandler({ ...deps.admin, tenants: deps.tenants, adminToken: deps.adminToken }),
   );
   app.post(
     '/v1/webhooks/flyflow/:tenant',
-    bodyLimit({
-      maxSize: WEBHOOK_BODY_LIMIT_BYTES,
-      onError: () => {
-        throw new BadRequestError('Body too large');
-      },
-    }),
+    limitBody(WEBHOOK_BODY_LIMIT_BYTES),
     createWebhookHandler({ ...deps.webhooks, tenants: deps.tenants, logger: deps.logger, metrics: deps.metrics }),
   );
 
@@ -64,19 +71,17 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   // sees the HEAD method and never opens a body it would not send.
   app.get('/v1/call/recording/*', recordings.getRecording);
   app.delete('/v1/call/recording/*', recordings.deleteRecording);
-  app.post(
-    '/v1/call/recording/*',
-    bodyLimit({
-      maxSize: SIGNED_URL_BODY_LIMIT_BYTES,
-      onError: () => {
-        throw new BadRequestError('Body too large');
-      },
-    }),
-    recordings.createSignedUrl,
-  );
-  app.all('/v1/call/recording/*', () => {
-    throw new MethodNotAllowedError(RECORDING_METHODS);
+  app.post('/v1/call/recording/*', limitBody(SIGNED_URL_BODY_LIMIT_BYTES), recordings.createSignedUrl);
+  app.all('/v1/call/recording/*', (c) => {
+    const methods = recordingRouteMethods(c);
+    if (methods === undefined) throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
+    throw new MethodNotAllowedError(methods);
   });
+  for (const [path, methods] of OTHER_ROUTE_METHODS) {
+    app.all(path, () => {
+      throw new MethodNotAllowedError(methods);
+    });
+  }
 
   app.notFound((c) => {
     // The URL parser resolved dot segments out of a recording path: still a bad id, not another route.

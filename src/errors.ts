@@ -82,6 +82,13 @@ export class RangeNotSatisfiableError extends GatewayError {
   }
 }
 
+/** A request body over the route's limit (RFC 9110 15.5.14). */
+export class ContentTooLargeError extends GatewayError {
+  constructor(maxBytes: number) {
+    super(413, 'Content Too Large', `The request body is over the ${maxBytes} bytes this route takes`);
+  }
+}
+
 export class TooManyRequestsError extends GatewayError {
   constructor(retryAfterSeconds: number, headers: Record<string, string> = {}) {
     super(429, 'Too Many Requests', `Rate limit exceeded; retry in ${retryAfterSeconds} s`, {

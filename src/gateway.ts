@@ -108,7 +108,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     circuits,
     ...options.upstream,
   });
-  const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads);
+  const slots = new DownloadSlots(
+    config.upstream.maxConcurrentDownloads,
+    tenants.all.map((tenant) => tenant.namespace),
+  );
   const downloads: DownloadManager = new DownloadManager({
     client,
     sink: {

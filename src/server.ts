@@ -1,6 +1,6 @@
 import { RequestError, getRequestListener } from '@hono/node-server';
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { systemClock, type Clock } from './clock.js';
@@ -108,6 +108,27 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   );
 }
 
+/**
+ * RFC 9112 3.2: an HTTP/1.1 request without a Host, or with more than one, is
+ * answered 400. Node would say so with a bare status line; this says it in
+ * the JSON error shape.
+ */
+function requireOneHost(listener: RequestListener): RequestListener {
+  return function hostChecked(request, response) {
+    let hosts = 0;
+    const raw = request.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+    if (hosts === 1 || (hosts === 0 && request.httpVersionMinor === 0 && request.httpVersionMajor === 1)) {
+      listener(request, response);
+      return;
+    }
+    const body = JSON.stringify({ error: 'Bad Request', message: hosts === 0 ? 'Missing Host header' : 'More than one Host header' });
+    response.shouldKeepAlive = false;
+    response.writeHead(400, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+    response.end(request.method === 'HEAD' ? undefined : body);
+  };
+}
+
 /** Logs what the connection cap did, at most once a minute, with counts since the last line. */
 function pressureLogger(logger: Logger, clock: Clock, maxConnections: number): (pressure: ConnectionPressure) => void {
   const counts: Record<ConnectionPressure, number> = { reclaimed: 0, refused: 0, dropped: 0 };
@@ -163,8 +184,10 @@ export function createHttpServer(
       requestTimeout: limits.requestTimeoutMs,
       // Node checks the two timeouts every 30 s by default, too coarse for a 10 s limit.
       connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+      // Checked below instead, so the 400 is in the JSON error shape.
+      requireHostHeader: false,
     },
-    guard.wrap(listener),
+    guard.wrap(requireOneHost(listener)),
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.on('connection', guard.admit);

@@ -377,9 +377,9 @@ describe('secrets', () => {
       );
     });
 
-    it('an operator secret of only whitespace is blank, however long', () => {
+    it('an operator secret of only whitespace is blank, however long, and the message says how to generate one', () => {
       const error = errorOf(() => parse(minimal(), { FLYFLOW_API_KEY: SERVER_KEY, ADMIN_TOKEN: ' '.repeat(40) }));
-      expect(error.message).toBe('environment variable ADMIN_TOKEN is blank, only whitespace (it holds the admin token)');
+      expect(error.message).toBe(`environment variable ADMIN_TOKEN is blank, only whitespace (it holds the admin token); ${GENERATE}`);
     });
 
     it('16-byte admin and webhook tokens are accepted', () => {

@@ -118,6 +118,37 @@ describe('download slots shared fairly between accounts', () => {
   });
 });
 
+describe('download slots one account cannot fill', () => {
+  test("one account's slow downloads holding slots never make another account's cold miss wait for one", async () => {
+    const gateway = await start({ upstream: { maxConcurrentDownloads: 4, timeoutMs: 3_000 } });
+    // Each body trickles in for about 5.5 s; a HEAD starts the download, which keeps its slot after the answer.
+    const slow = [1001, 1002, 1003, 1004];
+    for (const id of slow) {
+      upstream.setRecording(id, upstream.recording(1)!);
+      upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 2_000, intervalMs: 500 });
+    }
+    const heads = slow.map((id) => gateway.fetch(`/v1/call/recording/${id}.mp3`, { method: 'HEAD' }));
+    expect(await eventually(() => upstream.recordingRequests().length >= 3)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    const startedAt = Date.now();
+    const response = await gateway.fetch('/v1/call/recording/3.mp3', as(BETA_KEY));
+    const body = await bytesOf(response);
+    const elapsedMs = Date.now() - startedAt;
+    expect(response.status).toBe(200);
+    expect(body.equals(upstream.recording(3)!)).toBe(true);
+    // Generous: without a share per account this waits out the whole 3 s timeout and is a 504.
+    expect(elapsedMs).toBeLessThan(1_500);
+    // acme's trickling downloads were all still under way meanwhile.
+    expect(slow.every((id) => upstream.recordingRequests(id).length <= 1)).toBe(true);
+    expect(gateway.gateway.downloads.inFlight).toBeGreaterThanOrEqual(3);
+    expect(upstream.recordingRequests(3).map((request) => request.headers.authorization)).toEqual([`Bearer ${BETA_UPSTREAM_KEY}`]);
+
+    // acme, at its share, waits for a slot of its own: within its timeout, or a 504.
+    for (const head of await Promise.all(heads)) expect([200, 504]).toContain(head.status);
+  });
+});
+
 describe('the wait for a download slot counts against upstream.timeout_ms', () => {
   test('with one slot busy past the timeout, a queued request gets a JSON 504 and never reaches upstream, and the slot is not lost', async () => {
     const gateway = await start({ upstream: { maxConcurrentDownloads: 1, timeoutMs: 1_000 } });

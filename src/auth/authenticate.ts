@@ -19,10 +19,16 @@ export interface Authenticator {
   recordingReader(authorization: string | undefined, signed: SignedUrlParams, callId: string): Caller;
 }
 
+const API_KEY_MISSING = 'Missing credentials: send Authorization: Bearer <key> (a signed URL only opens a recording for reading)';
+const READER_MISSING = 'Missing credentials: send Authorization: Bearer <key> or a signed URL';
+
 /** Resolves credentials from memory alone: a digest lookup or an HMAC, never I/O. */
 export function createAuthenticator(tenants: TenantRegistry, clock: Clock): Authenticator {
   function apiKey(authorization: string | undefined): Caller {
-    if (authorization === undefined || authorization === '') throw new UnauthorizedError('missing');
+    if (authorization === undefined || authorization === '') {
+      // A signed URL opens a recording for reading only: this route needs the key itself.
+      throw new UnauthorizedError('missing', API_KEY_MISSING);
+    }
     const key = bearerToken(authorization);
     const tenant = key === undefined ? undefined : tenants.byApiKey(key);
     if (!tenant) throw new UnauthorizedError('invalid');
@@ -33,7 +39,7 @@ export function createAuthenticator(tenants: TenantRegistry, clock: Clock): Auth
     apiKey,
     recordingReader(authorization, signed, callId) {
       if (authorization !== undefined && authorization !== '') return apiKey(authorization);
-      if (!hasSignedUrlParams(signed)) throw new UnauthorizedError('missing');
+      if (!hasSignedUrlParams(signed)) throw new UnauthorizedError('missing', READER_MISSING);
       const { tenant, expiresAt } = verifySignedUrl(signed, callId, tenants, Math.floor(clock.now() / 1000));
       return { tenant, credential: { kind: 'signed-url', expiresAt } };
     },

@@ -106,9 +106,11 @@ export function resolveSecret(
     if (fromEnv === undefined) return { problem: `${source} is not set ${purpose}` };
     value = fromEnv;
   }
-  if (value === '') return { problem: `${source} is empty ${purpose}` };
+  // An operator-chosen secret that is missing gets the same advice as a short one.
+  const advice = secretRef.minBytes === undefined ? '' : `; ${GENERATE_SECRET_HINT}`;
+  if (value === '') return { problem: `${source} is empty ${purpose}${advice}` };
   // `FLYFLOW_API_KEY=' '` is a typo, never a key: no one issues or chooses a blank secret.
-  if (value.trim() === '') return { problem: `${source} is blank, only whitespace ${purpose}` };
+  if (value.trim() === '') return { problem: `${source} is blank, only whitespace ${purpose}${advice}` };
   if (secretRef.minBytes !== undefined && Buffer.byteLength(value) < secretRef.minBytes) {
     return { problem: `the secret in ${source} is shorter than ${secretRef.minBytes} bytes ${purpose}; ${GENERATE_SECRET_HINT}` };
   }

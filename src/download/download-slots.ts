@@ -24,15 +24,22 @@ const COMPACT_AFTER = 1024;
 
 /**
  * A cap on concurrent upstream downloads, shared fairly between upstream
- * accounts (README, "Responses": one account's traffic never holds another
- * back beyond its fair share).
+ * accounts (README, "Upstream trouble": one account's traffic never holds
+ * another back beyond its fair share).
+ *
+ * Slots are held for a whole download, however slow, so fairness in the queue
+ * alone is not enough: one account could hold every slot for minutes. So one
+ * free slot stays reserved for each configured account that holds none: an
+ * account holding nothing may take any free slot, any other only a slot beyond
+ * those reserves, and otherwise waits, within its own timeout, even while
+ * slots are free. A lone account may still use every slot; with more accounts
+ * than slots, each holds at most one. Accounts not in the configured list get
+ * no reserve and share what lies beyond the reserves.
  *
  * Each account has its own FIFO queue. A freed slot goes to the waiting
- * account that holds the fewest slots, ties going to the one that has waited
- * longest for a turn; so while one account floods the queue, another's first
- * waiter gets the very next free slot, and a lone account may still use every
- * slot. A waiter whose signal aborts leaves its queue at once and never takes
- * a slot.
+ * account, among those the reserves allow, that holds the fewest slots, ties
+ * going to the one that has waited longest for a turn. A waiter whose signal
+ * aborts leaves its queue at once and never takes a slot.
  */
 export class DownloadSlots {
   #free: number;
@@ -40,10 +47,22 @@ export class DownloadSlots {
   readonly #accounts = new Map<string, Account>();
   /** Accounts with waiters, in the order they last got a turn (least recent first). */
   readonly #turns = new Set<string>();
+  readonly #configured: ReadonlySet<string>;
+  /** Configured accounts holding no slot: one free slot is kept for each. */
+  #idleConfigured: number;
 
-  constructor(readonly limit: number) {
+  /**
+   * @param accounts the upstream accounts in the config (tenants' namespaces;
+   *   repeats count once). None: no reserves, any account may take any slot.
+   */
+  constructor(
+    readonly limit: number,
+    accounts: Iterable<string> = [],
+  ) {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`download slots: limit must be a positive integer, got ${limit}`);
     this.#free = limit;
+    this.#configured = new Set(accounts);
+    this.#idleConfigured = this.#configured.size;
   }
 
   /** Callers waiting for a slot, all accounts together. */
@@ -70,9 +89,8 @@ export class DownloadSlots {
   acquire(account: string, signal?: AbortSignal): Promise<ReleaseSlot> {
     if (signal?.aborted) return Promise.reject(slotTimeout(signal));
     const entry = this.#account(account);
-    if (this.#free > 0) {
-      this.#free--;
-      entry.held++;
+    if (entry.waiting === 0 && this.#mayTake(account, entry)) {
+      this.#take(account, entry);
       return Promise.resolve(this.#releaser(account));
     }
     return new Promise<ReleaseSlot>((resolve, reject) => {
@@ -118,20 +136,36 @@ export class DownloadSlots {
     if (entry && entry.held === 0 && entry.waiting === 0) this.#accounts.delete(name);
   }
 
+  /**
+   * Whether `account` may take a free slot now. One holding nothing always may
+   * if it is configured, since a slot is reserved for it; otherwise one slot
+   * must stay free for every configured account holding none.
+   */
+  #mayTake(account: string, entry: Account): boolean {
+    if (this.#free === 0) return false;
+    if (entry.held === 0 && this.#configured.has(account)) return true;
+    return this.#free - 1 >= this.#idleConfigured;
+  }
+
+  #take(account: string, entry: Account): void {
+    this.#free--;
+    if (entry.held++ === 0 && this.#configured.has(account)) this.#idleConfigured--;
+  }
+
   #releaser(account: string): ReleaseSlot {
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      const entry = this.#accounts.get(account);
-      if (entry) entry.held--;
+      const entry = this.#accounts.get(account)!;
+      if (--entry.held === 0 && this.#configured.has(account)) this.#idleConfigured++;
       this.#forget(account);
       this.#free++;
       this.#handOut();
     };
   }
 
-  /** Gives free slots to the waiting accounts holding the fewest, least recently served first. */
+  /** Gives free slots to the waiting accounts the reserves allow, holding the fewest, least recently served first. */
   #handOut(): void {
     while (this.#free > 0 && this.#queued > 0) {
       let chosen: string | undefined;
@@ -139,20 +173,22 @@ export class DownloadSlots {
       // #turns holds only accounts with waiters, so this loop is bounded by the
       // number of upstream accounts (from the config), not by the queue length.
       for (const name of this.#turns) {
-        const held = this.#accounts.get(name)!.held;
-        if (held < fewest) {
-          fewest = held;
+        const candidate = this.#accounts.get(name)!;
+        if (candidate.held < fewest && this.#mayTake(name, candidate)) {
+          fewest = candidate.held;
           chosen = name;
         }
       }
-      const entry = this.#accounts.get(chosen!)!;
+      // Everyone waiting is at its share: the free slots stay reserved.
+      if (chosen === undefined) return;
+      const entry = this.#accounts.get(chosen)!;
       let waiter = entry.queue[entry.head++]!;
       while (waiter.gone) waiter = entry.queue[entry.head++]!;
       entry.waiting--;
       this.#queued--;
-      this.#turns.delete(chosen!);
+      this.#turns.delete(chosen);
       if (entry.waiting > 0) {
-        this.#turns.add(chosen!);
+        this.#turns.add(chosen);
         if (entry.head > COMPACT_AFTER && entry.head * 2 > entry.queue.length) {
           entry.queue = entry.queue.slice(entry.head);
           entry.head = 0;
@@ -161,9 +197,8 @@ export class DownloadSlots {
         entry.queue = [];
         entry.head = 0;
       }
-      this.#free--;
-      entry.held++;
-      waiter.grant(this.#releaser(chosen!));
+      this.#take(chosen, entry);
+      waiter.grant(this.#releaser(chosen));
     }
   }
 }

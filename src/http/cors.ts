@@ -5,7 +5,8 @@
  */
 const EXPOSED_HEADERS = 'Content-Range, Content-Length, Accept-Ranges, ETag, Cache-Status';
 const ALLOWED_METHODS = 'GET, HEAD, POST, DELETE';
-const ALLOWED_HEADERS = 'Authorization, Range, If-Range, If-None-Match, If-Modified-Since, Content-Type';
+const ALLOWED_HEADERS =
+  'Authorization, Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Content-Type, X-Request-Id';
 const PREFLIGHT_MAX_AGE_SECONDS = '600';
 
 /** Headers for an actual response; `Vary: Origin` always, since the answer depends on it. */

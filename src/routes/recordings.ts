@@ -6,7 +6,7 @@ import { signRecordingUrl } from '@recording-gateway/client';
 import { parseCallId } from '../recordings/call-id.js';
 import type { FetchedRecording, FoundRecording, RecordingService } from '../recordings/recording-service.js';
 import { corsHeaders } from '../http/cors.js';
-import { BadRequestError } from '../errors.js';
+import { BadRequestError, MethodNotAllowedError } from '../errors.js';
 import { completedRepresentation, downloadRepresentation, storedRepresentation, type Representation } from './recording-headers.js';
 import {
   memoryResponse,
@@ -45,10 +45,28 @@ const DEFAULT_SIGNED_URL_TTL_SECONDS = 300;
 const RECORDING_PATH = /^\/v1\/call\/recording\/([^/?]*)\.mp3$/;
 const SIGNED_URL_PATH = /^\/v1\/call\/recording\/([^/?]*)\/signed-url$/;
 
-/** The call id of a recording-route path; 400 for anything that is not one. */
+const RECORDING_METHODS = 'GET, HEAD, DELETE';
+const SIGNED_URL_METHODS = 'POST';
+
+/** The methods a recording route's path takes (for a 405's `Allow`), or undefined when the path is neither route's. */
+export function recordingRouteMethods(c: Context<GatewayEnv>): string | undefined {
+  const path = rawRequestPath(c);
+  if (RECORDING_PATH.test(path)) return RECORDING_METHODS;
+  if (SIGNED_URL_PATH.test(path)) return SIGNED_URL_METHODS;
+  return undefined;
+}
+
+/**
+ * The call id of a recording-route path; 405 when the path is the other
+ * recording route's (a POST to an .mp3), 400 for anything else.
+ */
 export function callIdFromPath(c: Context<GatewayEnv>, pattern: RegExp = RECORDING_PATH): string {
   const segment = pattern.exec(rawRequestPath(c))?.[1];
-  if (segment === undefined) throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
+  if (segment === undefined) {
+    const methods = recordingRouteMethods(c);
+    if (methods !== undefined) throw new MethodNotAllowedError(methods);
+    throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
+  }
   return parseCallId(segment);
 }
 

@@ -1,0 +1,123 @@
+/**
+ * The edges of HTTP a picky client meets: the right method answered 405 with
+ * the route's own `Allow`, bodies over a route's limit answered 413, a
+ * request without exactly one Host answered 400, all in the JSON error shape,
+ * and a preflight that lets a browser send every conditional header.
+ */
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { ACME_ORIGIN, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+
+let upstream: FakeFlyflow;
+let dir: string;
+let gateway: RunningGateway;
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+  dir = await makeTempDir();
+  gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl }));
+});
+
+afterAll(async () => {
+  await gateway.close();
+  await upstream.close();
+  await removeDir(dir);
+});
+
+/** Sends `head` byte for byte on a new connection and resolves with all that comes back. */
+function rawExchange(head: string): Promise<string> {
+  const { port } = new URL(gateway.baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write(head));
+    let received = '';
+    socket.on('data', (chunk) => {
+      received += chunk.toString('latin1');
+    });
+    socket.on('end', () => resolve(received));
+    socket.on('error', reject);
+    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer in 5 s')));
+  });
+}
+
+describe("a method the route does not take is 405 with that route's Allow", () => {
+  test.each([
+    ['POST', '/v1/call/recording/1.mp3', 'GET, HEAD, DELETE'],
+    ['PUT', '/v1/call/recording/1.mp3', 'GET, HEAD, DELETE'],
+    ['GET', '/v1/call/recording/1/signed-url', 'POST'],
+    ['DELETE', '/v1/call/recording/1/signed-url', 'POST'],
+    ['PUT', '/v1/call/recording/1/signed-url', 'POST'],
+    ['POST', '/healthz', 'GET, HEAD'],
+    ['DELETE', '/readyz', 'GET, HEAD'],
+    ['PUT', '/metrics', 'GET, HEAD'],
+    ['GET', '/v1/webhooks/flyflow/acme', 'POST'],
+    ['GET', '/admin/cache/purge', 'POST'],
+  ])('%s %s', async (method, path, allow) => {
+    const response = await gateway.fetch(path, { method });
+    expect(response.status).toBe(405);
+    expect(response.headers.get('allow')).toBe(allow);
+    expect(response.headers.get('content-type')).toBe('application/json');
+    expect(await response.json()).toMatchObject({ error: 'Method Not Allowed' });
+    expect(upstream.requests).toHaveLength(0);
+  });
+
+  test('a path that is no recording route stays a 400 about the id', async () => {
+    const response = await gateway.fetch('/v1/call/recording/1/other', { method: 'PUT' });
+    expect(response.status).toBe(400);
+  });
+});
+
+describe("a body over the route's limit", () => {
+  test('is 413 Content Too Large in the JSON shape', async () => {
+    const response = await gateway.fetch('/v1/call/recording/1/signed-url', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ttl_seconds: 60, padding: 'x'.repeat(8 * 1024) }),
+    });
+    expect(response.status).toBe(413);
+    expect(await response.json()).toMatchObject({ error: 'Content Too Large' });
+  });
+});
+
+describe('a request without exactly one Host', () => {
+  test('is 400 in the JSON shape when Host is missing', async () => {
+    const answer = await rawExchange('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('application/json');
+    expect(answer).toContain('"message":"Missing Host header"');
+  });
+
+  test('is 400 in the JSON shape when Host is sent twice', async () => {
+    const answer = await rawExchange('GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('"message":"More than one Host header"');
+  });
+
+  test('one Host is served as usual, and HTTP/1.0 needs none', async () => {
+    expect(await rawExchange('GET /healthz HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+    expect(await rawExchange('GET /healthz HTTP/1.0\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+  });
+});
+
+describe('credentials', () => {
+  test('a route that needs the API key does not suggest a signed URL when none is sent', async () => {
+    const response = await gateway.fetch('/v1/call/recording/1.mp3', { method: 'DELETE', headers: { authorization: '' } });
+    expect(response.status).toBe(401);
+    const { message } = (await response.json()) as { message: string };
+    expect(message).toContain('Authorization: Bearer');
+    expect(message).not.toContain('or a signed URL');
+  });
+});
+
+describe('CORS preflight', () => {
+  test('lets a browser send every conditional header the gateway honours', async () => {
+    const response = await gateway.fetch('/v1/call/recording/1.mp3', {
+      method: 'OPTIONS',
+      headers: { origin: ACME_ORIGIN, 'access-control-request-method': 'GET', 'access-control-request-headers': 'if-match' },
+    });
+    const allowed = (response.headers.get('access-control-allow-headers') ?? '').toLowerCase().split(/\s*,\s*/);
+    for (const header of ['range', 'if-range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'authorization']) {
+      expect(allowed).toContain(header);
+    }
+  });
+});
