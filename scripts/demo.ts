@@ -227,7 +227,7 @@ Try it with curl:
   # Download a recording with the tenant API key (the first request fetches from upstream)
   curl -sS -H 'Authorization: Bearer ${key}' -o call-1.mp3 ${rec(1)}
 
-  # A byte range: 206 Partial Content, served from the cache this time (see Cache-Status)
+  # A byte range: 206 Partial Content, with no second upstream request (see Cache-Status)
   curl -sS -D - -o /dev/null -H 'Authorization: Bearer ${key}' -H 'Range: bytes=0-1023' ${rec(1)}
 
   # Headers only
