@@ -143,8 +143,9 @@ describe('download slots one account cannot fill', () => {
     expect(gateway.gateway.downloads.inFlight).toBeGreaterThanOrEqual(3);
     expect(upstream.recordingRequests(3).map((request) => request.headers.authorization)).toEqual([`Bearer ${BETA_UPSTREAM_KEY}`]);
 
-    // acme, at its share, waits for a slot of its own: within its timeout, or a 504.
-    for (const head of await Promise.all(heads)) expect([200, 504]).toContain(head.status);
+    // acme holds its share, three of the four slots; its fourth download waited
+    // for one of its own and ran out of time, since each body takes 5.5 s.
+    expect((await Promise.all(heads)).map((head) => head.status).sort()).toEqual([200, 200, 200, 504]);
   });
 });
 

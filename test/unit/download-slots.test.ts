@@ -153,6 +153,130 @@ describe('download slots shared between upstream accounts', () => {
     expect(slots.usage('B').active).toBe(1);
   });
 
+  test('an account holding its share waits, even with a slot free, while another account gets that slot at once', async () => {
+    const slots = new DownloadSlots(4, ['A', 'B']);
+    const t = tracker(slots);
+    for (let i = 1; i <= 5; i++) t.request('A', `a${i}`);
+    await settle();
+    // One slot stays free for B, which holds none.
+    expect(t.granted).toEqual(['a1', 'a2', 'a3']);
+    expect(slots.active).toBe(3);
+    expect(slots.usage('A')).toEqual({ active: 3, queued: 2 });
+
+    t.request('B', 'b1');
+    await settle();
+    expect(t.granted).toEqual(['a1', 'a2', 'a3', 'b1']);
+    expect(slots.usage('B')).toEqual({ active: 1, queued: 0 });
+    // A's own downloads ending hand A's waiters their turn, in order.
+    t.release('a1');
+    await settle();
+    expect(t.granted.at(-1)).toBe('a4');
+    expect(slots.queued).toBe(1);
+  });
+
+  test('once the other account is busy too, the account that waited may use the slot beyond the reserve', async () => {
+    const slots = new DownloadSlots(3, ['A', 'B']);
+    const t = tracker(slots);
+    t.request('B', 'b1');
+    for (let i = 1; i <= 3; i++) t.request('A', `a${i}`);
+    await settle();
+    expect(t.granted).toEqual(['b1', 'a1', 'a2']);
+    t.release('b1');
+    await settle();
+    // B holds none again, so the freed slot is kept for it.
+    expect(t.granted).toEqual(['b1', 'a1', 'a2']);
+    expect(slots.usage('A')).toEqual({ active: 2, queued: 1 });
+  });
+
+  test('with three accounts, two flooding ones never fill the slot the third may take at once', async () => {
+    const slots = new DownloadSlots(4, ['A', 'B', 'C']);
+    const t = tracker(slots);
+    for (let i = 1; i <= 10; i++) t.request('A', `a${i}`);
+    for (let i = 1; i <= 10; i++) t.request('B', `b${i}`);
+    await settle();
+    expect(slots.usage('A').active).toBe(2);
+    expect(slots.usage('B').active).toBe(1);
+    expect(slots.active).toBe(3);
+
+    t.request('C', 'c1');
+    await settle();
+    expect(t.granted.at(-1)).toBe('c1');
+    expect(slots.active).toBe(4);
+    // With all three holding one, a freed slot goes to a waiter: A and B hold
+    // as many, and A has waited longer for a turn.
+    t.release('a1');
+    await settle();
+    expect(t.granted.at(-1)).toBe('a3');
+    t.release('a2');
+    await settle();
+    expect(t.granted.at(-1)).toBe('b2');
+  });
+
+  test('a lone configured account still uses every slot', async () => {
+    const slots = new DownloadSlots(3, ['A', 'A']);
+    const t = tracker(slots);
+    for (let i = 1; i <= 4; i++) t.request('A', `a${i}`);
+    await settle();
+    expect(t.granted).toEqual(['a1', 'a2', 'a3']);
+    expect(slots.active).toBe(3);
+  });
+
+  test('with more accounts than slots, each account holds at most one', async () => {
+    const slots = new DownloadSlots(2, ['A', 'B', 'C']);
+    const t = tracker(slots);
+    t.request('A', 'a1');
+    t.request('A', 'a2');
+    await settle();
+    // A second slot for A, though free, is left for the others.
+    expect(t.granted).toEqual(['a1']);
+    t.request('B', 'b1');
+    t.request('C', 'c1');
+    await settle();
+    expect(t.granted).toEqual(['a1', 'b1']);
+    // B's slot goes to C, which holds none, not to A's second request.
+    t.release('b1');
+    await settle();
+    expect(t.granted).toEqual(['a1', 'b1', 'c1']);
+    t.release('a1');
+    await settle();
+    expect(t.granted).toEqual(['a1', 'b1', 'c1', 'a2']);
+    for (const account of ['A', 'B', 'C']) expect(slots.usage(account).active).toBeLessThanOrEqual(1);
+  });
+
+  test('an account not in the config gets no reserve of its own and shares only what lies beyond the reserves', async () => {
+    const slots = new DownloadSlots(3, ['A', 'B']);
+    const t = tracker(slots);
+    for (let i = 1; i <= 3; i++) t.request('X', `x${i}`);
+    await settle();
+    expect(t.granted).toEqual(['x1']);
+    t.request('A', 'a1');
+    t.request('B', 'b1');
+    await settle();
+    expect(t.granted).toEqual(['x1', 'a1', 'b1']);
+  });
+
+  test('a waiter held back by its share gets a 504 when its time runs out, and leaves the queue', async () => {
+    const slots = new DownloadSlots(2, ['A', 'B']);
+    const t = tracker(slots);
+    t.request('A', 'a1');
+    const timeout = new AbortController();
+    const waiting = t.request('A', 'late', timeout.signal);
+    await settle();
+    expect(slots.usage('A')).toEqual({ active: 1, queued: 1 });
+
+    timeout.abort();
+    const error = await waiting.catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(GatewayTimeoutError);
+    expect((error as GatewayTimeoutError).status).toBe(504);
+    expect(slots.queued).toBe(0);
+    // Its place is gone: when B takes the reserved slot and A's download ends, nothing is handed to it.
+    t.request('B', 'b1');
+    t.release('a1');
+    await settle();
+    expect(t.granted).toEqual(['a1', 'b1']);
+    expect(slots.active).toBe(1);
+  });
+
   test('a limit below one is refused with a message naming it', () => {
     expect(() => new DownloadSlots(0)).toThrow(/limit must be a positive integer, got 0/);
   });
