@@ -52,6 +52,7 @@ export class RecordingDownload {
   #body: GrowingBody | undefined;
   #headSent = false;
   #state: 'running' | 'complete' | 'failed' = 'running';
+  #sha256: string | undefined;
   #readers = 0;
   #retired = false;
   #resolveHead!: (head: DownloadHead) => void;
@@ -73,6 +74,11 @@ export class RecordingDownload {
 
   get state(): 'running' | 'complete' | 'failed' {
     return this.#state;
+  }
+
+  /** The whole body's sha256 once it is complete (it may still be being stored), else undefined. */
+  get sha256(): string | undefined {
+    return this.#sha256;
   }
 
   /** Bytes received so far (for progress displays). */
@@ -114,6 +120,7 @@ export class RecordingDownload {
         upstream = await open();
         this.#body = await GrowingBody.create(this.sink, upstream.contentLength);
         const result = await this.#receive(upstream, this.#body);
+        this.#sha256 = result.sha256;
         this.#state = 'complete';
         return result;
       } catch (caught) {

@@ -29,6 +29,8 @@ export interface FetchedRecording {
   /** True when it joined a download already under way. */
   collapsed: boolean;
   reader: RecordingReader;
+  /** The body's sha256 when the download was already complete (still being stored), so the answer can carry its ETag. */
+  sha256?: string | undefined;
 }
 
 /** A recording fetched whole: stored (`found`), or, when it could not be, read from its finished download. */
@@ -136,7 +138,12 @@ export class RecordingService {
       release();
       throw error;
     }
-    return { head, collapsed, reader: { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release } };
+    return {
+      head,
+      collapsed,
+      reader: { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release },
+      sha256: download.sha256,
+    };
   }
 
   /**

@@ -202,7 +202,11 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       try {
         if (isConditional(request)) return await conditionalMiss(c, request, caller, callId, extra);
         const fetched = await recordings.fetch(caller.tenant, callId);
-        return missResponse(c, request, fetched, downloadRepresentation(callId, fetched.head), extra);
+        const representation =
+          fetched.sha256 === undefined
+            ? downloadRepresentation(callId, fetched.head)
+            : completedRepresentation(callId, fetched.head, fetched.sha256);
+        return missResponse(c, request, fetched, representation, extra);
       } finally {
         c.set('upstreamMs', clock.now() - waitStarted);
       }

@@ -24,11 +24,13 @@ describe('one download', () => {
     upstream.push(bytes.subarray(0, 2000));
     expect(await download.head).toEqual({ size: 10_000, contentType: 'audio/mpeg', lastModified: upstream.lastModified });
     expect(download.state).toBe('running');
+    expect(download.sha256).toBeUndefined();
     expect(Buffer.from((await download.readAt(0, 2000))!).equals(bytes.subarray(0, 2000))).toBe(true);
     upstream.push(bytes.subarray(2000));
     upstream.end();
     const completed = await download.completed;
     expect(completed.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+    expect(download.sha256).toBe(completed.sha256);
     expect(completed.body?.equals(bytes)).toBe(true);
     expect(completed.file).toBe(sink.files[0]);
     expect(sink.files[0]!.state).toBe('writing');

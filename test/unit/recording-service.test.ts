@@ -69,7 +69,7 @@ function fakeCache(tiers: {
   return { cache: cache as unknown as RecordingCache, calls, pins, closed };
 }
 
-function fakeDownloads(inFlight: string[] = []) {
+function fakeDownloads(inFlight: string[] = [], finishedSha256?: string) {
   const joined: string[] = [];
   const downloads = {
     isInFlight: (key: string) => inFlight.includes(key),
@@ -79,6 +79,7 @@ function fakeDownloads(inFlight: string[] = []) {
         received: 0,
         head: Promise.resolve({ size: 10, contentType: 'audio/mpeg', lastModified: undefined }),
         completed: Promise.resolve({ size: 10 }),
+        sha256: finishedSha256,
       } as unknown as RecordingDownload;
       return { download, collapsed: false, release: () => {}, stored: Promise.resolve() };
     },
@@ -186,5 +187,20 @@ describe('warming the cache', () => {
     expect(await service.warm(owner, '8')).toEqual({ status: 'fetched', size: 10 });
     expect(joined).toEqual(['ns/8']);
     expect(notFound.has('ns/8')).toBe(false);
+  });
+
+  test('joining a download that is complete but still being stored brings its sha256, for the ETag', async () => {
+    const { cache } = fakeCache({});
+    const { downloads } = fakeDownloads(['ns/9'], 'a'.repeat(64));
+    const service = new RecordingService({ cache, downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    const fetched = await service.fetch(owner, '9');
+    expect(fetched.sha256).toBe('a'.repeat(64));
+  });
+
+  test('joining a download still under way brings no sha256: the answer carries no ETag yet', async () => {
+    const { cache } = fakeCache({});
+    const { downloads } = fakeDownloads(['ns/9']);
+    const service = new RecordingService({ cache, downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    expect((await service.fetch(owner, '9')).sha256).toBeUndefined();
   });
 });
