@@ -8,22 +8,18 @@
  *   BENCH_CONNECTIONS   idle connections to open (default 5000)
  *   BENCH_FILE_LIMIT    the gateway's open-file limit (default 4096)
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { startFakeFlyflow } from '../dev/fake-flyflow.js';
-import { ACME_KEY, SERVER_KEY } from '../dev/gateway-harness.js';
-import { writeGatewayConfig } from '../dev/gateway-process.js';
+import { ACME_KEY } from '../dev/gateway-harness.js';
+import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import { fmt, markdownTable, type Cell } from './table.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 5000);
 const FILE_LIMIT = Number(process.env.BENCH_FILE_LIMIT ?? 4096);
 const SAMPLES = 5;
@@ -109,31 +105,8 @@ async function main(): Promise<void> {
   const upstream = await startFakeFlyflow();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-connections-'));
   const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
-  const child = spawn(
-    'bash',
-    [
-      '-c',
-      `ulimit -n ${FILE_LIMIT} && exec "$@"`,
-      'bash',
-      process.execPath,
-      '--import',
-      'tsx',
-      path.join(ROOT, 'src/cli.ts'),
-      '--config',
-      configPath,
-      'serve',
-    ],
-    { cwd: ROOT, env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(`exited (${signal ?? code})`)));
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout }).on('line', (text) => {
-      if (text.includes('recording-gateway listening')) resolve(String((JSON.parse(text) as { url: string }).url));
-    });
-    void exited.then((how) => reject(new Error(`gateway ${how}: ${stderr}`)));
-  });
+  const gateway = await startGatewayProcess(configPath, { fileLimit: FILE_LIMIT });
+  const { url, child } = gateway;
 
   const rows: Cell[][] = [];
   rows.push(['no flood', 0, ...(await probes(url, '/healthz')), ...(await probes(url, '/v1/call/recording/1.mp3')).slice(0, 1)]);
@@ -143,7 +116,8 @@ async function main(): Promise<void> {
   const health = await probes(url, '/healthz');
   const recording = await probes(url, '/v1/call/recording/2.mp3');
   rows.push([`${CONNECTIONS} idle connections`, kept, ...health, recording[0]!]);
-  const state = child.exitCode === null && child.signalCode === null ? 'running' : await exited;
+  const exit = child.exitCode === null && child.signalCode === null ? undefined : await gateway.exited;
+  const state = exit ? `exited (${exit.signal ?? exit.code})` : 'running';
 
   console.log(
     `\nIdle-connection flood: gateway allowed ${FILE_LIMIT} open files (ulimit -n), ${CONNECTIONS} connections that send nothing, then ${SAMPLES} GETs each on a fresh connection.\n`,
@@ -157,8 +131,7 @@ async function main(): Promise<void> {
   console.log(`\ngateway after the flood: ${state}${idle.failed ? `; ${idle.failed} flood connections failed to connect` : ''}`);
 
   for (const socket of idle.sockets) socket.destroy();
-  child.kill('SIGKILL');
-  await exited;
+  await stopGatewayProcess(gateway);
   await upstream.close();
   await rm(dir, { recursive: true, force: true });
 }

@@ -60,12 +60,18 @@ export async function startGatewayProcess(
   configPath: string,
   options: {
     env?: Record<string, string>;
-    startTimeoutMs?: number /** Run dist/cli.js (build first), as production does, instead of src via tsx. */;
+    startTimeoutMs?: number;
+    /** Run dist/cli.js (build first), as production does, instead of src via tsx. */
     compiled?: boolean;
+    /** Open files the process may hold (`ulimit -n`), as a small container allows. */
+    fileLimit?: number;
   } = {},
 ): Promise<GatewayProcess> {
   const entry = options.compiled ? [path.join(ROOT, 'dist/cli.js')] : ['--import', 'tsx', CLI];
-  const child = spawn(process.execPath, [...entry, '--config', configPath, 'serve'], {
+  const command = [process.execPath, ...entry, '--config', configPath, 'serve'];
+  const [program, ...args] =
+    options.fileLimit === undefined ? command : ['bash', '-c', `ulimit -n ${options.fileLimit} && exec "$@"`, 'bash', ...command];
+  const child = spawn(program!, args, {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY, ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],

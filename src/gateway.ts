@@ -1,7 +1,7 @@
 import type { Hono } from 'hono';
 import { createApp } from './app.js';
 import { createAuthenticator } from './auth/authenticate.js';
-import { createTenantRegistry, upstreamNamespace, type TenantRegistry } from './auth/tenants.js';
+import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
 import { systemClock, type Clock } from './clock.js';
 import { DiskHealth } from './cache/disk-health.js';
 import { createDiskStore } from './cache/disk-store.js';
@@ -20,7 +20,7 @@ import { cacheDirectoryReadiness, indexReadiness } from './routes/health.js';
 import { silentLogger, type Logger } from './logger.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createMemoryRateLimitStore, createTenantRateLimiter } from './rate-limit/index.js';
-import { createUpstreamCircuits, type UpstreamCircuit, type UpstreamCircuits } from './upstream/circuit.js';
+import { createUpstreamCircuits, type UpstreamCircuits } from './upstream/circuit.js';
 import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
 
 export interface GatewayOptions {
@@ -44,8 +44,6 @@ export interface Gateway {
   recordings: RecordingService;
   index: RecordingIndex;
   tenants: TenantRegistry;
-  /** The circuit of the server key's upstream account. */
-  circuit: UpstreamCircuit;
   /** One circuit per upstream account. */
   circuits: UpstreamCircuits;
   diskHealth: DiskHealth;
@@ -73,16 +71,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const index = openIndex(config);
   const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
   const tenants = createTenantRegistry(config);
+  const accounts = [...new Set(tenants.all.map((tenant) => tenant.namespace))];
   const cache = new RecordingCache({
     disk,
     index,
     diskHealth,
     maxMemoryBytes: config.cache.maxMemoryBytes,
     maxDiskBytes: config.cache.maxDiskBytes,
-    diskShares: accountDiskShares(
-      config.cache.maxDiskBytes,
-      tenants.all.map((tenant, i) => ({ namespace: tenant.namespace, diskShare: config.tenants[i]?.diskShare })),
-    ),
+    diskShares: accountDiskShares(config.cache.maxDiskBytes, tenants.all),
     logger,
     onEvict: (count) => metrics.evicted(count),
   });
@@ -97,9 +93,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     failureThreshold: config.upstream.circuitBreaker.failureThreshold,
     cooldownMs: config.upstream.circuitBreaker.cooldownSeconds * 1000,
     clock,
-    accounts: tenants.all.map((tenant) => tenant.namespace),
+    accounts,
   });
-  const circuit = circuits.forAccount(upstreamNamespace(config.upstream.baseUrl, config.upstream.apiKey));
   const client = createFlyflowClient({
     baseUrl: config.upstream.baseUrl,
     timeoutMs: config.upstream.timeoutMs,
@@ -108,10 +103,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     circuits,
     ...options.upstream,
   });
-  const slots = new DownloadSlots(
-    config.upstream.maxConcurrentDownloads,
-    tenants.all.map((tenant) => tenant.namespace),
-  );
+  const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads, accounts);
   const downloads: DownloadManager = new DownloadManager({
     client,
     sink: {
@@ -169,7 +161,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     recordings,
     index,
     tenants,
-    circuit,
     circuits,
     diskHealth,
     metrics,

@@ -1,13 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { request, type IncomingHttpHeaders } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterEach, beforeAll, afterAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { ACME_KEY, SERVER_KEY, makeTempDir, removeDir, testConfig } from '../dev/gateway-harness.js';
-import { writeGatewayConfig } from '../dev/gateway-process.js';
-import { ROOT } from '../dev/run-cli.js';
+import { ACME_KEY, makeTempDir, removeDir, testConfig } from '../dev/gateway-harness.js';
+import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import type { GatewayConfig } from '../src/config/index.js';
 import { createLogger, silentLogger, type Logger } from '../src/logger.js';
 import { startServer, type RunningServer } from '../src/server.js';
@@ -198,46 +195,14 @@ describe('timeouts for slow clients', () => {
 });
 
 describe('a process with few file descriptors', () => {
-  const LISTENING = 'recording-gateway listening';
-
   /** `recording-gateway serve` in a child allowed `files` open files, as a small container might be. */
-  async function serveWithFileLimit(files: number): Promise<{ url: string; child: ChildProcess }> {
+  async function serveWithFileLimit(files: number): Promise<{ url: string }> {
     const dir = await makeTempDir();
     cleanups.push(() => removeDir(dir));
     const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
-    const child = spawn(
-      'bash',
-      [
-        '-c',
-        `ulimit -n ${files} && exec "$@"`,
-        'bash',
-        process.execPath,
-        '--import',
-        'tsx',
-        path.join(ROOT, 'src/cli.ts'),
-        '--config',
-        configPath,
-        'serve',
-      ],
-      { cwd: ROOT, env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    cleanups.push(async () => {
-      child.kill('SIGKILL');
-      await exited;
-    });
-    let stderr = '';
-    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`gateway did not start: ${stderr}`)), 15_000);
-      createInterface({ input: child.stdout! }).on('line', (text) => {
-        if (!text.includes(LISTENING)) return;
-        clearTimeout(timer);
-        resolve(String((JSON.parse(text) as { url: string }).url));
-      });
-      void exited.then(() => reject(new Error(`gateway exited: ${stderr}`)));
-    });
-    return { url, child };
+    const gateway = await startGatewayProcess(configPath, { fileLimit: files });
+    cleanups.push(() => stopGatewayProcess(gateway));
+    return { url: gateway.url };
   }
 
   test('300 idle connections to a gateway allowed 256 files do not stop /healthz or a recording from being served', async () => {

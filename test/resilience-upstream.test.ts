@@ -44,6 +44,11 @@ afterEach(async () => {
   await removeDir(dir);
 });
 
+/** The circuit of the acme tenant's upstream account. */
+function acmeCircuit(gateway: RunningGateway) {
+  return gateway.gateway.circuits.forAccount(gateway.gateway.tenants.byId('acme')!.namespace);
+}
+
 describe('circuit breaker', () => {
   test('after repeated upstream failures, uncached recordings fail fast with 503 and Retry-After while cached ones are still served; one probe after the cooldown closes the circuit', async () => {
     const gateway = await start({ upstream: { circuitBreaker: { failureThreshold: 2, cooldownSeconds: 1 } } });
@@ -62,7 +67,7 @@ describe('circuit breaker', () => {
     expect(failFast.headers.get('retry-after')).toBe('1');
     expect(await errorOf(failFast)).toEqual(jsonError(503, 'Service Unavailable'));
     expect(upstream.recordingRequests(3)).toHaveLength(0);
-    expect(gateway.gateway.circuit.state).toBe('open');
+    expect(acmeCircuit(gateway).state).toBe('open');
 
     const hit = await gateway.fetch('/v1/call/recording/1.mp3');
     expect(hit.status).toBe(200);
@@ -76,7 +81,7 @@ describe('circuit breaker', () => {
     expect(probe.status).toBe(200);
     expect((await bytesOf(probe)).equals(upstream.recording(3)!)).toBe(true);
     expect(upstream.recordingRequests(3)).toHaveLength(1);
-    expect(gateway.gateway.circuit.state).toBe('closed');
+    expect(acmeCircuit(gateway).state).toBe('closed');
 
     const after = await gateway.fetch('/v1/call/recording/2.mp3');
     expect(after.status).toBe(200);

@@ -14,6 +14,8 @@ export interface Tenant {
   readonly signingKeys: ReadonlyMap<string, string>;
   readonly allowedOrigins: ReadonlySet<string>;
   readonly rateLimitPerMinute: number | undefined;
+  /** Disk bytes this tenant adds to its account's share (README, "Configuration"). */
+  readonly diskShare: number | undefined;
   readonly maxSignedUrlTtlSeconds: number;
   readonly webhookToken: string | undefined;
 }
@@ -46,6 +48,7 @@ function toTenant(config: TenantConfig, upstream: GatewayConfig['upstream']): Te
     signingKeys: new Map(config.signingKeys.map((key) => [key.kid, key.secret])),
     allowedOrigins: new Set(config.allowedOrigins),
     rateLimitPerMinute: config.rateLimitPerMinute,
+    diskShare: config.diskShare,
     maxSignedUrlTtlSeconds: config.maxSignedUrlTtlSeconds,
     webhookToken: config.webhookToken,
   };

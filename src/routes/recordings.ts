@@ -14,6 +14,7 @@ import {
   type AbortConnection,
   type RecordingRequest,
   type ResponseHeaders,
+  type ResponseOutcome,
 } from './recording-response.js';
 import type { Logger } from '../logger.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
@@ -134,6 +135,17 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     c.set('answered', { cache: 'hit', tier: found.tier, outcome });
     // `extra` is this request's own object: set Cache-Status on it rather than copy it.
     extra['Cache-Status'] = found.tier === 'memory' ? CACHE_STATUS_MEMORY : CACHE_STATUS_DISK;
+    return storedResponse(c, request, found, extra, outcome);
+  }
+
+  /** The answer from a stored recording, whole in memory or read from its file. */
+  function storedResponse(
+    c: Context<GatewayEnv>,
+    request: RecordingRequest,
+    found: FoundRecording,
+    extra: ResponseHeaders,
+    outcome: ResponseOutcome,
+  ): Response {
     const representation = storedRepresentation(found.entry);
     if (found.body) return memoryResponse(request, representation, found.body, extra, outcome);
     return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, connectionAborter(c), outcome);
@@ -171,13 +183,10 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     const whole = await recordings.fetchWhole(caller.tenant, callId);
     if (!whole.found)
       return missResponse(c, request, whole.fetched, completedRepresentation(callId, whole.fetched.head, whole.sha256), extra);
-    const found = whole.found;
     extra['Cache-Status'] = whole.collapsed ? CACHE_STATUS_COLLAPSED : `${CACHE_STATUS_MISS}; stored`;
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: whole.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
-    const representation = storedRepresentation(found.entry);
-    if (found.body) return memoryResponse(request, representation, found.body, extra, outcome);
-    return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, connectionAborter(c), outcome);
+    return storedResponse(c, request, whole.found, extra, outcome);
   }
 
   return {
