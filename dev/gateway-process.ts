@@ -13,6 +13,13 @@ import { ROOT } from './run-cli.js';
 
 const CLI = path.join(ROOT, 'src/cli.ts');
 const LISTENING = 'recording-gateway listening';
+// Preloaded into a child in its own process group: stdin is a pipe from this
+// process, so its end (this process exited or was killed) ends the child too.
+// The gateway never reads stdin; the socket is unref'd so the child still
+// exits on its own after a graceful shutdown.
+const LIFELINE =
+  'data:text/javascript,import{Socket}from"node:net";const die=()=>process.kill(process.pid,"SIGKILL");' +
+  'const stdin=new Socket({fd:0,readable:true,writable:false});stdin.once("end",die);stdin.once("error",die);stdin.resume();stdin.unref();';
 
 export interface GatewayProcess {
   child: ChildProcessWithoutNullStreams;
@@ -32,7 +39,18 @@ export interface GatewayProcess {
 /** Writes a minimal YAML config for one tenant (acme, with `ACME_KEY`) and returns its path. */
 export async function writeGatewayConfig(
   dir: string,
-  options: { upstreamBaseUrl: string; cacheDir: string; upstreamYaml?: string[]; cacheYaml?: string[] },
+  options: {
+    upstreamBaseUrl: string;
+    cacheDir: string;
+    upstreamYaml?: string[];
+    cacheYaml?: string[];
+    /** More lines for the acme tenant, e.g. `rate_limit_per_minute: 10`. */
+    tenantYaml?: string[];
+    /** More entries under `tenants:`, as written at that level (`- id: other`, `  api_keys: [...]`). */
+    moreTenantsYaml?: string[];
+    /** Top-level lines after the rest, e.g. a `cluster:` block. */
+    topLevelYaml?: string[];
+  },
 ): Promise<string> {
   const configPath = path.join(dir, 'gateway.yaml');
   const lines = [
@@ -46,6 +64,9 @@ export async function writeGatewayConfig(
     'tenants:',
     '  - id: acme',
     `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
+    ...(options.tenantYaml ?? []).map((line) => `    ${line}`),
+    ...(options.moreTenantsYaml ?? []).map((line) => `  ${line}`),
+    ...(options.topLevelYaml ?? []),
   ];
   await writeFile(configPath, `${lines.join('\n')}\n`);
   return configPath;
@@ -65,16 +86,24 @@ export async function startGatewayProcess(
     compiled?: boolean;
     /** Open files the process may hold (`ulimit -n`), as a small container allows. */
     fileLimit?: number;
+    /**
+     * Runs the child in a process group of its own (see {@link signalProcessGroup}),
+     * tied to this process by its stdin: it dies with SIGKILL once this process goes,
+     * however it goes, so a crashed test run leaves no gateway behind.
+     */
+    processGroup?: boolean;
   } = {},
 ): Promise<GatewayProcess> {
   const entry = options.compiled ? [path.join(ROOT, 'dist/cli.js')] : ['--import', 'tsx', CLI];
-  const command = [process.execPath, ...entry, '--config', configPath, 'serve'];
+  const lifeline = options.processGroup ? ['--import', LIFELINE] : [];
+  const command = [process.execPath, ...lifeline, ...entry, '--config', configPath, 'serve'];
   const [program, ...args] =
     options.fileLimit === undefined ? command : ['bash', '-c', `ulimit -n ${options.fileLimit} && exec "$@"`, 'bash', ...command];
   const child = spawn(program!, args, {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: SERVER_KEY, ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],
+    detached: options.processGroup === true,
   });
   const logs: Array<Record<string, unknown>> = [];
   const listeners = new Set<(line: Record<string, unknown>) => void>();
@@ -127,6 +156,21 @@ export async function startGatewayProcess(
   }
   const url = String(listening.url);
   return { child, url, port: Number(new URL(url).port), logs, stderr: () => stderr, exited, waitForLog };
+}
+
+/**
+ * Sends `signal` to the gateway's whole process group (started with
+ * `processGroup: true`); a no-op once it has exited.
+ */
+export function signalProcessGroup(gateway: GatewayProcess, signal: NodeJS.Signals): void {
+  const { pid } = gateway.child;
+  if (pid === undefined || gateway.child.exitCode !== null || gateway.child.signalCode !== null) return;
+  try {
+    process.kill(-pid, signal);
+  } catch (error) {
+    // ESRCH: the group is already gone.
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
 }
 
 /** Kills the child (if still running) and waits for it to be gone. */

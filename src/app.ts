@@ -11,6 +11,8 @@ import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
 import { ADMIN_PURGE_PATH } from './admin-api.js';
 import { createAdminPurgeHandler, type AdminRoutesDeps } from './routes/admin.js';
 import { createMetricsHandler } from './routes/metrics.js';
+import { createPeerHandlers, type PeerRoutesDeps } from './routes/peer.js';
+import { PEER_PURGE_PATH, PEER_RECORDING_PATH } from './cluster/peer-client.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
 import { createRecordingHandlers, type RecordingRoutesDeps, recordingRouteMethods } from './routes/recordings.js';
 
@@ -21,6 +23,10 @@ export interface AppDeps extends RecordingRoutesDeps {
   adminToken: string | undefined;
   webhooks: Omit<WebhookDeps, 'tenants' | 'logger' | 'metrics'>;
   admin: Omit<AdminRoutesDeps, 'tenants' | 'adminToken'>;
+  /** More for the /readyz body (the cluster's state). */
+  readinessDetails?: () => Record<string, unknown>;
+  /** Cluster mode: the routes the other replicas call. */
+  peer?: PeerRoutesDeps;
 }
 
 const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
@@ -49,7 +55,7 @@ function limitBody(maxBytes: number) {
 export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
   const recordings = createRecordingHandlers(deps);
-  const health = createHealthHandlers(deps.readiness);
+  const health = createHealthHandlers(deps.readiness, deps.readinessDetails);
 
   app.use('*', requestLog(deps.logger, deps.clock, deps.metrics));
   app.options('*', (c) => preflightResponse(c.req.header('origin'), deps.tenants.anyAllowedOrigin));
@@ -66,6 +72,12 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
     limitBody(WEBHOOK_BODY_LIMIT_BYTES),
     createWebhookHandler({ ...deps.webhooks, tenants: deps.tenants, logger: deps.logger, metrics: deps.metrics }),
   );
+
+  if (deps.peer) {
+    const peer = createPeerHandlers(deps.peer);
+    app.get(`${PEER_RECORDING_PATH}/:namespace/:callId`, peer.recording);
+    app.post(`${PEER_PURGE_PATH}/:namespace/:callId`, peer.purge);
+  }
 
   // Hono answers HEAD through the GET route and drops the body; the handler
   // sees the HEAD method and never opens a body it would not send.

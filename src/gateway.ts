@@ -11,7 +11,7 @@ import { accountDiskShares } from './cache/recording-catalogue.js';
 import { openIndex } from './cache/open-index.js';
 import type { RecordingIndex } from './cache/recording-index.js';
 import type { GatewayConfig } from './config/index.js';
-import { DownloadManager } from './download/download-manager.js';
+import { DownloadManager, type RecordingSource } from './download/download-manager.js';
 import { DownloadSlots } from './download/download-slots.js';
 import { PrefetchQueue, createPrefetcher, type Prefetch, type PrefetchOptions } from './recordings/prefetch.js';
 import { RecordingService } from './recordings/recording-service.js';
@@ -19,7 +19,9 @@ import type { GatewayEnv } from './routes/gateway-env.js';
 import { cacheDirectoryReadiness, indexReadiness } from './routes/health.js';
 import { silentLogger, type Logger } from './logger.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
-import { createMemoryRateLimitStore, createTenantRateLimiter } from './rate-limit/index.js';
+import { createMemoryRateLimitStore, createRedisRateLimitStore, createTenantRateLimiter, type RateLimitStore } from './rate-limit/index.js';
+import { Cluster } from './cluster/cluster.js';
+import { PEER_VOLUME_HEADER } from './cluster/peer-client.js';
 import { createUpstreamCircuits, type UpstreamCircuits } from './upstream/circuit.js';
 import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
 
@@ -31,7 +33,7 @@ export interface GatewayOptions {
   upstream?: Pick<FlyflowClientOptions, 'maxAttempts' | 'initialBackoffMs'>;
   /** How webhook-triggered prefetches retry an upstream failure. */
   webhookPrefetch?: Omit<PrefetchOptions, 'signal'>;
-  /** False for a second process on a cache a gateway may be serving (the CLI). Default true. */
+  /** False for a second process on a cache a gateway may be serving (the CLI): it neither reconciles nor joins a cluster. Default true. */
   reconcile?: boolean;
 }
 
@@ -49,6 +51,10 @@ export interface Gateway {
   diskHealth: DiskHealth;
   metrics: GatewayMetrics;
   prefetch: Prefetch;
+  /** Set in cluster mode. */
+  cluster: Cluster | undefined;
+  /** Cluster mode: joins the cluster once the server listens at `advertiseUrl`; nothing otherwise. */
+  joinCluster(advertiseUrl: string): Promise<void>;
   /** Waits for downloads under way to be stored, then closes the index. */
   close(): Promise<void>;
 }
@@ -65,20 +71,35 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     downloadsQueued: () => slots.queued,
     circuitStates: () => circuits.states(),
     webhookPrefetches: () => ({ queued: prefetches.queued, running: prefetches.running }),
+    ...(config.cluster ? { cluster: () => cluster!.status() } : {}),
   });
   const disk = createDiskStore(config.cache.dir);
   await disk.init();
-  const index = openIndex(config);
-  const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
   const tenants = createTenantRegistry(config);
   const accounts = [...new Set(tenants.all.map((tenant) => tenant.namespace))];
+  const diskShares = accountDiskShares(config.cache.maxDiskBytes, tenants.all);
+  const cluster =
+    config.cluster && (options.reconcile ?? true)
+      ? await Cluster.open({
+          config: config.cluster,
+          cacheDir: config.cache.dir,
+          maxDiskBytes: config.cache.maxDiskBytes,
+          diskShares,
+          notFoundTtlMs: config.cache.notFoundTtlSeconds * 1000,
+          peerTimeouts: { headMs: config.upstream.timeoutMs, bodyIdleMs: config.upstream.bodyIdleTimeoutMs },
+          logger,
+        })
+      : undefined;
+  const volumeIndex = openIndex(config);
+  const index = cluster ? cluster.wrapIndex(volumeIndex) : volumeIndex;
+  const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
   const cache = new RecordingCache({
     disk,
     index,
     diskHealth,
     maxMemoryBytes: config.cache.maxMemoryBytes,
     maxDiskBytes: config.cache.maxDiskBytes,
-    diskShares: accountDiskShares(config.cache.maxDiskBytes, tenants.all),
+    diskShares,
     logger,
     onEvict: (count) => metrics.evicted(count),
   });
@@ -86,9 +107,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     await cache.load({ reconcile: options.reconcile ?? true });
   } catch (error) {
     await index.close().catch(() => {});
+    await cluster?.close();
     throw error;
   }
-  const notFound = new NotFoundMemory(config.cache.notFoundTtlSeconds * 1000, clock);
+  const localNotFound = new NotFoundMemory(config.cache.notFoundTtlSeconds * 1000, clock);
+  const notFound = cluster ? cluster.notFound(localNotFound) : localNotFound;
   const circuits = createUpstreamCircuits({
     failureThreshold: config.upstream.circuitBreaker.failureThreshold,
     cooldownMs: config.upstream.circuitBreaker.cooldownSeconds * 1000,
@@ -104,6 +127,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     ...options.upstream,
   });
   const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads, accounts);
+  const upstream: RecordingSource = (owner, callId, signal) =>
+    client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
   const downloads: DownloadManager = new DownloadManager({
     client,
     sink: {
@@ -112,13 +137,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       onDiskError: (error) => diskHealth.report(error),
     },
     store: cache,
+    source: cluster ? cluster.source(upstream, (origin) => metrics.peerFetched(origin)) : upstream,
     notFound,
     clock,
     logger,
     slots,
     metrics,
   });
-  const recordings = new RecordingService({ cache, downloads, notFound });
+  const recordings = new RecordingService({ cache, downloads, notFound, ...(cluster ? { cluster: cluster.purger } : {}) });
   const prefetch = createPrefetcher({ recordings, logger });
   const closing = new AbortController();
   const prefetches = new PrefetchQueue({
@@ -130,6 +156,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     signal: closing.signal,
     logger,
   });
+  /** Per tenant for the whole cluster in cluster mode (each replica on its own while Redis is out). */
+  function rateLimitStore(use: 'requests' | 'webhooks'): RateLimitStore {
+    if (!cluster) return createMemoryRateLimitStore({ clock });
+    return createRedisRateLimitStore({
+      link: cluster.link,
+      clock,
+      prefix: `rg:rl:${use}:`,
+      onFallback: () => metrics.redisFallback('rate_limit'),
+    });
+  }
   const app = createApp({
     tenants,
     authenticator: createAuthenticator(tenants, clock),
@@ -138,7 +174,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     logger,
     maxAgeSeconds: config.cache.maxAgeSeconds,
     publicBaseUrl: config.publicBaseUrl,
-    rateLimiter: createTenantRateLimiter({ store: createMemoryRateLimitStore({ clock }) }),
+    rateLimiter: createTenantRateLimiter({ store: rateLimitStore('requests') }),
     metrics,
     adminToken: config.adminToken,
     admin: {
@@ -149,10 +185,22 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     webhooks: {
       prefetches,
-      limiter: createTenantRateLimiter({ store: createMemoryRateLimitStore({ clock }) }),
+      limiter: createTenantRateLimiter({ store: rateLimitStore('webhooks') }),
       rateLimitPerMinute: config.webhooks.rateLimitPerMinute,
     },
     readiness: [cacheDirectoryReadiness(diskHealth), indexReadiness(index)],
+    ...(cluster
+      ? {
+          readinessDetails: () => ({ cluster: cluster.status() }),
+          peer: {
+            peerSecret: config.cluster!.peerSecret,
+            volume: cluster.volume,
+            recordings,
+            downloads,
+            volumeHeader: PEER_VOLUME_HEADER,
+          },
+        }
+      : {}),
   });
   return {
     app,
@@ -165,11 +213,21 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     diskHealth,
     metrics,
     prefetch,
+    cluster,
+    async joinCluster(advertiseUrl) {
+      await cluster?.start(advertiseUrl, {
+        index: volumeIndex,
+        entries: () => cache.entries(),
+        purge: (namespace, callId) => recordings.purgeLocal(namespace, callId),
+        forget: (key) => cache.forget(key),
+      });
+    },
     async close() {
       closing.abort();
       diskHealth.close();
       await prefetches.idle();
       await downloads.idle();
+      await cluster?.close();
       await index.close();
     },
   };

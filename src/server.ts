@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { RequestError, getRequestListener } from '@hono/node-server';
 import { readFileSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
@@ -195,6 +196,16 @@ export function createHttpServer(
   return server;
 }
 
+/**
+ * Where the other replicas reach this one when `cluster.advertise_url` is not
+ * set: the listen address, or the host name when it listens on every address.
+ */
+export function advertisedUrl(listenHost: string, port: number): string {
+  const everywhere = listenHost === '' || listenHost === '0.0.0.0' || listenHost === '::';
+  const host = everywhere ? hostname() : listenHost;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** Loads the cache, then listens on the configured host and port. */
 export async function startServer(config: GatewayConfig, options: { logger: Logger; clock?: Clock }): Promise<RunningServer> {
   const gateway = await createGateway({ config, logger: options.logger, ...(options.clock ? { clock: options.clock } : {}) });
@@ -224,6 +235,7 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
   const { address, port } = server.address() as AddressInfo;
   const host = address.includes(':') ? `[${address}]` : address;
   const httpServer = server;
+  await gateway.joinCluster(config.cluster?.advertiseUrl ?? advertisedUrl(config.listen.host, port));
 
   return {
     url: `http://${host}:${port}`,

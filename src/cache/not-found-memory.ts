@@ -3,12 +3,20 @@ import type { Clock } from '../clock.js';
 
 const MAX_REMEMBERED = 10_000;
 
+/** Where upstream 404s are remembered: this process's memory, or the cluster's Redis. */
+export interface NotFoundStore {
+  remember(key: string): void;
+  /** Synchronous in memory; a promise when shared. */
+  has(key: string): boolean | Promise<boolean>;
+  forget(key: string): void;
+}
+
 /**
  * Remembers upstream 404s for a while (cache.not_found_ttl_seconds) so a
  * player retrying a missing recording does not hammer Flyflow. Expiry uses the
  * injected clock, so tests can move time.
  */
-export class NotFoundMemory {
+export class NotFoundMemory implements NotFoundStore {
   readonly #until = new LRUCache<string, number>({ max: MAX_REMEMBERED });
 
   constructor(

@@ -72,7 +72,7 @@ export async function reconcileCache(
 
   let removedFiles = 0;
   for (const orphan of onDisk.values()) {
-    if (index.kind === 'redis' && orphan.mtimeMs > now - SHARED_ORPHAN_GRACE_MS) continue;
+    if ((index.kind === 'redis' || index.shared) && orphan.mtimeMs > now - SHARED_ORPHAN_GRACE_MS) continue;
     await disk.remove(orphan.namespace, orphan.callId);
     removedFiles++;
   }

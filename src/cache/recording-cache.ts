@@ -4,7 +4,8 @@ import type { DiskHealth } from './disk-health.js';
 import type { DiskStore } from './disk-store.js';
 import { reconcileCache, type ReconcileReport } from './reconcile.js';
 import { RecordingCatalogue, type CacheHit, type CacheStats, type CachedRecording } from './recording-catalogue.js';
-import type { RecordingIndex } from './recording-index.js';
+import type { RecordingIndex, VolumeOverflow } from './recording-index.js';
+import { StaleCopyError } from './stale-copy.js';
 import { cacheKey, type RecordingMeta } from './recording-meta.js';
 import type { TempFile } from './temp-file.js';
 import { isIntact } from './verify.js';
@@ -22,6 +23,10 @@ export interface RecordingCacheOptions {
   logger: Logger;
   /** Told how many recordings each eviction removed (for the metrics). */
   onEvict?: (count: number) => void;
+}
+
+function isVolumeShared(index: RecordingIndex): index is RecordingIndex & VolumeOverflow {
+  return typeof (index as Partial<VolumeOverflow>).overflow === 'function';
 }
 
 /**
@@ -68,7 +73,19 @@ export class RecordingCache {
 
   /** A hit from memory alone, or undefined. A hit counts as a use for eviction. */
   lookup(key: string): CacheHit | undefined {
-    return this.#catalogue.lookup(key);
+    const hit = this.#catalogue.lookup(key);
+    if (hit) this.options.index.touched?.(key);
+    return hit;
+  }
+
+  /** Forgets a recording in this process only: another replica on the same volume removed it. */
+  forget(key: string): void {
+    this.#catalogue.remove(key);
+  }
+
+  /** Every recording this process knows of (a snapshot), for the cluster's sync. */
+  entries(): CachedRecording[] {
+    return this.#catalogue.all();
   }
 
   /**
@@ -129,7 +146,15 @@ export class RecordingCache {
    */
   async store(meta: RecordingMeta, file: TempFile | undefined, body: Buffer | undefined): Promise<CachedRecording | undefined> {
     const key = cacheKey(meta.namespace, meta.callId);
-    const onDisk = file !== undefined && (await this.#storeOnDisk(key, meta, file));
+    let onDisk: boolean;
+    try {
+      onDisk = file !== undefined && (await this.#storeOnDisk(key, meta, file));
+    } catch (error) {
+      if (!(error instanceof StaleCopyError)) throw error;
+      // A purge overtook the download: nothing of it is kept, anywhere.
+      this.options.logger.info({ key }, 'not storing a recording purged while it downloaded');
+      return undefined;
+    }
     const inMemory = body !== undefined && body.length <= this.memoryEntryMaxBytes;
     if (!onDisk && !inMemory) return undefined;
     const entry = this.#catalogue.add(key, meta, onDisk);
@@ -173,17 +198,20 @@ export class RecordingCache {
       await file.commit(disk.pathFor(meta.namespace, meta.callId));
       await index.set(key, meta);
       diskHealth.recovered();
-      return true;
     } catch (error) {
-      diskHealth.report(error);
       await disk.remove(meta.namespace, meta.callId).catch(() => {});
+      if (error instanceof StaleCopyError) throw error;
+      diskHealth.report(error);
       return false;
     }
+    if (isVolumeShared(index)) await this.#evict(await index.overflow(meta));
+    return true;
   }
 
-  async #evict(victims: CachedRecording[]): Promise<void> {
+  async #evict(victims: ReadonlyArray<{ key: string; meta: RecordingMeta }>): Promise<void> {
     if (victims.length === 0) return;
     this.options.onEvict?.(victims.length);
+    for (const { key } of victims) this.#catalogue.remove(key);
     await Promise.all(
       victims.map(({ key, meta }) =>
         this.#removeStored(key, meta.namespace, meta.callId).catch((error: unknown) =>

@@ -185,6 +185,11 @@ export class RecordingCatalogue {
     return [...victims];
   }
 
+  /** Every entry, least recently used first (a snapshot). */
+  all(): CachedRecording[] {
+    return [...this.#entries.values()];
+  }
+
   stats(): CacheStats {
     return {
       entries: this.#entries.size,

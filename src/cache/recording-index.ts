@@ -25,6 +25,16 @@ export interface RecordingIndex {
    * drops its memory copy too.
    */
   watchDeletes?(onDelete: (key: string) => void): Promise<void>;
+  /** True when other processes store into the same volume: start-up leaves their fresh files alone. */
+  readonly shared?: boolean;
+  /** Notes a hit, for an eviction order kept outside this process; synchronous and cheap. */
+  touched?(key: string): void;
+}
+
+/** An index whose volume is shared by several replicas, so its disk budget is kept together. */
+export interface VolumeOverflow {
+  /** After `newcomer` was stored: the copies to evict (oldest first) so the volume fits its budget; none when it does. */
+  overflow(newcomer: RecordingMeta): Promise<Array<{ key: string; meta: RecordingMeta }>>;
 }
 
 const INDEX_NAMESPACE = 'recordings';

@@ -10,6 +10,8 @@ export interface RecordingMeta {
   fetchedAt: number;
   /** The upstream's Last-Modified, if it sent one. */
   lastModified?: string;
+  /** Cluster only: the recording's purge generation when its download began; a later purge makes the copy stale. */
+  generation?: number;
 }
 
 export function cacheKey(namespace: string, callId: string): string {

@@ -26,6 +26,13 @@ export const DEFAULT_MAX_SIGNED_URL_TTL_SECONDS = 3600;
 export const DEFAULT_WEBHOOK_RATE_LIMIT_PER_MINUTE = 120;
 /** Webhook prefetches queued or running per tenant. */
 export const DEFAULT_MAX_QUEUED_PREFETCHES = 100;
+/** Where the cluster's peer secret is read from when the `cluster` block names neither a variable nor a file. */
+export const DEFAULT_PEER_SECRET_ENV = 'GATEWAY_PEER_SECRET';
+/** Longest any one Redis call of the cluster may take (README, Cluster: Redis trouble degrades, never stops). */
+export const DEFAULT_REDIS_TIMEOUT_MS = 250;
+/** Bounds of cluster.redis_timeout_ms: below 10 ms a healthy Redis over a network times out; above a minute requests hang. */
+export const MIN_REDIS_TIMEOUT_MS = 10;
+export const MAX_REDIS_TIMEOUT_MS = 60_000;
 /**
  * The shortest secret the operator may choose (admin and webhook tokens,
  * signing keys): shorter ones can be guessed. RFC 2104 section 3 recommends

@@ -4,6 +4,8 @@ import { z } from 'zod';
 
 export const TENANT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 export const KID = /^[A-Za-z0-9._-]{1,64}$/;
+/** A cluster replica's id: it goes into Redis keys and logs, so a short plain name. */
+export const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const API_KEY_DIGEST = /^sha256:([0-9a-fA-F]{64})$/;
 // `bytes` alone would read "12 parsecs" as 12 (it falls back to parseInt) and
@@ -43,8 +45,11 @@ export const byteSize = z.unknown().transform((value, ctx): number => {
   return parsed;
 });
 
-/** An absolute http(s) URL without credentials, query or fragment; the trailing slash is dropped. */
-export function httpUrl(what: string) {
+/**
+ * An absolute http(s) URL without credentials, query or fragment; the trailing
+ * slash is dropped. With `origin: true` a path is refused too (`scheme://host[:port]`).
+ */
+export function httpUrl(what: string, options: { origin?: boolean } = {}) {
   // The value is never echoed: a URL may carry a password.
   return z.string().transform((value, ctx): string => {
     let url: URL;
@@ -61,6 +66,9 @@ export function httpUrl(what: string) {
     }
     if (url.search !== '' || url.hash !== '') {
       return fail(ctx, value, `the URL for ${what} must not have a query or fragment`);
+    }
+    if (options.origin === true && url.pathname !== '/') {
+      return fail(ctx, value, `the URL for ${what} must not have a path (expected scheme://host[:port])`);
     }
     return url.href.replace(/\/+$/, '');
   });
@@ -99,17 +107,33 @@ export const apiKeyDigest = z.string().transform((value, ctx): string => {
 
 export type CacheIndexConfig = { kind: 'sqlite' } | { kind: 'redis'; url: string };
 
+/** What is wrong with a Redis URL, or undefined when it is one; never quotes it, since it may carry a password. */
+function redisUrlProblem(value: string, expected: string): string | undefined {
+  if (!/^rediss?:\/\//i.test(value)) return expected;
+  try {
+    if (new URL(value).hostname === '') return `${expected} with a host`;
+  } catch {
+    return `${expected}; this one does not parse`;
+  }
+  return undefined;
+}
+
 export const cacheIndex = z.string().transform((value, ctx): CacheIndexConfig => {
   if (value === 'sqlite') return { kind: 'sqlite' };
-  const expected = 'expected "sqlite" or a redis:// or rediss:// URL';
-  if (!/^rediss?:\/\//i.test(value)) return fail(ctx, value, expected);
-  try {
-    if (new URL(value).hostname === '') return fail(ctx, value, `${expected} with a host`);
-  } catch {
-    return fail(ctx, value, `${expected}; this one does not parse`);
-  }
-  return { kind: 'redis', url: value };
+  const problem = redisUrlProblem(value, 'expected "sqlite" or a redis:// or rediss:// URL');
+  return problem === undefined ? { kind: 'redis', url: value } : fail(ctx, value, problem);
 });
+
+/** A `redis://` or `rediss://` URL with a host, kept as written (the Redis client reads it). */
+export const redisUrl = z.string().transform((value, ctx): string => {
+  const problem = redisUrlProblem(value, 'expected a redis:// or rediss:// URL');
+  return problem === undefined ? value : fail(ctx, value, problem);
+});
+
+/** Whether two valid Redis URLs are the same once `URL` has normalised them (scheme case, default port, escapes). */
+export function sameRedisUrl(a: string, b: string): boolean {
+  return new URL(a).href === new URL(b).href;
+}
 
 type SecretFields = Record<string, unknown>;
 

@@ -1,5 +1,6 @@
 export { ConfigError, type ConfigIssue } from './config-error.js';
 export {
+  type ClusterConfig,
   configPathFrom,
   loadConfig,
   parseConfig,
@@ -27,6 +28,8 @@ export {
   DEFAULT_MAX_RECORDING_BYTES,
   DEFAULT_MAX_SIGNED_URL_TTL_SECONDS,
   DEFAULT_NOT_FOUND_TTL_SECONDS,
+  DEFAULT_PEER_SECRET_ENV,
+  DEFAULT_REDIS_TIMEOUT_MS,
   DEFAULT_UPSTREAM_API_KEY_ENV,
   DEFAULT_UPSTREAM_BASE_URL,
   DEFAULT_UPSTREAM_TIMEOUT_MS,

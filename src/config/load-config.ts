@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { ConfigError, type ConfigIssue } from './config-error.js';
 import { jsonSyntaxError } from './json-syntax.js';
 import { DEFAULT_CONFIG_PATH } from './defaults.js';
-import { httpUrl } from './fields.js';
+import { httpUrl, NODE_ID } from './fields.js';
 import { type ConfigFile, validateConfigFile } from './schema.js';
 import {
   ADMIN_TOKEN_OVERRIDE,
@@ -17,9 +18,9 @@ import {
   secretIssue,
   secretRefs,
 } from './secrets.js';
-import type { GatewayConfig, TenantConfig } from './types.js';
+import type { ClusterConfig, GatewayConfig, TenantConfig } from './types.js';
 
-export type { GatewayConfig, TenantConfig } from './types.js';
+export type { ClusterConfig, GatewayConfig, TenantConfig } from './types.js';
 
 export interface ParseConfigOptions {
   /** The environment (pass `process.env` in production): overrides and secrets are read from here only. */
@@ -29,10 +30,13 @@ export interface ParseConfigOptions {
   /**
    * Default true. When false (CLI commands that never call upstream), a
    * missing or unusable secret does not fail: the server key is left '', the
-   * affected signing keys are skipped, a tenant's own upstream key is left ''
-   * and the admin and webhook tokens are left unset. Structure is still validated.
+   * affected signing keys are skipped, a tenant's own upstream key and the
+   * cluster's peer secret are left '' and the admin and webhook tokens are left
+   * unset. Structure is still validated.
    */
   requireSecrets?: boolean;
+  /** The machine's host name, the default `cluster.node_id`; default `os.hostname()`. */
+  hostname?: string;
 }
 
 export interface LoadConfigOptions extends ParseConfigOptions {
@@ -169,6 +173,7 @@ function assemble(
   const secret = (at: string, base: string): string | undefined => secrets.get(`${at}.${base}_file`) ?? secrets.get(`${at}.${base}_env`);
 
   const overrides = environmentOverrides(env, cwd, issues);
+  const cluster = file.cluster === undefined ? undefined : clusterConfig(file.cluster, secret('cluster', 'peer_secret'), options, issues);
   if (issues.length > 0) throw new ConfigError(issues, fileName === undefined ? {} : { file: fileName });
 
   const config: GatewayConfig = {
@@ -196,7 +201,9 @@ function assemble(
       maxDiskBytes: file.cache.max_disk_bytes,
       maxMemoryBytes: file.cache.max_memory_bytes,
       maxRecordingBytes: file.cache.max_recording_bytes,
-      index: file.cache.index,
+      // A cluster's shared state lives in cluster.redis_url, and each volume keeps
+      // its own sqlite index (the schema refuses a cache.index naming another Redis).
+      index: file.cluster === undefined ? file.cache.index : { kind: 'sqlite' },
       notFoundTtlSeconds: file.cache.not_found_ttl_seconds,
       maxAgeSeconds: file.cache.max_age_seconds,
     },
@@ -229,7 +236,32 @@ function assemble(
   if (file.public_base_url !== undefined) config.publicBaseUrl = file.public_base_url;
   const adminToken = secrets.get(ADMIN_TOKEN_OVERRIDE) ?? secret('admin', 'token');
   if (adminToken !== undefined) config.adminToken = adminToken;
+  if (cluster !== undefined) config.cluster = cluster;
   return config;
+}
+
+/** The `cluster` block; node_id defaults to the host name, which must then make a valid id. */
+function clusterConfig(
+  cluster: NonNullable<ConfigFile['cluster']>,
+  peerSecret: string | undefined,
+  options: ParseConfigOptions,
+  issues: ConfigIssue[],
+): ClusterConfig {
+  let nodeId = cluster.node_id;
+  if (nodeId === undefined) {
+    nodeId = options.hostname ?? hostname();
+    if (!NODE_ID.test(nodeId)) {
+      const message = `not set, and the host name ${JSON.stringify(nodeId)} is not a valid node id (1-64 letters, digits, ".", "_" or "-"); set cluster.node_id`;
+      issues.push({ path: 'cluster.node_id', message });
+    }
+  }
+  return {
+    redisUrl: cluster.redis_url,
+    nodeId,
+    ...(cluster.advertise_url === undefined ? {} : { advertiseUrl: cluster.advertise_url }),
+    peerSecret: peerSecret ?? '',
+    redisTimeoutMs: cluster.redis_timeout_ms,
+  };
 }
 
 interface Overrides {

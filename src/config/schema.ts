@@ -18,13 +18,17 @@ import {
   DEFAULT_MAX_RECORDING_BYTES,
   DEFAULT_MAX_SIGNED_URL_TTL_SECONDS,
   DEFAULT_NOT_FOUND_TTL_SECONDS,
+  DEFAULT_REDIS_TIMEOUT_MS,
   DEFAULT_REQUEST_TIMEOUT_MS,
   DEFAULT_UPSTREAM_BASE_URL,
   DEFAULT_UPSTREAM_TIMEOUT_MS,
   DEFAULT_WEBHOOK_RATE_LIMIT_PER_MINUTE,
+  MAX_REDIS_TIMEOUT_MS,
+  MIN_REDIS_TIMEOUT_MS,
 } from './defaults.js';
 import {
   apiKeyDigest,
+  type CacheIndexConfig,
   byteSize,
   cacheIndex,
   checkSecretSource,
@@ -32,9 +36,12 @@ import {
   filePath,
   httpUrl,
   KID,
+  NODE_ID,
   nonNegativeInt,
   origin,
   positiveInt,
+  redisUrl,
+  sameRedisUrl,
   TENANT_ID,
 } from './fields.js';
 
@@ -162,6 +169,19 @@ const webhooksSchema = z.strictObject({
   max_queued_prefetches: positiveInt.default(DEFAULT_MAX_QUEUED_PREFETCHES),
 });
 
+// README, Cluster. node_id has no default here: the host name is read where the config is assembled.
+const clusterSchema = z
+  .strictObject({
+    redis_url: redisUrl,
+    node_id: z.string().regex(NODE_ID, 'expected 1-64 letters, digits, ".", "_" or "-"').optional(),
+    advertise_url: httpUrl('cluster.advertise_url', { origin: true }).optional(),
+    // No default here: when peer_secret_file is set, the env name must stay unset.
+    peer_secret_env: envName.optional(),
+    peer_secret_file: filePath.optional(),
+    redis_timeout_ms: z.int().min(MIN_REDIS_TIMEOUT_MS).max(MAX_REDIS_TIMEOUT_MS).default(DEFAULT_REDIS_TIMEOUT_MS),
+  })
+  .superRefine((cluster, ctx) => checkSecretSource(cluster, 'peer_secret', false, ctx));
+
 const TENANTS_REQUIRED = 'at least one tenant is required';
 
 const configFileShape = z.strictObject({
@@ -171,6 +191,7 @@ const configFileShape = z.strictObject({
   upstream: upstreamSchema.prefault({}),
   cache: cacheSchema.prefault({}),
   webhooks: webhooksSchema.prefault({}),
+  cluster: clusterSchema.optional(),
   tenants: z
     .array(tenantSchema, { error: (issue) => (issue.input === undefined ? TENANTS_REQUIRED : undefined) })
     .min(1, TENANTS_REQUIRED)
@@ -206,7 +227,26 @@ const configFileShape = z.strictObject({
     }),
 });
 
-export const configFileSchema = configFileShape.superRefine((file, ctx) => checkDiskShares(file.tenants, file.cache.max_disk_bytes, ctx));
+export const configFileSchema = configFileShape.superRefine((file, ctx) => {
+  checkDiskShares(file.tenants, file.cache.max_disk_bytes, ctx);
+  checkClusterIndex(file.cache.index, file.cluster, ctx);
+});
+
+/**
+ * A cluster keeps its shared state in cluster.redis_url, so a second Redis in
+ * cache.index would split it; the same URL is harmless (load-config.ts then
+ * gives the volume its own sqlite index). Neither URL is quoted: both may carry a password.
+ */
+function checkClusterIndex(index: CacheIndexConfig, cluster: { redis_url: string } | undefined, ctx: z.RefinementCtx): void {
+  if (cluster === undefined || index.kind !== 'redis' || sameRedisUrl(index.url, cluster.redis_url)) return;
+  ctx.issues.push({
+    code: 'custom',
+    message:
+      'conflicts with cluster.redis_url (a different Redis); leave cache.index at its default; the cluster keeps its shared state in cluster.redis_url',
+    input: index,
+    path: ['cache', 'index'],
+  });
+}
 
 /** Disk shares are room reserved out of cache.max_disk_bytes, so together they must fit in it. */
 function checkDiskShares(tenants: ReadonlyArray<{ disk_share?: number | undefined }>, maxDiskBytes: number, ctx: z.RefinementCtx): void {

@@ -1,6 +1,12 @@
 import { resolve } from 'node:path';
 import type { ConfigIssue } from './config-error.js';
-import { DEFAULT_UPSTREAM_API_KEY_ENV, GENERATE_SECRET_HINT, MIN_SECRET_BYTES } from './defaults.js';
+import {
+  DEFAULT_PEER_SECRET_ENV,
+  DEFAULT_UPSTREAM_API_KEY_ENV,
+  GENERATE_SECRET_HINT,
+  MIN_KEY_SECRET_BYTES,
+  MIN_SECRET_BYTES,
+} from './defaults.js';
 import type { ConfigFile } from './schema.js';
 
 /*
@@ -72,6 +78,16 @@ export function secretRefs(file: ConfigFile, env: Record<string, string | undefi
       refs.push({ ...ref(at, 'webhook_token', tenant, `tenant "${tenant.id}"'s webhook token`), minBytes: MIN_SECRET_BYTES });
     }
   });
+  if (file.cluster !== undefined) {
+    const { peer_secret_env, peer_secret_file } = file.cluster;
+    const purpose = 'the peer secret, the same on every replica';
+    refs.push({
+      ...(peer_secret_file === undefined
+        ? { field: 'cluster.peer_secret_env', env: peer_secret_env ?? DEFAULT_PEER_SECRET_ENV, purpose }
+        : { field: 'cluster.peer_secret_file', file: peer_secret_file, purpose }),
+      minBytes: MIN_KEY_SECRET_BYTES,
+    });
+  }
   return refs;
 }
 

@@ -50,6 +50,21 @@ export interface GatewayConfig {
     maxQueuedPrefetches: number;
   };
   tenants: TenantConfig[];
+  /** Several replicas acting as one cache (README, Cluster); absent: one gateway on its own. */
+  cluster?: ClusterConfig;
+}
+
+export interface ClusterConfig {
+  /** `redis://[user:pass@]host:port[/db]`: the cluster's shared state. */
+  redisUrl: string;
+  /** Unique per replica; default the host name. */
+  nodeId: string;
+  /** Where the other replicas reach this one; absent: `http://<listen host, or the host name when it listens on all>:<bound port>`. */
+  advertiseUrl?: string;
+  /** The same on every replica, at least 32 bytes: the only credential of the internal routes; '' only when loaded with `requireSecrets: false`. */
+  peerSecret: string;
+  /** Longest any one Redis call may take before it counts as failed. Default 250. */
+  redisTimeoutMs: number;
 }
 
 export interface TenantConfig {

@@ -8,7 +8,7 @@ import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import { upstreamErrorKind } from '../upstream/errors.js';
 import type { FlyflowClient } from '../upstream/flyflow-client.js';
 import type { DownloadSlots } from './download-slots.js';
-import { RecordingDownload, type CompletedDownload, type DownloadSink } from './recording-download.js';
+import { RecordingDownload, type CompletedDownload, type DownloadSink, type SourcedRecording } from './recording-download.js';
 
 /** Where a finished download goes (the recording cache). */
 export interface DownloadStore {
@@ -19,12 +19,17 @@ export interface DownloadStore {
 /** Who a download is for: the namespace it is stored under and the key it is fetched with. */
 export type DownloadOwner = Pick<Tenant, 'namespace' | 'upstreamApiKey'>;
 
+/** Opens a recording's bytes: the upstream by default; in a cluster, wherever the cluster says. */
+export type RecordingSource = (owner: DownloadOwner, callId: string, signal: AbortSignal | undefined) => Promise<SourcedRecording>;
+
 export interface DownloadManagerOptions {
   /** With `timeoutMs`, the wait for a download slot counts against it too. */
   client: Pick<FlyflowClient, 'openRecording'> & Partial<Pick<FlyflowClient, 'timeoutMs'>>;
   /** Where bodies are written while they arrive. */
   sink: DownloadSink;
   store: DownloadStore;
+  /** Where downloads come from; default: `client.openRecording`. */
+  source?: RecordingSource;
   /** The cap on concurrent upstream downloads; callers beyond it queue, fairly between upstream accounts. */
   slots: DownloadSlots;
   /** Told of every upstream 404, so the next requests for it are answered without asking. */
@@ -60,6 +65,11 @@ export class DownloadManager {
 
   get inFlight(): number {
     return this.#inFlight.size;
+  }
+
+  /** The download under way for this key, if any. */
+  peek(key: string): RecordingDownload | undefined {
+    return this.#inFlight.get(key);
   }
 
   /** True while a download for this key can be joined. */
@@ -103,17 +113,23 @@ export class DownloadManager {
     // head; a body that broke is fetched again with a budget of its own.
     let budget = client.timeoutMs === undefined ? undefined : AbortSignal.timeout(client.timeoutMs);
     const slot = slots.acquire(owner.namespace, budget);
+    const source: RecordingSource =
+      this.options.source ?? ((_, id, signal) => client.openRecording(id, owner.upstreamApiKey, { account: owner.namespace, signal }));
+    const opened: SourcedRecording[] = [];
     const download = new RecordingDownload(async () => {
       await slot;
       const signal = budget;
       budget = undefined;
-      return this.#timed(() => client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal }));
+      const recording = await this.#timed(() => source(owner, callId, signal));
+      opened.push(recording);
+      return recording;
     }, sink);
     this.#inFlight.set(key, download);
     const settled = this.#finish(key, owner.namespace, callId, download)
       .catch((error: unknown) => logger.error({ err: error, key }, 'storing a finished download failed'))
       .then(async () => {
         if (this.#inFlight.get(key) === download) this.#inFlight.delete(key);
+        for (const recording of opened) recording.settle?.();
         void slot.then(
           (release) => release(),
           () => {},
@@ -163,8 +179,10 @@ export class DownloadManager {
           contentType: result.contentType,
           fetchedAt: this.options.clock.now(),
           ...(result.lastModified === undefined ? {} : { lastModified: result.lastModified }),
+          ...(result.generation === undefined ? {} : { generation: result.generation }),
         },
-        result.file,
+        // The source's replica stores it on our shared volume itself.
+        result.persist ? result.file : undefined,
         result.body,
       );
       this.#storing.set(download, storing);

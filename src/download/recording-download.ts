@@ -17,8 +17,25 @@ export interface DownloadHead {
   lastModified: string | undefined;
 }
 
+/** Where a download's bytes come from: the upstream, or (in a cluster) another replica's download or copy. */
+export type DownloadOrigin = 'upstream' | 'peer-download' | 'peer-copy';
+
+/** An opened source of a recording's bytes: the upstream's answer, or another replica's, with what storing it needs. */
+export interface SourcedRecording extends UpstreamRecording {
+  origin?: DownloadOrigin;
+  /** False when the source's own volume is ours: it stores the file there, so this process must not. */
+  persist?: boolean;
+  /** The recording's purge generation when this download began (cluster only). */
+  generation?: number;
+  /** Called once the download has settled and its result is stored (a cluster lease is released here). */
+  settle?(): void;
+}
+
 /** The finished body, handed to whoever stores it. */
 export interface CompletedDownload extends DownloadHead {
+  origin: DownloadOrigin;
+  persist: boolean;
+  generation: number | undefined;
   sha256: string;
   /** The whole body when it was small enough to keep in memory. */
   body: Buffer | undefined;
@@ -50,6 +67,7 @@ export class RecordingDownload {
   readonly completed: Promise<CompletedDownload>;
 
   #body: GrowingBody | undefined;
+  #origin: DownloadOrigin = 'upstream';
   #headSent = false;
   #state: 'running' | 'complete' | 'failed' = 'running';
   #sha256: string | undefined;
@@ -59,7 +77,7 @@ export class RecordingDownload {
   #rejectHead!: (error: unknown) => void;
 
   constructor(
-    open: () => Promise<UpstreamRecording>,
+    open: () => Promise<SourcedRecording>,
     private readonly sink: DownloadSink,
     private readonly options: DownloadOptions = {},
   ) {
@@ -74,6 +92,11 @@ export class RecordingDownload {
 
   get state(): 'running' | 'complete' | 'failed' {
     return this.#state;
+  }
+
+  /** Where the bytes come from; known once the head is. */
+  get origin(): DownloadOrigin {
+    return this.#origin;
   }
 
   /** The whole body's sha256 once it is complete (it may still be being stored), else undefined. */
@@ -112,12 +135,13 @@ export class RecordingDownload {
     return this.#closeIfUnused();
   }
 
-  async #run(open: () => Promise<UpstreamRecording>): Promise<CompletedDownload> {
+  async #run(open: () => Promise<SourcedRecording>): Promise<CompletedDownload> {
     const maxAttempts = this.options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     for (let attempt = 1; ; attempt++) {
-      let upstream: UpstreamRecording | undefined;
+      let upstream: SourcedRecording | undefined;
       try {
         upstream = await open();
+        this.#origin = upstream.origin ?? 'upstream';
         this.#body = await GrowingBody.create(this.sink, upstream.contentLength);
         const result = await this.#receive(upstream, this.#body);
         this.#sha256 = result.sha256;
@@ -145,7 +169,7 @@ export class RecordingDownload {
     }
   }
 
-  async #receive(upstream: UpstreamRecording, body: GrowingBody): Promise<CompletedDownload> {
+  async #receive(upstream: SourcedRecording, body: GrowingBody): Promise<CompletedDownload> {
     const hash = createHash('sha256');
     let signature = Buffer.alloc(0);
     const head = () => ({
@@ -179,7 +203,14 @@ export class RecordingDownload {
     const sealed = await body.seal();
     this.#headSent = true;
     this.#resolveHead(head());
-    return { ...head(), sha256: hash.digest('hex'), ...sealed };
+    return {
+      ...head(),
+      sha256: hash.digest('hex'),
+      ...sealed,
+      origin: this.#origin,
+      persist: upstream.persist !== false,
+      generation: upstream.generation,
+    };
   }
 
   async #closeIfUnused(): Promise<void> {

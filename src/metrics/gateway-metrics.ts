@@ -10,7 +10,12 @@ export interface MetricsSources {
   circuitStates(): Array<{ account: string; state: 'closed' | 'open' | 'half-open' }>;
   /** The webhook's background prefetches: waiting for their turn, and under way. */
   webhookPrefetches(): { queued: number; running: number };
+  /** Cluster mode only: whether Redis answers, and how many other replicas are alive. */
+  cluster?(): { redis: 'up' | 'unreachable'; peers: number };
 }
+
+/** Where a replica got a recording it did not hold from another replica. */
+export type PeerFetchOrigin = 'peer-download' | 'peer-copy';
 
 /** Why a webhook event was refused: over the tenant's webhook rate limit (429), its prefetch queue full or shutdown (503). */
 export type WebhookRefusal = 'rate_limited' | 'queue_full' | 'shutting_down';
@@ -34,6 +39,8 @@ export class GatewayMetrics {
   readonly #joiners: Counter;
   readonly #evictions: Counter;
   readonly #webhookRefusals: Counter<'reason'>;
+  readonly #peerFetches: Counter<'origin'>;
+  readonly #redisFallbacks: Counter<'use'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -79,6 +86,37 @@ export class GatewayMetrics {
       labelNames: ['reason'],
       registers,
     });
+    this.#peerFetches = new Counter({
+      name: `${PREFIX}cluster_peer_fetches_total`,
+      help: "Recordings streamed from another replica instead of the upstream, by origin (peer-download: its download under way; peer-copy: its volume's copy).",
+      labelNames: ['origin'],
+      registers,
+    });
+    this.#redisFallbacks = new Counter({
+      name: `${PREFIX}cluster_redis_fallbacks_total`,
+      help: 'Decisions this replica took on its own because Redis did not answer in time, by use (rate_limit).',
+      labelNames: ['use'],
+      registers,
+    });
+    if (sources.cluster) {
+      const cluster = sources.cluster;
+      new Gauge({
+        name: `${PREFIX}cluster_redis_up`,
+        help: "1 while the cluster's Redis answers; 0 while this replica runs degraded, on its own.",
+        registers,
+        collect() {
+          this.set(cluster().redis === 'up' ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: `${PREFIX}cluster_peers`,
+        help: 'Other replicas seen alive at the last heartbeat.',
+        registers,
+        collect() {
+          this.set(cluster().peers);
+        },
+      });
+    }
     new Gauge({
       name: `${PREFIX}webhook_prefetches`,
       help: 'Webhook-triggered prefetches, by state (queued, running).',
@@ -177,5 +215,13 @@ export class GatewayMetrics {
 
   webhookEventRefused(reason: WebhookRefusal): void {
     this.#webhookRefusals.inc({ reason });
+  }
+
+  peerFetched(origin: PeerFetchOrigin): void {
+    this.#peerFetches.inc({ origin });
+  }
+
+  redisFallback(use: 'rate_limit'): void {
+    this.#redisFallbacks.inc({ use });
   }
 }

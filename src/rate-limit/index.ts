@@ -13,3 +13,4 @@ export {
   type TenantRateLimiter,
   type TenantRateLimiterOptions,
 } from './tenant-limiter.js';
+export { createRedisRateLimitStore, type RedisRateLimitStoreOptions } from './redis-store.js';

@@ -1,9 +1,9 @@
 import type { FileHandle } from 'node:fs/promises';
-import type { NotFoundMemory } from '../cache/not-found-memory.js';
+import type { NotFoundStore } from '../cache/not-found-memory.js';
 import type { CachedRecording, RecordingCache } from '../cache/recording-cache.js';
 import { cacheKey } from '../cache/recording-meta.js';
 import type { DownloadManager, DownloadOwner } from '../download/download-manager.js';
-import type { CompletedDownload, DownloadHead } from '../download/recording-download.js';
+import type { CompletedDownload, DownloadHead, DownloadOrigin } from '../download/recording-download.js';
 import { NotFoundError, ServiceUnavailableError } from '../errors.js';
 
 /** A recording's bytes, readable at any offset (waiting for bytes still arriving) until released. */
@@ -31,6 +31,8 @@ export interface FetchedRecording {
   reader: RecordingReader;
   /** The body's sha256 when the download was already complete (still being stored), so the answer can carry its ETag. */
   sha256?: string | undefined;
+  /** Where the bytes come from: the upstream, or another replica (cluster). */
+  origin: DownloadOrigin;
 }
 
 /** A recording fetched whole: stored (`found`), or, when it could not be, read from its finished download. */
@@ -43,10 +45,18 @@ export interface WarmResult {
   size: number;
 }
 
+/** How a purge reaches the rest of a cluster. */
+export interface ClusterPurge {
+  /** Purges everywhere: the cluster's copies and downloads, this process (`local`), then every other replica. */
+  purge(namespace: string, callId: string, local: () => Promise<boolean>): Promise<boolean>;
+}
+
 export interface RecordingServiceOptions {
   cache: RecordingCache;
   downloads: DownloadManager;
-  notFound: NotFoundMemory;
+  notFound: NotFoundStore;
+  /** Set in cluster mode. */
+  cluster?: ClusterPurge;
 }
 
 /** Reads a large cached file chunk by chunk; releasing it closes the file and unpins the entry. */
@@ -94,14 +104,15 @@ export class RecordingService {
 
   async #findStored(key: string, entry: CachedRecording | undefined): Promise<FoundRecording | undefined> {
     const { cache, downloads, notFound } = this.options;
-    if (!entry && !notFound.has(key) && !downloads.isInFlight(key)) {
+    const remembered404 = entry || downloads.isInFlight(key) ? false : await notFound.has(key);
+    if (!entry && !remembered404 && !downloads.isInFlight(key)) {
       const hit = await cache.lookupIndex(key);
       if (hit?.tier === 'memory') return hit;
       entry = hit?.entry;
     }
     const found = entry && (await this.#readStored(entry));
     if (found) return found;
-    if (notFound.has(key)) throw new NotFoundError();
+    if (remembered404 || (entry && (await notFound.has(key)))) throw new NotFoundError();
     return undefined;
   }
 
@@ -143,6 +154,7 @@ export class RecordingService {
       collapsed,
       reader: { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release },
       sha256: download.sha256,
+      origin: download.origin,
     };
   }
 
@@ -169,7 +181,7 @@ export class RecordingService {
       return { collapsed, found };
     }
     const reader: RecordingReader = { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release };
-    return { collapsed, fetched: { head: completed, collapsed, reader }, sha256: completed.sha256 };
+    return { collapsed, fetched: { head: completed, collapsed, reader, origin: completed.origin }, sha256: completed.sha256 };
   }
 
   /**
@@ -193,12 +205,18 @@ export class RecordingService {
   }
 
   /**
-   * Removes a recording from every tier; a download of it under way is not
-   * stored, and a remembered 404 is forgotten. Resolves with whether this
-   * process held it.
-   * @throws ServiceUnavailableError when the disk or the index failed.
+   * Removes a recording from every tier (in a cluster, on every replica); a
+   * download of it under way is not stored, and a remembered 404 is
+   * forgotten. Resolves with whether this process held it.
+   * @throws ServiceUnavailableError when the disk, the index or the cluster failed.
    */
-  async purge(namespace: string, callId: string): Promise<boolean> {
+  purge(namespace: string, callId: string): Promise<boolean> {
+    const { cluster } = this.options;
+    return cluster ? cluster.purge(namespace, callId, () => this.purgeLocal(namespace, callId)) : this.purgeLocal(namespace, callId);
+  }
+
+  /** `purge` in this process only: what a replica does when the cluster tells it of a purge. */
+  async purgeLocal(namespace: string, callId: string): Promise<boolean> {
     const { cache, downloads, notFound } = this.options;
     await downloads.discard(namespace, callId);
     notFound.forget(cacheKey(namespace, callId));

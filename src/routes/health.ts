@@ -30,7 +30,11 @@ export function indexReadiness(index: Pick<RecordingIndex, 'kind' | 'ping'>): Re
   };
 }
 
-export function createHealthHandlers(checks: ReadinessCheck[]) {
+/**
+ * @param details more to say in the /readyz body, never a reason for 503:
+ *   in a cluster, Redis trouble is reported here (README, Cluster).
+ */
+export function createHealthHandlers(checks: ReadinessCheck[], details?: () => Record<string, unknown>) {
   return {
     /** 200 while the process serves. */
     healthz(c: Context): Response {
@@ -50,8 +54,9 @@ export function createHealthHandlers(checks: ReadinessCheck[]) {
         }),
       );
       const failures = results.filter((result): result is string => result !== undefined);
-      if (failures.length === 0) return c.json({ status: 'ready' }, 200, NO_STORE);
-      return c.json({ error: 'Service Unavailable', message: failures.join('; ') }, 503, NO_STORE);
+      const more = details?.() ?? {};
+      if (failures.length === 0) return c.json({ status: 'ready', ...more }, 200, NO_STORE);
+      return c.json({ error: 'Service Unavailable', message: failures.join('; '), ...more }, 503, NO_STORE);
     },
   };
 }

@@ -41,6 +41,15 @@ const CACHE_STATUS_MEMORY = `${CACHE_NAME}; hit; detail=memory`;
 const CACHE_STATUS_DISK = `${CACHE_NAME}; hit; detail=disk`;
 const CACHE_STATUS_MISS = `${CACHE_NAME}; fwd=uri-miss`;
 const CACHE_STATUS_COLLAPSED = `${CACHE_NAME}; fwd=uri-miss; collapsed`;
+/** Cluster: joined another replica's download, or read another volume's copy through its replica. */
+const CACHE_STATUS_PEER_DOWNLOAD = `${CACHE_NAME}; fwd=uri-miss; collapsed; detail=peer`;
+const CACHE_STATUS_PEER_COPY = `${CACHE_NAME}; fwd=uri-miss; detail=peer`;
+
+function missCacheStatus(fetched: Pick<FetchedRecording, 'collapsed' | 'origin'>): string {
+  if (fetched.origin === 'peer-download') return CACHE_STATUS_PEER_DOWNLOAD;
+  if (fetched.origin === 'peer-copy') return CACHE_STATUS_PEER_COPY;
+  return fetched.collapsed ? CACHE_STATUS_COLLAPSED : CACHE_STATUS_MISS;
+}
 const DEFAULT_SIGNED_URL_TTL_SECONDS = 300;
 
 const RECORDING_PATH = /^\/v1\/call\/recording\/([^/?]*)\.mp3$/;
@@ -71,7 +80,8 @@ export function callIdFromPath(c: Context<GatewayEnv>, pattern: RegExp = RECORDI
   return parseCallId(segment);
 }
 
-function connectionAborter(c: Context<GatewayEnv>): AbortConnection {
+/** Cuts the client's connection when a body fails after its head went out. */
+export function connectionAborter(c: Context<GatewayEnv>): AbortConnection {
   return () => {
     const outgoing = c.env?.outgoing;
     if (!outgoing) return false;
@@ -162,7 +172,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     representation: Representation,
     extra: ResponseHeaders,
   ): Response {
-    extra['Cache-Status'] = fetched.collapsed ? CACHE_STATUS_COLLAPSED : CACHE_STATUS_MISS;
+    extra['Cache-Status'] = missCacheStatus(fetched);
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
     return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, connectionAborter(c), outcome);

@@ -1,0 +1,114 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { cacheKey } from '../cache/recording-meta.js';
+import type { DownloadOwner, RecordingSource } from '../download/download-manager.js';
+import type { SourcedRecording } from '../download/recording-download.js';
+import type { Logger } from '../logger.js';
+import type { ClusterDirectory } from './cluster-directory.js';
+import type { DownloadLeases } from './download-lease.js';
+import type { Membership } from './membership.js';
+import { type PeerClient, PeerMissError, PeerUnreachableError } from './peer-client.js';
+
+export interface ClusterSourceOptions {
+  directory: ClusterDirectory;
+  leases: DownloadLeases;
+  membership: Pick<Membership, 'peers'>;
+  peers: PeerClient;
+  nodeId: string;
+  volume: string;
+  /** Where the other replicas reach this one; undefined until the server listens. */
+  advertiseUrl: () => string | undefined;
+  /** The upstream itself. */
+  upstream: RecordingSource;
+  logger: Logger;
+  onPeerFetch?: (origin: 'peer-download' | 'peer-copy') => void;
+}
+
+// Rounds of "ask the holder, else take over" before downloading anyway: one
+// extra upstream download is better than a failed answer.
+const MAX_ROUNDS = 4;
+const RETRY_DELAY_MS = 15;
+
+/**
+ * Where a replica gets a recording it does not hold, so that the cluster
+ * downloads each recording once: a copy on another volume, through the replica
+ * serving that volume; else the download under way on the replica holding the
+ * recording's lease; else, holding the lease itself, the upstream. A holder
+ * that does not answer is taken to be dead and its lease taken over. While
+ * Redis is out, the upstream, directly.
+ */
+export function clusterSource(options: ClusterSourceOptions): RecordingSource {
+  const { directory, leases, membership, peers, logger } = options;
+
+  async function fromPeer(
+    url: string,
+    origin: 'peer-download' | 'peer-copy',
+    owner: DownloadOwner,
+    callId: string,
+    generation: number,
+    signal: AbortSignal | undefined,
+  ): Promise<SourcedRecording> {
+    const recording = await peers.openRecording(url, owner.namespace, callId, signal);
+    options.onPeerFetch?.(origin);
+    // Streamed from a replica on our own volume: that replica stores the file, this one must not.
+    return { ...recording, origin, persist: recording.volume !== options.volume, generation };
+  }
+
+  return async (owner, callId, signal) => {
+    const key = cacheKey(owner.namespace, callId);
+    const advertised = options.advertiseUrl();
+    for (let round = 0; round < MAX_ROUNDS && advertised !== undefined; round++) {
+      let lookup: Awaited<ReturnType<ClusterDirectory['lookup']>>;
+      try {
+        lookup = await directory.lookup(key);
+      } catch {
+        break;
+      }
+      for (const copy of lookup.copies) {
+        if (copy.volume === options.volume) continue;
+        const peer = membership.peers.find((candidate) => candidate.volume === copy.volume);
+        if (!peer) continue;
+        try {
+          return await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal);
+        } catch (error) {
+          if (!(error instanceof PeerMissError || error instanceof PeerUnreachableError)) throw error;
+        }
+      }
+      let attempt: Awaited<ReturnType<DownloadLeases['acquire']>>;
+      try {
+        attempt = await leases.acquire(key, advertised);
+      } catch {
+        break;
+      }
+      if (attempt.acquired) {
+        const { lease, generation } = attempt;
+        let recording: SourcedRecording;
+        try {
+          recording = await options.upstream(owner, callId, signal);
+        } catch (error) {
+          lease.release();
+          throw error;
+        }
+        return { ...recording, origin: 'upstream', generation, settle: () => lease.release() };
+      }
+      const { holder, generation } = attempt;
+      if (holder.node !== options.nodeId) {
+        try {
+          return await fromPeer(holder.url, 'peer-download', owner, callId, generation, signal);
+        } catch (error) {
+          if (error instanceof PeerMissError) {
+            // It finished (its copy is listed now) or failed: look again.
+            await sleep(RETRY_DELAY_MS * (round + 1));
+            continue;
+          }
+          if (!(error instanceof PeerUnreachableError)) throw error;
+          logger.warn({ key, holder: holder.node }, 'cluster: the replica downloading a recording does not answer; taking over');
+        }
+      }
+      // A holder that is gone, or this replica's own lease from before a restart.
+      await leases.takeOver(key, holder).catch(() => {});
+    }
+    // Redis out, or no agreement reached: download it ourselves.
+    const recording = await options.upstream(owner, callId, signal);
+    return { ...recording, origin: 'upstream' };
+  };
+}

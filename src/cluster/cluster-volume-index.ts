@@ -1,0 +1,120 @@
+import type { RecordingIndex, VolumeOverflow } from '../cache/recording-index.js';
+import type { RecordingMeta } from '../cache/recording-meta.js';
+import { StaleCopyError } from '../cache/stale-copy.js';
+import type { Logger } from '../logger.js';
+import type { ClusterCopy, ClusterDirectory, VolumeUsage } from './cluster-directory.js';
+
+export interface ClusterVolumeIndexOptions {
+  /** The volume's own index (sqlite on the volume): the truth about what the volume holds. */
+  local: RecordingIndex;
+  directory: ClusterDirectory;
+  volume: string;
+  maxDiskBytes: number;
+  /** Each namespace's disk share, as the catalogue applies it. */
+  diskShares: ReadonlyMap<string, number>;
+  logger: Logger;
+  /** Keys whose copy could not be published or removed while Redis was out; the next sync settles them. */
+  onUnsynced: () => void;
+}
+
+// Recency updates from hits go to Redis in one command per interval, not one per hit.
+const TOUCH_FLUSH_MS = 1_000;
+// The shared budget looks at this many of the volume's oldest copies per store.
+const EVICTION_CANDIDATES = 64;
+
+/**
+ * Least recently used first among namespaces over their share, then the
+ * newcomer's own namespace, as the catalogue does (README, Durability): a
+ * namespace within its share is never evicted for another's traffic.
+ */
+export function chooseVictims(
+  candidates: readonly ClusterCopy[],
+  usage: VolumeUsage,
+  shares: ReadonlyMap<string, number>,
+  newcomer: { key: string; namespace: string },
+  overBy: number,
+  maxVictims = candidates.length,
+): ClusterCopy[] {
+  const byNamespace = new Map(usage.byNamespace);
+  const victims = new Set<ClusterCopy>();
+  let freed = 0;
+  const choose = (wanted: (copy: ClusterCopy) => boolean) => {
+    for (const copy of candidates) {
+      if (freed >= overBy || victims.size >= maxVictims) return;
+      const key = `${copy.meta.namespace}/${copy.meta.callId}`;
+      if (key === newcomer.key || victims.has(copy) || !wanted(copy)) continue;
+      victims.add(copy);
+      freed += copy.meta.size;
+      byNamespace.set(copy.meta.namespace, (byNamespace.get(copy.meta.namespace) ?? 0) - copy.meta.size);
+    }
+  };
+  choose((copy) => (byNamespace.get(copy.meta.namespace) ?? 0) > (shares.get(copy.meta.namespace) ?? 0));
+  choose((copy) => copy.meta.namespace === newcomer.namespace);
+  return [...victims];
+}
+
+/**
+ * The volume's own index, mirrored into the cluster's directory: every store
+ * publishes the copy (refused when a purge overtook its download), every
+ * removal withdraws it and tells the replicas sharing the volume. While Redis
+ * is out the volume's index goes on alone; the next sync publishes what it
+ * missed.
+ */
+export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): RecordingIndex & VolumeOverflow {
+  const { local, directory, volume, logger } = options;
+  const touched = new Set<string>();
+  const flush = setInterval(() => {
+    if (touched.size === 0) return;
+    const keys = [...touched];
+    touched.clear();
+    void directory.touch(volume, keys, Date.now()).catch(() => {});
+  }, TOUCH_FLUSH_MS);
+  flush.unref();
+
+  return {
+    kind: local.kind,
+    shared: true,
+    get: (key) => local.get(key),
+    entries: () => local.entries(),
+    ping: () => local.ping(),
+    async set(key, meta) {
+      await local.set(key, meta);
+      let published: Awaited<ReturnType<ClusterDirectory['publish']>>;
+      try {
+        published = await directory.publish(volume, key, meta, Date.now());
+      } catch (error) {
+        logger.debug({ err: error, key }, 'cluster: copy not published yet (redis out)');
+        options.onUnsynced();
+        return;
+      }
+      if (!published.published) {
+        await local.delete(key).catch(() => {});
+        throw new StaleCopyError(`${key} was purged while it downloaded`);
+      }
+    },
+    async delete(key) {
+      await local.delete(key);
+      await directory.remove(volume, key, true).catch(() => options.onUnsynced());
+    },
+    touched(key) {
+      touched.add(key);
+    },
+    async overflow(newcomer: RecordingMeta) {
+      const usage = await directory.usage(volume).catch(() => undefined);
+      if (!usage || usage.total <= options.maxDiskBytes) return [];
+      const candidates = await directory.oldest(volume, EVICTION_CANDIDATES).catch(() => []);
+      const key = `${newcomer.namespace}/${newcomer.callId}`;
+      return chooseVictims(
+        candidates,
+        usage,
+        options.diskShares,
+        { key, namespace: newcomer.namespace },
+        usage.total - options.maxDiskBytes,
+      ).map((copy) => ({ key: `${copy.meta.namespace}/${copy.meta.callId}`, meta: copy.meta }));
+    },
+    async close() {
+      clearInterval(flush);
+      await local.close();
+    },
+  };
+}

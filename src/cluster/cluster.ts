@@ -1,0 +1,281 @@
+import { randomUUID } from 'node:crypto';
+import type { NotFoundMemory, NotFoundStore } from '../cache/not-found-memory.js';
+import type { CachedRecording } from '../cache/recording-catalogue.js';
+import type { RecordingIndex } from '../cache/recording-index.js';
+import type { ClusterConfig } from '../config/index.js';
+import type { RecordingSource } from '../download/download-manager.js';
+import { ServiceUnavailableError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { ClusterPurge } from '../recordings/recording-service.js';
+import { ClusterDirectory } from './cluster-directory.js';
+import { clusterKeys } from './cluster-keys.js';
+import { clusterSource } from './cluster-source.js';
+import { clusterVolumeIndex } from './cluster-volume-index.js';
+import { DownloadLeases } from './download-lease.js';
+import { Membership } from './membership.js';
+import { PeerClient } from './peer-client.js';
+import { RedisLink } from './redis-link.js';
+import { sharedNotFound } from './shared-not-found.js';
+import { readOrCreateVolumeId } from './volume-id.js';
+
+export interface ClusterOptions {
+  config: ClusterConfig;
+  cacheDir: string;
+  maxDiskBytes: number;
+  diskShares: ReadonlyMap<string, number>;
+  notFoundTtlMs: number;
+  /** Longest wait for a peer's head, and longest silence in its body. */
+  peerTimeouts: { headMs: number; bodyIdleMs: number };
+  logger: Logger;
+}
+
+/** What /readyz and /metrics say of the cluster. */
+export interface ClusterStatus {
+  state: 'ok' | 'degraded';
+  redis: 'up' | 'unreachable';
+  /** Other replicas seen alive. */
+  peers: number;
+}
+
+/** What the cluster needs of this replica's own cache, bound once the gateway is built. */
+export interface LocalReplica {
+  /** The volume's own index (what it holds). */
+  index: RecordingIndex;
+  entries(): CachedRecording[];
+  /** Drops a recording from this process and its volume (a purge elsewhere). */
+  purge(namespace: string, callId: string): Promise<unknown>;
+  /** Forgets an entry another replica on the same volume evicted. */
+  forget(key: string): void;
+}
+
+const HEARTBEAT_MS = 2_000;
+const LEASE_TTL_MS = 5_000;
+const SYNC_CONCURRENCY = 16;
+const GENERATION_BATCH = 500;
+
+function splitKey(key: string): { namespace: string; callId: string } | undefined {
+  const slash = key.indexOf('/');
+  return slash > 0 ? { namespace: key.slice(0, slash), callId: key.slice(slash + 1) } : undefined;
+}
+
+/**
+ * One replica's part in the cluster (README, Cluster): the shared state in
+ * Redis, the heartbeat, the purge fan-out and the sync that makes Redis agree
+ * with the volume again after an outage, a lost subscription or lost data.
+ */
+export class Cluster {
+  readonly link: RedisLink;
+  readonly directory: ClusterDirectory;
+  readonly peers: PeerClient;
+  readonly membership: Membership;
+  readonly #leases: DownloadLeases;
+  #advertiseUrl: string | undefined;
+  #local: LocalReplica | undefined;
+  #epoch: string | undefined;
+  #syncing: Promise<void> | undefined;
+  #syncAgain = false;
+  #closed = false;
+
+  private constructor(
+    private readonly options: ClusterOptions,
+    readonly volume: string,
+  ) {
+    const { config, logger } = options;
+    this.link = new RedisLink({ url: config.redisUrl, timeoutMs: config.redisTimeoutMs, logger });
+    this.directory = new ClusterDirectory(this.link);
+    this.#leases = new DownloadLeases({ link: this.link, nodeId: config.nodeId, ttlMs: LEASE_TTL_MS });
+    this.peers = new PeerClient({
+      peerSecret: config.peerSecret,
+      headTimeoutMs: options.peerTimeouts.headMs,
+      bodyIdleTimeoutMs: options.peerTimeouts.bodyIdleMs,
+    });
+    this.membership = new Membership({
+      link: this.link,
+      self: { node: config.nodeId, url: '', volume },
+      intervalMs: HEARTBEAT_MS,
+      onBeat: () => this.#checkEpoch(),
+    });
+  }
+
+  /** Reads (or writes, on a new volume) the cache directory's volume id. */
+  static async open(options: ClusterOptions): Promise<Cluster> {
+    return new Cluster(options, await readOrCreateVolumeId(options.cacheDir));
+  }
+
+  get nodeId(): string {
+    return this.options.config.nodeId;
+  }
+
+  /** The volume's index, mirrored into the cluster's directory. */
+  wrapIndex(local: RecordingIndex): RecordingIndex {
+    return clusterVolumeIndex({
+      local,
+      directory: this.directory,
+      volume: this.volume,
+      maxDiskBytes: this.options.maxDiskBytes,
+      diskShares: this.options.diskShares,
+      logger: this.options.logger,
+      onUnsynced: () => {
+        // Redis answers again soon: the link's "up" listener syncs then.
+      },
+    });
+  }
+
+  notFound(local: NotFoundMemory): NotFoundStore {
+    return sharedNotFound(this.directory, local, this.options.notFoundTtlMs);
+  }
+
+  /** Where downloads come from: one per recording for the whole cluster. */
+  source(upstream: RecordingSource, onPeerFetch?: (origin: 'peer-download' | 'peer-copy') => void): RecordingSource {
+    return clusterSource({
+      directory: this.directory,
+      leases: this.#leases,
+      membership: this.membership,
+      peers: this.peers,
+      nodeId: this.nodeId,
+      volume: this.volume,
+      advertiseUrl: () => this.#advertiseUrl,
+      upstream,
+      logger: this.options.logger,
+      ...(onPeerFetch ? { onPeerFetch } : {}),
+    });
+  }
+
+  get purger(): ClusterPurge {
+    return { purge: (namespace, callId, local) => this.#purge(namespace, callId, local) };
+  }
+
+  status(): ClusterStatus {
+    const up = this.link.up;
+    return { state: up ? 'ok' : 'degraded', redis: up ? 'up' : 'unreachable', peers: this.membership.peers.length };
+  }
+
+  /**
+   * Joins: heartbeats at `advertiseUrl`, listens for purges and evictions,
+   * and publishes the volume's copies. Never waits on Redis longer than one
+   * bounded call: a replica starts without it, and syncs once it is back.
+   */
+  async start(advertiseUrl: string, local: LocalReplica): Promise<void> {
+    this.#advertiseUrl = advertiseUrl;
+    this.#local = local;
+    this.membership.advertise(advertiseUrl);
+    this.link.onUp(() => this.#syncSoon());
+    this.link.subscribe(
+      clusterKeys.events,
+      (message) => this.#onEvent(message),
+      () => this.#syncSoon(),
+    );
+    await this.membership.start();
+    this.#syncSoon();
+    this.options.logger.info({ node: this.nodeId, volume: this.volume, advertise: advertiseUrl, redis: this.link.where }, 'cluster ready');
+  }
+
+  /** Resolves once the sync under way (if any) is done; for tests and shutdown. */
+  async settled(): Promise<void> {
+    while (this.#syncing) await this.#syncing;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.membership.stop();
+    this.link.close();
+  }
+
+  async #purge(namespace: string, callId: string, local: () => Promise<boolean>): Promise<boolean> {
+    const key = `${namespace}/${callId}`;
+    try {
+      await this.directory.purge(key);
+    } catch (error) {
+      throw new ServiceUnavailableError('The cluster could not record the purge (its Redis is unreachable); try again', 1, {
+        cause: error,
+      });
+    }
+    const held = await local();
+    // Each live replica confirms before the purge is answered, so none serves the old copy after it.
+    const confirmations = await Promise.allSettled(this.membership.peers.map((peer) => this.peers.purge(peer.url, namespace, callId)));
+    const missed = this.membership.peers.filter((_, i) => confirmations[i]?.status === 'rejected').map((peer) => peer.node);
+    if (missed.length > 0)
+      this.options.logger.warn({ key, replicas: missed }, 'cluster: replicas did not confirm a purge; they catch up when they sync');
+    return held;
+  }
+
+  #onEvent(message: string): void {
+    const local = this.#local;
+    if (!local) return;
+    const [type, first, second] = message.split(' ');
+    if (type === 'purge' && first) {
+      const target = splitKey(first);
+      if (target) void local.purge(target.namespace, target.callId).catch(() => {});
+    } else if (type === 'evict' && first === this.volume && second) {
+      local.forget(second);
+    }
+  }
+
+  async #checkEpoch(): Promise<void> {
+    const epoch = await this.directory.epoch(randomUUID());
+    const lost = this.#epoch !== undefined && epoch !== this.#epoch;
+    this.#epoch = epoch;
+    if (lost) {
+      this.options.logger.warn({ redis: this.link.where }, 'cluster: redis lost its data; publishing this volume again');
+      this.#syncSoon();
+    }
+  }
+
+  #syncSoon(): void {
+    if (this.#closed || !this.#local) return;
+    if (this.#syncing) {
+      this.#syncAgain = true;
+      return;
+    }
+    this.#syncing = (async () => {
+      do {
+        this.#syncAgain = false;
+        try {
+          await this.#sync(this.#local!);
+        } catch (error) {
+          this.options.logger.debug({ err: error }, 'cluster: sync stopped (redis out); it runs again when redis is back');
+          return;
+        }
+      } while (this.#syncAgain && !this.#closed);
+    })().finally(() => {
+      this.#syncing = undefined;
+    });
+  }
+
+  /**
+   * Makes Redis agree with this volume: publishes every copy the volume holds
+   * (a copy a purge overtook is dropped instead), drops memory copies older
+   * than a purge, and withdraws copies Redis lists for this volume that it no
+   * longer holds.
+   */
+  async #sync(local: LocalReplica): Promise<void> {
+    const held = new Set<string>();
+    const pending: Array<Promise<void>> = [];
+    const publishOne = async (key: string, meta: CachedRecording['meta']) => {
+      const result = await this.directory.publish(this.volume, key, meta, meta.fetchedAt);
+      if (!result.published) await local.purge(meta.namespace, meta.callId).catch(() => {});
+    };
+    for await (const [key, meta] of local.index.entries()) {
+      held.add(key);
+      pending.push(publishOne(key, meta));
+      if (pending.length >= SYNC_CONCURRENCY) await Promise.all(pending.splice(0));
+    }
+    await Promise.all(pending);
+
+    const memoryOnly = local.entries().filter((entry) => !entry.onDisk);
+    for (let i = 0; i < memoryOnly.length; i += GENERATION_BATCH) {
+      const batch = memoryOnly.slice(i, i + GENERATION_BATCH);
+      const generations = await this.directory.generations(batch.map((entry) => entry.key));
+      for (const [j, entry] of batch.entries()) {
+        if ((generations[j] ?? 0) > (entry.meta.generation ?? 0))
+          await local.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
+      }
+    }
+
+    for (const key of await this.directory.listed(this.volume)) {
+      if (held.has(key) || (await local.index.get(key))) continue;
+      await this.directory.remove(this.volume, key, false);
+    }
+  }
+}

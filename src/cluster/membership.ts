@@ -1,0 +1,99 @@
+import { clusterKeys } from './cluster-keys.js';
+import type { RedisLink } from './redis-link.js';
+
+/** Another live replica: where to reach it, and the volume it serves copies from. */
+export interface Peer {
+  node: string;
+  url: string;
+  volume: string;
+}
+
+export interface MembershipOptions {
+  link: RedisLink;
+  self: Peer;
+  /** How often this replica says it is alive, and reads who else is. */
+  intervalMs: number;
+  /** Each beat, after the peers are read (the cluster checks the data epoch there). */
+  onBeat?: () => Promise<void>;
+}
+
+// A replica missing this many beats counts as gone.
+const MISSED_BEATS = 3;
+
+function parsePeer(node: string, raw: string): (Peer & { seenAt: number }) | undefined {
+  try {
+    const value = JSON.parse(raw) as Partial<Peer & { seenAt: number }>;
+    if (typeof value.url !== 'string' || typeof value.volume !== 'string' || typeof value.seenAt !== 'number') return undefined;
+    return { node, url: value.url, volume: value.volume, seenAt: value.seenAt };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Who is in the cluster: each replica writes a heartbeat to Redis and reads
+ * the others'. The last list read stays in use while Redis is out, so a purge
+ * still reaches the replicas known a moment ago.
+ */
+export class Membership {
+  #peers: Peer[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #beating: Promise<void> | undefined;
+
+  constructor(private readonly options: MembershipOptions) {}
+
+  /** The other replicas seen alive at the last beat. */
+  get peers(): readonly Peer[] {
+    return this.#peers;
+  }
+
+  /** Sets where the other replicas reach this one (known once the server listens). */
+  advertise(url: string): void {
+    this.options.self.url = url;
+  }
+
+  /** Beats now, then every interval. Never rejects: a beat without Redis waits for the next. */
+  async start(): Promise<void> {
+    await this.beat();
+    this.#timer ??= setInterval(() => void this.beat(), this.options.intervalMs);
+    this.#timer.unref();
+  }
+
+  /** One heartbeat; concurrent calls share it. */
+  beat(): Promise<void> {
+    this.#beating ??= this.#beat().finally(() => {
+      this.#beating = undefined;
+    });
+    return this.#beating;
+  }
+
+  /** Leaves the cluster: the others stop counting on this replica at once. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.options.link.call((client) => client.hDel(clusterKeys.nodes, this.options.self.node)).catch(() => {});
+  }
+
+  async #beat(): Promise<void> {
+    const { link, self, intervalMs } = this.options;
+    try {
+      const now = Date.now();
+      const all = await link.call(async (client) => {
+        await client.hSet(clusterKeys.nodes, self.node, JSON.stringify({ url: self.url, volume: self.volume, seenAt: now }));
+        return client.hGetAll(clusterKeys.nodes);
+      });
+      const stale: string[] = [];
+      const peers: Peer[] = [];
+      for (const [node, raw] of Object.entries(all)) {
+        if (node === self.node) continue;
+        const peer = parsePeer(node, raw);
+        if (peer && peer.seenAt > now - intervalMs * MISSED_BEATS) peers.push({ node, url: peer.url, volume: peer.volume });
+        else if (!peer || peer.seenAt < now - intervalMs * MISSED_BEATS * 20) stale.push(node);
+      }
+      this.#peers = peers;
+      if (stale.length > 0) await link.call((client) => client.hDel(clusterKeys.nodes, stale)).catch(() => {});
+      await this.options.onBeat?.();
+    } catch {
+      // Redis out: keep the last list; the link logs the outage once.
+    }
+  }
+}

@@ -1,0 +1,181 @@
+import { createClient } from '@keyv/redis';
+import type { Logger } from '../logger.js';
+
+export type RedisClient = ReturnType<typeof createClient>;
+
+export interface RedisLinkOptions {
+  url: string;
+  /** Longest any one call may take, connecting included. */
+  timeoutMs: number;
+  logger: Logger;
+}
+
+/** Why a cluster call did not happen: Redis is down, stalled or refusing. The caller degrades. */
+export class RedisUnavailableError extends Error {}
+
+// After a failure, calls fail at once for this long, so a down or stalled Redis
+// costs each request nothing; a probe reconnects in the background meanwhile.
+const RETRY_AFTER_FAILURE_MS = 1_000;
+const MAX_SUBSCRIBER_BACKOFF_MS = 2_000;
+
+/** `redis://host:port/db` without credentials, for logs. */
+export function describeRedisUrl(url: string): string {
+  try {
+    const { protocol, host, pathname } = new URL(url);
+    return `${protocol}//${host}${pathname === '/' ? '' : pathname}`;
+  } catch {
+    return 'the configured Redis URL';
+  }
+}
+
+/**
+ * The cluster's one connection to Redis, and the one place that bounds its
+ * calls: each call fails after `timeoutMs` (a stalled server drops the
+ * connection), and after a failure every call fails fast until a background
+ * probe finds Redis again. Listeners hear when it goes down and comes back, so
+ * the cluster can degrade and then converge without a restart.
+ */
+export class RedisLink {
+  readonly where: string;
+  readonly #client: RedisClient;
+  readonly #subscribers = new Set<RedisClient>();
+  readonly #upListeners = new Set<() => void>();
+  #up = false;
+  #failedAt = Number.NEGATIVE_INFINITY;
+  #connecting: Promise<void> | undefined;
+  #probe: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(private readonly options: RedisLinkOptions) {
+    this.where = describeRedisUrl(options.url);
+    this.#client = createClient({
+      url: options.url,
+      disableOfflineQueue: true,
+      socket: { connectTimeout: options.timeoutMs, reconnectStrategy: false },
+    });
+    this.#client.on('error', () => {});
+  }
+
+  /** True while the last call (or probe) reached Redis. */
+  get up(): boolean {
+    return this.#up;
+  }
+
+  /** Calls `listener` each time Redis answers again after it was down (or first answers). */
+  onUp(listener: () => void): void {
+    this.#upListeners.add(listener);
+  }
+
+  /**
+   * Runs `operation` on the connection, bounded by `timeoutMs`.
+   * @throws RedisUnavailableError when Redis is down, stalled or answered with an error.
+   */
+  async call<T>(operation: (client: RedisClient) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new RedisUnavailableError('redis: closed');
+    if (!this.#up && Date.now() - this.#failedAt < RETRY_AFTER_FAILURE_MS)
+      throw new RedisUnavailableError(`redis: ${this.where} is unreachable`);
+    let timer: NodeJS.Timeout | undefined;
+    let settled = false;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // After a busy spell the timer can fire before a reply already received
+        // is read: let pending I/O run once (setImmediate follows the poll phase).
+        setImmediate(() => {
+          if (settled) return;
+          // node-redis never times out a sent command: drop the connection, which fails whatever waits on it.
+          if (this.#client.isOpen) this.#client.destroy();
+          reject(new RedisUnavailableError(`redis: ${this.where} did not answer within ${this.options.timeoutMs} ms`));
+        });
+      }, this.options.timeoutMs);
+      timer.unref();
+    });
+    try {
+      const result = await Promise.race([this.#ready().then(() => operation(this.#client)), deadline]);
+      this.#markUp();
+      return result;
+    } catch (error) {
+      this.#markDown(error);
+      throw error instanceof RedisUnavailableError
+        ? error
+        : new RedisUnavailableError(`redis: ${this.where}: ${String(error)}`, { cause: error });
+    } finally {
+      settled = true;
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Subscribes to `channel` on a connection of its own that reconnects by
+   * itself. `onResubscribed` runs after every reconnect, for the caller to
+   * catch up on what it may have missed meanwhile.
+   */
+  subscribe(channel: string, onMessage: (message: string) => void, onResubscribed: () => void): void {
+    const subscriber = this.#client.duplicate({
+      disableOfflineQueue: false,
+      socket: {
+        connectTimeout: this.options.timeoutMs,
+        reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, MAX_SUBSCRIBER_BACKOFF_MS),
+      },
+    });
+    subscriber.on('error', () => {});
+    let connectedBefore = false;
+    subscriber.on('ready', () => {
+      if (connectedBefore) onResubscribed();
+      connectedBefore = true;
+    });
+    this.#subscribers.add(subscriber);
+    // Started in the background: a replica starts without Redis, and subscribes once it is there.
+    subscriber.connect().catch(() => {});
+    void subscriber.subscribe(channel, onMessage).catch(() => {});
+  }
+
+  /** Checks Redis now (for start-up and the probe); resolves whether it answered. */
+  async check(): Promise<boolean> {
+    try {
+      await this.call((client) => client.ping());
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#probe);
+    if (this.#client.isOpen) this.#client.destroy();
+    for (const subscriber of this.#subscribers) if (subscriber.isOpen) subscriber.destroy();
+  }
+
+  #ready(): Promise<void> {
+    if (this.#client.isReady) return Promise.resolve();
+    this.#connecting ??= (async () => {
+      if (this.#client.isOpen) this.#client.destroy();
+      await this.#client.connect();
+    })().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  #markUp(): void {
+    if (this.#up) return;
+    this.#up = true;
+    clearInterval(this.#probe);
+    this.#probe = undefined;
+    this.options.logger.info({ redis: this.where }, 'cluster: redis reachable');
+    for (const listener of this.#upListeners) listener();
+  }
+
+  #markDown(error: unknown): void {
+    this.#failedAt = Date.now();
+    if (!this.#up && this.#probe) return;
+    if (this.#up)
+      this.options.logger.warn({ redis: this.where, err: error }, 'cluster: redis unreachable; serving on our own until it is back');
+    this.#up = false;
+    this.#probe ??= setInterval(() => {
+      if (Date.now() - this.#failedAt >= RETRY_AFTER_FAILURE_MS) void this.check();
+    }, RETRY_AFTER_FAILURE_MS / 2);
+    this.#probe.unref();
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * Issue 10, point 1: one upstream download per recording for the whole
+ * cluster, whichever replica each client reaches, and a replica killed
+ * mid-download leaves no client with a complete-looking short body.
+ */
+import { createHash } from 'node:crypto';
+import { request } from 'node:http';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { syntheticRecording } from '../dev/recording-bytes.js';
+import {
+  ACME_AUTH,
+  answerOf,
+  recordingPath,
+  startCluster,
+  streamGet,
+  upstreamFetches,
+  type Cluster,
+  type ClusterOptions,
+} from './support/cluster.js';
+
+const MIB = 2 ** 20;
+const MISS = 'recording-gateway; fwd=uri-miss';
+const PEER_JOIN = 'recording-gateway; fwd=uri-miss; collapsed; detail=peer';
+
+let upstream: FakeFlyflow;
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+});
+
+afterAll(async () => {
+  await upstream?.close();
+});
+
+/** Starts a cluster for one describe block and always tears it down. */
+function clusterFor(volumes: ClusterOptions['volumes']): () => Cluster {
+  let cluster: Cluster | undefined;
+  beforeAll(async () => {
+    cluster = await startCluster({ volumes, upstreamBaseUrl: upstream.baseUrl });
+  }, 90_000);
+  afterAll(async () => {
+    await cluster?.stopAll();
+  });
+  return () => cluster!;
+}
+
+/** 100 concurrent cold GETs round robin over the replicas, for a recording that takes a moment to download. */
+async function hundredColdRequests(cluster: Cluster, id: number): Promise<void> {
+  const recording = syntheticRecording(MIB);
+  upstream.setRecording(id, recording);
+  upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 20 });
+
+  const answers = await Promise.all(Array.from({ length: 100 }, () => answerOf(cluster.get(recordingPath(id), { headers: ACME_AUTH }))));
+
+  expect(answers.map((answer) => answer.status)).toEqual(Array(100).fill(200));
+  expect(answers.filter((answer) => !answer.bytes.equals(recording))).toHaveLength(0);
+  expect(upstreamFetches(upstream, id)).toBe(1);
+  // Exactly one request started the download; every other one joined it or found the copy.
+  expect(answers.filter((answer) => answer.cacheStatus === MISS)).toHaveLength(1);
+}
+
+/** A GET read as it arrives and hashed, so 50 MB bodies are never held whole. */
+function digestOf(url: string, headers: Record<string, string>): Promise<{ status: number; length: number; sha256: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers, agent: false }, (response) => {
+      const hash = createHash('sha256');
+      let length = 0;
+      response.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        length += chunk.length;
+      });
+      response.once('end', () => resolve({ status: response.statusCode ?? 0, length, sha256: hash.digest('hex') }));
+      response.once('error', reject);
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+describe.sequential('a cluster of three replicas on one shared volume', () => {
+  const cluster = clusterFor('shared');
+
+  test('100 concurrent cold requests spread over the replicas cost one upstream download, and all get the exact bytes', async () => {
+    await hundredColdRequests(cluster(), 5001);
+  });
+
+  test('a late joiner on another replica streams the download under way (collapsed; detail=peer)', async () => {
+    const id = 5011;
+    const recording = syntheticRecording(8 * MIB);
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 256 * 1024, intervalMs: 50 });
+
+    const first = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
+    expect(first.status).toBe(200);
+    expect(first.headers['cache-status']).toBe(MISS);
+    await first.reached(MIB);
+    const late = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
+
+    expect(late.status).toBe(200);
+    expect(late.cacheStatus).toBe(PEER_JOIN);
+    expect(late.bytes.equals(recording)).toBe(true);
+    expect((await first.body).bytes.equals(recording)).toBe(true);
+    expect(upstreamFetches(upstream, id)).toBe(1);
+  });
+});
+
+describe.sequential('a cluster of three replicas with one volume each', () => {
+  const cluster = clusterFor('own');
+
+  test('100 concurrent cold requests spread over the replicas cost one upstream download, and all get the exact bytes', async () => {
+    await hundredColdRequests(cluster(), 5101);
+  });
+
+  test('30 concurrent full and range requests for a slow 50 MB recording over three replicas: one upstream download, every byte right', async () => {
+    const id = 5102;
+    const size = 50 * MIB;
+    const recording = syntheticRecording(size);
+    const sha256 = createHash('sha256').update(recording).digest('hex');
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: MIB, intervalMs: 40 });
+
+    // Every third request is a full GET; the others are ranges spread over
+    // the file, some bounded and some open to its end.
+    const ranges = Array.from({ length: 30 }, (_, i) => {
+      if (i % 3 === 0) return undefined;
+      const start = Math.floor((i / 30) * (size - 300 * 1024));
+      return i % 3 === 1 ? { start, end: start + 256 * 1024 - 1 } : { start: size - 64 * 1024 - i * 1024, end: size - 1 };
+    });
+    const answers = await Promise.all(
+      ranges.map(async (range, i) => {
+        const url = `${cluster().urls[i % 3]}${recordingPath(id)}`;
+        if (!range) return { range, full: await digestOf(url, ACME_AUTH) };
+        const headers = { ...ACME_AUTH, range: `bytes=${range.start}-${range.end === size - 1 ? '' : range.end}` };
+        return { range, part: await answerOf(fetch(url, { headers })) };
+      }),
+    );
+
+    for (const { range, full, part } of answers) {
+      if (!range) {
+        expect(full).toEqual({ status: 200, length: size, sha256 });
+        continue;
+      }
+      expect(part!.status).toBe(206);
+      expect(part!.headers.get('content-range')).toBe(`bytes ${range.start}-${range.end}/${size}`);
+      expect(part!.bytes.equals(recording.subarray(range.start, range.end + 1))).toBe(true);
+    }
+    expect(upstreamFetches(upstream, id)).toBe(1);
+  }, 60_000);
+
+  test('a late joiner on another replica streams the download under way (collapsed; detail=peer)', async () => {
+    const id = 5103;
+    const recording = syntheticRecording(8 * MIB);
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 256 * 1024, intervalMs: 50 });
+
+    const first = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
+    expect(first.status).toBe(200);
+    expect(first.headers['cache-status']).toBe(MISS);
+    await first.reached(MIB);
+    const late = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+
+    expect(late.status).toBe(200);
+    expect(late.cacheStatus).toBe(PEER_JOIN);
+    expect(late.bytes.equals(recording)).toBe(true);
+    expect((await first.body).bytes.equals(recording)).toBe(true);
+    expect(upstreamFetches(upstream, id)).toBe(1);
+  });
+
+  // Last in this block: it kills replica 0 for good.
+  test('the replica that owns a download is killed with SIGKILL: the other replicas cut their clients short, and the next request downloads it once more', async () => {
+    const id = 5104;
+    const size = 8 * MIB;
+    const recording = syntheticRecording(size);
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * 1024, intervalMs: 50 });
+
+    const owner = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
+    expect(owner.headers['cache-status']).toBe(MISS);
+    await owner.reached(512 * 1024);
+    const joiners = [await streamGet(`${cluster().urls[1]}${recordingPath(id)}`, ACME_AUTH)];
+    joiners.push(await streamGet(`${cluster().urls[2]}${recordingPath(id)}`, ACME_AUTH));
+    for (const joiner of joiners) {
+      expect(joiner.status).toBe(200);
+      expect(joiner.headers['cache-status']).toBe(PEER_JOIN);
+      await joiner.reached(256 * 1024);
+    }
+    expect(upstreamFetches(upstream, id)).toBe(1);
+
+    await cluster().kill(0, 'SIGKILL');
+    upstream.setBehaviour(id, undefined);
+
+    for (const joiner of joiners) {
+      const cut = await joiner.body;
+      // Content-Length promised the whole recording; the body stops short of it, so no client can take it for whole.
+      expect(joiner.headers['content-length']).toBe(String(size));
+      expect(cut.complete).toBe(false);
+      expect(cut.bytes.length).toBeLessThan(size);
+      expect(cut.bytes.equals(recording.subarray(0, cut.bytes.length))).toBe(true);
+    }
+    expect((await owner.body).complete).toBe(false);
+
+    const again = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
+    expect(again.status).toBe(200);
+    expect(again.bytes.equals(recording)).toBe(true);
+    expect(upstreamFetches(upstream, id)).toBe(2);
+    const onTheOther = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onTheOther.bytes.equals(recording)).toBe(true);
+    expect(upstreamFetches(upstream, id)).toBe(2);
+  }, 60_000);
+});

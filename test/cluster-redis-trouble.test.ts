@@ -1,0 +1,259 @@
+/**
+ * Issue 10, points 2 and 6: Redis trouble degrades, never stops. Redis
+ * stopped, paused (SIGSTOP) and restarted under load, and its data flushed:
+ * every replica keeps serving, /readyz stays 200 and says so, a replica can
+ * start without Redis, the cluster converges once Redis is back, and losing
+ * Redis's data never deletes a cached file.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
+import {
+  ACME_AUTH,
+  answerOf,
+  metricsText,
+  metricValue,
+  readiness,
+  recordingPath,
+  startCluster,
+  upstreamFetches,
+  type Cluster,
+  type Replica,
+} from './support/cluster.js';
+
+const KIB = 1024;
+/** A hang check, not a speed claim: with every Redis call bounded at 250 ms, nothing should come near it. */
+const HANG_BOUND_MS = 3_000;
+/** Recordings cached before the trouble starts: the "hits" of every load loop. */
+const WARM_IDS = [7001, 7002, 7003, 7004, 7005, 7006];
+
+let upstream: FakeFlyflow;
+let cluster: Cluster;
+const recordings = new Map<number, Buffer>();
+let nextColdId = 7100;
+
+/** Registers a new recording with the upstream and returns its id. */
+function newRecording(size = 48 * KIB): number {
+  const id = nextColdId++;
+  const bytes = syntheticRecording(size + (id % 97));
+  recordings.set(id, bytes);
+  upstream.setRecording(id, bytes);
+  return id;
+}
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+  for (const id of WARM_IDS) {
+    const bytes = syntheticRecording(32 * KIB + id);
+    recordings.set(id, bytes);
+    upstream.setRecording(id, bytes);
+  }
+  cluster = await startCluster({ volumes: 'shared', upstreamBaseUrl: upstream.baseUrl });
+  for (const [i, id] of WARM_IDS.entries()) {
+    const answer = await answerOf(cluster.at(i % 3, recordingPath(id), { headers: ACME_AUTH }));
+    expect(answer.status).toBe(200);
+  }
+}, 90_000);
+
+afterAll(async () => {
+  // A paused Redis must not outlive a failed test.
+  try {
+    if (cluster) process.kill(cluster.redis.pid, 'SIGCONT');
+  } catch {
+    // already gone
+  }
+  await cluster?.stopAll();
+  await upstream?.close();
+});
+
+interface LoadResult {
+  answers: number;
+  /** Every answer that was not a 200 with the recording's exact bytes. */
+  wrong: string[];
+}
+
+/**
+ * GETs over every live replica, round robin, from four clients at once until
+ * `stop()`: mostly hits of the warm recordings, every third one a new
+ * recording. Bounded: at most `maxAnswers`.
+ */
+function startLoad(maxAnswers = 3_000): { stop(): Promise<LoadResult>; answered(): number } {
+  let stopped = false;
+  const result: LoadResult = { answers: 0, wrong: [] };
+  async function client(): Promise<void> {
+    for (let n = 0; !stopped && result.answers < maxAnswers; n++) {
+      const id = n % 3 === 2 ? newRecording() : WARM_IDS[n % WARM_IDS.length]!;
+      try {
+        const answer = await answerOf(cluster.get(recordingPath(id), { headers: ACME_AUTH, signal: AbortSignal.timeout(HANG_BOUND_MS) }));
+        if (answer.status !== 200 || !answer.bytes.equals(recordings.get(id)!)) {
+          result.wrong.push(`${id}: ${answer.status} ${answer.cacheStatus} (${answer.bytes.length} bytes)`);
+        }
+      } catch (error) {
+        result.wrong.push(`${id}: ${(error as Error).message}`);
+      }
+      result.answers++;
+    }
+  }
+  const clients = Promise.all(Array.from({ length: 4 }, client));
+  return {
+    answered: () => result.answers,
+    async stop() {
+      stopped = true;
+      await clients;
+      return result;
+    },
+  };
+}
+
+/** Waits (bounded) until every live replica's /readyz shows `state`; every answer on the way must be 200. */
+async function waitForClusterState(state: 'ok' | 'degraded', timeoutMs = 15_000): Promise<void> {
+  const notReady: string[] = [];
+  const reached = await eventually(async () => {
+    const live = cluster.replicas.filter((r) => r.process.child.exitCode === null && r.process.child.signalCode === null);
+    const answers = await Promise.all(live.map((r) => readiness(r.url)));
+    for (const answer of answers) if (answer.status !== 200) notReady.push(JSON.stringify(answer));
+    return answers.every((answer) => answer.body.cluster?.state === state);
+  }, timeoutMs);
+  expect(notReady).toEqual([]);
+  expect(reached, `every replica's /readyz says cluster state ${state}`).toBe(true);
+}
+
+/** Waits (bounded) until `count` answers have been given. */
+async function waitForAnswers(load: { answered(): number }, count: number): Promise<void> {
+  expect(await eventually(() => load.answered() >= count, 15_000)).toBe(true);
+}
+
+/** 30 concurrent cold GETs of one new slow recording over the live replicas: one upstream fetch. */
+async function expectOneDownloadForTheCluster(): Promise<void> {
+  const id = newRecording(512 * KIB);
+  upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * KIB, intervalMs: 25 });
+  const answers = await Promise.all(Array.from({ length: 30 }, () => answerOf(cluster.get(recordingPath(id), { headers: ACME_AUTH }))));
+  expect(answers.filter((answer) => answer.status !== 200 || !answer.bytes.equals(recordings.get(id)!))).toEqual([]);
+  expect(upstreamFetches(upstream, id)).toBe(1);
+}
+
+/** Every file under `<cache>/recordings` of every cache directory, with its size. */
+async function cachedFiles(): Promise<string[]> {
+  const listings = await Promise.all(cluster.cacheDirs.map((dir) => storedRecordingFiles(dir)));
+  return listings
+    .flat()
+    .map((file) => `${file.path} ${file.size}`)
+    .sort();
+}
+
+describe.sequential('a cluster of three replicas when Redis is in trouble', () => {
+  test('a healthy cluster: /readyz says ok, Redis up and two peers on every replica, and /metrics agrees', async () => {
+    const settled = await eventually(async () => {
+      const answers = await Promise.all(cluster.urls.map((url) => readiness(url)));
+      return answers.every((answer) => answer.body.cluster?.peers === 2);
+    });
+    expect(settled).toBe(true);
+    for (const url of cluster.urls) {
+      const { status, body } = await readiness(url);
+      expect(status).toBe(200);
+      expect(body).toEqual({ status: 'ready', cluster: { state: 'ok', redis: 'up', peers: 2 } });
+      const metrics = await metricsText(url);
+      expect(metricValue(metrics, 'gateway_cluster_redis_up')).toBe(1);
+      expect(metricValue(metrics, 'gateway_cluster_peers')).toBe(2);
+    }
+  });
+
+  test('Redis stopped under load: every answer stays right, /readyz stays 200 and says degraded, a new replica starts, and after a restart of Redis the cluster converges and downloads once again', async () => {
+    const load = startLoad();
+    let redisDown = false;
+    let late: Replica | undefined;
+    try {
+      await waitForAnswers(load, 30);
+      await cluster.stopRedis();
+      redisDown = true;
+      const atStop = load.answered();
+      await waitForClusterState('degraded');
+      for (const url of cluster.urls) {
+        expect((await readiness(url)).body.cluster).toMatchObject({ state: 'degraded', redis: 'unreachable' });
+        expect(metricValue(await metricsText(url), 'gateway_cluster_redis_up')).toBe(0);
+      }
+
+      // Still caching on its volume: a new recording becomes a hit (once stored; until then a request joins its download).
+      const id = newRecording();
+      expect((await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+      const cached = await eventually(async () => {
+        const again = await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }));
+        return again.bytes.equals(recordings.get(id)!) && (again.cacheStatus ?? '').includes('hit');
+      });
+      expect(cached).toBe(true);
+      expect(upstreamFetches(upstream, id)).toBe(1);
+
+      // A replica can start while Redis is down.
+      late = await cluster.addReplica({ waitForClusterReady: false });
+      const lateAnswer = await answerOf(fetch(`${late.url}${recordingPath(WARM_IDS[0]!)}`, { headers: ACME_AUTH }));
+      expect(lateAnswer.status).toBe(200);
+      expect(lateAnswer.bytes.equals(recordings.get(WARM_IDS[0]!)!)).toBe(true);
+      expect(await readiness(late.url)).toMatchObject({ status: 200, body: { cluster: { state: 'degraded', redis: 'unreachable' } } });
+      await waitForAnswers(load, atStop + 60);
+
+      await cluster.restartRedis();
+      redisDown = false;
+      await waitForClusterState('ok');
+      for (const url of cluster.urls) {
+        expect((await readiness(url)).body.cluster).toMatchObject({ state: 'ok', redis: 'up' });
+        expect(metricValue(await metricsText(url), 'gateway_cluster_redis_up')).toBe(1);
+      }
+      await expectOneDownloadForTheCluster();
+    } finally {
+      await load.stop();
+      // Whatever failed above, the next tests get a running Redis and the three replicas they expect.
+      if (redisDown) await cluster.restartRedis();
+      if (late) await cluster.kill(late.index, 'SIGKILL');
+    }
+    expect((await load.stop()).wrong).toEqual([]);
+  }, 60_000);
+
+  test('Redis paused with SIGSTOP: hits and misses are still answered on every replica, and SIGCONT restores the cluster', async () => {
+    const { pid } = cluster.redis;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      for (const index of [0, 1, 2]) {
+        const id = newRecording();
+        for (const wanted of [id, WARM_IDS[index]!]) {
+          const answer = await answerOf(
+            cluster.at(index, recordingPath(wanted), { headers: ACME_AUTH, signal: AbortSignal.timeout(HANG_BOUND_MS) }),
+          );
+          expect(answer.status).toBe(200);
+          expect(answer.bytes.equals(recordings.get(wanted)!)).toBe(true);
+        }
+        const ready = await fetch(`${cluster.urls[index]}/readyz`, { signal: AbortSignal.timeout(HANG_BOUND_MS) });
+        expect(ready.status).toBe(200);
+        await ready.arrayBuffer();
+      }
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await waitForClusterState('ok');
+    await expectOneDownloadForTheCluster();
+  }, 60_000);
+
+  test("Redis's data flushed: no cached file is deleted, hits go on, and a replica restarted afterwards serves the volume's recordings as hits", async () => {
+    const before = await cachedFiles();
+    expect(before.length).toBeGreaterThanOrEqual(WARM_IDS.length);
+    const fetchesBefore = upstream.recordingRequests().length;
+
+    await cluster.flushRedis();
+    for (const [i, id] of WARM_IDS.entries()) {
+      const answer = await answerOf(cluster.at(i % 3, recordingPath(id), { headers: ACME_AUTH }));
+      expect(answer.status).toBe(200);
+      expect(answer.cacheStatus).toContain('hit');
+      expect(answer.bytes.equals(recordings.get(id)!)).toBe(true);
+    }
+
+    await cluster.restart(2);
+    for (const id of WARM_IDS) {
+      const answer = await answerOf(cluster.at(2, recordingPath(id), { headers: ACME_AUTH }));
+      expect(answer.status).toBe(200);
+      expect(answer.cacheStatus).toContain('hit');
+      expect(answer.bytes.equals(recordings.get(id)!)).toBe(true);
+    }
+    expect(upstream.recordingRequests().length).toBe(fetchesBefore);
+    const after = await cachedFiles();
+    expect(before.filter((file) => !after.includes(file))).toEqual([]);
+  }, 60_000);
+});

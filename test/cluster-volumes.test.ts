@@ -1,0 +1,161 @@
+/**
+ * Issue 10, points 2 and 5: copies are found, never destroyed, across
+ * replicas with their own volumes; replicas sharing a volume keep its disk
+ * budget together; and replicas reach each other only with the peer secret.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { ACME_KEY, namespaceFor } from '../dev/gateway-harness.js';
+import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
+import { ACME_AUTH, answerOf, recordingPath, startCluster, upstreamFetches, type Cluster, type ClusterOptions } from './support/cluster.js';
+
+const KIB = 1024;
+const PEER_COPY = 'recording-gateway; fwd=uri-miss; detail=peer';
+const DISK_BUDGET = 150 * KIB;
+
+let upstream: FakeFlyflow;
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+});
+
+afterAll(async () => {
+  await upstream?.close();
+});
+
+/** Starts a cluster for one describe block and always tears it down. */
+function clusterFor(options: Omit<ClusterOptions, 'upstreamBaseUrl'>): () => Cluster {
+  let cluster: Cluster | undefined;
+  beforeAll(async () => {
+    cluster = await startCluster({ ...options, upstreamBaseUrl: upstream.baseUrl });
+  }, 90_000);
+  afterAll(async () => {
+    await cluster?.stopAll();
+  });
+  return () => cluster!;
+}
+
+/** `path size` of every file under `<cacheDir>/recordings`, sorted. */
+async function listing(cacheDir: string): Promise<string[]> {
+  return (await storedRecordingFiles(cacheDir)).map((file) => `${file.path} ${file.size}`).sort();
+}
+
+describe.sequential('replicas with a volume each', () => {
+  const cluster = clusterFor({ volumes: 'own' });
+
+  test('each replica announces its own volume and the URL its peers reach it at', () => {
+    const replicas = cluster().replicas;
+    expect(new Set(replicas.map((replica) => replica.ready?.volume)).size).toBe(replicas.length);
+    for (const replica of replicas) expect(replica.ready?.advertise).toBe(replica.url);
+  });
+
+  test("a recording stored by A and then asked of B is served from A's copy, with no new upstream download", async () => {
+    const id = 8001;
+    const recording = syntheticRecording(256 * KIB);
+    upstream.setRecording(id, recording);
+    const onA = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onA.status).toBe(200);
+    expect(await eventually(async () => (await storedRecordingFiles(cluster().replicas[0]!.cacheDir)).length > 0)).toBe(true);
+
+    const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onB.status).toBe(200);
+    expect(onB.cacheStatus).toBe(PEER_COPY);
+    expect(onB.bytes.equals(recording)).toBe(true);
+    const onC = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onC.bytes.equals(recording)).toBe(true);
+    expect(upstreamFetches(upstream, id)).toBe(1);
+  });
+
+  test("restarting B and C removes none of A's files and makes nobody download A's recordings again", async () => {
+    const ids = [8101, 8102, 8103];
+    for (const id of ids) {
+      upstream.setRecording(id, syntheticRecording(64 * KIB + id));
+      expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+    }
+    const aDir = cluster().replicas[0]!.cacheDir;
+    expect(await eventually(async () => (await storedRecordingFiles(aDir)).length >= ids.length + 1)).toBe(true);
+    const before = await listing(aDir);
+
+    await cluster().restart(1);
+    await cluster().restart(2);
+
+    const after = await listing(aDir);
+    expect(before.filter((file) => !after.includes(file))).toEqual([]);
+    for (const id of ids) {
+      const onA = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
+      expect(onA.cacheStatus).toContain('hit');
+      const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
+      expect(onB.status).toBe(200);
+      expect(onB.bytes.equals(upstream.recording(id)!)).toBe(true);
+      expect(upstreamFetches(upstream, id)).toBe(1);
+    }
+  }, 60_000);
+
+  test('the internal routes answer only the peer secret: no credential, a tenant key or a wrong secret is 401', async () => {
+    const namespace = namespaceFor(upstream.baseUrl);
+    const id = 8001; // stored on replica 0 by the first test
+    const routes: Array<[string, string]> = [
+      ['GET', `/internal/v1/recordings/${namespace}/${id}`],
+      ['POST', `/internal/v1/purge/${namespace}/999999`],
+    ];
+    const refused: Array<Record<string, string>> = [
+      {},
+      { authorization: `Bearer ${ACME_KEY}` },
+      { authorization: `Bearer ${cluster().peerSecret.slice(1)}x` },
+      { authorization: cluster().peerSecret },
+    ];
+    for (const [method, route] of routes) {
+      for (const headers of refused) {
+        const response = await cluster().at(0, route, { method, headers });
+        expect(response.status, `${method} ${route} with ${JSON.stringify(Object.keys(headers))}`).toBe(401);
+        expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+        const body = (await response.json()) as Record<string, unknown>;
+        expect(Object.keys(body).sort()).toEqual(['error', 'message']);
+        expect(JSON.stringify(body)).not.toContain(cluster().peerSecret);
+      }
+    }
+
+    const peer = { authorization: `Bearer ${cluster().peerSecret}` };
+    const copy = await answerOf(cluster().at(0, routes[0]![1], { headers: peer }));
+    expect(copy.status).toBe(200);
+    expect(copy.bytes.equals(upstream.recording(id)!)).toBe(true);
+    const purge = await cluster().at(0, routes[1]![1], { method: 'POST', headers: peer });
+    await purge.arrayBuffer();
+    expect(purge.status).toBeLessThan(300);
+  });
+});
+
+describe.sequential('replicas sharing one volume with a 150 KiB disk budget', () => {
+  const cluster = clusterFor({ volumes: 'shared', cacheYaml: ['max_disk_bytes: 150KiB', 'max_recording_bytes: 150KiB'] });
+
+  test('the replicas announce one and the same volume', () => {
+    const volumes = new Set(cluster().replicas.map((replica) => replica.ready?.volume));
+    expect(volumes.size).toBe(1);
+    expect([...volumes][0]).toEqual(expect.any(String));
+  });
+
+  test('recordings fetched round robin over the replicas: the files on the volume stay within the budget together', async () => {
+    const recordings = await loadFixtureRecordings();
+    for (let id = 9001; id <= 9008; id++) recordings.set(id, syntheticRecording(40 * KIB + id));
+    for (const [id, bytes] of recordings) upstream.setRecording(id, bytes);
+    const total = [...recordings.values()].reduce((sum, bytes) => sum + bytes.length, 0);
+    expect(total).toBeGreaterThan(2 * DISK_BUDGET);
+
+    for (let pass = 0; pass < 2; pass++) {
+      for (const [id, bytes] of recordings) {
+        const answer = await answerOf(cluster().get(recordingPath(id), { headers: ACME_AUTH }));
+        expect(answer.status).toBe(200);
+        expect(answer.bytes.equals(bytes)).toBe(true);
+      }
+    }
+
+    const [cacheDir] = cluster().cacheDirs;
+    let onDisk = 0;
+    const settled = await eventually(async () => {
+      onDisk = (await storedRecordingFiles(cacheDir!)).reduce((sum, file) => sum + file.size, 0);
+      return onDisk <= DISK_BUDGET;
+    }, 10_000);
+    expect(settled, `${onDisk} bytes on the shared volume`).toBe(true);
+    expect(onDisk).toBeGreaterThan(0);
+  }, 60_000);
+});
