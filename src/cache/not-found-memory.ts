@@ -5,7 +5,8 @@ const MAX_REMEMBERED = 10_000;
 
 /** Where upstream 404s are remembered: this process's memory, or the cluster's Redis. */
 export interface NotFoundStore {
-  remember(key: string): void;
+  /** Synchronous in memory; a promise when shared, settled once every replica can see it. */
+  remember(key: string): void | Promise<void>;
   /** Synchronous in memory; a promise when shared. */
   has(key: string): boolean | Promise<boolean>;
   forget(key: string): void;

@@ -8,9 +8,9 @@ import type { ClusterDirectory } from './cluster-directory.js';
  */
 export function sharedNotFound(directory: ClusterDirectory, local: NotFoundMemory, ttlMs: number): NotFoundStore {
   return {
-    remember(key) {
+    async remember(key) {
       if (ttlMs <= 0) return;
-      void directory.rememberNotFound(key, ttlMs).catch(() => local.remember(key));
+      await directory.rememberNotFound(key, ttlMs).catch(() => local.remember(key));
     },
     async has(key) {
       try {

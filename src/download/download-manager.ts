@@ -33,7 +33,7 @@ export interface DownloadManagerOptions {
   /** The cap on concurrent upstream downloads; callers beyond it queue, fairly between upstream accounts. */
   slots: DownloadSlots;
   /** Told of every upstream 404, so the next requests for it are answered without asking. */
-  notFound: { remember(key: string): void };
+  notFound: { remember(key: string): void | Promise<void> };
   metrics?: Pick<GatewayMetrics, 'joinedDownload' | 'upstreamAnswered'>;
   clock: Clock;
   logger: Logger;
@@ -120,7 +120,14 @@ export class DownloadManager {
       await slot;
       const signal = budget;
       budget = undefined;
-      const recording = await this.#timed(() => source(owner, callId, signal));
+      let recording: SourcedRecording;
+      try {
+        recording = await this.#timed(() => source(owner, callId, signal));
+      } catch (error) {
+        // Remembered before anyone is answered 404, so the next request (on any replica) sees it.
+        if (error instanceof NotFoundError && !this.#discarded.has(download)) await this.options.notFound.remember(key);
+        throw error;
+      }
       opened.push(recording);
       return recording;
     }, sink);
@@ -161,11 +168,7 @@ export class DownloadManager {
     try {
       result = await download.completed;
     } catch (error) {
-      if (error instanceof NotFoundError) {
-        if (!this.#discarded.has(download)) this.options.notFound.remember(key);
-      } else {
-        this.options.logger.warn({ err: error, key }, 'download failed; nothing stored');
-      }
+      if (!(error instanceof NotFoundError)) this.options.logger.warn({ err: error, key }, 'download failed; nothing stored');
       return;
     }
     try {

@@ -44,7 +44,11 @@ function setUp(options: { answer: (callId: string) => Promise<UpstreamRecording>
     sink,
     store,
     slots: freeSlots,
-    notFound: { remember: (key) => remembered.push(key) },
+    notFound: {
+      remember: (key) => {
+        remembered.push(key);
+      },
+    },
     clock,
     logger: silentLogger(),
   });
