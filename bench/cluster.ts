@@ -14,6 +14,7 @@
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startFakeFlyflow } from '../dev/fake-flyflow.js';
 import { syntheticRecording } from '../dev/recording-bytes.js';
 import { recordingPath, startCluster } from '../test/support/cluster.js';
@@ -90,8 +91,17 @@ async function stopEverything(): Promise<void> {
   stoppers.clear();
 }
 
+/** Set by Ctrl-C: nothing new starts, and what starts anyway is stopped at once. */
+let interrupted = false;
+/** How long an interrupted run may take to wind down before it exits regardless. */
+const WIND_DOWN_MS = 15_000;
+
 /** Runs `use`, then `stop`, also when `use` throws or the run is interrupted meanwhile. */
 async function using<R>(stop: () => Promise<void>, use: () => Promise<R>): Promise<R> {
+  if (interrupted) {
+    await stop();
+    throw new Error('interrupted');
+  }
   stoppers.add(stop);
   try {
     return await use();
@@ -103,6 +113,7 @@ async function using<R>(stop: () => Promise<void>, use: () => Promise<R>): Promi
 
 /** Runs one part; a failure is recorded for the report, and the next part still runs. */
 async function part(result: SetupResult, label: string, run: () => Promise<void>): Promise<void> {
+  if (interrupted) return;
   try {
     await run();
   } catch (error) {
@@ -196,6 +207,7 @@ async function main(): Promise<void> {
         joinerCount,
       };
       for (const [index, { replicas, volumes }] of setups.entries()) {
+        if (interrupted) break;
         try {
           results.push(await benchSetup(inputs, replicas, volumes, FIRST_SETUP_ID + index * IDS_PER_SETUP, nginx));
         } catch (error) {
@@ -206,6 +218,7 @@ async function main(): Promise<void> {
     });
   });
 
+  if (interrupted) return;
   console.log(renderReport(results, { nginx, joinerCount, smallBytes: fixture?.length ?? 0 }));
   console.log(`\n_Total ${((performance.now() - began) / 1000).toFixed(1)} s; load average at the end ${loadAverage()}._`);
 }
@@ -216,18 +229,23 @@ process.on('exit', () => {
 // `on`, not `once`: Ctrl-C reaches this process twice (from the terminal and
 // relayed by tsx), and a second SIGINT without a handler would end it before
 // the cleanup has removed the temp dirs.
-let interrupted = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     if (interrupted) return;
     interrupted = true;
     progress(`${signal}: stopping every child`);
-    void stopEverything().finally(() => process.exit(130));
+    void (async () => {
+      await stopEverything();
+      // Whatever main() started meanwhile stops itself (see `using`); give it a bounded moment.
+      await Promise.race([finished, sleep(WIND_DOWN_MS)]);
+      await stopEverything();
+      process.exit(130);
+    })();
   });
 }
 
-main().catch(async (error: unknown) => {
-  console.error(error);
+const finished = main().catch(async (error: unknown) => {
+  if (!interrupted) console.error(error);
   process.exitCode = 1;
   await stopEverything();
 });

@@ -149,6 +149,7 @@ async function main(): Promise<void> {
         `The load-generator process (not included above) was at ${mib(await load.rss())} MiB RSS.`,
     );
     console.log(`\nTotal bench time ${((performance.now() - began) / 1000).toFixed(1)} s; load average at the end ${loadAverage()}.`);
+    console.log('\nThe gateway side by side with nginx and Varnish, one core each: `npm run bench:peers` (bench/README.md).');
   } finally {
     await gateway?.close().catch(() => {});
     await load?.close();

@@ -124,9 +124,13 @@ export class RedisLink {
       connectedBefore = true;
     });
     this.#subscribers.add(subscriber);
-    // Started in the background: a replica starts without Redis, and subscribes once it is there.
-    subscriber.connect().catch(() => {});
-    void subscriber.subscribe(channel, onMessage).catch(() => {});
+    // In the background: a replica starts without Redis, and subscribes once it
+    // is there (a SUBSCRIBE queued before the connection would be sent twice);
+    // node-redis subscribes again by itself after later reconnects.
+    subscriber
+      .connect()
+      .then(() => subscriber.subscribe(channel, onMessage))
+      .catch(() => {});
   }
 
   /** Checks Redis now (for start-up and the probe); resolves whether it answered. */

@@ -1,0 +1,93 @@
+/**
+ * Cold misses for the peers bench: sequential GETs for recordings nobody has
+ * asked for, each target in turn (the upstream directly, then each server),
+ * timing the first body byte on a warm keep-alive connection. What a server
+ * adds to a cold miss is its median minus the upstream's own.
+ */
+import { Agent, request } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const REQUEST_TIMEOUT_MS = 15_000;
+// Lets each server finish storing (file writes, fsync) before the next target's request.
+const PAUSE_MS = 50;
+
+export interface ColdTarget {
+  label: string;
+  /** `http://127.0.0.1:PORT` */
+  origin: string;
+  headers: Record<string, string>;
+}
+
+export interface ColdResult {
+  /** First-byte times of the answers that were right, ms. */
+  firstByteMs: number[];
+  medianMs: number;
+  errors: string[];
+}
+
+interface Timed {
+  firstByteMs: number;
+  error: string | undefined;
+}
+
+function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+/** One GET read to its end: the time to its first body byte, and what was wrong with the answer, if anything. */
+function timedGet(agent: Agent, url: string, headers: Record<string, string>, size: number): Promise<Timed> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    let firstByteMs = Number.NaN;
+    let bytes = 0;
+    const req = request(url, { agent, headers }, (res) => {
+      res.on('data', (chunk: Buffer) => {
+        if (bytes === 0) firstByteMs = performance.now() - started;
+        bytes += chunk.length;
+      });
+      res.once('error', (error) => resolve({ firstByteMs, error: error.message }));
+      res.once('end', () => {
+        const wrong = res.statusCode !== 200 ? `status ${res.statusCode}` : bytes !== size ? `${bytes} bytes, expected ${size}` : undefined;
+        resolve({ firstByteMs, error: wrong });
+      });
+    });
+    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS} ms`)));
+    req.once('error', (error) => resolve({ firstByteMs, error: error.message }));
+    req.end();
+  });
+}
+
+/**
+ * `requests` rounds; in each, every target gets a GET for an id of its own
+ * that nobody has fetched (from `firstId` on, 100,000 apart per target). A
+ * GET of `warmPath` first opens each target's connection.
+ */
+export async function measureColdMisses(
+  targets: ColdTarget[],
+  options: { requests: number; firstId: number; size: number; warmPath: string },
+): Promise<Map<string, ColdResult>> {
+  const agents = targets.map(() => new Agent({ keepAlive: true, maxSockets: 1 }));
+  const times = targets.map(() => [] as number[]);
+  const errors = targets.map(() => [] as string[]);
+  try {
+    await Promise.all(
+      targets.map((target, t) => timedGet(agents[t]!, `${target.origin}${options.warmPath}`, target.headers, options.size)),
+    );
+    for (let round = 0; round < options.requests; round++) {
+      for (const [t, target] of targets.entries()) {
+        const id = options.firstId + t * 100_000 + round;
+        const timed = await timedGet(agents[t]!, `${target.origin}/v1/call/recording/${id}.mp3`, target.headers, options.size);
+        if (timed.error === undefined && Number.isFinite(timed.firstByteMs)) times[t]!.push(timed.firstByteMs);
+        else errors[t]!.push(`id ${id}: ${timed.error ?? 'no body'}`);
+        await sleep(PAUSE_MS);
+      }
+    }
+  } finally {
+    for (const agent of agents) agent.destroy();
+  }
+  return new Map(targets.map((target, t) => [target.label, { firstByteMs: times[t]!, medianMs: median(times[t]!), errors: errors[t]! }]));
+}

@@ -1,0 +1,203 @@
+/**
+ * The peers bench's output: the issue's table (metrics by server), the
+ * details of every run, the gateway's ratios to nginx and Varnish, and one
+ * line that holds those ratios against issue 11's goals.
+ */
+import type { ColdResult } from './peers-cold.js';
+import type { CaseResult, LoadCase } from './peers-load.js';
+import { fmt, markdownTable, type Cell } from './table.js';
+
+export const GATEWAY = 'gateway';
+export const NGINX = 'nginx';
+export const VARNISH = 'Varnish';
+/** The cold-miss baseline's label. */
+export const UPSTREAM = 'upstream';
+/** Other processes using more than this share of a core during a run make its figures suspect. */
+const OTHER_CPU_WARN_PERCENT = 5;
+/** A load generator this busy was the limit: the req/s it saw is a floor. */
+const CLIENT_CPU_WARN_PERCENT = 90;
+
+export interface PeersReport {
+  /** Column order, with the version each server reported. */
+  servers: Array<{ label: string; version: string }>;
+  cases: LoadCase[];
+  /** By case key, then server label; a missing entry is a run that could not happen. */
+  results: Map<string, Map<string, CaseResult>>;
+  /** By server label, plus {@link UPSTREAM}; undefined when the cold case could not run. */
+  cold: Map<string, ColdResult> | undefined;
+  coldRequests: number;
+}
+
+function result(report: PeersReport, key: LoadCase['key'], label: string): CaseResult | undefined {
+  return report.results.get(key)?.get(label);
+}
+
+/** First byte a server adds over the upstream's own, median against median, ms. */
+export function coldAddedMs(report: PeersReport, label: string): number | undefined {
+  const server = report.cold?.get(label)?.medianMs;
+  const upstream = report.cold?.get(UPSTREAM)?.medianMs;
+  return server === undefined || upstream === undefined ? undefined : server - upstream;
+}
+
+/** The issue's table: rows are metrics, columns are servers. */
+export function headlineTable(report: PeersReport): string {
+  const header = ['metric', ...report.servers.map((server) => server.version)];
+  const rows: Cell[][] = report.cases.map((loadCase) => [
+    `${loadCase.title}: req/s · server CPU µs per request · p99`,
+    ...report.servers.map(({ label }) => {
+      const run = result(report, loadCase.key, label);
+      if (!run) return 'not run';
+      const flag = run.errors > 0 ? ' (errors)' : '';
+      return `${fmt(run.requestsPerSecond, 0)} · ${fmt(run.serverCpuUsPerRequest, 1)} · ${fmt(run.p99Ms, 2)} ms${flag}`;
+    }),
+  ]);
+  rows.push([
+    `cold miss: first byte added over going to upstream directly (median of ${report.coldRequests})`,
+    ...report.servers.map(({ label }) => {
+      const added = coldAddedMs(report, label);
+      return added === undefined ? 'not run' : `${fmt(added, 2)} ms`;
+    }),
+  ]);
+  return markdownTable(header, rows);
+}
+
+/** Every run: what the load generator saw and the CPU each party used. */
+export function detailTable(report: PeersReport): string {
+  const rows: Cell[][] = [];
+  for (const loadCase of report.cases) {
+    for (const { label } of report.servers) {
+      const run = result(report, loadCase.key, label);
+      if (!run) continue;
+      rows.push([
+        loadCase.title,
+        label,
+        run.requests,
+        fmt(run.requestsPerSecond, 0),
+        fmt(run.p50Ms, 2),
+        fmt(run.p99Ms, 2),
+        fmt(run.maxMs, 1),
+        run.errors,
+        fmt(run.serverCpuUsPerRequest, 1),
+        `${fmt(run.serverCpuPercent, 0)} %`,
+        `${fmt(run.clientCpuPercent, 0)} %`,
+        `${fmt(run.otherCpuPercent, 1)} %`,
+      ]);
+    }
+  }
+  const header = [
+    'case',
+    'server',
+    'requests',
+    'req/s',
+    'p50 ms',
+    'p99 ms',
+    'max ms',
+    'errors',
+    'CPU µs/req',
+    'server CPU',
+    'load gen CPU',
+    'other CPU',
+  ];
+  return markdownTable(header, rows);
+}
+
+/** The first figure over the second; undefined when either is missing. */
+function ratio(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? undefined : a / b;
+}
+
+const times = (value: number | undefined) => (value === undefined ? '-' : `${fmt(value, 2)}×`);
+
+/** gateway / nginx and gateway / Varnish for every metric. */
+export function ratioTable(report: PeersReport): string {
+  const labels = report.servers.map((server) => server.label).filter((label) => label !== GATEWAY);
+  const rows: Cell[][] = [];
+  const metrics: Array<[string, (run: CaseResult) => number]> = [
+    ['req/s', (run) => run.requestsPerSecond],
+    ['server CPU µs per request', (run) => run.serverCpuUsPerRequest],
+    ['p99', (run) => run.p99Ms],
+  ];
+  for (const loadCase of report.cases) {
+    for (const [name, pick] of metrics) {
+      const gateway = result(report, loadCase.key, GATEWAY);
+      rows.push([
+        `${loadCase.title}, ${name}`,
+        ...labels.map((label) => {
+          const peer = result(report, loadCase.key, label);
+          return times(ratio(gateway && pick(gateway), peer && pick(peer)));
+        }),
+      ]);
+    }
+  }
+  rows.push([
+    'cold miss, first byte added',
+    ...labels.map((label) => times(ratio(coldAddedMs(report, GATEWAY), coldAddedMs(report, label)))),
+  ]);
+  return markdownTable(['metric', ...labels.map((label) => `gateway / ${label}`)], rows);
+}
+
+interface Goal {
+  text: string;
+  met: boolean | undefined;
+}
+
+/** One line: each of issue 11's bench goals with the gateway's ratio and whether it is met. */
+export function goalSummary(report: PeersReport): string {
+  const against = (key: LoadCase['key'], peer: string, pick: (run: CaseResult) => number) => {
+    const gateway = result(report, key, GATEWAY);
+    const other = result(report, key, peer);
+    return ratio(gateway && pick(gateway), other && pick(other));
+  };
+  const atLeast = (value: number | undefined, goal: number) => (value === undefined ? undefined : value >= goal);
+  const atMost = (value: number | undefined, goal: number) => (value === undefined ? undefined : value <= goal);
+  const rps = (run: CaseResult) => run.requestsPerSecond;
+  const p99 = (run: CaseResult) => run.p99Ms;
+  const cpu = (run: CaseResult) => run.serverCpuUsPerRequest;
+  const goals: Goal[] = [];
+  const add = (text: string, value: number | undefined, met: boolean | undefined) =>
+    goals.push({ text: `${text.replace('{}', value === undefined ? 'n/a' : fmt(value, 2))}`, met });
+  for (const [key, name] of [
+    ['probe', 'probe'],
+    ['window', '64 KB range'],
+  ] as const) {
+    const speed = against(key, NGINX, rps);
+    const tail = against(key, NGINX, p99);
+    add(`${name} {}× nginx req/s (goal ≥ 0.7)`, speed, atLeast(speed, 0.7));
+    add(`${name} p99 {}× nginx's (goal ≤ 2)`, tail, atMost(tail, 2));
+  }
+  const fullSpeed = against('full', VARNISH, rps);
+  const fullCpu = against('full', VARNISH, cpu);
+  add('full-body hit {}× Varnish req/s (goal ≥ 1.0)', fullSpeed, atLeast(fullSpeed, 1));
+  add("full-body hit CPU per request {}× Varnish's (goal ≤ 1.0)", fullCpu, atMost(fullCpu, 1));
+  const cold = coldAddedMs(report, GATEWAY);
+  add('cold miss first byte +{} ms over upstream (goal ≤ 0.5 ms)', cold, atMost(cold, 0.5));
+  const word = (met: boolean | undefined) => (met === undefined ? 'not measured' : met ? 'met' : 'missed');
+  const judged = goals.filter((goal) => goal.met !== undefined);
+  const met = judged.filter((goal) => goal.met).length;
+  return `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}.** ${goals
+    .map((goal) => `${goal.text}: ${word(goal.met)}`)
+    .join('; ')}.`;
+}
+
+/** Lines about runs whose figures are suspect: other processes busy, the client the limit, wrong answers. */
+export function runWarnings(report: PeersReport): string[] {
+  const lines: string[] = [];
+  for (const loadCase of report.cases) {
+    for (const { label } of report.servers) {
+      const run = result(report, loadCase.key, label);
+      if (!run) continue;
+      const where = `${loadCase.title}, ${label}`;
+      if (run.otherCpuPercent > OTHER_CPU_WARN_PERCENT) {
+        lines.push(`- **Busy machine** (${where}): other processes used ${fmt(run.otherCpuPercent, 0)} % of a core during the run.`);
+      }
+      if (run.clientCpuPercent > CLIENT_CPU_WARN_PERCENT) {
+        lines.push(`- ${where}: the load generator used ${fmt(run.clientCpuPercent, 0)} % of its core, so it may have been the limit.`);
+      }
+      if (run.errors > 0) lines.push(`- **Errors** (${where}): ${run.errors}: ${run.errorNote ?? 'see the details'}.`);
+    }
+  }
+  for (const [label, cold] of report.cold ?? []) {
+    if (cold.errors.length > 0) lines.push(`- **Cold-miss errors** (${label}): ${cold.errors.slice(0, 3).join('; ')}.`);
+  }
+  return lines;
+}

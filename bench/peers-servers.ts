@@ -1,0 +1,220 @@
+/**
+ * Starts what the peers bench compares: the generated upstream, and in front
+ * of it the compiled gateway, nginx and Varnish, each in a process group of
+ * its own (see peers-process.ts) with its files in a temp dir.
+ */
+import { spawnSync } from 'node:child_process';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { gatewayYaml, nginxConf, varnishVcl } from './peers-configs.js';
+import { executable, freePort, pinned, startGroup, waitForPort, type ProcessGroup } from './peers-process.js';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const GATEWAY_CLI = path.join(ROOT, 'dist/cli.js');
+export const NGINX_BINARY = '/usr/sbin/nginx';
+export const VARNISHD_BINARY = '/usr/sbin/varnishd';
+export const PEERS_INSTALL_HINT = 'apt-get install -y nginx-light varnish';
+
+const START_TIMEOUT_MS = 15_000;
+const UPSTREAM_SCRIPT = fileURLToPath(new URL('./peers-upstream.ts', import.meta.url));
+
+export interface PeersUpstream {
+  /** `http://127.0.0.1:PORT/v1` */
+  baseUrl: string;
+  port: number;
+  group: ProcessGroup;
+  /** GET requests for recordings it has answered so far. */
+  recordingGets(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** One server under test, as the bench's clients see it. */
+export interface PeerServer {
+  label: string;
+  /** e.g. `nginx/1.22.1`. */
+  version: string;
+  /** `http://127.0.0.1:PORT` */
+  url: string;
+  /** What each client request carries: the tenant's key for the gateway, nothing for the others. */
+  headers: Record<string, string>;
+  group: ProcessGroup;
+  /** What the answer says about the cache: its hit header, and whether that means a hit. */
+  cacheResult(headers: Headers): { hit: boolean; said: string };
+  /** The file of one line per request, whose size the bench reports; undefined for Varnish, which logs to shared memory. */
+  requestLog: string | undefined;
+  stop(): Promise<void>;
+}
+
+async function tempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  // nginx's workers and Varnish's child drop root: they must reach their paths.
+  await chmod(dir, 0o755);
+  return dir;
+}
+
+function stopper(group: ProcessGroup, dir: string): () => Promise<void> {
+  let stopping: Promise<void> | undefined;
+  return () => {
+    stopping ??= (async () => {
+      group.kill();
+      await group.exited;
+      await rm(dir, { recursive: true, force: true });
+    })();
+    return stopping;
+  };
+}
+
+/** Waits for the port, or kills the group, removes its dir and rethrows with what it logged. */
+async function ready(group: ProcessGroup, port: number, dir: string, logFile: string): Promise<void> {
+  try {
+    await waitForPort(group, port, START_TIMEOUT_MS, () => '');
+  } catch (error) {
+    group.kill();
+    await group.exited;
+    const log = await readFile(logFile, 'utf8').catch(() => '');
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`${(error as Error).message.replace(/: no output$/, '')}:\n${log.slice(-3_000).trim() || '(nothing logged)'}`);
+  }
+}
+
+/** The version line a binary prints for `flag` (on stderr, for nginx and varnishd). */
+export function binaryVersion(binary: string, flag: string, pattern: RegExp): string {
+  const result = spawnSync(binary, [flag], { encoding: 'utf8' });
+  const text = `${result.stdout ?? ''}${result.stderr ?? ''}`;
+  return pattern.exec(text)?.[0] ?? (text.trim().split('\n')[0] || binary);
+}
+
+/** The generated upstream (peers-upstream.ts) as its own process on `core`. */
+export async function startPeersUpstream(options: { core: number | undefined; size: number; serverKey: string }): Promise<PeersUpstream> {
+  const dir = await tempDir('rg-peers-upstream-');
+  const group = startGroup('upstream', pinned(options.core, process.execPath, ['--import', 'tsx', UPSTREAM_SCRIPT]), {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', PEERS_UPSTREAM_SIZE: String(options.size), PEERS_UPSTREAM_KEY: options.serverKey },
+  });
+  const stop = stopper(group, dir);
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  let port: number | undefined;
+  while (port === undefined && Date.now() < deadline && !group.hasExited()) {
+    port = Number(/\{"port":(\d+)\}/.exec(group.output())?.[1]) || undefined;
+    if (port === undefined) await sleep(50);
+  }
+  if (port === undefined) {
+    await stop();
+    throw new Error(`the upstream did not start: ${group.output().trim() || 'no output'}`);
+  }
+  const baseUrl = `http://127.0.0.1:${port}/v1`;
+  return {
+    baseUrl,
+    port,
+    group,
+    async recordingGets() {
+      const response = await fetch(`http://127.0.0.1:${port}/__bench/requests`);
+      return ((await response.json()) as { recordingGets: number }).recordingGets;
+    },
+    stop,
+  };
+}
+
+/** `node dist/cli.js --config <yaml> serve` on `core`: the build must exist (`npm run build`). */
+export async function startGatewayServer(options: {
+  core: number | undefined;
+  upstream: PeersUpstream;
+  serverKey: string;
+  tenantKey: string;
+  version: string;
+}): Promise<PeerServer> {
+  const dir = await tempDir('rg-peers-gateway-');
+  const port = await freePort();
+  const configPath = path.join(dir, 'gateway.yaml');
+  const logFile = path.join(dir, 'gateway.log');
+  await writeFile(
+    configPath,
+    gatewayYaml({ port, upstreamBaseUrl: options.upstream.baseUrl, cacheDir: path.join(dir, 'cache'), tenantKey: options.tenantKey }),
+  );
+  const group = startGroup('the gateway', pinned(options.core, process.execPath, [GATEWAY_CLI, '--config', configPath, 'serve']), {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: options.serverKey },
+    logFile,
+  });
+  await ready(group, port, dir, logFile);
+  return {
+    label: 'gateway',
+    version: options.version,
+    url: `http://127.0.0.1:${port}`,
+    headers: { authorization: `Bearer ${options.tenantKey}` },
+    group,
+    cacheResult(headers) {
+      const said = headers.get('cache-status') ?? '';
+      return { hit: /;\s*hit/.test(said), said };
+    },
+    requestLog: logFile,
+    stop: stopper(group, dir),
+  };
+}
+
+/** nginx (proxy_cache, one worker) on `core`, everything it writes in a temp dir. */
+export async function startNginxServer(options: {
+  core: number | undefined;
+  upstream: PeersUpstream;
+  serverKey: string;
+}): Promise<PeerServer> {
+  const dir = await tempDir('rg-peers-nginx-');
+  const port = await freePort();
+  const configPath = path.join(dir, 'nginx.conf');
+  const errorLog = path.join(dir, 'error.log');
+  await writeFile(configPath, nginxConf({ dir, port, upstreamPort: options.upstream.port, serverKey: options.serverKey }));
+  const group = startGroup('nginx', pinned(options.core, NGINX_BINARY, ['-p', dir, '-e', errorLog, '-c', configPath]), {
+    logFile: errorLog,
+  });
+  await ready(group, port, dir, errorLog);
+  return {
+    label: 'nginx',
+    version: binaryVersion(NGINX_BINARY, '-v', /nginx\/\S+/),
+    url: `http://127.0.0.1:${port}`,
+    headers: {},
+    group,
+    cacheResult(headers) {
+      const said = headers.get('x-cache-status') ?? '';
+      return { hit: said === 'HIT', said };
+    },
+    requestLog: path.join(dir, 'access.log'),
+    stop: stopper(group, dir),
+  };
+}
+
+/** varnishd in the foreground on `core`, its working dir (`-n`) and VCL in a temp dir. */
+export async function startVarnishServer(options: {
+  core: number | undefined;
+  upstream: PeersUpstream;
+  serverKey: string;
+}): Promise<PeerServer> {
+  const dir = await tempDir('rg-peers-varnish-');
+  const port = await freePort();
+  const vclPath = path.join(dir, 'bench.vcl');
+  const logFile = path.join(dir, 'varnishd.log');
+  await writeFile(vclPath, varnishVcl({ upstreamPort: options.upstream.port, serverKey: options.serverKey }));
+  const args = ['-F', '-a', `127.0.0.1:${port}`, '-n', path.join(dir, 'work'), '-f', vclPath, '-s', 'malloc,256m', '-p', 'thread_pools=1'];
+  const group = startGroup('varnishd', pinned(options.core, VARNISHD_BINARY, args), { logFile });
+  await ready(group, port, dir, logFile);
+  return {
+    label: 'Varnish',
+    version: binaryVersion(VARNISHD_BINARY, '-V', /varnish-[\d.]+/),
+    url: `http://127.0.0.1:${port}`,
+    headers: {},
+    group,
+    cacheResult(headers) {
+      const said = headers.get('x-cache') ?? '';
+      return { hit: said === 'HIT', said };
+    },
+    requestLog: undefined,
+    stop: stopper(group, dir),
+  };
+}
+
+/** Which peers are installed (see {@link PEERS_INSTALL_HINT} for the others). */
+export function installedPeers(): { nginx: boolean; varnish: boolean } {
+  return { nginx: executable(NGINX_BINARY), varnish: executable(VARNISHD_BINARY) };
+}

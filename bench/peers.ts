@@ -1,0 +1,272 @@
+/**
+ * `npm run bench:peers`: the compiled gateway side by side with nginx
+ * (proxy_cache) and Varnish in front of one generated upstream, on one core
+ * each, loaded by wrk on another (issue 11, item 1). Prints the issue's table,
+ * the gateway's ratios to its peers, one line against the issue's goals, and
+ * every run's details. Not a test: nothing passes or fails on timing; the exit
+ * code is 1 only when something could not run or answered wrong.
+ *
+ *   BENCH_SECONDS=5         measured seconds per run (after a 1 s warm-up run)
+ *   PEERS_CONNECTIONS=32    wrk's connections
+ *   PEERS_COLD_REQUESTS=20  cold misses per server
+ *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { measureColdMisses, type ColdResult } from './peers-cold.js';
+import { measureCase, nodeGenerator, wrkGenerator, WRK_BINARY, type CaseResult, type LoadCase } from './peers-load.js';
+import { executable, pinSelf, planCores, type ProcessGroup } from './peers-process.js';
+import {
+  NGINX,
+  UPSTREAM,
+  VARNISH,
+  detailTable,
+  goalSummary,
+  headlineTable,
+  ratioTable,
+  runWarnings,
+  type PeersReport,
+} from './peers-report.js';
+import {
+  binaryVersion,
+  installedPeers,
+  PEERS_INSTALL_HINT,
+  ROOT,
+  startGatewayServer,
+  startNginxServer,
+  startPeersUpstream,
+  startVarnishServer,
+  type PeerServer,
+  type PeersUpstream,
+} from './peers-servers.js';
+import { checkCase, warmUntilHit } from './peers-warm.js';
+import { markdownTable, mib } from './table.js';
+
+const RECORDING_BYTES = 932 * 1024;
+const WINDOW_BYTES = 64 * 1024;
+const WARM_PATH = '/v1/call/recording/1.mp3';
+const COLD_FIRST_ID = 100_000;
+const WARMUP_SECONDS = 1;
+
+const CASES: LoadCase[] = [
+  { key: 'full', title: 'full-body hit', path: WARM_PATH, status: 200, bodyBytes: RECORDING_BYTES },
+  {
+    key: 'probe',
+    title: '`Range: bytes=0-1` (the Safari probe)',
+    path: WARM_PATH,
+    range: { header: 'bytes=0-1' },
+    status: 206,
+    bodyBytes: 2,
+  },
+  {
+    key: 'window',
+    title: '64 KB mid-file range (random window)',
+    path: WARM_PATH,
+    range: { randomLength: WINDOW_BYTES, size: RECORDING_BYTES },
+    status: 206,
+    bodyBytes: WINDOW_BYTES,
+  },
+];
+
+function positiveInteger(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive whole number (got ${JSON.stringify(raw)})`);
+  return value;
+}
+
+/** `0.2.0 (a779a25 + working tree)`: which gateway the figures belong to. */
+function gatewayVersion(): string {
+  const git = (...args: string[]) => spawnSync('git', args, { cwd: ROOT, encoding: 'utf8' }).stdout?.trim() ?? '';
+  const { version } = JSON.parse(readFileSync(`${ROOT}/package.json`, 'utf8')) as { version: string };
+  const commit = git('rev-parse', '--short', 'HEAD');
+  const dirty = git('status', '--porcelain', '--untracked-files=no') !== '';
+  return `gateway ${version}${commit ? ` (${commit}${dirty ? ' + working tree' : ''})` : ''}`;
+}
+
+function build(): void {
+  console.log('Building the gateway (`npm run build`)...');
+  const result = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
+  if (result.status !== 0) {
+    throw new Error(`npm run build failed (exit ${result.status}):\n${`${result.stdout}\n${result.stderr}`.trim().slice(-4_000)}`);
+  }
+}
+
+async function main(): Promise<void> {
+  const seconds = positiveInteger('BENCH_SECONDS', 5);
+  const connections = positiveInteger('PEERS_CONNECTIONS', 32);
+  const coldRequests = positiveInteger('PEERS_COLD_REQUESTS', 20);
+  if (process.env.PEERS_SKIP_BUILD !== '1') build();
+
+  const cores = planCores();
+  pinSelf(cores.client);
+  const serverKey = randomBytes(24).toString('base64url');
+  const tenantKey = randomBytes(24).toString('base64url');
+  const groups = new Set<ProcessGroup>();
+  const stops: Array<() => Promise<void>> = [];
+  const killAll = () => {
+    for (const group of groups) group.kill();
+  };
+  process.once('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      killAll();
+      void Promise.allSettled(stops.map((stop) => stop())).finally(() => process.exit(130));
+    });
+  }
+  const track = <T extends { group: ProcessGroup; stop(): Promise<void> }>(started: T): T => {
+    groups.add(started.group);
+    stops.push(started.stop);
+    return started;
+  };
+
+  try {
+    const cpus = os.cpus();
+    const loadAverage = () =>
+      os
+        .loadavg()
+        .map((value) => value.toFixed(2))
+        .join(' / ');
+    console.log('\n# recording-gateway vs nginx and Varnish\n');
+    console.log(`- Node ${process.version} on ${os.platform()} ${os.release()}; CPU ${cpus[0]?.model ?? 'unknown'} × ${cpus.length}`);
+    console.log(`- Pinning: ${cores.description}`);
+
+    const upstream: PeersUpstream = track(await startPeersUpstream({ core: cores.upstream, size: RECORDING_BYTES, serverKey }));
+    const servers: PeerServer[] = [];
+    const startProblems: string[] = [];
+    const installed = installedPeers();
+    const common = { core: cores.server, upstream, serverKey };
+    servers.push(track(await startGatewayServer({ ...common, tenantKey, version: gatewayVersion() })));
+    for (const [present, name, start] of [
+      [installed.nginx, NGINX, startNginxServer],
+      [installed.varnish, VARNISH, startVarnishServer],
+    ] as const) {
+      if (!present) {
+        startProblems.push(`${name} is not installed: skipped (install it with \`${PEERS_INSTALL_HINT}\`)`);
+        continue;
+      }
+      try {
+        servers.push(track(await start(common)));
+      } catch (error) {
+        process.exitCode = 1;
+        startProblems.push(`${name} could not start: ${(error as Error).message}`);
+      }
+    }
+
+    const wrk = executable(WRK_BINARY);
+    if (!wrk) startProblems.push(`${WRK_BINARY} is missing (\`apt-get install -y wrk\`): using the project's node load generator instead`);
+    const generator = wrk
+      ? await wrkGenerator({ core: cores.client, connections, version: binaryVersion(WRK_BINARY, '-v', /wrk \S+/) })
+      : await nodeGenerator({ connections });
+    stops.push(generator.close);
+    console.log(`- Load: ${generator.description}; ${seconds} s measured per run after a ${WARMUP_SECONDS} s warm-up run`);
+    console.log(
+      `- Recording: ${RECORDING_BYTES.toLocaleString('en-US')} bytes of MP3 from one upstream process (Content-Length, ETag, Last-Modified, ranges)`,
+    );
+    console.log('- Gateway: `node dist/cli.js --config <temp yaml> serve`, default config, request log at info to a file');
+    console.log('- nginx: proxy_cache, 1 worker, buffered access log; Varnish: malloc 256 MB, 1 thread pool');
+    console.log(`- Started ${new Date().toISOString()}; load average ${loadAverage()}\n`);
+    for (const line of startProblems) console.log(`- **${line}**`);
+
+    const results = new Map<string, Map<string, CaseResult>>(CASES.map((loadCase) => [loadCase.key, new Map()]));
+    const checkProblems: string[] = [];
+    for (const server of servers) {
+      try {
+        const { body, said } = await warmUntilHit(server, upstream, WARM_PATH, RECORDING_BYTES);
+        console.log(`- ${server.label} warmed: its second answer said ${JSON.stringify(said)}, the upstream saw no new request`);
+        for (const loadCase of CASES) {
+          const problem = await checkCase(server, loadCase, body);
+          if (problem) checkProblems.push(`${server.label}, ${loadCase.title}: ${problem}`);
+        }
+      } catch (error) {
+        for (const loadCase of CASES) checkProblems.push(`${server.label}, ${loadCase.title}: ${(error as Error).message}`);
+      }
+    }
+    for (const problem of checkProblems) console.log(`- **Wrong answer, case skipped:** ${problem}`);
+    if (checkProblems.length > 0) process.exitCode = 1;
+
+    for (const loadCase of CASES) {
+      for (const server of servers) {
+        if (checkProblems.some((problem) => problem.startsWith(`${server.label}, ${loadCase.title}:`))) continue;
+        await generator.run(server, loadCase, WARMUP_SECONDS);
+        const run = await measureCase(generator, server, loadCase, seconds);
+        results.get(loadCase.key)!.set(server.label, run);
+        if (run.errors > 0) process.exitCode = 1;
+      }
+    }
+
+    let cold: Map<string, ColdResult> | undefined;
+    try {
+      const targets = [
+        { label: UPSTREAM, origin: new URL(upstream.baseUrl).origin, headers: { authorization: `Bearer ${serverKey}` } },
+        ...servers.map((server) => ({ label: server.label, origin: server.url, headers: server.headers })),
+      ];
+      cold = await measureColdMisses(targets, {
+        requests: coldRequests,
+        firstId: COLD_FIRST_ID,
+        size: RECORDING_BYTES,
+        warmPath: WARM_PATH,
+      });
+    } catch (error) {
+      process.exitCode = 1;
+      console.log(`- **Cold misses could not run:** ${(error as Error).message}`);
+    }
+
+    const report: PeersReport = {
+      servers: servers.map((server) => ({
+        label: server.label,
+        version: server.label === NGINX ? `${server.version} proxy_cache` : server.version,
+      })),
+      cases: CASES,
+      results,
+      cold,
+      coldRequests,
+    };
+    console.log('\n## Side by side\n');
+    console.log(headlineTable(report));
+    console.log('\n## The gateway over its peers\n');
+    console.log(ratioTable(report));
+    console.log(`\n${goalSummary(report)}\n`);
+    const warnings = runWarnings(report);
+    if (warnings.length > 0) console.log(`${warnings.join('\n')}\n`);
+    console.log('## Every run\n');
+    console.log(detailTable(report));
+    console.log(
+      "\n_CPU µs/req: user + system time of the server's processes (from /proc) over the run, per answer. " +
+        'Server, load generator and other CPU: % of one core; "other" is every other process on the machine (this driver excluded)._\n',
+    );
+    if (cold) {
+      const rows = [...cold].map(([label, result]) => [
+        label,
+        result.firstByteMs.length,
+        result.medianMs.toFixed(2),
+        label === UPSTREAM ? '-' : (result.medianMs - (cold.get(UPSTREAM)?.medianMs ?? Number.NaN)).toFixed(2),
+        result.errors.length,
+      ]);
+      console.log('## Cold misses: first body byte, sequential, warm keep-alive connection\n');
+      console.log(markdownTable(['target', 'answers', 'median ms', 'added ms', 'errors'], rows));
+    }
+    const logSizes = servers
+      .map((server) => `${server.label} ${server.requestLog ? `${mib(fileSize(server.requestLog))} MiB` : 'in shared memory'}`)
+      .join(', ');
+    console.log(`\nRequest/access logs at the end: ${logSizes}. Load average at the end ${loadAverage()}.`);
+  } finally {
+    await Promise.allSettled(stops.map((stop) => stop()));
+  }
+}
+
+function fileSize(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+  process.exitCode = 1;
+});
