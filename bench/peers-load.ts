@@ -9,13 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { startLoadProcess, type LoadProcess } from './load-process.js';
 import { wrkScript } from './peers-configs.js';
-import { groupCpuSeconds, machineBusySeconds, pinned, startGroup } from './peers-process.js';
+import { groupCpuSeconds, machineBusySeconds, pinned, startGroup, TICKS_PER_SECOND } from './peers-process.js';
 import type { PeerServer } from './peers-servers.js';
 
 export const WRK_BINARY = '/usr/bin/wrk';
 // Headers a server adds above the body; an answer outside this is the wrong answer.
 const MAX_HEADER_BYTES = 2_048;
-const TICKS_PER_SECOND = 100;
 
 /** One kind of request, the same for every server. */
 export interface LoadCase {

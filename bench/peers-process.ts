@@ -10,8 +10,8 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export const TASKSET = '/usr/bin/taskset';
-// USER_HZ: the unit of /proc's CPU times, 100 on every Linux build that matters.
-const TICKS_PER_SECOND = 100;
+/** USER_HZ: the unit of /proc's CPU times, 100 on every Linux build that matters. */
+export const TICKS_PER_SECOND = 100;
 const OUTPUT_TAIL_CHARS = 4_000;
 
 // The lifeline: the shell keeps our end of its stdin, starts the command, and
@@ -40,7 +40,11 @@ export interface CorePlan {
   server: number | undefined;
   /** The load generator and this driver. */
   client: number | undefined;
-  /** The upstream: never the server's core. */
+  /**
+   * The upstream: a core of its own when there are three, else unpinned. Never
+   * the servers' core; nor the client's alone, where its big loopback writes
+   * would hold the client back and inflate the cold-miss baseline.
+   */
   upstream: number | undefined;
   /** One line for the report. */
   description: string;
@@ -58,7 +62,7 @@ function allowedCpus(): number[] {
   return cpus;
 }
 
-/** Servers on the first allowed core, the load generator and this driver on the second, the upstream on the third (or the second). */
+/** Servers on the first allowed core, the load generator and this driver on the second, the upstream on the third if there is one. */
 export function planCores(): CorePlan {
   const cpus = allowedCpus();
   if (cpus.length < 2 || !executable(TASKSET)) {
@@ -66,12 +70,12 @@ export function planCores(): CorePlan {
     return { server: undefined, client: undefined, upstream: undefined, description: `not pinned: ${why}` };
   }
   const [server, client] = cpus as [number, number];
-  const upstream = cpus[2] ?? client;
+  const upstream = cpus[2];
   return {
     server,
     client,
     upstream,
-    description: `servers on CPU ${server}, load generator and bench driver on CPU ${client}, upstream on CPU ${upstream}`,
+    description: `servers on CPU ${server}, load generator and bench driver on CPU ${client}, upstream ${upstream === undefined ? 'not pinned' : `on CPU ${upstream}`}`,
   };
 }
 
@@ -166,14 +170,14 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-/** Resolves once `port` accepts connections; rejects with the group's output if it exits or `timeoutMs` passes. */
-export async function waitForPort(group: ProcessGroup, port: number, timeoutMs: number, describeFailure: () => string): Promise<void> {
+/** Resolves once `port` accepts connections; rejects if the group exits first or `timeoutMs` passes. */
+export async function waitForPort(group: ProcessGroup, port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && !group.hasExited()) {
     if (await accepts(port)) return;
     await sleep(50);
   }
-  throw new Error(`${group.name} did not listen on 127.0.0.1:${port} within ${timeoutMs} ms: ${describeFailure() || 'no output'}`);
+  throw new Error(`${group.name} did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
 
 /** The fields of a /proc/<pid>/stat line after the command name (which may hold spaces): [0] is field 3, `state`. */

@@ -101,9 +101,9 @@ export function detailTable(report: PeersReport): string {
   return markdownTable(header, rows);
 }
 
-/** The first figure over the second; undefined when either is missing. */
+/** The first figure over the second; undefined when either is missing, or the second is not above zero (a cold miss can add nothing). */
 function ratio(a: number | undefined, b: number | undefined): number | undefined {
-  return a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? undefined : a / b;
+  return a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b <= 0 ? undefined : a / b;
 }
 
 const times = (value: number | undefined) => (value === undefined ? '-' : `${fmt(value, 2)}×`);
@@ -155,7 +155,7 @@ export function goalSummary(report: PeersReport): string {
   const cpu = (run: CaseResult) => run.serverCpuUsPerRequest;
   const goals: Goal[] = [];
   const add = (text: string, value: number | undefined, met: boolean | undefined) =>
-    goals.push({ text: `${text.replace('{}', value === undefined ? 'n/a' : fmt(value, 2))}`, met });
+    goals.push({ text: text.replace('{}', value === undefined ? 'n/a' : fmt(value, 2)), met });
   for (const [key, name] of [
     ['probe', 'probe'],
     ['window', '64 KB range'],
@@ -182,22 +182,42 @@ export function goalSummary(report: PeersReport): string {
 /** Lines about runs whose figures are suspect: other processes busy, the client the limit, wrong answers. */
 export function runWarnings(report: PeersReport): string[] {
   const lines: string[] = [];
+  let runs = 0;
+  const busy: number[] = [];
   for (const loadCase of report.cases) {
     for (const { label } of report.servers) {
       const run = result(report, loadCase.key, label);
       if (!run) continue;
+      runs++;
       const where = `${loadCase.title}, ${label}`;
-      if (run.otherCpuPercent > OTHER_CPU_WARN_PERCENT) {
-        lines.push(`- **Busy machine** (${where}): other processes used ${fmt(run.otherCpuPercent, 0)} % of a core during the run.`);
-      }
+      if (run.otherCpuPercent > OTHER_CPU_WARN_PERCENT) busy.push(run.otherCpuPercent);
       if (run.clientCpuPercent > CLIENT_CPU_WARN_PERCENT) {
         lines.push(`- ${where}: the load generator used ${fmt(run.clientCpuPercent, 0)} % of its core, so it may have been the limit.`);
       }
       if (run.errors > 0) lines.push(`- **Errors** (${where}): ${run.errors}: ${run.errorNote ?? 'see the details'}.`);
     }
   }
+  if (busy.length > 0) {
+    lines.unshift(
+      `- **Busy machine:** other processes used more than ${OTHER_CPU_WARN_PERCENT} % of a core during ${busy.length} of ${runs} runs ` +
+        `(up to ${fmt(Math.max(...busy), 0)} %, see "other CPU" below): these figures are noisy; compare them only with care.`,
+    );
+  }
   for (const [label, cold] of report.cold ?? []) {
     if (cold.errors.length > 0) lines.push(`- **Cold-miss errors** (${label}): ${cold.errors.slice(0, 3).join('; ')}.`);
   }
   return lines;
+}
+
+/** Each cold-miss target's median first byte, and what it adds over the upstream's. */
+export function coldTable(cold: Map<string, ColdResult>): string {
+  const upstream = cold.get(UPSTREAM)?.medianMs;
+  const rows: Cell[][] = [...cold].map(([label, result]) => [
+    label,
+    result.firstByteMs.length,
+    fmt(result.medianMs, 2),
+    label === UPSTREAM || upstream === undefined ? '-' : fmt(result.medianMs - upstream, 2),
+    result.errors.length,
+  ]);
+  return markdownTable(['target', 'answers', 'median ms', 'added ms', 'errors'], rows);
 }

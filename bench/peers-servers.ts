@@ -70,13 +70,13 @@ function stopper(group: ProcessGroup, dir: string): () => Promise<void> {
 /** Waits for the port, or kills the group, removes its dir and rethrows with what it logged. */
 async function ready(group: ProcessGroup, port: number, dir: string, logFile: string): Promise<void> {
   try {
-    await waitForPort(group, port, START_TIMEOUT_MS, () => '');
+    await waitForPort(group, port, START_TIMEOUT_MS);
   } catch (error) {
     group.kill();
     await group.exited;
     const log = await readFile(logFile, 'utf8').catch(() => '');
     await rm(dir, { recursive: true, force: true });
-    throw new Error(`${(error as Error).message.replace(/: no output$/, '')}:\n${log.slice(-3_000).trim() || '(nothing logged)'}`);
+    throw new Error(`${(error as Error).message}:\n${log.slice(-3_000).trim() || '(nothing logged)'}`);
   }
 }
 

@@ -70,3 +70,38 @@ export async function checkCase(server: PeerServer, loadCase: LoadCase, whole: B
   if (!server.cacheResult(answer.headers).hit) return `not a hit: ${JSON.stringify(server.cacheResult(answer.headers).said)}`;
   return undefined;
 }
+
+/** The key of one server's run of one case. */
+export function caseOf(server: PeerServer, loadCase: LoadCase): string {
+  return `${server.label}/${loadCase.key}`;
+}
+
+/**
+ * Warms every server and checks every case once: the runs to skip (see
+ * {@link caseOf}) because a server did not cache or answered wrong, and a line for each server.
+ */
+export async function warmAndCheck(
+  servers: PeerServer[],
+  upstream: PeersUpstream,
+  cases: LoadCase[],
+  recording: { path: string; size: number },
+): Promise<{ skipped: Set<string>; lines: string[] }> {
+  const skipped = new Set<string>();
+  const lines: string[] = [];
+  for (const server of servers) {
+    try {
+      const { body, said } = await warmUntilHit(server, upstream, recording.path, recording.size);
+      lines.push(`${server.label} warmed: its second answer said ${JSON.stringify(said)}, the upstream saw no new request`);
+      for (const loadCase of cases) {
+        const problem = await checkCase(server, loadCase, body);
+        if (problem === undefined) continue;
+        skipped.add(caseOf(server, loadCase));
+        lines.push(`**Wrong answer, run skipped:** ${server.label}, ${loadCase.title}: ${problem}`);
+      }
+    } catch (error) {
+      for (const loadCase of cases) skipped.add(caseOf(server, loadCase));
+      lines.push(`**${server.label} skipped:** ${(error as Error).message}`);
+    }
+  }
+  return { skipped, lines };
+}

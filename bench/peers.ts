@@ -22,6 +22,7 @@ import {
   NGINX,
   UPSTREAM,
   VARNISH,
+  coldTable,
   detailTable,
   goalSummary,
   headlineTable,
@@ -41,8 +42,8 @@ import {
   type PeerServer,
   type PeersUpstream,
 } from './peers-servers.js';
-import { checkCase, warmUntilHit } from './peers-warm.js';
-import { markdownTable, mib } from './table.js';
+import { caseOf, warmAndCheck } from './peers-warm.js';
+import { mib } from './table.js';
 
 const RECORDING_BYTES = 932 * 1024;
 const WINDOW_BYTES = 64 * 1024;
@@ -172,25 +173,13 @@ async function main(): Promise<void> {
     for (const line of startProblems) console.log(`- **${line}**`);
 
     const results = new Map<string, Map<string, CaseResult>>(CASES.map((loadCase) => [loadCase.key, new Map()]));
-    const checkProblems: string[] = [];
-    for (const server of servers) {
-      try {
-        const { body, said } = await warmUntilHit(server, upstream, WARM_PATH, RECORDING_BYTES);
-        console.log(`- ${server.label} warmed: its second answer said ${JSON.stringify(said)}, the upstream saw no new request`);
-        for (const loadCase of CASES) {
-          const problem = await checkCase(server, loadCase, body);
-          if (problem) checkProblems.push(`${server.label}, ${loadCase.title}: ${problem}`);
-        }
-      } catch (error) {
-        for (const loadCase of CASES) checkProblems.push(`${server.label}, ${loadCase.title}: ${(error as Error).message}`);
-      }
-    }
-    for (const problem of checkProblems) console.log(`- **Wrong answer, case skipped:** ${problem}`);
-    if (checkProblems.length > 0) process.exitCode = 1;
+    const { skipped, lines } = await warmAndCheck(servers, upstream, CASES, { path: WARM_PATH, size: RECORDING_BYTES });
+    for (const line of lines) console.log(`- ${line}`);
+    if (skipped.size > 0) process.exitCode = 1;
 
     for (const loadCase of CASES) {
       for (const server of servers) {
-        if (checkProblems.some((problem) => problem.startsWith(`${server.label}, ${loadCase.title}:`))) continue;
+        if (skipped.has(caseOf(server, loadCase))) continue;
         await generator.run(server, loadCase, WARMUP_SECONDS);
         const run = await measureCase(generator, server, loadCase, seconds);
         results.get(loadCase.key)!.set(server.label, run);
@@ -239,15 +228,8 @@ async function main(): Promise<void> {
         'Server, load generator and other CPU: % of one core; "other" is every other process on the machine (this driver excluded)._\n',
     );
     if (cold) {
-      const rows = [...cold].map(([label, result]) => [
-        label,
-        result.firstByteMs.length,
-        result.medianMs.toFixed(2),
-        label === UPSTREAM ? '-' : (result.medianMs - (cold.get(UPSTREAM)?.medianMs ?? Number.NaN)).toFixed(2),
-        result.errors.length,
-      ]);
       console.log('## Cold misses: first body byte, sequential, warm keep-alive connection\n');
-      console.log(markdownTable(['target', 'answers', 'median ms', 'added ms', 'errors'], rows));
+      console.log(coldTable(cold));
     }
     const logSizes = servers
       .map((server) => `${server.label} ${server.requestLog ? `${mib(fileSize(server.requestLog))} MiB` : 'in shared memory'}`)
