@@ -70,8 +70,26 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   };
   if (options.destination) logger = pino(base, options.destination);
   else if (options.pretty) logger = pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true } } });
-  else logger = pino(base);
+  else logger = pino(base, stdoutDestination());
   return logger;
+}
+
+/**
+ * Standard output, written asynchronously: a line per request costs no
+ * write system call of its own, since lines logged while a write is under
+ * way go out together in the next. What is still buffered at exit is
+ * written then, synchronously.
+ */
+function stdoutDestination(): DestinationStream {
+  const destination = pino.destination({ dest: 1, sync: false });
+  process.once('exit', () => {
+    try {
+      destination.flushSync();
+    } catch {
+      // stdout closed or full at exit: nothing more can be done.
+    }
+  });
+  return destination;
 }
 
 /** A logger that drops everything, for tests and the CLI's quiet paths. */

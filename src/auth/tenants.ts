@@ -54,6 +54,8 @@ function toTenant(config: TenantConfig, upstream: GatewayConfig['upstream']): Te
   };
 }
 
+const KNOWN_KEYS_MAX = 1024;
+
 /** Builds the lookup tables once, at start-up. */
 export function createTenantRegistry(config: Pick<GatewayConfig, 'tenants' | 'upstream'>): TenantRegistry {
   const all = config.tenants.map((tenant) => toTenant(tenant, config.upstream));
@@ -63,8 +65,21 @@ export function createTenantRegistry(config: Pick<GatewayConfig, 'tenants' | 'up
     for (const digest of tenantConfig.apiKeyDigests) byDigest.set(digest, all[index]!);
   });
   const anyAllowedOrigin = new Set(all.flatMap((tenant) => [...tenant.allowedOrigins]));
+  // Keys that opened a tenant, so a busy client's key is hashed once, not per
+  // request. Only valid keys are kept (a flood of wrong ones cannot fill it),
+  // and the whole map is dropped when it is full.
+  const known = new Map<string, Tenant>();
   return {
-    byApiKey: (key) => byDigest.get(sha256Hex(key)),
+    byApiKey(key) {
+      const cached = known.get(key);
+      if (cached) return cached;
+      const tenant = byDigest.get(sha256Hex(key));
+      if (tenant) {
+        if (known.size >= KNOWN_KEYS_MAX) known.clear();
+        known.set(key, tenant);
+      }
+      return tenant;
+    },
     byId: (id) => byId.get(id),
     all,
     anyAllowedOrigin,

@@ -108,7 +108,12 @@ export class RecordingCache {
     return this.#catalogue.pin(key);
   }
 
-  /** Opens the file of a disk hit; a missing file drops the entry and answers undefined. */
+  /**
+   * Opens the file of a disk hit. A missing file drops the entry and answers
+   * undefined; so does one whose size is not the recording's (start-up does
+   * not stat every file, so this is where a damaged one is caught), and its
+   * file is removed.
+   */
   async openFile(entry: CachedRecording): Promise<FileHandle | undefined> {
     const handle = entry.onDisk
       ? await this.options.disk.openRecording(entry.meta.namespace, entry.meta.callId).catch((error: unknown) => {
@@ -116,6 +121,12 @@ export class RecordingCache {
           return undefined;
         })
       : undefined;
+    if (handle && (await handle.stat().then((info) => info.size, () => -1)) !== entry.meta.size) {
+      await handle.close().catch(() => {});
+      this.options.logger.warn({ key: entry.key }, 'cached recording has the wrong size; refetching it');
+      await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
+      return undefined;
+    }
     if (!handle) this.#catalogue.remove(entry.key);
     return handle;
   }

@@ -52,9 +52,17 @@ export class GrowingBody {
     this.#resetProgress();
   }
 
-  /** Opens the temporary file; without one (an unwritable disk) the body lives in memory. */
-  static async create(sink: DownloadSink, declaredSize: number | undefined): Promise<GrowingBody> {
-    const file = await sink.createTemp().catch((error: unknown) => {
+  /**
+   * Takes the temporary file (opened by `sink.createTemp()`, perhaps while the
+   * upstream was still answering); without one (an unwritable disk) the body
+   * lives in memory.
+   */
+  static async create(
+    sink: DownloadSink,
+    declaredSize: number | undefined,
+    opening: Promise<TempFile> = sink.createTemp(),
+  ): Promise<GrowingBody> {
+    const file = await opening.catch((error: unknown) => {
       sink.onDiskError(error);
       return undefined;
     });

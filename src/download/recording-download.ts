@@ -139,16 +139,21 @@ export class RecordingDownload {
     const maxAttempts = this.options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     for (let attempt = 1; ; attempt++) {
       let upstream: SourcedRecording | undefined;
+      // The file is opened while the upstream answers: nothing waits for it after the first byte.
+      const opening = this.sink.createTemp();
+      opening.catch(() => {}); // a failure is handled where it is awaited
       try {
         upstream = await open();
         this.#origin = upstream.origin ?? 'upstream';
-        this.#body = await GrowingBody.create(this.sink, upstream.contentLength);
+        this.#body = await GrowingBody.create(this.sink, upstream.contentLength, opening);
         const result = await this.#receive(upstream, this.#body);
         this.#sha256 = result.sha256;
         this.#state = 'complete';
         return result;
       } catch (caught) {
         upstream?.cancel();
+        // Opened for a body that never came: close it (GrowingBody owns it once created).
+        if (!this.#body) void opening.then((file) => file.close(), () => {});
         const error = caught instanceof GatewayError ? caught : new BadGatewayError('Download failed', { cause: caught });
         this.#body?.fail(error);
         // Only a body that broke is fetched again: open() has already retried

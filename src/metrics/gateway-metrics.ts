@@ -40,6 +40,7 @@ export class GatewayMetrics {
   readonly #evictions: Counter;
   readonly #webhookRefusals: Counter<'reason'>;
   readonly #peerFetches: Counter<'origin'>;
+  readonly #requestChildren = new Map<string, { inc(): void }>();
   readonly #redisFallbacks: Counter<'use'>;
 
   constructor(sources: MetricsSources) {
@@ -193,7 +194,14 @@ export class GatewayMetrics {
   }
 
   requestDone(labels: { route: string; method: string; status: number; tenant: string; cache: string }): void {
-    this.#requests.inc({ ...labels, status: String(labels.status) });
+    // One child per label set, found by a joined key: prom-client would hash the label object on every request.
+    const key = `${labels.route}\n${labels.method}\n${labels.status}\n${labels.tenant}\n${labels.cache}`;
+    let child = this.#requestChildren.get(key);
+    if (!child) {
+      child = this.#requests.labels({ ...labels, status: String(labels.status) });
+      this.#requestChildren.set(key, child);
+    }
+    child.inc();
   }
 
   bytesServed(tier: 'memory' | 'disk' | 'upstream', bytes: number): void {
