@@ -75,7 +75,15 @@ export function buildCli(io: CliIo): Command {
       const loaded = await config(true);
       const logger = createLogger({ level: io.env.LOG_LEVEL ?? 'info', pretty: io.env.LOG_FORMAT === 'pretty' });
       const server = await startServer(loaded, { logger });
-      logger.info({ url: server.url, tenants: loaded.tenants.length, index: loaded.cache.index.kind }, 'recording-gateway listening');
+      logger.info(
+        {
+          url: server.url,
+          tenants: loaded.tenants.length,
+          index: loaded.cache.index.kind,
+          ...(loaded.cluster ? { cluster: loaded.cluster.nodeId } : {}),
+        },
+        'recording-gateway listening',
+      );
       // Resolves (exit 0) once a graceful shutdown is done; a failed one rejects (exit 1).
       await new Promise<void>((resolve, reject) => {
         const stop = (signal: string) => {

@@ -86,7 +86,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           maxDiskBytes: config.cache.maxDiskBytes,
           diskShares,
           notFoundTtlMs: config.cache.notFoundTtlSeconds * 1000,
-          peerTimeouts: { headMs: config.upstream.timeoutMs, bodyIdleMs: config.upstream.bodyIdleTimeoutMs },
+          peerBodyIdleMs: config.upstream.bodyIdleTimeoutMs,
           logger,
         })
       : undefined;

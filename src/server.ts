@@ -235,7 +235,14 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
   const { address, port } = server.address() as AddressInfo;
   const host = address.includes(':') ? `[${address}]` : address;
   const httpServer = server;
-  await gateway.joinCluster(config.cluster?.advertiseUrl ?? advertisedUrl(config.listen.host, port));
+  try {
+    await gateway.joinCluster(config.cluster?.advertiseUrl ?? advertisedUrl(config.listen.host, port));
+  } catch (error) {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await gateway.close();
+    throw error;
+  }
 
   return {
     url: `http://${host}:${port}`,

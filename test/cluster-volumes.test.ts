@@ -118,7 +118,10 @@ describe.sequential('replicas with a volume each', () => {
     const peer = { authorization: `Bearer ${cluster().peerSecret}` };
     const copy = await answerOf(cluster().at(0, routes[0]![1], { headers: peer }));
     expect(copy.status).toBe(200);
-    expect(copy.bytes.equals(upstream.recording(id)!)).toBe(true);
+    // A head line (the recording's size and type), then its bytes.
+    const newline = copy.bytes.indexOf(0x0a);
+    expect(JSON.parse(copy.bytes.subarray(0, newline).toString('utf8'))).toMatchObject({ size: upstream.recording(id)!.length });
+    expect(copy.bytes.subarray(newline + 1).equals(upstream.recording(id)!)).toBe(true);
     const purge = await cluster().at(0, routes[1]![1], { method: 'POST', headers: peer });
     await purge.arrayBuffer();
     expect(purge.status).toBeLessThan(300);

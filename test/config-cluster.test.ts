@@ -189,6 +189,13 @@ describe('cluster field errors stop start-up naming the field', () => {
     );
   });
 
+  it('a password with a raw % is refused with how to write it, never echoed', () => {
+    const message = messageOf(withCluster({ redis_url: 'redis://:p%ss-word-secret@redis:6379/0' }));
+    expect(message).toBe(
+      'cluster.redis_url: expected a redis:// or rediss:// URL; percent-encode the user name and password (a % in them is %25)',
+    );
+  });
+
   it('never echoes the Redis password, whatever is wrong with the URL', () => {
     const cases = [
       `http://:${REDIS_PASSWORD}@redis:6379`,
@@ -218,6 +225,18 @@ describe('the peer secret', () => {
       `cluster.peer_secret_env: the secret in environment variable GATEWAY_PEER_SECRET is shorter than 32 bytes (it holds the peer secret, the same on every replica); ${GENERATE}`,
     );
     expect(message).not.toContain(short);
+  });
+
+  it('a secret a Bearer header cannot carry (a space, non-ASCII) is refused, never shown', () => {
+    for (const secret of [`${PEER_SECRET.slice(0, 20)} ${PEER_SECRET.slice(20)}`, `${PEER_SECRET}é`, `${PEER_SECRET}\t`]) {
+      const message = messageOf(withCluster({ redis_url: REDIS_URL }), {
+        env: { FLYFLOW_API_KEY: SERVER_KEY, GATEWAY_PEER_SECRET: secret },
+      });
+      expect(message).toMatch(
+        /^cluster\.peer_secret_env: the secret in environment variable GATEWAY_PEER_SECRET has a space, a control character or a non-ASCII character/,
+      );
+      expect(message).not.toContain(PEER_SECRET.slice(0, 20));
+    }
   });
 
   it('exactly 32 bytes is accepted', () => {
@@ -273,7 +292,7 @@ describe('cache.index in cluster mode', () => {
       ),
     );
     expect(message).toBe(
-      'cache.index: conflicts with cluster.redis_url (a different Redis); leave cache.index at its default; the cluster keeps its shared state in cluster.redis_url',
+      'cache.index: conflicts with cluster.redis_url (another Redis server or database); leave cache.index at its default; the cluster keeps its shared state in cluster.redis_url',
     );
   });
 

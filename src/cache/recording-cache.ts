@@ -121,7 +121,13 @@ export class RecordingCache {
           return undefined;
         })
       : undefined;
-    if (handle && (await handle.stat().then((info) => info.size, () => -1)) !== entry.meta.size) {
+    if (
+      handle &&
+      (await handle.stat().then(
+        (info) => info.size,
+        () => -1,
+      )) !== entry.meta.size
+    ) {
       await handle.close().catch(() => {});
       this.options.logger.warn({ key: entry.key }, 'cached recording has the wrong size; refetching it');
       await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});

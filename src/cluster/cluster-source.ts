@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import type { ClusterDirectory } from './cluster-directory.js';
 import type { DownloadLeases } from './download-lease.js';
 import type { Membership } from './membership.js';
-import { type PeerClient, PeerMissError, PeerUnreachableError } from './peer-client.js';
+import { type PeerClient, PeerMissError, PeerRejectedError, PeerUnreachableError } from './peer-client.js';
 
 export interface ClusterSourceOptions {
   directory: ClusterDirectory;
@@ -53,6 +53,14 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     return { ...recording, origin, persist: recording.volume !== options.volume, generation };
   }
 
+  // Said once per peer: a replica with another peer secret is a configuration error, not an outage.
+  const rejectedBy = new Set<string>();
+  const rejected = (node: string) => {
+    if (rejectedBy.has(node)) return;
+    rejectedBy.add(node);
+    logger.error({ peer: node }, 'cluster: a replica refused our peer secret; every replica needs the same cluster peer secret');
+  };
+
   return async (owner, callId, signal) => {
     const key = cacheKey(owner.namespace, callId);
     const advertised = options.advertiseUrl();
@@ -70,7 +78,8 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
         try {
           return await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal);
         } catch (error) {
-          if (!(error instanceof PeerMissError || error instanceof PeerUnreachableError)) throw error;
+          if (error instanceof PeerRejectedError) rejected(peer.node);
+          else if (!(error instanceof PeerMissError || error instanceof PeerUnreachableError)) throw error;
         }
       }
       let attempt: Awaited<ReturnType<DownloadLeases['acquire']>>;
@@ -99,6 +108,10 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
             // It finished (its copy is listed now) or failed: look again.
             await sleep(RETRY_DELAY_MS * (round + 1));
             continue;
+          }
+          if (error instanceof PeerRejectedError) {
+            rejected(holder.node);
+            break;
           }
           if (!(error instanceof PeerUnreachableError)) throw error;
           logger.warn({ key, holder: holder.node }, 'cluster: the replica downloading a recording does not answer; taking over');

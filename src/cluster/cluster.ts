@@ -24,8 +24,8 @@ export interface ClusterOptions {
   maxDiskBytes: number;
   diskShares: ReadonlyMap<string, number>;
   notFoundTtlMs: number;
-  /** Longest wait for a peer's head, and longest silence in its body. */
-  peerTimeouts: { headMs: number; bodyIdleMs: number };
+  /** Longest silence in a peer's body (upstream.body_idle_timeout_ms). */
+  peerBodyIdleMs: number;
   logger: Logger;
 }
 
@@ -49,6 +49,10 @@ export interface LocalReplica {
 }
 
 const HEARTBEAT_MS = 2_000;
+// A live replica sends its response head at once: one that has not within
+// this is stopped, hung or not where it says it is.
+const PEER_RESPONSE_TIMEOUT_MS = 1_000;
+const PEER_PURGE_TIMEOUT_MS = 2_000;
 const LEASE_TTL_MS = 5_000;
 const SYNC_CONCURRENCY = 16;
 const GENERATION_BATCH = 500;
@@ -86,8 +90,9 @@ export class Cluster {
     this.#leases = new DownloadLeases({ link: this.link, nodeId: config.nodeId, ttlMs: LEASE_TTL_MS });
     this.peers = new PeerClient({
       peerSecret: config.peerSecret,
-      headTimeoutMs: options.peerTimeouts.headMs,
-      bodyIdleTimeoutMs: options.peerTimeouts.bodyIdleMs,
+      headTimeoutMs: PEER_RESPONSE_TIMEOUT_MS,
+      purgeTimeoutMs: PEER_PURGE_TIMEOUT_MS,
+      bodyIdleTimeoutMs: options.peerBodyIdleMs,
     });
     this.membership = new Membership({
       link: this.link,
@@ -193,8 +198,9 @@ export class Cluster {
     }
     const held = await local();
     // Each live replica confirms before the purge is answered, so none serves the old copy after it.
-    const confirmations = await Promise.allSettled(this.membership.peers.map((peer) => this.peers.purge(peer.url, namespace, callId)));
-    const missed = this.membership.peers.filter((_, i) => confirmations[i]?.status === 'rejected').map((peer) => peer.node);
+    const peers = [...this.membership.peers];
+    const confirmations = await Promise.allSettled(peers.map((peer) => this.peers.purge(peer.url, namespace, callId)));
+    const missed = peers.filter((_, i) => confirmations[i]?.status === 'rejected').map((peer) => peer.node);
     if (missed.length > 0)
       this.options.logger.warn({ key, replicas: missed }, 'cluster: replicas did not confirm a purge; they catch up when they sync');
     return held;

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { clusterKeys } from './cluster-keys.js';
 import type { RedisLink } from './redis-link.js';
 
@@ -19,6 +20,7 @@ export interface MembershipOptions {
 
 // A replica missing this many beats counts as gone.
 const MISSED_BEATS = 3;
+const DUPLICATE_CHECK_SLACK_MS = 250;
 
 function parsePeer(node: string, raw: string): (Peer & { seenAt: number }) | undefined {
   try {
@@ -52,8 +54,12 @@ export class Membership {
     this.options.self.url = url;
   }
 
-  /** Beats now, then every interval. Never rejects: a beat without Redis waits for the next. */
+  /**
+   * Beats now, then every interval. A beat without Redis waits for the next.
+   * @throws Error when another live replica already uses this node id.
+   */
   async start(): Promise<void> {
+    await this.#refuseDuplicate();
     await this.beat();
     this.#timer ??= setInterval(() => void this.beat(), this.options.intervalMs);
     this.#timer.unref();
@@ -71,6 +77,31 @@ export class Membership {
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     await this.options.link.call((client) => client.hDel(clusterKeys.nodes, this.options.self.node)).catch(() => {});
+  }
+
+  /**
+   * Two replicas with one node id would take each other's leases for their
+   * own and hide each other from purges. An entry for our id written by
+   * somebody else is told from our own from before a restart by whether it is
+   * still being written: it is read again after a heartbeat interval.
+   */
+  async #refuseDuplicate(): Promise<void> {
+    const { link, self, intervalMs } = this.options;
+    const read = () =>
+      link
+        .call((client) => client.hGet(clusterKeys.nodes, self.node))
+        .then((raw) => (raw ? parsePeer(self.node, raw) : undefined))
+        .catch(() => undefined);
+    const first = await read();
+    if (!first || first.seenAt < Date.now() - intervalMs * MISSED_BEATS) return;
+    if (first.url === self.url && first.volume === self.volume) return;
+    await sleep(intervalMs + DUPLICATE_CHECK_SLACK_MS);
+    const second = await read();
+    if (second && second.seenAt !== first.seenAt) {
+      throw new Error(
+        `cluster.node_id "${self.node}" is already used by a live replica (at ${second.url}); give every replica its own cluster.node_id (the default is the host name)`,
+      );
+    }
   }
 
   async #beat(): Promise<void> {

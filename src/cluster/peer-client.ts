@@ -1,4 +1,5 @@
-import { BadGatewayError } from '../errors.js';
+import { BadGatewayError, NotFoundError } from '../errors.js';
+import { readPeerHead } from './peer-stream.js';
 import { RetryableUpstreamError } from '../upstream/errors.js';
 import type { UpstreamRecording } from '../upstream/flyflow-client.js';
 
@@ -17,11 +18,15 @@ export interface PeerRecording extends UpstreamRecording {
 export class PeerMissError extends Error {}
 /** The peer did not answer at all: it is gone, or out of reach. */
 export class PeerUnreachableError extends Error {}
+/** The peer answered 401: the replicas do not share one peer secret. */
+export class PeerRejectedError extends Error {}
 
 export interface PeerClientOptions {
   peerSecret: string;
-  /** Longest wait for a peer's head. */
+  /** Longest wait for a peer's response head, which a live peer sends at once. */
   headTimeoutMs: number;
+  /** Longest wait for a peer to confirm a purge. */
+  purgeTimeoutMs: number;
   /** Longest silence while a peer's body streams. */
   bodyIdleTimeoutMs: number;
 }
@@ -35,14 +40,18 @@ export class PeerClient {
   constructor(private readonly options: PeerClientOptions) {}
 
   /**
-   * Opens another replica's copy or download of a recording, streaming as it lands there.
-   * @throws PeerMissError (it has none), PeerUnreachableError (no answer)
+   * Opens another replica's copy or download of a recording, streaming as it
+   * lands there. The peer's response head must come within the head timeout
+   * (it is sent at once); the recording's head may take as long as the peer's
+   * own download does (bounded by `signal`).
+   * @throws PeerMissError (it has none), PeerRejectedError (our secret is not
+   *   its secret), PeerUnreachableError (no answer), NotFoundError (Flyflow said 404 to it)
    */
   async openRecording(base: string, namespace: string, callId: string, signal?: AbortSignal): Promise<PeerRecording> {
     const abort = new AbortController();
-    const headTimer = setTimeout(() => abort.abort(), this.options.headTimeoutMs);
     const onAbort = () => abort.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
+    const headTimer = setTimeout(() => abort.abort(), this.options.headTimeoutMs);
     let response: Response;
     try {
       response = await fetch(peerRecordingUrl(base, namespace, callId), {
@@ -50,27 +59,45 @@ export class PeerClient {
         signal: abort.signal,
       });
     } catch (error) {
+      signal?.removeEventListener('abort', onAbort);
       throw new PeerUnreachableError(`peer ${base} did not answer`, { cause: error });
     } finally {
       clearTimeout(headTimer);
-      signal?.removeEventListener('abort', onAbort);
     }
+    const stop = () => {
+      signal?.removeEventListener('abort', onAbort);
+      abort.abort();
+    };
     if (response.status !== 200 || !response.body) {
+      stop();
       await response.body?.cancel().catch(() => {});
       if (response.status === 404) throw new PeerMissError(`peer ${base} has no copy or download`);
+      if (response.status === 401) throw new PeerRejectedError(`peer ${base} refused our peer secret`);
       throw new PeerUnreachableError(`peer ${base} answered ${response.status}`);
     }
-    const lengthHeader = response.headers.get('content-length');
-    const body = response.body;
+    const reader = response.body.getReader();
+    let first: Awaited<ReturnType<typeof readPeerHead>>;
+    try {
+      first = await readPeerHead(reader);
+    } catch (error) {
+      stop();
+      throw new PeerUnreachableError(`peer ${base} broke off before the recording's head`, { cause: error });
+    }
+    const { head, rest } = first;
+    if ('error' in head) {
+      stop();
+      if (head.error === 'not_found') throw new NotFoundError();
+      throw new PeerMissError(`peer ${base} could not download it`);
+    }
     const idleMs = this.options.bodyIdleTimeoutMs;
     return {
-      contentType: response.headers.get('content-type') ?? 'audio/mpeg',
-      contentLength: lengthHeader === null ? undefined : Number(lengthHeader),
-      lastModified: response.headers.get('last-modified') ?? undefined,
+      contentType: head.contentType,
+      contentLength: head.size,
+      lastModified: head.lastModified,
       volume: response.headers.get(PEER_VOLUME_HEADER) ?? undefined,
       async *chunks() {
-        const reader = body.getReader();
         try {
+          if (rest.length > 0) yield rest;
           for (;;) {
             let idle: NodeJS.Timeout | undefined;
             const stalled = new Promise<never>((_, reject) => {
@@ -90,13 +117,17 @@ export class PeerClient {
             yield read.value;
           }
         } finally {
-          reader.releaseLock();
-          abort.abort();
+          stop();
+          try {
+            reader.releaseLock();
+          } catch {
+            // a read still pending: the abort above ends it
+          }
         }
       },
       cancel() {
-        abort.abort();
-        void body.cancel().catch(() => {});
+        stop();
+        void reader.cancel().catch(() => {});
       },
     };
   }
@@ -106,7 +137,7 @@ export class PeerClient {
     const response = await fetch(`${base}${PEER_PURGE_PATH}/${encodeURIComponent(namespace)}/${callId}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${this.options.peerSecret}` },
-      signal: AbortSignal.timeout(this.options.headTimeoutMs),
+      signal: AbortSignal.timeout(this.options.purgeTimeoutMs),
     });
     await response.body?.cancel().catch(() => {});
     if (response.status !== 204) throw new BadGatewayError(`peer ${base} answered ${response.status} to a purge`);

@@ -174,8 +174,8 @@ export class RedisLink {
   #markDown(error: unknown): void {
     this.#failedAt = Date.now();
     if (!this.#up && this.#probe) return;
-    if (this.#up)
-      this.options.logger.warn({ redis: this.where, err: error }, 'cluster: redis unreachable; serving on our own until it is back');
+    // Said once per outage, the first one included (a wrong password, or Redis down at start-up).
+    this.options.logger.warn({ redis: this.where, err: error }, 'cluster: redis unreachable; serving on our own until it is back');
     this.#up = false;
     this.#probe ??= setInterval(() => {
       if (Date.now() - this.#failedAt >= RETRY_AFTER_FAILURE_MS) void this.check();

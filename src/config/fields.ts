@@ -110,10 +110,18 @@ export type CacheIndexConfig = { kind: 'sqlite' } | { kind: 'redis'; url: string
 /** What is wrong with a Redis URL, or undefined when it is one; never quotes it, since it may carry a password. */
 function redisUrlProblem(value: string, expected: string): string | undefined {
   if (!/^rediss?:\/\//i.test(value)) return expected;
+  let url: URL;
   try {
-    if (new URL(value).hostname === '') return `${expected} with a host`;
+    url = new URL(value);
   } catch {
     return `${expected}; this one does not parse`;
+  }
+  if (url.hostname === '') return `${expected} with a host`;
+  try {
+    decodeURIComponent(url.username);
+    decodeURIComponent(url.password);
+  } catch {
+    return `${expected}; percent-encode the user name and password (a % in them is %25)`;
   }
   return undefined;
 }

@@ -242,7 +242,7 @@ function checkClusterIndex(index: CacheIndexConfig, cluster: { redis_url: string
   ctx.issues.push({
     code: 'custom',
     message:
-      'conflicts with cluster.redis_url (a different Redis); leave cache.index at its default; the cluster keeps its shared state in cluster.redis_url',
+      'conflicts with cluster.redis_url (another Redis server or database); leave cache.index at its default; the cluster keeps its shared state in cluster.redis_url',
     input: index,
     path: ['cache', 'index'],
   });

@@ -36,7 +36,11 @@ export interface SecretRef {
   minBytes?: number;
   /** An environment override: the problem is the variable's, not a field's in the file. */
   override?: true;
+  /** Sent as `Authorization: Bearer <secret>`, so it must be a token RFC 6750 allows: visible ASCII, no spaces. */
+  bearer?: true;
 }
+
+const BEARER_TOKEN = /^[\x21-\x7e]+$/;
 
 /** The field under which the FLYFLOW_API_KEY and ADMIN_TOKEN overrides are resolved. */
 export const FLYFLOW_API_KEY_OVERRIDE = 'environment variable FLYFLOW_API_KEY';
@@ -59,9 +63,16 @@ export function secretRefs(file: ConfigFile, env: Record<string, string | undefi
   }
   const adminPurpose = 'the admin token';
   if (nonEmpty(env.ADMIN_TOKEN) !== undefined) {
-    refs.push({ field: ADMIN_TOKEN_OVERRIDE, env: 'ADMIN_TOKEN', purpose: adminPurpose, minBytes: MIN_SECRET_BYTES, override: true });
+    refs.push({
+      field: ADMIN_TOKEN_OVERRIDE,
+      env: 'ADMIN_TOKEN',
+      purpose: adminPurpose,
+      minBytes: MIN_SECRET_BYTES,
+      override: true,
+      bearer: true,
+    });
   } else if (file.admin !== undefined) {
-    refs.push({ ...ref('admin', 'token', file.admin, adminPurpose), minBytes: MIN_SECRET_BYTES });
+    refs.push({ ...ref('admin', 'token', file.admin, adminPurpose), minBytes: MIN_SECRET_BYTES, bearer: true });
   }
   file.tenants.forEach((tenant, i) => {
     const at = `tenants[${i}]`;
@@ -86,6 +97,7 @@ export function secretRefs(file: ConfigFile, env: Record<string, string | undefi
         ? { field: 'cluster.peer_secret_env', env: peer_secret_env ?? DEFAULT_PEER_SECRET_ENV, purpose }
         : { field: 'cluster.peer_secret_file', file: peer_secret_file, purpose }),
       minBytes: MIN_KEY_SECRET_BYTES,
+      bearer: true,
     });
   }
   return refs;
@@ -129,6 +141,11 @@ export function resolveSecret(
   if (value.trim() === '') return { problem: `${source} is blank, only whitespace ${purpose}${advice}` };
   if (secretRef.minBytes !== undefined && Buffer.byteLength(value) < secretRef.minBytes) {
     return { problem: `the secret in ${source} is shorter than ${secretRef.minBytes} bytes ${purpose}; ${GENERATE_SECRET_HINT}` };
+  }
+  if (secretRef.bearer && !BEARER_TOKEN.test(value)) {
+    return {
+      problem: `the secret in ${source} has a space, a control character or a non-ASCII character, which an Authorization: Bearer header cannot carry ${purpose}; ${GENERATE_SECRET_HINT}`,
+    };
   }
   return value;
 }

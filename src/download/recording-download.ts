@@ -153,7 +153,11 @@ export class RecordingDownload {
       } catch (caught) {
         upstream?.cancel();
         // Opened for a body that never came: close it (GrowingBody owns it once created).
-        if (!this.#body) void opening.then((file) => file.close(), () => {});
+        if (!this.#body)
+          void opening.then(
+            (file) => file.close(),
+            () => {},
+          );
         const error = caught instanceof GatewayError ? caught : new BadGatewayError('Download failed', { cause: caught });
         this.#body?.fail(error);
         // Only a body that broke is fetched again: open() has already retried

@@ -7,8 +7,7 @@ import { BadRequestError, NotFoundError, UnauthorizedError } from '../errors.js'
 import { parseCallId } from '../recordings/call-id.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import type { GatewayEnv } from './gateway-env.js';
-import { downloadRepresentation, storedRepresentation } from './recording-headers.js';
-import { memoryResponse, type RecordingRequest, streamedResponse } from './recording-response.js';
+import { PEER_STREAM_TYPE, type PeerSource, peerStream } from '../cluster/peer-stream.js';
 import { connectionAborter } from './recordings.js';
 
 export interface PeerRoutesDeps {
@@ -20,17 +19,11 @@ export interface PeerRoutesDeps {
   volumeHeader: string;
 }
 
+const PEER_CREDENTIALS_MISSING =
+  'Missing credentials: this route is for the other replicas of a cluster (Authorization: Bearer <peer secret>)';
+
 // Namespaces are hex digests of the upstream account (upstreamNamespace).
 const NAMESPACE = /^[0-9a-f]{32}$/;
-const WHOLE_BODY: RecordingRequest = {
-  method: 'GET',
-  range: undefined,
-  ifRange: undefined,
-  ifMatch: undefined,
-  ifNoneMatch: undefined,
-  ifModifiedSince: undefined,
-  ifUnmodifiedSince: undefined,
-};
 
 function target(c: Context<GatewayEnv>): { namespace: string; callId: string } {
   const namespace = c.req.param('namespace') ?? '';
@@ -47,40 +40,48 @@ function target(c: Context<GatewayEnv>): { namespace: string; callId: string } {
 export function createPeerHandlers(deps: PeerRoutesDeps) {
   function authorize(c: Context<GatewayEnv>): void {
     const header = c.req.header('authorization');
-    if (header === undefined) throw new UnauthorizedError('missing');
+    if (header === undefined) throw new UnauthorizedError('missing', PEER_CREDENTIALS_MISSING);
     const token = bearerToken(header);
     if (token === undefined || !constantTimeEqual(token, deps.peerSecret)) throw new UnauthorizedError('invalid');
   }
 
   return {
-    /** GET /internal/v1/recordings/{namespace}/{callId}: the whole body, streamed as it lands here. */
+    /**
+     * GET /internal/v1/recordings/{namespace}/{callId}: a stored copy, or the
+     * download under way from Flyflow, streamed as it lands here (see peer-stream.ts).
+     */
     async recording(c: Context<GatewayEnv>): Promise<Response> {
       authorize(c);
       const { namespace, callId } = target(c);
-      const extra = { 'Cache-Control': 'no-store', [deps.volumeHeader]: deps.volume };
       const found = await Promise.resolve(deps.recordings.find(namespace, callId)).catch((error: unknown) => {
         if (error instanceof NotFoundError) return undefined;
         throw error;
       });
-      if (found) {
-        const representation = storedRepresentation(found.entry);
-        if (found.body) return memoryResponse(WHOLE_BODY, representation, found.body, extra);
-        return streamedResponse(WHOLE_BODY, representation, found.entry.meta.size, found.reader, extra, connectionAborter(c));
-      }
       // Only a download from the upstream itself: a replica streaming from another is no source.
-      const download = deps.downloads.peek(cacheKey(namespace, callId));
-      if (!download || download.origin !== 'upstream') throw new NotFoundError('No copy or download of this recording here');
-      const release = download.acquire();
-      let head: Awaited<typeof download.head>;
-      try {
-        head = await download.head;
-      } catch {
-        release();
-        throw new NotFoundError('No copy or download of this recording here');
-      }
-      const reader = { readAt: (offset: number, maxBytes: number) => download.readAt(offset, maxBytes), release };
-      // A download that breaks cuts the connection, so the peer never takes a short body for a whole one.
-      return streamedResponse(WHOLE_BODY, downloadRepresentation(callId, head), head.size, reader, extra, connectionAborter(c));
+      const download = found ? undefined : deps.downloads.peek(cacheKey(namespace, callId));
+      if (!found && download?.origin !== 'upstream') throw new NotFoundError('No copy or download of this recording here');
+      const open = async (): Promise<PeerSource> => {
+        if (found) {
+          const { meta } = found.entry;
+          const body = found.body;
+          const reader = body
+            ? { readAt: async (offset: number, max: number) => body.subarray(offset, offset + max), release() {} }
+            : found.reader;
+          return { size: meta.size, contentType: meta.contentType, lastModified: meta.lastModified, reader };
+        }
+        const release = download!.acquire();
+        try {
+          const head = await download!.head;
+          return { ...head, reader: { readAt: (offset, max) => download!.readAt(offset, max), release } };
+        } catch (error) {
+          release();
+          throw error;
+        }
+      };
+      return new Response(peerStream(open, connectionAborter(c)), {
+        status: 200,
+        headers: { 'Content-Type': PEER_STREAM_TYPE, 'Cache-Control': 'no-store', [deps.volumeHeader]: deps.volume },
+      });
     },
 
     /** POST /internal/v1/purge/{namespace}/{callId}: 204 once it is gone from this replica. */

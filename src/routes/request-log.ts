@@ -14,6 +14,7 @@ function routeLabel(routePath: string, method: string): string {
   if (method === 'OPTIONS') return 'preflight';
   if (routePath.startsWith('/v1/call/recording')) return 'recording';
   if (routePath.startsWith('/v1/webhooks')) return 'webhook';
+  if (routePath.startsWith('/internal/')) return 'peer';
   if (routePath === '/healthz' || routePath === '/readyz' || routePath === '/metrics') return routePath.slice(1);
   return 'other';
 }

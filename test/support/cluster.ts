@@ -36,6 +36,8 @@ export interface ClusterOptions {
   volumes: 'shared' | 'own';
   /** The fake upstream's `baseUrl`. */
   upstreamBaseUrl: string;
+  /** Extra lines in each replica's `upstream:` block, e.g. `timeout_ms: 20000`. */
+  upstreamYaml?: string[];
   /** Extra lines in each replica's `cache:` block, e.g. `max_disk_bytes: 150KiB`. */
   cacheYaml?: string[];
   /** Extra lines in each replica's `cluster:` block, e.g. `redis_timeout_ms: 250`. */
@@ -137,6 +139,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     const configPath = await writeGatewayConfig(dir, {
       upstreamBaseUrl: options.upstreamBaseUrl,
       cacheDir,
+      upstreamYaml: options.upstreamYaml,
       cacheYaml: options.cacheYaml,
       tenantYaml: [
         'signing_keys: [{ kid: k1, secret_env: ACME_SIGNING_SECRET }]',

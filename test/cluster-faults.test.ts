@@ -1,0 +1,142 @@
+/**
+ * Issue 10: replicas that misbehave. A replica that hangs (SIGSTOP) costs the
+ * others about a second, not upstream.timeout_ms; two replicas cannot share a
+ * node id; a replica with another peer secret says so and carries on alone.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { signalProcessGroup, startGatewayProcess, stopGatewayProcess } from '../dev/gateway-process.js';
+import { syntheticRecording } from '../dev/recording-bytes.js';
+import {
+  ACME_AUTH,
+  ACME_WEBHOOK_TOKEN,
+  CLUSTER_ADMIN_TOKEN,
+  answerOf,
+  recordingPath,
+  startCluster,
+  streamGet,
+  upstreamFetches,
+  type Cluster,
+} from './support/cluster.js';
+import { ACME_SIGNING_SECRET } from '../dev/gateway-harness.js';
+
+const KIB = 1024;
+const MIB = 2 ** 20;
+// A hang check, not a timing assertion: upstream.timeout_ms is 20 s here, and a hung peer must cost far less.
+const HANG_GUARD_MS = 8_000;
+
+let upstream: FakeFlyflow;
+let cluster: Cluster;
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+  cluster = await startCluster({ volumes: 'own', upstreamBaseUrl: upstream.baseUrl, upstreamYaml: ['timeout_ms: 20000'] });
+}, 90_000);
+
+afterAll(async () => {
+  await cluster?.stopAll();
+  await upstream?.close();
+});
+
+async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  const value = await work;
+  return { value, ms: performance.now() - started };
+}
+
+/** Replica `index`'s config with `edit` applied, written next to it. */
+async function variantOf(index: number, name: string, edit: (yaml: string) => string): Promise<string> {
+  const original = cluster.replicas[index]!.configPath;
+  const variant = path.join(path.dirname(original), `${name}.yaml`);
+  await writeFile(variant, edit(await readFile(original, 'utf8')));
+  return variant;
+}
+
+describe.sequential('replicas that misbehave', () => {
+  test('the replica downloading a recording hangs (SIGSTOP): another replica answers from a download of its own within seconds', async () => {
+    const id = 9101;
+    const recording = syntheticRecording(2 * MIB);
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 100 });
+    const holder = await streamGet(`${cluster.urls[0]}${recordingPath(id)}`, ACME_AUTH);
+    await holder.reached(128 * KIB);
+    signalProcessGroup(cluster.replicas[0]!.process, 'SIGSTOP');
+    try {
+      upstream.setBehaviour(id, undefined);
+      const { value: answer, ms } = await timed(answerOf(cluster.at(1, recordingPath(id), { headers: ACME_AUTH })));
+      expect(answer.status).toBe(200);
+      expect(answer.bytes.equals(recording)).toBe(true);
+      expect(ms).toBeLessThan(HANG_GUARD_MS);
+      expect(upstreamFetches(upstream, id)).toBe(2);
+    } finally {
+      signalProcessGroup(cluster.replicas[0]!.process, 'SIGCONT');
+    }
+    await holder.body.catch(() => {});
+  }, 30_000);
+
+  test('a purge while a replica hangs is answered once the others confirm, and names the one that did not', async () => {
+    const id = 9102;
+    upstream.setRecording(id, syntheticRecording(64 * KIB));
+    expect((await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+    signalProcessGroup(cluster.replicas[2]!.process, 'SIGSTOP');
+    try {
+      const { value: purge, ms } = await timed(cluster.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH }));
+      expect(purge.status).toBe(204);
+      expect(ms).toBeLessThan(HANG_GUARD_MS);
+      const warning = await cluster.replicas[0]!.process.waitForLog((line) => String(line.msg).includes('did not confirm a purge'), 5_000);
+      expect(warning.replicas).toEqual(['gw-3']);
+    } finally {
+      signalProcessGroup(cluster.replicas[2]!.process, 'SIGCONT');
+    }
+  }, 30_000);
+
+  test('a second replica with a node id already in use refuses to start, naming the id', async () => {
+    const configPath = await variantOf(1, 'same-node-id', (yaml) =>
+      yaml.replace('node_id: gw-2', 'node_id: gw-1').replace(/dir: "(.*)cache-2"/, 'dir: "$1cache-dup"'),
+    );
+    const env = { GATEWAY_PEER_SECRET: cluster.peerSecret, ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN, ACME_SIGNING_SECRET, ACME_WEBHOOK_TOKEN };
+    const started = startGatewayProcess(configPath, { env, startTimeoutMs: 20_000 });
+    const outcome = await started.then(
+      async (gateway) => {
+        const exit = await gateway.exited;
+        return { exit, stderr: gateway.stderr() };
+      },
+      (error: Error) => ({ exit: undefined, stderr: error.message }),
+    );
+    expect(outcome.stderr).toContain('cluster.node_id "gw-1" is already used by a live replica');
+  }, 30_000);
+
+  test('a replica with another peer secret says so, and still answers by downloading on its own', async () => {
+    const id = 9103;
+    const recording = syntheticRecording(1 * MIB);
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * KIB, intervalMs: 100 });
+    const configPath = await variantOf(1, 'other-secret', (yaml) =>
+      yaml.replace('node_id: gw-2', 'node_id: gw-odd').replace(/dir: "(.*)cache-2"/, 'dir: "$1cache-odd"'),
+    );
+    const env = {
+      GATEWAY_PEER_SECRET: `${cluster.peerSecret.slice(0, -4)}odd!`,
+      ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN,
+      ACME_SIGNING_SECRET,
+      ACME_WEBHOOK_TOKEN,
+    };
+    const odd = await startGatewayProcess(configPath, { env, processGroup: true, startTimeoutMs: 20_000 });
+    try {
+      await odd.waitForLog((line) => line.msg === 'cluster ready', 20_000);
+      const holder = await streamGet(`${cluster.urls[0]}${recordingPath(id)}`, ACME_AUTH);
+      await holder.reached(64 * KIB);
+      const answer = await answerOf(fetch(`${odd.url}${recordingPath(id)}`, { headers: ACME_AUTH }));
+      expect(answer.status).toBe(200);
+      expect(answer.bytes.equals(recording)).toBe(true);
+      const said = await odd.waitForLog((line) => String(line.msg).includes('refused our peer secret'), 5_000);
+      expect(said.peer).toBe('gw-1');
+      expect(JSON.stringify(odd.logs)).not.toContain(cluster.peerSecret.slice(0, 20));
+      await holder.body.catch(() => {});
+    } finally {
+      upstream.setBehaviour(id, undefined);
+      await stopGatewayProcess(odd);
+    }
+  }, 40_000);
+});
