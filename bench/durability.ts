@@ -9,7 +9,7 @@
  *   DURABILITY_CLIENTS=20            concurrent downloads per case
  *   DURABILITY_UPSTREAM_MBPS=100     the generated upstream's send rate
  *   DURABILITY_SLOW_MBPS=6           each slow reader's rate in case (b)
- *   DURABILITY_RSS_TARGET_MB=200     the gateway's resident-memory target
+ *   DURABILITY_RSS_TARGET_MB=150     the gateway's resident-memory target (issue 11)
  *   DURABILITY_ENTRIES=100000        recordings in the start-up cache
  *   DURABILITY_CPU_PROF_DIR=/tmp/p   CPU-profile each start-up child into this folder
  */
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     clients: Math.round(positiveNumber('DURABILITY_CLIENTS', 20)),
     upstreamBytesPerSecond: positiveNumber('DURABILITY_UPSTREAM_MBPS', 100) * MB,
     slowBytesPerSecond: positiveNumber('DURABILITY_SLOW_MBPS', 6) * MB,
-    rssTargetBytes: positiveNumber('DURABILITY_RSS_TARGET_MB', 200) * MB,
+    rssTargetBytes: positiveNumber('DURABILITY_RSS_TARGET_MB', 150) * MB,
   };
   const entries = Math.round(positiveNumber('DURABILITY_ENTRIES', 100_000));
   const cpus = os.cpus();

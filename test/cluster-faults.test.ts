@@ -32,7 +32,13 @@ let cluster: Cluster;
 
 beforeAll(async () => {
   upstream = await startFakeFlyflow();
-  cluster = await startCluster({ volumes: 'own', upstreamBaseUrl: upstream.baseUrl, upstreamYaml: ['timeout_ms: 20000'] });
+  // A Redis timeout of 1 s: on a loaded machine 250 ms can drop a heartbeat, and these tests are about peers, not Redis.
+  cluster = await startCluster({
+    volumes: 'own',
+    upstreamBaseUrl: upstream.baseUrl,
+    upstreamYaml: ['timeout_ms: 20000'],
+    clusterYaml: ['redis_timeout_ms: 1000'],
+  });
 }, 90_000);
 
 afterAll(async () => {

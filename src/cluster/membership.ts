@@ -19,7 +19,7 @@ export interface MembershipOptions {
 }
 
 // A replica missing this many beats counts as gone.
-const MISSED_BEATS = 3;
+const MISSED_BEATS = 5;
 const DUPLICATE_CHECK_SLACK_MS = 250;
 
 function parsePeer(node: string, raw: string): (Peer & { seenAt: number }) | undefined {
