@@ -18,7 +18,11 @@ export async function storedRecordingFiles(cacheDir: string): Promise<Array<{ pa
     for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
       const full = path.join(dir, entry.name);
       if (entry.isDirectory()) await walk(full);
-      else found.push({ path: full, size: (await stat(full)).size });
+      else {
+        // A file evicted between the listing and the stat is simply not there any more.
+        const size = await stat(full).then((info) => info.size, () => undefined);
+        if (size !== undefined) found.push({ path: full, size });
+      }
     }
   }
   await walk(root);

@@ -8,12 +8,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { signalProcessGroup, startGatewayProcess, stopGatewayProcess } from '../dev/gateway-process.js';
-import { syntheticRecording } from '../dev/recording-bytes.js';
+import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
 import {
   ACME_AUTH,
   ACME_WEBHOOK_TOKEN,
   CLUSTER_ADMIN_TOKEN,
   answerOf,
+  readiness,
   recordingPath,
   startCluster,
   streamGet,
@@ -86,12 +87,19 @@ describe.sequential('replicas that misbehave', () => {
     const id = 9102;
     upstream.setRecording(id, syntheticRecording(64 * KIB));
     expect((await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+    // Replica 0 must have seen both others alive (a heartbeat after each joined) before one of them hangs.
+    expect(await eventually(async () => (await readiness(cluster.urls[0]!)).body.cluster?.peers === 2, 10_000)).toBe(true);
     signalProcessGroup(cluster.replicas[2]!.process, 'SIGSTOP');
     try {
       const { value: purge, ms } = await timed(cluster.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH }));
       expect(purge.status).toBe(204);
       expect(ms).toBeLessThan(HANG_GUARD_MS);
-      const warning = await cluster.replicas[0]!.process.waitForLog((line) => String(line.msg).includes('did not confirm a purge'), 5_000);
+      const warning = await cluster.replicas[0]!.process
+        .waitForLog((line) => String(line.msg).includes('did not confirm a purge'), 5_000)
+        .catch((error: Error) => {
+          const said = cluster.replicas[0]!.process.logs.filter((line) => String(line.msg).includes('cluster') || Number(line.level) >= 40);
+          throw new Error(`${error.message}\nreplica 0 said: ${JSON.stringify(said.slice(-12))}`);
+        });
       expect(warning.replicas).toEqual(['gw-3']);
     } finally {
       signalProcessGroup(cluster.replicas[2]!.process, 'SIGCONT');

@@ -108,8 +108,12 @@ describe('download slots shared fairly between accounts', () => {
     const response = await gateway.fetch('/v1/call/recording/3.mp3', as(BETA_KEY));
     expect(response.status).toBe(200);
     expect((await bytesOf(response)).equals(upstream.recording(3)!)).toBe(true);
-    // beta's request went up before acme's first download had ended, not after acme's 39 queued ones.
-    expect(upstream.recordingRequests().map((request) => request.id)).toEqual([flood[0], 3]);
+    // beta's request went up before acme's first download had ended, not after acme's 39 queued ones
+    // (which of the flood's requests reached the gateway first is up to the machine).
+    const upstreamIds = upstream.recordingRequests().map((request) => request.id);
+    expect(upstreamIds).toHaveLength(2);
+    expect(flood).toContain(upstreamIds[0]);
+    expect(upstreamIds[1]).toBe(3);
     expect(gateway.gateway.downloads.inFlight).toBeGreaterThan(10);
 
     upstream.reset();

@@ -116,21 +116,25 @@ export class DownloadManager {
     const source: RecordingSource =
       this.options.source ?? ((_, id, signal) => client.openRecording(id, owner.upstreamApiKey, { account: owner.namespace, signal }));
     const opened: SourcedRecording[] = [];
-    const download = new RecordingDownload(async () => {
-      await slot;
-      const signal = budget;
-      budget = undefined;
-      let recording: SourcedRecording;
-      try {
-        recording = await this.#timed(() => source(owner, callId, signal));
-      } catch (error) {
-        // Remembered before anyone is answered 404, so the next request (on any replica) sees it.
-        if (error instanceof NotFoundError && !this.#discarded.has(download)) await this.options.notFound.remember(key);
-        throw error;
-      }
-      opened.push(recording);
-      return recording;
-    }, sink);
+    const download = new RecordingDownload(
+      async () => {
+        await slot;
+        const signal = budget;
+        budget = undefined;
+        let recording: SourcedRecording;
+        try {
+          recording = await this.#timed(() => source(owner, callId, signal));
+        } catch (error) {
+          // Remembered before anyone is answered 404, so the next request (on any replica) sees it.
+          if (error instanceof NotFoundError && !this.#discarded.has(download)) await this.options.notFound.remember(key);
+          throw error;
+        }
+        opened.push(recording);
+        return recording;
+      },
+      sink,
+      { ready: slot },
+    );
     this.#inFlight.set(key, download);
     const settled = this.#finish(key, owner.namespace, callId, download)
       .catch((error: unknown) => logger.error({ err: error, key }, 'storing a finished download failed'))

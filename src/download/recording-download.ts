@@ -49,6 +49,11 @@ export interface CompletedDownload extends DownloadHead {
 export interface DownloadOptions {
   /** Attempts when the body breaks before any caller got a byte; default 3. */
   maxAttempts?: number;
+  /**
+   * Settles when the download may begin (its download slot): nothing, not even
+   * its temporary file, is opened before. A rejection fails the download.
+   */
+  ready?: Promise<unknown>;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 3;
@@ -139,10 +144,12 @@ export class RecordingDownload {
     const maxAttempts = this.options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     for (let attempt = 1; ; attempt++) {
       let upstream: SourcedRecording | undefined;
-      // The file is opened while the upstream answers: nothing waits for it after the first byte.
-      const opening = this.sink.createTemp();
-      opening.catch(() => {}); // a failure is handled where it is awaited
+      let opening: Promise<TempFile> | undefined;
       try {
+        await this.options.ready;
+        // The file is opened while the upstream answers: nothing waits for it after the first byte.
+        opening = this.sink.createTemp();
+        opening.catch(() => {}); // a failure is handled where it is awaited
         upstream = await open();
         this.#origin = upstream.origin ?? 'upstream';
         this.#body = await GrowingBody.create(this.sink, upstream.contentLength, opening);
@@ -154,7 +161,7 @@ export class RecordingDownload {
         upstream?.cancel();
         // Opened for a body that never came: close it (GrowingBody owns it once created).
         if (!this.#body)
-          void opening.then(
+          void opening?.then(
             (file) => file.close(),
             () => {},
           );
