@@ -64,6 +64,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const { config } = options;
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? silentLogger();
+  // The CLI, a second process on the cache, never joins the cluster.
+  const joinsCluster = config.cluster !== undefined && (options.reconcile ?? true);
   // The sources are read at scrape time only, after everything below exists.
   const metrics: GatewayMetrics = new GatewayMetrics({
     cacheStats: () => cache.stats(),
@@ -71,7 +73,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     downloadsQueued: () => slots.queued,
     circuitStates: () => circuits.states(),
     webhookPrefetches: () => ({ queued: prefetches.queued, running: prefetches.running }),
-    ...(config.cluster ? { cluster: () => cluster!.status() } : {}),
+    ...(joinsCluster ? { cluster: () => cluster!.status() } : {}),
   });
   const disk = createDiskStore(config.cache.dir);
   await disk.init();
@@ -79,7 +81,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const accounts = [...new Set(tenants.all.map((tenant) => tenant.namespace))];
   const diskShares = accountDiskShares(config.cache.maxDiskBytes, tenants.all);
   const cluster =
-    config.cluster && (options.reconcile ?? true)
+    config.cluster && joinsCluster
       ? await Cluster.open({
           config: config.cluster,
           cacheDir: config.cache.dir,

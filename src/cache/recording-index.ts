@@ -3,6 +3,7 @@ import KeyvSqlite from '@keyv/sqlite';
 import KeyvRedis, { createClient } from '@keyv/redis';
 import path from 'node:path';
 import { isRecordingMeta, type RecordingMeta } from './recording-meta.js';
+import { describeRedisUrl } from '../redis-url.js';
 
 /**
  * Where the metadata of stored recordings lives. Each backend passes the same
@@ -195,16 +196,6 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
     },
     close: () => (closing ??= keyv.disconnect()),
   });
-}
-
-/** `redis://host:port/db` without credentials, for error messages. */
-function describeRedisUrl(url: string): string {
-  try {
-    const { protocol, host, pathname } = new URL(url);
-    return `${protocol}//${host}${pathname === '/' ? '' : pathname}`;
-  } catch {
-    return 'the configured Redis URL';
-  }
 }
 
 export interface RedisIndexOptions {

@@ -1,5 +1,6 @@
 import { createClient } from '@keyv/redis';
 import type { Logger } from '../logger.js';
+import { describeRedisUrl } from '../redis-url.js';
 
 export type RedisClient = ReturnType<typeof createClient>;
 
@@ -17,16 +18,6 @@ export class RedisUnavailableError extends Error {}
 // costs each request nothing; a probe reconnects in the background meanwhile.
 const RETRY_AFTER_FAILURE_MS = 1_000;
 const MAX_SUBSCRIBER_BACKOFF_MS = 2_000;
-
-/** `redis://host:port/db` without credentials, for logs. */
-export function describeRedisUrl(url: string): string {
-  try {
-    const { protocol, host, pathname } = new URL(url);
-    return `${protocol}//${host}${pathname === '/' ? '' : pathname}`;
-  } catch {
-    return 'the configured Redis URL';
-  }
-}
 
 /**
  * The cluster's one connection to Redis, and the one place that bounds its
