@@ -20,7 +20,10 @@ export async function storedRecordingFiles(cacheDir: string): Promise<Array<{ pa
       if (entry.isDirectory()) await walk(full);
       else {
         // A file evicted between the listing and the stat is simply not there any more.
-        const size = await stat(full).then((info) => info.size, () => undefined);
+        const size = await stat(full).then(
+          (info) => info.size,
+          () => undefined,
+        );
         if (size !== undefined) found.push({ path: full, size });
       }
     }

@@ -94,12 +94,13 @@ describe.sequential('replicas that misbehave', () => {
       const { value: purge, ms } = await timed(cluster.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH }));
       expect(purge.status).toBe(204);
       expect(ms).toBeLessThan(HANG_GUARD_MS);
-      const warning = await cluster.replicas[0]!.process
-        .waitForLog((line) => String(line.msg).includes('did not confirm a purge'), 5_000)
-        .catch((error: Error) => {
-          const said = cluster.replicas[0]!.process.logs.filter((line) => String(line.msg).includes('cluster') || Number(line.level) >= 40);
-          throw new Error(`${error.message}\nreplica 0 said: ${JSON.stringify(said.slice(-12))}`);
-        });
+      const warning = await cluster.replicas[0]!.process.waitForLog(
+        (line) => String(line.msg).includes('did not confirm a purge'),
+        5_000,
+      ).catch((error: Error) => {
+        const said = cluster.replicas[0]!.process.logs.filter((line) => String(line.msg).includes('cluster') || Number(line.level) >= 40);
+        throw new Error(`${error.message}\nreplica 0 said: ${JSON.stringify(said.slice(-12))}`);
+      });
       expect(warning.replicas).toEqual(['gw-3']);
     } finally {
       signalProcessGroup(cluster.replicas[2]!.process, 'SIGCONT');
