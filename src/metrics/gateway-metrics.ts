@@ -22,6 +22,8 @@ export type WebhookRefusal = 'rate_limited' | 'queue_full' | 'shutting_down';
 
 export type UpstreamOutcome = 'ok' | UpstreamErrorKind;
 
+type RequestLabel = 'route' | 'method' | 'status' | 'tenant' | 'cache';
+
 const PREFIX = 'recording_gateway_';
 const CIRCUIT_STATES = ['closed', 'half-open', 'open'] as const;
 
@@ -32,7 +34,6 @@ const CIRCUIT_STATES = ['closed', 'half-open', 'open'] as const;
  */
 export class GatewayMetrics {
   readonly registry = new Registry();
-  readonly #requests: Counter<'route' | 'method' | 'status' | 'tenant' | 'cache'>;
   readonly #servedBytes: Counter<'tier'>;
   readonly #upstreamDuration: Histogram<'outcome'>;
   readonly #upstreamErrors: Counter<'kind'>;
@@ -40,17 +41,23 @@ export class GatewayMetrics {
   readonly #evictions: Counter;
   readonly #webhookRefusals: Counter<'reason'>;
   readonly #peerFetches: Counter<'origin'>;
-  readonly #requestChildren = new Map<string, { inc(): void }>();
+  /** Requests by label set, counted here and handed to prom-client at scrape time: hashing labels per request costs more. */
+  readonly #requestCounts = new Map<string, { labels: Record<RequestLabel, string>; count: number }>();
   readonly #redisFallbacks: Counter<'use'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
-    this.#requests = new Counter({
+    const requestCounts = this.#requestCounts;
+    new Counter({
       name: `${PREFIX}requests_total`,
       help: 'Requests answered, by route, method, status, tenant and cache result (hit, miss, collapsed, none).',
       labelNames: ['route', 'method', 'status', 'tenant', 'cache'],
       registers,
+      collect() {
+        this.reset();
+        for (const { labels, count } of requestCounts.values()) this.inc(labels, count);
+      },
     });
     this.#servedBytes = new Counter({
       name: `${PREFIX}served_bytes_total`,
@@ -194,14 +201,10 @@ export class GatewayMetrics {
   }
 
   requestDone(labels: { route: string; method: string; status: number; tenant: string; cache: string }): void {
-    // One child per label set, found by a joined key: prom-client would hash the label object on every request.
     const key = `${labels.route}\n${labels.method}\n${labels.status}\n${labels.tenant}\n${labels.cache}`;
-    let child = this.#requestChildren.get(key);
-    if (!child) {
-      child = this.#requests.labels({ ...labels, status: String(labels.status) });
-      this.#requestChildren.set(key, child);
-    }
-    child.inc();
+    const counted = this.#requestCounts.get(key);
+    if (counted) counted.count++;
+    else this.#requestCounts.set(key, { labels: { ...labels, status: String(labels.status) }, count: 1 });
   }
 
   bytesServed(tier: 'memory' | 'disk' | 'upstream', bytes: number): void {

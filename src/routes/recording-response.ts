@@ -68,7 +68,8 @@ function bodyHeaders(
   size: number,
   range: ByteRange | undefined,
 ): Record<string, string> {
-  const headers: Record<string, string> = { ...base, ...extra };
+  // Object.assign, not spread: on every answer, V8's object spread costs microseconds here.
+  const headers: Record<string, string> = Object.assign({}, base, extra);
   if (range) {
     headers['Content-Range'] = contentRange(range, size);
     headers['Content-Length'] = String(range.end - range.start + 1);

@@ -210,12 +210,13 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParams(c), callId);
       const limits = await admit(c, caller, callId);
       const request = recordingRequest(c);
-      const extra: ResponseHeaders = {
-        'Cache-Control': cacheControl(caller),
-        ...corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins),
-        ...limits,
-        'X-Request-Id': c.get('requestId'),
-      };
+      // Object.assign, not spread: on this path V8's object spread costs microseconds per answer.
+      const extra: ResponseHeaders = Object.assign(
+        { 'Cache-Control': cacheControl(caller) },
+        corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins),
+        limits,
+        { 'X-Request-Id': c.get('requestId') },
+      );
       const finding = recordings.find(caller.tenant.namespace, callId);
       // A memory hit comes back synchronously: nothing is awaited on the fast path.
       const found = finding instanceof Promise ? await finding : finding;

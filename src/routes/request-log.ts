@@ -48,24 +48,22 @@ export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics
       const cache = answered?.cache ?? 'none';
       metrics.requestDone({ route, method: c.req.method, status, tenant: caller?.tenant.id ?? 'none', cache });
       if (answered && status < 300) metrics.bytesServed(answered.tier, bodyBytes);
-      lines.info(
-        {
-          reqId: requestId,
-          method: c.req.method,
-          path: rawRequestPath(c),
-          route,
-          tenant: caller?.tenant.id,
-          callId: c.get('callId'),
-          credential: caller?.credential.kind,
-          status,
-          cache,
-          bytes: bodyBytes,
-          durationMs: clock.now() - startedAt,
-          upstreamMs: c.get('upstreamMs'),
-          ...(sent ? {} : { aborted: true }),
-        },
-        'request',
-      );
+      const line: Record<string, unknown> = {
+        reqId: requestId,
+        method: c.req.method,
+        path: rawRequestPath(c),
+        route,
+        tenant: caller?.tenant.id,
+        callId: c.get('callId'),
+        credential: caller?.credential.kind,
+        status,
+        cache,
+        bytes: bodyBytes,
+        durationMs: clock.now() - startedAt,
+        upstreamMs: c.get('upstreamMs'),
+      };
+      if (!sent) line.aborted = true;
+      lines.info(line, 'request');
     };
 
     const outgoing = c.env?.outgoing;
