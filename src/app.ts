@@ -11,6 +11,7 @@ import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
 import { ADMIN_PURGE_PATH } from './admin-api.js';
 import { createAdminPurgeHandler, type AdminRoutesDeps } from './routes/admin.js';
 import { createMetricsHandler } from './routes/metrics.js';
+import { openApiHandler } from './routes/openapi.js';
 import { createPeerHandlers, type PeerRoutesDeps } from './routes/peer.js';
 import { PEER_PURGE_PATH, PEER_RECORDING_PATH } from './cluster/peer-client.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
@@ -36,6 +37,7 @@ const WEBHOOK_BODY_LIMIT_BYTES = 64 * 1024;
 const OTHER_ROUTE_METHODS: ReadonlyArray<[string, string]> = [
   ['/healthz', 'GET, HEAD'],
   ['/readyz', 'GET, HEAD'],
+  ['/openapi.json', 'GET, HEAD'],
   ['/metrics', 'GET, HEAD'],
   [ADMIN_PURGE_PATH, 'POST'],
   ['/v1/webhooks/flyflow/:tenant', 'POST'],
@@ -61,6 +63,7 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   app.options('*', (c) => preflightResponse(c.req.header('origin'), deps.tenants.anyAllowedOrigin));
   app.get('/healthz', health.healthz);
   app.get('/readyz', health.readyz);
+  app.get('/openapi.json', openApiHandler);
   app.get('/metrics', createMetricsHandler(deps.metrics, deps.adminToken));
   app.post(
     ADMIN_PURGE_PATH,

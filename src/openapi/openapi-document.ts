@@ -1,0 +1,479 @@
+import { createRequire } from 'node:module';
+import { ADMIN_PURGE_PATH } from '../admin-api.js';
+import { PEER_PURGE_PATH, PEER_RECORDING_PATH } from '../cluster/peer-client.js';
+import { PEER_STREAM_TYPE } from '../cluster/peer-stream.js';
+
+/*
+ * The OpenAPI 3.1 document of every route in app.ts, built in code. It cannot
+ * drift unnoticed: test/openapi.test.ts checks it against the app's registered
+ * routes, validates it, and checks real answers against it.
+ */
+
+/** A JSON Schema or any other part of the document: plain JSON. */
+type Json = { [key: string]: unknown };
+
+/** An OpenAPI 3.1 document; only the top level is typed, the rest is plain JSON. */
+export interface OpenApiDocument {
+  openapi: '3.1.0';
+  info: { title: string; version: string; description: string; license: { name: string; identifier: string } };
+  servers: Array<{ url: string }>;
+  tags: Array<{ name: string; description: string }>;
+  paths: Record<string, Record<string, Json>>;
+  components: {
+    schemas: Record<string, Json>;
+    parameters: Record<string, Json>;
+    headers: Record<string, Json>;
+    responses: Record<string, Json>;
+    securitySchemes: Record<string, Json>;
+  };
+}
+
+const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
+
+/** The contract's call id: 1 to 9007199254740991, decimal, no sign, no leading zero. */
+export const CALL_ID_PATTERN = '^[1-9][0-9]{0,15}$';
+
+/** The documented path of each recording route (Hono registers them as one wildcard). */
+export const RECORDING_FILE_PATH = '/v1/call/recording/{id}.mp3';
+export const SIGNED_URL_ROUTE_PATH = '/v1/call/recording/{id}/signed-url';
+export const WEBHOOK_PATH = '/v1/webhooks/flyflow/{tenant}';
+export const PEER_RECORDING_ROUTE_PATH = `${PEER_RECORDING_PATH}/{namespace}/{id}`;
+export const PEER_PURGE_ROUTE_PATH = `${PEER_PURGE_PATH}/{namespace}/{id}`;
+
+const ref = (kind: string, name: string): Json => ({ $ref: `#/components/${kind}/${name}` });
+const schemaRef = (name: string) => ref('schemas', name);
+const headerRef = (name: string) => ref('headers', name);
+const JSON_TYPE = 'application/json';
+const MP3_TYPE = 'audio/mpeg';
+
+const RATE_LIMIT_HEADERS = {
+  'RateLimit-Limit': headerRef('RateLimitLimit'),
+  'RateLimit-Remaining': headerRef('RateLimitRemaining'),
+  'RateLimit-Reset': headerRef('RateLimitReset'),
+};
+const REQUEST_ID = { 'X-Request-Id': headerRef('XRequestId') };
+
+/** A response with a JSON body of `schema`. */
+function jsonResponse(description: string, schema: Json, headers: Record<string, Json> = {}): Json {
+  return { description, headers: { ...REQUEST_ID, ...headers }, content: { [JSON_TYPE]: { schema } } };
+}
+
+/** The statuses of the shared error responses (components.responses.Error<status>). */
+type ErrorStatus = '400' | '401' | '404' | '412' | '413' | '416' | '429' | '502' | '503' | '504';
+
+function errorResponses(...statuses: ErrorStatus[]): Record<string, Json> {
+  return Object.fromEntries(statuses.map((status) => [status, ref('responses', `Error${status}`)]));
+}
+
+const idParameter = ref('parameters', 'CallId');
+
+/** The headers every successful recording answer carries. */
+function recordingHeaders(extra: Record<string, Json> = {}): Record<string, Json> {
+  return {
+    ...REQUEST_ID,
+    'Accept-Ranges': headerRef('AcceptRanges'),
+    'Cache-Control': headerRef('RecordingCacheControl'),
+    'Cache-Status': headerRef('CacheStatus'),
+    'Content-Disposition': headerRef('ContentDisposition'),
+    'Content-Length': headerRef('ContentLength'),
+    ETag: headerRef('ETag'),
+    'Last-Modified': headerRef('LastModified'),
+    ...RATE_LIMIT_HEADERS,
+    ...extra,
+  };
+}
+
+const MP3_BODY = { [MP3_TYPE]: { schema: { type: 'string', contentMediaType: MP3_TYPE } } };
+
+/** GET and HEAD of a recording share everything but the body. */
+function recordingRead(method: 'GET' | 'HEAD'): Json {
+  const content = method === 'GET' ? { content: MP3_BODY } : {};
+  return {
+    tags: ['recordings'],
+    operationId: method === 'GET' ? 'getRecording' : 'headRecording',
+    summary: method === 'GET' ? 'Download a call recording' : "A call recording's headers, without its body",
+    description:
+      'Served from the cache, or fetched from Flyflow once and cached. Single byte ranges answer 206; ' +
+      'If-None-Match answers 304, If-Range and If-Match work as RFC 9110 says. Authenticate with a tenant API key, ' +
+      'or with a signed URL: the query parameters tenant, exp, kid and sig (see the signedUrlSig scheme).',
+    security: [{ tenantKey: [] }, { signedUrlSig: [] }],
+    parameters: [
+      idParameter,
+      ref('parameters', 'SignedUrlTenant'),
+      ref('parameters', 'SignedUrlExp'),
+      ref('parameters', 'SignedUrlKid'),
+      ...(method === 'GET' ? [ref('parameters', 'Range')] : []),
+      ref('parameters', 'IfRange'),
+      ref('parameters', 'IfNoneMatch'),
+      ref('parameters', 'IfMatch'),
+    ],
+    responses: {
+      '200': { description: 'The whole recording', headers: recordingHeaders(), ...content },
+      ...(method === 'GET'
+        ? {
+            '206': {
+              description: 'One byte range of the recording',
+              headers: recordingHeaders({ 'Content-Range': headerRef('ContentRange') }),
+              content: MP3_BODY,
+            },
+          }
+        : {}),
+      '304': {
+        description: 'Not modified: the If-None-Match tag is current',
+        headers: {
+          ...REQUEST_ID,
+          ETag: headerRef('ETag'),
+          'Cache-Control': headerRef('RecordingCacheControl'),
+          'Cache-Status': headerRef('CacheStatus'),
+          ...RATE_LIMIT_HEADERS,
+        },
+      },
+      ...errorResponses('400', '401', '404', '412', '416', '429', '502', '503', '504'),
+    },
+  };
+}
+
+const paths: OpenApiDocument['paths'] = {
+  [RECORDING_FILE_PATH]: {
+    get: recordingRead('GET'),
+    head: recordingRead('HEAD'),
+    delete: {
+      tags: ['recordings'],
+      operationId: 'deleteRecording',
+      summary: "Drop the cached copy from every tier of the caller's namespace",
+      security: [{ tenantKey: [] }],
+      parameters: [idParameter],
+      responses: {
+        '204': { description: 'Gone (or never cached)', headers: { ...REQUEST_ID, ...RATE_LIMIT_HEADERS } },
+        ...errorResponses('400', '401', '429'),
+      },
+    },
+  },
+  [SIGNED_URL_ROUTE_PATH]: {
+    post: {
+      tags: ['recordings'],
+      operationId: 'createSignedUrl',
+      summary: 'Mint a signed URL for <audio src>',
+      security: [{ tenantKey: [] }],
+      parameters: [idParameter],
+      requestBody: {
+        required: false,
+        description: "Empty for the default lifetime (300 s, or the tenant's maximum if lower)",
+        content: { [JSON_TYPE]: { schema: schemaRef('SignedUrlRequest') } },
+      },
+      responses: {
+        '200': jsonResponse('The signed URL', schemaRef('SignedUrl'), {
+          'Cache-Control': headerRef('NoStore'),
+          ...RATE_LIMIT_HEADERS,
+        }),
+        ...errorResponses('400', '401', '413', '429'),
+      },
+    },
+  },
+  '/healthz': {
+    get: {
+      tags: ['operations'],
+      operationId: 'healthz',
+      summary: 'Liveness: 200 while the process serves',
+      security: [],
+      responses: { '200': jsonResponse('Serving', schemaRef('Health'), { 'Cache-Control': headerRef('NoStore') }) },
+    },
+  },
+  '/readyz': {
+    get: {
+      tags: ['operations'],
+      operationId: 'readyz',
+      summary: 'Readiness: the cache directory is writable and the index answers',
+      description: 'In cluster mode, Redis trouble is reported in `cluster`, never as 503.',
+      security: [],
+      responses: {
+        '200': jsonResponse('Ready', schemaRef('Ready'), { 'Cache-Control': headerRef('NoStore') }),
+        '503': jsonResponse('Not ready; the message names what failed', schemaRef('NotReady'), {
+          'Cache-Control': headerRef('NoStore'),
+        }),
+      },
+    },
+  },
+  '/openapi.json': {
+    get: {
+      tags: ['operations'],
+      operationId: 'openApiDocument',
+      summary: 'This document',
+      security: [],
+      responses: {
+        '200': jsonResponse('The OpenAPI 3.1 document', { type: 'object' }, { 'Cache-Control': headerRef('PublicCache') }),
+      },
+    },
+  },
+  '/metrics': {
+    get: {
+      tags: ['operations'],
+      operationId: 'metrics',
+      summary: 'Prometheus metrics',
+      description: 'Needs the admin token when one is configured; open otherwise.',
+      security: [{ adminToken: [] }, {}],
+      responses: {
+        '200': {
+          description: 'Prometheus text format',
+          headers: { ...REQUEST_ID, 'Cache-Control': headerRef('NoStore') },
+          content: { 'text/plain': { schema: { type: 'string' } } },
+        },
+        ...errorResponses('401'),
+      },
+    },
+  },
+  [ADMIN_PURGE_PATH]: {
+    post: {
+      tags: ['operations'],
+      operationId: 'purgeCache',
+      summary: 'Purge cached recordings from every tier',
+      description: 'The admin token, or a one-time grant left in the cache directory (what `recording-gateway cache purge` uses).',
+      security: [{ adminToken: [] }],
+      requestBody: { required: true, content: { [JSON_TYPE]: { schema: schemaRef('PurgeRequest') } } },
+      responses: {
+        '200': jsonResponse('How many recordings were purged', schemaRef('Purged'), { 'Cache-Control': headerRef('NoStore') }),
+        ...errorResponses('400', '401', '413'),
+      },
+    },
+  },
+  [WEBHOOK_PATH]: {
+    post: {
+      tags: ['webhooks'],
+      operationId: 'flyflowWebhook',
+      summary: "Flyflow's call events; call_ended warms the cache in the background",
+      security: [{ webhookToken: [] }],
+      parameters: [{ name: 'tenant', in: 'path', required: true, schema: { type: 'string' } }],
+      requestBody: { required: true, content: { [JSON_TYPE]: { schema: schemaRef('WebhookEvent') } } },
+      responses: {
+        '202': jsonResponse('Accepted, or another event type acknowledged and ignored', schemaRef('WebhookAccepted'), RATE_LIMIT_HEADERS),
+        ...errorResponses('400', '401', '413', '429', '503'),
+      },
+    },
+  },
+  [PEER_RECORDING_ROUTE_PATH]: {
+    get: {
+      tags: ['internal'],
+      operationId: 'peerRecording',
+      summary: 'Cluster only: a copy this replica holds, or its download under way, streamed to another replica',
+      security: [{ peerSecret: [] }],
+      parameters: [ref('parameters', 'Namespace'), idParameter],
+      responses: {
+        '200': {
+          description: 'The recording in the peer stream framing',
+          headers: { ...REQUEST_ID, 'Cache-Control': headerRef('NoStore') },
+          content: { [PEER_STREAM_TYPE]: { schema: { type: 'string' } } },
+        },
+        ...errorResponses('400', '401', '404'),
+      },
+    },
+  },
+  [PEER_PURGE_ROUTE_PATH]: {
+    post: {
+      tags: ['internal'],
+      operationId: 'peerPurge',
+      summary: 'Cluster only: drop a recording from this replica (a purge elsewhere)',
+      security: [{ peerSecret: [] }],
+      parameters: [ref('parameters', 'Namespace'), idParameter],
+      responses: { '204': { description: 'Gone from this replica', headers: REQUEST_ID }, ...errorResponses('400', '401') },
+    },
+  },
+};
+
+const errorStatuses: Record<ErrorStatus, { description: string; headers?: Record<string, Json> }> = {
+  '400': { description: 'Bad request: a bad call id or body' },
+  '401': {
+    description: 'Missing, invalid or expired credentials',
+    headers: { 'WWW-Authenticate': headerRef('WWWAuthenticate') },
+  },
+  '404': { description: 'Not found (negative-cached for a while)' },
+  '412': { description: 'If-Match does not match' },
+  '413': { description: 'Request body too large' },
+  '416': { description: 'Range not satisfiable', headers: { 'Content-Range': headerRef('ContentRange') } },
+  '429': { description: 'Over the rate limit', headers: { 'Retry-After': headerRef('RetryAfter') } },
+  '502': { description: 'Upstream rejected the server key, failed, or sent a bad body' },
+  '503': { description: 'Upstream circuit open, or a queue full', headers: { 'Retry-After': headerRef('RetryAfter') } },
+  '504': { description: 'Upstream timed out' },
+};
+
+const stringHeader = (description: string, required = false): Json => ({ description, required, schema: { type: 'string' } });
+const integerHeader = (description: string): Json => ({ description, schema: { type: 'integer', minimum: 0 } });
+const queryString = (name: string, description: string): Json => ({
+  name,
+  in: 'query',
+  required: false,
+  description,
+  schema: { type: 'string' },
+});
+const headerParameter = (name: string, description: string): Json => ({
+  name,
+  in: 'header',
+  required: false,
+  description,
+  schema: { type: 'string' },
+});
+
+/** The gateway's OpenAPI 3.1 document, served at GET /openapi.json. */
+export const openApiDocument: OpenApiDocument = {
+  openapi: '3.1.0',
+  info: {
+    title: 'recording-gateway',
+    version,
+    description:
+      'A caching, tenant-authenticating reverse proxy for Flyflow call recordings. Every error is ' +
+      '`{"error": "<reason phrase>", "message": "..."}`; a method a path does not take answers 405 with `Allow`.',
+    license: { name: 'MIT', identifier: 'MIT' },
+  },
+  servers: [{ url: '/' }],
+  tags: [
+    { name: 'recordings', description: 'Call recordings, for tenants' },
+    { name: 'operations', description: 'Health, readiness, metrics and cache administration' },
+    { name: 'webhooks', description: "Flyflow's events" },
+    { name: 'internal', description: 'Between the replicas of a cluster; not for clients' },
+  ],
+  paths,
+  components: {
+    schemas: {
+      Error: {
+        type: 'object',
+        required: ['error', 'message'],
+        properties: {
+          error: { type: 'string', description: 'The reason phrase', examples: ['Not Found'] },
+          message: { type: 'string', description: 'What happened' },
+        },
+      },
+      Health: { type: 'object', required: ['status'], properties: { status: { const: 'ok' } } },
+      ClusterStatus: {
+        type: 'object',
+        required: ['state', 'redis', 'peers'],
+        properties: {
+          state: { enum: ['ok', 'degraded'] },
+          redis: { enum: ['up', 'unreachable'] },
+          peers: { type: 'integer', minimum: 0, description: 'Other replicas seen alive' },
+        },
+      },
+      Ready: {
+        type: 'object',
+        required: ['status'],
+        properties: { status: { const: 'ready' }, cluster: schemaRef('ClusterStatus') },
+      },
+      NotReady: {
+        type: 'object',
+        required: ['error', 'message'],
+        properties: { error: { const: 'Service Unavailable' }, message: { type: 'string' }, cluster: schemaRef('ClusterStatus') },
+      },
+      SignedUrlRequest: {
+        type: 'object',
+        properties: { ttl_seconds: { type: 'integer', minimum: 1, description: "At most the tenant's max_signed_url_ttl_seconds" } },
+      },
+      SignedUrl: {
+        type: 'object',
+        required: ['url', 'expires_at'],
+        properties: { url: { type: 'string' }, expires_at: { type: 'integer', description: 'Unix seconds' } },
+      },
+      PurgeRequest: {
+        description: 'A call id, a tenant, both, or {"all": true}',
+        oneOf: [
+          {
+            type: 'object',
+            additionalProperties: false,
+            anyOf: [{ required: ['call_id'] }, { required: ['tenant'] }],
+            properties: {
+              call_id: {
+                oneOf: [
+                  { type: 'integer', minimum: 1 },
+                  { type: 'string', pattern: CALL_ID_PATTERN },
+                ],
+              },
+              tenant: { type: 'string' },
+            },
+          },
+          { type: 'object', additionalProperties: false, required: ['all'], properties: { all: { const: true } } },
+        ],
+      },
+      Purged: { type: 'object', required: ['purged'], properties: { purged: { type: 'integer', minimum: 0 } } },
+      WebhookEvent: {
+        type: 'object',
+        required: ['event_type'],
+        properties: {
+          event_type: { type: 'string', description: 'Only call_ended is acted on', examples: ['call_ended'] },
+          call_id: {
+            oneOf: [
+              { type: 'integer', minimum: 1 },
+              { type: 'string', pattern: CALL_ID_PATTERN },
+            ],
+          },
+        },
+      },
+      WebhookAccepted: { type: 'object', required: ['status'], properties: { status: { enum: ['accepted', 'ignored'] } } },
+    },
+    parameters: {
+      CallId: {
+        name: 'id',
+        in: 'path',
+        required: true,
+        description: 'The call id: 1 to 9007199254740991, decimal, no sign, no leading zero',
+        schema: { type: 'string', pattern: CALL_ID_PATTERN },
+      },
+      Namespace: {
+        name: 'namespace',
+        in: 'path',
+        required: true,
+        description: 'A cache namespace (a digest of the upstream account)',
+        schema: { type: 'string', pattern: '^[0-9a-f]{32}$' },
+      },
+      SignedUrlTenant: queryString('tenant', 'Signed URL: the tenant id'),
+      SignedUrlExp: {
+        name: 'exp',
+        in: 'query',
+        required: false,
+        description: 'Signed URL: expiry in unix seconds',
+        schema: { type: 'string', pattern: '^[0-9]+$' },
+      },
+      SignedUrlKid: queryString('kid', "Signed URL: which of the tenant's signing keys"),
+      Range: headerParameter('Range', 'A single byte range, e.g. bytes=0-1023'),
+      IfRange: headerParameter('If-Range', 'An ETag or date: the range only if the recording is still that one'),
+      IfNoneMatch: headerParameter('If-None-Match', 'ETags held: 304 when one is current'),
+      IfMatch: headerParameter('If-Match', 'ETags: 412 when none is current'),
+    },
+    headers: {
+      XRequestId: stringHeader("The request's id (the caller's when well-formed), also on its log line", true),
+      AcceptRanges: { description: 'Always bytes', required: true, schema: { const: 'bytes' } },
+      ETag: stringHeader("A strong, content-derived tag; absent while a recording's first download is under way"),
+      LastModified: stringHeader('When the recording was last modified'),
+      CacheStatus: stringHeader('RFC 9211: recording-gateway; hit, or fwd=uri-miss (with collapsed when it joined a download)', true),
+      RecordingCacheControl: stringHeader('private, max-age=<n>, immutable; a signed URL caps n at its remaining validity', true),
+      PublicCache: { description: 'public, max-age=300', required: true, schema: { type: 'string' } },
+      NoStore: { description: 'no-store', required: true, schema: { const: 'no-store' } },
+      ContentDisposition: stringHeader('inline; filename="call-<id>.mp3"', true),
+      ContentLength: { description: 'Bytes in the body', required: true, schema: { type: 'integer', minimum: 0 } },
+      ContentRange: stringHeader('bytes <first>-<last>/<size> on 206, bytes */<size> on 416', true),
+      RateLimitLimit: integerHeader("The tenant's requests per window, when it has a limit"),
+      RateLimitRemaining: integerHeader('Requests left in this window'),
+      RateLimitReset: integerHeader('Seconds until the window resets'),
+      RetryAfter: { ...integerHeader('Seconds to wait before trying again'), required: true },
+      WWWAuthenticate: stringHeader('Bearer realm="recording-gateway", with error="invalid_token" for a bad credential', true),
+    },
+    responses: Object.fromEntries(
+      Object.entries(errorStatuses).map(([status, { description, headers }]) => [
+        `Error${status}`,
+        jsonResponse(description, schemaRef('Error'), headers),
+      ]),
+    ),
+    securitySchemes: {
+      tenantKey: { type: 'http', scheme: 'bearer', description: 'A tenant API key (the config holds only its sha256)' },
+      signedUrlSig: {
+        type: 'apiKey',
+        in: 'query',
+        name: 'sig',
+        description:
+          'A signed URL, for <audio src>. OpenAPI names one parameter per scheme: this is `sig`; the URL also carries ' +
+          '`tenant`, `exp` (unix seconds) and `kid`, documented as parameters. ' +
+          'sig = base64url_nopad(HMAC_SHA256(secret, "v1\\n" + tenant + "\\n" + id + "\\n" + exp)), with the signing key named by kid. ' +
+          'Mint one with POST /v1/call/recording/{id}/signed-url.',
+      },
+      adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN' },
+      webhookToken: { type: 'apiKey', in: 'query', name: 'token', description: "The tenant's webhook token" },
+      peerSecret: { type: 'http', scheme: 'bearer', description: "The cluster's peer secret, shared by its replicas" },
+    },
+  },
+};
