@@ -6,7 +6,8 @@
 import { performance } from 'node:perf_hooks';
 import type { FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_AUTH, recordingPath, streamGet, upstreamFetches, type Cluster } from '../test/support/cluster.js';
-import { checkedGet, coldFanOut, groupCpuSeconds, type FanOutResult } from './cluster-probes.js';
+import { checkedGet, coldFanOut, type FanOutResult } from './cluster-probes.js';
+import { groupCpuSeconds } from './peers-process.js';
 import type { LoadResult } from './load.js';
 import type { LoadProcess } from './load-process.js';
 

@@ -5,11 +5,9 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { request } from 'node:http';
-import { readdirSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 // USER_HZ: the unit of utime/stime in /proc/<pid>/stat.
-const CLOCK_TICKS_PER_SECOND = 100;
 /** No single bench request may hang the run. */
 const REQUEST_TIMEOUT_MS = 60_000;
 /** What every Cache-Status of the gateway starts with; left out when answers are counted by kind. */
@@ -114,29 +112,6 @@ export function describeKinds(kinds: Map<string, number>): string {
     .sort((a, b) => a[1] - b[1])
     .map(([kind, count]) => `${count} × \`${kind}\``)
     .join(', ');
-}
-
-/**
- * User + system CPU seconds of every live process in process group `pgid`
- * (a gateway or nginx with its workers). Processes that exited are not
- * counted, so read it while the group runs.
- */
-export function groupCpuSeconds(pgid: number): number {
-  let ticks = 0;
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // gone since readdir
-    }
-    // The command name may contain spaces and parentheses: the fields start after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(fields[2]) !== pgid) continue;
-    ticks += Number(fields[11]) + Number(fields[12]);
-  }
-  return ticks / CLOCK_TICKS_PER_SECOND;
 }
 
 /** Nearest-rank percentile; NaN for no values. */

@@ -34,6 +34,7 @@ import {
 import { renderReport, type SetupResult, type Volumes } from './cluster-report.js';
 import { startLoadProcess } from './load-process.js';
 import { mib } from './table.js';
+import { positiveNumber } from './env.js';
 
 /** The 23 KB fixture: the cold small recording, then the warm one of the hit load. */
 const SMALL_FIXTURE_ID = 1;
@@ -42,14 +43,6 @@ const MAX_WARMUP_MS = 1_000;
 /** Each cluster gets its own recording ids, so the upstream's request log counts its GETs alone. */
 const IDS_PER_SETUP = 1_000;
 const FIRST_SETUP_ID = 100_000;
-
-function positiveNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number (got ${JSON.stringify(raw)})`);
-  return value;
-}
 
 function volumeKinds(): Volumes[] {
   const raw = process.env.BENCH_CLUSTER_VOLUMES ?? 'shared,own';

@@ -18,20 +18,13 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { memoryUnderLoad } from './durability-memory.js';
 import { startupWithEntries } from './durability-startup.js';
+import { positiveNumber } from './env.js';
 
 // The gateway runs as production runs it, compiled (node dist/cli.js): tsx
 // alone would add some 30 MB to every resident-memory figure.
 execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
 
 const MB = 1e6;
-
-function positiveNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number (got ${JSON.stringify(raw)})`);
-  return value;
-}
 
 function selectedParts(): Set<'memory' | 'startup'> {
   const raw = process.env.DURABILITY_ONLY;

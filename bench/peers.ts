@@ -44,6 +44,7 @@ import {
 } from './peers-servers.js';
 import { caseOf, warmAndCheck } from './peers-warm.js';
 import { mib } from './table.js';
+import { positiveInteger } from './env.js';
 
 const RECORDING_BYTES = 932 * 1024;
 const WINDOW_BYTES = 64 * 1024;
@@ -70,14 +71,6 @@ const CASES: LoadCase[] = [
     bodyBytes: WINDOW_BYTES,
   },
 ];
-
-function positiveInteger(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive whole number (got ${JSON.stringify(raw)})`);
-  return value;
-}
 
 /** `0.2.0 (a779a25 + working tree)`: which gateway the figures belong to. */
 function gatewayVersion(): string {

@@ -18,20 +18,11 @@ import { startLoadProcess, type LoadProcess } from './load-process.js';
 import { COLD_BYTES, COLD_ID, LARGE_BYTES, LARGE_ID, MEDIUM_ID, SMALL_ID, prime, repeatTo, type BenchContext } from './context.js';
 import { scenarios } from './scenarios.js';
 import { markdownTable, mib, type Cell } from './table.js';
+import { positiveNumber } from './env.js';
 
 const DEFAULT_SECONDS = 5;
 const DEFAULT_FIRST_HITS = 200;
 const MAX_WARMUP_MS = 1000;
-
-function positiveNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new Error(`${name} must be a positive number (got ${JSON.stringify(raw)})`);
-  }
-  return value;
-}
 
 function selectedScenarios(): Set<number> | undefined {
   const raw = process.env.BENCH_ONLY;

@@ -11,7 +11,7 @@ import { accountDiskShares } from './cache/recording-catalogue.js';
 import { openIndex } from './cache/open-index.js';
 import type { RecordingIndex } from './cache/recording-index.js';
 import type { GatewayConfig } from './config/index.js';
-import { DownloadManager, type RecordingSource } from './download/download-manager.js';
+import { DownloadManager, upstreamSource } from './download/download-manager.js';
 import { DownloadSlots } from './download/download-slots.js';
 import { PrefetchQueue, createPrefetcher, type Prefetch, type PrefetchOptions } from './recordings/prefetch.js';
 import { RecordingService } from './recordings/recording-service.js';
@@ -129,8 +129,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     ...options.upstream,
   });
   const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads, accounts);
-  const upstream: RecordingSource = (owner, callId, signal) =>
-    client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
+  const upstream = upstreamSource(client);
   const downloads: DownloadManager = new DownloadManager({
     client,
     sink: {

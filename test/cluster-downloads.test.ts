@@ -45,6 +45,25 @@ function clusterFor(volumes: ClusterOptions['volumes']): () => Cluster {
   return () => cluster!;
 }
 
+/** A client streams a slow download from replica 0; once 1 MiB has reached it, replica `joiner` joins that same download. */
+async function lateJoinerOnAnotherReplica(cluster: Cluster, id: number, joiner: number): Promise<void> {
+  const recording = syntheticRecording(8 * MIB);
+  upstream.setRecording(id, recording);
+  upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 256 * 1024, intervalMs: 50 });
+
+  const first = await streamGet(`${cluster.urls[0]}${recordingPath(id)}`, ACME_AUTH);
+  expect(first.status).toBe(200);
+  expect(first.headers['cache-status']).toBe(MISS);
+  await first.reached(MIB);
+  const late = await answerOf(cluster.at(joiner, recordingPath(id), { headers: ACME_AUTH }));
+
+  expect(late.status).toBe(200);
+  expect(late.cacheStatus).toBe(PEER_JOIN);
+  expect(late.bytes.equals(recording)).toBe(true);
+  expect((await first.body).bytes.equals(recording)).toBe(true);
+  expect(upstreamFetches(upstream, id)).toBe(1);
+}
+
 /** 100 concurrent cold GETs round robin over the replicas, for a recording that takes a moment to download. */
 async function hundredColdRequests(cluster: Cluster, id: number): Promise<void> {
   const recording = syntheticRecording(MIB);
@@ -86,22 +105,7 @@ describe.sequential('a cluster of three replicas on one shared volume', () => {
   });
 
   test('a late joiner on another replica streams the download under way (collapsed; detail=peer)', async () => {
-    const id = 5011;
-    const recording = syntheticRecording(8 * MIB);
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 256 * 1024, intervalMs: 50 });
-
-    const first = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
-    expect(first.status).toBe(200);
-    expect(first.headers['cache-status']).toBe(MISS);
-    await first.reached(MIB);
-    const late = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
-
-    expect(late.status).toBe(200);
-    expect(late.cacheStatus).toBe(PEER_JOIN);
-    expect(late.bytes.equals(recording)).toBe(true);
-    expect((await first.body).bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    await lateJoinerOnAnotherReplica(cluster(), 5011, 1);
   });
 });
 
@@ -149,22 +153,7 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
   }, 60_000);
 
   test('a late joiner on another replica streams the download under way (collapsed; detail=peer)', async () => {
-    const id = 5103;
-    const recording = syntheticRecording(8 * MIB);
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 256 * 1024, intervalMs: 50 });
-
-    const first = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
-    expect(first.status).toBe(200);
-    expect(first.headers['cache-status']).toBe(MISS);
-    await first.reached(MIB);
-    const late = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
-
-    expect(late.status).toBe(200);
-    expect(late.cacheStatus).toBe(PEER_JOIN);
-    expect(late.bytes.equals(recording)).toBe(true);
-    expect((await first.body).bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    await lateJoinerOnAnotherReplica(cluster(), 5103, 2);
   });
 
   // Last in this block: it kills replica 0 for good.

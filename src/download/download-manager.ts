@@ -22,6 +22,11 @@ export type DownloadOwner = Pick<Tenant, 'namespace' | 'upstreamApiKey'>;
 /** Opens a recording's bytes: the upstream by default; in a cluster, wherever the cluster says. */
 export type RecordingSource = (owner: DownloadOwner, callId: string, signal: AbortSignal | undefined) => Promise<SourcedRecording>;
 
+/** The upstream itself: the owner's key, the owner's account circuit. */
+export function upstreamSource(client: Pick<FlyflowClient, 'openRecording'>): RecordingSource {
+  return (owner, callId, signal) => client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
+}
+
 export interface DownloadManagerOptions {
   /** With `timeoutMs`, the wait for a download slot counts against it too. */
   client: Pick<FlyflowClient, 'openRecording'> & Partial<Pick<FlyflowClient, 'timeoutMs'>>;
@@ -113,8 +118,7 @@ export class DownloadManager {
     // head; a body that broke is fetched again with a budget of its own.
     let budget = client.timeoutMs === undefined ? undefined : AbortSignal.timeout(client.timeoutMs);
     const slot = slots.acquire(owner.namespace, budget);
-    const source: RecordingSource =
-      this.options.source ?? ((_, id, signal) => client.openRecording(id, owner.upstreamApiKey, { account: owner.namespace, signal }));
+    const source = this.options.source ?? upstreamSource(client);
     const opened: SourcedRecording[] = [];
     const download = new RecordingDownload(
       async () => {
