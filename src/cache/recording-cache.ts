@@ -25,6 +25,13 @@ export interface RecordingCacheOptions {
   onEvict?: (count: number) => void;
 }
 
+async function hasSize(handle: FileHandle, size: number): Promise<boolean> {
+  return handle.stat().then(
+    (info) => info.size === size,
+    () => false,
+  );
+}
+
 function isVolumeShared(index: RecordingIndex): index is RecordingIndex & VolumeOverflow {
   return typeof (index as Partial<VolumeOverflow>).overflow === 'function';
 }
@@ -110,9 +117,10 @@ export class RecordingCache {
 
   /**
    * Opens the file of a disk hit. A missing file drops the entry and answers
-   * undefined; so does one whose size is not the recording's (start-up does
-   * not stat every file, so this is where a damaged one is caught), and its
-   * file is removed.
+   * undefined; so does a file to be streamed whose size is not the
+   * recording's (start-up does not stat every file, so this is where a
+   * damaged one is caught; a small one is checked whole by `readVerified`),
+   * and that file is removed.
    */
   async openFile(entry: CachedRecording): Promise<FileHandle | undefined> {
     const handle = entry.onDisk
@@ -121,19 +129,16 @@ export class RecordingCache {
           return undefined;
         })
       : undefined;
-    if (
-      handle &&
-      (await handle.stat().then(
-        (info) => info.size,
-        () => -1,
-      )) !== entry.meta.size
-    ) {
+    if (!handle) {
+      this.#catalogue.remove(entry.key);
+      return undefined;
+    }
+    if (entry.meta.size > this.memoryEntryMaxBytes && !(await hasSize(handle, entry.meta.size))) {
       await handle.close().catch(() => {});
       this.options.logger.warn({ key: entry.key }, 'cached recording has the wrong size; refetching it');
       await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
       return undefined;
     }
-    if (!handle) this.#catalogue.remove(entry.key);
     return handle;
   }
 

@@ -66,7 +66,11 @@ export class DownloadManager {
   readonly #settled = new Map<RecordingDownload, Promise<void>>();
   readonly #storing = new Map<RecordingDownload, Promise<unknown>>();
 
-  constructor(private readonly options: DownloadManagerOptions) {}
+  readonly #source: RecordingSource;
+
+  constructor(private readonly options: DownloadManagerOptions) {
+    this.#source = options.source ?? upstreamSource(options.client);
+  }
 
   get inFlight(): number {
     return this.#inFlight.size;
@@ -118,16 +122,15 @@ export class DownloadManager {
     // head; a body that broke is fetched again with a budget of its own.
     let budget = client.timeoutMs === undefined ? undefined : AbortSignal.timeout(client.timeoutMs);
     const slot = slots.acquire(owner.namespace, budget);
-    const source = this.options.source ?? upstreamSource(client);
     const opened: SourcedRecording[] = [];
     const download = new RecordingDownload(
+      // Called once the slot is there (`ready`).
       async () => {
-        await slot;
         const signal = budget;
         budget = undefined;
         let recording: SourcedRecording;
         try {
-          recording = await this.#timed(() => source(owner, callId, signal));
+          recording = await this.#timed(() => this.#source(owner, callId, signal));
         } catch (error) {
           // Remembered before anyone is answered 404, so the next request (on any replica) sees it.
           if (error instanceof NotFoundError && !this.#discarded.has(download)) await this.options.notFound.remember(key);

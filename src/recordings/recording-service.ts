@@ -104,8 +104,10 @@ export class RecordingService {
 
   async #findStored(key: string, entry: CachedRecording | undefined): Promise<FoundRecording | undefined> {
     const { cache, downloads, notFound } = this.options;
-    const remembered404 = entry || downloads.isInFlight(key) ? false : await notFound.has(key);
-    if (!entry && !remembered404 && !downloads.isInFlight(key)) {
+    // The index and the 404 memory are asked on a real miss only: not with an entry, nor with a download to join.
+    const realMiss = !entry && !downloads.isInFlight(key);
+    const remembered404 = realMiss && (await notFound.has(key));
+    if (realMiss && !remembered404) {
       const hit = await cache.lookupIndex(key);
       if (hit?.tier === 'memory') return hit;
       entry = hit?.entry;
