@@ -175,11 +175,6 @@ export class Cluster {
     this.options.logger.info({ node: this.nodeId, volume: this.volume, advertise: advertiseUrl, redis: this.link.where }, 'cluster ready');
   }
 
-  /** Resolves once the sync under way (if any) is done; for tests and shutdown. */
-  async settled(): Promise<void> {
-    while (this.#syncing) await this.#syncing;
-  }
-
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
