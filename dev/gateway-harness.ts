@@ -98,7 +98,13 @@ export interface RunningGateway {
 
 export async function startGateway(
   config: GatewayConfig,
-  options: { clock?: Clock; logger?: Logger; webhookPrefetch?: GatewayOptions['webhookPrefetch'] } = {},
+  options: {
+    clock?: Clock;
+    logger?: Logger;
+    webhookPrefetch?: GatewayOptions['webhookPrefetch'];
+    audit?: GatewayOptions['audit'];
+    retentionSweepIntervalMs?: number;
+  } = {},
 ): Promise<RunningGateway> {
   const gateway = await createGateway({
     config,

@@ -1,5 +1,6 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import type { AuditRecorder } from './audit/audit-trail.js';
 import type { TenantRegistry } from './auth/tenants.js';
 import { corsHeaders, preflightResponse } from './http/cors.js';
 import { BadRequestError, ContentTooLargeError, GatewayError, MethodNotAllowedError, errorResponse } from './errors.js';
@@ -16,6 +17,8 @@ import { createPeerHandlers, type PeerRoutesDeps } from './routes/peer.js';
 import { PEER_PURGE_PATH, PEER_RECORDING_PATH } from './cluster/peer-client.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
 import { createRecordingHandlers, type RecordingRoutesDeps, recordingRouteMethods } from './routes/recordings.js';
+import { registerRecordingFactsRoutes } from './routes/recording-facts.js';
+import type { RecordingFactsService } from './recordings/analysis/recording-facts-service.js';
 
 export interface AppDeps extends RecordingRoutesDeps {
   tenants: TenantRegistry;
@@ -28,6 +31,10 @@ export interface AppDeps extends RecordingRoutesDeps {
   readinessDetails?: () => Record<string, unknown>;
   /** Cluster mode: the routes the other replicas call. */
   peer?: PeerRoutesDeps;
+  /** Answers info.json and peaks.json. */
+  facts: RecordingFactsService;
+  /** Where audited requests go (README, Compliance); absent: no audit trail. */
+  audit?: AuditRecorder;
 }
 
 const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
@@ -59,7 +66,7 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   const recordings = createRecordingHandlers(deps);
   const health = createHealthHandlers(deps.readiness, deps.readinessDetails);
 
-  app.use('*', requestLog(deps.logger, deps.clock, deps.metrics));
+  app.use('*', requestLog(deps.logger, deps.clock, deps.metrics, deps.audit));
   app.options('*', (c) => preflightResponse(c.req.header('origin'), deps.tenants.anyAllowedOrigin));
   app.get('/healthz', health.healthz);
   app.get('/readyz', health.readyz);
@@ -82,6 +89,7 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
     app.post(`${PEER_PURGE_PATH}/:namespace/:callId`, peer.purge);
   }
 
+  registerRecordingFactsRoutes(app, deps);
   // Hono answers HEAD through the GET route and drops the body; the handler
   // sees the HEAD method and never opens a body it would not send.
   app.get('/v1/call/recording/*', recordings.getRecording);

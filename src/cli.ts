@@ -8,6 +8,7 @@ import { loadConfig, type GatewayConfig } from './config/index.js';
 import { parseCallId } from './recordings/call-id.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
+import { registerAuditCommands } from './cli/audit-commands.js';
 import { cacheStats, cacheVerify } from './cli/cache-commands.js';
 import { cachePurge, checkPurgeFilter } from './cli/cache-purge.js';
 import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, printJson } from './cli/io.js';
@@ -213,6 +214,8 @@ export function buildCli(io: CliIo): Command {
       }
       if (failed > 0) throw new CommandFailure(`${failed} of ${ids.length} recordings could not be prefetched`);
     });
+
+  registerAuditCommands(program, { print, warn: io.stderr, config: () => config(false) });
 
   return program;
 }

@@ -1,12 +1,15 @@
 import type { Hono } from 'hono';
 import { createApp } from './app.js';
+import { AuditTrail, type AuditTrailOptions } from './audit/audit-trail.js';
 import { createAuthenticator } from './auth/authenticate.js';
 import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
 import { systemClock, type Clock } from './clock.js';
 import { DiskHealth } from './cache/disk-health.js';
 import { createDiskStore } from './cache/disk-store.js';
+import { removeUnreadableFiles } from './cache/encryption/unreadable-sweep.js';
 import { NotFoundMemory } from './cache/not-found-memory.js';
 import { RecordingCache } from './cache/recording-cache.js';
+import { createCopyRetention, RetentionSweeper, retentionSettings } from './cache/retention.js';
 import { accountDiskShares } from './cache/recording-catalogue.js';
 import { openIndex } from './cache/open-index.js';
 import type { RecordingIndex } from './cache/recording-index.js';
@@ -15,8 +18,10 @@ import { DownloadManager, upstreamSource } from './download/download-manager.js'
 import { DownloadSlots } from './download/download-slots.js';
 import { PrefetchQueue, createPrefetcher, type Prefetch, type PrefetchOptions } from './recordings/prefetch.js';
 import { RecordingService } from './recordings/recording-service.js';
+import { RecordingAnalyser, storedRecordingOpener } from './recordings/analysis/recording-analyser.js';
+import { RecordingFactsService } from './recordings/analysis/recording-facts-service.js';
 import type { GatewayEnv } from './routes/gateway-env.js';
-import { cacheDirectoryReadiness, indexReadiness } from './routes/health.js';
+import { auditReadiness, cacheDirectoryReadiness, indexReadiness } from './routes/health.js';
 import { silentLogger, type Logger } from './logger.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createMemoryRateLimitStore, createRedisRateLimitStore, createTenantRateLimiter, type RateLimitStore } from './rate-limit/index.js';
@@ -35,6 +40,10 @@ export interface GatewayOptions {
   webhookPrefetch?: Omit<PrefetchOptions, 'signal'>;
   /** False for a second process on a cache a gateway may be serving (the CLI): it neither reconciles nor joins a cluster. Default true. */
   reconcile?: boolean;
+  /** How often expired copies are deleted (default every 20 s), for tests. */
+  retentionSweepIntervalMs?: number;
+  /** Audit trail tuning, for tests (batching, the in-memory bound, retry waits). */
+  audit?: Pick<AuditTrailOptions, 'flushIntervalMs' | 'maxPendingLines' | 'retryIntervalMs' | 'maxRetryIntervalMs'>;
 }
 
 /** The wired gateway: the app plus what the server and the CLI need to run and stop it. */
@@ -53,6 +62,12 @@ export interface Gateway {
   prefetch: Prefetch;
   /** Set in cluster mode. */
   cluster: Cluster | undefined;
+  /** Analyses stored recordings: their facts (info.json) and waveform peaks (peaks.json). */
+  analyser: RecordingAnalyser;
+  /** Deletes expired copies; set when a retention_days is configured (never in a second process such as the CLI). */
+  retention: RetentionSweeper | undefined;
+  /** Set when the config has `audit` (never in a second process such as the CLI). */
+  audit: AuditTrail | undefined;
   /** Cluster mode: joins the cluster once the server listens at `advertiseUrl`; nothing otherwise. */
   joinCluster(advertiseUrl: string): Promise<void>;
   /** Waits for downloads under way to be stored, then closes the index. */
@@ -74,8 +89,25 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     circuitStates: () => circuits.states(),
     webhookPrefetches: () => ({ queued: prefetches.queued, running: prefetches.running }),
     ...(joinsCluster ? { cluster: () => cluster!.status() } : {}),
+    ...(config.audit ? { audit: () => audit?.status() } : {}),
   });
-  const disk = createDiskStore(config.cache.dir);
+  // One chain per replica in cluster mode: its node id is in the file names, so replicas may share the directory.
+  const audit =
+    config.audit && (options.reconcile ?? true)
+      ? await AuditTrail.open({
+          dir: config.audit.dir,
+          retentionDays: config.audit.retentionDays,
+          ...(config.cluster ? { nodeId: config.cluster.nodeId } : {}),
+          clock,
+          logger,
+          ...options.audit,
+        })
+      : undefined;
+  const disk = createDiskStore(config.cache.dir, {
+    encryption: config.cache.encryption,
+    onUnknownKey: (keyId) =>
+      logger.warn({ keyId }, 'cached files are encrypted under a key not configured; they are removed and fetched again'),
+  });
   await disk.init();
   const tenants = createTenantRegistry(config);
   const accounts = [...new Set(tenants.all.map((tenant) => tenant.namespace))];
@@ -95,6 +127,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const volumeIndex = openIndex(config);
   const index = cluster ? cluster.wrapIndex(volumeIndex) : volumeIndex;
   const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
+  const retention = createCopyRetention(
+    retentionSettings(config, (id) => tenants.byId(id)?.namespace),
+    clock,
+  );
   const cache = new RecordingCache({
     disk,
     index,
@@ -104,12 +140,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     diskShares,
     logger,
     onEvict: (count) => metrics.evicted(count),
+    retention,
+    // Called only once requests flow, after `analyser` exists.
+    onStored: (entry) => analyser.schedule(entry),
   });
   try {
     await cache.load({ reconcile: options.reconcile ?? true });
   } catch (error) {
     await index.close().catch(() => {});
     await cluster?.close();
+    await audit?.close();
     throw error;
   }
   const localNotFound = new NotFoundMemory(config.cache.notFoundTtlSeconds * 1000, clock);
@@ -146,8 +186,29 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     metrics,
   });
   const recordings = new RecordingService({ cache, downloads, notFound, ...(cluster ? { cluster: cluster.purger } : {}) });
+  const analyser: RecordingAnalyser = new RecordingAnalyser({ cache, disk, open: storedRecordingOpener(cache, recordings), logger });
   const prefetch = createPrefetcher({ recordings, logger });
   const closing = new AbortController();
+  const retentionSweeper =
+    retention && (options.reconcile ?? true)
+      ? new RetentionSweeper({
+          cache,
+          retention,
+          index,
+          busy: (key) => downloads.isInFlight(key),
+          logger,
+          onExpired: (count) => metrics.retentionExpired(count),
+          ...(options.retentionSweepIntervalMs === undefined ? {} : { intervalMs: options.retentionSweepIntervalMs }),
+        })
+      : undefined;
+  retentionSweeper?.start();
+  // With encryption, files the keys cannot read (stored in the clear, or under a retired key) go now, in the background.
+  const sweeping =
+    config.cache.encryption && (options.reconcile ?? true)
+      ? removeUnreadableFiles({ disk, purge: (namespace, callId) => cache.purge(namespace, callId), logger, signal: closing.signal }).catch(
+          (error: unknown) => logger.warn({ err: error }, 'checking the cached files against the encryption keys failed'),
+        )
+      : undefined;
   const prefetches = new PrefetchQueue({
     prefetch,
     prefetchOptions: options.webhookPrefetch,
@@ -171,6 +232,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     tenants,
     authenticator: createAuthenticator(tenants, clock),
     recordings,
+    facts: new RecordingFactsService({ cache, recordings, analyser }),
     clock,
     logger,
     maxAgeSeconds: config.cache.maxAgeSeconds,
@@ -189,7 +251,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       limiter: createTenantRateLimiter({ store: rateLimitStore('webhooks') }),
       rateLimitPerMinute: config.webhooks.rateLimitPerMinute,
     },
-    readiness: [cacheDirectoryReadiness(diskHealth), indexReadiness(index)],
+    readiness: [cacheDirectoryReadiness(diskHealth), indexReadiness(index), ...(audit ? [auditReadiness(audit)] : [])],
+    ...(audit ? { audit } : {}),
     ...(cluster
       ? {
           readinessDetails: () => ({ cluster: cluster.status() }),
@@ -215,6 +278,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     metrics,
     prefetch,
     cluster,
+    analyser,
+    retention: retentionSweeper,
+    audit,
     async joinCluster(advertiseUrl) {
       await cluster?.start(advertiseUrl, {
         index: volumeIndex,
@@ -225,11 +291,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     async close() {
       closing.abort();
+      await retentionSweeper?.stop();
+      await sweeping;
       diskHealth.close();
       await prefetches.idle();
       await downloads.idle();
+      await analyser.close();
       await cluster?.close();
       await index.close();
+      // Last: every answered request has been handed to the trail by now.
+      await audit?.close();
     },
   };
 }

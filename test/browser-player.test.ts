@@ -127,6 +127,54 @@ describe('demo player in a real browser', () => {
     expect([MediaErrorCode.NETWORK, MediaErrorCode.SRC_NOT_SUPPORTED]).toContain(errorCode);
     expect((await refused).status()).toBe(401);
   }, 60_000);
+
+  it("draws each recording's waveform from peaks.json through its signed URL, and seeks where it is clicked", async () => {
+    const running = demo!;
+    const catalog = await loadFixtureCatalog();
+    responses.length = 0;
+    await page.goto(running.playerUrl);
+    for (const { id } of catalog) {
+      await page.waitForSelector(`[data-testid="waveform-${id}"][data-state="ready"]`, { timeout: 15_000 });
+    }
+    const WAVEFORM = `[data-testid="waveform-${LONG_CALL_ID}"]`;
+    // Drawn: a good share of the canvas's pixels are painted, and not one flat colour band.
+    const painted = await page.locator(WAVEFORM).evaluate((canvas: HTMLCanvasElement) => {
+      const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
+      let count = 0;
+      const columns = new Set<number>();
+      for (let i = 3; i < data.length; i += 4) {
+        if (data[i]! > 0) {
+          count++;
+          columns.add(((i - 3) / 4) % canvas.width);
+        }
+      }
+      return { share: count / (canvas.width * canvas.height), columns: columns.size / canvas.width };
+    });
+    expect(painted.share).toBeGreaterThan(0.05);
+    expect(painted.share).toBeLessThan(0.95);
+    expect(painted.columns).toBeGreaterThan(0.5);
+
+    const peaksPath = `${running.gatewayUrl}/v1/call/recording/${LONG_CALL_ID}/peaks.json?`;
+    const peaksAnswer = responses.find((r) => r.url.startsWith(peaksPath));
+    expect(peaksAnswer?.status).toBe(200);
+    expect(new URL(peaksAnswer!.url).searchParams.get('sig')).toBeTruthy();
+    expect(peaksAnswer!.headers['access-control-allow-origin']).toBe(new URL(running.playerUrl).origin);
+
+    await page.waitForFunction((selector) => document.querySelector<HTMLAudioElement>(selector)!.readyState >= 1, AUDIO, {
+      timeout: 10_000,
+    });
+    const duration = await page.locator(AUDIO).evaluate((audio: HTMLAudioElement) => audio.duration);
+    const box = (await page.locator(WAVEFORM).boundingBox())!;
+    await page.locator(WAVEFORM).click({ position: { x: box.width * 0.75, y: box.height / 2 } });
+    await page.waitForFunction(
+      ([selector, at]) => document.querySelector<HTMLAudioElement>(selector as string)!.currentTime >= (at as number),
+      [AUDIO, duration * 0.7] as const,
+      { timeout: 10_000, polling: 100 },
+    );
+    const seekedTo = await page.locator(AUDIO).evaluate((audio: HTMLAudioElement) => audio.currentTime);
+    expect(seekedTo / duration).toBeGreaterThan(0.7);
+    expect(seekedTo / duration).toBeLessThan(0.95);
+  }, 60_000);
 });
 
 /** MediaError codes (the DOM constants are not available in Node). */

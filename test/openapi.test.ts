@@ -9,6 +9,8 @@ import {
   openApiDocument,
   PEER_RECORDING_ROUTE_PATH,
   RECORDING_FILE_PATH,
+  RECORDING_INFO_PATH,
+  RECORDING_PEAKS_PATH,
   SIGNED_URL_ROUTE_PATH,
 } from '../src/openapi/openapi-document.js';
 import { loadFixtureCatalog, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
@@ -237,6 +239,37 @@ describe('GET /openapi.json', () => {
     const viaSignature = await gateway.fetch(url);
     expect(viaSignature.status).toBe(200);
     checkAnswer(served, ajv, RECORDING_FILE_PATH, 'GET', { ...(await answerOf(viaSignature)), body: '' });
+  });
+
+  it("matches the gateway's real answers for a recording's info.json and peaks.json", async () => {
+    for (const [path, documented] of [
+      [`/v1/call/recording/${callId}/info.json`, RECORDING_INFO_PATH],
+      [`/v1/call/recording/${callId}/peaks.json?points=50`, RECORDING_PEAKS_PATH],
+    ] as const) {
+      const answer = await gateway.fetch(path);
+      expect(answer.status).toBe(200);
+      const whole = await answerOf(answer);
+      checkAnswer(served, ajv, documented, 'GET', whole);
+
+      const head = await gateway.fetch(path, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      checkAnswer(served, ajv, documented, 'HEAD', await answerOf(head));
+
+      const unchanged = await gateway.fetch(path, { headers: { 'if-none-match': answer.headers.get('etag') ?? '' } });
+      expect(unchanged.status).toBe(304);
+      checkAnswer(served, ajv, documented, 'GET', await answerOf(unchanged));
+
+      const anonymous = await fetch(`${gateway.baseUrl}${path}`);
+      expect(anonymous.status).toBe(401);
+      checkAnswer(served, ajv, documented, 'GET', await answerOf(anonymous));
+
+      const missing = await gateway.fetch(path.replace(`/${callId}/`, '/987654321/'));
+      expect(missing.status).toBe(404);
+      checkAnswer(served, ajv, documented, 'GET', await answerOf(missing));
+    }
+    const badPoints = await gateway.fetch(`/v1/call/recording/${callId}/peaks.json?points=0`);
+    expect(badPoints.status).toBe(400);
+    checkAnswer(served, ajv, RECORDING_PEAKS_PATH, 'GET', await answerOf(badPoints));
   });
 
   it("matches the gateway's real answers for /healthz and /readyz", async () => {

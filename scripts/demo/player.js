@@ -32,6 +32,92 @@ function setStatus(element, text, state) {
   element.dataset.state = state;
 }
 
+// The waveform's points are capped (the gateway allows up to 10000): a canvas wider than this shares them out.
+const MAX_WAVEFORM_POINTS = 2000;
+const KEY_SEEK_SECONDS = 5;
+
+/**
+ * The waveform's URL: the audio's own signed URL with the path of peaks.json.
+ * A signature names the tenant, call and expiry, not the route, so the one
+ * signed URL the backend minted opens both.
+ */
+function peaksUrl(audioUrl, points) {
+  const url = new URL(audioUrl);
+  url.pathname = url.pathname.replace(/\.mp3$/, '/peaks.json');
+  url.searchParams.set('points', String(points));
+  return url.href;
+}
+
+/** Draws min,max pairs (audiowaveform JSON) across the canvas; the played part in the accent colour. */
+function drawWaveform(canvas, peaks, playedFraction) {
+  const context = canvas.getContext('2d');
+  const { width, height } = canvas;
+  const style = getComputedStyle(canvas);
+  const played = style.getPropertyValue('--accent').trim() || '#2f6fde';
+  const rest = style.getPropertyValue('--muted').trim() || '#5f6b7a';
+  context.clearRect(0, 0, width, height);
+  const middle = height / 2;
+  const scale = middle / 128;
+  const step = width / peaks.length;
+  for (let i = 0; i < peaks.length; i++) {
+    // From the highest to the lowest sample, and through the middle line, so silence still shows.
+    const top = middle - Math.max(peaks.data[2 * i + 1], 0) * scale - 0.5;
+    const bottom = middle - Math.min(peaks.data[2 * i], 0) * scale + 0.5;
+    context.fillStyle = (i + 0.5) / peaks.length <= playedFraction ? played : rest;
+    context.fillRect(i * step, top, Math.max(step - (step > 2 ? 1 : 0), 1), bottom - top);
+  }
+  context.fillStyle = played;
+  context.fillRect(Math.min(width - 1, playedFraction * width), 0, 1, height);
+}
+
+/** Loads the waveform into the canvas, keeps the played part in step with the audio, and seeks where it is clicked. */
+function attachWaveform(canvas, audio, audioUrl) {
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+  canvas.height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+  const points = Math.min(MAX_WAVEFORM_POINTS, canvas.width);
+  let peaks;
+  const fraction = () => (audio.duration > 0 ? Math.min(1, audio.currentTime / audio.duration) : 0);
+  const redraw = () => {
+    canvas.setAttribute('aria-valuenow', String(Math.round(fraction() * 100)));
+    if (peaks) drawWaveform(canvas, peaks, fraction());
+  };
+  // While playing, follow the audio frame by frame; timeupdate alone comes only a few times a second.
+  let frame = 0;
+  const follow = () => {
+    redraw();
+    frame = audio.paused ? 0 : requestAnimationFrame(follow);
+  };
+  audio.addEventListener('play', () => {
+    if (!frame) frame = requestAnimationFrame(follow);
+  });
+  for (const event of ['timeupdate', 'seeked', 'loadedmetadata']) audio.addEventListener(event, redraw);
+
+  canvas.addEventListener('click', (event) => {
+    const box = canvas.getBoundingClientRect();
+    seek(audio, Math.min(1, Math.max(0, (event.clientX - box.left) / box.width)));
+  });
+  canvas.addEventListener('keydown', (event) => {
+    const by = { ArrowLeft: -KEY_SEEK_SECONDS, ArrowRight: KEY_SEEK_SECONDS }[event.key];
+    if (by === undefined || !(audio.duration > 0)) return;
+    event.preventDefault();
+    seek(audio, Math.min(1, Math.max(0, (audio.currentTime + by) / audio.duration)));
+  });
+
+  fetch(peaksUrl(audioUrl, points), { mode: 'cors', credentials: 'omit' })
+    .then(async (response) => {
+      const body = await response.json();
+      if (!response.ok) throw new Error(body.message ?? `HTTP ${response.status}`);
+      peaks = body;
+      canvas.dataset.state = 'ready';
+      redraw();
+    })
+    .catch((error) => {
+      canvas.dataset.state = 'error';
+      canvas.title = `Waveform unavailable: ${error.message}`;
+    });
+}
+
 /** Seeks once the duration is known, then plays; buttons work before metadata arrives too. */
 function seek(audio, fraction) {
   const go = () => {
@@ -58,6 +144,9 @@ function render(recording, expiresAt) {
   audio.dataset.testid = `audio-${id}`;
   audio.dataset.signedUrl = recording.url;
   audio.setAttribute('aria-label', recording.title);
+  const waveform = item.querySelector('.waveform');
+  waveform.dataset.testid = `waveform-${id}`;
+  waveform.setAttribute('aria-label', `Waveform of ${recording.title}: click to seek`);
 
   const seekGroup = item.querySelector('.seek');
   for (const point of SEEK_POINTS) {
@@ -105,6 +194,11 @@ async function load() {
   document.querySelector('[data-testid="gateway-origin"]').textContent = new URL(body.gateway).origin;
   const expiresAt = Math.min(...body.recordings.map((r) => r.expires_at));
   list.replaceChildren(...body.recordings.map((recording) => render(recording, recording.expires_at)));
+  // Laid out now, so each canvas knows its width.
+  for (const recording of body.recordings) {
+    const item = list.querySelector(`[data-recording-id="${recording.id}"]`);
+    attachWaveform(item.querySelector('.waveform'), item.querySelector('audio'), recording.url);
+  }
   setStatus(pageStatus, `${body.recordings.length} recordings`, 'ready');
   pageStatus.hidden = true;
   const until = new Date(expiresAt * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });

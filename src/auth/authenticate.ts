@@ -4,8 +4,15 @@ import type { Clock } from '../clock.js';
 import { hasSignedUrlParams, verifySignedUrl, type SignedUrlParams } from './signed-url.js';
 import type { Tenant, TenantRegistry } from './tenants.js';
 
-/** How a caller proved who it is; a signed URL also bounds how long the answer may be cached. */
-export type Credential = { kind: 'api-key' } | { kind: 'signed-url'; expiresAt: number } | { kind: 'webhook-token' };
+/**
+ * How a caller proved who it is; a signed URL also bounds how long the answer
+ * may be cached. `keyId` and `kid` name the credential (in the audit trail)
+ * without revealing it.
+ */
+export type Credential =
+  | { kind: 'api-key'; keyId: string }
+  | { kind: 'signed-url'; expiresAt: number; kid: string }
+  | { kind: 'webhook-token' };
 
 export interface Caller {
   tenant: Tenant;
@@ -30,9 +37,9 @@ export function createAuthenticator(tenants: TenantRegistry, clock: Clock): Auth
       throw new UnauthorizedError('missing', API_KEY_MISSING);
     }
     const key = bearerToken(authorization);
-    const tenant = key === undefined ? undefined : tenants.byApiKey(key);
-    if (!tenant) throw new UnauthorizedError('invalid');
-    return { tenant, credential: { kind: 'api-key' } };
+    const match = key === undefined ? undefined : tenants.matchApiKey(key);
+    if (!match) throw new UnauthorizedError('invalid');
+    return { tenant: match.tenant, credential: { kind: 'api-key', keyId: match.keyId } };
   }
 
   return {
@@ -41,7 +48,8 @@ export function createAuthenticator(tenants: TenantRegistry, clock: Clock): Auth
       if (authorization !== undefined && authorization !== '') return apiKey(authorization);
       if (!hasSignedUrlParams(signed)) throw new UnauthorizedError('missing', READER_MISSING);
       const { tenant, expiresAt } = verifySignedUrl(signed, callId, tenants, Math.floor(clock.now() / 1000));
-      return { tenant, credential: { kind: 'signed-url', expiresAt } };
+      // verifySignedUrl accepted the kid, so it is set.
+      return { tenant, credential: { kind: 'signed-url', expiresAt, kid: signed.kid! } };
     },
   };
 }

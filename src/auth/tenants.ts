@@ -20,9 +20,21 @@ export interface Tenant {
   readonly webhookToken: string | undefined;
 }
 
+/** A presented API key that opened a tenant. */
+export interface ApiKeyMatch {
+  readonly tenant: Tenant;
+  /** The first 12 hex digits of the key's sha256 digest: names the key (in the audit trail) without revealing it. */
+  readonly keyId: string;
+}
+
+/** Hex digits of a key's digest that name it in the audit trail. */
+const KEY_ID_HEX_DIGITS = 12;
+
 export interface TenantRegistry {
   /** The tenant owning this presented API key, found by its sha256 digest. */
   byApiKey(key: string): Tenant | undefined;
+  /** The same lookup, with the key's id. */
+  matchApiKey(key: string): ApiKeyMatch | undefined;
   byId(id: string): Tenant | undefined;
   readonly all: readonly Tenant[];
   /** Every origin any tenant allows: what a preflight, which carries no credentials, is checked against. */
@@ -60,26 +72,30 @@ const KNOWN_KEYS_MAX = 1024;
 export function createTenantRegistry(config: Pick<GatewayConfig, 'tenants' | 'upstream'>): TenantRegistry {
   const all = config.tenants.map((tenant) => toTenant(tenant, config.upstream));
   const byId = new Map(all.map((tenant) => [tenant.id, tenant]));
-  const byDigest = new Map<string, Tenant>();
+  const byDigest = new Map<string, ApiKeyMatch>();
   config.tenants.forEach((tenantConfig, index) => {
-    for (const digest of tenantConfig.apiKeyDigests) byDigest.set(digest, all[index]!);
+    for (const digest of tenantConfig.apiKeyDigests) {
+      byDigest.set(digest, { tenant: all[index]!, keyId: digest.slice(0, KEY_ID_HEX_DIGITS) });
+    }
   });
   const anyAllowedOrigin = new Set(all.flatMap((tenant) => [...tenant.allowedOrigins]));
   // Keys that opened a tenant, so a busy client's key is hashed once, not per
   // request. Only valid keys are kept (a flood of wrong ones cannot fill it),
   // and the whole map is dropped when it is full.
-  const known = new Map<string, Tenant>();
+  const known = new Map<string, ApiKeyMatch>();
+  function matchApiKey(key: string): ApiKeyMatch | undefined {
+    const cached = known.get(key);
+    if (cached) return cached;
+    const match = byDigest.get(sha256Hex(key));
+    if (match) {
+      if (known.size >= KNOWN_KEYS_MAX) known.clear();
+      known.set(key, match);
+    }
+    return match;
+  }
   return {
-    byApiKey(key) {
-      const cached = known.get(key);
-      if (cached) return cached;
-      const tenant = byDigest.get(sha256Hex(key));
-      if (tenant) {
-        if (known.size >= KNOWN_KEYS_MAX) known.clear();
-        known.set(key, tenant);
-      }
-      return tenant;
-    },
+    byApiKey: (key) => matchApiKey(key)?.tenant,
+    matchApiKey,
     byId: (id) => byId.get(id),
     all,
     anyAllowedOrigin,

@@ -1,13 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import type { CacheEncryptionConfig } from '../config/index.js';
+import { decryptBuffer, encryptBuffer, openEncryptedFile } from './encryption/encrypted-file.js';
+import { createEncryptedTempFile } from './encryption/encrypted-temp-file.js';
+import { createKeyring } from './encryption/keyring.js';
+import { openPlainFile, type StoredFile } from './stored-file.js';
 import { createTempFile, type TempFile } from './temp-file.js';
 
 /**
  * The recording files: `recordings/<namespace>/<callId>.mp3` under the cache
  * directory, each written first as a {@link TempFile} under `tmp/`, fsynced,
  * then renamed into place, so a file under `recordings/` is always whole.
+ * With `cache.encryption` every file, temporary ones included, is encrypted
+ * (encryption/chunk-format.ts) and read back through a decrypting {@link StoredFile}.
  */
 export interface DiskStore {
   readonly dir: string;
@@ -16,12 +23,35 @@ export interface DiskStore {
   pathFor(namespace: string, callId: string): string;
   /** A new temporary file in this process's `tmp/` folder; it commits itself to `pathFor(...)`. */
   createTemp(): Promise<TempFile>;
-  /** Opens a stored recording for reading; undefined when it is not there. */
-  openRecording(namespace: string, callId: string): Promise<FileHandle | undefined>;
+  /**
+   * Opens a stored recording for reading (decrypting it with `cache.encryption`); undefined when it is not there.
+   * @throws DamagedFileError when an encrypted file has no header, an unknown key or an impossible size.
+   */
+  openRecording(namespace: string, callId: string): Promise<StoredFile | undefined>;
+  /** Removes a recording and its sidecars (the sidecars first, so a crash never leaves one without its recording). */
   remove(namespace: string, callId: string): Promise<void>;
+  /**
+   * Stores a recording's sidecar whole (`sidecars/<namespace>/<callId>.<kind>`,
+   * e.g. its waveform peaks): a temporary file in that folder, fsynced, renamed into place.
+   */
+  writeSidecar(namespace: string, callId: string, kind: SidecarKind, bytes: Uint8Array): Promise<void>;
+  /**
+   * A sidecar's bytes, as written; undefined when there is none.
+   * @throws DamagedFileError with `cache.encryption`, when it fails decryption.
+   */
+  readSidecar(namespace: string, callId: string, kind: SidecarKind): Promise<Buffer | undefined>;
 }
 
+/**
+ * What is kept with a recording, as `sidecars/<namespace>/<callId>.<kind>`
+ * on the same volume; each goes with its recording. A folder of their own
+ * keeps `recordings/` holding recordings only.
+ */
+export const SIDECAR_KINDS = ['peaks'] as const;
+export type SidecarKind = (typeof SIDECAR_KINDS)[number];
+
 const RECORDINGS = 'recordings';
+const SIDECARS = 'sidecars';
 const TEMP = 'tmp';
 // A temp folder of another host's process cannot be checked for life: it is
 // taken as abandoned once it has not changed for this long.
@@ -62,11 +92,20 @@ async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
   }
 }
 
-export function createDiskStore(dir: string): DiskStore {
+export interface DiskStoreOptions {
+  /** `cache.encryption`: files are written encrypted with its key and read with it or a previous one; absent: in the clear. */
+  encryption?: CacheEncryptionConfig | undefined;
+  /** Told once per key id of files encrypted under a key not configured (the id only, never a key). */
+  onUnknownKey?: (keyIdHex: string) => void;
+}
+
+export function createDiskStore(dir: string, options: DiskStoreOptions = {}): DiskStore {
+  const keyring = options.encryption && createKeyring(options.encryption, options.onUnknownKey);
   const recordingsDir = path.join(dir, RECORDINGS);
   const ownTemp = `${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
   const tempDir = path.join(dir, TEMP, ownTemp);
   const pathFor = (namespace: string, callId: string) => path.join(recordingsDir, namespace, `${callId}.mp3`);
+  const sidecarPathFor = (namespace: string, callId: string, kind: SidecarKind) => sidecarPath(dir, namespace, callId, kind);
 
   return {
     dir,
@@ -77,38 +116,103 @@ export function createDiskStore(dir: string): DiskStore {
       await removeLeftoverTemp(path.dirname(tempDir), ownTemp);
     },
     async createTemp() {
+      let file: TempFile;
       try {
-        return await createTempFile(tempDir);
+        file = await createTempFile(tempDir);
       } catch (error) {
         // The folder went away (an operator cleaned up, a volume was remounted): recreate it once.
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
         await mkdir(tempDir, { recursive: true });
-        return createTempFile(tempDir);
+        file = await createTempFile(tempDir);
       }
+      return keyring ? createEncryptedTempFile(file, keyring.current) : file;
     },
     async openRecording(namespace, callId) {
+      let handle: FileHandle;
       try {
-        return await open(pathFor(namespace, callId), 'r');
+        handle = await open(pathFor(namespace, callId), 'r');
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw error;
+      }
+      try {
+        return await (keyring ? openEncryptedFile(handle, keyring) : openPlainFile(handle));
+      } catch (error) {
+        await handle.close().catch(() => {});
+        throw error;
+      }
+    },
+    async remove(namespace, callId) {
+      await Promise.all(SIDECAR_KINDS.map((kind) => rm(sidecarPathFor(namespace, callId, kind), { force: true })));
+      await rm(pathFor(namespace, callId), { force: true });
+    },
+    async writeSidecar(namespace, callId, kind, bytes) {
+      // A plain temporary file: the sidecar's bytes are written as given (encrypted whole with `cache.encryption`).
+      const content = keyring ? encryptBuffer(bytes, keyring.current) : bytes;
+      // Written in its own folder rather than tmp/, whose files are downloads in progress.
+      const finalPath = sidecarPathFor(namespace, callId, kind);
+      await mkdir(path.dirname(finalPath), { recursive: true });
+      const file = await createTempFile(path.dirname(finalPath));
+      try {
+        for (let written = 0; written < content.length; ) written += await file.write(content.subarray(written), written);
+        await file.sync();
+        await file.commit(finalPath);
+      } finally {
+        await file.close();
+      }
+    },
+    async readSidecar(namespace, callId, kind) {
+      try {
+        const content = await readFile(sidecarPathFor(namespace, callId, kind));
+        return keyring ? decryptBuffer(content, keyring) : content;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw error;
       }
     },
-    async remove(namespace, callId) {
-      await rm(pathFor(namespace, callId), { force: true });
-    },
   };
+}
+
+/** Where a recording's sidecar of `kind` lives. */
+export function sidecarPath(dir: string, namespace: string, callId: string, kind: SidecarKind): string {
+  return path.join(dir, SIDECARS, namespace, `${callId}.${kind}`);
 }
 
 /** Lists `{namespace, callId}` of every file under recordings/ (for reconciliation); `pathFor` gives each path. */
 export async function listStoredFiles(dir: string): Promise<Array<{ namespace: string; callId: string }>> {
-  const recordingsDir = path.join(dir, RECORDINGS);
-  const namespaces = await readdir(recordingsDir).catch(() => [] as string[]);
-  const files: Array<{ namespace: string; callId: string }> = [];
-  for (const namespace of namespaces) {
-    for (const name of await readdir(path.join(recordingsDir, namespace)).catch(() => [] as string[])) {
-      if (name.endsWith('.mp3')) files.push({ namespace, callId: name.slice(0, -4) });
-    }
+  return (await listCacheFiles(dir)).recordings;
+}
+
+/**
+ * Every recording file, every sidecar, and every other file under
+ * `sidecars/` (a write a crash interrupted), for reconciliation.
+ */
+export async function listCacheFiles(dir: string): Promise<{
+  recordings: Array<{ namespace: string; callId: string }>;
+  sidecars: Array<{ namespace: string; callId: string; kind: SidecarKind }>;
+  /** Absolute paths. */
+  sidecarStrays: string[];
+}> {
+  const recordings: Array<{ namespace: string; callId: string }> = [];
+  const sidecars: Array<{ namespace: string; callId: string; kind: SidecarKind }> = [];
+  const sidecarStrays: string[] = [];
+  for (const { namespace, name } of await listTree(path.join(dir, RECORDINGS))) {
+    if (name.endsWith('.mp3')) recordings.push({ namespace, callId: name.slice(0, -4) });
+  }
+  for (const { namespace, name } of await listTree(path.join(dir, SIDECARS))) {
+    const dot = name.indexOf('.');
+    const kind = SIDECAR_KINDS.find((known) => known === name.slice(dot + 1));
+    if (dot > 0 && kind) sidecars.push({ namespace, callId: name.slice(0, dot), kind });
+    else sidecarStrays.push(path.join(dir, SIDECARS, namespace, name));
+  }
+  return { recordings, sidecars, sidecarStrays };
+}
+
+/** `<root>/<namespace>/<name>` for every file two levels down. */
+async function listTree(root: string): Promise<Array<{ namespace: string; name: string }>> {
+  const files: Array<{ namespace: string; name: string }> = [];
+  for (const namespace of await readdir(root).catch(() => [] as string[])) {
+    for (const name of await readdir(path.join(root, namespace)).catch(() => [] as string[])) files.push({ namespace, name });
   }
   return files;
 }

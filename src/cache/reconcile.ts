@@ -1,6 +1,6 @@
-import { stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import type { Logger } from '../logger.js';
-import { listStoredFiles, type DiskStore } from './disk-store.js';
+import { listCacheFiles, sidecarPath, type DiskStore } from './disk-store.js';
 import type { RecordingIndex } from './recording-index.js';
 import { cacheKey, type RecordingMeta } from './recording-meta.js';
 
@@ -32,7 +32,9 @@ export async function reconcileCache(
   now = Date.now(),
 ): Promise<{ entries: Array<[string, RecordingMeta]>; report: ReconcileReport }> {
   const onDisk = new Map<string, { namespace: string; callId: string }>();
-  for (const file of await listStoredFiles(disk.dir)) onDisk.set(cacheKey(file.namespace, file.callId), file);
+  const files = await listCacheFiles(disk.dir);
+  for (const file of files.recordings) onDisk.set(cacheKey(file.namespace, file.callId), file);
+  const listed = new Set(onDisk.keys());
 
   const entries: Array<[string, RecordingMeta]> = [];
   const dropped: string[] = [];
@@ -60,7 +62,37 @@ export async function reconcileCache(
     await disk.remove(orphan.namespace, orphan.callId);
     removedFiles++;
   }
+  await removeOrphanSidecars(disk, files, listed, shared, now);
   const report = { kept: entries.length, droppedEntries: dropped.length, removedFiles };
   if (report.droppedEntries > 0 || removedFiles > 0) logger.warn(report, 'cache reconciled at start-up');
   return { entries, report };
+}
+
+/**
+ * A sidecar whose recording was not on disk when the recordings were listed
+ * (a crash or a purge between the two) is removed, and so is a sidecar write
+ * a crash interrupted; on a shared volume, only once old enough not to be
+ * another replica's store or write in progress. Sidecars of the recordings
+ * removed above went with them (DiskStore.remove).
+ */
+async function removeOrphanSidecars(
+  disk: DiskStore,
+  files: Pick<Awaited<ReturnType<typeof listCacheFiles>>, 'sidecars' | 'sidecarStrays'>,
+  recordings: ReadonlySet<string>,
+  shared: boolean,
+  now: number,
+): Promise<void> {
+  const orphans = files.sidecars
+    .filter(({ namespace, callId }) => !recordings.has(cacheKey(namespace, callId)))
+    .map(({ namespace, callId, kind }) => sidecarPath(disk.dir, namespace, callId, kind));
+  for (const file of [...orphans, ...files.sidecarStrays]) {
+    if (shared) {
+      const mtimeMs = await stat(file).then(
+        (info) => info.mtimeMs,
+        () => 0,
+      );
+      if (mtimeMs > now - SHARED_ORPHAN_GRACE_MS) continue;
+    }
+    await rm(file, { force: true });
+  }
 }

@@ -1,12 +1,13 @@
-import type { FileHandle } from 'node:fs/promises';
 import type { Logger } from '../logger.js';
 import type { DiskHealth } from './disk-health.js';
 import type { DiskStore } from './disk-store.js';
 import { reconcileCache, type ReconcileReport } from './reconcile.js';
+import type { CopyRetention } from './retention.js';
 import { RecordingCatalogue, type CacheHit, type CacheStats, type CachedRecording } from './recording-catalogue.js';
 import type { RecordingIndex, VolumeOverflow } from './recording-index.js';
 import { StaleCopyError } from './stale-copy.js';
-import { cacheKey, type RecordingMeta } from './recording-meta.js';
+import { DamagedFileError, reportingDamage, type StoredFile } from './stored-file.js';
+import { cacheKey, type RecordingFacts, type RecordingMeta } from './recording-meta.js';
 import type { TempFile } from './temp-file.js';
 import { isIntact } from './verify.js';
 
@@ -23,13 +24,10 @@ export interface RecordingCacheOptions {
   logger: Logger;
   /** Told how many recordings each eviction removed (for the metrics). */
   onEvict?: (count: number) => void;
-}
-
-async function hasSize(handle: FileHandle, size: number): Promise<boolean> {
-  return handle.stat().then(
-    (info) => info.size === size,
-    () => false,
-  );
+  /** Retention (cache.retention_days): an expired copy is a miss, and one with retention 0 never goes to disk. */
+  retention?: CopyRetention | undefined;
+  /** Told of each recording once stored (to analyse it in the background); must not block. */
+  onStored?: (entry: CachedRecording) => void;
 }
 
 function isVolumeShared(index: RecordingIndex): index is RecordingIndex & VolumeOverflow {
@@ -81,6 +79,8 @@ export class RecordingCache {
   /** A hit from memory alone, or undefined. A hit counts as a use for eviction. */
   lookup(key: string): CacheHit | undefined {
     const hit = this.#catalogue.lookup(key);
+    // Past its retention: never served again; the retention sweep deletes it.
+    if (hit && this.options.retention?.expired(hit.entry.meta, hit.entry.onDisk)) return undefined;
     if (hit) this.options.index.touched?.(key);
     return hit;
   }
@@ -105,7 +105,7 @@ export class RecordingCache {
       this.options.logger.warn({ err: error }, 'index lookup failed; treating as a miss');
       return undefined;
     });
-    if (!meta || this.#removing.has(key)) return undefined;
+    if (!meta || this.#removing.has(key) || this.options.retention?.expired(meta, true)) return undefined;
     this.#catalogue.add(key, meta, true);
     return this.#catalogue.lookup(key);
   }
@@ -120,26 +120,33 @@ export class RecordingCache {
    * undefined; so does a file to be streamed whose size is not the
    * recording's (start-up does not stat every file, so this is where a
    * damaged one is caught; a small one is checked whole by `readVerified`),
-   * and that file is removed.
+   * and that file is removed. So is an encrypted file that fails its checks,
+   * at open or at any read (the read still fails: a stream is cut short).
    */
-  async openFile(entry: CachedRecording): Promise<FileHandle | undefined> {
-    const handle = entry.onDisk
+  async openFile(entry: CachedRecording): Promise<StoredFile | undefined> {
+    let damaged: DamagedFileError | undefined;
+    const file = entry.onDisk
       ? await this.options.disk.openRecording(entry.meta.namespace, entry.meta.callId).catch((error: unknown) => {
-          this.options.logger.warn({ err: error, key: entry.key }, 'cannot open a cached recording; refetching it');
+          if (error instanceof DamagedFileError) damaged = error;
+          else this.options.logger.warn({ err: error, key: entry.key }, 'cannot open a cached recording; refetching it');
           return undefined;
         })
       : undefined;
-    if (!handle) {
+    if (damaged) {
+      await this.#removeDamaged(entry, damaged);
+      return undefined;
+    }
+    if (!file) {
       this.#catalogue.remove(entry.key);
       return undefined;
     }
-    if (entry.meta.size > this.memoryEntryMaxBytes && !(await hasSize(handle, entry.meta.size))) {
-      await handle.close().catch(() => {});
+    if (entry.meta.size > this.memoryEntryMaxBytes && file.size !== entry.meta.size) {
+      await file.close();
       this.options.logger.warn({ key: entry.key }, 'cached recording has the wrong size; refetching it');
       await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
       return undefined;
     }
-    return handle;
+    return reportingDamage(file, (error) => void this.#removeDamaged(entry, error));
   }
 
   /**
@@ -147,8 +154,13 @@ export class RecordingCache {
    * is served or promoted to memory; a damaged file is removed and undefined
    * answered, so the recording is fetched again rather than served broken.
    */
-  async readVerified(entry: CachedRecording, handle: FileHandle): Promise<Buffer | undefined> {
-    const body = await handle.readFile();
+  async readVerified(entry: CachedRecording, file: StoredFile): Promise<Buffer | undefined> {
+    const body = await file.readAll().catch((error: unknown) => {
+      // openFile's wrapper has already removed a damaged file.
+      if (error instanceof DamagedFileError) return undefined;
+      throw error;
+    });
+    if (!body) return undefined;
     if (!isIntact(body, entry.meta)) {
       this.options.logger.warn({ key: entry.key }, 'cached recording failed its checksum; refetching it');
       await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
@@ -170,7 +182,8 @@ export class RecordingCache {
     const key = cacheKey(meta.namespace, meta.callId);
     let onDisk: boolean;
     try {
-      onDisk = file !== undefined && (await this.#storeOnDisk(key, meta, file));
+      const keepsOnDisk = this.options.retention?.keepsOnDisk(meta.namespace) ?? true;
+      onDisk = file !== undefined && keepsOnDisk && (await this.#storeOnDisk(key, meta, file));
     } catch (error) {
       if (!(error instanceof StaleCopyError)) throw error;
       // A purge overtook the download: nothing of it is kept, anywhere.
@@ -181,7 +194,33 @@ export class RecordingCache {
     if (!onDisk && !inMemory) return undefined;
     const entry = this.#catalogue.add(key, meta, onDisk);
     if (inMemory) this.#catalogue.keepBody(entry, body);
+    this.options.onStored?.(entry);
     return entry;
+  }
+
+  /** True while `entry` is the recording stored under its key (not purged, evicted or replaced). */
+  holds(entry: CachedRecording): boolean {
+    return this.#catalogue.peek(entry.key) === entry;
+  }
+
+  /**
+   * Adds a stored recording's audio facts to its entry and its index entry,
+   * so they are answered without reading the audio. Nothing happens when the
+   * entry is no longer the current one; a purge or a new copy that overtook
+   * the index write leaves the index as it says.
+   */
+  async recordFacts(entry: CachedRecording, facts: RecordingFacts): Promise<void> {
+    if (!this.holds(entry)) return;
+    entry.meta.facts = facts;
+    if (!entry.onDisk || this.#removing.has(entry.key)) return;
+    const { index } = this.options;
+    await index.set(entry.key, entry.meta).catch((error: unknown) => {
+      if (!(error instanceof StaleCopyError)) throw error;
+    });
+    const current = this.#catalogue.peek(entry.key);
+    if (current === entry) return;
+    if (current?.onDisk) await index.set(current.key, current.meta);
+    else await index.delete(entry.key);
   }
 
   /** Removes a recording from every tier. */
@@ -192,8 +231,38 @@ export class RecordingCache {
     return existed;
   }
 
+  /**
+   * Retention: deletes an expired copy from every tier, unless another copy
+   * (fetched later) has replaced it meanwhile, here or in the index. The
+   * entry is forgotten only once its file and index entry are gone, so a
+   * failed deletion is tried again by the next sweep. Answers whether it deleted it.
+   */
+  async expire(key: string, meta: RecordingMeta): Promise<boolean> {
+    const current = this.#catalogue.peek(key);
+    if (current) {
+      if (current.meta.fetchedAt !== meta.fetchedAt) return false;
+      if (current.onDisk) await this.#removeStored(key, meta.namespace, meta.callId);
+      if (this.#catalogue.peek(key)?.meta.fetchedAt === meta.fetchedAt) this.#catalogue.remove(key);
+      return true;
+    }
+    // Listed by a shared index only (another process stored it): deleted if the index still holds this very copy.
+    const stored = await this.options.index.get(key);
+    if (stored?.fetchedAt !== meta.fetchedAt) return false;
+    await this.#removeStored(key, meta.namespace, meta.callId);
+    return true;
+  }
+
   stats(): CacheStats {
     return this.#catalogue.stats();
+  }
+
+  /** An encrypted file that failed its checks: never served, removed so the next request fetches it again. */
+  async #removeDamaged(entry: CachedRecording, error: DamagedFileError): Promise<void> {
+    // A file under an unknown key is reported once per key id (DiskStoreOptions.onUnknownKey), not once per file.
+    if (error.reason !== 'unknown-key') {
+      this.options.logger.warn({ key: entry.key, reason: error.reason }, `cached recording is damaged (${error.message}); refetching it`);
+    }
+    await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
   }
 
   async #removeStored(key: string, namespace: string, callId: string): Promise<void> {

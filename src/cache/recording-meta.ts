@@ -12,6 +12,19 @@ export interface RecordingMeta {
   lastModified?: string;
   /** Cluster only: the recording's purge generation when its download began; a later purge makes the copy stale. */
   generation?: number;
+  /** What analysis read from the MP3 once stored; entries stored before it ran (or by older versions) have none. */
+  facts?: RecordingFacts;
+}
+
+/** A recording's audio facts, as `info.json` answers them (src/recordings/analysis). */
+export interface RecordingFacts {
+  /** Seconds of decoded audio. */
+  durationSeconds: number;
+  /** Bits per second: the stream's (average, for VBR) bitrate. */
+  bitrate: number;
+  /** Samples per second. */
+  sampleRate: number;
+  channels: number;
 }
 
 export function cacheKey(namespace: string, callId: string): string {

@@ -107,7 +107,38 @@ export async function cacheStats(config: GatewayConfig, output: OutputOptions): 
   }
 }
 
-const PROBLEMS = { checksum: 'sha256 mismatch', size: 'wrong size', missing: 'file missing' } as const;
+/**
+ * Refuses a command that removes or rewrites cache files when `cache.encryption`
+ * is set but one of its keys could not be read (the CLI loads the config without
+ * requiring secrets): a file under a missing key cannot be told from a damaged
+ * one, and `cache verify` would remove every such file. Names the fields and
+ * where their keys were looked for, never a value.
+ */
+export function requireEncryptionKeys(config: GatewayConfig, command: string): void {
+  const { encryption } = config.cache;
+  if (!encryption) return;
+  const isCurrent = ({ field }: { field: string }) => field.startsWith('cache.encryption.key');
+  const unreadable = [...(encryption.unreadable ?? [])];
+  // A config built in code rather than loaded has no list; an empty key is just as unusable.
+  if (encryption.key.length === 0 && !unreadable.some(isCurrent))
+    unreadable.unshift({ field: 'cache.encryption.key', problem: 'is empty' });
+  if (unreadable.length === 0) return;
+  const current = unreadable.some(isCurrent);
+  const previous = unreadable.some((each) => !isCurrent(each));
+  const which = current && previous ? 'its key and its previous keys' : current ? 'its key' : 'its previous keys';
+  const where = unreadable.map(({ field, problem }) => `${field}: ${problem}`).join(' and ');
+  const them = unreadable.length === 1 ? 'it' : 'them';
+  throw new CommandFailure(
+    `${command} did nothing: cache.encryption is set but ${which} could not be read, and files under a missing key cannot be told from damaged ones: ${where}; set ${them} as the gateway has ${them} and run it again`,
+  );
+}
+
+const PROBLEMS = {
+  checksum: 'sha256 mismatch',
+  size: 'wrong size',
+  missing: 'file missing',
+  damaged: 'failed decryption (edited, cut short, stored in the clear, or under a key not configured)',
+} as const;
 
 /**
  * `cache verify`: rehashes every file, removes the corrupt ones.
@@ -115,12 +146,14 @@ const PROBLEMS = { checksum: 'sha256 mismatch', size: 'wrong size', missing: 'fi
  */
 export async function cacheVerify(config: GatewayConfig, output: OutputOptions): Promise<number> {
   const { print } = output;
+  // Every file under an unread key would look damaged and be removed: refuse rather than empty the cache.
+  requireEncryptionKeys(config, 'cache verify');
   if (!cacheExists(config)) {
     if (output.json) printJson(print, { cache_dir: config.cache.dir, exists: false, checked: 0, intact: 0, removed: [] });
     else print(`nothing to check: the cache directory ${config.cache.dir} does not exist yet`);
     return 0;
   }
-  const disk = createDiskStore(config.cache.dir);
+  const disk = createDiskStore(config.cache.dir, { encryption: config.cache.encryption });
   const removed: Array<{ namespace: string; call_id: string; problem: string }> = [];
   const report = await withIndex(config, (index) =>
     verifyCache(index, disk, (key, meta, verdict) => {

@@ -6,6 +6,7 @@ import type { PurgeFilter } from '../admin-api.js';
 import { cacheExists, namespaceOf, withIndex, type OutputOptions } from './cache-commands.js';
 import { CommandFailure, UsageError, printJson } from './io.js';
 import { purgeThroughGateway } from './running-gateway.js';
+import { auditCliPurge } from '../audit/cli-audit.js';
 
 /** Refuses a purge that does not say what it removes: everything takes `--all`. */
 export function checkPurgeFilter(filter: PurgeFilter): void {
@@ -57,8 +58,31 @@ export async function cachePurge(config: GatewayConfig, filter: PurgeFilter, out
   report(await purgeLocally(config, filter), 'cli');
 }
 
-/** Removes the matching recordings from the index and the disk; resolves with how many. */
+/**
+ * Removes the matching recordings from the index and the disk; resolves with
+ * how many. With `audit` configured, the purge is audited (no gateway did it).
+ */
 async function purgeLocally(config: GatewayConfig, filter: PurgeFilter): Promise<number> {
+  if (!config.audit) return removeLocally(config, filter);
+  const { audit } = config;
+  let purged: number | undefined;
+  try {
+    purged = await removeLocally(config, filter);
+    return purged;
+  } finally {
+    await auditCliPurge(audit, filter, purged === undefined ? 500 : 200).catch((error: unknown) => {
+      const done = purged === undefined ? 'the purge stopped' : `purged ${purged} recording${purged === 1 ? '' : 's'}`;
+      throw new CommandFailure(
+        `${done}, but its audit line could not be written: ${error instanceof Error ? error.message : String(error)}`,
+        {
+          cause: error,
+        },
+      );
+    });
+  }
+}
+
+async function removeLocally(config: GatewayConfig, filter: PurgeFilter): Promise<number> {
   const namespace = filter.tenant === undefined ? undefined : namespaceOf(config, filter.tenant);
   const disk = createDiskStore(config.cache.dir);
   return withIndex(config, async (index) => {

@@ -12,6 +12,8 @@ export const PEER_VOLUME_HEADER = 'X-Recording-Volume';
 /** A recording streamed from another replica. */
 export interface PeerRecording extends UpstreamRecording {
   volume: string | undefined;
+  /** When the peer's stored copy was fetched from the upstream; absent when it streams a download under way. */
+  fetchedAt?: number | undefined;
 }
 
 /** The peer neither downloads nor holds the recording (any more). */
@@ -94,6 +96,7 @@ export class PeerClient {
       contentType: head.contentType,
       contentLength: head.size,
       lastModified: head.lastModified,
+      ...(typeof head.fetchedAt === 'number' && Number.isFinite(head.fetchedAt) ? { fetchedAt: head.fetchedAt } : {}),
       volume: response.headers.get(PEER_VOLUME_HEADER) ?? undefined,
       async *chunks() {
         try {

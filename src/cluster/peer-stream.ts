@@ -7,7 +7,9 @@ import type { RecordingReader } from '../recordings/recording-service.js';
  * from one still waiting for Flyflow within a second), and the recording's
  * own head follows when it is known.
  */
-export type PeerHead = { size: number; contentType: string; lastModified?: string | undefined } | { error: 'not_found' | 'unavailable' };
+export type PeerHead =
+  | { size: number; contentType: string; lastModified?: string | undefined; fetchedAt?: number | undefined }
+  | { error: 'not_found' | 'unavailable' };
 
 export const PEER_STREAM_TYPE = 'application/x-recording-gateway-peer';
 
@@ -19,6 +21,8 @@ export interface PeerSource {
   size: number;
   contentType: string;
   lastModified: string | undefined;
+  /** A stored copy's fetch time (retention counts from it); absent for a download under way. */
+  fetchedAt?: number | undefined;
   reader: RecordingReader;
 }
 
@@ -42,8 +46,8 @@ export function peerStream(open: () => Promise<PeerSource>, abort: () => boolean
           controller.close();
           return;
         }
-        const { size, contentType, lastModified } = source;
-        controller.enqueue(line({ size, contentType, lastModified }));
+        const { size, contentType, lastModified, fetchedAt } = source;
+        controller.enqueue(line({ size, contentType, lastModified, fetchedAt }));
       },
       async pull(controller) {
         if (!source) return;

@@ -45,3 +45,14 @@ export const MIN_SIGNING_SECRET_BYTES = MIN_SECRET_BYTES;
 export const MIN_KEY_SECRET_BYTES = 32;
 /** Ends every "too short" message, so the operator knows how to make a good one. */
 export const GENERATE_SECRET_HINT = 'generate one with `openssl rand -base64 32` or `recording-gateway new-key`';
+/** Where the cache encryption key is read from when `cache.encryption` names neither a variable nor a file. */
+export const DEFAULT_ENCRYPTION_KEY_ENV = 'CACHE_ENCRYPTION_KEY';
+/** An AES-256 key: exactly this many bytes once decoded from base64. */
+export const ENCRYPTION_KEY_BYTES = 32;
+/**
+ * Ends every bad-encryption-key message. Not `new-key`: its keys carry a
+ * prefix, so they are not plain base64 of 32 bytes.
+ */
+export const GENERATE_ENCRYPTION_KEY_HINT = 'generate one with `openssl rand -base64 32`';
+export const DEFAULT_AUDIT_DIR = './data/audit';
+export const DEFAULT_AUDIT_RETENTION_DAYS = 365;

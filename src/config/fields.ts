@@ -19,6 +19,10 @@ function fail(ctx: z.RefinementCtx, value: unknown, message: string): never {
 
 export const positiveInt = z.int().min(1);
 export const nonNegativeInt = z.int().min(0);
+/** A number of days, fractions allowed (0.5 = 12 hours); 0 allowed. */
+export const nonNegativeDays = z.number().min(0);
+/** A number of days, fractions allowed, more than 0. */
+export const positiveDays = z.number().positive();
 export const envName = z.string().regex(ENV_NAME, {
   // Someone who pastes the secret itself here must not see it echoed into logs.
   message: 'expected the name of an environment variable (letters, digits and _), not the secret itself',

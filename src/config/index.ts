@@ -1,5 +1,7 @@
 export { ConfigError, type ConfigIssue } from './config-error.js';
 export {
+  type AuditConfig,
+  type CacheEncryptionConfig,
   type ClusterConfig,
   configPathFrom,
   loadConfig,
@@ -12,9 +14,12 @@ export {
 export type { CacheIndexConfig } from './fields.js';
 export { type ConfigFile, configFileSchema } from './schema.js';
 export {
+  DEFAULT_AUDIT_DIR,
+  DEFAULT_AUDIT_RETENTION_DAYS,
   DEFAULT_BODY_IDLE_TIMEOUT_MS,
   DEFAULT_CACHE_DIR,
   DEFAULT_CONFIG_PATH,
+  DEFAULT_ENCRYPTION_KEY_ENV,
   DEFAULT_HEADERS_TIMEOUT_MS,
   DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
   DEFAULT_LISTEN_HOST,
@@ -33,6 +38,8 @@ export {
   DEFAULT_UPSTREAM_API_KEY_ENV,
   DEFAULT_UPSTREAM_BASE_URL,
   DEFAULT_UPSTREAM_TIMEOUT_MS,
+  ENCRYPTION_KEY_BYTES,
+  GENERATE_ENCRYPTION_KEY_HINT,
   GENERATE_SECRET_HINT,
   MIN_KEY_SECRET_BYTES,
   MIN_SECRET_BYTES,

@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { ConfigError, type ConfigIssue } from './config-error.js';
+import { decodeEncryptionKey, decodeEncryptionKeyList } from './encryption-keys.js';
 import { jsonSyntaxError } from './json-syntax.js';
 import { DEFAULT_CONFIG_PATH } from './defaults.js';
 import { httpUrl, NODE_ID } from './fields.js';
@@ -18,9 +19,9 @@ import {
   secretIssue,
   secretRefs,
 } from './secrets.js';
-import type { ClusterConfig, GatewayConfig, TenantConfig } from './types.js';
+import type { CacheEncryptionConfig, ClusterConfig, GatewayConfig, TenantConfig } from './types.js';
 
-export type { ClusterConfig, GatewayConfig, TenantConfig } from './types.js';
+export type { AuditConfig, CacheEncryptionConfig, ClusterConfig, GatewayConfig, TenantConfig } from './types.js';
 
 export interface ParseConfigOptions {
   /** The environment (pass `process.env` in production): overrides and secrets are read from here only. */
@@ -32,7 +33,9 @@ export interface ParseConfigOptions {
    * missing or unusable secret does not fail: the server key is left '', the
    * affected signing keys are skipped, a tenant's own upstream key and the
    * cluster's peer secret are left '' and the admin and webhook tokens are left
-   * unset. Structure is still validated.
+   * unset; an unreadable encryption key is left empty, unreadable previous keys
+   * are skipped, and `cache.encryption.unreadable` names them all. Structure is
+   * still validated.
    */
   requireSecrets?: boolean;
   /** The machine's host name, the default `cluster.node_id`; default `os.hostname()`. */
@@ -165,10 +168,12 @@ function assemble(
   const requireSecrets = options.requireSecrets ?? true;
   const issues: ConfigIssue[] = [];
   const secrets = new Map<string, string | undefined>();
+  const unresolved: Unresolved[] = [];
   for (const secretRef of refs) {
     const outcome = resolveSecret(secretRef, env, cwd, read);
     if (typeof outcome === 'string') secrets.set(secretRef.field, outcome);
-    else if (requireSecrets) issues.push(secretIssue(secretRef, outcome.problem));
+    else if (requireSecrets) issues.push(secretIssue(secretRef, outcome));
+    else unresolved.push({ field: secretRef.field, problem: outcome.problem });
   }
   const secret = (at: string, base: string): string | undefined => secrets.get(`${at}.${base}_file`) ?? secrets.get(`${at}.${base}_env`);
 
@@ -206,6 +211,16 @@ function assemble(
       index: file.cluster === undefined ? file.cache.index : { kind: 'sqlite' },
       notFoundTtlSeconds: file.cache.not_found_ttl_seconds,
       maxAgeSeconds: file.cache.max_age_seconds,
+      ...(file.cache.retention_days === undefined ? {} : { retentionDays: file.cache.retention_days }),
+      ...(file.cache.encryption === undefined
+        ? {}
+        : {
+            encryption: encryptionConfig(
+              secret('cache.encryption', 'key'),
+              secret('cache.encryption', 'previous_keys'),
+              unresolved.filter(({ field }) => field.startsWith('cache.encryption.')),
+            ),
+          }),
     },
     webhooks: {
       rateLimitPerMinute: file.webhooks.rate_limit_per_minute,
@@ -230,6 +245,7 @@ function assemble(
         maxSignedUrlTtlSeconds: tenant.max_signed_url_ttl_seconds,
         ...(webhookToken === undefined ? {} : { webhookToken }),
         ...(tenant.disk_share === undefined ? {} : { diskShare: tenant.disk_share }),
+        ...(tenant.retention_days === undefined ? {} : { retentionDays: tenant.retention_days }),
       };
     }),
   };
@@ -237,7 +253,30 @@ function assemble(
   const adminToken = secrets.get(ADMIN_TOKEN_OVERRIDE) ?? secret('admin', 'token');
   if (adminToken !== undefined) config.adminToken = adminToken;
   if (cluster !== undefined) config.cluster = cluster;
+  if (file.audit !== undefined) config.audit = { dir: resolve(cwd, file.audit.dir), retentionDays: file.audit.retention_days };
   return config;
+}
+
+/** A secret that `requireSecrets: false` let pass unread: its field and what is wrong, never its value. */
+interface Unresolved {
+  field: string;
+  problem: string;
+}
+
+/**
+ * The keys as bytes; resolution already refused malformed ones, so a miss here
+ * means an unread secret (`requireSecrets: false`), listed in `unreadable`.
+ */
+function encryptionConfig(key: string | undefined, previousKeys: string | undefined, unreadable: Unresolved[]): CacheEncryptionConfig {
+  const current = key === undefined ? undefined : decodeEncryptionKey(key);
+  const previous = previousKeys === undefined ? undefined : decodeEncryptionKeyList(previousKeys);
+  const keyBytes = Buffer.isBuffer(current) ? current : Buffer.alloc(0);
+  return {
+    key: keyBytes,
+    // The current key is tried first anyway; listing it again as a previous one changes nothing.
+    previousKeys: Array.isArray(previous) ? previous.filter((old) => !old.equals(keyBytes)) : [],
+    ...(unreadable.length === 0 ? {} : { unreadable }),
+  };
 }
 
 /** The `cluster` block; node_id defaults to the host name, which must then make a valid id. */

@@ -2,6 +2,8 @@ import bytes from 'bytes';
 import { z } from 'zod';
 import { ConfigError, configIssuesFromZod } from './config-error.js';
 import {
+  DEFAULT_AUDIT_DIR,
+  DEFAULT_AUDIT_RETENTION_DAYS,
   DEFAULT_BODY_IDLE_TIMEOUT_MS,
   DEFAULT_CACHE_DIR,
   DEFAULT_CIRCUIT_COOLDOWN_SECONDS,
@@ -37,8 +39,10 @@ import {
   httpUrl,
   KID,
   NODE_ID,
+  nonNegativeDays,
   nonNegativeInt,
   origin,
+  positiveDays,
   positiveInt,
   redisUrl,
   sameRedisUrl,
@@ -97,6 +101,19 @@ const upstreamSchema = z
   })
   .superRefine((upstream, ctx) => checkSecretSource(upstream, 'api_key', false, ctx));
 
+// README, Compliance. Neither key named: the key is read from CACHE_ENCRYPTION_KEY (secrets.ts).
+const encryptionSchema = z
+  .strictObject({
+    key_env: envName.optional(),
+    key_file: filePath.optional(),
+    previous_keys_env: envName.optional(),
+    previous_keys_file: filePath.optional(),
+  })
+  .superRefine((encryption, ctx) => {
+    checkSecretSource(encryption, 'key', false, ctx);
+    checkSecretSource(encryption, 'previous_keys', false, ctx);
+  });
+
 const cacheSchema = z
   .strictObject({
     dir: z.string().min(1, 'expected a directory path').default(DEFAULT_CACHE_DIR),
@@ -106,6 +123,9 @@ const cacheSchema = z
     index: cacheIndex.default({ kind: 'sqlite' }),
     not_found_ttl_seconds: nonNegativeInt.default(DEFAULT_NOT_FOUND_TTL_SECONDS),
     max_age_seconds: nonNegativeInt.default(DEFAULT_MAX_AGE_SECONDS),
+    // Absent: a copy stays until evicted.
+    retention_days: nonNegativeDays.optional(),
+    encryption: encryptionSchema.optional(),
   })
   .superRefine((cache, ctx) => {
     if (cache.max_recording_bytes > cache.max_disk_bytes) {
@@ -139,6 +159,7 @@ const tenantSchema = z
     webhook_token_env: envName.optional(),
     webhook_token_file: filePath.optional(),
     disk_share: byteSize.optional(),
+    retention_days: nonNegativeDays.optional(),
   })
   .superRefine((tenant, ctx) => {
     checkSecretSource(tenant, 'upstream_api_key', false, ctx);
@@ -182,6 +203,11 @@ const clusterSchema = z
   })
   .superRefine((cluster, ctx) => checkSecretSource(cluster, 'peer_secret', false, ctx));
 
+const auditSchema = z.strictObject({
+  dir: z.string().min(1, 'expected a directory path').default(DEFAULT_AUDIT_DIR),
+  retention_days: positiveDays.default(DEFAULT_AUDIT_RETENTION_DAYS),
+});
+
 const TENANTS_REQUIRED = 'at least one tenant is required';
 
 const configFileShape = z.strictObject({
@@ -192,6 +218,7 @@ const configFileShape = z.strictObject({
   cache: cacheSchema.prefault({}),
   webhooks: webhooksSchema.prefault({}),
   cluster: clusterSchema.optional(),
+  audit: auditSchema.optional(),
   tenants: z
     .array(tenantSchema, { error: (issue) => (issue.input === undefined ? TENANTS_REQUIRED : undefined) })
     .min(1, TENANTS_REQUIRED)

@@ -1,12 +1,15 @@
 import { resolve } from 'node:path';
 import type { ConfigIssue } from './config-error.js';
 import {
+  DEFAULT_ENCRYPTION_KEY_ENV,
   DEFAULT_PEER_SECRET_ENV,
   DEFAULT_UPSTREAM_API_KEY_ENV,
+  GENERATE_ENCRYPTION_KEY_HINT,
   GENERATE_SECRET_HINT,
   MIN_KEY_SECRET_BYTES,
   MIN_SECRET_BYTES,
 } from './defaults.js';
+import { decodeEncryptionKey, decodeEncryptionKeyList } from './encryption-keys.js';
 import type { ConfigFile } from './schema.js';
 
 /*
@@ -38,6 +41,10 @@ export interface SecretRef {
   override?: true;
   /** Sent as `Authorization: Bearer <secret>`, so it must be a token RFC 6750 allows: visible ASCII, no spaces. */
   bearer?: true;
+  /** What is wrong with the value's format, if anything (completes "the secret in <source> ..."); never quotes it. */
+  check?: (value: string) => string | undefined;
+  /** How to make a good one, when not {@link GENERATE_SECRET_HINT}. */
+  hint?: string;
 }
 
 const BEARER_TOKEN = /^[\x21-\x7e]+$/;
@@ -100,6 +107,33 @@ export function secretRefs(file: ConfigFile, env: Record<string, string | undefi
       bearer: true,
     });
   }
+  const encryption = file.cache.encryption;
+  if (encryption !== undefined) {
+    const { key_env, key_file, previous_keys_env, previous_keys_file } = encryption;
+    const at = 'cache.encryption';
+    const purpose = 'the cache encryption key';
+    const hint = GENERATE_ENCRYPTION_KEY_HINT;
+    refs.push({
+      ...(key_file === undefined
+        ? { field: `${at}.key_env`, env: key_env ?? DEFAULT_ENCRYPTION_KEY_ENV, purpose }
+        : { field: `${at}.key_file`, file: key_file, purpose }),
+      hint,
+      check: (value) => {
+        const key = decodeEncryptionKey(value);
+        return Buffer.isBuffer(key) ? undefined : key.problem;
+      },
+    });
+    if (previous_keys_env !== undefined || previous_keys_file !== undefined) {
+      refs.push({
+        ...ref(at, 'previous_keys', encryption, 'the previous cache encryption keys, comma-separated'),
+        hint,
+        check: (value) => {
+          const keys = decodeEncryptionKeyList(value);
+          return Array.isArray(keys) ? undefined : keys.problem;
+        },
+      });
+    }
+  }
   return refs;
 }
 
@@ -109,13 +143,22 @@ function ref(at: string, base: string, fields: Record<string, unknown>, purpose:
   return { field: `${at}.${base}_env`, env: String(fields[`${base}_env`]), purpose };
 }
 
-/** A secret's value, or what is wrong with it; the problem names the variable or file, never the value. */
+/**
+ * What is wrong with one secret: the problem names the variable or file, never
+ * the value; the hint, when there is one, says how to make a good secret.
+ */
+export interface SecretProblem {
+  problem: string;
+  hint?: string;
+}
+
+/** A secret's value, or what is wrong with it. */
 export function resolveSecret(
   secretRef: SecretRef,
   env: Record<string, string | undefined>,
   cwd: string,
   read: (absolutePath: string) => SecretFileRead,
-): string | { problem: string } {
+): string | SecretProblem {
   const purpose = `(it holds ${secretRef.purpose})`;
   let value: string;
   let source: string;
@@ -134,25 +177,30 @@ export function resolveSecret(
     if (fromEnv === undefined) return { problem: `${source} is not set ${purpose}` };
     value = fromEnv;
   }
+  const hint = secretRef.hint ?? GENERATE_SECRET_HINT;
   // An operator-chosen secret that is missing gets the same advice as a short one.
-  const advice = secretRef.minBytes === undefined ? '' : `; ${GENERATE_SECRET_HINT}`;
-  if (value === '') return { problem: `${source} is empty ${purpose}${advice}` };
+  const advice = secretRef.minBytes === undefined && secretRef.check === undefined ? {} : { hint };
+  if (value === '') return { problem: `${source} is empty ${purpose}`, ...advice };
   // `FLYFLOW_API_KEY=' '` is a typo, never a key: no one issues or chooses a blank secret.
-  if (value.trim() === '') return { problem: `${source} is blank, only whitespace ${purpose}${advice}` };
+  if (value.trim() === '') return { problem: `${source} is blank, only whitespace ${purpose}`, ...advice };
   if (secretRef.minBytes !== undefined && Buffer.byteLength(value) < secretRef.minBytes) {
-    return { problem: `the secret in ${source} is shorter than ${secretRef.minBytes} bytes ${purpose}; ${GENERATE_SECRET_HINT}` };
+    return { problem: `the secret in ${source} is shorter than ${secretRef.minBytes} bytes ${purpose}`, hint };
   }
+  const formatProblem = secretRef.check?.(value);
+  if (formatProblem !== undefined) return { problem: `the secret in ${source} ${formatProblem} ${purpose}`, hint };
   if (secretRef.bearer && !BEARER_TOKEN.test(value)) {
     return {
-      problem: `the secret in ${source} has a space, a control character or a non-ASCII character, which an Authorization: Bearer header cannot carry ${purpose}; ${GENERATE_SECRET_HINT}`,
+      problem: `the secret in ${source} has a space, a control character or a non-ASCII character, which an Authorization: Bearer header cannot carry ${purpose}`,
+      hint,
     };
   }
   return value;
 }
 
 /** The problem of one secret as a config issue: an override names its variable, anything else its field. */
-export function secretIssue(secretRef: SecretRef, problem: string): ConfigIssue {
-  return secretRef.override ? { path: '', message: problem, source: 'environment' } : { path: secretRef.field, message: problem };
+export function secretIssue(secretRef: SecretRef, { problem, hint }: SecretProblem): ConfigIssue {
+  const message = hint === undefined ? problem : `${problem}; ${hint}`;
+  return secretRef.override ? { path: '', message, source: 'environment' } : { path: secretRef.field, message };
 }
 
 /** An unset and an empty variable mean the same: `PORT=` in a compose file should not break start-up. */

@@ -41,6 +41,13 @@ export interface GatewayConfig {
     notFoundTtlSeconds: number;
     /** `Cache-Control: max-age` for API-key callers. */
     maxAgeSeconds: number;
+    /**
+     * Days a copy is kept after it was fetched, fractions allowed (0.5 = 12 h);
+     * 0: never kept on disk. Absent: kept until evicted. A tenant's `retentionDays` overrides it.
+     */
+    retentionDays?: number;
+    /** Cached files on disk are encrypted (README, Compliance); absent: stored in the clear. */
+    encryption?: CacheEncryptionConfig;
   };
   /** Bounds on Flyflow's webhook, each per tenant. */
   webhooks: {
@@ -52,6 +59,29 @@ export interface GatewayConfig {
   tenants: TenantConfig[];
   /** Several replicas acting as one cache (README, Cluster); absent: one gateway on its own. */
   cluster?: ClusterConfig;
+  /** Who played which recording, when (README, Compliance); absent: no audit trail. */
+  audit?: AuditConfig;
+}
+
+export interface CacheEncryptionConfig {
+  /** The AES-256 key new files are written with: 32 bytes; empty only when loaded with `requireSecrets: false` and the key could not be read. */
+  key: Buffer;
+  /** Keys still accepted for reading, never for writing (rotation); each 32 bytes. Empty when none. */
+  previousKeys: Buffer[];
+  /**
+   * Only when loaded with `requireSecrets: false`: the configured keys that could not be
+   * read (unset, unreadable or malformed), each by its field and what is wrong, never a
+   * value. Absent when every key was read. While it is set, files under a missing key
+   * look damaged: nothing may remove or rewrite cache files.
+   */
+  unreadable?: Array<{ field: string; problem: string }>;
+}
+
+export interface AuditConfig {
+  /** Absolute path of the directory of daily JSON Lines files. */
+  dir: string;
+  /** Days a daily file is kept, fractions allowed; default 365. */
+  retentionDays: number;
 }
 
 export interface ClusterConfig {
@@ -82,4 +112,6 @@ export interface TenantConfig {
   webhookToken?: string;
   /** Disk bytes this tenant adds to its upstream account's share of `cache.maxDiskBytes`; absent: an equal part of what is left. */
   diskShare?: number;
+  /** Overrides `cache.retentionDays` for the copies this tenant reaches; same meaning. */
+  retentionDays?: number;
 }

@@ -191,7 +191,8 @@ export class DownloadManager {
           size: result.size,
           sha256: result.sha256,
           contentType: result.contentType,
-          fetchedAt: this.options.clock.now(),
+          // A peer's stored copy keeps its age: retention counts from the upstream fetch, not from each copy.
+          fetchedAt: result.fetchedAt ?? this.options.clock.now(),
           ...(result.lastModified === undefined ? {} : { lastModified: result.lastModified }),
           ...(result.generation === undefined ? {} : { generation: result.generation }),
         },

@@ -29,6 +29,8 @@ export interface SourcedRecording extends UpstreamRecording {
   generation?: number;
   /** Called once the download has settled and its result is stored (a cluster lease is released here). */
   settle?(): void;
+  /** Another replica's stored copy: when that copy was fetched from the upstream, so retention counts from then. */
+  fetchedAt?: number | undefined;
 }
 
 /** The finished body, handed to whoever stores it. */
@@ -36,6 +38,8 @@ export interface CompletedDownload extends DownloadHead {
   origin: DownloadOrigin;
   persist: boolean;
   generation: number | undefined;
+  /** Set when the bytes are another replica's stored copy: when it was fetched from the upstream. */
+  fetchedAt?: number | undefined;
   sha256: string;
   /** The whole body when it was small enough to keep in memory. */
   body: Buffer | undefined;
@@ -226,6 +230,7 @@ export class RecordingDownload {
       origin: this.#origin,
       persist: upstream.persist !== false,
       generation: upstream.generation,
+      ...(upstream.fetchedAt === undefined ? {} : { fetchedAt: upstream.fetchedAt }),
     };
   }
 

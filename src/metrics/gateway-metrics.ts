@@ -12,6 +12,8 @@ export interface MetricsSources {
   webhookPrefetches(): { queued: number; running: number };
   /** Cluster mode only: whether Redis answers, and how many other replicas are alive. */
   cluster?(): { redis: 'up' | 'unreachable'; peers: number };
+  /** The audit trail's counts; undefined while there is none. */
+  audit?(): { pendingLines: number; writeErrors: number; droppedLines: number } | undefined;
 }
 
 /** Where a replica got a recording it did not hold from another replica. */
@@ -39,6 +41,7 @@ export class GatewayMetrics {
   readonly #upstreamErrors: Counter<'kind'>;
   readonly #joiners: Counter;
   readonly #evictions: Counter;
+  readonly #retentionExpired: Counter;
   readonly #webhookRefusals: Counter<'reason'>;
   readonly #peerFetches: Counter<'origin'>;
   /** Requests by label set, counted here and handed to prom-client at scrape time: hashing labels per request costs more. */
@@ -88,6 +91,11 @@ export class GatewayMetrics {
       help: 'Recordings evicted from disk to stay within cache.max_disk_bytes.',
       registers,
     });
+    this.#retentionExpired = new Counter({
+      name: `${PREFIX}retention_expired_total`,
+      help: 'Recordings deleted from the cache because they were older than their retention_days.',
+      registers,
+    });
     this.#webhookRefusals = new Counter({
       name: `${PREFIX}webhook_events_refused_total`,
       help: 'Webhook events refused, by reason (rate_limited, queue_full, shutting_down).',
@@ -125,6 +133,7 @@ export class GatewayMetrics {
         },
       });
     }
+    if (sources.audit) this.#auditMetrics(sources.audit, registers);
     new Gauge({
       name: `${PREFIX}webhook_prefetches`,
       help: 'Webhook-triggered prefetches, by state (queued, running).',
@@ -200,6 +209,37 @@ export class GatewayMetrics {
     });
   }
 
+  /** Read from the trail at scrape time: `record` stays free of metric updates. */
+  #auditMetrics(audit: NonNullable<MetricsSources['audit']>, registers: Registry[]): void {
+    const count = (key: 'writeErrors' | 'droppedLines') => audit()?.[key] ?? 0;
+    new Counter({
+      name: `${PREFIX}audit_write_errors_total`,
+      help: 'Writes of the audit trail that failed (each retry counts); while they fail, lines wait in memory.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(count('writeErrors'));
+      },
+    });
+    new Counter({
+      name: `${PREFIX}audit_dropped_lines_total`,
+      help: 'Audit lines lost: over the in-memory bound while the audit disk failed, or unwritten at shutdown.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(count('droppedLines'));
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}audit_pending_lines`,
+      help: 'Audit lines recorded and not yet written.',
+      registers,
+      collect() {
+        this.set(audit()?.pendingLines ?? 0);
+      },
+    });
+  }
+
   requestDone(labels: { route: string; method: string; status: number; tenant: string; cache: string }): void {
     const key = `${labels.route}\n${labels.method}\n${labels.status}\n${labels.tenant}\n${labels.cache}`;
     const counted = this.#requestCounts.get(key);
@@ -222,6 +262,10 @@ export class GatewayMetrics {
 
   evicted(count: number): void {
     this.#evictions.inc(count);
+  }
+
+  retentionExpired(count: number): void {
+    this.#retentionExpired.inc(count);
   }
 
   webhookEventRefused(reason: WebhookRefusal): void {

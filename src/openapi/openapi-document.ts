@@ -36,6 +36,8 @@ export const CALL_ID_PATTERN = '^[1-9][0-9]{0,15}$';
 /** The documented path of each recording route (Hono registers them as one wildcard). */
 export const RECORDING_FILE_PATH = '/v1/call/recording/{id}.mp3';
 export const SIGNED_URL_ROUTE_PATH = '/v1/call/recording/{id}/signed-url';
+export const RECORDING_INFO_PATH = '/v1/call/recording/{id}/info.json';
+export const RECORDING_PEAKS_PATH = '/v1/call/recording/{id}/peaks.json';
 export const WEBHOOK_PATH = '/v1/webhooks/flyflow/{tenant}';
 export const PEER_RECORDING_ROUTE_PATH = `${PEER_RECORDING_PATH}/{namespace}/{id}`;
 export const PEER_PURGE_ROUTE_PATH = `${PEER_PURGE_PATH}/{namespace}/{id}`;
@@ -133,6 +135,53 @@ function recordingRead(method: 'GET' | 'HEAD'): Json {
   };
 }
 
+/** GET and HEAD of info.json and peaks.json: read like the recording, answered with JSON about it. */
+function recordingFactsRead(kind: 'info' | 'peaks', method: 'GET' | 'HEAD'): Json {
+  const schema = schemaRef(kind === 'info' ? 'RecordingInfo' : 'WaveformPeaks');
+  const name = kind === 'info' ? 'RecordingInfo' : 'RecordingPeaks';
+  const headers = {
+    ...REQUEST_ID,
+    'Cache-Control': headerRef('RecordingCacheControl'),
+    'Cache-Status': headerRef('CacheStatus'),
+    ETag: headerRef('AnswerETag'),
+    ...RATE_LIMIT_HEADERS,
+  };
+  return {
+    tags: ['recordings'],
+    operationId: `${method === 'GET' ? 'get' : 'head'}${name}`,
+    summary:
+      kind === 'info'
+        ? "A recording's duration, bitrate, sample rate and channels"
+        : "A recording's waveform peaks, in audiowaveform's JSON format (version 2)",
+    description:
+      (kind === 'info'
+        ? 'Read from the MP3 once, when it is stored, and answered from the cache index without reading the audio again. '
+        : 'Computed once by decoding the MP3 and kept beside it; `points` min,max pairs (int8), all channels merged into one. ' +
+          'Fewer points when the recording has fewer samples than asked for. ') +
+      'Authenticated, rate-limited and fetched exactly like the recording (a signed URL for the .mp3 opens this too); ' +
+      'a miss downloads the recording first.',
+    security: [{ tenantKey: [] }, { signedUrlSig: [] }],
+    parameters: [
+      idParameter,
+      ...(kind === 'peaks' ? [ref('parameters', 'Points')] : []),
+      ref('parameters', 'SignedUrlTenant'),
+      ref('parameters', 'SignedUrlExp'),
+      ref('parameters', 'SignedUrlKid'),
+      ref('parameters', 'IfNoneMatch'),
+      ref('parameters', 'IfMatch'),
+    ],
+    responses: {
+      '200': {
+        description: kind === 'info' ? "The recording's facts" : 'The waveform peaks',
+        headers: { ...headers, 'Content-Length': headerRef('ContentLength') },
+        ...(method === 'GET' ? { content: { [JSON_TYPE]: { schema } } } : {}),
+      },
+      '304': { description: 'Not modified: the If-None-Match tag is current', headers },
+      ...errorResponses('400', '401', '404', '412', '429', '502', '503', '504'),
+    },
+  };
+}
+
 const paths: OpenApiDocument['paths'] = {
   [RECORDING_FILE_PATH]: {
     get: recordingRead('GET'),
@@ -149,6 +198,8 @@ const paths: OpenApiDocument['paths'] = {
       },
     },
   },
+  [RECORDING_INFO_PATH]: { get: recordingFactsRead('info', 'GET'), head: recordingFactsRead('info', 'HEAD') },
+  [RECORDING_PEAKS_PATH]: { get: recordingFactsRead('peaks', 'GET'), head: recordingFactsRead('peaks', 'HEAD') },
   [SIGNED_URL_ROUTE_PATH]: {
     post: {
       tags: ['recordings'],
@@ -391,6 +442,38 @@ export const openApiDocument: OpenApiDocument = {
         ],
       },
       Purged: { type: 'object', required: ['purged'], properties: { purged: { type: 'integer', minimum: 0 } } },
+      RecordingInfo: {
+        type: 'object',
+        required: ['call_id', 'size', 'etag', 'duration_seconds', 'bitrate', 'sample_rate', 'channels'],
+        properties: {
+          call_id: { type: 'integer', minimum: 1 },
+          size: { type: 'integer', minimum: 0, description: "The recording's bytes" },
+          etag: { type: 'string', description: "The recording's own ETag (as its .mp3 answers carry)" },
+          duration_seconds: { type: 'number', exclusiveMinimum: 0, description: 'Seconds of decoded audio' },
+          bitrate: { type: 'integer', minimum: 1, description: 'Bits per second (the average, for a variable bitrate)' },
+          sample_rate: { type: 'integer', minimum: 1, description: 'Samples per second' },
+          channels: { type: 'integer', minimum: 1 },
+        },
+      },
+      WaveformPeaks: {
+        type: 'object',
+        description: "audiowaveform's JSON format, version 2, as peaks.js and wavesurfer.js read it",
+        required: ['version', 'channels', 'sample_rate', 'samples_per_pixel', 'bits', 'length', 'data'],
+        properties: {
+          version: { const: 2 },
+          channels: { const: 1, description: "The recording's channels merged into one waveform" },
+          sample_rate: { type: 'integer', minimum: 1 },
+          samples_per_pixel: { type: 'integer', minimum: 1, description: 'Samples each point covers (rounded)' },
+          bits: { const: 8 },
+          length: { type: 'integer', minimum: 1, maximum: 10000, description: 'Points: min,max pairs in data' },
+          data: {
+            type: 'array',
+            description: 'min, max, min, max, ...',
+            maxItems: 20000,
+            items: { type: 'integer', minimum: -128, maximum: 127 },
+          },
+        },
+      },
       WebhookEvent: {
         type: 'object',
         required: ['event_type'],
@@ -434,11 +517,19 @@ export const openApiDocument: OpenApiDocument = {
       IfRange: headerParameter('If-Range', 'An ETag or date: the range only if the recording is still that one'),
       IfNoneMatch: headerParameter('If-None-Match', 'ETags held: 304 when one is current'),
       IfMatch: headerParameter('If-Match', 'ETags: 412 when none is current'),
+      Points: {
+        name: 'points',
+        in: 'query',
+        required: false,
+        description: 'How many min,max pairs: 1 to 10000, default 1000; anything else is 400',
+        schema: { type: 'integer', minimum: 1, maximum: 10000, default: 1000 },
+      },
     },
     headers: {
       XRequestId: stringHeader("The request's id (the caller's when well-formed), also on its log line", true),
       AcceptRanges: { description: 'Always bytes', required: true, schema: { const: 'bytes' } },
       ETag: stringHeader("A strong, content-derived tag; absent while a recording's first download is under way"),
+      AnswerETag: stringHeader("A strong tag derived from the recording's digest and what was asked (points)", true),
       LastModified: stringHeader('When the recording was last modified'),
       CacheStatus: stringHeader('RFC 9211: recording-gateway; hit, or fwd=uri-miss (with collapsed when it joined a download)', true),
       RecordingCacheControl: stringHeader('private, max-age=<n>, immutable; a signed URL caps n at its remaining validity', true),

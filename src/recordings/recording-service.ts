@@ -1,7 +1,7 @@
-import type { FileHandle } from 'node:fs/promises';
 import type { NotFoundStore } from '../cache/not-found-memory.js';
 import type { CachedRecording, RecordingCache } from '../cache/recording-cache.js';
 import { cacheKey } from '../cache/recording-meta.js';
+import type { StoredFile } from '../cache/stored-file.js';
 import type { DownloadManager, DownloadOwner } from '../download/download-manager.js';
 import type { CompletedDownload, DownloadHead, DownloadOrigin } from '../download/recording-download.js';
 import { NotFoundError, ServiceUnavailableError } from '../errors.js';
@@ -60,18 +60,18 @@ export interface RecordingServiceOptions {
 }
 
 /** Reads a large cached file chunk by chunk; releasing it closes the file and unpins the entry. */
-function fileReader(handle: FileHandle, unpin: () => void): RecordingReader {
+function fileReader(file: StoredFile, unpin: () => void): RecordingReader {
   let released = false;
   return {
     async readAt(offset, maxBytes) {
       const buffer = Buffer.allocUnsafe(maxBytes);
-      const { bytesRead } = await handle.read(buffer, 0, maxBytes, offset);
+      const bytesRead = await file.read(buffer, offset);
       return bytesRead === 0 ? null : buffer.subarray(0, bytesRead);
     },
     release() {
       if (released) return;
       released = true;
-      void handle.close();
+      void file.close();
       unpin();
     },
   };
@@ -121,17 +121,17 @@ export class RecordingService {
   async #readStored(entry: CachedRecording): Promise<FoundRecording | undefined> {
     const { cache } = this.options;
     const unpin = cache.pin(entry.key);
-    const handle = await cache.openFile(entry);
-    if (!handle) {
+    const file = await cache.openFile(entry);
+    if (!file) {
       unpin();
       return undefined;
     }
-    if (entry.meta.size > cache.memoryEntryMaxBytes) return { tier: 'disk', entry, reader: fileReader(handle, unpin) };
+    if (entry.meta.size > cache.memoryEntryMaxBytes) return { tier: 'disk', entry, reader: fileReader(file, unpin) };
     let body: Buffer | undefined;
     try {
-      body = await cache.readVerified(entry, handle);
+      body = await cache.readVerified(entry, file);
     } finally {
-      await handle.close();
+      await file.close();
       unpin();
     }
     return body && { tier: 'disk', entry, body };

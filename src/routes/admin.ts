@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+import type { AdminPurgeAudit } from '../audit/audit-event.js';
 import { bearerToken } from '../auth/bearer.js';
 import { constantTimeEqual } from '../auth/constant-time.js';
 import { redeemLocalGrant } from '../auth/local-grant.js';
@@ -6,6 +7,7 @@ import type { TenantRegistry } from '../auth/tenants.js';
 import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
 import { BadRequestError, UnauthorizedError } from '../errors.js';
 import { parseCallId } from '../recordings/call-id.js';
+import type { GatewayEnv } from './gateway-env.js';
 
 /*
  * POST /admin/cache/purge, which `recording-gateway cache purge` calls so that
@@ -37,17 +39,18 @@ export interface AdminRoutesDeps {
   purge(namespace: string, callId: string): Promise<unknown>;
 }
 
-async function authorize(c: Context, deps: AdminRoutesDeps): Promise<void> {
+/** How the caller was let in, for the audit line. */
+async function authorize(c: Context, deps: AdminRoutesDeps): Promise<'admin-token' | 'local-grant'> {
   const authorization = c.req.header('authorization');
   if (!authorization) throw new UnauthorizedError('missing', 'Missing credentials: send Authorization: Bearer <admin token>');
   const token = bearerToken(authorization);
-  if (token !== undefined && deps.adminToken !== undefined && constantTimeEqual(token, deps.adminToken)) return;
-  if (token !== undefined && (await redeemLocalGrant(deps.cacheDir, token))) return;
+  if (token !== undefined && deps.adminToken !== undefined && constantTimeEqual(token, deps.adminToken)) return 'admin-token';
+  if (token !== undefined && (await redeemLocalGrant(deps.cacheDir, token))) return 'local-grant';
   throw new UnauthorizedError('invalid');
 }
 
 /** The request body, `{"call_id"?, "tenant"?, "all"?}`, checked. */
-async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callId?: string; namespace?: string }> {
+async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callId?: string; namespace?: string; tenantId?: string }> {
   let body: unknown;
   try {
     body = await c.req.json();
@@ -64,7 +67,7 @@ async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callI
   if (all === true && (hasCall || hasTenant)) throw new BadRequestError('"all" purges everything: leave out call_id and tenant');
   if (all !== true && !hasCall && !hasTenant)
     throw new BadRequestError('Name a call_id, a tenant or both; {"all": true} purges everything');
-  const filter: { callId?: string; namespace?: string } = {};
+  const filter: { callId?: string; namespace?: string; tenantId?: string } = {};
   if (hasCall) {
     if (typeof rawCallId !== 'string' && typeof rawCallId !== 'number') throw new BadRequestError('call_id must be a string or a number');
     filter.callId = parseCallId(String(rawCallId));
@@ -73,15 +76,19 @@ async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callI
     const tenant = typeof tenantId === 'string' ? tenants.byId(tenantId) : undefined;
     if (!tenant) throw new BadRequestError(`No tenant ${JSON.stringify(String(tenantId))} in the gateway's config`);
     filter.namespace = tenant.namespace;
+    filter.tenantId = tenant.id;
   }
   return filter;
 }
 
 /** POST /admin/cache/purge: removes the matching recordings from every tier; answers `{"purged": n}`. */
 export function createAdminPurgeHandler(deps: AdminRoutesDeps) {
-  return async function adminPurge(c: Context): Promise<Response> {
-    await authorize(c, deps);
-    const { callId, namespace } = await purgeFilter(c, deps.tenants);
+  return async function adminPurge(c: Context<GatewayEnv>): Promise<Response> {
+    const audit: AdminPurgeAudit = { credential: await authorize(c, deps) };
+    c.set('adminPurge', audit);
+    const { callId, namespace, tenantId } = await purgeFilter(c, deps.tenants);
+    if (callId !== undefined) audit.callId = callId;
+    if (tenantId !== undefined) audit.tenant = tenantId;
     const targets = new Map<string, { namespace: string; callId: string; listed: boolean }>();
     for await (const [key, meta] of deps.stored()) {
       if ((namespace === undefined || meta.namespace === namespace) && (callId === undefined || meta.callId === callId)) {

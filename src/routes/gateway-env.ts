@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AdminPurgeAudit } from '../audit/audit-event.js';
 import type { Caller } from '../auth/authenticate.js';
 import type { ResponseOutcome } from './recording-response.js';
 
@@ -18,5 +19,7 @@ export interface GatewayEnv {
      * answer's headers (which would cost @hono/node-server its fast path).
      */
     answered: { cache: 'hit' | 'miss' | 'collapsed'; tier: 'memory' | 'disk' | 'upstream'; outcome: ResponseOutcome } | undefined;
+    /** Set by the admin purge route once the caller is authorized: what its audit line names. */
+    adminPurge: AdminPurgeAudit | undefined;
   };
 }

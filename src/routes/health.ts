@@ -19,6 +19,20 @@ export function cacheDirectoryReadiness(diskHealth: DiskHealth): ReadinessCheck 
   return { name: 'cache directory', check: () => diskHealth.check() };
 }
 
+/**
+ * The audit trail is being written. While its writes fail, lines wait in
+ * memory and are retried in the background, so this turns ready again once
+ * the disk is repaired, without traffic.
+ */
+export function auditReadiness(trail: { readonly problem: string | undefined }): ReadinessCheck {
+  return {
+    name: 'audit trail',
+    check: async () => {
+      if (trail.problem !== undefined) throw new Error(trail.problem);
+    },
+  };
+}
+
 /** The index store answers. */
 export function indexReadiness(index: Pick<RecordingIndex, 'kind' | 'ping'>): ReadinessCheck {
   return {

@@ -67,7 +67,7 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
           const reader = body
             ? { readAt: async (offset: number, max: number) => body.subarray(offset, offset + max), release() {} }
             : found.reader;
-          return { size: meta.size, contentType: meta.contentType, lastModified: meta.lastModified, reader };
+          return { size: meta.size, contentType: meta.contentType, lastModified: meta.lastModified, fetchedAt: meta.fetchedAt, reader };
         }
         const release = download!.acquire();
         try {

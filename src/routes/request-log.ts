@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
+import type { AuditRecorder } from '../audit/audit-trail.js';
+import { auditRequest } from '../audit/request-audit.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
@@ -25,7 +27,7 @@ function routeLabel(routePath: string, method: string): string {
  * returned as `X-Request-Id`. It logs the path without its query string, so a
  * signature never reaches a log; headers are never logged.
  */
-export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics): MiddlewareHandler<GatewayEnv> {
+export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics, audit?: AuditRecorder): MiddlewareHandler<GatewayEnv> {
   // The line's fields are named here and hold no header or query value, so the
   // logger's redaction (a walk of every line, about 5 µs) has nothing to do on it.
   const lines = logger.child({}, { redact: [] });
@@ -64,6 +66,7 @@ export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics
       };
       if (!sent) line.aborted = true;
       lines.info(line, 'request');
+      if (audit) auditRequest(audit, c, requestId, line.path as string, clock.now());
     };
 
     const outgoing = c.env?.outgoing;

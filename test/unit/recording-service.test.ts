@@ -1,9 +1,9 @@
-import type { FileHandle } from 'node:fs/promises';
 import { describe, expect, test } from 'vitest';
 import { manualClock } from '../../dev/manual-clock.js';
 import { NotFoundMemory } from '../../src/cache/not-found-memory.js';
 import type { CacheHit, CachedRecording, RecordingCache } from '../../src/cache/recording-cache.js';
 import type { RecordingMeta } from '../../src/cache/recording-meta.js';
+import type { StoredFile } from '../../src/cache/stored-file.js';
 import type { DownloadManager, JoinedDownload } from '../../src/download/download-manager.js';
 import type { RecordingDownload } from '../../src/download/recording-download.js';
 import { NotFoundError } from '../../src/errors.js';
@@ -48,19 +48,20 @@ function fakeCache(tiers: {
         pins.set(key, pins.get(key)! - 1);
       };
     },
-    async openFile(found: CachedRecording): Promise<FileHandle | undefined> {
+    async openFile(found: CachedRecording): Promise<StoredFile | undefined> {
       calls.push(`open ${found.key}`);
-      const handle = {
-        read: async (buffer: Buffer, _offset: number, length: number, position: number) => {
-          const bytes = Buffer.alloc(Math.max(0, Math.min(length, found.meta.size - position)), 7);
-          bytes.copy(buffer);
-          return { bytesRead: bytes.length, buffer };
+      return {
+        size: found.meta.size,
+        read: async (buffer: Uint8Array, position: number) => {
+          const bytes = Buffer.alloc(Math.max(0, Math.min(buffer.length, found.meta.size - position)), 7);
+          buffer.set(bytes);
+          return bytes.length;
         },
+        readAll: async () => Buffer.alloc(found.meta.size, 7),
         close: async () => {
           closed.push(found.key);
         },
       };
-      return handle as unknown as FileHandle;
     },
     async readVerified(found: CachedRecording): Promise<Buffer | undefined> {
       return tiers.damaged?.has(found.key) ? undefined : Buffer.alloc(found.meta.size, 7);

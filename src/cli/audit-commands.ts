@@ -1,0 +1,189 @@
+import { existsSync } from 'node:fs';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { queryAuditTrail, type AuditFilter, type AuditLine } from '../audit/audit-query.js';
+import { verifyAuditTrail, type ChainReport } from '../audit/audit-verify.js';
+import type { GatewayConfig } from '../config/index.js';
+import { parseCallId } from '../recordings/call-id.js';
+import { CommandFailure, printJson, type Print } from './io.js';
+
+/*
+ * `recording-gateway audit query` and `audit verify` (README, Compliance):
+ * they read the trail in `audit.dir` and never write to it, so they may run
+ * beside a gateway that is writing.
+ */
+
+export interface AuditCommandDeps {
+  print: Print;
+  /** Notes beside the data (stderr), so `--json` output stays parseable. */
+  warn: Print;
+  config: () => Promise<GatewayConfig>;
+}
+
+const EVENTS = ['recording', 'info', 'peaks', 'signed-url', 'purge', 'dropped'];
+const ISO_TIME = /^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[T ]([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,3})?)?))?(Z|[+-][0-9]{2}:[0-9]{2})?$/;
+
+/** An ISO 8601 date or date-time; UTC unless it names an offset. */
+export function parseIsoTime(value: string): number {
+  const match = ISO_TIME.exec(value);
+  const [, date, time, zone] = match ?? [];
+  const text = `${date}T${time ?? '00:00'}${zone ?? 'Z'}`;
+  const parsed = match ? Date.parse(text) : Number.NaN;
+  // Date.parse takes 2026-02-30 as March 2: the day must come back as written.
+  const sameDay = !Number.isNaN(parsed) && (zone !== undefined || new Date(parsed).toISOString().slice(0, 10) === date);
+  if (!sameDay)
+    throw new InvalidArgumentError('expected an ISO 8601 time such as 2026-11-30 or 2026-11-30T14:05:00Z (UTC unless an offset is given)');
+  return parsed;
+}
+
+function callIdOption(value: string): string {
+  try {
+    return parseCallId(value);
+  } catch {
+    throw new InvalidArgumentError('expected a call id: a decimal integer from 1 to 9007199254740991');
+  }
+}
+
+/** The audit directory of the config; the command fails when the trail is off. */
+function auditDir(config: GatewayConfig): string {
+  if (!config.audit) throw new CommandFailure('the config has no `audit` section, so there is no audit trail: add `audit: { dir: ... }`');
+  return config.audit.dir;
+}
+
+/** Adds `audit query` and `audit verify` to the CLI. */
+export function registerAuditCommands(program: Command, deps: AuditCommandDeps): void {
+  const audit = program.command('audit').description('read and check the audit trail (who played which recording, when)');
+  audit
+    .command('query')
+    .description('print the audit lines that match, oldest first')
+    .option('--tenant <id>', "only this tenant's lines")
+    .option('--call <id>', 'only this call id', callIdOption)
+    .option('--since <time>', 'only lines at or after this ISO 8601 time (UTC unless an offset is given)', parseIsoTime)
+    .option('--until <time>', 'only lines before this ISO 8601 time', parseIsoTime)
+    .addOption(new Option('--event <event>', 'only this kind of line').choices(EVENTS))
+    .option('--json', 'print the matching lines as they are on disk, one JSON object a line')
+    .addHelpText('after', '\nA "dropped" line (lines lost while the audit disk was full) matches every --tenant and --call.')
+    .action(async (options: { tenant?: string; call?: string; since?: number; until?: number; event?: string; json?: boolean }) => {
+      const dir = auditDir(await deps.config());
+      const filter: AuditFilter = {
+        ...(options.tenant === undefined ? {} : { tenant: options.tenant }),
+        ...(options.call === undefined ? {} : { callId: options.call }),
+        ...(options.since === undefined ? {} : { since: options.since }),
+        ...(options.until === undefined ? {} : { until: options.until }),
+        ...(options.event === undefined ? {} : { event: options.event }),
+      };
+      await auditQuery(dir, filter, { ...deps, json: options.json === true });
+    });
+  audit
+    .command('verify')
+    .description("check every line's sha256 link to the line before it; exits 1 naming the file and line of the first broken link")
+    .option('--json', 'print one JSON document')
+    .addHelpText(
+      'after',
+      '\nFinds an edited, removed, inserted or reordered line, and a removed file between two others.\n' +
+        'Lines cut from the end of the newest file are found only by comparing the printed head hash with one noted earlier.',
+    )
+    .action(async (options: { json?: boolean }) => {
+      await auditVerify(auditDir(await deps.config()), { ...deps, json: options.json === true });
+    });
+}
+
+const COLUMNS: Array<[string, number, (record: Record<string, unknown>) => unknown]> = [
+  ['time', 24, (r) => r.time],
+  ['event', 10, (r) => r.event],
+  ['tenant', 12, (r) => r.tenant],
+  ['call', 8, (r) => r.call_id],
+  ['method', 6, (r) => r.method],
+  ['status', 6, (r) => r.status],
+  ['bytes', 9, (r) => (r.event === 'dropped' ? `${String(r.dropped_lines)} lost` : r.bytes_sent)],
+  ['range', 14, (r) => r.range],
+  ['cache', 9, (r) => r.cache],
+  ['credential', 24, (r) => credentialText(r.credential)],
+  ['client', 0, (r) => r.client],
+];
+
+function credentialText(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { kind, key, kid } = value as { kind?: unknown; key?: unknown; kid?: unknown };
+  const detail = typeof key === 'string' ? key : typeof kid === 'string' ? kid : undefined;
+  return detail === undefined ? String(kind) : `${String(kind)}:${detail}`;
+}
+
+function row(cells: string[]): string {
+  return cells
+    .map((cell, index) => cell.padEnd(COLUMNS[index]![1]))
+    .join('  ')
+    .trimEnd();
+}
+
+function tableRow({ record }: AuditLine): string {
+  return row(
+    COLUMNS.map(([, , cell]) => {
+      const value = cell(record);
+      return value === null || value === undefined ? '-' : String(value);
+    }),
+  );
+}
+
+/** `audit query`: the matching lines as a table, or as they are on disk with `json`. */
+export async function auditQuery(dir: string, filter: AuditFilter, output: AuditCommandDeps & { json: boolean }): Promise<void> {
+  if (!existsSync(dir)) {
+    if (!output.json) output.print(`no audit lines: the audit directory ${dir} does not exist yet`);
+    return;
+  }
+  let unreadable = 0;
+  let count = 0;
+  if (!output.json) output.print(row(COLUMNS.map(([name]) => name)));
+  for await (const line of queryAuditTrail(dir, filter, () => unreadable++)) {
+    output.print(output.json ? line.text : tableRow(line));
+    count++;
+  }
+  if (!output.json) output.print(`${count} line${count === 1 ? '' : 's'}`);
+  if (unreadable > 0)
+    output.warn(`note: skipped ${unreadable} line${unreadable === 1 ? '' : 's'} that are not audit lines; run \`audit verify\``);
+}
+
+function chainName(report: ChainReport): string {
+  return report.chain === '' ? 'audit trail' : `audit trail of node ${report.chain}`;
+}
+
+/** `audit verify`: checks every chain; fails naming the file and line of each chain's first broken link. */
+export async function auditVerify(dir: string, output: AuditCommandDeps & { json: boolean }): Promise<void> {
+  const exists = existsSync(dir);
+  const reports = exists ? await verifyAuditTrail(dir) : [];
+  const broken = reports.filter((report) => report.broken !== undefined);
+  if (output.json) {
+    printJson(output.print, {
+      audit_dir: dir,
+      exists,
+      intact: broken.length === 0,
+      chains: reports.map((report) => ({
+        node: report.chain === '' ? null : report.chain,
+        files: report.files,
+        lines: report.lines,
+        head: report.head,
+        continues_removed_file: report.continuesRemovedFile,
+        unfinished_last_line: report.unfinishedLastLine,
+        broken: report.broken ?? null,
+      })),
+    });
+  } else if (!exists || reports.length === 0) {
+    output.print(`nothing to verify: ${exists ? 'no audit files in' : 'the audit directory does not exist yet:'} ${dir}`);
+  } else {
+    for (const report of reports) {
+      const what = `${chainName(report)}: ${report.files} file${report.files === 1 ? '' : 's'}, ${report.lines} line${report.lines === 1 ? '' : 's'}`;
+      if (report.broken) {
+        output.print(`${what} intact, then broken at ${report.broken.file}:${report.broken.line}: ${report.broken.problem}`);
+        continue;
+      }
+      output.print(`${what}, intact; head ${report.head}`);
+      if (report.continuesRemovedFile)
+        output.print('  its first line continues from a file no longer there (removed past audit.retention_days)');
+      if (report.unfinishedLastLine) output.print('  its newest line is still being written and was not checked');
+    }
+  }
+  const [first] = broken;
+  if (first?.broken) {
+    const { file, line, problem } = first.broken;
+    throw new CommandFailure(`the audit trail is broken at ${file}:${line}: line ${line} ${problem}`);
+  }
+}

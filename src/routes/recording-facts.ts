@@ -1,0 +1,198 @@
+import type { Context, Hono } from 'hono';
+import type { Authenticator, Caller } from '../auth/authenticate.js';
+import type { SignedUrlParams } from '../auth/signed-url.js';
+import type { Clock } from '../clock.js';
+import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
+import { evaluatePreconditions, type ConditionalHeaders } from '../http/conditional.js';
+import { corsHeaders } from '../http/cors.js';
+import type { TenantRateLimiter } from '../rate-limit/index.js';
+import { parseCallId } from '../recordings/call-id.js';
+import type {
+  FactsCacheResult,
+  FactsRead,
+  LocatedRecording,
+  RecordingFactsService,
+} from '../recordings/analysis/recording-facts-service.js';
+import { peaksJson } from '../recordings/analysis/waveform-peaks.js';
+import { etagFor, type RecordingFacts } from '../cache/recording-meta.js';
+import type { GatewayEnv } from './gateway-env.js';
+import { CACHE_NAME } from './recordings.js';
+import { rawRequestPath } from './request-target.js';
+
+export interface RecordingFactsRoutesDeps {
+  authenticator: Authenticator;
+  /** Where the facts and peaks come from. */
+  facts: RecordingFactsService;
+  clock: Clock;
+  /** Cache-Control max-age for API-key callers, as for the recording; a signed URL's answer never outlives the URL. */
+  maxAgeSeconds: number;
+  rateLimiter: TenantRateLimiter;
+}
+
+/** The routes, as Hono registers them (the handlers read the id from the raw path). */
+export const RECORDING_INFO_ROUTE = '/v1/call/recording/:id/info.json';
+export const RECORDING_PEAKS_ROUTE = '/v1/call/recording/:id/peaks.json';
+
+/** `points` of peaks.json: at most the fine peaks kept per recording. */
+export const MAX_PEAK_POINTS = 10_000;
+export const DEFAULT_PEAK_POINTS = 1000;
+const POINTS = /^[1-9][0-9]{0,4}$/;
+// Bumped when what an answer holds for the same recording changes, so no
+// client keeps an older answer under the same ETag.
+const ANSWER_VERSION = 1;
+
+type Kind = 'info' | 'peaks';
+const PATHS: Record<Kind, RegExp> = {
+  info: /^\/v1\/call\/recording\/([^/?]*)\/info\.json$/,
+  peaks: /^\/v1\/call\/recording\/([^/?]*)\/peaks\.json$/,
+};
+const METHODS = 'GET, HEAD';
+const NO_SIGNED_URL: SignedUrlParams = { tenant: undefined, exp: undefined, kid: undefined, sig: undefined };
+
+function callIdOf(c: Context<GatewayEnv>, kind: Kind): string {
+  const segment = PATHS[kind].exec(rawRequestPath(c))?.[1];
+  if (segment === undefined) throw new BadRequestError(`Expected /v1/call/recording/{id}/${kind}.json with a decimal call id`);
+  return parseCallId(segment);
+}
+
+function pointsOf(c: Context<GatewayEnv>): number {
+  const value = c.req.query('points');
+  if (value === undefined) return DEFAULT_PEAK_POINTS;
+  if (!POINTS.test(value) || Number(value) > MAX_PEAK_POINTS) {
+    throw new BadRequestError(`points must be an integer from 1 to ${MAX_PEAK_POINTS}`);
+  }
+  return Number(value);
+}
+
+/** A strong tag of its own for each answer: the recording's digest, what was asked, and the answer's version. */
+function answerEtag(sha256: string, kind: Kind, points: number | undefined): string {
+  const recording = etagFor(sha256).slice(1, -1);
+  return `"${recording}.${kind}${points === undefined ? '' : `.${points}`}.v${ANSWER_VERSION}"`;
+}
+
+function cacheStatus(result: FactsCacheResult): string {
+  if (result === 'hit') return `${CACHE_NAME}; hit`;
+  return result === 'collapsed' ? `${CACHE_NAME}; fwd=uri-miss; collapsed` : `${CACHE_NAME}; fwd=uri-miss`;
+}
+
+/** info.json: the contract's fields, snake_case. */
+function infoBody(callId: string, read: FactsRead<RecordingFacts>): Record<string, unknown> {
+  const { durationSeconds, bitrate, sampleRate, channels } = read.value;
+  return {
+    call_id: Number(callId),
+    size: read.size,
+    etag: etagFor(read.sha256),
+    duration_seconds: durationSeconds,
+    bitrate,
+    sample_rate: sampleRate,
+    channels,
+  };
+}
+
+function conditionalHeaders(c: Context<GatewayEnv>): ConditionalHeaders {
+  return {
+    method: c.req.method,
+    ifMatch: c.req.header('if-match'),
+    ifNoneMatch: c.req.header('if-none-match'),
+    ifModifiedSince: c.req.header('if-modified-since'),
+    ifUnmodifiedSince: c.req.header('if-unmodified-since'),
+  };
+}
+
+/** info.json's body (points undefined) or peaks.json's, and the recording it was read from. */
+async function readAnswer(
+  facts: RecordingFactsService,
+  caller: Caller,
+  callId: string,
+  located: LocatedRecording,
+  points: number | undefined,
+): Promise<FactsRead<unknown>> {
+  if (points === undefined) {
+    const info = await facts.info(caller.tenant, callId, located);
+    return { ...info, value: infoBody(callId, info) };
+  }
+  const peaks = await facts.peaks(caller.tenant, callId, located);
+  return { ...peaks, value: peaksJson(peaks.value, points) };
+}
+
+/**
+ * GET and HEAD of `/v1/call/recording/{id}/info.json` and `.../peaks.json`:
+ * authenticated, rate-limited and fetched exactly as the recording is, and
+ * answered from the catalogue and the peaks sidecar once it is stored.
+ */
+export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
+  const { authenticator, facts, clock, rateLimiter } = deps;
+  const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
+
+  function cacheControl(caller: Caller): string {
+    if (caller.credential.kind !== 'signed-url') return apiKeyCacheControl;
+    const remaining = caller.credential.expiresAt - Math.floor(clock.now() / 1000);
+    return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
+  }
+
+  return async function recordingFacts(c: Context<GatewayEnv>, kind: Kind): Promise<Response> {
+    const callId = callIdOf(c, kind);
+    const points = kind === 'peaks' ? pointsOf(c) : undefined;
+    const authorization = c.req.header('authorization');
+    const signed: SignedUrlParams = authorization
+      ? NO_SIGNED_URL
+      : { tenant: c.req.query('tenant'), exp: c.req.query('exp'), kid: c.req.query('kid'), sig: c.req.query('sig') };
+    const caller = authenticator.recordingReader(authorization, signed, callId);
+    c.set('caller', caller);
+    c.set('callId', callId);
+    const limits = await rateLimiter.check(caller.tenant);
+    const headers: Record<string, string> = Object.assign(
+      { 'Cache-Control': cacheControl(caller) },
+      corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins),
+      limits,
+      { 'X-Request-Id': c.get('requestId') },
+    );
+
+    const started = clock.now();
+    const located = await facts.locate(caller.tenant, callId);
+    try {
+      const outcome = { bodyBytes: 0 };
+      // The answer's tag is known from the recording's digest: a client holding it needs nothing read or analysed.
+      const etag = answerEtag(located.sha256, kind, points);
+      const precondition = evaluatePreconditions(conditionalHeaders(c), { etag });
+      if (precondition === 'precondition-failed') throw new PreconditionFailedError();
+      if (precondition === 'not-modified') {
+        c.set('answered', { cache: located.cache, tier: located.cache === 'hit' ? 'memory' : 'upstream', outcome });
+        headers.ETag = etag;
+        headers['Cache-Status'] = cacheStatus(located.cache);
+        return new Response(null, { status: 304, headers });
+      }
+
+      const read = await readAnswer(facts, caller, callId, located, points);
+      const body = Buffer.from(JSON.stringify(read.value));
+      headers['Content-Type'] = 'application/json';
+      headers.ETag = answerEtag(read.sha256, kind, points);
+      headers['Cache-Status'] = cacheStatus(read.cache);
+      headers['Content-Length'] = String(body.length);
+      const tier = read.cache !== 'hit' ? 'upstream' : kind === 'peaks' && located.entry?.onDisk ? 'disk' : 'memory';
+      c.set('answered', { cache: read.cache, tier, outcome });
+      if (c.req.method === 'HEAD') return new Response(null, { status: 200, headers });
+      outcome.bodyBytes = body.length;
+      return new Response(body, { status: 200, headers });
+    } finally {
+      located.release();
+      if (located.cache !== 'hit') c.set('upstreamMs', clock.now() - started);
+    }
+  };
+}
+
+/**
+ * Registers info.json and peaks.json (GET, and HEAD through it), and 405 for
+ * their other methods. Before the recording routes: theirs would take these
+ * paths for a bad `.mp3` path.
+ */
+export function registerRecordingFactsRoutes(app: Hono<GatewayEnv>, deps: RecordingFactsRoutesDeps): void {
+  const answer = createRecordingFactsHandlers(deps);
+  app.get(RECORDING_INFO_ROUTE, (c) => answer(c, 'info'));
+  app.get(RECORDING_PEAKS_ROUTE, (c) => answer(c, 'peaks'));
+  for (const route of [RECORDING_INFO_ROUTE, RECORDING_PEAKS_ROUTE]) {
+    app.all(route, () => {
+      throw new MethodNotAllowedError(METHODS);
+    });
+  }
+}
