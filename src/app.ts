@@ -5,7 +5,7 @@ import { corsHeaders, preflightResponse } from './http/cors.js';
 import { BadRequestError, ContentTooLargeError, GatewayError, MethodNotAllowedError, errorResponse } from './errors.js';
 import type { GatewayEnv } from './routes/gateway-env.js';
 import { RECORDING_PREFIX, rawRequestPath } from './routes/request-target.js';
-import { requestLog } from './routes/request-log.js';
+import { requestLog, type RequestReporter } from './routes/request-log.js';
 import type { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
 import { ADMIN_PURGE_PATH } from './admin-api.js';
@@ -28,6 +28,8 @@ export interface AppDeps extends RecordingRoutesDeps {
   readinessDetails?: () => Record<string, unknown>;
   /** Cluster mode: the routes the other replicas call. */
   peer?: PeerRoutesDeps;
+  /** Writes each request's log line and metrics. */
+  report: RequestReporter;
 }
 
 const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
@@ -59,7 +61,7 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   const recordings = createRecordingHandlers(deps);
   const health = createHealthHandlers(deps.readiness, deps.readinessDetails);
 
-  app.use('*', requestLog(deps.logger, deps.clock, deps.metrics));
+  app.use('*', requestLog(deps.clock, deps.report));
   app.options('*', (c) => preflightResponse(c.req.header('origin'), deps.tenants.anyAllowedOrigin));
   app.get('/healthz', health.healthz);
   app.get('/readyz', health.readyz);

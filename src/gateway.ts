@@ -1,5 +1,8 @@
 import type { Hono } from 'hono';
+import type { RequestListener } from 'node:http';
 import { createApp } from './app.js';
+import { answeringMemoryHitsFirst } from './routes/memory-hits.js';
+import { createRequestReporter } from './routes/request-log.js';
 import { createAuthenticator } from './auth/authenticate.js';
 import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
 import { systemClock, type Clock } from './clock.js';
@@ -40,6 +43,8 @@ export interface GatewayOptions {
 /** The wired gateway: the app plus what the server and the CLI need to run and stop it. */
 export interface Gateway {
   app: Hono<GatewayEnv>;
+  /** Wraps the app's Node listener so that memory hits are answered without the app (src/routes/memory-hits.ts). */
+  answeringMemoryHitsFirst(app: RequestListener): RequestListener;
   cache: RecordingCache;
   downloads: DownloadManager;
   /** Finds or fetches recordings: what the routes, the webhook prefetcher and the CLI call. */
@@ -167,15 +172,19 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       onFallback: () => metrics.redisFallback('rate_limit'),
     });
   }
+  const authenticator = createAuthenticator(tenants, clock);
+  const rateLimiter = createTenantRateLimiter({ store: rateLimitStore('requests') });
+  const report = createRequestReporter(logger, clock, metrics);
   const app = createApp({
     tenants,
-    authenticator: createAuthenticator(tenants, clock),
+    authenticator,
     recordings,
     clock,
     logger,
+    report,
     maxAgeSeconds: config.cache.maxAgeSeconds,
     publicBaseUrl: config.publicBaseUrl,
-    rateLimiter: createTenantRateLimiter({ store: rateLimitStore('requests') }),
+    rateLimiter,
     metrics,
     adminToken: config.adminToken,
     admin: {
@@ -203,8 +212,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         }
       : {}),
   });
+  const memoryHitDeps = { authenticator, recordings, rateLimiter, clock, maxAgeSeconds: config.cache.maxAgeSeconds, report };
   return {
     app,
+    answeringMemoryHitsFirst: (listener) => answeringMemoryHitsFirst(memoryHitDeps, listener),
     cache,
     downloads,
     recordings,

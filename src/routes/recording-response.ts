@@ -57,9 +57,13 @@ function plan(request: RecordingRequest, size: number, validators: Validators): 
 }
 
 /** RFC 9110 15.4.5: a 304 carries the ETag a 200 would (none while a recording is still arriving). */
-function notModified(representation: Representation, extra: ResponseHeaders): Response {
+function notModifiedHeaders(representation: Representation, extra: ResponseHeaders): ResponseHeaders {
   const etag = representation.validators.etag;
-  return new Response(null, { status: 304, headers: etag === undefined ? extra : { ETag: etag, ...extra } });
+  return etag === undefined ? extra : Object.assign({ ETag: etag }, extra);
+}
+
+function notModified(representation: Representation, extra: ResponseHeaders): Response {
+  return new Response(null, { status: 304, headers: notModifiedHeaders(representation, extra) });
 }
 
 function bodyHeaders(
@@ -79,6 +83,33 @@ function bodyHeaders(
   return headers;
 }
 
+/** An answer from a recording held whole in memory; `body` is undefined for HEAD and 304. */
+export interface MemoryAnswer {
+  status: 200 | 206 | 304;
+  headers: ResponseHeaders;
+  body: Uint8Array | undefined;
+}
+
+/**
+ * The answer for a recording held whole in memory, as plain parts, for the
+ * app's Response and for the memory-hit path that writes to Node directly.
+ * @throws PreconditionFailedError (412) or RangeNotSatisfiableError (416).
+ */
+export function memoryAnswer(
+  request: RecordingRequest,
+  representation: Representation,
+  body: Buffer,
+  extra: ResponseHeaders,
+): MemoryAnswer {
+  const decision = plan(request, body.length, representation.validators);
+  if (decision.kind === 'not-modified') return { status: 304, headers: notModifiedHeaders(representation, extra), body: undefined };
+  const range = decision.kind === 'partial' ? decision.range : undefined;
+  const headers = bodyHeaders(representation.headers, extra, body.length, range);
+  const status = range ? 206 : 200;
+  if (request.method === 'HEAD') return { status, headers, body: undefined };
+  return { status, headers, body: range ? body.subarray(range.start, range.end + 1) : body };
+}
+
 /** A recording held whole in memory: written straight from its Buffer. */
 export function memoryResponse(
   request: RecordingRequest,
@@ -87,16 +118,10 @@ export function memoryResponse(
   extra: ResponseHeaders,
   outcome?: ResponseOutcome,
 ): Response {
-  const decision = plan(request, body.length, representation.validators);
-  if (decision.kind === 'not-modified') return notModified(representation, extra);
-  const range = decision.kind === 'partial' ? decision.range : undefined;
-  const headers = bodyHeaders(representation.headers, extra, body.length, range);
-  const status = range ? 206 : 200;
-  if (request.method === 'HEAD') return new Response(null, { status, headers });
+  const answer = memoryAnswer(request, representation, body, extra);
+  if (outcome && answer.body) outcome.bodyBytes = answer.body.length;
   // A Buffer is a Uint8Array; the cast only widens lib.dom's ArrayBuffer-only typing.
-  const bytes = (range ? body.subarray(range.start, range.end + 1) : body) as Uint8Array<ArrayBuffer>;
-  if (outcome) outcome.bodyBytes = bytes.length;
-  return new Response(bytes, { status, headers });
+  return new Response((answer.body ?? null) as Uint8Array<ArrayBuffer> | null, { status: answer.status, headers: answer.headers });
 }
 
 /**
