@@ -11,7 +11,6 @@ import { completedRepresentation, downloadRepresentation, storedRepresentation, 
 import {
   memoryResponse,
   streamedResponse,
-  type AbortConnection,
   type RecordingRequest,
   type ResponseHeaders,
   type ResponseOutcome,
@@ -78,16 +77,6 @@ export function callIdFromPath(c: Context<GatewayEnv>, pattern: RegExp = RECORDI
     throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
   }
   return parseCallId(segment);
-}
-
-/** Cuts the client's connection when a body fails after its head went out. */
-export function connectionAborter(c: Context<GatewayEnv>): AbortConnection {
-  return () => {
-    const outgoing = c.env?.outgoing;
-    if (!outgoing) return false;
-    outgoing.destroy();
-    return true;
-  };
 }
 
 export const NO_SIGNED_URL: SignedUrlParams = { tenant: undefined, exp: undefined, kid: undefined, sig: undefined };
@@ -175,7 +164,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   ): Response {
     const representation = storedRepresentation(found.entry);
     if (found.body) return memoryResponse(request, representation, found.body, extra, outcome);
-    return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, connectionAborter(c), outcome);
+    return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, c.env?.outgoing, outcome);
   }
 
   /**
@@ -192,7 +181,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     extra['Cache-Status'] = missCacheStatus(fetched);
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
-    return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, connectionAborter(c), outcome);
+    return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, c.env?.outgoing, outcome);
   }
 
   /**

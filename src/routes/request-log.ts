@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
 import type { Caller } from '../auth/authenticate.js';
 import type { Clock } from '../clock.js';
-import type { Logger } from '../logger.js';
+import { REQUEST_LINE, type Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
@@ -73,7 +73,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
       upstreamMs: record.upstreamMs,
     };
     if (!sent) line.aborted = true;
-    lines.info(line, 'request');
+    lines.info(line, REQUEST_LINE);
   };
 }
 
@@ -92,9 +92,8 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     // A recording answer already carries the id; touching its headers here would
     // turn @hono/node-server's fast Buffer write into a stream.
     if (!answered) c.res.headers.set('X-Request-Id', requestId);
-    const status = c.res.status;
 
-    const finish = (sent: boolean) =>
+    const finish = (sent: boolean, status: number) =>
       report(
         {
           requestId,
@@ -115,9 +114,10 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
 
     const outgoing = c.env?.outgoing;
     if (!outgoing) {
-      finish(true);
+      finish(true, c.res.status);
       return;
     }
-    outgoing.once('close', () => finish(outgoing.writableFinished));
+    // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
+    outgoing.once('close', () => finish(outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status));
   };
 }
