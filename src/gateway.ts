@@ -23,7 +23,7 @@ import { cacheDirectoryReadiness, indexReadiness } from './routes/health.js';
 import { silentLogger, type Logger } from './logger.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createMemoryRateLimitStore, createRedisRateLimitStore, createTenantRateLimiter, type RateLimitStore } from './rate-limit/index.js';
-import { Cluster } from './cluster/cluster.js';
+import type { Cluster } from './cluster/cluster.js';
 import { PEER_VOLUME_HEADER } from './cluster/peer-client.js';
 import { createUpstreamCircuits, type UpstreamCircuits } from './upstream/circuit.js';
 import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
@@ -87,7 +87,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const diskShares = accountDiskShares(config.cache.maxDiskBytes, tenants.all);
   const cluster =
     config.cluster && joinsCluster
-      ? await Cluster.open({
+      ? // Loaded only in cluster mode: the Redis client costs a single gateway about 15 MB of resident memory.
+        await (await import('./cluster/cluster.js')).Cluster.open({
           config: config.cluster,
           cacheDir: config.cache.dir,
           maxDiskBytes: config.cache.maxDiskBytes,
@@ -97,7 +98,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           logger,
         })
       : undefined;
-  const volumeIndex = openIndex(config);
+  const volumeIndex = await openIndex(config);
   const index = cluster ? cluster.wrapIndex(volumeIndex) : volumeIndex;
   const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
   const cache = new RecordingCache({
