@@ -113,7 +113,7 @@ export async function startGateway(
     webhookPrefetch: { attempts: 6, firstDelayMs: 50, ...options.webhookPrefetch },
   });
   const server = await new Promise<Server>((resolve) => {
-    const started = createHttpServer(gateway.app, '127.0.0.1');
+    const started = createHttpServer(gateway.app, '127.0.0.1', { wrapListener: gateway.answeringMemoryHitsFirst });
     started.listen(0, '127.0.0.1', () => resolve(started));
   });
   const { port } = server.address() as AddressInfo;

@@ -1,12 +1,11 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import type { AuditRecorder } from './audit/audit-trail.js';
 import type { TenantRegistry } from './auth/tenants.js';
 import { corsHeaders, preflightResponse } from './http/cors.js';
 import { BadRequestError, ContentTooLargeError, GatewayError, MethodNotAllowedError, errorResponse } from './errors.js';
 import type { GatewayEnv } from './routes/gateway-env.js';
 import { RECORDING_PREFIX, rawRequestPath } from './routes/request-target.js';
-import { requestLog } from './routes/request-log.js';
+import { requestLog, type RequestReporter } from './routes/request-log.js';
 import type { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createHealthHandlers, type ReadinessCheck } from './routes/health.js';
 import { ADMIN_PURGE_PATH } from './admin-api.js';
@@ -33,8 +32,8 @@ export interface AppDeps extends RecordingRoutesDeps {
   peer?: PeerRoutesDeps;
   /** Answers info.json and peaks.json. */
   facts: RecordingFactsService;
-  /** Where audited requests go (README, Compliance); absent: no audit trail. */
-  audit?: AuditRecorder;
+  /** Writes each request's log line, metrics and audit line. */
+  report: RequestReporter;
 }
 
 const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
@@ -66,7 +65,7 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   const recordings = createRecordingHandlers(deps);
   const health = createHealthHandlers(deps.readiness, deps.readinessDetails);
 
-  app.use('*', requestLog(deps.logger, deps.clock, deps.metrics, deps.audit));
+  app.use('*', requestLog(deps.clock, deps.report));
   app.options('*', (c) => preflightResponse(c.req.header('origin'), deps.tenants.anyAllowedOrigin));
   app.get('/healthz', health.healthz);
   app.get('/readyz', health.readyz);

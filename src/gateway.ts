@@ -1,6 +1,9 @@
 import type { Hono } from 'hono';
+import type { RequestListener } from 'node:http';
 import { createApp } from './app.js';
 import { AuditTrail, type AuditTrailOptions } from './audit/audit-trail.js';
+import { answeringMemoryHitsFirst } from './routes/memory-hits.js';
+import { createRequestReporter } from './routes/request-log.js';
 import { createAuthenticator } from './auth/authenticate.js';
 import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
 import { systemClock, type Clock } from './clock.js';
@@ -25,7 +28,7 @@ import { auditReadiness, cacheDirectoryReadiness, indexReadiness } from './route
 import { silentLogger, type Logger } from './logger.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { createMemoryRateLimitStore, createRedisRateLimitStore, createTenantRateLimiter, type RateLimitStore } from './rate-limit/index.js';
-import { Cluster } from './cluster/cluster.js';
+import type { Cluster } from './cluster/cluster.js';
 import { PEER_VOLUME_HEADER } from './cluster/peer-client.js';
 import { createUpstreamCircuits, type UpstreamCircuits } from './upstream/circuit.js';
 import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
@@ -49,6 +52,8 @@ export interface GatewayOptions {
 /** The wired gateway: the app plus what the server and the CLI need to run and stop it. */
 export interface Gateway {
   app: Hono<GatewayEnv>;
+  /** Wraps the app's Node listener so that memory hits are answered without the app (src/routes/memory-hits.ts). */
+  answeringMemoryHitsFirst(app: RequestListener): RequestListener;
   cache: RecordingCache;
   downloads: DownloadManager;
   /** Finds or fetches recordings: what the routes, the webhook prefetcher and the CLI call. */
@@ -114,7 +119,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const diskShares = accountDiskShares(config.cache.maxDiskBytes, tenants.all);
   const cluster =
     config.cluster && joinsCluster
-      ? await Cluster.open({
+      ? // Loaded only in cluster mode: the Redis client costs a single gateway about 15 MB of resident memory.
+        await (await import('./cluster/cluster.js')).Cluster.open({
           config: config.cluster,
           cacheDir: config.cache.dir,
           maxDiskBytes: config.cache.maxDiskBytes,
@@ -124,7 +130,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           logger,
         })
       : undefined;
-  const volumeIndex = openIndex(config);
+  const volumeIndex = await openIndex(config);
   const index = cluster ? cluster.wrapIndex(volumeIndex) : volumeIndex;
   const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
   const retention = createCopyRetention(
@@ -228,16 +234,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       onFallback: () => metrics.redisFallback('rate_limit'),
     });
   }
+  const authenticator = createAuthenticator(tenants, clock);
+  const rateLimiter = createTenantRateLimiter({ store: rateLimitStore('requests') });
+  const report = createRequestReporter(logger, clock, metrics, audit);
   const app = createApp({
     tenants,
-    authenticator: createAuthenticator(tenants, clock),
+    authenticator,
     recordings,
     facts: new RecordingFactsService({ cache, recordings, analyser }),
     clock,
     logger,
+    report,
     maxAgeSeconds: config.cache.maxAgeSeconds,
     publicBaseUrl: config.publicBaseUrl,
-    rateLimiter: createTenantRateLimiter({ store: rateLimitStore('requests') }),
+    rateLimiter,
     metrics,
     adminToken: config.adminToken,
     admin: {
@@ -252,7 +262,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       rateLimitPerMinute: config.webhooks.rateLimitPerMinute,
     },
     readiness: [cacheDirectoryReadiness(diskHealth), indexReadiness(index), ...(audit ? [auditReadiness(audit)] : [])],
-    ...(audit ? { audit } : {}),
     ...(cluster
       ? {
           readinessDetails: () => ({ cluster: cluster.status() }),
@@ -266,8 +275,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         }
       : {}),
   });
+  const memoryHitDeps = { authenticator, recordings, rateLimiter, clock, maxAgeSeconds: config.cache.maxAgeSeconds, report };
   return {
     app,
+    answeringMemoryHitsFirst: (listener) => answeringMemoryHitsFirst(memoryHitDeps, listener),
     cache,
     downloads,
     recordings,

@@ -26,6 +26,10 @@ const REDACTED_PATHS = [
 ];
 
 const MAX_CAUSE_DEPTH = 4;
+const STDOUT_BATCH_BYTES = 4096;
+const STDOUT_FLUSH_MS = 1000;
+/** The request log's message (src/routes/request-log.ts): the one line batched on stdout. */
+export const REQUEST_LINE = 'request';
 
 /** An error as a log line shows it. */
 export interface LoggedError {
@@ -70,18 +74,45 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   };
   if (options.destination) logger = pino(base, options.destination);
   else if (options.pretty) logger = pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true } } });
-  else logger = pino(base, stdoutDestination());
+  else {
+    const { destination, flushSoon } = stdoutDestination();
+    const hooks = {
+      logMethod(this: Logger, args: Parameters<Logger['info']>, method: (...args: unknown[]) => void) {
+        method.apply(this, args);
+        if (args[1] !== REQUEST_LINE) flushSoon();
+      },
+    };
+    logger = pino({ ...base, hooks }, destination);
+  }
   return logger;
 }
 
 /**
- * Standard output, written asynchronously: a line per request costs no
- * write system call of its own, since lines logged while a write is under
- * way go out together in the next. What is still buffered at exit is
- * written then, synchronously.
+ * Standard output, written asynchronously. Request lines are written in
+ * batches, as nginx buffers its access log: once 4 KiB have gathered or a
+ * second has passed, so a line per request costs no write of its own. Any
+ * other line goes out at once, with what was buffered before it. What is
+ * still buffered at exit is written then, synchronously.
  */
-function stdoutDestination(): DestinationStream {
-  const destination = pino.destination({ dest: 1, sync: false });
+function stdoutDestination(): { destination: DestinationStream; flushSoon: () => void } {
+  const destination = pino.destination({ dest: 1, sync: false, minLength: STDOUT_BATCH_BYTES });
+  const flush = () => {
+    try {
+      destination.flush();
+    } catch {
+      // Closed at exit: flushSync below has written what was left.
+    }
+  };
+  setInterval(flush, STDOUT_FLUSH_MS).unref();
+  let flushing = false;
+  const flushSoon = () => {
+    if (flushing) return;
+    flushing = true;
+    setImmediate(() => {
+      flushing = false;
+      flush();
+    });
+  };
   process.once('exit', () => {
     try {
       destination.flushSync();
@@ -89,7 +120,7 @@ function stdoutDestination(): DestinationStream {
       // stdout closed or full at exit: nothing more can be done.
     }
   });
-  return destination;
+  return { destination, flushSoon };
 }
 
 /** A logger that drops everything, for tests and the CLI's quiet paths. */

@@ -151,6 +151,8 @@ export interface HttpServerOptions {
   limits?: ConnectionLimits;
   /** Where the connection cap reports that it acts. */
   logger?: Logger;
+  /** Puts a listener in front of the app's, which it hands what it does not answer (`Gateway.answeringMemoryHitsFirst`). */
+  wrapListener?: (app: RequestListener) => RequestListener;
   clock?: Clock;
 }
 
@@ -173,10 +175,11 @@ export function createHttpServer(
     ...(options.logger ? { onPressure: pressureLogger(options.logger, options.clock ?? systemClock, maxConnections) } : {}),
   });
   // serve() takes no errorHandler; getRequestListener does.
-  const listener = getRequestListener(app.fetch as Parameters<typeof getRequestListener>[0], {
+  const appListener = getRequestListener(app.fetch as Parameters<typeof getRequestListener>[0], {
     hostname,
     errorHandler: adapterErrorResponse,
   });
+  const listener = options.wrapListener ? options.wrapListener(appListener) : appListener;
   const server = createServer(
     {
       // Both bound receiving the request only, never sending the response: a
@@ -221,6 +224,7 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
   try {
     server = await new Promise<Server>((resolve, reject) => {
       const started = createHttpServer(gateway.app, config.listen.host, {
+        wrapListener: gateway.answeringMemoryHitsFirst,
         limits: { ...config.listen, maxConnections },
         logger: options.logger,
         ...(options.clock ? { clock: options.clock } : {}),

@@ -92,7 +92,7 @@ describe('logs of upstream failures', () => {
     const warned = warnings(lines);
     expect(warned).toHaveLength(1);
     expect(warned[0]).not.toContain(STACK_FRAME);
-    expect(JSON.parse(warned[0]!)).toMatchObject({ err: { type: 'RetryableUpstreamError', cause: { type: 'TypeError' } } });
+    expect(JSON.parse(warned[0]!)).toMatchObject({ err: { type: 'RetryableUpstreamError', cause: { type: 'Error', code: 'ECONNRESET' } } });
   });
 
   test('at debug level the same failure carries its stack, for whoever is debugging', async () => {

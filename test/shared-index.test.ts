@@ -4,7 +4,7 @@
  * either is seen by it.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createRedisIndex } from '../src/cache/recording-index.js';
+import { createRedisIndex } from '../src/cache/redis-index.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import { startRedisServer, type RunningRedis } from './support/redis-server.js';

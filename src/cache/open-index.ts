@@ -1,8 +1,10 @@
 import type { GatewayConfig } from '../config/index.js';
-import { createRedisIndex, createSqliteIndex, type RecordingIndex } from './recording-index.js';
+import { createSqliteIndex, type RecordingIndex } from './recording-index.js';
 
-/** The index the config names: sqlite in the cache directory by default, or a shared Redis. */
-export function openIndex(config: Pick<GatewayConfig, 'cache'>): RecordingIndex {
+/** The index the config names: sqlite in the cache directory by default, or a shared Redis (its client loaded only then). */
+export async function openIndex(config: Pick<GatewayConfig, 'cache'>): Promise<RecordingIndex> {
   const { index, dir } = config.cache;
-  return index.kind === 'redis' ? createRedisIndex(index.url) : createSqliteIndex(dir);
+  if (index.kind !== 'redis') return createSqliteIndex(dir);
+  const { createRedisIndex } = await import('./redis-index.js');
+  return createRedisIndex(index.url);
 }

@@ -1,9 +1,7 @@
 import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
-import KeyvRedis, { createClient } from '@keyv/redis';
 import path from 'node:path';
 import { isRecordingMeta, type RecordingMeta } from './recording-meta.js';
-import { describeRedisUrl } from '../redis-url.js';
 
 /**
  * Where the metadata of stored recordings lives. Each backend passes the same
@@ -38,19 +36,12 @@ export interface VolumeOverflow {
   overflow(newcomer: RecordingMeta): Promise<Array<{ key: string; meta: RecordingMeta }>>;
 }
 
-const INDEX_NAMESPACE = 'recordings';
+export const INDEX_NAMESPACE = 'recordings';
 // Rows per query when listing the sqlite index: 100,000 entries in ten queries.
 const SQLITE_PAGE_SIZE = 10_000;
-// SCAN's default COUNT is 10, which makes listing 100,000 keys 20,000 round trips.
-const REDIS_SCAN_COUNT = 1_000;
-const REDIS_CONNECT_TIMEOUT_MS = 5_000;
-// Longest an index operation may take before Redis counts as unreachable; the
-// index is on the request path of every shared lookup.
-const REDIS_OPERATION_TIMEOUT_MS = 5_000;
-const DELETIONS_CHANNEL = `${INDEX_NAMESPACE}:deleted`;
 
 /** What differs between the backends behind the one keyv-based index. */
-interface Backend {
+export interface Backend {
   kind: RecordingIndex['kind'];
   /** Keyv without its own key prefix (it would misread keys that begin with the namespace). */
   keyv: Keyv;
@@ -67,7 +58,7 @@ interface Backend {
   watchDeletes?(onDelete: (key: string) => void): Promise<void>;
 }
 
-function keyvIndex(backend: Backend): RecordingIndex {
+export function keyvIndex(backend: Backend): RecordingIndex {
   const { kind, keyv } = backend;
   // keyv reports store errors as events and (with throwOnErrors) also rejects;
   // the listener only keeps an unhandled 'error' event from crashing us.
@@ -195,131 +186,5 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
       await run(() => keyv.get(`${prefix}__ping__`));
     },
     close: () => (closing ??= keyv.disconnect()),
-  });
-}
-
-export interface RedisIndexOptions {
-  /** Longest wait for a TCP connection to Redis. Default 5000 ms. */
-  connectTimeoutMs?: number;
-  /** Longest an operation may take, connecting included, before Redis counts as unreachable. Default 5000 ms. */
-  operationTimeoutMs?: number;
-}
-
-function positiveMs(name: keyof RedisIndexOptions, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isFinite(value) || value <= 0)
-    throw new RangeError(`redis index: ${name} must be a positive number of milliseconds, got ${value}`);
-  return value;
-}
-
-/** The shared index for several replicas: a Redis server. */
-export function createRedisIndex(url: string, options: RedisIndexOptions = {}): RecordingIndex {
-  const connectTimeoutMs = positiveMs('connectTimeoutMs', options.connectTimeoutMs, REDIS_CONNECT_TIMEOUT_MS);
-  const operationTimeoutMs = positiveMs('operationTimeoutMs', options.operationTimeoutMs, REDIS_OPERATION_TIMEOUT_MS);
-  const where = describeRedisUrl(url);
-  // @keyv/redis's own client retries a failed connect forever and queues
-  // commands meanwhile, so start-up, /readyz and close() hang while Redis is
-  // down. This one fails fast instead: no background reconnects (the next
-  // operation reconnects), no offline queue, a bounded connect.
-  const client = createClient({
-    url,
-    disableOfflineQueue: true,
-    socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: false },
-  });
-  const store = new KeyvRedis(client, { throwOnConnectError: true, throwOnErrors: true });
-  // @keyv/redis prefixes `recordings::` itself; keyv's own prefix would double it.
-  const keyv = new Keyv({ store, namespace: INDEX_NAMESPACE, useKeyPrefix: false, throwOnErrors: true });
-  const prefix = `${INDEX_NAMESPACE}${store.keyPrefixSeparator}`;
-  let connecting: Promise<void> | undefined;
-  let closed = false;
-  // Pub/sub needs a connection of its own, and one that reconnects (and
-  // resubscribes) by itself: a replica that missed deletions keeps stale copies.
-  let subscriber: ReturnType<typeof client.duplicate> | undefined;
-
-  async function connect(): Promise<void> {
-    // Open but not ready only while @keyv/redis itself reconnects after a drop
-    // that raced an operation; that operation fails like any other.
-    if (client.isOpen) throw new Error(`redis index: not connected to ${where}`);
-    try {
-      await client.connect();
-    } catch (error) {
-      throw new Error(`redis index: cannot connect to ${where}`, { cause: error });
-    }
-  }
-
-  function ready(): Promise<void> {
-    if (client.isReady) return Promise.resolve();
-    connecting ??= connect().finally(() => {
-      connecting = undefined;
-    });
-    return connecting;
-  }
-
-  /**
-   * node-redis times commands out only while they wait to be written, never
-   * while they wait for a reply, so a stalled server would hang every request
-   * that asks the index. Past the deadline the connection is dropped, which
-   * fails whatever else waits on it; the next operation reconnects.
-   */
-  async function run<T>(operation: () => Promise<T>): Promise<T> {
-    if (closed) throw new Error('redis index: closed');
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        if (client.isOpen) client.destroy();
-        reject(new Error(`redis index: ${where} did not answer within ${operationTimeoutMs} ms`));
-      }, operationTimeoutMs);
-      timer.unref();
-    });
-    try {
-      return await Promise.race([ready().then(operation), deadline]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  return keyvIndex({
-    kind: 'redis',
-    keyv,
-    storeKey: (key) => key,
-    run,
-    async *list() {
-      // SCAN may return a key more than once (while Redis rehashes).
-      const seen = new Set<string>();
-      let cursor = '0';
-      do {
-        const page = await run(() => client.scan(cursor, { MATCH: `${prefix}*`, COUNT: REDIS_SCAN_COUNT, TYPE: 'string' }));
-        cursor = String(page.cursor);
-        const keys = page.keys.filter((key) => !seen.has(key));
-        if (keys.length === 0) continue;
-        for (const key of keys) seen.add(key);
-        const values = await run(() => client.mGet(keys));
-        for (const [i, key] of keys.entries()) yield [key.slice(prefix.length), values[i] ?? undefined];
-      } while (cursor !== '0');
-    },
-    async ping() {
-      await run(() => client.ping());
-    },
-    async announceDelete(key) {
-      await run(() => client.publish(DELETIONS_CHANNEL, key));
-    },
-    async watchDeletes(onDelete) {
-      subscriber = client.duplicate({
-        disableOfflineQueue: false,
-        socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 5_000) },
-      });
-      // Without a listener an 'error' event would crash the process; reconnects handle it.
-      subscriber.on('error', () => {});
-      await subscriber.connect();
-      await subscriber.subscribe(DELETIONS_CHANNEL, (key: string) => onDelete(key));
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      await connecting?.catch(() => {});
-      // destroy(), not close(): close() waits for replies a stalled server never sends.
-      if (client.isOpen) client.destroy();
-      if (subscriber?.isOpen) subscriber.destroy();
-    },
   });
 }

@@ -24,7 +24,7 @@ export function cacheExists(config: GatewayConfig): boolean {
 }
 
 export async function withIndex<T>(config: GatewayConfig, use: (index: RecordingIndex) => Promise<T>): Promise<T> {
-  const index = openIndex(config);
+  const index = await openIndex(config);
   try {
     return await use(index);
   } finally {

@@ -8,7 +8,6 @@ import { parseCallId } from '../recordings/call-id.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { PEER_STREAM_TYPE, type PeerSource, peerStream } from '../cluster/peer-stream.js';
-import { connectionAborter } from './recordings.js';
 
 export interface PeerRoutesDeps {
   peerSecret: string;
@@ -78,10 +77,17 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
           throw error;
         }
       };
-      return new Response(peerStream(open, connectionAborter(c)), {
-        status: 200,
-        headers: { 'Content-Type': PEER_STREAM_TYPE, 'Cache-Control': 'no-store', [deps.volumeHeader]: deps.volume },
-      });
+      return new Response(
+        peerStream(open, () => {
+          const outgoing = c.env?.outgoing;
+          outgoing?.destroy();
+          return outgoing !== undefined;
+        }),
+        {
+          status: 200,
+          headers: { 'Content-Type': PEER_STREAM_TYPE, 'Cache-Control': 'no-store', [deps.volumeHeader]: deps.volume },
+        },
+      );
     },
 
     /** POST /internal/v1/purge/{namespace}/{callId}: 204 once it is gone from this replica. */

@@ -1,3 +1,5 @@
+import type { ServerResponse } from 'node:http';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { evaluatePreconditions, rangeIsApplicable, type Validators } from '../http/conditional.js';
 import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js';
 import { contentRange, decideRange, type ByteRange } from '../http/range.js';
@@ -27,14 +29,13 @@ export interface ResponseOutcome {
   bodyBytes: number;
 }
 
-/**
- * Cuts the client's connection when a body fails after its head went out, so
- * the client sees a transfer short of its Content-Length. Returns false where
- * there is no connection to cut (app.request in tests); the stream then errors.
- */
-export type AbortConnection = () => boolean;
-
 type Plan = { kind: 'not-modified' } | { kind: 'full' } | { kind: 'partial'; range: ByteRange };
+
+// The adapter honours RESPONSE_ALREADY_SENT only as the platform's own
+// Response; one built after the adapter replaced the global Response (its
+// first server in this process) would be sent as an empty 200 instead.
+// Reading its body turns it into the platform's own.
+void RESPONSE_ALREADY_SENT.body;
 
 // Large enough that a file streams in few thread-pool round trips, small
 // enough that a slow client never makes the gateway hold much of a recording.
@@ -57,9 +58,13 @@ function plan(request: RecordingRequest, size: number, validators: Validators): 
 }
 
 /** RFC 9110 15.4.5: a 304 carries the ETag a 200 would (none while a recording is still arriving). */
-function notModified(representation: Representation, extra: ResponseHeaders): Response {
+function notModifiedHeaders(representation: Representation, extra: ResponseHeaders): ResponseHeaders {
   const etag = representation.validators.etag;
-  return new Response(null, { status: 304, headers: etag === undefined ? extra : { ETag: etag, ...extra } });
+  return etag === undefined ? extra : Object.assign({ ETag: etag }, extra);
+}
+
+function notModified(representation: Representation, extra: ResponseHeaders): Response {
+  return new Response(null, { status: 304, headers: notModifiedHeaders(representation, extra) });
 }
 
 function bodyHeaders(
@@ -79,6 +84,33 @@ function bodyHeaders(
   return headers;
 }
 
+/** An answer from a recording held whole in memory; `body` is undefined for HEAD and 304. */
+export interface MemoryAnswer {
+  status: 200 | 206 | 304;
+  headers: ResponseHeaders;
+  body: Uint8Array | undefined;
+}
+
+/**
+ * The answer for a recording held whole in memory, as plain parts, for the
+ * app's Response and for the memory-hit path that writes to Node directly.
+ * @throws PreconditionFailedError (412) or RangeNotSatisfiableError (416).
+ */
+export function memoryAnswer(
+  request: RecordingRequest,
+  representation: Representation,
+  body: Buffer,
+  extra: ResponseHeaders,
+): MemoryAnswer {
+  const decision = plan(request, body.length, representation.validators);
+  if (decision.kind === 'not-modified') return { status: 304, headers: notModifiedHeaders(representation, extra), body: undefined };
+  const range = decision.kind === 'partial' ? decision.range : undefined;
+  const headers = bodyHeaders(representation.headers, extra, body.length, range);
+  const status = range ? 206 : 200;
+  if (request.method === 'HEAD') return { status, headers, body: undefined };
+  return { status, headers, body: range ? body.subarray(range.start, range.end + 1) : body };
+}
+
 /** A recording held whole in memory: written straight from its Buffer. */
 export function memoryResponse(
   request: RecordingRequest,
@@ -87,23 +119,20 @@ export function memoryResponse(
   extra: ResponseHeaders,
   outcome?: ResponseOutcome,
 ): Response {
-  const decision = plan(request, body.length, representation.validators);
-  if (decision.kind === 'not-modified') return notModified(representation, extra);
-  const range = decision.kind === 'partial' ? decision.range : undefined;
-  const headers = bodyHeaders(representation.headers, extra, body.length, range);
-  const status = range ? 206 : 200;
-  if (request.method === 'HEAD') return new Response(null, { status, headers });
+  const answer = memoryAnswer(request, representation, body, extra);
+  if (outcome && answer.body) outcome.bodyBytes = answer.body.length;
   // A Buffer is a Uint8Array; the cast only widens lib.dom's ArrayBuffer-only typing.
-  const bytes = (range ? body.subarray(range.start, range.end + 1) : body) as Uint8Array<ArrayBuffer>;
-  if (outcome) outcome.bodyBytes = bytes.length;
-  return new Response(bytes, { status, headers });
+  return new Response((answer.body ?? null) as Uint8Array<ArrayBuffer> | null, { status: answer.status, headers: answer.headers });
 }
 
 /**
  * A recording read as it is sent: a large file on disk, never read whole, or
  * a download under way. The reader is released when the answer no longer
  * needs it: at once for HEAD, 304 and errors, else when the body ends or the
- * client goes away.
+ * client goes away. With Node's response at hand (`connection`) the body is
+ * written to it directly and the answer is RESPONSE_ALREADY_SENT: the
+ * adapter's copy from a web stream would hold the first bytes back for a
+ * timer tick, and costs a promise per chunk.
  */
 export function streamedResponse(
   request: RecordingRequest,
@@ -111,7 +140,7 @@ export function streamedResponse(
   size: number,
   reader: RecordingReader,
   extra: ResponseHeaders,
-  abort?: AbortConnection,
+  connection?: ServerResponse,
   outcome?: ResponseOutcome,
 ): Response {
   let decision: Plan;
@@ -134,23 +163,76 @@ export function streamedResponse(
   }
   const start = range?.start ?? 0;
   const end = range ? range.end + 1 : size;
+  const read = (offset: number, max: number) => reader.readAt(offset, max);
   const sent = (bytes: number) => {
     if (outcome) outcome.bodyBytes += bytes;
   };
+  if (connection) {
+    connection.writeHead(status, headers);
+    // The head goes out now: a joiner's bytes may be a while coming, and its client waits for the head first.
+    connection.flushHeaders();
+    void writeFromReader(connection, read, start, end, sent, () => reader.release());
+    return RESPONSE_ALREADY_SENT;
+  }
   return new Response(
-    streamFromReader(
-      (offset, max) => reader.readAt(offset, max),
-      start,
-      end,
-      sent,
-      () => reader.release(),
-      abort,
-    ),
-    {
-      status,
-      headers,
-    },
+    streamFromReader(read, start, end, sent, () => reader.release()),
+    { status, headers },
   );
+}
+
+type ReadAt = (offset: number, maxBytes: number) => Promise<Uint8Array | null> | Uint8Array | null;
+
+/** Resolves once `connection` can take more, or is gone. */
+function drained(connection: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      connection.off('drain', done);
+      connection.off('close', done);
+      resolve();
+    };
+    connection.on('drain', done);
+    connection.on('close', done);
+  });
+}
+
+/**
+ * Writes `[start, end)` to Node's response, reading the next bytes only once
+ * the connection took the last ones, so a slow client never makes the gateway
+ * buffer a recording. A body that fails after its head went out cuts the
+ * connection: the client sees a transfer short of its Content-Length. `done`
+ * runs exactly once: at the end, on failure, or as soon as the client goes.
+ */
+async function writeFromReader(
+  connection: ServerResponse,
+  read: ReadAt,
+  start: number,
+  end: number,
+  sent: (bytes: number) => void,
+  done: () => void,
+): Promise<void> {
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    done();
+  };
+  connection.once('close', finish);
+  let position = start;
+  try {
+    while (position < end && !finished) {
+      const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES));
+      if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
+      if (finished) break;
+      position += chunk.length;
+      sent(chunk.length);
+      if (!connection.write(chunk)) await drained(connection);
+    }
+    if (!finished) connection.end();
+  } catch {
+    connection.destroy();
+  } finally {
+    finish();
+  }
 }
 
 /**
@@ -159,12 +241,11 @@ export function streamedResponse(
  * `done` runs exactly once, when the body ends, fails or the client goes away.
  */
 function streamFromReader(
-  read: (offset: number, maxBytes: number) => Promise<Uint8Array | null> | Uint8Array | null,
+  read: ReadAt,
   start: number,
   end: number,
   sent: (bytes: number) => void,
   done: () => void,
-  abort: AbortConnection = () => false,
 ): ReadableStream<Uint8Array> {
   let position = start;
   let finished = false;
@@ -193,10 +274,7 @@ function streamFromReader(
           }
         } catch (error) {
           finish();
-          // Erroring the stream would make the adapter log a stack and write an
-          // error text into the audio body; cutting the connection says enough.
-          if (abort()) controller.close();
-          else controller.error(error);
+          controller.error(error);
         }
       },
       cancel() {

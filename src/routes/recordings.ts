@@ -11,7 +11,6 @@ import { completedRepresentation, downloadRepresentation, storedRepresentation, 
 import {
   memoryResponse,
   streamedResponse,
-  type AbortConnection,
   type RecordingRequest,
   type ResponseHeaders,
   type ResponseOutcome,
@@ -37,7 +36,7 @@ export interface RecordingRoutesDeps {
 
 /** The name this cache reports in Cache-Status (RFC 9211). */
 export const CACHE_NAME = 'recording-gateway';
-const CACHE_STATUS_MEMORY = `${CACHE_NAME}; hit; detail=memory`;
+export const CACHE_STATUS_MEMORY = `${CACHE_NAME}; hit; detail=memory`;
 const CACHE_STATUS_DISK = `${CACHE_NAME}; hit; detail=disk`;
 const CACHE_STATUS_MISS = `${CACHE_NAME}; fwd=uri-miss`;
 const CACHE_STATUS_COLLAPSED = `${CACHE_NAME}; fwd=uri-miss; collapsed`;
@@ -80,17 +79,7 @@ export function callIdFromPath(c: Context<GatewayEnv>, pattern: RegExp = RECORDI
   return parseCallId(segment);
 }
 
-/** Cuts the client's connection when a body fails after its head went out. */
-export function connectionAborter(c: Context<GatewayEnv>): AbortConnection {
-  return () => {
-    const outgoing = c.env?.outgoing;
-    if (!outgoing) return false;
-    outgoing.destroy();
-    return true;
-  };
-}
-
-const NO_SIGNED_URL: SignedUrlParams = { tenant: undefined, exp: undefined, kid: undefined, sig: undefined };
+export const NO_SIGNED_URL: SignedUrlParams = { tenant: undefined, exp: undefined, kid: undefined, sig: undefined };
 
 function signedParams(c: Context): SignedUrlParams {
   return { tenant: c.req.query('tenant'), exp: c.req.query('exp'), kid: c.req.query('kid'), sig: c.req.query('sig') };
@@ -119,6 +108,27 @@ function recordingRequest(c: Context): RecordingRequest {
   };
 }
 
+/**
+ * The per-request headers of a recording answer: Cache-Control (a signed
+ * URL's answer never outlives the URL), CORS and X-Request-Id; the caller
+ * adds the RateLimit headers and Cache-Status.
+ */
+export function recordingAnswerHeaders(
+  deps: Pick<RecordingRoutesDeps, 'clock' | 'maxAgeSeconds'>,
+): (caller: Caller, origin: string | undefined, requestId: string) => ResponseHeaders {
+  const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
+  function cacheControl(caller: Caller): string {
+    if (caller.credential.kind !== 'signed-url') return apiKeyCacheControl;
+    const remaining = caller.credential.expiresAt - Math.floor(deps.clock.now() / 1000);
+    return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
+  }
+  // Object.assign, not spread: on this path V8's object spread costs microseconds per answer.
+  return (caller, origin, requestId) =>
+    Object.assign({ 'Cache-Control': cacheControl(caller) }, corsHeaders(origin, caller.tenant.allowedOrigins), {
+      'X-Request-Id': requestId,
+    });
+}
+
 export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   const { authenticator, recordings, clock, rateLimiter } = deps;
 
@@ -133,13 +143,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     const decision = rateLimiter.check(caller.tenant);
     return decision instanceof Promise ? await decision : decision;
   }
-  const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
-
-  function cacheControl(caller: Caller): string {
-    if (caller.credential.kind !== 'signed-url') return apiKeyCacheControl;
-    const remaining = caller.credential.expiresAt - Math.floor(clock.now() / 1000);
-    return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
-  }
+  const answerHeaders = recordingAnswerHeaders(deps);
 
   /** The answer for a stored recording. */
   function hitResponse(c: Context<GatewayEnv>, request: RecordingRequest, found: FoundRecording, extra: ResponseHeaders): Response {
@@ -160,7 +164,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   ): Response {
     const representation = storedRepresentation(found.entry);
     if (found.body) return memoryResponse(request, representation, found.body, extra, outcome);
-    return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, connectionAborter(c), outcome);
+    return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, c.env?.outgoing, outcome);
   }
 
   /**
@@ -177,7 +181,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     extra['Cache-Status'] = missCacheStatus(fetched);
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
-    return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, connectionAborter(c), outcome);
+    return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, c.env?.outgoing, outcome);
   }
 
   /**
@@ -210,13 +214,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParams(c), callId);
       const limits = await admit(c, caller, callId);
       const request = recordingRequest(c);
-      // Object.assign, not spread: on this path V8's object spread costs microseconds per answer.
-      const extra: ResponseHeaders = Object.assign(
-        { 'Cache-Control': cacheControl(caller) },
-        corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins),
-        limits,
-        { 'X-Request-Id': c.get('requestId') },
-      );
+      const extra = Object.assign(answerHeaders(caller, c.req.header('origin'), c.get('requestId')), limits);
       const finding = recordings.find(caller.tenant.namespace, callId);
       // A memory hit comes back synchronously: nothing is awaited on the fast path.
       const found = finding instanceof Promise ? await finding : finding;

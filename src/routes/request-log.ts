@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
+import type { AdminPurgeAudit } from '../audit/audit-event.js';
 import type { AuditRecorder } from '../audit/audit-trail.js';
 import { auditRequest } from '../audit/request-audit.js';
+import type { Caller } from '../auth/authenticate.js';
 import type { Clock } from '../clock.js';
-import type { Logger } from '../logger.js';
+import { REQUEST_LINE, type Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
@@ -11,8 +13,13 @@ import { rawRequestPath } from './request-target.js';
 // A caller's request id is kept only when it cannot smuggle anything into a log line.
 const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 
+/** The caller's X-Request-Id when it is safe to log, else a new one. */
+export function requestIdFrom(presented: string | undefined): string {
+  return presented && WELL_FORMED_REQUEST_ID.test(presented) ? presented : randomUUID();
+}
+
 /** A bounded label for the route, never the raw path (which carries ids). */
-function routeLabel(routePath: string, method: string): string {
+export function routeLabel(routePath: string, method: string): string {
   if (method === 'OPTIONS') return 'preflight';
   if (routePath.startsWith('/v1/call/recording')) return 'recording';
   if (routePath.startsWith('/v1/webhooks')) return 'webhook';
@@ -21,59 +28,114 @@ function routeLabel(routePath: string, method: string): string {
   return 'other';
 }
 
+/** What one answered request was: everything the log line and the metrics say of it. */
+export interface RequestRecord {
+  requestId: string;
+  method: string;
+  /** Without the query string: a signature never reaches a log. */
+  path: string;
+  route: string;
+  caller: Caller | undefined;
+  callId: string | undefined;
+  status: number;
+  cache: 'hit' | 'miss' | 'collapsed' | 'none';
+  /** Where the body came from, for a recording answer. */
+  tier: 'memory' | 'disk' | 'upstream' | undefined;
+  bodyBytes: number;
+  startedAt: number;
+  upstreamMs: number | undefined;
+  /** The TCP peer, for the audit trail. */
+  clientAddress: string | undefined;
+  /** A request header, read only for an audited request. */
+  header(name: 'range' | 'user-agent'): string | undefined;
+  /** What an admin purge named, for its audit line. */
+  adminPurge?: AdminPurgeAudit | undefined;
+}
+
 /**
- * One log line and one metrics update per request, written when the response
- * has been sent (or the client went away), with a request id that is also
- * returned as `X-Request-Id`. It logs the path without its query string, so a
- * signature never reaches a log; headers are never logged.
+ * Writes what a request was, once it has been sent (`sent`) or the client
+ * went away: one log line, one metrics update and, for an audited request,
+ * one audit line. Shared by the app's middleware and the memory-hit path that
+ * answers without the app.
  */
-export function requestLog(logger: Logger, clock: Clock, metrics: GatewayMetrics, audit?: AuditRecorder): MiddlewareHandler<GatewayEnv> {
+export type RequestReporter = (record: RequestRecord, sent: boolean) => void;
+
+export function createRequestReporter(logger: Logger, clock: Clock, metrics: GatewayMetrics, audit?: AuditRecorder): RequestReporter {
   // The line's fields are named here and hold no header or query value, so the
   // logger's redaction (a walk of every line, about 5 µs) has nothing to do on it.
   const lines = logger.child({}, { redact: [] });
+  return (record, sent) => {
+    const { caller, status, cache } = record;
+    metrics.requestDone({ route: record.route, method: record.method, status, tenant: caller?.tenant.id ?? 'none', cache });
+    if (record.tier && status < 300) metrics.bytesServed(record.tier, record.bodyBytes);
+    const line: Record<string, unknown> = {
+      reqId: record.requestId,
+      method: record.method,
+      path: record.path,
+      route: record.route,
+      tenant: caller?.tenant.id,
+      callId: record.callId,
+      credential: caller?.credential.kind,
+      status,
+      cache,
+      bytes: record.bodyBytes,
+      durationMs: clock.now() - record.startedAt,
+      upstreamMs: record.upstreamMs,
+    };
+    if (!sent) line.aborted = true;
+    lines.info(line, REQUEST_LINE);
+    if (audit) auditRequest(audit, record, clock.now());
+  };
+}
+
+/**
+ * The app's middleware: a request id (also returned as `X-Request-Id`) and,
+ * when the response has been sent, the {@link RequestReporter}'s line. The
+ * path is logged without its query string; headers are never logged.
+ */
+export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHandler<GatewayEnv> {
   return async function requestLog(c, next) {
     const startedAt = clock.now();
-    const presented = c.req.header('x-request-id');
-    const requestId = presented && WELL_FORMED_REQUEST_ID.test(presented) ? presented : randomUUID();
+    const requestId = requestIdFrom(c.req.header('x-request-id'));
     c.set('requestId', requestId);
     await next();
     const answered = c.get('answered');
     // A recording answer already carries the id; touching its headers here would
     // turn @hono/node-server's fast Buffer write into a stream.
     if (!answered) c.res.headers.set('X-Request-Id', requestId);
-    const status = c.res.status;
 
-    const finish = (sent: boolean) => {
-      const caller = c.get('caller');
-      const bodyBytes = answered ? answered.outcome.bodyBytes : 0;
-      const route = routeLabel(c.req.routePath, c.req.method);
-      const cache = answered?.cache ?? 'none';
-      metrics.requestDone({ route, method: c.req.method, status, tenant: caller?.tenant.id ?? 'none', cache });
-      if (answered && status < 300) metrics.bytesServed(answered.tier, bodyBytes);
-      const line: Record<string, unknown> = {
-        reqId: requestId,
-        method: c.req.method,
-        path: rawRequestPath(c),
-        route,
-        tenant: caller?.tenant.id,
-        callId: c.get('callId'),
-        credential: caller?.credential.kind,
-        status,
-        cache,
-        bytes: bodyBytes,
-        durationMs: clock.now() - startedAt,
-        upstreamMs: c.get('upstreamMs'),
-      };
-      if (!sent) line.aborted = true;
-      lines.info(line, 'request');
-      if (audit) auditRequest(audit, c, requestId, line.path as string, clock.now());
-    };
+    const finish = (sent: boolean, status: number) =>
+      report(
+        {
+          requestId,
+          method: c.req.method,
+          path: rawRequestPath(c),
+          route: routeLabel(c.req.routePath, c.req.method),
+          caller: c.get('caller'),
+          callId: c.get('callId'),
+          status,
+          cache: answered?.cache ?? 'none',
+          tier: answered?.tier,
+          bodyBytes: answered ? answered.outcome.bodyBytes : 0,
+          startedAt,
+          upstreamMs: c.get('upstreamMs'),
+          clientAddress: c.env?.incoming?.socket?.remoteAddress,
+          // Node's parsed headers when served over HTTP: reading them costs less than building a Headers object.
+          header: (name) => {
+            const value = c.env?.incoming ? c.env.incoming.headers[name] : c.req.header(name);
+            return typeof value === 'string' ? value : undefined;
+          },
+          adminPurge: c.get('adminPurge'),
+        },
+        sent,
+      );
 
     const outgoing = c.env?.outgoing;
     if (!outgoing) {
-      finish(true);
+      finish(true, c.res.status);
       return;
     }
-    outgoing.once('close', () => finish(outgoing.writableFinished));
+    // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
+    outgoing.once('close', () => finish(outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status));
   };
 }

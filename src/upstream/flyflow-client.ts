@@ -1,3 +1,5 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { upstreamNamespace } from '../auth/tenants.js';
 import { BadGatewayError, GatewayError, GatewayTimeoutError } from '../errors.js';
@@ -58,6 +60,24 @@ export interface FlyflowClient {
 }
 
 const MAX_REDIRECTS = 5;
+// Connections to the upstream stay open between downloads, as fetch() kept them.
+const HTTP_AGENT = new HttpAgent({ keepAlive: true });
+const HTTPS_AGENT = new HttpsAgent({ keepAlive: true });
+
+/**
+ * One GET with node:http, resolving with the response head: about a
+ * millisecond less per cold miss than fetch(), whose Request, Headers and web
+ * stream objects a proxy does not need. Aborting `signal` destroys the request
+ * and its response.
+ */
+function httpGet(url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const secure = url.protocol === 'https:';
+    const request = (secure ? httpsRequest : httpRequest)(url, { headers, agent: secure ? HTTPS_AGENT : HTTP_AGENT, signal }, resolve);
+    request.once('error', reject);
+    request.end();
+  });
+}
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const DEFAULT_MAX_ATTEMPTS = 3;
 const DEFAULT_INITIAL_BACKOFF_MS = 100;
@@ -79,7 +99,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
 
   // The server key goes only to the upstream's own origin: a redirect to a
   // storage host gets the request without it (README, "Responses").
-  async function fetchFollowingRedirects(callId: string, apiKey: string, signal: AbortSignal): Promise<Response> {
+  async function getFollowingRedirects(callId: string, apiKey: string, signal: AbortSignal): Promise<IncomingMessage> {
     let url = new URL(`${options.baseUrl}/call/recording/${callId}.mp3`);
     for (let hop = 0; ; hop++) {
       const headers: Record<string, string> = {
@@ -88,10 +108,10 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
         'Accept-Encoding': 'identity',
       };
       if (url.origin === upstreamOrigin) headers.Authorization = `Bearer ${apiKey}`;
-      const response = await fetch(url, { headers, redirect: 'manual', signal });
-      const location = response.headers.get('location');
-      if (!REDIRECT_STATUSES.has(response.status) || location === null) return response;
-      await response.body?.cancel();
+      const response = await httpGet(url, headers, signal);
+      const location = response.headers.location;
+      if (!REDIRECT_STATUSES.has(response.statusCode ?? 0) || location === undefined) return response;
+      response.destroy();
       if (hop === MAX_REDIRECTS) throw new BadGatewayError(`Upstream redirected more than ${MAX_REDIRECTS} times`);
       url = new URL(location, url);
       if (url.protocol !== 'https:' && url.protocol !== 'http:') {
@@ -100,12 +120,12 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
     }
   }
 
-  function checkHead(response: Response): { contentType: string; contentLength: number | undefined } {
-    if (response.status !== 200) throw errorForUpstreamStatus(response.status);
-    const contentType = response.headers.get('content-type')?.split(';')[0]?.trim().toLowerCase() ?? '';
+  function checkHead(response: IncomingMessage): { contentType: string; contentLength: number | undefined } {
+    if (response.statusCode !== 200) throw errorForUpstreamStatus(response.statusCode ?? 0);
+    const contentType = response.headers['content-type']?.split(';')[0]?.trim().toLowerCase() ?? '';
     if (!contentType.startsWith('audio/')) throw new BadGatewayError('Upstream answered with a body that is not audio');
-    const lengthHeader = response.headers.get('content-length');
-    const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
+    const lengthHeader = response.headers['content-length'];
+    const contentLength = lengthHeader === undefined ? undefined : Number(lengthHeader);
     if (contentLength !== undefined && !Number.isSafeInteger(contentLength)) {
       throw new BadGatewayError('Upstream sent an invalid Content-Length');
     }
@@ -115,15 +135,13 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
     return { contentType, contentLength };
   }
 
-  function wrapBody(response: Response, controller: AbortController, head: ReturnType<typeof checkHead>): UpstreamRecording {
-    const body = response.body;
+  function wrapBody(response: IncomingMessage, controller: AbortController, head: ReturnType<typeof checkHead>): UpstreamRecording {
     return {
       ...head,
-      lastModified: response.headers.get('last-modified') ?? undefined,
+      lastModified: response.headers['last-modified'],
       cancel: () => controller.abort(),
       async *chunks() {
-        if (!body) return;
-        const reader = body.getReader();
+        const chunks = response[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
         let received = 0;
         let stalled = false;
         try {
@@ -132,16 +150,20 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
               stalled = true;
               controller.abort();
             }, options.bodyIdleTimeoutMs);
-            let next: ReadableStreamReadResult<Uint8Array>;
+            let next: IteratorResult<Buffer>;
             try {
-              next = await reader.read();
+              next = await chunks.next();
             } catch (cause) {
               if (stalled) throw new GatewayTimeoutError('Upstream body stalled', { cause });
               throw new RetryableUpstreamError('Upstream body ended early', { cause });
             } finally {
               clearTimeout(idle);
             }
-            if (next.done) return;
+            if (next.done) {
+              // A connection closed before the end of a body without Content-Length ends it like a clean end.
+              if (stalled) throw new GatewayTimeoutError('Upstream body stalled');
+              return;
+            }
             received += next.value.byteLength;
             if (received > options.maxRecordingBytes) {
               throw new BadGatewayError('Recording is larger than cache.max_recording_bytes');
@@ -160,12 +182,12 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
     const abortAttempt = () => controller.abort();
     deadline.addEventListener('abort', abortAttempt, { once: true });
     try {
-      const response = await fetchFollowingRedirects(callId, apiKey, controller.signal);
+      const response = await getFollowingRedirects(callId, apiKey, controller.signal);
       let head: ReturnType<typeof checkHead>;
       try {
         head = checkHead(response);
       } catch (error) {
-        await response.body?.cancel().catch(() => {});
+        response.destroy();
         throw error;
       }
       return wrapBody(response, controller, head);
