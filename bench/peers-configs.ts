@@ -7,8 +7,17 @@
  */
 import { createHash } from 'node:crypto';
 
-/** The gateway's YAML: one tenant, everything else at its default (request log included). */
-export function gatewayYaml(options: { port: number; upstreamBaseUrl: string; cacheDir: string; tenantKey: string }): string {
+/**
+ * The gateway's YAML: one tenant, everything else at its default (request log
+ * included); with `auditDir`, an audit trail there (its retention at the default).
+ */
+export function gatewayYaml(options: {
+  port: number;
+  upstreamBaseUrl: string;
+  cacheDir: string;
+  tenantKey: string;
+  auditDir?: string;
+}): string {
   const digest = createHash('sha256').update(options.tenantKey).digest('hex');
   return [
     `listen: { host: 127.0.0.1, port: ${options.port} }`,
@@ -16,6 +25,7 @@ export function gatewayYaml(options: { port: number; upstreamBaseUrl: string; ca
     `  base_url: ${JSON.stringify(options.upstreamBaseUrl)}`,
     'cache:',
     `  dir: ${JSON.stringify(options.cacheDir)}`,
+    ...(options.auditDir === undefined ? [] : ['audit:', `  dir: ${JSON.stringify(options.auditDir)}`]),
     'tenants:',
     '  - id: bench',
     `    api_keys: ["sha256:${digest}"]`,

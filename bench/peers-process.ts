@@ -103,6 +103,12 @@ export interface ProcessGroup {
   hasExited(): boolean;
   /** SIGKILLs the whole group now; safe to call twice, and from an `exit` handler. */
   kill(): void;
+  /**
+   * SIGTERMs the command alone, as a service manager stops it, and waits for
+   * it to exit: its exit code, or undefined when it had not exited within
+   * `timeoutMs` (then the group is killed). The lifeline stays until then.
+   */
+  terminate(timeoutMs: number): Promise<number | undefined>;
 }
 
 /**
@@ -129,6 +135,14 @@ export function startGroup(
   child.stdin?.on('error', () => {});
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const hasExited = () => child.exitCode !== null || child.signalCode !== null;
+  const kill = () => {
+    child.stdin?.end();
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+    }
+  };
   return {
     name,
     pgid: child.pid!,
@@ -136,15 +150,42 @@ export function startGroup(
     output: () => output,
     exited,
     hasExited,
-    kill() {
-      child.stdin?.end();
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
-      }
+    kill,
+    async terminate(timeoutMs) {
+      const command = hasExited() ? undefined : commandPid(child.pid!);
+      if (command !== undefined) process.kill(command, 'SIGTERM');
+      // The lifeline shell's `wait` returns once the command exits, and the shell exits with its code.
+      const done = hasExited() || (await Promise.race([exited.then(() => true), sleep(timeoutMs, false, { ref: false })]));
+      const code = done && command !== undefined ? (child.exitCode ?? undefined) : undefined;
+      kill();
+      await exited;
+      return code;
     },
   };
+}
+
+/**
+ * The pid of the command a lifeline shell started: its child that is not the
+ * lifeline's own forked subshell (which keeps the shell's command line).
+ */
+function commandPid(shellPid: number): number | undefined {
+  let shellCommandLine: string;
+  try {
+    shellCommandLine = readFileSync(`/proc/${shellPid}/cmdline`, 'latin1');
+  } catch {
+    return undefined; // gone meanwhile
+  }
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // field 4 is the parent's pid.
+      if (Number(statFields(readFileSync(`/proc/${entry}/stat`, 'utf8'))[1]) !== shellPid) continue;
+      if (readFileSync(`/proc/${entry}/cmdline`, 'latin1') !== shellCommandLine) return Number(entry);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
 }
 
 /** A port nobody listens on right now: bind port 0, read it, close. */

@@ -1,13 +1,16 @@
 /**
  * The peers bench's output: the issue's table (metrics by server), the
- * details of every run, the gateway's ratios to nginx and Varnish, and one
- * line that holds those ratios against issue 11's goals.
+ * details of every run, the gateway's ratios to nginx and Varnish, one line
+ * that holds those ratios against issue 11's goals, and one with what the
+ * audit trail costs (issue 12).
  */
 import type { ColdResult } from './peers-cold.js';
 import type { CaseResult, LoadCase } from './peers-load.js';
 import { fmt, markdownTable, type Cell } from './table.js';
 
 export const GATEWAY = 'gateway';
+/** The same gateway with an audit trail: measured on hits and ranges only, for what auditing costs. */
+export const GATEWAY_AUDIT = 'gateway + audit';
 export const NGINX = 'nginx';
 export const VARNISH = 'Varnish';
 /** The cold-miss baseline's label. */
@@ -54,6 +57,7 @@ export function headlineTable(report: PeersReport): string {
   rows.push([
     `cold miss: first byte added over going to upstream directly (median of ${report.coldRequests})`,
     ...report.servers.map(({ label }) => {
+      if (label === GATEWAY_AUDIT) return '-';
       const added = coldAddedMs(report, label);
       return added === undefined ? 'not run' : `${fmt(added, 2)} ms`;
     }),
@@ -110,7 +114,7 @@ const times = (value: number | undefined) => (value === undefined ? '-' : `${fmt
 
 /** gateway / nginx and gateway / Varnish for every metric. */
 export function ratioTable(report: PeersReport): string {
-  const labels = report.servers.map((server) => server.label).filter((label) => label !== GATEWAY);
+  const labels = report.servers.map((server) => server.label).filter((label) => label !== GATEWAY && label !== GATEWAY_AUDIT);
   const rows: Cell[][] = [];
   const metrics: Array<[string, (run: CaseResult) => number]> = [
     ['req/s', (run) => run.requestsPerSecond],
@@ -177,6 +181,31 @@ export function goalSummary(report: PeersReport): string {
   return `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}.** ${goals
     .map((goal) => `${goal.text}: ${word(goal.met)}`)
     .join('; ')}.`;
+}
+
+/**
+ * One line: the CPU the audit trail adds per request on each case, the
+ * audited gateway's CPU µs per request minus the plain one's; undefined
+ * without an audited gateway.
+ */
+export function auditCostLine(report: PeersReport): string | undefined {
+  if (!report.servers.some((server) => server.label === GATEWAY_AUDIT)) return undefined;
+  const pairs = (['probe', 'window', 'full'] as const).map(
+    (key) => [result(report, key, GATEWAY), result(report, key, GATEWAY_AUDIT)] as const,
+  );
+  const each = (figure: (plain: CaseResult, audited: CaseResult) => string) =>
+    pairs.map(([plain, audited]) => (plain && audited ? figure(plain, audited) : 'n/a'));
+  const [probe, range, full] = each((plain, audited) => `${fmt(audited.serverCpuUsPerRequest - plain.serverCpuUsPerRequest, 1)} µs`);
+  const shares = each((plain, audited) => {
+    const share = (100 * audited.serverCpuUsPerRequest) / plain.serverCpuUsPerRequest - 100;
+    return `${share >= 0 ? '+' : ''}${fmt(share, 0)} %`;
+  });
+  const speeds = each((plain, audited) => times(ratio(audited.requestsPerSecond, plain.requestsPerSecond)));
+  return (
+    `**Auditing costs ${probe} of CPU per request (probe), ${range} (64 KB), ${full} (full-body hit)**: ` +
+    `\`${GATEWAY_AUDIT}\`'s server CPU µs per request minus the plain gateway's (${shares.join(', ')}); its req/s ${speeds.join(', ')} the plain gateway's. ` +
+    'Both are the same compiled gateway, one with `audit: { dir }` in its YAML, measured one after the other: a figure below zero is noise.'
+  );
 }
 
 /** Lines about runs whose figures are suspect: other processes busy, the client the limit, wrong answers. */

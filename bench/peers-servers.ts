@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gatewayYaml, nginxConf, varnishVcl } from './peers-configs.js';
 import { executable, freePort, pinned, startGroup, waitForPort, type ProcessGroup } from './peers-process.js';
+import { GATEWAY, GATEWAY_AUDIT } from './peers-report.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const GATEWAY_CLI = path.join(ROOT, 'dist/cli.js');
@@ -19,6 +20,8 @@ export const VARNISHD_BINARY = '/usr/sbin/varnishd';
 export const PEERS_INSTALL_HINT = 'apt-get install -y nginx-light varnish';
 
 const START_TIMEOUT_MS = 15_000;
+/** The gateway's own grace period for open requests is 10 s; its clients are gone by then anyway. */
+const SHUTDOWN_TIMEOUT_MS = 30_000;
 const UPSTREAM_SCRIPT = fileURLToPath(new URL('./peers-upstream.ts', import.meta.url));
 
 export interface PeersUpstream {
@@ -118,21 +121,45 @@ export async function startPeersUpstream(options: { core: number | undefined; si
   };
 }
 
-/** `node dist/cli.js --config <yaml> serve` on `core`: the build must exist (`npm run build`). */
+/** A gateway under test, which the bench may also stop as a service manager would. */
+export interface GatewayServer extends PeerServer {
+  /** Its audit directory (`audit.dir`), when it keeps an audit trail. */
+  auditDir: string | undefined;
+  /**
+   * SIGTERM, then waits for the graceful shutdown (the audit trail's last
+   * batch written): the exit code, or undefined when it took over
+   * {@link SHUTDOWN_TIMEOUT_MS} and was killed. Its files stay until `stop`.
+   */
+  shutDown(): Promise<number | undefined>;
+}
+
+/**
+ * `node dist/cli.js --config <yaml> serve` on `core`: the build must exist
+ * (`npm run build`). With `audit`, the same gateway with an audit trail in
+ * its temp dir, labelled {@link GATEWAY_AUDIT}.
+ */
 export async function startGatewayServer(options: {
   core: number | undefined;
   upstream: PeersUpstream;
   serverKey: string;
   tenantKey: string;
   version: string;
-}): Promise<PeerServer> {
-  const dir = await tempDir('rg-peers-gateway-');
+  audit?: boolean;
+}): Promise<GatewayServer> {
+  const dir = await tempDir(options.audit ? 'rg-peers-gateway-audit-' : 'rg-peers-gateway-');
   const port = await freePort();
   const configPath = path.join(dir, 'gateway.yaml');
   const logFile = path.join(dir, 'gateway.log');
+  const auditDir = options.audit ? path.join(dir, 'audit') : undefined;
   await writeFile(
     configPath,
-    gatewayYaml({ port, upstreamBaseUrl: options.upstream.baseUrl, cacheDir: path.join(dir, 'cache'), tenantKey: options.tenantKey }),
+    gatewayYaml({
+      port,
+      upstreamBaseUrl: options.upstream.baseUrl,
+      cacheDir: path.join(dir, 'cache'),
+      tenantKey: options.tenantKey,
+      ...(auditDir === undefined ? {} : { auditDir }),
+    }),
   );
   const group = startGroup('the gateway', pinned(options.core, process.execPath, [GATEWAY_CLI, '--config', configPath, 'serve']), {
     cwd: ROOT,
@@ -141,8 +168,8 @@ export async function startGatewayServer(options: {
   });
   await ready(group, port, dir, logFile);
   return {
-    label: 'gateway',
-    version: options.version,
+    label: options.audit ? GATEWAY_AUDIT : GATEWAY,
+    version: options.audit ? `${options.version} + audit` : options.version,
     url: `http://127.0.0.1:${port}`,
     headers: { authorization: `Bearer ${options.tenantKey}` },
     group,
@@ -151,6 +178,8 @@ export async function startGatewayServer(options: {
       return { hit: /;\s*hit/.test(said), said };
     },
     requestLog: logFile,
+    auditDir,
+    shutDown: () => group.terminate(SHUTDOWN_TIMEOUT_MS),
     stop: stopper(group, dir),
   };
 }

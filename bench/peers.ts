@@ -1,27 +1,34 @@
 /**
  * `npm run bench:peers`: the compiled gateway side by side with nginx
  * (proxy_cache) and Varnish in front of one generated upstream, on one core
- * each, loaded by wrk on another (issue 11, item 1). Prints the issue's table,
- * the gateway's ratios to its peers, one line against the issue's goals, and
- * every run's details. Not a test: nothing passes or fails on timing; the exit
- * code is 1 only when something could not run or answered wrong.
+ * each, loaded by wrk on another (issue 11, item 1); and the same gateway
+ * with an audit trail on the hit and range cases, for what auditing costs
+ * (issue 12). Prints the issue's table, the gateway's ratios to its peers,
+ * one line against the issue's goals, one with the audit trail's cost and one
+ * proving the trail was written, and every run's details. Not a test: nothing
+ * passes or fails on timing; the exit code is 1 only when something could not
+ * run, answered wrong, or the audit trail misses lines.
  *
  *   BENCH_SECONDS=5         measured seconds per run (after a 1 s warm-up run)
  *   PEERS_CONNECTIONS=32    wrk's connections
  *   PEERS_COLD_REQUESTS=20  cold misses per server
  *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
+ *   PEERS_SKIP_AUDIT=1      no `gateway + audit` server
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
+import { checkAuditTrail, settledAuditLines, type AuditTally } from './peers-audit.js';
 import { measureColdMisses, type ColdResult } from './peers-cold.js';
 import { measureCase, nodeGenerator, wrkGenerator, WRK_BINARY, type CaseResult, type LoadCase } from './peers-load.js';
 import { executable, pinSelf, planCores, type ProcessGroup } from './peers-process.js';
 import {
+  GATEWAY_AUDIT,
   NGINX,
   UPSTREAM,
   VARNISH,
+  auditCostLine,
   coldTable,
   detailTable,
   goalSummary,
@@ -39,6 +46,7 @@ import {
   startNginxServer,
   startPeersUpstream,
   startVarnishServer,
+  type GatewayServer,
   type PeerServer,
   type PeersUpstream,
 } from './peers-servers.js';
@@ -93,6 +101,7 @@ async function main(): Promise<void> {
   const seconds = positiveInteger('BENCH_SECONDS', 5);
   const connections = positiveInteger('PEERS_CONNECTIONS', 32);
   const coldRequests = positiveInteger('PEERS_COLD_REQUESTS', 20);
+  const withAudit = process.env.PEERS_SKIP_AUDIT !== '1';
   if (process.env.PEERS_SKIP_BUILD !== '1') build();
 
   const cores = planCores();
@@ -133,7 +142,18 @@ async function main(): Promise<void> {
     const startProblems: string[] = [];
     const installed = installedPeers();
     const common = { core: cores.server, upstream, serverKey };
-    servers.push(track(await startGatewayServer({ ...common, tenantKey, version: gatewayVersion() })));
+    const version = gatewayVersion();
+    servers.push(track(await startGatewayServer({ ...common, tenantKey, version })));
+    let audited: GatewayServer | undefined;
+    if (withAudit) {
+      try {
+        audited = track(await startGatewayServer({ ...common, tenantKey, version, audit: true }));
+        servers.push(audited);
+      } catch (error) {
+        process.exitCode = 1;
+        startProblems.push(`${GATEWAY_AUDIT} could not start: ${(error as Error).message}`);
+      }
+    }
     for (const [present, name, start] of [
       [installed.nginx, NGINX, startNginxServer],
       [installed.varnish, VARNISH, startVarnishServer],
@@ -161,6 +181,11 @@ async function main(): Promise<void> {
       `- Recording: ${RECORDING_BYTES.toLocaleString('en-US')} bytes of MP3 from one upstream process (Content-Length, ETag, Last-Modified, ranges)`,
     );
     console.log('- Gateway: `node dist/cli.js --config <temp yaml> serve`, default config, request log at info to a file');
+    if (audited) {
+      console.log(
+        `- ${GATEWAY_AUDIT}: the same, with \`audit: { dir: <its temp dir>/audit }\`; hit and range cases only, right after the plain gateway`,
+      );
+    }
     console.log('- nginx: proxy_cache, 1 worker, buffered access log; Varnish: malloc 256 MB, 1 thread pool');
     console.log(`- Started ${new Date().toISOString()}; load average ${loadAverage()}\n`);
     for (const line of startProblems) console.log(`- **${line}**`);
@@ -170,21 +195,41 @@ async function main(): Promise<void> {
     for (const line of lines) console.log(`- ${line}`);
     if (skipped.size > 0) process.exitCode = 1;
 
+    // The audited gateway's lines so far are the warm-up's and checks'; the load's are counted against the load generator's answers.
+    const auditLinesBefore = audited ? await settledAuditLines(audited.auditDir!) : 0;
+    const auditTally: AuditTally = { runs: 0, answers: 0 };
     for (const loadCase of CASES) {
       for (const server of servers) {
         if (skipped.has(caseOf(server, loadCase))) continue;
-        await generator.run(server, loadCase, WARMUP_SECONDS);
+        const warm = await generator.run(server, loadCase, WARMUP_SECONDS);
         const run = await measureCase(generator, server, loadCase, seconds);
         results.get(loadCase.key)!.set(server.label, run);
         if (run.errors > 0) process.exitCode = 1;
+        if (server === audited) {
+          auditTally.runs += 2;
+          auditTally.answers += warm.requests + run.requests;
+        }
       }
+    }
+    let auditCheck: string | undefined;
+    if (audited) {
+      const { line, ok } = await checkAuditTrail(audited, {
+        before: auditLinesBefore,
+        tally: auditTally,
+        connections,
+        counter: wrk ? 'wrk' : 'the load generator',
+      });
+      auditCheck = line;
+      if (!ok) process.exitCode = 1;
     }
 
     let cold: Map<string, ColdResult> | undefined;
     try {
       const targets = [
         { label: UPSTREAM, origin: new URL(upstream.baseUrl).origin, headers: { authorization: `Bearer ${serverKey}` } },
-        ...servers.map((server) => ({ label: server.label, origin: server.url, headers: server.headers })),
+        ...servers
+          .filter((server) => server !== audited)
+          .map((server) => ({ label: server.label, origin: server.url, headers: server.headers })),
       ];
       cold = await measureColdMisses(targets, {
         requests: coldRequests,
@@ -212,6 +257,9 @@ async function main(): Promise<void> {
     console.log('\n## The gateway over its peers\n');
     console.log(ratioTable(report));
     console.log(`\n${goalSummary(report)}\n`);
+    const auditCost = auditCostLine(report);
+    if (auditCost !== undefined) console.log(`## What auditing costs\n\n${auditCost}\n`);
+    if (auditCheck !== undefined) console.log(`${auditCheck}\n`);
     const warnings = runWarnings(report);
     if (warnings.length > 0) console.log(`${warnings.join('\n')}\n`);
     console.log('## Every run\n');

@@ -141,6 +141,9 @@ async function main(): Promise<void> {
     );
     console.log(`\nTotal bench time ${((performance.now() - began) / 1000).toFixed(1)} s; load average at the end ${loadAverage()}.`);
     console.log('\nThe gateway side by side with nginx and Varnish, one core each: `npm run bench:peers` (bench/README.md).');
+    console.log(
+      'What the audit trail costs on hits and ranges: the `gateway + audit` column of `npm run bench:peers`; what encryption at rest costs on disk hits, whole and ranges: `npm run bench:encryption`.',
+    );
   } finally {
     await gateway?.close().catch(() => {});
     await load?.close();

@@ -68,13 +68,30 @@ const HTTPS_AGENT = new HttpsAgent({ keepAlive: true });
  * One GET with node:http, resolving with the response head: about a
  * millisecond less per cold miss than fetch(), whose Request, Headers and web
  * stream objects a proxy does not need. Aborting `signal` destroys the request
- * and its response.
+ * and its response, without an error: not http's own `signal` option, which,
+ * once a short body has been read, destroys a socket already on its way back
+ * to the agent with an error nobody listens to.
  */
 function httpGet(url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
     const secure = url.protocol === 'https:';
-    const request = (secure ? httpsRequest : httpRequest)(url, { headers, agent: secure ? HTTPS_AGENT : HTTP_AGENT, signal }, resolve);
-    request.once('error', reject);
+    const request = (secure ? httpsRequest : httpRequest)(url, { headers, agent: secure ? HTTPS_AGENT : HTTP_AGENT }, (response) => {
+      // A read error reaches the reader through its iterator; this only keeps
+      // one after the reader has gone from crashing the process.
+      response.on('error', () => {});
+      resolve(response);
+    });
+    const abort = () => {
+      request.destroy();
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', abort, { once: true });
+    request.once('close', () => signal.removeEventListener('abort', abort));
+    request.on('error', reject);
     request.end();
   });
 }
@@ -144,6 +161,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
         const chunks = response[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
         let received = 0;
         let stalled = false;
+        let ended = false;
         try {
           for (;;) {
             const idle = setTimeout(() => {
@@ -162,6 +180,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
             if (next.done) {
               // A connection closed before the end of a body without Content-Length ends it like a clean end.
               if (stalled) throw new GatewayTimeoutError('Upstream body stalled');
+              ended = true;
               return;
             }
             received += next.value.byteLength;
@@ -171,7 +190,8 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
             yield next.value;
           }
         } finally {
-          controller.abort();
+          // A body read to its end leaves its connection to the agent, for the next download.
+          if (!ended) controller.abort();
         }
       },
     };
