@@ -123,6 +123,23 @@ function stdoutDestination(): { destination: DestinationStream; flushSoon: () =>
   return { destination, flushSoon };
 }
 
+/**
+ * Writes lines at `info` whose fields arrive already serialised, through the
+ * logger's own stream and in the shape pino gives its lines
+ * (`{"level":30,"time":…,"pid":…,"hostname":…,<fields>,"msg":…}`): for the
+ * request log, whose fields are fixed and safe, pino's generic serialiser
+ * costs about a sixth of a memory hit. Nothing is written while the level is
+ * above info.
+ */
+export function infoLineWriter(logger: Logger): (fields: string, message: string) => void {
+  const stream = (logger as unknown as Record<symbol, DestinationStream>)[pino.symbols.streamSym]!;
+  const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? '';
+  return (fields, message) => {
+    if (!logger.isLevelEnabled('info')) return;
+    stream.write(`{"level":30,"time":${Date.now()}${bindings},${fields},"msg":${JSON.stringify(message)}}\n`);
+  };
+}
+
 /** A logger that drops everything, for tests and the CLI's quiet paths. */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });

@@ -5,7 +5,7 @@ import type { AuditRecorder } from '../audit/audit-trail.js';
 import { auditRequest } from '../audit/request-audit.js';
 import type { Caller } from '../auth/authenticate.js';
 import type { Clock } from '../clock.js';
-import { REQUEST_LINE, type Logger } from '../logger.js';
+import { infoLineWriter, REQUEST_LINE, type Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
@@ -61,29 +61,22 @@ export interface RequestRecord {
 export type RequestReporter = (record: RequestRecord, sent: boolean) => void;
 
 export function createRequestReporter(logger: Logger, clock: Clock, metrics: GatewayMetrics, audit?: AuditRecorder): RequestReporter {
-  // The line's fields are named here and hold no header or query value, so the
-  // logger's redaction (a walk of every line, about 5 µs) has nothing to do on it.
-  const lines = logger.child({}, { redact: [] });
+  const writeLine = infoLineWriter(logger);
   return (record, sent) => {
     const { caller, status, cache } = record;
     metrics.requestDone({ route: record.route, method: record.method, status, tenant: caller?.tenant.id ?? 'none', cache });
     if (record.tier && status < 300) metrics.bytesServed(record.tier, record.bodyBytes);
-    const line: Record<string, unknown> = {
-      reqId: record.requestId,
-      method: record.method,
-      path: record.path,
-      route: record.route,
-      tenant: caller?.tenant.id,
-      callId: record.callId,
-      credential: caller?.credential.kind,
-      status,
-      cache,
-      bytes: record.bodyBytes,
-      durationMs: clock.now() - record.startedAt,
-      upstreamMs: record.upstreamMs,
-    };
-    if (!sent) line.aborted = true;
-    lines.info(line, REQUEST_LINE);
+    // Written by hand: every value is a validated id, a label of ours or a
+    // number, except the method and path, which are quoted by JSON.stringify.
+    // No header or query value is in it, so nothing needs redacting.
+    let line = `"reqId":"${record.requestId}","method":${JSON.stringify(record.method)},"path":${JSON.stringify(record.path)},"route":"${record.route}"`;
+    if (caller) line += `,"tenant":"${caller.tenant.id}"`;
+    if (record.callId !== undefined) line += `,"callId":"${record.callId}"`;
+    if (caller) line += `,"credential":"${caller.credential.kind}"`;
+    line += `,"status":${status},"cache":"${cache}","bytes":${record.bodyBytes},"durationMs":${clock.now() - record.startedAt}`;
+    if (record.upstreamMs !== undefined) line += `,"upstreamMs":${record.upstreamMs}`;
+    if (!sent) line += ',"aborted":true';
+    writeLine(line, REQUEST_LINE);
     if (audit) auditRequest(audit, record, clock.now());
   };
 }
