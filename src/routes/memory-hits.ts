@@ -47,9 +47,10 @@ function recordingRequestOf(method: string, headers: IncomingHttpHeaders): Recor
  * player's ranges, a replay), written straight to Node's response without
  * the app: no Request, Response or context objects, which cost more than the
  * answer itself (issue 11's profile). It answers exactly as the app's route
- * would, with the same log line and metrics; everything else (a miss, a disk
- * hit, a credential, precondition or range the app must refuse, a rate
- * limit's 429) is handed to `app` untouched, before anything was counted.
+ * would, with the same log line, metrics and audit line; everything else (a
+ * miss, a disk hit, a credential, precondition or range the app must refuse,
+ * a rate limit's 429) is handed to `app` untouched, before anything was
+ * counted.
  */
 export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListener): RequestListener {
   const { authenticator, recordings, rateLimiter, clock, report } = deps;
