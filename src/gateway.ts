@@ -21,8 +21,9 @@ import { DownloadManager, upstreamSource } from './download/download-manager.js'
 import { DownloadSlots } from './download/download-slots.js';
 import { PrefetchQueue, createPrefetcher, type Prefetch, type PrefetchOptions } from './recordings/prefetch.js';
 import { RecordingService } from './recordings/recording-service.js';
-import { RecordingAnalyser, storedRecordingOpener } from './recordings/analysis/recording-analyser.js';
+import { RecordingAnalyser } from './recordings/analysis/recording-analyser.js';
 import { RecordingFactsService } from './recordings/analysis/recording-facts-service.js';
+import { storedRecordingOpener } from './recordings/analysis/stored-recording-source.js';
 import type { GatewayEnv } from './routes/gateway-env.js';
 import { auditReadiness, cacheDirectoryReadiness, indexReadiness } from './routes/health.js';
 import { silentLogger, type Logger } from './logger.js';
@@ -67,7 +68,7 @@ export interface Gateway {
   prefetch: Prefetch;
   /** Set in cluster mode. */
   cluster: Cluster | undefined;
-  /** Analyses stored recordings: their facts (info.json) and waveform peaks (peaks.json). */
+  /** Analyses stored recordings: their facts (info.json, from the header after each store) and peaks (peaks.json, decoded on demand). */
   analyser: RecordingAnalyser;
   /** Deletes expired copies; set when a retention_days is configured (never in a second process such as the CLI). */
   retention: RetentionSweeper | undefined;

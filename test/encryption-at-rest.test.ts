@@ -132,6 +132,8 @@ describe('encryption at rest', () => {
     const first = await start();
     expect((await download(first, SMALL)).body.equals(small)).toBe(true);
     expect((await download(first, LARGE)).body.equals(large)).toBe(true);
+    // Peaks are decoded on their first request, which writes the sidecar.
+    expect((await first.fetch(`/v1/call/recording/${SMALL}/peaks.json`)).status).toBe(200);
     await stop(first);
     expect(existsSync(storedPath(SMALL)) && existsSync(storedPath(LARGE))).toBe(true);
     expect(await filesHoldingPlaintext(small, large)).toEqual([]);
@@ -167,6 +169,7 @@ describe('encryption at rest', () => {
     expect(((await peaks.json()) as { version: number }).version).toBe(2);
     // Read back and decrypted, not analysed and written again.
     expect((await readFile(peaksFile)).equals(peaksBefore)).toBe(true);
+    expect(second.gateway.analyser.counts.decodes).toBe(0);
     expect(upstream.recordingRequests()).toHaveLength(2);
     expect(await filesHoldingPlaintext(small, large)).toEqual([]);
   });
@@ -324,6 +327,45 @@ describe('encryption at rest', () => {
     expect((await download(plainAgain, LARGE)).body.equals(large)).toBe(true);
     expect((await download(plainAgain, SMALL)).body.equals(small)).toBe(true);
     expect(upstream.recordingRequests()).toHaveLength(6);
+  });
+
+  test('turned on over a cache in the clear, a peaks sidecar in the clear is removed at start-up, even beside a recording the keys read', async () => {
+    const peaksFile = sidecarPath(dir, namespaceFor(upstream.baseUrl), String(SMALL), 'peaks');
+    const plain = await start(null);
+    await download(plain, SMALL);
+    expect((await plain.fetch(`/v1/call/recording/${SMALL}/peaks.json`)).status).toBe(200);
+    await stop(plain);
+    const clearPeaks = await readFile(peaksFile);
+    expect(clearPeaks.subarray(0, 8).toString('latin1')).toBe('RGPEAKS1');
+
+    // With encryption the clear recording goes (its sidecar with it); fetched again, it is stored encrypted, with no sidecar yet.
+    const encrypted = await start(onlyA);
+    expect(await eventually(() => !existsSync(storedPath(SMALL)))).toBe(true);
+    expect(existsSync(peaksFile)).toBe(false);
+    await download(encrypted, SMALL);
+    await stop(encrypted);
+    expect((await readFile(storedPath(SMALL))).subarray(0, 7).toString('latin1')).toBe('RGENC1\n');
+    // What a replica without the key, or a crash mid-change, can leave: the clear sidecar beside the encrypted recording.
+    await writeFile(peaksFile, clearPeaks);
+    const recordingBefore = await readFile(storedPath(SMALL));
+
+    logLines = [];
+    const restarted = await start(onlyA);
+    // Nobody asks for the peaks: the sidecar goes anyway, and the recording, which the keys read, stays.
+    expect(await eventually(() => !existsSync(peaksFile))).toBe(true);
+    expect((await readFile(storedPath(SMALL))).equals(recordingBefore)).toBe(true);
+    expect(logLines.some((line) => line.includes('"sidecars":1') && line.includes('"recordings":0'))).toBe(true);
+    const hit = await download(restarted, SMALL);
+    expect(hit.headers.get('cache-status')).toBe('recording-gateway; hit; detail=disk');
+    expect(upstream.recordingRequests(SMALL)).toHaveLength(2);
+
+    // Asked for, the peaks are decoded again and kept encrypted, never again in the clear.
+    const peaks = await restarted.fetch(`/v1/call/recording/${SMALL}/peaks.json?points=100`);
+    expect(peaks.status).toBe(200);
+    expect(((await peaks.json()) as { length: number }).length).toBe(100);
+    expect((await readFile(peaksFile)).subarray(0, 7).toString('latin1')).toBe('RGENC1\n');
+    const everything = await Promise.all((await everyFile()).map((file) => readFile(file).catch(() => Buffer.alloc(0))));
+    expect(everything.filter((bytes) => bytes.includes('RGPEAKS1', 0, 'latin1'))).toEqual([]);
   });
 });
 

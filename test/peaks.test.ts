@@ -1,8 +1,9 @@
 /**
  * GET /v1/call/recording/{id}/peaks.json: waveform peaks in audiowaveform's
- * JSON format, computed once by decoding the MP3, kept in a sidecar file
- * beside the recording, merged down to any `points` without decoding again,
- * and gone with the recording.
+ * JSON format, computed once by decoding the MP3 on the first request for
+ * them (never after a plain store), kept in a sidecar file beside the
+ * recording, merged down to any `points` without decoding again, and gone
+ * with the recording.
  */
 import { createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -158,10 +159,15 @@ describe('peaks.json', () => {
     expect(amplitude(expected.data, loudest[0]!)).toBeGreaterThan(100);
   });
 
-  test('the sidecar is on disk beside the recording after a download, and DELETE removes it with the recording', async () => {
+  test('a download decodes nothing; the first peaks.json writes the sidecar beside the recording, and DELETE removes it with the recording', async () => {
     const gateway = await start();
     await bytesOf(await gateway.fetch('/v1/call/recording/4.mp3'));
     await settled(gateway);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(0);
+    expect(existsSync(recordingFile(4, 'peaks'))).toBe(false);
+
+    await peaksOf(gateway, 4, '?points=10');
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
     const sidecar = decodePeaks(await readFile(recordingFile(4, 'peaks')));
     expect(sidecar).toBeDefined();
     expect(sidecar!.sampleRate).toBe(22_050);
@@ -185,6 +191,7 @@ describe('peaks.json', () => {
     const answer = await peaksOf(gateway, 1, '?points=50');
     expect(new Set(answer.data)).toEqual(new Set([-5, 5]));
     expect(upstream.recordingRequests(1)).toHaveLength(1);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
   });
 
   test('a damaged or missing sidecar is computed again from the stored recording', async () => {
@@ -196,6 +203,7 @@ describe('peaks.json', () => {
     await settled(gateway);
     expect(decodePeaks(await readFile(recordingFile(2, 'peaks')))).toBeDefined();
     expect(upstream.recordingRequests(2)).toHaveLength(1);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(2);
   });
 
   test('bad points are 400 in the JSON error shape, before any upstream call', async () => {
@@ -244,10 +252,12 @@ describe('peaks sidecars on disk', () => {
     const gateway = await start({ cache: { maxDiskBytes: sizes.get(4)!.length + sizes.get(1)!.length + 1000 } });
     for (const id of [1, 4]) {
       await bytesOf(await gateway.fetch(`/v1/call/recording/${id}.mp3`));
+      await peaksOf(gateway, id);
       await settled(gateway);
     }
     expect(existsSync(recordingFile(1, 'peaks'))).toBe(true);
     await bytesOf(await gateway.fetch('/v1/call/recording/2.mp3'));
+    await peaksOf(gateway, 2);
     await settled(gateway);
     expect(existsSync(recordingFile(1, 'mp3'))).toBe(false);
     expect(existsSync(recordingFile(1, 'peaks'))).toBe(false);
@@ -257,6 +267,7 @@ describe('peaks sidecars on disk', () => {
   test('start-up removes a sidecar whose recording is gone, and a sidecar write a crash cut short, and keeps the others', async () => {
     const first = await start();
     await bytesOf(await first.fetch('/v1/call/recording/1.mp3'));
+    await peaksOf(first, 1);
     await settled(first);
     running.splice(0);
     await first.close();

@@ -1,12 +1,13 @@
 /**
  * GET /v1/call/recording/{id}/info.json on the real fixtures: the facts a
- * player needs (duration, bitrate, sample rate, channels), read once when the
- * recording is stored and then answered from the index without the audio or
- * the upstream; authenticated, limited and fetched exactly like the .mp3.
+ * player needs (duration, bitrate, sample rate, channels), read from the
+ * MP3's header once it is stored (never decoded for them) and then answered
+ * from the index without the audio or the upstream; authenticated, limited
+ * and fetched exactly like the .mp3.
  */
 import { createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { loadFixtureCatalog, startFakeFlyflow, type FakeFlyflow, type FixtureRecording } from '../dev/fake-flyflow.js';
@@ -25,6 +26,7 @@ import {
   testConfig,
   type RunningGateway,
 } from '../dev/gateway-harness.js';
+import { decodePeaks } from '../src/recordings/analysis/waveform-peaks.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -43,7 +45,7 @@ async function stop(gateway: RunningGateway): Promise<void> {
   await gateway.close();
 }
 
-/** Waits until every download is stored and every analysis it started has run. */
+/** Waits until every download is stored and the header read each store started has run. */
 async function settled(gateway: RunningGateway): Promise<void> {
   await gateway.gateway.downloads.idle();
   await gateway.gateway.analyser.idle();
@@ -122,6 +124,42 @@ describe('info.json', () => {
     expect(upstream.recordingRequests(2)).toHaveLength(1);
   });
 
+  test("every fixture's facts are in its index entry right after it is stored, read from its header without decoding it", async () => {
+    const gateway = await start();
+    for (const fixture of catalog) await bytesOf(await gateway.fetch(`/v1/call/recording/${fixture.id}.mp3`));
+    await settled(gateway);
+    expect(gateway.gateway.analyser.counts).toEqual({ headersRead: catalog.length, decodes: 0 });
+    for (const fixture of catalog) {
+      const facts = (await gateway.gateway.index.get(`${namespaceFor(upstream.baseUrl)}/${fixture.id}`))?.facts;
+      // 32 kbit/s CBR without a Xing/Info frame: the duration is the audio's size over its bitrate.
+      expect(Math.abs(facts!.durationSeconds - fixture.duration_seconds)).toBeLessThan(0.1);
+      expect(facts).toMatchObject({ bitrate: 32_000, sampleRate: 22_050, channels: 1, estimated: true });
+      expect(existsSync(recordingFile(fixture.id, 'peaks'))).toBe(false);
+    }
+    // Answered from the index: nothing read or decoded again.
+    for (const fixture of catalog) {
+      const response = await gateway.fetch(`/v1/call/recording/${fixture.id}/info.json`);
+      expect(response.headers.get('cache-status')).toBe('recording-gateway; hit');
+      const info = (await response.json()) as Info;
+      expect(Math.abs(info.duration_seconds - fixture.duration_seconds)).toBeLessThan(0.1);
+    }
+    expect(gateway.gateway.analyser.counts).toEqual({ headersRead: catalog.length, decodes: 0 });
+  });
+
+  test('stays the same once peaks.json has decoded the recording: the estimate was right', async () => {
+    const gateway = await start();
+    const before = await bytesOf(await gateway.fetch('/v1/call/recording/4/info.json'));
+    expect((await gateway.fetch('/v1/call/recording/4/peaks.json')).status).toBe(200);
+    await settled(gateway);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
+    const after = await bytesOf(await gateway.fetch('/v1/call/recording/4/info.json'));
+    expect(after.toString()).toBe(before.toString());
+    // The decoded length agrees with the estimate to well within a second.
+    const sidecar = decodePeaks(await readFile(recordingFile(4, 'peaks')))!;
+    const info = JSON.parse(after.toString()) as Info;
+    expect(Math.abs(sidecar.totalSamples / sidecar.sampleRate - info.duration_seconds)).toBeLessThan(0.1);
+  });
+
   test('is read when the recording is stored, kept in the index, and answered after a restart without the audio or the upstream', async () => {
     const first = await start();
     await bytesOf(await first.fetch('/v1/call/recording/4.mp3'));
@@ -130,6 +168,7 @@ describe('info.json', () => {
     const meta = await first.gateway.index.get(`${namespaceFor(upstream.baseUrl)}/4`);
     expect(meta?.facts?.sampleRate).toBe(22_050);
     expect(meta?.facts?.channels).toBe(1);
+    expect(first.gateway.analyser.counts).toEqual({ headersRead: 1, decodes: 0 });
     const expected = (await (await first.fetch('/v1/call/recording/4/info.json')).json()) as Info;
     await stop(first);
 
@@ -156,6 +195,7 @@ describe('info.json', () => {
     }
     await settled(gateway);
     expect(upstream.recordingRequests(4)).toHaveLength(1);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
     const sidecar = await stat(recordingFile(4, 'peaks'));
 
     // Later requests read what the one analysis kept: the sidecar is never written again.
@@ -166,9 +206,10 @@ describe('info.json', () => {
     const after = await stat(recordingFile(4, 'peaks'));
     expect([after.ino, after.mtimeMs]).toEqual([sidecar.ino, sidecar.mtimeMs]);
     expect(upstream.recordingRequests(4)).toHaveLength(1);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
   });
 
-  test('a recording stored before analysis existed is analysed from its stored copy on the first request', async () => {
+  test('a recording stored before analysis existed has its header read on the first info.json, and is decoded on the first peaks.json', async () => {
     const first = await start();
     await bytesOf(await first.fetch('/v1/call/recording/3.mp3'));
     await settled(first);
@@ -177,7 +218,8 @@ describe('info.json', () => {
     const { facts: _facts, ...olderMeta } = (await first.gateway.index.get(key))!;
     await first.gateway.index.set(key, olderMeta);
     await stop(first);
-    await rm(recordingFile(3, 'peaks'));
+    // A store writes no sidecar any more.
+    expect(existsSync(recordingFile(3, 'peaks'))).toBe(false);
 
     const second = await start();
     expect((await second.gateway.index.get(key))?.facts).toBeUndefined();
@@ -187,6 +229,10 @@ describe('info.json', () => {
     expect(Math.abs(info.duration_seconds - catalog.find((r) => r.id === 3)!.duration_seconds)).toBeLessThan(0.1);
     await settled(second);
     expect((await second.gateway.index.get(key))?.facts?.durationSeconds).toBe(info.duration_seconds);
+    expect(second.gateway.analyser.counts).toEqual({ headersRead: 1, decodes: 0 });
+    expect(existsSync(recordingFile(3, 'peaks'))).toBe(false);
+    expect((await second.fetch('/v1/call/recording/3/peaks.json')).status).toBe(200);
+    expect(second.gateway.analyser.counts).toEqual({ headersRead: 1, decodes: 1 });
     expect(existsSync(recordingFile(3, 'peaks'))).toBe(true);
     expect(upstream.recordingRequests(3)).toHaveLength(1);
   });

@@ -18,13 +18,15 @@ export interface RecordingMeta {
 
 /** A recording's audio facts, as `info.json` answers them (src/recordings/analysis). */
 export interface RecordingFacts {
-  /** Seconds of decoded audio. */
+  /** Seconds of audio. */
   durationSeconds: number;
   /** Bits per second: the stream's (average, for VBR) bitrate. */
   bitrate: number;
   /** Samples per second. */
   sampleRate: number;
   channels: number;
+  /** The duration came from the size and bitrate (a constant bitrate without a frame count): a full decode may correct it. */
+  estimated?: true;
 }
 
 export function cacheKey(namespace: string, callId: string): string {

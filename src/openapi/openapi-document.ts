@@ -449,7 +449,7 @@ export const openApiDocument: OpenApiDocument = {
           call_id: { type: 'integer', minimum: 1 },
           size: { type: 'integer', minimum: 0, description: "The recording's bytes" },
           etag: { type: 'string', description: "The recording's own ETag (as its .mp3 answers carry)" },
-          duration_seconds: { type: 'number', exclusiveMinimum: 0, description: 'Seconds of decoded audio' },
+          duration_seconds: { type: 'number', exclusiveMinimum: 0, description: 'Seconds of audio' },
           bitrate: { type: 'integer', minimum: 1, description: 'Bits per second (the average, for a variable bitrate)' },
           sample_rate: { type: 'integer', minimum: 1, description: 'Samples per second' },
           channels: { type: 'integer', minimum: 1 },

@@ -37,11 +37,13 @@ export const RECORDING_PEAKS_ROUTE = '/v1/call/recording/:id/peaks.json';
 export const MAX_PEAK_POINTS = 10_000;
 export const DEFAULT_PEAK_POINTS = 1000;
 const POINTS = /^[1-9][0-9]{0,4}$/;
-// Bumped when what an answer holds for the same recording changes, so no
-// client keeps an older answer under the same ETag.
-const ANSWER_VERSION = 1;
 
 type Kind = 'info' | 'peaks';
+// Bumped when what an answer holds for the same recording changes, so no
+// client keeps an older answer under the same ETag. info 2: the duration of
+// a constant-bitrate recording without a frame count comes from its size and
+// bitrate (read at store time), no longer from decoding it.
+const ANSWER_VERSIONS: Record<Kind, number> = { info: 2, peaks: 1 };
 const PATHS: Record<Kind, RegExp> = {
   info: /^\/v1\/call\/recording\/([^/?]*)\/info\.json$/,
   peaks: /^\/v1\/call\/recording\/([^/?]*)\/peaks\.json$/,
@@ -67,7 +69,7 @@ function pointsOf(c: Context<GatewayEnv>): number {
 /** A strong tag of its own for each answer: the recording's digest, what was asked, and the answer's version. */
 function answerEtag(sha256: string, kind: Kind, points: number | undefined): string {
   const recording = etagFor(sha256).slice(1, -1);
-  return `"${recording}.${kind}${points === undefined ? '' : `.${points}`}.v${ANSWER_VERSION}"`;
+  return `"${recording}.${kind}${points === undefined ? '' : `.${points}`}.v${ANSWER_VERSIONS[kind]}"`;
 }
 
 function cacheStatus(result: FactsCacheResult): string {

@@ -1,5 +1,6 @@
+import { rm } from 'node:fs/promises';
 import type { Logger } from '../../logger.js';
-import { listStoredFiles, type DiskStore } from '../disk-store.js';
+import { listCacheFiles, sidecarPath, type DiskStore } from '../disk-store.js';
 import { DamagedFileError } from '../stored-file.js';
 
 export interface UnreadableSweepOptions {
@@ -15,14 +16,18 @@ export interface UnreadableSweepOptions {
  * stored file the keys cannot open: one stored in the clear before
  * encryption was turned on, or one under a key no longer configured. They
  * could never be served; this way no recording stays on disk in the clear
- * until someone happens to ask for it. Only headers are read (a chunk that
- * fails authentication is caught when read, or by `cache verify`).
- * Resolves with the number removed.
+ * until someone happens to ask for it. Of a recording only the header is
+ * read (a chunk that fails authentication is caught when read, or by
+ * `cache verify`). Sidecars (waveform peaks, derived from the audio) are
+ * small and decrypted whole; one that fails goes on its own, since it is
+ * computed again on demand from its recording.
+ * Resolves with the number of files removed.
  */
 export async function removeUnreadableFiles(options: UnreadableSweepOptions): Promise<number> {
   const { disk, logger, signal } = options;
-  let removed = 0;
-  for (const { namespace, callId } of await listStoredFiles(disk.dir)) {
+  const files = await listCacheFiles(disk.dir);
+  let recordings = 0;
+  for (const { namespace, callId } of files.recordings) {
     if (signal.aborted) break;
     try {
       const file = await disk.openRecording(namespace, callId);
@@ -30,11 +35,25 @@ export async function removeUnreadableFiles(options: UnreadableSweepOptions): Pr
     } catch (error) {
       if (!(error instanceof DamagedFileError)) continue;
       await options.purge(namespace, callId).catch(() => {});
-      removed++;
+      recordings++;
     }
   }
-  if (removed > 0) {
-    logger.warn({ removed }, 'removed cached files the encryption keys cannot read (stored in the clear, or under a key not configured)');
+  let sidecars = 0;
+  for (const { namespace, callId, kind } of files.sidecars) {
+    if (signal.aborted) break;
+    try {
+      await disk.readSidecar(namespace, callId, kind);
+    } catch (error) {
+      if (!(error instanceof DamagedFileError)) continue;
+      await rm(sidecarPath(disk.dir, namespace, callId, kind), { force: true }).catch(() => {});
+      sidecars++;
+    }
   }
-  return removed;
+  if (recordings + sidecars > 0) {
+    logger.warn(
+      { removed: recordings + sidecars, recordings, sidecars },
+      'removed cached files the encryption keys cannot read (stored in the clear, or under a key not configured)',
+    );
+  }
+  return recordings + sidecars;
 }

@@ -1,17 +1,13 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { DiskStore } from '../../cache/disk-store.js';
 import type { CachedRecording, RecordingCache } from '../../cache/recording-cache.js';
 import type { RecordingFacts, RecordingMeta } from '../../cache/recording-meta.js';
 import type { Logger } from '../../logger.js';
-import type { RecordingService } from '../recording-service.js';
 import { AnalysisQueue, QueueClosedError, type QueuedTask } from './analysis-queue.js';
-import { analyseMp3, UndecodableRecordingError, type Mp3Analysis, type Mp3Source } from './mp3-analysis.js';
+import { analyseMp3, UndecodableRecordingError, type Mp3Analysis } from './mp3-analysis.js';
+import { readStreamHeader, type Mp3Source, type StreamHeader } from './mp3-header.js';
+import { RecordingGoneError, type OpenedRecording } from './stored-recording-source.js';
 import { decodePeaks, encodePeaks, type WaveformPeaks } from './waveform-peaks.js';
-
-/** A stored recording's bytes, open for one analysis. */
-export interface OpenedRecording extends Mp3Source {
-  /** Frees the file or pin behind it; called once the analysis is done. */
-  release(): void;
-}
 
 export interface RecordingAnalyserOptions {
   cache: Pick<RecordingCache, 'recordFacts' | 'holds'>;
@@ -19,19 +15,24 @@ export interface RecordingAnalyserOptions {
   /** Opens a stored recording's bytes; undefined when that entry is no longer stored. */
   open(entry: CachedRecording): Promise<OpenedRecording | undefined>;
   logger: Logger;
-  /** Analyses at a time; default 1 (each is CPU work on the event loop's thread, in slices). */
+  /** Decodes at a time; default 1 (each is CPU work on the event loop's thread, in slices). */
   concurrency?: number;
-  /** Background analyses waiting at most; more are left for a request to start. Default 1000. */
+  /** Header reads after a store waiting at most; more are left for a request to do. Default 1000. */
   maxWaiting?: number;
 }
 
-/** The stored recording went away (purged, evicted, replaced) before it could be analysed. */
-export class RecordingGoneError extends Error {
-  override readonly name = 'RecordingGoneError';
+/** What the analyser has done since it started, for tests and benches. */
+export interface AnalysisCounts {
+  /** Stream headers read (facts), each about a millisecond. */
+  headersRead: number;
+  /** Whole recordings decoded (peaks), each a fraction of the recording's length in CPU time. */
+  decodes: number;
 }
 
 const DEFAULT_CONCURRENCY = 1;
 const DEFAULT_MAX_WAITING = 1000;
+// Header reads are short (about a millisecond each): one at a time keeps a burst of stores from holding the thread.
+const HEADER_CONCURRENCY = 1;
 
 /** Facts as an index entry holds them, checked: an entry written by another version may hold anything. */
 export function knownFacts(meta: RecordingMeta): RecordingFacts | undefined {
@@ -44,151 +45,141 @@ export function knownFacts(meta: RecordingMeta): RecordingFacts | undefined {
 }
 
 /**
- * Opens stored recordings for analysis. A small one is read whole through
- * the recording service (checked against its sha256, as any hit is). A large
- * one is opened afresh for each read and closed again, so an analysis never
- * holds a file or an eviction pin for the seconds it takes: if the recording
- * is evicted or purged meanwhile, the next read finds it gone.
- */
-export function storedRecordingOpener(
-  cache: Pick<RecordingCache, 'memoryEntryMaxBytes' | 'pin' | 'openFile'>,
-  recordings: Pick<RecordingService, 'find'>,
-) {
-  return async function openStored(entry: CachedRecording): Promise<OpenedRecording | undefined> {
-    if (entry.meta.size > cache.memoryEntryMaxBytes) return largeFileSource(cache, entry);
-    const found = await Promise.resolve(recordings.find(entry.meta.namespace, entry.meta.callId)).catch(() => undefined);
-    if (found?.entry !== entry || !found.body) {
-      found?.reader?.release();
-      return undefined;
-    }
-    return bodySource(found.body);
-  };
-}
-
-function largeFileSource(cache: Pick<RecordingCache, 'pin' | 'openFile'>, entry: CachedRecording): OpenedRecording {
-  return {
-    size: entry.meta.size,
-    async readAt(offset, maxBytes) {
-      const unpin = cache.pin(entry.key);
-      try {
-        const file = await cache.openFile(entry);
-        if (!file) throw new RecordingGoneError(`${entry.key} is no longer stored`);
-        try {
-          const buffer = Buffer.allocUnsafe(maxBytes);
-          const bytesRead = await file.read(buffer, offset);
-          return bytesRead === 0 ? null : buffer.subarray(0, bytesRead);
-        } finally {
-          await file.close();
-        }
-      } finally {
-        unpin();
-      }
-    },
-    release() {},
-  };
-}
-
-/** A recording held whole in memory, as an {@link OpenedRecording}. */
-export function bodySource(body: Uint8Array): OpenedRecording {
-  return {
-    size: body.length,
-    readAt: async (offset, maxBytes) => (offset >= body.length ? null : body.subarray(offset, offset + maxBytes)),
-    release() {},
-  };
-}
-
-/**
- * Analyses stored recordings, once each: after a recording is stored (in the
- * background, a few at a time), or when a request needs its facts or peaks
- * first (that request goes ahead of the background work, and concurrent ones
- * join the same analysis). The facts go into the recording's index entry, the
- * peaks into a sidecar file beside it.
+ * Analyses stored recordings. Right after a recording is stored (in the
+ * background, on a later turn of the event loop) only its facts are read,
+ * from its stream header. Its peaks are computed when first asked for, by
+ * decoding it whole; concurrent requests join that one decode. A recording
+ * whose header gives no duration (a variable bitrate without a frame count)
+ * is decoded on its first info.json request too. The facts go into the
+ * recording's index entry, the peaks into a sidecar file beside it.
  */
 export class RecordingAnalyser {
-  readonly #queue: AnalysisQueue;
-  readonly #jobs = new Map<CachedRecording, QueuedTask<Mp3Analysis>>();
+  readonly #headers: AnalysisQueue;
+  readonly #decodes: AnalysisQueue;
+  readonly #reading = new Map<CachedRecording, QueuedTask<RecordingFacts | undefined>>();
+  readonly #decoding = new Map<CachedRecording, QueuedTask<Mp3Analysis>>();
   /** Peaks that have no sidecar (a recording in memory only, or a sidecar the disk refused). */
   readonly #unsaved = new WeakMap<CachedRecording, WaveformPeaks>();
   /** Recordings that could not be decoded: not tried again while their entry lives. */
   readonly #undecodable = new WeakMap<RecordingMeta, UndecodableRecordingError>();
+  readonly #counts: AnalysisCounts = { headersRead: 0, decodes: 0 };
 
   constructor(private readonly options: RecordingAnalyserOptions) {
-    this.#queue = new AnalysisQueue(options.concurrency ?? DEFAULT_CONCURRENCY, options.maxWaiting ?? DEFAULT_MAX_WAITING);
+    this.#headers = new AnalysisQueue(HEADER_CONCURRENCY, options.maxWaiting ?? DEFAULT_MAX_WAITING);
+    // Decodes are only ever asked for by a request, so none waits in the background.
+    this.#decodes = new AnalysisQueue(options.concurrency ?? DEFAULT_CONCURRENCY, 0);
   }
 
-  /** A recording was stored: analyse it in the background, unless its facts are known. */
+  /** Headers read and recordings decoded so far. */
+  get counts(): Readonly<AnalysisCounts> {
+    return { ...this.#counts };
+  }
+
+  /** A recording was stored: read its facts from its header in the background, unless they are known. */
   schedule(entry: CachedRecording): void {
     if (knownFacts(entry.meta)) return;
-    this.#job(entry, false)?.result.catch(() => {});
+    this.#headerJob(entry, false)?.result.catch(() => {});
   }
 
-  /** The recording's facts, analysing it first when they are not known yet. */
+  /** The recording's facts: known, else read from its header, else (no duration there) from decoding it. */
   async facts(entry: CachedRecording): Promise<RecordingFacts> {
-    return knownFacts(entry.meta) ?? (await this.analyse(entry)).facts;
+    const known = knownFacts(entry.meta);
+    if (known) return known;
+    const failed = this.#undecodable.get(entry.meta);
+    if (failed) throw failed;
+    const job = this.#headerJob(entry, true)!;
+    job.promote();
+    return (await job.result) ?? (await this.#decode(entry)).facts;
   }
 
-  /** The recording's fine peaks: from its sidecar, else analysing it (which writes the sidecar). */
+  /** The recording's fine peaks: from its sidecar, else decoding it (which writes the sidecar). */
   async peaks(entry: CachedRecording): Promise<WaveformPeaks> {
     const saved = this.#unsaved.get(entry) ?? (entry.onDisk ? await this.#readSidecar(entry) : undefined);
-    return saved ?? (await this.analyse(entry)).peaks;
+    return saved ?? (await this.#decode(entry)).peaks;
   }
 
-  /**
-   * Analyses a stored recording now, or joins its analysis under way.
-   * @throws RecordingGoneError when it is no longer stored; UndecodableRecordingError.
-   */
-  analyse(entry: CachedRecording): Promise<Mp3Analysis> {
-    const job = this.#job(entry, true)!;
-    job.promote();
-    return job.result;
+  /** The facts of a recording that could not be stored, from its header or else by decoding it; nothing kept. */
+  async unstoredFacts(source: Mp3Source): Promise<RecordingFacts> {
+    const header = await this.#headers.add(() => this.#readHeader(source), true)!.result;
+    return header?.facts ?? (await this.#decodeUnstored(source)).facts;
   }
 
-  /** A recording that could not be stored: analysed from its bytes, nothing kept. */
-  async analyseUnstored(source: Mp3Source): Promise<Mp3Analysis> {
-    return this.#queue.add(() => analyseMp3(source), true)!.result;
+  /** The peaks of a recording that could not be stored, by decoding it; nothing kept. */
+  async unstoredPeaks(source: Mp3Source): Promise<WaveformPeaks> {
+    return (await this.#decodeUnstored(source)).peaks;
   }
 
-  /** Resolves once no analysis is waiting or running (tests, the CLI). */
+  /** Resolves once no header read or decode of a stored recording is waiting or running (tests, the CLI). */
   async idle(): Promise<void> {
-    while (this.#jobs.size > 0) await Promise.allSettled([...this.#jobs.values()].map((job) => job.result));
+    while (this.#reading.size + this.#decoding.size > 0) {
+      await Promise.allSettled([...this.#reading.values(), ...this.#decoding.values()].map((job) => job.result));
+    }
   }
 
-  /** Drops the analyses waiting, and resolves once those running are done. */
-  close(): Promise<void> {
-    return this.#queue.close();
+  /** Drops the work waiting, and resolves once what runs is done. */
+  async close(): Promise<void> {
+    await Promise.all([this.#headers.close(), this.#decodes.close()]);
   }
 
-  #job(entry: CachedRecording, urgent: boolean): QueuedTask<Mp3Analysis> | undefined {
-    const existing = this.#jobs.get(entry);
+  #headerJob(entry: CachedRecording, urgent: boolean): QueuedTask<RecordingFacts | undefined> | undefined {
+    const existing = this.#reading.get(entry);
     if (existing) return existing;
-    const failed = this.#undecodable.get(entry.meta);
-    if (failed) return { result: Promise.reject(failed), promote() {} };
-    const job = this.#queue.add(() => this.#run(entry), urgent);
+    const job = this.#headers.add(async () => {
+      // After a store: never in the turn that stored it, so the answer it belongs to goes out first.
+      if (!urgent) await nextTurn();
+      return this.#readFacts(entry);
+    }, urgent);
     if (!job) return undefined;
-    this.#jobs.set(entry, job);
-    void job.result.then(
-      () => this.#jobs.delete(entry),
-      (error: unknown) => {
-        this.#jobs.delete(entry);
-        if (error instanceof UndecodableRecordingError) {
-          this.#undecodable.set(entry.meta, error);
-          this.options.logger.info(
-            { key: entry.key, reason: error.message },
-            'a stored recording is not decodable audio: no facts or peaks',
-          );
-        } else if (!(error instanceof RecordingGoneError || error instanceof QueueClosedError)) {
-          this.options.logger.warn({ err: error, key: entry.key }, 'analysing a recording failed');
-        }
-      },
-    );
+    this.#tracked(this.#reading, entry, job, 'reading the header of a stored recording failed');
     return job;
   }
 
-  async #run(entry: CachedRecording): Promise<Mp3Analysis> {
+  async #readFacts(entry: CachedRecording): Promise<RecordingFacts | undefined> {
+    const opened = await this.options.open(entry);
+    if (!opened) throw new RecordingGoneError(`${entry.key} is no longer stored`);
+    let header: StreamHeader | undefined;
+    try {
+      header = await this.#readHeader(opened);
+    } finally {
+      opened.release();
+    }
+    // A decode that finished meanwhile has recorded facts at least as good.
+    if (header?.facts && !knownFacts(entry.meta)) await this.#record(entry, header.facts);
+    return header?.facts;
+  }
+
+  #readHeader(source: Mp3Source): Promise<StreamHeader | undefined> {
+    this.#counts.headersRead++;
+    return readStreamHeader(source);
+  }
+
+  /**
+   * Decodes a stored recording now, or joins its decode under way.
+   * @throws RecordingGoneError when it is no longer stored; UndecodableRecordingError.
+   */
+  #decode(entry: CachedRecording): Promise<Mp3Analysis> {
+    const existing = this.#decoding.get(entry);
+    if (existing) return existing.result;
+    const failed = this.#undecodable.get(entry.meta);
+    if (failed) return Promise.reject(failed);
+    const job = this.#decodes.add(() => this.#decodeStored(entry), true)!;
+    this.#tracked(this.#decoding, entry, job, 'analysing a recording failed');
+    return job.result;
+  }
+
+  #decodeUnstored(source: Mp3Source): Promise<Mp3Analysis> {
+    return this.#decodes.add(() => {
+      this.#counts.decodes++;
+      return analyseMp3(source);
+    }, true)!.result;
+  }
+
+  async #decodeStored(entry: CachedRecording): Promise<Mp3Analysis> {
     const opened = await this.options.open(entry);
     if (!opened) throw new RecordingGoneError(`${entry.key} is no longer stored`);
     let analysis: Mp3Analysis;
     try {
+      this.#counts.decodes++;
       analysis = await analyseMp3(opened);
     } finally {
       opened.release();
@@ -197,10 +188,31 @@ export class RecordingAnalyser {
     return analysis;
   }
 
+  /** Tracks a job while it runs; a recording that is not audio is remembered, other failures logged. */
+  #tracked<T>(jobs: Map<CachedRecording, QueuedTask<T>>, entry: CachedRecording, job: QueuedTask<T>, failure: string): void {
+    jobs.set(entry, job);
+    void job.result.then(
+      () => jobs.delete(entry),
+      (error: unknown) => {
+        jobs.delete(entry);
+        if (error instanceof UndecodableRecordingError) {
+          this.#undecodable.set(entry.meta, error);
+          this.options.logger.info(
+            { key: entry.key, reason: error.message },
+            'a stored recording is not decodable audio: no facts or peaks',
+          );
+        } else if (!(error instanceof RecordingGoneError || error instanceof QueueClosedError)) {
+          this.options.logger.warn({ err: error, key: entry.key }, failure);
+        }
+      },
+    );
+  }
+
   /**
-   * Keeps what the analysis found, unless the recording went meanwhile (a
-   * purge racing the write leaves at most a sidecar that start-up removes).
-   * A disk or index that refuses is logged, and the answer still given.
+   * Keeps what a decode found, unless the recording went meanwhile (a purge
+   * racing the write leaves at most a sidecar that start-up removes): the
+   * peaks always, the facts when none were known or the estimated ones proved
+   * wrong. A disk or index that refuses is logged, and the answer still given.
    */
   async #keep(entry: CachedRecording, { facts, peaks }: Mp3Analysis): Promise<void> {
     const { cache, disk, logger } = this.options;
@@ -216,9 +228,20 @@ export class RecordingAnalyser {
       );
     }
     if (!saved) this.#unsaved.set(entry, peaks);
-    if (knownFacts(entry.meta)) return;
-    await cache.recordFacts(entry, facts).catch((error: unknown) => {
-      logger.warn({ err: error, key: entry.key }, "cannot store the recording's facts in the index");
+    const known = knownFacts(entry.meta);
+    if (known && !(known.estimated && !facts.estimated)) return;
+    if (known) {
+      logger.info(
+        { key: entry.key, estimatedSeconds: known.durationSeconds, decodedSeconds: facts.durationSeconds },
+        "the recording's estimated duration was wrong: the decoded one replaces it",
+      );
+    }
+    await this.#record(entry, facts);
+  }
+
+  async #record(entry: CachedRecording, facts: RecordingFacts): Promise<void> {
+    await this.options.cache.recordFacts(entry, facts).catch((error: unknown) => {
+      this.options.logger.warn({ err: error, key: entry.key }, "cannot store the recording's facts in the index");
     });
   }
 

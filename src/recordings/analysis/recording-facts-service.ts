@@ -3,8 +3,10 @@ import { cacheKey, type RecordingFacts } from '../../cache/recording-meta.js';
 import type { DownloadOwner } from '../../download/download-manager.js';
 import { BadGatewayError } from '../../errors.js';
 import type { RecordingReader, RecordingService } from '../recording-service.js';
-import { UndecodableRecordingError, type Mp3Analysis } from './mp3-analysis.js';
-import { RecordingGoneError, type RecordingAnalyser } from './recording-analyser.js';
+import { UndecodableRecordingError } from './mp3-analysis.js';
+import type { Mp3Source } from './mp3-header.js';
+import type { RecordingAnalyser } from './recording-analyser.js';
+import { RecordingGoneError } from './stored-recording-source.js';
 import type { WaveformPeaks } from './waveform-peaks.js';
 
 /** How the recording behind an answer was found, as Cache-Status says it. */
@@ -65,7 +67,7 @@ export class RecordingFactsService {
       callId,
       located,
       (entry) => this.options.analyser.facts(entry),
-      (analysis) => analysis.facts,
+      (source) => this.options.analyser.unstoredFacts(source),
     );
   }
 
@@ -76,7 +78,7 @@ export class RecordingFactsService {
       callId,
       located,
       (entry) => this.options.analyser.peaks(entry),
-      (analysis) => analysis.peaks,
+      (source) => this.options.analyser.unstoredPeaks(source),
     );
   }
 
@@ -90,16 +92,16 @@ export class RecordingFactsService {
     callId: string,
     located: LocatedRecording,
     fromEntry: (entry: CachedRecording) => Promise<T>,
-    fromAnalysis: (analysis: Mp3Analysis) => T,
+    fromUnstored: (source: Mp3Source) => Promise<T>,
   ): Promise<FactsRead<T>> {
     try {
-      return { value: await this.#readOnce(located, fromEntry, fromAnalysis), ...described(located) };
+      return { value: await this.#readOnce(located, fromEntry, fromUnstored), ...described(located) };
     } catch (error) {
       if (!(error instanceof RecordingGoneError)) throw undecodable(error);
     }
     const again = await this.#fetch(owner, callId);
     try {
-      return { value: await this.#readOnce(again, fromEntry, fromAnalysis), ...described(again) };
+      return { value: await this.#readOnce(again, fromEntry, fromUnstored), ...described(again) };
     } catch (error) {
       throw undecodable(error);
     } finally {
@@ -110,13 +112,11 @@ export class RecordingFactsService {
   async #readOnce<T>(
     located: LocatedRecording,
     fromEntry: (entry: CachedRecording) => Promise<T>,
-    fromAnalysis: (analysis: Mp3Analysis) => T,
+    fromUnstored: (source: Mp3Source) => Promise<T>,
   ): Promise<T> {
     if (located.entry) return fromEntry(located.entry);
     const { size, reader } = located.unstored;
-    return fromAnalysis(
-      await this.options.analyser.analyseUnstored({ size, readAt: (offset, maxBytes) => reader.readAt(offset, maxBytes) }),
-    );
+    return fromUnstored({ size, readAt: (offset, maxBytes) => reader.readAt(offset, maxBytes) });
   }
 
   async #fetch(owner: DownloadOwner, callId: string): Promise<LocatedRecording> {

@@ -1,0 +1,169 @@
+import type { RecordingFacts } from '../../cache/recording-meta.js';
+
+/** A recording's bytes, read in order from offset 0 to `size`. */
+export interface Mp3Source {
+  readonly size: number;
+  /** Up to `maxBytes` at `offset`; null past the end. */
+  readAt(offset: number, maxBytes: number): Promise<Uint8Array | null>;
+}
+
+/** What the first bytes of an MP3 say about its audio stream. */
+export interface StreamHeader {
+  sampleRate: number;
+  channels: number;
+  /** Set for a constant-bitrate stream only. */
+  constantBitrate: number | undefined;
+  /** Bytes of audio: the file without its ID3v2 tag (at the start) and ID3v1 tag (at the end). */
+  audioBytes: number;
+  /**
+   * The facts, when the header gives the duration: from a Xing/Info or VBRI
+   * frame count (exact), or from the size and bitrate of a constant-bitrate
+   * stream without one (`estimated`). Undefined for a variable bitrate
+   * without a frame count: only decoding it tells its duration.
+   */
+  facts: RecordingFacts | undefined;
+}
+
+// What music-metadata is given: this much audio after the ID3v2 tag, enough
+// for the first frames and a Xing/Info or VBRI header. The tag itself (cover
+// art, possibly megabytes) is never read.
+const HEADER_AUDIO_BYTES = 64 * 1024;
+const ID3V1_BYTES = 128;
+
+/**
+ * Reads a recording's stream header from its first bytes: the ID3v2 tag's
+ * size, ~64 KB of audio after it (its frame headers, parsed with
+ * music-metadata, loaded on first use; its Xing/Info or VBRI header) and its
+ * last 128 bytes (an ID3v1 tag). About a millisecond, however long the
+ * recording. Undefined when the audio does not start with an MPEG frame right
+ * after the tag, or its frame headers cannot be read: decoding decides then.
+ */
+export async function readStreamHeader(source: Mp3Source): Promise<StreamHeader | undefined> {
+  const tagBytes = id3v2Size(await readUpTo(source, 0, 10));
+  if (tagBytes >= source.size) return undefined;
+  const head = await readUpTo(source, tagBytes, HEADER_AUDIO_BYTES);
+  const frame = frameHeaderAt(head, 0);
+  if (!frame) return undefined;
+  const format = await readFormat(head);
+  if (!format) return undefined;
+  const tail = source.size - tagBytes >= ID3V1_BYTES ? await readUpTo(source, source.size - ID3V1_BYTES, ID3V1_BYTES) : undefined;
+  const hasId3v1 = tail?.length === ID3V1_BYTES && tail[0] === 0x54 && tail[1] === 0x41 && tail[2] === 0x47; // "TAG"
+  const audioBytes = source.size - tagBytes - (hasId3v1 ? ID3V1_BYTES : 0);
+  const constantBitrate = format.constantBitrate;
+  const header = { sampleRate: format.sampleRate, channels: format.channels, constantBitrate, audioBytes };
+
+  const counted = frameCountOf(head, frame);
+  if (counted) {
+    const durationSeconds = (counted.frames * frame.samplesPerFrame) / format.sampleRate;
+    // A variable bitrate is answered as its average over the whole stream.
+    const bitrate = constantBitrate ?? ((counted.bytes ?? audioBytes) * 8) / durationSeconds;
+    return { ...header, facts: factsOf(durationSeconds, bitrate, format) };
+  }
+  if (constantBitrate === undefined) return { ...header, facts: undefined };
+  return { ...header, facts: { ...factsOf((audioBytes * 8) / constantBitrate, constantBitrate, format), estimated: true } };
+}
+
+function factsOf(durationSeconds: number, bitrate: number, format: { sampleRate: number; channels: number }): RecordingFacts {
+  return {
+    durationSeconds: Math.round(durationSeconds * 1e6) / 1e6,
+    bitrate: Math.round(bitrate),
+    sampleRate: format.sampleRate,
+    channels: format.channels,
+  };
+}
+
+/** Up to `bytes` at `offset`, in as many reads as the source needs; fewer at the end. */
+async function readUpTo(source: Mp3Source, offset: number, bytes: number): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  let got = 0;
+  const wanted = Math.max(0, Math.min(bytes, source.size - offset));
+  while (got < wanted) {
+    const chunk = await source.readAt(offset + got, wanted - got);
+    if (chunk === null || chunk.length === 0) break;
+    parts.push(chunk);
+    got += chunk.length;
+  }
+  return Buffer.concat(parts);
+}
+
+/** The bytes of an ID3v2 tag at the start of `bytes` (header, syncsafe size, footer), or 0. */
+export function id3v2Size(bytes: Uint8Array): number {
+  if (bytes.length < 10 || bytes[0] !== 0x49 || bytes[1] !== 0x44 || bytes[2] !== 0x33) return 0;
+  const size = ((bytes[6]! & 0x7f) << 21) | ((bytes[7]! & 0x7f) << 14) | ((bytes[8]! & 0x7f) << 7) | (bytes[9]! & 0x7f);
+  const footer = (bytes[5]! & 0x10) !== 0 ? 10 : 0;
+  return 10 + size + footer;
+}
+
+/** What the frame-count headers need of an MPEG audio frame header. */
+interface FrameHeader {
+  samplesPerFrame: number;
+  /** Layer III only: the side information after the header (and CRC), where a Xing/Info header starts. */
+  xingOffset: number | undefined;
+}
+
+/** The MPEG audio frame header at `at`, or undefined when there is none. */
+function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | undefined {
+  if (at + 4 > bytes.length || bytes[at] !== 0xff || (bytes[at + 1]! & 0xe0) !== 0xe0) return undefined;
+  const version = (bytes[at + 1]! >> 3) & 0b11; // 11 MPEG-1, 10 MPEG-2, 00 MPEG-2.5, 01 reserved
+  const layer = (bytes[at + 1]! >> 1) & 0b11; // 11 I, 10 II, 01 III, 00 reserved
+  if (version === 0b01 || layer === 0b00) return undefined;
+  const mpeg1 = version === 0b11;
+  const mono = bytes[at + 3]! >> 6 === 0b11;
+  const withCrc = (bytes[at + 1]! & 1) === 0;
+  const samplesPerFrame = layer === 0b11 ? 384 : layer === 0b10 || mpeg1 ? 1152 : 576;
+  const sideInfo = mpeg1 ? (mono ? 17 : 32) : mono ? 9 : 17;
+  return { samplesPerFrame, xingOffset: layer === 0b01 ? at + 4 + (withCrc ? 2 : 0) + sideInfo : undefined };
+}
+
+/** True when an MPEG audio frame header at `at` says single channel (mode bits 11). */
+export function isMonoFrame(bytes: Uint8Array, at: number): boolean {
+  return frameHeaderAt(bytes, at) !== undefined && bytes[at + 3]! >> 6 === 0b11;
+}
+
+/**
+ * The stream's frame count (and audio bytes, when given) from the first
+ * frame's Xing/Info header (LAME and most encoders) or VBRI header
+ * (Fraunhofer), both big-endian; undefined without one.
+ */
+function frameCountOf(head: Buffer, frame: FrameHeader): { frames: number; bytes: number | undefined } | undefined {
+  const xing = frame.xingOffset;
+  if (xing !== undefined && xing + 16 <= head.length) {
+    const tag = head.toString('latin1', xing, xing + 4);
+    const flags = head.readUInt32BE(xing + 4);
+    if ((tag === 'Xing' || tag === 'Info') && (flags & 1) !== 0) {
+      const frames = head.readUInt32BE(xing + 8);
+      const bytes = (flags & 2) !== 0 && xing + 16 <= head.length ? head.readUInt32BE(xing + 12) : undefined;
+      if (frames > 0) return { frames, bytes: bytes || undefined };
+    }
+  }
+  // VBRI sits 32 bytes after the frame header, whatever the side information: tag, version, delay, quality, bytes, frames.
+  const vbri = 4 + 32;
+  if (vbri + 18 <= head.length && head.toString('latin1', vbri, vbri + 4) === 'VBRI') {
+    const frames = head.readUInt32BE(vbri + 14);
+    if (frames > 0) return { frames, bytes: head.readUInt32BE(vbri + 10) || undefined };
+  }
+  return undefined;
+}
+
+interface StreamFormat {
+  sampleRate: number;
+  channels: number;
+  constantBitrate: number | undefined;
+}
+
+/** Sample rate, channels and (constant) bitrate from the first frames, read with music-metadata; undefined when unreadable. */
+async function readFormat(head: Buffer): Promise<StreamFormat | undefined> {
+  // Loaded on first use: a gateway that never stores a recording does not carry it.
+  const { parseBuffer } = await import('music-metadata');
+  try {
+    const { format } = await parseBuffer(head, { mimeType: 'audio/mpeg' }, { skipCovers: true, skipPostHeaders: true });
+    const positive = (value: number | undefined) => (value !== undefined && Number.isFinite(value) && value > 0 ? value : undefined);
+    const sampleRate = positive(format.sampleRate);
+    const channels = positive(format.numberOfChannels);
+    if (sampleRate === undefined || channels === undefined) return undefined;
+    // 'CBR': an Info header, or the first frames all at one bitrate.
+    return { sampleRate, channels, constantBitrate: format.codecProfile === 'CBR' ? positive(format.bitrate) : undefined };
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,68 @@
+import type { CachedRecording, RecordingCache } from '../../cache/recording-cache.js';
+import type { RecordingService } from '../recording-service.js';
+import type { Mp3Source } from './mp3-header.js';
+
+/** A stored recording's bytes, open for one analysis. */
+export interface OpenedRecording extends Mp3Source {
+  /** Frees the file or pin behind it; called once the analysis is done. */
+  release(): void;
+}
+
+/** The stored recording went away (purged, evicted, replaced) before it could be analysed. */
+export class RecordingGoneError extends Error {
+  override readonly name = 'RecordingGoneError';
+}
+
+/**
+ * Opens stored recordings for analysis. A small one is read whole through
+ * the recording service (checked against its sha256, as any hit is). A large
+ * one is opened afresh for each read and closed again, so an analysis never
+ * holds a file or an eviction pin for the seconds it takes: if the recording
+ * is evicted or purged meanwhile, the next read finds it gone.
+ */
+export function storedRecordingOpener(
+  cache: Pick<RecordingCache, 'memoryEntryMaxBytes' | 'pin' | 'openFile'>,
+  recordings: Pick<RecordingService, 'find'>,
+) {
+  return async function openStored(entry: CachedRecording): Promise<OpenedRecording | undefined> {
+    if (entry.meta.size > cache.memoryEntryMaxBytes) return largeFileSource(cache, entry);
+    const found = await Promise.resolve(recordings.find(entry.meta.namespace, entry.meta.callId)).catch(() => undefined);
+    if (found?.entry !== entry || !found.body) {
+      found?.reader?.release();
+      return undefined;
+    }
+    return bodySource(found.body);
+  };
+}
+
+function largeFileSource(cache: Pick<RecordingCache, 'pin' | 'openFile'>, entry: CachedRecording): OpenedRecording {
+  return {
+    size: entry.meta.size,
+    async readAt(offset, maxBytes) {
+      const unpin = cache.pin(entry.key);
+      try {
+        const file = await cache.openFile(entry);
+        if (!file) throw new RecordingGoneError(`${entry.key} is no longer stored`);
+        try {
+          const buffer = Buffer.allocUnsafe(maxBytes);
+          const bytesRead = await file.read(buffer, offset);
+          return bytesRead === 0 ? null : buffer.subarray(0, bytesRead);
+        } finally {
+          await file.close();
+        }
+      } finally {
+        unpin();
+      }
+    },
+    release() {},
+  };
+}
+
+/** A recording held whole in memory, as an {@link OpenedRecording}. */
+export function bodySource(body: Uint8Array): OpenedRecording {
+  return {
+    size: body.length,
+    readAt: async (offset, maxBytes) => (offset >= body.length ? null : body.subarray(offset, offset + maxBytes)),
+    release() {},
+  };
+}

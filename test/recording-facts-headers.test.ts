@@ -1,0 +1,259 @@
+/**
+ * Recording facts from the MP3's stream header, read once it is stored: an
+ * exact duration from a Xing or VBRI frame count, an estimate from the size
+ * for a constant bitrate without one (corrected when a decode proves it
+ * wrong), and none for a variable bitrate without a frame count, which the
+ * first info.json then decodes. The MP3s are built here from silent MPEG-1
+ * Layer III frames, so every expected number is known exactly.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import {
+  bytesOf,
+  makeTempDir,
+  manualClock,
+  namespaceFor,
+  removeDir,
+  startGateway,
+  testConfig,
+  type RunningGateway,
+} from '../dev/gateway-harness.js';
+import { readStreamHeader, type Mp3Source } from '../src/recordings/analysis/mp3-header.js';
+import { bodySource } from '../src/recordings/analysis/stored-recording-source.js';
+
+const SAMPLE_RATE = 44_100;
+const SAMPLES_PER_FRAME = 1152;
+const KBPS = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+
+/**
+ * One MPEG-1 Layer III frame, mono, 44.1 kHz, no CRC, of silence: side
+ * information all zero (no main data, no bit reservoir), so frames of any
+ * bitrate can follow each other and still decode, each to 1152 samples.
+ */
+function silentFrame(kbps: number, write?: (frame: Buffer) => void): Buffer {
+  const frame = Buffer.alloc(Math.floor((144 * kbps * 1000) / SAMPLE_RATE));
+  frame[0] = 0xff;
+  frame[1] = 0xfb; // MPEG-1, Layer III, no CRC
+  frame[2] = KBPS.indexOf(kbps) << 4; // 44.1 kHz, no padding
+  frame[3] = 0xc0; // mono
+  write?.(frame);
+  return frame;
+}
+
+/** A Xing header frame (after the 17 bytes of mono MPEG-1 side information): frame count and audio bytes. */
+function xingFrame(frames: number, bytes: number): Buffer {
+  return silentFrame(128, (frame) => {
+    frame.write('Xing', 21, 'latin1');
+    frame.writeUInt32BE(0b11, 25);
+    frame.writeUInt32BE(frames, 29);
+    frame.writeUInt32BE(bytes, 33);
+  });
+}
+
+/** A VBRI header frame (32 bytes after the frame header): version, delay, quality, audio bytes, frame count. */
+function vbriFrame(frames: number, bytes: number): Buffer {
+  return silentFrame(128, (frame) => {
+    frame.write('VBRI', 36, 'latin1');
+    frame.writeUInt16BE(1, 40);
+    frame.writeUInt16BE(0, 42);
+    frame.writeUInt16BE(75, 44);
+    frame.writeUInt32BE(bytes, 46);
+    frame.writeUInt32BE(frames, 50);
+  });
+}
+
+const FRAMES = 400;
+const SECONDS = (FRAMES * SAMPLES_PER_FRAME) / SAMPLE_RATE; // 10.448979...
+/** Silent frames whose bitrate changes from one to the next: a variable bitrate. */
+const variableFrames = Array.from({ length: FRAMES }, (_, i) => silentFrame([128, 32, 64, 160, 96, 40][i % 6]!));
+const variableBytes = variableFrames.reduce((sum, frame) => sum + frame.length, 0);
+/** Four frames at 128 kbit/s, then 32 kbit/s: looks constant to a reader of the first frames, and is not. */
+const misleadingFrames = Array.from({ length: FRAMES }, (_, i) => silentFrame(i < 4 ? 128 : 32));
+const misleadingBytes = misleadingFrames.reduce((sum, frame) => sum + frame.length, 0);
+
+const XING = 501;
+const VBRI = 502;
+const NO_COUNT = 503;
+const MISLEADING = 504;
+const recordings = new Map<number, Buffer>([
+  [XING, Buffer.concat([xingFrame(FRAMES, variableBytes), ...variableFrames])],
+  [VBRI, Buffer.concat([vbriFrame(FRAMES, variableBytes), ...variableFrames])],
+  [NO_COUNT, Buffer.concat(variableFrames)],
+  [MISLEADING, Buffer.concat(misleadingFrames)],
+]);
+
+interface Info {
+  duration_seconds: number;
+  bitrate: number;
+  sample_rate: number;
+  channels: number;
+}
+
+let upstream: FakeFlyflow;
+let dir: string;
+const running: RunningGateway[] = [];
+
+beforeEach(async () => {
+  upstream = await startFakeFlyflow();
+  for (const [id, bytes] of recordings) upstream.setRecording(id, bytes);
+  dir = await makeTempDir('rg-facts-headers-');
+});
+
+afterEach(async () => {
+  for (const gateway of running.splice(0)) await gateway.close();
+  await upstream.close();
+  await removeDir(dir);
+});
+
+async function start(): Promise<RunningGateway> {
+  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl }), { clock: manualClock() });
+  running.push(gateway);
+  return gateway;
+}
+
+/** Downloads a recording and waits until it is stored and its header read. */
+async function store(gateway: RunningGateway, id: number): Promise<void> {
+  expect((await bytesOf(await gateway.fetch(`/v1/call/recording/${id}.mp3`))).equals(recordings.get(id)!)).toBe(true);
+  await gateway.gateway.downloads.idle();
+  await gateway.gateway.analyser.idle();
+}
+
+async function info(gateway: RunningGateway, id: number): Promise<Info> {
+  const response = await gateway.fetch(`/v1/call/recording/${id}/info.json`);
+  expect(response.status).toBe(200);
+  return (await response.json()) as Info;
+}
+
+function indexedFacts(gateway: RunningGateway, id: number) {
+  return gateway.gateway.index.get(`${namespaceFor(upstream.baseUrl)}/${id}`).then((meta) => meta?.facts);
+}
+
+function sidecarOf(id: number): string {
+  return path.join(dir, 'sidecars', namespaceFor(upstream.baseUrl), `${id}.peaks`);
+}
+
+describe('facts from the stream header, at store time', () => {
+  test.each([
+    ['a Xing header', XING],
+    ['a VBRI header', VBRI],
+  ])('a variable bitrate with %s has its exact duration and average bitrate right after the store, with no decode', async (_header, id) => {
+    const gateway = await start();
+    await store(gateway, id);
+    expect(gateway.gateway.analyser.counts).toEqual({ headersRead: 1, decodes: 0 });
+    const expected = {
+      durationSeconds: Math.round(SECONDS * 1e6) / 1e6,
+      bitrate: Math.round((variableBytes * 8) / SECONDS),
+      sampleRate: SAMPLE_RATE,
+      channels: 1,
+    };
+    expect(await indexedFacts(gateway, id)).toEqual(expected);
+    const before = await info(gateway, id);
+    expect(before).toMatchObject({
+      duration_seconds: expected.durationSeconds,
+      bitrate: expected.bitrate,
+      sample_rate: SAMPLE_RATE,
+      channels: 1,
+    });
+    // An exact duration is kept when peaks.json decodes the recording: info.json does not change.
+    expect((await gateway.fetch(`/v1/call/recording/${id}/peaks.json`)).status).toBe(200);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
+    expect(await info(gateway, id)).toEqual(before);
+    expect(existsSync(sidecarOf(id))).toBe(true);
+  });
+
+  test('a variable bitrate without a frame count has no facts after the store; the first info.json decodes it, once', async () => {
+    const gateway = await start();
+    await store(gateway, NO_COUNT);
+    expect(gateway.gateway.analyser.counts).toEqual({ headersRead: 1, decodes: 0 });
+    expect(await indexedFacts(gateway, NO_COUNT)).toBeUndefined();
+
+    const first = await info(gateway, NO_COUNT);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
+    // Every frame decodes to 1152 samples of silence: the duration is exact.
+    expect(first.duration_seconds).toBe(Math.round(SECONDS * 1e6) / 1e6);
+    expect(first.bitrate).toBe(Math.round((variableBytes * 8) / SECONDS));
+    expect(first).toMatchObject({ sample_rate: SAMPLE_RATE, channels: 1 });
+    expect((await indexedFacts(gateway, NO_COUNT))?.durationSeconds).toBe(first.duration_seconds);
+    // The decode wrote the peaks too: neither route decodes again.
+    expect(existsSync(sidecarOf(NO_COUNT))).toBe(true);
+    expect(await info(gateway, NO_COUNT)).toEqual(first);
+    expect((await gateway.fetch(`/v1/call/recording/${NO_COUNT}/peaks.json`)).status).toBe(200);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
+  });
+
+  test('an estimate the decode proves wrong is replaced by the decoded duration, in the index too', async () => {
+    const gateway = await start();
+    await store(gateway, MISLEADING);
+    // The first frames say 128 kbit/s constant: the size gives a quarter of the real length.
+    const estimated = await info(gateway, MISLEADING);
+    expect(estimated.duration_seconds).toBeCloseTo((misleadingBytes * 8) / 128_000, 5);
+    expect(estimated.duration_seconds).toBeLessThan(SECONDS / 3);
+    expect(await indexedFacts(gateway, MISLEADING)).toMatchObject({ estimated: true });
+    expect(gateway.gateway.analyser.counts.decodes).toBe(0);
+
+    expect((await gateway.fetch(`/v1/call/recording/${MISLEADING}/peaks.json`)).status).toBe(200);
+    expect(gateway.gateway.analyser.counts.decodes).toBe(1);
+    const corrected = await info(gateway, MISLEADING);
+    expect(corrected.duration_seconds).toBe(Math.round(SECONDS * 1e6) / 1e6);
+    expect(corrected.bitrate).toBe(Math.round((misleadingBytes * 8) / SECONDS));
+    const facts = await indexedFacts(gateway, MISLEADING);
+    expect(facts?.durationSeconds).toBe(corrected.duration_seconds);
+    expect(facts?.estimated).toBeUndefined();
+  });
+});
+
+describe('reading the stream header', () => {
+  /** A source that counts the bytes read from it. */
+  function counted(bytes: Buffer): Mp3Source & { read: number } {
+    const body = bodySource(bytes);
+    const source = {
+      size: bytes.length,
+      read: 0,
+      async readAt(offset: number, maxBytes: number) {
+        const chunk = await body.readAt(offset, maxBytes);
+        source.read += chunk?.length ?? 0;
+        return chunk;
+      },
+    };
+    return source;
+  }
+
+  /** An ID3v2.3 tag of `size` bytes in all (header included), its size syncsafe. */
+  function id3v2Tag(size: number): Buffer {
+    const tag = Buffer.alloc(size);
+    tag.write('ID3\x03\x00\x00', 0, 'latin1');
+    const body = size - 10;
+    tag.set([(body >> 21) & 0x7f, (body >> 14) & 0x7f, (body >> 7) & 0x7f, body & 0x7f], 6);
+    return tag;
+  }
+
+  test('reads about 64 KB however long the recording and however large its tag (cover art is never read)', async () => {
+    const fixture = (await loadFixtureRecordings()).get(2)!;
+    const bare = await readStreamHeader(counted(fixture));
+    const long = Buffer.concat([id3v2Tag(3 * 1024 * 1024), ...Array.from({ length: 40 }, () => fixture)]);
+    const source = counted(long);
+    const header = await readStreamHeader(source);
+    expect(source.read).toBeLessThanOrEqual(10 + 64 * 1024 + 128);
+    expect(header?.facts).toMatchObject({ bitrate: 32_000, sampleRate: 22_050, channels: 1, estimated: true });
+    expect(header!.facts!.durationSeconds).toBeCloseTo(40 * bare!.facts!.durationSeconds, 4);
+  });
+
+  test('an ID3v1 tag at the end is not counted as audio', async () => {
+    const fixture = (await loadFixtureRecordings()).get(2)!;
+    const id3v1 = Buffer.alloc(128);
+    id3v1.write('TAG', 0, 'latin1');
+    const plain = await readStreamHeader(counted(fixture));
+    const tagged = await readStreamHeader(counted(Buffer.concat([fixture, id3v1])));
+    expect(tagged?.facts).toEqual(plain?.facts);
+    expect(tagged?.audioBytes).toBe(fixture.length);
+  });
+
+  test('no header for what does not start with an MPEG frame after its tag: decoding decides', async () => {
+    const noAudio = Buffer.concat([id3v2Tag(10), Buffer.alloc(4096, 0x20)]);
+    expect(await readStreamHeader(counted(noAudio))).toBeUndefined();
+    expect(await readStreamHeader(counted(id3v2Tag(4096)))).toBeUndefined();
+    expect(await readStreamHeader(counted(Buffer.alloc(0)))).toBeUndefined();
+  });
+});
