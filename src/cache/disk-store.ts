@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -28,6 +29,12 @@ export interface DiskStore {
    * @throws DamagedFileError when an encrypted file has no header, an unknown key or an impossible size.
    */
   openRecording(namespace: string, callId: string): Promise<StoredFile | undefined>;
+  /**
+   * Whether a recording's file is there, asked synchronously: a stat the
+   * kernel answers from its directory cache, cheaper than any round trip to
+   * the thread pool (the index lookup on a miss uses it).
+   */
+  hasRecording(namespace: string, callId: string): boolean;
   /** Removes a recording and its sidecars (the sidecars first, so a crash never leaves one without its recording). */
   remove(namespace: string, callId: string): Promise<void>;
   /**
@@ -126,6 +133,9 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
         file = await createTempFile(tempDir);
       }
       return keyring ? createEncryptedTempFile(file, keyring.current) : file;
+    },
+    hasRecording(namespace, callId) {
+      return existsSync(pathFor(namespace, callId));
     },
     async openRecording(namespace, callId) {
       let handle: FileHandle;
