@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, readdir, symlink, unlink, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { auditEventFor, type AuditedRequest } from '../src/audit/audit-event.js';
@@ -190,6 +191,36 @@ describe('audit trail of a running gateway', () => {
     for (const secret of [ACME_KEY, ACME_SIGNING_SECRET, ACME_SIGNING_SECRET_K2, ADMIN_TOKEN, signature, 'sig=', 'exp=']) {
       expect(bytes).not.toContain(secret);
     }
+  });
+
+  test('a transfer the client cuts short still names its address, on a miss and on a memory hit', async () => {
+    const gateway = await start();
+    const { port } = new URL(gateway.baseUrl);
+    /** A GET whose client closes its socket as soon as the first body bytes arrive. */
+    const cutShort = (id: number) =>
+      new Promise<void>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () =>
+          socket.write(`GET /v1/call/recording/${id}.mp3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\n`),
+        );
+        socket.once('data', () => socket.destroy());
+        socket.once('close', () => resolve());
+        socket.once('error', reject);
+      });
+    // Large enough that the answer is still being written when the client goes.
+    const large = Buffer.concat(Array.from({ length: 40 }, () => upstream.recording(4)!));
+    upstream.setRecording(40, large);
+    await cutShort(40);
+    await gateway.gateway.downloads.idle();
+    await cutShort(40);
+    const records = await waitFor(async () => {
+      await gateway.gateway.audit!.flush();
+      const lines = existsSync(path.join(auditDir, TODAY)) ? await fileLines(TODAY) : [];
+      return lines.length >= 2 ? lines.map((line) => JSON.parse(line) as Record<string, unknown>) : undefined;
+    }, 'two audit lines');
+    expect(records.map((record) => [record.call_id, record.cache, record.client])).toEqual([
+      [40, 'miss', '127.0.0.1'],
+      [40, 'hit', '127.0.0.1'],
+    ]);
   });
 
   test('an admin purge is a purge line naming how it was authorized and what it named', async () => {

@@ -52,6 +52,13 @@ async function failOnce(id: number, expectedStatus: number): Promise<void> {
   await gateway!.gateway.downloads.idle();
 }
 
+/** The request lines among `lines`, waiting for `count` of them (each is written once its answer has been sent). */
+async function waitForRequestLines(lines: string[], count: number): Promise<string[]> {
+  const requestLines = () => lines.filter((line) => (JSON.parse(line) as { msg: string }).msg === 'request');
+  for (let attempt = 0; attempt < 100 && requestLines().length < count; attempt++) await new Promise((resolve) => setTimeout(resolve, 10));
+  return requestLines();
+}
+
 const warnings = (lines: string[]) => lines.filter((line) => (JSON.parse(line) as { level: number }).level >= WARN);
 
 /** A loopback port with nothing listening on it. */
@@ -102,6 +109,18 @@ describe('logs of upstream failures', () => {
     const warned = warnings(lines);
     expect(warned).toHaveLength(1);
     expect(warned[0]).toContain(STACK_FRAME);
+  });
+});
+
+describe('the request line', () => {
+  test('a signed-URL query percent-encoded into the path is cut from the logged path, as a real query is', async () => {
+    const lines = await start('info');
+    const response = await gateway!.fetch('/v1/call/recording/4.mp3%3Ftenant=acme&exp=9999999999&kid=k1&sig=AAAAsecretSignatureAAAA');
+    expect(response.status).toBe(400);
+    await response.arrayBuffer();
+    const requestLines = await waitForRequestLines(lines, 1);
+    expect(JSON.parse(requestLines[0]!)).toMatchObject({ path: '/v1/call/recording/4.mp3%3F…', status: 400 });
+    expect(lines.join('\n')).not.toContain('secretSignature');
   });
 });
 

@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import type { RequestListener, Server } from 'node:http';
+import { request as httpRequest, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -183,6 +183,29 @@ describe('what the path hands to the app', () => {
     expect(miss.status).toBe(200);
     expect(miss.headers.get('cache-status')).toBe('recording-gateway; fwd=uri-miss');
     expect(Buffer.from(await miss.arrayBuffer())).toEqual(upstream.recording(2));
+    expect(reachedApp - before).toBe(1);
+  });
+
+  test('two Authorization headers are the app to judge (it sees them joined and refuses them)', async () => {
+    const before = reachedApp;
+    const twice = await new Promise<number>((resolve, reject) => {
+      const { hostname, port } = new URL(withPath);
+      const request = httpRequest(
+        {
+          hostname,
+          port,
+          path: recording,
+          headers: ['Host', 'gateway', 'Authorization', `Bearer ${ACME_KEY}`, 'Authorization', 'Bearer another-key-0000000000000'],
+        },
+        (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        },
+      );
+      request.once('error', reject);
+      request.end();
+    });
+    expect(twice).toBe(401);
     expect(reachedApp - before).toBe(1);
   });
 

@@ -29,6 +29,16 @@ function signedParamsOf(target: string): SignedUrlParams {
   return { tenant: value('tenant'), exp: value('exp'), kid: value('kid'), sig: value('sig') };
 }
 
+/** True when the request carries header `name` (lowercase) more than once. */
+function repeated(rawHeaders: string[], name: string): boolean {
+  let seen = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const header = rawHeaders[i]!;
+    if (header.length === name.length && header.toLowerCase() === name && ++seen > 1) return true;
+  }
+  return false;
+}
+
 function recordingRequestOf(method: string, headers: IncomingHttpHeaders): RecordingRequest {
   // Node joins repeated headers into one string; only Set-Cookie would be an array.
   return {
@@ -60,7 +70,7 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
     request: IncomingMessage,
     response: ServerResponse,
     answer: MemoryAnswer,
-    record: { requestId: string; caller: Caller; callId: string; startedAt: number; path: string },
+    record: { requestId: string; caller: Caller; callId: string; startedAt: number; path: string; clientAddress: string | undefined },
   ): void {
     response.writeHead(answer.status, answer.headers);
     response.end(answer.body);
@@ -80,7 +90,7 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
           bodyBytes,
           startedAt: record.startedAt,
           upstreamMs: undefined,
-          clientAddress: request.socket.remoteAddress,
+          clientAddress: record.clientAddress,
           header: (name) => request.headers[name],
         },
         response.writableFinished,
@@ -96,6 +106,8 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
     if (callId === undefined || !Number.isSafeInteger(Number(callId))) return app(request, response);
     const startedAt = clock.now();
     const headers = request.headers;
+    // Node keeps the first of two Authorization headers, the app sees them joined (and refuses them): the app decides.
+    if (headers.authorization !== undefined && repeated(request.rawHeaders, 'authorization')) return app(request, response);
     let caller: Caller;
     try {
       const authorization = headers.authorization;
@@ -114,7 +126,9 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
     } catch {
       return app(request, response);
     }
-    const record = { requestId, caller, callId, startedAt, path: target.split('?', 1)[0]! };
+    // Read now: once the client has gone, its socket no longer knows its address.
+    const clientAddress = request.socket.remoteAddress;
+    const record = { requestId, caller, callId, startedAt, path: target.split('?', 1)[0]!, clientAddress };
     const counted = (limits: RateLimitHeaders | undefined) => {
       if (limits) Object.assign(answer.headers, limits);
       send(request, response, answer, record);

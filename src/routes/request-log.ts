@@ -28,6 +28,17 @@ export function routeLabel(routePath: string, method: string): string {
   return 'other';
 }
 
+/**
+ * The path as the log shows it: what follows a percent-encoded `?` is cut as
+ * a real query is, since a frontend that encodes a signed URL twice would
+ * otherwise put a valid signature into the log.
+ */
+function loggedPath(path: string): string {
+  if (!path.includes('%')) return path;
+  const encodedQuery = path.search(/%3f/i);
+  return encodedQuery === -1 ? path : `${path.slice(0, encodedQuery)}%3F…`;
+}
+
 /** What one answered request was: everything the log line and the metrics say of it. */
 export interface RequestRecord {
   requestId: string;
@@ -44,7 +55,7 @@ export interface RequestRecord {
   bodyBytes: number;
   startedAt: number;
   upstreamMs: number | undefined;
-  /** The TCP peer, for the audit trail. */
+  /** The TCP peer, for the audit trail: read when the request arrived, since a closed socket no longer knows it. */
   clientAddress: string | undefined;
   /** A request header, read only for an audited request. */
   header(name: 'range' | 'user-agent'): string | undefined;
@@ -69,7 +80,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     // Written by hand: every value is a validated id, a label of ours or a
     // number, except the method and path, which are quoted by JSON.stringify.
     // No header or query value is in it, so nothing needs redacting.
-    let line = `"reqId":"${record.requestId}","method":${JSON.stringify(record.method)},"path":${JSON.stringify(record.path)},"route":"${record.route}"`;
+    let line = `"reqId":"${record.requestId}","method":${JSON.stringify(record.method)},"path":${JSON.stringify(loggedPath(record.path))},"route":"${record.route}"`;
     if (caller) line += `,"tenant":"${caller.tenant.id}"`;
     if (record.callId !== undefined) line += `,"callId":"${record.callId}"`;
     if (caller) line += `,"credential":"${caller.credential.kind}"`;
@@ -89,6 +100,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
 export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHandler<GatewayEnv> {
   return async function requestLog(c, next) {
     const startedAt = clock.now();
+    const clientAddress = c.env?.incoming?.socket?.remoteAddress;
     const requestId = requestIdFrom(c.req.header('x-request-id'));
     c.set('requestId', requestId);
     await next();
@@ -112,7 +124,7 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
           bodyBytes: answered ? answered.outcome.bodyBytes : 0,
           startedAt,
           upstreamMs: c.get('upstreamMs'),
-          clientAddress: c.env?.incoming?.socket?.remoteAddress,
+          clientAddress,
           // Node's parsed headers when served over HTTP: reading them costs less than building a Headers object.
           header: (name) => {
             const value = c.env?.incoming ? c.env.incoming.headers[name] : c.req.header(name);
