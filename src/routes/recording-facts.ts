@@ -4,7 +4,6 @@ import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
 import { evaluatePreconditions, type ConditionalHeaders } from '../http/conditional.js';
-import { corsHeaders } from '../http/cors.js';
 import type { TenantRateLimiter } from '../rate-limit/index.js';
 import { parseCallId } from '../recordings/call-id.js';
 import type {
@@ -16,7 +15,7 @@ import type {
 import { peaksJson } from '../recordings/analysis/waveform-peaks.js';
 import { etagFor, type RecordingFacts } from '../cache/recording-meta.js';
 import type { GatewayEnv } from './gateway-env.js';
-import { CACHE_NAME } from './recordings.js';
+import { CACHE_NAME, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
 import { rawRequestPath } from './request-target.js';
 
 export interface RecordingFactsRoutesDeps {
@@ -49,7 +48,6 @@ const PATHS: Record<Kind, RegExp> = {
   peaks: /^\/v1\/call\/recording\/([^/?]*)\/peaks\.json$/,
 };
 const METHODS = 'GET, HEAD';
-const NO_SIGNED_URL: SignedUrlParams = { tenant: undefined, exp: undefined, kid: undefined, sig: undefined };
 
 function callIdOf(c: Context<GatewayEnv>, kind: Kind): string {
   const segment = PATHS[kind].exec(rawRequestPath(c))?.[1];
@@ -124,13 +122,7 @@ async function readAnswer(
  */
 export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
   const { authenticator, facts, clock, rateLimiter } = deps;
-  const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
-
-  function cacheControl(caller: Caller): string {
-    if (caller.credential.kind !== 'signed-url') return apiKeyCacheControl;
-    const remaining = caller.credential.expiresAt - Math.floor(clock.now() / 1000);
-    return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
-  }
+  const answerHeaders = recordingAnswerHeaders(deps);
 
   return async function recordingFacts(c: Context<GatewayEnv>, kind: Kind): Promise<Response> {
     const callId = callIdOf(c, kind);
@@ -143,12 +135,7 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
     c.set('caller', caller);
     c.set('callId', callId);
     const limits = await rateLimiter.check(caller.tenant);
-    const headers: Record<string, string> = Object.assign(
-      { 'Cache-Control': cacheControl(caller) },
-      corsHeaders(c.req.header('origin'), caller.tenant.allowedOrigins),
-      limits,
-      { 'X-Request-Id': c.get('requestId') },
-    );
+    const headers = Object.assign(answerHeaders(caller, c.req.header('origin'), c.get('requestId')), limits);
 
     const started = clock.now();
     const located = await facts.locate(caller.tenant, callId);
