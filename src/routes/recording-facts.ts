@@ -1,6 +1,5 @@
 import type { Context, Hono } from 'hono';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
-import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
 import { evaluatePreconditions, type ConditionalHeaders } from '../http/conditional.js';
@@ -15,7 +14,7 @@ import type {
 import { peaksJson } from '../recordings/analysis/waveform-peaks.js';
 import { etagFor, type RecordingFacts } from '../cache/recording-meta.js';
 import type { GatewayEnv } from './gateway-env.js';
-import { CACHE_NAME, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
+import { CACHE_NAME, NO_SIGNED_URL, recordingAnswerHeaders, signedParams } from './recordings.js';
 import { rawRequestPath } from './request-target.js';
 
 export interface RecordingFactsRoutesDeps {
@@ -128,10 +127,7 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
     const callId = callIdOf(c, kind);
     const points = kind === 'peaks' ? pointsOf(c) : undefined;
     const authorization = c.req.header('authorization');
-    const signed: SignedUrlParams = authorization
-      ? NO_SIGNED_URL
-      : { tenant: c.req.query('tenant'), exp: c.req.query('exp'), kid: c.req.query('kid'), sig: c.req.query('sig') };
-    const caller = authenticator.recordingReader(authorization, signed, callId);
+    const caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParams(c), callId);
     c.set('caller', caller);
     c.set('callId', callId);
     const limits = await rateLimiter.check(caller.tenant);

@@ -81,7 +81,8 @@ export function callIdFromPath(c: Context<GatewayEnv>, pattern: RegExp = RECORDI
 
 export const NO_SIGNED_URL: SignedUrlParams = { tenant: undefined, exp: undefined, kid: undefined, sig: undefined };
 
-function signedParams(c: Context): SignedUrlParams {
+/** A signed URL's query parameters, as the recording routes read them. */
+export function signedParams(c: Context): SignedUrlParams {
   return { tenant: c.req.query('tenant'), exp: c.req.query('exp'), kid: c.req.query('kid'), sig: c.req.query('sig') };
 }
 
