@@ -8,16 +8,7 @@ import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { syntheticRecording } from '../dev/recording-bytes.js';
-import {
-  ACME_AUTH,
-  answerOf,
-  recordingPath,
-  startCluster,
-  streamGet,
-  upstreamFetches,
-  type Cluster,
-  type ClusterOptions,
-} from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, recordingPath, streamGet, upstreamFetches, type Cluster } from './support/cluster.js';
 
 const MIB = 2 ** 20;
 const MISS = 'recording-gateway; fwd=uri-miss';
@@ -32,18 +23,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await upstream?.close();
 });
-
-/** Starts a cluster for one describe block and always tears it down. */
-function clusterFor(volumes: ClusterOptions['volumes']): () => Cluster {
-  let cluster: Cluster | undefined;
-  beforeAll(async () => {
-    cluster = await startCluster({ volumes, upstreamBaseUrl: upstream.baseUrl });
-  }, 90_000);
-  afterAll(async () => {
-    await cluster?.stopAll();
-  });
-  return () => cluster!;
-}
 
 /** A client streams a slow download from replica 0; once 1 MiB has reached it, replica `joiner` joins that same download. */
 async function lateJoinerOnAnotherReplica(cluster: Cluster, id: number, joiner: number): Promise<void> {
@@ -98,7 +77,7 @@ function digestOf(url: string, headers: Record<string, string>): Promise<{ statu
 }
 
 describe.sequential('a cluster of three replicas on one shared volume', () => {
-  const cluster = clusterFor('shared');
+  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'shared' });
 
   test('100 concurrent cold requests spread over the replicas cost one upstream download, and all get the exact bytes', async () => {
     await hundredColdRequests(cluster(), 5001);
@@ -110,7 +89,7 @@ describe.sequential('a cluster of three replicas on one shared volume', () => {
 });
 
 describe.sequential('a cluster of three replicas with one volume each', () => {
-  const cluster = clusterFor('own');
+  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'own' });
 
   test('100 concurrent cold requests spread over the replicas cost one upstream download, and all get the exact bytes', async () => {
     await hundredColdRequests(cluster(), 5101);

@@ -14,12 +14,11 @@ import {
   ACME_WEBHOOK_TOKEN,
   CLUSTER_ADMIN_TOKEN,
   answerOf,
+  clusterFor,
   readiness,
   recordingPath,
-  startCluster,
   streamGet,
   upstreamFetches,
-  type Cluster,
 } from './support/cluster.js';
 import { ACME_SIGNING_SECRET } from '../dev/gateway-harness.js';
 
@@ -29,22 +28,20 @@ const MIB = 2 ** 20;
 const HANG_GUARD_MS = 8_000;
 
 let upstream: FakeFlyflow;
-let cluster: Cluster;
 
 beforeAll(async () => {
   upstream = await startFakeFlyflow();
-  // A Redis timeout of 1 s: on a loaded machine 250 ms can drop a heartbeat, and these tests are about peers, not Redis.
-  cluster = await startCluster({
-    volumes: 'own',
-    upstreamBaseUrl: upstream.baseUrl,
-    upstreamYaml: ['timeout_ms: 20000'],
-    clusterYaml: ['redis_timeout_ms: 1000'],
-  });
-}, 90_000);
+});
 
 afterAll(async () => {
-  await cluster?.stopAll();
   await upstream?.close();
+});
+
+// A Redis timeout of 1 s: on a loaded machine 250 ms can drop a heartbeat, and these tests are about peers, not Redis.
+const cluster = clusterFor(() => upstream.baseUrl, {
+  volumes: 'own',
+  upstreamYaml: ['timeout_ms: 20000'],
+  clusterYaml: ['redis_timeout_ms: 1000'],
 });
 
 async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
@@ -55,7 +52,7 @@ async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
 
 /** Replica `index`'s config with `edit` applied, written next to it. */
 async function variantOf(index: number, name: string, edit: (yaml: string) => string): Promise<string> {
-  const original = cluster.replicas[index]!.configPath;
+  const original = cluster().replicas[index]!.configPath;
   const variant = path.join(path.dirname(original), `${name}.yaml`);
   await writeFile(variant, edit(await readFile(original, 'utf8')));
   return variant;
@@ -67,18 +64,18 @@ describe.sequential('replicas that misbehave', () => {
     const recording = syntheticRecording(2 * MIB);
     upstream.setRecording(id, recording);
     upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 100 });
-    const holder = await streamGet(`${cluster.urls[0]}${recordingPath(id)}`, ACME_AUTH);
+    const holder = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
     await holder.reached(128 * KIB);
-    signalProcessGroup(cluster.replicas[0]!.process, 'SIGSTOP');
+    signalProcessGroup(cluster().replicas[0]!.process, 'SIGSTOP');
     try {
       upstream.setBehaviour(id, undefined);
-      const { value: answer, ms } = await timed(answerOf(cluster.at(1, recordingPath(id), { headers: ACME_AUTH })));
+      const { value: answer, ms } = await timed(answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH })));
       expect(answer.status).toBe(200);
       expect(answer.bytes.equals(recording)).toBe(true);
       expect(ms).toBeLessThan(HANG_GUARD_MS);
       expect(upstreamFetches(upstream, id)).toBe(2);
     } finally {
-      signalProcessGroup(cluster.replicas[0]!.process, 'SIGCONT');
+      signalProcessGroup(cluster().replicas[0]!.process, 'SIGCONT');
     }
     await holder.body.catch(() => {});
   }, 30_000);
@@ -86,24 +83,25 @@ describe.sequential('replicas that misbehave', () => {
   test('a purge while a replica hangs is answered once the others confirm, and names the one that did not', async () => {
     const id = 9102;
     upstream.setRecording(id, syntheticRecording(64 * KIB));
-    expect((await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
     // Replica 0 must have seen both others alive (a heartbeat after each joined) before one of them hangs.
-    expect(await eventually(async () => (await readiness(cluster.urls[0]!)).body.cluster?.peers === 2, 10_000)).toBe(true);
-    signalProcessGroup(cluster.replicas[2]!.process, 'SIGSTOP');
+    expect(await eventually(async () => (await readiness(cluster().urls[0]!)).body.cluster?.peers === 2, 10_000)).toBe(true);
+    signalProcessGroup(cluster().replicas[2]!.process, 'SIGSTOP');
     try {
-      const { value: purge, ms } = await timed(cluster.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH }));
+      const { value: purge, ms } = await timed(cluster().at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH }));
       expect(purge.status).toBe(204);
       expect(ms).toBeLessThan(HANG_GUARD_MS);
-      const warning = await cluster.replicas[0]!.process.waitForLog(
-        (line) => String(line.msg).includes('did not confirm a purge'),
-        5_000,
-      ).catch((error: Error) => {
-        const said = cluster.replicas[0]!.process.logs.filter((line) => String(line.msg).includes('cluster') || Number(line.level) >= 40);
-        throw new Error(`${error.message}\nreplica 0 said: ${JSON.stringify(said.slice(-12))}`);
-      });
+      const warning = await cluster()
+        .replicas[0]!.process.waitForLog((line) => String(line.msg).includes('did not confirm a purge'), 5_000)
+        .catch((error: Error) => {
+          const said = cluster().replicas[0]!.process.logs.filter(
+            (line) => String(line.msg).includes('cluster') || Number(line.level) >= 40,
+          );
+          throw new Error(`${error.message}\nreplica 0 said: ${JSON.stringify(said.slice(-12))}`);
+        });
       expect(warning.replicas).toEqual(['gw-3']);
     } finally {
-      signalProcessGroup(cluster.replicas[2]!.process, 'SIGCONT');
+      signalProcessGroup(cluster().replicas[2]!.process, 'SIGCONT');
     }
   }, 30_000);
 
@@ -111,7 +109,7 @@ describe.sequential('replicas that misbehave', () => {
     const configPath = await variantOf(1, 'same-node-id', (yaml) =>
       yaml.replace('node_id: gw-2', 'node_id: gw-1').replace(/dir: "(.*)cache-2"/, 'dir: "$1cache-dup"'),
     );
-    const env = { GATEWAY_PEER_SECRET: cluster.peerSecret, ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN, ACME_SIGNING_SECRET, ACME_WEBHOOK_TOKEN };
+    const env = { GATEWAY_PEER_SECRET: cluster().peerSecret, ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN, ACME_SIGNING_SECRET, ACME_WEBHOOK_TOKEN };
     const started = startGatewayProcess(configPath, { env, startTimeoutMs: 20_000 });
     const outcome = await started.then(
       async (gateway) => {
@@ -132,7 +130,7 @@ describe.sequential('replicas that misbehave', () => {
       yaml.replace('node_id: gw-2', 'node_id: gw-odd').replace(/dir: "(.*)cache-2"/, 'dir: "$1cache-odd"'),
     );
     const env = {
-      GATEWAY_PEER_SECRET: `${cluster.peerSecret.slice(0, -4)}odd!`,
+      GATEWAY_PEER_SECRET: `${cluster().peerSecret.slice(0, -4)}odd!`,
       ADMIN_TOKEN: CLUSTER_ADMIN_TOKEN,
       ACME_SIGNING_SECRET,
       ACME_WEBHOOK_TOKEN,
@@ -140,14 +138,14 @@ describe.sequential('replicas that misbehave', () => {
     const odd = await startGatewayProcess(configPath, { env, processGroup: true, startTimeoutMs: 20_000 });
     try {
       await odd.waitForLog((line) => line.msg === 'cluster ready', 20_000);
-      const holder = await streamGet(`${cluster.urls[0]}${recordingPath(id)}`, ACME_AUTH);
+      const holder = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
       await holder.reached(64 * KIB);
       const answer = await answerOf(fetch(`${odd.url}${recordingPath(id)}`, { headers: ACME_AUTH }));
       expect(answer.status).toBe(200);
       expect(answer.bytes.equals(recording)).toBe(true);
       const said = await odd.waitForLog((line) => String(line.msg).includes('refused our peer secret'), 5_000);
       expect(said.peer).toBe('gw-1');
-      expect(JSON.stringify(odd.logs)).not.toContain(cluster.peerSecret.slice(0, 20));
+      expect(JSON.stringify(odd.logs)).not.toContain(cluster().peerSecret.slice(0, 20));
       await holder.body.catch(() => {});
     } finally {
       upstream.setBehaviour(id, undefined);

@@ -8,16 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256Hex } from '../src/auth/tenants.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
-import {
-  ACME_AUTH,
-  ACME_WEBHOOK_TOKEN,
-  answerOf,
-  recordingPath,
-  startCluster,
-  streamGet,
-  upstreamFetches,
-  type Cluster,
-} from './support/cluster.js';
+import { ACME_AUTH, ACME_WEBHOOK_TOKEN, answerOf, clusterFor, recordingPath, streamGet, upstreamFetches } from './support/cluster.js';
 
 const KIB = 1024;
 const MIB = 2 ** 20;
@@ -27,25 +18,23 @@ const LIMITED_AUTH = { authorization: `Bearer ${LIMITED_KEY}` };
 const LIMIT_PER_MINUTE = 10;
 
 let upstream: FakeFlyflow;
-let cluster: Cluster;
 
 beforeAll(async () => {
   upstream = await startFakeFlyflow();
-  cluster = await startCluster({
-    volumes: 'own',
-    upstreamBaseUrl: upstream.baseUrl,
-    moreTenantsYaml: ['- id: limited', `  api_keys: ["sha256:${sha256Hex(LIMITED_KEY)}"]`, `  rate_limit_per_minute: ${LIMIT_PER_MINUTE}`],
-  });
-}, 90_000);
+});
 
 afterAll(async () => {
-  await cluster?.stopAll();
   await upstream?.close();
+});
+
+const cluster = clusterFor(() => upstream.baseUrl, {
+  volumes: 'own',
+  moreTenantsYaml: ['- id: limited', `  api_keys: ["sha256:${sha256Hex(LIMITED_KEY)}"]`, `  rate_limit_per_minute: ${LIMIT_PER_MINUTE}`],
 });
 
 /** Stored copies of recording `id` in any of the cluster's cache directories. */
 async function storedCopies(id: number): Promise<string[]> {
-  const listings = await Promise.all(cluster.cacheDirs.map((dir) => storedRecordingFiles(dir)));
+  const listings = await Promise.all(cluster().cacheDirs.map((dir) => storedRecordingFiles(dir)));
   return listings
     .flat()
     .filter((file) => path.basename(file.path).startsWith(`${id}.`))
@@ -53,7 +42,7 @@ async function storedCopies(id: number): Promise<string[]> {
 }
 
 function deleteOn(index: number, id: number): Promise<Response> {
-  return cluster.at(index, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH });
+  return cluster().at(index, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH });
 }
 
 describe.sequential('purge across the cluster', () => {
@@ -63,9 +52,9 @@ describe.sequential('purge across the cluster', () => {
     upstream.setRecording(id, old);
     upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 40 });
 
-    const onB = await streamGet(`${cluster.urls[1]}${recordingPath(id)}`, ACME_AUTH);
+    const onB = await streamGet(`${cluster().urls[1]}${recordingPath(id)}`, ACME_AUTH);
     await onB.reached(256 * KIB);
-    const onC = await streamGet(`${cluster.urls[2]}${recordingPath(id)}`, ACME_AUTH);
+    const onC = await streamGet(`${cluster().urls[2]}${recordingPath(id)}`, ACME_AUTH);
     await onC.reached(128 * KIB);
     expect(upstreamFetches(upstream, id)).toBe(1);
 
@@ -83,8 +72,8 @@ describe.sequential('purge across the cluster', () => {
 
     // Both at once, still slow, so neither can be a hit of the other's new copy.
     const [nextOnB, nextOnC] = await Promise.all([
-      answerOf(cluster.at(1, recordingPath(id), { headers: ACME_AUTH })),
-      answerOf(cluster.at(2, recordingPath(id), { headers: ACME_AUTH })),
+      answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH })),
+      answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH })),
     ]);
     for (const next of [nextOnB, nextOnC]) {
       expect(next.status).toBe(200);
@@ -104,10 +93,10 @@ describe.sequential('purge across the cluster', () => {
       const reader = (round + 1) % 3;
       const old = syntheticRecording(64 * KIB + round);
       upstream.setRecording(id, old);
-      expect((await answerOf(cluster.at(reader, recordingPath(id), { headers: ACME_AUTH }))).bytes.equals(old)).toBe(true);
+      expect((await answerOf(cluster().at(reader, recordingPath(id), { headers: ACME_AUTH }))).bytes.equals(old)).toBe(true);
       // The reader holds a copy: a hit once the download is stored (until then a request joins it).
       const warm = await eventually(async () => {
-        const answer = await answerOf(cluster.at(reader, recordingPath(id), { headers: ACME_AUTH }));
+        const answer = await answerOf(cluster().at(reader, recordingPath(id), { headers: ACME_AUTH }));
         return answer.bytes.equals(old) && (answer.cacheStatus ?? '').includes('hit');
       });
       expect(warm).toBe(true);
@@ -115,7 +104,7 @@ describe.sequential('purge across the cluster', () => {
       const fresh = syntheticRecording(64 * KIB + round);
       upstream.setRecording(id, fresh);
       expect((await deleteOn(purger, id)).status).toBe(204);
-      const after = await answerOf(cluster.at(reader, recordingPath(id), { headers: ACME_AUTH }));
+      const after = await answerOf(cluster().at(reader, recordingPath(id), { headers: ACME_AUTH }));
 
       expect(after.status).toBe(200);
       expect(after.cacheStatus).not.toContain('hit');
@@ -130,7 +119,7 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
     const statuses: number[] = [];
     const remaining: number[] = [];
     for (let i = 0; i < 2 * LIMIT_PER_MINUTE; i++) {
-      const response = await cluster.at(i % 3, recordingPath(1), { headers: LIMITED_AUTH });
+      const response = await cluster().at(i % 3, recordingPath(1), { headers: LIMITED_AUTH });
       await response.arrayBuffer();
       statuses.push(response.status);
       if (response.status === 200) remaining.push(Number(response.headers.get('ratelimit-remaining')));
@@ -143,15 +132,15 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
 
   test('a 404 seen by one replica is remembered by the others; a webhook makes every replica serve the recording once it exists', async () => {
     const id = 6201;
-    expect((await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
+    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
     expect(upstreamFetches(upstream, id)).toBe(1);
-    expect((await answerOf(cluster.at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
-    expect((await answerOf(cluster.at(2, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
+    expect((await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
+    expect((await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
     expect(upstreamFetches(upstream, id)).toBe(1);
 
     const recording = syntheticRecording(96 * KIB);
     upstream.setRecording(id, recording);
-    const webhook = await cluster.at(2, `/v1/webhooks/flyflow/acme?token=${ACME_WEBHOOK_TOKEN}`, {
+    const webhook = await cluster().at(2, `/v1/webhooks/flyflow/acme?token=${ACME_WEBHOOK_TOKEN}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ event_type: 'call_ended', call_id: id }),
@@ -161,7 +150,7 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
     for (const index of [0, 1]) {
       let last: number | undefined;
       const served = await eventually(async () => {
-        const answer = await answerOf(cluster.at(index, recordingPath(id), { headers: ACME_AUTH }));
+        const answer = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
         last = answer.status;
         return answer.status === 200 && answer.bytes.equals(recording);
       });
@@ -173,16 +162,16 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
 
   test('a 404 seen by two replicas is forgotten by both after a DELETE on a third', async () => {
     const id = 6202;
-    expect((await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
-    expect((await answerOf(cluster.at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
+    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
+    expect((await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
     expect(upstreamFetches(upstream, id)).toBe(1);
 
     const recording = syntheticRecording(96 * KIB);
     upstream.setRecording(id, recording);
     expect((await deleteOn(2, id)).status).toBe(204);
 
-    const onA = await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }));
-    const onB = await answerOf(cluster.at(1, recordingPath(id), { headers: ACME_AUTH }));
+    const onA = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
+    const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
     expect([onA.status, onB.status]).toEqual([200, 200]);
     expect(onA.bytes.equals(recording) && onB.bytes.equals(recording)).toBe(true);
     expect(upstreamFetches(upstream, id)).toBe(2);

@@ -11,13 +11,12 @@ import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/rec
 import {
   ACME_AUTH,
   answerOf,
+  clusterFor,
   metricsText,
   metricValue,
   readiness,
   recordingPath,
-  startCluster,
   upstreamFetches,
-  type Cluster,
   type Replica,
 } from './support/cluster.js';
 
@@ -28,7 +27,6 @@ const HANG_BOUND_MS = 3_000;
 const WARM_IDS = [7001, 7002, 7003, 7004, 7005, 7006];
 
 let upstream: FakeFlyflow;
-let cluster: Cluster;
 const recordings = new Map<number, Buffer>();
 let nextColdId = 7100;
 
@@ -48,22 +46,28 @@ beforeAll(async () => {
     recordings.set(id, bytes);
     upstream.setRecording(id, bytes);
   }
-  cluster = await startCluster({ volumes: 'shared', upstreamBaseUrl: upstream.baseUrl });
-  for (const [i, id] of WARM_IDS.entries()) {
-    const answer = await answerOf(cluster.at(i % 3, recordingPath(id), { headers: ACME_AUTH }));
-    expect(answer.status).toBe(200);
-  }
-}, 90_000);
+});
 
 afterAll(async () => {
-  // A paused Redis must not outlive a failed test.
-  try {
-    if (cluster) process.kill(cluster.redis.pid, 'SIGCONT');
-  } catch {
-    // already gone
-  }
-  await cluster?.stopAll();
   await upstream?.close();
+});
+
+const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'shared' });
+
+beforeAll(async () => {
+  for (const [i, id] of WARM_IDS.entries()) {
+    const answer = await answerOf(cluster().at(i % 3, recordingPath(id), { headers: ACME_AUTH }));
+    expect(answer.status).toBe(200);
+  }
+});
+
+// Runs before the cluster is stopped: a paused Redis must not outlive a failed test.
+afterAll(() => {
+  try {
+    process.kill(cluster().redis.pid, 'SIGCONT');
+  } catch {
+    // already gone, or the cluster never started
+  }
 });
 
 interface LoadResult {
@@ -84,7 +88,7 @@ function startLoad(maxAnswers = 3_000): { stop(): Promise<LoadResult>; answered(
     for (let n = 0; !stopped && result.answers < maxAnswers; n++) {
       const id = n % 3 === 2 ? newRecording() : WARM_IDS[n % WARM_IDS.length]!;
       try {
-        const answer = await answerOf(cluster.get(recordingPath(id), { headers: ACME_AUTH, signal: AbortSignal.timeout(HANG_BOUND_MS) }));
+        const answer = await answerOf(cluster().get(recordingPath(id), { headers: ACME_AUTH, signal: AbortSignal.timeout(HANG_BOUND_MS) }));
         if (answer.status !== 200 || !answer.bytes.equals(recordings.get(id)!)) {
           result.wrong.push(`${id}: ${answer.status} ${answer.cacheStatus} (${answer.bytes.length} bytes)`);
         }
@@ -109,7 +113,7 @@ function startLoad(maxAnswers = 3_000): { stop(): Promise<LoadResult>; answered(
 async function waitForClusterState(state: 'ok' | 'degraded', timeoutMs = 15_000): Promise<void> {
   const notReady: string[] = [];
   const reached = await eventually(async () => {
-    const live = cluster.replicas.filter((r) => r.process.child.exitCode === null && r.process.child.signalCode === null);
+    const live = cluster().replicas.filter((r) => r.process.child.exitCode === null && r.process.child.signalCode === null);
     const answers = await Promise.all(live.map((r) => readiness(r.url)));
     for (const answer of answers) if (answer.status !== 200) notReady.push(JSON.stringify(answer));
     return answers.every((answer) => answer.body.cluster?.state === state);
@@ -127,14 +131,14 @@ async function waitForAnswers(load: { answered(): number }, count: number): Prom
 async function expectOneDownloadForTheCluster(): Promise<void> {
   const id = newRecording(512 * KIB);
   upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * KIB, intervalMs: 25 });
-  const answers = await Promise.all(Array.from({ length: 30 }, () => answerOf(cluster.get(recordingPath(id), { headers: ACME_AUTH }))));
+  const answers = await Promise.all(Array.from({ length: 30 }, () => answerOf(cluster().get(recordingPath(id), { headers: ACME_AUTH }))));
   expect(answers.filter((answer) => answer.status !== 200 || !answer.bytes.equals(recordings.get(id)!))).toEqual([]);
   expect(upstreamFetches(upstream, id)).toBe(1);
 }
 
 /** Every file under `<cache>/recordings` of every cache directory, with its size. */
 async function cachedFiles(): Promise<string[]> {
-  const listings = await Promise.all(cluster.cacheDirs.map((dir) => storedRecordingFiles(dir)));
+  const listings = await Promise.all(cluster().cacheDirs.map((dir) => storedRecordingFiles(dir)));
   return listings
     .flat()
     .map((file) => `${file.path} ${file.size}`)
@@ -144,11 +148,11 @@ async function cachedFiles(): Promise<string[]> {
 describe.sequential('a cluster of three replicas when Redis is in trouble', () => {
   test('a healthy cluster: /readyz says ok, Redis up and two peers on every replica, and /metrics agrees', async () => {
     const settled = await eventually(async () => {
-      const answers = await Promise.all(cluster.urls.map((url) => readiness(url)));
+      const answers = await Promise.all(cluster().urls.map((url) => readiness(url)));
       return answers.every((answer) => answer.body.cluster?.peers === 2);
     });
     expect(settled).toBe(true);
-    for (const url of cluster.urls) {
+    for (const url of cluster().urls) {
       const { status, body } = await readiness(url);
       expect(status).toBe(200);
       expect(body).toEqual({ status: 'ready', cluster: { state: 'ok', redis: 'up', peers: 2 } });
@@ -164,37 +168,37 @@ describe.sequential('a cluster of three replicas when Redis is in trouble', () =
     let late: Replica | undefined;
     try {
       await waitForAnswers(load, 30);
-      await cluster.stopRedis();
+      await cluster().stopRedis();
       redisDown = true;
       const atStop = load.answered();
       await waitForClusterState('degraded');
-      for (const url of cluster.urls) {
+      for (const url of cluster().urls) {
         expect((await readiness(url)).body.cluster).toMatchObject({ state: 'degraded', redis: 'unreachable' });
         expect(metricValue(await metricsText(url), 'gateway_cluster_redis_up')).toBe(0);
       }
 
       // Still caching on its volume: a new recording becomes a hit (once stored; until then a request joins its download).
       const id = newRecording();
-      expect((await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+      expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
       const cached = await eventually(async () => {
-        const again = await answerOf(cluster.at(0, recordingPath(id), { headers: ACME_AUTH }));
+        const again = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
         return again.bytes.equals(recordings.get(id)!) && (again.cacheStatus ?? '').includes('hit');
       });
       expect(cached).toBe(true);
       expect(upstreamFetches(upstream, id)).toBe(1);
 
       // A replica can start while Redis is down.
-      late = await cluster.addReplica({ waitForClusterReady: false });
+      late = await cluster().addReplica({ waitForClusterReady: false });
       const lateAnswer = await answerOf(fetch(`${late.url}${recordingPath(WARM_IDS[0]!)}`, { headers: ACME_AUTH }));
       expect(lateAnswer.status).toBe(200);
       expect(lateAnswer.bytes.equals(recordings.get(WARM_IDS[0]!)!)).toBe(true);
       expect(await readiness(late.url)).toMatchObject({ status: 200, body: { cluster: { state: 'degraded', redis: 'unreachable' } } });
       await waitForAnswers(load, atStop + 60);
 
-      await cluster.restartRedis();
+      await cluster().restartRedis();
       redisDown = false;
       await waitForClusterState('ok');
-      for (const url of cluster.urls) {
+      for (const url of cluster().urls) {
         expect((await readiness(url)).body.cluster).toMatchObject({ state: 'ok', redis: 'up' });
         expect(metricValue(await metricsText(url), 'gateway_cluster_redis_up')).toBe(1);
       }
@@ -202,26 +206,26 @@ describe.sequential('a cluster of three replicas when Redis is in trouble', () =
     } finally {
       await load.stop();
       // Whatever failed above, the next tests get a running Redis and the three replicas they expect.
-      if (redisDown) await cluster.restartRedis();
-      if (late) await cluster.kill(late.index, 'SIGKILL');
+      if (redisDown) await cluster().restartRedis();
+      if (late) await cluster().kill(late.index, 'SIGKILL');
     }
     expect((await load.stop()).wrong).toEqual([]);
   }, 60_000);
 
   test('Redis paused with SIGSTOP: hits and misses are still answered on every replica, and SIGCONT restores the cluster', async () => {
-    const { pid } = cluster.redis;
+    const { pid } = cluster().redis;
     process.kill(pid, 'SIGSTOP');
     try {
       for (const index of [0, 1, 2]) {
         const id = newRecording();
         for (const wanted of [id, WARM_IDS[index]!]) {
           const answer = await answerOf(
-            cluster.at(index, recordingPath(wanted), { headers: ACME_AUTH, signal: AbortSignal.timeout(HANG_BOUND_MS) }),
+            cluster().at(index, recordingPath(wanted), { headers: ACME_AUTH, signal: AbortSignal.timeout(HANG_BOUND_MS) }),
           );
           expect(answer.status).toBe(200);
           expect(answer.bytes.equals(recordings.get(wanted)!)).toBe(true);
         }
-        const ready = await fetch(`${cluster.urls[index]}/readyz`, { signal: AbortSignal.timeout(HANG_BOUND_MS) });
+        const ready = await fetch(`${cluster().urls[index]}/readyz`, { signal: AbortSignal.timeout(HANG_BOUND_MS) });
         expect(ready.status).toBe(200);
         await ready.arrayBuffer();
       }
@@ -237,17 +241,17 @@ describe.sequential('a cluster of three replicas when Redis is in trouble', () =
     expect(before.length).toBeGreaterThanOrEqual(WARM_IDS.length);
     const fetchesBefore = upstream.recordingRequests().length;
 
-    await cluster.flushRedis();
+    await cluster().flushRedis();
     for (const [i, id] of WARM_IDS.entries()) {
-      const answer = await answerOf(cluster.at(i % 3, recordingPath(id), { headers: ACME_AUTH }));
+      const answer = await answerOf(cluster().at(i % 3, recordingPath(id), { headers: ACME_AUTH }));
       expect(answer.status).toBe(200);
       expect(answer.cacheStatus).toContain('hit');
       expect(answer.bytes.equals(recordings.get(id)!)).toBe(true);
     }
 
-    await cluster.restart(2);
+    await cluster().restart(2);
     for (const id of WARM_IDS) {
-      const answer = await answerOf(cluster.at(2, recordingPath(id), { headers: ACME_AUTH }));
+      const answer = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
       expect(answer.status).toBe(200);
       expect(answer.cacheStatus).toContain('hit');
       expect(answer.bytes.equals(recordings.get(id)!)).toBe(true);

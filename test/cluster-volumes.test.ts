@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ACME_KEY, namespaceFor } from '../dev/gateway-harness.js';
 import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, recordingPath, startCluster, upstreamFetches, type Cluster, type ClusterOptions } from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, recordingPath, upstreamFetches } from './support/cluster.js';
 
 const KIB = 1024;
 const PEER_COPY = 'recording-gateway; fwd=uri-miss; detail=peer';
@@ -23,25 +23,13 @@ afterAll(async () => {
   await upstream?.close();
 });
 
-/** Starts a cluster for one describe block and always tears it down. */
-function clusterFor(options: Omit<ClusterOptions, 'upstreamBaseUrl'>): () => Cluster {
-  let cluster: Cluster | undefined;
-  beforeAll(async () => {
-    cluster = await startCluster({ ...options, upstreamBaseUrl: upstream.baseUrl });
-  }, 90_000);
-  afterAll(async () => {
-    await cluster?.stopAll();
-  });
-  return () => cluster!;
-}
-
 /** `path size` of every file under `<cacheDir>/recordings`, sorted. */
 async function listing(cacheDir: string): Promise<string[]> {
   return (await storedRecordingFiles(cacheDir)).map((file) => `${file.path} ${file.size}`).sort();
 }
 
 describe.sequential('replicas with a volume each', () => {
-  const cluster = clusterFor({ volumes: 'own' });
+  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'own' });
 
   test('each replica announces its own volume and the URL its peers reach it at', () => {
     const replicas = cluster().replicas;
@@ -129,7 +117,10 @@ describe.sequential('replicas with a volume each', () => {
 });
 
 describe.sequential('replicas sharing one volume with a 150 KiB disk budget', () => {
-  const cluster = clusterFor({ volumes: 'shared', cacheYaml: ['max_disk_bytes: 150KiB', 'max_recording_bytes: 150KiB'] });
+  const cluster = clusterFor(() => upstream.baseUrl, {
+    volumes: 'shared',
+    cacheYaml: ['max_disk_bytes: 150KiB', 'max_recording_bytes: 150KiB'],
+  });
 
   test('the replicas announce one and the same volume', () => {
     const volumes = new Set(cluster().replicas.map((replica) => replica.ready?.volume));

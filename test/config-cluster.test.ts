@@ -2,7 +2,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, type ParseConfigOptions, parseConfig } from '../src/config/index.js';
+import { loadConfig } from '../src/config/index.js';
+import { configParsers } from './support/config-parse.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DIGEST = 'b'.repeat(64);
@@ -26,20 +27,7 @@ function withCluster(cluster: unknown, extra: Record<string, unknown> = {}): Rec
   return { tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`] }], cluster, ...extra };
 }
 
-function parse(raw: unknown, options: Partial<ParseConfigOptions> = {}) {
-  return parseConfig(raw, { env: baseEnv, cwd: dir, ...options });
-}
-
-/** The message of the ConfigError that parsing `raw` throws. */
-function messageOf(raw: unknown, options: Partial<ParseConfigOptions> = {}): string {
-  try {
-    parse(raw, options);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).message;
-  }
-  throw new Error('expected a ConfigError');
-}
+const { parse, messageOf } = configParsers(() => ({ env: baseEnv, cwd: dir }));
 
 describe('the cluster block', () => {
   it('with only redis_url, the replica is named after its host, waits 250 ms on Redis and reads GATEWAY_PEER_SECRET', () => {

@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, type ParseConfigOptions, parseConfig } from '../src/config/index.js';
+import { loadConfig } from '../src/config/index.js';
+import { configParsers } from './support/config-parse.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DIGEST = 'c'.repeat(64);
@@ -27,20 +28,7 @@ function file(extra: Record<string, unknown> = {}, tenant: Record<string, unknow
   return { tenants: [{ id: 'acme', api_keys: [`sha256:${DIGEST}`], ...tenant }], ...extra };
 }
 
-function parse(raw: unknown, options: Partial<ParseConfigOptions> = {}) {
-  return parseConfig(raw, { env: baseEnv, cwd: dir, ...options });
-}
-
-/** The message of the ConfigError that parsing `raw` throws. */
-function messageOf(raw: unknown, options: Partial<ParseConfigOptions> = {}): string {
-  try {
-    parse(raw, options);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).message;
-  }
-  throw new Error('expected a ConfigError');
-}
+const { parse, messageOf } = configParsers(() => ({ env: baseEnv, cwd: dir }));
 
 describe('without the compliance keys', () => {
   it('copies are kept until evicted, stored in the clear, and nothing is audited', () => {

@@ -5,26 +5,16 @@
  * recording, merged down to any `points` without decoding again, and gone
  * with the recording.
  */
-import { createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MPEGDecoder } from 'mpg123-decoder';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import {
-  ACME_SIGNING_SECRET,
-  bytesOf,
-  makeTempDir,
-  manualClock,
-  namespaceFor,
-  removeDir,
-  startGateway,
-  testConfig,
-  type RunningGateway,
-} from '../dev/gateway-harness.js';
+import { describe, expect, test } from 'vitest';
+import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
+import { bytesOf, manualClock, signedQuery, type RunningGateway, type TestConfigOptions } from '../dev/gateway-harness.js';
 import { AnalysisQueue } from '../src/recordings/analysis/analysis-queue.js';
 import { PeaksBuilder, decodePeaks, encodePeaks, peaksJson, type WaveformPeaks } from '../src/recordings/analysis/waveform-peaks.js';
+import { gatewayPerTest, settled } from './support/gateway-per-test.js';
 
 interface PeaksAnswer {
   version: number;
@@ -36,25 +26,11 @@ interface PeaksAnswer {
   data: number[];
 }
 
-let upstream: FakeFlyflow;
-let dir: string;
-const running: RunningGateway[] = [];
+const bed = gatewayPerTest('rg-peaks-');
 const clock = manualClock();
 
-async function start(options: Partial<Parameters<typeof testConfig>[0]> = {}) {
-  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, ...options }), { clock });
-  running.push(gateway);
-  return gateway;
-}
-
-async function settled(gateway: RunningGateway): Promise<void> {
-  await gateway.gateway.downloads.idle();
-  await gateway.gateway.analyser.idle();
-}
-
-/** A recording's file, or its peaks sidecar (in a folder of their own beside `recordings/`). */
-function recordingFile(id: number, extension: 'mp3' | 'peaks'): string {
-  return path.join(dir, extension === 'mp3' ? 'recordings' : 'sidecars', namespaceFor(upstream.baseUrl), `${id}.${extension}`);
+function start(options: Partial<TestConfigOptions> = {}): Promise<RunningGateway> {
+  return bed.start(options, { clock });
 }
 
 async function peaksOf(gateway: RunningGateway, id: number, query = ''): Promise<PeaksAnswer> {
@@ -91,22 +67,6 @@ async function independentPeaks(mp3: Buffer, points: number): Promise<{ data: nu
   return { data, totalSamples: samplesDecoded };
 }
 
-function signedQuery(id: number, exp: number): string {
-  const sig = createHmac('sha256', ACME_SIGNING_SECRET).update(`v1\nacme\n${id}\n${exp}`).digest('base64url');
-  return `tenant=acme&exp=${exp}&kid=k1&sig=${sig}`;
-}
-
-beforeEach(async () => {
-  upstream = await startFakeFlyflow();
-  dir = await makeTempDir('rg-peaks-');
-});
-
-afterEach(async () => {
-  for (const gateway of running.splice(0)) await gateway.close();
-  await upstream.close();
-  await removeDir(dir);
-});
-
 describe('peaks.json', () => {
   test('answers audiowaveform v2 with exactly the points asked for (1000 by default)', async () => {
     const gateway = await start();
@@ -135,12 +95,12 @@ describe('peaks.json', () => {
         expect(min).toBeLessThanOrEqual(max);
       }
     }
-    expect(upstream.recordingRequests(4)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(4)).toHaveLength(1);
   });
 
   test("matches the fixture's own waveform: loud speech and the quiet pauses between its parts", async () => {
     const gateway = await start();
-    const mp3 = upstream.recording(4)!;
+    const mp3 = bed.upstream.recording(4)!;
     const points = 400;
     const answer = await peaksOf(gateway, 4, `?points=${points}`);
     const expected = await independentPeaks(mp3, points);
@@ -164,11 +124,11 @@ describe('peaks.json', () => {
     await bytesOf(await gateway.fetch('/v1/call/recording/4.mp3'));
     await settled(gateway);
     expect(gateway.gateway.analyser.counts.decodes).toBe(0);
-    expect(existsSync(recordingFile(4, 'peaks'))).toBe(false);
+    expect(existsSync(bed.recordingFile(4, 'peaks'))).toBe(false);
 
     await peaksOf(gateway, 4, '?points=10');
     expect(gateway.gateway.analyser.counts.decodes).toBe(1);
-    const sidecar = decodePeaks(await readFile(recordingFile(4, 'peaks')));
+    const sidecar = decodePeaks(await readFile(bed.recordingFile(4, 'peaks')));
     expect(sidecar).toBeDefined();
     expect(sidecar!.sampleRate).toBe(22_050);
     expect(sidecar!.data.length / 2).toBeGreaterThanOrEqual(10_000);
@@ -176,8 +136,8 @@ describe('peaks.json', () => {
 
     const purge = await gateway.fetch('/v1/call/recording/4.mp3', { method: 'DELETE' });
     expect(purge.status).toBe(204);
-    expect(existsSync(recordingFile(4, 'mp3'))).toBe(false);
-    expect(existsSync(recordingFile(4, 'peaks'))).toBe(false);
+    expect(existsSync(bed.recordingFile(4, 'mp3'))).toBe(false);
+    expect(existsSync(bed.recordingFile(4, 'peaks'))).toBe(false);
   });
 
   test('is merged from the sidecar without decoding again', async () => {
@@ -185,12 +145,12 @@ describe('peaks.json', () => {
     await peaksOf(gateway, 1, '?points=10');
     await settled(gateway);
     // A sidecar this test writes, whose every pair is (-5, 5): what the answer must now be built from.
-    const stored = decodePeaks(await readFile(recordingFile(1, 'peaks')))!;
+    const stored = decodePeaks(await readFile(bed.recordingFile(1, 'peaks')))!;
     const flat: WaveformPeaks = { ...stored, data: Int8Array.from(stored.data, (_, i) => (i % 2 === 0 ? -5 : 5)) };
-    await writeFile(recordingFile(1, 'peaks'), encodePeaks(flat));
+    await writeFile(bed.recordingFile(1, 'peaks'), encodePeaks(flat));
     const answer = await peaksOf(gateway, 1, '?points=50');
     expect(new Set(answer.data)).toEqual(new Set([-5, 5]));
-    expect(upstream.recordingRequests(1)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(1)).toHaveLength(1);
     expect(gateway.gateway.analyser.counts.decodes).toBe(1);
   });
 
@@ -198,11 +158,11 @@ describe('peaks.json', () => {
     const gateway = await start();
     const before = await peaksOf(gateway, 2, '?points=64');
     await settled(gateway);
-    await writeFile(recordingFile(2, 'peaks'), Buffer.from('not peaks'));
+    await writeFile(bed.recordingFile(2, 'peaks'), Buffer.from('not peaks'));
     expect(await peaksOf(gateway, 2, '?points=64')).toEqual(before);
     await settled(gateway);
-    expect(decodePeaks(await readFile(recordingFile(2, 'peaks')))).toBeDefined();
-    expect(upstream.recordingRequests(2)).toHaveLength(1);
+    expect(decodePeaks(await readFile(bed.recordingFile(2, 'peaks')))).toBeDefined();
+    expect(bed.upstream.recordingRequests(2)).toHaveLength(1);
     expect(gateway.gateway.analyser.counts.decodes).toBe(2);
   });
 
@@ -216,7 +176,7 @@ describe('peaks.json', () => {
       expect(body.error).toBe('Bad Request');
       expect(body.message).toContain('points');
     }
-    expect(upstream.recordingRequests()).toHaveLength(0);
+    expect(bed.upstream.recordingRequests()).toHaveLength(0);
   });
 
   test('a signed URL for the call opens it (other query parameters ignored); unauthorised is 401', async () => {
@@ -255,13 +215,13 @@ describe('peaks sidecars on disk', () => {
       await peaksOf(gateway, id);
       await settled(gateway);
     }
-    expect(existsSync(recordingFile(1, 'peaks'))).toBe(true);
+    expect(existsSync(bed.recordingFile(1, 'peaks'))).toBe(true);
     await bytesOf(await gateway.fetch('/v1/call/recording/2.mp3'));
     await peaksOf(gateway, 2);
     await settled(gateway);
-    expect(existsSync(recordingFile(1, 'mp3'))).toBe(false);
-    expect(existsSync(recordingFile(1, 'peaks'))).toBe(false);
-    expect(existsSync(recordingFile(2, 'peaks'))).toBe(true);
+    expect(existsSync(bed.recordingFile(1, 'mp3'))).toBe(false);
+    expect(existsSync(bed.recordingFile(1, 'peaks'))).toBe(false);
+    expect(existsSync(bed.recordingFile(2, 'peaks'))).toBe(true);
   });
 
   test('start-up removes a sidecar whose recording is gone, and a sidecar write a crash cut short, and keeps the others', async () => {
@@ -269,20 +229,19 @@ describe('peaks sidecars on disk', () => {
     await bytesOf(await first.fetch('/v1/call/recording/1.mp3'));
     await peaksOf(first, 1);
     await settled(first);
-    running.splice(0);
-    await first.close();
-    const orphan = recordingFile(999, 'peaks');
+    await bed.stop(first);
+    const orphan = bed.recordingFile(999, 'peaks');
     await mkdir(path.dirname(orphan), { recursive: true });
     await writeFile(orphan, 'left behind by a crash');
     const unfinished = path.join(path.dirname(orphan), '0123456789abcdef01234567.part');
     await writeFile(unfinished, 'cut short');
-    const kept = await stat(recordingFile(1, 'peaks'));
+    const kept = await stat(bed.recordingFile(1, 'peaks'));
 
     await start();
     expect(existsSync(orphan)).toBe(false);
     expect(existsSync(unfinished)).toBe(false);
-    expect((await stat(recordingFile(1, 'peaks'))).ino).toBe(kept.ino);
-    expect(existsSync(recordingFile(1, 'mp3'))).toBe(true);
+    expect((await stat(bed.recordingFile(1, 'peaks'))).ino).toBe(kept.ino);
+    expect(existsSync(bed.recordingFile(1, 'mp3'))).toBe(true);
   });
 });
 

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { namespaceFor } from '../dev/gateway-harness.js';
 import { eventually } from '../dev/recording-bytes.js';
-import { ACME_AUTH, recordingPath, startCluster, upstreamFetches, type Cluster, type ClusterOptions } from './support/cluster.js';
+import { ACME_AUTH, clusterFor, recordingPath, upstreamFetches, type Cluster } from './support/cluster.js';
 
 let upstream: FakeFlyflow;
 
@@ -21,17 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await upstream?.close();
 });
-
-function clusterFor(options: Omit<ClusterOptions, 'upstreamBaseUrl'>): () => Cluster {
-  let cluster: Cluster | undefined;
-  beforeAll(async () => {
-    cluster = await startCluster({ ...options, upstreamBaseUrl: upstream.baseUrl });
-  }, 90_000);
-  afterAll(async () => {
-    await cluster?.stopAll();
-  });
-  return () => cluster!;
-}
 
 function sidecarOn(cacheDir: string, id: number): string {
   return path.join(cacheDir, 'sidecars', namespaceFor(upstream.baseUrl), `${id}.peaks`);
@@ -49,7 +38,7 @@ function fixtureAs(id: number, fixture: number): void {
 }
 
 describe.sequential('replicas with a volume each', () => {
-  const cluster = clusterFor({ volumes: 'own', replicas: 2 });
+  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'own', replicas: 2 });
 
   test('a replica answers from the copy it took from another, with the same facts and peaks, and one upstream download', async () => {
     fixtureAs(9101, 4);
@@ -81,7 +70,7 @@ describe.sequential('replicas with a volume each', () => {
 });
 
 describe.sequential('replicas sharing a volume', () => {
-  const cluster = clusterFor({ volumes: 'shared', replicas: 2 });
+  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'shared', replicas: 2 });
 
   test('the facts and the sidecar one replica stored are what the other answers with', async () => {
     fixtureAs(9201, 3);

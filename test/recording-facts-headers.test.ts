@@ -7,21 +7,12 @@
  * Layer III frames, so every expected number is known exactly.
  */
 import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import {
-  bytesOf,
-  makeTempDir,
-  manualClock,
-  namespaceFor,
-  removeDir,
-  startGateway,
-  testConfig,
-  type RunningGateway,
-} from '../dev/gateway-harness.js';
+import { describe, expect, test } from 'vitest';
+import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
+import { bytesOf, manualClock, namespaceFor, type RunningGateway } from '../dev/gateway-harness.js';
 import { readStreamHeader, type Mp3Source } from '../src/recordings/analysis/mp3-header.js';
 import { bodySource } from '../src/recordings/analysis/stored-recording-source.js';
+import { gatewayPerTest, settled } from './support/gateway-per-test.js';
 
 const SAMPLE_RATE = 44_100;
 const SAMPLES_PER_FRAME = 1152;
@@ -91,33 +82,18 @@ interface Info {
   channels: number;
 }
 
-let upstream: FakeFlyflow;
-let dir: string;
-const running: RunningGateway[] = [];
-
-beforeEach(async () => {
-  upstream = await startFakeFlyflow();
+const bed = gatewayPerTest('rg-facts-headers-', (upstream) => {
   for (const [id, bytes] of recordings) upstream.setRecording(id, bytes);
-  dir = await makeTempDir('rg-facts-headers-');
 });
 
-afterEach(async () => {
-  for (const gateway of running.splice(0)) await gateway.close();
-  await upstream.close();
-  await removeDir(dir);
-});
-
-async function start(): Promise<RunningGateway> {
-  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl }), { clock: manualClock() });
-  running.push(gateway);
-  return gateway;
+function start(): Promise<RunningGateway> {
+  return bed.start({}, { clock: manualClock() });
 }
 
 /** Downloads a recording and waits until it is stored and its header read. */
 async function store(gateway: RunningGateway, id: number): Promise<void> {
   expect((await bytesOf(await gateway.fetch(`/v1/call/recording/${id}.mp3`))).equals(recordings.get(id)!)).toBe(true);
-  await gateway.gateway.downloads.idle();
-  await gateway.gateway.analyser.idle();
+  await settled(gateway);
 }
 
 async function info(gateway: RunningGateway, id: number): Promise<Info> {
@@ -127,11 +103,7 @@ async function info(gateway: RunningGateway, id: number): Promise<Info> {
 }
 
 function indexedFacts(gateway: RunningGateway, id: number) {
-  return gateway.gateway.index.get(`${namespaceFor(upstream.baseUrl)}/${id}`).then((meta) => meta?.facts);
-}
-
-function sidecarOf(id: number): string {
-  return path.join(dir, 'sidecars', namespaceFor(upstream.baseUrl), `${id}.peaks`);
+  return gateway.gateway.index.get(`${namespaceFor(bed.upstream.baseUrl)}/${id}`).then((meta) => meta?.facts);
 }
 
 describe('facts from the stream header, at store time', () => {
@@ -160,7 +132,7 @@ describe('facts from the stream header, at store time', () => {
     expect((await gateway.fetch(`/v1/call/recording/${id}/peaks.json`)).status).toBe(200);
     expect(gateway.gateway.analyser.counts.decodes).toBe(1);
     expect(await info(gateway, id)).toEqual(before);
-    expect(existsSync(sidecarOf(id))).toBe(true);
+    expect(existsSync(bed.recordingFile(id, 'peaks'))).toBe(true);
   });
 
   test('a variable bitrate without a frame count has no facts after the store; the first info.json decodes it, once', async () => {
@@ -177,7 +149,7 @@ describe('facts from the stream header, at store time', () => {
     expect(first).toMatchObject({ sample_rate: SAMPLE_RATE, channels: 1 });
     expect((await indexedFacts(gateway, NO_COUNT))?.durationSeconds).toBe(first.duration_seconds);
     // The decode wrote the peaks too: neither route decodes again.
-    expect(existsSync(sidecarOf(NO_COUNT))).toBe(true);
+    expect(existsSync(bed.recordingFile(NO_COUNT, 'peaks'))).toBe(true);
     expect(await info(gateway, NO_COUNT)).toEqual(first);
     expect((await gateway.fetch(`/v1/call/recording/${NO_COUNT}/peaks.json`)).status).toBe(200);
     expect(gateway.gateway.analyser.counts.decodes).toBe(1);

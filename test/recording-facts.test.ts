@@ -5,61 +5,31 @@
  * from the index without the audio or the upstream; authenticated, limited
  * and fetched exactly like the .mp3.
  */
-import { createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
-import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { loadFixtureCatalog, startFakeFlyflow, type FakeFlyflow, type FixtureRecording } from '../dev/fake-flyflow.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { loadFixtureCatalog, type FixtureRecording } from '../dev/fake-flyflow.js';
 import { syntheticRecording } from '../dev/recording-bytes.js';
 import {
   ACME_ORIGIN,
-  ACME_SIGNING_SECRET,
   acmeTenant,
   bytesOf,
   expectedEtag,
-  makeTempDir,
   manualClock,
   namespaceFor,
-  removeDir,
-  startGateway,
-  testConfig,
+  signedQuery,
   type RunningGateway,
+  type TestConfigOptions,
 } from '../dev/gateway-harness.js';
 import { decodePeaks } from '../src/recordings/analysis/waveform-peaks.js';
+import { gatewayPerTest, settled } from './support/gateway-per-test.js';
 
-let upstream: FakeFlyflow;
-let dir: string;
-let catalog: FixtureRecording[];
-const running: RunningGateway[] = [];
+const bed = gatewayPerTest('rg-facts-');
 const clock = manualClock();
+let catalog: FixtureRecording[];
 
-async function start(options: Partial<Parameters<typeof testConfig>[0]> = {}, upstreamBaseUrl = upstream.baseUrl) {
-  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl, ...options }), { clock });
-  running.push(gateway);
-  return gateway;
-}
-
-async function stop(gateway: RunningGateway): Promise<void> {
-  running.splice(running.indexOf(gateway), 1);
-  await gateway.close();
-}
-
-/** Waits until every download is stored and the header read each store started has run. */
-async function settled(gateway: RunningGateway): Promise<void> {
-  await gateway.gateway.downloads.idle();
-  await gateway.gateway.analyser.idle();
-}
-
-/** A recording's file, or its peaks sidecar (in a folder of their own beside `recordings/`). */
-function recordingFile(id: number, extension: 'mp3' | 'peaks'): string {
-  return path.join(dir, extension === 'mp3' ? 'recordings' : 'sidecars', namespaceFor(upstream.baseUrl), `${id}.${extension}`);
-}
-
-/** The contract's formula, written out here rather than borrowed from the gateway's code. */
-function signedQuery(id: number, exp: number): string {
-  const sig = createHmac('sha256', ACME_SIGNING_SECRET).update(`v1\nacme\n${id}\n${exp}`).digest('base64url');
-  return `tenant=acme&exp=${exp}&kid=k1&sig=${sig}`;
+function start(options: Partial<TestConfigOptions> = {}): Promise<RunningGateway> {
+  return bed.start(options, { clock });
 }
 
 interface Info {
@@ -72,16 +42,8 @@ interface Info {
   channels: number;
 }
 
-beforeEach(async () => {
-  upstream = await startFakeFlyflow();
-  dir = await makeTempDir('rg-facts-');
+beforeAll(async () => {
   catalog = await loadFixtureCatalog();
-});
-
-afterEach(async () => {
-  for (const gateway of running.splice(0)) await gateway.close();
-  await upstream.close();
-  await removeDir(dir);
 });
 
 describe('info.json', () => {
@@ -94,7 +56,7 @@ describe('info.json', () => {
       expect(response.headers.get('cache-control')).toBe('private, max-age=86400, immutable');
       expect(response.headers.get('cache-status')).toBe('recording-gateway; fwd=uri-miss');
       const info = (await response.json()) as Info;
-      const bytes = upstream.recording(fixture.id)!;
+      const bytes = bed.upstream.recording(fixture.id)!;
       expect(Object.keys(info).sort()).toEqual(['bitrate', 'call_id', 'channels', 'duration_seconds', 'etag', 'sample_rate', 'size']);
       expect(info.call_id).toBe(fixture.id);
       expect(info.size).toBe(bytes.length);
@@ -108,7 +70,7 @@ describe('info.json', () => {
       expect(response.headers.get('etag')).toMatch(/^"[A-Za-z0-9_-]+\.info\.v\d+"$/);
       expect(response.headers.get('etag')).not.toBe(info.etag);
     }
-    for (const fixture of catalog) expect(upstream.recordingRequests(fixture.id)).toHaveLength(1);
+    for (const fixture of catalog) expect(bed.upstream.recordingRequests(fixture.id)).toHaveLength(1);
   });
 
   test('its etag is the one the .mp3 answers with, and the next request is a hit', async () => {
@@ -121,7 +83,7 @@ describe('info.json', () => {
     const info = (await hit.json()) as Info;
     const warm = await gateway.fetch('/v1/call/recording/2.mp3', { method: 'HEAD' });
     expect(info.etag).toBe(warm.headers.get('etag'));
-    expect(upstream.recordingRequests(2)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(2)).toHaveLength(1);
   });
 
   test("every fixture's facts are in its index entry right after it is stored, read from its header without decoding it", async () => {
@@ -130,11 +92,11 @@ describe('info.json', () => {
     await settled(gateway);
     expect(gateway.gateway.analyser.counts).toEqual({ headersRead: catalog.length, decodes: 0 });
     for (const fixture of catalog) {
-      const facts = (await gateway.gateway.index.get(`${namespaceFor(upstream.baseUrl)}/${fixture.id}`))?.facts;
+      const facts = (await gateway.gateway.index.get(`${namespaceFor(bed.upstream.baseUrl)}/${fixture.id}`))?.facts;
       // 32 kbit/s CBR without a Xing/Info frame: the duration is the audio's size over its bitrate.
       expect(Math.abs(facts!.durationSeconds - fixture.duration_seconds)).toBeLessThan(0.1);
       expect(facts).toMatchObject({ bitrate: 32_000, sampleRate: 22_050, channels: 1, estimated: true });
-      expect(existsSync(recordingFile(fixture.id, 'peaks'))).toBe(false);
+      expect(existsSync(bed.recordingFile(fixture.id, 'peaks'))).toBe(false);
     }
     // Answered from the index: nothing read or decoded again.
     for (const fixture of catalog) {
@@ -155,7 +117,7 @@ describe('info.json', () => {
     const after = await bytesOf(await gateway.fetch('/v1/call/recording/4/info.json'));
     expect(after.toString()).toBe(before.toString());
     // The decoded length agrees with the estimate to well within a second.
-    const sidecar = decodePeaks(await readFile(recordingFile(4, 'peaks')))!;
+    const sidecar = decodePeaks(await readFile(bed.recordingFile(4, 'peaks')))!;
     const info = JSON.parse(after.toString()) as Info;
     expect(Math.abs(sidecar.totalSamples / sidecar.sampleRate - info.duration_seconds)).toBeLessThan(0.1);
   });
@@ -165,27 +127,25 @@ describe('info.json', () => {
     await bytesOf(await first.fetch('/v1/call/recording/4.mp3'));
     await settled(first);
     // Stored with the recording's index entry, before anyone asked for it.
-    const meta = await first.gateway.index.get(`${namespaceFor(upstream.baseUrl)}/4`);
+    const meta = await first.gateway.index.get(`${namespaceFor(bed.upstream.baseUrl)}/4`);
     expect(meta?.facts?.sampleRate).toBe(22_050);
     expect(meta?.facts?.channels).toBe(1);
     expect(first.gateway.analyser.counts).toEqual({ headersRead: 1, decodes: 0 });
     const expected = (await (await first.fetch('/v1/call/recording/4/info.json')).json()) as Info;
-    await stop(first);
+    await bed.stop(first);
 
     // The upstream is gone, and so (after start-up) is the audio file: only the index can answer.
-    const upstreamUrl = upstream.baseUrl;
-    await upstream.close();
-    const second = await start({}, upstreamUrl);
-    await rm(recordingFile(4, 'mp3'));
+    await bed.upstream.close();
+    const second = await start();
+    await rm(bed.recordingFile(4, 'mp3'));
     const response = await second.fetch('/v1/call/recording/4/info.json');
     expect(response.status).toBe(200);
     expect(response.headers.get('cache-status')).toBe('recording-gateway; hit');
     expect(await response.json()).toEqual(expected);
-    upstream = await startFakeFlyflow(); // for afterEach
   });
 
   test('concurrent info, peaks and audio requests for a cold recording share one download and one analysis', async () => {
-    upstream.setBehaviour(4, { kind: 'slow-body', chunkBytes: 16 * 1024, intervalMs: 20 });
+    bed.upstream.setBehaviour(4, { kind: 'slow-body', chunkBytes: 16 * 1024, intervalMs: 20 });
     const gateway = await start();
     const paths = ['/v1/call/recording/4.mp3', '/v1/call/recording/4/info.json', '/v1/call/recording/4/peaks.json?points=200'];
     const responses = await Promise.all(Array.from({ length: 12 }, (_, i) => gateway.fetch(paths[i % paths.length]!)));
@@ -194,18 +154,18 @@ describe('info.json', () => {
       await bytesOf(response);
     }
     await settled(gateway);
-    expect(upstream.recordingRequests(4)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(4)).toHaveLength(1);
     expect(gateway.gateway.analyser.counts.decodes).toBe(1);
-    const sidecar = await stat(recordingFile(4, 'peaks'));
+    const sidecar = await stat(bed.recordingFile(4, 'peaks'));
 
     // Later requests read what the one analysis kept: the sidecar is never written again.
     for (const request of ['/v1/call/recording/4/info.json', '/v1/call/recording/4/peaks.json?points=77']) {
       expect((await gateway.fetch(request)).status).toBe(200);
     }
     await settled(gateway);
-    const after = await stat(recordingFile(4, 'peaks'));
+    const after = await stat(bed.recordingFile(4, 'peaks'));
     expect([after.ino, after.mtimeMs]).toEqual([sidecar.ino, sidecar.mtimeMs]);
-    expect(upstream.recordingRequests(4)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(4)).toHaveLength(1);
     expect(gateway.gateway.analyser.counts.decodes).toBe(1);
   });
 
@@ -214,12 +174,12 @@ describe('info.json', () => {
     await bytesOf(await first.fetch('/v1/call/recording/3.mp3'));
     await settled(first);
     // What an older version left: an index entry without facts, no sidecar.
-    const key = `${namespaceFor(upstream.baseUrl)}/3`;
+    const key = `${namespaceFor(bed.upstream.baseUrl)}/3`;
     const { facts: _facts, ...olderMeta } = (await first.gateway.index.get(key))!;
     await first.gateway.index.set(key, olderMeta);
-    await stop(first);
+    await bed.stop(first);
     // A store writes no sidecar any more.
-    expect(existsSync(recordingFile(3, 'peaks'))).toBe(false);
+    expect(existsSync(bed.recordingFile(3, 'peaks'))).toBe(false);
 
     const second = await start();
     expect((await second.gateway.index.get(key))?.facts).toBeUndefined();
@@ -230,11 +190,11 @@ describe('info.json', () => {
     await settled(second);
     expect((await second.gateway.index.get(key))?.facts?.durationSeconds).toBe(info.duration_seconds);
     expect(second.gateway.analyser.counts).toEqual({ headersRead: 1, decodes: 0 });
-    expect(existsSync(recordingFile(3, 'peaks'))).toBe(false);
+    expect(existsSync(bed.recordingFile(3, 'peaks'))).toBe(false);
     expect((await second.fetch('/v1/call/recording/3/peaks.json')).status).toBe(200);
     expect(second.gateway.analyser.counts).toEqual({ headersRead: 1, decodes: 1 });
-    expect(existsSync(recordingFile(3, 'peaks'))).toBe(true);
-    expect(upstream.recordingRequests(3)).toHaveLength(1);
+    expect(existsSync(bed.recordingFile(3, 'peaks'))).toBe(true);
+    expect(bed.upstream.recordingRequests(3)).toHaveLength(1);
   });
 
   test('answers 304 to If-None-Match, and HEAD the same head without a body', async () => {
@@ -267,7 +227,7 @@ describe('info.json credentials and errors, as for the recording', () => {
       expect(response.headers.get('content-type')).toBe('application/json');
       expect(Object.keys(await response.json()).sort()).toEqual(['error', 'message']);
     }
-    expect(upstream.recordingRequests(1)).toHaveLength(0);
+    expect(bed.upstream.recordingRequests(1)).toHaveLength(0);
   });
 
   test('a signed URL for the call opens its info.json; one for another call, or tampered, does not', async () => {
@@ -304,7 +264,7 @@ describe('info.json credentials and errors, as for the recording', () => {
     expect(post.headers.get('allow')).toBe('GET, HEAD');
     const del = await gateway.fetch('/v1/call/recording/1/peaks.json', { method: 'DELETE' });
     expect(del.status).toBe(405);
-    expect(upstream.recordingRequests()).toHaveLength(0);
+    expect(bed.upstream.recordingRequests()).toHaveLength(0);
   });
 
   test('a recording the upstream does not have is 404, and an upstream failure 502, like the .mp3', async () => {
@@ -312,7 +272,7 @@ describe('info.json credentials and errors, as for the recording', () => {
     const missing = await gateway.fetch('/v1/call/recording/424242/info.json');
     expect(missing.status).toBe(404);
     expect(((await missing.json()) as { error: string }).error).toBe('Not Found');
-    upstream.setBehaviour(2, { kind: 'status', status: 500 });
+    bed.upstream.setBehaviour(2, { kind: 'status', status: 500 });
     const failing = await gateway.fetch('/v1/call/recording/2/peaks.json');
     expect(failing.status).toBe(502);
     expect(Object.keys(await failing.json()).sort()).toEqual(['error', 'message']);
@@ -321,22 +281,22 @@ describe('info.json credentials and errors, as for the recording', () => {
   test('an MP3 with no decodable audio is 502 for info and peaks, with no sidecar or facts kept; the recording is still served', async () => {
     // Both pass the MP3 check (an ID3v2 tag): one holds no audio frame, the other random bytes, which decode to noise.
     const noAudio = Buffer.concat([Buffer.from('ID3\x03\x00\x00\x00\x00\x00\x00', 'latin1'), Buffer.alloc(4096, 0x20)]);
-    upstream.setRecording(77, noAudio);
-    upstream.setRecording(78, syntheticRecording(256 * 1024));
+    bed.upstream.setRecording(77, noAudio);
+    bed.upstream.setRecording(78, syntheticRecording(256 * 1024));
     const gateway = await start();
     for (const id of [77, 78]) {
       const audio = await gateway.fetch(`/v1/call/recording/${id}.mp3`);
       expect(audio.status).toBe(200);
-      expect((await bytesOf(audio)).equals(upstream.recording(id)!)).toBe(true);
+      expect((await bytesOf(audio)).equals(bed.upstream.recording(id)!)).toBe(true);
       await settled(gateway);
       for (const request of [`/v1/call/recording/${id}/info.json`, `/v1/call/recording/${id}/peaks.json`]) {
         const response = await gateway.fetch(request);
         expect(response.status).toBe(502);
         expect(((await response.json()) as { message: string }).message).toMatch(/could not be decoded/);
       }
-      expect(existsSync(recordingFile(id, 'peaks'))).toBe(false);
-      expect((await gateway.gateway.index.get(`${namespaceFor(upstream.baseUrl)}/${id}`))?.facts).toBeUndefined();
-      expect(upstream.recordingRequests(id)).toHaveLength(1);
+      expect(existsSync(bed.recordingFile(id, 'peaks'))).toBe(false);
+      expect((await gateway.gateway.index.get(`${namespaceFor(bed.upstream.baseUrl)}/${id}`))?.facts).toBeUndefined();
+      expect(bed.upstream.recordingRequests(id)).toHaveLength(1);
     }
   });
 

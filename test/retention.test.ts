@@ -3,8 +3,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Writable } from 'node:stream';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   acmeTenant,
   bytesOf,
@@ -26,6 +25,7 @@ import { createCopyRetention, RetentionSweeper, retentionByNamespace } from '../
 import type { CachedRecording } from '../src/cache/recording-catalogue.js';
 import type { GatewayConfig, TenantConfig } from '../src/config/index.js';
 import { createLogger, silentLogger, type Logger } from '../src/logger.js';
+import { gatewayPerTest } from './support/gateway-per-test.js';
 import { startRedisServer, type RunningRedis } from './support/redis-server.js';
 
 const DAY_MS = 86_400_000;
@@ -33,20 +33,7 @@ const BETA_KEY = 'beta-tenant-key-for-retention-tests-01';
 const GAMMA_KEY = 'gamma-tenant-key-for-retention-test-02';
 const BETA_UPSTREAM_KEY = 'flyflow-key-of-beta-account-000000000';
 
-let upstream: FakeFlyflow;
-let dir: string;
-const running: RunningGateway[] = [];
-
-beforeEach(async () => {
-  upstream = await startFakeFlyflow();
-  dir = await makeTempDir('rg-retention-');
-});
-
-afterEach(async () => {
-  for (const gateway of running.splice(0)) await gateway.close();
-  await upstream.close();
-  await removeDir(dir);
-});
+const bed = gatewayPerTest('rg-retention-');
 
 interface StartOptions {
   cache?: Partial<GatewayConfig['cache']>;
@@ -56,33 +43,23 @@ interface StartOptions {
   sweepMs?: number;
 }
 
-async function start(options: StartOptions = {}): Promise<RunningGateway> {
-  const config = testConfig({
-    dir,
-    upstreamBaseUrl: upstream.baseUrl,
-    cache: options.cache ?? {},
-    ...(options.tenants ? { tenants: options.tenants } : {}),
-  });
-  const gateway = await startGateway(config, {
-    clock: options.clock ?? manualClock(),
-    ...(options.logger ? { logger: options.logger } : {}),
-    ...(options.sweepMs === undefined ? {} : { retentionSweepIntervalMs: options.sweepMs }),
-  });
-  running.push(gateway);
-  return gateway;
+function start(options: StartOptions = {}): Promise<RunningGateway> {
+  return bed.start(
+    { cache: options.cache ?? {}, ...(options.tenants ? { tenants: options.tenants } : {}) },
+    {
+      clock: options.clock ?? manualClock(),
+      ...(options.logger ? { logger: options.logger } : {}),
+      ...(options.sweepMs === undefined ? {} : { retentionSweepIntervalMs: options.sweepMs }),
+    },
+  );
 }
 
-async function stop(gateway: RunningGateway): Promise<void> {
-  running.splice(running.indexOf(gateway), 1);
-  await gateway.close();
-}
-
-function fileOf(namespace: string, callId: number, cacheDir = dir): string {
+function fileOf(namespace: string, callId: number, cacheDir = bed.dir): string {
   return path.join(cacheDir, 'recordings', namespace, `${callId}.mp3`);
 }
 
 /** Every recording file under recordings/ of a cache directory (sidecars, written in the background, left out). */
-async function recordingFiles(cacheDir = dir): Promise<string[]> {
+async function recordingFiles(cacheDir = bed.dir): Promise<string[]> {
   const entries = await readdir(path.join(cacheDir, 'recordings'), { recursive: true, withFileTypes: true }).catch(() => []);
   return entries.filter((entry) => entry.isFile() && entry.name.endsWith('.mp3')).map((entry) => entry.name);
 }
@@ -91,7 +68,7 @@ async function recordingFiles(cacheDir = dir): Promise<string[]> {
 async function play(gateway: RunningGateway, callId: number, headers: Record<string, string> = {}): Promise<Response> {
   const response = await gateway.fetch(`/v1/call/recording/${callId}.mp3`, { headers });
   expect(response.status).toBe(200);
-  expect((await bytesOf(response)).equals(upstream.recording(callId)!)).toBe(true);
+  expect((await bytesOf(response)).equals(bed.upstream.recording(callId)!)).toBe(true);
   await gateway.gateway.downloads.idle();
   return response;
 }
@@ -127,7 +104,7 @@ describe('an expired copy is deleted from memory, disk and index', () => {
     const clock = manualClock();
     const { logger, lines } = capturingLogger();
     const gateway = await start({ cache: { retentionDays: 1 }, clock, logger });
-    const namespace = namespaceFor(upstream.baseUrl);
+    const namespace = namespaceFor(bed.upstream.baseUrl);
     const key = cacheKey(namespace, '1');
     await play(gateway, 1);
     expect(existsSync(fileOf(namespace, 1))).toBe(true);
@@ -149,14 +126,14 @@ describe('an expired copy is deleted from memory, disk and index', () => {
 
     const again = await gateway.fetch('/v1/call/recording/1.mp3');
     expect(again.headers.get('cache-status')).toBe('recording-gateway; fwd=uri-miss');
-    expect((await bytesOf(again)).equals(upstream.recording(1)!)).toBe(true);
-    expect(upstream.recordingRequests(1)).toHaveLength(2);
+    expect((await bytesOf(again)).equals(bed.upstream.recording(1)!)).toBe(true);
+    expect(bed.upstream.recordingRequests(1)).toHaveLength(2);
   });
 
   test('between sweeps an expired copy is never served: it is fetched again and the fresh copy is kept', async () => {
     const clock = manualClock();
     const gateway = await start({ cache: { retentionDays: 0.5 }, clock });
-    const namespace = namespaceFor(upstream.baseUrl);
+    const namespace = namespaceFor(bed.upstream.baseUrl);
     await play(gateway, 2);
     const first = await gateway.gateway.index.get(cacheKey(namespace, '2'));
 
@@ -164,9 +141,9 @@ describe('an expired copy is deleted from memory, disk and index', () => {
     const response = await gateway.fetch('/v1/call/recording/2.mp3', { headers: { range: 'bytes=0-99' } });
     expect(response.status).toBe(206);
     expect(response.headers.get('cache-status')).toBe('recording-gateway; fwd=uri-miss');
-    expect((await bytesOf(response)).equals(upstream.recording(2)!.subarray(0, 100))).toBe(true);
+    expect((await bytesOf(response)).equals(bed.upstream.recording(2)!.subarray(0, 100))).toBe(true);
     await gateway.gateway.downloads.idle();
-    expect(upstream.recordingRequests(2)).toHaveLength(2);
+    expect(bed.upstream.recordingRequests(2)).toHaveLength(2);
 
     const fresh = await gateway.gateway.index.get(cacheKey(namespace, '2'));
     expect(fresh?.fetchedAt).toBe(clock.now());
@@ -182,7 +159,7 @@ describe('an expired copy is deleted from memory, disk and index', () => {
   test('the periodic sweep removes it with no request and no one calling it', async () => {
     const clock = manualClock();
     const gateway = await start({ cache: { retentionDays: 1 }, clock, sweepMs: 50 });
-    const namespace = namespaceFor(upstream.baseUrl);
+    const namespace = namespaceFor(bed.upstream.baseUrl);
     await play(gateway, 3);
     expect(existsSync(fileOf(namespace, 3))).toBe(true);
 
@@ -211,8 +188,8 @@ describe('per-tenant retention', () => {
     const clock = manualClock();
     const tenants = [acmeTenant({ retentionDays: 1 }), testTenant('beta', BETA_KEY, { upstreamApiKey: BETA_UPSTREAM_KEY })];
     const gateway = await start({ cache: { retentionDays: 30 }, tenants, clock });
-    const acme = namespaceFor(upstream.baseUrl);
-    const beta = upstreamNamespace(upstream.baseUrl, BETA_UPSTREAM_KEY);
+    const acme = namespaceFor(bed.upstream.baseUrl);
+    const beta = upstreamNamespace(bed.upstream.baseUrl, BETA_UPSTREAM_KEY);
     await play(gateway, 1);
     await play(gateway, 1, { authorization: `Bearer ${BETA_KEY}` });
     expect(existsSync(fileOf(acme, 1))).toBe(true);
@@ -233,7 +210,7 @@ describe('per-tenant retention', () => {
     // gamma uses the server key too: the same namespace as acme.
     const tenants = [acmeTenant({ retentionDays: 7 }), testTenant('gamma', GAMMA_KEY, { retentionDays: 1 })];
     const gateway = await start({ tenants, clock });
-    const namespace = namespaceFor(upstream.baseUrl);
+    const namespace = namespaceFor(bed.upstream.baseUrl);
     await play(gateway, 4);
 
     clock.advance(DAY_MS + 1);
@@ -245,27 +222,27 @@ describe('per-tenant retention', () => {
 describe('retention_days 0', () => {
   test('the recording is served, and from memory again, but nothing is written to disk or the index', async () => {
     const gateway = await start({ cache: { retentionDays: 0 } });
-    const namespace = namespaceFor(upstream.baseUrl);
+    const namespace = namespaceFor(bed.upstream.baseUrl);
     const [first, joined] = await Promise.all([gateway.fetch('/v1/call/recording/1.mp3'), gateway.fetch('/v1/call/recording/1.mp3')]);
-    expect((await bytesOf(first)).equals(upstream.recording(1)!)).toBe(true);
-    expect((await bytesOf(joined)).equals(upstream.recording(1)!)).toBe(true);
+    expect((await bytesOf(first)).equals(bed.upstream.recording(1)!)).toBe(true);
+    expect((await bytesOf(joined)).equals(bed.upstream.recording(1)!)).toBe(true);
     await gateway.gateway.downloads.idle();
     // The two requests shared one download.
-    expect(upstream.recordingRequests(1)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(1)).toHaveLength(1);
 
     expect(await recordingFiles()).toEqual([]);
-    expect(await tempFilesIn(dir)).toEqual([]);
+    expect(await tempFilesIn(bed.dir)).toEqual([]);
     expect(await gateway.gateway.index.get(cacheKey(namespace, '1'))).toBeUndefined();
     const again = await gateway.fetch('/v1/call/recording/1.mp3');
     expect(again.headers.get('cache-status')).toBe('recording-gateway; hit; detail=memory');
     await bytesOf(again);
-    expect(upstream.recordingRequests(1)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(1)).toHaveLength(1);
   });
 
   test('a restart with 0 deletes what an earlier configuration left on disk', async () => {
     const before = await start();
     await play(before, 2);
-    await stop(before);
+    await bed.stop(before);
     expect(await recordingFiles()).toEqual(['2.mp3']);
 
     const after = await start({ cache: { retentionDays: 0 } });
@@ -278,9 +255,9 @@ describe('after a restart', () => {
   test('an expired copy left on disk is deleted at start-up and fetched again when asked', async () => {
     const clock = manualClock();
     const before = await start({ clock });
-    const namespace = namespaceFor(upstream.baseUrl);
+    const namespace = namespaceFor(bed.upstream.baseUrl);
     await play(before, 3);
-    await stop(before);
+    await bed.stop(before);
     expect(existsSync(fileOf(namespace, 3))).toBe(true);
 
     clock.advance(3 * DAY_MS);
@@ -288,9 +265,9 @@ describe('after a restart', () => {
     // Joins the sweep start-up began.
     await after.gateway.retention!.sweep();
     expect(existsSync(fileOf(namespace, 3))).toBe(false);
-    await stop(after);
+    await bed.stop(after);
 
-    const index = createSqliteIndex(dir);
+    const index = createSqliteIndex(bed.dir);
     try {
       expect(await index.get(cacheKey(namespace, '3'))).toBeUndefined();
     } finally {
@@ -298,14 +275,14 @@ describe('after a restart', () => {
     }
     const third = await start({ cache: { retentionDays: 2 }, clock });
     await play(third, 3);
-    expect(upstream.recordingRequests(3)).toHaveLength(2);
+    expect(bed.upstream.recordingRequests(3)).toHaveLength(2);
   });
 
   test('a copy still within its retention is kept and served from disk', async () => {
     const clock = manualClock();
     const before = await start({ cache: { retentionDays: 2 }, clock });
     await play(before, 3);
-    await stop(before);
+    await bed.stop(before);
 
     clock.advance(DAY_MS);
     const after = await start({ cache: { retentionDays: 2 }, clock });
@@ -313,7 +290,7 @@ describe('after a restart', () => {
     const hit = await after.fetch('/v1/call/recording/3.mp3');
     expect(hit.headers.get('cache-status')).toBe('recording-gateway; hit; detail=disk');
     await bytesOf(hit);
-    expect(upstream.recordingRequests(3)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(3)).toHaveLength(1);
   });
 });
 
@@ -473,11 +450,10 @@ describe('in a cluster', () => {
 
   async function replica(nodeId: string, cacheDir: string, clock: ManualClock): Promise<RunningGateway> {
     const config: GatewayConfig = {
-      ...testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl, cache: { retentionDays: 1 } }),
+      ...testConfig({ dir: cacheDir, upstreamBaseUrl: bed.upstream.baseUrl, cache: { retentionDays: 1 } }),
       cluster: { redisUrl: redis.url, nodeId, peerSecret: PEER_SECRET, redisTimeoutMs: 1_000 },
     };
-    const gateway = await startGateway(config, { clock });
-    running.push(gateway);
+    const gateway = bed.track(await startGateway(config, { clock }));
     await gateway.gateway.joinCluster(gateway.baseUrl);
     return gateway;
   }
@@ -487,9 +463,9 @@ describe('in a cluster', () => {
     try {
       const clockA = manualClock();
       const clockB = manualClock();
-      const a = await replica('gw-a', dir, clockA);
+      const a = await replica('gw-a', bed.dir, clockA);
       const b = await replica('gw-b', dirB, clockB);
-      const namespace = namespaceFor(upstream.baseUrl);
+      const namespace = namespaceFor(bed.upstream.baseUrl);
       const key = cacheKey(namespace, '1');
 
       await play(a, 1);
@@ -497,9 +473,9 @@ describe('in a cluster', () => {
       clockB.advance(DAY_MS / 2);
       await eventually(() => b.gateway.cluster!.membership.peers.length === 1, 'replica B sees replica A');
       const fromPeer = await b.fetch('/v1/call/recording/1.mp3');
-      expect((await bytesOf(fromPeer)).equals(upstream.recording(1)!)).toBe(true);
+      expect((await bytesOf(fromPeer)).equals(bed.upstream.recording(1)!)).toBe(true);
       await b.gateway.downloads.idle();
-      expect(upstream.recordingRequests(1)).toHaveLength(1);
+      expect(bed.upstream.recordingRequests(1)).toHaveLength(1);
       const metaA = await a.gateway.index.get(key);
       const metaB = await b.gateway.index.get(key);
       expect(metaB?.fetchedAt).toBe(metaA?.fetchedAt);
@@ -509,16 +485,16 @@ describe('in a cluster', () => {
       clockB.advance(DAY_MS / 2 + 1);
       expect(await a.gateway.retention!.sweep()).toBe(1);
       expect(await b.gateway.retention!.sweep()).toBe(1);
-      expect(existsSync(fileOf(namespace, 1, dir))).toBe(false);
+      expect(existsSync(fileOf(namespace, 1, bed.dir))).toBe(false);
       expect(existsSync(fileOf(namespace, 1, dirB))).toBe(false);
       expect(await a.gateway.index.get(key)).toBeUndefined();
       expect(await b.gateway.index.get(key)).toBeUndefined();
       expect((await a.gateway.cluster!.directory.lookup(key)).copies).toEqual([]);
 
       await play(b, 1);
-      expect(upstream.recordingRequests(1)).toHaveLength(2);
+      expect(bed.upstream.recordingRequests(1)).toHaveLength(2);
     } finally {
-      for (const gateway of running.splice(0)) await gateway.close();
+      await bed.stopAll();
       await removeDir(dirB);
     }
   });

@@ -14,6 +14,7 @@ import { signalProcessGroup, startGatewayProcess, writeGatewayConfig, type Gatew
 import type { FakeFlyflow } from '../../dev/fake-flyflow.js';
 import { openGet, readBody } from '../../dev/recording-bytes.js';
 import type { IncomingHttpHeaders } from 'node:http';
+import { afterAll, beforeAll } from 'vitest';
 import { startRedisServer, type RunningRedis } from './redis-server.js';
 
 /** `Authorization` for the acme tenant of every replica's config. */
@@ -28,6 +29,8 @@ const CLUSTER_READY = 'cluster ready';
 const START_TIMEOUT_MS = 30_000;
 /** How long a replica may take to shut down gracefully before it is killed. */
 const STOP_GRACE_MS = 10_000;
+/** How long `clusterFor` lets three replicas start one after another on a loaded machine. */
+const CLUSTER_START_TIMEOUT_MS = 90_000;
 
 export interface ClusterOptions {
   /** Gateway processes; default 3. */
@@ -280,6 +283,27 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     throw error;
   }
   return cluster;
+}
+
+/**
+ * A cluster for the tests of one file or describe block: started in a
+ * `beforeAll` and always stopped in an `afterAll`. The upstream's URL is read
+ * only when the cluster starts, so an upstream the file starts in an earlier
+ * `beforeAll` can be named here; hooks registered after this one run after the
+ * cluster is up, and their `afterAll` before it is stopped.
+ */
+export function clusterFor(upstreamBaseUrl: () => string, options: Omit<ClusterOptions, 'upstreamBaseUrl'>): () => Cluster {
+  let cluster: Cluster | undefined;
+  beforeAll(async () => {
+    cluster = await startCluster({ ...options, upstreamBaseUrl: upstreamBaseUrl() });
+  }, CLUSTER_START_TIMEOUT_MS);
+  afterAll(async () => {
+    await cluster?.stopAll();
+  });
+  return () => {
+    if (!cluster) throw new Error('cluster: not started (clusterFor is read in a test or a later hook)');
+    return cluster;
+  };
 }
 
 /**
