@@ -1,4 +1,5 @@
 import pino, { type DestinationStream, type Logger as PinoLogger } from 'pino';
+import { BatchedStdout } from './batched-stdout.js';
 import { GatewayError } from './errors.js';
 
 export type Logger = PinoLogger;
@@ -26,7 +27,8 @@ const REDACTED_PATHS = [
 ];
 
 const MAX_CAUSE_DEPTH = 4;
-const STDOUT_BATCH_BYTES = 4096;
+const STDOUT_FD = 1;
+const STDOUT_BATCH_BYTES = 64 * 1024;
 const STDOUT_FLUSH_MS = 1000;
 /** The request log's message (src/routes/request-log.ts): the one line batched on stdout. */
 export const REQUEST_LINE = 'request';
@@ -75,11 +77,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   if (options.destination) logger = pino(base, options.destination);
   else if (options.pretty) logger = pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true } } });
   else {
-    const { destination, flushSoon } = stdoutDestination();
+    const { destination, flushNow } = stdoutDestination();
     const hooks = {
       logMethod(this: Logger, args: Parameters<Logger['info']>, method: (...args: unknown[]) => void) {
         method.apply(this, args);
-        if (args[1] !== REQUEST_LINE) flushSoon();
+        if (args[1] !== REQUEST_LINE) flushNow();
       },
     };
     logger = pino({ ...base, hooks }, destination);
@@ -88,39 +90,17 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 }
 
 /**
- * Standard output, written asynchronously. Request lines are written in
- * batches, as nginx buffers its access log: once 4 KiB have gathered or a
- * second has passed, so a line per request costs no write of its own. Any
- * other line goes out at once, with what was buffered before it. What is
- * still buffered at exit is written then, synchronously.
+ * Standard output. Request lines are written in batches, as nginx buffers its
+ * access log: once 64 KiB have gathered or a second has passed, so a line per
+ * request costs no write of its own. Any other line goes out at once, with
+ * what was buffered before it, and so does what is left at exit.
  */
-function stdoutDestination(): { destination: DestinationStream; flushSoon: () => void } {
-  const destination = pino.destination({ dest: 1, sync: false, minLength: STDOUT_BATCH_BYTES });
-  const flush = () => {
-    try {
-      destination.flush();
-    } catch {
-      // Closed at exit: flushSync below has written what was left.
-    }
-  };
-  setInterval(flush, STDOUT_FLUSH_MS).unref();
-  let flushing = false;
-  const flushSoon = () => {
-    if (flushing) return;
-    flushing = true;
-    setImmediate(() => {
-      flushing = false;
-      flush();
-    });
-  };
-  process.once('exit', () => {
-    try {
-      destination.flushSync();
-    } catch {
-      // stdout closed or full at exit: nothing more can be done.
-    }
-  });
-  return { destination, flushSoon };
+function stdoutDestination(): { destination: DestinationStream; flushNow: () => void } {
+  const destination = new BatchedStdout(STDOUT_FD, STDOUT_BATCH_BYTES);
+  const flushNow = () => destination.flush();
+  setInterval(flushNow, STDOUT_FLUSH_MS).unref();
+  process.once('exit', flushNow);
+  return { destination, flushNow };
 }
 
 /**
