@@ -131,6 +131,30 @@ describe('Cache-Status says stored only of what is stored', () => {
   });
 });
 
+describe('the head of a miss goes out', () => {
+  // The gate holds the upstream after the first quarter: a head that waited for bytes beyond it would never arrive.
+  test('at once when the bytes asked for have not arrived yet, and the body follows once they have', async () => {
+    const recording = upstream.recording(4)!;
+    upstream.setBehaviour(4, { kind: 'gate' });
+    const lastBytes = `bytes=${recording.length - 100}-`;
+    const response = await gateway.fetch('/v1/call/recording/4.mp3', { headers: { range: lastBytes } });
+    expect(response.status).toBe(206);
+    expect(response.headers.get('content-range')).toBe(`bytes ${recording.length - 100}-${recording.length - 1}/${recording.length}`);
+    expect(upstream.recordingRequests(4)).toHaveLength(1);
+    upstream.release(4);
+    expect(Buffer.from(await bytesOf(response))).toEqual(recording.subarray(recording.length - 100));
+  });
+
+  test('with bytes already received while the upstream holds the rest', async () => {
+    const recording = upstream.recording(4)!;
+    upstream.setBehaviour(4, { kind: 'gate' });
+    const response = await gateway.fetch('/v1/call/recording/4.mp3', { headers: { range: 'bytes=0-99' } });
+    expect(response.status).toBe(206);
+    expect(Buffer.from(await bytesOf(response))).toEqual(recording.subarray(0, 100));
+    upstream.release(4);
+  });
+});
+
 describe('a transfer the client cut short', () => {
   /** Reads `keep` bytes of a recording's body over a raw connection, then drops it. */
   function readPartThenAbort(id: number, keep: number): Promise<number> {

@@ -151,10 +151,11 @@ export class RecordingDownload {
       let opening: Promise<TempFile> | undefined;
       try {
         await this.options.ready;
-        // The file is opened while the upstream answers: nothing waits for it after the first byte.
+        // The request goes out first and the file is opened while the upstream answers: nothing waits for it after the first byte.
+        const opened = open();
         opening = this.sink.createTemp();
         opening.catch(() => {}); // a failure is handled where it is awaited
-        upstream = await open();
+        upstream = await opened;
         this.#origin = upstream.origin ?? 'upstream';
         this.#body = await GrowingBody.create(this.sink, upstream.contentLength, opening);
         const result = await this.#receive(upstream, this.#body);
@@ -200,12 +201,11 @@ export class RecordingDownload {
     for await (const piece of upstream.chunks()) {
       const chunk = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
       if (signature.length < MP3_SIGNATURE_BYTES) {
-        signature = Buffer.concat([signature, chunk]).subarray(0, MP3_SIGNATURE_BYTES);
+        signature = Buffer.concat([signature, chunk.subarray(0, MP3_SIGNATURE_BYTES - signature.length)]);
         if (signature.length >= MP3_SIGNATURE_BYTES && !looksLikeMp3(signature)) {
           throw new BadGatewayError('Upstream answered with a body that is not MP3 audio');
         }
       }
-      hash.update(chunk);
       // append() takes the chunk into memory before it waits on the disk, so
       // callers can start while the write is still under way.
       const appended = body.append(chunk);
@@ -215,6 +215,8 @@ export class RecordingDownload {
         this.#resolveHead(head());
       }
       await appended;
+      // Hashed once callers have had the chunk: the digest is needed only at the end.
+      hash.update(chunk);
     }
     if (upstream.contentLength !== undefined && body.received !== upstream.contentLength) {
       throw new BadGatewayError('Upstream body ended before its Content-Length');
