@@ -1,8 +1,9 @@
 /**
  * The peers bench's output: the issue's table (metrics by server), the
- * details of every run, the gateway's ratios to nginx and Varnish, one line
- * that holds those ratios against issue 11's goals, and one with what the
- * audit trail costs (issue 12).
+ * details of every run, the gateway's ratios to nginx, Varnish and the bare
+ * `node:http` floor, one line that holds the ratios to nginx and Varnish
+ * against issue 11's goals (and says where the floor stands), and one with
+ * what the audit trail costs (issue 12).
  */
 import type { ColdResult } from './peers-cold.js';
 import type { CaseResult, LoadCase } from './peers-load.js';
@@ -13,6 +14,8 @@ export const GATEWAY = 'gateway';
 export const GATEWAY_AUDIT = 'gateway + audit';
 export const NGINX = 'nginx';
 export const VARNISH = 'Varnish';
+/** A bare `node:http` server answering from memory (peers-node-floor.ts): how close a Node caching proxy can get. */
+export const NODE_FLOOR = 'node:http floor';
 /** The cold-miss baseline's label. */
 export const UPSTREAM = 'upstream';
 /** Other processes using more than this share of a core during a run make its figures suspect. */
@@ -112,7 +115,7 @@ function ratio(a: number | undefined, b: number | undefined): number | undefined
 
 const times = (value: number | undefined) => (value === undefined ? '-' : `${fmt(value, 2)}×`);
 
-/** gateway / nginx and gateway / Varnish for every metric. */
+/** gateway / each other server (nginx, Varnish, the node:http floor) for every metric. */
 export function ratioTable(report: PeersReport): string {
   const labels = report.servers.map((server) => server.label).filter((label) => label !== GATEWAY && label !== GATEWAY_AUDIT);
   const rows: Cell[][] = [];
@@ -145,7 +148,11 @@ interface Goal {
   met: boolean | undefined;
 }
 
-/** One line: each of issue 11's bench goals with the gateway's ratio and whether it is met. */
+/**
+ * One line: each of issue 11's bench goals with the gateway's ratio and
+ * whether it is met; then, when the node:http floor ran, where Node alone
+ * stands against the same peers and what share of its probe req/s the gateway reaches.
+ */
 export function goalSummary(report: PeersReport): string {
   const against = (key: LoadCase['key'], peer: string, pick: (run: CaseResult) => number) => {
     const gateway = result(report, key, GATEWAY);
@@ -178,9 +185,22 @@ export function goalSummary(report: PeersReport): string {
   const word = (met: boolean | undefined) => (met === undefined ? 'not measured' : met ? 'met' : 'missed');
   const judged = goals.filter((goal) => goal.met !== undefined);
   const met = judged.filter((goal) => goal.met).length;
-  return `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}.** ${goals
+  const summary = `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}.** ${goals
     .map((goal) => `${goal.text}: ${word(goal.met)}`)
     .join('; ')}.`;
+  const floorRan = report.cases.some((loadCase) => result(report, loadCase.key, NODE_FLOOR) !== undefined);
+  if (!floorRan) return summary;
+  const floor = (key: LoadCase['key'], peer: string) => {
+    const own = result(report, key, NODE_FLOOR);
+    const other = result(report, key, peer);
+    return ratio(own && rps(own), other && rps(other));
+  };
+  const share = against('probe', NODE_FLOOR, rps);
+  const figure = (value: number | undefined) => (value === undefined ? 'n/a' : times(value));
+  return (
+    `${summary} Node's own floor: probe ${figure(floor('probe', NGINX))} nginx req/s, 64 KB ${figure(floor('window', NGINX))}, ` +
+    `full-body ${figure(floor('full', VARNISH))} Varnish; the gateway reaches ${share === undefined ? 'n/a' : `${fmt(100 * share, 0)} %`} of the floor's probe req/s.`
+  );
 }
 
 /**

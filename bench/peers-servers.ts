@@ -1,7 +1,8 @@
 /**
  * Starts what the peers bench compares: the generated upstream, and in front
- * of it the compiled gateway, nginx and Varnish, each in a process group of
- * its own (see peers-process.ts) with its files in a temp dir.
+ * of it the compiled gateway, the bare `node:http` floor, nginx and Varnish,
+ * each in a process group of its own (see peers-process.ts) with its files in
+ * a temp dir.
  */
 import { spawnSync } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -11,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gatewayYaml, nginxConf, varnishVcl } from './peers-configs.js';
 import { executable, freePort, pinned, startGroup, waitForPort, type ProcessGroup } from './peers-process.js';
-import { GATEWAY, GATEWAY_AUDIT } from './peers-report.js';
+import { GATEWAY, GATEWAY_AUDIT, NODE_FLOOR } from './peers-report.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const GATEWAY_CLI = path.join(ROOT, 'dist/cli.js');
@@ -23,6 +24,7 @@ const START_TIMEOUT_MS = 15_000;
 /** The gateway's own grace period for open requests is 10 s; its clients are gone by then anyway. */
 const SHUTDOWN_TIMEOUT_MS = 30_000;
 const UPSTREAM_SCRIPT = fileURLToPath(new URL('./peers-upstream.ts', import.meta.url));
+const NODE_FLOOR_SCRIPT = fileURLToPath(new URL('./peers-node-floor.ts', import.meta.url));
 
 export interface PeersUpstream {
   /** `http://127.0.0.1:PORT/v1` */
@@ -46,7 +48,10 @@ export interface PeerServer {
   group: ProcessGroup;
   /** What the answer says about the cache: its hit header, and whether that means a hit. */
   cacheResult(headers: Headers): { hit: boolean; said: string };
-  /** The file of one line per request, whose size the bench reports; undefined for Varnish, which logs to shared memory. */
+  /**
+   * The file of one line per request, whose size the bench reports; undefined
+   * for Varnish, which logs to shared memory, and for the node:http floor, which keeps no log.
+   */
   requestLog: string | undefined;
   stop(): Promise<void>;
 }
@@ -180,6 +185,45 @@ export async function startGatewayServer(options: {
     requestLog: logFile,
     auditDir,
     shutDown: () => group.terminate(SHUTDOWN_TIMEOUT_MS),
+    stop: stopper(group, dir),
+  };
+}
+
+/**
+ * The bare `node:http` floor (peers-node-floor.ts) as its own process on
+ * `core`: what Node alone costs a caching proxy, labelled {@link NODE_FLOOR}.
+ * Its temp dir holds only what it prints (nothing, unless it fails).
+ */
+export async function startNodeFloorServer(options: {
+  core: number | undefined;
+  upstream: PeersUpstream;
+  serverKey: string;
+}): Promise<PeerServer> {
+  const dir = await tempDir('rg-peers-node-floor-');
+  const port = await freePort();
+  const logFile = path.join(dir, 'output.log');
+  const group = startGroup('the node:http floor', pinned(options.core, process.execPath, ['--import', 'tsx', NODE_FLOOR_SCRIPT]), {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? '',
+      PEERS_FLOOR_PORT: String(port),
+      PEERS_FLOOR_UPSTREAM: options.upstream.baseUrl,
+      PEERS_FLOOR_KEY: options.serverKey,
+    },
+    logFile,
+  });
+  await ready(group, port, dir, logFile);
+  return {
+    label: NODE_FLOOR,
+    version: `node:http floor (node ${process.version})`,
+    url: `http://127.0.0.1:${port}`,
+    headers: {},
+    group,
+    cacheResult(headers) {
+      const said = headers.get('cache-status') ?? '';
+      return { hit: /;\s*hit/.test(said), said };
+    },
+    requestLog: undefined,
     stop: stopper(group, dir),
   };
 }

@@ -1,11 +1,13 @@
 /**
  * `npm run bench:peers`: the compiled gateway side by side with nginx
  * (proxy_cache) and Varnish in front of one generated upstream, on one core
- * each, loaded by wrk on another (issue 11, item 1); and the same gateway
+ * each, loaded by wrk on another (issue 11, item 1); the same gateway
  * with an audit trail on the hit and range cases, for what auditing costs
- * (issue 12). Prints the issue's table, the gateway's ratios to its peers,
- * one line against the issue's goals, one with the audit trail's cost and one
- * proving the trail was written, and every run's details. Not a test: nothing
+ * (issue 12); and a bare `node:http` server answering from memory
+ * (peers-node-floor.ts), the floor any Node caching proxy stands on. Prints
+ * the issue's table, the gateway's ratios to its peers, one line against the
+ * issue's goals (and where the floor stands), one with the audit trail's cost
+ * and one proving the trail was written, and every run's details. Not a test: nothing
  * passes or fails on timing; the exit code is 1 only when something could not
  * run, answered wrong, or the audit trail misses lines.
  *
@@ -14,6 +16,7 @@
  *   PEERS_COLD_REQUESTS=20  cold misses per server
  *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
  *   PEERS_SKIP_AUDIT=1      no `gateway + audit` server
+ *   PEERS_SKIP_FLOOR=1      no `node:http floor` server
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -26,6 +29,7 @@ import { executable, pinSelf, planCores, type ProcessGroup } from './peers-proce
 import {
   GATEWAY_AUDIT,
   NGINX,
+  NODE_FLOOR,
   UPSTREAM,
   VARNISH,
   auditCostLine,
@@ -44,6 +48,7 @@ import {
   ROOT,
   startGatewayServer,
   startNginxServer,
+  startNodeFloorServer,
   startPeersUpstream,
   startVarnishServer,
   type GatewayServer,
@@ -102,6 +107,7 @@ async function main(): Promise<void> {
   const connections = positiveInteger('PEERS_CONNECTIONS', 32);
   const coldRequests = positiveInteger('PEERS_COLD_REQUESTS', 20);
   const withAudit = process.env.PEERS_SKIP_AUDIT !== '1';
+  const withFloor = process.env.PEERS_SKIP_FLOOR !== '1';
   if (process.env.PEERS_SKIP_BUILD !== '1') build();
 
   const cores = planCores();
@@ -154,6 +160,14 @@ async function main(): Promise<void> {
         startProblems.push(`${GATEWAY_AUDIT} could not start: ${(error as Error).message}`);
       }
     }
+    if (withFloor) {
+      try {
+        servers.push(track(await startNodeFloorServer(common)));
+      } catch (error) {
+        process.exitCode = 1;
+        startProblems.push(`${NODE_FLOOR} could not start: ${(error as Error).message}`);
+      }
+    }
     for (const [present, name, start] of [
       [installed.nginx, NGINX, startNginxServer],
       [installed.varnish, VARNISH, startVarnishServer],
@@ -184,6 +198,11 @@ async function main(): Promise<void> {
     if (audited) {
       console.log(
         `- ${GATEWAY_AUDIT}: the same, with \`audit: { dir: <its temp dir>/audit }\`; hit and range cases only, right after the plain gateway`,
+      );
+    }
+    if (servers.some((server) => server.label === NODE_FLOOR)) {
+      console.log(
+        `- ${NODE_FLOOR}: \`node --import tsx bench/peers-node-floor.ts\`, a bare node:http server: a Map of recordings in memory, the gateway's hit headers, no log, auth or metrics`,
       );
     }
     console.log('- nginx: proxy_cache, 1 worker, buffered access log; Varnish: malloc 256 MB, 1 thread pool');
@@ -273,7 +292,10 @@ async function main(): Promise<void> {
       console.log(coldTable(cold));
     }
     const logSizes = servers
-      .map((server) => `${server.label} ${server.requestLog ? `${mib(fileSize(server.requestLog))} MiB` : 'in shared memory'}`)
+      .map((server) => {
+        if (server.label === NODE_FLOOR) return `${server.label} none`;
+        return `${server.label} ${server.requestLog ? `${mib(fileSize(server.requestLog))} MiB` : 'in shared memory'}`;
+      })
       .join(', ');
     console.log(`\nRequest/access logs at the end: ${logSizes}. Load average at the end ${loadAverage()}.`);
   } finally {

@@ -1,0 +1,146 @@
+/**
+ * The peers bench's "bare Node" floor (`node:http floor`), run as a process
+ * of its own (`node --import tsx bench/peers-node-floor.ts`): the least a
+ * caching proxy written in Node must do, so the bench shows how much of the
+ * gateway's distance to nginx is Node's own and how much is the gateway's.
+ *
+ * A plain `node:http` server, Node's keep-alive defaults (keepAliveTimeout
+ * 5000, as the gateway), no logging, auth, metrics or limits.
+ * `GET /v1/call/recording/{id}.mp3` answers from an in-memory Map when the
+ * recording is there; else it fetches it from the upstream over a keep-alive
+ * agent, passes the head on, writes each chunk as it arrives, and keeps the
+ * whole body once it is complete. A memory hit carries the same header set
+ * as the gateway's memory hit (its ETag too) (built per request, a fresh X-Request-Id each
+ * time), with `Range: bytes=a-b` answered 206; any other Range gets the whole
+ * body. Concurrent misses for one id are not collapsed.
+ *
+ * Env: PEERS_FLOOR_PORT (listens on 127.0.0.1), PEERS_FLOOR_UPSTREAM (the
+ * upstream's base URL, `http://127.0.0.1:PORT/v1`), PEERS_FLOOR_KEY (the
+ * server key the upstream wants as a Bearer token).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import http from 'node:http';
+import { etagFor } from '../src/cache/recording-meta.js';
+
+const RECORDING_PATH = /^\/v1\/call\/recording\/(\d+)\.mp3$/;
+const SINGLE_RANGE = /^bytes=(\d+)-(\d+)$/;
+const CACHE_CONTROL = 'private, max-age=86400, immutable';
+const STATUS_HIT = 'recording-gateway; hit; detail=memory';
+const STATUS_MISS = 'recording-gateway; fwd=miss';
+const NOT_FOUND = '{"error":"Not Found","message":"No such route"}';
+
+interface Stored {
+  body: Buffer;
+  contentType: string;
+  etag: string | undefined;
+  lastModified: string | undefined;
+}
+
+function main(): void {
+  const port = Number(process.env.PEERS_FLOOR_PORT);
+  const upstreamBase = process.env.PEERS_FLOOR_UPSTREAM;
+  const key = process.env.PEERS_FLOOR_KEY;
+  if (!Number.isSafeInteger(port) || port <= 0 || !upstreamBase || !key) {
+    throw new Error('peers-node-floor: PEERS_FLOOR_PORT, PEERS_FLOOR_UPSTREAM and PEERS_FLOOR_KEY must be set');
+  }
+  const upstreamAuthorization = `Bearer ${key}`;
+  const agent = new http.Agent({ keepAlive: true });
+  const stored = new Map<string, Stored>();
+
+  function hit(res: http.ServerResponse, callId: string, recording: Stored, range: string | undefined): void {
+    const size = recording.body.length;
+    const match = range === undefined ? null : SINGLE_RANGE.exec(range);
+    let start = 0;
+    let end = size - 1;
+    if (match) {
+      const from = Number(match[1]);
+      const to = Number(match[2]);
+      if (from <= to && from < size) {
+        start = from;
+        end = Math.min(to, size - 1);
+      }
+    }
+    const partial = start !== 0 || end !== size - 1;
+    const headers: http.OutgoingHttpHeaders = { 'Content-Type': recording.contentType, 'Accept-Ranges': 'bytes' };
+    if (recording.etag !== undefined) headers.ETag = recording.etag;
+    if (recording.lastModified !== undefined) headers['Last-Modified'] = recording.lastModified;
+    headers['Content-Disposition'] = `inline; filename="call-${callId}.mp3"`;
+    headers['Cache-Control'] = CACHE_CONTROL;
+    headers.Vary = 'Origin';
+    headers['X-Request-Id'] = randomUUID();
+    headers['Cache-Status'] = STATUS_HIT;
+    if (partial) headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
+    const slice = partial ? recording.body.subarray(start, end + 1) : recording.body;
+    headers['Content-Length'] = String(slice.length);
+    res.writeHead(partial ? 206 : 200, headers);
+    res.end(slice);
+  }
+
+  function miss(res: http.ServerResponse, callId: string): void {
+    const upstreamReq = http.request(
+      `${upstreamBase}/call/recording/${callId}.mp3`,
+      { agent, headers: { authorization: upstreamAuthorization } },
+      (upstreamRes) => {
+        if (upstreamRes.statusCode !== 200) {
+          upstreamRes.resume();
+          res.writeHead(502, { 'Content-Type': 'application/json' });
+          res.end(`{"error":"Bad Gateway","message":"upstream answered ${upstreamRes.statusCode}"}`);
+          return;
+        }
+        const length = Number(upstreamRes.headers['content-length']);
+        const contentType = upstreamRes.headers['content-type'] ?? 'audio/mpeg';
+        const etag = upstreamRes.headers.etag;
+        const lastModified = upstreamRes.headers['last-modified'];
+        const headers: http.OutgoingHttpHeaders = { 'Content-Type': contentType };
+        if (etag !== undefined) headers.ETag = etag;
+        if (lastModified !== undefined) headers['Last-Modified'] = lastModified;
+        headers['Cache-Status'] = STATUS_MISS;
+        if (Number.isSafeInteger(length)) headers['Content-Length'] = String(length);
+        res.writeHead(200, headers);
+        const chunks: Buffer[] = [];
+        let received = 0;
+        upstreamRes.on('data', (chunk: Buffer) => {
+          chunks.push(chunk);
+          received += chunk.length;
+          if (!res.destroyed) res.write(chunk);
+        });
+        upstreamRes.once('end', () => {
+          if (!upstreamRes.complete || (Number.isSafeInteger(length) && received !== length)) {
+            res.destroy();
+            return;
+          }
+          const body = Buffer.concat(chunks, received);
+          // The gateway's ETag (a sha256 digest), so both answer heads are the same size.
+          stored.set(callId, { body, contentType, etag: etagFor(createHash('sha256').update(body).digest('hex')), lastModified });
+          res.end();
+        });
+        upstreamRes.once('error', () => res.destroy());
+      },
+    );
+    upstreamReq.once('error', (error) => {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      res.writeHead(502, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ error: 'Bad Gateway', message: error.message }));
+    });
+    upstreamReq.end();
+  }
+
+  const server = http.createServer((req, res) => {
+    const callId = req.method === 'GET' ? RECORDING_PATH.exec(req.url ?? '')?.[1] : undefined;
+    if (callId === undefined) {
+      res.writeHead(404, { 'Content-Type': 'application/json', 'Content-Length': String(NOT_FOUND.length) });
+      res.end(NOT_FOUND);
+      return;
+    }
+    const recording = stored.get(callId);
+    if (recording) hit(res, callId, recording, req.headers.range);
+    else miss(res, callId);
+  });
+  server.keepAliveTimeout = 5_000;
+  server.listen(port, '127.0.0.1');
+}
+
+main();
