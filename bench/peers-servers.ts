@@ -75,6 +75,12 @@ function stopper(group: ProcessGroup, dir: string): () => Promise<void> {
   };
 }
 
+/** The gateway's RFC 9211 `Cache-Status` (which the floor answers too): a hit says `; hit`. */
+function cacheStatusResult(headers: Headers): { hit: boolean; said: string } {
+  const said = headers.get('cache-status') ?? '';
+  return { hit: /;\s*hit/.test(said), said };
+}
+
 /** Waits for the port, or kills the group, removes its dir and rethrows with what it logged. */
 async function ready(group: ProcessGroup, port: number, dir: string, logFile: string): Promise<void> {
   try {
@@ -178,10 +184,7 @@ export async function startGatewayServer(options: {
     url: `http://127.0.0.1:${port}`,
     headers: { authorization: `Bearer ${options.tenantKey}` },
     group,
-    cacheResult(headers) {
-      const said = headers.get('cache-status') ?? '';
-      return { hit: /;\s*hit/.test(said), said };
-    },
+    cacheResult: cacheStatusResult,
     requestLog: logFile,
     auditDir,
     shutDown: () => group.terminate(SHUTDOWN_TIMEOUT_MS),
@@ -219,10 +222,7 @@ export async function startNodeFloorServer(options: {
     url: `http://127.0.0.1:${port}`,
     headers: {},
     group,
-    cacheResult(headers) {
-      const said = headers.get('cache-status') ?? '';
-      return { hit: /;\s*hit/.test(said), said };
-    },
+    cacheResult: cacheStatusResult,
     requestLog: undefined,
     stop: stopper(group, dir),
   };
