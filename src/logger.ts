@@ -96,6 +96,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
  * what was buffered before it, and so does what is left at exit.
  */
 function stdoutDestination(): { destination: DestinationStream; flushNow: () => void } {
+  // Node opens a pipe on fd 1 as process.stdout in non-blocking mode (libuv's
+  // uv_pipe_open): a log reader that stops reading then costs lines, never the gateway.
+  void process.stdout;
   const destination = new BatchedStdout(STDOUT_FD, STDOUT_BATCH_BYTES);
   const flushNow = () => destination.flush();
   setInterval(flushNow, STDOUT_FLUSH_MS).unref();

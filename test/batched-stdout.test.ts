@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BatchedStdout } from '../src/batched-stdout.js';
@@ -36,6 +36,69 @@ describe('BatchedStdout', () => {
       expect(readFileSync(file, 'utf8')).toBe([...lines, long, '{"n":5}\n'].join(''));
     } finally {
       closeSync(fd);
+    }
+  });
+
+  // A real FIFO, both ends non-blocking, as Node leaves a pipe on stdout: the test reads when it chooses.
+  it('never blocks on a reader that stopped: lines wait up to the bound, newer ones are dropped and counted where they are missing', async () => {
+    const fifo = path.join(dir, 'stdout.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    const received: Buffer[] = [];
+    const readAvailable = () => {
+      const buffer = Buffer.alloc(64 * 1024);
+      for (;;) {
+        let bytes = 0;
+        try {
+          bytes = readSync(reader, buffer);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === 'EAGAIN') return;
+          throw error;
+        }
+        if (bytes === 0) return;
+        received.push(Buffer.from(buffer.subarray(0, bytes)));
+      }
+    };
+    try {
+      const out = new BatchedStdout(writer, 1024, 256 * 1024);
+      const lineOf = (n: number) => `{"n":${n},"pad":"${'x'.repeat(80)}"}\n`;
+      const written = 6_000; // ~560 KB: more than the pipe (64 KiB) and the bound (256 KiB) together
+      for (let n = 0; n < written; n++) out.write(lineOf(n));
+      // The reader comes back: what waited comes through, then a new line is taken again.
+      const drain = async (until: () => boolean) => {
+        for (let round = 0; round < 200 && !until(); round++) {
+          out.flush();
+          readAvailable();
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      };
+      const receivedBytes = () => received.reduce((sum, chunk) => sum + chunk.length, 0);
+      let seen = -1;
+      await drain(() => {
+        const now = receivedBytes();
+        const settled = now === seen;
+        seen = now;
+        return settled;
+      });
+      out.write(lineOf(written));
+      await drain(() => Buffer.concat(received).includes(`"n":${written},`));
+      const lines = Buffer.concat(received)
+        .toString('utf8')
+        .trimEnd()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { n?: number; dropped_lines?: number; level?: number });
+      const numbers = lines.filter((line) => line.n !== undefined).map((line) => line.n!);
+      const note = lines.find((line) => line.dropped_lines !== undefined);
+      expect(note).toMatchObject({ level: 40 });
+      expect(numbers.at(-1)).toBe(written);
+      // What was kept came in order and whole, and what is missing is exactly what the note counts.
+      expect(numbers).toEqual([...numbers].sort((a, b) => a - b));
+      expect(numbers.length - 1 + note!.dropped_lines!).toBe(written);
+      expect(lines.indexOf(note!)).toBe(lines.length - 2);
+    } finally {
+      closeSync(writer);
+      closeSync(reader);
     }
   });
 
@@ -80,5 +143,36 @@ describe("the gateway's stdout", () => {
       'third',
     ]);
     expect(lines.map((line) => line.level)).toEqual([30, 30, 40, 0, 30]);
+  });
+
+  it('keeps working while nobody reads its stdout pipe', async () => {
+    const script = `
+      import { createLogger, infoLineWriter, REQUEST_LINE } from './src/logger.ts';
+      const writeLine = infoLineWriter(createLogger({ level: 'info' }));
+      for (let n = 0; n < 50_000; n++) writeLine('"reqId":"' + n + '"', REQUEST_LINE);
+      process.stderr.write('done\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: path.resolve(import.meta.dirname, '..'),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      // stdout is never read: ~15 MB of lines against a 64 KiB pipe.
+      child.stdout.pause();
+      const done = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 20_000);
+        child.stderr.on('data', (chunk: Buffer) => {
+          if (chunk.toString().includes('done')) {
+            clearTimeout(timer);
+            resolve(true);
+          }
+        });
+        child.once('exit', () => resolve(false));
+      });
+      expect(done).toBe(true);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
