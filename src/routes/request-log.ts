@@ -28,15 +28,18 @@ export function routeLabel(routePath: string, method: string): string {
   return 'other';
 }
 
+// No route of the gateway has a `%` or a `sig=` in its path.
+const NOT_IN_ANY_ROUTE = /%|sig=/i;
+
 /**
- * The path as the log shows it: what follows a percent-encoded `?` is cut as
- * a real query is, since a frontend that encodes a signed URL twice would
- * otherwise put a valid signature into the log.
+ * The path as the log shows it: cut, with `…`, at its first `%` or `sig=`,
+ * as a real query is cut, since a frontend that encodes a signed URL's query
+ * into the path (`%3F`, twice as `%253F`, after a `%23`) or writes it there
+ * would otherwise put a valid signature into the log.
  */
 function loggedPath(path: string): string {
-  if (!path.includes('%')) return path;
-  const encodedQuery = path.search(/%3f/i);
-  return encodedQuery === -1 ? path : `${path.slice(0, encodedQuery)}%3F…`;
+  const cut = path.search(NOT_IN_ANY_ROUTE);
+  return cut === -1 ? path : `${path.slice(0, cut)}…`;
 }
 
 /** What one answered request was: everything the log line and the metrics say of it. */
