@@ -171,6 +171,8 @@ export function streamedResponse(
   };
   if (connection) {
     connection.writeHead(status, headers);
+    // The head goes out now: a joiner's bytes may be a while coming, and its client waits for the head first.
+    connection.flushHeaders();
     void writeFromReader(connection, read, start, end, sent, () => reader.release());
     return RESPONSE_ALREADY_SENT;
   }
@@ -217,15 +219,10 @@ async function writeFromReader(
     done();
   };
   connection.once('close', finish);
-  // The head goes with the first bytes when they are at hand (in memory),
-  // else on its own at once: a joiner's bytes may be a while coming, and its
-  // client waits for the head first.
-  const headAlone = setImmediate(() => connection.flushHeaders());
   let position = start;
   try {
     while (position < end && !finished) {
       const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES));
-      clearImmediate(headAlone);
       if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
       if (finished) break;
       position += chunk.length;
@@ -236,7 +233,6 @@ async function writeFromReader(
   } catch {
     connection.destroy();
   } finally {
-    clearImmediate(headAlone);
     finish();
   }
 }
