@@ -9,7 +9,7 @@ import { decryptBuffer, encryptBuffer, openEncryptedFile } from '../src/cache/en
 import { createEncryptedTempFile } from '../src/cache/encryption/encrypted-temp-file.js';
 import { createKeyring, keyIdOf, type Keyring } from '../src/cache/encryption/keyring.js';
 import { DamagedFileError, type StoredFile } from '../src/cache/stored-file.js';
-import { createTempFile, type TempFile } from '../src/cache/temp-file.js';
+import { createTempFile } from '../src/cache/temp-file.js';
 import { GrowingBody } from '../src/download/growing-body.js';
 import { MemoryTempFile, readAll } from './unit/download-fakes.js';
 
@@ -55,7 +55,8 @@ async function openStored(file: string, keyring: Keyring = ringA): Promise<Store
   }
 }
 
-async function readRange(file: StoredFile, start: number, length: number): Promise<Buffer> {
+/** Reads `length` bytes at `start`, piece by piece as GrowingBody and the routes do, from a stored or a temp file. */
+async function readRange(file: Pick<StoredFile, 'read'>, start: number, length: number): Promise<Buffer> {
   const buffer = Buffer.alloc(length);
   let filled = 0;
   while (filled < length) {
@@ -193,19 +194,19 @@ describe('an encrypted temporary file', () => {
         const piece = plaintext.subarray(at, at + 20_000);
         const writing = temp.write(piece, at);
         // A read racing the write of a full chunk.
-        const racing = readRangeOf(temp, 0, at);
+        const racing = readRange(temp, 0, at);
         await writing;
         expect((await racing).equals(plaintext.subarray(0, at))).toBe(true);
         const upTo = at + piece.length;
-        expect((await readRangeOf(temp, 0, upTo)).equals(plaintext.subarray(0, upTo))).toBe(true);
+        expect((await readRange(temp, 0, upTo)).equals(plaintext.subarray(0, upTo))).toBe(true);
         expect(
-          (await readRangeOf(temp, Math.max(0, upTo - 70_000), 70_000)).equals(plaintext.subarray(Math.max(0, upTo - 70_000), upTo)),
+          (await readRange(temp, Math.max(0, upTo - 70_000), 70_000)).equals(plaintext.subarray(Math.max(0, upTo - 70_000), upTo)),
         ).toBe(true);
       }
       const onDisk = await readFile(temp.path);
       expect(holdsPlaintext(onDisk, plaintext)).toBe(false);
       await temp.sync();
-      expect((await readRangeOf(temp, 0, plaintext.length)).equals(plaintext)).toBe(true);
+      expect((await readRange(temp, 0, plaintext.length)).equals(plaintext)).toBe(true);
     } finally {
       await temp.close();
     }
@@ -327,15 +328,3 @@ describe('a stored encrypted file', () => {
     expect(await damageOf(() => openStored(target))).toBe('format');
   });
 });
-
-/** Reads `length` bytes at `start` from a temp file (as GrowingBody does, piece by piece). */
-async function readRangeOf(file: TempFile, start: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.alloc(length);
-  let filled = 0;
-  while (filled < length) {
-    const bytesRead = await file.read(buffer.subarray(filled), start + filled);
-    if (bytesRead === 0) break;
-    filled += bytesRead;
-  }
-  return buffer.subarray(0, filled);
-}
