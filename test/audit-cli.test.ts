@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cp, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -8,7 +7,7 @@ import { AuditTrail } from '../src/audit/audit-trail.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, SERVER_KEY, makeTempDir, manualClock, removeDir } from '../dev/gateway-harness.js';
 import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig, type GatewayProcess } from '../dev/gateway-process.js';
-import { ROOT } from '../dev/run-cli.js';
+import { runCliProcess } from '../dev/run-cli.js';
 import { runCliInProcess } from './support/run-cli-in-process.js';
 
 const DAY_MS = 86_400_000;
@@ -308,15 +307,7 @@ describe('with a gateway process', () => {
 
   test('`audit query | head -1` ends quietly when head closes the pipe, exit 0', async () => {
     const { configPath } = await copyOfTrail();
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', configPath, 'audit', 'query'], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout.destroy();
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    const { code, stderr } = await runCliProcess(['--config', configPath, 'audit', 'query'], { closeStdout: true });
     expect(stderr).toBe('');
     expect(code).toBe(0);
   });

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -7,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { upstreamNamespace } from '../src/auth/tenants.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, SERVER_KEY, acmeTenant, makeTempDir, removeDir, startGateway, testConfig } from '../dev/gateway-harness.js';
-import { ROOT, runCliProcess } from '../dev/run-cli.js';
+import { runCliProcess } from '../dev/run-cli.js';
 import { runCliInProcess } from './support/run-cli-in-process.js';
 
 let upstream: FakeFlyflow;
@@ -120,15 +119,7 @@ describe('cache commands, in the order an operator would use them', () => {
   });
 
   test('`cache stats | head -1` ends quietly when head closes the pipe, exit 0', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), '--config', configPath, 'cache', 'stats'], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout.destroy();
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    const { code, stderr } = await runCliProcess(['--config', configPath, 'cache', 'stats'], { env, closeStdout: true });
     expect(stderr).toBe('');
     expect(code).toBe(0);
   });

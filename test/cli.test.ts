@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -48,16 +47,8 @@ describe('recording-gateway CLI', () => {
   });
 
   test('a reader that closes the pipe early (`new-key | head -1`) ends the command quietly, exit 0', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), 'new-key'], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
     // Closed before the child has written anything (it takes a while to start): every write finds no reader.
-    child.stdout.destroy();
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    const { code, stderr } = await runCliProcess(['new-key'], { closeStdout: true });
     expect(stderr).toBe('');
     expect(code).toBe(0);
   });
