@@ -5,13 +5,12 @@ import { readFileSync } from 'node:fs';
 import { sha256Hex } from './auth/tenants.js';
 import { signRecordingUrl } from '@recording-gateway/client';
 import { loadConfig, type GatewayConfig } from './config/index.js';
-import { parseCallId } from './recordings/call-id.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
 import { registerAuditCommands } from './cli/audit-commands.js';
 import { cacheStats, cacheVerify } from './cli/cache-commands.js';
 import { cachePurge, checkPurgeFilter } from './cli/cache-purge.js';
-import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, printJson } from './cli/io.js';
+import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, callIdArgument, printJson } from './cli/io.js';
 import { prefetchCommand, type PrefetchResult } from './cli/prefetch-command.js';
 
 const DEFAULT_SIGN_TTL_SECONDS = 300;
@@ -32,14 +31,6 @@ export interface CliIo {
 function packageVersion(): string {
   const manifest = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
   return typeof manifest.version === 'string' ? manifest.version : 'unknown';
-}
-
-function callIdArgument(value: string): string {
-  try {
-    return parseCallId(value);
-  } catch {
-    throw new InvalidArgumentError('expected a call id: a decimal integer from 1 to 9007199254740991');
-  }
 }
 
 function positiveIntegerArgument(value: string): number {

@@ -4,3 +4,6 @@ export interface Clock {
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
+
+/** A UTC day in milliseconds (retention periods, daily audit files). */
+export const DAY_MS = 86_400_000;

@@ -85,8 +85,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const { config } = options;
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? silentLogger();
-  // The CLI, a second process on the cache, never joins the cluster.
-  const joinsCluster = config.cluster !== undefined && (options.reconcile ?? true);
+  // The serving process: the CLI, a second process on the cache, neither reconciles, sweeps, audits nor joins the cluster.
+  const primary = options.reconcile ?? true;
+  const joinsCluster = config.cluster !== undefined && primary;
+  const keepsAudit = config.audit !== undefined && primary;
   // The sources are read at scrape time only, after everything below exists.
   const metrics: GatewayMetrics = new GatewayMetrics({
     cacheStats: () => cache.stats(),
@@ -95,11 +97,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     circuitStates: () => circuits.states(),
     webhookPrefetches: () => ({ queued: prefetches.queued, running: prefetches.running }),
     ...(joinsCluster ? { cluster: () => cluster!.status() } : {}),
-    ...(config.audit ? { audit: () => audit?.status() } : {}),
+    ...(keepsAudit ? { audit: () => audit!.status() } : {}),
   });
   // One chain per replica in cluster mode: its node id is in the file names, so replicas may share the directory.
   const audit =
-    config.audit && (options.reconcile ?? true)
+    keepsAudit && config.audit
       ? await AuditTrail.open({
           dir: config.audit.dir,
           retentionDays: config.audit.retentionDays,
@@ -152,7 +154,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     onStored: (entry) => analyser.schedule(entry),
   });
   try {
-    await cache.load({ reconcile: options.reconcile ?? true });
+    await cache.load({ reconcile: primary });
   } catch (error) {
     await index.close().catch(() => {});
     await cluster?.close();
@@ -197,7 +199,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const prefetch = createPrefetcher({ recordings, logger });
   const closing = new AbortController();
   const retentionSweeper =
-    retention && (options.reconcile ?? true)
+    retention && primary
       ? new RetentionSweeper({
           cache,
           retention,
@@ -211,7 +213,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   retentionSweeper?.start();
   // With encryption, files the keys cannot read (stored in the clear, or under a retired key) go now, in the background.
   const sweeping =
-    config.cache.encryption && (options.reconcile ?? true)
+    config.cache.encryption && primary
       ? removeUnreadableFiles({ disk, purge: (namespace, callId) => cache.purge(namespace, callId), logger, signal: closing.signal }).catch(
           (error: unknown) => logger.warn({ err: error }, 'checking the cached files against the encryption keys failed'),
         )

@@ -1,5 +1,6 @@
 import type { Caller } from '../auth/authenticate.js';
 import { ADMIN_PURGE_PATH } from '../admin-api.js';
+import { RECORDING_PREFIX } from '../routes/request-target.js';
 
 /** What an audit line is about (README, Compliance). */
 export type AuditEventKind = 'recording' | 'info' | 'peaks' | 'signed-url' | 'purge';
@@ -68,10 +69,9 @@ export interface AuditedRequest {
 }
 
 // Bounds, so a client cannot make its lines (and the trail) grow with its headers.
-export const MAX_RANGE_CHARS = 100;
-export const MAX_USER_AGENT_CHARS = 200;
+const MAX_RANGE_CHARS = 100;
+const MAX_USER_AGENT_CHARS = 200;
 
-const RECORDING_PREFIX = '/v1/call/recording/';
 const RECORDING_ROUTE = /^\/v1\/call\/recording\/[0-9]+(\.mp3|\/info\.json|\/peaks\.json|\/signed-url)$/;
 
 function bounded(value: string | undefined, max: number): string | null {

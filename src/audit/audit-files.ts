@@ -12,7 +12,6 @@ import path from 'node:path';
 
 /** `prev` of the first line of a chain. */
 export const ZERO_HASH = '0'.repeat(64);
-export const DAY_MS = 86_400_000;
 
 const FILE_NAME = /^audit-(?:([A-Za-z0-9._-]+)-)?([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl$/;
 // Lines are a few hundred bytes (headers are cut short before they reach one): a tail this long holds several.
@@ -73,7 +72,7 @@ export async function listAuditFiles(dir: string): Promise<AuditFile[]> {
 }
 
 /** One line of a file: its exact bytes, without the newline. */
-export interface FileLine {
+interface FileLine {
   /** 1-based. */
   number: number;
   bytes: Buffer;
@@ -109,7 +108,7 @@ export async function* readFileLines(file: string): AsyncGenerator<FileLine> {
 }
 
 /** The end of a chain on disk: the hash the next line's `prev` takes. */
-export interface ChainTail {
+interface ChainTail {
   hash: string;
   /** The file the last line is in; undefined for a chain with no line yet. */
   file: string | undefined;
@@ -158,4 +157,15 @@ async function lastLine(file: string): Promise<{ line: Buffer; tornBytesRemoved:
   } finally {
     await handle.close();
   }
+}
+
+/** One line of the trail as a JSON object, or undefined when it is not one (torn, edited into something else). */
+export function parseAuditRecord(text: string): Record<string, unknown> | undefined {
+  let record: unknown;
+  try {
+    record = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  return typeof record === 'object' && record !== null && !Array.isArray(record) ? (record as Record<string, unknown>) : undefined;
 }

@@ -1,5 +1,6 @@
 import path from 'node:path';
-import { DAY_MS, dayStart, listAuditFiles, readFileLines, type AuditFile } from './audit-files.js';
+import { DAY_MS } from '../clock.js';
+import { dayStart, parseAuditRecord, listAuditFiles, readFileLines, type AuditFile } from './audit-files.js';
 
 /** `audit query`'s filters; each one left out matches everything. */
 export interface AuditFilter {
@@ -61,17 +62,12 @@ async function* matchingLines(
     // A line still being written by the gateway is read next time.
     if (!terminated) continue;
     const text = bytes.toString('utf8');
-    let record: unknown;
-    try {
-      record = JSON.parse(text);
-    } catch {
-      record = undefined;
-    }
-    if (typeof record !== 'object' || record === null || Array.isArray(record)) {
+    const record = parseAuditRecord(text);
+    if (record === undefined) {
       onUnreadable(file.name, number);
       continue;
     }
-    if (matches(record as Record<string, unknown>, filter)) yield { text, record: record as Record<string, unknown> };
+    if (matches(record, filter)) yield { text, record };
   }
 }
 

@@ -1,16 +1,16 @@
 import { mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { systemClock, type Clock } from '../clock.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { auditLineStart, type AuditEvent } from './audit-event.js';
-import { DAY_MS, auditFileName, dayStart, lineHash, listAuditFiles, parseAuditFileName, readChainTail, utcDay } from './audit-files.js';
+import { DAY_MS, systemClock, type Clock } from '../clock.js';
+import { auditFileName, dayStart, lineHash, listAuditFiles, parseAuditFileName, readChainTail, utcDay } from './audit-files.js';
 
 /** How often a batch of lines is written: the longest a line waits in memory. */
-export const DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 50;
+const DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 50;
 /** A batch this long is written at once, without waiting for the interval. */
-export const DEFAULT_AUDIT_BATCH_LINES = 1_000;
+const AUDIT_BATCH_LINES = 1_000;
 /** Lines kept in memory while the audit disk fails (about 40 MB); past it lines are dropped and counted. */
-export const DEFAULT_AUDIT_MAX_PENDING_LINES = 100_000;
+const DEFAULT_AUDIT_MAX_PENDING_LINES = 100_000;
 const DEFAULT_RETRY_INTERVAL_MS = 1_000;
 const DEFAULT_MAX_RETRY_INTERVAL_MS = 15_000;
 const LOG_INTERVAL_MS = 60_000;
@@ -33,7 +33,6 @@ export interface AuditTrailOptions {
   clock?: Clock;
   logger?: Logger;
   flushIntervalMs?: number;
-  batchLines?: number;
   maxPendingLines?: number;
   /** The first wait before a failed write is tried again; it doubles up to `maxRetryIntervalMs`. Default 1 s. */
   retryIntervalMs?: number;
@@ -83,7 +82,6 @@ export class AuditTrail implements AuditRecorder {
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #flushIntervalMs: number;
-  readonly #batchLines: number;
   readonly #maxPendingLines: number;
   readonly #retryIntervalMs: number;
   readonly #maxRetryIntervalMs: number;
@@ -123,7 +121,6 @@ export class AuditTrail implements AuditRecorder {
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger();
     this.#flushIntervalMs = options.flushIntervalMs ?? DEFAULT_AUDIT_FLUSH_INTERVAL_MS;
-    this.#batchLines = options.batchLines ?? DEFAULT_AUDIT_BATCH_LINES;
     this.#maxPendingLines = options.maxPendingLines ?? DEFAULT_AUDIT_MAX_PENDING_LINES;
     this.#retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
     this.#maxRetryIntervalMs = options.maxRetryIntervalMs ?? DEFAULT_MAX_RETRY_INTERVAL_MS;
@@ -239,7 +236,7 @@ export class AuditTrail implements AuditRecorder {
 
   #schedule(): void {
     if (this.#writing || this.#problem !== undefined) return;
-    const full = this.#pending.length >= this.#batchLines;
+    const full = this.#pending.length >= AUDIT_BATCH_LINES;
     if (this.#flushTimer !== undefined && (!full || this.#flushSoon)) return;
     clearTimeout(this.#flushTimer);
     // A full batch is written at once, yet never on the caller's turn: it hashes its lines first.

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { ZERO_HASH, lineHash, listAuditFiles, readFileLines, type AuditFile } from './audit-files.js';
+import { ZERO_HASH, lineHash, listAuditFiles, parseAuditRecord, readFileLines, type AuditFile } from './audit-files.js';
 
 const HASH = /^[0-9a-f]{64}$/;
 
@@ -87,13 +87,6 @@ async function verifyChain(dir: string, chain: string, files: AuditFile[]): Prom
 
 /** The `prev` of a line, or undefined when it is not an audit line. */
 function prevOf(bytes: Buffer): string | undefined {
-  let record: unknown;
-  try {
-    record = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  if (typeof record !== 'object' || record === null || Array.isArray(record)) return undefined;
-  const { prev } = record as { prev?: unknown };
+  const prev = parseAuditRecord(bytes.toString('utf8'))?.prev;
   return typeof prev === 'string' && HASH.test(prev) ? prev : undefined;
 }

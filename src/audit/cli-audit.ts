@@ -19,7 +19,7 @@ const LOCK_POLL_MS = 50;
 const STALE_LOCK_MS = 60_000;
 
 /** The CLI's chain on this host: `cli.<host name>`, in the characters file names allow. */
-export function cliChainName(): string {
+function cliChainName(): string {
   return `cli.${
     hostname()
       .replace(/[^A-Za-z0-9._-]/g, '_')

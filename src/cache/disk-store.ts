@@ -8,7 +8,7 @@ import { decryptBuffer, encryptBuffer, openEncryptedFile } from './encryption/en
 import { createEncryptedTempFile } from './encryption/encrypted-temp-file.js';
 import { createKeyring } from './encryption/keyring.js';
 import { openPlainFile, type StoredFile } from './stored-file.js';
-import { createTempFile, type TempFile } from './temp-file.js';
+import { createTempFile, writeFully, type TempFile } from './temp-file.js';
 
 /**
  * The recording files: `recordings/<namespace>/<callId>.mp3` under the cache
@@ -164,7 +164,7 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
       await mkdir(path.dirname(finalPath), { recursive: true });
       const file = await createTempFile(path.dirname(finalPath));
       try {
-        for (let written = 0; written < content.length; ) written += await file.write(content.subarray(written), written);
+        await writeFully(file, content, 0);
         await file.sync();
         await file.commit(finalPath);
       } finally {

@@ -50,7 +50,7 @@ export async function reconcileCache(
   }
 
   let removedFiles = 0;
-  const shared = index.kind === 'redis' || index.shared === true;
+  const shared = index.shared === true;
   for (const orphan of onDisk.values()) {
     if (shared) {
       const mtimeMs = await stat(disk.pathFor(orphan.namespace, orphan.callId)).then(

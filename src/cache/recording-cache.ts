@@ -106,7 +106,7 @@ export class RecordingCache {
   async lookupIndex(key: string): Promise<CacheHit | undefined> {
     if (this.#removing.has(key)) return undefined;
     const { index, disk } = this.options;
-    if (index.kind === 'sqlite' && !index.shared) {
+    if (!index.shared) {
       const slash = key.lastIndexOf('/');
       if (!disk.hasRecording(key.slice(0, slash), key.slice(slash + 1))) return undefined;
     }

@@ -24,7 +24,7 @@ export interface RecordingIndex {
    * drops its memory copy too.
    */
   watchDeletes?(onDelete: (key: string) => void): Promise<void>;
-  /** True when other processes store into the same volume: start-up leaves their fresh files alone. */
+  /** True when other processes write into this index too (Redis, a cluster's shared volume): start-up leaves their fresh files alone. */
   readonly shared?: boolean;
   /** Notes a hit, for an eviction order kept outside this process; synchronous and cheap. */
   touched?(key: string): void;
@@ -85,6 +85,8 @@ export function keyvIndex(backend: Backend): RecordingIndex {
 
   return {
     kind,
+    // A Redis server is written by every process that uses it.
+    shared: kind === 'redis',
     async get(key) {
       let value: unknown;
       try {

@@ -1,4 +1,4 @@
-import type { Clock } from '../clock.js';
+import { DAY_MS, type Clock } from '../clock.js';
 import type { GatewayConfig } from '../config/index.js';
 import type { Logger } from '../logger.js';
 import type { CachedRecording } from './recording-catalogue.js';
@@ -11,7 +11,6 @@ import type { RecordingMeta } from './recording-meta.js';
  * from memory, disk and index by a periodic sweep, asked for or not.
  */
 
-const MS_PER_DAY = 86_400_000;
 /** How often the sweep runs: an expired copy is gone from disk within this (plus the sweep's own time), well inside a minute. */
 export const RETENTION_SWEEP_INTERVAL_MS = 20_000;
 // Deletions under way at once in a sweep: a large batch expiring together must not queue every other disk operation behind it.
@@ -54,7 +53,7 @@ export function retentionSettings(
  * since removed) gets `cache.retention_days`.
  */
 export function retentionByNamespace(settings: RetentionSettings): { byNamespace: Map<string, number>; defaultMs: number | undefined } {
-  const toMs = (days: number | undefined) => (days === undefined ? undefined : days * MS_PER_DAY);
+  const toMs = (days: number | undefined) => (days === undefined ? undefined : days * DAY_MS);
   const defaultMs = toMs(settings.defaultDays);
   const byNamespace = new Map<string, number>();
   for (const tenant of settings.tenants) {
@@ -118,7 +117,7 @@ export class RetentionSweeper {
     }
     this.#options = { ...options, intervalMs };
     const index = options.index;
-    this.#listsIndex = index !== undefined && (index.shared === true || index.kind === 'redis');
+    this.#listsIndex = index?.shared === true;
   }
 
   /** Sweeps now (in the background: start-up does not wait for it), then every `intervalMs` until `stop`. */

@@ -88,3 +88,13 @@ export async function createTempFile(dir: string): Promise<TempFile> {
   const tempPath = path.join(dir, `${randomBytes(12).toString('hex')}.part`);
   return new OpenTempFile(tempPath, await open(tempPath, 'wx+'));
 }
+
+/** Writes all of `bytes` at `position`, as a file may take fewer bytes a call. */
+export async function writeFully(file: TempFile, bytes: Uint8Array, position: number): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) {
+    const taken = await file.write(bytes.subarray(written), position + written);
+    if (taken === 0) throw Object.assign(new Error('the disk took no bytes'), { code: 'ENOSPC' });
+    written += taken;
+  }
+}

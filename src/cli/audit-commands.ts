@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { queryAuditTrail, type AuditFilter, type AuditLine } from '../audit/audit-query.js';
+import { utcDay } from '../audit/audit-files.js';
 import { verifyAuditTrail, type ChainReport } from '../audit/audit-verify.js';
 import type { GatewayConfig } from '../config/index.js';
-import { parseCallId } from '../recordings/call-id.js';
-import { CommandFailure, printJson, type Print } from './io.js';
+import { CommandFailure, callIdArgument, printJson, type Print } from './io.js';
 
 /*
  * `recording-gateway audit query` and `audit verify` (README, Compliance):
@@ -29,18 +29,10 @@ export function parseIsoTime(value: string): number {
   const text = `${date}T${time ?? '00:00'}${zone ?? 'Z'}`;
   const parsed = match ? Date.parse(text) : Number.NaN;
   // Date.parse takes 2026-02-30 as March 2: the day must come back as written.
-  const sameDay = !Number.isNaN(parsed) && (zone !== undefined || new Date(parsed).toISOString().slice(0, 10) === date);
+  const sameDay = !Number.isNaN(parsed) && (zone !== undefined || utcDay(parsed) === date);
   if (!sameDay)
     throw new InvalidArgumentError('expected an ISO 8601 time such as 2026-11-30 or 2026-11-30T14:05:00Z (UTC unless an offset is given)');
   return parsed;
-}
-
-function callIdOption(value: string): string {
-  try {
-    return parseCallId(value);
-  } catch {
-    throw new InvalidArgumentError('expected a call id: a decimal integer from 1 to 9007199254740991');
-  }
 }
 
 /** The audit directory of the config; the command fails when the trail is off. */
@@ -56,7 +48,7 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
     .command('query')
     .description('print the audit lines that match, oldest first')
     .option('--tenant <id>', "only this tenant's lines")
-    .option('--call <id>', 'only this call id', callIdOption)
+    .option('--call <id>', 'only this call id', callIdArgument)
     .option('--since <time>', 'only lines at or after this ISO 8601 time (UTC unless an offset is given)', parseIsoTime)
     .option('--until <time>', 'only lines before this ISO 8601 time', parseIsoTime)
     .addOption(new Option('--event <event>', 'only this kind of line').choices(EVENTS))

@@ -1,4 +1,6 @@
 import bytes from 'bytes';
+import { InvalidArgumentError } from 'commander';
+import { parseCallId } from '../recordings/call-id.js';
 
 /** Where a command writes its lines: stdout in the CLI, an array in tests. */
 export type Print = (line: string) => void;
@@ -24,4 +26,13 @@ export function formatBytes(value: number): string {
 /** `--json`: the command's one JSON document on stdout, keys in snake_case like the HTTP API's. */
 export function printJson(print: Print, value: unknown): void {
   print(JSON.stringify(value, null, 2));
+}
+
+/** A call id on the command line, as the HTTP routes take it. */
+export function callIdArgument(value: string): string {
+  try {
+    return parseCallId(value);
+  } catch {
+    throw new InvalidArgumentError('expected a call id: a decimal integer from 1 to 9007199254740991');
+  }
 }

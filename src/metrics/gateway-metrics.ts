@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { UpstreamErrorKind } from '../upstream/errors.js';
+import type { AuditTrailStatus } from '../audit/audit-trail.js';
 
 /** What the metrics read at scrape time, so nothing on the request path has to keep gauges current. */
 export interface MetricsSources {
@@ -12,8 +13,8 @@ export interface MetricsSources {
   webhookPrefetches(): { queued: number; running: number };
   /** Cluster mode only: whether Redis answers, and how many other replicas are alive. */
   cluster?(): { redis: 'up' | 'unreachable'; peers: number };
-  /** The audit trail's counts; undefined while there is none. */
-  audit?(): { pendingLines: number; writeErrors: number; droppedLines: number } | undefined;
+  /** The audit trail's counts, when this process keeps one. */
+  audit?(): AuditTrailStatus;
 }
 
 /** Where a replica got a recording it did not hold from another replica. */
@@ -211,7 +212,7 @@ export class GatewayMetrics {
 
   /** Read from the trail at scrape time: `record` stays free of metric updates. */
   #auditMetrics(audit: NonNullable<MetricsSources['audit']>, registers: Registry[]): void {
-    const count = (key: 'writeErrors' | 'droppedLines') => audit()?.[key] ?? 0;
+    const count = (key: 'writeErrors' | 'droppedLines') => audit()[key];
     new Counter({
       name: `${PREFIX}audit_write_errors_total`,
       help: 'Writes of the audit trail that failed (each retry counts); while they fail, lines wait in memory.',
@@ -235,7 +236,7 @@ export class GatewayMetrics {
       help: 'Audit lines recorded and not yet written.',
       registers,
       collect() {
-        this.set(audit()?.pendingLines ?? 0);
+        this.set(audit().pendingLines);
       },
     });
   }

@@ -1,16 +1,6 @@
-import type { TempFile } from '../temp-file.js';
+import { writeFully, type TempFile } from '../temp-file.js';
 import { DEFAULT_CHUNK_BYTES, TAG_BYTES, chunkOffset, fileKey, newHeader, openChunk, sealChunk } from './chunk-format.js';
 import type { CacheKey } from './keyring.js';
-
-/** Writes all of `bytes` at `position`, as a file may take fewer bytes a call. */
-async function writeFully(file: TempFile, bytes: Uint8Array, position: number): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) {
-    const taken = await file.write(bytes.subarray(written), position + written);
-    if (taken === 0) throw Object.assign(new Error('the disk took no bytes'), { code: 'ENOSPC' });
-    written += taken;
-  }
-}
 
 /**
  * A {@link TempFile} that keeps plaintext off the disk: bytes written are
