@@ -30,7 +30,7 @@ const MAX_CAUSE_DEPTH = 4;
 const STDOUT_FD = 1;
 const STDOUT_BATCH_BYTES = 64 * 1024;
 const STDOUT_FLUSH_MS = 1000;
-/** The request log's message (src/routes/request-log.ts): the one line batched on stdout. */
+/** The request log's message (src/routes/request-log.ts). */
 export const REQUEST_LINE = 'request';
 
 /** An error as a log line shows it. */
@@ -81,7 +81,8 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     const hooks = {
       logMethod(this: Logger, args: Parameters<Logger['info']>, method: (...args: unknown[]) => void) {
         method.apply(this, args);
-        if (args[1] !== REQUEST_LINE) flushNow();
+        // Only request lines wait for a batch, and they are written past this hook (infoLineWriter).
+        flushNow();
       },
     };
     logger = pino({ ...base, hooks }, destination);

@@ -15,6 +15,7 @@ import {
 import { createConnectionGuard, type ConnectionPressure } from './connection-guard.js';
 import { createGateway, type Gateway } from './gateway.js';
 import { BadRequestError, GatewayError, errorResponse } from './errors.js';
+import { headerCount } from './http/raw-headers.js';
 import type { Logger } from './logger.js';
 
 export interface RunningServer {
@@ -116,9 +117,7 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
  */
 function requireOneHost(listener: RequestListener): RequestListener {
   return function hostChecked(request, response) {
-    let hosts = 0;
-    const raw = request.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+    const hosts = headerCount(request.rawHeaders, 'host');
     if (hosts === 1 || (hosts === 0 && request.httpVersionMinor === 0 && request.httpVersionMajor === 1)) {
       listener(request, response);
       return;

@@ -52,13 +52,7 @@ export async function reconcileCache(
   let removedFiles = 0;
   const shared = index.shared === true;
   for (const orphan of onDisk.values()) {
-    if (shared) {
-      const mtimeMs = await stat(disk.pathFor(orphan.namespace, orphan.callId)).then(
-        (info) => info.mtimeMs,
-        () => 0,
-      );
-      if (mtimeMs > now - SHARED_ORPHAN_GRACE_MS) continue;
-    }
+    if (shared && (await youngerThanGrace(disk.pathFor(orphan.namespace, orphan.callId), now))) continue;
     await disk.remove(orphan.namespace, orphan.callId);
     removedFiles++;
   }
@@ -86,13 +80,16 @@ async function removeOrphanSidecars(
     .filter(({ namespace, callId }) => !recordings.has(cacheKey(namespace, callId)))
     .map(({ namespace, callId, kind }) => sidecarPath(disk.dir, namespace, callId, kind));
   for (const file of [...orphans, ...files.sidecarStrays]) {
-    if (shared) {
-      const mtimeMs = await stat(file).then(
-        (info) => info.mtimeMs,
-        () => 0,
-      );
-      if (mtimeMs > now - SHARED_ORPHAN_GRACE_MS) continue;
-    }
+    if (shared && (await youngerThanGrace(file, now))) continue;
     await rm(file, { force: true });
   }
+}
+
+/** On a shared volume a young file may be another replica's store or write in progress. */
+async function youngerThanGrace(file: string, now: number): Promise<boolean> {
+  const mtimeMs = await stat(file).then(
+    (info) => info.mtimeMs,
+    () => 0,
+  );
+  return mtimeMs > now - SHARED_ORPHAN_GRACE_MS;
 }

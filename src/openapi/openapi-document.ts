@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { ADMIN_PURGE_PATH } from '../admin-api.js';
 import { PEER_PURGE_PATH, PEER_RECORDING_PATH } from '../cluster/peer-client.js';
 import { PEER_STREAM_TYPE } from '../cluster/peer-stream.js';
+import { DEFAULT_PEAK_POINTS, MAX_PEAK_POINTS } from '../routes/recording-facts.js';
 
 /*
  * The OpenAPI 3.1 document of every route in app.ts, built in code. It cannot
@@ -465,11 +466,11 @@ export const openApiDocument: OpenApiDocument = {
           sample_rate: { type: 'integer', minimum: 1 },
           samples_per_pixel: { type: 'integer', minimum: 1, description: 'Samples each point covers (rounded)' },
           bits: { const: 8 },
-          length: { type: 'integer', minimum: 1, maximum: 10000, description: 'Points: min,max pairs in data' },
+          length: { type: 'integer', minimum: 1, maximum: MAX_PEAK_POINTS, description: 'Points: min,max pairs in data' },
           data: {
             type: 'array',
             description: 'min, max, min, max, ...',
-            maxItems: 20000,
+            maxItems: 2 * MAX_PEAK_POINTS,
             items: { type: 'integer', minimum: -128, maximum: 127 },
           },
         },
@@ -521,8 +522,8 @@ export const openApiDocument: OpenApiDocument = {
         name: 'points',
         in: 'query',
         required: false,
-        description: 'How many min,max pairs: 1 to 10000, default 1000; anything else is 400',
-        schema: { type: 'integer', minimum: 1, maximum: 10000, default: 1000 },
+        description: `How many min,max pairs: 1 to ${MAX_PEAK_POINTS}, default ${DEFAULT_PEAK_POINTS}; anything else is 400`,
+        schema: { type: 'integer', minimum: 1, maximum: MAX_PEAK_POINTS, default: DEFAULT_PEAK_POINTS },
       },
     },
     headers: {

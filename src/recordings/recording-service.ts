@@ -86,6 +86,12 @@ function fileReader(file: StoredFile, unpin: () => void): RecordingReader {
 export class RecordingService {
   constructor(private readonly options: RecordingServiceOptions) {}
 
+  /** A recording held whole in memory, or undefined; never any I/O (the memory-hit path's lookup). */
+  findInMemory(namespace: string, callId: string): (FoundRecording & { body: Buffer }) | undefined {
+    const hit = this.options.cache.lookup(cacheKey(namespace, callId));
+    return hit?.tier === 'memory' ? hit : undefined;
+  }
+
   /**
    * A stored recording, or undefined on a miss (then `fetch` it). A memory hit
    * is answered synchronously, without a promise. Otherwise the index is asked
@@ -95,12 +101,6 @@ export class RecordingService {
    * damaged is a miss.
    * @throws NotFoundError (rejects) when the upstream said 404 within `cache.not_found_ttl_seconds`.
    */
-  /** A recording held whole in memory, or undefined; never any I/O (the memory-hit path's lookup). */
-  findInMemory(namespace: string, callId: string): (FoundRecording & { body: Buffer }) | undefined {
-    const hit = this.options.cache.lookup(cacheKey(namespace, callId));
-    return hit?.tier === 'memory' ? hit : undefined;
-  }
-
   find(namespace: string, callId: string): FoundRecording | undefined | Promise<FoundRecording | undefined> {
     const key = cacheKey(namespace, callId);
     const hit = this.options.cache.lookup(key);

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, RequestListener, ServerRespo
 import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
+import { headerCount } from '../http/raw-headers.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import { storedRepresentation } from './recording-headers.js';
@@ -27,16 +28,6 @@ function signedParamsOf(target: string): SignedUrlParams {
   const query = new URLSearchParams(target.slice(queryStart + 1));
   const value = (name: string) => query.get(name) ?? undefined;
   return { tenant: value('tenant'), exp: value('exp'), kid: value('kid'), sig: value('sig') };
-}
-
-/** True when the request carries header `name` (lowercase) more than once. */
-function repeated(rawHeaders: string[], name: string): boolean {
-  let seen = 0;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const header = rawHeaders[i]!;
-    if (header.length === name.length && header.toLowerCase() === name && ++seen > 1) return true;
-  }
-  return false;
 }
 
 function recordingRequestOf(method: string, headers: IncomingHttpHeaders): RecordingRequest {
@@ -107,7 +98,7 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
     const startedAt = clock.now();
     const headers = request.headers;
     // Node keeps the first of two Authorization headers, the app sees them joined (and refuses them): the app decides.
-    if (headers.authorization !== undefined && repeated(request.rawHeaders, 'authorization')) return app(request, response);
+    if (headers.authorization !== undefined && headerCount(request.rawHeaders, 'authorization') > 1) return app(request, response);
     let caller: Caller;
     try {
       const authorization = headers.authorization;

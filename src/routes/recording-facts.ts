@@ -2,7 +2,7 @@ import type { Context, Hono } from 'hono';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { Clock } from '../clock.js';
 import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
-import { evaluatePreconditions, type ConditionalHeaders } from '../http/conditional.js';
+import { evaluatePreconditions } from '../http/conditional.js';
 import type { TenantRateLimiter } from '../rate-limit/index.js';
 import { parseCallId } from '../recordings/call-id.js';
 import type {
@@ -11,10 +11,19 @@ import type {
   LocatedRecording,
   RecordingFactsService,
 } from '../recordings/analysis/recording-facts-service.js';
-import { peaksJson } from '../recordings/analysis/waveform-peaks.js';
+import { MIN_FINE_PAIRS, peaksJson } from '../recordings/analysis/waveform-peaks.js';
 import { etagFor, type RecordingFacts } from '../cache/recording-meta.js';
 import type { GatewayEnv } from './gateway-env.js';
-import { CACHE_NAME, NO_SIGNED_URL, recordingAnswerHeaders, signedParams } from './recordings.js';
+import {
+  CACHE_NAME,
+  CACHE_STATUS_COLLAPSED,
+  CACHE_STATUS_MISS,
+  NO_SIGNED_URL,
+  admitCaller,
+  recordingAnswerHeaders,
+  recordingRequest,
+  signedParams,
+} from './recordings.js';
 import { rawRequestPath } from './request-target.js';
 
 export interface RecordingFactsRoutesDeps {
@@ -28,11 +37,11 @@ export interface RecordingFactsRoutesDeps {
 }
 
 /** The routes, as Hono registers them (the handlers read the id from the raw path). */
-export const RECORDING_INFO_ROUTE = '/v1/call/recording/:id/info.json';
-export const RECORDING_PEAKS_ROUTE = '/v1/call/recording/:id/peaks.json';
+const RECORDING_INFO_ROUTE = '/v1/call/recording/:id/info.json';
+const RECORDING_PEAKS_ROUTE = '/v1/call/recording/:id/peaks.json';
 
 /** `points` of peaks.json: at most the fine peaks kept per recording. */
-export const MAX_PEAK_POINTS = 10_000;
+export const MAX_PEAK_POINTS = MIN_FINE_PAIRS;
 export const DEFAULT_PEAK_POINTS = 1000;
 const POINTS = /^[1-9][0-9]{0,4}$/;
 
@@ -71,7 +80,7 @@ function answerEtag(sha256: string, kind: Kind, points: number | undefined): str
 
 function cacheStatus(result: FactsCacheResult): string {
   if (result === 'hit') return `${CACHE_NAME}; hit`;
-  return result === 'collapsed' ? `${CACHE_NAME}; fwd=uri-miss; collapsed` : `${CACHE_NAME}; fwd=uri-miss`;
+  return result === 'collapsed' ? CACHE_STATUS_COLLAPSED : CACHE_STATUS_MISS;
 }
 
 /** info.json: the contract's fields, snake_case. */
@@ -85,16 +94,6 @@ function infoBody(callId: string, read: FactsRead<RecordingFacts>): Record<strin
     bitrate,
     sample_rate: sampleRate,
     channels,
-  };
-}
-
-function conditionalHeaders(c: Context<GatewayEnv>): ConditionalHeaders {
-  return {
-    method: c.req.method,
-    ifMatch: c.req.header('if-match'),
-    ifNoneMatch: c.req.header('if-none-match'),
-    ifModifiedSince: c.req.header('if-modified-since'),
-    ifUnmodifiedSince: c.req.header('if-unmodified-since'),
   };
 }
 
@@ -128,9 +127,7 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
     const points = kind === 'peaks' ? pointsOf(c) : undefined;
     const authorization = c.req.header('authorization');
     const caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParams(c), callId);
-    c.set('caller', caller);
-    c.set('callId', callId);
-    const limits = await rateLimiter.check(caller.tenant);
+    const limits = await admitCaller(c, rateLimiter, caller, callId);
     const headers = Object.assign(answerHeaders(caller, c.req.header('origin'), c.get('requestId')), limits);
 
     const started = clock.now();
@@ -139,7 +136,7 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
       const outcome = { bodyBytes: 0 };
       // The answer's tag is known from the recording's digest: a client holding it needs nothing read or analysed.
       const etag = answerEtag(located.sha256, kind, points);
-      const precondition = evaluatePreconditions(conditionalHeaders(c), { etag });
+      const precondition = evaluatePreconditions(recordingRequest(c), { etag });
       if (precondition === 'precondition-failed') throw new PreconditionFailedError();
       if (precondition === 'not-modified') {
         c.set('answered', { cache: located.cache, tier: located.cache === 'hit' ? 'memory' : 'upstream', outcome });

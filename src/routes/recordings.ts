@@ -38,8 +38,8 @@ export interface RecordingRoutesDeps {
 export const CACHE_NAME = 'recording-gateway';
 export const CACHE_STATUS_MEMORY = `${CACHE_NAME}; hit; detail=memory`;
 const CACHE_STATUS_DISK = `${CACHE_NAME}; hit; detail=disk`;
-const CACHE_STATUS_MISS = `${CACHE_NAME}; fwd=uri-miss`;
-const CACHE_STATUS_COLLAPSED = `${CACHE_NAME}; fwd=uri-miss; collapsed`;
+export const CACHE_STATUS_MISS = `${CACHE_NAME}; fwd=uri-miss`;
+export const CACHE_STATUS_COLLAPSED = `${CACHE_NAME}; fwd=uri-miss; collapsed`;
 /** Cluster: joined another replica's download, or read another volume's copy through its replica. */
 const CACHE_STATUS_PEER_DOWNLOAD = `${CACHE_NAME}; fwd=uri-miss; collapsed; detail=peer`;
 const CACHE_STATUS_PEER_COPY = `${CACHE_NAME}; fwd=uri-miss; detail=peer`;
@@ -97,7 +97,24 @@ function isConditional(request: RecordingRequest): boolean {
   );
 }
 
-function recordingRequest(c: Context): RecordingRequest {
+/**
+ * Notes who asks for which call (for the error handler, the log and the
+ * audit line), then counts the request against its tenant's limit: the
+ * RateLimit-* headers, or a 429 thrown.
+ */
+export async function admitCaller(
+  c: Context<GatewayEnv>,
+  rateLimiter: TenantRateLimiter,
+  caller: Caller,
+  callId: string,
+): Promise<RateLimitHeaders | undefined> {
+  c.set('caller', caller);
+  c.set('callId', callId);
+  const decision = rateLimiter.check(caller.tenant);
+  return decision instanceof Promise ? await decision : decision;
+}
+
+export function recordingRequest(c: Context): RecordingRequest {
   return {
     method: c.req.method,
     range: c.req.method === 'GET' ? c.req.header('range') : undefined,
@@ -133,17 +150,7 @@ export function recordingAnswerHeaders(
 export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   const { authenticator, recordings, clock, rateLimiter } = deps;
 
-  /**
-   * Notes who asks for which call (for the error handler and the log), then
-   * counts the request against its tenant's limit: the RateLimit-* headers,
-   * or a 429 thrown.
-   */
-  async function admit(c: Context<GatewayEnv>, caller: Caller, callId: string): Promise<RateLimitHeaders | undefined> {
-    c.set('caller', caller);
-    c.set('callId', callId);
-    const decision = rateLimiter.check(caller.tenant);
-    return decision instanceof Promise ? await decision : decision;
-  }
+  const admit = (c: Context<GatewayEnv>, caller: Caller, callId: string) => admitCaller(c, rateLimiter, caller, callId);
   const answerHeaders = recordingAnswerHeaders(deps);
 
   /** The answer for a stored recording. */
