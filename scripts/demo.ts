@@ -108,7 +108,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
     const gateway = await createGateway({ config, logger: silentLogger() });
     parts.gateway = gateway;
     let logRequests = false; // from the banner on
-    // The listener `npm start` runs: memory hits first, then the app.
+    // Memory hits first, then the app, as `npm start` answers (without its Host check and connection cap, which a demo on loopback does not need).
     const listener = gateway.answeringMemoryHitsFirst(getRequestListener(gateway.app.fetch));
     gatewayServer.on('request', (request: IncomingMessage, response: ServerResponse) => {
       if (logRequests) response.once('finish', () => logRequest(request, response));

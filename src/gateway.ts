@@ -12,7 +12,7 @@ import { createDiskStore } from './cache/disk-store.js';
 import { removeUnreadableFiles } from './cache/encryption/unreadable-sweep.js';
 import { NotFoundMemory } from './cache/not-found-memory.js';
 import { RecordingCache } from './cache/recording-cache.js';
-import { createCopyRetention, RetentionSweeper, retentionSettings } from './cache/retention.js';
+import { createCopyRetention, RetentionSweeper } from './cache/retention.js';
 import { accountDiskShares } from './cache/recording-catalogue.js';
 import { openIndex } from './cache/open-index.js';
 import type { RecordingIndex } from './cache/recording-index.js';
@@ -136,10 +136,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const volumeIndex = await openIndex(config);
   const index = cluster ? cluster.wrapIndex(volumeIndex) : volumeIndex;
   const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
-  const retention = createCopyRetention(
-    retentionSettings(config, (id) => tenants.byId(id)?.namespace),
-    clock,
-  );
+  const retention = createCopyRetention({ defaultDays: config.cache.retentionDays, tenants: tenants.all }, clock);
   const cache = new RecordingCache({
     disk,
     index,

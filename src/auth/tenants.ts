@@ -16,6 +16,8 @@ export interface Tenant {
   readonly rateLimitPerMinute: number | undefined;
   /** Disk bytes this tenant adds to its account's share (README, "Configuration"). */
   readonly diskShare: number | undefined;
+  /** Days its account's copies are kept at most; undefined: `cache.retention_days` (README, "Retention"). */
+  readonly retentionDays: number | undefined;
   readonly maxSignedUrlTtlSeconds: number;
   readonly webhookToken: string | undefined;
 }
@@ -61,6 +63,7 @@ function toTenant(config: TenantConfig, upstream: GatewayConfig['upstream']): Te
     allowedOrigins: new Set(config.allowedOrigins),
     rateLimitPerMinute: config.rateLimitPerMinute,
     diskShare: config.diskShare,
+    retentionDays: config.retentionDays,
     maxSignedUrlTtlSeconds: config.maxSignedUrlTtlSeconds,
     webhookToken: config.webhookToken,
   };

@@ -1,5 +1,4 @@
 import { DAY_MS, type Clock } from '../clock.js';
-import type { GatewayConfig } from '../config/index.js';
 import type { Logger } from '../logger.js';
 import type { CachedRecording } from './recording-catalogue.js';
 import type { RecordingIndex } from './recording-index.js';
@@ -29,20 +28,6 @@ export interface RetentionSettings {
   /** `cache.retention_days`; undefined: copies stay until evicted. */
   defaultDays: number | undefined;
   tenants: ReadonlyArray<{ namespace: string; retentionDays: number | undefined }>;
-}
-
-/** The settings from the config; `namespaceOf` gives a tenant's namespace (the tenant registry's). */
-export function retentionSettings(
-  config: Pick<GatewayConfig, 'cache' | 'tenants'>,
-  namespaceOf: (tenantId: string) => string | undefined,
-): RetentionSettings {
-  return {
-    defaultDays: config.cache.retentionDays,
-    tenants: config.tenants.flatMap((tenant) => {
-      const namespace = namespaceOf(tenant.id);
-      return namespace === undefined ? [] : [{ namespace, retentionDays: tenant.retentionDays }];
-    }),
-  };
 }
 
 /**

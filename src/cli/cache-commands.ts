@@ -114,7 +114,7 @@ export async function cacheStats(config: GatewayConfig, output: OutputOptions): 
  * one, and `cache verify` would remove every such file. Names the fields and
  * where their keys were looked for, never a value.
  */
-export function requireEncryptionKeys(config: GatewayConfig, command: string): void {
+function requireEncryptionKeys(config: GatewayConfig, command: string): void {
   const { encryption } = config.cache;
   if (!encryption) return;
   const isCurrent = ({ field }: { field: string }) => field.startsWith('cache.encryption.key');

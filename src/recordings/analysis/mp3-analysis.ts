@@ -48,7 +48,7 @@ const ESTIMATE_TOLERANCE_SECONDS = 0.5;
  * The decoder and its WebAssembly memory are let go before this resolves.
  * @throws UndecodableRecordingError when no audio could be decoded.
  */
-export async function analyseMp3(source: Mp3Source, signal?: AbortSignal): Promise<Mp3Analysis> {
+export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
   const header = await readStreamHeader(source);
   const MPEGDecoder = await loadMpegDecoder();
   const decoder = new MPEGDecoder();
@@ -61,7 +61,6 @@ export async function analyseMp3(source: Mp3Source, signal?: AbortSignal): Promi
   let sliceStarted = performance.now();
   try {
     for (let offset = 0; offset < source.size; ) {
-      signal?.throwIfAborted();
       const chunk = await source.readAt(offset, Math.min(READ_BYTES, source.size - offset));
       if (chunk === null || chunk.length === 0) throw new Error(`recording ended at ${offset} of ${source.size} bytes`);
       // Without a readable header, a first frame right after the tag still tells a mono stream.
