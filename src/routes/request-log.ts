@@ -78,6 +78,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
   const writeLine = infoLineWriter(logger);
   return (record, sent) => {
     const { caller, status, cache } = record;
+    const now = clock.now();
     metrics.requestDone({ route: record.route, method: record.method, status, tenant: caller?.tenant.id ?? 'none', cache });
     if (record.tier && status < 300) metrics.bytesServed(record.tier, record.bodyBytes);
     // Written by hand: every value is a validated id, a label of ours or a
@@ -87,11 +88,11 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     if (caller) line += `,"tenant":"${caller.tenant.id}"`;
     if (record.callId !== undefined) line += `,"callId":"${record.callId}"`;
     if (caller) line += `,"credential":"${caller.credential.kind}"`;
-    line += `,"status":${status},"cache":"${cache}","bytes":${record.bodyBytes},"durationMs":${clock.now() - record.startedAt}`;
+    line += `,"status":${status},"cache":"${cache}","bytes":${record.bodyBytes},"durationMs":${now - record.startedAt}`;
     if (record.upstreamMs !== undefined) line += `,"upstreamMs":${record.upstreamMs}`;
     if (!sent) line += ',"aborted":true';
     writeLine(line, REQUEST_LINE);
-    if (audit) auditRequest(audit, record, clock.now());
+    if (audit) auditRequest(audit, record, now);
   };
 }
 
