@@ -7,7 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { sha256Hex } from '../src/auth/tenants.js';
+import { sha256Hex } from '../src/sha256.js';
 import { ACME_KEY, SERVER_KEY } from './gateway-harness.js';
 import { ROOT } from './run-cli.js';
 

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
-import { sha256Hex } from '../src/auth/tenants.js';
+import { sha256Hex } from '../src/sha256.js';
 import { parseConfig } from '../src/config/index.js';
 import { createGateway, type Gateway } from '../src/gateway.js';
 import { silentLogger } from '../src/logger.js';

@@ -2,7 +2,7 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { sha256Hex } from './auth/tenants.js';
+import { sha256Hex } from './sha256.js';
 import { signRecordingUrl } from '@recording-gateway/client';
 import { loadConfig, type GatewayConfig } from './config/index.js';
 import { createLogger } from './logger.js';

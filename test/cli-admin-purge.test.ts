@@ -1,7 +1,7 @@
 import { readdir, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { sha256Hex } from '../src/auth/tenants.js';
+import { sha256Hex } from '../src/sha256.js';
 import { createLocalGrant } from '../src/auth/local-grant.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { sha256Hex } from '../src/auth/tenants.js';
+import { sha256Hex } from '../src/sha256.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import { ACME_AUTH, ACME_WEBHOOK_TOKEN, answerOf, clusterFor, recordingPath, streamGet, upstreamFetches } from './support/cluster.js';

@@ -1,6 +1,6 @@
-import * as crypto from 'node:crypto';
 import { open, readdir, truncate } from 'node:fs/promises';
 import path from 'node:path';
+import { sha256Hex } from '../sha256.js';
 
 /*
  * The audit directory's layout: one JSON Lines file per UTC day and chain,
@@ -48,12 +48,9 @@ export function dayStart(day: string): number {
   return Date.parse(`${day}T00:00:00.000Z`);
 }
 
-// crypto.hash (Node >= 20.12) hashes a short line in a third of the time createHash takes.
-const oneShotHash = (crypto as { hash?: (algorithm: string, data: string | Buffer, encoding: 'hex') => string }).hash;
-
 /** The sha256 hex of a line's exact bytes, without its newline: the next line's `prev`. */
 export function lineHash(line: string | Buffer): string {
-  return oneShotHash ? oneShotHash('sha256', line, 'hex') : crypto.createHash('sha256').update(line).digest('hex');
+  return sha256Hex(line);
 }
 
 /** Every audit file in `dir`, oldest day first, chains in name order within a day; [] when `dir` does not exist. */

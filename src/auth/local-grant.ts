@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { sha256Hex } from './tenants.js';
+import { sha256Hex } from '../sha256.js';
 
 /*
  * A one-time grant for the admin routes, left in the cache directory by a

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { GatewayConfig, TenantConfig } from '../config/index.js';
+import { sha256Hex } from '../sha256.js';
 
 /** A tenant as the request path needs it: everything precomputed, no I/O. */
 export interface Tenant {
@@ -41,11 +41,6 @@ export interface TenantRegistry {
   readonly all: readonly Tenant[];
   /** Every origin any tenant allows: what a preflight, which carries no credentials, is checked against. */
   readonly anyAllowedOrigin: ReadonlySet<string>;
-}
-
-/** sha256 hex digest, the form tenant API keys take in the config. */
-export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value).digest('hex');
 }
 
 /** The namespace of an upstream account; stable across restarts and replicas. */

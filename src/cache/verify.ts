@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { sha256Hex } from '../sha256.js';
 import type { DiskStore } from './disk-store.js';
 import type { RecordingIndex } from './recording-index.js';
 import type { RecordingMeta } from './recording-meta.js';
@@ -17,7 +18,7 @@ const HASH_READ_BYTES = 1024 * 1024;
 
 /** True when `body` is exactly the recording `meta` describes: its size and its sha256. */
 export function isIntact(body: Buffer, meta: Pick<RecordingMeta, 'size' | 'sha256'>): boolean {
-  return body.length === meta.size && createHash('sha256').update(body).digest('hex') === meta.sha256;
+  return body.length === meta.size && sha256Hex(body) === meta.sha256;
 }
 
 /** The sha256 and size of a stored recording as it reads (decrypted); undefined when missing, 'damaged' when it fails decryption. */

@@ -37,7 +37,8 @@ const CIRCUIT_STATES = ['closed', 'half-open', 'open'] as const;
  */
 export class GatewayMetrics {
   readonly registry = new Registry();
-  readonly #servedBytes: Counter<'tier'>;
+  /** Bytes by tier, summed here and handed to prom-client at scrape time, as the request counts are. */
+  readonly #servedBytes: Record<'memory' | 'disk' | 'upstream', number> = { memory: 0, disk: 0, upstream: 0 };
   readonly #upstreamDuration: Histogram<'outcome'>;
   readonly #upstreamErrors: Counter<'kind'>;
   readonly #joiners: Counter;
@@ -63,11 +64,16 @@ export class GatewayMetrics {
         for (const { labels, count } of requestCounts.values()) this.inc(labels, count);
       },
     });
-    this.#servedBytes = new Counter({
+    const servedBytes = this.#servedBytes;
+    new Counter({
       name: `${PREFIX}served_bytes_total`,
       help: 'Recording bytes sent to clients, by the tier that served them (memory, disk, upstream).',
       labelNames: ['tier'],
       registers,
+      collect() {
+        this.reset();
+        for (const [tier, bytes] of Object.entries(servedBytes)) if (bytes > 0) this.inc({ tier }, bytes);
+      },
     });
     this.#upstreamDuration = new Histogram({
       name: `${PREFIX}upstream_request_duration_seconds`,
@@ -249,7 +255,7 @@ export class GatewayMetrics {
   }
 
   bytesServed(tier: 'memory' | 'disk' | 'upstream', bytes: number): void {
-    if (bytes > 0) this.#servedBytes.inc({ tier }, bytes);
+    this.#servedBytes[tier] += bytes;
   }
 
   upstreamAnswered(outcome: UpstreamOutcome, seconds: number): void {
