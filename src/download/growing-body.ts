@@ -129,12 +129,16 @@ export class GrowingBody {
     this.#signal();
   }
 
-  /** Up to `maxBytes` at `offset`, waiting for them; null at the end; rejects if the body fails first. */
-  async readAt(offset: number, maxBytes: number): Promise<Uint8Array | null> {
+  /**
+   * Up to `maxBytes` at `offset`, waiting for them; null at the end; rejects
+   * if the body fails first. Bytes read back from the file land in `scratch`
+   * when given (at least `maxBytes` long).
+   */
+  async readAt(offset: number, maxBytes: number, scratch?: Buffer): Promise<Uint8Array | null> {
     for (;;) {
       if (offset >= this.#memoryBase && offset < this.#received) return this.#fromMemory(offset, maxBytes);
       if (offset < this.#memoryBase && offset < this.#flushed) {
-        return this.#fromFile(offset, Math.min(maxBytes, this.#flushed - offset, this.#memoryBase - offset));
+        return this.#fromFile(offset, Math.min(maxBytes, this.#flushed - offset, this.#memoryBase - offset), scratch);
       }
       if (this.#state === 'complete') return null;
       if (this.#state === 'failed') throw this.#error ?? new BadGatewayError('Download failed');
@@ -173,8 +177,9 @@ export class GrowingBody {
     return chunk.subarray(start, Math.min(chunk.length, start + maxBytes));
   }
 
-  async #fromFile(offset: number, length: number): Promise<Uint8Array> {
-    const buffer = Buffer.allocUnsafe(Math.min(length, FILE_READ_BYTES));
+  async #fromFile(offset: number, length: number, scratch: Buffer | undefined): Promise<Uint8Array> {
+    const bytes = Math.min(length, FILE_READ_BYTES);
+    const buffer = scratch ? scratch.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
     const bytesRead = await this.#file!.read(buffer, offset);
     return buffer.subarray(0, bytesRead);
   }

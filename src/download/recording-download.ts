@@ -118,9 +118,9 @@ export class RecordingDownload {
     return this.#body?.received ?? 0;
   }
 
-  /** Up to `maxBytes` bytes at `offset`, waiting until they arrive; null at the end. Only after `head`. */
-  readAt(offset: number, maxBytes: number): Promise<Uint8Array | null> {
-    return this.#body!.readAt(offset, maxBytes);
+  /** Up to `maxBytes` bytes at `offset`, waiting until they arrive; null at the end. Only after `head`. `scratch` as for GrowingBody.readAt. */
+  readAt(offset: number, maxBytes: number, scratch?: Buffer): Promise<Uint8Array | null> {
+    return this.#body!.readAt(offset, maxBytes, scratch);
   }
 
   /** Marks a reader, so that the temporary file stays open until the last one is done. */

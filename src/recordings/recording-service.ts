@@ -8,8 +8,12 @@ import { NotFoundError, ServiceUnavailableError } from '../errors.js';
 
 /** A recording's bytes, readable at any offset (waiting for bytes still arriving) until released. */
 export interface RecordingReader {
-  /** Up to `maxBytes` at `offset`; null past the end. */
-  readAt(offset: number, maxBytes: number): Promise<Uint8Array | null>;
+  /**
+   * Up to `maxBytes` at `offset`; null past the end. Bytes read from a file
+   * land in `scratch` when given (at least `maxBytes` long) and come back as
+   * part of it, so the caller must not pass it again while it still sends them.
+   */
+  readAt(offset: number, maxBytes: number, scratch?: Buffer): Promise<Uint8Array | null>;
   /** Frees what the reader holds (a file, a pin, a download); call it once done. Idempotent. */
   release(): void;
 }
@@ -63,8 +67,8 @@ export interface RecordingServiceOptions {
 function fileReader(file: StoredFile, unpin: () => void): RecordingReader {
   let released = false;
   return {
-    async readAt(offset, maxBytes) {
-      const buffer = Buffer.allocUnsafe(maxBytes);
+    async readAt(offset, maxBytes, scratch) {
+      const buffer = scratch ? scratch.subarray(0, maxBytes) : Buffer.allocUnsafe(maxBytes);
       const bytesRead = await file.read(buffer, offset);
       return bytesRead === 0 ? null : buffer.subarray(0, bytesRead);
     },
@@ -160,7 +164,7 @@ export class RecordingService {
     return {
       head,
       collapsed,
-      reader: { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release },
+      reader: { readAt: (offset, maxBytes, scratch) => download.readAt(offset, maxBytes, scratch), release },
       sha256: download.sha256,
       origin: download.origin,
     };
@@ -188,7 +192,7 @@ export class RecordingService {
       release();
       return { collapsed, found };
     }
-    const reader: RecordingReader = { readAt: (offset, maxBytes) => download.readAt(offset, maxBytes), release };
+    const reader: RecordingReader = { readAt: (offset, maxBytes, scratch) => download.readAt(offset, maxBytes, scratch), release };
     return { collapsed, fetched: { head: completed, collapsed, reader, origin: completed.origin }, sha256: completed.sha256 };
   }
 

@@ -165,7 +165,7 @@ export function streamedResponse(
   }
   const start = range?.start ?? 0;
   const end = range ? range.end + 1 : size;
-  const read = (offset: number, max: number) => reader.readAt(offset, max);
+  const read: ReadAt = (offset, max, scratch) => reader.readAt(offset, max, scratch);
   const sent = (bytes: number) => {
     if (outcome) outcome.bodyBytes += bytes;
   };
@@ -182,7 +182,7 @@ export function streamedResponse(
   );
 }
 
-type ReadAt = (offset: number, maxBytes: number) => Promise<Uint8Array | null> | Uint8Array | null;
+type ReadAt = (offset: number, maxBytes: number, scratch?: Buffer) => Promise<Uint8Array | null> | Uint8Array | null;
 
 /** Resolves once `connection` can take more, or is gone. */
 function drained(connection: ServerResponse): Promise<void> {
@@ -220,14 +220,20 @@ async function writeFromReader(
   };
   connection.once('close', finish);
   let position = start;
+  // File reads land in one buffer per answer, reused once the connection has
+  // taken its bytes: a fresh 64 KiB per read left tens of MB of Buffers for the
+  // GC to find under 20 concurrent large downloads (bench:durability).
+  let scratch = Buffer.allocUnsafe(Math.min(end - start, STREAM_CHUNK_BYTES));
   try {
     while (position < end && !finished) {
-      const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES));
+      const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES), scratch);
       if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
       if (finished) break;
       position += chunk.length;
       sent(chunk.length);
       if (!connection.write(chunk)) await drained(connection);
+      // Node still holds bytes it has not written (they may be scratch's): the next read needs another buffer.
+      if (connection.writableLength > 0) scratch = Buffer.allocUnsafe(scratch.length);
     }
     if (!finished) connection.end();
   } catch {
