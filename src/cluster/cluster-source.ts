@@ -8,6 +8,8 @@ import type { DownloadLeases } from './download-lease.js';
 import type { Membership } from './membership.js';
 import { type PeerClient, PeerMissError, PeerRejectedError, PeerUnreachableError } from './peer-client.js';
 
+type DirectoryLookup = Awaited<ReturnType<ClusterDirectory['lookup']>>;
+
 export interface ClusterSourceOptions {
   directory: ClusterDirectory;
   leases: DownloadLeases;
@@ -53,6 +55,11 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     return { ...recording, origin, persist: recording.volume !== options.volume, generation };
   }
 
+  const releasing = (lease: { release(): void }) => (error: unknown) => {
+    lease.release();
+    throw error;
+  };
+
   // Said once per peer: a replica with another peer secret is a configuration error, not an outage.
   const rejectedBy = new Set<string>();
   const rejected = (node: string) => {
@@ -61,27 +68,44 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     logger.error({ peer: node }, 'cluster: a replica refused our peer secret; every replica needs the same cluster peer secret');
   };
 
+  /**
+   * A stored copy, through a replica serving its volume; undefined when no
+   * replica gives one. A copy on this replica's own volume is left out unless
+   * `ownVolume`: the local lookup before the miss would have found it.
+   */
+  async function fromCopy(
+    lookup: DirectoryLookup,
+    ownVolume: boolean,
+    owner: DownloadOwner,
+    callId: string,
+    signal: AbortSignal | undefined,
+  ): Promise<SourcedRecording | undefined> {
+    for (const copy of lookup.copies) {
+      if (copy.volume === options.volume && !ownVolume) continue;
+      const peer = membership.peers.find((candidate) => candidate.volume === copy.volume);
+      if (!peer) continue;
+      try {
+        return await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal);
+      } catch (error) {
+        if (error instanceof PeerRejectedError) rejected(peer.node);
+        else if (!(error instanceof PeerMissError || error instanceof PeerUnreachableError)) throw error;
+      }
+    }
+    return undefined;
+  }
+
   return async (owner, callId, signal) => {
     const key = cacheKey(owner.namespace, callId);
     const advertised = options.advertiseUrl();
     for (let round = 0; round < MAX_ROUNDS && advertised !== undefined; round++) {
-      let lookup: Awaited<ReturnType<ClusterDirectory['lookup']>>;
+      let lookup: DirectoryLookup;
       try {
         lookup = await directory.lookup(key);
       } catch {
         break;
       }
-      for (const copy of lookup.copies) {
-        if (copy.volume === options.volume) continue;
-        const peer = membership.peers.find((candidate) => candidate.volume === copy.volume);
-        if (!peer) continue;
-        try {
-          return await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal);
-        } catch (error) {
-          if (error instanceof PeerRejectedError) rejected(peer.node);
-          else if (!(error instanceof PeerMissError || error instanceof PeerUnreachableError)) throw error;
-        }
-      }
+      const copied = await fromCopy(lookup, false, owner, callId, signal);
+      if (copied) return copied;
       let attempt: Awaited<ReturnType<DownloadLeases['acquire']>>;
       try {
         attempt = await leases.acquire(key, advertised);
@@ -90,6 +114,15 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
       }
       if (attempt.acquired) {
         const { lease, generation } = attempt;
+        // The replica that held the lease may have stored its copy and let
+        // the lease go between our lookup and our acquire: look once more
+        // rather than download the recording a second time.
+        const storedMeanwhile = await directory.lookup(key).catch(() => undefined);
+        const meanwhile = storedMeanwhile && (await fromCopy(storedMeanwhile, true, owner, callId, signal).catch(releasing(lease)));
+        if (meanwhile) {
+          lease.release();
+          return meanwhile;
+        }
         let recording: SourcedRecording;
         try {
           recording = await options.upstream(owner, callId, signal);

@@ -1,0 +1,125 @@
+/**
+ * Where a replica gets a recording it does not hold (src/cluster/cluster-source.ts),
+ * with the directory, the leases and the other replicas faked: the order of
+ * their answers is what decides whether the cluster downloads a recording once.
+ */
+import { describe, expect, test } from 'vitest';
+import type { RecordingMeta } from '../../src/cache/recording-meta.js';
+import type { ClusterCopy, ClusterDirectory } from '../../src/cluster/cluster-directory.js';
+import { clusterSource } from '../../src/cluster/cluster-source.js';
+import type { DownloadLeases, LeaseAttempt } from '../../src/cluster/download-lease.js';
+import type { Peer } from '../../src/cluster/membership.js';
+import type { PeerClient, PeerRecording } from '../../src/cluster/peer-client.js';
+import type { SourcedRecording } from '../../src/download/recording-download.js';
+import { silentLogger } from '../../src/logger.js';
+
+const OWNER = { namespace: 'ns', upstreamApiKey: 'server-key' };
+const META: RecordingMeta = { namespace: 'ns', callId: '42', size: 3, sha256: 'ab'.repeat(32), contentType: 'audio/mpeg', fetchedAt: 1 };
+
+function body(label: string): PeerRecording & SourcedRecording {
+  return {
+    contentType: 'audio/mpeg',
+    contentLength: 3,
+    lastModified: undefined,
+    volume: undefined,
+    async *chunks() {
+      yield Buffer.from(label);
+    },
+    cancel() {},
+  };
+}
+
+interface World {
+  /** Each lookup's copies, in order; the last repeats. */
+  lookups: ClusterCopy[][];
+  peers: Peer[];
+  ownVolume?: string;
+}
+
+function world({ lookups, peers, ownVolume = 'vol-a' }: World) {
+  const calls = { lookups: 0, upstream: 0, peerFetches: [] as string[], releases: 0 };
+  const directory = {
+    async lookup() {
+      const copies = lookups[Math.min(calls.lookups, lookups.length - 1)]!;
+      calls.lookups++;
+      return { copies, generation: 7 };
+    },
+  } as unknown as ClusterDirectory;
+  const leases = {
+    async acquire(): Promise<LeaseAttempt> {
+      return { acquired: true, generation: 7, lease: { value: 'token|a|url', held: true, release: () => calls.releases++ } };
+    },
+    async takeOver() {},
+  } as unknown as DownloadLeases;
+  const peerClient = {
+    async openRecording(url: string) {
+      calls.peerFetches.push(url);
+      return { ...body('peer'), volume: peers.find((peer) => peer.url === url)?.volume };
+    },
+  } as unknown as PeerClient;
+  const source = clusterSource({
+    directory,
+    leases,
+    membership: { peers },
+    peers: peerClient,
+    nodeId: 'a',
+    volume: ownVolume,
+    advertiseUrl: () => 'http://a.internal',
+    upstream: async () => {
+      calls.upstream++;
+      return body('upstream');
+    },
+    logger: silentLogger(),
+  });
+  return { source, calls };
+}
+
+describe('a replica that takes the lease', () => {
+  test('downloads from upstream when no copy is listed before or after it took the lease, and lets the lease go once settled', async () => {
+    const { source, calls } = world({ lookups: [[]], peers: [{ node: 'b', url: 'http://b.internal', volume: 'vol-b' }] });
+    const recording = await source(OWNER, '42', undefined);
+    expect(recording.origin).toBe('upstream');
+    expect(calls.upstream).toBe(1);
+    expect(calls.lookups).toBe(2);
+    expect(calls.releases).toBe(0);
+    recording.settle?.();
+    expect(calls.releases).toBe(1);
+  });
+
+  test('takes the copy another replica stored between its lookup and its acquire, instead of downloading again', async () => {
+    const { source, calls } = world({
+      lookups: [[], [{ volume: 'vol-b', meta: META }]],
+      peers: [{ node: 'b', url: 'http://b.internal', volume: 'vol-b' }],
+    });
+    const recording = await source(OWNER, '42', undefined);
+    expect(calls.upstream).toBe(0);
+    expect(calls.peerFetches).toEqual(['http://b.internal']);
+    expect(recording.origin).toBe('peer-copy');
+    expect(recording.generation).toBe(7);
+    // Its copy is there for everyone: the lease is of no more use.
+    expect(calls.releases).toBe(1);
+  });
+
+  test('on a shared volume, a copy stored there meanwhile comes through the replica that stored it, and is not stored twice', async () => {
+    const { source, calls } = world({
+      lookups: [[], [{ volume: 'shared', meta: META }]],
+      peers: [{ node: 'b', url: 'http://b.internal', volume: 'shared' }],
+      ownVolume: 'shared',
+    });
+    const recording = await source(OWNER, '42', undefined);
+    expect(calls.upstream).toBe(0);
+    expect(recording.origin).toBe('peer-copy');
+    expect(recording.persist).toBe(false);
+  });
+
+  test('downloads after all when the replica holding the copy found meanwhile does not answer', async () => {
+    const { source, calls } = world({
+      lookups: [[], [{ volume: 'vol-c', meta: META }]],
+      peers: [],
+    });
+    const recording = await source(OWNER, '42', undefined);
+    expect(recording.origin).toBe('upstream');
+    expect(calls.upstream).toBe(1);
+    expect(calls.releases).toBe(0);
+  });
+});
