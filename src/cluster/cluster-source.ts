@@ -4,7 +4,7 @@ import type { DownloadOwner, RecordingSource } from '../download/download-manage
 import type { SourcedRecording } from '../download/recording-download.js';
 import type { Logger } from '../logger.js';
 import type { ClusterDirectory } from './cluster-directory.js';
-import type { DownloadLeases } from './download-lease.js';
+import type { DownloadLeases, HeldLease } from './download-lease.js';
 import type { Membership } from './membership.js';
 import { type PeerClient, PeerMissError, PeerRejectedError, PeerUnreachableError } from './peer-client.js';
 
@@ -55,7 +55,7 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     return { ...recording, origin, persist: recording.volume !== options.volume, generation };
   }
 
-  const releasing = (lease: { release(): void }) => (error: unknown) => {
+  const releasing = (lease: HeldLease) => (error: unknown) => {
     lease.release();
     throw error;
   };

@@ -233,7 +233,7 @@ async function writeFromReader(
       sent(chunk.length);
       if (!connection.write(chunk)) await drained(connection);
       // Node still holds bytes it has not written (they may be scratch's): the next read needs another buffer.
-      if (connection.writableLength > 0) scratch = Buffer.allocUnsafe(scratch.length);
+      if (connection.writableLength > 0 && position < end) scratch = Buffer.allocUnsafe(scratch.length);
     }
     if (!finished) connection.end();
   } catch {
