@@ -6,7 +6,9 @@
  * later bytes in place of earlier ones.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import { readdir, readlink } from 'node:fs/promises';
+import path from 'node:path';
+import { type IncomingMessage, request } from 'node:http';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
@@ -127,6 +129,39 @@ describe('a recording streamed while it downloads', () => {
     const gateway = await start();
 
     await eightClients(gateway);
+    expect(upstream.recordingRequests(LARGE)).toHaveLength(1);
+  });
+});
+
+/** This process's open descriptors on recordings and temporary files (the gateway runs in the test's process; its index stays open). */
+async function openCacheFiles(): Promise<string[]> {
+  const fds = await readdir('/proc/self/fd');
+  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+  return targets.filter((target) => target.startsWith(path.join(dir, 'recordings')) || target.startsWith(path.join(dir, 'tmp')));
+}
+
+describe('a client that goes away before its answer starts', () => {
+  test('leaves no file open once the download it waited for is stored', async () => {
+    upstream.setBehaviour(LARGE, { kind: 'slow-head', delayMs: 400 });
+    const gateway = await start();
+    const gone = new Promise<void>((resolve) => {
+      const asking = request(`${gateway.baseUrl}/v1/call/recording/${LARGE}.mp3`, {
+        headers: { authorization: `Bearer ${ACME_KEY}` },
+        agent: false,
+      });
+      asking.once('error', () => resolve());
+      asking.end();
+      // Gone while the gateway still waits for the upstream's head.
+      setTimeout(() => {
+        asking.destroy();
+        resolve();
+      }, 100);
+    });
+    await gone;
+
+    await storedWhole();
+    // The answer that never started let go of the download: its file is closed, not left for the GC.
+    expect(await eventually(async () => (await openCacheFiles()).length === 0, 2_000)).toBe(true);
     expect(upstream.recordingRequests(LARGE)).toHaveLength(1);
   });
 });

@@ -186,6 +186,8 @@ type ReadAt = (offset: number, maxBytes: number, scratch?: Buffer) => Promise<Ui
 
 /** Resolves once `connection` can take more, or is gone. */
 function drained(connection: ServerResponse): Promise<void> {
+  // A write to a destroyed connection returns false, and neither 'drain' nor 'close' comes again.
+  if (connection.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       connection.off('drain', done);
@@ -219,6 +221,8 @@ async function writeFromReader(
     done();
   };
   connection.once('close', finish);
+  // The client may have gone while the answer waited (a cold miss waits for the upstream's head): its 'close' has fired already.
+  if (connection.destroyed) finish();
   let position = start;
   // File reads land in one buffer per answer, reused once the connection has
   // taken its bytes: a fresh 64 KiB per read left tens of MB of Buffers for the
