@@ -181,6 +181,26 @@ describe('a transfer the client cut short', () => {
     });
   }
 
+  test('before its answer started (the upstream head still awaited) is logged as aborted, with no bytes', async () => {
+    upstream.setBehaviour(4, { kind: 'slow-head', delayMs: 400 });
+    const url = new URL(gateway.baseUrl);
+    const asking = request({
+      host: url.hostname,
+      port: url.port,
+      path: '/v1/call/recording/4.mp3',
+      headers: { authorization: `Bearer ${ACME_KEY}` },
+    });
+    asking.on('error', () => {});
+    asking.end();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    asking.destroy();
+
+    await waitFor(() => lines.some((line) => line.msg === 'request' && line.callId === '4'));
+    const logged = lines.find((line) => line.msg === 'request' && line.callId === '4')!;
+    expect(logged.aborted).toBe(true);
+    expect(logged.bytes).toBe(0);
+  });
+
   test('is logged and counted with the bytes it was sent, not 0', async () => {
     const big = Buffer.concat(Array.from({ length: 40 }, () => upstream.recording(4)!));
     upstream.setRecording(9, big);

@@ -66,7 +66,7 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
     response.writeHead(answer.status, answer.headers);
     response.end(answer.body);
     const bodyBytes = answer.body?.length ?? 0;
-    response.once('close', () =>
+    const closed = () =>
       report(
         {
           requestId: record.requestId,
@@ -85,8 +85,10 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
           header: (name) => request.headers[name],
         },
         response.writableFinished,
-      ),
-    );
+      );
+    // A client gone during an asynchronous rate-limit check (Redis) closed the response already.
+    if (response.destroyed) closed();
+    else response.once('close', closed);
   }
 
   return function memoryHitsFirst(request, response) {

@@ -145,6 +145,9 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
       return;
     }
     // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
-    outgoing.once('close', () => finish(outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status));
+    const closed = () => finish(outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status);
+    // A client gone while the answer was prepared (a cold miss waiting for the upstream) closed the response already.
+    if (outgoing.destroyed) closed();
+    else outgoing.once('close', closed);
   };
 }
