@@ -2,7 +2,6 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import v8 from 'node:v8';
 import { sha256Hex } from './sha256.js';
 import { signRecordingUrl } from '@recording-gateway/client';
 import { loadConfig, type GatewayConfig } from './config/index.js';
@@ -68,15 +67,6 @@ export function buildCli(io: CliIo): Command {
       const loaded = await config(true);
       const logger = createLogger({ level: io.env.LOG_LEVEL ?? 'info', pretty: io.env.LOG_FORMAT === 'pretty' });
       const server = await startServer(loaded, { logger });
-      // From now on V8 compiles each function to its baseline tier the first
-      // time it runs, instead of interpreting it until it has run often. Hits
-      // are most of the traffic, so a miss's code (routing, the download, the
-      // upstream client) runs only now and then and would stay interpreted:
-      // the first byte of a cold miss came ~0.7 ms sooner (issue 11,
-      // bench:peers' cold-miss method). Set once listening, so that code only
-      // start-up runs gets no baseline code it will not need again (memory
-      // counts: set before the modules loaded, it cost ~3 MB of heap).
-      v8.setFlagsFromString('--always-sparkplug');
       logger.info(
         {
           url: server.url,
