@@ -9,6 +9,7 @@ import { storedRepresentation } from './recording-headers.js';
 import { memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
 import { CACHE_STATUS_MEMORY, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
 import { requestIdFrom, type RequestReporter } from './request-log.js';
+import { whenClosed } from './response-closed.js';
 
 export interface MemoryHitDeps {
   authenticator: Authenticator;
@@ -86,9 +87,7 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
         },
         response.writableFinished,
       );
-    // A client gone during an asynchronous rate-limit check (Redis) closed the response already.
-    if (response.destroyed) closed();
-    else response.once('close', closed);
+    whenClosed(response, closed);
   }
 
   return function memoryHitsFirst(request, response) {

@@ -5,6 +5,7 @@ import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js'
 import { contentRange, decideRange, type ByteRange } from '../http/range.js';
 import type { RecordingReader } from '../recordings/recording-service.js';
 import type { Representation } from './recording-headers.js';
+import { whenClosed } from './response-closed.js';
 
 /** The request headers that shape a recording answer. */
 export interface RecordingRequest {
@@ -220,9 +221,7 @@ async function writeFromReader(
     finished = true;
     done();
   };
-  connection.once('close', finish);
-  // The client may have gone while the answer waited (a cold miss waits for the upstream's head): its 'close' has fired already.
-  if (connection.destroyed) finish();
+  whenClosed(connection, finish);
   let position = start;
   // File reads land in one buffer per answer, reused once the connection has
   // taken its bytes: a fresh 64 KiB per read left tens of MB of Buffers for the

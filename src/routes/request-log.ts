@@ -9,6 +9,7 @@ import { infoLineWriter, REQUEST_LINE, type Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
+import { whenClosed } from './response-closed.js';
 
 // A caller's request id is kept only when it cannot smuggle anything into a log line.
 const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
@@ -145,9 +146,6 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
       return;
     }
     // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
-    const closed = () => finish(outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status);
-    // A client gone while the answer was prepared (a cold miss waiting for the upstream) closed the response already.
-    if (outgoing.destroyed) closed();
-    else outgoing.once('close', closed);
+    whenClosed(outgoing, () => finish(outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status));
   };
 }
