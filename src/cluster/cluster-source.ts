@@ -4,7 +4,7 @@ import type { DownloadOwner, RecordingSource } from '../download/download-manage
 import type { SourcedRecording } from '../download/recording-download.js';
 import type { Logger } from '../logger.js';
 import type { ClusterDirectory } from './cluster-directory.js';
-import type { DownloadLeases, HeldLease } from './download-lease.js';
+import type { DownloadLeases } from './download-lease.js';
 import type { Membership } from './membership.js';
 import { type PeerClient, PeerMissError, PeerRejectedError, PeerUnreachableError } from './peer-client.js';
 
@@ -54,11 +54,6 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     // Streamed from a replica on our own volume: that replica stores the file, this one must not.
     return { ...recording, origin, persist: recording.volume !== options.volume, generation };
   }
-
-  const releasing = (lease: HeldLease) => (error: unknown) => {
-    lease.release();
-    throw error;
-  };
 
   // Said once per peer: a replica with another peer secret is a configuration error, not an outage.
   const rejectedBy = new Set<string>();
@@ -117,11 +112,17 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
         // The replica that held the lease may have stored its copy and let
         // the lease go between our lookup and our acquire: look once more
         // rather than download the recording a second time.
-        const storedMeanwhile = await directory.lookup(key).catch(() => undefined);
-        const meanwhile = storedMeanwhile && (await fromCopy(storedMeanwhile, true, owner, callId, signal).catch(releasing(lease)));
-        if (meanwhile) {
+        const meanwhile = await directory.lookup(key).catch(() => undefined);
+        let copied: SourcedRecording | undefined;
+        try {
+          copied = meanwhile && (await fromCopy(meanwhile, true, owner, callId, signal));
+        } catch (error) {
           lease.release();
-          return meanwhile;
+          throw error;
+        }
+        if (copied) {
+          lease.release();
+          return copied;
         }
         let recording: SourcedRecording;
         try {
