@@ -235,8 +235,8 @@ async function writeFromReader(
       position += chunk.length;
       sent(chunk.length);
       if (!connection.write(chunk)) await drained(connection);
-      // Node still holds bytes it has not written (they may be scratch's): the next read needs another buffer.
-      if (connection.writableLength > 0 && position < end) scratch = Buffer.allocUnsafe(scratch.length);
+      // Node still holds scratch's bytes unwritten: the next read needs another buffer.
+      if (connection.writableLength > 0 && chunk.buffer === scratch.buffer && position < end) scratch = Buffer.allocUnsafe(scratch.length);
     }
     if (!finished) connection.end();
   } catch {
