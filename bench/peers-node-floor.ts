@@ -18,9 +18,10 @@
  * upstream's base URL, `http://127.0.0.1:PORT/v1`), PEERS_FLOOR_KEY (the
  * server key the upstream wants as a Bearer token).
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { etagFor } from '../src/cache/recording-meta.js';
+import { sha256Hex } from '../src/sha256.js';
 
 const RECORDING_PATH = /^\/v1\/call\/recording\/(\d+)\.mp3$/;
 const SINGLE_RANGE = /^bytes=(\d+)-(\d+)$/;
@@ -111,7 +112,7 @@ function main(): void {
           }
           const body = Buffer.concat(chunks, received);
           // The gateway's ETag (a sha256 digest), so both answer heads are the same size.
-          stored.set(callId, { body, contentType, etag: etagFor(createHash('sha256').update(body).digest('hex')), lastModified });
+          stored.set(callId, { body, contentType, etag: etagFor(sha256Hex(body)), lastModified });
           res.end();
         });
         upstreamRes.once('error', () => res.destroy());

@@ -128,7 +128,7 @@ describe("the gateway's stdout", () => {
     const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
       cwd: path.resolve(import.meta.dirname, '..'),
       encoding: 'utf8',
-      timeout: 30_000,
+      timeout: 15_000,
     });
     expect(child.status, child.stderr).toBe(0);
     const lines = child.stdout
@@ -161,7 +161,7 @@ describe("the gateway's stdout", () => {
       // stdout is never read: ~15 MB of lines against a 64 KiB pipe.
       child.stdout.pause();
       const done = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), 20_000);
+        const timer = setTimeout(() => resolve(false), 15_000);
         child.stderr.on('data', (chunk: Buffer) => {
           if (chunk.toString().includes('done')) {
             clearTimeout(timer);

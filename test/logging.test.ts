@@ -118,17 +118,23 @@ describe('the request line', () => {
       'percent-encoded',
       '/v1/call/recording/4.mp3%3Ftenant=acme&exp=9999999999&kid=k1&sig=AAAAsecretSignatureAAAA',
       '/v1/call/recording/4.mp3…',
+      400,
     ],
-    ['encoded twice', '/v1/call/recording/4.mp3%253Ftenant%253Dacme%2526sig%253DAAAAsecretSignatureAAAA', '/v1/call/recording/4.mp3…'],
-    ['after an encoded #', '/v1/call/recording/4.mp3%23tenant=acme&sig=AAAAsecretSignatureAAAA', '/v1/call/recording/4.mp3…'],
-    ['written into the path', '/x/tenant=acme&exp=9999999999&kid=k1&sig=AAAAsecretSignatureAAAA', '/x/tenant=acme&exp=9999999999&kid=k1&…'],
-  ])('a signed-URL query %s is cut from the logged path, as a real query is', async (_how, target, logged) => {
+    ['encoded twice', '/v1/call/recording/4.mp3%253Ftenant%253Dacme%2526sig%253DAAAAsecretSignatureAAAA', '/v1/call/recording/4.mp3…', 400],
+    ['after an encoded #', '/v1/call/recording/4.mp3%23tenant=acme&sig=AAAAsecretSignatureAAAA', '/v1/call/recording/4.mp3…', 400],
+    [
+      'written into the path',
+      '/x/tenant=acme&exp=9999999999&kid=k1&sig=AAAAsecretSignatureAAAA',
+      '/x/tenant=acme&exp=9999999999&kid=k1&…',
+      404,
+    ],
+  ])('a signed-URL query %s is cut from the logged path, as a real query is', async (_how, target, logged, status) => {
     const lines = await start('info');
     const response = await gateway!.fetch(target);
-    expect([400, 404]).toContain(response.status);
+    expect(response.status).toBe(status);
     await response.arrayBuffer();
     const requestLines = await waitForRequestLines(lines, 1);
-    expect(JSON.parse(requestLines[0]!)).toMatchObject({ path: logged });
+    expect(JSON.parse(requestLines[0]!)).toMatchObject({ path: logged, status });
     expect(lines.join('\n')).not.toContain('secretSignature');
   });
 
