@@ -67,6 +67,18 @@ export function readBody(response: IncomingMessage, onData?: (received: number) 
   });
 }
 
+/**
+ * Sends a GET and hangs up, without waiting for any answer, once `asked`
+ * says the request got where the test wants it (the upstream has it, say).
+ */
+export async function askThenLeave(url: string, headers: Record<string, string>, asked: () => Promise<boolean> | boolean): Promise<void> {
+  const asking = request(url, { method: 'GET', headers, agent: false });
+  asking.on('error', () => {});
+  asking.end();
+  await eventually(asked);
+  asking.destroy();
+}
+
 /** Polls `check` every 25 ms until it returns true or `timeoutMs` passes; returns its last answer. */
 export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5_000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

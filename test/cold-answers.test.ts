@@ -17,6 +17,7 @@ import {
   testConfig,
   type RunningGateway,
 } from '../dev/gateway-harness.js';
+import { askThenLeave } from '../dev/recording-bytes.js';
 import { createLogger } from '../src/logger.js';
 
 const ADMIN_TOKEN = 'admin-token-for-tests-0123456789';
@@ -183,17 +184,12 @@ describe('a transfer the client cut short', () => {
 
   test('before its answer started (the upstream head still awaited) is logged as aborted, with no bytes', async () => {
     upstream.setBehaviour(4, { kind: 'slow-head', delayMs: 400 });
-    const url = new URL(gateway.baseUrl);
-    const asking = request({
-      host: url.hostname,
-      port: url.port,
-      path: '/v1/call/recording/4.mp3',
-      headers: { authorization: `Bearer ${ACME_KEY}` },
-    });
-    asking.on('error', () => {});
-    asking.end();
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    asking.destroy();
+    // Gone while the gateway still waits for the upstream's head.
+    await askThenLeave(
+      `${gateway.baseUrl}/v1/call/recording/4.mp3`,
+      { authorization: `Bearer ${ACME_KEY}` },
+      () => upstream.recordingRequests(4).length === 1,
+    );
 
     await waitFor(() => lines.some((line) => line.msg === 'request' && line.callId === '4'));
     const logged = lines.find((line) => line.msg === 'request' && line.callId === '4')!;

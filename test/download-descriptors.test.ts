@@ -1,8 +1,8 @@
-import { readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { bytesOf, makeTempDir, removeDir, startGateway, tempFilesIn, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import { openFilesUnder } from './support/durability.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -31,11 +31,8 @@ afterEach(async () => {
  * or stored (Linux /proc; a removed file still open reads "<path> (deleted)").
  * The index's own files are not counted.
  */
-async function recordingDescriptors(): Promise<string[]> {
-  const fds = await readdir('/proc/self/fd');
-  const targets = await Promise.all(fds.map((fd) => readlink(path.join('/proc/self/fd', fd)).catch(() => '')));
-  const roots = [path.join(dir, 'tmp') + path.sep, path.join(dir, 'recordings') + path.sep];
-  return targets.filter((target) => roots.some((root) => target.startsWith(root)));
+function recordingDescriptors(): Promise<string[]> {
+  return openFilesUnder(path.join(dir, 'tmp'), path.join(dir, 'recordings'));
 }
 
 /**

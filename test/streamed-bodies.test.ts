@@ -5,50 +5,29 @@
  * pace, every byte must arrive as stored: a buffer reused too soon would send
  * later bytes in place of earlier ones.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { readdir, readlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
-import { type IncomingMessage, request } from 'node:http';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { ACME_KEY, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
-import { eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
+import { describe, expect, test } from 'vitest';
+import { ACME_KEY, type RunningGateway } from '../dev/gateway-harness.js';
+import { askThenLeave, eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import type { CacheEncryptionConfig } from '../src/config/index.js';
+import { sha256Hex as sha256 } from '../src/sha256.js';
+import { openFilesUnder } from './support/durability.js';
+import { gatewayPerTest } from './support/gateway-per-test.js';
 
 /** With a 1 MiB memory tier, recordings over 128 KiB stream from their file. */
 const MEMORY_BYTES = 1024 * 1024;
 const LARGE = 51;
 /** Larger than what loopback sockets buffer, so that a stalled client's bytes wait in Node. */
 const LARGE_BYTES = 16 * 1024 * 1024 + 4321;
+const recording = syntheticRecording(LARGE_BYTES);
 
-let upstream: FakeFlyflow;
-let dir: string;
-let recording: Buffer;
-const running: RunningGateway[] = [];
+const bed = gatewayPerTest('rg-streamed-', (upstream) => upstream.setRecording(LARGE, recording));
 
-beforeEach(async () => {
-  upstream = await startFakeFlyflow();
-  recording = syntheticRecording(LARGE_BYTES);
-  upstream.setRecording(LARGE, recording);
-  dir = await makeTempDir('rg-streamed-');
-});
-
-afterEach(async () => {
-  upstream.reset();
-  for (const gateway of running.splice(0)) await gateway.close();
-  await upstream.close();
-  await removeDir(dir);
-});
-
-async function start(encryption?: CacheEncryptionConfig): Promise<RunningGateway> {
-  const gateway = await startGateway(
-    testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, cache: { maxMemoryBytes: MEMORY_BYTES, ...(encryption ? { encryption } : {}) } }),
-  );
-  running.push(gateway);
-  return gateway;
+function start(encryption?: CacheEncryptionConfig): Promise<RunningGateway> {
+  return bed.start({ cache: { maxMemoryBytes: MEMORY_BYTES, ...(encryption ? { encryption } : {}) } });
 }
-
-const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 /**
  * Reads a body, stopping for `firstPauseMs` at its first bytes (so that the
@@ -98,7 +77,7 @@ async function eightClients(gateway: RunningGateway): Promise<void> {
 }
 
 async function storedWhole(): Promise<void> {
-  expect(await eventually(async () => (await storedRecordingFiles(dir)).some((file) => file.size >= LARGE_BYTES))).toBe(true);
+  expect(await eventually(async () => (await storedRecordingFiles(bed.dir)).some((file) => file.size >= LARGE_BYTES))).toBe(true);
 }
 
 describe('a recording streamed from its file', () => {
@@ -109,7 +88,7 @@ describe('a recording streamed from its file', () => {
     await storedWhole();
 
     await eightClients(gateway);
-    expect(upstream.recordingRequests(LARGE)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(LARGE)).toHaveLength(1);
   });
 
   test('the same from an encrypted file', async () => {
@@ -118,50 +97,37 @@ describe('a recording streamed from its file', () => {
     await storedWhole();
 
     await eightClients(gateway);
-    expect(upstream.recordingRequests(LARGE)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(LARGE)).toHaveLength(1);
   });
 });
 
 describe('a recording streamed while it downloads', () => {
   test('clients joining a slow download read it back from the temporary file, every byte as the upstream sent it', async () => {
     // Small upstream chunks: reads of what has arrived are often smaller than Node's write buffer, so writes return true with bytes still waiting.
-    upstream.setBehaviour(LARGE, { kind: 'slow-body', chunkBytes: 40_000, intervalMs: 1 });
+    bed.upstream.setBehaviour(LARGE, { kind: 'slow-body', chunkBytes: 40_000, intervalMs: 1 });
     const gateway = await start();
 
     await eightClients(gateway);
-    expect(upstream.recordingRequests(LARGE)).toHaveLength(1);
+    expect(bed.upstream.recordingRequests(LARGE)).toHaveLength(1);
   });
 });
 
-/** This process's open descriptors on recordings and temporary files (the gateway runs in the test's process; its index stays open). */
-async function openCacheFiles(): Promise<string[]> {
-  const fds = await readdir('/proc/self/fd');
-  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
-  return targets.filter((target) => target.startsWith(path.join(dir, 'recordings')) || target.startsWith(path.join(dir, 'tmp')));
-}
-
 describe('a client that goes away before its answer starts', () => {
   test('leaves no file open once the download it waited for is stored', async () => {
-    upstream.setBehaviour(LARGE, { kind: 'slow-head', delayMs: 400 });
+    bed.upstream.setBehaviour(LARGE, { kind: 'slow-head', delayMs: 400 });
     const gateway = await start();
-    const gone = new Promise<void>((resolve) => {
-      const asking = request(`${gateway.baseUrl}/v1/call/recording/${LARGE}.mp3`, {
-        headers: { authorization: `Bearer ${ACME_KEY}` },
-        agent: false,
-      });
-      asking.once('error', () => resolve());
-      asking.end();
-      // Gone while the gateway still waits for the upstream's head.
-      setTimeout(() => {
-        asking.destroy();
-        resolve();
-      }, 100);
-    });
-    await gone;
+    // Gone while the gateway still waits for the upstream's head.
+    await askThenLeave(
+      `${gateway.baseUrl}/v1/call/recording/${LARGE}.mp3`,
+      { authorization: `Bearer ${ACME_KEY}` },
+      () => bed.upstream.recordingRequests(LARGE).length === 1,
+    );
 
     await storedWhole();
     // The answer that never started let go of the download: its file is closed, not left for the GC.
-    expect(await eventually(async () => (await openCacheFiles()).length === 0, 2_000)).toBe(true);
-    expect(upstream.recordingRequests(LARGE)).toHaveLength(1);
+    expect(
+      await eventually(async () => (await openFilesUnder(path.join(bed.dir, 'recordings'), path.join(bed.dir, 'tmp'))).length === 0, 2_000),
+    ).toBe(true);
+    expect(bed.upstream.recordingRequests(LARGE)).toHaveLength(1);
   });
 });

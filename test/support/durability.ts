@@ -48,6 +48,17 @@ export async function isOpenHere(file: string): Promise<boolean> {
   return targets.includes(file);
 }
 
+/**
+ * This process's open descriptors on files under any of `roots` (Linux /proc;
+ * a removed file still open reads "<path> (deleted)").
+ */
+export async function openFilesUnder(...roots: string[]): Promise<string[]> {
+  const fds = await readdir('/proc/self/fd');
+  const targets = await Promise.all(fds.map((fd) => readlink(path.join('/proc/self/fd', fd)).catch(() => '')));
+  const prefixes = roots.map((root) => root + path.sep);
+  return targets.filter((target) => prefixes.some((prefix) => target.startsWith(prefix)));
+}
+
 export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
