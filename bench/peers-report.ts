@@ -154,10 +154,10 @@ interface Goal {
  * stands against the same peers and what share of its probe req/s the gateway reaches.
  */
 export function goalSummary(report: PeersReport): string {
-  const against = (key: LoadCase['key'], peer: string, pick: (run: CaseResult) => number) => {
-    const gateway = result(report, key, GATEWAY);
+  const against = (key: LoadCase['key'], peer: string, pick: (run: CaseResult) => number, subject = GATEWAY) => {
+    const own = result(report, key, subject);
     const other = result(report, key, peer);
-    return ratio(gateway && pick(gateway), other && pick(other));
+    return ratio(own && pick(own), other && pick(other));
   };
   const atLeast = (value: number | undefined, goal: number) => (value === undefined ? undefined : value >= goal);
   const atMost = (value: number | undefined, goal: number) => (value === undefined ? undefined : value <= goal);
@@ -190,11 +190,7 @@ export function goalSummary(report: PeersReport): string {
     .join('; ')}.`;
   const floorRan = report.cases.some((loadCase) => result(report, loadCase.key, NODE_FLOOR) !== undefined);
   if (!floorRan) return summary;
-  const floor = (key: LoadCase['key'], peer: string) => {
-    const own = result(report, key, NODE_FLOOR);
-    const other = result(report, key, peer);
-    return ratio(own && rps(own), other && rps(other));
-  };
+  const floor = (key: LoadCase['key'], peer: string) => against(key, peer, rps, NODE_FLOOR);
   const share = against('probe', NODE_FLOOR, rps);
   const figure = (value: number | undefined) => (value === undefined ? 'n/a' : times(value));
   return (
