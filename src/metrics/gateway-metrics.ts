@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { UpstreamErrorKind } from '../upstream/errors.js';
 import type { AuditTrailStatus } from '../audit/audit-trail.js';
+import { RequestCounts, type RequestLabels } from './request-counts.js';
 
 /** What the metrics read at scrape time, so nothing on the request path has to keep gauges current. */
 export interface MetricsSources {
@@ -25,8 +26,6 @@ export type WebhookRefusal = 'rate_limited' | 'queue_full' | 'shutting_down';
 
 export type UpstreamOutcome = 'ok' | UpstreamErrorKind;
 
-type RequestLabel = 'route' | 'method' | 'status' | 'tenant' | 'cache';
-
 const PREFIX = 'recording_gateway_';
 const CIRCUIT_STATES = ['closed', 'half-open', 'open'] as const;
 
@@ -47,7 +46,7 @@ export class GatewayMetrics {
   readonly #webhookRefusals: Counter<'reason'>;
   readonly #peerFetches: Counter<'origin'>;
   /** Requests by label set, counted here and handed to prom-client at scrape time: hashing labels per request costs more. */
-  readonly #requestCounts = new Map<string, { labels: Record<RequestLabel, string>; count: number }>();
+  readonly #requestCounts = new RequestCounts();
   readonly #redisFallbacks: Counter<'use'>;
 
   constructor(sources: MetricsSources) {
@@ -61,7 +60,7 @@ export class GatewayMetrics {
       registers,
       collect() {
         this.reset();
-        for (const { labels, count } of requestCounts.values()) this.inc(labels, count);
+        for (const { labels, count } of requestCounts.all()) this.inc(labels, count);
       },
     });
     const servedBytes = this.#servedBytes;
@@ -247,11 +246,8 @@ export class GatewayMetrics {
     });
   }
 
-  requestDone(labels: { route: string; method: string; status: number; tenant: string; cache: string }): void {
-    const key = `${labels.route}\n${labels.method}\n${labels.status}\n${labels.tenant}\n${labels.cache}`;
-    const counted = this.#requestCounts.get(key);
-    if (counted) counted.count++;
-    else this.#requestCounts.set(key, { labels: { ...labels, status: String(labels.status) }, count: 1 });
+  requestDone(labels: RequestLabels): void {
+    this.#requestCounts.add(labels);
   }
 
   bytesServed(tier: 'memory' | 'disk' | 'upstream', bytes: number): void {
