@@ -4,6 +4,7 @@
  * stored, and a transfer the client cut short counted for the bytes it got.
  */
 import { request } from 'node:http';
+import { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
@@ -144,6 +145,35 @@ describe('the head of a miss goes out', () => {
     expect(upstream.recordingRequests(4)).toHaveLength(1);
     upstream.release(4);
     expect(Buffer.from(await bytesOf(response))).toEqual(recording.subarray(recording.length - 100));
+  });
+
+  // A miss answers once the first chunk is in, so it is at hand. Counted at
+  // the gateway's socket: a client in this process reads only after both
+  // writes, so what it reads cannot tell one write from two.
+  test('in the same write as the first body bytes when they are at hand', async () => {
+    const port = Number(new URL(gateway.baseUrl).port);
+    const writes: number[] = [];
+    const socketPrototype = Socket.prototype as unknown as {
+      _writeGeneric: (writev: boolean, data: unknown, ...rest: unknown[]) => unknown;
+    };
+    const original = socketPrototype._writeGeneric;
+    socketPrototype._writeGeneric = function (this: Socket, writev, data, ...rest) {
+      if (this.localPort === port) {
+        const parts = writev ? (data as Array<{ chunk: string | Buffer }>).map((part) => part.chunk) : [data as string | Buffer];
+        writes.push(parts.reduce((sum, part) => sum + Buffer.byteLength(part), 0));
+      }
+      return original.call(this, writev, data, ...rest);
+    };
+    let response: Response;
+    try {
+      response = await gateway.fetch('/v1/call/recording/1.mp3');
+    } finally {
+      socketPrototype._writeGeneric = original;
+    }
+    expect(response.status).toBe(200);
+    expect(Buffer.from(await bytesOf(response))).toEqual(upstream.recording(1));
+    // The head alone is a few hundred bytes; the first write carries the whole 23 KB recording with it.
+    expect(writes[0]).toBeGreaterThan(upstream.recording(1)!.length);
   });
 
   test('with bytes already received while the upstream holds the rest', async () => {

@@ -172,8 +172,6 @@ export function streamedResponse(
   };
   if (connection) {
     connection.writeHead(status, headers);
-    // The head goes out now: a joiner's bytes may be a while coming, and its client waits for the head first.
-    connection.flushHeaders();
     void writeFromReader(connection, read, start, end, sent, () => reader.release());
     return RESPONSE_ALREADY_SENT;
   }
@@ -222,6 +220,11 @@ async function writeFromReader(
     done();
   };
   whenClosed(connection, finish);
+  // The head goes out with the first bytes when they are at hand (a cold
+  // miss's first chunk is in memory): one write, and the client has its first
+  // byte a write sooner. Else it goes by the next turn of the event loop: a
+  // joiner's bytes may be a while coming, and its client waits for the head first.
+  const flushHead = setImmediate(() => connection.flushHeaders());
   let position = start;
   // File reads land in one buffer per answer, reused once the connection has
   // taken its bytes: a fresh 64 KiB per read left tens of MB of Buffers for the
@@ -234,6 +237,7 @@ async function writeFromReader(
       if (finished) break;
       position += chunk.length;
       sent(chunk.length);
+      clearImmediate(flushHead);
       if (!connection.write(chunk)) await drained(connection);
       // Node still holds scratch's bytes unwritten: the next read needs another buffer.
       if (connection.writableLength > 0 && chunk.buffer === scratch.buffer && position < end) scratch = Buffer.allocUnsafe(scratch.length);
@@ -242,6 +246,7 @@ async function writeFromReader(
   } catch {
     connection.destroy();
   } finally {
+    clearImmediate(flushHead);
     finish();
   }
 }
