@@ -73,6 +73,8 @@ export class RecordingCatalogue {
   readonly #maxDiskBytes: number;
   readonly #diskShares: ReadonlyMap<string, number>;
   readonly #entries = new Map<string, CachedRecording>();
+  /** The entry last in `#entries` (the most recently used), when known: a run of hits on one recording moves nothing. */
+  #mostRecent: CachedRecording | undefined;
   readonly #memory: LRUCache<string, Buffer>;
   /** Readers of a file; a pinned entry is never evicted under them. */
   readonly #pins = new Map<string, number>();
@@ -96,8 +98,11 @@ export class RecordingCatalogue {
   lookup(key: string): CacheHit | undefined {
     const entry = this.#entries.get(key);
     if (!entry) return undefined;
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
+    if (entry !== this.#mostRecent) {
+      this.#entries.delete(key);
+      this.#entries.set(key, entry);
+      this.#mostRecent = entry;
+    }
     const body = this.#memory.get(key);
     return body ? { tier: 'memory', entry, body } : { tier: 'disk', entry };
   }
@@ -115,6 +120,7 @@ export class RecordingCatalogue {
     meta.contentType = this.#intern(meta.contentType);
     const entry: CachedRecording = { key, meta, onDisk };
     this.#entries.set(key, entry);
+    this.#mostRecent = entry;
     if (onDisk) this.#countDisk(meta.namespace, meta.size);
     return entry;
   }
@@ -129,6 +135,7 @@ export class RecordingCatalogue {
     const entry = this.#entries.get(key);
     if (entry?.onDisk) this.#countDisk(entry.meta.namespace, -entry.meta.size);
     this.#entries.delete(key);
+    if (entry === this.#mostRecent) this.#mostRecent = undefined;
     this.#memory.delete(key);
     return entry;
   }

@@ -53,6 +53,16 @@ describe('the disk budget', () => {
     expect(catalogue.stats()).toMatchObject({ entries: 2, diskBytes: 600, evictions: 1 });
   });
 
+  test('a hit after a newer recording arrived makes the hit one the most recent again', () => {
+    const catalogue = catalogueWith([200, 200, 200], { maxMemoryBytes: 8000, maxDiskBytes: 800 });
+    catalogue.lookup('ns/1');
+    catalogue.lookup('ns/1');
+    catalogue.add('ns/4', meta('4', 200), true);
+    catalogue.lookup('ns/1');
+    const victims = catalogue.makeRoom('ns/5', 'ns', 800);
+    expect(victims?.map((entry) => entry.key)).toEqual(['ns/2', 'ns/3', 'ns/4', 'ns/1']);
+  });
+
   test('no eviction is needed while the budget has room', () => {
     const catalogue = catalogueWith([300, 300]);
     expect(catalogue.makeRoom('ns/3', 'ns', 400)).toEqual([]);
