@@ -33,6 +33,12 @@ export class GrowingBody {
   #memoryBase: number;
   #chunks: Buffer[] = [];
   #chunkStarts: number[] = [];
+  /**
+   * The chunk being written to the file, readable while it is: a reader at
+   * the live edge of a recording too large for memory (a cold miss's first
+   * bytes) gets it without waiting for the write and reading it back.
+   */
+  #writing: { start: number; chunk: Buffer } | undefined;
   readonly #file: TempFile | undefined;
   #fileComplete = true;
   #state: 'running' | 'complete' | 'failed' = 'running';
@@ -79,6 +85,7 @@ export class GrowingBody {
     this.#received += chunk.length;
     // Without a Content-Length a body may outgrow the memory tier: once the file holds it, let memory go.
     if (this.#memoryBase === 0 && this.#fileComplete && this.#received > this.sink.memoryEntryMaxBytes) this.#dropMemory();
+    if (this.#fileComplete && start < this.#memoryBase) this.#writing = { start, chunk };
     this.#signal();
     if (!this.#fileComplete) return;
     let written = 0;
@@ -98,6 +105,8 @@ export class GrowingBody {
         this.#memoryBase = failedAt;
         this.#keep(chunk.subarray(written), failedAt);
       }
+    } finally {
+      this.#writing = undefined;
     }
     this.#signal();
   }
@@ -139,6 +148,11 @@ export class GrowingBody {
       if (offset >= this.#memoryBase && offset < this.#received) return this.#fromMemory(offset, maxBytes);
       if (offset < this.#memoryBase && offset < this.#flushed) {
         return this.#fromFile(offset, Math.min(maxBytes, this.#flushed - offset, this.#memoryBase - offset), scratch);
+      }
+      const writing = this.#writing;
+      if (writing && offset >= writing.start && offset < writing.start + writing.chunk.length) {
+        const at = offset - writing.start;
+        return writing.chunk.subarray(at, at + maxBytes);
       }
       if (this.#state === 'complete') return null;
       if (this.#state === 'failed') throw this.#error ?? new BadGatewayError('Download failed');

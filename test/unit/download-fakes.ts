@@ -18,6 +18,7 @@ export class MemoryTempFile implements TempFile {
   closed = false;
   syncs = 0;
   committedTo: string | undefined;
+  #writesHeld: Promise<void> | undefined;
 
   /** `capacity`: bytes the "disk" takes before it answers ENOSPC. */
   constructor(
@@ -25,7 +26,18 @@ export class MemoryTempFile implements TempFile {
     private readonly capacity = Number.POSITIVE_INFINITY,
   ) {}
 
+  /** Writes wait, as on a slow disk, until the returned function is called. */
+  holdWrites(): () => void {
+    let release!: () => void;
+    this.#writesHeld = new Promise((resolve) => (release = resolve));
+    return () => {
+      this.#writesHeld = undefined;
+      release();
+    };
+  }
+
   async write(chunk: Uint8Array, position: number): Promise<number> {
+    if (this.#writesHeld) await this.#writesHeld;
     if (this.closed) throw diskError('EBADF', 'file closed');
     const taken = Math.max(0, Math.min(chunk.length, this.capacity - position));
     if (taken === 0) throw diskError('ENOSPC', 'no space left on device');

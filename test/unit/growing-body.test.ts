@@ -51,6 +51,30 @@ describe('a body still arriving', () => {
     expect(read[4000]).toBe(bytes[4000]! ^ 0xff);
   });
 
+  test('a reader at the live edge of a recording too large for memory gets a chunk while it is still being written', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
+    const bytes = syntheticRecording(5000);
+    const body = await GrowingBody.create(sink, bytes.length);
+    await body.append(bytes.subarray(0, 700));
+    const release = sink.files[0]!.holdWrites();
+    const appended = body.append(bytes.subarray(700, 1400));
+    // Bytes 0-699 are in the file; 700-1399 only in the write under way.
+    expect(Buffer.from((await body.readAt(0, 1000))!).equals(bytes.subarray(0, 700))).toBe(true);
+    expect(Buffer.from((await body.readAt(900, 1000))!).equals(bytes.subarray(900, 1400))).toBe(true);
+    const past = body.readAt(1400, 100);
+    let settled = false;
+    void past.then(() => (settled = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBe(false);
+    release();
+    await appended;
+    await fill(body, bytes.subarray(1400), 700);
+    expect(Buffer.from((await past)!).equals(bytes.subarray(1400, 1500))).toBe(true);
+    await body.seal();
+    expect(sink.files[0]!.bytes.equals(bytes)).toBe(true);
+    expect((await readAll((offset, max) => body.readAt(offset, max))).equals(bytes)).toBe(true);
+  });
+
   test('a body without a Content-Length that outgrows the memory tier lets its memory copy go', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
     const bytes = syntheticRecording(3000);
