@@ -102,14 +102,17 @@ function notes(setup: SetupResult, joinerCount: number): string[] {
 function summary(setups: SetupResult[], nginx: boolean): string {
   const fetches = setups.flatMap((s) => [s.small?.fetches, s.large?.fetches]).filter((n): n is number => n !== undefined);
   const allOne = fetches.length > 0 && fetches.every((n) => n === 1);
-  const sharedRows = setups.filter((s) => s.volumes === 'shared');
+  // The shared-volume rows when there are any (BENCH_CLUSTER_VOLUMES=own runs none).
+  const shared = setups.filter((s) => s.volumes === 'shared');
+  const sharedRows = shared.length > 0 ? shared : setups;
+  const volumes = shared.length > 0 ? 'shared volume' : 'own volumes';
   const perCount = (pick: (s: SetupResult) => string) => sharedRows.map(pick).join(' / ');
   const parts = [
     allOne
       ? `1 upstream GET per recording in all ${fetches.length} fan-outs`
       : `upstream GETs per recording: ${fetches.join(', ')} (**expected 1 each**)`,
     `late-joiner first byte p50 ${perCount((s) => ms(percentile(s.joiners?.firstByteMs ?? [], 50)))} ms ` +
-      `for ${perCount((s) => String(s.replicas))} replicas (shared volume)`,
+      `for ${perCount((s) => String(s.replicas))} replicas (${volumes})`,
   ];
   if (nginx) {
     const direct = setups.find((s) => s.replicas === 1)?.loads.find((l) => l.via.endsWith('directly'));

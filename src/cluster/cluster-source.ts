@@ -5,7 +5,7 @@ import type { SourcedRecording } from '../download/recording-download.js';
 import type { Logger } from '../logger.js';
 import type { ClusterDirectory } from './cluster-directory.js';
 import type { DownloadLeases } from './download-lease.js';
-import type { Membership } from './membership.js';
+import type { Membership, Peer } from './membership.js';
 import { type PeerClient, PeerMissError, PeerRejectedError, PeerUnreachableError } from './peer-client.js';
 
 type DirectoryLookup = Awaited<ReturnType<ClusterDirectory['lookup']>>;
@@ -13,7 +13,7 @@ type DirectoryLookup = Awaited<ReturnType<ClusterDirectory['lookup']>>;
 export interface ClusterSourceOptions {
   directory: ClusterDirectory;
   leases: DownloadLeases;
-  membership: Pick<Membership, 'peers'>;
+  membership: Pick<Membership, 'peers' | 'beat'>;
   peers: PeerClient;
   nodeId: string;
   volume: string;
@@ -63,6 +63,14 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     logger.error({ peer: node }, 'cluster: a replica refused our peer secret; every replica needs the same cluster peer secret');
   };
 
+  /** The live replica serving `volume`: after one heartbeat more if none is known, since a replica started after this one is seen only at the next beat. */
+  async function servingReplica(volume: string): Promise<Peer | undefined> {
+    const known = membership.peers.find((candidate) => candidate.volume === volume);
+    if (known) return known;
+    await membership.beat();
+    return membership.peers.find((candidate) => candidate.volume === volume);
+  }
+
   /**
    * A stored copy, through a replica serving its volume; undefined when no
    * replica gives one. A copy on this replica's own volume is left out unless
@@ -77,7 +85,7 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
   ): Promise<SourcedRecording | undefined> {
     for (const copy of lookup.copies) {
       if (copy.volume === options.volume && !ownVolume) continue;
-      const peer = membership.peers.find((candidate) => candidate.volume === copy.volume);
+      const peer = await servingReplica(copy.volume);
       if (!peer) continue;
       try {
         return await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal);

@@ -33,11 +33,23 @@ interface World {
   /** Each lookup's copies, in order; the last repeats. */
   lookups: ClusterCopy[][];
   peers: Peer[];
+  /** Replicas this one sees only from its next heartbeat on (started after it). */
+  joining?: Peer[];
   ownVolume?: string;
 }
 
-function world({ lookups, peers, ownVolume = 'vol-a' }: World) {
-  const calls = { lookups: 0, upstream: 0, peerFetches: [] as string[], releases: 0 };
+function world({ lookups, peers, joining = [], ownVolume = 'vol-a' }: World) {
+  const calls = { lookups: 0, upstream: 0, peerFetches: [] as string[], releases: 0, beats: 0 };
+  const seen = [...peers];
+  const membership = {
+    get peers() {
+      return seen;
+    },
+    async beat() {
+      calls.beats++;
+      seen.push(...joining.filter((peer) => !seen.includes(peer)));
+    },
+  };
   const directory = {
     async lookup() {
       const copies = lookups[Math.min(calls.lookups, lookups.length - 1)]!;
@@ -54,13 +66,13 @@ function world({ lookups, peers, ownVolume = 'vol-a' }: World) {
   const peerClient = {
     async openRecording(url: string) {
       calls.peerFetches.push(url);
-      return { ...body('peer'), volume: peers.find((peer) => peer.url === url)?.volume };
+      return { ...body('peer'), volume: seen.find((peer) => peer.url === url)?.volume };
     },
   } as unknown as PeerClient;
   const source = clusterSource({
     directory,
     leases,
-    membership: { peers },
+    membership,
     peers: peerClient,
     nodeId: 'a',
     volume: ownVolume,
@@ -110,6 +122,16 @@ describe('a replica that takes the lease', () => {
     expect(calls.upstream).toBe(0);
     expect(recording.origin).toBe('peer-copy');
     expect(recording.persist).toBe(false);
+  });
+
+  test('takes a copy stored meanwhile by a replica started after this one, which it sees from its next heartbeat on', async () => {
+    const b = { node: 'b', url: 'http://b.internal', volume: 'vol-b' };
+    const { source, calls } = world({ lookups: [[], [{ volume: 'vol-b', meta: META }]], peers: [], joining: [b] });
+    const recording = await source(OWNER, '42', undefined);
+    expect(calls.beats).toBe(1);
+    expect(calls.upstream).toBe(0);
+    expect(calls.peerFetches).toEqual(['http://b.internal']);
+    expect(recording.origin).toBe('peer-copy');
   });
 
   test('downloads after all when the replica holding the copy found meanwhile does not answer', async () => {
