@@ -29,6 +29,8 @@ export interface ClusterSourceOptions {
 // extra upstream download is better than a failed answer.
 const MAX_ROUNDS = 4;
 const RETRY_DELAY_MS = 15;
+// A copy on a volume nobody serves (its replica gone) asks for a heartbeat at most this often.
+const EXTRA_BEAT_GAP_MS = 1_000;
 
 /**
  * Where a replica gets a recording it does not hold, so that the cluster
@@ -63,12 +65,26 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     logger.error({ peer: node }, 'cluster: a replica refused our peer secret; every replica needs the same cluster peer secret');
   };
 
-  /** The live replica serving `volume`: after one heartbeat more if none is known, since a replica started after this one is seen only at the next beat. */
+  let extraBeat: Promise<void> | undefined;
+  let extraBeatAt = Number.NEGATIVE_INFINITY;
+
+  /**
+   * The live replica serving `volume`. When none is known, after one
+   * heartbeat more: a replica started after this one is seen only at the
+   * next beat, and may be the one that just stored the copy.
+   */
   async function servingReplica(volume: string): Promise<Peer | undefined> {
-    const known = membership.peers.find((candidate) => candidate.volume === volume);
+    const serving = () => membership.peers.find((candidate) => candidate.volume === volume);
+    const known = serving();
     if (known) return known;
-    await membership.beat();
-    return membership.peers.find((candidate) => candidate.volume === volume);
+    if (!extraBeat && Date.now() - extraBeatAt >= EXTRA_BEAT_GAP_MS) {
+      extraBeatAt = Date.now();
+      extraBeat = membership.beat().finally(() => {
+        extraBeat = undefined;
+      });
+    }
+    await extraBeat;
+    return serving();
   }
 
   /**

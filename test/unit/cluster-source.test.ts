@@ -134,7 +134,7 @@ describe('a replica that takes the lease', () => {
     expect(recording.origin).toBe('peer-copy');
   });
 
-  test('downloads after all when the replica holding the copy found meanwhile does not answer', async () => {
+  test('downloads after all when no replica serves the volume of the copy found meanwhile, asking for one heartbeat a second at most', async () => {
     const { source, calls } = world({
       lookups: [[], [{ volume: 'vol-c', meta: META }]],
       peers: [],
@@ -143,5 +143,8 @@ describe('a replica that takes the lease', () => {
     expect(recording.origin).toBe('upstream');
     expect(calls.upstream).toBe(1);
     expect(calls.releases).toBe(0);
+    await source(OWNER, '43', undefined);
+    expect(calls.upstream).toBe(2);
+    expect(calls.beats).toBe(1);
   });
 });
