@@ -5,7 +5,9 @@
  * start without Redis, the cluster converges once Redis is back, and losing
  * Redis's data never deletes a cached file.
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { sha256Hex } from '../src/sha256.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import {
@@ -52,7 +54,14 @@ afterAll(async () => {
   await upstream?.close();
 });
 
-const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'shared' });
+/** A tenant with a rate limit, so its memory hits ask Redis before they are answered; high enough never to refuse. */
+const LIMITED_KEY = 'limited-tenant-key-for-tests-00000000002';
+const LIMITED_AUTH = { authorization: `Bearer ${LIMITED_KEY}` };
+
+const cluster = clusterFor(() => upstream.baseUrl, {
+  volumes: 'shared',
+  moreTenantsYaml: ['- id: limited', `  api_keys: ["sha256:${sha256Hex(LIMITED_KEY)}"]`, '  rate_limit_per_minute: 100000'],
+});
 
 beforeAll(async () => {
   for (const [i, id] of WARM_IDS.entries()) {
@@ -235,6 +244,41 @@ describe.sequential('a cluster of three replicas when Redis is in trouble', () =
     await waitForClusterState('ok');
     await expectOneDownloadForTheCluster();
   }, 60_000);
+
+  test('a memory hit whose client leaves while Redis, paused, holds its rate-limit check is logged as aborted', async () => {
+    const id = newRecording();
+    const replica = cluster().replicas[0]!;
+    const warm = await eventually(async () => {
+      const answer = await answerOf(cluster().at(0, recordingPath(id), { headers: LIMITED_AUTH }));
+      return answer.status === 200 && (answer.cacheStatus ?? '').includes('detail=memory');
+    });
+    expect(warm).toBe(true);
+    const { pid } = cluster().redis;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const { port } = new URL(replica.url);
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          socket.write(`GET ${recordingPath(id)} HTTP/1.1\r\nHost: gateway\r\nAuthorization: ${LIMITED_AUTH.authorization}\r\n\r\n`);
+          // Well within the 250 ms a Redis call may take before the replica gives up on it. A reset, not a
+          // FIN: after a FIN Node still writes the answer, which the kernel takes, so it is sent.
+          setTimeout(() => {
+            socket.resetAndDestroy();
+            resolve();
+          }, 50);
+        });
+        socket.once('error', reject);
+      });
+      const logged = () =>
+        replica.process.logs.find((line) => line.path === recordingPath(id) && line.tenant === 'limited' && line.aborted === true);
+      expect(await eventually(() => logged() !== undefined, 5_000)).toBe(true);
+      // Nothing was written to it: no bytes counted as served.
+      expect(logged()).toMatchObject({ route: 'recording', cache: 'hit', bytes: 0 });
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await waitForClusterState('ok');
+  }, 30_000);
 
   test("Redis's data flushed: no cached file is deleted, hits go on, and a replica restarted afterwards serves the volume's recordings as hits", async () => {
     const before = await cachedFiles();

@@ -64,9 +64,14 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
     answer: MemoryAnswer,
     record: { requestId: string; caller: Caller; callId: string; startedAt: number; path: string; clientAddress: string | undefined },
   ): void {
-    response.writeHead(answer.status, answer.headers);
-    response.end(answer.body);
-    const bodyBytes = answer.body?.length ?? 0;
+    // A client gone during an asynchronous rate-limit check (Redis) gets
+    // nothing: ending a destroyed response would still count as finished.
+    const gone = response.destroyed;
+    if (!gone) {
+      response.writeHead(answer.status, answer.headers);
+      response.end(answer.body);
+    }
+    const bodyBytes = gone ? 0 : (answer.body?.length ?? 0);
     const closed = () =>
       report(
         {
@@ -85,7 +90,7 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
           clientAddress: record.clientAddress,
           header: (name) => request.headers[name],
         },
-        response.writableFinished,
+        !gone && response.writableFinished,
       );
     whenClosed(response, closed);
   }
