@@ -131,6 +131,25 @@ async function waitForClusterState(state: 'ok' | 'degraded', timeoutMs = 15_000)
   expect(reached, `every replica's /readyz says cluster state ${state}`).toBe(true);
 }
 
+/**
+ * Sends `request` raw and resets the connection 50 ms later: well within the
+ * 250 ms a Redis call may take before the replica gives up on it. A reset,
+ * not a FIN: after a FIN Node still writes the answer, which the kernel
+ * takes, so it is sent.
+ */
+function askThenReset(port: number, request: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(request);
+      setTimeout(() => {
+        socket.resetAndDestroy();
+        resolve();
+      }, 50);
+    });
+    socket.once('error', reject);
+  });
+}
+
 /** Waits (bounded) until `count` answers have been given. */
 async function waitForAnswers(load: { answered(): number }, count: number): Promise<void> {
   expect(await eventually(() => load.answered() >= count, 15_000)).toBe(true);
@@ -245,35 +264,43 @@ describe.sequential('a cluster of three replicas when Redis is in trouble', () =
     await expectOneDownloadForTheCluster();
   }, 60_000);
 
-  test('a memory hit whose client leaves while Redis, paused, holds its rate-limit check is logged as aborted', async () => {
+  // Every path: the memory hit answered before the app, a disk hit the app answers, and another route of the app.
+  test('a client that leaves while Redis, paused, holds its rate-limit check gets nothing written and is logged as aborted', async () => {
     const id = newRecording();
+    const onDisk = newRecording();
     const replica = cluster().replicas[0]!;
-    const warm = await eventually(async () => {
-      const answer = await answerOf(cluster().at(0, recordingPath(id), { headers: LIMITED_AUTH }));
-      return answer.status === 200 && (answer.cacheStatus ?? '').includes('detail=memory');
-    });
-    expect(warm).toBe(true);
+    const hit = (index: number, wanted: number, tier: string) =>
+      eventually(async () => {
+        const answer = await answerOf(cluster().at(index, recordingPath(wanted), { headers: LIMITED_AUTH }));
+        return answer.status === 200 && (answer.cacheStatus ?? '').includes(`detail=${tier}`);
+      });
+    expect(await hit(0, id, 'memory')).toBe(true);
+    // Stored by gw-2 on the shared volume: gw-1 has it on disk only, and answers it through the app.
+    expect(await hit(1, onDisk, 'memory')).toBe(true);
+    const port = Number(new URL(replica.url).port);
+    const signedUrlPath = `/v1/call/recording/${id}/signed-url`;
     const { pid } = cluster().redis;
     process.kill(pid, 'SIGSTOP');
     try {
-      const { port } = new URL(replica.url);
-      await new Promise<void>((resolve, reject) => {
-        const socket = connect(Number(port), '127.0.0.1', () => {
-          socket.write(`GET ${recordingPath(id)} HTTP/1.1\r\nHost: gateway\r\nAuthorization: ${LIMITED_AUTH.authorization}\r\n\r\n`);
-          // Well within the 250 ms a Redis call may take before the replica gives up on it. A reset, not a
-          // FIN: after a FIN Node still writes the answer, which the kernel takes, so it is sent.
-          setTimeout(() => {
-            socket.resetAndDestroy();
-            resolve();
-          }, 50);
-        });
-        socket.once('error', reject);
-      });
-      const logged = () =>
-        replica.process.logs.find((line) => line.path === recordingPath(id) && line.tenant === 'limited' && line.aborted === true);
-      expect(await eventually(() => logged() !== undefined, 5_000)).toBe(true);
-      // Nothing was written to it: no bytes counted as served.
-      expect(logged()).toMatchObject({ route: 'recording', cache: 'hit', bytes: 0 });
+      await Promise.all([
+        askThenReset(port, `GET ${recordingPath(id)} HTTP/1.1\r\nHost: gateway\r\nAuthorization: ${LIMITED_AUTH.authorization}\r\n\r\n`),
+        askThenReset(
+          port,
+          `GET ${recordingPath(onDisk)} HTTP/1.1\r\nHost: gateway\r\nAuthorization: ${LIMITED_AUTH.authorization}\r\n\r\n`,
+        ),
+        askThenReset(
+          port,
+          `POST ${signedUrlPath} HTTP/1.1\r\nHost: gateway\r\nAuthorization: ${LIMITED_AUTH.authorization}\r\nContent-Length: 0\r\n\r\n`,
+        ),
+      ]);
+      const logged = (path: string) =>
+        replica.process.logs.find((line) => line.path === path && line.tenant === 'limited' && line.aborted === true);
+      const paths = [recordingPath(id), recordingPath(onDisk), signedUrlPath];
+      expect(await eventually(() => paths.every((path) => logged(path) !== undefined), 5_000)).toBe(true);
+      // Nothing was written to them: no bytes counted as served.
+      expect(logged(recordingPath(id))).toMatchObject({ route: 'recording', cache: 'hit', bytes: 0 });
+      expect(logged(recordingPath(onDisk))).toMatchObject({ route: 'recording', cache: 'hit', bytes: 0 });
+      expect(logged(signedUrlPath)).toMatchObject({ route: 'recording', bytes: 0 });
     } finally {
       process.kill(pid, 'SIGCONT');
     }

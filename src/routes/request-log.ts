@@ -109,6 +109,11 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     const requestId = requestIdFrom(c.req.header('x-request-id'));
     c.set('requestId', requestId);
     await next();
+    const outgoing = c.env?.outgoing;
+    // The client went away while the answer was prepared (a Redis rate-limit
+    // check, a file read): nothing reached it, whatever bytes the answer
+    // counted, and Node counts an answer ended on a destroyed response as finished.
+    const goneBeforeAnswer = outgoing?.destroyed === true;
     const answered = c.get('answered');
     // A recording answer already carries the id; touching its headers here would
     // turn @hono/node-server's fast Buffer write into a stream.
@@ -126,7 +131,7 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
           status,
           cache: answered?.cache ?? 'none',
           tier: answered?.tier,
-          bodyBytes: answered ? answered.outcome.bodyBytes : 0,
+          bodyBytes: answered && !goneBeforeAnswer ? answered.outcome.bodyBytes : 0,
           startedAt,
           upstreamMs: c.get('upstreamMs'),
           clientAddress,
@@ -140,12 +145,13 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
         sent,
       );
 
-    const outgoing = c.env?.outgoing;
     if (!outgoing) {
       finish(true, c.res.status);
       return;
     }
     // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
-    whenClosed(outgoing, () => finish(outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status));
+    whenClosed(outgoing, () =>
+      finish(!goneBeforeAnswer && outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status),
+    );
   };
 }
