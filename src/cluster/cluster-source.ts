@@ -133,23 +133,17 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
       }
       if (attempt.acquired) {
         const { lease, generation } = attempt;
-        // The replica that held the lease may have stored its copy and let
-        // the lease go between our lookup and our acquire: look once more
-        // rather than download the recording a second time.
-        const meanwhile = await directory.lookup(key).catch(() => undefined);
-        let copied: SourcedRecording | undefined;
-        try {
-          copied = meanwhile && (await fromCopy(meanwhile, true, owner, callId, signal));
-        } catch (error) {
-          lease.release();
-          throw error;
-        }
-        if (copied) {
-          lease.release();
-          return copied;
-        }
         let recording: SourcedRecording;
         try {
+          // The replica that held the lease may have stored its copy and let
+          // the lease go between our lookup and our acquire: look once more
+          // rather than download the recording a second time.
+          const meanwhile = await directory.lookup(key).catch(() => undefined);
+          const copied = meanwhile && (await fromCopy(meanwhile, true, owner, callId, signal));
+          if (copied) {
+            lease.release();
+            return copied;
+          }
           recording = await options.upstream(owner, callId, signal);
         } catch (error) {
           lease.release();

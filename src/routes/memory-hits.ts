@@ -65,14 +65,14 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
     record: { requestId: string; caller: Caller; callId: string; startedAt: number; path: string; clientAddress: string | undefined },
   ): void {
     // A client gone during an asynchronous rate-limit check (Redis) gets
-    // nothing: ending a destroyed response would still count as finished.
+    // nothing, and no bytes are counted as served to it.
     const gone = response.destroyed;
     if (!gone) {
       response.writeHead(answer.status, answer.headers);
       response.end(answer.body);
     }
     const bodyBytes = gone ? 0 : (answer.body?.length ?? 0);
-    const closed = () =>
+    const closed = (sent: boolean) =>
       report(
         {
           requestId: record.requestId,
@@ -90,7 +90,7 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
           clientAddress: record.clientAddress,
           header: (name) => request.headers[name],
         },
-        !gone && response.writableFinished,
+        sent,
       );
     whenClosed(response, closed);
   }

@@ -111,8 +111,7 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     await next();
     const outgoing = c.env?.outgoing;
     // The client went away while the answer was prepared (a Redis rate-limit
-    // check, a file read): nothing reached it, whatever bytes the answer
-    // counted, and Node counts an answer ended on a destroyed response as finished.
+    // check, a file read): nothing reached it, whatever bytes the answer counted.
     const goneBeforeAnswer = outgoing?.destroyed === true;
     const answered = c.get('answered');
     // A recording answer already carries the id; touching its headers here would
@@ -150,8 +149,6 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
       return;
     }
     // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
-    whenClosed(outgoing, () =>
-      finish(!goneBeforeAnswer && outgoing.writableFinished, outgoing.headersSent ? outgoing.statusCode : c.res.status),
-    );
+    whenClosed(outgoing, (sent) => finish(sent, outgoing.headersSent ? outgoing.statusCode : c.res.status));
   };
 }

@@ -1,12 +1,14 @@
 import type { ServerResponse } from 'node:http';
 
 /**
- * Runs `run` once `response` has closed (sent, or its client gone), at once
- * if it has already: a client that left while the answer was prepared (a cold
- * miss waiting for the upstream, a Redis rate-limit check) closed it before
- * anyone listened, and its 'close' does not come again.
+ * Runs `run` once `response` has closed, with whether the answer was sent
+ * whole (else its client went away first). At once, unsent, if it has closed
+ * already: a client that left while the answer was prepared (a cold miss
+ * waiting for the upstream, a Redis rate-limit check) closed it before anyone
+ * listened, and its 'close' does not come again. Node would count an answer
+ * ended on such a response as finished, though nothing reached the client.
  */
-export function whenClosed(response: ServerResponse, run: () => void): void {
-  if (response.destroyed) run();
-  else response.once('close', run);
+export function whenClosed(response: ServerResponse, run: (sent: boolean) => void): void {
+  if (response.destroyed) run(false);
+  else response.once('close', () => run(response.writableFinished));
 }

@@ -43,9 +43,7 @@ export async function storedFiles(dir: string): Promise<string[]> {
  * Linux only, like the tmpfs mount below.
  */
 export async function isOpenHere(file: string): Promise<boolean> {
-  const fds = await readdir('/proc/self/fd');
-  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
-  return targets.includes(file);
+  return (await openFiles()).includes(file);
 }
 
 /**
@@ -53,10 +51,14 @@ export async function isOpenHere(file: string): Promise<boolean> {
  * a removed file still open reads "<path> (deleted)").
  */
 export async function openFilesUnder(...roots: string[]): Promise<string[]> {
-  const fds = await readdir('/proc/self/fd');
-  const targets = await Promise.all(fds.map((fd) => readlink(path.join('/proc/self/fd', fd)).catch(() => '')));
   const prefixes = roots.map((root) => root + path.sep);
-  return targets.filter((target) => prefixes.some((prefix) => target.startsWith(prefix)));
+  return (await openFiles()).filter((target) => prefixes.some((prefix) => target.startsWith(prefix)));
+}
+
+/** What each of this process's descriptors points at. */
+async function openFiles(): Promise<string[]> {
+  const fds = await readdir('/proc/self/fd');
+  return Promise.all(fds.map((fd) => readlink(path.join('/proc/self/fd', fd)).catch(() => '')));
 }
 
 export function sha256(bytes: Uint8Array): string {
