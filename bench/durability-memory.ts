@@ -16,6 +16,7 @@ import { startGeneratedUpstream, type GeneratedUpstream } from './generated-upst
 import { readRecording, type ReadResult } from './http-reader.js';
 import { cpuSeconds, procMemory, resetPeakRss, sampleRss } from './proc-stats.js';
 import { fmt, markdownTable, type Cell } from './table.js';
+import { median } from './stats.js';
 
 export interface MemorySettings {
   /** Bytes of the recording. */
@@ -59,11 +60,6 @@ interface CaseOutcome {
 }
 
 const mb = (bytes: number) => fmt(bytes / MB, 1);
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
-}
 
 /** What is wrong with one client's answer, if anything. */
 function checkClient(result: ReadResult, index: number, size: number, digest: string, expected: Case): string[] {

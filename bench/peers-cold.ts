@@ -7,6 +7,7 @@
 import { Agent, request } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { median } from './stats.js';
 
 const REQUEST_TIMEOUT_MS = 15_000;
 // Lets each server finish storing (file writes, fsync) before the next target's request.
@@ -33,13 +34,6 @@ interface Timed {
   error: string | undefined;
 }
 
-function median(values: number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
 /** One GET read to its end: the time to its first body byte, and what was wrong with the answer, if anything. */
 function timedGet(agent: Agent, url: string, headers: Record<string, string>, size: number): Promise<Timed> {
   return new Promise((resolve) => {
@@ -64,13 +58,17 @@ function timedGet(agent: Agent, url: string, headers: Record<string, string>, si
 }
 
 /**
- * `requests` rounds; in each, every target gets a GET for an id of its own
- * that nobody has fetched (from `firstId` on, 100,000 apart per target).
- * GETs of `warmPath` (cached by then) come first.
+ * `warmMisses` unmeasured rounds, then `requests` measured ones; in each,
+ * every target gets a GET for an id of its own that nobody has fetched (from
+ * `firstId` on, 100,000 apart per target). GETs of `warmPath` (cached by
+ * then) come first. The unmeasured misses are what a server running for a
+ * while has behind it: by then V8 has compiled much of a Node server's miss path,
+ * which a new process interprets (the gateway's first 20 misses took 0.4–1.1 ms more than
+ * its next 60–80, median against median, on this project's VM).
  */
 export async function measureColdMisses(
   targets: ColdTarget[],
-  options: { requests: number; firstId: number; size: number; warmPath: string },
+  options: { requests: number; warmMisses: number; firstId: number; size: number; warmPath: string },
 ): Promise<Map<string, ColdResult>> {
   const agents = targets.map(() => new Agent({ keepAlive: true, maxSockets: 1 }));
   const times = targets.map(() => [] as number[]);
@@ -81,10 +79,15 @@ export async function measureColdMisses(
         await timedGet(agents[t]!, `${target.origin}${options.warmPath}`, target.headers, options.size);
       }
     }
-    for (let round = 0; round < options.requests; round++) {
+    for (let round = 0; round < options.warmMisses + options.requests; round++) {
+      const measured = round >= options.warmMisses;
       for (const [t, target] of targets.entries()) {
         const id = options.firstId + t * 100_000 + round;
         const timed = await timedGet(agents[t]!, `${target.origin}/v1/call/recording/${id}.mp3`, target.headers, options.size);
+        if (!measured && timed.error === undefined) {
+          await sleep(PAUSE_MS);
+          continue;
+        }
         if (timed.error === undefined && Number.isFinite(timed.firstByteMs)) times[t]!.push(timed.firstByteMs);
         else errors[t]!.push(`id ${id}: ${timed.error ?? 'no body'}`);
         await sleep(PAUSE_MS);

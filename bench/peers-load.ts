@@ -11,6 +11,7 @@ import { startLoadProcess, type LoadProcess } from './load-process.js';
 import { wrkScript } from './peers-configs.js';
 import { groupCpuSeconds, machineBusySeconds, pinned, startGroup, TICKS_PER_SECOND } from './peers-process.js';
 import type { PeerServer } from './peers-servers.js';
+import { median } from './stats.js';
 
 export const WRK_BINARY = '/usr/bin/wrk';
 // Headers a server adds above the body; an answer outside this is the wrong answer.
@@ -162,5 +163,29 @@ export async function measureCase(generator: LoadGenerator, server: PeerServer, 
     serverCpuPercent: percentOfCore(serverSeconds),
     clientCpuPercent: percentOfCore(figures.clientCpuSeconds),
     otherCpuPercent: percentOfCore(other),
+  };
+}
+
+/**
+ * One server's case over several rounds: each figure the median of the
+ * rounds' figures, so that one round in a slow phase of the machine does not
+ * decide the verdict; errors are summed, and their note is the first one.
+ */
+export function medianOfRuns(runs: CaseResult[]): CaseResult {
+  const of = (pick: (run: CaseResult) => number) => median(runs.map(pick));
+  return {
+    requests: of((run) => run.requests),
+    seconds: of((run) => run.seconds),
+    requestsPerSecond: of((run) => run.requestsPerSecond),
+    p50Ms: of((run) => run.p50Ms),
+    p99Ms: of((run) => run.p99Ms),
+    maxMs: of((run) => run.maxMs),
+    errors: runs.reduce((sum, run) => sum + run.errors, 0),
+    errorNote: runs.find((run) => run.errorNote !== undefined)?.errorNote,
+    clientCpuSeconds: of((run) => run.clientCpuSeconds),
+    serverCpuUsPerRequest: of((run) => run.serverCpuUsPerRequest),
+    serverCpuPercent: of((run) => run.serverCpuPercent),
+    clientCpuPercent: of((run) => run.clientCpuPercent),
+    otherCpuPercent: of((run) => run.otherCpuPercent),
   };
 }

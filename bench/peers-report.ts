@@ -27,11 +27,16 @@ export interface PeersReport {
   /** Column order, with the version each server reported. */
   servers: Array<{ label: string; version: string }>;
   cases: LoadCase[];
-  /** By case key, then server label; a missing entry is a run that could not happen. */
+  /** By case key, then server label, the median of the rounds' runs; a missing entry is a run that could not happen. */
   results: Map<string, Map<string, CaseResult>>;
+  /** The same, every round's run, in round order. */
+  runs: Map<string, Map<string, CaseResult[]>>;
+  rounds: number;
   /** By server label, plus {@link UPSTREAM}; undefined when the cold case could not run. */
   cold: Map<string, ColdResult> | undefined;
   coldRequests: number;
+  /** Unmeasured cold misses each server answered before the measured ones. */
+  coldWarmup: number;
 }
 
 function result(report: PeersReport, key: LoadCase['key'], label: string): CaseResult | undefined {
@@ -58,7 +63,7 @@ export function headlineTable(report: PeersReport): string {
     }),
   ]);
   rows.push([
-    `cold miss: first byte added over going to upstream directly (median of ${report.coldRequests})`,
+    `cold miss: first byte added over going to upstream directly (median of ${report.coldRequests}, after ${report.coldWarmup} unmeasured)`,
     ...report.servers.map(({ label }) => {
       if (label === GATEWAY_AUDIT) return '-';
       const added = coldAddedMs(report, label);
@@ -68,32 +73,43 @@ export function headlineTable(report: PeersReport): string {
   return markdownTable(header, rows);
 }
 
+/** Every run, round by round: what the load generator saw and the CPU each party used. */
+function everyRun(report: PeersReport): Array<{ loadCase: LoadCase; label: string; round: number; run: CaseResult }> {
+  const all = [];
+  for (const loadCase of report.cases) {
+    for (const { label } of report.servers) {
+      for (const [index, run] of (report.runs.get(loadCase.key)?.get(label) ?? []).entries()) {
+        all.push({ loadCase, label, round: index + 1, run });
+      }
+    }
+  }
+  return all;
+}
+
 /** Every run: what the load generator saw and the CPU each party used. */
 export function detailTable(report: PeersReport): string {
   const rows: Cell[][] = [];
-  for (const loadCase of report.cases) {
-    for (const { label } of report.servers) {
-      const run = result(report, loadCase.key, label);
-      if (!run) continue;
-      rows.push([
-        loadCase.title,
-        label,
-        run.requests,
-        fmt(run.requestsPerSecond, 0),
-        fmt(run.p50Ms, 2),
-        fmt(run.p99Ms, 2),
-        fmt(run.maxMs, 1),
-        run.errors,
-        fmt(run.serverCpuUsPerRequest, 1),
-        `${fmt(run.serverCpuPercent, 0)} %`,
-        `${fmt(run.clientCpuPercent, 0)} %`,
-        `${fmt(run.otherCpuPercent, 1)} %`,
-      ]);
-    }
+  for (const { loadCase, label, round, run } of everyRun(report)) {
+    rows.push([
+      loadCase.title,
+      label,
+      round,
+      run.requests,
+      fmt(run.requestsPerSecond, 0),
+      fmt(run.p50Ms, 2),
+      fmt(run.p99Ms, 2),
+      fmt(run.maxMs, 1),
+      run.errors,
+      fmt(run.serverCpuUsPerRequest, 1),
+      `${fmt(run.serverCpuPercent, 0)} %`,
+      `${fmt(run.clientCpuPercent, 0)} %`,
+      `${fmt(run.otherCpuPercent, 1)} %`,
+    ]);
   }
   const header = [
     'case',
     'server',
+    'round',
     'requests',
     'req/s',
     'p50 ms',
@@ -148,17 +164,15 @@ interface Goal {
   met: boolean | undefined;
 }
 
-/**
- * One line: each of issue 11's bench goals with the gateway's ratio and
- * whether it is met; then, when the node:http floor ran, where Node alone
- * stands against the same peers and what share of its probe req/s the gateway reaches.
- */
-export function goalSummary(report: PeersReport): string {
-  const against = (key: LoadCase['key'], peer: string, pick: (run: CaseResult) => number, subject = GATEWAY) => {
-    const own = result(report, key, subject);
-    const other = result(report, key, peer);
-    return ratio(own && pick(own), other && pick(other));
-  };
+/** A ratio of the gateway (or `subject`) to `peer` on one case; undefined when either did not run. */
+function against(report: PeersReport, key: LoadCase['key'], peer: string, pick: (run: CaseResult) => number, subject = GATEWAY) {
+  const own = result(report, key, subject);
+  const other = result(report, key, peer);
+  return ratio(own && pick(own), other && pick(other));
+}
+
+/** Issue 11's bench goals, each with the gateway's figure and whether it is met. */
+function issueGoals(report: PeersReport): Goal[] {
   const atLeast = (value: number | undefined, goal: number) => (value === undefined ? undefined : value >= goal);
   const atMost = (value: number | undefined, goal: number) => (value === undefined ? undefined : value <= goal);
   const rps = (run: CaseResult) => run.requestsPerSecond;
@@ -171,27 +185,58 @@ export function goalSummary(report: PeersReport): string {
     ['probe', 'probe'],
     ['window', '64 KB range'],
   ] as const) {
-    const speed = against(key, NGINX, rps);
-    const tail = against(key, NGINX, p99);
+    const speed = against(report, key, NGINX, rps);
+    const tail = against(report, key, NGINX, p99);
     add(`${name} {}× nginx req/s (goal ≥ 0.7)`, speed, atLeast(speed, 0.7));
     add(`${name} p99 {}× nginx's (goal ≤ 2)`, tail, atMost(tail, 2));
   }
-  const fullSpeed = against('full', VARNISH, rps);
-  const fullCpu = against('full', VARNISH, cpu);
+  const fullSpeed = against(report, 'full', VARNISH, rps);
+  const fullCpu = against(report, 'full', VARNISH, cpu);
   add('full-body hit {}× Varnish req/s (goal ≥ 1.0)', fullSpeed, atLeast(fullSpeed, 1));
   add("full-body hit CPU per request {}× Varnish's (goal ≤ 1.0)", fullCpu, atMost(fullCpu, 1));
   const cold = coldAddedMs(report, GATEWAY);
   add('cold miss first byte +{} ms over upstream (goal ≤ 0.5 ms)', cold, atMost(cold, 0.5));
+  return goals;
+}
+
+/** The report as one round alone saw it: that round's run for every case and server. */
+function roundOnly(report: PeersReport, round: number): PeersReport {
+  const results = new Map(
+    [...report.runs].map(([key, byServer]) => [
+      key,
+      new Map([...byServer].flatMap(([label, runs]) => (runs[round] ? [[label, runs[round]] as const] : []))),
+    ]),
+  );
+  return { ...report, results };
+}
+
+/**
+ * One line: each of issue 11's bench goals with the gateway's ratio (of the
+ * rounds' medians) and whether it is met, and how many each round alone
+ * met; then, when the node:http floor ran, where Node alone stands against
+ * the same peers and what share of its probe req/s the gateway reaches.
+ */
+export function goalSummary(report: PeersReport): string {
+  const goals = issueGoals(report);
   const word = (met: boolean | undefined) => (met === undefined ? 'not measured' : met ? 'met' : 'missed');
   const judged = goals.filter((goal) => goal.met !== undefined);
   const met = judged.filter((goal) => goal.met).length;
-  const summary = `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}.** ${goals
+  const metEachRound = Array.from(
+    { length: report.rounds },
+    (_, round) => issueGoals(roundOnly(report, round)).filter((goal) => goal.met).length,
+  );
+  const byRound =
+    report.rounds > 1
+      ? ` Round by round: ${metEachRound.join(', ')} of ${goals.length} met (the cold misses are measured once, for every round).`
+      : '';
+  const summary = `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}${report.rounds > 1 ? `, on the medians of ${report.rounds} rounds` : ''}.** ${goals
     .map((goal) => `${goal.text}: ${word(goal.met)}`)
-    .join('; ')}.`;
+    .join('; ')}.${byRound}`;
   const floorRan = report.cases.some((loadCase) => result(report, loadCase.key, NODE_FLOOR) !== undefined);
   if (!floorRan) return summary;
-  const floor = (key: LoadCase['key'], peer: string) => against(key, peer, rps, NODE_FLOOR);
-  const share = against('probe', NODE_FLOOR, rps);
+  const rps = (run: CaseResult) => run.requestsPerSecond;
+  const floor = (key: LoadCase['key'], peer: string) => against(report, key, peer, rps, NODE_FLOOR);
+  const share = against(report, 'probe', NODE_FLOOR, rps);
   const figure = (value: number | undefined) => (value === undefined ? 'n/a' : times(value));
   return (
     `${summary} Node's own floor: probe ${figure(floor('probe', NGINX))} nginx req/s, 64 KB ${figure(floor('window', NGINX))}, ` +
@@ -227,26 +272,28 @@ export function auditCostLine(report: PeersReport): string | undefined {
 /** Lines about runs whose figures are suspect: other processes busy, the client the limit, wrong answers. */
 export function runWarnings(report: PeersReport): string[] {
   const lines: string[] = [];
-  let runs = 0;
-  const busy: number[] = [];
-  for (const loadCase of report.cases) {
-    for (const { label } of report.servers) {
-      const run = result(report, loadCase.key, label);
-      if (!run) continue;
-      runs++;
-      const where = `${loadCase.title}, ${label}`;
-      if (run.otherCpuPercent > OTHER_CPU_WARN_PERCENT) busy.push(run.otherCpuPercent);
-      if (run.clientCpuPercent > CLIENT_CPU_WARN_PERCENT) {
-        lines.push(`- ${where}: the load generator used ${fmt(run.clientCpuPercent, 0)} % of its core, so it may have been the limit.`);
-      }
-      if (run.errors > 0) lines.push(`- **Errors** (${where}): ${run.errors}: ${run.errorNote ?? 'see the details'}.`);
-    }
-  }
+  const all = everyRun(report);
+  const busy = all.map(({ run }) => run.otherCpuPercent).filter((percent) => percent > OTHER_CPU_WARN_PERCENT);
   if (busy.length > 0) {
-    lines.unshift(
-      `- **Busy machine:** other processes used more than ${OTHER_CPU_WARN_PERCENT} % of a core during ${busy.length} of ${runs} runs ` +
+    lines.push(
+      `- **Busy machine:** other processes used more than ${OTHER_CPU_WARN_PERCENT} % of a core during ${busy.length} of ${all.length} runs ` +
         `(up to ${fmt(Math.max(...busy), 0)} %, see "other CPU" below): these figures are noisy; compare them only with care.`,
     );
+  }
+  for (const loadCase of report.cases) {
+    const ofCase = all.filter((entry) => entry.loadCase === loadCase);
+    const saturated = ofCase.filter(({ run }) => run.clientCpuPercent > CLIENT_CPU_WARN_PERCENT);
+    if (saturated.length === 0) continue;
+    const percents = saturated.map(({ run }) => run.clientCpuPercent);
+    lines.push(
+      `- ${loadCase.title}: the load generator used ${fmt(Math.min(...percents), 0)}–${fmt(Math.max(...percents), 0)} % of its core ` +
+        `in ${saturated.length} of ${ofCase.length} runs (${[...new Set(saturated.map(({ label }) => label))].join(', ')}), so it may have been the limit there.`,
+    );
+  }
+  for (const { loadCase, label, round, run } of all) {
+    if (run.errors === 0) continue;
+    const where = `${loadCase.title}, ${label}${report.rounds > 1 ? `, round ${round}` : ''}`;
+    lines.push(`- **Errors** (${where}): ${run.errors}: ${run.errorNote ?? 'see the details'}.`);
   }
   for (const [label, cold] of report.cold ?? []) {
     if (cold.errors.length > 0) lines.push(`- **Cold-miss errors** (${label}): ${cold.errors.slice(0, 3).join('; ')}.`);

@@ -12,8 +12,10 @@
  * run, answered wrong, or the audit trail misses lines.
  *
  *   BENCH_SECONDS=5         measured seconds per run (after a 1 s warm-up run)
+ *   PEERS_ROUNDS=3          rounds of every case on every server; each figure is the median of its rounds
  *   PEERS_CONNECTIONS=32    wrk's connections
- *   PEERS_COLD_REQUESTS=20  cold misses per server
+ *   PEERS_COLD_REQUESTS=20  cold misses per server, measured
+ *   PEERS_COLD_WARMUP=20    cold misses per server before those, not measured
  *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
  *   PEERS_SKIP_AUDIT=1      no `gateway + audit` server
  *   PEERS_SKIP_FLOOR=1      no `node:http floor` server
@@ -24,9 +26,10 @@ import { readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { checkAuditTrail, settledAuditLines, type AuditTally } from './peers-audit.js';
 import { measureColdMisses, type ColdResult } from './peers-cold.js';
-import { measureCase, nodeGenerator, wrkGenerator, WRK_BINARY, type CaseResult, type LoadCase } from './peers-load.js';
+import { measureCase, medianOfRuns, nodeGenerator, wrkGenerator, WRK_BINARY, type CaseResult, type LoadCase } from './peers-load.js';
 import { executable, pinSelf, planCores, type ProcessGroup } from './peers-process.js';
 import {
+  GATEWAY,
   GATEWAY_AUDIT,
   NGINX,
   NODE_FLOOR,
@@ -57,7 +60,7 @@ import {
 } from './peers-servers.js';
 import { caseOf, warmAndCheck } from './peers-warm.js';
 import { mib } from './table.js';
-import { positiveInteger } from './env.js';
+import { nonNegativeInteger, positiveInteger } from './env.js';
 
 const RECORDING_BYTES = 932 * 1024;
 const WINDOW_BYTES = 64 * 1024;
@@ -104,8 +107,10 @@ function build(): void {
 
 async function main(): Promise<void> {
   const seconds = positiveInteger('BENCH_SECONDS', 5);
+  const rounds = positiveInteger('PEERS_ROUNDS', 3);
   const connections = positiveInteger('PEERS_CONNECTIONS', 32);
   const coldRequests = positiveInteger('PEERS_COLD_REQUESTS', 20);
+  const coldWarmup = nonNegativeInteger('PEERS_COLD_WARMUP', 20);
   const withAudit = process.env.PEERS_SKIP_AUDIT !== '1';
   const withFloor = process.env.PEERS_SKIP_FLOOR !== '1';
   if (process.env.PEERS_SKIP_BUILD !== '1') build();
@@ -190,7 +195,10 @@ async function main(): Promise<void> {
       ? await wrkGenerator({ core: cores.client, connections, version: binaryVersion(WRK_BINARY, '-v', /wrk \S+/) })
       : await nodeGenerator({ connections });
     stops.push(generator.close);
-    console.log(`- Load: ${generator.description}; ${seconds} s measured per run after a ${WARMUP_SECONDS} s warm-up run`);
+    console.log(
+      `- Load: ${generator.description}; ${seconds} s measured per run after a ${WARMUP_SECONDS} s warm-up run; ` +
+        `${rounds} round${rounds === 1 ? '' : 's'} of every case, each starting with the next server in turn; a figure is the median of its rounds`,
+    );
     console.log(
       `- Recording: ${RECORDING_BYTES.toLocaleString('en-US')} bytes of MP3 from one upstream process (Content-Length, ETag, Last-Modified, ranges)`,
     );
@@ -209,7 +217,7 @@ async function main(): Promise<void> {
     console.log(`- Started ${new Date().toISOString()}; load average ${loadAverage()}\n`);
     for (const line of startProblems) console.log(`- **${line}**`);
 
-    const results = new Map<string, Map<string, CaseResult>>(CASES.map((loadCase) => [loadCase.key, new Map()]));
+    const runs = new Map<string, Map<string, CaseResult[]>>(CASES.map((loadCase) => [loadCase.key, new Map()]));
     const { skipped, lines } = await warmAndCheck(servers, upstream, CASES, { path: WARM_PATH, size: RECORDING_BYTES });
     for (const line of lines) console.log(`- ${line}`);
     if (skipped.size > 0) process.exitCode = 1;
@@ -217,19 +225,32 @@ async function main(): Promise<void> {
     // The audited gateway's lines so far are the warm-up's and checks'; the load's are counted against the load generator's answers.
     const auditLinesBefore = audited ? await settledAuditLines(audited.auditDir!) : 0;
     const auditTally: AuditTally = { runs: 0, answers: 0 };
-    for (const loadCase of CASES) {
-      for (const server of servers) {
-        if (skipped.has(caseOf(server, loadCase))) continue;
-        const warm = await generator.run(server, loadCase, WARMUP_SECONDS);
-        const run = await measureCase(generator, server, loadCase, seconds);
-        results.get(loadCase.key)!.set(server.label, run);
-        if (run.errors > 0) process.exitCode = 1;
-        if (server === audited) {
-          auditTally.runs += 2;
-          auditTally.answers += warm.requests + run.requests;
+    // The audited gateway runs right after the plain one, so that what the audit costs is measured seconds apart.
+    const slots = servers
+      .filter((server) => server !== audited)
+      .map((server) => (server.label === GATEWAY && audited ? [server, audited] : [server]));
+    for (let round = 0; round < rounds; round++) {
+      // A slow phase of the machine, or the first run after a case change, should not fall on the same server every round.
+      const turn = round % slots.length;
+      const order = [...slots.slice(turn), ...slots.slice(0, turn)].flat();
+      for (const loadCase of CASES) {
+        for (const server of order) {
+          if (skipped.has(caseOf(server, loadCase))) continue;
+          const warm = await generator.run(server, loadCase, WARMUP_SECONDS);
+          const run = await measureCase(generator, server, loadCase, seconds);
+          const serverRuns = runs.get(loadCase.key)!;
+          serverRuns.set(server.label, [...(serverRuns.get(server.label) ?? []), run]);
+          if (run.errors > 0) process.exitCode = 1;
+          if (server === audited) {
+            auditTally.runs += 2;
+            auditTally.answers += warm.requests + run.requests;
+          }
         }
       }
     }
+    const results = new Map(
+      [...runs].map(([key, byServer]) => [key, new Map([...byServer].map(([label, serverRuns]) => [label, medianOfRuns(serverRuns)]))]),
+    );
     let auditCheck: string | undefined;
     if (audited) {
       const { line, ok } = await checkAuditTrail(audited, {
@@ -252,6 +273,7 @@ async function main(): Promise<void> {
       ];
       cold = await measureColdMisses(targets, {
         requests: coldRequests,
+        warmMisses: coldWarmup,
         firstId: COLD_FIRST_ID,
         size: RECORDING_BYTES,
         warmPath: WARM_PATH,
@@ -268,8 +290,11 @@ async function main(): Promise<void> {
       })),
       cases: CASES,
       results,
+      runs,
+      rounds,
       cold,
       coldRequests,
+      coldWarmup,
     };
     console.log('\n## Side by side\n');
     console.log(headlineTable(report));
@@ -288,7 +313,9 @@ async function main(): Promise<void> {
         'Server, load generator and other CPU: % of one core; "other" is every other process on the machine (this driver excluded)._\n',
     );
     if (cold) {
-      console.log('## Cold misses: first body byte, sequential, warm keep-alive connection\n');
+      console.log(
+        `## Cold misses: first body byte, sequential, warm keep-alive connection, after ${coldWarmup} unmeasured misses per server\n`,
+      );
       console.log(coldTable(cold));
     }
     const logSizes = servers
