@@ -7,6 +7,7 @@
  */
 import type { ColdResult } from './peers-cold.js';
 import type { CaseResult, LoadCase } from './peers-load.js';
+import { median } from './stats.js';
 import { fmt, markdownTable, type Cell } from './table.js';
 
 export const GATEWAY = 'gateway';
@@ -131,7 +132,24 @@ function ratio(a: number | undefined, b: number | undefined): number | undefined
 
 const times = (value: number | undefined) => (value === undefined ? '-' : `${fmt(value, 2)}×`);
 
-/** gateway / each other server (nginx, Varnish, the node:http floor) for every metric. */
+/**
+ * The gateway's (or `subject`'s) figure over `peer`'s on one case: each
+ * round's ratio, then their median. Two servers run seconds apart within a
+ * round, so a slow phase of the machine weighs on both sides of a ratio
+ * rather than on one server's median. Undefined when no round ran both.
+ */
+function against(report: PeersReport, key: LoadCase['key'], peer: string, pick: (run: CaseResult) => number, subject = GATEWAY) {
+  const own = report.runs.get(key)?.get(subject) ?? [];
+  const other = report.runs.get(key)?.get(peer) ?? [];
+  const ratios = own.flatMap((run, round) => {
+    const peerRun = other[round];
+    const value = peerRun ? ratio(pick(run), pick(peerRun)) : undefined;
+    return value === undefined ? [] : [value];
+  });
+  return ratios.length === 0 ? undefined : median(ratios);
+}
+
+/** gateway / each other server (nginx, Varnish, the node:http floor) for every metric, the median of the rounds' ratios. */
 export function ratioTable(report: PeersReport): string {
   const labels = report.servers.map((server) => server.label).filter((label) => label !== GATEWAY && label !== GATEWAY_AUDIT);
   const rows: Cell[][] = [];
@@ -142,14 +160,7 @@ export function ratioTable(report: PeersReport): string {
   ];
   for (const loadCase of report.cases) {
     for (const [name, pick] of metrics) {
-      const gateway = result(report, loadCase.key, GATEWAY);
-      rows.push([
-        `${loadCase.title}, ${name}`,
-        ...labels.map((label) => {
-          const peer = result(report, loadCase.key, label);
-          return times(ratio(gateway && pick(gateway), peer && pick(peer)));
-        }),
-      ]);
+      rows.push([`${loadCase.title}, ${name}`, ...labels.map((label) => times(against(report, loadCase.key, label, pick)))]);
     }
   }
   rows.push([
@@ -162,13 +173,6 @@ export function ratioTable(report: PeersReport): string {
 interface Goal {
   text: string;
   met: boolean | undefined;
-}
-
-/** A ratio of the gateway (or `subject`) to `peer` on one case; undefined when either did not run. */
-function against(report: PeersReport, key: LoadCase['key'], peer: string, pick: (run: CaseResult) => number, subject = GATEWAY) {
-  const own = result(report, key, subject);
-  const other = result(report, key, peer);
-  return ratio(own && pick(own), other && pick(other));
 }
 
 /** Issue 11's bench goals, each with the gateway's figure and whether it is met. */
@@ -201,18 +205,18 @@ function issueGoals(report: PeersReport): Goal[] {
 
 /** The report as one round alone saw it: that round's run for every case and server. */
 function roundOnly(report: PeersReport, round: number): PeersReport {
-  const results = new Map(
-    [...report.runs].map(([key, byServer]) => [
-      key,
-      new Map([...byServer].flatMap(([label, runs]) => (runs[round] ? [[label, runs[round]] as const] : []))),
-    ]),
-  );
-  return { ...report, results };
+  const runs = new Map<string, Map<string, CaseResult[]>>();
+  for (const [key, byServer] of report.runs) {
+    const ofRound = new Map<string, CaseResult[]>();
+    for (const [label, serverRuns] of byServer) if (serverRuns[round]) ofRound.set(label, [serverRuns[round]]);
+    runs.set(key, ofRound);
+  }
+  return { ...report, runs, rounds: 1 };
 }
 
 /**
- * One line: each of issue 11's bench goals with the gateway's ratio (of the
- * rounds' medians) and whether it is met, and how many each round alone
+ * One line: each of issue 11's bench goals with the gateway's ratio (the
+ * median of the rounds' ratios) and whether it is met, and how many each round alone
  * met; then, when the node:http floor ran, where Node alone stands against
  * the same peers and what share of its probe req/s the gateway reaches.
  */
@@ -229,7 +233,7 @@ export function goalSummary(report: PeersReport): string {
     report.rounds > 1
       ? ` Round by round: ${metEachRound.join(', ')} of ${goals.length} met (the cold misses are measured once, for every round).`
       : '';
-  const summary = `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}${report.rounds > 1 ? `, on the medians of ${report.rounds} rounds` : ''}.** ${goals
+  const summary = `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}${report.rounds > 1 ? `, each ratio the median of ${report.rounds} rounds' ratios` : ''}.** ${goals
     .map((goal) => `${goal.text}: ${word(goal.met)}`)
     .join('; ')}.${byRound}`;
   const floorRan = report.cases.some((loadCase) => result(report, loadCase.key, NODE_FLOOR) !== undefined);
@@ -285,8 +289,9 @@ export function runWarnings(report: PeersReport): string[] {
     const saturated = ofCase.filter(({ run }) => run.clientCpuPercent > CLIENT_CPU_WARN_PERCENT);
     if (saturated.length === 0) continue;
     const percents = saturated.map(({ run }) => run.clientCpuPercent);
+    const [low, high] = [fmt(Math.min(...percents), 0), fmt(Math.max(...percents), 0)];
     lines.push(
-      `- ${loadCase.title}: the load generator used ${fmt(Math.min(...percents), 0)}–${fmt(Math.max(...percents), 0)} % of its core ` +
+      `- ${loadCase.title}: the load generator used ${low === high ? low : `${low}–${high}`} % of its core ` +
         `in ${saturated.length} of ${ofCase.length} runs (${[...new Set(saturated.map(({ label }) => label))].join(', ')}), so it may have been the limit there.`,
     );
   }
