@@ -1,5 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { whenClosed } from './http/response-closed.js';
 
 /** What the guard did to stay under its cap. */
 export type ConnectionPressure =
@@ -111,7 +112,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
       }
       idle.delete(socket);
       busy.set(socket, (busy.get(socket) ?? 0) + 1);
-      response.once('close', () => {
+      whenClosed(response, () => {
         const left = (busy.get(socket) ?? 1) - 1;
         if (left > 0) {
           busy.set(socket, left);

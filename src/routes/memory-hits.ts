@@ -9,7 +9,7 @@ import { storedRepresentation } from './recording-headers.js';
 import { memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
 import { CACHE_STATUS_MEMORY, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
 import { requestIdFrom, type RequestReporter } from './request-log.js';
-import { whenClosed } from './response-closed.js';
+import { whenClosed } from '../http/response-closed.js';
 
 export interface MemoryHitDeps {
   authenticator: Authenticator;

@@ -5,7 +5,7 @@ import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js'
 import { contentRange, decideRange, type ByteRange } from '../http/range.js';
 import type { RecordingReader } from '../recordings/recording-service.js';
 import type { Representation } from './recording-headers.js';
-import { whenClosed } from './response-closed.js';
+import { whenClosed } from '../http/response-closed.js';
 
 /** The request headers that shape a recording answer. */
 export interface RecordingRequest {
