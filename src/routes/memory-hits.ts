@@ -3,13 +3,13 @@ import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { headerCount } from '../http/raw-headers.js';
+import { whenClosed } from '../http/response-closed.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import { storedRepresentation } from './recording-headers.js';
 import { memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
 import { CACHE_STATUS_MEMORY, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
 import { requestIdFrom, type RequestReporter } from './request-log.js';
-import { whenClosed } from '../http/response-closed.js';
 
 export interface MemoryHitDeps {
   authenticator: Authenticator;

@@ -3,9 +3,9 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { evaluatePreconditions, rangeIsApplicable, type Validators } from '../http/conditional.js';
 import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js';
 import { contentRange, decideRange, type ByteRange } from '../http/range.js';
+import { whenClosed } from '../http/response-closed.js';
 import type { RecordingReader } from '../recordings/recording-service.js';
 import type { Representation } from './recording-headers.js';
-import { whenClosed } from '../http/response-closed.js';
 
 /** The request headers that shape a recording answer. */
 export interface RecordingRequest {

@@ -5,11 +5,11 @@ import type { AuditRecorder } from '../audit/audit-trail.js';
 import { auditRequest } from '../audit/request-audit.js';
 import type { Caller } from '../auth/authenticate.js';
 import type { Clock } from '../clock.js';
+import { whenClosed } from '../http/response-closed.js';
 import { infoLineWriter, REQUEST_LINE, type Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
-import { whenClosed } from '../http/response-closed.js';
 
 // A caller's request id is kept only when it cannot smuggle anything into a log line.
 const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
