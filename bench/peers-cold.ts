@@ -62,9 +62,10 @@ function timedGet(agent: Agent, url: string, headers: Record<string, string>, si
  * every target gets a GET for an id of its own that nobody has fetched (from
  * `firstId` on, 100,000 apart per target). GETs of `warmPath` (cached by
  * then) come first. The unmeasured misses are what a server running for a
- * while has behind it: by then V8 has compiled much of a Node server's miss path,
- * which a new process interprets (the gateway's first 20 misses took 0.4–1.1 ms more than
- * its next 60–80, median against median, on this project's VM).
+ * while has behind it: by then V8 has compiled much of a Node server's miss
+ * path, which a new process interprets (the gateway's first 20 misses took
+ * 0.4–1.1 ms more than its next 60–80, median against median, on this
+ * project's VM).
  */
 export async function measureColdMisses(
   targets: ColdTarget[],

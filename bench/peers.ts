@@ -197,7 +197,7 @@ async function main(): Promise<void> {
     stops.push(generator.close);
     console.log(
       `- Load: ${generator.description}; ${seconds} s measured per run after a ${WARMUP_SECONDS} s warm-up run; ` +
-        `${rounds} round${rounds === 1 ? '' : 's'} of every case, each starting with the next server in turn; a figure is the median of its rounds`,
+        `${rounds} round${rounds === 1 ? '' : 's'} of every case, each starting with the next server in turn; a figure is the median of its rounds, a ratio the median of the rounds' ratios`,
     );
     console.log(
       `- Recording: ${RECORDING_BYTES.toLocaleString('en-US')} bytes of MP3 from one upstream process (Content-Length, ETag, Last-Modified, ranges)`,
