@@ -3,7 +3,7 @@ import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { headerCount } from '../http/raw-headers.js';
-import { whenClosed } from '../http/response-closed.js';
+import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import { storedRepresentation } from './recording-headers.js';
@@ -65,14 +65,12 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
     record: { requestId: string; caller: Caller; callId: string; startedAt: number; path: string; clientAddress: string | undefined },
   ): void {
     // A client gone during an asynchronous rate-limit check (Redis) gets
-    // nothing, and no bytes are counted as served to it.
-    const gone = response.destroyed;
-    if (!gone) {
+    // nothing; whenClosed then reports the answer `unanswered`.
+    if (!response.destroyed) {
       response.writeHead(answer.status, answer.headers);
       response.end(answer.body);
     }
-    const bodyBytes = gone ? 0 : (answer.body?.length ?? 0);
-    const closed = (sent: boolean) =>
+    const closed = (end: ResponseEnd) =>
       report(
         {
           requestId: record.requestId,
@@ -84,13 +82,13 @@ export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListen
           status: answer.status,
           cache: 'hit',
           tier: 'memory',
-          bodyBytes,
+          bodyBytes: answer.body?.length ?? 0,
           startedAt: record.startedAt,
           upstreamMs: undefined,
           clientAddress: record.clientAddress,
           header: (name) => request.headers[name],
         },
-        sent,
+        end,
       );
     whenClosed(response, closed);
   }

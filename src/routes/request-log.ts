@@ -5,7 +5,7 @@ import type { AuditRecorder } from '../audit/audit-trail.js';
 import { auditRequest } from '../audit/request-audit.js';
 import type { Caller } from '../auth/authenticate.js';
 import type { Clock } from '../clock.js';
-import { whenClosed } from '../http/response-closed.js';
+import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import { infoLineWriter, REQUEST_LINE, type Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { GatewayEnv } from './gateway-env.js';
@@ -68,16 +68,18 @@ export interface RequestRecord {
 }
 
 /**
- * Writes what a request was, once it has been sent (`sent`) or the client
- * went away: one log line, one metrics update and, for an audited request,
- * one audit line. Shared by the app's middleware and the memory-hit path that
- * answers without the app.
+ * Writes what a request was, once its response has ended (sent, or its client
+ * went away): one log line, one metrics update and, for an audited request,
+ * one audit line. An answer that never started (`unanswered`) is reported
+ * with 0 bytes, whatever it counted. Shared by the app's middleware and the
+ * memory-hit path that answers without the app.
  */
-export type RequestReporter = (record: RequestRecord, sent: boolean) => void;
+export type RequestReporter = (record: RequestRecord, end: ResponseEnd) => void;
 
 export function createRequestReporter(logger: Logger, clock: Clock, metrics: GatewayMetrics, audit?: AuditRecorder): RequestReporter {
   const writeLine = infoLineWriter(logger);
-  return (record, sent) => {
+  return (answered, end) => {
+    const record = end === 'unanswered' && answered.bodyBytes !== 0 ? { ...answered, bodyBytes: 0 } : answered;
     const { caller, status, cache } = record;
     const now = clock.now();
     metrics.requestDone({ route: record.route, method: record.method, status, tenant: caller?.tenant.id ?? 'none', cache });
@@ -91,7 +93,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     if (caller) line += `,"credential":"${caller.credential.kind}"`;
     line += `,"status":${status},"cache":"${cache}","bytes":${record.bodyBytes},"durationMs":${now - record.startedAt}`;
     if (record.upstreamMs !== undefined) line += `,"upstreamMs":${record.upstreamMs}`;
-    if (!sent) line += ',"aborted":true';
+    if (end !== 'sent') line += ',"aborted":true';
     writeLine(line, REQUEST_LINE);
     if (audit) auditRequest(audit, record, now);
   };
@@ -110,15 +112,12 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     c.set('requestId', requestId);
     await next();
     const outgoing = c.env?.outgoing;
-    // The client went away while the answer was prepared (a Redis rate-limit
-    // check, a file read): nothing reached it, whatever bytes the answer counted.
-    const goneBeforeAnswer = outgoing?.destroyed === true;
     const answered = c.get('answered');
     // A recording answer already carries the id; touching its headers here would
     // turn @hono/node-server's fast Buffer write into a stream.
     if (!answered) c.res.headers.set('X-Request-Id', requestId);
 
-    const finish = (sent: boolean, status: number) =>
+    const finish = (end: ResponseEnd, status: number) =>
       report(
         {
           requestId,
@@ -130,7 +129,7 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
           status,
           cache: answered?.cache ?? 'none',
           tier: answered?.tier,
-          bodyBytes: answered && !goneBeforeAnswer ? answered.outcome.bodyBytes : 0,
+          bodyBytes: answered ? answered.outcome.bodyBytes : 0,
           startedAt,
           upstreamMs: c.get('upstreamMs'),
           clientAddress,
@@ -141,14 +140,14 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
           },
           adminPurge: c.get('adminPurge'),
         },
-        sent,
+        end,
       );
 
     if (!outgoing) {
-      finish(true, c.res.status);
+      finish('sent', c.res.status);
       return;
     }
     // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
-    whenClosed(outgoing, (sent) => finish(sent, outgoing.headersSent ? outgoing.statusCode : c.res.status));
+    whenClosed(outgoing, (end) => finish(end, outgoing.headersSent ? outgoing.statusCode : c.res.status));
   };
 }
