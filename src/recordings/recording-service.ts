@@ -106,25 +106,28 @@ export class RecordingService {
    * @throws NotFoundError (rejects) when the upstream said 404 within `cache.not_found_ttl_seconds`.
    */
   find(namespace: string, callId: string): FoundRecording | undefined | Promise<FoundRecording | undefined> {
+    const { cache, downloads, notFound } = this.options;
     const key = cacheKey(namespace, callId);
-    const hit = this.options.cache.lookup(key);
+    const hit = cache.lookup(key);
     if (hit?.tier === 'memory') return hit;
-    return this.#findStored(key, hit?.entry);
+    // The index and the 404 memory are asked on a real miss only: not with an entry, nor with a download to join.
+    if (hit || downloads.isInFlight(key)) return this.#readStoredOrMiss(key, hit?.entry);
+    const remembered404 = notFound.has(key);
+    // The usual real miss, nothing stored and no 404 remembered, is known at once: a cold miss's first byte waits for no promise here.
+    if (remembered404 === false && cache.knownAbsent(key)) return undefined;
+    return this.#askIndex(key, remembered404);
   }
 
-  async #findStored(key: string, entry: CachedRecording | undefined): Promise<FoundRecording | undefined> {
-    const { cache, downloads, notFound } = this.options;
-    // The index and the 404 memory are asked on a real miss only: not with an entry, nor with a download to join.
-    const realMiss = !entry && !downloads.isInFlight(key);
-    const remembered404 = realMiss && (await notFound.has(key));
-    if (realMiss && !remembered404) {
-      const hit = await cache.lookupIndex(key);
-      if (hit?.tier === 'memory') return hit;
-      entry = hit?.entry;
-    }
+  async #askIndex(key: string, remembered404: boolean | Promise<boolean>): Promise<FoundRecording | undefined> {
+    if (await remembered404) throw new NotFoundError();
+    const hit = await this.options.cache.lookupIndex(key);
+    return hit?.tier === 'memory' ? hit : this.#readStoredOrMiss(key, hit?.entry);
+  }
+
+  async #readStoredOrMiss(key: string, entry: CachedRecording | undefined): Promise<FoundRecording | undefined> {
     const found = entry && (await this.#readStored(entry));
     if (found) return found;
-    if (remembered404 || (entry && (await notFound.has(key)))) throw new NotFoundError();
+    if (entry && (await this.options.notFound.has(key))) throw new NotFoundError();
     return undefined;
   }
 

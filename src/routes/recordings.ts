@@ -16,7 +16,7 @@ import {
   type ResponseOutcome,
 } from './recording-response.js';
 import type { Logger } from '../logger.js';
-import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
+import type { TenantRateLimiter } from '../rate-limit/index.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
 
@@ -100,18 +100,18 @@ function isConditional(request: RecordingRequest): boolean {
 /**
  * Notes who asks for which call (for the error handler, the log and the
  * audit line), then counts the request against its tenant's limit: the
- * RateLimit-* headers, or a 429 thrown.
+ * RateLimit-* headers (a promise of them from a Redis limiter), or a 429
+ * thrown.
  */
-export async function admitCaller(
+export function admitCaller(
   c: Context<GatewayEnv>,
   rateLimiter: TenantRateLimiter,
   caller: Caller,
   callId: string,
-): Promise<RateLimitHeaders | undefined> {
+): ReturnType<TenantRateLimiter['check']> {
   c.set('caller', caller);
   c.set('callId', callId);
-  const decision = rateLimiter.check(caller.tenant);
-  return decision instanceof Promise ? await decision : decision;
+  return rateLimiter.check(caller.tenant);
 }
 
 export function recordingRequest(c: Context): RecordingRequest {
@@ -220,7 +220,9 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const authorization = c.req.header('authorization');
       // The query is parsed only when it may hold the credential.
       const caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParams(c), callId);
-      const limits = await admit(c, caller, callId);
+      const admitted = admit(c, caller, callId);
+      // The memory limiter answers synchronously: a cold miss waits for no promise here.
+      const limits = admitted instanceof Promise ? await admitted : admitted;
       const request = recordingRequest(c);
       const extra = Object.assign(answerHeaders(caller, c.req.header('origin'), c.get('requestId')), limits);
       const finding = recordings.find(caller.tenant.namespace, callId);

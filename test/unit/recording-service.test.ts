@@ -21,6 +21,8 @@ function fakeCache(tiers: {
   memory?: Map<string, Buffer>;
   disk?: Map<string, CachedRecording>;
   index?: Map<string, CachedRecording>;
+  /** An index of this cache directory alone, whose files are `index`'s: else a shared one, which must be asked. */
+  localIndex?: boolean;
   damaged?: Set<string>;
 }) {
   const calls: string[] = [];
@@ -34,6 +36,7 @@ function fakeCache(tiers: {
       const body = tiers.memory?.get(key);
       return body ? { tier: 'memory', entry: known, body } : { tier: 'disk', entry: known };
     },
+    knownAbsent: (key: string) => tiers.localIndex === true && !tiers.index?.has(key),
     async lookupIndex(key: string): Promise<CacheHit | undefined> {
       calls.push(`index ${key}`);
       const known = tiers.index?.get(key);
@@ -115,6 +118,19 @@ describe('finding a recording', () => {
     });
     expect(await service.find('ns', '2')).toMatchObject({ tier: 'disk', entry: known, body: Buffer.alloc(100, 7) });
     expect(calls).toEqual(['index ns/2', 'open ns/2']);
+  });
+
+  test('a miss that a local index cannot hold is answered synchronously; one it may hold asks it', async () => {
+    const known = entry('8', 100);
+    const notFound = new NotFoundMemory(30_000, manualClock());
+    const { cache, calls } = fakeCache({ index: new Map([[known.key, known]]), localIndex: true });
+    const service = new RecordingService({ cache, downloads: fakeDownloads().downloads, notFound });
+    expect(service.find('ns', '9')).toBeUndefined();
+    expect(calls).toEqual([]);
+    expect(await service.find('ns', '8')).toMatchObject({ tier: 'disk', entry: known });
+    expect(calls).toEqual(['index ns/8', 'open ns/8']);
+    notFound.remember('ns/9');
+    await expect(service.find('ns', '9')).rejects.toBeInstanceOf(NotFoundError);
   });
 
   test('a remembered 404 is answered without asking the index', async () => {
