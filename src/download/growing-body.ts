@@ -88,6 +88,8 @@ export class GrowingBody {
     if (this.#fileComplete && start < this.#memoryBase) this.#writing = { start, chunk };
     this.#signal();
     if (!this.#fileComplete) return;
+    // The first chunk goes to the file a turn later: the callers' first bytes leave before the disk is asked for anything.
+    if (start === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     let written = 0;
     try {
       // A nearly full disk can take part of a chunk before it refuses the rest.

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TempFile } from '../cache/temp-file.js';
 import { BadGatewayError, GatewayError } from '../errors.js';
@@ -191,7 +191,8 @@ export class RecordingDownload {
   }
 
   async #receive(upstream: SourcedRecording, body: GrowingBody): Promise<CompletedDownload> {
-    const hash = createHash('sha256');
+    // Made after the first chunk has gone to the callers: their first byte does not wait for it.
+    let hash: Hash | undefined;
     let signature = Buffer.alloc(0);
     const head = () => ({
       size: upstream.contentLength ?? body.received,
@@ -216,6 +217,7 @@ export class RecordingDownload {
       }
       await appended;
       // Hashed once callers have had the chunk: the digest is needed only at the end.
+      hash ??= createHash('sha256');
       hash.update(chunk);
     }
     if (upstream.contentLength !== undefined && body.received !== upstream.contentLength) {
@@ -227,7 +229,7 @@ export class RecordingDownload {
     this.#resolveHead(head());
     return {
       ...head(),
-      sha256: hash.digest('hex'),
+      sha256: (hash ?? createHash('sha256')).digest('hex'),
       ...sealed,
       origin: this.#origin,
       persist: upstream.persist !== false,

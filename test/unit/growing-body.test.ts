@@ -22,6 +22,24 @@ describe('a body still arriving', () => {
     expect(Buffer.from((await waiting)!).toString()).toBe('cdefg');
   });
 
+  test('a reader waiting for the first bytes gets them before the disk is asked to write them', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
+    const body = await GrowingBody.create(sink, 10_000);
+    const file = sink.files[0]!;
+    const order: string[] = [];
+    const write = file.write.bind(file);
+    file.write = (chunk, position) => {
+      order.push(`disk ${position}`);
+      return write(chunk, position);
+    };
+    const reading = body.readAt(0, 100).then(() => order.push('read 0'));
+    await body.append(Buffer.from('ID3first'));
+    await reading;
+    await body.append(Buffer.from('second'));
+    expect(order).toEqual(['read 0', 'disk 0', 'disk 8']);
+    expect(file.bytes.toString()).toBe('ID3firstsecond');
+  });
+
   test('a small recording is kept in memory and handed over whole with its synced file', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
     const bytes = syntheticRecording(900);
