@@ -228,11 +228,8 @@ async function writeFromReader(
   let position = start;
   // File reads land in one buffer per answer, reused once the connection has
   // taken its bytes: a fresh 64 KiB per read left tens of MB of Buffers for the
-  // GC to find under 20 concurrent large downloads (bench:durability). It is
-  // made after the first write: a cold miss's first bytes are in memory, and
-  // 64 KiB cost ~70 µs before them on a CPU that has just woken up.
-  const scratchBytes = Math.min(end - start, STREAM_CHUNK_BYTES);
-  let scratch: Buffer | undefined;
+  // GC to find under 20 concurrent large downloads (bench:durability).
+  let scratch = Buffer.allocUnsafe(Math.min(end - start, STREAM_CHUNK_BYTES));
   try {
     while (position < end && !finished) {
       const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES), scratch);
@@ -243,8 +240,7 @@ async function writeFromReader(
       clearImmediate(flushHead);
       if (!connection.write(chunk)) await drained(connection);
       // Node still holds scratch's bytes unwritten: the next read needs another buffer.
-      const scratchHeld = scratch !== undefined && connection.writableLength > 0 && chunk.buffer === scratch.buffer;
-      if ((scratch === undefined || scratchHeld) && position < end) scratch = Buffer.allocUnsafe(scratchBytes);
+      if (connection.writableLength > 0 && chunk.buffer === scratch.buffer && position < end) scratch = Buffer.allocUnsafe(scratch.length);
     }
     if (!finished) connection.end();
   } catch {
