@@ -191,7 +191,7 @@ export class RecordingDownload {
   }
 
   async #receive(upstream: SourcedRecording, body: GrowingBody): Promise<CompletedDownload> {
-    // Made after the first chunk has gone to the callers: their first byte does not wait for it.
+    // Made at its first update, once the first chunk is in the callers' hands: a cold miss's first byte does not wait for it.
     let hash: Hash | undefined;
     let signature = Buffer.alloc(0);
     const head = () => ({

@@ -98,7 +98,8 @@ export class RecordingService {
 
   /**
    * A stored recording, or undefined on a miss (then `fetch` it). A memory hit
-   * is answered synchronously, without a promise. Otherwise the index is asked
+   * is answered synchronously, without a promise, and so is a miss the index
+   * cannot hold (`RecordingCache.knownAbsent`). Otherwise the index is asked
    * on a real miss only (not for a remembered 404, nor while a download to
    * join is under way); a disk hit is pinned and opened, and a small one read
    * whole, checked against its sha256 and promoted to memory. A file gone or
@@ -110,7 +111,6 @@ export class RecordingService {
     const key = cacheKey(namespace, callId);
     const hit = cache.lookup(key);
     if (hit?.tier === 'memory') return hit;
-    // The index and the 404 memory are asked on a real miss only: not with an entry, nor with a download to join.
     if (hit || downloads.isInFlight(key)) return this.#readStoredOrMiss(key, hit?.entry);
     const remembered404 = notFound.has(key);
     // The usual real miss, nothing stored and no 404 remembered, is known at once: a cold miss's first byte waits for no promise here.
