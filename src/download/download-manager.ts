@@ -146,12 +146,13 @@ export class DownloadManager {
         try {
           recording = await this.#timed(() => this.#source(owner, callId, signal));
         } catch (error) {
-          timeout?.clear();
           // Remembered before anyone is answered 404, so the next request (on any replica) sees it.
           if (error instanceof NotFoundError && !this.#discarded.has(download)) await this.options.notFound.remember(key);
           throw error;
+        } finally {
+          // The budget covered the slot and the head; a download that never got this far clears it when it settles.
+          timeout?.clear();
         }
-        timeout?.clear();
         opened.push(recording);
         return recording;
       },

@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { TempFile } from '../cache/temp-file.js';
 import { BadGatewayError, type GatewayError } from '../errors.js';
 
@@ -89,7 +90,7 @@ export class GrowingBody {
     this.#signal();
     if (!this.#fileComplete) return;
     // The first chunk goes to the file a turn later: the callers' first bytes leave before the disk is asked for anything.
-    if (start === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (start === 0) await nextTurn();
     let written = 0;
     try {
       // A nearly full disk can take part of a chunk before it refuses the rest.
