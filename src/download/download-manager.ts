@@ -135,10 +135,11 @@ export class DownloadManager {
     // head; a body that broke is fetched again with a budget of its own.
     const timeout = client.timeoutMs === undefined ? undefined : timeoutBudget(client.timeoutMs);
     let budget = timeout?.signal;
-    const slot = slots.acquire(owner.namespace, budget);
+    const free = slots.take(owner.namespace);
+    const slot = free ? Promise.resolve(free) : slots.acquire(owner.namespace, budget);
     const opened: SourcedRecording[] = [];
     const download = new RecordingDownload(
-      // Called once the slot is there (`ready`).
+      // Called once the slot is there (`ready`); with one free, within the constructor, so the request goes out before this caller's code goes on.
       async () => {
         const signal = budget;
         budget = undefined;
@@ -157,7 +158,7 @@ export class DownloadManager {
         return recording;
       },
       sink,
-      { ready: slot },
+      free ? {} : { ready: slot },
     );
     this.#inFlight.set(key, download);
     const settled = this.#finish(key, owner.namespace, callId, download)

@@ -89,10 +89,8 @@ export class DownloadSlots {
   acquire(account: string, signal?: AbortSignal): Promise<ReleaseSlot> {
     if (signal?.aborted) return Promise.reject(slotTimeout(signal));
     const entry = this.#account(account);
-    if (entry.waiting === 0 && this.#mayTake(account, entry)) {
-      this.#take(account, entry);
-      return Promise.resolve(this.#releaser(account));
-    }
+    const free = this.#takeIfFree(account, entry);
+    if (free) return Promise.resolve(free);
     return new Promise<ReleaseSlot>((resolve, reject) => {
       const onAbort = () => {
         waiter.gone = true;
@@ -119,6 +117,19 @@ export class DownloadSlots {
       this.#queued++;
       this.#turns.add(account);
     });
+  }
+
+  /** A slot for `account` if one is free for it now and none of its callers waits before it; else undefined, and nothing changes. */
+  take(account: string): ReleaseSlot | undefined {
+    const free = this.#takeIfFree(account, this.#account(account));
+    if (!free) this.#forget(account);
+    return free;
+  }
+
+  #takeIfFree(account: string, entry: Account): ReleaseSlot | undefined {
+    if (entry.waiting > 0 || !this.#mayTake(account, entry)) return undefined;
+    this.#take(account, entry);
+    return this.#releaser(account);
   }
 
   #account(name: string): Account {

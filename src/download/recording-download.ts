@@ -56,6 +56,7 @@ export interface DownloadOptions {
   /**
    * Settles when the download may begin (its download slot): nothing, not even
    * its temporary file, is opened before. A rejection fails the download.
+   * Without it the download begins within the constructor.
    */
   ready?: Promise<unknown>;
 }
@@ -150,7 +151,7 @@ export class RecordingDownload {
       let upstream: SourcedRecording | undefined;
       let opening: Promise<TempFile> | undefined;
       try {
-        await this.options.ready;
+        if (this.options.ready) await this.options.ready;
         // The request goes out first and the file is opened while the upstream answers: nothing waits for it after the first byte.
         const opened = open();
         opening = this.sink.createTemp();

@@ -4,15 +4,15 @@ import { syntheticRecording } from '../../dev/recording-bytes.js';
 import type { RecordingMeta } from '../../src/cache/recording-meta.js';
 import type { TempFile } from '../../src/cache/temp-file.js';
 import { DownloadManager, type DownloadStore } from '../../src/download/download-manager.js';
-import type { DownloadSlots } from '../../src/download/download-slots.js';
+import { DownloadSlots } from '../../src/download/download-slots.js';
 import { NotFoundError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import type { UpstreamRecording } from '../../src/upstream/flyflow-client.js';
 import { ManualUpstream, fakeSink, upstreamOf } from './download-fakes.js';
 
 const owner = { namespace: 'ns', upstreamApiKey: 'server-key' };
-// The cap on downloads has tests of its own; here every download gets a slot at once.
-const freeSlots = { acquire: async () => () => {} } as unknown as DownloadSlots;
+// The cap on downloads has tests of its own; here every download gets a slot at once unless a test says otherwise.
+const PLENTY_OF_SLOTS = 64;
 
 interface Stored {
   meta: RecordingMeta;
@@ -22,7 +22,7 @@ interface Stored {
   joinable: boolean;
 }
 
-function setUp(options: { answer: (callId: string) => Promise<UpstreamRecording>; commit?: boolean }) {
+function setUp(options: { answer: (callId: string) => Promise<UpstreamRecording>; commit?: boolean; slots?: DownloadSlots }) {
   const sink = fakeSink();
   const stored: Stored[] = [];
   const remembered: string[] = [];
@@ -43,7 +43,7 @@ function setUp(options: { answer: (callId: string) => Promise<UpstreamRecording>
     },
     sink,
     store,
-    slots: freeSlots,
+    slots: options.slots ?? new DownloadSlots(PLENTY_OF_SLOTS),
     notFound: {
       remember: (key) => {
         remembered.push(key);
@@ -98,6 +98,31 @@ describe('one download per recording', () => {
     expect(second.collapsed).toBe(false);
     await manager.idle();
     expect(opened).toHaveLength(2);
+  });
+});
+
+describe('when the upstream is asked', () => {
+  test('with a slot free, within join(): nothing the caller does next holds the request back', async () => {
+    const bytes = syntheticRecording(4000);
+    const { manager, opened } = setUp({ answer: async () => upstreamOf(bytes) });
+    const joined = manager.join(owner, '7');
+    expect(opened).toEqual(['7 with server-key']);
+    await joined.stored;
+    joined.release();
+  });
+
+  test('with every slot taken, only once one comes free', async () => {
+    const bytes = syntheticRecording(4000);
+    const slots = new DownloadSlots(1);
+    const held = slots.take('elsewhere')!;
+    const { manager, opened } = setUp({ answer: async () => upstreamOf(bytes), slots });
+    const joined = manager.join(owner, '7');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(opened).toEqual([]);
+    held();
+    await joined.stored;
+    expect(opened).toEqual(['7 with server-key']);
+    joined.release();
   });
 });
 

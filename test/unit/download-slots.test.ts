@@ -123,6 +123,28 @@ describe('download slots shared between upstream accounts', () => {
     expect(slots.active).toBe(0);
   });
 
+  test('take() hands out a free slot at once, and nothing, changing nothing, while none is free or the account has waiters', async () => {
+    const slots = new DownloadSlots(2);
+    const first = slots.take('A');
+    expect(first).toBeTypeOf('function');
+    const t = tracker(slots);
+    t.request('A', 'a2');
+    t.request('A', 'a3');
+    await settle();
+    expect(t.granted).toEqual(['a2']);
+    expect(slots.take('B')).toBeUndefined();
+    expect(slots.usage('B')).toEqual({ active: 0, queued: 0 });
+    first!();
+    await settle();
+    expect(t.granted).toEqual(['a2', 'a3']);
+    t.request('A', 'a4');
+    t.release('a2');
+    // A's waiter came first: the slot just freed is its, not take()'s.
+    expect(slots.take('A')).toBeUndefined();
+    await settle();
+    expect(t.granted).toEqual(['a2', 'a3', 'a4']);
+  });
+
   test('releasing twice frees one slot, and an account that left holds nothing', async () => {
     const slots = new DownloadSlots(1);
     const release = await slots.acquire('A');
