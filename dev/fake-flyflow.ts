@@ -76,6 +76,8 @@ export interface FakeFlyflow {
   release(id: number): void;
   /** Clears requests and behaviours and opens every gate; keeps the recordings. */
   reset(): void;
+  /** Connections open to it now, idle keep-alive ones included. */
+  openConnections(): number;
   /** Closes the server, destroying open sockets, so hung responses never keep a test alive. */
   close(): Promise<void>;
 }
@@ -370,6 +372,9 @@ export async function startFakeFlyflow(options: FakeFlyflowOptions = {}): Promis
       for (const id of gates.keys()) openGate(id);
       gates.clear();
       behaviours.clear();
+    },
+    openConnections() {
+      return sockets.size;
     },
     close() {
       closing ??= new Promise<void>((resolve) => {

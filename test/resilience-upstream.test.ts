@@ -146,6 +146,27 @@ describe('recording size limit', () => {
   });
 });
 
+describe('an upstream body that stalls', () => {
+  test('silent past body_idle_timeout_ms: the answer is cut short, the upstream connection closed and nothing stored; the next request fetches it whole', async () => {
+    const gateway = await start({ upstream: { bodyIdleTimeoutMs: 300 } });
+    // The head and a quarter of the body, then nothing until released.
+    upstream.setBehaviour(2, { kind: 'gate' });
+
+    const response = await gateway.fetch('/v1/call/recording/2.mp3');
+    expect(response.status).toBe(200);
+    await expect(bytesOf(response)).rejects.toThrow();
+    expect(await eventually(() => upstream.openConnections() === 0)).toBe(true);
+    await gateway.gateway.downloads.idle();
+    expect(await storedRecordingFiles(dir)).toEqual([]);
+    expect(await tempFilesIn(dir)).toEqual([]);
+
+    upstream.setBehaviour(2, undefined);
+    const again = await gateway.fetch('/v1/call/recording/2.mp3');
+    expect((await bytesOf(again)).equals(upstream.recording(2)!)).toBe(true);
+    expect(upstream.recordingRequests(2)).toHaveLength(2);
+  });
+});
+
 describe('upstream retries', () => {
   test('an upstream that answers 503 twice and then 200 still delivers the recording', async () => {
     const gateway = await start();
