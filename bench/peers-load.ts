@@ -56,6 +56,8 @@ export interface CaseResult extends LoadFigures {
   clientCpuPercent: number;
   /** Everything else the machine ran meanwhile (this driver excluded), as % of one core. */
   otherCpuPercent: number;
+  /** What the servers' core took for a fixed job around the run (peers-speed.ts), ms. */
+  coreCheckMs: number;
 }
 
 /** wrk with one thread and `connections` keep-alive connections on `core`. */
@@ -146,7 +148,13 @@ export async function nodeGenerator(options: { connections: number }): Promise<L
 }
 
 /** Runs one case against one server and charges the CPU Linux counted meanwhile to the server, the client and everyone else. */
-export async function measureCase(generator: LoadGenerator, server: PeerServer, loadCase: LoadCase, seconds: number): Promise<CaseResult> {
+export async function measureCase(
+  generator: LoadGenerator,
+  server: PeerServer,
+  loadCase: LoadCase,
+  seconds: number,
+  coreCheckMs: number,
+): Promise<CaseResult> {
   const serverBefore = groupCpuSeconds(server.group.pgid);
   const machineBefore = machineBusySeconds();
   const driverBefore = process.cpuUsage();
@@ -163,6 +171,7 @@ export async function measureCase(generator: LoadGenerator, server: PeerServer, 
     serverCpuPercent: percentOfCore(serverSeconds),
     clientCpuPercent: percentOfCore(figures.clientCpuSeconds),
     otherCpuPercent: percentOfCore(other),
+    coreCheckMs,
   };
 }
 
@@ -187,5 +196,6 @@ export function medianOfRuns(runs: CaseResult[]): CaseResult {
     serverCpuPercent: of((run) => run.serverCpuPercent),
     clientCpuPercent: of((run) => run.clientCpuPercent),
     otherCpuPercent: of((run) => run.otherCpuPercent),
+    coreCheckMs: of((run) => run.coreCheckMs),
   };
 }

@@ -23,6 +23,8 @@ export const UPSTREAM = 'upstream';
 const OTHER_CPU_WARN_PERCENT = 5;
 /** A load generator this busy was the limit: the req/s it saw is a floor. */
 const CLIENT_CPU_WARN_PERCENT = 90;
+/** A core check this much slower than the run's fastest marks a slow phase of the host. */
+const SLOW_CORE_FACTOR = 1.25;
 
 export interface PeersReport {
   /** Column order, with the version each server reported. */
@@ -105,6 +107,7 @@ export function detailTable(report: PeersReport): string {
       `${fmt(run.serverCpuPercent, 0)} %`,
       `${fmt(run.clientCpuPercent, 0)} %`,
       `${fmt(run.otherCpuPercent, 1)} %`,
+      fmt(run.coreCheckMs, 0),
     ]);
   }
   const header = [
@@ -121,6 +124,7 @@ export function detailTable(report: PeersReport): string {
     'server CPU',
     'load gen CPU',
     'other CPU',
+    'core check ms',
   ];
   return markdownTable(header, rows);
 }
@@ -273,7 +277,30 @@ export function auditCostLine(report: PeersReport): string | undefined {
   );
 }
 
-/** Lines about runs whose figures are suspect: other processes busy, the client the limit, wrong answers. */
+/**
+ * Runs that began in a slow phase of the host: their core check took over
+ * {@link SLOW_CORE_FACTOR} times the fastest one. Undefined when none did.
+ */
+function slowPhaseLine(all: ReturnType<typeof everyRun>): string | undefined {
+  const checked = all.filter(({ run }) => Number.isFinite(run.coreCheckMs));
+  const fastest = Math.min(...checked.map(({ run }) => run.coreCheckMs));
+  const slow = checked.filter(({ run }) => run.coreCheckMs > SLOW_CORE_FACTOR * fastest);
+  if (slow.length === 0) return undefined;
+  const worst = Math.max(...slow.map(({ run }) => run.coreCheckMs));
+  const rounds = new Map<string, number[]>();
+  for (const { loadCase, label, round } of slow) {
+    const key = `${loadCase.key}: ${label}`;
+    rounds.set(key, [...(rounds.get(key) ?? []), round]);
+  }
+  const which = [...rounds].map(([key, numbers]) => `${key} ${numbers.join(', ')}`).join('; ');
+  return (
+    `- **Slow phases:** the servers' core took up to ${fmt(worst / fastest, 2)}× its fastest time for the same job (5,000 \`fstat\` calls, fastest of three, ` +
+    `"core check ms" below) around ${slow.length} of ${all.length} runs (case: server rounds: ${which}): the host was slower then for every process, ` +
+    'with no other process busy here; compare those runs only with care.'
+  );
+}
+
+/** Lines about runs whose figures are suspect: other processes busy, the host in a slow phase, the client the limit, wrong answers. */
 export function runWarnings(report: PeersReport): string[] {
   const lines: string[] = [];
   const all = everyRun(report);
@@ -284,6 +311,8 @@ export function runWarnings(report: PeersReport): string[] {
         `(up to ${fmt(Math.max(...busy), 0)} %, see "other CPU" below): these figures are noisy; compare them only with care.`,
     );
   }
+  const slowPhase = slowPhaseLine(all);
+  if (slowPhase) lines.push(slowPhase);
   for (const loadCase of report.cases) {
     const ofCase = all.filter((entry) => entry.loadCase === loadCase);
     const saturated = ofCase.filter(({ run }) => run.clientCpuPercent > CLIENT_CPU_WARN_PERCENT);

@@ -28,6 +28,7 @@ import { checkAuditTrail, settledAuditLines, type AuditTally } from './peers-aud
 import { measureColdMisses, type ColdResult } from './peers-cold.js';
 import { measureCase, medianOfRuns, nodeGenerator, wrkGenerator, WRK_BINARY, type CaseResult, type LoadCase } from './peers-load.js';
 import { executable, pinSelf, planCores, type ProcessGroup } from './peers-process.js';
+import { coreCheckMs } from './peers-speed.js';
 import {
   GATEWAY,
   GATEWAY_AUDIT,
@@ -236,8 +237,11 @@ async function main(): Promise<void> {
       for (const loadCase of CASES) {
         for (const server of order) {
           if (skipped.has(caseOf(server, loadCase))) continue;
+          // Before the warm-up, so that its own process is gone well before the measured seconds, and after them.
+          const checkBefore = coreCheckMs(cores.server);
           const warm = await generator.run(server, loadCase, WARMUP_SECONDS);
-          const run = await measureCase(generator, server, loadCase, seconds);
+          const run = await measureCase(generator, server, loadCase, seconds, checkBefore);
+          run.coreCheckMs = Math.max(checkBefore, coreCheckMs(cores.server));
           const serverRuns = runs.get(loadCase.key)!;
           serverRuns.set(server.label, [...(serverRuns.get(server.label) ?? []), run]);
           if (run.errors > 0) process.exitCode = 1;
@@ -310,7 +314,8 @@ async function main(): Promise<void> {
     console.log(detailTable(report));
     console.log(
       "\n_CPU µs/req: user + system time of the server's processes (from /proc) over the run, per answer. " +
-        'Server, load generator and other CPU: % of one core; "other" is every other process on the machine (this driver excluded)._\n',
+        'Server, load generator and other CPU: % of one core; "other" is every other process on the machine (this driver excluded). ' +
+        "Core check: 5,000 `fstat` calls (the fastest of three) on the servers' core, the slower of two checks, before the run's warm-up and after the run, ms (bench/peers-speed.ts)._\n",
     );
     if (cold) {
       console.log(
