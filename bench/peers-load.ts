@@ -153,8 +153,7 @@ export async function measureCase(
   server: PeerServer,
   loadCase: LoadCase,
   seconds: number,
-  coreCheckMs: number,
-): Promise<CaseResult> {
+): Promise<Omit<CaseResult, 'coreCheckMs'>> {
   const serverBefore = groupCpuSeconds(server.group.pgid);
   const machineBefore = machineBusySeconds();
   const driverBefore = process.cpuUsage();
@@ -171,7 +170,6 @@ export async function measureCase(
     serverCpuPercent: percentOfCore(serverSeconds),
     clientCpuPercent: percentOfCore(figures.clientCpuSeconds),
     otherCpuPercent: percentOfCore(other),
-    coreCheckMs,
   };
 }
 

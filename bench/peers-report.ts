@@ -278,8 +278,9 @@ export function auditCostLine(report: PeersReport): string | undefined {
 }
 
 /**
- * Runs that began in a slow phase of the host: their core check took over
- * {@link SLOW_CORE_FACTOR} times the fastest one. Undefined when none did.
+ * Runs in or next to a slow phase of the host: the slower of their two core
+ * checks took over {@link SLOW_CORE_FACTOR} times the fastest. Undefined when
+ * none did.
  */
 function slowPhaseLine(all: ReturnType<typeof everyRun>): string | undefined {
   const checked = all.filter(({ run }) => Number.isFinite(run.coreCheckMs));

@@ -240,8 +240,8 @@ async function main(): Promise<void> {
           // Before the warm-up, so that its own process is gone well before the measured seconds, and after them.
           const checkBefore = coreCheckMs(cores.server);
           const warm = await generator.run(server, loadCase, WARMUP_SECONDS);
-          const run = await measureCase(generator, server, loadCase, seconds, checkBefore);
-          run.coreCheckMs = Math.max(checkBefore, coreCheckMs(cores.server));
+          const measured = await measureCase(generator, server, loadCase, seconds);
+          const run: CaseResult = { ...measured, coreCheckMs: Math.max(checkBefore, coreCheckMs(cores.server)) };
           const serverRuns = runs.get(loadCase.key)!;
           serverRuns.set(server.label, [...(serverRuns.get(server.label) ?? []), run]);
           if (run.errors > 0) process.exitCode = 1;
