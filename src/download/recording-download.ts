@@ -224,13 +224,14 @@ export class RecordingDownload {
     if (upstream.contentLength !== undefined && body.received !== upstream.contentLength) {
       throw new BadGatewayError('Upstream body ended before its Content-Length');
     }
-    if (signature.length < MP3_SIGNATURE_BYTES) throw new BadGatewayError('Upstream answered with a body that is not MP3 audio');
+    // A body long enough for the signature has had a chunk, so its hash exists.
+    if (signature.length < MP3_SIGNATURE_BYTES || !hash) throw new BadGatewayError('Upstream answered with a body that is not MP3 audio');
     const sealed = await body.seal();
     this.#headSent = true;
     this.#resolveHead(head());
     return {
       ...head(),
-      sha256: (hash ?? createHash('sha256')).digest('hex'),
+      sha256: hash.digest('hex'),
       ...sealed,
       origin: this.#origin,
       persist: upstream.persist !== false,
