@@ -21,7 +21,7 @@ import { listStoredFiles } from '../src/cache/disk-store.js';
 import { createSqliteIndex } from '../src/cache/recording-index.js';
 import { cacheKey, type RecordingMeta } from '../src/cache/recording-meta.js';
 import { namespaceFor } from '../dev/gateway-harness.js';
-import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
+import { startGatewayProcess, startScriptNodeFlags, stopGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import { procMemory } from './proc-stats.js';
 import { fmt, markdownTable, mib, type Cell } from './table.js';
 
@@ -165,15 +165,19 @@ async function verifyIndex(cacheDir: string, metas: RecordingMeta[], keyvCount: 
   }
 }
 
-/** Times `createGateway()` in a fresh process. */
+/** Times `createGateway()` in a fresh process, with npm start's Node flags. */
 function startUpInChild(cacheDir: string, cpuProfileDir: string | undefined): Promise<ChildReport> {
   const profile = cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', ...profile, '--import', 'tsx', CHILD, cacheDir, UPSTREAM_BASE_URL], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [...startScriptNodeFlags(), '--expose-gc', ...profile, '--import', 'tsx', CHILD, cacheDir, UPSTREAM_BASE_URL],
+      {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -330,7 +334,7 @@ export async function startupWithEntries(settings: StartupSettings): Promise<{ t
         '**files after**: files under `recordings/` counted once the process had exited.',
       '- **RSS before** is the child after loading its modules and a GC; **RSS after load** right after `createGateway` resolved, before any GC (the transient peak of start-up, roughly); **RSS after GC** once a full GC has run (what the OS keeps charging); **V8 heap used** what is live before `createGateway` and after it (both after a full GC): the difference is what the loaded entries cost; **V8 heap total** what V8 still holds from the OS after that GC.',
       `- The files are in the page cache (just written or listed): this is the cost of a restart, not of a cold disk.`,
-      `- \`recording-gateway serve\` as a process (compiled: node dist/cli.js), spawn to its "listening" line and its RSS ${SETTLE_MS / 1000} s later, before any request: ` +
+      `- \`recording-gateway serve\` as a process (compiled, as npm start runs it: \`node ${startScriptNodeFlags().join(' ')} dist/cli.js\`), spawn to its "listening" line and its RSS ${SETTLE_MS / 1000} s later, before any request: ` +
         `empty cache ${fmt(cliEmpty.ms / 1000, 2)} s, ${mib(cliEmpty.rss)} MiB (${fmt(cliEmpty.rss / 1e6, 1)} MB); ` +
         `${survivors.toLocaleString('en-US')} entries ${fmt(cliFull.ms / 1000, 2)} s, ${mib(cliFull.rss)} MiB (${fmt(cliFull.rss / 1e6, 1)} MB).`,
     ];

@@ -20,7 +20,7 @@ import { memoryUnderLoad } from './durability-memory.js';
 import { startupWithEntries } from './durability-startup.js';
 import { positiveNumber } from './env.js';
 
-// The gateway runs as production runs it, compiled (node dist/cli.js): tsx
+// The gateway runs as production runs it, compiled, with npm start's Node flags: tsx
 // alone would add some 30 MB to every resident-memory figure.
 execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
 

@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { gatewayYaml, nginxConf, varnishVcl } from './peers-configs.js';
 import { executable, freePort, pinned, startGroup, waitForPort, type ProcessGroup } from './peers-process.js';
 import { GATEWAY, GATEWAY_AUDIT, NODE_FLOOR } from './peers-report.js';
+import { startScriptNodeFlags } from '../dev/gateway-process.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const GATEWAY_CLI = path.join(ROOT, 'dist/cli.js');
@@ -145,7 +146,7 @@ export interface GatewayServer extends PeerServer {
 }
 
 /**
- * `node dist/cli.js --config <yaml> serve` on `core`: the build must exist
+ * `node [npm start's flags] dist/cli.js --config <yaml> serve` on `core`: the build must exist
  * (`npm run build`). With `audit`, the same gateway with an audit trail in
  * its temp dir, labelled {@link GATEWAY_AUDIT}.
  */
@@ -172,11 +173,15 @@ export async function startGatewayServer(options: {
       ...(auditDir === undefined ? {} : { auditDir }),
     }),
   );
-  const group = startGroup('the gateway', pinned(options.core, process.execPath, [GATEWAY_CLI, '--config', configPath, 'serve']), {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: options.serverKey },
-    logFile,
-  });
+  const group = startGroup(
+    'the gateway',
+    pinned(options.core, process.execPath, [...startScriptNodeFlags(), GATEWAY_CLI, '--config', configPath, 'serve']),
+    {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: options.serverKey },
+      logFile,
+    },
+  );
   await ready(group, port, dir, logFile);
   return {
     label: options.audit ? GATEWAY_AUDIT : GATEWAY,

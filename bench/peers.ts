@@ -62,6 +62,7 @@ import {
 import { caseOf, warmAndCheck } from './peers-warm.js';
 import { mib } from './table.js';
 import { nonNegativeInteger, positiveInteger } from './env.js';
+import { startScriptNodeFlags } from '../dev/gateway-process.js';
 
 const RECORDING_BYTES = 932 * 1024;
 const WINDOW_BYTES = 64 * 1024;
@@ -203,7 +204,9 @@ async function main(): Promise<void> {
     console.log(
       `- Recording: ${RECORDING_BYTES.toLocaleString('en-US')} bytes of MP3 from one upstream process (Content-Length, ETag, Last-Modified, ranges)`,
     );
-    console.log('- Gateway: `node dist/cli.js --config <temp yaml> serve`, default config, request log at info to a file');
+    console.log(
+      `- Gateway: \`node ${[...startScriptNodeFlags(), 'dist/cli.js'].join(' ')} --config <temp yaml> serve\` (as npm start runs it), default config, request log at info to a file`,
+    );
     if (audited) {
       console.log(
         `- ${GATEWAY_AUDIT}: the same, with \`audit: { dir: <its temp dir>/audit }\`; hit and range cases only, right after the plain gateway`,

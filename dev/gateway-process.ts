@@ -3,6 +3,7 @@
  * process (via tsx), for tests that kill, signal or restart it.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
@@ -20,6 +21,19 @@ const LISTENING = 'recording-gateway listening';
 const LIFELINE =
   'data:text/javascript,import{Socket}from"node:net";const die=()=>process.kill(process.pid,"SIGKILL");' +
   'const stdin=new Socket({fd:0,readable:true,writable:false});stdin.once("end",die);stdin.once("error",die);stdin.resume();stdin.unref();';
+
+const START_SCRIPT = /^node((?: --[a-z-]+(?:=\S+)?)*) dist\/cli\.js serve$/;
+
+/**
+ * The Node flags `npm start` gives the compiled gateway (package.json's
+ * `start` script), so that benches and tests run it exactly as operators do.
+ */
+export function startScriptNodeFlags(): string[] {
+  const { scripts } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const flags = START_SCRIPT.exec(scripts.start)?.[1];
+  if (flags === undefined) throw new Error(`package.json: "start" is not "node [--flag ...] dist/cli.js serve": ${scripts.start}`);
+  return flags.split(' ').filter(Boolean);
+}
 
 export interface GatewayProcess {
   child: ChildProcessWithoutNullStreams;
@@ -82,7 +96,7 @@ export async function startGatewayProcess(
   options: {
     env?: Record<string, string>;
     startTimeoutMs?: number;
-    /** Run dist/cli.js (build first), as production does, instead of src via tsx. */
+    /** Run dist/cli.js (build first) with npm start's Node flags, as production does, instead of src via tsx. */
     compiled?: boolean;
     /** Open files the process may hold (`ulimit -n`), as a small container allows. */
     fileLimit?: number;
@@ -94,7 +108,7 @@ export async function startGatewayProcess(
     processGroup?: boolean;
   } = {},
 ): Promise<GatewayProcess> {
-  const entry = options.compiled ? [path.join(ROOT, 'dist/cli.js')] : ['--import', 'tsx', CLI];
+  const entry = options.compiled ? [...startScriptNodeFlags(), path.join(ROOT, 'dist/cli.js')] : ['--import', 'tsx', CLI];
   const lifeline = options.processGroup ? ['--import', LIFELINE] : [];
   const command = [process.execPath, ...lifeline, ...entry, '--config', configPath, 'serve'];
   const [program, ...args] =

@@ -1,8 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeTempDir, removeDir } from '../dev/gateway-harness.js';
+import { startScriptNodeFlags } from '../dev/gateway-process.js';
 import { ROOT, runCliProcess } from '../dev/run-cli.js';
 import { runCliInProcess } from './support/run-cli-in-process.js';
 
@@ -181,5 +183,19 @@ describe('recording-gateway CLI', () => {
     const { code, stderr } = await runCliProcess(['--config', path.join(dir, 'nope.yaml')], { env: { FLYFLOW_API_KEY: 'x' } });
     expect(code).toBe(1);
     expect(stderr).toContain('config file not found');
+  });
+
+  test('npm start and the Docker image give Node the same flags, and Node takes them: the young generation stays at 4 MiB semi-spaces', async () => {
+    const flags = startScriptNodeFlags();
+    const dockerfile = await readFile(path.join(ROOT, 'Dockerfile'), 'utf8');
+    const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)![1]!) as string[];
+    expect(entrypoint).toEqual(['node', ...flags, 'dist/cli.js']);
+    // Allocates ~200 MB of short-lived objects, then prints how large V8 let the new space grow.
+    const script =
+      "let k=[];for(let i=0;i<3e6;i++){k.push({i,s:'x'+i});if(k.length>2e4)k=[]}" +
+      "console.log(require('v8').getHeapSpaceStatistics().find((s)=>s.space_name==='new_space').space_size)";
+    const newSpace = (args: string[]) => Number(execFileSync(process.execPath, [...args, '-e', script], { encoding: 'utf8' }).trim());
+    expect(newSpace(flags)).toBeLessThanOrEqual(8 * 1024 * 1024);
+    expect(newSpace([])).toBeGreaterThan(16 * 1024 * 1024);
   });
 });
