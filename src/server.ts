@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { RequestError, getRequestListener } from '@hono/node-server';
 import { readFileSync } from 'node:fs';
-import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer, maxHeaderSize, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { systemClock, type Clock } from './clock.js';
@@ -17,6 +17,7 @@ import { createGateway, type Gateway } from './gateway.js';
 import { BadRequestError, GatewayError, errorResponse } from './errors.js';
 import { headerCount } from './http/raw-headers.js';
 import type { Logger } from './logger.js';
+import { requestIdFrom } from './routes/request-log.js';
 
 export interface RunningServer {
   url: string;
@@ -82,6 +83,36 @@ function adapterErrorResponse(error: unknown): Response {
   return errorResponse(new GatewayError(500, 'Internal Server Error', 'Internal error'));
 }
 
+// RFC 9110 5.6.2: a method is a token.
+const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
+
+/**
+ * What a request the parser refused is answered: 414 when the request line
+ * alone is longer than the header limit (read in the refused packet, which
+ * holds it when the request came in one piece, as it does from browsers and
+ * curl), 501 for a method Node's parser does not know, 505 for an HTTP
+ * version other than 1.0 and 1.1 (RFC 9110 15.5.15, 9.1, 15.6.6).
+ */
+function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status: string; message: string } {
+  const requestLine = REQUEST_LINE_START.test(raw);
+  switch (error.code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return { status: '408 Request Timeout', message: 'The request was not received in time' };
+    case 'HPE_HEADER_OVERFLOW': {
+      const lineEnd = raw.indexOf('\n');
+      return requestLine && (lineEnd === -1 ? raw.length : lineEnd) > maxHeaderSize
+        ? { status: '414 URI Too Long', message: 'The request target is too long' }
+        : { status: '431 Request Header Fields Too Large', message: 'Request headers are too large' };
+    }
+    case 'HPE_INVALID_METHOD':
+      if (requestLine) return { status: '501 Not Implemented', message: 'Unknown request method' };
+      break;
+    case 'HPE_INVALID_VERSION':
+      return { status: '505 HTTP Version Not Supported', message: 'Only HTTP/1.0 and HTTP/1.1 are served' };
+  }
+  return { status: '400 Bad Request', message: 'Malformed HTTP request' };
+}
+
 /**
  * Node's HTTP parser answers a request it cannot parse (a target that is not
  * origin-form, headers over the size limit) with a bare status line: write the
@@ -96,18 +127,50 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
     socket.destroy();
     return;
   }
-  const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
-  const status = timedOut ? '408 Request Timeout' : tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
-  const body = JSON.stringify({
-    error: status.slice(4),
-    message: timedOut ? 'The request was not received in time' : tooLarge ? 'Request headers are too large' : 'Malformed HTTP request',
-  });
-  // A HEAD gets the head alone; the request line is still in the packet the parser refused.
-  const raw = (error as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket;
-  const head = raw?.subarray(0, 5).toString('latin1') === 'HEAD ';
+  // The request line is in the packet the parser refused.
+  const raw = (error as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket?.toString('latin1') ?? '';
+  const { status, message } = clientErrorAnswer(error, raw);
+  const body = JSON.stringify({ error: status.slice(4), message });
+  // A HEAD gets the head alone.
+  const head = raw.startsWith('HEAD ');
   socket.end(
     `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? '' : body}`,
   );
+}
+
+/**
+ * RFC 9110 10.1.1: an expectation other than `100-continue` is answered 417,
+ * here in the JSON error shape (Node's own 417 has no body).
+ */
+function refuseExpectation(request: IncomingMessage, response: ServerResponse): void {
+  const body = JSON.stringify({ error: 'Expectation Failed', message: 'The only expectation served is "100-continue"' });
+  response.writeHead(417, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(body),
+    'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined),
+  });
+  response.end(request.method === 'HEAD' ? undefined : body);
+}
+
+// Every method some route takes.
+const SERVER_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
+
+/**
+ * RFC 9110 9.3.7: `OPTIONS *` asks about the server, not a resource; the
+ * adapter would refuse its target. Any other method with `*` is left to it (400).
+ */
+function answerServerOptions(listener: RequestListener): RequestListener {
+  return function serverOptions(request, response) {
+    if (request.url !== '*' || request.method !== 'OPTIONS') {
+      listener(request, response);
+      return;
+    }
+    response.writeHead(204, {
+      Allow: SERVER_METHODS,
+      'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined),
+    });
+    response.end();
+  };
 }
 
 /**
@@ -190,11 +253,12 @@ export function createHttpServer(
       // Checked below instead, so the 400 is in the JSON error shape.
       requireHostHeader: false,
     },
-    guard.wrap(requireOneHost(listener)),
+    guard.wrap(requireOneHost(answerServerOptions(listener))),
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.on('connection', guard.admit);
   server.on('clientError', answerClientError);
+  server.on('checkExpectation', refuseExpectation);
   return server;
 }
 

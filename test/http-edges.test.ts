@@ -99,6 +99,53 @@ describe('a request without exactly one Host', () => {
   });
 });
 
+describe('requests the HTTP layer refuses or answers before the routes', () => {
+  test('an expectation other than 100-continue is 417 in the JSON shape, with a request id', async () => {
+    const answer = await rawExchange('GET /healthz HTTP/1.1\r\nHost: gw.example\r\nExpect: foo\r\nConnection: close\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 417 Expectation Failed\r\n/);
+    expect(answer).toContain('Content-Type: application/json');
+    expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);
+    expect(answer).toContain('{"error":"Expectation Failed","message":"The only expectation served is \\"100-continue\\""}');
+  });
+
+  test('Expect: 100-continue still gets its 100 and then the answer', async () => {
+    const answer = await rawExchange('GET /healthz HTTP/1.1\r\nHost: gw.example\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+  });
+
+  test('OPTIONS * is about the server: 204 with every method some route takes; GET * stays a 400', async () => {
+    const options = await rawExchange('OPTIONS * HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
+    expect(options).toMatch(/^HTTP\/1\.1 204 No Content\r\n/);
+    expect(options).toContain('\r\nAllow: GET, HEAD, POST, DELETE, OPTIONS\r\n');
+    const get = await rawExchange('GET * HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
+    expect(get).toMatch(/^HTTP\/1\.1 400 /);
+    expect(get).toContain('"message":"Malformed request target"');
+  });
+
+  test.each([
+    [
+      'a request line longer than the header limit',
+      `GET /v1/call/recording/1.mp3?cb=${'a'.repeat(17_000)} HTTP/1.1\r\nHost: gw.example\r\n\r\n`,
+      '414 URI Too Long',
+    ],
+    [
+      'a short request line with too many header bytes',
+      `GET /healthz HTTP/1.1\r\nHost: gw.example\r\nX-Pad: ${'a'.repeat(17_000)}\r\n\r\n`,
+      '431 Request Header Fields Too Large',
+    ],
+    ['a method nobody knows', 'FOO /healthz HTTP/1.1\r\nHost: gw.example\r\n\r\n', '501 Not Implemented'],
+    ['bytes that are no request line', '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n', '400 Bad Request'],
+    ['an HTTP version other than 1.0 and 1.1', 'GET /healthz HTTP/9.9\r\nHost: gw.example\r\n\r\n', '505 HTTP Version Not Supported'],
+  ])('%s', async (_name, head, status) => {
+    const answer = await rawExchange(head);
+    expect(answer.startsWith(`HTTP/1.1 ${status}\r\n`)).toBe(true);
+    expect(answer).toContain('Content-Type: application/json');
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, string>;
+    expect(Object.keys(body).sort()).toEqual(['error', 'message']);
+    expect(body.error).toBe(status.slice(4));
+  });
+});
+
 describe('credentials', () => {
   test('a route that needs the API key does not suggest a signed URL when none is sent', async () => {
     const response = await gateway.fetch('/v1/call/recording/1.mp3', { method: 'DELETE', headers: { authorization: '' } });
