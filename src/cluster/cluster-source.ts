@@ -69,14 +69,14 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
   let extraBeatAt = Number.NEGATIVE_INFINITY;
 
   /**
-   * The live replica serving `volume`. When none is known, after one
+   * The live replicas serving `volume`. When none is known, after one
    * heartbeat more: a replica started after this one is seen only at the
    * next beat, and may be the one that just stored the copy.
    */
-  async function servingReplica(volume: string): Promise<Peer | undefined> {
-    const serving = () => membership.peers.find((candidate) => candidate.volume === volume);
+  async function servingReplicas(volume: string): Promise<Peer[]> {
+    const serving = () => membership.peers.filter((candidate) => candidate.volume === volume);
     const known = serving();
-    if (known) return known;
+    if (known.length > 0) return known;
     if (!extraBeat && Date.now() - extraBeatAt >= EXTRA_BEAT_GAP_MS) {
       extraBeatAt = Date.now();
       extraBeat = membership.beat().finally(() => {
@@ -89,8 +89,10 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
 
   /**
    * A stored copy, through a replica serving its volume; undefined when no
-   * replica gives one. A copy on this replica's own volume is left out unless
-   * `ownVolume`: the local lookup before the miss would have found it.
+   * replica gives one. Every replica serving a volume is asked in turn: one
+   * that died a moment ago is still listed until its beats are missed. A copy
+   * on this replica's own volume is left out unless `ownVolume`: the local
+   * lookup before the miss would have found it.
    */
   async function fromCopy(
     lookup: DirectoryLookup,
@@ -101,13 +103,13 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
   ): Promise<SourcedRecording | undefined> {
     for (const copy of lookup.copies) {
       if (copy.volume === options.volume && !ownVolume) continue;
-      const peer = await servingReplica(copy.volume);
-      if (!peer) continue;
-      try {
-        return await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal);
-      } catch (error) {
-        if (error instanceof PeerRejectedError) rejected(peer.node);
-        else if (!(error instanceof PeerMissError || error instanceof PeerUnreachableError)) throw error;
+      for (const peer of await servingReplicas(copy.volume)) {
+        try {
+          return await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal);
+        } catch (error) {
+          if (error instanceof PeerRejectedError) rejected(peer.node);
+          else if (!(error instanceof PeerMissError || error instanceof PeerUnreachableError)) throw error;
+        }
       }
     }
     return undefined;

@@ -9,7 +9,7 @@ import type { ClusterCopy, ClusterDirectory } from '../../src/cluster/cluster-di
 import { clusterSource } from '../../src/cluster/cluster-source.js';
 import type { DownloadLeases, LeaseAttempt } from '../../src/cluster/download-lease.js';
 import type { Peer } from '../../src/cluster/membership.js';
-import type { PeerClient, PeerRecording } from '../../src/cluster/peer-client.js';
+import { PeerUnreachableError, type PeerClient, type PeerRecording } from '../../src/cluster/peer-client.js';
 import type { SourcedRecording } from '../../src/download/recording-download.js';
 import { silentLogger } from '../../src/logger.js';
 
@@ -35,10 +35,12 @@ interface World {
   peers: Peer[];
   /** Replicas this one sees only from its next heartbeat on (started after it). */
   joining?: Peer[];
+  /** URLs of listed replicas that do not answer (killed since their last beat). */
+  dead?: string[];
   ownVolume?: string;
 }
 
-function world({ lookups, peers, joining = [], ownVolume = 'vol-a' }: World) {
+function world({ lookups, peers, joining = [], dead = [], ownVolume = 'vol-a' }: World) {
   const calls = { lookups: 0, upstream: 0, peerFetches: [] as string[], releases: 0, beats: 0 };
   const seen = [...peers];
   const membership = {
@@ -66,6 +68,7 @@ function world({ lookups, peers, joining = [], ownVolume = 'vol-a' }: World) {
   const peerClient = {
     async openRecording(url: string) {
       calls.peerFetches.push(url);
+      if (dead.includes(url)) throw new PeerUnreachableError(`${url} does not answer`);
       return { ...body('peer'), volume: seen.find((peer) => peer.url === url)?.volume };
     },
   } as unknown as PeerClient;
@@ -146,5 +149,20 @@ describe('a replica that takes the lease', () => {
     await source(OWNER, '43', undefined);
     expect(calls.upstream).toBe(2);
     expect(calls.beats).toBe(1);
+  });
+
+  test('on a volume two replicas serve, one killed since its last beat, the copy comes through the other, not from upstream', async () => {
+    const { source, calls } = world({
+      lookups: [[{ volume: 'vol-b', meta: META }]],
+      peers: [
+        { node: 'b1', url: 'http://b1.internal', volume: 'vol-b' },
+        { node: 'b2', url: 'http://b2.internal', volume: 'vol-b' },
+      ],
+      dead: ['http://b1.internal'],
+    });
+    const recording = await source(OWNER, '42', undefined);
+    expect(calls.peerFetches).toEqual(['http://b1.internal', 'http://b2.internal']);
+    expect(recording.origin).toBe('peer-copy');
+    expect(calls.upstream).toBe(0);
   });
 });
