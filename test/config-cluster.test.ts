@@ -272,6 +272,19 @@ describe('cache.index in cluster mode', () => {
     });
   });
 
+  it('the same server and database written with the defaults left out is the same Redis', () => {
+    for (const [cluster, index] of [
+      ['redis://127.0.0.1:41720/0', 'redis://127.0.0.1:41720'],
+      ['redis://redis', 'redis://redis:6379/0'],
+      [`redis://:${REDIS_PASSWORD}@redis:6379/2`, 'redis://redis/2'],
+    ] as const) {
+      expect(parse(withCluster({ redis_url: cluster }, { cache: { index } })).cache.index).toEqual({ kind: 'sqlite' });
+    }
+    expect(messageOf(withCluster({ redis_url: 'redis://redis' }, { cache: { index: 'redis://redis:6380' } }))).toContain(
+      'cache.index: conflicts with cluster.redis_url',
+    );
+  });
+
   it('another Redis is refused, naming cache.index and never either password', () => {
     const message = messageOf(
       withCluster(

@@ -142,9 +142,21 @@ export const redisUrl = z.string().transform((value, ctx): string => {
   return problem === undefined ? value : fail(ctx, value, problem);
 });
 
-/** Whether two valid Redis URLs are the same once `URL` has normalised them (scheme case, default port, escapes). */
+const REDIS_DEFAULT_PORT = '6379';
+
+/** The server and database a valid Redis URL names, with the client's defaults (port 6379, database 0) filled in. */
+function redisTarget(url: string): string {
+  const { protocol, hostname, port, pathname } = new URL(url);
+  return `${protocol}//${hostname}:${port || REDIS_DEFAULT_PORT}/${pathname.slice(1) || '0'}`;
+}
+
+/**
+ * Whether two valid Redis URLs name the same server and database: scheme and
+ * host case, escapes, the default port and database 0 left out make no
+ * difference; nor do credentials, which reach the same data.
+ */
 export function sameRedisUrl(a: string, b: string): boolean {
-  return new URL(a).href === new URL(b).href;
+  return redisTarget(a) === redisTarget(b);
 }
 
 type SecretFields = Record<string, unknown>;
