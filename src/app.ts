@@ -120,6 +120,10 @@ function handleError(error: Error, c: Context<GatewayEnv>, deps: AppDeps): Respo
   const cors = corsHeaders(c.req.header('origin'), caller?.tenant.allowedOrigins ?? deps.tenants.anyAllowedOrigin);
   const headers = { ...cors, 'X-Request-Id': c.get('requestId') };
   if (error instanceof GatewayError) return errorResponse(error, headers);
+  // The client went away, or was timed out, while its body was read: its request log line says so (`aborted`).
+  if ((error as NodeJS.ErrnoException).code === 'ECONNRESET' && c.env?.incoming?.destroyed) {
+    return errorResponse(new BadRequestError('The request body was cut short'), headers);
+  }
   deps.logger.error({ err: error, method: c.req.method, reqId: c.get('requestId') }, 'unexpected error');
   return errorResponse(new GatewayError(500, 'Internal Server Error', 'Internal error'), headers);
 }

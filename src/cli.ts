@@ -7,6 +7,8 @@ import { signRecordingUrl } from '@recording-gateway/client';
 import { loadConfig, type GatewayConfig } from './config/index.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
+import { auditCliCommand } from './audit/cli-audit.js';
+import { isPresentableToken } from './auth/bearer.js';
 import { registerAuditCommands } from './cli/audit-commands.js';
 import { cacheStats, cacheVerify } from './cli/cache-commands.js';
 import { cachePurge, checkPurgeFilter } from './cli/cache-purge.js';
@@ -93,6 +95,11 @@ export function buildCli(io: CliIo): Command {
     .argument('<key>', 'the API key')
     .option('--json', JSON_HELP)
     .action((key: string, options: { json?: boolean }) => {
+      if (!isPresentableToken(key)) {
+        throw new UsageError(
+          `${key === '' ? 'the key is empty' : 'the key has a character other than visible ASCII (a space, say)'}: no request could present it after "Bearer "; make one with \`recording-gateway new-key\``,
+        );
+      }
       const digest = `sha256:${sha256Hex(key)}`;
       if (options.json) printJson(print, { digest });
       else print(digest);
@@ -136,6 +143,18 @@ export function buildCli(io: CliIo): Command {
         throw new UsageError(`--ttl ${ttl} is over the tenant's max_signed_url_ttl_seconds (${tenant.maxSignedUrlTtlSeconds})`);
       }
       const expiresAt = Math.floor(Date.now() / 1000) + ttl;
+      // Audited before it is printed: a URL that could not be audited is not handed out.
+      if (loaded.audit) {
+        const entry = { event: 'signed-url', tenant: tenant.id, callId: options.call, status: 200, command: 'sign' } as const;
+        await auditCliCommand(loaded.audit, entry).catch((error: unknown) => {
+          throw new CommandFailure(
+            `no URL minted: its audit line could not be written: ${error instanceof Error ? error.message : String(error)}`,
+            {
+              cause: error,
+            },
+          );
+        });
+      }
       const url = signRecordingUrl({
         baseUrl: loaded.publicBaseUrl,
         tenant: tenant.id,

@@ -272,6 +272,23 @@ export function advertisedUrl(listenHost: string, port: number): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
+const HOST_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EADDRNOTAVAIL']);
+const PORT_ERRORS = new Set(['EADDRINUSE', 'EACCES']);
+
+/** Why the server could not listen, naming the setting to change (README "Configuration": HOST and PORT override them). */
+function listenError(error: unknown, listen: { host: string; port: number }): unknown {
+  const code = (error as NodeJS.ErrnoException).code ?? '';
+  const reason = error instanceof Error ? error.message : String(error);
+  if (HOST_ERRORS.has(code)) {
+    return new Error(`listen.host (or HOST) ${JSON.stringify(listen.host)} is no address of this machine: ${reason}`, { cause: error });
+  }
+  if (PORT_ERRORS.has(code)) {
+    const why = code === 'EADDRINUSE' ? 'is in use' : 'needs privileges this process lacks';
+    return new Error(`listen.port (or PORT) ${listen.port} on ${listen.host} ${why}: ${reason}`, { cause: error });
+  }
+  return error;
+}
+
 /** Loads the cache, then listens on the configured host and port. */
 export async function startServer(config: GatewayConfig, options: { logger: Logger; clock?: Clock }): Promise<RunningServer> {
   const gateway = await createGateway({ config, logger: options.logger, ...(options.clock ? { clock: options.clock } : {}) });
@@ -297,7 +314,7 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
     });
   } catch (error) {
     await gateway.close();
-    throw error;
+    throw listenError(error, config.listen);
   }
   const { address, port } = server.address() as AddressInfo;
   const host = address.includes(':') ? `[${address}]` : address;

@@ -338,6 +338,61 @@ describe('cache purge without a running gateway', () => {
   });
 });
 
+describe('sign', () => {
+  const SECRET = 'audit-cli-signing-secret-0123456789';
+
+  async function signConfig(auditDir: string): Promise<string> {
+    const configPath = await configFor(auditDir);
+    await writeFile(
+      configPath,
+      `${await readFile(configPath, 'utf8')}\n    signing_keys: [{ kid: k1, secret_env: ACME_SIGNING_SECRET }]\n`,
+    );
+    return configPath;
+  }
+
+  test('a URL the CLI mints is audited in its own chain first, without its signature or the secret', async () => {
+    const auditDir = path.join(await makeTempDir('rg-audit-cli-sign-'), 'audit');
+    const configPath = await signConfig(auditDir);
+    const signed = await runCliInProcess(['--config', configPath, 'sign', '--tenant', 'acme', '--call', '7', '--ttl', '60'], {
+      cwd: dir,
+      env: { ACME_SIGNING_SECRET: SECRET },
+    });
+    expect(signed.stderr).toBe('');
+    expect(signed.code).toBe(0);
+    const sig = new URL(signed.stdout.trim(), 'http://gateway.example').searchParams.get('sig')!;
+    expect(sig).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const [file] = await readdir(auditDir).then((names) => names.filter((name) => name.endsWith('.jsonl')));
+    expect(file).toMatch(/^audit-cli\./);
+    const text = await readFile(path.join(auditDir, file!), 'utf8');
+    expect(text).not.toContain(sig);
+    expect(text).not.toContain(SECRET);
+    expect((await linesOf(path.join(auditDir, file!))).map((line) => JSON.parse(line) as Record<string, unknown>)).toMatchObject([
+      {
+        event: 'signed-url',
+        tenant: 'acme',
+        call_id: 7,
+        method: 'CLI',
+        status: 200,
+        credential: { kind: 'cli' },
+        user_agent: 'recording-gateway sign',
+      },
+    ]);
+    expect((await audit(['verify'], configPath)).code).toBe(0);
+  });
+
+  test('when its audit line cannot be written, no URL is printed and the exit code is 1', async () => {
+    const blocked = path.join(await makeTempDir('rg-audit-cli-sign-blocked-'), 'not-a-dir');
+    await writeFile(blocked, 'a file where the audit directory should be');
+    const signed = await runCliInProcess(['--config', await signConfig(blocked), 'sign', '--tenant', 'acme', '--call', '7'], {
+      cwd: dir,
+      env: { ACME_SIGNING_SECRET: SECRET },
+    });
+    expect(signed.code).toBe(1);
+    expect(signed.stdout).toBe('');
+    expect(signed.stderr).toMatch(/^error: no URL minted: its audit line could not be written: /);
+  });
+});
+
 describe('replicas sharing one audit directory (cluster mode)', () => {
   test('each node keeps a chain of its own; verify checks each, query merges them by time', async () => {
     const auditDir = path.join(await makeTempDir('rg-audit-cli-nodes-'), 'audit');

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeTempDir, removeDir } from '../dev/gateway-harness.js';
@@ -91,6 +92,17 @@ describe('recording-gateway CLI', () => {
     expect(stdout.trim()).toBe(`sha256:${createHash('sha256').update('acme-key').digest('hex')}`);
   });
 
+  test.each([
+    ['an empty key', '', 'the key is empty'],
+    ['a key of spaces', '   ', 'the key has a character other than visible ASCII (a space, say)'],
+    ['a key with a space inside', 'acme key', 'the key has a character other than visible ASCII (a space, say)'],
+  ])('hash-key refuses %s, which no request could present: exit 2', async (_name, key, reason) => {
+    const { code, stdout, stderr } = await runCliInProcess(['hash-key', key], { cwd: dir });
+    expect(code).toBe(2);
+    expect(stdout).toBe('');
+    expect(stderr).toBe(`error: ${reason}: no request could present it after "Bearer "; make one with \`recording-gateway new-key\``);
+  });
+
   test('new-key prints a fresh key and the digest of that same key', async () => {
     const first = await runCliProcess(['new-key']);
     const second = await runCliProcess(['new-key']);
@@ -177,6 +189,28 @@ describe('recording-gateway CLI', () => {
     });
     expect(code).toBe(1);
     expect(stderr).toBe(`error: ${message}`);
+  });
+
+  test('serve that cannot listen names the setting to change: a host of no address here, a port in use', async () => {
+    const badHost = await runCliInProcess(['--config', configPath], {
+      cwd: dir,
+      env: { FLYFLOW_API_KEY: 'k', ACME_SIGNING_SECRET: SIGNING_SECRET, HOST: 'no such host' },
+    });
+    expect(badHost.code).toBe(1);
+    expect(badHost.stderr).toMatch(/^error: listen\.host \(or HOST\) "no such host" is no address of this machine: /);
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const busy = await runCliInProcess(['--config', configPath], {
+        cwd: dir,
+        env: { FLYFLOW_API_KEY: 'k', ACME_SIGNING_SECRET: SIGNING_SECRET, PORT: String(port) },
+      });
+      expect(busy.code).toBe(1);
+      expect(busy.stderr).toMatch(new RegExp(`^error: listen\\.port \\(or PORT\\) ${port} on 127\\.0\\.0\\.1 is in use: `));
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 
   test('serve with a missing config file names the file', async () => {

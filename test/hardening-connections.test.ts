@@ -177,6 +177,22 @@ describe('timeouts for slow clients', () => {
     });
   });
 
+  test('a request body that never arrives in full is answered 408 after request_timeout_ms, and logged as the client failing, not as a gateway error', async () => {
+    const logged: Array<{ level: number; msg: string }> = [];
+    const logger = createLogger({ level: 'info', destination: { write: (line: string) => void logged.push(JSON.parse(line)) } });
+    const server = await start({ headersTimeoutMs: 300, requestTimeoutMs: 600 }, logger);
+    const { sockets } = await openIdle(server.url, 1);
+    const slow = sockets[0]!;
+    slow.write(
+      `POST /v1/call/recording/1/signed-url HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer ${ACME_KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"ttl_`,
+    );
+    const received = await untilClosed(slow, 10_000);
+    expect(received).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+    await expect.poll(() => logged.some((line) => line.msg === 'request'), { timeout: 5_000 }).toBe(true);
+    expect(logged.find((line) => line.msg === 'request')).toMatchObject({ method: 'POST', aborted: true });
+    expect(logged.filter((line) => line.level >= 40)).toEqual([]);
+  });
+
   test('a connection that never sends a byte is closed after headers_timeout_ms without an answer', async () => {
     const server = await start({ headersTimeoutMs: 300, requestTimeoutMs: 1_000 });
     const { sockets } = await openIdle(server.url, 1);

@@ -7,10 +7,11 @@ import type { AuditConfig } from '../config/index.js';
 import { AuditTrail } from './audit-trail.js';
 
 /*
- * A purge the CLI does itself (no gateway answered, or a Redis index, where
- * the CLI always purges) is audited by the CLI, in a chain of its own per
- * host: a gateway's chain has one writer, the gateway. CLI runs on one host
- * take turns through a lock file beside the trail.
+ * What the CLI does itself is audited by the CLI, in a chain of its own per
+ * host (a gateway's chain has one writer, the gateway): a purge no gateway
+ * did (none answered, or a Redis index, where the CLI always purges), and a
+ * signed URL minted with `sign`. CLI runs on one host take turns through a
+ * lock file beside the trail.
  */
 
 const LOCK_WAIT_MS = 5_000;
@@ -55,17 +56,21 @@ async function takeLock(lock: string, clock: Clock): Promise<void> {
   }
 }
 
-/**
- * Writes the audit line of a purge the CLI did itself; rejects when it
- * cannot be written.
- * @param status 200 when the purge completed, 500 when it stopped part-way.
- */
-export async function auditCliPurge(
-  audit: AuditConfig,
-  filter: { callId?: string; tenant?: string },
-  status: number,
-  clock: Clock = systemClock,
-): Promise<void> {
+/** One thing the CLI did, as its audit line says it. */
+export interface CliAuditEntry {
+  event: 'purge' | 'signed-url';
+  /** null: a purge of every tenant. */
+  tenant: string | null;
+  /** null: a purge of a whole tenant or of everything. */
+  callId: string | null;
+  /** For a purge, 200 when it completed, 500 when it stopped part-way. */
+  status: number;
+  /** The command, as the line's user agent: `cache purge`, `sign`. */
+  command: string;
+}
+
+/** Writes the audit line of something the CLI did itself; rejects when it cannot be written. */
+export async function auditCliCommand(audit: AuditConfig, entry: CliAuditEntry, clock: Clock = systemClock): Promise<void> {
   const chain = cliChainName();
   await mkdir(audit.dir, { recursive: true, mode: 0o750 });
   const lock = path.join(audit.dir, `.${chain}.lock`);
@@ -75,17 +80,17 @@ export async function auditCliPurge(
     trail.record({
       time: clock.now(),
       requestId: randomUUID(),
-      event: 'purge',
-      tenant: filter.tenant ?? null,
+      event: entry.event,
+      tenant: entry.tenant,
       credential: { kind: 'cli', user: systemUser() },
-      callId: filter.callId ?? null,
+      callId: entry.callId,
       method: 'CLI',
-      status,
+      status: entry.status,
       bytesSent: 0,
       range: null,
       cache: null,
       client: null,
-      userAgent: 'recording-gateway cache purge',
+      userAgent: `recording-gateway ${entry.command}`,
     });
     try {
       await trail.flush();

@@ -6,7 +6,7 @@ import type { PurgeFilter } from '../admin-api.js';
 import { cacheExists, namespaceOf, withIndex, type OutputOptions } from './cache-commands.js';
 import { CommandFailure, UsageError, printJson } from './io.js';
 import { purgeThroughGateway } from './running-gateway.js';
-import { auditCliPurge } from '../audit/cli-audit.js';
+import { auditCliCommand } from '../audit/cli-audit.js';
 
 /** Refuses a purge that does not say what it removes: everything takes `--all`. */
 export function checkPurgeFilter(filter: PurgeFilter): void {
@@ -70,7 +70,14 @@ async function purgeLocally(config: GatewayConfig, filter: PurgeFilter): Promise
     purged = await removeLocally(config, filter);
     return purged;
   } finally {
-    await auditCliPurge(audit, filter, purged === undefined ? 500 : 200).catch((error: unknown) => {
+    const entry = {
+      event: 'purge',
+      tenant: filter.tenant ?? null,
+      callId: filter.callId ?? null,
+      status: purged === undefined ? 500 : 200,
+      command: 'cache purge',
+    } as const;
+    await auditCliCommand(audit, entry).catch((error: unknown) => {
       const done = purged === undefined ? 'the purge stopped' : `purged ${purged} recording${purged === 1 ? '' : 's'}`;
       throw new CommandFailure(
         `${done}, but its audit line could not be written: ${error instanceof Error ? error.message : String(error)}`,
