@@ -1,6 +1,6 @@
 /**
  * Issue 10, points 2 and 5: copies are found, never destroyed, across
- * replicas with their own volumes; replicas sharing a volume keep its disk
+ * replicas with their own volumes, also while one sharing a volume has just died; replicas sharing a volume keep its disk
  * budget together; and replicas reach each other only with the peer secret.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -113,6 +113,29 @@ describe.sequential('replicas with a volume each', () => {
     const purge = await cluster().at(0, routes[1]![1], { method: 'POST', headers: peer });
     await purge.arrayBuffer();
     expect(purge.status).toBeLessThan(300);
+  });
+});
+
+describe.sequential('two replicas sharing a volume, a third with its own', () => {
+  const cluster = clusterFor(() => upstream.baseUrl, { volumes: [0, 0, 1] });
+
+  test("one of the two killed a moment ago (still listed until it misses its beats): the third gets the other's copy through it, not from upstream", async () => {
+    const [a, b, c] = cluster().replicas;
+    expect(a!.ready?.volume).toBe(b!.ready?.volume);
+    expect(c!.ready?.volume).not.toBe(a!.ready?.volume);
+    await cluster().kill(0, 'SIGKILL');
+    const id = 8201;
+    const recording = syntheticRecording(256 * KIB);
+    upstream.setRecording(id, recording);
+    const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onB.status).toBe(200);
+    expect(await eventually(async () => (await storedRecordingFiles(b!.cacheDir)).length > 0)).toBe(true);
+
+    const onC = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onC.status).toBe(200);
+    expect(onC.cacheStatus).toBe(PEER_COPY);
+    expect(onC.bytes.equals(recording)).toBe(true);
+    expect(upstreamFetches(upstream, id)).toBe(1);
   });
 });
 

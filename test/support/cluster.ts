@@ -35,8 +35,12 @@ const CLUSTER_START_TIMEOUT_MS = 90_000;
 export interface ClusterOptions {
   /** Gateway processes; default 3. */
   replicas?: number;
-  /** One cache directory for all (`shared`) or one each (`own`). */
-  volumes: 'shared' | 'own';
+  /**
+   * One cache directory for all (`shared`), one each (`own`), or each
+   * replica's volume by number (`[0, 0, 1]`: the first two share one, the
+   * third has another; replicas past the list have one each).
+   */
+  volumes: 'shared' | 'own' | number[];
   /** The fake upstream's `baseUrl`. */
   upstreamBaseUrl: string;
   /** Extra lines in each replica's `upstream:` block, e.g. `timeout_ms: 20000`. */
@@ -129,7 +133,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   async function writeConfig(index: number, redisUrl: string): Promise<{ configPath: string; cacheDir: string }> {
     const dir = path.join(root, `gw-${index + 1}`);
     await mkdir(dir, { recursive: true });
-    const cacheDir = options.volumes === 'shared' ? sharedCacheDir : path.join(root, `cache-${index + 1}`);
+    const volume = Array.isArray(options.volumes) ? options.volumes[index] : undefined;
+    const cacheDir =
+      options.volumes === 'shared'
+        ? sharedCacheDir
+        : volume !== undefined
+          ? path.join(root, `volume-${volume}`)
+          : path.join(root, `cache-${index + 1}`);
     const clusterYaml = options.withoutCluster
       ? []
       : [
