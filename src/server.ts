@@ -83,6 +83,8 @@ function adapterErrorResponse(error: unknown): Response {
   return errorResponse(new GatewayError(500, 'Internal Server Error', 'Internal error'));
 }
 
+const VERSION_NOT_SUPPORTED = { error: 'HTTP Version Not Supported', message: 'Only HTTP/1.0 and HTTP/1.1 are served' };
+
 // RFC 9110 5.6.2: a method is a token.
 const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
 
@@ -108,7 +110,7 @@ function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status:
       if (requestLine) return { status: '501 Not Implemented', message: 'Unknown request method' };
       break;
     case 'HPE_INVALID_VERSION':
-      return { status: '505 HTTP Version Not Supported', message: 'Only HTTP/1.0 and HTTP/1.1 are served' };
+      return { status: `505 ${VERSION_NOT_SUPPORTED.error}`, message: VERSION_NOT_SUPPORTED.message };
   }
   return { status: '400 Bad Request', message: 'Malformed HTTP request' };
 }
@@ -175,19 +177,25 @@ function answerServerOptions(listener: RequestListener): RequestListener {
 
 /**
  * RFC 9112 3.2: an HTTP/1.1 request without a Host, or with more than one, is
- * answered 400. Node would say so with a bare status line; this says it in
- * the JSON error shape.
+ * answered 400; one whose major version is not 1 is answered 505 (RFC 9110
+ * 15.6.6: Node's parser takes `HTTP/0.9` and `HTTP/2.0` as if they were 1.x).
+ * Node would answer the first with a bare status line and serve the second;
+ * this says both in the JSON error shape.
  */
-function requireOneHost(listener: RequestListener): RequestListener {
-  return function hostChecked(request, response) {
+function requireHttp1AndOneHost(listener: RequestListener): RequestListener {
+  return function requestChecked(request, response) {
     const hosts = headerCount(request.rawHeaders, 'host');
-    if (hosts === 1 || (hosts === 0 && request.httpVersionMinor === 0 && request.httpVersionMajor === 1)) {
+    const http1 = request.httpVersionMajor === 1;
+    if (http1 && (hosts === 1 || (hosts === 0 && request.httpVersionMinor === 0))) {
       listener(request, response);
       return;
     }
-    const body = JSON.stringify({ error: 'Bad Request', message: hosts === 0 ? 'Missing Host header' : 'More than one Host header' });
+    const [status, answer] = http1
+      ? [400, { error: 'Bad Request', message: hosts === 0 ? 'Missing Host header' : 'More than one Host header' }]
+      : [505, VERSION_NOT_SUPPORTED];
+    const body = JSON.stringify(answer);
     response.shouldKeepAlive = false;
-    response.writeHead(400, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+    response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
     response.end(request.method === 'HEAD' ? undefined : body);
   };
 }
@@ -253,7 +261,7 @@ export function createHttpServer(
       // Checked below instead, so the 400 is in the JSON error shape.
       requireHostHeader: false,
     },
-    guard.wrap(requireOneHost(answerServerOptions(listener))),
+    guard.wrap(requireHttp1AndOneHost(answerServerOptions(listener))),
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.on('connection', guard.admit);

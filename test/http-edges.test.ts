@@ -136,6 +136,16 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     ['a method nobody knows', 'FOO /healthz HTTP/1.1\r\nHost: gw.example\r\n\r\n', '501 Not Implemented'],
     ['bytes that are no request line', '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n', '400 Bad Request'],
     ['an HTTP version other than 1.0 and 1.1', 'GET /healthz HTTP/9.9\r\nHost: gw.example\r\n\r\n', '505 HTTP Version Not Supported'],
+    [
+      'HTTP/2.0 in a request line, which Node parses as 1.x',
+      'GET /healthz HTTP/2.0\r\nHost: gw.example\r\n\r\n',
+      '505 HTTP Version Not Supported',
+    ],
+    [
+      'HTTP/0.9 in a request line, which Node parses as well',
+      'GET /healthz HTTP/0.9\r\nHost: gw.example\r\n\r\n',
+      '505 HTTP Version Not Supported',
+    ],
   ])('%s', async (_name, head, status) => {
     const answer = await rawExchange(head);
     expect(answer.startsWith(`HTTP/1.1 ${status}\r\n`)).toBe(true);
