@@ -90,10 +90,11 @@ const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
 
 /**
  * What a request the parser refused is answered: 414 when the request line
- * alone is longer than the header limit (read in the refused packet, which
- * holds it when the request came in one piece, as it does from browsers and
- * curl), 501 for a method Node's parser does not know, 505 for an HTTP
- * version other than 1.0 and 1.1 (RFC 9110 15.5.15, 9.1, 15.6.6).
+ * alone is longer than the header limit, 501 for a method Node's parser does
+ * not know, 505 for an HTTP version other than 1.0 and 1.1 (RFC 9110
+ * 15.5.15, 9.1, 15.6.6). Only the refused packet is at hand (Node reads the
+ * socket natively), so a request line that came in several TCP segments is
+ * seen in part, and gets 431.
  */
 function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status: string; message: string } {
   const requestLine = REQUEST_LINE_START.test(raw);
