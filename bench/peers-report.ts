@@ -9,6 +9,7 @@ import type { ColdResult } from './peers-cold.js';
 import type { CaseResult, LoadCase } from './peers-load.js';
 import { median } from './stats.js';
 import { fmt, markdownTable, type Cell } from './table.js';
+import { CORE_CHECK_JOB } from './peers-speed.js';
 
 export const GATEWAY = 'gateway';
 /** The same gateway with an audit trail: measured on hits and ranges only, for what auditing costs. */
@@ -295,7 +296,7 @@ function slowPhaseLine(all: ReturnType<typeof everyRun>): string | undefined {
   }
   const which = [...rounds].map(([key, numbers]) => `${key} ${numbers.join(', ')}`).join('; ');
   return (
-    `- **Slow phases:** the servers' core took up to ${fmt(worst / fastest, 2)}× its fastest time for the same job (5,000 \`fstat\` calls, fastest of three, ` +
+    `- **Slow phases:** the servers' core took up to ${fmt(worst / fastest, 2)}× its fastest time for the same job (${CORE_CHECK_JOB}, ` +
     `"core check ms" below) around ${slow.length} of ${all.length} runs (case: server rounds: ${which}): the host was slower then for every process, ` +
     'with no other process busy here; compare those runs only with care.'
   );

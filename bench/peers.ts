@@ -28,7 +28,7 @@ import { checkAuditTrail, settledAuditLines, type AuditTally } from './peers-aud
 import { measureColdMisses, type ColdResult } from './peers-cold.js';
 import { measureCase, medianOfRuns, nodeGenerator, wrkGenerator, WRK_BINARY, type CaseResult, type LoadCase } from './peers-load.js';
 import { executable, pinSelf, planCores, type ProcessGroup } from './peers-process.js';
-import { coreCheckMs } from './peers-speed.js';
+import { CORE_CHECK_JOB, coreCheckMs } from './peers-speed.js';
 import {
   GATEWAY,
   GATEWAY_AUDIT,
@@ -318,7 +318,7 @@ async function main(): Promise<void> {
     console.log(
       "\n_CPU µs/req: user + system time of the server's processes (from /proc) over the run, per answer. " +
         'Server, load generator and other CPU: % of one core; "other" is every other process on the machine (this driver excluded). ' +
-        "Core check: 5,000 `fstat` calls (the fastest of three) on the servers' core, the slower of two checks, before the run's warm-up and after the run, ms (bench/peers-speed.ts)._\n",
+        `Core check: ${CORE_CHECK_JOB} on the servers' core, the slower of two checks, before the run's warm-up and after the run, ms (bench/peers-speed.ts)._\n`,
     );
     if (cold) {
       console.log(

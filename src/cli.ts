@@ -14,6 +14,7 @@ import { cacheStats, cacheVerify } from './cli/cache-commands.js';
 import { cachePurge, checkPurgeFilter } from './cli/cache-purge.js';
 import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, callIdArgument, printJson } from './cli/io.js';
 import { prefetchCommand, type PrefetchResult } from './cli/prefetch-command.js';
+import { errorMessage } from './errors.js';
 
 const DEFAULT_SIGN_TTL_SECONDS = 300;
 const NEW_KEY_PREFIX = 'rgk_';
@@ -147,12 +148,9 @@ export function buildCli(io: CliIo): Command {
       if (loaded.audit) {
         const entry = { event: 'signed-url', tenant: tenant.id, callId: options.call, status: 200, command: 'sign' } as const;
         await auditCliCommand(loaded.audit, entry).catch((error: unknown) => {
-          throw new CommandFailure(
-            `no URL minted: its audit line could not be written: ${error instanceof Error ? error.message : String(error)}`,
-            {
-              cause: error,
-            },
-          );
+          throw new CommandFailure(`no URL minted: its audit line could not be written: ${errorMessage(error)}`, {
+            cause: error,
+          });
         });
       }
       const url = signRecordingUrl({
@@ -256,7 +254,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     // Expected conditions (a bad config, a failed command) and unexpected errors alike: one line, no stack.
-    io.stderr(`error: ${error instanceof Error ? error.message : String(error)}`);
+    io.stderr(`error: ${errorMessage(error)}`);
     return error instanceof UsageError ? EXIT_USAGE : EXIT_FAILURE;
   }
 }

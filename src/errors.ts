@@ -119,6 +119,11 @@ export class GatewayTimeoutError extends GatewayError {
   }
 }
 
+/** What an error says, for a one-line message: its message, or the thrown value itself. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /** A JSON error response in the contract's shape. */
 export function errorResponse(error: GatewayError, extraHeaders: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(error.toJSON()), {

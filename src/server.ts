@@ -14,7 +14,7 @@ import {
 } from './config/index.js';
 import { createConnectionGuard, type ConnectionPressure } from './connection-guard.js';
 import { createGateway, type Gateway } from './gateway.js';
-import { BadRequestError, GatewayError, errorResponse } from './errors.js';
+import { BadRequestError, GatewayError, errorMessage, errorResponse } from './errors.js';
 import { headerCount } from './http/raw-headers.js';
 import type { Logger } from './logger.js';
 import { requestIdFrom } from './routes/request-log.js';
@@ -141,18 +141,26 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   );
 }
 
+/** Writes an error in the contract's JSON shape straight to Node's response; a HEAD gets the head alone. */
+function writeJsonError(
+  request: IncomingMessage,
+  response: ServerResponse,
+  status: number,
+  answer: { error: string; message: string },
+  headers: Record<string, string> = {},
+): void {
+  const body = JSON.stringify(answer);
+  response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)), ...headers });
+  response.end(request.method === 'HEAD' ? undefined : body);
+}
+
 /**
  * RFC 9110 10.1.1: an expectation other than `100-continue` is answered 417,
  * here in the JSON error shape (Node's own 417 has no body).
  */
 function refuseExpectation(request: IncomingMessage, response: ServerResponse): void {
-  const body = JSON.stringify({ error: 'Expectation Failed', message: 'The only expectation served is "100-continue"' });
-  response.writeHead(417, {
-    'Content-Type': 'application/json',
-    'Content-Length': Buffer.byteLength(body),
-    'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined),
-  });
-  response.end(request.method === 'HEAD' ? undefined : body);
+  const answer = { error: 'Expectation Failed', message: 'The only expectation served is "100-continue"' };
+  writeJsonError(request, response, 417, answer, { 'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined) });
 }
 
 // Every method some route takes.
@@ -191,13 +199,10 @@ function requireHttp1AndOneHost(listener: RequestListener): RequestListener {
       listener(request, response);
       return;
     }
-    const [status, answer] = http1
-      ? [400, { error: 'Bad Request', message: hosts === 0 ? 'Missing Host header' : 'More than one Host header' }]
-      : [505, VERSION_NOT_SUPPORTED];
-    const body = JSON.stringify(answer);
     response.shouldKeepAlive = false;
-    response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
-    response.end(request.method === 'HEAD' ? undefined : body);
+    if (!http1) return writeJsonError(request, response, 505, VERSION_NOT_SUPPORTED, { Connection: 'close' });
+    const message = hosts === 0 ? 'Missing Host header' : 'More than one Host header';
+    writeJsonError(request, response, 400, { error: 'Bad Request', message }, { Connection: 'close' });
   };
 }
 
@@ -287,7 +292,7 @@ const PORT_ERRORS = new Set(['EADDRINUSE', 'EACCES']);
 /** Why the server could not listen, naming the setting to change (README "Configuration": HOST and PORT override them). */
 function listenError(error: unknown, listen: { host: string; port: number }): unknown {
   const code = (error as NodeJS.ErrnoException).code ?? '';
-  const reason = error instanceof Error ? error.message : String(error);
+  const reason = errorMessage(error);
   if (HOST_ERRORS.has(code)) {
     return new Error(`listen.host (or HOST) ${JSON.stringify(listen.host)} is no address of this machine: ${reason}`, { cause: error });
   }

@@ -4,6 +4,7 @@ import { silentLogger, type Logger } from '../logger.js';
 import { auditLineStart, type AuditEvent } from './audit-event.js';
 import { DAY_MS, systemClock, type Clock } from '../clock.js';
 import { auditFileName, dayStart, lineHash, listAuditFiles, parseAuditFileName, readChainTail, utcDay } from './audit-files.js';
+import { errorMessage } from '../errors.js';
 
 /** How often a batch of lines is written: the longest a line waits in memory. */
 const DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 50;
@@ -144,7 +145,7 @@ export class AuditTrail implements AuditRecorder {
       await mkdir(options.dir, { recursive: true, mode: 0o750 });
       tail = await readChainTail(options.dir, options.nodeId ?? '');
     } catch (error) {
-      throw new Error(`audit.dir ${options.dir} cannot be used: ${error instanceof Error ? error.message : String(error)}`, {
+      throw new Error(`audit.dir ${options.dir} cannot be used: ${errorMessage(error)}`, {
         cause: error,
       });
     }

@@ -7,6 +7,7 @@ import { cacheExists, namespaceOf, withIndex, type OutputOptions } from './cache
 import { CommandFailure, UsageError, printJson } from './io.js';
 import { purgeThroughGateway } from './running-gateway.js';
 import { auditCliCommand } from '../audit/cli-audit.js';
+import { errorMessage } from '../errors.js';
 
 /** Refuses a purge that does not say what it removes: everything takes `--all`. */
 export function checkPurgeFilter(filter: PurgeFilter): void {
@@ -79,12 +80,9 @@ async function purgeLocally(config: GatewayConfig, filter: PurgeFilter): Promise
     } as const;
     await auditCliCommand(audit, entry).catch((error: unknown) => {
       const done = purged === undefined ? 'the purge stopped' : `purged ${purged} recording${purged === 1 ? '' : 's'}`;
-      throw new CommandFailure(
-        `${done}, but its audit line could not be written: ${error instanceof Error ? error.message : String(error)}`,
-        {
-          cause: error,
-        },
-      );
+      throw new CommandFailure(`${done}, but its audit line could not be written: ${errorMessage(error)}`, {
+        cause: error,
+      });
     });
   }
 }
@@ -106,6 +104,6 @@ async function removeLocally(config: GatewayConfig, filter: PurgeFilter): Promis
     return matching.length;
   }).catch((error: unknown) => {
     if (error instanceof UsageError || error instanceof CommandFailure) throw error;
-    throw new CommandFailure(`the purge stopped: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw new CommandFailure(`the purge stopped: ${errorMessage(error)}`, { cause: error });
   });
 }

@@ -1,6 +1,7 @@
 import type { GatewayConfig } from '../config/index.js';
 import { createGateway } from '../gateway.js';
 import { UsageError, formatBytes, type Print } from './io.js';
+import { errorMessage } from '../errors.js';
 
 const PROGRESS_INTERVAL_MS = 200;
 
@@ -44,8 +45,8 @@ export async function prefetchCommand(
         options.onResult?.({ callId, status: result.status, size: result.size });
       } catch (error) {
         failed++;
-        options.print(`call ${callId}: failed: ${error instanceof Error ? error.message : String(error)}`);
-        options.onResult?.({ callId, status: 'failed', error: error instanceof Error ? error.message : String(error) });
+        options.print(`call ${callId}: failed: ${errorMessage(error)}`);
+        options.onResult?.({ callId, status: 'failed', error: errorMessage(error) });
       } finally {
         if (ticker) {
           clearInterval(ticker);

@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import type { DiskHealth } from '../cache/disk-health.js';
 import type { RecordingIndex } from '../cache/recording-index.js';
+import { errorMessage } from '../errors.js';
 
 /**
  * One thing /readyz checks. It rejects with a reason anyone may read: what is
@@ -63,7 +64,7 @@ export function createHealthHandlers(checks: ReadinessCheck[], details?: () => R
             await check();
             return undefined;
           } catch (error) {
-            return `${name}: ${error instanceof Error ? error.message : String(error)}`;
+            return `${name}: ${errorMessage(error)}`;
           }
         }),
       );
