@@ -111,6 +111,8 @@ function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status:
       if (requestLine) return { status: '501 Not Implemented', message: 'Unknown request method' };
       break;
     case 'HPE_INVALID_VERSION':
+    // HTTP/2's connection preface, `PRI * HTTP/2.0` (RFC 9113 3.4): a client that assumed h2.
+    case 'HPE_PAUSED_H2_UPGRADE':
       return { status: `505 ${VERSION_NOT_SUPPORTED.error}`, message: VERSION_NOT_SUPPORTED.message };
   }
   return { status: '400 Bad Request', message: 'Malformed HTTP request' };

@@ -146,6 +146,11 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
       'GET /healthz HTTP/0.9\r\nHost: gw.example\r\n\r\n',
       '505 HTTP Version Not Supported',
     ],
+    [
+      "HTTP/2's connection preface (prior knowledge), which this HTTP/1.1 server cannot speak",
+      'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n',
+      '505 HTTP Version Not Supported',
+    ],
   ])('%s', async (_name, head, status) => {
     const answer = await rawExchange(head);
     expect(answer.startsWith(`HTTP/1.1 ${status}\r\n`)).toBe(true);
