@@ -366,6 +366,25 @@ describe('what is never stored', () => {
     expect(await tempFilesIn(dir)).toEqual([]);
   });
 
+  test('a body that breaks halfway while its clients wait for the whole of it is fetched again', async () => {
+    const bytes = upstream.recording(4)!;
+    upstream.setBehaviour(4, { kind: 'reset', afterBytes: bytes.length >> 1, times: 1 });
+    const gateway = await start();
+    // A conditional request and the recording's facts wait for the whole body, so neither client had a byte when it broke.
+    const [conditional, info] = await Promise.all([
+      gateway.fetch('/v1/call/recording/4.mp3', { headers: { 'If-None-Match': '"not-this-one"' } }),
+      gateway.fetch('/v1/call/recording/4/info.json'),
+    ]);
+    expect(conditional.status).toBe(200);
+    expect(conditional.headers.get('etag')).toBe(expectedEtag(bytes));
+    expect((await bytesOf(conditional)).equals(bytes)).toBe(true);
+    expect(info.status).toBe(200);
+    expect(((await info.json()) as { size: number }).size).toBe(bytes.length);
+    expect(upstream.recordingRequests(4)).toHaveLength(2);
+    await gateway.gateway.downloads.idle();
+    expect(await tempFilesIn(dir)).toEqual([]);
+  });
+
   test('a recording larger than max_recording_bytes is refused with 502 before it streams', async () => {
     const gateway = await start({ cache: { maxRecordingBytes: 100_000 } });
     const response = await gateway.fetch('/v1/call/recording/4.mp3');

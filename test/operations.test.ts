@@ -156,6 +156,22 @@ describe('metrics', () => {
     expect(value(text, /^recording_gateway_upstream_errors_total\{kind="server_error"\}/)).toBe(1);
     expect(value(text, /^recording_gateway_upstream_request_duration_seconds_count\{outcome="not_found"\}/)).toBe(1);
   });
+
+  test('an answer whose head was fine and whose body then failed counts as an upstream error too', async () => {
+    upstream.setBehaviour(2, { kind: 'not-mp3' });
+    upstream.setBehaviour(3, { kind: 'truncate', afterBytes: 5000 });
+    expect((await gateway.fetch('/v1/call/recording/2.mp3')).status).toBe(502);
+    await (await gateway.fetch('/v1/call/recording/3.mp3')).arrayBuffer().catch(() => {});
+    await gateway.gateway.downloads.idle();
+    const text = await scrape();
+    expect(value(text, /^recording_gateway_upstream_errors_total\{kind="bad_response"\}/)).toBe(1);
+    // Each cut body is one failed request (fetched again while no client had a byte of it).
+    expect(upstream.recordingRequests(3).length).toBeGreaterThan(0);
+    expect(value(text, /^recording_gateway_upstream_errors_total\{kind="server_error"\}/)).toBe(upstream.recordingRequests(3).length);
+    // Each head was fine: one `ok` per upstream request.
+    const requests = upstream.recordingRequests(2).length + upstream.recordingRequests(3).length;
+    expect(value(text, /^recording_gateway_upstream_request_duration_seconds_count\{outcome="ok"\}/)).toBe(requests);
+  });
 });
 
 describe('Flyflow webhooks', () => {

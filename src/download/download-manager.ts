@@ -39,7 +39,7 @@ export interface DownloadManagerOptions {
   slots: DownloadSlots;
   /** Told of every upstream 404, so the next requests for it are answered without asking. */
   notFound: { remember(key: string): void | Promise<void> };
-  metrics?: Pick<GatewayMetrics, 'joinedDownload' | 'upstreamAnswered'>;
+  metrics?: Pick<GatewayMetrics, 'joinedDownload' | 'upstreamAnswered' | 'upstreamBodyFailed'>;
   clock: Clock;
   logger: Logger;
 }
@@ -158,7 +158,10 @@ export class DownloadManager {
         return recording;
       },
       sink,
-      free ? {} : { ready: slot },
+      {
+        ...(free ? {} : { ready: slot }),
+        onUpstreamBodyFailed: (error) => this.options.metrics?.upstreamBodyFailed(upstreamErrorKind(error)),
+      },
     );
     this.#inFlight.set(key, download);
     const settled = this.#finish(key, owner.namespace, callId, download)

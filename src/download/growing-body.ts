@@ -45,6 +45,7 @@ export class GrowingBody {
   #state: 'running' | 'complete' | 'failed' = 'running';
   #error: GatewayError | undefined;
   #closing: Promise<void> | undefined;
+  #handedOut = false;
   #progress!: Promise<void>;
   #notify!: () => void;
 
@@ -78,6 +79,11 @@ export class GrowingBody {
 
   get received(): number {
     return this.#received;
+  }
+
+  /** True once a reader was given a byte: from then on nobody may swap this body for another. */
+  get handedOut(): boolean {
+    return this.#handedOut;
   }
 
   async append(chunk: Buffer): Promise<void> {
@@ -148,12 +154,17 @@ export class GrowingBody {
    */
   async readAt(offset: number, maxBytes: number, scratch?: Buffer): Promise<Uint8Array | null> {
     for (;;) {
-      if (offset >= this.#memoryBase && offset < this.#received) return this.#fromMemory(offset, maxBytes);
+      if (offset >= this.#memoryBase && offset < this.#received) {
+        this.#handedOut = true;
+        return this.#fromMemory(offset, maxBytes);
+      }
       if (offset < this.#memoryBase && offset < this.#flushed) {
+        this.#handedOut = true;
         return this.#fromFile(offset, Math.min(maxBytes, this.#flushed - offset, this.#memoryBase - offset), scratch);
       }
       const writing = this.#writing;
       if (writing && offset >= writing.start && offset < writing.start + writing.chunk.length) {
+        this.#handedOut = true;
         const at = offset - writing.start;
         return writing.chunk.subarray(at, at + maxBytes);
       }

@@ -51,7 +51,7 @@ export interface CompletedDownload extends DownloadHead {
 }
 
 export interface DownloadOptions {
-  /** Attempts when the body breaks before any caller got a byte; default 3. */
+  /** Attempts when the body breaks before any caller got a byte of it; default 3. */
   maxAttempts?: number;
   /**
    * Settles when the download may begin (its download slot): nothing, not even
@@ -59,17 +59,42 @@ export interface DownloadOptions {
    * Without it the download begins within the constructor.
    */
   ready?: Promise<unknown>;
+  /** Told of each upstream answer whose body failed after its head was taken (for the metrics); not of a peer's. */
+  onUpstreamBodyFailed?(error: GatewayError): void;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 3;
 const BODY_RETRY_DELAY_MS = 100;
+
+// What a read of a broken body gets while the body is fetched again: it reads the new one instead.
+const FETCHING_AGAIN = new BadGatewayError('Upstream body broke; fetching it again');
+
+interface NextBody {
+  promise: Promise<GrowingBody>;
+  resolve(body: GrowingBody): void;
+  reject(error: unknown): void;
+}
+
+function nextBody(): NextBody {
+  let resolve!: (body: GrowingBody) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<GrowingBody>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Rejected when the download fails for good, perhaps with no reader waiting.
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
 
 /**
  * One upstream download shared by every caller that wants the same recording.
  * Callers read any offset already received and wait for the rest, so a joiner
  * gets what has landed at once and never waits for the whole file. Nobody's
  * disconnect stops it: the download is driven by the upstream alone. A body
- * that breaks before any caller has a byte is fetched again.
+ * that breaks before any caller has a byte of it is fetched again, even once
+ * callers have its head (they wait for the whole body, or for bytes further
+ * on): they read the new body, which must be as long as the head said.
  */
 export class RecordingDownload {
   readonly head: Promise<DownloadHead>;
@@ -77,8 +102,10 @@ export class RecordingDownload {
   readonly completed: Promise<CompletedDownload>;
 
   #body: GrowingBody | undefined;
+  /** While a body that callers have the head of is fetched again: the next body, which their reads wait for. */
+  #nextBody: NextBody | undefined;
   #origin: DownloadOrigin = 'upstream';
-  #headSent = false;
+  #headSent: DownloadHead | undefined;
   #state: 'running' | 'complete' | 'failed' = 'running';
   #sha256: string | undefined;
   #readers = 0;
@@ -120,8 +147,15 @@ export class RecordingDownload {
   }
 
   /** Up to `maxBytes` bytes at `offset`, waiting until they arrive; null at the end. Only after `head`. `scratch` as for GrowingBody.readAt. */
-  readAt(offset: number, maxBytes: number, scratch?: Buffer): Promise<Uint8Array | null> {
-    return this.#body!.readAt(offset, maxBytes, scratch);
+  async readAt(offset: number, maxBytes: number, scratch?: Buffer): Promise<Uint8Array | null> {
+    for (;;) {
+      const body = this.#body ?? (await this.#nextBody!.promise);
+      try {
+        return await body.readAt(offset, maxBytes, scratch);
+      } catch (error) {
+        if (error !== FETCHING_AGAIN) throw error;
+      }
+    }
   }
 
   /** Marks a reader, so that the temporary file stays open until the last one is done. */
@@ -157,8 +191,14 @@ export class RecordingDownload {
         opening = this.sink.createTemp();
         opening.catch(() => {}); // a failure is handled where it is awaited
         upstream = await opened;
+        const sent = this.#headSent;
+        if (sent && (upstream.contentLength !== sent.size || upstream.contentType !== sent.contentType)) {
+          throw new BadGatewayError('Upstream answered differently when its broken body was fetched again');
+        }
         this.#origin = upstream.origin ?? 'upstream';
         this.#body = await GrowingBody.create(this.sink, upstream.contentLength, opening);
+        this.#nextBody?.resolve(this.#body);
+        this.#nextBody = undefined;
         const result = await this.#receive(upstream, this.#body);
         this.#sha256 = result.sha256;
         this.#state = 'complete';
@@ -172,17 +212,21 @@ export class RecordingDownload {
             () => {},
           );
         const error = caught instanceof GatewayError ? caught : new BadGatewayError('Download failed', { cause: caught });
-        this.#body?.fail(error);
+        if (upstream !== undefined && this.#origin === 'upstream') this.options.onUpstreamBodyFailed?.(error);
+        const broken = this.#body;
         // Only a body that broke is fetched again: open() has already retried
         // the request itself, with backoff, within the upstream timeout.
-        if (upstream !== undefined && !this.#headSent && attempt < maxAttempts && error instanceof RetryableUpstreamError) {
-          // Nobody has read the broken body (callers read only after the head): close its file now.
-          const broken = this.#body;
+        if (upstream !== undefined && !broken?.handedOut && attempt < maxAttempts && error instanceof RetryableUpstreamError) {
           this.#body = undefined;
+          if (this.#headSent) this.#nextBody ??= nextBody();
+          broken?.fail(FETCHING_AGAIN);
+          // Nobody has had a byte of the broken body: close its file now.
           await broken?.close();
           await sleep(BODY_RETRY_DELAY_MS * attempt);
           continue;
         }
+        broken?.fail(error);
+        this.#nextBody?.reject(error);
         this.#state = 'failed';
         this.#rejectHead(error);
         void this.#closeIfUnused();
@@ -213,8 +257,8 @@ export class RecordingDownload {
       const appended = body.append(chunk);
       // Callers may start once the body is known to be audio and its length is known.
       if (!this.#headSent && signature.length >= MP3_SIGNATURE_BYTES && upstream.contentLength !== undefined) {
-        this.#headSent = true;
-        this.#resolveHead(head());
+        this.#headSent = head();
+        this.#resolveHead(this.#headSent);
       }
       await appended;
       // Hashed once callers have had the chunk: the digest is needed only at the end.
@@ -227,8 +271,8 @@ export class RecordingDownload {
     // A body long enough for the signature has had a chunk, so its hash exists.
     if (signature.length < MP3_SIGNATURE_BYTES || !hash) throw new BadGatewayError('Upstream answered with a body that is not MP3 audio');
     const sealed = await body.seal();
-    this.#headSent = true;
-    this.#resolveHead(head());
+    this.#headSent ??= head();
+    this.#resolveHead(this.#headSent);
     return {
       ...head(),
       sha256: hash.digest('hex'),

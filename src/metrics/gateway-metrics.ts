@@ -259,6 +259,11 @@ export class GatewayMetrics {
     if (outcome !== 'ok' && outcome !== 'not_found') this.#upstreamErrors.inc({ kind: outcome });
   }
 
+  /** An upstream answer whose head was `ok` and whose body then failed (not MP3, cut short, stalled). */
+  upstreamBodyFailed(kind: UpstreamOutcome): void {
+    this.#upstreamErrors.inc({ kind });
+  }
+
   joinedDownload(): void {
     this.#joiners.inc();
   }

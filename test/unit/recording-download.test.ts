@@ -75,7 +75,7 @@ describe('a body that breaks', () => {
     expect(sink.files[2]!.closed).toBe(true);
   });
 
-  test('after callers had the head it is not fetched again: they see the failure', async () => {
+  test('after a caller had a byte of it, it is not fetched again: they see the failure', async () => {
     const bytes = syntheticRecording(8000);
     const upstream = new ManualUpstream(bytes.length);
     const attempts = opener(upstream, upstreamOf(bytes));
@@ -83,10 +83,65 @@ describe('a body that breaks', () => {
     const download = new RecordingDownload(attempts.open, sink);
     upstream.push(bytes.subarray(0, 1000));
     await download.head;
+    expect((await download.readAt(0, 1))?.length).toBe(1);
     upstream.fail(new RetryableUpstreamError('socket hang up'));
     await expect(download.completed).rejects.toThrow('socket hang up');
+    await expect(download.readAt(1, 1000)).resolves.toHaveLength(999);
+    await expect(download.readAt(1000, 1000)).rejects.toThrow('socket hang up');
     expect(attempts.calls()).toBe(1);
     expect(upstream.cancelled).toBe(true);
+  });
+
+  test('after callers had the head but no byte, it is fetched again: a read waiting further on gets the new body', async () => {
+    const bytes = syntheticRecording(8000);
+    const first = new ManualUpstream(bytes.length);
+    const attempts = opener(first, upstreamOf(bytes));
+    const sink = fakeSink();
+    const download = new RecordingDownload(attempts.open, sink);
+    first.push(bytes.subarray(0, 1000));
+    await download.head;
+    const waiting = download.readAt(5000, 1000);
+    first.fail(new RetryableUpstreamError('socket hang up'));
+    const completed = await download.completed;
+    expect(attempts.calls()).toBe(2);
+    expect(completed.body?.equals(bytes)).toBe(true);
+    expect(Buffer.from((await waiting)!).equals(bytes.subarray(5000, 6000))).toBe(true);
+    expect((await readAll((offset, max) => download.readAt(offset, max))).equals(bytes)).toBe(true);
+    expect(sink.files[0]).toMatchObject({ state: 'discarded', closed: true });
+    expect(completed.file).toBe(sink.files[1]);
+  });
+
+  test('a body fetched again after callers had the head must be as long as the head said, or the download fails', async () => {
+    const bytes = syntheticRecording(8000);
+    const first = new ManualUpstream(bytes.length);
+    const attempts = opener(first, upstreamOf(syntheticRecording(9000)));
+    const download = new RecordingDownload(attempts.open, fakeSink());
+    first.push(bytes.subarray(0, 1000));
+    await download.head;
+    const waiting = download.readAt(5000, 1000);
+    first.fail(new RetryableUpstreamError('socket hang up'));
+    await expect(download.completed).rejects.toThrow('answered differently');
+    await expect(waiting).rejects.toThrow('answered differently');
+    expect(attempts.calls()).toBe(2);
+  });
+
+  test('when the upstream cannot be reached again, a read waiting for the new body gets that failure', async () => {
+    const bytes = syntheticRecording(8000);
+    const first = new ManualUpstream(bytes.length);
+    let calls = 0;
+    const open = async () => {
+      if (calls++ === 0) return first;
+      throw new RetryableUpstreamError('Upstream unreachable');
+    };
+    const download = new RecordingDownload(open, fakeSink());
+    first.push(bytes.subarray(0, 1000));
+    await download.head;
+    const waiting = download.readAt(5000, 1000);
+    first.fail(new RetryableUpstreamError('socket hang up'));
+    await expect(download.completed).rejects.toThrow('Upstream unreachable');
+    await expect(waiting).rejects.toThrow('Upstream unreachable');
+    await expect(download.readAt(0, 1000)).rejects.toThrow('Upstream unreachable');
+    expect(calls).toBe(2);
   });
 
   test('a failure that is not worth another attempt ends the download at once', async () => {
