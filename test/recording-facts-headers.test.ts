@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
 import { bytesOf, manualClock, namespaceFor, type RunningGateway } from '../dev/gateway-harness.js';
+import { analyseMp3 } from '../src/recordings/analysis/mp3-analysis.js';
 import { readStreamHeader, type Mp3Source } from '../src/recordings/analysis/mp3-header.js';
 import { bodySource } from '../src/recordings/analysis/stored-recording-source.js';
 import { gatewayPerTest, settled } from './support/gateway-per-test.js';
@@ -220,6 +221,16 @@ describe('reading the stream header', () => {
     const tagged = await readStreamHeader(counted(Buffer.concat([fixture, id3v1])));
     expect(tagged?.facts).toEqual(plain?.facts);
     expect(tagged?.audioBytes).toBe(fixture.length);
+  });
+
+  test('a recording of one frame, too short for a header to be read, is decoded: mono from its frame header', async () => {
+    // The fixture's first frame: MPEG-2 Layer III, mono, 22.05 kHz, 32 kbit/s, 104 bytes.
+    const oneFrame = (await loadFixtureRecordings()).get(2)!.subarray(0, 104);
+    expect(await readStreamHeader(counted(oneFrame))).toBeUndefined();
+    const { facts } = await analyseMp3(bodySource(oneFrame));
+    expect(facts).toMatchObject({ durationSeconds: 0.026122, sampleRate: 22_050, channels: 1 });
+    // The average over the frame's own bytes (104 of the 104.5 a 32 kbit/s frame holds on average).
+    expect(facts.bitrate).toBe(Math.round((104 * 8) / (576 / 22_050)));
   });
 
   test('no header for what does not start with an MPEG frame after its tag: decoding decides', async () => {

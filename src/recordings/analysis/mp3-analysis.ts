@@ -44,7 +44,8 @@ const ESTIMATE_TOLERANCE_SECONDS = 0.5;
  * they are the same whether or not it was decoded), unless that was an
  * estimate the decode shows wrong; else the decoded ones: the duration from
  * the samples decoded, the average bitrate over it, the sample rate and
- * channels from the header or, where it cannot be read, from the decoder.
+ * channels from the header or, where it cannot be read (a recording of a
+ * frame or two), from the decoder and the first frame's header.
  * The decoder and its WebAssembly memory are let go before this resolves.
  * @throws UndecodableRecordingError when no audio could be decoded.
  */
@@ -94,8 +95,8 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
     // A variable bitrate (or one that only began constant) is answered as its average over the whole stream.
     bitrate: Math.round(((header?.audioBytes ?? source.size) * 8) / durationSeconds),
     sampleRate: header?.sampleRate ?? sampleRate,
-    // mpg123 always decodes to two channels; only the header knows a mono stream.
-    channels: header?.channels ?? decodedChannels,
+    // mpg123 always decodes to two channels; only a frame header knows a mono stream.
+    channels: header?.channels ?? (mono ? 1 : decodedChannels),
   };
   return { facts: settledFacts(header?.facts, decoded), peaks: peaks.finish(sampleRate) };
 }
