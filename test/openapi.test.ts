@@ -5,6 +5,8 @@ import { type AppDeps, createApp } from '../src/app.js';
 import { systemClock } from '../src/clock.js';
 import { silentLogger } from '../src/logger.js';
 import {
+  CALL_ID_PATTERN,
+  decimalsUpTo,
   type OpenApiDocument,
   openApiDocument,
   PEER_RECORDING_ROUTE_PATH,
@@ -286,5 +288,38 @@ describe('GET /openapi.json', () => {
     const ready = ajv.getSchema(`${SCHEMA_ID}#/components/schemas/Ready`);
     expect(ready?.({ status: 'ready', cluster: { state: 'degraded', redis: 'unreachable', peers: 0 } })).toBe(true);
     expect(ready?.({ status: 'ready', cluster: { state: 'degraded' } })).toBe(false);
+  });
+});
+
+describe('the call id in the document', () => {
+  it('is a pattern for exactly the decimals 1 to max, no sign, no leading zero', () => {
+    for (const max of ['1', '7', '10', '19', '20', '99', '100', '909', '1000', '1234', '9007']) {
+      const pattern = new RegExp(decimalsUpTo(max));
+      for (let n = 0; n <= 12_000; n++) {
+        expect(pattern.test(String(n)), `${n} against ${max}`).toBe(n >= 1 && n <= Number(max));
+        expect(pattern.test(`0${n}`)).toBe(false);
+      }
+    }
+  });
+
+  it("states the contract's range: up to 9007199254740991", () => {
+    const pattern = new RegExp(CALL_ID_PATTERN);
+    for (const id of ['1', '900719925474099', '8999999999999999', '9007199254740990', '9007199254740991']) {
+      expect(pattern.test(id), id).toBe(true);
+    }
+    for (const id of ['0', '01', '-1', '+1', '1.0', '9007199254740992', '9007199254741000', '9999999999999999', '10000000000000000']) {
+      expect(pattern.test(id), id).toBe(false);
+    }
+  });
+
+  it('HEAD of a recording lists neither Range, If-Range nor 416: HEAD ignores Range', () => {
+    const head = (openApiDocument.paths[RECORDING_FILE_PATH] as Record<string, Json>).head as Json;
+    const parameters = JSON.stringify(head.parameters);
+    expect(parameters).not.toContain('/Range');
+    expect(parameters).not.toContain('IfRange');
+    expect(Object.keys(head.responses as Json)).not.toContain('416');
+    const get = (openApiDocument.paths[RECORDING_FILE_PATH] as Record<string, Json>).get as Json;
+    expect(Object.keys(get.responses as Json)).toContain('416');
+    expect(JSON.stringify(get.parameters)).toContain('IfRange');
   });
 });

@@ -31,8 +31,26 @@ export interface OpenApiDocument {
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
+/**
+ * A regular expression for the decimal numbers 1 to `max`, no sign, no
+ * leading zero: shorter numbers, then for each digit of `max` the numbers
+ * that share its digits so far and are smaller there, then `max` itself.
+ */
+export function decimalsUpTo(max: string): string {
+  const digits = (count: number) => (count === 0 ? '' : count === 1 ? '[0-9]' : `[0-9]{${count}}`);
+  const range = (low: number, high: number) => (low === high ? String(low) : `[${low}-${high}]`);
+  const shorter = max.length === 1 ? [] : [max.length === 2 ? '[1-9]' : `[1-9][0-9]{0,${max.length - 2}}`];
+  const sameLength: string[] = [];
+  for (let i = 0; i < max.length; i++) {
+    const low = i === 0 ? 1 : 0;
+    const high = Number(max[i]) - 1;
+    if (high >= low) sameLength.push(`${max.slice(0, i)}${range(low, high)}${digits(max.length - i - 1)}`);
+  }
+  return `^(?:${[...shorter, ...sameLength, max].join('|')})$`;
+}
+
 /** The contract's call id: 1 to 9007199254740991, decimal, no sign, no leading zero. */
-export const CALL_ID_PATTERN = '^[1-9][0-9]{0,15}$';
+export const CALL_ID_PATTERN = decimalsUpTo(String(Number.MAX_SAFE_INTEGER));
 
 /** The documented path of each recording route (Hono registers them as one wildcard). */
 export const RECORDING_FILE_PATH = '/v1/call/recording/{id}.mp3';
@@ -105,8 +123,8 @@ function recordingRead(method: 'GET' | 'HEAD'): Json {
       ref('parameters', 'SignedUrlTenant'),
       ref('parameters', 'SignedUrlExp'),
       ref('parameters', 'SignedUrlKid'),
-      ...(method === 'GET' ? [ref('parameters', 'Range')] : []),
-      ref('parameters', 'IfRange'),
+      // HEAD ignores Range, and so If-Range.
+      ...(method === 'GET' ? [ref('parameters', 'Range'), ref('parameters', 'IfRange')] : []),
       ref('parameters', 'IfNoneMatch'),
       ref('parameters', 'IfMatch'),
     ],
@@ -131,7 +149,9 @@ function recordingRead(method: 'GET' | 'HEAD'): Json {
           ...RATE_LIMIT_HEADERS,
         },
       },
-      ...errorResponses('400', '401', '404', '412', '416', '429', '502', '503', '504'),
+      ...(method === 'GET'
+        ? errorResponses('400', '401', '404', '412', '416', '429', '502', '503', '504')
+        : errorResponses('400', '401', '404', '412', '429', '502', '503', '504')),
     },
   };
 }
@@ -432,7 +452,7 @@ export const openApiDocument: OpenApiDocument = {
             properties: {
               call_id: {
                 oneOf: [
-                  { type: 'integer', minimum: 1 },
+                  { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
                   { type: 'string', pattern: CALL_ID_PATTERN },
                 ],
               },
@@ -447,7 +467,7 @@ export const openApiDocument: OpenApiDocument = {
         type: 'object',
         required: ['call_id', 'size', 'etag', 'duration_seconds', 'bitrate', 'sample_rate', 'channels'],
         properties: {
-          call_id: { type: 'integer', minimum: 1 },
+          call_id: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
           size: { type: 'integer', minimum: 0, description: "The recording's bytes" },
           etag: { type: 'string', description: "The recording's own ETag (as its .mp3 answers carry)" },
           duration_seconds: { type: 'number', exclusiveMinimum: 0, description: 'Seconds of audio' },
@@ -482,7 +502,7 @@ export const openApiDocument: OpenApiDocument = {
           event_type: { type: 'string', description: 'Only call_ended is acted on', examples: ['call_ended'] },
           call_id: {
             oneOf: [
-              { type: 'integer', minimum: 1 },
+              { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
               { type: 'string', pattern: CALL_ID_PATTERN },
             ],
           },
