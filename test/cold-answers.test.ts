@@ -7,7 +7,7 @@ import { request } from 'node:http';
 import { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { FIXTURE_LAST_MODIFIED, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
   bytesOf,
@@ -118,6 +118,17 @@ describe('Cache-Status says stored only of what is stored', () => {
     const response = await gateway.fetch('/v1/call/recording/1.mp3');
     await bytesOf(response);
     expect(response.headers.get('cache-status')).toBe('recording-gateway; fwd=uri-miss');
+  });
+
+  test("a miss answered while its download is under way has the upstream's Last-Modified, as the stored copy has", async () => {
+    const cold = await gateway.fetch('/v1/call/recording/1.mp3');
+    await bytesOf(cold);
+    expect(cold.headers.get('etag')).toBeNull();
+    expect(cold.headers.get('last-modified')).toBe(FIXTURE_LAST_MODIFIED);
+    await gateway.gateway.downloads.idle();
+    const warm = await gateway.fetch('/v1/call/recording/1.mp3');
+    await bytesOf(warm);
+    expect(warm.headers.get('last-modified')).toBe(cold.headers.get('last-modified'));
   });
 
   test('a truncated upstream body is never announced as stored, and nothing is stored', async () => {

@@ -41,20 +41,22 @@ export function storedRepresentation(entry: CachedRecording): Representation {
   return known;
 }
 
+/** The upstream's Last-Modified, when it sent one that parses: a stored copy keeps the same. */
+function upstreamLastModified(head: DownloadHead): Pick<Validators, 'lastModified'> {
+  const parsed = head.lastModified === undefined ? Number.NaN : Date.parse(head.lastModified);
+  return Number.isNaN(parsed) ? {} : { lastModified: new Date(parsed) };
+}
+
 /**
  * A recording still arriving. Its ETag would be a digest of bytes not yet
- * received, so it has none (a strong ETag must be exact), and no validators;
- * every answer once the recording is stored has them.
+ * received, so it has none (a strong ETag must be exact); its Last-Modified
+ * is the upstream's, when it sent one, as the stored copy's will be.
  */
 export function downloadRepresentation(callId: string, head: DownloadHead): Representation {
-  return representation(callId, head.contentType, {});
+  return representation(callId, head.contentType, upstreamLastModified(head));
 }
 
 /** A finished download that could not be stored: its sha256 is known, so it has the ETag a stored copy would have. */
 export function completedRepresentation(callId: string, head: DownloadHead, sha256: string): Representation {
-  const lastModified = head.lastModified === undefined ? Number.NaN : Date.parse(head.lastModified);
-  return representation(callId, head.contentType, {
-    etag: etagFor(sha256),
-    ...(Number.isNaN(lastModified) ? {} : { lastModified: new Date(lastModified) }),
-  });
+  return representation(callId, head.contentType, { etag: etagFor(sha256), ...upstreamLastModified(head) });
 }
