@@ -226,9 +226,14 @@ describe('Flyflow webhooks', () => {
     expect(upstream.recordingRequests()).toHaveLength(0);
   });
 
-  test('a body that is not JSON, or a bad call id, is a 400', async () => {
+  test('a body that is not JSON, not an event object, or has a bad call id, is a 400', async () => {
     const path = `/v1/webhooks/flyflow/acme?token=${WEBHOOK_TOKEN}`;
     expect((await gateway.fetch(path, { method: 'POST', body: 'call ended' })).status).toBe(400);
+    for (const body of ['[]', '{}', 'null', '"call_ended"', '12', '{"event_type": 1}', '[{"event_type": "call_ended", "call_id": 1}]']) {
+      const response = await gateway.fetch(path, { method: 'POST', body });
+      expect(response.status, body).toBe(400);
+      expect(((await response.json()) as { error: string }).error).toBe('Bad Request');
+    }
     expect((await gateway.fetch(path, { method: 'POST', body: JSON.stringify({ event_type: 'call_ended', call_id: '01' }) })).status).toBe(
       400,
     );

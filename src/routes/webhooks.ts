@@ -22,6 +22,12 @@ export interface WebhookDeps {
 }
 
 const MISSING_TOKEN = 'Missing credentials: add ?token=<webhook token>';
+/** What an event's JSON object may hold (the rest is ignored). */
+interface EventFields {
+  event_type?: unknown;
+  call_id?: unknown;
+}
+
 /** About how long a full queue takes to make room: a few prefetches' retries. */
 const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
 
@@ -59,9 +65,13 @@ export function createWebhookHandler(deps: WebhookDeps) {
     try {
       event = await c.req.json();
     } catch {
+      event = undefined;
+    }
+    // An event of another type is acknowledged; one with no type at all is not an event.
+    if (typeof event !== 'object' || event === null || Array.isArray(event) || typeof (event as EventFields).event_type !== 'string') {
       throw new BadRequestError('Body must be a JSON event such as {"event_type": "call_ended", "call_id": 694}');
     }
-    const { event_type: type, call_id: rawCallId } = (event ?? {}) as Record<string, unknown>;
+    const { event_type: type, call_id: rawCallId } = event as EventFields;
     if (type !== 'call_ended') return c.json({ status: 'ignored' }, 202, rateLimit);
     if (typeof rawCallId !== 'number' && typeof rawCallId !== 'string') throw new BadRequestError('call_id must be a call id');
     const callId = parseCallId(String(rawCallId));
