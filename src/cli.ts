@@ -15,6 +15,7 @@ import { cachePurge, checkPurgeFilter } from './cli/cache-purge.js';
 import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, callIdArgument, printJson } from './cli/io.js';
 import { prefetchCommand, type PrefetchResult } from './cli/prefetch-command.js';
 import { errorMessage } from './errors.js';
+import { callIdJson } from './recordings/call-id.js';
 
 const DEFAULT_SIGN_TTL_SECONDS = 300;
 const NEW_KEY_PREFIX = 'rgk_';
@@ -217,7 +218,7 @@ export function buildCli(io: CliIo): Command {
         onResult: (result) => results.push(result),
       });
       if (options.json) {
-        const recordings = results.map(({ callId, ...rest }) => ({ call_id: callId, ...rest }));
+        const recordings = results.map(({ callId, ...rest }) => ({ call_id: callIdJson(callId), ...rest }));
         printJson(print, { recordings, failed });
       }
       if (failed > 0) throw new CommandFailure(`${failed} of ${ids.length} recordings could not be prefetched`);

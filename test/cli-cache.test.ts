@@ -65,8 +65,8 @@ describe('cache commands, in the order an operator would use them', () => {
     expect(code).toBe(1);
     expect(JSON.parse(stdout)).toEqual({
       recordings: [
-        { call_id: '1', status: 'cached', size: upstream.recording(1)!.length },
-        { call_id: '998', status: 'failed', error: 'Recording not found' },
+        { call_id: 1, status: 'cached', size: upstream.recording(1)!.length },
+        { call_id: 998, status: 'failed', error: 'Recording not found' },
       ],
       failed: 1,
     });
@@ -144,7 +144,7 @@ describe('cache commands, in the order an operator would use them', () => {
     await writeFile(path.join(dir, 'cache', 'recordings', upstreamNamespace(upstream.baseUrl, SERVER_KEY), '4.mp3'), 'not the recording');
     const damaged = await runCliInProcess(['--config', configPath, 'cache', 'verify', '--json'], { cwd: dir, env });
     expect(damaged.code).toBe(1);
-    expect(JSON.parse(damaged.stdout)).toMatchObject({ checked: 2, intact: 1, removed: [{ call_id: '4', problem: 'wrong size' }] });
+    expect(JSON.parse(damaged.stdout)).toMatchObject({ checked: 2, intact: 1, removed: [{ call_id: 4, problem: 'wrong size' }] });
     await runCliProcess(['--config', configPath, 'prefetch', '4'], { env });
   });
 

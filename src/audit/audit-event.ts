@@ -1,5 +1,6 @@
 import type { Caller } from '../auth/authenticate.js';
 import { ADMIN_PURGE_PATH } from '../admin-api.js';
+import { isCanonicalCallId } from '../recordings/call-id.js';
 import { RECORDING_PREFIX } from '../routes/request-target.js';
 
 /** What an audit line is about (README, Compliance). */
@@ -147,7 +148,6 @@ export function auditEventFor(request: AuditedRequest): AuditEvent | undefined {
 }
 
 const quote = JSON.stringify;
-const CANONICAL_CALL_ID = /^[1-9][0-9]{0,15}$/;
 
 function nullable(value: string | null): string {
   return value === null ? 'null' : quote(value);
@@ -170,7 +170,7 @@ function credentialJson(credential: AuditCredential): string {
 export function auditLineStart(event: AuditEvent): string {
   const { callId } = event;
   // Call ids are at most 2^53-1 (contract, section 2): exact as JSON numbers.
-  const call = callId === null ? 'null' : CANONICAL_CALL_ID.test(callId) ? callId : quote(callId);
+  const call = callId === null ? 'null' : isCanonicalCallId(callId) ? callId : quote(callId);
   return (
     `{"time":"${new Date(event.time).toISOString()}","request_id":${quote(event.requestId)},"event":"${event.event}",` +
     `"tenant":${nullable(event.tenant)},"credential":${credentialJson(event.credential)},"call_id":${call},` +

@@ -4,6 +4,7 @@ import { createDiskStore } from '../cache/disk-store.js';
 import { openIndex } from '../cache/open-index.js';
 import type { RecordingIndex } from '../cache/recording-index.js';
 import { verifyCache } from '../cache/verify.js';
+import { callIdJson } from '../recordings/call-id.js';
 import type { GatewayConfig } from '../config/index.js';
 import { CommandFailure, UsageError, formatBytes, printJson, type Print } from './io.js';
 import { liveHitRatio } from './running-gateway.js';
@@ -154,11 +155,11 @@ export async function cacheVerify(config: GatewayConfig, output: OutputOptions):
     return 0;
   }
   const disk = createDiskStore(config.cache.dir, { encryption: config.cache.encryption });
-  const removed: Array<{ namespace: string; call_id: string; problem: string }> = [];
+  const removed: Array<{ namespace: string; call_id: number | string; problem: string }> = [];
   const report = await withIndex(config, (index) =>
     verifyCache(index, disk, (key, meta, verdict) => {
       if (verdict === 'ok') return;
-      removed.push({ namespace: meta.namespace, call_id: meta.callId, problem: PROBLEMS[verdict] });
+      removed.push({ namespace: meta.namespace, call_id: callIdJson(meta.callId), problem: PROBLEMS[verdict] });
       if (!output.json) print(`removed ${key}: ${PROBLEMS[verdict]}`);
     }),
   );

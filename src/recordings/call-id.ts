@@ -16,3 +16,13 @@ export function parseCallId(segment: string): string {
   }
   return segment;
 }
+
+/** True for a call id in its canonical spelling, which is exact as a JSON number. */
+export function isCanonicalCallId(value: string): boolean {
+  return CANONICAL_ID.test(value) && Number(value) <= Number.MAX_SAFE_INTEGER;
+}
+
+/** A call id as the HTTP API writes it in JSON, a number; anything else (a damaged index entry) as it is. */
+export function callIdJson(callId: string): number | string {
+  return isCanonicalCallId(callId) ? Number(callId) : callId;
+}
