@@ -413,7 +413,7 @@ describe('cache verify with encryption', () => {
     expect(JSON.parse(damaged.stdout)).toMatchObject({
       checked: 2,
       intact: 1,
-      removed: [{ call_id: String(LARGE), problem: expect.stringContaining('failed decryption') }],
+      removed: [{ call_id: LARGE, problem: expect.stringContaining('failed decryption') }],
     });
     expect(existsSync(large)).toBe(false);
     for (const output of [prefetch, clean, withoutKey, damaged]) {
