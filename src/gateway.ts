@@ -253,6 +253,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     admin: {
       cacheDir: config.cache.dir,
       stored: () => index.entries(),
+      unlisted: (namespace) => recordings.purgeCandidates(namespace),
       // What DELETE does: a download under way is not stored, a remembered 404 is forgotten.
       purge: (namespace, callId) => recordings.purge(namespace, callId),
     },

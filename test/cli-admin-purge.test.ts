@@ -154,6 +154,26 @@ describe('POST /admin/cache/purge', () => {
     expect(beta.headers.get('cache-status')).toContain('fwd=uri-miss');
   });
 
+  test('a tenant purge also reaches a download under way (it is not stored) and a remembered 404 (it is forgotten)', async () => {
+    const missing = 97;
+    expect((await running.fetch(`/v1/call/recording/${missing}.mp3`)).status).toBe(404);
+    upstream.setBehaviour(3, { kind: 'slow-body', chunkBytes: 4096, intervalMs: 20 });
+    const downloading = await running.fetch('/v1/call/recording/3.mp3');
+    expect(running.gateway.downloads.inFlight).toBeGreaterThan(0);
+
+    const response = await purge({ tenant: 'acme' }, `Bearer ${ADMIN_TOKEN}`);
+    expect(response.status).toBe(200);
+    upstream.setBehaviour(3, undefined);
+    await downloading.arrayBuffer().catch(() => {});
+    await running.gateway.downloads.idle();
+    const next = await running.fetch('/v1/call/recording/3.mp3');
+    await next.arrayBuffer();
+    expect(next.headers.get('cache-status')).toContain('fwd=uri-miss');
+
+    upstream.setRecording(missing, upstream.recording(1)!);
+    expect((await running.fetch(`/v1/call/recording/${missing}.mp3`)).status).toBe(200);
+  });
+
   test('all: true empties the cache', async () => {
     await warm(ACME_KEY, 1);
     await warm(ACME_KEY, 4);

@@ -8,7 +8,16 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256Hex } from '../src/sha256.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, ACME_WEBHOOK_TOKEN, answerOf, clusterFor, recordingPath, streamGet, upstreamFetches } from './support/cluster.js';
+import {
+  ACME_AUTH,
+  ACME_WEBHOOK_TOKEN,
+  CLUSTER_ADMIN_TOKEN,
+  answerOf,
+  clusterFor,
+  recordingPath,
+  streamGet,
+  upstreamFetches,
+} from './support/cluster.js';
 
 const KIB = 1024;
 const MIB = 2 ** 20;
@@ -84,6 +93,39 @@ describe.sequential('purge across the cluster', () => {
     expect(upstreamFetches(upstream, id)).toBe(2);
     upstream.setBehaviour(id, undefined);
     expect(await eventually(async () => (await storedCopies(id)).length > 0)).toBe(true);
+  }, 30_000);
+
+  test("a purge of the whole tenant on A reaches a copy stored on B's volume only, a download under way on C and a 404 the cluster remembers", async () => {
+    const [stored, downloading, missing] = [6301, 6302, 6303];
+    upstream.setRecording(stored, syntheticRecording(256 * KIB));
+    expect((await answerOf(cluster().at(1, recordingPath(stored), { headers: ACME_AUTH }))).status).toBe(200);
+    expect(await eventually(async () => (await storedCopies(stored)).length > 0)).toBe(true);
+    upstream.setRecording(downloading, syntheticRecording(4 * MIB));
+    upstream.setBehaviour(downloading, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 40 });
+    const onC = await streamGet(`${cluster().urls[2]}${recordingPath(downloading)}`, ACME_AUTH);
+    await onC.reached(256 * KIB);
+    expect((await answerOf(cluster().at(2, recordingPath(missing), { headers: ACME_AUTH }))).status).toBe(404);
+
+    const purge = await cluster().at(0, '/admin/cache/purge', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${CLUSTER_ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ tenant: 'acme' }),
+    });
+    expect(purge.status).toBe(200);
+    // The copy on B's volume counts, though A held nothing.
+    expect(((await purge.json()) as { purged: number }).purged).toBeGreaterThanOrEqual(1);
+
+    expect(await storedCopies(stored)).toEqual([]);
+    const refetched = await answerOf(cluster().at(1, recordingPath(stored), { headers: ACME_AUTH }));
+    expect(refetched.cacheStatus).toContain('fwd=uri-miss');
+    expect(upstreamFetches(upstream, stored)).toBe(2);
+
+    await onC.body;
+    expect(await eventually(async () => (await storedCopies(downloading)).length > 0, 300)).toBe(false);
+    upstream.setBehaviour(downloading, undefined);
+
+    upstream.setRecording(missing, syntheticRecording(96 * KIB));
+    expect((await answerOf(cluster().at(0, recordingPath(missing), { headers: ACME_AUTH }))).status).toBe(200);
   }, 30_000);
 
   test('DELETE on one replica, GET on another right after the 204: never the old copy, never a hit', async () => {

@@ -10,6 +10,8 @@ export interface NotFoundStore {
   /** Synchronous in memory; a promise when shared. */
   has(key: string): boolean | Promise<boolean>;
   forget(key: string): void;
+  /** The keys this process remembers (in a cluster, those remembered while Redis was out). */
+  keys(): string[];
 }
 
 /**
@@ -39,5 +41,10 @@ export class NotFoundMemory implements NotFoundStore {
 
   forget(key: string): void {
     this.#until.delete(key);
+  }
+
+  /** The keys remembered now (some perhaps past their time), for a purge of a whole namespace. */
+  keys(): string[] {
+    return [...this.#until.keys()];
   }
 }

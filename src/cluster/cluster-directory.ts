@@ -59,10 +59,11 @@ for i = 1, #all, 2 do
 end
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('PUBLISH', KEYS[4], 'purge ' .. ARGV[1])
-return generation
+return {generation, #all / 2}
 `;
 
 const VOLUME_KEY_PREFIX = clusterKeys.volumeUsage('').replace(/:usage$/, '');
+const SCAN_COUNT = 1000;
 
 function parseCopy(volume: string, raw: string | undefined | null): ClusterCopy | undefined {
   if (!raw) return undefined;
@@ -127,16 +128,42 @@ export class ClusterDirectory {
   /**
    * A purge for the whole cluster: bumps the generation (so no download begun
    * before it is stored), forgets every volume's copy and the remembered 404,
-   * and tells every replica. Resolves with the new generation.
+   * and tells every replica. Resolves with the new generation and how many
+   * volumes held a copy.
    */
-  async purge(key: string): Promise<number> {
-    const reply = await this.link.call((client) =>
+  async purge(key: string): Promise<{ generation: number; copies: number }> {
+    const reply = (await this.link.call((client) =>
       client.eval(PURGE, {
         keys: [clusterKeys.copies(key), clusterKeys.generation(key), clusterKeys.notFound(key), clusterKeys.events],
         arguments: [key, `${VOLUME_KEY_PREFIX}`],
       }),
-    );
-    return Number(reply);
+    )) as [number, number];
+    return { generation: Number(reply[0]), copies: Number(reply[1]) };
+  }
+
+  /**
+   * Every recording key in `namespace` (all, without one) the cluster knows
+   * of: a copy on some volume, a download under way (its lease), a remembered
+   * 404. For a purge of a whole namespace, which must reach them all. Each
+   * page of the scan is one bounded call.
+   */
+  async *knownKeys(namespace: string | undefined): AsyncIterable<string> {
+    const pattern = namespace === undefined ? '*' : `${namespace}/*`;
+    const seen = new Set<string>();
+    for (const keyOf of [clusterKeys.copies, clusterKeys.lease, clusterKeys.notFound]) {
+      const prefix = keyOf('');
+      let cursor = '0';
+      do {
+        const page = await this.link.call((client) => client.scan(cursor, { MATCH: `${prefix}${pattern}`, COUNT: SCAN_COUNT }));
+        cursor = String(page.cursor);
+        for (const redisKey of page.keys) {
+          const key = redisKey.slice(prefix.length);
+          if (seen.has(key)) continue;
+          seen.add(key);
+          yield key;
+        }
+      } while (cursor !== '0');
+    }
   }
 
   async usage(volume: string): Promise<VolumeUsage> {

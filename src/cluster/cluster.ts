@@ -147,7 +147,10 @@ export class Cluster {
   }
 
   get purger(): ClusterPurge {
-    return { purge: (namespace, callId, local) => this.#purge(namespace, callId, local) };
+    return {
+      purge: (namespace, callId, local) => this.#purge(namespace, callId, local),
+      knownKeys: (namespace) => this.directory.knownKeys(namespace),
+    };
   }
 
   status(): ClusterStatus {
@@ -184,8 +187,9 @@ export class Cluster {
 
   async #purge(namespace: string, callId: string, local: () => Promise<boolean>): Promise<boolean> {
     const key = `${namespace}/${callId}`;
+    let copies: number;
     try {
-      await this.directory.purge(key);
+      ({ copies } = await this.directory.purge(key));
     } catch (error) {
       throw new ServiceUnavailableError('The cluster could not record the purge (its Redis is unreachable); try again', 1, {
         cause: error,
@@ -198,7 +202,8 @@ export class Cluster {
     const missed = peers.filter((_, i) => confirmations[i]?.status === 'rejected').map((peer) => peer.node);
     if (missed.length > 0)
       this.options.logger.warn({ key, replicas: missed }, 'cluster: replicas did not confirm a purge; they catch up when they sync');
-    return held;
+    // A copy on any volume counts, not only one this replica held.
+    return held || copies > 0;
   }
 
   #onEvent(message: string): void {

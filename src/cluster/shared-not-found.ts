@@ -23,5 +23,6 @@ export function sharedNotFound(directory: ClusterDirectory, local: NotFoundMemor
       local.forget(key);
       void directory.forgetNotFound(key).catch(() => {});
     },
+    keys: () => local.keys(),
   };
 }

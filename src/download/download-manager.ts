@@ -89,6 +89,11 @@ export class DownloadManager {
     return this.#inFlight.size;
   }
 
+  /** The keys of the downloads under way, for a purge of a whole namespace. */
+  keys(): string[] {
+    return [...this.#inFlight.keys()];
+  }
+
   /** The download under way for this key, if any. */
   peek(key: string): RecordingDownload | undefined {
     return this.#inFlight.get(key);

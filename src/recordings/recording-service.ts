@@ -53,6 +53,8 @@ export interface WarmResult {
 export interface ClusterPurge {
   /** Purges everywhere: the cluster's copies and downloads, this process (`local`), then every other replica. */
   purge(namespace: string, callId: string, local: () => Promise<boolean>): Promise<boolean>;
+  /** Every key in `namespace` (all, without one) the cluster knows of: copies on any volume, downloads, remembered 404s. */
+  knownKeys(namespace: string | undefined): AsyncIterable<string>;
 }
 
 export interface RecordingServiceOptions {
@@ -220,9 +222,32 @@ export class RecordingService {
   }
 
   /**
+   * The keys a purge of `namespace` (of everything, without one) must reach
+   * besides those the index lists: copies in memory, downloads under way,
+   * remembered 404s, and in a cluster every key its Redis knows of, on any
+   * volume or replica. A key may come more than once.
+   * @throws ServiceUnavailableError when the cluster's Redis cannot be read.
+   */
+  async *purgeCandidates(namespace: string | undefined): AsyncIterable<string> {
+    const { cache, downloads, notFound, cluster } = this.options;
+    const prefix = namespace === undefined ? '' : `${namespace}/`;
+    const local = [...cache.entries().map((entry) => entry.key), ...downloads.keys(), ...notFound.keys()];
+    for (const key of local) if (key.startsWith(prefix)) yield key;
+    if (!cluster) return;
+    try {
+      yield* cluster.knownKeys(namespace);
+    } catch (error) {
+      throw new ServiceUnavailableError('The cluster could not list what to purge (its Redis is unreachable); try again', 1, {
+        cause: error,
+      });
+    }
+  }
+
+  /**
    * Removes a recording from every tier (in a cluster, on every replica); a
    * download of it under way is not stored, and a remembered 404 is
-   * forgotten. Resolves with whether this process held it.
+   * forgotten. Resolves with whether a copy was held: by this process, or in
+   * a cluster on any volume.
    * @throws ServiceUnavailableError when the disk, the index or the cluster failed.
    */
   purge(namespace: string, callId: string): Promise<boolean> {

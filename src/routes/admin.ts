@@ -33,6 +33,12 @@ export interface AdminRoutesDeps {
   /** Every recording the index lists. */
   stored(): AsyncIterable<[string, RecordingMeta]>;
   /**
+   * The keys in `namespace` (all, without one) a purge must reach that the
+   * index may not list: copies in memory, downloads under way, remembered
+   * 404s, other replicas' copies.
+   */
+  unlisted(namespace: string | undefined): AsyncIterable<string>;
+  /**
    * Removes one recording from every tier; a download of it under way is not
    * stored. May answer whether there was a copy.
    */
@@ -95,12 +101,18 @@ export function createAdminPurgeHandler(deps: AdminRoutesDeps) {
         targets.set(key, { namespace: meta.namespace, callId: meta.callId, listed: true });
       }
     }
+    // Also what the index does not list: a copy held in memory only, a download under way, a remembered 404, another volume's copy.
     if (callId !== undefined) {
-      // Also what the index does not list: a copy held in memory only, a download under way.
       const namespaces = namespace === undefined ? deps.tenants.all.map((tenant) => tenant.namespace) : [namespace];
       for (const candidate of namespaces) {
         const key = cacheKey(candidate, callId);
         if (!targets.has(key)) targets.set(key, { namespace: candidate, callId, listed: false });
+      }
+    } else {
+      for await (const key of deps.unlisted(namespace)) {
+        const slash = key.lastIndexOf('/');
+        if (slash > 0 && !targets.has(key))
+          targets.set(key, { namespace: key.slice(0, slash), callId: key.slice(slash + 1), listed: false });
       }
     }
     let purged = 0;
