@@ -3,6 +3,7 @@
  * replicas with their own volumes, also while one sharing a volume has just died; replicas sharing a volume keep its disk
  * budget together; and replicas reach each other only with the peer secret.
  */
+import { open } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ACME_KEY, namespaceFor } from '../dev/gateway-harness.js';
 import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
@@ -53,6 +54,31 @@ describe.sequential('replicas with a volume each', () => {
     expect(onC.bytes.equals(recording)).toBe(true);
     expect(upstreamFetches(upstream, id)).toBe(1);
   });
+
+  test("a copy damaged on A's volume is not stored on B's: B withdraws it from the cluster's listing, and C then fetches from upstream", async () => {
+    const id = 8002;
+    // Over the memory tier's entry size (32 MiB by default): A streams it from its file without rereading its digest first.
+    const recording = syntheticRecording(33 * 2 ** 20);
+    upstream.setRecording(id, recording);
+    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+    const onA = () => storedRecordingFiles(cluster().replicas[0]!.cacheDir);
+    expect(await eventually(async () => (await onA()).some((file) => file.path.endsWith(`/${id}.mp3`)))).toBe(true);
+    const file = (await onA()).find((entry) => entry.path.endsWith(`/${id}.mp3`))!;
+    const handle = await open(file.path, 'r+');
+    await handle.write(Buffer.from('XXXXXXXX'), 0, 8, 2_000_000);
+    await handle.close();
+
+    const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onB.cacheStatus).toBe(PEER_COPY);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await storedRecordingFiles(cluster().replicas[1]!.cacheDir)).filter((entry) => entry.path.endsWith(`/${id}.mp3`))).toEqual([]);
+
+    const onC = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onC.cacheStatus).toContain('fwd=uri-miss');
+    expect(onC.cacheStatus).not.toContain('detail=peer');
+    expect(onC.bytes.equals(recording)).toBe(true);
+    expect(upstreamFetches(upstream, id)).toBe(2);
+  }, 60_000);
 
   test("restarting B and C removes none of A's files and makes nobody download A's recordings again", async () => {
     const ids = [8101, 8102, 8103];

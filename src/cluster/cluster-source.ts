@@ -103,9 +103,20 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
   ): Promise<SourcedRecording | undefined> {
     for (const copy of lookup.copies) {
       if (copy.volume === options.volume && !ownVolume) continue;
+      const copyOf = {
+        sha256: copy.meta.sha256,
+        withdraw: () => {
+          const key = cacheKey(owner.namespace, callId);
+          logger.warn(
+            { key, volume: copy.volume },
+            'cluster: a stored copy does not match its sha256; no longer listed (run cache verify on that volume)',
+          );
+          void directory.remove(copy.volume, key, false).catch(() => {});
+        },
+      };
       for (const peer of await servingReplicas(copy.volume)) {
         try {
-          return await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal);
+          return { ...(await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal)), copyOf };
         } catch (error) {
           if (error instanceof PeerRejectedError) rejected(peer.node);
           else if (!(error instanceof PeerMissError || error instanceof PeerUnreachableError)) throw error;

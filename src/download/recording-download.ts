@@ -31,6 +31,12 @@ export interface SourcedRecording extends UpstreamRecording {
   settle?(): void;
   /** Another replica's stored copy: when that copy was fetched from the upstream, so retention counts from then. */
   fetchedAt?: number | undefined;
+  /**
+   * Another replica's stored copy: the sha256 the cluster lists for it, which
+   * the bytes must have, else nothing is stored (a damaged file must not
+   * spread to other volumes), and how to stop listing that copy.
+   */
+  copyOf?: { sha256: string; withdraw(): void };
 }
 
 /** The finished body, handed to whoever stores it. */
@@ -270,12 +276,17 @@ export class RecordingDownload {
     }
     // A body long enough for the signature has had a chunk, so its hash exists.
     if (signature.length < MP3_SIGNATURE_BYTES || !hash) throw new BadGatewayError('Upstream answered with a body that is not MP3 audio');
+    const sha256 = hash.digest('hex');
+    if (upstream.copyOf && sha256 !== upstream.copyOf.sha256) {
+      upstream.copyOf.withdraw();
+      throw new BadGatewayError("Another replica's stored copy does not match its sha256 (a damaged file there); nothing stored");
+    }
     const sealed = await body.seal();
     this.#headSent ??= head();
     this.#resolveHead(this.#headSent);
     return {
       ...head(),
-      sha256: hash.digest('hex'),
+      sha256,
       ...sealed,
       origin: this.#origin,
       persist: upstream.persist !== false,

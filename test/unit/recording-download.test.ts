@@ -6,6 +6,8 @@ import { RetryableUpstreamError } from '../../src/upstream/errors.js';
 import type { UpstreamRecording } from '../../src/upstream/flyflow-client.js';
 import { ManualUpstream, fakeSink, readAll, upstreamOf } from './download-fakes.js';
 
+const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
 /** An `open` that answers with each upstream in turn, counting its calls. */
 function opener(...upstreams: UpstreamRecording[]): { open: () => Promise<UpstreamRecording>; calls: () => number } {
   let calls = 0;
@@ -52,6 +54,31 @@ describe('one download', () => {
     upstream.end();
     const download = new RecordingDownload(opener(upstream).open, fakeSink());
     await expect(download.completed).rejects.toThrow('ended before its Content-Length');
+  });
+});
+
+describe("another replica's stored copy", () => {
+  test('is stored when its bytes have the sha256 the cluster lists for it', async () => {
+    const bytes = syntheticRecording(8000);
+    let withdrawn = 0;
+    const copy = Object.assign(upstreamOf(bytes), { copyOf: { sha256: sha256(bytes), withdraw: () => withdrawn++ } });
+    const completed = await new RecordingDownload(opener(copy).open, fakeSink()).completed;
+    expect(completed.sha256).toBe(sha256(bytes));
+    expect(withdrawn).toBe(0);
+  });
+
+  test('whose bytes do not have its listed sha256 (a damaged file) is not stored, and is no longer listed', async () => {
+    const listed = syntheticRecording(8000);
+    const damaged = Buffer.from(listed);
+    damaged.write('XXXXXXXX', 4000, 'latin1');
+    let withdrawn = 0;
+    const copy = Object.assign(upstreamOf(damaged), { copyOf: { sha256: sha256(listed), withdraw: () => withdrawn++ } });
+    const sink = fakeSink();
+    const download = new RecordingDownload(opener(copy).open, sink);
+    await expect(download.completed).rejects.toThrow('does not match its sha256');
+    expect(withdrawn).toBe(1);
+    await download.retire();
+    expect(sink.files[0]).toMatchObject({ state: 'discarded', closed: true });
   });
 });
 
