@@ -201,4 +201,35 @@ describe.sequential('replicas sharing one volume with a 150 KiB disk budget', ()
     expect(settled, `${onDisk} bytes on the shared volume`).toBe(true);
     expect(onDisk).toBeGreaterThan(0);
   }, 60_000);
+
+  test('recordings stored one after another by alternating replicas: the volume is never over its budget, not even for a moment', async () => {
+    const [cacheDir] = cluster().cacheDirs;
+    const onDisk = async () => (await storedRecordingFiles(cacheDir!)).reduce((sum, file) => sum + file.size, 0);
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, await onDisk().catch(() => 0));
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    })();
+    try {
+      for (let id = 9101; id <= 9109; id++) {
+        const bytes = syntheticRecording(45 * KIB + id);
+        upstream.setRecording(id, bytes);
+        const answer = await answerOf(cluster().at(id % 3, recordingPath(id), { headers: ACME_AUTH }));
+        expect(answer.bytes.equals(bytes)).toBe(true);
+        // Stored before the next one starts: each store meets a full volume alone.
+        const stored = await eventually(async () =>
+          (await storedRecordingFiles(cacheDir!)).some((file) => file.path.endsWith(`/${id}.mp3`)),
+        );
+        expect(stored).toBe(true);
+      }
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    expect(peak).toBeGreaterThan(2 * 45 * KIB);
+    expect(peak, `peak ${peak} bytes on the shared volume`).toBeLessThanOrEqual(DISK_BUDGET);
+  }, 60_000);
 });

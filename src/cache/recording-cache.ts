@@ -299,6 +299,10 @@ export class RecordingCache {
       return false;
     }
     await this.#evict(victims);
+    // A volume other replicas store on too: room is made before the file lands,
+    // and looked at again after (another replica may have stored meanwhile).
+    const shared = isVolumeShared(index);
+    if (shared) await this.#evict(await index.overflow(meta, meta.size));
     try {
       await file.commit(disk.pathFor(meta.namespace, meta.callId));
       await index.set(key, meta);
@@ -309,7 +313,7 @@ export class RecordingCache {
       diskHealth.report(error);
       return false;
     }
-    if (isVolumeShared(index)) await this.#evict(await index.overflow(meta));
+    if (shared) await this.#evict(await index.overflow(meta));
     return true;
   }
 

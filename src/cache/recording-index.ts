@@ -32,8 +32,12 @@ export interface RecordingIndex {
 
 /** An index whose volume is shared by several replicas, so its disk budget is kept together. */
 export interface VolumeOverflow {
-  /** After `newcomer` was stored: the copies to evict (oldest first) so the volume fits its budget; none when it does. */
-  overflow(newcomer: RecordingMeta): Promise<Array<{ key: string; meta: RecordingMeta }>>;
+  /**
+   * The copies to evict (oldest first) so the volume fits its budget with
+   * `incoming` bytes more (`newcomer` about to be stored), or as it is (0:
+   * `newcomer` was just stored); none when it fits.
+   */
+  overflow(newcomer: RecordingMeta, incoming?: number): Promise<Array<{ key: string; meta: RecordingMeta }>>;
 }
 
 export const INDEX_NAMESPACE = 'recordings';

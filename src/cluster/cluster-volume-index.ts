@@ -99,9 +99,10 @@ export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): Recordin
     touched(key) {
       touched.add(key);
     },
-    async overflow(newcomer: RecordingMeta) {
+    async overflow(newcomer: RecordingMeta, incoming = 0) {
       const usage = await directory.usage(volume).catch(() => undefined);
-      if (!usage || usage.total <= options.maxDiskBytes) return [];
+      if (!usage || usage.total + incoming <= options.maxDiskBytes) return [];
+      usage.byNamespace.set(newcomer.namespace, (usage.byNamespace.get(newcomer.namespace) ?? 0) + incoming);
       const candidates = await directory.oldest(volume, EVICTION_CANDIDATES).catch(() => []);
       const key = `${newcomer.namespace}/${newcomer.callId}`;
       return chooseVictims(
@@ -109,7 +110,7 @@ export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): Recordin
         usage,
         options.diskShares,
         { key, namespace: newcomer.namespace },
-        usage.total - options.maxDiskBytes,
+        usage.total + incoming - options.maxDiskBytes,
       ).map((copy) => ({ key: `${copy.meta.namespace}/${copy.meta.callId}`, meta: copy.meta }));
     },
     async close() {
