@@ -5,7 +5,7 @@
  */
 import { open } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { ACME_KEY, namespaceFor } from '../dev/gateway-harness.js';
+import { ACME_KEY, expectedEtag, namespaceFor } from '../dev/gateway-harness.js';
 import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import { ACME_AUTH, answerOf, clusterFor, recordingPath, upstreamFetches } from './support/cluster.js';
@@ -50,6 +50,8 @@ describe.sequential('replicas with a volume each', () => {
     expect(onB.status).toBe(200);
     expect(onB.cacheStatus).toBe(PEER_COPY);
     expect(onB.bytes.equals(recording)).toBe(true);
+    // A stored copy's digest is known before its bytes come: the answer carries the ETag a hit would.
+    expect(onB.headers.get('etag')).toBe(expectedEtag(recording));
     const onC = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
     expect(onC.bytes.equals(recording)).toBe(true);
     expect(upstreamFetches(upstream, id)).toBe(1);

@@ -114,6 +114,7 @@ export class RecordingDownload {
   #headSent: DownloadHead | undefined;
   #state: 'running' | 'complete' | 'failed' = 'running';
   #sha256: string | undefined;
+  #listedSha256: string | undefined;
   #readers = 0;
   #retired = false;
   #resolveHead!: (head: DownloadHead) => void;
@@ -142,9 +143,13 @@ export class RecordingDownload {
     return this.#origin;
   }
 
-  /** The whole body's sha256 once it is complete (it may still be being stored), else undefined. */
+  /**
+   * The whole body's sha256 once it is complete (it may still be being
+   * stored); for another volume's stored copy, at once: the digest the
+   * cluster lists for it. Else undefined.
+   */
   get sha256(): string | undefined {
-    return this.#sha256;
+    return this.#sha256 ?? this.#listedSha256;
   }
 
   /** Bytes received so far (for progress displays). */
@@ -202,6 +207,7 @@ export class RecordingDownload {
           throw new BadGatewayError('Upstream answered differently when its broken body was fetched again');
         }
         this.#origin = upstream.origin ?? 'upstream';
+        this.#listedSha256 = upstream.copyOf?.sha256;
         this.#body = await GrowingBody.create(this.sink, upstream.contentLength, opening);
         this.#nextBody?.resolve(this.#body);
         this.#nextBody = undefined;
