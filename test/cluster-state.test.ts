@@ -198,7 +198,7 @@ describe('ClusterDirectory: which volume holds which copy', () => {
     await directory.rememberNotFound(key, 60_000);
     const events = await listenToEvents();
 
-    expect(await directory.purge(key)).toBe(1);
+    expect(await directory.purge(key)).toEqual({ generation: 1, copies: 2 });
 
     expect(await directory.lookup(key)).toEqual({ copies: [], generation: 1 });
     expect(await directory.usage(one)).toEqual({ total: 80, byNamespace: new Map([[ns, 80]]) });
@@ -207,7 +207,24 @@ describe('ClusterDirectory: which volume holds which copy', () => {
     expect(await directory.listed(two)).toEqual([]);
     expect(await directory.isNotFound(key)).toBe(false);
     await eventually('the purge is announced', () => events.includes(`purge ${key}`));
-    expect(await directory.purge(key)).toBe(2);
+    expect(await directory.purge(key)).toEqual({ generation: 2, copies: 0 });
+  });
+
+  test('knownKeys lists every key of a namespace the cluster knows of: copies on any volume, remembered 404s; not other namespaces', async () => {
+    const directory = new ClusterDirectory(openLink());
+    const [ns, other, volume] = [fresh('ns'), fresh('ns'), fresh('vol')];
+    await directory.publish(volume, `${ns}/1`, metaFor(ns, '1', 10), 1);
+    await directory.publish(fresh('vol'), `${ns}/1`, metaFor(ns, '1', 10), 2);
+    await directory.rememberNotFound(`${ns}/2`, 60_000);
+    await directory.publish(volume, `${other}/3`, metaFor(other, '3', 10), 3);
+    const keys = async (namespace: string | undefined) => {
+      const found: string[] = [];
+      for await (const key of directory.knownKeys(namespace)) found.push(key);
+      return found;
+    };
+    expect((await keys(ns)).sort()).toEqual([`${ns}/1`, `${ns}/2`]);
+    expect(await keys(other)).toEqual([`${other}/3`]);
+    expect(await keys(undefined)).toEqual(expect.arrayContaining([`${ns}/1`, `${ns}/2`, `${other}/3`]));
   });
 
   test('a copy whose download began before a purge is refused and changes nothing; one from the new generation is stored', async () => {

@@ -4,6 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import { createLogger, type Logger } from '../src/logger.js';
+import { RedisUnavailableError } from '../src/cluster/redis-link.js';
 
 const WARN = 40;
 const STACK_FRAME = '    at ';
@@ -161,6 +162,16 @@ describe('the error serializer', () => {
     logger.warn({ err: error }, 'cache disk failing');
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0]!).err).toEqual({ type: 'Error', code: 'EACCES', message: "EACCES: permission denied, open '/var/cache/x'" });
+  });
+
+  test('a stalled cluster Redis is an expected failure: its warning has no stack', () => {
+    const { logger, lines } = capturingLogger('info');
+    logger.warn({ err: new RedisUnavailableError('redis: 127.0.0.1:6379 did not answer within 250 ms') }, 'cluster: redis unreachable');
+    expect(JSON.parse(lines[0]!).err).toEqual({
+      type: 'Error',
+      code: 'ERR_REDIS_UNAVAILABLE',
+      message: 'redis: 127.0.0.1:6379 did not answer within 250 ms',
+    });
   });
 
   test('raising the level to debug at run time brings stacks back', () => {

@@ -11,8 +11,14 @@ export interface RedisLinkOptions {
   logger: Logger;
 }
 
-/** Why a cluster call did not happen: Redis is down, stalled or refusing. The caller degrades. */
-export class RedisUnavailableError extends Error {}
+/**
+ * Why a cluster call did not happen: Redis is down, stalled or refusing. The
+ * caller degrades. An expected failure, so it carries a code (the log then
+ * leaves its stack out, as for a system error).
+ */
+export class RedisUnavailableError extends Error {
+  readonly code = 'ERR_REDIS_UNAVAILABLE';
+}
 
 // After a failure, calls fail at once for this long, so a down or stalled Redis
 // costs each request nothing; a probe reconnects in the background meanwhile.
