@@ -119,18 +119,30 @@ describe('a body that breaks', () => {
     expect(upstream.cancelled).toBe(true);
   });
 
-  test('after callers had the head but no byte, it is fetched again: a read waiting further on gets the new body', async () => {
+  /**
+   * A download whose first answer sent 1000 of 8000 bytes (callers have the
+   * head), with a read waiting at 5000, that then breaks: the next attempt
+   * opens `again`.
+   */
+  async function brokenAfterHead(again: () => Promise<UpstreamRecording>) {
     const bytes = syntheticRecording(8000);
     const first = new ManualUpstream(bytes.length);
-    const attempts = opener(first, upstreamOf(bytes));
+    let calls = 0;
     const sink = fakeSink();
-    const download = new RecordingDownload(attempts.open, sink);
+    const download = new RecordingDownload(async () => (calls++ === 0 ? first : again()), sink);
     first.push(bytes.subarray(0, 1000));
     await download.head;
     const waiting = download.readAt(5000, 1000);
+    waiting.catch(() => {});
     first.fail(new RetryableUpstreamError('socket hang up'));
+    return { bytes, download, sink, waiting, calls: () => calls };
+  }
+
+  test('after callers had the head but no byte, it is fetched again: a read waiting further on gets the new body', async () => {
+    const bytes = syntheticRecording(8000);
+    const { download, sink, waiting, calls } = await brokenAfterHead(async () => upstreamOf(bytes));
     const completed = await download.completed;
-    expect(attempts.calls()).toBe(2);
+    expect(calls()).toBe(2);
     expect(completed.body?.equals(bytes)).toBe(true);
     expect(Buffer.from((await waiting)!).equals(bytes.subarray(5000, 6000))).toBe(true);
     expect((await readAll((offset, max) => download.readAt(offset, max))).equals(bytes)).toBe(true);
@@ -139,36 +151,20 @@ describe('a body that breaks', () => {
   });
 
   test('a body fetched again after callers had the head must be as long as the head said, or the download fails', async () => {
-    const bytes = syntheticRecording(8000);
-    const first = new ManualUpstream(bytes.length);
-    const attempts = opener(first, upstreamOf(syntheticRecording(9000)));
-    const download = new RecordingDownload(attempts.open, fakeSink());
-    first.push(bytes.subarray(0, 1000));
-    await download.head;
-    const waiting = download.readAt(5000, 1000);
-    first.fail(new RetryableUpstreamError('socket hang up'));
+    const { download, waiting, calls } = await brokenAfterHead(async () => upstreamOf(syntheticRecording(9000)));
     await expect(download.completed).rejects.toThrow('answered differently');
     await expect(waiting).rejects.toThrow('answered differently');
-    expect(attempts.calls()).toBe(2);
+    expect(calls()).toBe(2);
   });
 
   test('when the upstream cannot be reached again, a read waiting for the new body gets that failure', async () => {
-    const bytes = syntheticRecording(8000);
-    const first = new ManualUpstream(bytes.length);
-    let calls = 0;
-    const open = async () => {
-      if (calls++ === 0) return first;
+    const { download, waiting, calls } = await brokenAfterHead(async () => {
       throw new RetryableUpstreamError('Upstream unreachable');
-    };
-    const download = new RecordingDownload(open, fakeSink());
-    first.push(bytes.subarray(0, 1000));
-    await download.head;
-    const waiting = download.readAt(5000, 1000);
-    first.fail(new RetryableUpstreamError('socket hang up'));
+    });
     await expect(download.completed).rejects.toThrow('Upstream unreachable');
     await expect(waiting).rejects.toThrow('Upstream unreachable');
     await expect(download.readAt(0, 1000)).rejects.toThrow('Upstream unreachable');
-    expect(calls).toBe(2);
+    expect(calls()).toBe(2);
   });
 
   test('a failure that is not worth another attempt ends the download at once', async () => {
