@@ -149,9 +149,12 @@ function recordingRead(method: 'GET' | 'HEAD'): Json {
           ...RATE_LIMIT_HEADERS,
         },
       },
-      ...(method === 'GET'
-        ? errorResponses('400', '401', '404', '412', '416', '429', '502', '503', '504')
-        : errorResponses('400', '401', '404', '412', '429', '502', '503', '504')),
+      // HEAD ignores Range: never 416.
+      ...errorResponses(
+        ...(['400', '401', '404', '412', '416', '429', '502', '503', '504'] as const).filter(
+          (status) => method === 'GET' || status !== '416',
+        ),
+      ),
     },
   };
 }
