@@ -11,7 +11,7 @@ const CANONICAL_ID = /^[1-9][0-9]{0,15}$/;
  * @throws BadRequestError when the segment is not an integer from 1 to 2^53-1.
  */
 export function parseCallId(segment: string): string {
-  if (!CANONICAL_ID.test(segment) || Number(segment) > Number.MAX_SAFE_INTEGER) {
+  if (!isCanonicalCallId(segment)) {
     throw new BadRequestError('Call id must be a decimal integer from 1 to 9007199254740991');
   }
   return segment;

@@ -22,14 +22,15 @@ export interface WebhookDeps {
 }
 
 const MISSING_TOKEN = 'Missing credentials: add ?token=<webhook token>';
+
+/** About how long a full queue takes to make room: a few prefetches' retries. */
+const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
+
 /** What an event's JSON object may hold (the rest is ignored). */
 interface EventFields {
   event_type?: unknown;
   call_id?: unknown;
 }
-
-/** About how long a full queue takes to make room: a few prefetches' retries. */
-const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
 
 /**
  * POST /v1/webhooks/flyflow/{tenant}?token=… — Flyflow's call events. Flyflow
