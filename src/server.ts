@@ -85,6 +85,8 @@ function adapterErrorResponse(error: unknown): Response {
 
 const VERSION_NOT_SUPPORTED = { error: 'HTTP Version Not Supported', message: 'Only HTTP/1.0 and HTTP/1.1 are served' };
 
+const PRI_OVER_HTTP1 = /^PRI [^ \r\n]+ HTTP\/1\.[01]\r?\n/;
+
 // RFC 9110 5.6.2: a method is a token.
 const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
 
@@ -110,9 +112,11 @@ function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status:
     case 'HPE_INVALID_METHOD':
       if (requestLine) return { status: '501 Not Implemented', message: 'Unknown request method' };
       break;
-    case 'HPE_INVALID_VERSION':
-    // HTTP/2's connection preface, `PRI * HTTP/2.0` (RFC 9113 3.4): a client that assumed h2.
+    // HTTP/2's connection preface, `PRI * HTTP/2.0` (RFC 9113 3.4), from a client that assumed h2.
     case 'HPE_PAUSED_H2_UPGRADE':
+    case 'HPE_INVALID_VERSION':
+      // llhttp takes PRI only with HTTP/2.0: with an HTTP/1.x version it is a method nobody here knows.
+      if (PRI_OVER_HTTP1.test(raw)) return { status: '501 Not Implemented', message: 'Unknown request method' };
       return { status: `505 ${VERSION_NOT_SUPPORTED.error}`, message: VERSION_NOT_SUPPORTED.message };
   }
   return { status: '400 Bad Request', message: 'Malformed HTTP request' };

@@ -151,6 +151,11 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
       'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n',
       '505 HTTP Version Not Supported',
     ],
+    [
+      'PRI as the method of an HTTP/1.1 request, which is no preface',
+      'PRI /healthz HTTP/1.1\r\nHost: gw.example\r\n\r\n',
+      '501 Not Implemented',
+    ],
   ])('%s', async (_name, head, status) => {
     const answer = await rawExchange(head);
     expect(answer.startsWith(`HTTP/1.1 ${status}\r\n`)).toBe(true);
