@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ACME_KEY, expectedEtag, namespaceFor } from '../dev/gateway-harness.js';
 import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, recordingPath, upstreamFetches } from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, recordingPath, streamGet, upstreamFetches } from './support/cluster.js';
 
 const KIB = 1024;
 const PEER_COPY = 'recording-gateway; fwd=uri-miss; detail=peer';
@@ -70,8 +70,12 @@ describe.sequential('replicas with a volume each', () => {
     await handle.write(Buffer.from('XXXXXXXX'), 0, 8, 2_000_000);
     await handle.close();
 
-    const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
-    expect(onB.cacheStatus).toBe(PEER_COPY);
+    const onB = await streamGet(`${cluster().urls[1]}${recordingPath(id)}`, ACME_AUTH);
+    expect(onB.headers['cache-status']).toBe(PEER_COPY);
+    // Its last bytes wait for the digest: B's client gets a transfer cut short, never the damaged copy whole.
+    const received = await onB.body;
+    expect(received.complete).toBe(false);
+    expect(received.bytes.length).toBeLessThan(recording.length);
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect((await storedRecordingFiles(cluster().replicas[1]!.cacheDir)).filter((entry) => entry.path.endsWith(`/${id}.mp3`))).toEqual([]);
 

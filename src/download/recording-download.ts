@@ -93,6 +93,13 @@ function nextBody(): NextBody {
   return { promise, resolve, reject };
 }
 
+/** Another replica's stored copy must have the digest the cluster lists for it; one that does not is withdrawn. */
+function checkCopy(source: SourcedRecording, sha256: string): void {
+  if (!source.copyOf || sha256 === source.copyOf.sha256) return;
+  source.copyOf.withdraw();
+  throw new BadGatewayError("Another replica's stored copy does not match its sha256 (a damaged file there); nothing stored");
+}
+
 /**
  * One upstream download shared by every caller that wants the same recording.
  * Callers read any offset already received and wait for the rest, so a joiner
@@ -250,6 +257,7 @@ export class RecordingDownload {
   async #receive(upstream: SourcedRecording, body: GrowingBody): Promise<CompletedDownload> {
     // Made at its first update, once the first chunk is in the callers' hands: a cold miss's first byte does not wait for it.
     let hash: Hash | undefined;
+    let sha256: string | undefined;
     let signature = Buffer.alloc(0);
     const head = () => ({
       size: upstream.contentLength ?? body.received,
@@ -264,6 +272,13 @@ export class RecordingDownload {
           throw new BadGatewayError('Upstream answered with a body that is not MP3 audio');
         }
       }
+      // A stored copy's last bytes wait for its digest: a damaged copy never reaches a client whole.
+      const last = upstream.copyOf !== undefined && body.received + chunk.length === upstream.contentLength;
+      if (last) {
+        hash ??= createHash('sha256');
+        sha256 = hash.update(chunk).digest('hex');
+        checkCopy(upstream, sha256);
+      }
       // append() takes the chunk into memory before it waits on the disk, so
       // callers can start while the write is still under way.
       const appended = body.append(chunk);
@@ -273,6 +288,7 @@ export class RecordingDownload {
         this.#resolveHead(this.#headSent);
       }
       await appended;
+      if (last) continue;
       // Hashed once callers have had the chunk: the digest is needed only at the end.
       hash ??= createHash('sha256');
       hash.update(chunk);
@@ -282,11 +298,8 @@ export class RecordingDownload {
     }
     // A body long enough for the signature has had a chunk, so its hash exists.
     if (signature.length < MP3_SIGNATURE_BYTES || !hash) throw new BadGatewayError('Upstream answered with a body that is not MP3 audio');
-    const sha256 = hash.digest('hex');
-    if (upstream.copyOf && sha256 !== upstream.copyOf.sha256) {
-      upstream.copyOf.withdraw();
-      throw new BadGatewayError("Another replica's stored copy does not match its sha256 (a damaged file there); nothing stored");
-    }
+    sha256 ??= hash.digest('hex');
+    checkCopy(upstream, sha256);
     const sealed = await body.seal();
     this.#headSent ??= head();
     this.#resolveHead(this.#headSent);
