@@ -33,8 +33,11 @@ export type Behaviour =
   | { kind: 'slow-body'; chunkBytes: number; intervalMs: number }
   /** Declares the full Content-Length, sends `afterBytes` of the body, then destroys the socket. */
   | { kind: 'truncate'; afterBytes: number }
-  /** Like truncate but the socket is reset (TCP RST), and only for `times` requests (default: forever). */
-  | { kind: 'reset'; afterBytes: number; times?: number }
+  /**
+   * Like truncate but the socket is reset (TCP RST), `pauseMs` after the
+   * bytes (default at once), and only for `times` requests (default: forever).
+   */
+  | { kind: 'reset'; afterBytes: number; times?: number; pauseMs?: number }
   /** 200 with chunked transfer encoding and no Content-Length. */
   | { kind: 'no-content-length' }
   /** Redirects (302 unless `status` says otherwise) to `location`, an absolute URL. */
@@ -253,6 +256,7 @@ export async function startFakeFlyflow(options: FakeFlyflowOptions = {}): Promis
         audioHead(res, bytes.length);
         res.flushHeaders();
         await write(res, bytes.subarray(0, Math.min(behaviour.afterBytes, bytes.length - 1)));
+        if (behaviour.kind === 'reset' && behaviour.pauseMs && !(await pause(res, closed.signal, behaviour.pauseMs))) return;
         if (behaviour.kind === 'reset') res.socket?.resetAndDestroy();
         else res.socket?.destroy();
         return;

@@ -135,6 +135,23 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
     await lateJoinerOnAnotherReplica(cluster(), 5103, 2);
   });
 
+  test('a body that breaks while another replica streams it: the waiting clients of both replicas get it whole from a new download', async () => {
+    const id = 5105;
+    const recording = syntheticRecording(2 * MIB);
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'reset', afterBytes: 256 * 1024, pauseMs: 400, times: 1 });
+    // Conditional requests wait for the whole recording: neither client has a byte when it breaks.
+    const waiting = { 'If-None-Match': '"not-this-one"', ...ACME_AUTH };
+    const onA = answerOf(cluster().at(0, recordingPath(id), { headers: waiting }));
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const onC = answerOf(cluster().at(2, recordingPath(id), { headers: waiting }));
+    for (const answer of await Promise.all([onA, onC])) {
+      expect(answer.status).toBe(200);
+      expect(answer.bytes.equals(recording)).toBe(true);
+    }
+    expect(upstreamFetches(upstream, id)).toBeLessThanOrEqual(3);
+  }, 30_000);
+
   // Last in this block: it kills replica 0 for good.
   test('the replica that owns a download is killed with SIGKILL: the other replicas cut their clients short, and the next request downloads it once more', async () => {
     const id = 5104;

@@ -385,6 +385,20 @@ describe('what is never stored', () => {
     expect(await tempFilesIn(dir)).toEqual([]);
   });
 
+  test('a body that breaks once a client streamed some of it cuts that client; one waiting for the whole body gets a new download', async () => {
+    const bytes = upstream.recording(4)!;
+    upstream.setBehaviour(4, { kind: 'reset', afterBytes: bytes.length >> 1, pauseMs: 200, times: 1 });
+    const gateway = await start();
+    const streaming = await gateway.fetch('/v1/call/recording/4.mp3');
+    expect(streaming.status).toBe(200);
+    const conditional = gateway.fetch('/v1/call/recording/4.mp3', { headers: { 'If-None-Match': '"not-this-one"' } });
+    await expect(streaming.arrayBuffer()).rejects.toThrow();
+    const whole = await conditional;
+    expect(whole.status).toBe(200);
+    expect((await bytesOf(whole)).equals(bytes)).toBe(true);
+    expect(upstream.recordingRequests(4)).toHaveLength(2);
+  });
+
   test('a recording larger than max_recording_bytes is refused with 502 before it streams', async () => {
     const gateway = await start({ cache: { maxRecordingBytes: 100_000 } });
     const response = await gateway.fetch('/v1/call/recording/4.mp3');

@@ -124,6 +124,7 @@ export class RecordingDownload {
   #listedSha256: string | undefined;
   #readers = 0;
   #retired = false;
+  #brokeWhileRead = false;
   #resolveHead!: (head: DownloadHead) => void;
   #rejectHead!: (error: unknown) => void;
 
@@ -157,6 +158,14 @@ export class RecordingDownload {
    */
   get sha256(): string | undefined {
     return this.#sha256 ?? this.#listedSha256;
+  }
+
+  /**
+   * True when the body broke after a reader had bytes of it, so it was not
+   * fetched again: a caller that had none may start a new download.
+   */
+  get brokeWhileRead(): boolean {
+    return this.#brokeWhileRead;
   }
 
   /** Bytes received so far (for progress displays). */
@@ -245,6 +254,7 @@ export class RecordingDownload {
           continue;
         }
         broken?.fail(error);
+        this.#brokeWhileRead = broken?.handedOut === true && error instanceof RetryableUpstreamError;
         this.#nextBody?.reject(error);
         this.#state = 'failed';
         this.#rejectHead(error);

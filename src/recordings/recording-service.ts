@@ -57,6 +57,9 @@ export interface ClusterPurge {
   knownKeys(namespace: string | undefined): AsyncIterable<string>;
 }
 
+// Downloads a caller that waits for the whole recording joins, when one breaks after others had bytes of it.
+const WHOLE_FETCH_ATTEMPTS = 2;
+
 export interface RecordingServiceOptions {
   cache: RecordingCache;
   downloads: DownloadManager;
@@ -183,15 +186,23 @@ export class RecordingService {
    * finished download and its sha256.
    */
   async fetchWhole(owner: DownloadOwner, callId: string): Promise<WholeRecording> {
-    const { download, collapsed, release, stored } = this.options.downloads.join(owner, callId);
-    let completed: CompletedDownload;
-    try {
-      completed = await download.completed;
-      await stored;
-    } catch (error) {
-      release();
-      throw error;
+    let joined = this.options.downloads.join(owner, callId);
+    let completed!: CompletedDownload;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        completed = await joined.download.completed;
+        await joined.stored;
+        break;
+      } catch (error) {
+        joined.release();
+        // This caller has had no byte: a body that broke once others had some
+        // (a client streaming it, another replica) is worth a new download to it.
+        if (attempt >= WHOLE_FETCH_ATTEMPTS || !joined.download.brokeWhileRead) throw error;
+        await joined.stored; // the broken download has left the registry
+        joined = this.options.downloads.join(owner, callId);
+      }
     }
+    const { download, collapsed, release } = joined;
     const found = await this.find(owner.namespace, callId);
     if (found) {
       release();
