@@ -173,35 +173,29 @@ function refuseExpectation(request: IncomingMessage, response: ServerResponse): 
 const SERVER_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 
 /**
- * RFC 9110 9.3.7: `OPTIONS *` asks about the server, not a resource; the
- * adapter would refuse its target. Any other method with `*` is left to it (400).
+ * What is answered before any route, in one check per request:
+ * - RFC 9112 3.2: an HTTP/1.1 request without a Host, or with more than one,
+ *   is 400; one whose major version is not 1 is 505 (RFC 9110 15.6.6: Node's
+ *   parser takes `HTTP/0.9` and `HTTP/2.0` as if they were 1.x). Node would
+ *   answer the first with a bare status line and serve the second; this says
+ *   both in the JSON error shape.
+ * - RFC 9110 9.3.7: `OPTIONS *` asks about the server, not a resource (the
+ *   adapter would refuse its target); any other method with `*` is left to
+ *   the adapter (400).
  */
-function answerServerOptions(listener: RequestListener): RequestListener {
-  return function serverOptions(request, response) {
-    if (request.url !== '*' || request.method !== 'OPTIONS') {
-      listener(request, response);
-      return;
-    }
-    response.writeHead(204, {
-      Allow: SERVER_METHODS,
-      'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined),
-    });
-    response.end();
-  };
-}
-
-/**
- * RFC 9112 3.2: an HTTP/1.1 request without a Host, or with more than one, is
- * answered 400; one whose major version is not 1 is answered 505 (RFC 9110
- * 15.6.6: Node's parser takes `HTTP/0.9` and `HTTP/2.0` as if they were 1.x).
- * Node would answer the first with a bare status line and serve the second;
- * this says both in the JSON error shape.
- */
-function requireHttp1AndOneHost(listener: RequestListener): RequestListener {
-  return function requestChecked(request, response) {
+function answerBeforeRoutes(listener: RequestListener): RequestListener {
+  return function beforeRoutes(request, response) {
     const hosts = headerCount(request.rawHeaders, 'host');
     const http1 = request.httpVersionMajor === 1;
     if (http1 && (hosts === 1 || (hosts === 0 && request.httpVersionMinor === 0))) {
+      if (request.url === '*' && request.method === 'OPTIONS') {
+        response.writeHead(204, {
+          Allow: SERVER_METHODS,
+          'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined),
+        });
+        response.end();
+        return;
+      }
       listener(request, response);
       return;
     }
@@ -273,7 +267,7 @@ export function createHttpServer(
       // Checked below instead, so the 400 is in the JSON error shape.
       requireHostHeader: false,
     },
-    guard.wrap(requireHttp1AndOneHost(answerServerOptions(listener))),
+    guard.wrap(answerBeforeRoutes(listener)),
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.on('connection', guard.admit);

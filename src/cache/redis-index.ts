@@ -1,6 +1,7 @@
 import Keyv from 'keyv';
 import KeyvRedis, { createClient } from '@keyv/redis';
 import { describeRedisUrl } from '../redis-url.js';
+import { REDIS_SCAN_COUNT, scanPages } from '../redis-scan.js';
 import { INDEX_NAMESPACE, keyvIndex, type RecordingIndex } from './recording-index.js';
 
 /*
@@ -10,7 +11,6 @@ import { INDEX_NAMESPACE, keyvIndex, type RecordingIndex } from './recording-ind
  */
 
 // SCAN's default COUNT is 10, which makes listing 100,000 keys 20,000 round trips.
-const REDIS_SCAN_COUNT = 1_000;
 const REDIS_CONNECT_TIMEOUT_MS = 5_000;
 // Longest an index operation may take before Redis counts as unreachable; the
 // index is on the request path of every shared lookup.
@@ -103,18 +103,11 @@ export function createRedisIndex(url: string, options: RedisIndexOptions = {}): 
     storeKey: (key) => key,
     run,
     async *list() {
-      // SCAN may return a key more than once (while Redis rehashes).
-      const seen = new Set<string>();
-      let cursor = '0';
-      do {
-        const page = await run(() => client.scan(cursor, { MATCH: `${prefix}*`, COUNT: REDIS_SCAN_COUNT, TYPE: 'string' }));
-        cursor = String(page.cursor);
-        const keys = page.keys.filter((key) => !seen.has(key));
-        if (keys.length === 0) continue;
-        for (const key of keys) seen.add(key);
+      const pages = scanPages((cursor) => run(() => client.scan(cursor, { MATCH: `${prefix}*`, COUNT: REDIS_SCAN_COUNT, TYPE: 'string' })));
+      for await (const keys of pages) {
         const values = await run(() => client.mGet(keys));
         for (const [i, key] of keys.entries()) yield [key.slice(prefix.length), values[i] ?? undefined];
-      } while (cursor !== '0');
+      }
     },
     async ping() {
       await run(() => client.ping());

@@ -1,5 +1,6 @@
 import { isRecordingMeta, type RecordingMeta } from '../cache/recording-meta.js';
 import { clusterKeys } from './cluster-keys.js';
+import { REDIS_SCAN_COUNT, scanPages } from '../redis-scan.js';
 import type { RedisLink } from './redis-link.js';
 
 /** A stored copy somewhere in the cluster: the volume that holds it, and its metadata. */
@@ -63,7 +64,6 @@ return {generation, #all / 2}
 `;
 
 const VOLUME_KEY_PREFIX = clusterKeys.volumeUsage('').replace(/:usage$/, '');
-const SCAN_COUNT = 1000;
 
 function parseCopy(volume: string, raw: string | undefined | null): ClusterCopy | undefined {
   if (!raw) return undefined;
@@ -144,25 +144,20 @@ export class ClusterDirectory {
   /**
    * Every recording key in `namespace` (all, without one) the cluster knows
    * of: a copy on some volume, a download under way (its lease), a remembered
-   * 404. For a purge of a whole namespace, which must reach them all. Each
-   * page of the scan is one bounded call.
+   * 404. For a purge of a whole namespace, which must reach them all. A key
+   * may come more than once (a copy and a lease, say). Each page of the scan
+   * is one bounded call.
    */
   async *knownKeys(namespace: string | undefined): AsyncIterable<string> {
     const pattern = namespace === undefined ? '*' : `${namespace}/*`;
-    const seen = new Set<string>();
     for (const keyOf of [clusterKeys.copies, clusterKeys.lease, clusterKeys.notFound]) {
       const prefix = keyOf('');
-      let cursor = '0';
-      do {
-        const page = await this.link.call((client) => client.scan(cursor, { MATCH: `${prefix}${pattern}`, COUNT: SCAN_COUNT }));
-        cursor = String(page.cursor);
-        for (const redisKey of page.keys) {
-          const key = redisKey.slice(prefix.length);
-          if (seen.has(key)) continue;
-          seen.add(key);
-          yield key;
-        }
-      } while (cursor !== '0');
+      const match = `${prefix}${pattern}`;
+      for await (const keys of scanPages((cursor) =>
+        this.link.call((client) => client.scan(cursor, { MATCH: match, COUNT: REDIS_SCAN_COUNT })),
+      )) {
+        for (const redisKey of keys) yield redisKey.slice(prefix.length);
+      }
     }
   }
 

@@ -22,9 +22,10 @@ function representation(callId: string, contentType: string, validators: Validat
   return { headers, validators };
 }
 
-function lastModified(value: string | undefined, fallback: number): Date {
+/** An HTTP date the upstream sent, when it parses. */
+function upstreamDate(value: string | undefined): Date | undefined {
   const parsed = value === undefined ? Number.NaN : Date.parse(value);
-  return new Date(Number.isNaN(parsed) ? fallback : parsed);
+  return Number.isNaN(parsed) ? undefined : new Date(parsed);
 }
 
 /** A stored recording: a strong ETag from its sha256, and the upstream's Last-Modified (else when it was fetched). */
@@ -34,7 +35,7 @@ export function storedRepresentation(entry: CachedRecording): Representation {
     const { meta } = entry;
     known = representation(meta.callId, meta.contentType, {
       etag: etagFor(meta.sha256),
-      lastModified: lastModified(meta.lastModified, meta.fetchedAt),
+      lastModified: upstreamDate(meta.lastModified) ?? new Date(meta.fetchedAt),
     });
     storedRepresentations.set(entry, known);
   }
@@ -43,8 +44,8 @@ export function storedRepresentation(entry: CachedRecording): Representation {
 
 /** The upstream's Last-Modified, when it sent one that parses: a stored copy keeps the same. */
 function upstreamLastModified(head: DownloadHead): Pick<Validators, 'lastModified'> {
-  const parsed = head.lastModified === undefined ? Number.NaN : Date.parse(head.lastModified);
-  return Number.isNaN(parsed) ? {} : { lastModified: new Date(parsed) };
+  const lastModified = upstreamDate(head.lastModified);
+  return lastModified ? { lastModified } : {};
 }
 
 /**
