@@ -26,6 +26,7 @@ import { readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { checkAuditTrail, settledAuditLines, type AuditTally } from './peers-audit.js';
 import { measureColdMisses, type ColdResult } from './peers-cold.js';
+import { loopbackRoundTripMs } from './peers-loopback.js';
 import { measureCase, medianOfRuns, nodeGenerator, wrkGenerator, WRK_BINARY, type CaseResult, type LoadCase } from './peers-load.js';
 import { executable, pinSelf, planCores, type ProcessGroup } from './peers-process.js';
 import { CORE_CHECK_JOB, coreCheckMs } from './peers-speed.js';
@@ -289,6 +290,7 @@ async function main(): Promise<void> {
       process.exitCode = 1;
       console.log(`- **Cold misses could not run:** ${(error as Error).message}`);
     }
+    const roundTripMs = cold ? await loopbackRoundTripMs(cores.server) : Number.NaN;
 
     const report: PeersReport = {
       servers: servers.map((server) => ({
@@ -325,6 +327,10 @@ async function main(): Promise<void> {
         `## Cold misses: first body byte, sequential, warm keep-alive connection, after ${coldWarmup} unmeasured misses per server\n`,
       );
       console.log(coldTable(cold));
+      console.log(
+        `\n_A loopback round trip between the client's core and the servers' (a one-byte echo, median of 400, bench/peers-loopback.ts): ${roundTripMs.toFixed(3)} ms. ` +
+          "A proxy's cold miss costs at least one more than going to the upstream directly._",
+      );
     }
     const logSizes = servers
       .map((server) => {
