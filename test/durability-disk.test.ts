@@ -187,6 +187,76 @@ describe('disk budget', () => {
   });
 });
 
+/** The bytes of every recording file in the cache now. */
+async function bytesOnDisk(): Promise<number> {
+  let total = 0;
+  for (const file of await storedFiles(dir)) {
+    total += await stat(path.join(dir, 'recordings', file)).then(
+      (stats) => stats.size,
+      () => 0,
+    );
+  }
+  return total;
+}
+
+describe('disk budget under many stores at once', () => {
+  test('24 misses stored at once stay within max_disk_bytes, during the burst and after it', async () => {
+    const bytes = recording(1);
+    const ids = Array.from({ length: 24 }, (_, i) => 100 + i);
+    for (const id of ids) upstream.setRecording(id, bytes);
+    const maxDiskBytes = 5 * bytes.length + 100;
+    // No memory tier to speak of: every recording goes to disk.
+    const gateway = await start({ maxDiskBytes, maxMemoryBytes: 64 * KiB });
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, await bytesOnDisk());
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    try {
+      const bodies = await Promise.all(
+        ids.map(async (id) => Buffer.from(await (await gateway.fetch(`/v1/call/recording/${id}.mp3`)).arrayBuffer())),
+      );
+      expect(bodies.every((body) => body.equals(bytes))).toBe(true);
+      await gateway.gateway.downloads.idle();
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    const stats = gateway.gateway.cache.stats();
+    expect(stats.diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+    expect(await bytesOnDisk()).toBe(stats.diskBytes);
+    expect(stats.entries).toBe(5);
+    expect(peak).toBeLessThanOrEqual(maxDiskBytes);
+  });
+
+  test('a cache over a budget lowered since is trimmed back within it at start-up', async () => {
+    const before = await start();
+    for (const id of [1, 2, 3]) await get(before, id);
+    await stop(before);
+
+    const { logger, lines } = collectingLogger();
+    const sizes = [1, 2, 3].map((id) => recording(id).length);
+    const maxDiskBytes = sizes[0]! + sizes[1]! + sizes[2]! - 1;
+    const after = await start({ maxDiskBytes }, logger);
+    const stats = after.gateway.cache.stats();
+    expect(stats.entries).toBe(2);
+    expect(stats.diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+    expect(await bytesOnDisk()).toBe(stats.diskBytes);
+    expect(lines.some((line) => /over cache\.max_disk_bytes at start-up/.test(String(line.msg)))).toBe(true);
+    const kept = [1, 2, 3].filter((id) => existsSync(fileOf(id)));
+    expect(kept).toHaveLength(2);
+    for (const id of kept) {
+      expect((await get(after, id)).response.headers.get('cache-status')).toBe(HIT_DISK);
+      expect(upstream.recordingRequests(id)).toHaveLength(1);
+    }
+    const evicted = [1, 2, 3].find((id) => !kept.includes(id))!;
+    expect(await after.gateway.index.get(keyOf(evicted))).toBeUndefined();
+  });
+});
+
 describe('eviction never pulls a file from under its reader', () => {
   // Far more than the loopback socket buffers hold while the client waits, so
   // the gateway is still reading the file when the next store needs room.

@@ -64,9 +64,22 @@ export class RecordingCache {
         : await reconcileCache(this.options.index, this.options.disk, this.options.logger);
     entries.sort((a, b) => a[1].fetchedAt - b[1].fetchedAt);
     for (const [key, meta] of entries) this.#catalogue.add(key, meta, true);
+    if (options.reconcile !== false && !this.options.index.shared) await this.#trimToBudget();
     // Another replica's purge or eviction: drop our copy (its file is already gone).
     await this.options.index.watchDeletes?.((key) => this.#catalogue.remove(key));
     return report;
+  }
+
+  /** A cache over `max_disk_bytes` at start-up (its budget was lowered since) is brought back within it. */
+  async #trimToBudget(): Promise<void> {
+    const before = this.#catalogue.stats().diskBytes;
+    const victims = this.#catalogue.trimToBudget();
+    if (victims.length === 0) return;
+    this.options.logger.info(
+      { evicted: victims.length, diskBytes: before, maxDiskBytes: this.options.maxDiskBytes },
+      'the cache was over cache.max_disk_bytes at start-up; evicted the least recently used recordings',
+    );
+    await this.#evict(victims);
   }
 
   /** For a second process on the same cache (the CLI): reads the index, touches no file. */
@@ -298,23 +311,30 @@ export class RecordingCache {
       );
       return false;
     }
-    await this.#evict(victims);
-    // A volume other replicas store on too: room is made before the file lands,
-    // and looked at again after (another replica may have stored meanwhile).
-    const shared = isVolumeShared(index);
-    if (shared) await this.#evict(await index.overflow(meta, meta.size));
+    // The room stays taken until `store` adds the entry, or is given back here on failure.
+    let stored = false;
     try {
-      await file.commit(disk.pathFor(meta.namespace, meta.callId));
-      await index.set(key, meta);
-      diskHealth.recovered();
-    } catch (error) {
-      await disk.remove(meta.namespace, meta.callId).catch(() => {});
-      if (error instanceof StaleCopyError) throw error;
-      diskHealth.report(error);
-      return false;
+      await this.#evict(victims);
+      // A volume other replicas store on too: room is made before the file lands,
+      // and looked at again after (another replica may have stored meanwhile).
+      const shared = isVolumeShared(index);
+      if (shared) await this.#evict(await index.overflow(meta, meta.size));
+      try {
+        await file.commit(disk.pathFor(meta.namespace, meta.callId));
+        await index.set(key, meta);
+        diskHealth.recovered();
+      } catch (error) {
+        await disk.remove(meta.namespace, meta.callId).catch(() => {});
+        if (error instanceof StaleCopyError) throw error;
+        diskHealth.report(error);
+        return false;
+      }
+      if (shared) await this.#evict(await index.overflow(meta));
+      stored = true;
+      return true;
+    } finally {
+      if (!stored) this.#catalogue.giveBackRoom(key);
     }
-    if (shared) await this.#evict(await index.overflow(meta));
-    return true;
   }
 
   async #evict(victims: ReadonlyArray<{ key: string; meta: RecordingMeta }>): Promise<void> {

@@ -53,6 +53,9 @@ export function accountDiskShares(
   return shares;
 }
 
+// No recording's key nor namespace: `trimToBudget` makes room for nothing new.
+const TRIM_KEY = '';
+
 // A recording larger than this share of the memory tier is never held whole in
 // memory: it streams from disk, so one long call cannot flush every short one.
 const MEMORY_ENTRY_FRACTION = 1 / 8;
@@ -81,6 +84,9 @@ export class RecordingCatalogue {
   readonly #strings = new Map<string, string>();
   #diskBytes = 0;
   readonly #namespaceBytes = new Map<string, number>();
+  /** Room taken by stores under way, by key, until their entry is added or the room given back. */
+  readonly #reserved = new Map<string, { namespace: string; size: number }>();
+  #reservedBytes = 0;
   #evictions = 0;
 
   constructor(limits: CatalogueLimits) {
@@ -114,6 +120,7 @@ export class RecordingCatalogue {
 
   /** Records a recording as the most recently used, replacing any entry under its key. */
   add(key: string, meta: RecordingMeta, onDisk: boolean): CachedRecording {
+    this.giveBackRoom(key);
     this.remove(key);
     // Thousands of entries share a few namespaces and one content type: keep one copy of each string.
     meta.namespace = this.#intern(meta.namespace);
@@ -165,16 +172,22 @@ export class RecordingCatalogue {
    * the newcomer's own namespace: a namespace within its share is never
    * evicted for another's traffic. Undefined when no room can be made under
    * that rule (nothing is forgotten then).
+   *
+   * The room stays taken until `add` adds the recording under `key` or
+   * `giveBackRoom(key)` gives it back, so stores under way at once each
+   * count the others' recordings, not the same free bytes.
    */
   makeRoom(key: string, namespace: string, size: number): CachedRecording[] | undefined {
+    this.giveBackRoom(key);
     const replaced = this.#entries.get(key);
     const freed = replaced?.onDisk ? replaced.meta.size : 0;
     const budget = this.#maxDiskBytes - size + freed;
     if (budget < 0) return undefined;
     const usage = new Map(this.#namespaceBytes);
+    for (const room of this.#reserved.values()) usage.set(room.namespace, (usage.get(room.namespace) ?? 0) + room.size);
     usage.set(namespace, (usage.get(namespace) ?? 0) - freed + size);
     const victims = new Set<CachedRecording>();
-    let projected = this.#diskBytes;
+    let projected = this.#diskBytes + this.#reservedBytes;
     const choose = (wanted: (entry: CachedRecording) => boolean): void => {
       for (const entry of this.#entries.values()) {
         if (projected <= budget) return;
@@ -189,7 +202,28 @@ export class RecordingCatalogue {
     if (projected > budget) return undefined;
     for (const victim of victims) this.remove(victim.key);
     this.#evictions += victims.size;
+    this.#reserved.set(key, { namespace, size });
+    this.#reservedBytes += size;
     return [...victims];
+  }
+
+  /** Gives back the room `makeRoom` took for `key` (its store failed); nothing when none is taken. */
+  giveBackRoom(key: string): void {
+    const room = this.#reserved.get(key);
+    if (!room) return;
+    this.#reserved.delete(key);
+    this.#reservedBytes -= room.size;
+  }
+
+  /**
+   * What to evict so that what is stored fits the disk budget again (a budget
+   * lowered since, a crash in the middle of stores), by `makeRoom`'s rule;
+   * the victims are forgotten at once, and the caller removes their files.
+   */
+  trimToBudget(): CachedRecording[] {
+    const victims = this.makeRoom(TRIM_KEY, TRIM_KEY, 0) ?? [];
+    this.giveBackRoom(TRIM_KEY);
+    return victims;
   }
 
   /** Every entry, least recently used first (a snapshot). */

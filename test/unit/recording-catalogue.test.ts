@@ -132,6 +132,34 @@ describe('the disk budget', () => {
       diskBytesByNamespace: { ns: 200 },
     });
   });
+
+  test('stores under way at once each count the room the others took, not the same free bytes', () => {
+    const catalogue = catalogueWith([300, 300]);
+    expect(catalogue.makeRoom('ns/3', 'ns', 300)).toEqual([]);
+    // 600 stored and 300 on its way: the next 300 needs the least recently used gone.
+    expect(catalogue.makeRoom('ns/4', 'ns', 300)?.map((entry) => entry.key)).toEqual(['ns/1']);
+    catalogue.add('ns/3', meta('3', 300), true);
+    catalogue.add('ns/4', meta('4', 300), true);
+    expect(catalogue.stats()).toMatchObject({ entries: 3, diskBytes: 900 });
+  });
+
+  test('the room a failed store took is free again once given back', () => {
+    const catalogue = catalogueWith([300, 300]);
+    expect(catalogue.makeRoom('ns/3', 'ns', 400)).toEqual([]);
+    catalogue.giveBackRoom('ns/3');
+    catalogue.giveBackRoom('ns/3');
+    expect(catalogue.makeRoom('ns/4', 'ns', 400)).toEqual([]);
+    expect(catalogue.stats().evictions).toBe(0);
+  });
+
+  test('a catalogue over its budget (lowered since) is trimmed back, least recently used first', () => {
+    const catalogue = catalogueWith([400, 400, 400]);
+    catalogue.lookup('ns/1');
+    expect(catalogue.trimToBudget().map((entry) => entry.key)).toEqual(['ns/2']);
+    expect(catalogue.stats()).toMatchObject({ entries: 2, diskBytes: 800, evictions: 1 });
+    expect(catalogue.trimToBudget()).toEqual([]);
+    expect(catalogue.makeRoom('ns/4', 'ns', 200)).toEqual([]);
+  });
 });
 
 /** A 1000-byte disk shared by accounts `a` and `b`, with these shares. */
@@ -148,6 +176,21 @@ function store(catalogue: RecordingCatalogue, namespace: string, callId: string,
 }
 
 describe('disk shares between upstream accounts', () => {
+  test('trimming an over-budget disk takes from the account over its share only', () => {
+    const catalogue = sharedDisk({ a: 500, b: 500 });
+    for (const [callId, namespace, size] of [
+      ['1', 'b', 400],
+      ['2', 'a', 300],
+      ['3', 'a', 300],
+      ['4', 'a', 200],
+    ] as const) {
+      catalogue.add(`${namespace}/${callId}`, meta(callId, size, 0, namespace), true);
+    }
+    // 1,200 bytes on a 1,000-byte budget: b's older recording stays, within b's share.
+    expect(catalogue.trimToBudget().map((entry) => entry.key)).toEqual(['a/2']);
+    expect(catalogue.stats().diskBytesByNamespace).toEqual({ a: 500, b: 400 });
+  });
+
   test("a flood from one account never evicts another account's recordings that are within its share", () => {
     const catalogue = sharedDisk({ a: 500, b: 500 });
     store(catalogue, 'b', '1', 200);
