@@ -392,6 +392,39 @@ describe('corruption that keeps the size', () => {
     expect(upstream.recordingRequests(1)).toHaveLength(2);
   });
 
+  test('a large file damaged in place while the gateway runs is never served whole: the stream is cut short, the next GET refetches it', async () => {
+    const { logger, lines } = collectingLogger();
+    // 32 KiB memory entries: #4 streams from disk.
+    const gateway = await start({ maxMemoryBytes: 256 * KiB }, logger);
+    await get(gateway, 4);
+    for (let read = 1; read <= 2; read++) {
+      const { response, body } = await get(gateway, 4);
+      expect(response.headers.get('cache-status')).toBe(HIT_DISK);
+      expect(body.equals(recording(4))).toBe(true);
+    }
+    await corrupt(fileOf(4));
+
+    const damaged = await gateway.fetch('/v1/call/recording/4.mp3');
+    expect(damaged.status).toBe(200);
+    expect(damaged.headers.get('cache-status')).toBe(HIT_DISK);
+    const cut = await damaged.arrayBuffer().then(
+      () => 'complete',
+      () => 'cut short',
+    );
+    expect(cut).toBe('cut short');
+    await expect.poll(() => existsSync(fileOf(4))).toBe(false);
+    expect(lines.some((line) => line.level === WARN && /sha256/.test(String(line.msg)))).toBe(true);
+
+    const { response, body } = await get(gateway, 4);
+    expect(response.headers.get('cache-status')).toBe(MISS);
+    expect(body.equals(recording(4))).toBe(true);
+    expect(upstream.recordingRequests(4)).toHaveLength(2);
+    // A range is served from the good copy now on disk.
+    const range = await gateway.fetch('/v1/call/recording/4.mp3', { headers: { Range: 'bytes=100-199' } });
+    expect(range.status).toBe(206);
+    expect(Buffer.from(await range.arrayBuffer()).equals(recording(4).subarray(100, 200))).toBe(true);
+  });
+
   test('cache verify finds a damaged large file by its checksum and removes it; the restart refetches it', async () => {
     // 32 KiB memory entries: #4 streams from disk without ever being read whole.
     const cache = { maxMemoryBytes: 256 * KiB };

@@ -10,6 +10,7 @@ import { DamagedFileError, reportingDamage, type StoredFile } from './stored-fil
 import { cacheKey, type RecordingFacts, type RecordingMeta } from './recording-meta.js';
 import type { TempFile } from './temp-file.js';
 import { isIntact } from './verify.js';
+import { verifyingReadThrough } from './verifying-file.js';
 
 export type { CacheHit, CacheStats, CachedRecording } from './recording-catalogue.js';
 
@@ -46,6 +47,8 @@ export class RecordingCache {
   readonly #catalogue: RecordingCatalogue;
   /** Keys whose file and index entry are being deleted: the index must not bring them back meanwhile. */
   readonly #removing = new Set<string>();
+  /** Large recordings read through whole and found intact, with their file's ctime then. */
+  readonly #intactAt = new WeakMap<CachedRecording, number>();
 
   constructor(private readonly options: RecordingCacheOptions) {
     this.#catalogue = new RecordingCatalogue(options);
@@ -148,7 +151,10 @@ export class RecordingCache {
    * recording's (start-up does not stat every file, so this is where a
    * damaged one is caught; a small one is checked whole by `readVerified`),
    * and that file is removed. So is an encrypted file that fails its checks,
-   * at open or at any read (the read still fails: a stream is cut short).
+   * at open or at any read, and a file to be streamed whose bytes, read
+   * through from first to last, do not have the recording's sha256 (the read
+   * of its last bytes fails: a stream is cut short, never whole). Once one
+   * read-through matched, the file is streamed unchecked until it changes.
    */
   async openFile(entry: CachedRecording): Promise<StoredFile | undefined> {
     let damaged: DamagedFileError | undefined;
@@ -167,13 +173,19 @@ export class RecordingCache {
       this.#catalogue.remove(entry.key);
       return undefined;
     }
-    if (entry.meta.size > this.memoryEntryMaxBytes && file.size !== entry.meta.size) {
+    if (entry.meta.size <= this.memoryEntryMaxBytes) return reportingDamage(file, (error) => void this.#removeDamaged(entry, error));
+    if (file.size !== entry.meta.size) {
       await file.close();
       this.options.logger.warn({ key: entry.key }, 'cached recording has the wrong size; refetching it');
       await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
       return undefined;
     }
-    return reportingDamage(file, (error) => void this.#removeDamaged(entry, error));
+    // Checked as it streams until one read-through matched, and again once the file changes.
+    const streamed =
+      this.#intactAt.get(entry) === file.changedAtMs
+        ? file
+        : verifyingReadThrough(file, entry.meta.sha256, () => this.#intactAt.set(entry, file.changedAtMs));
+    return reportingDamage(streamed, (error) => void this.#removeDamaged(entry, error));
   }
 
   /**

@@ -8,6 +8,8 @@ import type { FileHandle } from 'node:fs/promises';
 export interface StoredFile {
   /** The recording's size in bytes (of the plaintext). */
   readonly size: number;
+  /** When the file last changed (its ctime, ms), as it was opened: a write in place changes it. */
+  readonly changedAtMs: number;
   /** Reads into `buffer` from `position`; resolves with the bytes read, 0 at the end. */
   read(buffer: Uint8Array, position: number): Promise<number>;
   /** The whole recording. */
@@ -25,7 +27,9 @@ export type DamageReason =
   /** Shorter than its chunks say: cut off. */
   | 'truncated'
   /** A chunk failed authentication: an edited byte, chunks swapped or reordered, the wrong key. */
-  | 'authentication';
+  | 'authentication'
+  /** Read through from first byte to last, its bytes do not have the recording's sha256. */
+  | 'digest';
 
 /**
  * A stored file that fails its checks: it must never be served, only removed
@@ -49,6 +53,7 @@ class PlainStoredFile implements StoredFile {
   constructor(
     private readonly handle: FileHandle,
     readonly size: number,
+    readonly changedAtMs: number,
   ) {}
 
   async read(buffer: Uint8Array, position: number): Promise<number> {
@@ -75,8 +80,8 @@ class PlainStoredFile implements StoredFile {
 
 /** A file stored in the clear (no `cache.encryption`): read as it is. */
 export async function openPlainFile(handle: FileHandle): Promise<StoredFile> {
-  const { size } = await handle.stat();
-  return new PlainStoredFile(handle, size);
+  const { size, ctimeMs } = await handle.stat();
+  return new PlainStoredFile(handle, size, ctimeMs);
 }
 
 /**
@@ -94,6 +99,7 @@ export function reportingDamage(file: StoredFile, onDamage: (error: DamagedFileE
   };
   return {
     size: file.size,
+    changedAtMs: file.changedAtMs,
     read: (buffer, position) => file.read(buffer, position).catch(check),
     readAll: () => file.readAll().catch(check),
     close: () => file.close(),

@@ -55,6 +55,7 @@ function fakeCache(tiers: {
       calls.push(`open ${found.key}`);
       return {
         size: found.meta.size,
+        changedAtMs: 0,
         read: async (buffer: Uint8Array, position: number) => {
           const bytes = Buffer.alloc(Math.max(0, Math.min(buffer.length, found.meta.size - position)), 7);
           buffer.set(bytes);

@@ -40,6 +40,7 @@ class EncryptedStoredFile implements StoredFile {
     private readonly key: Buffer,
     private readonly chunkBytes: number,
     readonly size: number,
+    readonly changedAtMs: number,
   ) {
     this.#lastIndex = lastChunkIndex(size, chunkBytes);
   }
@@ -113,8 +114,8 @@ export async function openEncryptedFile(handle: FileHandle, keyring: Keyring): P
   const { bytesRead } = await handle.read(headerBytes, 0, HEADER_BYTES, 0);
   const header = parseHeader(headerBytes.subarray(0, bytesRead));
   const key = keyFor(header, keyring);
-  const { size: fileSize } = await handle.stat();
-  return new EncryptedStoredFile(handle, key, header.chunkBytes, plaintextSize(fileSize, header.chunkBytes));
+  const { size: fileSize, ctimeMs } = await handle.stat();
+  return new EncryptedStoredFile(handle, key, header.chunkBytes, plaintextSize(fileSize, header.chunkBytes), ctimeMs);
 }
 
 /** `plaintext` whole in the encrypted file format (for small files written at once, such as sidecars). */
