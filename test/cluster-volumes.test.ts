@@ -59,7 +59,8 @@ describe.sequential('replicas with a volume each', () => {
 
   test("a copy damaged on A's volume is not stored on B's: B withdraws it from the cluster's listing, and C then fetches from upstream", async () => {
     const id = 8002;
-    // Over the memory tier's entry size (32 MiB by default): A streams it from its file without rereading its digest first.
+    // Over the memory tier's entry size (32 MiB by default): A streams it from its file, checking it only as it goes
+    // (its last bytes wait for that check), and B checks what it receives against the digest Redis lists.
     const recording = syntheticRecording(33 * 2 ** 20);
     upstream.setRecording(id, recording);
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
