@@ -159,6 +159,19 @@ describe('a memory hit answered without the app', () => {
     expect(answer.headers['cache-control']).toBe('private, max-age=120, immutable');
     expect(viaApp).toBe(0);
   });
+
+  test('a signed URL at a fractional second: a max-age that ends no later than the URL', async () => {
+    const start = clock.now();
+    const exp = Math.floor(start / 1000) + 120;
+    clock.set(start + 400);
+    try {
+      const { answer, viaApp } = await askBoth(signedPath(exp), { range: 'bytes=0-1' });
+      expect(answer.headers['cache-control']).toBe('private, max-age=119, immutable');
+      expect(viaApp).toBe(0);
+    } finally {
+      clock.set(start);
+    }
+  });
 });
 
 describe('what the path hands to the app', () => {

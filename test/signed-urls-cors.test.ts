@@ -85,6 +85,23 @@ describe('signed URLs', () => {
     await response.arrayBuffer();
   });
 
+  test("at a fractional second the max-age rounds down, never past the URL's expiry", async () => {
+    const start = clock.now();
+    const exp = now() + 120;
+    clock.set(start + 400);
+    try {
+      const recording = await fetch(gateway.baseUrl + signedPath(1, { exp }));
+      expect(recording.headers.get('cache-control')).toBe('private, max-age=119, immutable');
+      await recording.arrayBuffer();
+      const info = await fetch(gateway.baseUrl + signedPath(1, { exp }).replace('.mp3?', '/info.json?'));
+      expect(info.status).toBe(200);
+      expect(info.headers.get('cache-control')).toBe('private, max-age=119, immutable');
+      await info.arrayBuffer();
+    } finally {
+      clock.set(start);
+    }
+  });
+
   const exp = () => now() + 600;
   test.each([
     ['an expired signature', () => signedPath(1, { exp: now() - 1 }), 'Expired signature'],

@@ -137,7 +137,8 @@ export function recordingAnswerHeaders(
   const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
   function cacheControl(caller: Caller): string {
     if (caller.credential.kind !== 'signed-url') return apiKeyCacheControl;
-    const remaining = caller.credential.expiresAt - Math.floor(deps.clock.now() / 1000);
+    // Whole seconds left, rounded down: max-age must end no later than the URL does.
+    const remaining = Math.floor((caller.credential.expiresAt * 1000 - deps.clock.now()) / 1000);
     return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
   }
   // Object.assign, not spread: on this path V8's object spread costs microseconds per answer.
