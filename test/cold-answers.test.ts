@@ -4,6 +4,7 @@
  * stored, and a transfer the client cut short counted for the bytes it got.
  */
 import { request } from 'node:http';
+import path from 'node:path';
 import { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
@@ -13,6 +14,7 @@ import {
   bytesOf,
   expectedEtag,
   makeTempDir,
+  manualClock,
   removeDir,
   startGateway,
   testConfig,
@@ -129,6 +131,29 @@ describe('Cache-Status says stored only of what is stored', () => {
     const warm = await gateway.fetch('/v1/call/recording/1.mp3');
     await bytesOf(warm);
     expect(warm.headers.get('last-modified')).toBe(cold.headers.get('last-modified'));
+  });
+
+  test('a Last-Modified in the future (an upstream clock gone wrong) is sent as the fetch time, cold and warm, so If-Unmodified-Since: now passes', async () => {
+    const future = await startFakeFlyflow({ lastModified: 'Sat, 01 Jan 2039 00:00:00 GMT' });
+    const clock = manualClock(Date.UTC(2026, 10, 30, 12, 0, 0, 250));
+    const fetchedAt = new Date(clock.now()).toUTCString();
+    const ahead = await startGateway(testConfig({ dir: path.join(dir, 'ahead'), upstreamBaseUrl: future.baseUrl }), { clock });
+    try {
+      const cold = await ahead.fetch('/v1/call/recording/1.mp3');
+      await bytesOf(cold);
+      expect(cold.headers.get('last-modified')).toBe(fetchedAt);
+      await ahead.gateway.downloads.idle();
+      clock.advance(5_000);
+      const warm = await ahead.fetch('/v1/call/recording/1.mp3', {
+        headers: { 'if-unmodified-since': new Date(clock.now()).toUTCString() },
+      });
+      await bytesOf(warm);
+      expect(warm.status).toBe(200);
+      expect(warm.headers.get('last-modified')).toBe(fetchedAt);
+    } finally {
+      await ahead.close();
+      await future.close();
+    }
   });
 
   test('a truncated upstream body is never announced as stored, and nothing is stored', async () => {

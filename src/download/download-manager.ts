@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js';
 import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
 import type { TempFile } from '../cache/temp-file.js';
 import { NotFoundError } from '../errors.js';
+import { lastModifiedAsOf } from '../http/last-modified.js';
 import type { Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import { upstreamErrorKind } from '../upstream/errors.js';
@@ -159,6 +160,8 @@ export class DownloadManager {
           // The budget covered the slot and the head; a download that never got this far clears it when it settles.
           timeout?.clear();
         }
+        // Our clock dates the fetch: the head's arrival is this message's origination.
+        recording.lastModified = lastModifiedAsOf(recording.lastModified, this.options.clock.now());
         opened.push(recording);
         return recording;
       },

@@ -2,6 +2,7 @@ import type { CachedRecording } from '../cache/recording-catalogue.js';
 import { etagFor } from '../cache/recording-meta.js';
 import type { DownloadHead } from '../download/recording-download.js';
 import type { Validators } from '../http/conditional.js';
+import { lastModifiedAsOf } from '../http/last-modified.js';
 
 /** What every successful answer for one recording carries, and the validators its conditionals compare. */
 export interface Representation {
@@ -28,14 +29,18 @@ function upstreamDate(value: string | undefined): Date | undefined {
   return Number.isNaN(parsed) ? undefined : new Date(parsed);
 }
 
-/** A stored recording: a strong ETag from its sha256, and the upstream's Last-Modified (else when it was fetched). */
+/**
+ * A stored recording: a strong ETag from its sha256, and the upstream's
+ * Last-Modified, never later than when it was fetched (a copy stored before
+ * downloads clamped it may hold a future date), else when it was fetched.
+ */
 export function storedRepresentation(entry: CachedRecording): Representation {
   let known = storedRepresentations.get(entry);
   if (!known) {
     const { meta } = entry;
     known = representation(meta.callId, meta.contentType, {
       etag: etagFor(meta.sha256),
-      lastModified: upstreamDate(meta.lastModified) ?? new Date(meta.fetchedAt),
+      lastModified: upstreamDate(lastModifiedAsOf(meta.lastModified, meta.fetchedAt)) ?? new Date(meta.fetchedAt),
     });
     storedRepresentations.set(entry, known);
   }
