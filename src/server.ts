@@ -87,6 +87,9 @@ const VERSION_NOT_SUPPORTED = { error: 'HTTP Version Not Supported', message: 'O
 
 const PRI_OVER_HTTP1 = /^PRI [^ \r\n]+ HTTP\/1\.[01]\r?\n/;
 
+// A request line whose version token is HTTP/1.0 or HTTP/1.1, whatever follows it.
+const HTTP1_VERSION_TOKEN = /^[^ \r\n]+ [^ \r\n]+ HTTP\/1\.[01](?![0-9])/;
+
 // RFC 9110 5.6.2: a method is a token.
 const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
 
@@ -94,9 +97,9 @@ const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
  * What a request the parser refused is answered: 414 when the request line
  * alone is longer than the header limit, 501 for a method Node's parser does
  * not know, 505 for an HTTP version other than 1.0 and 1.1 (RFC 9110
- * 15.5.15, 9.1, 15.6.6). Only the refused packet is at hand (Node reads the
- * socket natively), so a request line that came in several TCP segments is
- * seen in part, and gets 431.
+ * 15.5.15, 9.1, 15.6.6), 400 for anything else malformed. Only the
+ * refused packet is at hand (Node reads the socket natively), so a request
+ * line that came in several TCP segments is seen in part, and gets 431.
  */
 function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status: string; message: string } {
   const requestLine = REQUEST_LINE_START.test(raw);
@@ -117,6 +120,8 @@ function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status:
     case 'HPE_INVALID_VERSION':
       // llhttp takes PRI only with HTTP/2.0: with an HTTP/1.x version it is a method nobody here knows.
       if (PRI_OVER_HTTP1.test(raw)) return { status: '501 Not Implemented', message: 'Unknown request method' };
+      // llhttp also says this of what follows the version (a bare LF, a space): 1.0 and 1.1 are served, so that is only malformed.
+      if (HTTP1_VERSION_TOKEN.test(raw)) return { status: '400 Bad Request', message: 'Malformed HTTP request' };
       return { status: `505 ${VERSION_NOT_SUPPORTED.error}`, message: VERSION_NOT_SUPPORTED.message };
   }
   return { status: '400 Bad Request', message: 'Malformed HTTP request' };
