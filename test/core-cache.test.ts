@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { upstreamNamespace } from '../src/auth/tenants.js';
@@ -404,6 +404,13 @@ describe('what is never stored', () => {
     const response = await gateway.fetch('/v1/call/recording/4.mp3');
     expect(response.status).toBe(502);
     expect(((await response.json()) as { message: string }).message).toContain('max_recording_bytes');
+  });
+
+  test("the example config's comment on max_recording_bytes says such a recording is refused, not served", async () => {
+    const example = await readFile(path.join(import.meta.dirname, '..', 'config', 'gateway.yaml'), 'utf8');
+    const line = example.split('\n').find((text) => text.trimStart().startsWith('max_recording_bytes:'));
+    expect(line).toContain('502');
+    expect(line).not.toMatch(/are served/);
   });
 
   test('an upstream without Content-Length still gets a Content-Length to the client', async () => {
