@@ -2,7 +2,8 @@ import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { TenantRegistry } from './auth/tenants.js';
 import { corsHeaders, preflightResponse } from './http/cors.js';
-import { BadRequestError, ContentTooLargeError, GatewayError, MethodNotAllowedError, errorResponse } from './errors.js';
+import { BadRequestError, ContentTooLargeError, GatewayError, errorResponse } from './errors.js';
+import { otherMethodAnswer } from './routes/other-methods.js';
 import type { GatewayEnv } from './routes/gateway-env.js';
 import { RECORDING_PREFIX, rawRequestPath } from './routes/request-target.js';
 import { requestLog, type RequestReporter } from './routes/request-log.js';
@@ -39,14 +40,14 @@ export interface AppDeps extends RecordingRoutesDeps {
 const SIGNED_URL_BODY_LIMIT_BYTES = 4 * 1024;
 const ADMIN_BODY_LIMIT_BYTES = 4 * 1024;
 const WEBHOOK_BODY_LIMIT_BYTES = 64 * 1024;
-/** The methods of every other route, for a 405's `Allow` (RFC 9110 15.5.6). */
+/** The methods of every other route, for a 405's and a plain OPTIONS's `Allow` (RFC 9110 15.5.6, 9.3.7); every route answers OPTIONS. */
 const OTHER_ROUTE_METHODS: ReadonlyArray<[string, string]> = [
-  ['/healthz', 'GET, HEAD'],
-  ['/readyz', 'GET, HEAD'],
-  ['/openapi.json', 'GET, HEAD'],
-  ['/metrics', 'GET, HEAD'],
-  [ADMIN_PURGE_PATH, 'POST'],
-  ['/v1/webhooks/flyflow/:tenant', 'POST'],
+  ['/healthz', 'GET, HEAD, OPTIONS'],
+  ['/readyz', 'GET, HEAD, OPTIONS'],
+  ['/openapi.json', 'GET, HEAD, OPTIONS'],
+  ['/metrics', 'GET, HEAD, OPTIONS'],
+  [ADMIN_PURGE_PATH, 'POST, OPTIONS'],
+  ['/v1/webhooks/flyflow/:tenant', 'POST, OPTIONS'],
 ];
 
 /** Refuses a body over `maxBytes` with 413 in the JSON error shape. */
@@ -66,7 +67,12 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   const health = createHealthHandlers(deps.readiness, deps.readinessDetails);
 
   app.use('*', requestLog(deps.clock, deps.report));
-  app.options('*', (c) => preflightResponse(c.req.header('origin'), deps.tenants.anyAllowedOrigin));
+  app.options('*', function preflight(c, next) {
+    const origin = c.req.header('origin');
+    // A plain OPTIONS asks the route what it takes: the route's own fallback answers, with its Allow.
+    if (origin === undefined) return next();
+    return preflightResponse(origin, deps.tenants.anyAllowedOrigin);
+  });
   app.get('/healthz', health.healthz);
   app.get('/readyz', health.readyz);
   app.get('/openapi.json', openApiHandler);
@@ -97,12 +103,10 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   app.all('/v1/call/recording/*', (c) => {
     const methods = recordingRouteMethods(c);
     if (methods === undefined) throw new BadRequestError('Expected /v1/call/recording/{id}.mp3 with a decimal call id');
-    throw new MethodNotAllowedError(methods);
+    return otherMethodAnswer(c, methods);
   });
   for (const [path, methods] of OTHER_ROUTE_METHODS) {
-    app.all(path, () => {
-      throw new MethodNotAllowedError(methods);
-    });
+    app.all(path, (c) => otherMethodAnswer(c, methods));
   }
 
   app.notFound((c) => {

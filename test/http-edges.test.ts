@@ -42,22 +42,36 @@ function rawExchange(head: string): Promise<string> {
 
 describe("a method the route does not take is 405 with that route's Allow", () => {
   test.each([
-    ['POST', '/v1/call/recording/1.mp3', 'GET, HEAD, DELETE'],
-    ['PUT', '/v1/call/recording/1.mp3', 'GET, HEAD, DELETE'],
-    ['GET', '/v1/call/recording/1/signed-url', 'POST'],
-    ['DELETE', '/v1/call/recording/1/signed-url', 'POST'],
-    ['PUT', '/v1/call/recording/1/signed-url', 'POST'],
-    ['POST', '/healthz', 'GET, HEAD'],
-    ['DELETE', '/readyz', 'GET, HEAD'],
-    ['PUT', '/metrics', 'GET, HEAD'],
-    ['GET', '/v1/webhooks/flyflow/acme', 'POST'],
-    ['GET', '/admin/cache/purge', 'POST'],
+    ['POST', '/v1/call/recording/1.mp3', 'GET, HEAD, DELETE, OPTIONS'],
+    ['PUT', '/v1/call/recording/1.mp3', 'GET, HEAD, DELETE, OPTIONS'],
+    ['GET', '/v1/call/recording/1/signed-url', 'POST, OPTIONS'],
+    ['DELETE', '/v1/call/recording/1/signed-url', 'POST, OPTIONS'],
+    ['PUT', '/v1/call/recording/1/signed-url', 'POST, OPTIONS'],
+    ['POST', '/healthz', 'GET, HEAD, OPTIONS'],
+    ['DELETE', '/readyz', 'GET, HEAD, OPTIONS'],
+    ['PUT', '/metrics', 'GET, HEAD, OPTIONS'],
+    ['GET', '/v1/webhooks/flyflow/acme', 'POST, OPTIONS'],
+    ['GET', '/admin/cache/purge', 'POST, OPTIONS'],
   ])('%s %s', async (method, path, allow) => {
     const response = await gateway.fetch(path, { method });
     expect(response.status).toBe(405);
     expect(response.headers.get('allow')).toBe(allow);
     expect(response.headers.get('content-type')).toBe('application/json');
     expect(await response.json()).toMatchObject({ error: 'Method Not Allowed' });
+    expect(upstream.requests).toHaveLength(0);
+  });
+
+  test.each([
+    ['/v1/call/recording/1.mp3', 'GET, HEAD, DELETE, OPTIONS'],
+    ['/v1/call/recording/1/signed-url', 'POST, OPTIONS'],
+    ['/v1/call/recording/1/info.json', 'GET, HEAD, OPTIONS'],
+    ['/v1/call/recording/1/peaks.json', 'GET, HEAD, OPTIONS'],
+    ['/healthz', 'GET, HEAD, OPTIONS'],
+    ['/v1/webhooks/flyflow/acme', 'POST, OPTIONS'],
+  ])('a plain OPTIONS (no Origin) on %s is 204 with the same Allow', async (path, allow) => {
+    const response = await gateway.fetch(path, { method: 'OPTIONS' });
+    expect(response.status).toBe(204);
+    expect(response.headers.get('allow')).toBe(allow);
     expect(upstream.requests).toHaveLength(0);
   });
 
@@ -186,6 +200,16 @@ describe('credentials', () => {
 });
 
 describe('CORS preflight', () => {
+  test('a preflight keeps its answer: CORS headers, and no Allow', async () => {
+    const response = await gateway.fetch('/v1/call/recording/1.mp3', {
+      method: 'OPTIONS',
+      headers: { origin: ACME_ORIGIN, 'access-control-request-method': 'GET' },
+    });
+    expect(response.status).toBe(204);
+    expect(response.headers.get('access-control-allow-methods')).toBe('GET, HEAD, POST, DELETE');
+    expect(response.headers.get('allow')).toBeNull();
+  });
+
   test('lets a browser send every conditional header the gateway honours', async () => {
     const response = await gateway.fetch('/v1/call/recording/1.mp3', {
       method: 'OPTIONS',

@@ -261,7 +261,7 @@ describe('info.json credentials and errors, as for the recording', () => {
     }
     const post = await gateway.fetch('/v1/call/recording/1/info.json', { method: 'POST' });
     expect(post.status).toBe(405);
-    expect(post.headers.get('allow')).toBe('GET, HEAD');
+    expect(post.headers.get('allow')).toBe('GET, HEAD, OPTIONS');
     const del = await gateway.fetch('/v1/call/recording/1/peaks.json', { method: 'DELETE' });
     expect(del.status).toBe(405);
     expect(bed.upstream.recordingRequests()).toHaveLength(0);

@@ -1,7 +1,8 @@
 import type { Context, Hono } from 'hono';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { Clock } from '../clock.js';
-import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
+import { BadRequestError, PreconditionFailedError } from '../errors.js';
+import { otherMethodAnswer } from './other-methods.js';
 import { evaluatePreconditions } from '../http/conditional.js';
 import type { TenantRateLimiter } from '../rate-limit/index.js';
 import { parseCallId } from '../recordings/call-id.js';
@@ -55,7 +56,7 @@ const PATHS: Record<Kind, RegExp> = {
   info: /^\/v1\/call\/recording\/([^/?]*)\/info\.json$/,
   peaks: /^\/v1\/call\/recording\/([^/?]*)\/peaks\.json$/,
 };
-const METHODS = 'GET, HEAD';
+const METHODS = 'GET, HEAD, OPTIONS';
 
 function callIdOf(c: Context<GatewayEnv>, kind: Kind): string {
   const segment = PATHS[kind].exec(rawRequestPath(c))?.[1];
@@ -173,8 +174,6 @@ export function registerRecordingFactsRoutes(app: Hono<GatewayEnv>, deps: Record
   app.get(RECORDING_INFO_ROUTE, (c) => answer(c, 'info'));
   app.get(RECORDING_PEAKS_ROUTE, (c) => answer(c, 'peaks'));
   for (const route of [RECORDING_INFO_ROUTE, RECORDING_PEAKS_ROUTE]) {
-    app.all(route, () => {
-      throw new MethodNotAllowedError(METHODS);
-    });
+    app.all(route, (c) => otherMethodAnswer(c, METHODS));
   }
 }

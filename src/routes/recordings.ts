@@ -54,10 +54,10 @@ const DEFAULT_SIGNED_URL_TTL_SECONDS = 300;
 const RECORDING_PATH = /^\/v1\/call\/recording\/([^/?]*)\.mp3$/;
 const SIGNED_URL_PATH = /^\/v1\/call\/recording\/([^/?]*)\/signed-url$/;
 
-const RECORDING_METHODS = 'GET, HEAD, DELETE';
-const SIGNED_URL_METHODS = 'POST';
+const RECORDING_METHODS = 'GET, HEAD, DELETE, OPTIONS';
+const SIGNED_URL_METHODS = 'POST, OPTIONS';
 
-/** The methods a recording route's path takes (for a 405's `Allow`), or undefined when the path is neither route's. */
+/** The methods a recording route's path takes (for a 405's or a plain OPTIONS's `Allow`), or undefined when the path is neither route's. */
 export function recordingRouteMethods(c: Context<GatewayEnv>): string | undefined {
   const path = rawRequestPath(c);
   if (RECORDING_PATH.test(path)) return RECORDING_METHODS;
