@@ -73,6 +73,23 @@ describe('cache commands, in the order an operator would use them', () => {
     expect(stderr).toBe('error: 1 of 2 recordings could not be prefetched');
   });
 
+  test('prefetch --json tells a recording fetched now from one already cached, as the text does', async () => {
+    const own = await makeTempDir('rg-cli-prefetch-');
+    try {
+      const ownConfig = path.join(own, 'gateway.yaml');
+      await writeFile(ownConfig, (await readFile(configPath, 'utf8')).replace(JSON.stringify(path.join(dir, 'cache')), JSON.stringify(path.join(own, 'cache'))));
+      const first = await runCliInProcess(['--config', ownConfig, 'prefetch', '2', '--json'], { cwd: own, env });
+      expect(first.code).toBe(0);
+      expect(JSON.parse(first.stdout)).toEqual({ recordings: [{ call_id: 2, status: 'fetched', size: upstream.recording(2)!.length }], failed: 0 });
+      const again = await runCliInProcess(['--config', ownConfig, 'prefetch', '2', '--json'], { cwd: own, env });
+      expect(JSON.parse(again.stdout)).toEqual({ recordings: [{ call_id: 2, status: 'cached', size: upstream.recording(2)!.length }], failed: 0 });
+      const text = await runCliInProcess(['--config', ownConfig, 'prefetch', '2'], { cwd: own, env });
+      expect(text.stdout).toContain('call 2: already cached');
+    } finally {
+      await removeDir(own);
+    }
+  });
+
   test('cache stats counts entries and bytes per namespace, naming its tenants', async () => {
     const { code, stdout } = await runCliProcess(['--config', configPath, 'cache', 'stats'], { env });
     expect(code).toBe(0);
