@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ACME_KEY, expectedEtag, namespaceFor } from '../dev/gateway-harness.js';
 import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, recordingPath, streamGet, upstreamFetches } from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, metricValue, metricsText, recordingPath, streamGet, upstreamFetches } from './support/cluster.js';
 
 const KIB = 1024;
 const PEER_COPY = 'recording-gateway; fwd=uri-miss; detail=peer';
@@ -55,6 +55,10 @@ describe.sequential('replicas with a volume each', () => {
     const onC = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
     expect(onC.bytes.equals(recording)).toBe(true);
     expect(upstreamFetches(upstream, id)).toBe(1);
+    // B's bytes came from A, not from Flyflow: its metrics say so.
+    const onBMetrics = await metricsText(cluster().urls[1]!);
+    expect(metricValue(onBMetrics, 'gateway_served_bytes_total\\{tier="peer"\\}')).toBe(recording.length);
+    expect(metricValue(onBMetrics, 'gateway_served_bytes_total\\{tier="upstream"\\}')).toBeUndefined();
   });
 
   test("a copy damaged on A's volume is not stored on B's: B withdraws it from the cluster's listing, and C then fetches from upstream", async () => {

@@ -29,6 +29,9 @@ export type UpstreamOutcome = 'ok' | UpstreamErrorKind;
 const PREFIX = 'recording_gateway_';
 const CIRCUIT_STATES = ['closed', 'half-open', 'open'] as const;
 
+/** Where an answer's bytes came from: a tier of this replica, the upstream, or (cluster) another replica. */
+export type ServedTier = 'memory' | 'disk' | 'upstream' | 'peer';
+
 /**
  * The gateway's Prometheus metrics, in a registry of its own (several
  * gateways in one process, as in tests, never share counters). Names follow
@@ -37,7 +40,7 @@ const CIRCUIT_STATES = ['closed', 'half-open', 'open'] as const;
 export class GatewayMetrics {
   readonly registry = new Registry();
   /** Bytes by tier, summed here and handed to prom-client at scrape time, as the request counts are. */
-  readonly #servedBytes: Record<'memory' | 'disk' | 'upstream', number> = { memory: 0, disk: 0, upstream: 0 };
+  readonly #servedBytes: Record<ServedTier, number> = { memory: 0, disk: 0, upstream: 0, peer: 0 };
   readonly #upstreamDuration: Histogram<'outcome'>;
   readonly #upstreamErrors: Counter<'kind'>;
   readonly #joiners: Counter;
@@ -66,7 +69,7 @@ export class GatewayMetrics {
     const servedBytes = this.#servedBytes;
     new Counter({
       name: `${PREFIX}served_bytes_total`,
-      help: 'Recording bytes sent to clients, by the tier that served them (memory, disk, upstream).',
+      help: 'Recording bytes sent to clients, by the tier that served them (memory, disk, upstream, peer: another replica).',
       labelNames: ['tier'],
       registers,
       collect() {
@@ -250,7 +253,7 @@ export class GatewayMetrics {
     this.#requestCounts.add(labels);
   }
 
-  bytesServed(tier: 'memory' | 'disk' | 'upstream', bytes: number): void {
+  bytesServed(tier: ServedTier, bytes: number): void {
     this.#servedBytes[tier] += bytes;
   }
 

@@ -41,7 +41,7 @@ export interface FetchedRecording {
 
 /** A recording fetched whole: stored (`found`), or, when it could not be, read from its finished download. */
 export type WholeRecording =
-  | { collapsed: boolean; found: FoundRecording; fetched?: undefined }
+  | { collapsed: boolean; found: FoundRecording; fetched?: undefined; origin: DownloadOrigin }
   | { collapsed: boolean; found?: undefined; fetched: FetchedRecording; sha256: string };
 
 export interface WarmResult {
@@ -206,7 +206,7 @@ export class RecordingService {
     const found = await this.find(owner.namespace, callId);
     if (found) {
       release();
-      return { collapsed, found };
+      return { collapsed, found, origin: completed.origin };
     }
     const reader: RecordingReader = { readAt: (offset, maxBytes, scratch) => download.readAt(offset, maxBytes, scratch), release };
     return { collapsed, fetched: { head: completed, collapsed, reader, origin: completed.origin }, sha256: completed.sha256 };

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AdminPurgeAudit } from '../audit/audit-event.js';
 import type { Caller } from '../auth/authenticate.js';
+import type { ServedTier } from '../metrics/gateway-metrics.js';
 import type { ResponseOutcome } from './recording-response.js';
 
 /** What handlers leave on the Hono context for the error handler and the request log. */
@@ -18,7 +19,7 @@ export interface GatewayEnv {
      * cache result and body size, so the request log never has to read the
      * answer's headers (which would cost @hono/node-server its fast path).
      */
-    answered: { cache: 'hit' | 'miss' | 'collapsed'; tier: 'memory' | 'disk' | 'upstream'; outcome: ResponseOutcome } | undefined;
+    answered: { cache: 'hit' | 'miss' | 'collapsed'; tier: ServedTier; outcome: ResponseOutcome } | undefined;
     /** Set by the admin purge route once the caller is authorized: what its audit line names. */
     adminPurge: AdminPurgeAudit | undefined;
   };

@@ -16,6 +16,7 @@ import {
   type ResponseOutcome,
 } from './recording-response.js';
 import type { Logger } from '../logger.js';
+import type { ServedTier } from '../metrics/gateway-metrics.js';
 import type { TenantRateLimiter } from '../rate-limit/index.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
@@ -43,6 +44,11 @@ export const CACHE_STATUS_COLLAPSED = `${CACHE_NAME}; fwd=uri-miss; collapsed`;
 /** Cluster: joined another replica's download, or read another volume's copy through its replica. */
 const CACHE_STATUS_PEER_DOWNLOAD = `${CACHE_NAME}; fwd=uri-miss; collapsed; detail=peer`;
 const CACHE_STATUS_PEER_COPY = `${CACHE_NAME}; fwd=uri-miss; detail=peer`;
+
+/** A miss's bytes come from the upstream, or (cluster) from another replica's download or copy. */
+function missTier(origin: FetchedRecording['origin']): ServedTier {
+  return origin === 'upstream' ? 'upstream' : 'peer';
+}
 
 function missCacheStatus(fetched: Pick<FetchedRecording, 'collapsed' | 'origin'>): string {
   if (fetched.origin === 'peer-download') return CACHE_STATUS_PEER_DOWNLOAD;
@@ -189,7 +195,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   ): Response {
     extra['Cache-Status'] = missCacheStatus(fetched);
     const outcome = { bodyBytes: 0 };
-    c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
+    c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: missTier(fetched.origin), outcome });
     return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, c.env?.outgoing, outcome);
   }
 
@@ -210,7 +216,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       return missResponse(c, request, whole.fetched, completedRepresentation(callId, whole.fetched.head, whole.sha256), extra);
     extra['Cache-Status'] = whole.collapsed ? CACHE_STATUS_COLLAPSED : `${CACHE_STATUS_MISS}; stored`;
     const outcome = { bodyBytes: 0 };
-    c.set('answered', { cache: whole.collapsed ? 'collapsed' : 'miss', tier: 'upstream', outcome });
+    c.set('answered', { cache: whole.collapsed ? 'collapsed' : 'miss', tier: missTier(whole.origin), outcome });
     return storedResponse(c, request, whole.found, extra, outcome);
   }
 

@@ -7,7 +7,7 @@ import type { Caller } from '../auth/authenticate.js';
 import type { Clock } from '../clock.js';
 import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import { infoLineWriter, REQUEST_LINE, type Logger } from '../logger.js';
-import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { GatewayMetrics, ServedTier } from '../metrics/gateway-metrics.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
 
@@ -56,7 +56,7 @@ export interface RequestRecord {
   status: number;
   cache: 'hit' | 'miss' | 'collapsed' | 'none';
   /** Where the body came from, for a recording answer. */
-  tier: 'memory' | 'disk' | 'upstream' | undefined;
+  tier: ServedTier | undefined;
   bodyBytes: number;
   startedAt: number;
   upstreamMs: number | undefined;
