@@ -18,6 +18,7 @@ ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
     CACHE_DIR=/data/cache \
+    AUDIT_DIR=/data/audit \
     GATEWAY_CONFIG=/app/config/gateway.yaml
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
@@ -27,10 +28,13 @@ COPY --from=build /app/packages/client/package.json ./packages/client/
 COPY --from=build /app/packages/client/dist ./packages/client/dist
 COPY package.json ./
 COPY config ./config
-RUN mkdir -p /data/cache && chown -R node:node /data
+# /app is root's: what the gateway writes (the cache, and the audit trail when
+# the config turns `audit` on; AUDIT_DIR puts it here, whatever audit.dir says)
+# lives under /data, on volumes that outlive the container.
+RUN mkdir -p /data/cache /data/audit && chown -R node:node /data
 USER node
 EXPOSE 8080
-VOLUME ["/data/cache"]
+VOLUME ["/data/cache", "/data/audit"]
 HEALTHCHECK --interval=30s --timeout=3s --start-period=15s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
 ENTRYPOINT ["node", "--max-semi-space-size=4", "dist/cli.js"]

@@ -173,6 +173,13 @@ describe('environment overrides', () => {
     expect(config.cache.dir).toBe(join(dir, 'elsewhere'));
   });
 
+  it('AUDIT_DIR moves an audit trail the file turns on (as the Docker image does, onto /data), and turns none on by itself', () => {
+    const config = parse(minimal({ audit: {} }), { ...base, AUDIT_DIR: '/data/audit' });
+    expect(config.audit?.dir).toBe('/data/audit');
+    expect(parse(minimal({ audit: { dir: 'x' } }), { ...base, AUDIT_DIR: 'elsewhere' }).audit?.dir).toBe(join(dir, 'elsewhere'));
+    expect('audit' in parse(minimal(), { ...base, AUDIT_DIR: '/data/audit' })).toBe(false);
+  });
+
   it('ADMIN_TOKEN becomes the admin token, with or without an admin section', () => {
     expect(parse(minimal(), { ...base, ADMIN_TOKEN }).adminToken).toBe(ADMIN_TOKEN);
     expect(parse(minimal({ admin: { token_env: 'UNSET_ADMIN' } }), { ...base, ADMIN_TOKEN }).adminToken).toBe(ADMIN_TOKEN);

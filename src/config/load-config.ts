@@ -253,7 +253,10 @@ function assemble(
   const adminToken = secrets.get(ADMIN_TOKEN_OVERRIDE) ?? secret('admin', 'token');
   if (adminToken !== undefined) config.adminToken = adminToken;
   if (cluster !== undefined) config.cluster = cluster;
-  if (file.audit !== undefined) config.audit = { dir: resolve(cwd, file.audit.dir), retentionDays: file.audit.retention_days };
+  // AUDIT_DIR moves an audit trail the file turns on; it turns none on by itself.
+  if (file.audit !== undefined) {
+    config.audit = { dir: overrides.auditDir ?? resolve(cwd, file.audit.dir), retentionDays: file.audit.retention_days };
+  }
   return config;
 }
 
@@ -308,9 +311,10 @@ interface Overrides {
   port?: number;
   baseUrl?: string;
   cacheDir?: string;
+  auditDir?: string;
 }
 
-/** PORT, HOST, FLYFLOW_BASE_URL and CACHE_DIR (README, "Configuration"); FLYFLOW_API_KEY and ADMIN_TOKEN are secrets, handled above. */
+/** PORT, HOST, FLYFLOW_BASE_URL, CACHE_DIR and AUDIT_DIR (README, "Configuration"); FLYFLOW_API_KEY and ADMIN_TOKEN are secrets, handled above. */
 function environmentOverrides(env: Record<string, string | undefined>, cwd: string, issues: ConfigIssue[]): Overrides {
   const overrides: Overrides = {};
   const problem = (name: string, message: string) => issues.push({ path: `environment variable ${name}`, message, source: 'environment' });
@@ -331,6 +335,8 @@ function environmentOverrides(env: Record<string, string | undefined>, cwd: stri
   }
   const cacheDir = nonEmpty(env.CACHE_DIR);
   if (cacheDir !== undefined) overrides.cacheDir = resolve(cwd, cacheDir);
+  const auditDir = nonEmpty(env.AUDIT_DIR);
+  if (auditDir !== undefined) overrides.auditDir = resolve(cwd, auditDir);
   return overrides;
 }
 
