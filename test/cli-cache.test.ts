@@ -77,12 +77,21 @@ describe('cache commands, in the order an operator would use them', () => {
     const own = await makeTempDir('rg-cli-prefetch-');
     try {
       const ownConfig = path.join(own, 'gateway.yaml');
-      await writeFile(ownConfig, (await readFile(configPath, 'utf8')).replace(JSON.stringify(path.join(dir, 'cache')), JSON.stringify(path.join(own, 'cache'))));
+      await writeFile(
+        ownConfig,
+        (await readFile(configPath, 'utf8')).replace(JSON.stringify(path.join(dir, 'cache')), JSON.stringify(path.join(own, 'cache'))),
+      );
       const first = await runCliInProcess(['--config', ownConfig, 'prefetch', '2', '--json'], { cwd: own, env });
       expect(first.code).toBe(0);
-      expect(JSON.parse(first.stdout)).toEqual({ recordings: [{ call_id: 2, status: 'fetched', size: upstream.recording(2)!.length }], failed: 0 });
+      expect(JSON.parse(first.stdout)).toEqual({
+        recordings: [{ call_id: 2, status: 'fetched', size: upstream.recording(2)!.length }],
+        failed: 0,
+      });
       const again = await runCliInProcess(['--config', ownConfig, 'prefetch', '2', '--json'], { cwd: own, env });
-      expect(JSON.parse(again.stdout)).toEqual({ recordings: [{ call_id: 2, status: 'cached', size: upstream.recording(2)!.length }], failed: 0 });
+      expect(JSON.parse(again.stdout)).toEqual({
+        recordings: [{ call_id: 2, status: 'cached', size: upstream.recording(2)!.length }],
+        failed: 0,
+      });
       const text = await runCliInProcess(['--config', ownConfig, 'prefetch', '2'], { cwd: own, env });
       expect(text.stdout).toContain('call 2: already cached');
     } finally {

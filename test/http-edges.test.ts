@@ -165,15 +165,15 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
       'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n',
       '505 HTTP Version Not Supported',
     ],
-    ['an HTTP/1.1 request line ending in a bare LF, which is malformed, not another version', 'GET /healthz HTTP/1.1\nHost: x\n\n', '400 Bad Request'],
+    [
+      'an HTTP/1.1 request line ending in a bare LF, which is malformed, not another version',
+      'GET /healthz HTTP/1.1\nHost: x\n\n',
+      '400 Bad Request',
+    ],
     ['an HTTP/1.0 request line ending in a bare LF', 'GET /healthz HTTP/1.0\n\n', '400 Bad Request'],
     ['an HTTP/1.1 version followed by a space', 'GET /healthz HTTP/1.1 \r\nHost: x\r\n\r\n', '400 Bad Request'],
     ['a bare LF after another version, still that version', 'GET /healthz HTTP/9.9\nHost: x\n\n', '505 HTTP Version Not Supported'],
-    [
-      'PRI as the method of an HTTP/1.1 request ending in a bare LF',
-      'PRI /healthz HTTP/1.1\nHost: gw.example\n\n',
-      '501 Not Implemented',
-    ],
+    ['PRI as the method of an HTTP/1.1 request ending in a bare LF', 'PRI /healthz HTTP/1.1\nHost: gw.example\n\n', '501 Not Implemented'],
     [
       'PRI as the method of an HTTP/1.1 request, which is no preface',
       'PRI /healthz HTTP/1.1\r\nHost: gw.example\r\n\r\n',
