@@ -4,11 +4,23 @@
  * budget together; and replicas reach each other only with the peer secret.
  */
 import { open } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { ACME_KEY, expectedEtag, namespaceFor } from '../dev/gateway-harness.js';
+import { createClient } from '@keyv/redis';
+import { afterAll, beforeAll, describe, expect, onTestFinished, test } from 'vitest';
+import { ACME_KEY, ACME_SIGNING_SECRET, SERVER_KEY, expectedEtag, namespaceFor } from '../dev/gateway-harness.js';
+import { runCliProcess } from '../dev/run-cli.js';
 import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, metricValue, metricsText, recordingPath, streamGet, upstreamFetches } from './support/cluster.js';
+import {
+  ACME_AUTH,
+  ACME_WEBHOOK_TOKEN,
+  answerOf,
+  clusterFor,
+  metricValue,
+  metricsText,
+  recordingPath,
+  streamGet,
+  upstreamFetches,
+} from './support/cluster.js';
 
 const KIB = 1024;
 const PEER_COPY = 'recording-gateway; fwd=uri-miss; detail=peer';
@@ -90,6 +102,29 @@ describe.sequential('replicas with a volume each', () => {
     expect(onC.bytes.equals(recording)).toBe(true);
     expect(upstreamFetches(upstream, id)).toBe(2);
   }, 60_000);
+
+  test("a CLI prefetch on A's volume: A serves it from disk, and from then on B gets A's copy, with no new upstream download", async () => {
+    const id = 8003;
+    const recording = syntheticRecording(100 * KIB);
+    upstream.setRecording(id, recording);
+    const a = cluster().replicas[0]!;
+    const env = {
+      FLYFLOW_API_KEY: SERVER_KEY,
+      GATEWAY_PEER_SECRET: cluster().peerSecret,
+      ACME_SIGNING_SECRET,
+      ACME_WEBHOOK_TOKEN,
+    };
+    const prefetched = await runCliProcess(['--config', a.configPath, 'prefetch', String(id)], { env, timeoutMs: 30_000 });
+    expect(prefetched.code).toBe(0);
+    expect(upstreamFetches(upstream, id)).toBe(1);
+
+    const onA = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onA.cacheStatus).toBe('recording-gateway; hit; detail=disk');
+    const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
+    expect(onB.cacheStatus).toBe(PEER_COPY);
+    expect(onB.bytes.equals(recording)).toBe(true);
+    expect(upstreamFetches(upstream, id)).toBe(1);
+  });
 
   test("restarting B and C removes none of A's files and makes nobody download A's recordings again", async () => {
     const ids = [8101, 8102, 8103];
@@ -215,6 +250,10 @@ describe.sequential('replicas sharing one volume with a 150 KiB disk budget', ()
 
   test('recordings stored one after another by alternating replicas: the volume is never over its budget, not even for a moment', async () => {
     const [cacheDir] = cluster().cacheDirs;
+    const redis = createClient({ url: cluster().redis.url });
+    redis.on('error', () => {});
+    await redis.connect();
+    onTestFinished(() => redis.destroy());
     const onDisk = async () => (await storedRecordingFiles(cacheDir!)).reduce((sum, file) => sum + file.size, 0);
     let peak = 0;
     let sampling = true;
@@ -230,9 +269,11 @@ describe.sequential('replicas sharing one volume with a 150 KiB disk budget', ()
         upstream.setRecording(id, bytes);
         const answer = await answerOf(cluster().at(id % 3, recordingPath(id), { headers: ACME_AUTH }));
         expect(answer.bytes.equals(bytes)).toBe(true);
-        // Stored before the next one starts: each store meets a full volume alone.
-        const stored = await eventually(async () =>
-          (await storedRecordingFiles(cacheDir!)).some((file) => file.path.endsWith(`/${id}.mp3`)),
+        // Stored and listed in Redis (what the next store counts) before the next one starts: each store meets a full volume alone.
+        const stored = await eventually(
+          async () =>
+            (await storedRecordingFiles(cacheDir!)).some((file) => file.path.endsWith(`/${id}.mp3`)) &&
+            (await redis.hLen(`rg:copies:${namespaceFor(upstream.baseUrl)}/${id}`)) > 0,
         );
         expect(stored).toBe(true);
       }

@@ -74,7 +74,25 @@ export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): Recordin
   return {
     kind: local.kind,
     shared: true,
-    get: (key) => local.get(key),
+    // A copy stored outside the cluster (the CLI's prefetch: no purge
+    // generation) is listed for the other replicas when a replica first finds
+    // it here, unless a purge came after it; then it is no copy at all. Copies
+    // a replica stored were listed by that replica (and listing them again
+    // could bring back one its replica evicted meanwhile).
+    async get(key) {
+      const meta = await local.get(key);
+      if (meta?.generation !== undefined || !meta) return meta;
+      let published: Awaited<ReturnType<ClusterDirectory['publish']>>;
+      try {
+        published = await directory.publish(volume, key, meta, Date.now());
+      } catch {
+        options.onUnsynced();
+        return meta;
+      }
+      if (published.published) return meta;
+      await local.delete(key).catch(() => {});
+      return undefined;
+    },
     entries: () => local.entries(),
     ping: () => local.ping(),
     async set(key, meta) {
