@@ -14,12 +14,15 @@ import { cacheStats, cacheVerify } from './cli/cache-commands.js';
 import { cachePurge, checkPurgeFilter } from './cli/cache-purge.js';
 import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, callIdArgument, printJson } from './cli/io.js';
 import { prefetchCommand, type PrefetchResult } from './cli/prefetch-command.js';
+import { DamagedIndexError } from './cache/damaged-index.js';
 import { errorMessage } from './errors.js';
 import { callIdJson } from './recordings/call-id.js';
 
 const DEFAULT_SIGN_TTL_SECONDS = 300;
 const NEW_KEY_PREFIX = 'rgk_';
 const JSON_HELP = 'print one JSON document instead of lines';
+// The CLI may run beside a gateway that has the index open, so it never renames it itself.
+const DAMAGED_INDEX_REMEDY = 'start the gateway, which sets it aside and starts a fresh one, or remove it';
 
 /** Output and environment of one CLI run, passed in so the CLI can be driven in-process. */
 export interface CliIo {
@@ -255,7 +258,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     // Expected conditions (a bad config, a failed command) and unexpected errors alike: one line, no stack.
-    io.stderr(`error: ${errorMessage(error)}`);
+    io.stderr(`error: ${error instanceof DamagedIndexError ? `${error.message}; ${DAMAGED_INDEX_REMEDY}` : errorMessage(error)}`);
     return error instanceof UsageError ? EXIT_USAGE : EXIT_FAILURE;
   }
 }

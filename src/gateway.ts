@@ -14,6 +14,7 @@ import { NotFoundMemory } from './cache/not-found-memory.js';
 import { RecordingCache } from './cache/recording-cache.js';
 import { createCopyRetention, RetentionSweeper } from './cache/retention.js';
 import { accountDiskShares } from './cache/recording-catalogue.js';
+import { DamagedIndexError, setAsideDamagedIndex } from './cache/damaged-index.js';
 import { openIndex } from './cache/open-index.js';
 import type { RecordingIndex } from './cache/recording-index.js';
 import type { GatewayConfig } from './config/index.js';
@@ -133,31 +134,52 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           logger,
         })
       : undefined;
-  const volumeIndex = await openIndex(config);
-  const index = cluster ? cluster.wrapIndex(volumeIndex) : volumeIndex;
   const diskHealth = new DiskHealth(logger, clock, { dir: config.cache.dir });
   const retention = createCopyRetention({ defaultDays: config.cache.retentionDays, tenants: tenants.all }, clock);
-  const cache = new RecordingCache({
-    disk,
-    index,
-    diskHealth,
-    maxMemoryBytes: config.cache.maxMemoryBytes,
-    maxDiskBytes: config.cache.maxDiskBytes,
-    diskShares,
-    logger,
-    onEvict: (count) => metrics.evicted(count),
-    retention,
-    // Called only once requests flow, after `analyser` exists.
-    onStored: (entry) => analyser.schedule(entry),
-  });
+  /** Opens the index and reads it into a new cache (reconciled with the files in the serving process). */
+  async function openCache(): Promise<{ volumeIndex: RecordingIndex; index: RecordingIndex; cache: RecordingCache }> {
+    const volumeIndex = await openIndex(config);
+    const index = cluster ? cluster.wrapIndex(volumeIndex) : volumeIndex;
+    const cache = new RecordingCache({
+      disk,
+      index,
+      diskHealth,
+      maxMemoryBytes: config.cache.maxMemoryBytes,
+      maxDiskBytes: config.cache.maxDiskBytes,
+      diskShares,
+      logger,
+      onEvict: (count) => metrics.evicted(count),
+      retention,
+      // Called only once requests flow, after `analyser` exists.
+      onStored: (entry) => analyser.schedule(entry),
+    });
+    try {
+      await cache.load({ reconcile: primary });
+    } catch (error) {
+      await index.close().catch(() => {});
+      throw error;
+    }
+    return { volumeIndex, index, cache };
+  }
+  let opened: Awaited<ReturnType<typeof openCache>>;
   try {
-    await cache.load({ reconcile: primary });
+    opened = await openCache().catch(async (error: unknown) => {
+      // The index only describes the files: the serving process starts afresh, as with a deleted one.
+      // A second process (the CLI) must not rename it under a gateway that may be running.
+      if (!(primary && error instanceof DamagedIndexError)) throw error;
+      const aside = await setAsideDamagedIndex(error.file, new Date(clock.now()));
+      logger.warn(
+        { err: error, setAsideAs: aside },
+        `the cache index ${error.file} is damaged: set it aside as ${aside} and started a fresh one (start-up reconciliation removes the files it no longer lists; they are fetched again)`,
+      );
+      return openCache();
+    });
   } catch (error) {
-    await index.close().catch(() => {});
     await cluster?.close();
     await audit?.close();
     throw error;
   }
+  const { volumeIndex, index, cache } = opened;
   const localNotFound = new NotFoundMemory(config.cache.notFoundTtlSeconds * 1000, clock);
   const notFound = cluster ? cluster.notFound(localNotFound) : localNotFound;
   const circuits = createUpstreamCircuits({

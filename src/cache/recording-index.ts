@@ -1,6 +1,7 @@
 import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
 import path from 'node:path';
+import { asDamagedIndex } from './damaged-index.js';
 import { isRecordingMeta, type RecordingMeta } from './recording-meta.js';
 
 /**
@@ -139,9 +140,15 @@ export function keyvIndex(backend: Backend): RecordingIndex {
   };
 }
 
+/** Where the embedded index lives in a cache directory. */
+export function sqliteIndexFile(cacheDir: string): string {
+  return path.join(cacheDir, 'index.sqlite');
+}
+
 /** The embedded default: a sqlite file inside the cache directory. */
 export function createSqliteIndex(cacheDir: string): RecordingIndex {
-  const store = new KeyvSqlite({ uri: `sqlite://${path.join(cacheDir, 'index.sqlite')}`, busyTimeout: 5_000 });
+  const file = sqliteIndexFile(cacheDir);
+  const store = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 5_000 });
   // throwOnErrors: without it keyv.get() turns a broken store into "not found",
   // and ping() would report a dead index as ready.
   const keyv = new Keyv({ store, namespace: INDEX_NAMESPACE, useKeyPrefix: false, throwOnErrors: true });
@@ -157,7 +164,9 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
     .then(() => store.query('PRAGMA synchronous=NORMAL'))
     .catch(() => undefined);
   const run = <T>(operation: () => Promise<T>): Promise<T> =>
-    closing ? Promise.reject(new Error('sqlite index: closed')) : tuned.then(operation);
+    closing
+      ? Promise.reject(new Error('sqlite index: closed'))
+      : tuned.then(operation).catch((error: unknown) => Promise.reject(asDamagedIndex(file, error)));
   return keyvIndex({
     kind: 'sqlite',
     keyv,

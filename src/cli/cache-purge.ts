@@ -8,6 +8,7 @@ import { CommandFailure, UsageError, printJson } from './io.js';
 import { purgeThroughGateway } from './running-gateway.js';
 import { auditCliCommand } from '../audit/cli-audit.js';
 import { errorMessage } from '../errors.js';
+import { DamagedIndexError } from '../cache/damaged-index.js';
 
 /** Refuses a purge that does not say what it removes: everything takes `--all`. */
 export function checkPurgeFilter(filter: PurgeFilter): void {
@@ -103,7 +104,7 @@ async function removeLocally(config: GatewayConfig, filter: PurgeFilter): Promis
     }
     return matching.length;
   }).catch((error: unknown) => {
-    if (error instanceof UsageError || error instanceof CommandFailure) throw error;
+    if (error instanceof UsageError || error instanceof CommandFailure || error instanceof DamagedIndexError) throw error;
     throw new CommandFailure(`the purge stopped: ${errorMessage(error)}`, { cause: error });
   });
 }
