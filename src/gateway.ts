@@ -18,6 +18,7 @@ import { DamagedIndexError, setAsideDamagedIndex } from './cache/damaged-index.j
 import { openIndex } from './cache/open-index.js';
 import type { RecordingIndex } from './cache/recording-index.js';
 import type { GatewayConfig } from './config/index.js';
+import { errorMessage } from './errors.js';
 import { DownloadManager, upstreamSource } from './download/download-manager.js';
 import { DownloadSlots } from './download/download-slots.js';
 import { PrefetchQueue, createPrefetcher, type Prefetch, type PrefetchOptions } from './recordings/prefetch.js';
@@ -81,6 +82,14 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
+/** `cache.dir (CACHE_DIR): cannot create /x/recordings: not a directory`: the setting to fix, then what the system said. */
+function cacheDirError(setting: string, error: unknown): Error {
+  const { code, path } = error as NodeJS.ErrnoException;
+  // Node's message is `ENOTDIR: not a directory, mkdir '/x/recordings'`: keep the description.
+  const why = /^[A-Z0-9]+: ([^,]+),/.exec(errorMessage(error))?.[1] ?? errorMessage(error);
+  return new Error(`${setting}: cannot create ${path ?? 'the cache directory'}: ${why}${code ? ` (${code})` : ''}`, { cause: error });
+}
+
 /** Builds every dependency from the config and loads the cache index into memory. */
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const { config } = options;
@@ -117,7 +126,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     onUnknownKey: (keyId) =>
       logger.warn({ keyId }, 'cached files are encrypted under a key not configured; they are removed and fetched again'),
   });
-  await disk.init();
+  await disk.init().catch((error: unknown) => {
+    throw cacheDirError(config.cache.dirSetting ?? 'cache.dir', error);
+  });
   const tenants = createTenantRegistry(config);
   const accounts = [...new Set(tenants.all.map((tenant) => tenant.namespace))];
   const diskShares = accountDiskShares(config.cache.maxDiskBytes, tenants.all);

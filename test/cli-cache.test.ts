@@ -230,6 +230,19 @@ describe('cache commands, in the order an operator would use them', () => {
     expect(existsSync(missing)).toBe(false);
   });
 
+  test.each([
+    ['serve', ['serve'], 'cannot create', /recordings: not a directory \(ENOTDIR\)$/],
+    ['prefetch', ['prefetch', '1'], 'cannot create', /recordings: not a directory \(ENOTDIR\)$/],
+    ['cache stats', ['cache', 'stats'], '', / is not a directory$/],
+  ])('%s with CACHE_DIR naming a file says which setting to fix', async (_name, args, verb, ending) => {
+    const file = path.join(dir, 'a-file');
+    await writeFile(file, 'not a directory');
+    const { code, stderr } = await runCliInProcess(['--config', configPath, ...args], { cwd: dir, env: { ...env, CACHE_DIR: file } });
+    expect(code).toBe(1);
+    expect(stderr).toMatch(new RegExp(`^error: cache\\.dir \\(CACHE_DIR\\): ${verb ? `${verb} ` : ''}${file}`));
+    expect(stderr).toMatch(ending);
+  });
+
   test('every cache command has --help', async () => {
     for (const command of [['cache', 'stats'], ['cache', 'verify'], ['cache', 'purge'], ['prefetch']]) {
       const { code, stdout } = await runCliProcess([...command, '--help']);

@@ -168,6 +168,14 @@ describe('environment overrides', () => {
     expect(config.upstream.apiKey).toBe('from-env');
   });
 
+  it('credentials in FLYFLOW_BASE_URL are refused as coming from the environment, not the file', () => {
+    const error = errorOf(() => parse(minimal(), { ...base, FLYFLOW_BASE_URL: 'http://user:pass@127.0.0.1:4010/v1' }));
+    expect(error.message).toBe(
+      'environment variable FLYFLOW_BASE_URL: credentials do not belong in a URL in the environment; it overrides upstream.base_url',
+    );
+    expect(error.message).not.toContain('pass');
+  });
+
   it('CACHE_DIR replaces cache.dir, resolved against the working directory', () => {
     const config = parse(minimal({ cache: { dir: '/var/cache/x' } }), { ...base, CACHE_DIR: 'elsewhere' });
     expect(config.cache.dir).toBe(join(dir, 'elsewhere'));

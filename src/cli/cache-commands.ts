@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { createTenantRegistry, type Tenant } from '../auth/tenants.js';
 import { createDiskStore } from '../cache/disk-store.js';
 import { openIndex } from '../cache/open-index.js';
@@ -21,7 +21,11 @@ export interface OutputOptions {
  * create the directory as a side effect of a command that only looks.
  */
 export function cacheExists(config: GatewayConfig): boolean {
-  return config.cache.index.kind === 'redis' || existsSync(config.cache.dir);
+  if (config.cache.index.kind === 'redis') return true;
+  const found = statSync(config.cache.dir, { throwIfNoEntry: false });
+  if (found && !found.isDirectory())
+    throw new CommandFailure(`${config.cache.dirSetting ?? 'cache.dir'}: ${config.cache.dir} is not a directory`);
+  return found !== undefined;
 }
 
 export async function withIndex<T>(config: GatewayConfig, use: (index: RecordingIndex) => Promise<T>): Promise<T> {

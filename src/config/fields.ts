@@ -53,7 +53,7 @@ export const byteSize = z.unknown().transform((value, ctx): number => {
  * An absolute http(s) URL without credentials, query or fragment; the trailing
  * slash is dropped. With `origin: true` a path is refused too (`scheme://host[:port]`).
  */
-export function httpUrl(what: string, options: { origin?: boolean } = {}) {
+export function httpUrl(what: string, options: { origin?: boolean; fromEnvironment?: boolean } = {}) {
   // The value is never echoed: a URL may carry a password.
   return z.string().transform((value, ctx): string => {
     let url: URL;
@@ -66,7 +66,7 @@ export function httpUrl(what: string, options: { origin?: boolean } = {}) {
       return fail(ctx, value, `expected an http:// or https:// URL for ${what}, got ${url.protocol}//`);
     }
     if (url.username !== '' || url.password !== '') {
-      return fail(ctx, value, 'credentials do not belong in a URL in this file');
+      return fail(ctx, value, `credentials do not belong in a URL ${options.fromEnvironment ? 'in the environment' : 'in this file'}`);
     }
     if (url.search !== '' || url.hash !== '') {
       return fail(ctx, value, `the URL for ${what} must not have a query or fragment`);

@@ -203,6 +203,7 @@ function assemble(
     },
     cache: {
       dir: overrides.cacheDir ?? resolve(cwd, file.cache.dir),
+      ...(overrides.cacheDir === undefined ? {} : { dirSetting: 'cache.dir (CACHE_DIR)' }),
       maxDiskBytes: file.cache.max_disk_bytes,
       maxMemoryBytes: file.cache.max_memory_bytes,
       maxRecordingBytes: file.cache.max_recording_bytes,
@@ -329,7 +330,7 @@ function environmentOverrides(env: Record<string, string | undefined>, cwd: stri
   if (host !== undefined) overrides.host = host;
   const baseUrl = nonEmpty(env.FLYFLOW_BASE_URL);
   if (baseUrl !== undefined) {
-    const result = httpUrl('FLYFLOW_BASE_URL').safeParse(baseUrl);
+    const result = httpUrl('FLYFLOW_BASE_URL', { fromEnvironment: true }).safeParse(baseUrl);
     if (result.success) overrides.baseUrl = result.data;
     else problem('FLYFLOW_BASE_URL', `${result.error.issues[0]?.message ?? 'not a URL'}; it overrides upstream.base_url`);
   }

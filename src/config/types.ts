@@ -34,6 +34,8 @@ export interface GatewayConfig {
   cache: {
     /** Absolute path. */
     dir: string;
+    /** How errors name the setting `dir` came from: `cache.dir`, or `cache.dir (CACHE_DIR)` when the environment set it. Default `cache.dir`. */
+    dirSetting?: string;
     maxDiskBytes: number;
     maxMemoryBytes: number;
     maxRecordingBytes: number;
