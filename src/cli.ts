@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { sha256Hex } from './sha256.js';
 import { signRecordingUrl } from '@recording-gateway/client';
 import { loadConfig, type GatewayConfig } from './config/index.js';
-import { createLogger } from './logger.js';
+import { createLogger, logLevelFrom } from './logger.js';
 import { startServer } from './server.js';
 import { auditCliCommand } from './audit/cli-audit.js';
 import { isPresentableToken } from './auth/bearer.js';
@@ -71,8 +71,9 @@ export function buildCli(io: CliIo): Command {
     .command('serve')
     .description('run the gateway (the default command)')
     .action(async () => {
+      const level = logLevelFrom(io.env.LOG_LEVEL);
       const loaded = await config(true);
-      const logger = createLogger({ level: io.env.LOG_LEVEL ?? 'info', pretty: io.env.LOG_FORMAT === 'pretty' });
+      const logger = createLogger({ level, pretty: io.env.LOG_FORMAT === 'pretty' });
       const server = await startServer(loaded, { logger });
       logger.info(
         {

@@ -30,6 +30,23 @@ const MAX_CAUSE_DEPTH = 4;
 const STDOUT_FD = 1;
 const STDOUT_BATCH_BYTES = 64 * 1024;
 const STDOUT_FLUSH_MS = 1000;
+/** pino's levels, most verbose first. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+const DEFAULT_LOG_LEVEL: LogLevel = 'info';
+
+/**
+ * `LOG_LEVEL` as the logger takes it: one of {@link LOG_LEVELS} in any case
+ * (`DEBUG` as operators often write it), `info` when unset or empty.
+ * Anything else is refused with a message naming the variable and the levels.
+ */
+export function logLevelFrom(value: string | undefined): LogLevel {
+  const level = value?.trim().toLowerCase() ?? '';
+  if (level === '') return DEFAULT_LOG_LEVEL;
+  if ((LOG_LEVELS as readonly string[]).includes(level)) return level as LogLevel;
+  throw new RangeError(`LOG_LEVEL: ${JSON.stringify(value)} is not a log level; use one of ${LOG_LEVELS.join(', ')}`);
+}
+
 /** The request log's message (src/routes/request-log.ts). */
 export const REQUEST_LINE = 'request';
 

@@ -1,10 +1,14 @@
+import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import { SERVER_KEY, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import { startGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import { createLogger, type Logger } from '../src/logger.js';
 import { RedisUnavailableError } from '../src/cluster/redis-link.js';
+import { runCliInProcess } from './support/run-cli-in-process.js';
 
 const WARN = 40;
 const STACK_FRAME = '    at ';
@@ -193,5 +197,35 @@ describe('the error serializer', () => {
     logger.warn({ err: error }, 'second');
     expect(lines[0]).not.toContain(STACK_FRAME);
     expect(lines[1]).toContain(STACK_FRAME);
+  });
+});
+
+describe('LOG_LEVEL', () => {
+  test('a level pino does not know stops serve with one line naming LOG_LEVEL and the levels', async () => {
+    dir = await makeTempDir();
+    const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
+    const { code, stderr } = await runCliInProcess(['--config', configPath, 'serve'], {
+      cwd: dir,
+      env: { FLYFLOW_API_KEY: SERVER_KEY, LOG_LEVEL: 'verbose' },
+    });
+    expect(code).toBe(1);
+    expect(stderr).toBe('error: LOG_LEVEL: "verbose" is not a log level; use one of trace, debug, info, warn, error, fatal, silent');
+  });
+
+  test('LOG_LEVEL=DEBUG, as operators often write it, turns debug on: a warning carries its stack', async () => {
+    dir = await makeTempDir();
+    const cacheDir = path.join(dir, 'cache');
+    await mkdir(cacheDir);
+    // A damaged index: the gateway warns (an expected failure, whose stack shows only at debug) and starts.
+    await writeFile(path.join(cacheDir, 'index.sqlite'), 'not a sqlite database'.repeat(10));
+    const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir });
+    const child = await startGatewayProcess(configPath, { env: { LOG_LEVEL: 'DEBUG' } });
+    try {
+      const warning = await child.waitForLog((line) => line.level === WARN && String(line.msg).includes('is damaged'));
+      expect((warning.err as { stack?: string }).stack).toContain(STACK_FRAME);
+    } finally {
+      child.child.kill('SIGTERM');
+      await child.exited;
+    }
   });
 });
