@@ -676,6 +676,29 @@ describe('config files', () => {
     expect(error.message).toMatch(/^dup\.yaml: YAML syntax error at line 3/);
   });
 
+  it.each([
+    ['at the top', '{\n  "listen": {"port": 1},\n  "listen": {"port": 2},\n  "tenants": []\n}', 'listen', 'line 3, column 3'],
+    ['in an object', '{\n  "listen": {\n    "port": 1,\n    "port": 2\n  }\n}', 'listen.port', 'line 4, column 5'],
+    [
+      'in a list item, written with an escape',
+      '{"tenants": [{"id": "a"}, {"id": "b", "api_keys": [], "\\u0069d": "c"}]}',
+      'tenants[1].id',
+      'line 1, column 55',
+    ],
+  ])('a duplicate JSON key is an error naming its path, as in YAML: %s', async (_case, text, path, where) => {
+    await writeFile(join(dir, 'dup.json'), text);
+    const error = await asyncErrorOf(loadConfig({ path: 'dup.json', env: {}, cwd: dir }));
+    expect(error.message).toBe(
+      `dup.json: ${path}: the key is given twice (again at ${where}); JSON would keep only the last value: give it once`,
+    );
+  });
+
+  it('the same key in two different JSON objects is fine', async () => {
+    await writeFile(join(dir, 'twice.json'), '{"tenants": [{"id": "a"}, {"id": "b"}], "listen": {"port": 1, "host": "x"}}');
+    const error = await asyncErrorOf(loadConfig({ path: 'twice.json', env: {}, cwd: dir }));
+    expect(error.message).not.toMatch(/given twice/);
+  });
+
   it('an empty file says what it needs', async () => {
     await writeFile(join(dir, 'empty.yaml'), '# nothing\n');
     const error = await asyncErrorOf(loadConfig({ path: 'empty.yaml', env: {}, cwd: dir }));

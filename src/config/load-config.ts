@@ -3,8 +3,9 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
-import { ConfigError, type ConfigIssue } from './config-error.js';
+import { ConfigError, formatPath, type ConfigIssue } from './config-error.js';
 import { decodeEncryptionKey, decodeEncryptionKeyList } from './encryption-keys.js';
+import { jsonDuplicateKey } from './json-duplicates.js';
 import { jsonSyntaxError } from './json-syntax.js';
 import { DEFAULT_CONFIG_PATH } from './defaults.js';
 import { httpUrl, NODE_ID } from './fields.js';
@@ -127,8 +128,9 @@ function parseText(text: string, format: Format, file: string): unknown {
     const json = text.replace(/^\uFEFF/, '');
     // Like an empty YAML file: "the file is empty" says more than "unexpected end of file".
     if (json.trim() === '') return undefined;
+    let parsed: unknown;
     try {
-      return JSON.parse(json);
+      parsed = JSON.parse(json);
     } catch (error) {
       // JSON.parse's own message may quote the file; say where and what without it.
       const problem = jsonSyntaxError(json);
@@ -138,6 +140,17 @@ function parseText(text: string, format: Format, file: string): unknown {
         { file, cause: error },
       );
     }
+    const duplicate = jsonDuplicateKey(json);
+    if (duplicate !== undefined) {
+      throw new ConfigError(
+        {
+          path: formatPath(duplicate.path),
+          message: `the key is given twice (again at ${lineAndColumn(json, duplicate.offset)}); JSON would keep only the last value: give it once`,
+        },
+        { file },
+      );
+    }
+    return parsed;
   }
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { lineCounter, prettyErrors: false });
