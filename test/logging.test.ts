@@ -7,7 +7,9 @@ import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { SERVER_KEY, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import { startGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import { createLogger, type Logger } from '../src/logger.js';
-import { RedisUnavailableError } from '../src/cluster/redis-link.js';
+import { RedisLink, RedisUnavailableError } from '../src/cluster/redis-link.js';
+import { createRedisIndex } from '../src/cache/redis-index.js';
+import { startRedisServer } from './support/redis-server.js';
 import { runCliInProcess } from './support/run-cli-in-process.js';
 
 const WARN = 40;
@@ -226,6 +228,51 @@ describe('LOG_LEVEL', () => {
     } finally {
       child.child.kill('SIGTERM');
       await child.exited;
+    }
+  });
+});
+
+describe('expected Redis failures are one line, without a stack', () => {
+  test('a cluster Redis that refuses the password: one warning, the password masked', async () => {
+    const password = 'right-password-0123456789';
+    const redis = await startRedisServer({ args: ['--requirepass', password] });
+    const { logger, lines } = capturingLogger('info');
+    const link = new RedisLink({ url: `redis://:wrong-password-9876543210@127.0.0.1:${redis.port}/0`, timeoutMs: 1_000, logger });
+    try {
+      expect(await link.check()).toBe(false);
+      const warning = lines.map((line) => JSON.parse(line) as Record<string, unknown>).find((line) => line.level === WARN);
+      expect(warning?.err).toMatchObject({ code: 'ERR_REDIS_UNAVAILABLE', message: expect.stringMatching(/WRONGPASS/) });
+      expect(JSON.stringify(warning)).not.toContain('"stack"');
+      expect(lines.join('\n')).not.toContain('wrong-password');
+    } finally {
+      link.close();
+      await redis.stop();
+    }
+  });
+
+  test('a stalled Redis index: "cannot read … did not answer" is logged without a stack', async () => {
+    const redis = await startRedisServer();
+    const index = createRedisIndex(redis.url, { operationTimeoutMs: 200 });
+    try {
+      await index.ping();
+      process.kill(redis.pid, 'SIGSTOP');
+      const failures = await Promise.all([
+        index.get('ns/1').catch((error: unknown) => error),
+        index.ping().catch((error: unknown) => error),
+      ]);
+      process.kill(redis.pid, 'SIGCONT');
+      const { logger, lines } = capturingLogger('info');
+      for (const err of failures) logger.warn({ err }, 'index lookup failed; treating as a miss');
+      expect(lines).toHaveLength(2);
+      expect(JSON.parse(lines[0]!).err).toMatchObject({
+        code: 'ERR_REDIS_UNAVAILABLE',
+        message: expect.stringMatching(/cannot read ns\/1: .*did not answer within 200 ms/),
+      });
+      for (const line of lines) expect(line).not.toContain('"stack"');
+    } finally {
+      process.kill(redis.pid, 'SIGCONT');
+      await index.close();
+      await redis.stop();
     }
   });
 });

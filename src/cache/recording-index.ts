@@ -69,10 +69,15 @@ export function keyvIndex(backend: Backend): RecordingIndex {
   // the listener only keeps an unhandled 'error' event from crashing us.
   keyv.on('error', () => {});
   const ownPrefix = `${kind} index: `;
-  /** `redis index: cannot read k: <why>`, the reason in the message for logs that drop causes. */
+  /**
+   * `redis index: cannot read k: <why>`, the reason in the message for logs that drop causes,
+   * and the cause's code, which marks an expected failure (logged on one line, src/logger.ts).
+   */
   const fail = (what: string, cause: unknown) => {
     const why = cause instanceof Error ? cause.message.replace(ownPrefix, '') : undefined;
-    return new Error(`${ownPrefix}${what}${why ? `: ${why}` : ''}`, { cause });
+    const error = new Error(`${ownPrefix}${what}${why ? `: ${why}` : ''}`, { cause });
+    const code = (cause as { code?: unknown } | undefined)?.code;
+    return typeof code === 'string' ? Object.assign(error, { code }) : error;
   };
 
   /** keyv's stored form is JSON `{value, expires}`; anything unreadable is not ours. */

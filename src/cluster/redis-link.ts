@@ -1,5 +1,6 @@
 import { createClient } from '@keyv/redis';
 import type { Logger } from '../logger.js';
+import { errorMessage } from '../errors.js';
 import { describeRedisUrl } from '../redis-url.js';
 
 export type RedisClient = ReturnType<typeof createClient>;
@@ -91,10 +92,13 @@ export class RedisLink {
       this.#markUp();
       return result;
     } catch (error) {
-      this.#markDown(error);
-      throw error instanceof RedisUnavailableError
-        ? error
-        : new RedisUnavailableError(`redis: ${this.where}: ${String(error)}`, { cause: error });
+      // Logged as it is thrown: a refusal (a wrong password) is as expected as a timeout, so one line without a stack.
+      const unavailable =
+        error instanceof RedisUnavailableError
+          ? error
+          : new RedisUnavailableError(`redis: ${this.where}: ${errorMessage(error)}`, { cause: error });
+      this.#markDown(unavailable);
+      throw unavailable;
     } finally {
       settled = true;
       clearTimeout(timer);

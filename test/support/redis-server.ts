@@ -23,6 +23,8 @@ export interface StartRedisOptions {
   readyTimeoutMs?: number;
   /** A fixed port, e.g. to restart a server where clients expect it. Default: a free one. */
   port?: number;
+  /** More redis-server arguments, e.g. `['--requirepass', '...']` (the PING readiness check then accepts NOAUTH). */
+  args?: string[];
 }
 
 const INSTALL_HINT = 'install it: apt-get install -y redis-server';
@@ -86,7 +88,8 @@ async function answersPing(port: number): Promise<boolean> {
     socket.once('connect', () => socket.write('PING\r\n'));
     socket.on('data', (chunk) => {
       reply += chunk.toString('latin1');
-      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+      // A server with a password answers `-NOAUTH`: it is up all the same.
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG') || reply.startsWith('-NOAUTH'));
     });
   });
 }
@@ -117,7 +120,7 @@ export async function startRedisServer(options: StartRedisOptions = {}): Promise
   for (let attempt = 0; attempt < (options.port === undefined ? 3 : 1); attempt++) {
     const port = options.port ?? (await freePort());
     try {
-      return await startOn(command, port, readyTimeoutMs);
+      return await startOn(command, port, readyTimeoutMs, options.args ?? []);
     } catch (error) {
       lastError = error as Error;
       if ((error as { notInstalled?: boolean }).notInstalled) break;
@@ -126,8 +129,8 @@ export async function startRedisServer(options: StartRedisOptions = {}): Promise
   throw lastError ?? new Error('redis-server did not start');
 }
 
-async function startOn(command: string, port: number, readyTimeoutMs: number): Promise<RunningRedis> {
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'];
+async function startOn(command: string, port: number, readyTimeoutMs: number, extra: string[]): Promise<RunningRedis> {
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', ...extra];
   const child = spawn('sh', ['-c', LIFELINE, command, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let output = '';
   let firstLine = '';
