@@ -314,7 +314,7 @@ export class RecordingCache {
   }
 
   async #storeOnDisk(key: string, meta: RecordingMeta, file: TempFile): Promise<boolean> {
-    const { disk, index, diskHealth, logger } = this.options;
+    const { index, logger } = this.options;
     const victims = this.#catalogue.makeRoom(key, meta.namespace, meta.size);
     if (!victims) {
       logger.warn(
@@ -331,22 +331,38 @@ export class RecordingCache {
       // and looked at again after (another replica may have stored meanwhile).
       const shared = isVolumeShared(index);
       if (shared) await this.#evict(await index.overflow(meta, meta.size));
-      try {
-        await file.commit(disk.pathFor(meta.namespace, meta.callId));
-        await index.set(key, meta);
-        diskHealth.recovered();
-      } catch (error) {
-        await disk.remove(meta.namespace, meta.callId).catch(() => {});
-        if (error instanceof StaleCopyError) throw error;
-        diskHealth.report(error);
-        return false;
-      }
+      if (!(await this.#commit(key, meta, file))) return false;
       if (shared) await this.#evict(await index.overflow(meta));
       stored = true;
       return true;
     } finally {
       if (!stored) this.#catalogue.giveBackRoom(key);
     }
+  }
+
+  /** Puts the file in place, then indexes it; false, the file gone, when either failed. */
+  async #commit(key: string, meta: RecordingMeta, file: TempFile): Promise<boolean> {
+    const { disk, index, diskHealth, logger } = this.options;
+    try {
+      await file.commit(disk.pathFor(meta.namespace, meta.callId));
+    } catch (error) {
+      await disk.remove(meta.namespace, meta.callId).catch(() => {});
+      diskHealth.report(error);
+      return false;
+    }
+    diskHealth.recovered();
+    try {
+      await index.set(key, meta);
+    } catch (error) {
+      await disk.remove(meta.namespace, meta.callId).catch(() => {});
+      if (error instanceof StaleCopyError) throw error;
+      // The sqlite index is a file on the cache disk; a shared index (Redis) is not: its
+      // trouble is the index's (its /readyz check says so), never the disk's.
+      if (index.kind === 'sqlite') diskHealth.report(error);
+      else logger.warn({ err: error, key }, 'storing in the index failed; the recording is served but not kept');
+      return false;
+    }
+    return true;
   }
 
   async #evict(victims: ReadonlyArray<{ key: string; meta: RecordingMeta }>): Promise<void> {

@@ -34,15 +34,40 @@ export function auditReadiness(trail: { readonly problem: string | undefined }):
   };
 }
 
-/** The index store answers. */
-export function indexReadiness(index: Pick<RecordingIndex, 'kind' | 'ping'>): ReadinessCheck {
+// A load balancer's probe gives up after a second or two; an index operation may wait 5 s.
+const INDEX_READINESS_TIMEOUT_MS = 1_000;
+
+/**
+ * The index store answers, within `timeoutMs` (default 1 s): a stalled store
+ * is reported at once rather than after its own operation timeout. One ping at
+ * a time: while a stalled store keeps one waiting, later probes wait on it too.
+ */
+export function indexReadiness(index: Pick<RecordingIndex, 'kind' | 'ping'>, timeoutMs = INDEX_READINESS_TIMEOUT_MS): ReadinessCheck {
+  let pinging: Promise<void> | undefined;
   return {
     name: `${index.kind} index`,
-    check: () =>
-      index.ping().catch(() => {
-        throw new Error('the index store did not answer');
-      }),
+    async check() {
+      pinging ??= index.ping().finally(() => {
+        pinging = undefined;
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => {
+        timer = setTimeout(() => resolve('late'), timeoutMs);
+      });
+      const answered = pinging.then(
+        () => 'answered' as const,
+        () => 'failed' as const,
+      );
+      const outcome = await Promise.race([answered, late]);
+      clearTimeout(timer);
+      if (outcome === 'late') throw new Error(`the index store did not answer within ${formatSeconds(timeoutMs)}`);
+      if (outcome === 'failed') throw new Error('the index store did not answer');
+    },
   };
+}
+
+function formatSeconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
 }
 
 /**
