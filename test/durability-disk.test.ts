@@ -4,7 +4,7 @@
  * and a real ENOSPC on a small tmpfs. Real files, a real sqlite index, a real
  * upstream on 127.0.0.1.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -28,6 +28,7 @@ import {
   WARN,
 } from './support/durability.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { syntheticRecording } from '../dev/recording-bytes.js';
 import { makeTempDir, manualClock, removeDir, startGateway, tempFilesIn, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 
 type CacheOptions = Partial<GatewayConfig['cache']>;
@@ -187,6 +188,30 @@ describe('disk budget', () => {
   });
 });
 
+/** The bytes of every recording file in the cache now, read without yielding to the event loop. */
+function bytesOnDiskNow(): number {
+  const root = path.join(dir, 'recordings');
+  let total = 0;
+  for (const namespace of readdirSyncOrNone(root)) {
+    for (const name of readdirSyncOrNone(path.join(root, namespace))) {
+      try {
+        total += statSync(path.join(root, namespace, name)).size;
+      } catch {
+        // deleted meanwhile
+      }
+    }
+  }
+  return total;
+}
+
+function readdirSyncOrNone(folder: string): string[] {
+  try {
+    return readdirSync(folder);
+  } catch {
+    return [];
+  }
+}
+
 /** The bytes of every recording file in the cache now. */
 async function bytesOnDisk(): Promise<number> {
   let total = 0;
@@ -230,6 +255,43 @@ describe('disk budget under many stores at once', () => {
     expect(await bytesOnDisk()).toBe(stats.diskBytes);
     expect(stats.entries).toBe(5);
     expect(peak).toBeLessThanOrEqual(maxDiskBytes);
+  });
+
+  test('45 misses of mixed sizes stored at once stay within max_disk_bytes, and the files, stats and /metrics agree after', async () => {
+    const ids = Array.from({ length: 45 }, (_, i) => 300 + i);
+    const bodies = new Map(ids.map((id) => [id, syntheticRecording(20_000 + ((id * 7919) % 480_000))]));
+    for (const [id, bytes] of bodies) upstream.setRecording(id, bytes);
+    const maxDiskBytes = MiB;
+    const gateway = await start({ maxDiskBytes, maxMemoryBytes: MiB, maxRecordingBytes: 512 * KiB });
+    for (let round = 1; round <= 2; round++) {
+      // Sampled synchronously, between any two steps of the gateway's stores and evictions.
+      let peak = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          peak = Math.max(peak, bytesOnDiskNow());
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      })();
+      try {
+        const answers = await Promise.all(
+          ids.map(async (id) => Buffer.from(await (await gateway.fetch(`/v1/call/recording/${id}.mp3`)).arrayBuffer())),
+        );
+        expect(answers.every((body, i) => body.equals(bodies.get(ids[i]!)!))).toBe(true);
+        await gateway.gateway.downloads.idle();
+      } finally {
+        sampling = false;
+        await sampler;
+      }
+      expect(peak, `round ${round}`).toBeLessThanOrEqual(maxDiskBytes);
+    }
+    const stats = gateway.gateway.cache.stats();
+    expect(stats.diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+    expect(await bytesOnDisk()).toBe(stats.diskBytes);
+    expect(stats.diskEntries).toBe((await storedFiles(dir)).length);
+    const metrics = await (await fetch(`${gateway.baseUrl}/metrics`)).text();
+    expect(metrics).toContain(`recording_gateway_cache_entries{tier="disk"} ${stats.diskEntries}\n`);
+    expect(metrics).toContain(`recording_gateway_cache_bytes{tier="disk"} ${stats.diskBytes}\n`);
   });
 
   test('a cache over a budget lowered since is trimmed back within it at start-up', async () => {

@@ -47,6 +47,8 @@ export class RecordingCache {
   readonly #catalogue: RecordingCatalogue;
   /** Keys whose file and index entry are being deleted: the index must not bring them back meanwhile. */
   readonly #removing = new Set<string>();
+  /** Files being deleted: the catalogue no longer counts them, but they take room until they are gone. */
+  readonly #removals = new Set<Promise<void>>();
   /** Large recordings read through whole and found intact, with their file's ctime then. */
   readonly #intactAt = new WeakMap<CachedRecording, number>();
 
@@ -306,10 +308,14 @@ export class RecordingCache {
 
   async #removeStored(key: string, namespace: string, callId: string): Promise<void> {
     this.#removing.add(key);
+    const removal = Promise.all([this.options.disk.remove(namespace, callId), this.options.index.delete(key)]).then(() => {});
+    const settled = removal.catch(() => {});
+    this.#removals.add(settled);
     try {
-      await Promise.all([this.options.disk.remove(namespace, callId), this.options.index.delete(key)]);
+      await removal;
     } finally {
       this.#removing.delete(key);
+      this.#removals.delete(settled);
     }
   }
 
@@ -323,10 +329,13 @@ export class RecordingCache {
       );
       return false;
     }
+    // The room counted on includes files other stores or purges are deleting: they go before this one lands.
+    const freeing = [...this.#removals];
     // The room stays taken until `store` adds the entry, or is given back here on failure.
     let stored = false;
     try {
       await this.#evict(victims);
+      await Promise.all(freeing);
       // A volume other replicas store on too: room is made before the file lands,
       // and looked at again after (another replica may have stored meanwhile).
       const shared = isVolumeShared(index);

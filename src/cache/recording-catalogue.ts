@@ -23,7 +23,10 @@ export interface CatalogueLimits {
 }
 
 export interface CacheStats {
+  /** Recordings known: on disk, or (a disk that refused them) in memory only. */
   entries: number;
+  /** Recordings with a file on disk. */
+  diskEntries: number;
   diskBytes: number;
   memoryEntries: number;
   memoryBytes: number;
@@ -83,6 +86,7 @@ export class RecordingCatalogue {
   readonly #pins = new Map<string, number>();
   readonly #strings = new Map<string, string>();
   #diskBytes = 0;
+  #diskEntries = 0;
   readonly #namespaceBytes = new Map<string, number>();
   /** Room taken by stores under way, by key, until their entry is added or the room given back. */
   readonly #reserved = new Map<string, { namespace: string; size: number }>();
@@ -97,6 +101,10 @@ export class RecordingCatalogue {
       maxSize: Math.max(1, limits.maxMemoryBytes),
       maxEntrySize: Math.max(1, this.memoryEntryMaxBytes),
       sizeCalculation: (body) => Math.max(1, body.length),
+      // A recording held in memory only (the disk refused it) is gone once its body is: no entry stays behind.
+      dispose: (_body, key, reason) => {
+        if (reason === 'evict' && this.#entries.get(key)?.onDisk === false) this.remove(key);
+      },
     });
   }
 
@@ -128,7 +136,10 @@ export class RecordingCatalogue {
     const entry: CachedRecording = { key, meta, onDisk };
     this.#entries.set(key, entry);
     this.#mostRecent = entry;
-    if (onDisk) this.#countDisk(meta.namespace, meta.size);
+    if (onDisk) {
+      this.#countDisk(meta.namespace, meta.size);
+      this.#diskEntries++;
+    }
     return entry;
   }
 
@@ -140,7 +151,10 @@ export class RecordingCatalogue {
   /** Forgets a recording in every tier; answers what was forgotten. */
   remove(key: string): CachedRecording | undefined {
     const entry = this.#entries.get(key);
-    if (entry?.onDisk) this.#countDisk(entry.meta.namespace, -entry.meta.size);
+    if (entry?.onDisk) {
+      this.#countDisk(entry.meta.namespace, -entry.meta.size);
+      this.#diskEntries--;
+    }
     this.#entries.delete(key);
     if (entry === this.#mostRecent) this.#mostRecent = undefined;
     this.#memory.delete(key);
@@ -234,6 +248,7 @@ export class RecordingCatalogue {
   stats(): CacheStats {
     return {
       entries: this.#entries.size,
+      diskEntries: this.#diskEntries,
       diskBytes: this.#diskBytes,
       memoryEntries: this.#memory.size,
       memoryBytes: this.#memory.calculatedSize,

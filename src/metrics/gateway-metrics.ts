@@ -5,7 +5,7 @@ import { RequestCounts, type RequestLabels } from './request-counts.js';
 
 /** What the metrics read at scrape time, so nothing on the request path has to keep gauges current. */
 export interface MetricsSources {
-  cacheStats(): { entries: number; diskBytes: number; memoryEntries: number; memoryBytes: number };
+  cacheStats(): { diskEntries: number; diskBytes: number; memoryEntries: number; memoryBytes: number };
   downloadsInFlight(): number;
   downloadsQueued(): number;
   /** Each upstream account's circuit, the account named by a short prefix of its namespace (never a key). */
@@ -161,7 +161,7 @@ export class GatewayMetrics {
       registers,
       collect() {
         const stats = sources.cacheStats();
-        this.set({ tier: 'disk' }, stats.entries);
+        this.set({ tier: 'disk' }, stats.diskEntries);
         this.set({ tier: 'memory' }, stats.memoryEntries);
       },
     });

@@ -125,12 +125,31 @@ describe('the disk budget', () => {
     expect(catalogue.remove('ns/1')).toBeUndefined();
     expect(catalogue.stats()).toEqual({
       entries: 1,
+      diskEntries: 1,
       diskBytes: 200,
       memoryEntries: 0,
       memoryBytes: 0,
       evictions: 0,
       diskBytesByNamespace: { ns: 200 },
     });
+  });
+
+  test('a recording held in memory only is forgotten once its body leaves memory, and never counts as on disk', () => {
+    const catalogue = new RecordingCatalogue({ maxMemoryBytes: 800, maxDiskBytes: 1000 });
+    for (const callId of ['1', '2', '3']) {
+      const entry = catalogue.add(`ns/${callId}`, meta(callId, 100), false);
+      catalogue.keepBody(entry, Buffer.alloc(100));
+    }
+    catalogue.add('ns/4', meta('4', 300), true);
+    expect(catalogue.stats()).toMatchObject({ entries: 4, diskEntries: 1, diskBytes: 300, memoryEntries: 3 });
+    // Six more bodies push the oldest memory-only one out of the 800-byte memory tier.
+    for (const callId of ['5', '6', '7', '8', '9', '10']) {
+      catalogue.keepBody(catalogue.add(`ns/${callId}`, meta(callId, 100), true), Buffer.alloc(100));
+    }
+    expect(catalogue.peek('ns/1')).toBeUndefined();
+    expect(catalogue.lookup('ns/1')).toBeUndefined();
+    expect(catalogue.peek('ns/2')?.onDisk).toBe(false);
+    expect(catalogue.stats()).toMatchObject({ entries: 9, diskEntries: 7 });
   });
 
   test('stores under way at once each count the room the others took, not the same free bytes', () => {
