@@ -90,6 +90,11 @@ const PRI_OVER_HTTP1 = /^PRI [^ \r\n]+ HTTP\/1\.[01]\r?\n/;
 // A request line whose version token is HTTP/1.0 or HTTP/1.1, whatever follows it.
 const HTTP1_VERSION_TOKEN = /^[^ \r\n]+ [^ \r\n]+ HTTP\/1\.[01](?![0-9])/;
 
+const SLASH = 0x2f;
+// An absolute-form target (RFC 9112 3.2.2) with userinfo: RFC 9110 4.2.4 says to treat it as an
+// error, and it would carry a password or token into the gateway (a web Request refuses it, too).
+const TARGET_WITH_USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*@/;
+
 // RFC 9110 5.6.2: a method is a token.
 const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
 
@@ -193,7 +198,11 @@ function answerBeforeRoutes(listener: RequestListener): RequestListener {
     const hosts = headerCount(request.rawHeaders, 'host');
     const http1 = request.httpVersionMajor === 1;
     if (http1 && (hosts === 1 || (hosts === 0 && request.httpVersionMinor === 0))) {
-      if (request.url === '*' && request.method === 'OPTIONS') {
+      const target = request.url ?? '';
+      if (target.charCodeAt(0) !== SLASH && TARGET_WITH_USERINFO.test(target)) {
+        return writeJsonError(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
+      }
+      if (target === '*' && request.method === 'OPTIONS') {
         response.writeHead(204, {
           Allow: SERVER_METHODS,
           'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined),

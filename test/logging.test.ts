@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -154,6 +155,35 @@ describe('the request line', () => {
     const requestLines = await waitForRequestLines(lines, 1);
     expect(JSON.parse(requestLines[0]!)).toMatchObject({ path: logged });
     expect(lines.join('\n')).not.toContain('SECRETwebhookTOKEN');
+  });
+
+  test.each([
+    ['POST', 'http://hook:SECRETwebhookTOKEN0002@gw.example/v1/webhooks/flyflow/acme?token=SECRETwebhookTOKEN0002'],
+    ['GET', 'http://u:SECRETwebhookTOKEN0002@gw.example/healthz'],
+    ['GET', 'https://SECRETwebhookTOKEN0002@gw.example/v1/call/recording/4.mp3'],
+  ])('an absolute-form %s target carrying credentials is 400 and neither the target nor its secret is logged', async (method, target) => {
+    const lines = await start('info');
+    const { port } = new URL(gateway!.baseUrl);
+    const body = method === 'POST' ? '{"event_type":"call.completed","call_id":4}' : '';
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () =>
+        socket.write(
+          `${method} ${target} HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+        ),
+      );
+      let received = '';
+      socket.on('data', (chunk) => {
+        received += chunk.toString('latin1');
+      });
+      socket.on('end', () => resolve(received));
+      socket.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('"error":"Bad Request"');
+    expect(answer).not.toContain('SECRETwebhookTOKEN');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(lines.join('\n')).not.toContain('SECRETwebhookTOKEN');
+    expect(lines.join('\n')).not.toContain('"level":50');
   });
 
   test('a route path is logged as it is', async () => {
