@@ -102,6 +102,26 @@ describe('signed URLs', () => {
     }
   });
 
+  test('a miss that waited for the upstream answers with the max-age left when it answers, not when it was asked', async () => {
+    const id = 9301;
+    upstream.setRecording(id, upstream.recording(1)!);
+    // The upstream's head comes 300 ms after its request: the clock moves on in between.
+    upstream.setBehaviour(id, { kind: 'slow-head', delayMs: 300 });
+    const start = clock.now();
+    const exp = now() + 120;
+    try {
+      const pending = fetch(gateway.baseUrl + signedPath(id, { exp }));
+      await expect.poll(() => upstream.recordingRequests(id).length, { interval: 5 }).toBe(1);
+      clock.set(start + 30_500);
+      const response = await pending;
+      expect(response.status).toBe(200);
+      expect(response.headers.get('cache-control')).toBe('private, max-age=89, immutable');
+      await response.arrayBuffer();
+    } finally {
+      clock.set(start);
+    }
+  });
+
   const exp = () => now() + 600;
   test.each([
     ['an expired signature', () => signedPath(1, { exp: now() - 1 }), 'Expired signature'],

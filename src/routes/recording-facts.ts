@@ -22,6 +22,7 @@ import {
   NO_SIGNED_URL,
   admitCaller,
   recordingAnswerHeaders,
+  recordingCacheControl,
   recordingRequest,
   signedParams,
 } from './recordings.js';
@@ -122,6 +123,7 @@ async function readAnswer(
 export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
   const { authenticator, facts, clock, rateLimiter } = deps;
   const answerHeaders = recordingAnswerHeaders(deps);
+  const cacheControl = recordingCacheControl(deps);
 
   return async function recordingFacts(c: Context<GatewayEnv>, kind: Kind): Promise<Response> {
     const callId = callIdOf(c, kind);
@@ -134,6 +136,8 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
     const started = clock.now();
     const located = await facts.locate(caller.tenant, callId);
     try {
+      // A miss may have waited seconds of a signed URL's life.
+      if (located.cache !== 'hit') headers['Cache-Control'] = cacheControl(caller);
       const outcome = { bodyBytes: 0 };
       // The answer's tag is known from the recording's digest: a client holding it needs nothing read or analysed.
       const etag = answerEtag(located.sha256, kind, points);
@@ -148,6 +152,7 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
 
       const read = await readAnswer(facts, caller, callId, located, points);
       const body = Buffer.from(JSON.stringify(read.value));
+      if (read.cache !== 'hit') headers['Cache-Control'] = cacheControl(caller);
       headers['Content-Type'] = 'application/json';
       headers.ETag = answerEtag(read.sha256, kind, points);
       headers['Cache-Status'] = cacheStatus(read.cache);

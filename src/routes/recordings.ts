@@ -133,6 +133,20 @@ export function recordingRequest(c: Context): RecordingRequest {
 }
 
 /**
+ * A recording answer's `Cache-Control` as of now: a signed URL's max-age is
+ * the whole seconds it has left, rounded down, so the answer never outlives
+ * the URL (ask again once a miss has waited for the upstream).
+ */
+export function recordingCacheControl(deps: Pick<RecordingRoutesDeps, 'clock' | 'maxAgeSeconds'>): (caller: Caller) => string {
+  const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
+  return (caller) => {
+    if (caller.credential.kind !== 'signed-url') return apiKeyCacheControl;
+    const remaining = Math.floor((caller.credential.expiresAt * 1000 - deps.clock.now()) / 1000);
+    return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
+  };
+}
+
+/**
  * The per-request headers of a recording answer: Cache-Control (a signed
  * URL's answer never outlives the URL), CORS and X-Request-Id; the caller
  * adds the RateLimit headers and Cache-Status.
@@ -140,13 +154,7 @@ export function recordingRequest(c: Context): RecordingRequest {
 export function recordingAnswerHeaders(
   deps: Pick<RecordingRoutesDeps, 'clock' | 'maxAgeSeconds'>,
 ): (caller: Caller, origin: string | undefined, requestId: string) => ResponseHeaders {
-  const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
-  function cacheControl(caller: Caller): string {
-    if (caller.credential.kind !== 'signed-url') return apiKeyCacheControl;
-    // Whole seconds left, rounded down: max-age must end no later than the URL does.
-    const remaining = Math.floor((caller.credential.expiresAt * 1000 - deps.clock.now()) / 1000);
-    return `private, max-age=${Math.max(0, Math.min(deps.maxAgeSeconds, remaining))}, immutable`;
-  }
+  const cacheControl = recordingCacheControl(deps);
   // Object.assign, not spread: on this path V8's object spread costs microseconds per answer.
   return (caller, origin, requestId) =>
     Object.assign({ 'Cache-Control': cacheControl(caller) }, corsHeaders(origin, caller.tenant.allowedOrigins), {
@@ -156,6 +164,7 @@ export function recordingAnswerHeaders(
 
 export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   const { authenticator, recordings, clock, rateLimiter } = deps;
+  const cacheControl = recordingCacheControl(deps);
 
   const admit = (c: Context<GatewayEnv>, caller: Caller, callId: string) => admitCaller(c, rateLimiter, caller, callId);
   const answerHeaders = recordingAnswerHeaders(deps);
@@ -212,6 +221,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     extra: ResponseHeaders,
   ): Promise<Response> {
     const whole = await recordings.fetchWhole(caller.tenant, callId);
+    extra['Cache-Control'] = cacheControl(caller);
     if (!whole.found)
       return missResponse(c, request, whole.fetched, completedRepresentation(callId, whole.fetched.head, whole.sha256), extra);
     extra['Cache-Status'] = whole.collapsed ? CACHE_STATUS_COLLAPSED : `${CACHE_STATUS_MISS}; stored`;
@@ -241,6 +251,8 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       try {
         if (isConditional(request)) return await conditionalMiss(c, request, caller, callId, extra);
         const fetched = await recordings.fetch(caller.tenant, callId);
+        // The upstream may have taken seconds of a signed URL's life.
+        extra['Cache-Control'] = cacheControl(caller);
         const representation =
           fetched.sha256 === undefined
             ? downloadRepresentation(callId, fetched.head)
