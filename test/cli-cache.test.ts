@@ -243,6 +243,19 @@ describe('cache commands, in the order an operator would use them', () => {
     expect(stderr).toMatch(ending);
   });
 
+  test.each([
+    ['cache stats', ['cache', 'stats']],
+    ['cache verify', ['cache', 'verify']],
+    ['cache purge', ['cache', 'purge', '--all']],
+  ])('%s with CACHE_DIR below a file says which setting to fix', async (_name, args) => {
+    const file = path.join(dir, 'a-file');
+    await writeFile(file, 'not a directory');
+    const below = path.join(file, 'cache');
+    const { code, stderr } = await runCliInProcess(['--config', configPath, ...args], { cwd: dir, env: { ...env, CACHE_DIR: below } });
+    expect(code).toBe(1);
+    expect(stderr.trim()).toBe(`error: cache.dir (CACHE_DIR): ${below} is not a directory`);
+  });
+
   test('every cache command has --help', async () => {
     for (const command of [['cache', 'stats'], ['cache', 'verify'], ['cache', 'purge'], ['prefetch']]) {
       const { code, stdout } = await runCliProcess([...command, '--help']);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
@@ -100,6 +100,41 @@ describe.each(Object.entries(DAMAGE))('a %s sqlite index', (_, damage) => {
       expect(stderr).toContain('start the gateway, which sets it aside and starts a fresh one, or remove it');
     }
     expect(await readFile(file)).toEqual(damaged);
+    await removeDir(configPath);
+  });
+});
+
+describe('a directory where the sqlite index should be', () => {
+  test('the gateway and the cache commands stop with one line naming the file', async () => {
+    const file = path.join(dir, 'index.sqlite');
+    await mkdir(file, { recursive: true });
+    await expect(startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl }))).rejects.toThrow(
+      `cannot open the cache index ${file} (SQLITE_CANTOPEN`,
+    );
+    const configPath = path.join(dir, '..', `${path.basename(dir)}.yaml`);
+    await writeFile(
+      configPath,
+      [
+        `upstream: { base_url: "${upstream.baseUrl}" }`,
+        `cache: { dir: ${JSON.stringify(dir)} }`,
+        'tenants:',
+        '  - id: acme',
+        `    api_keys: ["sha256:${createHash('sha256').update(ACME_KEY).digest('hex')}"]`,
+      ].join('\n'),
+    );
+    for (const command of [
+      ['cache', 'stats'],
+      ['cache', 'verify'],
+      ['prefetch', '3'],
+    ]) {
+      const { code, stderr } = await runCliInProcess(['--config', configPath, ...command], {
+        cwd: dir,
+        env: { FLYFLOW_API_KEY: SERVER_KEY },
+      });
+      expect(code, command.join(' ')).toBe(1);
+      expect(stderr.trim().split('\n'), command.join(' ')).toHaveLength(1);
+      expect(stderr, command.join(' ')).toContain(`cannot open the cache index ${file}`);
+    }
     await removeDir(configPath);
   });
 });

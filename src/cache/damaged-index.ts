@@ -23,11 +23,24 @@ export class DamagedIndexError extends Error {
   }
 }
 
-/** The error as a {@link DamagedIndexError} when sqlite found the file damaged, else as it was. */
+/**
+ * The error as a {@link DamagedIndexError} when sqlite found the file
+ * damaged; one that names the file when sqlite cannot open it at all (a
+ * directory in its place, no permission); else as it was.
+ */
 export function asDamagedIndex(file: string, error: unknown): unknown {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  if (error instanceof Error && typeof code === 'string' && DAMAGE_CODES.has(code))
-    return new DamagedIndexError(file, error as Error & { code: string });
+  if (!(error instanceof Error) || typeof code !== 'string') return error;
+  if (DAMAGE_CODES.has(code)) return new DamagedIndexError(file, error as Error & { code: string });
+  if (code === 'SQLITE_CANTOPEN') {
+    const unopenable = new Error(
+      `cannot open the cache index ${file} (${error.message}): it must be a file the gateway can read and write`,
+      {
+        cause: error,
+      },
+    );
+    return Object.assign(unopenable, { code });
+  }
   return error;
 }
 

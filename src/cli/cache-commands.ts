@@ -22,9 +22,16 @@ export interface OutputOptions {
  */
 export function cacheExists(config: GatewayConfig): boolean {
   if (config.cache.index.kind === 'redis') return true;
-  const found = statSync(config.cache.dir, { throwIfNoEntry: false });
-  if (found && !found.isDirectory())
-    throw new CommandFailure(`${config.cache.dirSetting ?? 'cache.dir'}: ${config.cache.dir} is not a directory`);
+  const notADirectory = () => new CommandFailure(`${config.cache.dirSetting ?? 'cache.dir'}: ${config.cache.dir} is not a directory`);
+  let found: ReturnType<typeof statSync>;
+  try {
+    found = statSync(config.cache.dir, { throwIfNoEntry: false });
+  } catch (error) {
+    // A file where a folder of the path should be.
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') throw notADirectory();
+    throw error;
+  }
+  if (found && !found.isDirectory()) throw notADirectory();
   return found !== undefined;
 }
 
