@@ -1,4 +1,6 @@
-import { readdir, utimes, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { sha256Hex } from '../src/sha256.js';
@@ -258,5 +260,45 @@ describe('the CLI against a gateway with ADMIN_TOKEN', () => {
     expect(result.code).toBe(0);
     expect(result.stdout).toContain(`hit ratio:  unknown: the gateway at ${running.baseUrl} refused the admin token: set ADMIN_TOKEN`);
     expect(result.stdout).not.toContain('no running gateway');
+  });
+});
+
+describe('the CLI against a gateway whose purge failed part way', () => {
+  test('it does not claim that nothing was purged, and says to run it again', async () => {
+    const cwd = await makeTempDir('rg-admin-cli-failed-');
+    // A stand-in for a gateway whose disk is full: it answers the purge route 503, as the gateway does then.
+    const standIn = createServer((request, response) => {
+      request.resume();
+      response.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '1' });
+      response.end(JSON.stringify({ error: 'Service Unavailable', message: 'The cache could not remove the recording; try again' }));
+    });
+    await new Promise<void>((resolve) => standIn.listen(0, '127.0.0.1', resolve));
+    try {
+      const cacheDir = path.join(cwd, 'cache');
+      await mkdir(cacheDir);
+      const configPath = path.join(cwd, 'gateway.yaml');
+      await writeFile(
+        configPath,
+        [
+          `listen: { host: 127.0.0.1, port: ${(standIn.address() as AddressInfo).port} }`,
+          `upstream: { base_url: "${upstream.baseUrl}" }`,
+          `cache: { dir: ${JSON.stringify(cacheDir)} }`,
+          'tenants:',
+          '  - id: acme',
+          `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
+        ].join('\n'),
+      );
+      const result = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--call', '1'], {
+        cwd,
+        env: { FLYFLOW_API_KEY: SERVER_KEY, ADMIN_TOKEN },
+      });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain('answered 503');
+      expect(result.stderr).not.toContain('nothing was purged');
+      expect(result.stderr).toMatch(/the purge may not have finished: run it again$/);
+    } finally {
+      await new Promise((resolve) => standIn.close(resolve));
+      await removeDir(cwd);
+    }
   });
 });

@@ -48,7 +48,8 @@ export async function cachePurge(config: GatewayConfig, filter: PurgeFilter, out
     if (answer.state === 'refused') throw new CommandFailure(`${answer.message}; nothing was purged`);
     // 404/405: something else listens there, or a gateway too old for the admin route.
     if (answer.state === 'failed' && answer.status !== 404 && answer.status !== 405) {
-      throw new CommandFailure(`${answer.message}; nothing was purged`);
+      // A gateway that failed part way (a full disk, say) may have removed some of it.
+      throw new CommandFailure(`${answer.message}; the purge may not have finished: run it again`);
     }
     const purged = await purgeLocally(config, filter);
     report(purged, 'cli');
