@@ -4,7 +4,7 @@ export interface ScanPage {
   keys: string[];
 }
 
-/** Keys per SCAN page asked for: big enough to keep round trips few, small enough to keep each call short. */
+/** Keys per SCAN page asked for (Redis's default, 10, makes listing 100,000 keys 20,000 round trips), small enough to keep each call short. */
 export const REDIS_SCAN_COUNT = 1_000;
 
 /**

@@ -189,6 +189,8 @@ const SERVER_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
  *   parser takes `HTTP/0.9` and `HTTP/2.0` as if they were 1.x). Node would
  *   answer the first with a bare status line and serve the second; this says
  *   both in the JSON error shape.
+ * - RFC 9110 4.2.4: a target in absolute form with credentials is 400, and
+ *   so never reaches a route or a log.
  * - RFC 9110 9.3.7: `OPTIONS *` asks about the server, not a resource (the
  *   adapter would refuse its target); any other method with `*` is left to
  *   the adapter (400).

@@ -39,6 +39,23 @@ afterAll(async () => {
 });
 
 /** Requests a recording until the gateway answers it from memory (its download is stored by then). */
+/** `<dir>/gateway.yaml` for the CLI: the gateway it asks listens on `port`; the acme tenant on `cacheDir`. */
+async function writeCliConfig(dir: string, port: number, cacheDir: string): Promise<string> {
+  const configPath = path.join(dir, 'gateway.yaml');
+  await writeFile(
+    configPath,
+    [
+      `listen: { host: 127.0.0.1, port: ${port} }`,
+      `upstream: { base_url: "${upstream.baseUrl}" }`,
+      `cache: { dir: ${JSON.stringify(cacheDir)} }`,
+      'tenants:',
+      '  - id: acme',
+      `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
+    ].join('\n'),
+  );
+  return configPath;
+}
+
 async function untilMemoryHit(fetchRecording: () => Promise<Response>): Promise<void> {
   for (let attempt = 0; attempt < 100; attempt++) {
     const response = await fetchRecording();
@@ -210,18 +227,7 @@ describe('the CLI against a gateway with ADMIN_TOKEN', () => {
     cwd = await makeTempDir('rg-admin-cli-');
     const cacheDir = path.join(cwd, 'cache');
     running = await startGateway({ ...testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }), adminToken: ADMIN_TOKEN });
-    configPath = path.join(cwd, 'gateway.yaml');
-    await writeFile(
-      configPath,
-      [
-        `listen: { host: 127.0.0.1, port: ${new URL(running.baseUrl).port} }`,
-        `upstream: { base_url: "${upstream.baseUrl}" }`,
-        `cache: { dir: ${JSON.stringify(cacheDir)} }`,
-        'tenants:',
-        '  - id: acme',
-        `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
-      ].join('\n'),
-    );
+    configPath = await writeCliConfig(cwd, Number(new URL(running.baseUrl).port), cacheDir);
   });
 
   afterAll(async () => {
@@ -276,18 +282,7 @@ describe('the CLI against a gateway whose purge failed part way', () => {
     try {
       const cacheDir = path.join(cwd, 'cache');
       await mkdir(cacheDir);
-      const configPath = path.join(cwd, 'gateway.yaml');
-      await writeFile(
-        configPath,
-        [
-          `listen: { host: 127.0.0.1, port: ${(standIn.address() as AddressInfo).port} }`,
-          `upstream: { base_url: "${upstream.baseUrl}" }`,
-          `cache: { dir: ${JSON.stringify(cacheDir)} }`,
-          'tenants:',
-          '  - id: acme',
-          `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
-        ].join('\n'),
-      );
+      const configPath = await writeCliConfig(cwd, (standIn.address() as AddressInfo).port, cacheDir);
       const result = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--call', '1'], {
         cwd,
         env: { FLYFLOW_API_KEY: SERVER_KEY, ADMIN_TOKEN },

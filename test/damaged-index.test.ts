@@ -22,6 +22,22 @@ afterEach(async () => {
   upstream.reset();
 });
 
+/** A config file for the CLI commands, on this test's cache directory, beside it (the caller removes it). */
+async function writeCommandConfig(): Promise<string> {
+  const configPath = path.join(dir, '..', `${path.basename(dir)}.yaml`);
+  await writeFile(
+    configPath,
+    [
+      `upstream: { base_url: "${upstream.baseUrl}" }`,
+      `cache: { dir: ${JSON.stringify(dir)} }`,
+      'tenants:',
+      '  - id: acme',
+      `    api_keys: ["sha256:${createHash('sha256').update(ACME_KEY).digest('hex')}"]`,
+    ].join('\n'),
+  );
+  return configPath;
+}
+
 /** Damage as testers made it: garbage over the file, or the file cut short. */
 const DAMAGE = {
   garbage: (file: string) => writeFile(file, Buffer.from('not a database, just 100 bytes of something else'.repeat(2).slice(0, 100))),
@@ -75,17 +91,7 @@ describe.each(Object.entries(DAMAGE))('a %s sqlite index', (_, damage) => {
     const file = await cacheWithEntries();
     await damage(file);
     const damaged = await readFile(file);
-    const configPath = path.join(dir, '..', `${path.basename(dir)}.yaml`);
-    await writeFile(
-      configPath,
-      [
-        `upstream: { base_url: "${upstream.baseUrl}" }`,
-        `cache: { dir: ${JSON.stringify(dir)} }`,
-        'tenants:',
-        '  - id: acme',
-        `    api_keys: ["sha256:${createHash('sha256').update(ACME_KEY).digest('hex')}"]`,
-      ].join('\n'),
-    );
+    const configPath = await writeCommandConfig();
     const env = { FLYFLOW_API_KEY: SERVER_KEY };
     for (const command of [
       ['cache', 'stats'],
@@ -111,17 +117,7 @@ describe('a directory where the sqlite index should be', () => {
     await expect(startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl }))).rejects.toThrow(
       `cannot open the cache index ${file} (SQLITE_CANTOPEN`,
     );
-    const configPath = path.join(dir, '..', `${path.basename(dir)}.yaml`);
-    await writeFile(
-      configPath,
-      [
-        `upstream: { base_url: "${upstream.baseUrl}" }`,
-        `cache: { dir: ${JSON.stringify(dir)} }`,
-        'tenants:',
-        '  - id: acme',
-        `    api_keys: ["sha256:${createHash('sha256').update(ACME_KEY).digest('hex')}"]`,
-      ].join('\n'),
-    );
+    const configPath = await writeCommandConfig();
     for (const command of [
       ['cache', 'stats'],
       ['cache', 'verify'],

@@ -2,6 +2,7 @@ import Keyv from 'keyv';
 import KeyvRedis, { createClient } from '@keyv/redis';
 import { errorMessage } from '../errors.js';
 import { describeRedisUrl } from '../redis-url.js';
+import { RedisUnavailableError } from '../redis-unavailable.js';
 import { REDIS_SCAN_COUNT, scanPages } from '../redis-scan.js';
 import { INDEX_NAMESPACE, keyvIndex, type RecordingIndex } from './recording-index.js';
 
@@ -11,7 +12,6 @@ import { INDEX_NAMESPACE, keyvIndex, type RecordingIndex } from './recording-ind
  * (about 6 MB of resident memory).
  */
 
-// SCAN's default COUNT is 10, which makes listing 100,000 keys 20,000 round trips.
 const REDIS_CONNECT_TIMEOUT_MS = 5_000;
 // Longest an index operation may take before Redis counts as unreachable; the
 // index is on the request path of every shared lookup.
@@ -23,15 +23,6 @@ export interface RedisIndexOptions {
   connectTimeoutMs?: number;
   /** Longest an operation may take, connecting included, before Redis counts as unreachable. Default 5000 ms. */
   operationTimeoutMs?: number;
-}
-
-/**
- * The shared index's store did not answer (down, stalled, refusing): an
- * expected failure, so it carries a code and its log line leaves the stack
- * out (src/logger.ts), as the cluster's RedisUnavailableError does.
- */
-export class RedisIndexUnavailableError extends Error {
-  readonly code = 'ERR_REDIS_UNAVAILABLE';
 }
 
 // Mistakes in code, never Redis's doing: they keep their type (and their stack in logs).
@@ -71,11 +62,11 @@ export function createRedisIndex(url: string, options: RedisIndexOptions = {}): 
   async function connect(): Promise<void> {
     // Open but not ready only while @keyv/redis itself reconnects after a drop
     // that raced an operation; that operation fails like any other.
-    if (client.isOpen) throw new RedisIndexUnavailableError(`redis index: not connected to ${where}`);
+    if (client.isOpen) throw new RedisUnavailableError(`redis index: not connected to ${where}`);
     try {
       await client.connect();
     } catch (error) {
-      throw new RedisIndexUnavailableError(`redis index: cannot connect to ${where}`, { cause: error });
+      throw new RedisUnavailableError(`redis index: cannot connect to ${where}`, { cause: error });
     }
   }
 
@@ -94,12 +85,12 @@ export function createRedisIndex(url: string, options: RedisIndexOptions = {}): 
    * fails whatever else waits on it; the next operation reconnects.
    */
   async function run<T>(operation: () => Promise<T>): Promise<T> {
-    if (closed) throw new RedisIndexUnavailableError('redis index: closed');
+    if (closed) throw new RedisUnavailableError('redis index: closed');
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         if (client.isOpen) client.destroy();
-        reject(new RedisIndexUnavailableError(`redis index: ${where} did not answer within ${operationTimeoutMs} ms`));
+        reject(new RedisUnavailableError(`redis index: ${where} did not answer within ${operationTimeoutMs} ms`));
       }, operationTimeoutMs);
       timer.unref();
     });
@@ -107,8 +98,8 @@ export function createRedisIndex(url: string, options: RedisIndexOptions = {}): 
       return await Promise.race([ready().then(operation), deadline]);
     } catch (error) {
       // The client's own errors (a connection dropped at the deadline, an error reply) are Redis trouble too.
-      if (error instanceof RedisIndexUnavailableError || PROGRAMMING_ERRORS.some((type) => error instanceof type)) throw error;
-      throw new RedisIndexUnavailableError(`redis index: ${where}: ${errorMessage(error)}`, { cause: error });
+      if (error instanceof RedisUnavailableError || PROGRAMMING_ERRORS.some((type) => error instanceof type)) throw error;
+      throw new RedisUnavailableError(`redis index: ${where}: ${errorMessage(error)}`, { cause: error });
     } finally {
       clearTimeout(timer);
     }

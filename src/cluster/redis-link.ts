@@ -2,6 +2,7 @@ import { createClient } from '@keyv/redis';
 import type { Logger } from '../logger.js';
 import { errorMessage } from '../errors.js';
 import { describeRedisUrl } from '../redis-url.js';
+import { RedisUnavailableError } from '../redis-unavailable.js';
 
 export type RedisClient = ReturnType<typeof createClient>;
 
@@ -12,14 +13,7 @@ export interface RedisLinkOptions {
   logger: Logger;
 }
 
-/**
- * Why a cluster call did not happen: Redis is down, stalled or refusing. The
- * caller degrades. An expected failure, so it carries a code (the log then
- * leaves its stack out, as for a system error).
- */
-export class RedisUnavailableError extends Error {
-  readonly code = 'ERR_REDIS_UNAVAILABLE';
-}
+export { RedisUnavailableError };
 
 // After a failure, calls fail at once for this long, so a down or stalled Redis
 // costs each request nothing; a probe reconnects in the background meanwhile.
