@@ -12,6 +12,8 @@ export interface DownloadSink {
 }
 
 const FILE_READ_BYTES = 64 * 1024;
+// Thrown inside append when the temporary file could not be opened; the sink has been told already.
+const NO_FILE = new Error('no temporary file');
 
 /**
  * A body that is still arriving, readable at any offset already received.
@@ -25,7 +27,9 @@ const FILE_READ_BYTES = 64 * 1024;
  *
  * It owns its temporary file until it is sealed: a file that is not whole is
  * discarded here, a whole one is handed out for the store to commit, and
- * `close` ends it either way (removing it unless it was committed).
+ * `close` ends it either way (removing it unless it was committed). The file
+ * may still be opening when the first bytes arrive: readers get them at once,
+ * and they go to the file once it is open.
  */
 export class GrowingBody {
   #received = 0;
@@ -40,7 +44,10 @@ export class GrowingBody {
    * bytes) gets it without waiting for the write and reading it back.
    */
   #writing: { start: number; chunk: Buffer } | undefined;
-  readonly #file: TempFile | undefined;
+  /** The temporary file, or undefined when it could not be opened (reported to the sink). */
+  readonly #opened: Promise<TempFile | undefined>;
+  /** The temporary file once it is open. */
+  #file: TempFile | undefined;
   #fileComplete = true;
   #state: 'running' | 'complete' | 'failed' = 'running';
   #error: GatewayError | undefined;
@@ -51,30 +58,30 @@ export class GrowingBody {
 
   private constructor(
     private readonly sink: DownloadSink,
-    file: TempFile | undefined,
+    opening: Promise<TempFile>,
     keepInMemory: boolean,
   ) {
-    this.#file = file;
-    this.#fileComplete = file !== undefined;
-    this.#memoryBase = keepInMemory || !file ? 0 : Number.POSITIVE_INFINITY;
+    this.#opened = opening.then(
+      (file) => {
+        this.#file = file;
+        return file;
+      },
+      (error: unknown) => {
+        sink.onDiskError(error);
+        return undefined;
+      },
+    );
+    this.#memoryBase = keepInMemory ? 0 : Number.POSITIVE_INFINITY;
     this.#resetProgress();
   }
 
   /**
-   * Takes the temporary file (opened by `sink.createTemp()`, perhaps while the
-   * upstream was still answering); without one (an unwritable disk) the body
+   * Takes the temporary file `sink.createTemp()` is opening, perhaps still
+   * while the first bytes arrive; without one (an unwritable disk) the body
    * lives in memory.
    */
-  static async create(
-    sink: DownloadSink,
-    declaredSize: number | undefined,
-    opening: Promise<TempFile> = sink.createTemp(),
-  ): Promise<GrowingBody> {
-    const file = await opening.catch((error: unknown) => {
-      sink.onDiskError(error);
-      return undefined;
-    });
-    return new GrowingBody(sink, file, declaredSize === undefined || declaredSize <= sink.memoryEntryMaxBytes);
+  static create(sink: DownloadSink, declaredSize: number | undefined, opening: Promise<TempFile> = sink.createTemp()): GrowingBody {
+    return new GrowingBody(sink, opening, declaredSize === undefined || declaredSize <= sink.memoryEntryMaxBytes);
   }
 
   get received(): number {
@@ -99,15 +106,17 @@ export class GrowingBody {
     if (start === 0) await nextTurn();
     let written = 0;
     try {
+      const file = await this.#opened;
+      if (!file) throw NO_FILE;
       // A nearly full disk can take part of a chunk before it refuses the rest.
       while (written < chunk.length) {
-        const bytesWritten = await this.#file!.write(chunk.subarray(written), start + written);
+        const bytesWritten = await file.write(chunk.subarray(written), start + written);
         if (bytesWritten === 0) throw Object.assign(new Error('the disk took no bytes'), { code: 'ENOSPC' });
         written += bytesWritten;
         this.#flushed += bytesWritten;
       }
     } catch (error) {
-      this.sink.onDiskError(error);
+      if (error !== NO_FILE) this.sink.onDiskError(error);
       this.#fileComplete = false;
       const failedAt = start + written;
       if (failedAt < this.#memoryBase) {
@@ -126,6 +135,7 @@ export class GrowingBody {
    * whoever decides not to keep it); a file that is not whole is discarded.
    */
   async seal(): Promise<{ body: Buffer | undefined; file: TempFile | undefined }> {
+    if (!(await this.#opened)) this.#fileComplete = false;
     if (this.#fileComplete) {
       await this.#file!.sync().catch((error: unknown) => {
         this.sink.onDiskError(error);
@@ -141,7 +151,8 @@ export class GrowingBody {
 
   /** Ends the body with `error`: readers get it past what was received, and the file is discarded. */
   fail(error: GatewayError): void {
-    void this.#file?.discard();
+    if (this.#file) void this.#file.discard();
+    else void this.#opened.then((file) => file?.discard());
     this.#error = error;
     this.#state = 'failed';
     this.#signal();
@@ -176,7 +187,7 @@ export class GrowingBody {
 
   /** Closes the file (removing it unless it was committed); call it once nobody can read any more. Idempotent. */
   close(): Promise<void> {
-    this.#closing ??= this.#file?.close() ?? Promise.resolve();
+    this.#closing ??= this.#opened.then((file) => file?.close());
     return this.#closing;
   }
 

@@ -11,7 +11,7 @@ async function fill(body: GrowingBody, bytes: Buffer, chunkBytes: number): Promi
 describe('a body still arriving', () => {
   test('a reader asking past what arrived waits, and gets the bytes as they land', async () => {
     const sink = fakeSink();
-    const body = await GrowingBody.create(sink, 10);
+    const body = GrowingBody.create(sink, 10);
     await body.append(Buffer.from('ID3ab'));
     const waiting = body.readAt(5, 100);
     let settled = false;
@@ -24,7 +24,7 @@ describe('a body still arriving', () => {
 
   test('a reader waiting for the first bytes gets them before the disk is asked to write them', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
-    const body = await GrowingBody.create(sink, 10_000);
+    const body = GrowingBody.create(sink, 10_000);
     const file = sink.files[0]!;
     const order: string[] = [];
     const write = file.write.bind(file);
@@ -40,10 +40,29 @@ describe('a body still arriving', () => {
     expect(file.bytes.toString()).toBe('ID3firstsecond');
   });
 
+  test('the first bytes reach readers while the temporary file is still opening, and go to it once it is open', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
+    const bytes = syntheticRecording(5000);
+    let open!: () => void;
+    const opened = new Promise<void>((resolve) => (open = resolve));
+    const opening = opened.then(() => sink.createTemp());
+    const body = GrowingBody.create(sink, bytes.length, opening);
+    const appended = body.append(bytes.subarray(0, 700));
+    expect(Buffer.from((await body.readAt(0, 1000))!).equals(bytes.subarray(0, 700))).toBe(true);
+    expect(sink.files).toHaveLength(0);
+    open();
+    await appended;
+    await fill(body, bytes.subarray(700), 700);
+    const sealed = await body.seal();
+    expect(sealed.file).toBe(sink.files[0]);
+    expect(sink.files[0]!.bytes.equals(bytes)).toBe(true);
+    expect((await readAll((offset, max) => body.readAt(offset, max))).equals(bytes)).toBe(true);
+  });
+
   test('a small recording is kept in memory and handed over whole with its synced file', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
     const bytes = syntheticRecording(900);
-    const body = await GrowingBody.create(sink, bytes.length);
+    const body = GrowingBody.create(sink, bytes.length);
     await fill(body, bytes, 100);
     const sealed = await body.seal();
     expect(sealed.body?.equals(bytes)).toBe(true);
@@ -56,7 +75,7 @@ describe('a body still arriving', () => {
   test('a recording too large for the memory tier is read back from its file, never held in memory', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
     const bytes = syntheticRecording(5000);
-    const body = await GrowingBody.create(sink, bytes.length);
+    const body = GrowingBody.create(sink, bytes.length);
     await fill(body, bytes, 700);
     const sealed = await body.seal();
     expect(sealed.body).toBeUndefined();
@@ -72,7 +91,7 @@ describe('a body still arriving', () => {
   test('a reader at the live edge of a recording too large for memory gets a chunk while it is still being written', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
     const bytes = syntheticRecording(5000);
-    const body = await GrowingBody.create(sink, bytes.length);
+    const body = GrowingBody.create(sink, bytes.length);
     await body.append(bytes.subarray(0, 700));
     const release = sink.files[0]!.holdWrites();
     const appended = body.append(bytes.subarray(700, 1400));
@@ -96,7 +115,7 @@ describe('a body still arriving', () => {
   test('a body without a Content-Length that outgrows the memory tier lets its memory copy go', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
     const bytes = syntheticRecording(3000);
-    const body = await GrowingBody.create(sink, undefined);
+    const body = GrowingBody.create(sink, undefined);
     await fill(body, bytes, 500);
     const sealed = await body.seal();
     expect(sealed.body).toBeUndefined();
@@ -110,7 +129,7 @@ describe('a disk that fails', () => {
   test('when the disk fills midway, readers still get every byte, and the partial file is discarded rather than handed over', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000, capacity: 2500 });
     const bytes = syntheticRecording(6000);
-    const body = await GrowingBody.create(sink, bytes.length);
+    const body = GrowingBody.create(sink, bytes.length);
     await fill(body, bytes, 1000);
     const sealed = await body.seal();
     expect(sealed.file).toBeUndefined();
@@ -122,10 +141,28 @@ describe('a disk that fails', () => {
     expect((await readAll((offset, max) => body.readAt(offset, max))).equals(bytes)).toBe(true);
   });
 
+  test('a temporary file that fails to open after the first bytes arrived: the body lives in memory, readers get every byte, the problem is reported once', async () => {
+    const sink = fakeSink({ memoryEntryMaxBytes: 1000 });
+    const bytes = syntheticRecording(4000);
+    let refuse!: (error: Error) => void;
+    const opening = new Promise<never>((_, reject) => (refuse = reject));
+    const body = GrowingBody.create(sink, bytes.length, opening);
+    const appended = body.append(bytes.subarray(0, 1000));
+    expect(Buffer.from((await body.readAt(0, 1000))!).equals(bytes.subarray(0, 1000))).toBe(true);
+    refuse(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
+    await appended;
+    await fill(body, bytes.subarray(1000), 1000);
+    const sealed = await body.seal();
+    expect(sealed.file).toBeUndefined();
+    expect(sealed.body?.equals(bytes)).toBe(true);
+    expect(sink.diskErrors).toHaveLength(1);
+    expect((await readAll((offset, max) => body.readAt(offset, max))).equals(bytes)).toBe(true);
+  });
+
   test('without a temporary file the body lives in memory, and the disk problem is reported', async () => {
     const sink = fakeSink({ memoryEntryMaxBytes: 1000, unwritable: true });
     const bytes = syntheticRecording(4000);
-    const body = await GrowingBody.create(sink, bytes.length);
+    const body = GrowingBody.create(sink, bytes.length);
     await fill(body, bytes, 1000);
     const sealed = await body.seal();
     expect(sealed.file).toBeUndefined();
@@ -137,7 +174,7 @@ describe('a disk that fails', () => {
 describe('the end of a body', () => {
   test('a failed body gives readers what arrived, then the failure; its file is discarded at once', async () => {
     const sink = fakeSink();
-    const body = await GrowingBody.create(sink, 100);
+    const body = GrowingBody.create(sink, 100);
     await body.append(Buffer.from('ID3 some bytes'));
     const waiting = body.readAt(14, 10);
     body.fail(new BadGatewayError('Upstream body ended early'));
@@ -150,14 +187,14 @@ describe('the end of a body', () => {
 
   test('close frees the file, and removes it unless it was committed', async () => {
     const sink = fakeSink();
-    const committed = await GrowingBody.create(sink, 3);
+    const committed = GrowingBody.create(sink, 3);
     await committed.append(Buffer.from('ID3'));
     const { file } = await committed.seal();
     await file!.commit('recordings/ns/1.mp3');
     await committed.close();
     expect(sink.files[0]).toMatchObject({ state: 'committed', closed: true });
 
-    const abandoned = await GrowingBody.create(sink, 3);
+    const abandoned = GrowingBody.create(sink, 3);
     await abandoned.append(Buffer.from('ID3'));
     await abandoned.seal();
     await abandoned.close();

@@ -38,6 +38,28 @@ describe('one download', () => {
     expect(sink.files[0]!.state).toBe('writing');
   });
 
+  test("the temporary file is opened only after the upstream request's bytes have left", async () => {
+    const events: string[] = [];
+    const bytes = syntheticRecording(4000);
+    const sink = fakeSink();
+    const createTemp = sink.createTemp.bind(sink);
+    sink.createTemp = () => {
+      events.push('temp file opened');
+      return createTemp();
+    };
+    // node:http writes a request on a kept-alive socket in a process.nextTick after request.end().
+    const open = () =>
+      new Promise<UpstreamRecording>((resolve) => {
+        process.nextTick(() => {
+          events.push('request sent');
+          resolve(upstreamOf(bytes));
+        });
+      });
+    const completed = await new RecordingDownload(open, sink).completed;
+    expect(events).toEqual(['request sent', 'temp file opened']);
+    expect(completed.file).toBe(sink.files[0]);
+  });
+
   test('a body that is not MP3 fails the download, and its file is removed once the download is retired', async () => {
     const sink = fakeSink();
     const download = new RecordingDownload(opener(upstreamOf(Buffer.from('<html>maintenance</html>'))).open, sink);
