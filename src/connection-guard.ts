@@ -6,6 +6,8 @@ import { whenClosed } from './http/response-closed.js';
 export type ConnectionPressure =
   /** The connection idle longest was closed to make room for a new one. */
   | 'reclaimed'
+  /** With none idle, the connection whose answer had made no progress longest (a client that stopped reading) was closed instead. */
+  | 'stalled'
   /** Every connection had a request in flight: the new one gets a quick 503 and is closed. */
   | 'refused'
   /** Over the cap and its headroom too: the new connection was closed unanswered. */
@@ -18,6 +20,8 @@ export interface ConnectionGuardOptions {
   headroom: number;
   /** Paths served as usual on a connection over the cap (liveness probes), then the connection closes. */
   alwaysServed: ReadonlySet<string>;
+  /** An answer whose client has taken none of its bytes for this long may be closed to make room; default 5 s. */
+  stalledAfterMs?: number;
   onPressure?(pressure: ConnectionPressure): void;
 }
 
@@ -28,6 +32,14 @@ export interface ConnectionGuard {
   wrap(listener: RequestListener): RequestListener;
   /** Open connections, by state. */
   counts(): { idle: number; busy: number; overCap: number };
+}
+
+const DEFAULT_STALLED_AFTER_MS = 5_000;
+
+/** Where a busy connection's answer stood when it was last seen to move. */
+interface Progress {
+  bytesWritten: number;
+  since: number;
 }
 
 const AT_CAPACITY = JSON.stringify({
@@ -45,37 +57,101 @@ function pathOf(url: string | undefined): string {
  * cannot use up the process's file descriptors (after which every new
  * connection, health checks included, is reset). Node's own
  * `server.maxConnections` closes new connections unanswered; this guard
- * instead makes room: a new connection over the cap takes the place of the
- * connection that has been idle longest (no request in flight: a keep-alive
- * connection between requests, or one that has not finished sending its
- * request yet). Only when every connection has a request in flight is a new
+ * instead makes room: a new connection over the cap takes the place of, in
+ * this order,
+ * - the keep-alive connection idle longest between requests;
+ * - the connection whose answer has stalled longest: bytes wait to be sent
+ *   that its client has taken none of for `stalledAfterMs` (a client that
+ *   stopped reading, or pipelines requests and never reads the answers), else
+ *   a few such clients would hold every connection and lock everyone out;
+ * - the connection that has been open longest without a whole request.
+ * Only when every connection has a request in flight that is moving is a new
  * one answered `503` (liveness paths as usual) and closed, up to `headroom`
  * such connections at once; beyond that, new connections are closed.
  */
 export function createConnectionGuard(options: ConnectionGuardOptions): ConnectionGuard {
-  // A Set keeps insertion order: the first idle connection is the one idle longest.
-  const idle = new Set<Socket>();
+  // Sets keep insertion order: the first of each is the one idle longest.
+  const idleBetweenRequests = new Set<Socket>();
+  const idleBeforeRequest = new Set<Socket>();
   const busy = new Map<Socket, number>();
   const overCap = new Set<Socket>();
+  const stalledAfterMs = options.stalledAfterMs ?? DEFAULT_STALLED_AFTER_MS;
+  const progress = new Map<Socket, Progress>();
+  // Runs while some connection is busy; unref'd, it never keeps the process alive.
+  let watch: NodeJS.Timeout | undefined;
 
   function forget(socket: Socket): void {
-    idle.delete(socket);
+    idleBetweenRequests.delete(socket);
+    idleBeforeRequest.delete(socket);
     busy.delete(socket);
     overCap.delete(socket);
+    unwatchProgress(socket);
+  }
+
+  /** Notes which busy connections' answers moved since the last look; an answer with nothing waiting to be sent is not stalled. */
+  function look(now: number): void {
+    for (const [socket, seen] of progress) {
+      const bytesWritten = socket.bytesWritten;
+      if (bytesWritten !== seen.bytesWritten || socket.writableLength === 0) {
+        seen.bytesWritten = bytesWritten;
+        seen.since = now;
+      }
+    }
+  }
+
+  function longestStalled(): Socket | undefined {
+    const now = performance.now();
+    look(now);
+    let found: Socket | undefined;
+    let foundSince = now - stalledAfterMs;
+    for (const [socket, seen] of progress) {
+      if (seen.since <= foundSince) {
+        found = socket;
+        foundSince = seen.since;
+      }
+    }
+    return found;
+  }
+
+  function watchProgress(socket: Socket): void {
+    if (!progress.has(socket)) progress.set(socket, { bytesWritten: socket.bytesWritten, since: performance.now() });
+    watch ??= setInterval(() => look(performance.now()), Math.min(1_000, Math.max(50, stalledAfterMs / 4))).unref();
+  }
+
+  function unwatchProgress(socket: Socket): void {
+    progress.delete(socket);
+    if (progress.size > 0 || !watch) return;
+    clearInterval(watch);
+    watch = undefined;
+  }
+
+  function closeFor(socket: Socket, pressure: ConnectionPressure): ConnectionPressure {
+    forget(socket);
+    socket.destroy();
+    return pressure;
+  }
+
+  /** Closes a connection to make room for a new one, the least useful first; undefined when every one is busy and moving. */
+  function makeRoom(): ConnectionPressure | undefined {
+    const between = idleBetweenRequests.values().next();
+    if (!between.done) return closeFor(between.value, 'reclaimed');
+    const stalled = longestStalled();
+    if (stalled) return closeFor(stalled, 'stalled');
+    const before = idleBeforeRequest.values().next();
+    if (!before.done) return closeFor(before.value, 'reclaimed');
+    return undefined;
   }
 
   function admit(socket: Socket): void {
     socket.once('close', () => forget(socket));
-    if (idle.size + busy.size < options.maxConnections) {
-      idle.add(socket);
+    if (idleBetweenRequests.size + idleBeforeRequest.size + busy.size < options.maxConnections) {
+      idleBeforeRequest.add(socket);
       return;
     }
-    const longestIdle = idle.values().next();
-    if (!longestIdle.done) {
-      idle.delete(longestIdle.value);
-      longestIdle.value.destroy();
-      idle.add(socket);
-      options.onPressure?.('reclaimed');
+    const pressure = makeRoom();
+    if (pressure) {
+      idleBeforeRequest.add(socket);
+      options.onPressure?.(pressure);
       return;
     }
     if (overCap.size < options.headroom) {
@@ -110,8 +186,10 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
         answerOverCap(request, response, listener);
         return;
       }
-      idle.delete(socket);
+      idleBetweenRequests.delete(socket);
+      idleBeforeRequest.delete(socket);
       busy.set(socket, (busy.get(socket) ?? 0) + 1);
+      watchProgress(socket);
       whenClosed(response, () => {
         const left = (busy.get(socket) ?? 1) - 1;
         if (left > 0) {
@@ -119,7 +197,8 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
           return;
         }
         busy.delete(socket);
-        if (!socket.destroyed) idle.add(socket);
+        unwatchProgress(socket);
+        if (!socket.destroyed) idleBetweenRequests.add(socket);
       });
       listener(request, response);
     };
@@ -128,6 +207,6 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   return {
     admit,
     wrap,
-    counts: () => ({ idle: idle.size, busy: busy.size, overCap: overCap.size }),
+    counts: () => ({ idle: idleBetweenRequests.size + idleBeforeRequest.size, busy: busy.size, overCap: overCap.size }),
   };
 }

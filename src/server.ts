@@ -182,6 +182,21 @@ function refuseExpectation(request: IncomingMessage, response: ServerResponse): 
 // Every method some route takes.
 const SERVER_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 
+const CONNECT_REFUSED = JSON.stringify({ error: 'Method Not Allowed', message: 'CONNECT is not served: the gateway is no forward proxy' });
+
+/**
+ * Node hands a CONNECT request to the server's 'connect' listener, and
+ * without one closes the connection unanswered: it gets a JSON 405 here
+ * instead, as every other method no route takes.
+ */
+function refuseConnect(request: IncomingMessage, socket: Duplex): void {
+  const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
+  socket.end(
+    `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(CONNECT_REFUSED)}\r\n` +
+      `Allow: ${SERVER_METHODS}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${CONNECT_REFUSED}`,
+  );
+}
+
 /**
  * What is answered before any route, in one check per request:
  * - RFC 9112 3.2: an HTTP/1.1 request without a Host, or with more than one,
@@ -224,7 +239,7 @@ function answerBeforeRoutes(listener: RequestListener): RequestListener {
 
 /** Logs what the connection cap did, at most once a minute, with counts since the last line. */
 function pressureLogger(logger: Logger, clock: Clock, maxConnections: number): (pressure: ConnectionPressure) => void {
-  const counts: Record<ConnectionPressure, number> = { reclaimed: 0, refused: 0, dropped: 0 };
+  const counts: Record<ConnectionPressure, number> = { reclaimed: 0, stalled: 0, refused: 0, dropped: 0 };
   let lastLoggedAt = Number.NEGATIVE_INFINITY;
   return (pressure) => {
     counts[pressure]++;
@@ -232,10 +247,10 @@ function pressureLogger(logger: Logger, clock: Clock, maxConnections: number): (
     if (now - lastLoggedAt < PRESSURE_LOG_INTERVAL_MS) return;
     lastLoggedAt = now;
     logger.warn(
-      { maxConnections, idleClosed: counts.reclaimed, refused: counts.refused, dropped: counts.dropped },
-      'connection limit reached: closing the longest-idle connections, refusing new ones while all are busy',
+      { maxConnections, idleClosed: counts.reclaimed, stalledClosed: counts.stalled, refused: counts.refused, dropped: counts.dropped },
+      'connection limit reached: closing the longest-idle connections, then those whose clients stopped reading, refusing new ones while all are busy',
     );
-    counts.reclaimed = counts.refused = counts.dropped = 0;
+    counts.reclaimed = counts.stalled = counts.refused = counts.dropped = 0;
   };
 }
 
@@ -246,6 +261,8 @@ export interface HttpServerOptions {
   /** Puts a listener in front of the app's, which it hands what it does not answer (`Gateway.answeringMemoryHitsFirst`). */
   wrapListener?: (app: RequestListener) => RequestListener;
   clock?: Clock;
+  /** How long an answer's client may take none of its bytes before its connection may make room for a new one; default 5 s. */
+  stalledAfterMs?: number;
 }
 
 /**
@@ -264,6 +281,7 @@ export function createHttpServer(
     maxConnections,
     headroom: headroomFor(maxConnections),
     alwaysServed: ALWAYS_SERVED,
+    ...(options.stalledAfterMs === undefined ? {} : { stalledAfterMs: options.stalledAfterMs }),
     ...(options.logger ? { onPressure: pressureLogger(options.logger, options.clock ?? systemClock, maxConnections) } : {}),
   });
   // serve() takes no errorHandler; getRequestListener does.
@@ -289,6 +307,7 @@ export function createHttpServer(
   server.on('connection', guard.admit);
   server.on('clientError', answerClientError);
   server.on('checkExpectation', refuseExpectation);
+  server.on('connect', refuseConnect);
   return server;
 }
 

@@ -7,7 +7,7 @@ import { ACME_KEY, makeTempDir, removeDir, testConfig } from '../dev/gateway-har
 import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import type { GatewayConfig } from '../src/config/index.js';
 import { createLogger, silentLogger, type Logger } from '../src/logger.js';
-import { startServer, type RunningServer } from '../src/server.js';
+import { DEFAULT_CONNECTION_LIMITS, createHttpServer, startServer, type RunningServer } from '../src/server.js';
 
 let upstream: FakeFlyflow;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -142,6 +142,107 @@ describe('a cap on open connections', () => {
     for (const reply of await Promise.all(held)) expect(reply.body.equals(upstream.recording(1)!)).toBe(true);
     // Once they are done, the gateway serves new connections again.
     expect((await get(server.url, '/v1/call/recording/2.mp3')).status).toBe(200);
+  });
+});
+
+describe('clients that stop reading, at the cap', () => {
+  const BIG = Buffer.alloc(16 * 1024 * 1024, 7);
+  const CHUNK = Buffer.alloc(64 * 1024, 5);
+  const CHUNKS = 512;
+
+  /**
+   * A server with a 16 MB answer, a streamed 32 MB one and a small one, capped
+   * at `maxConnections`; stalled after 300 ms. `accepted` holds its side of
+   * each connection, in order: a client that does not read cannot tell that
+   * the server closed its connection.
+   */
+  async function capped(maxConnections: number): Promise<{ baseUrl: string; accepted: Socket[] }> {
+    const app = {
+      fetch(request: Request): Response {
+        const { pathname } = new URL(request.url);
+        if (pathname === '/big') return new Response(BIG);
+        if (pathname === '/stream') {
+          let sent = 0;
+          return new Response(
+            new ReadableStream({
+              pull(controller) {
+                if (sent++ === CHUNKS) controller.close();
+                else controller.enqueue(CHUNK);
+              },
+            }),
+          );
+        }
+        return new Response('ok');
+      },
+    };
+    const server = createHttpServer(app, '127.0.0.1', { limits: { ...DEFAULT_CONNECTION_LIMITS, maxConnections }, stalledAfterMs: 300 });
+    const accepted: Socket[] = [];
+    server.on('connection', (socket: Socket) => accepted.push(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    });
+    return { baseUrl: `http://127.0.0.1:${(server.address() as { port: number }).port}`, accepted };
+  }
+
+  /** A connection that sends `requests` and never reads a byte of the answers. */
+  function neverReading(baseUrl: string, requests: string): Promise<Socket> {
+    const { port } = new URL(baseUrl);
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: '127.0.0.1', port: Number(port) }, () => {
+        socket.write(requests);
+        resolve(socket);
+      });
+      socket.on('error', () => {});
+      socket.once('error', reject);
+      cleanups.push(() => void socket.destroy());
+    });
+  }
+
+  test('a new client is served: the connection whose client stopped reading longest makes room', async () => {
+    const { baseUrl, accepted } = await capped(4);
+    for (let i = 0; i < 4; i++) {
+      await neverReading(baseUrl, 'GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const served = await get(baseUrl, '/small');
+    expect(served.status).toBe(200);
+    expect(served.body.toString()).toBe('ok');
+    // The first to stall went; the others are still there.
+    expect(accepted.slice(0, 4).map((socket) => socket.destroyed)).toEqual([true, false, false, false]);
+  });
+
+  test('pipelined requests whose answers are never read do not lock out a new client', async () => {
+    const { baseUrl, accepted } = await capped(4);
+    const pipelined = 'GET /small-but-many HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(50) + 'GET /big HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(4);
+    await Promise.all(Array.from({ length: 4 }, () => neverReading(baseUrl, pipelined)));
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    const served = await Promise.all(Array.from({ length: 3 }, () => get(baseUrl, '/small')));
+    expect(served.map((reply) => reply.status)).toEqual([200, 200, 200]);
+    // Each took the place of a connection that stopped reading (or of one of the three, once answered).
+    expect(accepted.slice(0, 4).filter((socket) => socket.destroyed).length).toBeGreaterThanOrEqual(1);
+  });
+
+  test('a client that reads slowly but steadily is not taken for one that stopped', async () => {
+    const { baseUrl, accepted } = await capped(2);
+    await neverReading(baseUrl, 'GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+    const slow = await neverReading(baseUrl, 'GET /stream HTTP/1.1\r\nHost: x\r\n\r\n');
+    // About 4 MB/s: much slower than loopback, fast enough to keep the socket buffers from filling.
+    let taken = 0;
+    slow.on('data', (chunk: Buffer) => {
+      taken += chunk.length;
+      if (taken >= 400 * 1024) slow.pause();
+    });
+    const reading = setInterval(() => {
+      taken = 0;
+      slow.resume();
+    }, 100);
+    cleanups.push(() => clearInterval(reading));
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect((await get(baseUrl, '/small')).status).toBe(200);
+    expect(accepted.slice(0, 2).map((socket) => socket.destroyed)).toEqual([true, false]);
   });
 });
 

@@ -40,6 +40,22 @@ function rawExchange(head: string): Promise<string> {
   });
 }
 
+describe('CONNECT, which Node hands the server apart from every other method', () => {
+  test.each([
+    ['an authority-form target', 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n'],
+    ['a recording path', 'CONNECT /v1/call/recording/1.mp3 HTTP/1.1\r\nHost: gw.example\r\n\r\n'],
+  ])('is answered a JSON 405 with Allow, not a connection closed unanswered: %s', async (_, head) => {
+    const answer = await rawExchange(head);
+    expect(answer.startsWith('HTTP/1.1 405 Method Not Allowed\r\n')).toBe(true);
+    expect(answer).toContain('\r\nAllow: GET, HEAD, POST, DELETE, OPTIONS\r\n');
+    expect(answer).toContain('\r\nContent-Type: application/json\r\n');
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: 'Method Not Allowed',
+      message: 'CONNECT is not served: the gateway is no forward proxy',
+    });
+  });
+});
+
 describe("a method the route does not take is 405 with that route's Allow", () => {
   test.each([
     ['POST', '/v1/call/recording/1.mp3', 'GET, HEAD, DELETE, OPTIONS'],

@@ -125,12 +125,13 @@ describe('the request line', () => {
     [
       'percent-encoded',
       '/v1/call/recording/4.mp3%3Ftenant=acme&exp=9999999999&kid=k1&sig=AAAAsecretSignatureAAAA',
-      '/v1/call/recording/4.mp3…',
+      '/v1/call/recording/…',
       400,
     ],
-    ['encoded twice', '/v1/call/recording/4.mp3%253Ftenant%253Dacme%2526sig%253DAAAAsecretSignatureAAAA', '/v1/call/recording/4.mp3…', 400],
-    ['after an encoded #', '/v1/call/recording/4.mp3%23tenant=acme&sig=AAAAsecretSignatureAAAA', '/v1/call/recording/4.mp3…', 400],
-    ['written into the path', '/x/tenant=acme&exp=9999999999&kid=k1&sig=AAAAsecretSignatureAAAA', '/x/tenant…', 404],
+    ['encoded twice', '/v1/call/recording/4.mp3%253Ftenant%253Dacme%2526sig%253DAAAAsecretSignatureAAAA', '/v1/call/recording/…', 400],
+    ['after an encoded #', '/v1/call/recording/4.mp3%23tenant=acme&sig=AAAAsecretSignatureAAAA', '/v1/call/recording/…', 400],
+    ['written into the path', '/x/tenant=acme&exp=9999999999&kid=k1&sig=AAAAsecretSignatureAAAA', '/…', 404],
+    ['as a segment of its own', '/v1/call/recording/4.mp3/AAAAsecretSignatureAAAA', '/v1/call/recording/…', 400],
   ])('a signed-URL query %s is cut from the logged path, as a real query is', async (_how, target, logged, status) => {
     const lines = await start('info');
     const response = await gateway!.fetch(target);
@@ -142,11 +143,13 @@ describe('the request line', () => {
   });
 
   test.each([
-    ['after &', '/v1/webhooks/flyflow/acme&token=SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/acme…'],
-    ['after ;', '/v1/webhooks/flyflow/acme;token=SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/acme…'],
-    ['after =', '/v1/webhooks/flyflow/acmetoken=SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/acmetoken…'],
-    ['after ,', '/v1/webhooks/flyflow/acme,token:SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/acme…'],
-    ['after an encoded ?', '/v1/webhooks/flyflow/acme%3Ftoken=SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/acme…'],
+    ['after &', '/v1/webhooks/flyflow/acme&token=SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/…'],
+    ['after ;', '/v1/webhooks/flyflow/acme;token=SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/…'],
+    ['after =', '/v1/webhooks/flyflow/acmetoken=SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/…'],
+    ['after ,', '/v1/webhooks/flyflow/acme,token:SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/…'],
+    ['after an encoded ?', '/v1/webhooks/flyflow/acme%3Ftoken=SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/…'],
+    ['as a segment after the tenant', '/v1/webhooks/flyflow/acme/SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/…'],
+    ['in place of the tenant', '/v1/webhooks/flyflow/SECRETwebhookTOKEN0001', '/v1/webhooks/flyflow/…'],
   ])('a webhook token written into the path %s never reaches the log', async (_how, target, logged) => {
     const lines = await start('info');
     const response = await gateway!.fetch(target, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
@@ -154,6 +157,25 @@ describe('the request line', () => {
     await response.arrayBuffer();
     const requestLines = await waitForRequestLines(lines, 1);
     expect(JSON.parse(requestLines[0]!)).toMatchObject({ path: logged });
+    expect(lines.join('\n')).not.toContain('SECRETwebhookTOKEN');
+  });
+
+  test('a path a credential vouched for, or made only of our words and ids, is logged whole', async () => {
+    dir = await makeTempDir();
+    const { logger, lines } = capturingLogger('info');
+    const config = testConfig({ dir, upstreamBaseUrl: upstream.baseUrl });
+    config.tenants[0]!.webhookToken = 'SECRETwebhookTOKEN0003';
+    gateway = await startGateway(config, { logger });
+    const webhook = await gateway.fetch(`/v1/webhooks/flyflow/${config.tenants[0]!.id}?token=SECRETwebhookTOKEN0003`, {
+      method: 'POST',
+      body: '{"event_type":"call.completed","call_id":4}',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(webhook.status).toBeLessThan(300);
+    const unauthenticated = await fetch(`${gateway.baseUrl}/v1/call/recording/4.mp3`);
+    expect(unauthenticated.status).toBe(401);
+    const requestLines = (await waitForRequestLines(lines, 2)).map((line) => JSON.parse(line) as { path: string });
+    expect(requestLines.map((line) => line.path)).toEqual([`/v1/webhooks/flyflow/${config.tenants[0]!.id}`, '/v1/call/recording/4.mp3']);
     expect(lines.join('\n')).not.toContain('SECRETwebhookTOKEN');
   });
 

@@ -31,15 +31,26 @@ export function routeLabel(routePath: string, method: string): string {
 
 // Every route's path is made of these (ids, tenant ids, namespaces, `.mp3`, `signed-url`).
 const NOT_IN_ANY_ROUTE = /[^A-Za-z0-9/._-]/;
+// Paths made only of our own words and ids of a fixed shape: logged whoever sent them.
+const PLAIN_PATH =
+  /^\/(?:healthz|readyz|metrics|openapi\.json|admin\/cache\/purge|v1\/call\/recording\/\d{1,20}(?:\.mp3|\/signed-url|\/info\.json|\/peaks\.json)|internal\/v1\/(?:recordings|purge)\/[0-9a-f]{16,64}\/\d{1,20})$/;
+// What is shown of any other path no credential vouched for: the route it was meant for, at most.
+const ROUTE_PREFIXES = ['/v1/call/recording/', '/v1/webhooks/flyflow/', '/internal/v1/', '/admin/'];
 
 /**
- * The path as the log shows it: cut, with `…`, at its first character no
+ * The path as the log shows it. A path no route has, or one whose caller no
+ * credential vouched for, may carry a secret in a segment of its own (a
+ * webhook token in place of the tenant id, a signing secret after `.mp3`):
+ * unless it is made only of our words and ids, only the route it was meant
+ * for is shown, then `…`. Any path is cut, with `…`, at its first character no
  * route has (`%`, `&`, `;`, `=`, ...), as a real query is cut, since a client
- * that encodes a query into the path (`%3F`, twice as `%253F`, after a
- * `%23`) or writes it there (`acme&token=...`, `4.mp3;sig=...`) would
- * otherwise put a valid signature or webhook token into the log.
+ * that encodes a query into the path (`%3F`, twice as `%253F`, after a `%23`)
+ * or writes it there (`acme&token=...`, `4.mp3;sig=...`) would otherwise put
+ * a valid signature or webhook token into the log.
  */
-function loggedPath(path: string): string {
+export function loggedPath(path: string, vouched: boolean): string {
+  if (PLAIN_PATH.test(path)) return path;
+  if (!vouched) return `${ROUTE_PREFIXES.find((prefix) => path.startsWith(prefix)) ?? '/'}…`;
   const cut = path.search(NOT_IN_ANY_ROUTE);
   return cut === -1 ? path : `${path.slice(0, cut)}…`;
 }
@@ -88,7 +99,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     // Written by hand: every value is a validated id, a label of ours or a
     // number, except the method and path, which are quoted by JSON.stringify.
     // No header or query value is in it, so nothing needs redacting.
-    let line = `"reqId":"${record.requestId}","method":${JSON.stringify(record.method)},"path":${JSON.stringify(loggedPath(record.path))},"route":"${record.route}"`;
+    let line = `"reqId":"${record.requestId}","method":${JSON.stringify(record.method)},"path":${JSON.stringify(loggedPath(record.path, caller !== undefined))},"route":"${record.route}"`;
     if (caller) line += `,"tenant":"${caller.tenant.id}"`;
     if (record.callId !== undefined) line += `,"callId":"${record.callId}"`;
     if (caller) line += `,"credential":"${caller.credential.kind}"`;
