@@ -30,8 +30,10 @@ COPY package.json ./
 COPY config ./config
 # /app is root's: what the gateway writes (the cache, and the audit trail when
 # the config turns `audit` on; AUDIT_DIR puts it here, whatever audit.dir says)
-# lives under /data, on volumes that outlive the container.
-RUN mkdir -p /data/cache /data/audit && chown -R node:node /data
+# lives under /data, on volumes that outlive the container. 0750: recordings
+# are personal data, and a new named volume takes this mode (the gateway
+# leaves a cache directory that exists as it is).
+RUN mkdir -p /data/cache /data/audit && chown -R node:node /data && chmod 0750 /data/cache /data/audit
 USER node
 EXPOSE 8080
 VOLUME ["/data/cache", "/data/audit"]

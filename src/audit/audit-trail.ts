@@ -5,6 +5,7 @@ import { auditLineStart, type AuditEvent } from './audit-event.js';
 import { DAY_MS, systemClock, type Clock } from '../clock.js';
 import { auditFileName, dayStart, lineHash, listAuditFiles, parseAuditFileName, readChainTail, utcDay } from './audit-files.js';
 import { errorMessage } from '../errors.js';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
 
 /** How often a batch of lines is written: the longest a line waits in memory. */
 const DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 50;
@@ -142,7 +143,7 @@ export class AuditTrail implements AuditRecorder {
     const logger = options.logger ?? silentLogger();
     let tail: Awaited<ReturnType<typeof readChainTail>>;
     try {
-      await mkdir(options.dir, { recursive: true, mode: 0o750 });
+      await mkdir(options.dir, { recursive: true, mode: PRIVATE_DIR_MODE });
       tail = await readChainTail(options.dir, options.nodeId ?? '');
     } catch (error) {
       throw new Error(`audit.dir ${options.dir} cannot be used: ${errorMessage(error)}`, {
@@ -323,12 +324,12 @@ export class AuditTrail implements AuditRecorder {
 
   async #openForAppend(file: string): Promise<FileHandle> {
     try {
-      return await open(file, 'a', 0o640);
+      return await open(file, 'a', PRIVATE_FILE_MODE);
     } catch (error) {
       // The directory was removed while the gateway runs: make it again.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      await mkdir(this.#dir, { recursive: true, mode: 0o750 });
-      return await open(file, 'a', 0o640);
+      await mkdir(this.#dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+      return await open(file, 'a', PRIVATE_FILE_MODE);
     }
   }
 

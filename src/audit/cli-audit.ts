@@ -4,6 +4,7 @@ import { hostname, userInfo } from 'node:os';
 import path from 'node:path';
 import { systemClock, type Clock } from '../clock.js';
 import type { AuditConfig } from '../config/index.js';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
 import { AuditTrail } from './audit-trail.js';
 
 /*
@@ -41,7 +42,7 @@ async function takeLock(lock: string, clock: Clock): Promise<void> {
   const deadline = clock.now() + LOCK_WAIT_MS;
   for (;;) {
     try {
-      await (await open(lock, 'wx', 0o640)).close();
+      await (await open(lock, 'wx', PRIVATE_FILE_MODE)).close();
       return;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
@@ -72,7 +73,7 @@ export interface CliAuditEntry {
 /** Writes the audit line of something the CLI did itself; rejects when it cannot be written. */
 export async function auditCliCommand(audit: AuditConfig, entry: CliAuditEntry, clock: Clock = systemClock): Promise<void> {
   const chain = cliChainName();
-  await mkdir(audit.dir, { recursive: true, mode: 0o750 });
+  await mkdir(audit.dir, { recursive: true, mode: PRIVATE_DIR_MODE });
   const lock = path.join(audit.dir, `.${chain}.lock`);
   await takeLock(lock, clock);
   try {

@@ -3,7 +3,7 @@ import { rename } from 'node:fs/promises';
 /** sqlite's own codes for a file it cannot read as a database. */
 const DAMAGE_CODES = new Set(['SQLITE_CORRUPT', 'SQLITE_NOTADB']);
 /** The files sqlite keeps beside the index in WAL mode. */
-const SIDE_FILES = ['-wal', '-shm'];
+export const INDEX_SIDE_FILES = ['-wal', '-shm'];
 
 /**
  * The sqlite index file cannot be read (truncated, overwritten). The index is
@@ -51,7 +51,7 @@ export function asDamagedIndex(file: string, error: unknown): unknown {
  */
 export async function setAsideDamagedIndex(file: string, now: Date): Promise<string> {
   const aside = `${file}.damaged-${now.toISOString().replace(/[:.]/g, '-')}`;
-  for (const suffix of ['', ...SIDE_FILES]) {
+  for (const suffix of ['', ...INDEX_SIDE_FILES]) {
     await rename(file + suffix, aside + suffix).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== 'ENOENT') throw error;
     });

@@ -3,6 +3,7 @@ import { access, constants, mkdir, open, unlink, type FileHandle } from 'node:fs
 import path from 'node:path';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
 
 const DEFAULT_LOG_INTERVAL_MS = 60_000;
 const DEFAULT_PROBE_INTERVAL_MS = 15_000;
@@ -44,12 +45,12 @@ async function writeProbeFile(folder: string): Promise<void> {
   const file = path.join(folder, `.probe-${randomBytes(6).toString('hex')}`);
   let handle: FileHandle | undefined;
   try {
-    handle = await open(file, 'wx');
+    handle = await open(file, 'wx', PRIVATE_FILE_MODE);
   } catch (error) {
     // The cache recreates a missing temp folder on its next write: so does the probe (never the cache directory itself).
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    await mkdir(folder);
-    handle = await open(file, 'wx');
+    await mkdir(folder, PRIVATE_DIR_MODE);
+    handle = await open(file, 'wx', PRIVATE_FILE_MODE);
   }
   try {
     await handle.write(Buffer.alloc(PROBE_BYTES));

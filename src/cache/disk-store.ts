@@ -4,6 +4,7 @@ import { mkdir, open, readdir, readFile, rm, stat, type FileHandle } from 'node:
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { CacheEncryptionConfig } from '../config/index.js';
+import { closeToOthers, PRIVATE_DIR_MODE } from '../private-files.js';
 import { decryptBuffer, encryptBuffer, openEncryptedFile } from './encryption/encrypted-file.js';
 import { createEncryptedTempFile } from './encryption/encrypted-temp-file.js';
 import { createKeyring } from './encryption/keyring.js';
@@ -19,7 +20,11 @@ import { createTempFile, writeFully, type TempFile } from './temp-file.js';
  */
 export interface DiskStore {
   readonly dir: string;
-  /** Creates the folders and removes temporary files that crashed processes left behind. */
+  /**
+   * Creates the folders (closed to other users: files are created so too),
+   * closes those an older version made to others, and removes temporary files
+   * that crashed processes left behind.
+   */
   init(): Promise<void>;
   pathFor(namespace: string, callId: string): string;
   /** A new temporary file in this process's `tmp/` folder; it commits itself to `pathFor(...)`. */
@@ -99,6 +104,22 @@ async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
   }
 }
 
+/**
+ * Older versions made the folders 0755 under umask 022, and their files 0644:
+ * taking others' bits off `recordings/`, `sidecars/`, `tmp/` and the
+ * namespace folders (a few, one per Flyflow account) keeps others out of the
+ * files inside without visiting each of them, which start-up cannot afford.
+ * The cache directory itself is the operator's, and left as it is.
+ */
+async function closeOlderFolders(dir: string): Promise<void> {
+  for (const folder of [RECORDINGS, SIDECARS, TEMP]) {
+    const full = path.join(dir, folder);
+    closeToOthers(full);
+    if (folder === TEMP) continue;
+    for (const namespace of await readdir(full).catch(() => [] as string[])) closeToOthers(path.join(full, namespace));
+  }
+}
+
 export interface DiskStoreOptions {
   /** `cache.encryption`: files are written encrypted with its key and read with it or a previous one; absent: in the clear. */
   encryption?: CacheEncryptionConfig | undefined;
@@ -118,8 +139,9 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
     dir,
     pathFor,
     async init() {
-      await mkdir(recordingsDir, { recursive: true });
-      await mkdir(tempDir, { recursive: true });
+      await mkdir(recordingsDir, { recursive: true, mode: PRIVATE_DIR_MODE });
+      await mkdir(tempDir, { recursive: true, mode: PRIVATE_DIR_MODE });
+      await closeOlderFolders(dir);
       await removeLeftoverTemp(path.dirname(tempDir), ownTemp);
     },
     async createTemp() {
@@ -129,7 +151,7 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
       } catch (error) {
         // The folder went away (an operator cleaned up, a volume was remounted): recreate it once.
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        await mkdir(tempDir, { recursive: true });
+        await mkdir(tempDir, { recursive: true, mode: PRIVATE_DIR_MODE });
         file = await createTempFile(tempDir);
       }
       return keyring ? createEncryptedTempFile(file, keyring.current) : file;
@@ -161,7 +183,7 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
       const content = keyring ? encryptBuffer(bytes, keyring.current) : bytes;
       // Written in its own folder rather than tmp/, whose files are downloads in progress.
       const finalPath = sidecarPathFor(namespace, callId, kind);
-      await mkdir(path.dirname(finalPath), { recursive: true });
+      await mkdir(path.dirname(finalPath), { recursive: true, mode: PRIVATE_DIR_MODE });
       const file = await createTempFile(path.dirname(finalPath));
       try {
         await writeFully(file, content, 0);

@@ -1,7 +1,9 @@
 import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
+import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
-import { asDamagedIndex } from './damaged-index.js';
+import { closeToOthers, PRIVATE_FILE_MODE } from '../private-files.js';
+import { asDamagedIndex, INDEX_SIDE_FILES } from './damaged-index.js';
 import { isRecordingMeta, type RecordingMeta } from './recording-meta.js';
 
 /**
@@ -150,9 +152,25 @@ export function sqliteIndexFile(cacheDir: string): string {
   return path.join(cacheDir, 'index.sqlite');
 }
 
-/** The embedded default: a sqlite file inside the cache directory. */
+/**
+ * sqlite creates a new database 0644 (less the umask), and its -wal and -shm
+ * files with the mode of the database: an index created here first, empty
+ * and closed to other users, or an older one closed now, keeps all three
+ * from them. Errors are left to sqlite, which names the file (SQLITE_CANTOPEN).
+ */
+function closeIndexToOthers(file: string): void {
+  try {
+    closeSync(openSync(file, 'wx', PRIVATE_FILE_MODE));
+  } catch {
+    // There already (closed below), or sqlite will say why it cannot be.
+  }
+  for (const suffix of ['', ...INDEX_SIDE_FILES]) closeToOthers(file + suffix);
+}
+
+/** The embedded default: a sqlite file inside the cache directory, closed to other users. */
 export function createSqliteIndex(cacheDir: string): RecordingIndex {
   const file = sqliteIndexFile(cacheDir);
+  closeIndexToOthers(file);
   const store = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 5_000 });
   // throwOnErrors: without it keyv.get() turns a broken store into "not found",
   // and ping() would report a dead index as ready.

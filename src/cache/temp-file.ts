@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
 
 /**
  * A recording file while it is written: the one owner of its path and its
@@ -64,7 +65,7 @@ class OpenTempFile implements TempFile {
 
   async commit(finalPath: string): Promise<void> {
     if (this.#state !== 'writing') throw new Error(`temp file: cannot commit a file already ${this.#state}`);
-    await mkdir(path.dirname(finalPath), { recursive: true });
+    await mkdir(path.dirname(finalPath), { recursive: true, mode: PRIVATE_DIR_MODE });
     await rename(this.path, finalPath);
     this.#state = 'committed';
     await fsyncDir(path.dirname(finalPath));
@@ -83,10 +84,13 @@ class OpenTempFile implements TempFile {
   }
 }
 
-/** Creates a new, empty temporary file in `dir`, open for writing and reading. */
+/**
+ * Creates a new, empty temporary file in `dir`, open for writing and reading,
+ * closed to other users (the rename that commits it keeps its mode).
+ */
 export async function createTempFile(dir: string): Promise<TempFile> {
   const tempPath = path.join(dir, `${randomBytes(12).toString('hex')}.part`);
-  return new OpenTempFile(tempPath, await open(tempPath, 'wx+'));
+  return new OpenTempFile(tempPath, await open(tempPath, 'wx+', PRIVATE_FILE_MODE));
 }
 
 /** Writes all of `bytes` at `position`, as a file may take fewer bytes a call. */

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { PRIVATE_FILE_MODE } from '../private-files.js';
 
 const VOLUME_ID_FILE = 'volume-id';
 const VOLUME_ID = /^[0-9a-f-]{36}$/;
@@ -17,7 +18,7 @@ export async function readOrCreateVolumeId(cacheDir: string): Promise<string> {
   if (existing) return existing;
   try {
     // 'wx': of two replicas starting together on a new volume, one writes and both read its id.
-    await writeFile(file, `${randomUUID()}\n`, { flag: 'wx' });
+    await writeFile(file, `${randomUUID()}\n`, { flag: 'wx', mode: PRIVATE_FILE_MODE });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
