@@ -8,7 +8,12 @@ export interface RecordingMeta {
   contentType: string;
   /** Milliseconds since the epoch. */
   fetchedAt: number;
-  /** The upstream's Last-Modified, if it sent one. */
+  /**
+   * The Last-Modified its answers carry: the upstream's, never later than the
+   * fetch, or without one the fetch's own date (taken as the upstream's head
+   * arrived, so a little before `fetchedAt`). Copies stored before 0.4.10
+   * may have none: they answer with `fetchedAt`.
+   */
   lastModified?: string;
   /** Cluster only: the recording's purge generation when its download began; a later purge makes the copy stale. */
   generation?: number;

@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
 import type { TempFile } from '../cache/temp-file.js';
 import { NotFoundError } from '../errors.js';
-import { lastModifiedAsOf } from '../http/last-modified.js';
+import { lastModifiedOrFetchedAt } from '../http/last-modified.js';
 import type { Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import { upstreamErrorKind } from '../upstream/errors.js';
@@ -160,8 +160,12 @@ export class DownloadManager {
           // The budget covered the slot and the head; a download that never got this far clears it when it settles.
           timeout?.clear();
         }
-        // Our clock dates the fetch: the head's arrival is this message's origination.
-        recording.lastModified = lastModifiedAsOf(recording.lastModified, this.options.clock.now());
+        // Our clock dates the fetch: the head's arrival is this message's
+        // origination (for a peer's stored copy, that copy's own fetch).
+        // Without an upstream date that date stands in and is stored with the
+        // copy, so a cold answer carries the Last-Modified a warm one will.
+        const now = this.options.clock.now();
+        recording.lastModified = lastModifiedOrFetchedAt(recording.lastModified, Math.min(recording.fetchedAt ?? now, now));
         opened.push(recording);
         return recording;
       },

@@ -130,6 +130,11 @@ export class RecordingDownload {
   #headSent: DownloadHead | undefined;
   #state: 'running' | 'complete' | 'failed' = 'running';
   #sha256: string | undefined;
+  /** Settles with `#sha256` once it is known, or with undefined when the download fails. */
+  #digested!: (sha256: string | undefined) => void;
+  readonly #digest = new Promise<string | undefined>((resolve) => {
+    this.#digested = resolve;
+  });
   #listedSha256: string | undefined;
   #readers = 0;
   #retired = false;
@@ -161,12 +166,26 @@ export class RecordingDownload {
   }
 
   /**
-   * The whole body's sha256 once it is complete (it may still be being
-   * stored); for another volume's stored copy, at once: the digest the
-   * cluster lists for it. Else undefined.
+   * The whole body's sha256 once every byte is in and checked (it may still
+   * be being made durable and stored); for another volume's stored copy, at
+   * once: the digest the cluster lists for it. Else undefined.
    */
   get sha256(): string | undefined {
     return this.#sha256 ?? this.#listedSha256;
+  }
+
+  /**
+   * `sha256`, or, when every byte is in but the digest is not published yet
+   * (the last chunk still being written, the upstream's end not yet read),
+   * a promise of it, which settles moments later (with undefined if the
+   * download fails). Undefined while bytes are still to come: a caller
+   * joining then streams them without waiting for the digest.
+   */
+  digestOnceReceived(): string | undefined | Promise<string | undefined> {
+    const known = this.sha256;
+    if (known !== undefined || this.#state !== 'running') return known;
+    const size = this.#headSent?.size;
+    return size !== undefined && this.#body?.received === size ? this.#digest : undefined;
   }
 
   /**
@@ -237,7 +256,6 @@ export class RecordingDownload {
         this.#nextBody?.resolve(this.#body);
         this.#nextBody = undefined;
         const result = await this.#receive(upstream, this.#body);
-        this.#sha256 = result.sha256;
         this.#state = 'complete';
         return result;
       } catch (caught) {
@@ -266,6 +284,7 @@ export class RecordingDownload {
         this.#brokeWhileRead = broken?.handedOut === true && error instanceof RetryableUpstreamError;
         this.#nextBody?.reject(error);
         this.#state = 'failed';
+        this.#digested(undefined);
         this.#rejectHead(error);
         void this.#closeIfUnused();
         throw error;
@@ -319,6 +338,9 @@ export class RecordingDownload {
     if (signature.length < MP3_SIGNATURE_BYTES || !hash) throw new BadGatewayError('Upstream answered with a body that is not MP3 audio');
     sha256 ??= hash.digest('hex');
     checkCopy(upstream, sha256);
+    // Published before the fsync and the store: a caller joining now has every byte, so it gets the ETag.
+    this.#sha256 = sha256;
+    this.#digested(sha256);
     const sealed = await body.seal();
     this.#headSent ??= head();
     this.#resolveHead(this.#headSent);

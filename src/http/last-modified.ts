@@ -10,3 +10,14 @@ export function lastModifiedAsOf(value: string | undefined, originatedAt: number
   const parsed = Date.parse(value);
   return parsed > originatedAt ? new Date(originatedAt).toUTCString() : value;
 }
+
+/**
+ * The Last-Modified of a representation fetched at `fetchedAt`: `value` as
+ * {@link lastModifiedAsOf} gives it, or, without one that parses as a date,
+ * `fetchedAt` itself (RFC 9110 8.8.2.1: the closest known time to that of
+ * the representation's last change), so every answer has one.
+ */
+export function lastModifiedOrFetchedAt(value: string | undefined, fetchedAt: number): string {
+  const dated = lastModifiedAsOf(value, fetchedAt);
+  return dated !== undefined && !Number.isNaN(Date.parse(dated)) ? dated : new Date(fetchedAt).toUTCString();
+}

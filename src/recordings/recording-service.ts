@@ -33,7 +33,7 @@ export interface FetchedRecording {
   /** True when it joined a download already under way. */
   collapsed: boolean;
   reader: RecordingReader;
-  /** The body's sha256 when the download was already complete (still being stored), so the answer can carry its ETag. */
+  /** The body's sha256 when every byte was in as the caller joined (the download still being stored), so the answer can carry its ETag. */
   sha256?: string | undefined;
   /** Where the bytes come from: the upstream, or another replica (cluster). */
   origin: DownloadOrigin;
@@ -162,6 +162,10 @@ export class RecordingService {
    */
   async fetch(owner: DownloadOwner, callId: string): Promise<FetchedRecording> {
     const { download, collapsed, release } = this.options.downloads.join(owner, callId);
+    // Taken as the caller joins: one that joins once every byte is in waits
+    // the moments the digest takes, so it gets the ETag; the caller that
+    // starts the download (or joins while bytes are still arriving) does not.
+    const digest = download.digestOnceReceived();
     let head: DownloadHead;
     try {
       head = await download.head;
@@ -173,7 +177,7 @@ export class RecordingService {
       head,
       collapsed,
       reader: { readAt: (offset, maxBytes, scratch) => download.readAt(offset, maxBytes, scratch), release },
-      sha256: download.sha256,
+      sha256: digest instanceof Promise ? await digest : download.sha256,
       origin: download.origin,
     };
   }

@@ -47,7 +47,7 @@ export function storedRepresentation(entry: CachedRecording): Representation {
   return known;
 }
 
-/** The upstream's Last-Modified, when it sent one that parses: a stored copy keeps the same. */
+/** The download's Last-Modified (the upstream's, or the fetch's date: see DownloadManager): a stored copy keeps the same. */
 function upstreamLastModified(head: DownloadHead): Pick<Validators, 'lastModified'> {
   const lastModified = upstreamDate(head.lastModified);
   return lastModified ? { lastModified } : {};
@@ -56,7 +56,8 @@ function upstreamLastModified(head: DownloadHead): Pick<Validators, 'lastModifie
 /**
  * A recording still arriving. Its ETag would be a digest of bytes not yet
  * received, so it has none (a strong ETag must be exact); its Last-Modified
- * is the upstream's, when it sent one, as the stored copy's will be.
+ * is the one the stored copy will have: the upstream's, or when the gateway
+ * fetched it.
  */
 export function downloadRepresentation(callId: string, head: DownloadHead): Representation {
   return representation(callId, head.contentType, upstreamLastModified(head));

@@ -79,6 +79,60 @@ describe('one download', () => {
   });
 });
 
+describe('the digest, for the ETag', () => {
+  /** Lets the download take what was pushed. */
+  async function settle(download: RecordingDownload, received: number): Promise<void> {
+    while (download.received < received) await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  test('is promised to a caller that joins once every byte is in, before the upstream has ended; one joining earlier is not made to wait', async () => {
+    const bytes = syntheticRecording(10_000);
+    const upstream = new ManualUpstream(bytes.length);
+    const sink = fakeSink();
+    const download = new RecordingDownload(opener(upstream).open, sink);
+    expect(download.digestOnceReceived()).toBeUndefined();
+    upstream.push(bytes.subarray(0, 2000));
+    await download.head;
+    expect(download.digestOnceReceived()).toBeUndefined();
+    upstream.push(bytes.subarray(2000));
+    await settle(download, bytes.length);
+    const promised = download.digestOnceReceived();
+    expect(promised).toBeInstanceOf(Promise);
+    upstream.end();
+    expect(await promised).toBe(sha256(bytes));
+    await download.completed;
+  });
+
+  test('is published before the file is made durable and stored', async () => {
+    const bytes = syntheticRecording(10_000);
+    const sink = fakeSink();
+    let releaseSync!: () => void;
+    const syncing = new Promise<void>((resolve) => (releaseSync = resolve));
+    const createTemp = sink.createTemp.bind(sink);
+    sink.createTemp = async () => Object.assign(await createTemp(), { sync: () => syncing });
+    const download = new RecordingDownload(opener(upstreamOf(bytes)).open, sink);
+    await settle(download, bytes.length);
+    expect(await download.digestOnceReceived()).toBe(sha256(bytes));
+    expect(download.sha256).toBe(sha256(bytes));
+    expect(download.state).toBe('running');
+    releaseSync();
+    expect((await download.completed).sha256).toBe(sha256(bytes));
+  });
+
+  test('a promised digest is undefined when the download fails instead', async () => {
+    const bytes = syntheticRecording(10_000);
+    const upstream = new ManualUpstream(bytes.length);
+    const download = new RecordingDownload(opener(upstream).open, fakeSink());
+    upstream.push(bytes);
+    await settle(download, bytes.length);
+    const promised = download.digestOnceReceived();
+    expect(promised).toBeInstanceOf(Promise);
+    upstream.fail(new Error('not worth another attempt'));
+    await expect(download.completed).rejects.toThrow();
+    expect(await promised).toBeUndefined();
+  });
+});
+
 describe("another replica's stored copy", () => {
   test('is stored when its bytes have the sha256 the cluster lists for it', async () => {
     const bytes = syntheticRecording(8000);

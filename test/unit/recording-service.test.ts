@@ -85,6 +85,7 @@ function fakeDownloads(inFlight: string[] = [], finishedSha256?: string) {
         head: Promise.resolve({ size: 10, contentType: 'audio/mpeg', lastModified: undefined }),
         completed: Promise.resolve({ size: 10 }),
         sha256: finishedSha256,
+        digestOnceReceived: () => finishedSha256,
       } as unknown as RecordingDownload;
       return { download, collapsed: false, release: () => {}, stored: Promise.resolve() };
     },
