@@ -11,8 +11,16 @@ import path from 'node:path';
 import { MPEGDecoder } from 'mpg123-decoder';
 import { describe, expect, test } from 'vitest';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
-import { bytesOf, manualClock, signedQuery, type RunningGateway, type TestConfigOptions } from '../dev/gateway-harness.js';
-import { AnalysisQueue } from '../src/recordings/analysis/analysis-queue.js';
+import {
+  acmeTenant,
+  bytesOf,
+  manualClock,
+  signedQuery,
+  testTenant,
+  type RunningGateway,
+  type TestConfigOptions,
+} from '../dev/gateway-harness.js';
+import { eventually } from '../dev/recording-bytes.js';
 import { PeaksBuilder, decodePeaks, encodePeaks, peaksJson, type WaveformPeaks } from '../src/recordings/analysis/waveform-peaks.js';
 import { gatewayPerTest, settled } from './support/gateway-per-test.js';
 
@@ -245,6 +253,43 @@ describe('peaks sidecars on disk', () => {
   });
 });
 
+describe('decodes shared fairly between accounts', () => {
+  const BETA_KEY = 'beta-tenant-key-for-tests-00000000001';
+  const asBeta = { headers: { authorization: `Bearer ${BETA_KEY}` } };
+
+  test("another account's peaks.json waits for about one of a flood's decodes, not for the whole flood", async () => {
+    const flood = Array.from({ length: 10 }, (_, i) => 2000 + i);
+    const acmeId = 2100;
+    // Recordings of their own (so no decode is shared), each a minute long so that the flood's requests arrive during its first decode.
+    const fixture = bed.upstream.recording(4)!;
+    for (const id of [...flood, acmeId]) bed.upstream.setRecording(id, Buffer.concat([fixture, fixture, Buffer.from(`#${id}`)]));
+    // beta reaches Flyflow with a key of its own: another account than acme's.
+    const beta = testTenant('beta', BETA_KEY, { upstreamApiKey: 'beta-flyflow-account-key-0000000000' });
+    const gateway = await start({ tenants: [acmeTenant(), beta] });
+    await Promise.all([
+      ...flood.map(async (id) => bytesOf(await gateway.fetch(`/v1/call/recording/${id}.mp3`, asBeta))),
+      gateway.fetch(`/v1/call/recording/${acmeId}.mp3`).then(bytesOf),
+    ]);
+    await settled(gateway);
+    const { analyser } = gateway.gateway;
+
+    const flooding = flood.map(async (id) => {
+      const response = await gateway.fetch(`/v1/call/recording/${id}/peaks.json`, asBeta);
+      await response.arrayBuffer();
+      return response.status;
+    });
+    // Most of the flood waits (the machine decides how many arrive during the first decode).
+    expect(await eventually(() => analyser.waiting.decodes >= flood.length - 2)).toBe(true);
+    const ahead = flood.length - analyser.waiting.decodes;
+    await peaksOf(gateway, acmeId);
+    // The decodes beta had started when acme asked, one more that may have begun while acme's request was on its way,
+    // acme's, and perhaps beta's next one: not the rest of the flood.
+    expect(analyser.counts.decodes).toBeLessThanOrEqual(ahead + 3);
+    expect(await Promise.all(flooding)).toEqual(flood.map(() => 200));
+    expect(analyser.counts.decodes).toBe(flood.length + 1);
+  });
+});
+
 describe('peaks, computed', () => {
   test('the fine peaks keep between 10,000 and 20,000 pairs, each the min and max of its samples', () => {
     const samples = Float32Array.from({ length: 123_457 }, (_, i) => Math.sin(i / 50) * (i % 1000 === 0 ? 1 : 0.5));
@@ -301,39 +346,5 @@ describe('peaks, computed', () => {
     expect(decodePeaks(encoded.subarray(0, encoded.length - 1))).toBeUndefined();
     expect(decodePeaks(Buffer.concat([Buffer.from('X'), encoded.subarray(1)]))).toBeUndefined();
     expect(decodePeaks(Buffer.alloc(0))).toBeUndefined();
-  });
-
-  test('the analysis queue runs requests before background work, a few at a time', async () => {
-    const queue = new AnalysisQueue(1, 2);
-    const order: string[] = [];
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const task = (name: string, wait?: Promise<void>) => async () => {
-      order.push(name);
-      await wait;
-      return name;
-    };
-    const first = queue.add(task('background-1', gate), false)!;
-    const second = queue.add(task('background-2'), false)!;
-    const third = queue.add(task('background-3'), false)!;
-    expect(queue.add(task('background-4'), false)).toBeUndefined(); // two already wait
-    const urgent = queue.add(task('request'), true)!;
-    third.promote();
-    release();
-    await Promise.all([first.result, second.result, third.result, urgent.result]);
-    expect(order).toEqual(['background-1', 'request', 'background-3', 'background-2']);
-
-    // Closing drops what waits and lets what runs finish.
-    let finish!: () => void;
-    const runningTask = queue.add(task('running', new Promise<void>((resolve) => (finish = resolve))), false)!;
-    const dropped = queue.add(task('dropped'), false)!;
-    const closing = queue.close();
-    await expect(dropped.result).rejects.toThrow(/closed/);
-    finish();
-    await closing;
-    await expect(runningTask.result).resolves.toBe('running');
-    expect(order).not.toContain('dropped');
   });
 });

@@ -75,6 +75,11 @@ export class RecordingAnalyser {
     return { ...this.#counts };
   }
 
+  /** Header reads and decodes waiting for their turn now, all accounts together (tests, benches). */
+  get waiting(): { headers: number; decodes: number } {
+    return { headers: this.#headers.waiting, decodes: this.#decodes.waiting };
+  }
+
   /** A recording was stored: read its facts from its header in the background, unless they are known. */
   schedule(entry: CachedRecording): void {
     if (knownFacts(entry.meta)) return;
@@ -98,15 +103,18 @@ export class RecordingAnalyser {
     return saved ?? (await this.#decode(entry)).peaks;
   }
 
-  /** The facts of a recording that could not be stored, from its header or else by decoding it; nothing kept. */
-  async unstoredFacts(source: Mp3Source): Promise<RecordingFacts> {
-    const header = await this.#headers.add(() => this.#readHeader(source), true)!.result;
-    return header?.facts ?? (await this.#decodeUnstored(source)).facts;
+  /**
+   * The facts of a recording that could not be stored, from its header or else by decoding it; nothing kept.
+   * @param namespace the upstream account it was fetched for, whose share of the queues it takes.
+   */
+  async unstoredFacts(namespace: string, source: Mp3Source): Promise<RecordingFacts> {
+    const header = await this.#headers.add(() => this.#readHeader(source), true, namespace)!.result;
+    return header?.facts ?? (await this.#decodeUnstored(namespace, source)).facts;
   }
 
-  /** The peaks of a recording that could not be stored, by decoding it; nothing kept. */
-  async unstoredPeaks(source: Mp3Source): Promise<WaveformPeaks> {
-    return (await this.#decodeUnstored(source)).peaks;
+  /** The peaks of a recording that could not be stored, by decoding it in `namespace`'s share of the queue; nothing kept. */
+  async unstoredPeaks(namespace: string, source: Mp3Source): Promise<WaveformPeaks> {
+    return (await this.#decodeUnstored(namespace, source)).peaks;
   }
 
   /** Resolves once no header read or decode of a stored recording is waiting or running (tests, the CLI). */
@@ -124,11 +132,15 @@ export class RecordingAnalyser {
   #headerJob(entry: CachedRecording, urgent: boolean): QueuedTask<RecordingFacts | undefined> | undefined {
     const existing = this.#reading.get(entry);
     if (existing) return existing;
-    const job = this.#headers.add(async () => {
-      // After a store: never in the turn that stored it, so the answer it belongs to goes out first.
-      if (!urgent) await nextTurn();
-      return this.#readFacts(entry);
-    }, urgent);
+    const job = this.#headers.add(
+      async () => {
+        // After a store: never in the turn that stored it, so the answer it belongs to goes out first.
+        if (!urgent) await nextTurn();
+        return this.#readFacts(entry);
+      },
+      urgent,
+      entry.meta.namespace,
+    );
     if (!job) return undefined;
     this.#tracked(this.#reading, entry, job, 'reading the header of a stored recording failed');
     return job;
@@ -162,16 +174,20 @@ export class RecordingAnalyser {
     if (existing) return existing.result;
     const failed = this.#undecodable.get(entry.meta);
     if (failed) return Promise.reject(failed);
-    const job = this.#decodes.add(() => this.#decodeStored(entry), true)!;
+    const job = this.#decodes.add(() => this.#decodeStored(entry), true, entry.meta.namespace)!;
     this.#tracked(this.#decoding, entry, job, 'analysing a recording failed');
     return job.result;
   }
 
-  #decodeUnstored(source: Mp3Source): Promise<Mp3Analysis> {
-    return this.#decodes.add(() => {
-      this.#counts.decodes++;
-      return analyseMp3(source);
-    }, true)!.result;
+  #decodeUnstored(namespace: string, source: Mp3Source): Promise<Mp3Analysis> {
+    return this.#decodes.add(
+      () => {
+        this.#counts.decodes++;
+        return analyseMp3(source);
+      },
+      true,
+      namespace,
+    )!.result;
   }
 
   async #decodeStored(entry: CachedRecording): Promise<Mp3Analysis> {

@@ -67,7 +67,7 @@ export class RecordingFactsService {
       callId,
       located,
       (entry) => this.options.analyser.facts(entry),
-      (source) => this.options.analyser.unstoredFacts(source),
+      (source) => this.options.analyser.unstoredFacts(owner.namespace, source),
     );
   }
 
@@ -78,7 +78,7 @@ export class RecordingFactsService {
       callId,
       located,
       (entry) => this.options.analyser.peaks(entry),
-      (source) => this.options.analyser.unstoredPeaks(source),
+      (source) => this.options.analyser.unstoredPeaks(owner.namespace, source),
     );
   }
 
