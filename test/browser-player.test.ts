@@ -128,6 +128,23 @@ describe('demo player in a real browser', () => {
     expect((await refused).status()).toBe(401);
   }, 60_000);
 
+  it("does not answer a request with another API key from the browser's cache of an answer to the right one", async () => {
+    const running = demo!;
+    await page.goto(running.playerUrl);
+    const statuses = await page.evaluate(
+      async ([url, key]) => {
+        const right = await fetch(url as string, { headers: { Authorization: `Bearer ${key}` } });
+        await right.arrayBuffer();
+        // A revoked or mistyped key: the browser holds a fresh answer for this URL, but not for this key.
+        const wrong = await fetch(url as string, { headers: { Authorization: 'Bearer demo_not-a-valid-key' } });
+        await wrong.arrayBuffer();
+        return [right.status, wrong.status];
+      },
+      [`${running.gatewayUrl}/v1/call/recording/1.mp3`, running.tenantKey] as const,
+    );
+    expect(statuses).toEqual([200, 401]);
+  }, 30_000);
+
   it("draws each recording's waveform from peaks.json through its signed URL, and seeks where it is clicked", async () => {
     const running = demo!;
     const catalog = await loadFixtureCatalog();
