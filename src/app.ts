@@ -49,6 +49,9 @@ const OTHER_ROUTE_METHODS: ReadonlyArray<[string, string]> = [
   [ADMIN_PURGE_PATH, 'POST, OPTIONS'],
   ['/v1/webhooks/flyflow/:tenant', 'POST, OPTIONS'],
 ];
+// The replicas' own routes (cluster only).
+const PEER_RECORDING_METHODS = 'GET, HEAD, OPTIONS';
+const PEER_PURGE_METHODS = 'POST, OPTIONS';
 
 /** Refuses a body over `maxBytes` with 413 in the JSON error shape. */
 function limitBody(maxBytes: number) {
@@ -92,6 +95,8 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
     const peer = createPeerHandlers(deps.peer);
     app.get(`${PEER_RECORDING_PATH}/:namespace/:callId`, peer.recording);
     app.post(`${PEER_PURGE_PATH}/:namespace/:callId`, peer.purge);
+    app.all(`${PEER_RECORDING_PATH}/:namespace/:callId`, (c) => otherMethodAnswer(c, PEER_RECORDING_METHODS));
+    app.all(`${PEER_PURGE_PATH}/:namespace/:callId`, (c) => otherMethodAnswer(c, PEER_PURGE_METHODS));
   }
 
   registerRecordingFactsRoutes(app, deps);

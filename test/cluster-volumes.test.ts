@@ -185,6 +185,17 @@ describe.sequential('replicas with a volume each', () => {
     const purge = await cluster().at(0, routes[1]![1], { method: 'POST', headers: peer });
     await purge.arrayBuffer();
     expect(purge.status).toBeLessThan(300);
+
+    // A method the route does not take is 405 with its Allow, as on every public route.
+    for (const [method, route, allow] of [
+      ['POST', routes[0]![1], 'GET, HEAD, OPTIONS'],
+      ['GET', routes[1]![1], 'POST, OPTIONS'],
+    ] as const) {
+      const wrong = await cluster().at(0, route, { method, headers: peer });
+      expect(wrong.status, `${method} ${route}`).toBe(405);
+      expect(wrong.headers.get('allow')).toBe(allow);
+      expect(await wrong.json()).toMatchObject({ error: 'Method Not Allowed' });
+    }
   });
 });
 
