@@ -21,8 +21,8 @@ export interface ReceivedRequest {
 }
 
 export type Behaviour =
-  /** JSON error with that status; after `times` requests (default: forever) answers normally again. */
-  | { kind: 'status'; status: number; times?: number }
+  /** JSON error with that status, after `delayMs` (default none); after `times` requests (default: forever) answers normally again. */
+  | { kind: 'status'; status: number; times?: number; delayMs?: number }
   /** 200 text/html, like a captive portal or a maintenance page. */
   | { kind: 'html' }
   /** 200 audio/mpeg whose bytes are neither an ID3 tag nor an MPEG frame sync. */
@@ -207,6 +207,7 @@ export async function startFakeFlyflow(options: FakeFlyflowOptions = {}): Promis
 
     switch (behaviour?.kind) {
       case 'status':
+        if (behaviour.delayMs !== undefined && !(await pause(res, closed.signal, behaviour.delayMs))) return;
         return sendJson(res, behaviour.status);
       case 'html':
         res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': Buffer.byteLength(HTML) });

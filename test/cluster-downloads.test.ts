@@ -86,6 +86,21 @@ describe.sequential('a cluster of three replicas on one shared volume', () => {
   test('a late joiner on another replica streams the download under way (collapsed; detail=peer)', async () => {
     await lateJoinerOnAnotherReplica(cluster(), 5011, 1);
   });
+
+  test("an upstream that refuses a download refuses it once for the cluster: every replica's clients get the holder's 502", async () => {
+    const id = 5021;
+    upstream.setRecording(id, syntheticRecording(64 * 1024));
+    // Flyflow takes a moment, then rejects the key: no retry, and nothing another replica could do better.
+    upstream.setBehaviour(id, { kind: 'status', status: 401, delayMs: 800 });
+    const answers = await Promise.all(
+      [0, 1, 2, 0, 1, 2].map((replica) => answerOf(cluster().at(replica, recordingPath(id), { headers: ACME_AUTH }))),
+    );
+    expect(answers.map((answer) => answer.status)).toEqual(Array(6).fill(502));
+    const bodies = new Set(answers.map((answer) => answer.bytes.toString()));
+    expect(bodies.size).toBe(1);
+    expect(JSON.parse([...bodies][0]!)).toMatchObject({ error: 'Bad Gateway' });
+    expect(upstreamFetches(upstream, id)).toBe(1);
+  });
 });
 
 describe.sequential('a cluster of three replicas with one volume each', () => {

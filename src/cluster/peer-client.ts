@@ -1,5 +1,5 @@
 import { BadGatewayError, NotFoundError } from '../errors.js';
-import { readPeerHead } from './peer-stream.js';
+import { peerFailure, readPeerHead } from './peer-stream.js';
 import { RetryableUpstreamError } from '../upstream/errors.js';
 import type { UpstreamRecording } from '../upstream/flyflow-client.js';
 
@@ -47,7 +47,8 @@ export class PeerClient {
    * (it is sent at once); the recording's head may take as long as the peer's
    * own download does (bounded by `signal`).
    * @throws PeerMissError (it has none), PeerRejectedError (our secret is not
-   *   its secret), PeerUnreachableError (no answer), NotFoundError (Flyflow said 404 to it)
+   *   its secret), PeerUnreachableError (no answer), NotFoundError (Flyflow said 404 to it),
+   *   a 502, 503 or 504 GatewayError (its download from Flyflow failed so)
    */
   async openRecording(base: string, namespace: string, callId: string, signal?: AbortSignal): Promise<PeerRecording> {
     const abort = new AbortController();
@@ -89,6 +90,8 @@ export class PeerClient {
     if ('error' in head) {
       stop();
       if (head.error === 'not_found') throw new NotFoundError();
+      // Its download failed: the same answer here, rather than another attempt at the upstream.
+      if (head.error === 'failed') throw peerFailure(head);
       throw new PeerMissError(`peer ${base} could not download it`);
     }
     const idleMs = this.options.bodyIdleTimeoutMs;

@@ -1,4 +1,4 @@
-import { NotFoundError } from '../errors.js';
+import { BadGatewayError, GatewayError, GatewayTimeoutError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 import type { RecordingReader } from '../recordings/recording-service.js';
 
 /**
@@ -9,11 +9,40 @@ import type { RecordingReader } from '../recordings/recording-service.js';
  */
 export type PeerHead =
   | { size: number; contentType: string; lastModified?: string | undefined; fetchedAt?: number | undefined }
-  | { error: 'not_found' | 'unavailable' };
+  | { error: 'not_found' | 'unavailable' }
+  | FailedDownload;
+
+/** The peer's download from the upstream failed: its answer, for the asking replica to give its own callers. */
+interface FailedDownload {
+  error: 'failed';
+  status: 502 | 503 | 504;
+  message: string;
+  retryAfterSeconds?: number | undefined;
+}
+
+const PASSED_ON = new Set([502, 503, 504]);
+
+/** What a peer says when opening a recording failed: a failed download's answer is passed on, so the cluster asks the upstream once. */
+function failureHead(error: unknown): PeerHead {
+  if (error instanceof NotFoundError) return { error: 'not_found' };
+  if (!(error instanceof GatewayError) || !PASSED_ON.has(error.status)) return { error: 'unavailable' };
+  const retryAfterSeconds = Number(error.headers['Retry-After']) || undefined;
+  return { error: 'failed', status: error.status as FailedDownload['status'], message: error.message, retryAfterSeconds };
+}
+
+/** The error a peer's failed download ends in here: the same status and message its own callers got. */
+export function peerFailure(head: FailedDownload): GatewayError {
+  const message = String(head.message).slice(0, MAX_MESSAGE_CHARS);
+  if (head.status === 504) return new GatewayTimeoutError(message);
+  if (head.status !== 503) return new BadGatewayError(message);
+  const retryAfter = Number(head.retryAfterSeconds);
+  return new ServiceUnavailableError(message, retryAfter > 0 ? retryAfter : 1);
+}
 
 export const PEER_STREAM_TYPE = 'application/x-recording-gateway-peer';
 
 const CHUNK_BYTES = 256 * 1024;
+const MAX_MESSAGE_CHARS = 200;
 const NEWLINE = 0x0a;
 
 /** A recording to send to a peer: its head once known, and a reader of its bytes. */
@@ -42,7 +71,7 @@ export function peerStream(open: () => Promise<PeerSource>, abort: () => boolean
         try {
           source = await open();
         } catch (error) {
-          controller.enqueue(line({ error: error instanceof NotFoundError ? 'not_found' : 'unavailable' }));
+          controller.enqueue(line(failureHead(error)));
           controller.close();
           return;
         }
