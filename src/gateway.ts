@@ -218,6 +218,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     store: cache,
     source: cluster ? cluster.source(upstream, (origin) => metrics.peerFetched(origin)) : upstream,
+    ...(cluster ? { stalledRelayMs: cluster.stalledRelayMs } : {}),
     notFound,
     clock,
     logger,

@@ -80,6 +80,37 @@ describe.sequential('replicas that misbehave', () => {
     await holder.body.catch(() => {});
   }, 30_000);
 
+  test('the replica downloading a recording hangs while another streams it: a new request there gets the whole recording from a download of its own', async () => {
+    const id = 9104;
+    const recording = syntheticRecording(2 * MIB);
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 100 });
+    const holder = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
+    await holder.reached(128 * KIB);
+    // Replica 1 streams replica 0's download (a relay), and has handed bytes of it out.
+    const relayed = await streamGet(`${cluster().urls[1]}${recordingPath(id)}`, ACME_AUTH);
+    await relayed.reached(256 * KIB);
+    signalProcessGroup(cluster().replicas[0]!.process, 'SIGSTOP');
+    try {
+      upstream.setBehaviour(id, undefined);
+      // Longer than the second a replica that does not answer is given: replica 1's relay has stalled.
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const started = performance.now();
+      const answer = await streamGet(`${cluster().urls[1]}${recordingPath(id)}`, ACME_AUTH);
+      expect(answer.status).toBe(200);
+      const { bytes, complete } = await answer.body;
+      const ms = performance.now() - started;
+      expect(complete).toBe(true);
+      expect(bytes.equals(recording)).toBe(true);
+      expect(ms).toBeLessThan(HANG_GUARD_MS);
+      expect(upstreamFetches(upstream, id)).toBe(2);
+    } finally {
+      signalProcessGroup(cluster().replicas[0]!.process, 'SIGCONT');
+    }
+    await holder.body.catch(() => {});
+    await relayed.body.catch(() => {});
+  }, 30_000);
+
   test('a purge while a replica hangs is answered once the others confirm, and names the one that did not', async () => {
     const id = 9102;
     upstream.setRecording(id, syntheticRecording(64 * KIB));

@@ -130,6 +130,15 @@ export class Cluster {
     return sharedNotFound(this.directory, local, this.options.notFoundTtlMs);
   }
 
+  /**
+   * How long a download streaming another replica's may go without a byte
+   * before it is no longer joined: as long as a replica that does not answer
+   * is given before it is passed over.
+   */
+  get stalledRelayMs(): number {
+    return PEER_RESPONSE_TIMEOUT_MS;
+  }
+
   /** Where downloads come from: one per recording for the whole cluster. */
   source(upstream: RecordingSource, onPeerFetch?: (origin: 'peer-download' | 'peer-copy') => void): RecordingSource {
     return clusterSource({

@@ -43,6 +43,14 @@ export interface DownloadManagerOptions {
   metrics?: Pick<GatewayMetrics, 'joinedDownload' | 'upstreamAnswered' | 'upstreamBodyFailed'>;
   clock: Clock;
   logger: Logger;
+  /**
+   * In a cluster: a download streaming another replica's download that has
+   * sent nothing for longer than this, while bytes are still due, is not
+   * joined: its source may be stopped or hung. A new request starts a
+   * download of its own, whose source passes over a replica that does not
+   * answer. Unset, every download under way is joined.
+   */
+  stalledRelayMs?: number;
 }
 
 export interface JoinedDownload {
@@ -108,12 +116,22 @@ export class DownloadManager {
   join(owner: DownloadOwner, callId: string): JoinedDownload {
     const key = cacheKey(owner.namespace, callId);
     const existing = this.#inFlight.get(key);
-    if (existing) {
+    if (existing && !this.#stalledRelay(existing)) {
       this.options.metrics?.joinedDownload();
       return { download: existing, collapsed: true, release: existing.acquire(), stored: this.#settled.get(existing)! };
     }
+    if (existing) {
+      // Its readers keep reading it; only the download that replaces it in the registry is stored.
+      this.#discarded.add(existing);
+      this.options.logger.warn({ key }, 'cluster: the replica a download streams from has sent nothing for a while; downloading it again');
+    }
     const download = this.#start(key, owner, callId);
     return { download, collapsed: false, release: download.acquire(), stored: this.#settled.get(download)! };
+  }
+
+  #stalledRelay(download: RecordingDownload): boolean {
+    const limit = this.options.stalledRelayMs;
+    return limit !== undefined && download.origin === 'peer-download' && download.silentFor > limit;
   }
 
   /**
@@ -173,6 +191,7 @@ export class DownloadManager {
       {
         ...(free ? {} : { ready: slot }),
         onUpstreamBodyFailed: (error) => this.options.metrics?.upstreamBodyFailed(upstreamErrorKind(error)),
+        clock: this.options.clock,
       },
     );
     this.#inFlight.set(key, download);

@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TempFile } from '../cache/temp-file.js';
+import { type Clock, systemClock } from '../clock.js';
 import { BadGatewayError, GatewayError } from '../errors.js';
 import { RetryableUpstreamError } from '../upstream/errors.js';
 import type { UpstreamRecording } from '../upstream/flyflow-client.js';
@@ -67,6 +68,8 @@ export interface DownloadOptions {
   ready?: Promise<unknown>;
   /** Told of each upstream answer whose body failed after its head was taken (for the metrics); not of a peer's. */
   onUpstreamBodyFailed?(error: GatewayError): void;
+  /** Times `silentFor`; default the system clock. */
+  clock?: Clock;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 3;
@@ -139,6 +142,8 @@ export class RecordingDownload {
   #readers = 0;
   #retired = false;
   #brokeWhileRead = false;
+  /** When the source last answered or sent bytes. */
+  #heardAt = 0;
   #resolveHead!: (head: DownloadHead) => void;
   #rejectHead!: (error: unknown) => void;
 
@@ -194,6 +199,17 @@ export class RecordingDownload {
    */
   get brokeWhileRead(): boolean {
     return this.#brokeWhileRead;
+  }
+
+  /**
+   * How long the source has sent nothing while bytes are still due: since its
+   * answer or its last chunk. 0 while no source is open (before the first
+   * answer, while a broken body is fetched again) and once every byte is in.
+   */
+  get silentFor(): number {
+    const body = this.#body;
+    if (this.#state !== 'running' || !body || body.received === this.#headSent?.size) return 0;
+    return Math.max(0, (this.options.clock ?? systemClock).now() - this.#heardAt);
   }
 
   /** Bytes received so far (for progress displays). */
@@ -252,6 +268,7 @@ export class RecordingDownload {
         }
         this.#origin = upstream.origin ?? 'upstream';
         this.#listedSha256 = upstream.copyOf?.sha256;
+        this.#heardAt = (this.options.clock ?? systemClock).now();
         this.#body = GrowingBody.create(this.sink, upstream.contentLength, opening);
         this.#nextBody?.resolve(this.#body);
         this.#nextBody = undefined;
@@ -303,6 +320,7 @@ export class RecordingDownload {
       lastModified: upstream.lastModified,
     });
     for await (const piece of upstream.chunks()) {
+      this.#heardAt = (this.options.clock ?? systemClock).now();
       const chunk = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
       if (signature.length < MP3_SIGNATURE_BYTES) {
         signature = Buffer.concat([signature, chunk.subarray(0, MP3_SIGNATURE_BYTES - signature.length)]);
