@@ -77,7 +77,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   const overCap = new Set<Socket>();
   const stalledAfterMs = options.stalledAfterMs ?? DEFAULT_STALLED_AFTER_MS;
   const progress = new Map<Socket, Progress>();
-  // Runs while some connection is busy; unref'd, it never keeps the process alive.
+  // Runs while some connection is busy, and a moment after; unref'd, it never keeps the process alive.
   let watch: NodeJS.Timeout | undefined;
 
   function forget(socket: Socket): void {
@@ -85,7 +85,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     idleBeforeRequest.delete(socket);
     busy.delete(socket);
     overCap.delete(socket);
-    unwatchProgress(socket);
+    progress.delete(socket);
   }
 
   /** Notes which busy connections' answers moved since the last look; an answer with nothing waiting to be sent is not stalled. */
@@ -115,12 +115,15 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
 
   function watchProgress(socket: Socket): void {
     if (!progress.has(socket)) progress.set(socket, { bytesWritten: socket.bytesWritten, since: performance.now() });
-    watch ??= setInterval(() => look(performance.now()), Math.min(1_000, Math.max(50, stalledAfterMs / 4))).unref();
+    watch ??= setInterval(lookOrStop, Math.min(1_000, Math.max(50, stalledAfterMs / 4))).unref();
   }
 
-  function unwatchProgress(socket: Socket): void {
-    progress.delete(socket);
-    if (progress.size > 0 || !watch) return;
+  // Stopped here, not as the last answer ends: under load, timers would come and go with every request.
+  function lookOrStop(): void {
+    if (progress.size > 0) {
+      look(performance.now());
+      return;
+    }
     clearInterval(watch);
     watch = undefined;
   }
@@ -197,7 +200,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
           return;
         }
         busy.delete(socket);
-        unwatchProgress(socket);
+        progress.delete(socket);
         if (!socket.destroyed) idleBetweenRequests.add(socket);
       });
       listener(request, response);
