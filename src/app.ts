@@ -14,7 +14,7 @@ import { createAdminPurgeHandler, type AdminRoutesDeps } from './routes/admin.js
 import { createMetricsHandler } from './routes/metrics.js';
 import { openApiHandler } from './routes/openapi.js';
 import { createPeerHandlers, type PeerRoutesDeps } from './routes/peer.js';
-import { PEER_PURGE_PATH, PEER_RECORDING_PATH } from './cluster/peer-client.js';
+import { PEER_PURGE_PATH, PEER_RECORDING_PATH, PEER_REDIS_PATH } from './cluster/peer-client.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
 import { createRecordingHandlers, type RecordingRoutesDeps, recordingRouteMethods } from './routes/recordings.js';
 import { registerRecordingFactsRoutes } from './routes/recording-facts.js';
@@ -52,6 +52,7 @@ const OTHER_ROUTE_METHODS: ReadonlyArray<[string, string]> = [
 // The replicas' own routes (cluster only).
 const PEER_RECORDING_METHODS = 'GET, HEAD, OPTIONS';
 const PEER_PURGE_METHODS = 'POST, OPTIONS';
+const PEER_REDIS_METHODS = 'GET, HEAD, OPTIONS';
 
 /** Refuses a body over `maxBytes` with 413 in the JSON error shape. */
 function limitBody(maxBytes: number) {
@@ -95,8 +96,10 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
     const peer = createPeerHandlers(deps.peer);
     app.get(`${PEER_RECORDING_PATH}/:namespace/:callId`, peer.recording);
     app.post(`${PEER_PURGE_PATH}/:namespace/:callId`, peer.purge);
+    app.get(PEER_REDIS_PATH, peer.redis);
     app.all(`${PEER_RECORDING_PATH}/:namespace/:callId`, (c) => otherMethodAnswer(c, PEER_RECORDING_METHODS));
     app.all(`${PEER_PURGE_PATH}/:namespace/:callId`, (c) => otherMethodAnswer(c, PEER_PURGE_METHODS));
+    app.all(PEER_REDIS_PATH, (c) => otherMethodAnswer(c, PEER_REDIS_METHODS));
   }
 
   registerRecordingFactsRoutes(app, deps);

@@ -225,7 +225,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     slots,
     metrics,
   });
-  const recordings = new RecordingService({ cache, downloads, notFound, ...(cluster ? { cluster: cluster.purger } : {}) });
+  const recordings = new RecordingService({
+    cache,
+    downloads,
+    notFound,
+    ...(cluster ? { cluster: cluster.purger, copies: cluster.copies } : {}),
+  });
   const analyser: RecordingAnalyser = new RecordingAnalyser({ cache, disk, open: storedRecordingOpener(cache, recordings), logger });
   const prefetch = createPrefetcher({ recordings, logger });
   const closing = new AbortController();
@@ -306,6 +311,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
             recordings,
             downloads,
             volumeHeader: PEER_VOLUME_HEADER,
+            redisUp: () => cluster.link.up,
           },
         }
       : {}),

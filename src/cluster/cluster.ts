@@ -13,6 +13,7 @@ import { clusterSource } from './cluster-source.js';
 import { clusterVolumeIndex } from './cluster-volume-index.js';
 import { DownloadLeases } from './download-lease.js';
 import { Membership } from './membership.js';
+import { PartitionGuard } from './partition-guard.js';
 import { PeerClient } from './peer-client.js';
 import { RedisLink } from './redis-link.js';
 import { sharedNotFound } from './shared-not-found.js';
@@ -53,6 +54,9 @@ const HEARTBEAT_MS = 2_000;
 // this is stopped, hung or not where it says it is.
 const PEER_RESPONSE_TIMEOUT_MS = 1_000;
 const PEER_PURGE_TIMEOUT_MS = 2_000;
+const PARTITION_CHECK_MS = 500;
+// Our clock against the others': a replica stops trusting its copies this much before they could drop it.
+const PARTITION_MARGIN_MS = HEARTBEAT_MS;
 const LEASE_TTL_MS = 5_000;
 const SYNC_CONCURRENCY = 16;
 const GENERATION_BATCH = 500;
@@ -72,11 +76,12 @@ export class Cluster {
   readonly directory: ClusterDirectory;
   readonly peers: PeerClient;
   readonly membership: Membership;
+  readonly #guard: PartitionGuard;
   readonly #leases: DownloadLeases;
   #advertiseUrl: string | undefined;
   #local: LocalReplica | undefined;
   #epoch: string | undefined;
-  #syncing: Promise<void> | undefined;
+  #syncing: Promise<boolean> | undefined;
   #syncAgain = false;
   #closed = false;
 
@@ -99,6 +104,16 @@ export class Cluster {
       self: { node: config.nodeId, url: '', volume },
       intervalMs: HEARTBEAT_MS,
       onBeat: () => this.#checkEpoch(),
+    });
+    this.#guard = new PartitionGuard({
+      link: this.link,
+      membership: this.membership,
+      peers: this.peers,
+      checkEveryMs: PARTITION_CHECK_MS,
+      marginMs: PARTITION_MARGIN_MS,
+      rejoinMs: HEARTBEAT_MS + PARTITION_CHECK_MS,
+      catchUp: () => this.#syncSoon(),
+      logger,
     });
   }
 
@@ -162,6 +177,11 @@ export class Cluster {
     };
   }
 
+  /** Whether stored copies may be answered with: false while this replica alone lost Redis, past the membership TTL. */
+  get copies(): { readonly trusted: boolean } {
+    return this.#guard;
+  }
+
   status(): ClusterStatus {
     const up = this.link.up;
     return { state: up ? 'ok' : 'degraded', redis: up ? 'up' : 'unreachable', peers: this.membership.peers.length };
@@ -176,20 +196,22 @@ export class Cluster {
     this.#advertiseUrl = advertiseUrl;
     this.#local = local;
     this.membership.advertise(advertiseUrl);
-    this.link.onUp(() => this.#syncSoon());
+    this.link.onUp(() => void this.#syncSoon());
     this.link.subscribe(
       clusterKeys.events,
       (message) => this.#onEvent(message),
-      () => this.#syncSoon(),
+      () => void this.#syncSoon(),
     );
     await this.membership.start();
-    this.#syncSoon();
+    this.#guard.start();
+    void this.#syncSoon();
     this.options.logger.info({ node: this.nodeId, volume: this.volume, advertise: advertiseUrl, redis: this.link.where }, 'cluster ready');
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#guard.stop();
     await this.membership.stop();
     this.link.close();
   }
@@ -233,15 +255,16 @@ export class Cluster {
     this.#epoch = epoch;
     if (lost) {
       this.options.logger.warn({ redis: this.link.where }, 'cluster: redis lost its data; publishing this volume again');
-      this.#syncSoon();
+      void this.#syncSoon();
     }
   }
 
-  #syncSoon(): void {
-    if (this.#closed || !this.#local) return;
+  /** Syncs now, or once more after the sync under way; resolves whether it ran to the end. */
+  #syncSoon(): Promise<boolean> {
+    if (this.#closed || !this.#local) return Promise.resolve(false);
     if (this.#syncing) {
       this.#syncAgain = true;
-      return;
+      return this.#syncing;
     }
     this.#syncing = (async () => {
       do {
@@ -250,12 +273,14 @@ export class Cluster {
           await this.#sync(this.#local!);
         } catch (error) {
           this.options.logger.debug({ err: error }, 'cluster: sync stopped (redis out); it runs again when redis is back');
-          return;
+          return false;
         }
       } while (this.#syncAgain && !this.#closed);
+      return !this.#closed;
     })().finally(() => {
       this.#syncing = undefined;
     });
+    return this.#syncing;
   }
 
   /**

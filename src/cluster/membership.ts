@@ -39,6 +39,7 @@ function parsePeer(node: string, raw: string): (Peer & { seenAt: number }) | und
  */
 export class Membership {
   #peers: Peer[] = [];
+  #renewedAt = Number.NEGATIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> | undefined;
 
@@ -47,6 +48,16 @@ export class Membership {
   /** The other replicas seen alive at the last beat. */
   get peers(): readonly Peer[] {
     return this.#peers;
+  }
+
+  /** How long a heartbeat counts: the others take a replica silent this long for gone. */
+  get ttlMs(): number {
+    return this.options.intervalMs * MISSED_BEATS;
+  }
+
+  /** When this replica's heartbeat last reached Redis (Date.now() of that beat). */
+  get renewedAt(): number {
+    return this.#renewedAt;
   }
 
   /** Sets where the other replicas reach this one (known once the server listens). */
@@ -112,6 +123,7 @@ export class Membership {
         await client.hSet(clusterKeys.nodes, self.node, JSON.stringify({ url: self.url, volume: self.volume, seenAt: now }));
         return client.hGetAll(clusterKeys.nodes);
       });
+      this.#renewedAt = now;
       const stale: string[] = [];
       const peers: Peer[] = [];
       for (const [node, raw] of Object.entries(all)) {

@@ -6,6 +6,7 @@ import type { UpstreamRecording } from '../upstream/flyflow-client.js';
 /** The internal routes replicas call on each other; each needs the peer secret. */
 export const PEER_RECORDING_PATH = '/internal/v1/recordings';
 export const PEER_PURGE_PATH = '/internal/v1/purge';
+export const PEER_REDIS_PATH = '/internal/v1/redis';
 /** The volume a peer's answer comes from, so a replica on the same volume does not store it twice. */
 export const PEER_VOLUME_HEADER = 'X-Recording-Volume';
 
@@ -136,6 +137,23 @@ export class PeerClient {
         void reader.cancel().catch(() => {});
       },
     };
+  }
+
+  /**
+   * Whether a peer reaches the cluster's Redis now.
+   * @throws when it did not answer within the head timeout, or not as a replica would
+   */
+  async redisUp(base: string): Promise<boolean> {
+    const response = await fetch(`${base}${PEER_REDIS_PATH}`, {
+      headers: { authorization: `Bearer ${this.options.peerSecret}` },
+      signal: AbortSignal.timeout(this.options.headTimeoutMs),
+    });
+    if (response.status !== 200) {
+      await response.body?.cancel().catch(() => {});
+      throw new BadGatewayError(`peer ${base} answered ${response.status} when asked about redis`);
+    }
+    const body = (await response.json()) as { redis?: unknown };
+    return body.redis === 'up';
   }
 
   /** Asks a peer to drop a recording from its tiers and its volume now. @throws when it did not confirm */

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { ADMIN_PURGE_PATH } from '../admin-api.js';
-import { PEER_PURGE_PATH, PEER_RECORDING_PATH } from '../cluster/peer-client.js';
+import { PEER_PURGE_PATH, PEER_RECORDING_PATH, PEER_REDIS_PATH } from '../cluster/peer-client.js';
 import { PEER_STREAM_TYPE } from '../cluster/peer-stream.js';
 import { DEFAULT_PEAK_POINTS, MAX_PEAK_POINTS } from '../routes/recording-facts.js';
 
@@ -350,6 +350,27 @@ const paths: OpenApiDocument['paths'] = {
       security: [{ peerSecret: [] }],
       parameters: [ref('parameters', 'Namespace'), idParameter],
       responses: { '204': { description: 'Gone from this replica', headers: REQUEST_ID }, ...errorResponses('400', '401') },
+    },
+  },
+  [PEER_REDIS_PATH]: {
+    get: {
+      tags: ['internal'],
+      operationId: 'peerRedis',
+      summary: "Cluster only: whether this replica reaches the cluster's Redis (asked by a replica that lost its own link)",
+      security: [{ peerSecret: [] }],
+      responses: {
+        '200': jsonResponse(
+          "This replica's link to Redis",
+          {
+            type: 'object',
+            required: ['redis'],
+            additionalProperties: false,
+            properties: { redis: { type: 'string', enum: ['up', 'unreachable'] } },
+          },
+          { 'Cache-Control': headerRef('NoStore') },
+        ),
+        ...errorResponses('401'),
+      },
     },
   },
 };

@@ -66,6 +66,11 @@ export interface RecordingServiceOptions {
   notFound: NotFoundStore;
   /** Set in cluster mode. */
   cluster?: ClusterPurge;
+  /**
+   * Set in cluster mode: false while a purge elsewhere may not have reached
+   * this replica's copies (it lost Redis alone); every request is then a miss.
+   */
+  copies?: { readonly trusted: boolean };
 }
 
 /** Reads a large cached file chunk by chunk; releasing it closes the file and unpins the entry. */
@@ -97,6 +102,7 @@ export class RecordingService {
 
   /** A recording held whole in memory, or undefined; never any I/O (the memory-hit path's lookup). */
   findInMemory(namespace: string, callId: string): (FoundRecording & { body: Buffer }) | undefined {
+    if (this.options.copies?.trusted === false) return undefined;
     const hit = this.options.cache.lookup(cacheKey(namespace, callId));
     return hit?.tier === 'memory' ? hit : undefined;
   }
@@ -112,7 +118,9 @@ export class RecordingService {
    * @throws NotFoundError (rejects) when the upstream said 404 within `cache.not_found_ttl_seconds`.
    */
   find(namespace: string, callId: string): FoundRecording | undefined | Promise<FoundRecording | undefined> {
-    const { cache, downloads, notFound } = this.options;
+    const { cache, downloads, notFound, copies } = this.options;
+    // Unverified copies, and a remembered 404 a purge may have forgotten elsewhere: ask the upstream.
+    if (copies?.trusted === false) return undefined;
     const key = cacheKey(namespace, callId);
     const hit = cache.lookup(key);
     if (hit?.tier === 'memory') return hit;

@@ -16,6 +16,8 @@ export interface PeerRoutesDeps {
   recordings: Pick<RecordingService, 'find' | 'purgeLocal'>;
   downloads: Pick<DownloadManager, 'peek'>;
   volumeHeader: string;
+  /** Whether this replica reaches the cluster's Redis now. */
+  redisUp: () => boolean;
 }
 
 const PEER_CREDENTIALS_MISSING =
@@ -96,6 +98,15 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
       const { namespace, callId } = target(c);
       await deps.recordings.purgeLocal(namespace, callId);
       return new Response(null, { status: 204 });
+    },
+
+    /**
+     * GET /internal/v1/redis: whether this replica reaches Redis. A replica
+     * that lost its own link asks, to tell that from an outage for everyone.
+     */
+    redis(c: Context<GatewayEnv>): Response {
+      authorize(c);
+      return Response.json({ redis: deps.redisUp() ? 'up' : 'unreachable' }, { headers: { 'Cache-Control': 'no-store' } });
     },
   };
 }

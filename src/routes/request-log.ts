@@ -33,7 +33,7 @@ export function routeLabel(routePath: string, method: string): string {
 const NOT_IN_ANY_ROUTE = /[^A-Za-z0-9/._-]/;
 // Paths made only of our own words and ids of a fixed shape: logged whoever sent them.
 const PLAIN_PATH =
-  /^\/(?:healthz|readyz|metrics|openapi\.json|admin\/cache\/purge|v1\/call\/recording\/\d{1,20}(?:\.mp3|\/signed-url|\/info\.json|\/peaks\.json)|internal\/v1\/(?:recordings|purge)\/[0-9a-f]{16,64}\/\d{1,20})$/;
+  /^\/(?:healthz|readyz|metrics|openapi\.json|admin\/cache\/purge|v1\/call\/recording\/\d{1,20}(?:\.mp3|\/signed-url|\/info\.json|\/peaks\.json)|internal\/v1\/redis|internal\/v1\/(?:recordings|purge)\/[0-9a-f]{16,64}\/\d{1,20})$/;
 // What is shown of any other path no credential vouched for: the route it was meant for, at most.
 const ROUTE_PREFIXES = ['/v1/call/recording/', '/v1/webhooks/flyflow/', '/internal/v1/', '/admin/'];
 

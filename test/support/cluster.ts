@@ -55,6 +55,8 @@ export interface ClusterOptions {
   moreTenantsYaml?: string[];
   /** More environment for every replica (secrets the extra YAML names). */
   env?: Record<string, string>;
+  /** The Redis URL replica `index` is given, from the cluster's own (`url`): a proxy between them, say. Default: `url`. */
+  redisUrlFor?: (index: number, url: string) => string;
   /** A running server to use (and leave running); default: a new one, stopped by `stopAll()`. */
   redis?: RunningRedis;
   /**
@@ -180,7 +182,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 
   async function startReplica(waitForClusterReady = true): Promise<Replica> {
     const index = nextReplica++;
-    const { configPath, cacheDir } = await writeConfig(index, redis!.url);
+    const { configPath, cacheDir } = await writeConfig(index, options.redisUrlFor?.(index, redis!.url) ?? redis!.url);
     const { gateway, ready } = await launch(configPath, waitForClusterReady);
     const replica: Replica = { index, nodeId: `gw-${index + 1}`, cacheDir, configPath, process: gateway, url: gateway.url, ready };
     replicas[index] = replica;

@@ -1,0 +1,101 @@
+import type { Logger } from '../logger.js';
+import type { Membership } from './membership.js';
+import type { PeerClient } from './peer-client.js';
+import type { RedisLink } from './redis-link.js';
+
+export interface PartitionGuardOptions {
+  link: Pick<RedisLink, 'up'>;
+  membership: Pick<Membership, 'renewedAt' | 'ttlMs' | 'peers' | 'beat'>;
+  peers: Pick<PeerClient, 'redisUp'>;
+  /** How often it looks, while Redis is out or copies are unverified. */
+  checkEveryMs: number;
+  /** Taken off the membership TTL, for clocks that differ between hosts. */
+  marginMs: number;
+  /** How long the others take to count this replica again once it beats (a heartbeat interval). */
+  rejoinMs: number;
+  /** Applies the purges this replica missed (the sync); resolves whether it ran to the end. */
+  catchUp: () => Promise<boolean>;
+  logger: Logger;
+}
+
+/**
+ * Whether this replica may answer from its stored copies. A replica silent in
+ * Redis for the membership TTL is no longer a member: a purge elsewhere
+ * reaches it neither over Redis nor over HTTP, so its copies may be stale.
+ * Unless every replica it knew says Redis is out for them too (then no purge
+ * can succeed anywhere, and the copies stay good), it stops trusting them
+ * until Redis is back and the purges it missed are applied.
+ */
+export class PartitionGuard {
+  #trusted = true;
+  #timer: NodeJS.Timeout | undefined;
+  #checking = false;
+  #distrustedAt = 0;
+  #rejoinedAt: number | undefined;
+
+  constructor(private readonly options: PartitionGuardOptions) {}
+
+  /** False while stored copies may have been purged elsewhere: read on every hit, so a field. */
+  get trusted(): boolean {
+    return this.#trusted;
+  }
+
+  start(): void {
+    this.#timer ??= setInterval(() => void this.check(), this.options.checkEveryMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** One look; concurrent calls do nothing. */
+  async check(): Promise<void> {
+    if (this.#checking) return;
+    this.#checking = true;
+    try {
+      if (this.#trusted) await this.#lookForPartition();
+      else await this.#catchUp();
+    } finally {
+      this.#checking = false;
+    }
+  }
+
+  async #lookForPartition(): Promise<void> {
+    const { link, membership, peers, marginMs, logger } = this.options;
+    if (link.up || Date.now() - membership.renewedAt < membership.ttlMs - marginMs) return;
+    const known = membership.peers;
+    // Alone (no replica known): nobody could have purged without us.
+    if (known.length === 0) return;
+    const answers = await Promise.allSettled(known.map((peer) => peers.redisUp(peer.url)));
+    const everyoneOut = answers.every((answer) => answer.status === 'fulfilled' && !answer.value);
+    if (everyoneOut || link.up) return;
+    this.#trusted = false;
+    this.#distrustedAt = Date.now();
+    this.#rejoinedAt = undefined;
+    logger.warn(
+      { silentMs: Date.now() - membership.renewedAt },
+      'cluster: out of the cluster (redis unreachable from here only); answering from the upstream, not from stored copies, until redis is back',
+    );
+  }
+
+  /**
+   * Back once the others count this replica again (so a purge from now on
+   * reaches it over HTTP) and the sync that follows has applied every purge
+   * before that (their generations are in Redis).
+   */
+  async #catchUp(): Promise<void> {
+    const { link, membership, rejoinMs, catchUp, logger } = this.options;
+    if (!link.up) return;
+    if (membership.renewedAt <= this.#distrustedAt) {
+      await membership.beat();
+      return;
+    }
+    this.#rejoinedAt ??= membership.renewedAt;
+    if (Date.now() - this.#rejoinedAt < rejoinMs) return;
+    if (!(await catchUp())) return;
+    this.#trusted = true;
+    logger.info({}, 'cluster: back in the cluster; purges missed meanwhile applied, answering from stored copies again');
+  }
+}

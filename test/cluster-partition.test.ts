@@ -1,0 +1,172 @@
+/**
+ * Purge is authoritative even for a replica that lost its own link to Redis
+ * while the others kept theirs: once the others stop counting it as a member,
+ * a purge cannot reach it, so it must not answer from its stored copies.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
+import { ACME_AUTH, answerOf, clusterFor, readiness, recordingPath } from './support/cluster.js';
+
+const KIB = 1024;
+const ID = 2;
+const OLD = syntheticRecording(40 * KIB);
+const NEW = syntheticRecording(40 * KIB + 7);
+/** The membership TTL is 10 s (five 2 s heartbeats); the others drop a silent replica within a beat after. */
+const DROPPED_WITHIN_MS = 20_000;
+/** Longer than the TTL, with time for a replica to ask the others (a check every 500 ms). */
+const PAST_TTL_MS = 12_000;
+
+let upstream: FakeFlyflow;
+
+/** A TCP proxy to Redis for one replica: `cut()` breaks its connections and refuses new ones, `mend()` lets them through again. */
+function redisProxy() {
+  let target: { host: string; port: number } | undefined;
+  let cut = false;
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  };
+  const server: Server = createServer((client) => {
+    track(client);
+    if (cut || !target) {
+      client.destroy();
+      return;
+    }
+    const redis = connect(target);
+    track(redis);
+    client.pipe(redis).on('error', () => {});
+    redis.pipe(client).on('error', () => {});
+    client.on('error', () => redis.destroy());
+    redis.on('error', () => client.destroy());
+    client.on('close', () => redis.destroy());
+    redis.on('close', () => client.destroy());
+  });
+  return {
+    async listen(): Promise<number> {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return (server.address() as { port: number }).port;
+    },
+    /** The URL the replica is given, for Redis at `url`. */
+    urlFor(url: string, port: number): string {
+      const parsed = new URL(url);
+      target = { host: parsed.hostname, port: Number(parsed.port) };
+      parsed.port = String(port);
+      return parsed.toString();
+    },
+    cut() {
+      cut = true;
+      for (const socket of sockets) socket.destroy();
+    },
+    mend() {
+      cut = false;
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+const proxy = redisProxy();
+let proxyPort = 0;
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+  upstream.setRecording(ID, OLD);
+  proxyPort = await proxy.listen();
+});
+
+afterAll(async () => {
+  await proxy.close();
+  await upstream?.close();
+});
+
+const cluster = clusterFor(() => upstream.baseUrl, {
+  replicas: 2,
+  volumes: 'own',
+  redisUrlFor: (index, url) => (index === 1 ? proxy.urlFor(url, proxyPort) : url),
+});
+
+// Runs before the cluster is stopped: a paused Redis must not outlive a failed test.
+afterAll(() => {
+  try {
+    process.kill(cluster().redis.pid, 'SIGCONT');
+  } catch {
+    // already gone, or the cluster never started
+  }
+});
+
+test('a replica that lost its own Redis link past the membership TTL answers from the upstream, not its stale copy, after a purge elsewhere', async () => {
+  const gw = cluster();
+  // Both replicas hold the old copy, in memory.
+  for (const index of [0, 1]) {
+    expect(
+      await eventually(async () => {
+        const answer = await answerOf(gw.at(index, recordingPath(ID), { headers: ACME_AUTH }));
+        return answer.status === 200 && answer.bytes.equals(OLD) && (answer.cacheStatus ?? '').includes('detail=memory');
+      }),
+    ).toBe(true);
+  }
+
+  expect(await eventually(async () => (await readiness(gw.urls[0]!)).body.cluster?.peers === 1)).toBe(true);
+  proxy.cut();
+  expect(await eventually(async () => (await readiness(gw.urls[1]!)).body.cluster?.state === 'degraded')).toBe(true);
+  // gw-1 still reaches Redis, and stops counting gw-2 once its heartbeat has expired.
+  expect(
+    await eventually(async () => {
+      const { body } = await readiness(gw.urls[0]!);
+      return body.cluster?.state === 'ok' && body.cluster?.peers === 0;
+    }, DROPPED_WITHIN_MS),
+  ).toBe(true);
+
+  upstream.setRecording(ID, NEW);
+  expect((await gw.at(0, recordingPath(ID), { method: 'DELETE', headers: ACME_AUTH })).status).toBe(204);
+
+  const after = await answerOf(gw.at(1, recordingPath(ID), { headers: ACME_AUTH }));
+  expect(after.status).toBe(200);
+  expect(after.cacheStatus).not.toContain('hit');
+  expect(after.bytes.equals(NEW)).toBe(true);
+  const head = await gw.at(1, recordingPath(ID), { method: 'HEAD', headers: ACME_AUTH });
+  expect(head.headers.get('cache-status')).not.toContain('hit');
+
+  // Back in the cluster: the missed purge is applied, and its copies are answered again.
+  proxy.mend();
+  expect(
+    await eventually(async () => {
+      const answer = await answerOf(gw.at(1, recordingPath(ID), { headers: ACME_AUTH }));
+      return answer.status === 200 && answer.bytes.equals(NEW) && (answer.cacheStatus ?? '').includes('hit');
+    }, DROPPED_WITHIN_MS),
+  ).toBe(true);
+  const last = await answerOf(gw.at(1, recordingPath(ID), { headers: ACME_AUTH }));
+  expect(last.bytes.equals(NEW)).toBe(true);
+}, 90_000);
+
+test('Redis paused for every replica past the membership TTL: stored copies are still answered as hits on every replica', async () => {
+  const gw = cluster();
+  for (const index of [0, 1]) {
+    expect(
+      await eventually(
+        async () => (await answerOf(gw.at(index, recordingPath(ID), { headers: ACME_AUTH }))).cacheStatus?.includes('hit') === true,
+        DROPPED_WITHIN_MS,
+      ),
+    ).toBe(true);
+  }
+  process.kill(gw.redis.pid, 'SIGSTOP');
+  try {
+    for (const index of [0, 1])
+      expect(await eventually(async () => (await readiness(gw.urls[index]!)).body.cluster?.state === 'degraded')).toBe(true);
+    // Past the TTL and the replicas' look at each other.
+    await new Promise((resolve) => setTimeout(resolve, PAST_TTL_MS));
+    for (const index of [0, 1]) {
+      const answer = await answerOf(gw.at(index, recordingPath(ID), { headers: ACME_AUTH }));
+      expect(answer.status).toBe(200);
+      expect(answer.cacheStatus).toContain('hit');
+      expect(answer.bytes.equals(NEW)).toBe(true);
+    }
+  } finally {
+    process.kill(gw.redis.pid, 'SIGCONT');
+  }
+}, 90_000);

@@ -1,0 +1,105 @@
+/**
+ * When a replica that lost Redis stops answering from its stored copies: only
+ * once the others could have dropped it (a purge then misses it), and only when
+ * some other replica still reaches Redis (in an outage for everyone no purge can
+ * succeed); and when it starts again: once it is counted again and has synced.
+ */
+import { describe, expect, test } from 'vitest';
+import type { Peer } from '../../src/cluster/membership.js';
+import { PartitionGuard } from '../../src/cluster/partition-guard.js';
+import { silentLogger } from '../../src/logger.js';
+
+const TTL_MS = 10_000;
+const MARGIN_MS = 2_000;
+const PEER: Peer = { node: 'gw-1', url: 'http://gw-1', volume: 'v1' };
+
+function setup(options: { peers?: Peer[]; peerAnswer?: () => Promise<boolean>; silentForMs?: number }) {
+  const state = {
+    up: false,
+    renewedAt: Date.now() - (options.silentForMs ?? TTL_MS),
+    asked: 0,
+    synced: 0,
+    syncResult: true,
+  };
+  const guard = new PartitionGuard({
+    link: {
+      get up() {
+        return state.up;
+      },
+    },
+    membership: {
+      get renewedAt() {
+        return state.renewedAt;
+      },
+      ttlMs: TTL_MS,
+      peers: options.peers ?? [PEER],
+      async beat() {
+        if (state.up) state.renewedAt = Date.now();
+      },
+    },
+    peers: {
+      redisUp: () => {
+        state.asked++;
+        return (options.peerAnswer ?? (async () => true))();
+      },
+    },
+    checkEveryMs: 500,
+    marginMs: MARGIN_MS,
+    rejoinMs: 0,
+    catchUp: async () => {
+      state.synced++;
+      return state.syncResult;
+    },
+    logger: silentLogger(),
+  });
+  return { guard, state };
+}
+
+describe('PartitionGuard', () => {
+  test('a replica silent for less than the membership TTL (less the margin) keeps its copies and asks nobody', async () => {
+    const { guard, state } = setup({ silentForMs: TTL_MS - MARGIN_MS - 1_000 });
+    await guard.check();
+    expect(guard.trusted).toBe(true);
+    expect(state.asked).toBe(0);
+  });
+
+  test('past the TTL, while another replica still reaches Redis, its copies are unverified until it is back and synced', async () => {
+    const { guard, state } = setup({});
+    await guard.check();
+    expect(guard.trusted).toBe(false);
+    await guard.check(); // still no Redis
+    expect(guard.trusted).toBe(false);
+    expect(state.synced).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 2)); // its next beat comes after it stopped trusting
+    state.up = true;
+    await guard.check(); // beats first, so the others count it again
+    expect(guard.trusted).toBe(false);
+    state.syncResult = false; // a sync Redis broke off
+    await guard.check();
+    expect(guard.trusted).toBe(false);
+    state.syncResult = true;
+    await guard.check();
+    expect(guard.trusted).toBe(true);
+    expect(state.synced).toBe(2);
+  });
+
+  test('a replica it knew that does not answer counts as one that may have purged', async () => {
+    const { guard } = setup({ peerAnswer: () => Promise.reject(new Error('no answer')) });
+    await guard.check();
+    expect(guard.trusted).toBe(false);
+  });
+
+  test('Redis out for everyone: no purge can succeed, so the copies stay good', async () => {
+    const { guard, state } = setup({ peers: [PEER, { ...PEER, node: 'gw-3', url: 'http://gw-3' }], peerAnswer: async () => false });
+    await guard.check();
+    expect(guard.trusted).toBe(true);
+    expect(state.asked).toBe(2);
+  });
+
+  test('a replica that knows no other keeps its copies', async () => {
+    const { guard, state } = setup({ peers: [] });
+    await guard.check();
+    expect(guard.trusted).toBe(true);
+    expect(state.asked).toBe(0);
+  });
+});
