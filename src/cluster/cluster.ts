@@ -182,9 +182,10 @@ export class Cluster {
     return this.#guard;
   }
 
+  /** Degraded while Redis is out, and until this replica answers from its copies again after it alone lost Redis. */
   status(): ClusterStatus {
     const up = this.link.up;
-    return { state: up ? 'ok' : 'degraded', redis: up ? 'up' : 'unreachable', peers: this.membership.peers.length };
+    return { state: up && this.#guard.trusted ? 'ok' : 'degraded', redis: up ? 'up' : 'unreachable', peers: this.membership.peers.length };
   }
 
   /**
