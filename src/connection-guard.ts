@@ -36,8 +36,9 @@ export interface ConnectionGuard {
 
 const DEFAULT_STALLED_AFTER_MS = 5_000;
 
-/** Where a busy connection's answer stood when it was last seen to move. */
-interface Progress {
+/** A connection with requests in flight, and where its answers stood when they were last seen to move. */
+interface Busy {
+  requests: number;
   bytesWritten: number;
   since: number;
 }
@@ -73,10 +74,9 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   // Sets keep insertion order: the first of each is the one idle longest.
   const idleBetweenRequests = new Set<Socket>();
   const idleBeforeRequest = new Set<Socket>();
-  const busy = new Map<Socket, number>();
+  const busy = new Map<Socket, Busy>();
   const overCap = new Set<Socket>();
   const stalledAfterMs = options.stalledAfterMs ?? DEFAULT_STALLED_AFTER_MS;
-  const progress = new Map<Socket, Progress>();
   // Runs while some connection is busy, and a moment after; unref'd, it never keeps the process alive.
   let watch: NodeJS.Timeout | undefined;
 
@@ -85,12 +85,11 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     idleBeforeRequest.delete(socket);
     busy.delete(socket);
     overCap.delete(socket);
-    progress.delete(socket);
   }
 
   /** Notes which busy connections' answers moved since the last look; an answer with nothing waiting to be sent is not stalled. */
   function look(now: number): void {
-    for (const [socket, seen] of progress) {
+    for (const [socket, seen] of busy) {
       const bytesWritten = socket.bytesWritten;
       if (bytesWritten !== seen.bytesWritten || socket.writableLength === 0) {
         seen.bytesWritten = bytesWritten;
@@ -104,7 +103,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     look(now);
     let found: Socket | undefined;
     let foundSince = now - stalledAfterMs;
-    for (const [socket, seen] of progress) {
+    for (const [socket, seen] of busy) {
       if (seen.since <= foundSince) {
         found = socket;
         foundSince = seen.since;
@@ -113,14 +112,16 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     return found;
   }
 
-  function watchProgress(socket: Socket): void {
-    if (!progress.has(socket)) progress.set(socket, { bytesWritten: socket.bytesWritten, since: performance.now() });
+  function markBusy(socket: Socket): void {
+    const entry = busy.get(socket);
+    if (entry) entry.requests++;
+    else busy.set(socket, { requests: 1, bytesWritten: socket.bytesWritten, since: performance.now() });
     watch ??= setInterval(lookOrStop, Math.min(1_000, Math.max(50, stalledAfterMs / 4))).unref();
   }
 
   // Stopped here, not as the last answer ends: under load, timers would come and go with every request.
   function lookOrStop(): void {
-    if (progress.size > 0) {
+    if (busy.size > 0) {
       look(performance.now());
       return;
     }
@@ -191,16 +192,11 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
       }
       idleBetweenRequests.delete(socket);
       idleBeforeRequest.delete(socket);
-      busy.set(socket, (busy.get(socket) ?? 0) + 1);
-      watchProgress(socket);
+      markBusy(socket);
       whenClosed(response, () => {
-        const left = (busy.get(socket) ?? 1) - 1;
-        if (left > 0) {
-          busy.set(socket, left);
-          return;
-        }
+        const entry = busy.get(socket);
+        if (entry && --entry.requests > 0) return;
         busy.delete(socket);
-        progress.delete(socket);
         if (!socket.destroyed) idleBetweenRequests.add(socket);
       });
       listener(request, response);

@@ -149,12 +149,14 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   // The request line is in the packet the parser refused.
   const raw = (error as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket?.toString('latin1') ?? '';
   const { status, message } = clientErrorAnswer(error, raw);
-  const body = JSON.stringify({ error: status.slice(4), message });
   // A HEAD gets the head alone.
-  const head = raw.startsWith('HEAD ');
-  socket.end(
-    `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? '' : body}`,
-  );
+  socket.end(rawJsonAnswer(status, { error: status.slice(4), message }, '', raw.startsWith('HEAD ')));
+}
+
+/** A whole answer in the JSON error shape, written straight to a socket no ServerResponse owns; the connection closes after it. */
+function rawJsonAnswer(status: string, answer: { error: string; message: string }, headers = '', headOnly = false): string {
+  const body = JSON.stringify(answer);
+  return `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${headers}Connection: close\r\n\r\n${headOnly ? '' : body}`;
 }
 
 /** Writes an error in the contract's JSON shape straight to Node's response; a HEAD gets the head alone. */
@@ -182,7 +184,7 @@ function refuseExpectation(request: IncomingMessage, response: ServerResponse): 
 // Every method some route takes.
 const SERVER_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 
-const CONNECT_REFUSED = JSON.stringify({ error: 'Method Not Allowed', message: 'CONNECT is not served: the gateway is no forward proxy' });
+const CONNECT_REFUSED = { error: 'Method Not Allowed', message: 'CONNECT is not served: the gateway is no forward proxy' };
 
 /**
  * Node hands a CONNECT request to the server's 'connect' listener, and
@@ -191,10 +193,7 @@ const CONNECT_REFUSED = JSON.stringify({ error: 'Method Not Allowed', message: '
  */
 function refuseConnect(request: IncomingMessage, socket: Duplex): void {
   const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
-  socket.end(
-    `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(CONNECT_REFUSED)}\r\n` +
-      `Allow: ${SERVER_METHODS}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${CONNECT_REFUSED}`,
-  );
+  socket.end(rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, `Allow: ${SERVER_METHODS}\r\nX-Request-Id: ${requestId}\r\n`));
 }
 
 /**

@@ -16,7 +16,8 @@ import { type ClusterCopy, ClusterDirectory } from '../src/cluster/cluster-direc
 import { clusterKeys } from '../src/cluster/cluster-keys.js';
 import { chooseVictims } from '../src/cluster/cluster-volume-index.js';
 import { DownloadLeases, type HeldLease, parseLeaseHolder } from '../src/cluster/download-lease.js';
-import { RedisLink, RedisUnavailableError } from '../src/cluster/redis-link.js';
+import { RedisLink } from '../src/cluster/redis-link.js';
+import { RedisUnavailableError } from '../src/redis-unavailable.js';
 import { readOrCreateVolumeId } from '../src/cluster/volume-id.js';
 import { silentLogger } from '../src/logger.js';
 import { startRedisServer, type RunningRedis } from './support/redis-server.js';

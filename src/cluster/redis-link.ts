@@ -13,8 +13,6 @@ export interface RedisLinkOptions {
   logger: Logger;
 }
 
-export { RedisUnavailableError };
-
 // After a failure, calls fail at once for this long, so a down or stalled Redis
 // costs each request nothing; a probe reconnects in the background meanwhile.
 const RETRY_AFTER_FAILURE_MS = 1_000;

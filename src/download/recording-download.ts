@@ -144,6 +144,7 @@ export class RecordingDownload {
   #brokeWhileRead = false;
   /** When the source last answered or sent bytes. */
   #heardAt = 0;
+  readonly #clock: Clock;
   #resolveHead!: (head: DownloadHead) => void;
   #rejectHead!: (error: unknown) => void;
 
@@ -152,6 +153,7 @@ export class RecordingDownload {
     private readonly sink: DownloadSink,
     private readonly options: DownloadOptions = {},
   ) {
+    this.#clock = options.clock ?? systemClock;
     this.head = new Promise<DownloadHead>((resolve, reject) => {
       this.#resolveHead = resolve;
       this.#rejectHead = reject;
@@ -209,7 +211,7 @@ export class RecordingDownload {
   get silentFor(): number {
     const body = this.#body;
     if (this.#state !== 'running' || !body || body.received === this.#headSent?.size) return 0;
-    return Math.max(0, (this.options.clock ?? systemClock).now() - this.#heardAt);
+    return Math.max(0, this.#clock.now() - this.#heardAt);
   }
 
   /** Bytes received so far (for progress displays). */
@@ -268,7 +270,7 @@ export class RecordingDownload {
         }
         this.#origin = upstream.origin ?? 'upstream';
         this.#listedSha256 = upstream.copyOf?.sha256;
-        this.#heardAt = (this.options.clock ?? systemClock).now();
+        this.#heardAt = this.#clock.now();
         this.#body = GrowingBody.create(this.sink, upstream.contentLength, opening);
         this.#nextBody?.resolve(this.#body);
         this.#nextBody = undefined;
@@ -320,7 +322,7 @@ export class RecordingDownload {
       lastModified: upstream.lastModified,
     });
     for await (const piece of upstream.chunks()) {
-      this.#heardAt = (this.options.clock ?? systemClock).now();
+      this.#heardAt = this.#clock.now();
       const chunk = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
       if (signature.length < MP3_SIGNATURE_BYTES) {
         signature = Buffer.concat([signature, chunk.subarray(0, MP3_SIGNATURE_BYTES - signature.length)]);

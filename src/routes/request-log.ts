@@ -48,7 +48,7 @@ const ROUTE_PREFIXES = ['/v1/call/recording/', '/v1/webhooks/flyflow/', '/intern
  * or writes it there (`acme&token=...`, `4.mp3;sig=...`) would otherwise put
  * a valid signature or webhook token into the log.
  */
-export function loggedPath(path: string, vouched: boolean): string {
+function loggedPath(path: string, vouched: boolean): string {
   if (PLAIN_PATH.test(path)) return path;
   if (!vouched) return `${ROUTE_PREFIXES.find((prefix) => path.startsWith(prefix)) ?? '/'}…`;
   const cut = path.search(NOT_IN_ANY_ROUTE);
