@@ -90,6 +90,9 @@ const PRI_OVER_HTTP1 = /^PRI [^ \r\n]+ HTTP\/1\.[01]\r?\n/;
 // A request line whose version token is HTTP/1.0 or HTTP/1.1, whatever follows it.
 const HTTP1_VERSION_TOKEN = /^[^ \r\n]+ [^ \r\n]+ HTTP\/1\.[01](?![0-9])/;
 
+// RFC 9112 2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT, at the end of the request line (or of the packet).
+const WELL_FORMED_VERSION = /^[^ \r\n]+ [^ \r\n]+ HTTP\/[0-9]\.[0-9](?:\r|\n|$)/;
+
 const SLASH = 0x2f;
 // An absolute-form target (RFC 9112 3.2.2) with userinfo: RFC 9110 4.2.4 says to treat it as an
 // error, and it would carry a password or token into the gateway (a web Request refuses it, too).
@@ -102,7 +105,8 @@ const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
  * What a request the parser refused is answered: 414 when the request line
  * alone is longer than the header limit, 501 for a method Node's parser does
  * not know, 505 for an HTTP version other than 1.0 and 1.1 (RFC 9110
- * 15.5.15, 9.1, 15.6.6), 400 for anything else malformed. Only the
+ * 15.5.15, 9.1, 15.6.6), 400 for anything else malformed, a version token
+ * that is none (RFC 9112 2.3) included. Only the
  * refused packet is at hand (Node reads the socket natively), so a request
  * line that came in several TCP segments is seen in part, and gets 431.
  */
@@ -127,6 +131,8 @@ function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status:
       if (PRI_OVER_HTTP1.test(raw)) return { status: '501 Not Implemented', message: 'Unknown request method' };
       // llhttp also says this of what follows the version (a bare LF, a space): 1.0 and 1.1 are served, so that is only malformed.
       if (HTTP1_VERSION_TOKEN.test(raw)) return { status: '400 Bad Request', message: 'Malformed HTTP request' };
+      // `HTTP/01.1`, `HTTP/1.10`: no version at all, so the request line is malformed.
+      if (!WELL_FORMED_VERSION.test(raw)) return { status: '400 Bad Request', message: 'Malformed HTTP request' };
       return { status: `505 ${VERSION_NOT_SUPPORTED.error}`, message: VERSION_NOT_SUPPORTED.message };
   }
   return { status: '400 Bad Request', message: 'Malformed HTTP request' };

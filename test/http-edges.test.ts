@@ -188,6 +188,18 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     ],
     ['an HTTP/1.0 request line ending in a bare LF', 'GET /healthz HTTP/1.0\n\n', '400 Bad Request'],
     ['an HTTP/1.1 version followed by a space', 'GET /healthz HTTP/1.1 \r\nHost: x\r\n\r\n', '400 Bad Request'],
+    [
+      'a version token with two digits for the major version, which is no HTTP-version',
+      'GET /healthz HTTP/01.1\r\nHost: x\r\n\r\n',
+      '400 Bad Request',
+    ],
+    ['a version token with two digits for the minor version', 'GET /healthz HTTP/1.10\r\nHost: x\r\n\r\n', '400 Bad Request'],
+    ['another version followed by a space', 'GET /healthz HTTP/9.9 \r\nHost: x\r\n\r\n', '400 Bad Request'],
+    [
+      "a higher minor version of HTTP/1, which Node's parser refuses",
+      'GET /healthz HTTP/1.2\r\nHost: x\r\n\r\n',
+      '505 HTTP Version Not Supported',
+    ],
     ['a bare LF after another version, still that version', 'GET /healthz HTTP/9.9\nHost: x\n\n', '505 HTTP Version Not Supported'],
     ['PRI as the method of an HTTP/1.1 request ending in a bare LF', 'PRI /healthz HTTP/1.1\nHost: gw.example\n\n', '501 Not Implemented'],
     [
