@@ -15,6 +15,7 @@ import { createMetricsHandler } from './routes/metrics.js';
 import { openApiHandler } from './routes/openapi.js';
 import { createPeerHandlers, type PeerRoutesDeps } from './routes/peer.js';
 import { PEER_PURGE_PATH, PEER_RECORDING_PATH, PEER_REDIS_PATH } from './cluster/peer-client.js';
+import { headContentLength } from './routes/head-length.js';
 import { createWebhookHandler, type WebhookDeps } from './routes/webhooks.js';
 import { createRecordingHandlers, type RecordingRoutesDeps, recordingRouteMethods } from './routes/recordings.js';
 import { registerRecordingFactsRoutes } from './routes/recording-facts.js';
@@ -71,6 +72,7 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
   const health = createHealthHandlers(deps.readiness, deps.readinessDetails);
 
   app.use('*', requestLog(deps.clock, deps.report));
+  app.use('*', headContentLength());
   app.options('*', function preflight(c, next) {
     const origin = c.req.header('origin');
     // A plain OPTIONS asks the route what it takes: the route's own fallback answers, with its Allow.

@@ -7,7 +7,7 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { ACME_ORIGIN, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import { ACME_KEY, ACME_ORIGIN, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -248,4 +248,34 @@ describe('CORS preflight', () => {
       expect(allowed).toContain(header);
     }
   });
+});
+
+describe('HEAD carries the header fields GET would (RFC 9110 9.3.2)', () => {
+  const acme = { authorization: `Bearer ${ACME_KEY}` };
+  test.each([
+    ['/healthz', {}],
+    ['/readyz', {}],
+    ['/openapi.json', {}],
+    ['/metrics', {}],
+    ['a 404 route', { path: '/no/such/route' }],
+    ['a 400 id', { path: '/v1/call/recording/01.mp3' }],
+    ['a 401 answer', { path: '/v1/call/recording/1.mp3' }],
+    ['a 412 answer', { path: '/v1/call/recording/1.mp3', headers: { ...acme, 'if-match': '"other"' } }],
+    ['a recording', { path: '/v1/call/recording/1.mp3', headers: acme }],
+  ] as const)(
+    '%s: Content-Length, the length of the body GET gets',
+    async (name, options: { path?: string; headers?: Record<string, string> }) => {
+      const path = options.path ?? name;
+      const headers = options.headers ?? {};
+      const get = await gateway.fetch(path, { headers });
+      const body = Buffer.from(await get.arrayBuffer());
+      const head = await gateway.fetch(path, { method: 'HEAD', headers });
+      expect(head.status).toBe(get.status);
+      expect((await head.arrayBuffer()).byteLength).toBe(0);
+      // /metrics grows between the two requests; its head still says what a GET would have sent then.
+      if (path === '/metrics') expect(Number(head.headers.get('content-length'))).toBeGreaterThan(0);
+      else expect(head.headers.get('content-length')).toBe(String(body.length));
+      expect(head.headers.get('content-type')).toBe(get.headers.get('content-type'));
+    },
+  );
 });
