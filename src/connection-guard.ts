@@ -1,6 +1,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { whenClosed } from './http/response-closed.js';
+import { writeJsonError } from './json-error-answers.js';
 
 /** What the guard did to stay under its cap. */
 export type ConnectionPressure =
@@ -43,10 +44,10 @@ interface Busy {
   since: number;
 }
 
-const AT_CAPACITY = JSON.stringify({
+const AT_CAPACITY = {
   error: 'Service Unavailable',
   message: 'The gateway is at its connection limit; retry shortly',
-});
+};
 
 function pathOf(url: string | undefined): string {
   const query = url?.indexOf('?') ?? -1;
@@ -174,13 +175,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
       listener(request, response);
       return;
     }
-    response.writeHead(503, {
-      'Content-Type': 'application/json',
-      'Content-Length': Buffer.byteLength(AT_CAPACITY),
-      'Retry-After': '1',
-      'Cache-Control': 'no-store',
-    });
-    response.end(AT_CAPACITY);
+    writeJsonError(request, response, 503, AT_CAPACITY, { 'Retry-After': '1', 'Cache-Control': 'no-store' });
   }
 
   function wrap(listener: RequestListener): RequestListener {

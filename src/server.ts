@@ -18,6 +18,7 @@ import { BadRequestError, GatewayError, errorMessage, errorResponse } from './er
 import { headerCount } from './http/raw-headers.js';
 import type { Logger } from './logger.js';
 import { requestIdFrom } from './routes/request-log.js';
+import { rawJsonAnswer, writeJsonError } from './json-error-answers.js';
 
 export interface RunningServer {
   url: string;
@@ -156,26 +157,8 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   const raw = (error as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket?.toString('latin1') ?? '';
   const { status, message } = clientErrorAnswer(error, raw);
   // A HEAD gets the head alone.
-  socket.end(rawJsonAnswer(status, { error: status.slice(4), message }, '', raw.startsWith('HEAD ')));
-}
-
-/** A whole answer in the JSON error shape, written straight to a socket no ServerResponse owns; the connection closes after it. */
-function rawJsonAnswer(status: string, answer: { error: string; message: string }, headers = '', headOnly = false): string {
-  const body = JSON.stringify(answer);
-  return `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${headers}Connection: close\r\n\r\n${headOnly ? '' : body}`;
-}
-
-/** Writes an error in the contract's JSON shape straight to Node's response; a HEAD gets the head alone. */
-function writeJsonError(
-  request: IncomingMessage,
-  response: ServerResponse,
-  status: number,
-  answer: { error: string; message: string },
-  headers: Record<string, string> = {},
-): void {
-  const body = JSON.stringify(answer);
-  response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)), ...headers });
-  response.end(request.method === 'HEAD' ? undefined : body);
+  // The parser refused the headers too, so the caller's X-Request-Id is not taken: a new one.
+  socket.end(rawJsonAnswer(status, { error: status.slice(4), message }, requestIdFrom(undefined), '', raw.startsWith('HEAD ')));
 }
 
 /**
@@ -184,7 +167,7 @@ function writeJsonError(
  */
 function refuseExpectation(request: IncomingMessage, response: ServerResponse): void {
   const answer = { error: 'Expectation Failed', message: 'The only expectation served is "100-continue"' };
-  writeJsonError(request, response, 417, answer, { 'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined) });
+  writeJsonError(request, response, 417, answer);
 }
 
 // Every method some route takes.
@@ -199,7 +182,7 @@ const CONNECT_REFUSED = { error: 'Method Not Allowed', message: 'CONNECT is not 
  */
 function refuseConnect(request: IncomingMessage, socket: Duplex): void {
   const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
-  socket.end(rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, `Allow: ${SERVER_METHODS}\r\nX-Request-Id: ${requestId}\r\n`));
+  socket.end(rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`));
 }
 
 /**

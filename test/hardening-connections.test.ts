@@ -128,6 +128,7 @@ describe('a cap on open connections', () => {
     expect(refused.headers['content-type']).toBe('application/json');
     expect(refused.headers['retry-after']).toBe('1');
     expect(refused.headers.connection).toBe('close');
+    expect(refused.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(JSON.parse(refused.body.toString())).toEqual({
       error: 'Service Unavailable',
       message: 'The gateway is at its connection limit; retry shortly',

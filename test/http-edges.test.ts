@@ -115,12 +115,17 @@ describe('a request without exactly one Host', () => {
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(answer).toContain('application/json');
     expect(answer).toContain('"message":"Missing Host header"');
+    expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);
   });
 
   test('is 400 in the JSON shape when Host is sent twice', async () => {
     const answer = await rawExchange('GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n');
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(answer).toContain('"message":"More than one Host header"');
+    // The caller's own id, as on every answer.
+    expect(await rawExchange('GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nX-Request-Id: caller-id-42\r\n\r\n')).toContain(
+      '\r\nX-Request-Id: caller-id-42\r\n',
+    );
   });
 
   test('one Host is served as usual, and HTTP/1.0 needs none', async () => {
@@ -211,6 +216,8 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     const answer = await rawExchange(head);
     expect(answer.startsWith(`HTTP/1.1 ${status}\r\n`)).toBe(true);
     expect(answer).toContain('Content-Type: application/json');
+    // The parser refused the headers too: a new id, not the caller's.
+    expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);
     const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, string>;
     expect(Object.keys(body).sort()).toEqual(['error', 'message']);
     expect(body.error).toBe(status.slice(4));

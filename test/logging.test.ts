@@ -203,6 +203,7 @@ describe('the request line', () => {
     });
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(answer).toContain('"error":"Bad Request"');
+    expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);
     expect(answer).not.toContain('SECRETwebhookTOKEN');
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(lines.join('\n')).not.toContain('SECRETwebhookTOKEN');
