@@ -148,6 +148,28 @@ describe('metrics', () => {
     }
   });
 
+  test('info.json and peaks.json log their JSON bytes but are no audio served', async () => {
+    await (await gateway.fetch('/v1/call/recording/1.mp3')).arrayBuffer();
+    await gateway.gateway.downloads.idle();
+    const served = (text: string) =>
+      ['memory', 'disk', 'upstream'].reduce(
+        (sum, tier) => sum + value(text, new RegExp(`^recording_gateway_served_bytes_total\\{tier="${tier}"\\}`)),
+        0,
+      );
+    const before = served(await scrape());
+    const bodies = new Map<string, number>();
+    for (const path of ['/v1/call/recording/1/info.json', '/v1/call/recording/1/peaks.json?points=50']) {
+      const response = await gateway.fetch(path);
+      expect(response.status).toBe(200);
+      bodies.set(path.split('?')[0]!, (await response.arrayBuffer()).byteLength);
+    }
+    await waitFor(() => logLines().filter((line) => typeof line.path === 'string' && bodies.has(line.path)).length === 2);
+    for (const line of logLines().filter((candidate) => typeof candidate.path === 'string' && bodies.has(candidate.path))) {
+      expect(line.bytes).toBe(bodies.get(line.path as string));
+    }
+    expect(served(await scrape())).toBe(before);
+  });
+
   test('upstream errors are counted by kind', async () => {
     upstream.setBehaviour(2, { kind: 'status', status: 500 });
     await (await gateway.fetch('/v1/call/recording/2.mp3')).arrayBuffer();

@@ -18,8 +18,10 @@ export interface GatewayEnv {
      * Set by a handler that built its answer with X-Request-Id and knows its
      * cache result and body size, so the request log never has to read the
      * answer's headers (which would cost @hono/node-server its fast path).
+     * `tier`, where the audio came from, only for audio: its bytes feed
+     * recording_gateway_served_bytes_total.
      */
-    answered: { cache: 'hit' | 'miss' | 'collapsed'; tier: ServedTier; outcome: ResponseOutcome } | undefined;
+    answered: { cache: 'hit' | 'miss' | 'collapsed'; tier?: ServedTier; outcome: ResponseOutcome } | undefined;
     /** Set by the admin purge route once the caller is authorized: what its audit line names. */
     adminPurge: AdminPurgeAudit | undefined;
   };

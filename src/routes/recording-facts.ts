@@ -144,7 +144,8 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
       const precondition = evaluatePreconditions(recordingRequest(c), { etag });
       if (precondition === 'precondition-failed') throw new PreconditionFailedError();
       if (precondition === 'not-modified') {
-        c.set('answered', { cache: located.cache, tier: located.cache === 'hit' ? 'memory' : 'upstream', outcome });
+        // No tier: the facts are no audio served (recording_gateway_served_bytes_total).
+        c.set('answered', { cache: located.cache, outcome });
         headers.ETag = etag;
         headers['Cache-Status'] = cacheStatus(located.cache);
         return new Response(null, { status: 304, headers });
@@ -157,8 +158,7 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
       headers.ETag = answerEtag(read.sha256, kind, points);
       headers['Cache-Status'] = cacheStatus(read.cache);
       headers['Content-Length'] = String(body.length);
-      const tier = read.cache !== 'hit' ? 'upstream' : kind === 'peaks' && located.entry?.onDisk ? 'disk' : 'memory';
-      c.set('answered', { cache: read.cache, tier, outcome });
+      c.set('answered', { cache: read.cache, outcome });
       if (c.req.method === 'HEAD') return new Response(null, { status: 200, headers });
       outcome.bodyBytes = body.length;
       return new Response(body, { status: 200, headers });

@@ -66,7 +66,7 @@ export interface RequestRecord {
   callId: string | undefined;
   status: number;
   cache: 'hit' | 'miss' | 'collapsed' | 'none';
-  /** Where the body came from, for a recording answer. */
+  /** Where the audio came from, for an answer with audio (not for info.json or peaks.json). */
   tier: ServedTier | undefined;
   bodyBytes: number;
   startedAt: number;
