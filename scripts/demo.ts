@@ -68,7 +68,9 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
       (error: unknown) => {
         // Nobody types the upstream's address, so any free port will do.
         if (options.upstreamPort === undefined && errorCode(error) === 'EADDRINUSE') return startFakeFlyflow({ apiKeys: [serverKey] });
-        throw error;
+        throw new Error(`demo upstream: cannot listen on 127.0.0.1:${options.upstreamPort}: ${listenHint(error, 'DEMO_UPSTREAM_PORT')}`, {
+          cause: error,
+        });
       },
     );
     const upstream = parts.upstream;
@@ -163,14 +165,16 @@ function errorCode(error: unknown): unknown {
   return (error as { code?: unknown } | null)?.code;
 }
 
+function listenHint(error: unknown, envName: string): string {
+  return errorCode(error) === 'EADDRINUSE' ? `the port is in use; set ${envName} to another port (0 picks a free one)` : String(error);
+}
+
 /** A bare http.Server on 127.0.0.1; its request handler is attached once everything it needs exists. */
 async function listen(port: number, name: string, envName: string): Promise<Server> {
   const server = createServer();
   await new Promise<void>((resolveListen, reject) => {
     server.once('error', (error) => {
-      const hint =
-        errorCode(error) === 'EADDRINUSE' ? `port ${port} is in use; set ${envName} to another port (0 picks a free one)` : String(error);
-      reject(new Error(`demo ${name}: cannot listen on 127.0.0.1:${port}: ${hint}`, { cause: error }));
+      reject(new Error(`demo ${name}: cannot listen on 127.0.0.1:${port}: ${listenHint(error, envName)}`, { cause: error }));
     });
     server.listen(port, '127.0.0.1', () => resolveListen());
   });

@@ -82,7 +82,7 @@ describe('RecordingGatewayClient against a live gateway', () => {
     const error = await client.getCallRecording(999, path.join(outDir, 'missing.mp3')).catch((e: unknown) => e);
 
     expect(error).toBeInstanceOf(RecordingGatewayError);
-    expect(error).toMatchObject({ status: 404, reason: 'Not Found', callId: '999' });
+    expect(error).toMatchObject({ status: 404, reason: 'Not Found', callId: '999', gatewayMessage: 'Recording not found' });
     expect((error as Error).message).toContain('Recording not found');
     expect(await readdir(outDir)).toEqual([]);
   });
@@ -94,7 +94,7 @@ describe('RecordingGatewayClient against a live gateway', () => {
     const error = await intruder.getCallRecording(1, path.join(outDir, 'call-1.mp3')).catch((e: unknown) => e);
 
     expect(error).toBeInstanceOf(RecordingGatewayError);
-    expect(error).toMatchObject({ status: 401, reason: 'Unauthorized' });
+    expect(error).toMatchObject({ status: 401, reason: 'Unauthorized', gatewayMessage: 'Invalid credentials' });
     const shown = `${String(error)} ${JSON.stringify(error)} ${(error as Error).stack}`;
     expect(shown).not.toContain(wrongKey);
     expect(await readdir(outDir)).toEqual([]);
@@ -124,7 +124,7 @@ describe('RecordingGatewayClient against a live gateway', () => {
     const error = await impatient.getCallRecording(1, path.join(outDir, 'call-1.mp3')).catch((e: unknown) => e);
 
     expect(error).toBeInstanceOf(RecordingGatewayTimeoutError);
-    expect(error).toMatchObject({ status: 0, reason: 'Timeout', timeoutMs: 150 });
+    expect(error).toMatchObject({ status: 0, reason: 'Timeout', timeoutMs: 150, gatewayMessage: undefined });
     expect(Date.now() - started).toBeLessThan(900);
     expect(await readdir(outDir)).toEqual([]);
   });

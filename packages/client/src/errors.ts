@@ -25,6 +25,8 @@ export interface RecordingGatewayErrorOptions {
   callId?: string | undefined;
   /** Seconds from `Retry-After` (429 and 503 answers). */
   retryAfterSeconds?: number | undefined;
+  /** The gateway's JSON `message`, as it sent it. */
+  gatewayMessage?: string | undefined;
   cause?: unknown;
 }
 
@@ -39,6 +41,12 @@ export class RecordingGatewayError extends Error {
   readonly request: RecordingGatewayRequest;
   /** From `Retry-After`, when the gateway said how long to wait (429, 503). */
   readonly retryAfterSeconds: number | undefined;
+  /**
+   * The gateway's JSON `message` word for word (`"Expired signature"`), for
+   * code that tells failures apart; undefined when no JSON error came back.
+   * `message` says the same for people, with the status and call id.
+   */
+  readonly gatewayMessage: string | undefined;
 
   constructor(message: string, options: RecordingGatewayErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -48,6 +56,7 @@ export class RecordingGatewayError extends Error {
     this.callId = options.callId;
     this.request = options.request;
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.gatewayMessage = options.gatewayMessage;
   }
 }
 

@@ -244,6 +244,7 @@ export class RecordingGatewayClient {
       return new RecordingGatewayError(`Recording gateway answered ${status} ${error} for call ${callId}: ${message}`, {
         ...options,
         reason: error,
+        gatewayMessage: message,
       });
     }
     const snippet = text.replace(/\s+/g, ' ').trim().slice(0, ERROR_SNIPPET_CHARS);
