@@ -11,6 +11,7 @@ import {
   loadConfig,
   parseConfig,
 } from '../src/config/index.js';
+import { runCliInProcess } from './support/run-cli-in-process.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DIGEST = 'a'.repeat(64);
@@ -670,10 +671,43 @@ describe('config files', () => {
     expect(error.message).toBe('empty.json: the file is empty; it needs at least a tenants list');
   });
 
-  it('a duplicate YAML key is an error, not a silent override', async () => {
-    await writeFile(join(dir, 'dup.yaml'), `listen:\n  port: 1\nlisten:\n  port: 2\ntenants: []\n`);
+  it.each([
+    ['at the top', 'listen:\n  port: 1\nlisten:\n  port: 2\ntenants: []\n', 'listen', 'line 3, column 1'],
+    ['in a mapping', 'tenants: []\nlisten:\n  port: 1\n  port: 2\n', 'listen.port', 'line 4, column 3'],
+    ['in a list item', 'tenants:\n  - id: a\n  - id: b\n    api_keys: []\n    id: c\n', 'tenants[1].id', 'line 5, column 5'],
+    ['quoted once and plain once', 'listen:\n  port: 1\n  "port": 2\ntenants: []\n', 'listen.port', 'line 3, column 3'],
+    ['in a flow mapping, single-quoted', "listen: { port: 1, 'port': 2 }\n", 'listen.port', 'line 1, column 20'],
+  ])('a duplicate YAML key is an error naming its path, as in JSON: %s', async (_case, text, path, where) => {
+    await writeFile(join(dir, 'dup.yaml'), text);
     const error = await asyncErrorOf(loadConfig({ path: 'dup.yaml', env: {}, cwd: dir }));
-    expect(error.message).toMatch(/^dup\.yaml: YAML syntax error at line 3/);
+    expect(error.message).toBe(
+      `dup.yaml: ${path}: the key is given twice (again at ${where}); a YAML mapping takes each key once: give it once`,
+    );
+  });
+
+  it('a YAML merge key (<<) is no duplicate, and a key given beside it overrides the merged one', async () => {
+    await writeFile(
+      join(dir, 'merge.yaml'),
+      `%YAML 1.1\n---\nlisten:\n  <<: { port: 1, host: merged }\n  <<: { max_connections: 7 }\n  port: 2\ntenants:\n  - id: acme\n    api_keys: ["sha256:${DIGEST}"]\n`,
+    );
+    const { config } = await loadConfig({ path: 'merge.yaml', env: { FLYFLOW_API_KEY: SERVER_KEY }, cwd: dir });
+    expect(config.listen).toMatchObject({ port: 2, host: 'merged', maxConnections: 7 });
+  });
+
+  it.each([
+    ['YAML', 'dup.yaml', 'tenants: []\nlisten:\n  port: 1\n  port: 2\n', 'line 4, column 3', 'a YAML mapping takes each key once'],
+    [
+      'JSON',
+      'dup.json',
+      '{\n  "listen": {\n    "port": 1,\n    "port": 2\n  }\n}',
+      'line 4, column 5',
+      'JSON would keep only the last value',
+    ],
+  ])('serve stops at start-up, exit 1, on a key given twice in %s', async (_format, file, text, where, why) => {
+    await writeFile(join(dir, file), text);
+    const { code, stderr } = await runCliInProcess(['--config', file, 'serve'], { cwd: dir, env: { FLYFLOW_API_KEY: SERVER_KEY } });
+    expect(code).toBe(1);
+    expect(stderr).toBe(`error: ${file}: listen.port: the key is given twice (again at ${where}); ${why}: give it once`);
   });
 
   it.each([

@@ -5,7 +5,7 @@ import { extname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { ConfigError, formatPath, type ConfigIssue } from './config-error.js';
 import { decodeEncryptionKey, decodeEncryptionKeyList } from './encryption-keys.js';
-import { jsonDuplicateKey } from './json-duplicates.js';
+import { type DuplicateKey, jsonDuplicateKey, yamlDuplicateKey } from './duplicate-keys.js';
 import { jsonSyntaxError } from './json-syntax.js';
 import { DEFAULT_CONFIG_PATH } from './defaults.js';
 import { httpUrl, NODE_ID } from './fields.js';
@@ -142,18 +142,13 @@ function parseText(text: string, format: Format, file: string): unknown {
     }
     const duplicate = jsonDuplicateKey(json);
     if (duplicate !== undefined) {
-      throw new ConfigError(
-        {
-          path: formatPath(duplicate.path),
-          message: `the key is given twice (again at ${lineAndColumn(json, duplicate.offset)}); JSON would keep only the last value: give it once`,
-        },
-        { file },
-      );
+      throw duplicateKeyError(duplicate, lineAndColumn(json, duplicate.offset), 'JSON would keep only the last value', file);
     }
     return parsed;
   }
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, prettyErrors: false });
+  // Duplicate keys are found below, to name the field as for JSON, not as a syntax error.
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
   const [first] = document.errors;
   if (first !== undefined) {
     const { line, col } = lineCounter.linePos(first.pos[0]);
@@ -162,7 +157,19 @@ function parseText(text: string, format: Format, file: string): unknown {
       { file, cause: first },
     );
   }
+  const duplicate = yamlDuplicateKey(document);
+  if (duplicate !== undefined) {
+    const { line, col } = lineCounter.linePos(duplicate.offset);
+    throw duplicateKeyError(duplicate, `line ${line}, column ${col}`, 'a YAML mapping takes each key once', file);
+  }
   return document.toJS();
+}
+
+function duplicateKeyError(duplicate: DuplicateKey, where: string, why: string, file: string): ConfigError {
+  return new ConfigError(
+    { path: formatPath(duplicate.path), message: `the key is given twice (again at ${where}); ${why}: give it once` },
+    { file },
+  );
 }
 
 function lineAndColumn(text: string, offset: number): string {
