@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
@@ -106,6 +106,23 @@ describe('config/nginx-cluster.conf in front of the replicas', () => {
       expect(part.status).toBe(206);
       expect(Buffer.from(await part.arrayBuffer()).equals(upstream.recording(1)!.subarray(10, 20))).toBe(true);
     }
+  });
+
+  test('passes an HTTP/1.0 request without Host, which HTTP/1.0 allows', async () => {
+    const { port } = new URL(balancer);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () =>
+        socket.write(`GET /v1/call/recording/1.mp3 HTTP/1.0\r\nAuthorization: Bearer ${ACME_KEY}\r\nRange: bytes=0-3\r\n\r\n`),
+      );
+      let received = '';
+      socket.on('data', (chunk) => {
+        received += chunk.toString('latin1');
+      });
+      socket.on('end', () => resolve(received));
+      socket.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 206 /);
+    expect(answer.endsWith(upstream.recording(1)!.subarray(0, 4).toString('latin1'))).toBe(true);
   });
 
   test("refuses the replicas' own routes in the gateway's JSON error shape", async () => {
