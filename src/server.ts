@@ -142,23 +142,51 @@ function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status:
 /**
  * Node's HTTP parser answers a request it cannot parse (a target that is not
  * origin-form, headers over the size limit) with a bare status line: write the
- * contract's JSON error instead, then close, as Node itself would.
+ * contract's JSON error instead, then close, as Node itself would. A request
+ * pipelined behind one still being answered is refused after that answer
+ * (RFC 9112 9.3.2: answers come in request order), not in its place.
  */
 function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-  // A connection that never sent a byte (a browser's preconnect, an idle flood)
-  // has asked nothing to answer; one whose answer has begun cannot take another.
-  const answering = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
-  if (error.code === 'ECONNRESET' || !socket.writable || answering || (timedOut && (socket as Socket).bytesRead === 0)) {
+  // A connection that never sent a byte (a browser's preconnect, an idle flood) has asked nothing to answer.
+  if (error.code === 'ECONNRESET' || !socket.writable || (timedOut && (socket as Socket).bytesRead === 0)) {
     socket.destroy();
     return;
   }
-  // The request line is in the packet the parser refused.
-  const raw = (error as NodeJS.ErrnoException & { rawPacket?: Buffer }).rawPacket?.toString('latin1') ?? '';
+  const parsed = error as NodeJS.ErrnoException & { rawPacket?: Buffer; bytesParsed?: number };
+  const raw = refusedRequest(parsed.rawPacket?.toString('latin1') ?? '', parsed.bytesParsed);
   const { status, message } = clientErrorAnswer(error, raw);
-  // A HEAD gets the head alone.
-  // The parser refused the headers too, so the caller's X-Request-Id is not taken: a new one.
-  socket.end(rawJsonAnswer(status, { error: status.slice(4), message }, requestIdFrom(undefined), '', raw.startsWith('HEAD ')));
+  // The parser refused the headers too, so the caller's X-Request-Id is not taken: a new one. A HEAD gets the head alone.
+  const answer = rawJsonAnswer(status, { error: status.slice(4), message }, requestIdFrom(undefined), '', raw.startsWith('HEAD '));
+  const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (inFlight && !inFlight.writableFinished) {
+    // Its request still incomplete: the refusal is about that one (a body cut short or timed out), which can take it only unanswered.
+    if (!inFlight.req.complete) {
+      if (inFlight.headersSent) socket.destroy();
+      else socket.end(answer);
+      return;
+    }
+    // An earlier request's answer: Node detaches it on its 'finish' (registered first), then this writes after it.
+    inFlight.once('finish', () => socket.end(answer));
+    inFlight.once('close', () => {
+      if (!inFlight.writableFinished) socket.destroy();
+    });
+    return;
+  }
+  socket.end(answer);
+}
+
+/**
+ * The refused request's own bytes. The packet may begin with requests the
+ * parser took before it (pipelining): what follows the last blank line before
+ * the point where the parser stopped is the refused one's request line.
+ */
+function refusedRequest(packet: string, bytesParsed: number | undefined): string {
+  const stop = Math.min(bytesParsed ?? packet.length, packet.length);
+  const crlf = packet.lastIndexOf('\r\n\r\n', stop - 1);
+  const lf = packet.lastIndexOf('\n\n', stop - 1);
+  const start = Math.max(crlf === -1 ? 0 : crlf + 4, lf === -1 ? 0 : lf + 2);
+  return start < packet.length && REQUEST_LINE_START.test(packet.slice(start)) ? packet.slice(start) : packet;
 }
 
 /**

@@ -224,6 +224,35 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
   });
 });
 
+describe('a refused request pipelined behind a valid one (RFC 9112 9.3.2: answers in request order)', () => {
+  test.each([
+    ['an HTTP version other than 1.0 and 1.1', 'GET /healthz HTTP/1.2\r\nHost: x\r\n\r\n', '505 HTTP Version Not Supported'],
+    ['a header line without a colon', 'GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n', '400 Bad Request'],
+    [
+      'headers over the limit',
+      `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(20_000)}\r\n\r\n`,
+      '431 Request Header Fields Too Large',
+    ],
+  ])('%s: the valid one is answered first, then the refusal', async (_name, refused, status) => {
+    const answer = await rawExchange(`GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n${refused}`);
+    const statusLines = [...answer.matchAll(/HTTP\/1\.1 (\d{3} [^\r]*)\r\n/g)].map((match) => match[1]);
+    expect(statusLines).toEqual(['200 OK', status]);
+    expect(answer).toContain('{"status":"ok"}');
+  });
+
+  test('behind a recording still streaming, the refusal waits for its last byte', async () => {
+    const recording = await gateway.fetch('/v1/call/recording/3.mp3', { headers: { authorization: `Bearer ${ACME_KEY}` } });
+    const size = (await recording.arrayBuffer()).byteLength;
+    const answer = await rawExchange(
+      `GET /v1/call/recording/3.mp3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\nGET /healthz HTTP/9.9\r\nHost: x\r\n\r\n`,
+    );
+    expect(answer.startsWith('HTTP/1.1 200 OK\r\n')).toBe(true);
+    const refusal = answer.lastIndexOf('HTTP/1.1 505 ');
+    const bodyStart = answer.indexOf('\r\n\r\n') + 4;
+    expect(refusal - bodyStart).toBe(size);
+  });
+});
+
 describe('credentials', () => {
   test('a route that needs the API key does not suggest a signed URL when none is sent', async () => {
     const response = await gateway.fetch('/v1/call/recording/1.mp3', { method: 'DELETE', headers: { authorization: '' } });
