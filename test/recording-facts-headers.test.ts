@@ -10,8 +10,9 @@ import { existsSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
 import { bytesOf, manualClock, namespaceFor, type RunningGateway } from '../dev/gateway-harness.js';
-import { analyseMp3 } from '../src/recordings/analysis/mp3-analysis.js';
+import { analyseMp3, UndecodableRecordingError } from '../src/recordings/analysis/mp3-analysis.js';
 import { readStreamHeader, type Mp3Source } from '../src/recordings/analysis/mp3-header.js';
+import { knownFacts } from '../src/recordings/analysis/recording-analyser.js';
 import { bodySource } from '../src/recordings/analysis/stored-recording-source.js';
 import { gatewayPerTest, settled } from './support/gateway-per-test.js';
 
@@ -65,15 +66,32 @@ const variableBytes = variableFrames.reduce((sum, frame) => sum + frame.length, 
 const misleadingFrames = Array.from({ length: FRAMES }, (_, i) => silentFrame(i < 4 ? 128 : 32));
 const misleadingBytes = misleadingFrames.reduce((sum, frame) => sum + frame.length, 0);
 
+/**
+ * A Xing header frame and no audio: MPEG-1 Layer III, 128 kbit/s, 44.1 kHz,
+ * joint stereo (417 bytes, the header after 32 bytes of side information),
+ * counting one frame of 4 GiB, then 100 bytes of zeros.
+ */
+function xingOnly(): Buffer {
+  const frame = Buffer.alloc(417);
+  frame.set([0xff, 0xfb, 0x90, 0x64]);
+  frame.write('Xing', 36, 'latin1');
+  frame.writeUInt32BE(0b11, 40);
+  frame.writeUInt32BE(1, 44);
+  frame.writeUInt32BE(0xffff_ffff, 48);
+  return Buffer.concat([frame, Buffer.alloc(100)]);
+}
+
 const XING = 501;
 const VBRI = 502;
 const NO_COUNT = 503;
 const MISLEADING = 504;
+const XING_ONLY = 505;
 const recordings = new Map<number, Buffer>([
   [XING, Buffer.concat([xingFrame(FRAMES, variableBytes), ...variableFrames])],
   [VBRI, Buffer.concat([vbriFrame(FRAMES, variableBytes), ...variableFrames])],
   [NO_COUNT, Buffer.concat(variableFrames)],
   [MISLEADING, Buffer.concat(misleadingFrames)],
+  [XING_ONLY, xingOnly()],
 ]);
 
 interface Info {
@@ -174,6 +192,95 @@ describe('facts from the stream header, at store time', () => {
     const facts = await indexedFacts(gateway, MISLEADING);
     expect(facts?.durationSeconds).toBe(corrected.duration_seconds);
     expect(facts?.estimated).toBeUndefined();
+  });
+});
+
+describe('frame counts the file does not bear out', () => {
+  /** The fixture call 2 (MPEG-2 Layer III, mono, 22.05 kHz, 32 kbit/s CBR) behind a Xing frame of its own format. */
+  async function behindXing(frames: number, bytes: number | undefined): Promise<Buffer> {
+    const plain = (await loadFixtureRecordings()).get(2)!;
+    const frame = Buffer.alloc(104); // 32 kbit/s at 22.05 kHz, no padding
+    plain.copy(frame, 0, 0, 4);
+    frame.write('Xing', 4 + 9, 'latin1'); // after 9 bytes of mono MPEG-2 side information
+    frame.writeUInt32BE(bytes === undefined ? 0b01 : 0b11, 17);
+    frame.writeUInt32BE(frames, 21);
+    frame.writeUInt32BE(bytes ?? 0, 25);
+    return Buffer.concat([frame, plain]);
+  }
+
+  function withinMpegBounds(facts: { durationSeconds: number; bitrate: number }, maxBitrate: number): void {
+    expect(Number.isFinite(facts.durationSeconds) && facts.durationSeconds > 0).toBe(true);
+    expect(facts.bitrate).toBeGreaterThanOrEqual(8_000);
+    expect(facts.bitrate).toBeLessThanOrEqual(maxBitrate);
+  }
+
+  test('a Xing header frame with no audio after it gives no facts, and its decode finds no audio', async () => {
+    const header = await readStreamHeader(bodySource(xingOnly()));
+    expect(header?.facts).toBeUndefined();
+    await expect(analyseMp3(bodySource(xingOnly()))).rejects.toBeInstanceOf(UndecodableRecordingError);
+  });
+
+  test.each([
+    ['a frame count of 0xFFFFFFFF', 0xffff_ffff, undefined],
+    ['a frame count of 0xFFFFFFFF and the right byte count', 0xffff_ffff, 'size'],
+    ['one frame of 0xFFFFFFFF bytes', 1, 0xffff_ffff],
+    ['the right frame count and 0xFFFFFFFF bytes', 218, 0xffff_ffff],
+  ] as const)('%s on a real recording is ignored: its own frames give the facts', async (_what, frames, bytes) => {
+    const plain = (await loadFixtureRecordings()).get(2)!;
+    const tagged = await behindXing(frames, bytes === 'size' ? plain.length : bytes);
+    // The estimate from the size at the frames' constant bitrate, as without a frame count.
+    const header = await readStreamHeader(bodySource(tagged));
+    expect(header?.facts).toEqual({
+      durationSeconds: Math.round((((plain.length + 104) * 8) / 32_000) * 1e6) / 1e6,
+      bitrate: 32_000,
+      sampleRate: 22_050,
+      channels: 1,
+      estimated: true,
+    });
+    const decodedPlain = (await analyseMp3(bodySource(plain))).facts;
+    const { facts } = await analyseMp3(bodySource(tagged));
+    withinMpegBounds(facts, 160_000);
+    expect(facts.durationSeconds).toBeCloseTo(decodedPlain.durationSeconds, 1);
+  });
+
+  test('a right Xing header keeps its exact facts, read and decoded', async () => {
+    const expected = {
+      durationSeconds: Math.round(SECONDS * 1e6) / 1e6,
+      bitrate: Math.round((variableBytes * 8) / SECONDS),
+      sampleRate: SAMPLE_RATE,
+      channels: 1,
+    };
+    expect((await readStreamHeader(bodySource(recordings.get(XING)!)))?.facts).toEqual(expected);
+    expect((await analyseMp3(bodySource(recordings.get(XING)!))).facts).toEqual(expected);
+    expect((await readStreamHeader(bodySource(recordings.get(VBRI)!)))?.facts).toEqual(expected);
+  });
+
+  test('junk after the audio does not lift the decoded bitrate above what the stream allows', async () => {
+    // One 32 kbit/s frame (MPEG-2 Layer III: at most 160 kbit/s), then 2 KB of zeros.
+    const oneFrame = (await loadFixtureRecordings()).get(2)!.subarray(0, 104);
+    const { facts } = await analyseMp3(bodySource(Buffer.concat([oneFrame, Buffer.alloc(2048)])));
+    expect(facts.durationSeconds).toBe(0.026122);
+    withinMpegBounds(facts, 160_000);
+  });
+
+  test('facts in an index entry with a bitrate no MPEG stream has are not known: they are read again', () => {
+    const facts = { durationSeconds: 0.026122, bitrate: 1_315_333_734_094, sampleRate: 44_100, channels: 2 };
+    const meta = (value: typeof facts) => ({ facts: value }) as unknown as Parameters<typeof knownFacts>[0];
+    expect(knownFacts(meta(facts))).toBeUndefined();
+    expect(knownFacts(meta({ ...facts, bitrate: 128_000 }))).toEqual({ ...facts, bitrate: 128_000 });
+  });
+
+  test('info.json and peaks.json both answer 502 for a Xing header frame with no audio, in the JSON error shape', async () => {
+    const gateway = await start();
+    await store(gateway, XING_ONLY);
+    for (const route of ['info.json', 'peaks.json', 'info.json']) {
+      const response = await gateway.fetch(`/v1/call/recording/${XING_ONLY}/${route}`);
+      expect(response.status, route).toBe(502);
+      const body = (await response.json()) as Record<string, unknown>;
+      expect(Object.keys(body).sort()).toEqual(['error', 'message']);
+      expect(body.message).toBe('The recording could not be decoded for analysis');
+    }
+    expect(await indexedFacts(gateway, XING_ONLY)).toBeUndefined();
   });
 });
 

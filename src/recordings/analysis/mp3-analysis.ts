@@ -1,6 +1,14 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { RecordingFacts } from '../../cache/recording-meta.js';
-import { id3v2Size, isMonoFrame, readStreamHeader, type Mp3Source } from './mp3-header.js';
+import {
+  type BitrateBounds,
+  bitrateBoundsAt,
+  id3v2Size,
+  isMonoFrame,
+  MPEG_BITRATE_BOUNDS,
+  readStreamHeader,
+  type Mp3Source,
+} from './mp3-header.js';
 import { freeMpegDecoder, loadMpegDecoder } from './mpeg-decoder.js';
 import { PeaksBuilder, type WaveformPeaks } from './waveform-peaks.js';
 
@@ -58,6 +66,7 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
   let sampleRate = 0;
   let decodedChannels = 0;
   let mono = header?.channels === 1;
+  let bounds: BitrateBounds = header?.bitrateBounds ?? MPEG_BITRATE_BOUNDS;
   let errors = 0;
   let sliceStarted = performance.now();
   try {
@@ -65,7 +74,10 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
       const chunk = await source.readAt(offset, Math.min(READ_BYTES, source.size - offset));
       if (chunk === null || chunk.length === 0) throw new Error(`recording ended at ${offset} of ${source.size} bytes`);
       // Without a readable header, a first frame right after the tag still tells a mono stream.
-      if (offset === 0 && !header) mono = isMonoFrame(chunk, id3v2Size(chunk));
+      if (offset === 0 && !header) {
+        mono = isMonoFrame(chunk, id3v2Size(chunk));
+        bounds = bitrateBoundsAt(chunk, id3v2Size(chunk)) ?? bounds;
+      }
       offset += chunk.length;
       for (let at = 0; at < chunk.length; at += DECODE_PIECE_BYTES) {
         const decoded = quietly(() => decoder.decode(chunk.subarray(at, at + DECODE_PIECE_BYTES)));
@@ -90,10 +102,13 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
   }
   if (peaks.totalSamples === 0 || sampleRate === 0) throw new UndecodableRecordingError('no MPEG audio could be decoded');
   const durationSeconds = peaks.totalSamples / sampleRate;
+  // A variable bitrate (or one that only began constant) is answered as its average over the whole stream.
+  // Frames each within the standard's bounds average within them: bytes beyond what the highest bitrate
+  // fills in the decoded duration are not audio (a frame-count header, junk after the last frame).
+  const average = ((header?.audioBytes ?? source.size) * 8) / durationSeconds;
   const decoded: RecordingFacts = {
     durationSeconds: Math.round(durationSeconds * 1e6) / 1e6,
-    // A variable bitrate (or one that only began constant) is answered as its average over the whole stream.
-    bitrate: Math.round(((header?.audioBytes ?? source.size) * 8) / durationSeconds),
+    bitrate: Math.round(Math.min(average, bounds.max)),
     sampleRate: header?.sampleRate ?? sampleRate,
     // mpg123 always decodes to two channels; only a frame header knows a mono stream.
     channels: header?.channels ?? (mono ? 1 : decodedChannels),

@@ -15,9 +15,11 @@ export interface StreamHeader {
   constantBitrate: number | undefined;
   /** Bytes of audio: the file without its ID3v2 tag (at the start) and ID3v1 tag (at the end). */
   audioBytes: number;
+  /** The bitrates (bits per second) the standard allows for the stream's version and layer. */
+  bitrateBounds: BitrateBounds;
   /**
    * The facts, when the header gives the duration: from a Xing/Info or VBRI
-   * frame count (exact), or from the size and bitrate of a constant-bitrate
+   * frame count (exact) the file bears out, or from the size and bitrate of a constant-bitrate
    * stream without one (`estimated`). Undefined for a variable bitrate
    * without a frame count: only decoding it tells its duration.
    */
@@ -50,18 +52,34 @@ export async function readStreamHeader(source: Mp3Source): Promise<StreamHeader 
   const hasId3v1 = tail?.length === ID3V1_BYTES && tail[0] === 0x54 && tail[1] === 0x41 && tail[2] === 0x47; // "TAG"
   const audioBytes = source.size - tagBytes - (hasId3v1 ? ID3V1_BYTES : 0);
   const constantBitrate = format.constantBitrate;
-  const header = { sampleRate: format.sampleRate, channels: format.channels, constantBitrate, audioBytes };
+  const header = {
+    sampleRate: format.sampleRate,
+    channels: format.channels,
+    constantBitrate,
+    audioBytes,
+    bitrateBounds: frame.bitrateBounds,
+  };
 
-  const counted = frameCountOf(head, frame);
+  // A frame count is a hint only: an encoder's (or a forger's) number, used when the file agrees with it.
+  const { tagged, count } = frameCountOf(head, frame);
+  const counted = plausibleCount(count, head, frame, format.sampleRate, audioBytes);
   if (counted) {
     const durationSeconds = (counted.frames * frame.samplesPerFrame) / format.sampleRate;
     // A variable bitrate is answered as its average over the whole stream.
     const bitrate = constantBitrate ?? ((counted.bytes ?? audioBytes) * 8) / durationSeconds;
     return { ...header, facts: factsOf(durationSeconds, bitrate, format) };
   }
-  if (constantBitrate === undefined) return { ...header, facts: undefined };
+  // A first frame that only holds a frame-count header, with no audio frame after it: decoding decides.
+  if (constantBitrate === undefined || (tagged && !nextFrameFollows(head, frame))) return { ...header, facts: undefined };
+  if (constantBitrate < frame.bitrateBounds.min || constantBitrate > frame.bitrateBounds.max) return { ...header, facts: undefined };
   return { ...header, facts: { ...factsOf((audioBytes * 8) / constantBitrate, constantBitrate, format), estimated: true } };
 }
+
+/**
+ * The lowest and highest bitrates (bits per second) of MPEG audio: any
+ * version and layer. A recording's facts outside them were not read from audio.
+ */
+export const MPEG_BITRATE_BOUNDS = { min: 8_000, max: 448_000 } as const;
 
 function factsOf(durationSeconds: number, bitrate: number, format: { sampleRate: number; channels: number }): RecordingFacts {
   return {
@@ -99,7 +117,33 @@ interface FrameHeader {
   samplesPerFrame: number;
   /** Layer III only: the side information after the header (and CRC), where a Xing/Info header starts. */
   xingOffset: number | undefined;
+  /** The frame's bytes, padding included; undefined for a free-format or bad bitrate. */
+  length: number | undefined;
+  /** The bitrates the standard allows for this version and layer, in bits per second. */
+  bitrateBounds: BitrateBounds;
+  /** Version, layer and sample rate bits: every frame of a stream has the same. */
+  stream: number;
 }
+
+export interface BitrateBounds {
+  min: number;
+  max: number;
+}
+
+// kbit/s by bitrate index (1-14), per version and layer (ISO/IEC 11172-3, 13818-3).
+const KBPS = {
+  mpeg1: {
+    1: [32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
+    2: [32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
+    3: [32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+  },
+  mpeg2: {
+    1: [32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+    2: [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+    3: [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+  },
+} as const;
+const MPEG1_SAMPLE_RATES = [44_100, 48_000, 32_000];
 
 /** The MPEG audio frame header at `at`, or undefined when there is none. */
 function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | undefined {
@@ -112,7 +156,64 @@ function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | undefined {
   const withCrc = (bytes[at + 1]! & 1) === 0;
   const samplesPerFrame = layer === 0b11 ? 384 : layer === 0b10 || mpeg1 ? 1152 : 576;
   const sideInfo = mpeg1 ? (mono ? 17 : 32) : mono ? 9 : 17;
-  return { samplesPerFrame, xingOffset: layer === 0b01 ? at + 4 + (withCrc ? 2 : 0) + sideInfo : undefined };
+  const table = KBPS[mpeg1 ? 'mpeg1' : 'mpeg2'][(4 - layer) as 1 | 2 | 3];
+  const bitrateIndex = bytes[at + 2]! >> 4;
+  const rateIndex = (bytes[at + 2]! >> 2) & 0b11;
+  const padding = (bytes[at + 2]! >> 1) & 1;
+  const sampleRate = rateIndex === 0b11 ? undefined : MPEG1_SAMPLE_RATES[rateIndex]! / (mpeg1 ? 1 : version === 0b10 ? 2 : 4);
+  const bitrate = bitrateIndex === 0 || bitrateIndex === 15 ? undefined : table[bitrateIndex - 1]! * 1000;
+  let length: number | undefined;
+  if (bitrate !== undefined && sampleRate !== undefined) {
+    length =
+      layer === 0b11
+        ? (Math.floor((12 * bitrate) / sampleRate) + padding) * 4
+        : Math.floor(((samplesPerFrame / 8) * bitrate) / sampleRate) + padding;
+  }
+  return {
+    samplesPerFrame,
+    xingOffset: layer === 0b01 ? at + 4 + (withCrc ? 2 : 0) + sideInfo : undefined,
+    length,
+    bitrateBounds: { min: table[0]! * 1000, max: table[table.length - 1]! * 1000 },
+    stream: (version << 4) | (layer << 2) | rateIndex,
+  };
+}
+
+/** The standard's bitrate bounds for the stream whose first frame header is at `at`, if there is one there. */
+export function bitrateBoundsAt(bytes: Uint8Array, at: number): BitrateBounds | undefined {
+  return frameHeaderAt(bytes, at)?.bitrateBounds;
+}
+
+/** True when another frame of the same stream starts right after the first frame of `head`. */
+function nextFrameFollows(head: Buffer, frame: FrameHeader): boolean {
+  if (frame.length === undefined) return false;
+  return frameHeaderAt(head, frame.length)?.stream === frame.stream;
+}
+
+// A frame count's byte total may count a little more than the file holds
+// (the header frame itself, a tag the encoder wrote after the audio); more
+// than this beyond the audio present, it is not this file's.
+const COUNTED_BYTES_SLACK = 2048;
+
+/**
+ * A Xing/Info or VBRI frame count, when the file agrees with it: an audio
+ * frame follows the header frame, the byte total is no more than the audio
+ * present (give or take a header frame or tag), and that many frames in that
+ * many bytes is a bitrate the stream's version and layer allow. Otherwise
+ * (a forged or damaged header) undefined: the file's own frames decide.
+ */
+function plausibleCount(
+  counted: FrameCount | undefined,
+  head: Buffer,
+  frame: FrameHeader,
+  sampleRate: number,
+  audioBytes: number,
+): FrameCount | undefined {
+  if (!counted || !nextFrameFollows(head, frame)) return undefined;
+  if (counted.bytes !== undefined && counted.bytes > audioBytes + COUNTED_BYTES_SLACK) return undefined;
+  const bitrate = ((counted.bytes ?? audioBytes) * 8) / ((counted.frames * frame.samplesPerFrame) / sampleRate);
+  // The average of frames each within the bounds is within them, give or take a padding byte a frame.
+  const { min, max } = frame.bitrateBounds;
+  return Number.isFinite(bitrate) && bitrate >= min * 0.99 && bitrate <= max ? counted : undefined;
 }
 
 /** True when an MPEG audio frame header at `at` says single channel (mode bits 11). */
@@ -120,29 +221,35 @@ export function isMonoFrame(bytes: Uint8Array, at: number): boolean {
   return frameHeaderAt(bytes, at) !== undefined && bytes[at + 3]! >> 6 === 0b11;
 }
 
+interface FrameCount {
+  frames: number;
+  bytes: number | undefined;
+}
+
 /**
  * The stream's frame count (and audio bytes, when given) from the first
  * frame's Xing/Info header (LAME and most encoders) or VBRI header
- * (Fraunhofer), both big-endian; undefined without one.
+ * (Fraunhofer), both big-endian; no count without one. `tagged` when the
+ * first frame holds such a header (and so no audio), whatever its numbers.
  */
-function frameCountOf(head: Buffer, frame: FrameHeader): { frames: number; bytes: number | undefined } | undefined {
+function frameCountOf(head: Buffer, frame: FrameHeader): { tagged: boolean; count?: FrameCount } {
   const xing = frame.xingOffset;
   if (xing !== undefined && xing + 16 <= head.length) {
     const tag = head.toString('latin1', xing, xing + 4);
     const flags = head.readUInt32BE(xing + 4);
-    if ((tag === 'Xing' || tag === 'Info') && (flags & 1) !== 0) {
-      const frames = head.readUInt32BE(xing + 8);
+    if (tag === 'Xing' || tag === 'Info') {
+      const frames = (flags & 1) !== 0 ? head.readUInt32BE(xing + 8) : 0;
       const bytes = (flags & 2) !== 0 && xing + 16 <= head.length ? head.readUInt32BE(xing + 12) : undefined;
-      if (frames > 0) return { frames, bytes: bytes || undefined };
+      return { tagged: true, count: frames > 0 ? { frames, bytes: bytes || undefined } : undefined };
     }
   }
   // VBRI sits 32 bytes after the frame header, whatever the side information: tag, version, delay, quality, bytes, frames.
   const vbri = 4 + 32;
   if (vbri + 18 <= head.length && head.toString('latin1', vbri, vbri + 4) === 'VBRI') {
     const frames = head.readUInt32BE(vbri + 14);
-    if (frames > 0) return { frames, bytes: head.readUInt32BE(vbri + 10) || undefined };
+    return { tagged: true, count: frames > 0 ? { frames, bytes: head.readUInt32BE(vbri + 10) || undefined } : undefined };
   }
-  return undefined;
+  return { tagged: false };
 }
 
 interface StreamFormat {

@@ -5,7 +5,7 @@ import type { RecordingFacts, RecordingMeta } from '../../cache/recording-meta.j
 import type { Logger } from '../../logger.js';
 import { AnalysisQueue, QueueClosedError, type QueuedTask } from './analysis-queue.js';
 import { analyseMp3, UndecodableRecordingError, type Mp3Analysis } from './mp3-analysis.js';
-import { readStreamHeader, type Mp3Source, type StreamHeader } from './mp3-header.js';
+import { MPEG_BITRATE_BOUNDS, readStreamHeader, type Mp3Source, type StreamHeader } from './mp3-header.js';
 import { RecordingGoneError, type OpenedRecording } from './stored-recording-source.js';
 import { decodePeaks, encodePeaks, type WaveformPeaks } from './waveform-peaks.js';
 
@@ -39,7 +39,14 @@ export function knownFacts(meta: RecordingMeta): RecordingFacts | undefined {
   const facts = meta.facts as Partial<RecordingFacts> | undefined;
   if (typeof facts !== 'object' || facts === null) return undefined;
   const positive = (value: unknown) => typeof value === 'number' && Number.isFinite(value) && value > 0;
-  return positive(facts.durationSeconds) && positive(facts.bitrate) && positive(facts.sampleRate) && positive(facts.channels)
+  // A bitrate no MPEG stream has was not read from audio (an older version trusted a frame-count header blindly).
+  const bitrate = facts.bitrate as number;
+  return positive(facts.durationSeconds) &&
+    positive(bitrate) &&
+    bitrate >= MPEG_BITRATE_BOUNDS.min &&
+    bitrate <= MPEG_BITRATE_BOUNDS.max &&
+    positive(facts.sampleRate) &&
+    positive(facts.channels)
     ? (facts as RecordingFacts)
     : undefined;
 }
