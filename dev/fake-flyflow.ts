@@ -60,6 +60,8 @@ export interface FakeFlyflowOptions {
   lastModified?: string | null;
   /** Extra headers on every normal answer, e.g. a `Set-Cookie` the gateway must not pass on. */
   headers?: Record<string, string>;
+  /** `Content-Type` of normal answers. Default `audio/mpeg`. */
+  contentType?: string;
 }
 
 export interface FakeFlyflow {
@@ -138,6 +140,7 @@ export async function startFakeFlyflow(options: FakeFlyflowOptions = {}): Promis
   const apiKeys = options.apiKeys ? new Set(options.apiKeys) : undefined;
   const lastModified = options.lastModified === undefined ? FIXTURE_LAST_MODIFIED : options.lastModified;
   const extraHeaders = { ...options.headers };
+  const audioType = options.contentType ?? 'audio/mpeg';
   const requests: ReceivedRequest[] = [];
   const behaviours = new Map<number, ActiveBehaviour>();
   const gates = new Map<number, Gate>();
@@ -176,7 +179,7 @@ export async function startFakeFlyflow(options: FakeFlyflowOptions = {}): Promis
   }
 
   function audioHead(res: ServerResponse, length: number | undefined): void {
-    const headers: Record<string, string | number> = { ...extraHeaders, 'Content-Type': 'audio/mpeg' };
+    const headers: Record<string, string | number> = { ...extraHeaders, 'Content-Type': audioType };
     if (length !== undefined) headers['Content-Length'] = length;
     if (lastModified !== null) headers['Last-Modified'] = lastModified;
     res.writeHead(200, headers);

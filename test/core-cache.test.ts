@@ -107,6 +107,34 @@ describe('serving from the cache', () => {
     expect(hit.headers.get('etag')).toBe(expectedEtag(upstream.recording(3)!));
   });
 
+  test("an upstream naming another audio type (audio/mp3) still gets the contract's audio/mpeg: on a miss, a hit and from disk", async () => {
+    const mp3Upstream = await startFakeFlyflow({ contentType: 'audio/mp3' });
+    const ownDir = await makeTempDir();
+    try {
+      const config = testConfig({ dir: ownDir, upstreamBaseUrl: mp3Upstream.baseUrl });
+      const first = await startGateway(config);
+      const miss = await first.fetch('/v1/call/recording/3.mp3');
+      await bytesOf(miss);
+      await first.gateway.downloads.idle();
+      const hit = await first.fetch('/v1/call/recording/3.mp3', { headers: { range: 'bytes=0-9' } });
+      await bytesOf(hit);
+      await first.close();
+      const second = await startGateway(config);
+      const fromDisk = await second.fetch('/v1/call/recording/3.mp3');
+      await bytesOf(fromDisk);
+      await second.close();
+      expect([miss, hit, fromDisk].map((response) => response.headers.get('cache-status'))).toEqual([
+        'recording-gateway; fwd=uri-miss',
+        'recording-gateway; hit; detail=memory',
+        'recording-gateway; hit; detail=disk',
+      ]);
+      for (const response of [miss, hit, fromDisk]) expect(response.headers.get('content-type')).toBe('audio/mpeg');
+    } finally {
+      await mp3Upstream.close();
+      await removeDir(ownDir);
+    }
+  });
+
   test('HEAD answers the same head as GET, without a body', async () => {
     const gateway = await start();
     const cold = await gateway.fetch('/v1/call/recording/1.mp3', { method: 'HEAD' });

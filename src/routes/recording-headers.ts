@@ -14,9 +14,14 @@ export interface Representation {
 // of 100,000 entries holds no header objects for the ones nobody asked for.
 const storedRepresentations = new WeakMap<CachedRecording, Representation>();
 
-/** The one place a recording's headers are built, for hits and downloads alike. */
-function representation(callId: string, contentType: string, validators: Validators): Representation {
-  const headers: Record<string, string> = { 'Content-Type': contentType, 'Accept-Ranges': 'bytes' };
+/**
+ * The one place a recording's headers are built, for hits and downloads alike.
+ * Every recording is an MP3 (the download checks its first bytes), so its type
+ * is `audio/mpeg` whatever audio type the upstream named (`audio/mp3`): the
+ * contract's, with nothing of the upstream's headers passed on.
+ */
+function representation(callId: string, validators: Validators): Representation {
+  const headers: Record<string, string> = { 'Content-Type': 'audio/mpeg', 'Accept-Ranges': 'bytes' };
   if (validators.etag !== undefined) headers.ETag = validators.etag;
   if (validators.lastModified !== undefined) headers['Last-Modified'] = validators.lastModified.toUTCString();
   headers['Content-Disposition'] = `inline; filename="call-${callId}.mp3"`;
@@ -38,7 +43,7 @@ export function storedRepresentation(entry: CachedRecording): Representation {
   let known = storedRepresentations.get(entry);
   if (!known) {
     const { meta } = entry;
-    known = representation(meta.callId, meta.contentType, {
+    known = representation(meta.callId, {
       etag: etagFor(meta.sha256),
       lastModified: upstreamDate(lastModifiedAsOf(meta.lastModified, meta.fetchedAt)) ?? new Date(meta.fetchedAt),
     });
@@ -60,10 +65,10 @@ function upstreamLastModified(head: DownloadHead): Pick<Validators, 'lastModifie
  * fetched it.
  */
 export function downloadRepresentation(callId: string, head: DownloadHead): Representation {
-  return representation(callId, head.contentType, upstreamLastModified(head));
+  return representation(callId, upstreamLastModified(head));
 }
 
 /** A finished download that could not be stored: its sha256 is known, so it has the ETag a stored copy would have. */
 export function completedRepresentation(callId: string, head: DownloadHead, sha256: string): Representation {
-  return representation(callId, head.contentType, { etag: etagFor(sha256), ...upstreamLastModified(head) });
+  return representation(callId, { etag: etagFor(sha256), ...upstreamLastModified(head) });
 }
