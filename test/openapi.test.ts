@@ -56,7 +56,10 @@ function registeredOperations(): Set<string> {
       for (const operation of documented ?? []) operations.add(operation);
       continue;
     }
-    operations.add(`${method} ${path.replace(/:callId\b/g, '{id}').replace(/:(\w+)/g, '{$1}')}`);
+    const documented = path.replace(/:callId\b/g, '{id}').replace(/:(\w+)/g, '{$1}');
+    operations.add(`${method} ${documented}`);
+    // Hono answers HEAD through every GET route.
+    if (method === 'GET') operations.add(`HEAD ${documented}`);
   }
   return operations;
 }

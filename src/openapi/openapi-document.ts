@@ -408,6 +408,28 @@ const headerParameter = (name: string, description: string): Json => ({
   schema: { type: 'string' },
 });
 
+/**
+ * Every GET also answers HEAD (Hono answers HEAD through the GET route): the
+ * same responses and headers, without a body. Paths that describe their HEAD
+ * themselves keep it.
+ */
+function withHeadOperations(items: OpenApiDocument['paths']): OpenApiDocument['paths'] {
+  return Object.fromEntries(
+    Object.entries(items).map(([path, item]) => {
+      const get = item.get as (Json & { operationId: string; summary: string; responses: Record<string, Json> }) | undefined;
+      if (!get || item.head) return [path, item];
+      const responses = Object.fromEntries(
+        Object.entries(get.responses).map(([status, response]) => {
+          const { content: _body, ...head } = response;
+          return [status, head];
+        }),
+      );
+      const head = { ...get, operationId: `${get.operationId}Head`, summary: `${get.summary} (headers only)`, responses };
+      return [path, { ...item, head }];
+    }),
+  );
+}
+
 /** The gateway's OpenAPI 3.1 document, served at GET /openapi.json. */
 export const openApiDocument: OpenApiDocument = {
   openapi: '3.1.0',
@@ -426,7 +448,7 @@ export const openApiDocument: OpenApiDocument = {
     { name: 'webhooks', description: "Flyflow's events" },
     { name: 'internal', description: 'Between the replicas of a cluster; not for clients' },
   ],
-  paths,
+  paths: withHeadOperations(paths),
   components: {
     schemas: {
       Error: {
