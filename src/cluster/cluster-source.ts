@@ -126,7 +126,7 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     return undefined;
   }
 
-  return async (owner, callId, signal) => {
+  return async (owner, callId, signal, goingUpstream) => {
     const key = cacheKey(owner.namespace, callId);
     const advertised = options.advertiseUrl();
     for (let round = 0; round < MAX_ROUNDS && advertised !== undefined; round++) {
@@ -146,6 +146,8 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
       }
       if (attempt.acquired) {
         const { lease, generation } = attempt;
+        // The lease's holder is where the others come for the recording from now on.
+        goingUpstream?.();
         let recording: SourcedRecording;
         try {
           // The replica that held the lease may have stored its copy and let
@@ -186,6 +188,7 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
       await leases.takeOver(key, holder).catch(() => {});
     }
     // Redis out, or no agreement reached: download it ourselves.
+    goingUpstream?.();
     const recording = await options.upstream(owner, callId, signal);
     return { ...recording, origin: 'upstream' };
   };

@@ -21,11 +21,25 @@ export interface DownloadStore {
 export type DownloadOwner = Pick<Tenant, 'namespace' | 'upstreamApiKey'>;
 
 /** Opens a recording's bytes: the upstream by default; in a cluster, wherever the cluster says. */
-export type RecordingSource = (owner: DownloadOwner, callId: string, signal: AbortSignal | undefined) => Promise<SourcedRecording>;
+/**
+ * Where a download's bytes come from. `goingUpstream` is called as soon as the
+ * source has decided to ask the upstream itself (before the request), so that
+ * other replicas may stream this download from then on, and not while it is
+ * still choosing (it may be about to stream theirs).
+ */
+export type RecordingSource = (
+  owner: DownloadOwner,
+  callId: string,
+  signal: AbortSignal | undefined,
+  goingUpstream?: () => void,
+) => Promise<SourcedRecording>;
 
 /** The upstream itself: the owner's key, the owner's account circuit. */
 export function upstreamSource(client: Pick<FlyflowClient, 'openRecording'>): RecordingSource {
-  return (owner, callId, signal) => client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
+  return (owner, callId, signal, goingUpstream) => {
+    goingUpstream?.();
+    return client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
+  };
 }
 
 export interface DownloadManagerOptions {
@@ -164,12 +178,12 @@ export class DownloadManager {
     const opened: SourcedRecording[] = [];
     const download = new RecordingDownload(
       // Called once the slot is there (`ready`); with one free, within the constructor, so the request goes out before this caller's code goes on.
-      async () => {
+      async (goingUpstream) => {
         const signal = budget;
         budget = undefined;
         let recording: SourcedRecording;
         try {
-          recording = await this.#timed(() => this.#source(owner, callId, signal));
+          recording = await this.#timed(() => this.#source(owner, callId, signal, goingUpstream));
         } catch (error) {
           // Remembered before anyone is answered 404, so the next request (on any replica) sees it.
           if (error instanceof NotFoundError && !this.#discarded.has(download)) await this.options.notFound.remember(key);

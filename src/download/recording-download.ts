@@ -129,7 +129,7 @@ export class RecordingDownload {
   #body: GrowingBody | undefined;
   /** While a body that callers have the head of is fetched again: the next body, which their reads wait for. */
   #nextBody: NextBody | undefined;
-  #origin: DownloadOrigin = 'upstream';
+  #origin: DownloadOrigin | undefined;
   #headSent: DownloadHead | undefined;
   #state: 'running' | 'complete' | 'failed' = 'running';
   #sha256: string | undefined;
@@ -149,7 +149,7 @@ export class RecordingDownload {
   #rejectHead!: (error: unknown) => void;
 
   constructor(
-    open: () => Promise<SourcedRecording>,
+    open: (goingUpstream: () => void) => Promise<SourcedRecording>,
     private readonly sink: DownloadSink,
     private readonly options: DownloadOptions = {},
   ) {
@@ -167,8 +167,12 @@ export class RecordingDownload {
     return this.#state;
   }
 
-  /** Where the bytes come from; known once the head is. */
-  get origin(): DownloadOrigin {
+  /**
+   * Where the bytes come from: `upstream` as soon as the source decided to ask
+   * it, else known once the head is; undefined while the source is still
+   * choosing (in a cluster, it may be about to stream another replica's).
+   */
+  get origin(): DownloadOrigin | undefined {
     return this.#origin;
   }
 
@@ -252,7 +256,7 @@ export class RecordingDownload {
     return this.#closeIfUnused();
   }
 
-  async #run(open: () => Promise<SourcedRecording>): Promise<CompletedDownload> {
+  async #run(open: (goingUpstream: () => void) => Promise<SourcedRecording>): Promise<CompletedDownload> {
     const maxAttempts = this.options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     for (let attempt = 1; ; attempt++) {
       let upstream: SourcedRecording | undefined;
@@ -260,7 +264,9 @@ export class RecordingDownload {
       try {
         if (this.options.ready) await this.options.ready;
         // The request goes out first and the file is opened while the upstream answers: nothing waits for it after the first byte.
-        const opened = open();
+        const opened = open(() => {
+          this.#origin = 'upstream';
+        });
         opening = afterThisTurn(() => this.sink.createTemp());
         opening.catch(() => {}); // a failure is handled where it is awaited
         upstream = await opened;
@@ -368,7 +374,7 @@ export class RecordingDownload {
       ...head(),
       sha256,
       ...sealed,
-      origin: this.#origin,
+      origin: upstream.origin ?? 'upstream',
       persist: upstream.persist !== false,
       generation: upstream.generation,
       ...(upstream.fetchedAt === undefined ? {} : { fetchedAt: upstream.fetchedAt }),

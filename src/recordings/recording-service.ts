@@ -186,7 +186,8 @@ export class RecordingService {
       collapsed,
       reader: { readAt: (offset, maxBytes, scratch) => download.readAt(offset, maxBytes, scratch), release },
       sha256: digest instanceof Promise ? await digest : download.sha256,
-      origin: download.origin,
+      // Known once the head is.
+      origin: download.origin ?? 'upstream',
     };
   }
 

@@ -101,6 +101,26 @@ describe('a replica that takes the lease', () => {
     expect(calls.releases).toBe(1);
   });
 
+  test('says it goes upstream as soon as it holds the lease, before asking the upstream: the others may stream its download from then on', async () => {
+    const { source, calls } = world({ lookups: [[]], peers: [{ node: 'b', url: 'http://b.internal', volume: 'vol-b' }] });
+    const said: number[] = [];
+    await source(OWNER, '42', undefined, () => said.push(calls.upstream));
+    // Said once, while the upstream had not been asked yet.
+    expect(said).toEqual([0]);
+    expect(calls.upstream).toBe(1);
+  });
+
+  test('does not say it goes upstream when another replica streams it a copy: while choosing, it is no source', async () => {
+    const { source } = world({
+      lookups: [[{ volume: 'vol-b', meta: META }]],
+      peers: [{ node: 'b', url: 'http://b.internal', volume: 'vol-b' }],
+    });
+    let said = 0;
+    const recording = await source(OWNER, '42', undefined, () => said++);
+    expect(recording.origin).toBe('peer-copy');
+    expect(said).toBe(0);
+  });
+
   test('takes the copy another replica stored between its lookup and its acquire, instead of downloading again', async () => {
     const { source, calls } = world({
       lookups: [[], [{ volume: 'vol-b', meta: META }]],

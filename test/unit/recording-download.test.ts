@@ -17,6 +17,30 @@ function opener(...upstreams: UpstreamRecording[]): { open: () => Promise<Upstre
   };
 }
 
+describe('where a download comes from', () => {
+  test('is unknown while its source is choosing, and the upstream as soon as the source says so, before any head', async () => {
+    const bytes = syntheticRecording(10_000);
+    const upstream = new ManualUpstream(bytes.length);
+    let goUpstream!: () => void;
+    let answer!: (recording: UpstreamRecording) => void;
+    const download = new RecordingDownload((goingUpstream) => {
+      goUpstream = goingUpstream;
+      return new Promise((resolve) => {
+        answer = resolve;
+      });
+    }, fakeSink());
+    await Promise.resolve();
+    expect(download.origin).toBeUndefined();
+    goUpstream();
+    expect(download.origin).toBe('upstream');
+    answer(upstream);
+    upstream.push(bytes);
+    upstream.end();
+    await download.completed;
+    expect(download.origin).toBe('upstream');
+  });
+});
+
 describe('one download', () => {
   test('callers get the head as soon as the first bytes are MP3 and the length is known, before the body is complete', async () => {
     const bytes = syntheticRecording(10_000);
