@@ -10,6 +10,7 @@ import { ACME_KEY, ACME_SIGNING_SECRET, SERVER_KEY, expectedEtag, namespaceFor }
 import { runCliProcess } from '../dev/run-cli.js';
 import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
+import { signPeerRequest } from '../src/cluster/peer-auth.js';
 import {
   ACME_AUTH,
   ACME_WEBHOOK_TOKEN,
@@ -151,7 +152,7 @@ describe.sequential('replicas with a volume each', () => {
     }
   }, 60_000);
 
-  test('the internal routes answer only the peer secret: no credential, a tenant key or a wrong secret is 401', async () => {
+  test('the internal routes answer only requests signed with the peer secret: no credential, a tenant key, a wrong secret or the secret itself is 401', async () => {
     const namespace = namespaceFor(upstream.baseUrl);
     const id = 8001; // stored on replica 0 by the first test
     const routes: Array<[string, string]> = [
@@ -163,6 +164,7 @@ describe.sequential('replicas with a volume each', () => {
       { authorization: `Bearer ${ACME_KEY}` },
       { authorization: `Bearer ${cluster().peerSecret.slice(1)}x` },
       { authorization: cluster().peerSecret },
+      { authorization: `Bearer ${cluster().peerSecret}` },
     ];
     for (const [method, route] of routes) {
       for (const headers of refused) {
@@ -175,14 +177,18 @@ describe.sequential('replicas with a volume each', () => {
       }
     }
 
-    const peer = { authorization: `Bearer ${cluster().peerSecret}` };
-    const copy = await answerOf(cluster().at(0, routes[0]![1], { headers: peer }));
+    const peer = (method: string, path: string) => ({
+      authorization: signPeerRequest(cluster().peerSecret, { method, path, node: 'gw-test' }).authorization,
+    });
+    const copy = await answerOf(cluster().at(0, routes[0]![1], { headers: peer('GET', routes[0]![1]) }));
     expect(copy.status).toBe(200);
-    // A head line (the recording's size and type), then its bytes.
+    // A signed head line (the recording's size and type), its bytes, then a signed trailer (cluster-peer-auth.test.ts).
     const newline = copy.bytes.indexOf(0x0a);
-    expect(JSON.parse(copy.bytes.subarray(0, newline).toString('utf8'))).toMatchObject({ size: upstream.recording(id)!.length });
-    expect(copy.bytes.subarray(newline + 1).equals(upstream.recording(id)!)).toBe(true);
-    const purge = await cluster().at(0, routes[1]![1], { method: 'POST', headers: peer });
+    const headLine = copy.bytes.subarray(0, newline).toString('utf8');
+    expect(JSON.parse(headLine.slice(headLine.indexOf(' ') + 1))).toMatchObject({ size: upstream.recording(id)!.length });
+    const size = upstream.recording(id)!.length;
+    expect(copy.bytes.subarray(newline + 1, newline + 1 + size).equals(upstream.recording(id)!)).toBe(true);
+    const purge = await cluster().at(0, routes[1]![1], { method: 'POST', headers: peer('POST', routes[1]![1]) });
     await purge.arrayBuffer();
     expect(purge.status).toBeLessThan(300);
 
@@ -191,7 +197,7 @@ describe.sequential('replicas with a volume each', () => {
       ['POST', routes[0]![1], 'GET, HEAD, OPTIONS'],
       ['GET', routes[1]![1], 'POST, OPTIONS'],
     ] as const) {
-      const wrong = await cluster().at(0, route, { method, headers: peer });
+      const wrong = await cluster().at(0, route, { method, headers: peer(method, route) });
       expect(wrong.status, `${method} ${route}`).toBe(405);
       expect(wrong.headers.get('allow')).toBe(allow);
       expect(await wrong.json()).toMatchObject({ error: 'Method Not Allowed' });

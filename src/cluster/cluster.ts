@@ -95,6 +95,8 @@ export class Cluster {
     this.#leases = new DownloadLeases({ link: this.link, nodeId: config.nodeId, ttlMs: LEASE_TTL_MS });
     this.peers = new PeerClient({
       peerSecret: config.peerSecret,
+      nodeId: config.nodeId,
+      logger,
       headTimeoutMs: PEER_RESPONSE_TIMEOUT_MS,
       purgeTimeoutMs: PEER_PURGE_TIMEOUT_MS,
       bodyIdleTimeoutMs: options.peerBodyIdleMs,

@@ -1,6 +1,4 @@
 import type { Context } from 'hono';
-import { bearerToken } from '../auth/bearer.js';
-import { constantTimeEqual } from '../auth/constant-time.js';
 import { cacheKey } from '../cache/recording-meta.js';
 import type { DownloadManager } from '../download/download-manager.js';
 import { BadRequestError, NotFoundError, UnauthorizedError } from '../errors.js';
@@ -8,6 +6,7 @@ import { parseCallId } from '../recordings/call-id.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { PEER_STREAM_TYPE, type PeerSource, peerStream } from '../cluster/peer-stream.js';
+import { type AnswerSigner, PEER_AUTH_SCHEME, PEER_PROOF_HEADER, answerSigner, checkPeerRequest } from '../cluster/peer-auth.js';
 
 export interface PeerRoutesDeps {
   peerSecret: string;
@@ -20,8 +19,8 @@ export interface PeerRoutesDeps {
   redisUp: () => boolean;
 }
 
-const PEER_CREDENTIALS_MISSING =
-  'Missing credentials: this route is for the other replicas of a cluster (Authorization: Bearer <peer secret>)';
+const PEER_CREDENTIALS_MISSING = `Missing credentials: this route is for the other replicas of a cluster (Authorization: ${PEER_AUTH_SCHEME} v1 ..., signed with the peer secret)`;
+const PEER_CREDENTIALS_EXPIRED = "The request was signed more than 60 s from this replica's time: check the replicas' clocks";
 
 // Namespaces are hex digests of the upstream account (upstreamNamespace).
 const NAMESPACE = /^[0-9a-f]{32}$/;
@@ -34,16 +33,20 @@ function target(c: Context<GatewayEnv>): { namespace: string; callId: string } {
 
 /**
  * The routes replicas call on each other (README, Cluster), and only they:
- * each needs the peer secret. One streams a recording this replica holds or is
+ * each needs a request signed with the peer secret, and signs its answer. One streams a recording this replica holds or is
  * downloading from upstream; the other drops a recording here (a purge
  * elsewhere). Neither ever asks the upstream.
  */
 export function createPeerHandlers(deps: PeerRoutesDeps) {
-  function authorize(c: Context<GatewayEnv>): void {
-    const header = c.req.header('authorization');
-    if (header === undefined) throw new UnauthorizedError('missing', PEER_CREDENTIALS_MISSING);
-    const token = bearerToken(header);
-    if (token === undefined || !constantTimeEqual(token, deps.peerSecret)) throw new UnauthorizedError('invalid');
+  /** Checks the request's signature; resolves with the signer of its answers. */
+  function authorize(c: Context<GatewayEnv>): AnswerSigner {
+    const checked = checkPeerRequest(deps.peerSecret, c.req.header('authorization'), {
+      method: c.req.method,
+      path: new URL(c.req.url).pathname,
+    });
+    if (checked.ok) return answerSigner(deps.peerSecret, checked.nonce);
+    if (checked.problem === 'missing') throw new UnauthorizedError('missing', PEER_CREDENTIALS_MISSING);
+    throw new UnauthorizedError(checked.problem, checked.problem === 'expired' ? PEER_CREDENTIALS_EXPIRED : undefined);
   }
 
   return {
@@ -52,7 +55,7 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
      * download under way from Flyflow, streamed as it lands here (see peer-stream.ts).
      */
     async recording(c: Context<GatewayEnv>): Promise<Response> {
-      authorize(c);
+      const sign = authorize(c);
       const { namespace, callId } = target(c);
       const found = await Promise.resolve(deps.recordings.find(namespace, callId)).catch((error: unknown) => {
         if (error instanceof NotFoundError) return undefined;
@@ -80,11 +83,15 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
         }
       };
       return new Response(
-        peerStream(open, () => {
-          const outgoing = c.env?.outgoing;
-          outgoing?.destroy();
-          return outgoing !== undefined;
-        }),
+        peerStream(
+          open,
+          () => {
+            const outgoing = c.env?.outgoing;
+            outgoing?.destroy();
+            return outgoing !== undefined;
+          },
+          sign,
+        ),
         {
           status: 200,
           headers: { 'Content-Type': PEER_STREAM_TYPE, 'Cache-Control': 'no-store', [deps.volumeHeader]: deps.volume },
@@ -94,10 +101,10 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
 
     /** POST /internal/v1/purge/{namespace}/{callId}: 204 once it is gone from this replica. */
     async purge(c: Context<GatewayEnv>): Promise<Response> {
-      authorize(c);
+      const sign = authorize(c);
       const { namespace, callId } = target(c);
       await deps.recordings.purgeLocal(namespace, callId);
-      return new Response(null, { status: 204 });
+      return new Response(null, { status: 204, headers: { [PEER_PROOF_HEADER]: sign('purge', '204') } });
     },
 
     /**
@@ -105,8 +112,9 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
      * that lost its own link asks, to tell that from an outage for everyone.
      */
     redis(c: Context<GatewayEnv>): Response {
-      authorize(c);
-      return Response.json({ redis: deps.redisUp() ? 'up' : 'unreachable' }, { headers: { 'Cache-Control': 'no-store' } });
+      const sign = authorize(c);
+      const redis = deps.redisUp() ? 'up' : 'unreachable';
+      return Response.json({ redis }, { headers: { 'Cache-Control': 'no-store', [PEER_PROOF_HEADER]: sign('redis', redis) } });
     },
   };
 }
