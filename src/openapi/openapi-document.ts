@@ -73,6 +73,12 @@ const RATE_LIMIT_HEADERS = {
   'RateLimit-Reset': headerRef('RateLimitReset'),
 };
 const REQUEST_ID = { 'X-Request-Id': headerRef('XRequestId') };
+const PEER_PROOF: Json = {
+  description:
+    'hex(HMAC_SHA256(peer secret, "recording-gateway peer answer v1\\n" + nonce + "\\n" + kind + "\\n" + content)): kind `purge` with content `204`, or `redis` with the value',
+  required: true,
+  schema: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+};
 
 /** A response with a JSON body of `schema`. */
 function jsonResponse(description: string, schema: Json, headers: Record<string, Json> = {}): Json {
@@ -334,7 +340,9 @@ const paths: OpenApiDocument['paths'] = {
       parameters: [ref('parameters', 'Namespace'), idParameter],
       responses: {
         '200': {
-          description: 'The recording in the peer stream framing',
+          description:
+            'The recording in the peer stream framing: a line `<proof> <head JSON>`, the bytes, then a line `<proof> {"sha256":…,"size":…}`; ' +
+            'each proof is an HMAC-SHA256 with the peer secret bound to the request nonce (README, "How replicas talk to each other")',
           headers: { ...REQUEST_ID, 'Cache-Control': headerRef('NoStore') },
           content: { [PEER_STREAM_TYPE]: { schema: { type: 'string' } } },
         },
@@ -349,7 +357,10 @@ const paths: OpenApiDocument['paths'] = {
       summary: 'Cluster only: drop a recording from this replica (a purge elsewhere)',
       security: [{ peerSecret: [] }],
       parameters: [ref('parameters', 'Namespace'), idParameter],
-      responses: { '204': { description: 'Gone from this replica', headers: REQUEST_ID }, ...errorResponses('400', '401') },
+      responses: {
+        '204': { description: 'Gone from this replica', headers: { ...REQUEST_ID, 'X-Peer-Proof': PEER_PROOF } },
+        ...errorResponses('400', '401'),
+      },
     },
   },
   [PEER_REDIS_PATH]: {
@@ -367,7 +378,7 @@ const paths: OpenApiDocument['paths'] = {
             additionalProperties: false,
             properties: { redis: { type: 'string', enum: ['up', 'unreachable'] } },
           },
-          { 'Cache-Control': headerRef('NoStore') },
+          { 'Cache-Control': headerRef('NoStore'), 'X-Peer-Proof': PEER_PROOF },
         ),
         ...errorResponses('401'),
       },
@@ -631,7 +642,17 @@ export const openApiDocument: OpenApiDocument = {
       },
       adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN' },
       webhookToken: { type: 'apiKey', in: 'query', name: 'token', description: "The tenant's webhook token" },
-      peerSecret: { type: 'http', scheme: 'bearer', description: "The cluster's peer secret, shared by its replicas" },
+      peerSecret: {
+        // Not an http scheme: RecordingGatewayPeer is no registered one, and client generators know only those.
+        type: 'apiKey',
+        in: 'header',
+        name: 'Authorization',
+        description:
+          "A request signed with the cluster's peer secret, which never goes on the wire: " +
+          '`Authorization: RecordingGatewayPeer v1 node=<node id>, nonce=<32 hex>, ts=<unix seconds>, mac=<64 hex>`, ' +
+          'mac = hex(HMAC_SHA256(peer secret, "recording-gateway peer request v1\\n" + METHOD + "\\n" + path + "\\n" + node + "\\n" + nonce + "\\n" + ts)); ' +
+          "ts within 60 s of the replica's clock.",
+      },
     },
   },
 };
