@@ -130,6 +130,11 @@ export class RecordingDownload {
   /** While a body that callers have the head of is fetched again: the next body, which their reads wait for. */
   #nextBody: NextBody | undefined;
   #origin: DownloadOrigin | undefined;
+  /** Settles with the origin once decided, or with undefined when the download fails first. */
+  #decided!: (origin: DownloadOrigin | undefined) => void;
+  readonly #decision = new Promise<DownloadOrigin | undefined>((resolve) => {
+    this.#decided = resolve;
+  });
   #headSent: DownloadHead | undefined;
   #state: 'running' | 'complete' | 'failed' = 'running';
   #sha256: string | undefined;
@@ -160,7 +165,7 @@ export class RecordingDownload {
     });
     this.head.catch(() => {});
     this.completed = this.#run(open);
-    this.completed.catch(() => {});
+    this.completed.catch(() => this.#decided(undefined));
   }
 
   get state(): 'running' | 'complete' | 'failed' {
@@ -174,6 +179,17 @@ export class RecordingDownload {
    */
   get origin(): DownloadOrigin | undefined {
     return this.#origin;
+  }
+
+  /**
+   * The origin once the source has decided it, waiting at most `ms`: undefined
+   * when it has not by then, or the download failed first. Another replica
+   * asking for this download waits here for the moments a lease takes to be
+   * held; two replicas each choosing while asking the other wait no longer.
+   */
+  originWithin(ms: number): Promise<DownloadOrigin | undefined> {
+    if (this.#origin !== undefined) return Promise.resolve(this.#origin);
+    return Promise.race([this.#decision, sleep(ms, undefined, { ref: false })]);
   }
 
   /**
@@ -266,6 +282,7 @@ export class RecordingDownload {
         // The request goes out first and the file is opened while the upstream answers: nothing waits for it after the first byte.
         const opened = open(() => {
           this.#origin = 'upstream';
+          this.#decided('upstream');
         });
         opening = afterThisTurn(() => this.sink.createTemp());
         opening.catch(() => {}); // a failure is handled where it is awaited
@@ -275,6 +292,7 @@ export class RecordingDownload {
           throw new BadGatewayError('Upstream answered differently when its broken body was fetched again');
         }
         this.#origin = upstream.origin ?? 'upstream';
+        this.#decided(this.#origin);
         this.#listedSha256 = upstream.copyOf?.sha256;
         this.#heardAt = this.#clock.now();
         this.#body = GrowingBody.create(this.sink, upstream.contentLength, opening);

@@ -22,6 +22,9 @@ export interface PeerRoutesDeps {
 const PEER_CREDENTIALS_MISSING = `Missing credentials: this route is for the other replicas of a cluster (Authorization: ${PEER_AUTH_SCHEME} v1 ..., signed with the peer secret)`;
 const PEER_CREDENTIALS_EXPIRED = "The request was signed more than 60 s from this replica's time: check the replicas' clocks";
 
+// A download still choosing its source: how long to wait for it to take the lease and go upstream.
+const CHOOSING_WAIT_MS = 1_000;
+
 // Namespaces are hex digests of the upstream account (upstreamNamespace).
 const NAMESPACE = /^[0-9a-f]{32}$/;
 
@@ -63,7 +66,9 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
       });
       // Only a download from the upstream itself: a replica streaming from another is no source.
       const download = found ? undefined : deps.downloads.peek(cacheKey(namespace, callId));
-      if (!found && download?.origin !== 'upstream') throw new NotFoundError('No copy or download of this recording here');
+      if (!found && (await download?.originWithin(CHOOSING_WAIT_MS)) !== 'upstream') {
+        throw new NotFoundError('No copy or download of this recording here');
+      }
       const open = async (): Promise<PeerSource> => {
         if (found) {
           const { meta } = found.entry;

@@ -31,8 +31,12 @@ describe('where a download comes from', () => {
     }, fakeSink());
     await Promise.resolve();
     expect(download.origin).toBeUndefined();
+    // Another replica asking now waits a moment for the choice, and no longer.
+    expect(await download.originWithin(20)).toBeUndefined();
+    const asked = download.originWithin(5_000);
     goUpstream();
     expect(download.origin).toBe('upstream');
+    expect(await asked).toBe('upstream');
     answer(upstream);
     upstream.push(bytes);
     upstream.end();
