@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile, readdir, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -58,7 +58,7 @@ afterEach(async () => {
 });
 
 /** A gateway on the cache directory, encrypting with `encryption` (null: in the clear). */
-async function start(encryption: CacheEncryptionConfig | null = onlyA): Promise<RunningGateway> {
+async function start(encryption: CacheEncryptionConfig | null = onlyA, maxMemoryBytes = MEMORY_BYTES): Promise<RunningGateway> {
   const destination = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       logLines.push(...chunk.toString().split('\n').filter(Boolean));
@@ -66,7 +66,7 @@ async function start(encryption: CacheEncryptionConfig | null = onlyA): Promise<
     },
   });
   const gateway = await startGateway(
-    testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, cache: { maxMemoryBytes: MEMORY_BYTES, ...(encryption ? { encryption } : {}) } }),
+    testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, cache: { maxMemoryBytes, ...(encryption ? { encryption } : {}) } }),
     { logger: createLogger({ destination, level: 'info' }) },
   );
   running.push(gateway);
@@ -366,6 +366,121 @@ describe('encryption at rest', () => {
     expect((await readFile(peaksFile)).subarray(0, 7).toString('latin1')).toBe('RGENC1\n');
     const everything = await Promise.all((await everyFile()).map((file) => readFile(file).catch(() => Buffer.alloc(0))));
     expect(everything.filter((bytes) => bytes.includes('RGPEAKS1', 0, 'latin1'))).toEqual([]);
+  });
+});
+
+describe('a small recording on disk only (after a restart), asked for by range', () => {
+  /** The default memory tier: recordings up to 4 MiB (an eighth) are read whole and kept in memory. */
+  const DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024;
+  const MEDIUM = 42;
+  /** 24 chunks and a bit: well under the 4 MiB a memory entry may take. */
+  const MEDIUM_SIZE = 24 * CHUNK + 4321;
+  const MIDDLE = 12 * CHUNK + 1000;
+  const HIT_DISK = 'recording-gateway; hit; detail=disk';
+  const HIT_MEMORY = 'recording-gateway; hit; detail=memory';
+
+  /**
+   * Bytes this process passed through read(2) and its kin (Linux's rchar,
+   * summed over the process's threads, libuv's file reads included): unlike
+   * read_bytes it counts a read the page cache answered. Vitest runs each test
+   * file in a process of its own (pool: forks), so nothing else reads here meanwhile.
+   */
+  function bytesReadSoFar(): number {
+    return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+  }
+
+  /** The recording stored by one gateway, then a fresh one on the same cache directory, with nothing in memory. */
+  async function restartedWithMedium(encryption: CacheEncryptionConfig | null): Promise<{ gateway: RunningGateway; recording: Buffer }> {
+    const recording = syntheticRecording(MEDIUM_SIZE);
+    upstream.setRecording(MEDIUM, recording);
+    const first = await start(encryption, DEFAULT_MEMORY_BYTES);
+    expect((await download(first, MEDIUM)).body.equals(recording)).toBe(true);
+    await stop(first);
+    return { gateway: await start(encryption, DEFAULT_MEMORY_BYTES), recording };
+  }
+
+  test('encrypted: a 100-byte range decrypts its chunk from the file, and the copy is not read whole nor kept in memory', async () => {
+    const { gateway, recording } = await restartedWithMedium(onlyA);
+    const range = `bytes=${MIDDLE}-${MIDDLE + 99}`;
+    const before = bytesReadSoFar();
+    const partial = await download(gateway, MEDIUM, { range });
+    const read = bytesReadSoFar() - before;
+    expect(partial.status).toBe(206);
+    expect(partial.headers.get('cache-status')).toBe(HIT_DISK);
+    expect(partial.headers.get('content-range')).toBe(`bytes ${MIDDLE}-${MIDDLE + 99}/${MEDIUM_SIZE}`);
+    expect(partial.body.equals(recording.subarray(MIDDLE, MIDDLE + 100))).toBe(true);
+    // One sealed chunk, the file's header and the HTTP exchange: nowhere near the 1.5 MB file (read whole: over 24 chunks).
+    expect(read).toBeLessThan(2 * STRIDE);
+
+    // Not promoted: Safari's probe, HEAD and a revalidation are answered from the file too, reading no more than a chunk each.
+    const etag = partial.headers.get('etag')!;
+    const requests: Array<Record<string, string>> = [
+      { range: 'bytes=0-1' },
+      { 'if-none-match': etag },
+      { range: `bytes=${MEDIUM_SIZE - 10}-` },
+    ];
+    for (const headers of requests) {
+      const at = bytesReadSoFar();
+      const answer = await download(gateway, MEDIUM, headers);
+      expect(bytesReadSoFar() - at, JSON.stringify(headers)).toBeLessThan(2 * STRIDE);
+      expect(answer.headers.get('cache-status'), JSON.stringify(headers)).toBe(HIT_DISK);
+    }
+    const beforeHead = bytesReadSoFar();
+    const head = await gateway.fetch(`/v1/call/recording/${MEDIUM}.mp3`, { method: 'HEAD' });
+    expect(bytesReadSoFar() - beforeHead).toBeLessThan(2 * STRIDE);
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-length')).toBe(String(MEDIUM_SIZE));
+    expect(head.headers.get('cache-status')).toBe(HIT_DISK);
+    const notModified = await download(gateway, MEDIUM, { 'if-none-match': etag, range });
+    expect(notModified.status).toBe(304);
+    expect(notModified.headers.get('etag')).toBe(etag);
+    expect((await download(gateway, MEDIUM, { range })).headers.get('cache-status')).toBe(HIT_DISK);
+    expect(upstream.recordingRequests(MEDIUM)).toHaveLength(1);
+  });
+
+  test.each([
+    ['bytes=0-', 206],
+    ['bytes=0-1,1-', 206],
+    ['bytes=5-2', 200],
+    [undefined, 200],
+  ])('encrypted: a request whose answer is the whole body (Range %s) reads it whole and keeps it in memory', async (range, status) => {
+    const { gateway, recording } = await restartedWithMedium(onlyA);
+    const whole = await download(gateway, MEDIUM, range === undefined ? {} : { range });
+    expect(whole.status).toBe(status);
+    expect(whole.headers.get('cache-status')).toBe(HIT_DISK);
+    expect(whole.body.equals(recording)).toBe(true);
+    const next = await download(gateway, MEDIUM, { range: `bytes=${MIDDLE}-${MIDDLE + 99}` });
+    expect(next.headers.get('cache-status')).toBe(HIT_MEMORY);
+    expect(next.body.equals(recording.subarray(MIDDLE, MIDDLE + 100))).toBe(true);
+  });
+
+  test('in the clear: a 100-byte range still reads the small copy whole, checks it and keeps it in memory', async () => {
+    const { gateway, recording } = await restartedWithMedium(null);
+    const range = `bytes=${MIDDLE}-${MIDDLE + 99}`;
+    const partial = await download(gateway, MEDIUM, { range });
+    expect(partial.status).toBe(206);
+    expect(partial.headers.get('cache-status')).toBe(HIT_DISK);
+    expect(partial.body.equals(recording.subarray(MIDDLE, MIDDLE + 100))).toBe(true);
+    const next = await download(gateway, MEDIUM, { range: 'bytes=0-1' });
+    expect(next.headers.get('cache-status')).toBe(HIT_MEMORY);
+    expect(next.body.equals(recording.subarray(0, 2))).toBe(true);
+  });
+
+  test("encrypted: a copy of the wrong size (another recording's file in its place) is fetched again on a range, never served", async () => {
+    const other = syntheticRecording(MEDIUM_SIZE - 2 * CHUNK);
+    upstream.setRecording(SMALL, other);
+    const { gateway, recording } = await restartedWithMedium(onlyA);
+    await download(gateway, SMALL);
+    await stop(gateway);
+    // Encrypted under the same key: every chunk of it authenticates, only the size tells.
+    await writeFile(storedPath(MEDIUM), await readFile(storedPath(SMALL)));
+    const restarted = await start(onlyA, DEFAULT_MEMORY_BYTES);
+    const range = `bytes=${MIDDLE}-${MIDDLE + 99}`;
+    const partial = await download(restarted, MEDIUM, { range });
+    expect(partial.status).toBe(206);
+    expect(partial.headers.get('cache-status')).toBe('recording-gateway; fwd=uri-miss');
+    expect(partial.body.equals(recording.subarray(MIDDLE, MIDDLE + 100))).toBe(true);
+    expect(upstream.recordingRequests(MEDIUM)).toHaveLength(2);
   });
 });
 

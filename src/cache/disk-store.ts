@@ -20,6 +20,8 @@ import { createTempFile, writeFully, type TempFile } from './temp-file.js';
  */
 export interface DiskStore {
   readonly dir: string;
+  /** True with `cache.encryption`: every recording is stored encrypted, and decrypted as it is read. */
+  readonly encrypted: boolean;
   /**
    * Creates the folders (closed to other users: files are created so too),
    * closes those an older version made to others, and removes temporary files
@@ -137,6 +139,7 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
 
   return {
     dir,
+    encrypted: keyring !== undefined,
     pathFor,
     async init() {
       await mkdir(recordingsDir, { recursive: true, mode: PRIVATE_DIR_MODE });

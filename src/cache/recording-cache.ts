@@ -142,6 +142,11 @@ export class RecordingCache {
     return this.#catalogue.lookup(key);
   }
 
+  /** True with `cache.encryption`: the files are decrypted as they are read, chunk by chunk. */
+  get encrypted(): boolean {
+    return this.options.disk.encrypted;
+  }
+
   /** Pins an entry while its file is read, so eviction leaves it alone; returns the unpin function. */
   pin(key: string): () => void {
     return this.#catalogue.pin(key);
@@ -151,14 +156,16 @@ export class RecordingCache {
    * Opens the file of a disk hit. A missing file drops the entry and answers
    * undefined; so does a file to be streamed whose size is not the
    * recording's (start-up does not stat every file, so this is where a
-   * damaged one is caught; a small one is checked whole by `readVerified`),
+   * damaged one is caught; one read whole is checked by `readVerified`),
    * and that file is removed. So is an encrypted file that fails its checks,
    * at open or at any read, and a file to be streamed whose bytes, read
    * through from first to last, do not have the recording's sha256 (the read
    * of its last bytes fails: a stream is cut short, never whole). Once one
    * read-through matched, the file is streamed unchecked until it changes.
+   * A large recording is always streamed; a small one only when `streamed`
+   * says so (a range of an encrypted copy: see RecordingService.find).
    */
-  async openFile(entry: CachedRecording): Promise<StoredFile | undefined> {
+  async openFile(entry: CachedRecording, streamed = entry.meta.size > this.memoryEntryMaxBytes): Promise<StoredFile | undefined> {
     let damaged: DamagedFileError | undefined;
     const file = entry.onDisk
       ? await this.options.disk.openRecording(entry.meta.namespace, entry.meta.callId).catch((error: unknown) => {
@@ -175,7 +182,7 @@ export class RecordingCache {
       this.#catalogue.remove(entry.key);
       return undefined;
     }
-    if (entry.meta.size <= this.memoryEntryMaxBytes) return reportingDamage(file, (error) => void this.#removeDamaged(entry, error));
+    if (!streamed) return reportingDamage(file, (error) => void this.#removeDamaged(entry, error));
     if (file.size !== entry.meta.size) {
       await file.close();
       this.options.logger.warn({ key: entry.key }, 'cached recording has the wrong size; refetching it');
@@ -183,11 +190,11 @@ export class RecordingCache {
       return undefined;
     }
     // Checked as it streams until one read-through matched, and again once the file changes.
-    const streamed =
+    const checked =
       this.#intactAt.get(entry) === file.changedAtMs
         ? file
         : verifyingReadThrough(file, entry.meta.sha256, () => this.#intactAt.set(entry, file.changedAtMs));
-    return reportingDamage(streamed, (error) => void this.#removeDamaged(entry, error));
+    return reportingDamage(checked, (error) => void this.#removeDamaged(entry, error));
   }
 
   /**

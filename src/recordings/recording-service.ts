@@ -20,8 +20,9 @@ export interface RecordingReader {
 
 /**
  * A stored recording, ready to answer with: whole in memory (a memory hit,
- * or a small disk hit read and verified), or a large file open for reading
- * and pinned against eviction until its reader is released.
+ * or a small disk hit read and verified), or a file open for reading and
+ * pinned against eviction until its reader is released (a large one, or a
+ * small encrypted one the answer needs only part of: see `readsWhole`).
  */
 export type FoundRecording =
   | { tier: 'memory' | 'disk'; entry: CachedRecording; body: Buffer; reader?: undefined }
@@ -73,7 +74,29 @@ export interface RecordingServiceOptions {
   copies?: { readonly trusted: boolean };
 }
 
-/** Reads a large cached file chunk by chunk; releasing it closes the file and unpins the entry. */
+/**
+ * Whether the answer to a request sends the recording's whole body (a GET
+ * without a Range, or whose Range covers it all or is ignored); false when it
+ * sends part of it or none (HEAD, 304, 412, 416). Asked of a disk hit only,
+ * once its entry is known (see routes/recording-response.ts `sendsWholeBody`).
+ */
+export type WholeBodyHint = (entry: CachedRecording) => boolean;
+
+/**
+ * Whether a small disk hit (one memory can hold) is read whole, checked
+ * against its sha256 and promoted to memory, rather than read from its file
+ * as the answer goes. In the clear, always: a small recording asked for once
+ * is soon asked for again (a player's ranges), and memory serves it best. An
+ * encrypted copy only when the answer needs the whole body anyway
+ * (`wholeBody`, whole when not told): a range decrypts only the chunks it
+ * covers (contract section 9), so Safari's first `bytes=0-1` after a restart
+ * does not decrypt the whole recording.
+ */
+function readsWhole(entry: CachedRecording, encrypted: boolean, wholeBody: WholeBodyHint | undefined): boolean {
+  return !encrypted || wholeBody === undefined || wholeBody(entry);
+}
+
+/** Reads a cached file chunk by chunk; releasing it closes the file and unpins the entry. */
 function fileReader(file: StoredFile, unpin: () => void): RecordingReader {
   let released = false;
   return {
@@ -113,46 +136,57 @@ export class RecordingService {
    * cannot hold (`RecordingCache.knownAbsent`). Otherwise the index is asked
    * on a real miss only (not for a remembered 404, nor while a download to
    * join is under way); a disk hit is pinned and opened, and a small one read
-   * whole, checked against its sha256 and promoted to memory. A file gone or
-   * damaged is a miss.
+   * whole, checked against its sha256 and promoted to memory, unless it is
+   * encrypted and `wholeBody` says the answer needs only part of it, or none
+   * (see `readsWhole`): then it is read from its file like a large one. A
+   * file gone or damaged is a miss.
    * @throws NotFoundError (rejects) when the upstream said 404 within `cache.not_found_ttl_seconds`.
    */
-  find(namespace: string, callId: string): FoundRecording | undefined | Promise<FoundRecording | undefined> {
+  find(namespace: string, callId: string, wholeBody?: WholeBodyHint): FoundRecording | undefined | Promise<FoundRecording | undefined> {
     const { cache, downloads, notFound, copies } = this.options;
     // Unverified copies, and a remembered 404 a purge may have forgotten elsewhere: ask the upstream.
     if (copies?.trusted === false) return undefined;
     const key = cacheKey(namespace, callId);
     const hit = cache.lookup(key);
     if (hit?.tier === 'memory') return hit;
-    if (hit || downloads.isInFlight(key)) return this.#readStoredOrMiss(key, hit?.entry);
+    if (hit || downloads.isInFlight(key)) return this.#readStoredOrMiss(key, hit?.entry, wholeBody);
     const remembered404 = notFound.has(key);
     // The usual real miss, nothing stored and no 404 remembered, is known at once: a cold miss's first byte waits for no promise here.
     if (remembered404 === false && cache.knownAbsent(key)) return undefined;
-    return this.#askIndex(key, remembered404);
+    return this.#askIndex(key, remembered404, wholeBody);
   }
 
-  async #askIndex(key: string, remembered404: boolean | Promise<boolean>): Promise<FoundRecording | undefined> {
+  async #askIndex(
+    key: string,
+    remembered404: boolean | Promise<boolean>,
+    wholeBody: WholeBodyHint | undefined,
+  ): Promise<FoundRecording | undefined> {
     if (await remembered404) throw new NotFoundError();
     const hit = await this.options.cache.lookupIndex(key);
-    return hit?.tier === 'memory' ? hit : this.#readStoredOrMiss(key, hit?.entry);
+    return hit?.tier === 'memory' ? hit : this.#readStoredOrMiss(key, hit?.entry, wholeBody);
   }
 
-  async #readStoredOrMiss(key: string, entry: CachedRecording | undefined): Promise<FoundRecording | undefined> {
-    const found = entry && (await this.#readStored(entry));
+  async #readStoredOrMiss(
+    key: string,
+    entry: CachedRecording | undefined,
+    wholeBody: WholeBodyHint | undefined,
+  ): Promise<FoundRecording | undefined> {
+    const found = entry && (await this.#readStored(entry, wholeBody));
     if (found) return found;
     if (entry && (await this.options.notFound.has(key))) throw new NotFoundError();
     return undefined;
   }
 
-  async #readStored(entry: CachedRecording): Promise<FoundRecording | undefined> {
+  async #readStored(entry: CachedRecording, wholeBody: WholeBodyHint | undefined): Promise<FoundRecording | undefined> {
     const { cache } = this.options;
+    const streamed = entry.meta.size > cache.memoryEntryMaxBytes || !readsWhole(entry, cache.encrypted, wholeBody);
     const unpin = cache.pin(entry.key);
-    const file = await cache.openFile(entry);
+    const file = await cache.openFile(entry, streamed);
     if (!file) {
       unpin();
       return undefined;
     }
-    if (entry.meta.size > cache.memoryEntryMaxBytes) return { tier: 'disk', entry, reader: fileReader(file, unpin) };
+    if (streamed) return { tier: 'disk', entry, reader: fileReader(file, unpin) };
     let body: Buffer | undefined;
     try {
       body = await cache.readVerified(entry, file);

@@ -4,8 +4,9 @@ import { evaluatePreconditions, rangeIsApplicable, type Validators } from '../ht
 import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js';
 import { contentRange, decideRange, type ByteRange } from '../http/range.js';
 import { whenClosed } from '../http/response-closed.js';
+import type { CachedRecording } from '../cache/recording-cache.js';
 import type { RecordingReader } from '../recordings/recording-service.js';
-import type { Representation } from './recording-headers.js';
+import { storedRepresentation, type Representation } from './recording-headers.js';
 
 /** The request headers that shape a recording answer. */
 export interface RecordingRequest {
@@ -58,6 +59,28 @@ function plan(request: RecordingRequest, size: number, validators: Validators): 
   const decision = decideRange(request.range, size);
   if (decision.kind === 'unsatisfiable') throw new RangeNotSatisfiableError(size);
   return decision.kind === 'partial' ? decision : { kind: 'full' };
+}
+
+/**
+ * Whether the answer to `request` for a stored recording sends its whole
+ * body: a GET without a Range, with one that covers every byte (Chrome's
+ * `bytes=0-`), or with one the answer ignores (malformed, an If-Range that no
+ * longer holds, several ranges answered whole). Not for HEAD, a 304, a 412 or
+ * a 416, nor a range of part of it. Decided as `plan` decides the answer, so
+ * it cannot disagree with it. RecordingService.find asks it of a small disk
+ * hit, to read the whole file only when the answer needs it (see `readsWhole` there).
+ */
+export function sendsWholeBody(request: RecordingRequest, entry: CachedRecording): boolean {
+  if (request.method !== 'GET') return false;
+  const size = entry.meta.size;
+  let decision: Plan;
+  try {
+    decision = plan(request, size, storedRepresentation(entry).validators);
+  } catch {
+    return false;
+  }
+  if (decision.kind === 'partial') return decision.range.start === 0 && decision.range.end === size - 1;
+  return decision.kind === 'full';
 }
 
 /** RFC 9110 15.4.5: a 304 carries the ETag a 200 would (none while a recording is still arriving). */

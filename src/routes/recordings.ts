@@ -10,6 +10,7 @@ import { BadRequestError, MethodNotAllowedError } from '../errors.js';
 import { completedRepresentation, downloadRepresentation, storedRepresentation, type Representation } from './recording-headers.js';
 import {
   memoryResponse,
+  sendsWholeBody,
   streamedResponse,
   type RecordingRequest,
   type ResponseHeaders,
@@ -247,7 +248,8 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const limits = admitted instanceof Promise ? await admitted : admitted;
       const request = recordingRequest(c);
       const extra = Object.assign(answerHeaders(caller, c.req.header('origin'), c.get('requestId')), limits);
-      const finding = recordings.find(caller.tenant.namespace, callId);
+      // A small encrypted disk hit is read whole only when the answer sends all of it.
+      const finding = recordings.find(caller.tenant.namespace, callId, (entry) => sendsWholeBody(request, entry));
       // A memory hit comes back synchronously: nothing is awaited on the fast path.
       const found = finding instanceof Promise ? await finding : finding;
       if (found) return hitResponse(c, request, found, extra);

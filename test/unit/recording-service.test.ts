@@ -24,12 +24,17 @@ function fakeCache(tiers: {
   /** An index of this cache directory alone, whose files are `index`'s: else a shared one, which must be asked. */
   localIndex?: boolean;
   damaged?: Set<string>;
+  /** `cache.encryption` on. */
+  encrypted?: boolean;
 }) {
   const calls: string[] = [];
+  /** The recordings read whole (and checked), as `readVerified` does. */
+  const readWhole: string[] = [];
   const pins = new Map<string, number>();
   const closed: string[] = [];
   const cache = {
     memoryEntryMaxBytes: MEMORY_ENTRY_MAX_BYTES,
+    encrypted: tiers.encrypted === true,
     lookup(key: string): CacheHit | undefined {
       const known = tiers.disk?.get(key);
       if (!known) return undefined;
@@ -51,8 +56,8 @@ function fakeCache(tiers: {
         pins.set(key, pins.get(key)! - 1);
       };
     },
-    async openFile(found: CachedRecording): Promise<StoredFile | undefined> {
-      calls.push(`open ${found.key}`);
+    async openFile(found: CachedRecording, streamed?: boolean): Promise<StoredFile | undefined> {
+      calls.push(`open ${found.key}${streamed ? ' to stream' : ''}`);
       return {
         size: found.meta.size,
         changedAtMs: 0,
@@ -68,10 +73,11 @@ function fakeCache(tiers: {
       };
     },
     async readVerified(found: CachedRecording): Promise<Buffer | undefined> {
+      readWhole.push(found.key);
       return tiers.damaged?.has(found.key) ? undefined : Buffer.alloc(found.meta.size, 7);
     },
   };
-  return { cache: cache as unknown as RecordingCache, calls, pins, closed };
+  return { cache: cache as unknown as RecordingCache, calls, readWhole, pins, closed };
 }
 
 function fakeDownloads(inFlight: string[] = [], finishedSha256?: string) {
@@ -184,6 +190,49 @@ describe('finding a recording', () => {
     expect(await service.find('ns', '6')).toBeUndefined();
     expect(pins.get('ns/6')).toBe(0);
     expect(closed).toEqual(['ns/6']);
+  });
+});
+
+describe('a small disk hit, read whole or from its file', () => {
+  function serviceOver(encrypted: boolean) {
+    const small = entry('7', 100);
+    const fake = fakeCache({ disk: new Map([[small.key, small]]), encrypted });
+    const service = new RecordingService({
+      cache: fake.cache,
+      downloads: fakeDownloads().downloads,
+      notFound: new NotFoundMemory(30_000, manualClock()),
+    });
+    return { service, small, ...fake };
+  }
+
+  test('encrypted, for an answer that needs part of it or none: read from its file, asked once with its entry, never read whole', async () => {
+    const { service, small, calls, readWhole, pins, closed } = serviceOver(true);
+    const asked: CachedRecording[] = [];
+    const found = await service.find('ns', '7', (of) => {
+      asked.push(of);
+      return false;
+    });
+    expect(asked).toEqual([small]);
+    expect(found).toMatchObject({ tier: 'disk', entry: small });
+    expect(found?.body).toBeUndefined();
+    expect((await found!.reader!.readAt(10, 20))?.length).toBe(20);
+    found!.reader!.release();
+    expect(calls).toEqual(['open ns/7 to stream']);
+    expect(readWhole).toEqual([]);
+    expect(pins.get('ns/7')).toBe(0);
+    expect(closed).toEqual(['ns/7']);
+  });
+
+  test.each([
+    ['encrypted, for an answer that sends it whole', true, () => true],
+    ['encrypted, when not told what the answer needs', true, undefined],
+    ['in the clear, whatever the answer needs', false, () => false],
+  ])('%s: read whole and checked (so kept in memory)', async (_case, encrypted, wholeBody) => {
+    const { service, small, calls, readWhole } = serviceOver(encrypted);
+    const found = await service.find('ns', '7', wholeBody);
+    expect(found).toMatchObject({ tier: 'disk', entry: small, body: Buffer.alloc(100, 7) });
+    expect(calls).toEqual(['open ns/7']);
+    expect(readWhole).toEqual(['ns/7']);
   });
 });
 

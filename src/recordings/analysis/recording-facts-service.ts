@@ -9,6 +9,8 @@ import type { RecordingAnalyser } from './recording-analyser.js';
 import { RecordingGoneError } from './stored-recording-source.js';
 import type { WaveformPeaks } from './waveform-peaks.js';
 
+const NO_BODY = () => false;
+
 /** How the recording behind an answer was found, as Cache-Status says it. */
 export type FactsCacheResult = 'hit' | 'miss' | 'collapsed';
 
@@ -52,7 +54,8 @@ export class RecordingFactsService {
   async locate(owner: DownloadOwner, callId: string): Promise<LocatedRecording> {
     const entry = this.options.cache.lookup(cacheKey(owner.namespace, callId))?.entry;
     if (entry) return stored(entry, 'hit');
-    const found = await this.options.recordings.find(owner.namespace, callId);
+    // Only the entry is needed: a small encrypted copy is opened, not decrypted whole (see RecordingService.find).
+    const found = await this.options.recordings.find(owner.namespace, callId, NO_BODY);
     if (found) {
       found.reader?.release();
       return stored(found.entry, 'hit');
