@@ -35,6 +35,7 @@ import type { Cluster } from './cluster/cluster.js';
 import { PEER_VOLUME_HEADER } from './cluster/peer-client.js';
 import { createUpstreamCircuits, type UpstreamCircuits } from './upstream/circuit.js';
 import { createFlyflowClient, type FlyflowClientOptions } from './upstream/flyflow-client.js';
+import { circuitLogger } from './upstream/circuit-log.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -198,6 +199,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     cooldownMs: config.upstream.circuitBreaker.cooldownSeconds * 1000,
     clock,
     accounts,
+    onStateChange: circuitLogger(logger, config.upstream.circuitBreaker.cooldownSeconds),
   });
   const client = createFlyflowClient({
     baseUrl: config.upstream.baseUrl,

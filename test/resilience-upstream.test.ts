@@ -11,13 +11,14 @@ import {
   bytesOf,
 } from '../dev/gateway-harness.js';
 import { eventually, storedRecordingFiles } from '../dev/recording-bytes.js';
+import { createLogger, type Logger } from '../src/logger.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
 const running: RunningGateway[] = [];
 
-async function start(options: Partial<TestConfigOptions> = {}): Promise<RunningGateway> {
-  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, ...options }));
+async function start(options: Partial<TestConfigOptions> = {}, logger?: Logger): Promise<RunningGateway> {
+  const gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl, ...options }), logger ? { logger } : {});
   running.push(gateway);
   return gateway;
 }
@@ -51,7 +52,9 @@ function acmeCircuit(gateway: RunningGateway) {
 
 describe('circuit breaker', () => {
   test('after repeated upstream failures, uncached recordings fail fast with 503 and Retry-After while cached ones are still served; one probe after the cooldown closes the circuit', async () => {
-    const gateway = await start({ upstream: { circuitBreaker: { failureThreshold: 2, cooldownSeconds: 1 } } });
+    const logged: Array<{ level: number; msg: string; account?: string }> = [];
+    const logger = createLogger({ level: 'info', destination: { write: (line: string) => void logged.push(JSON.parse(line)) } });
+    const gateway = await start({ upstream: { circuitBreaker: { failureThreshold: 2, cooldownSeconds: 1 } } }, logger);
     const cached = await gateway.fetch('/v1/call/recording/1.mp3');
     expect((await bytesOf(cached)).equals(upstream.recording(1)!)).toBe(true);
     await gateway.gateway.downloads.idle();
@@ -82,6 +85,15 @@ describe('circuit breaker', () => {
     expect((await bytesOf(probe)).equals(upstream.recording(3)!)).toBe(true);
     expect(upstream.recordingRequests(3)).toHaveLength(1);
     expect(acmeCircuit(gateway).state).toBe('closed');
+    // Each change is in the log, by the account's short label: a gateway that recovered on its own says so.
+    const account = gateway.gateway.tenants.byId('acme')!.namespace.slice(0, 12);
+    expect(
+      logged.filter((line) => line.msg.startsWith('upstream circuit')).map((line) => [line.level, line.account, line.msg.split(':')[0]]),
+    ).toEqual([
+      [40, account, 'upstream circuit open'],
+      [30, account, 'upstream circuit half-open'],
+      [30, account, 'upstream circuit closed'],
+    ]);
 
     const after = await gateway.fetch('/v1/call/recording/2.mp3');
     expect(after.status).toBe(200);

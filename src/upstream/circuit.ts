@@ -29,7 +29,7 @@ const STATE_NAMES = ['closed', 'open', 'half-open', 'open'] as const;
  * the circuit. Cached recordings never pass through here, so they are served
  * whatever Flyflow's state.
  */
-export function createUpstreamCircuit(options: CircuitOptions): UpstreamCircuit {
+export function createUpstreamCircuit(options: CircuitOptions, onStateChange?: (state: CircuitState) => void): UpstreamCircuit {
   const breaker = circuitBreaker(handleWhen(isUpstreamOutage), {
     halfOpenAfter: options.cooldownMs,
     breaker: new ConsecutiveBreaker(options.failureThreshold),
@@ -38,6 +38,7 @@ export function createUpstreamCircuit(options: CircuitOptions): UpstreamCircuit 
   breaker.onBreak(() => {
     openedAt = options.clock.now();
   });
+  if (onStateChange) breaker.onStateChange((state) => onStateChange(STATE_NAMES[state] ?? 'open'));
 
   return {
     get state() {
@@ -70,6 +71,8 @@ export interface CircuitsOptions extends CircuitOptions {
   accounts?: Iterable<string>;
   /** At most this many circuits besides the known accounts'; later accounts share one. Default 256. */
   maxAccounts?: number;
+  /** Told when a circuit opens, half-opens or closes, with its account's label (as in {@link UpstreamCircuits.states}). */
+  onStateChange?: (account: string, state: CircuitState) => void;
 }
 
 /** One circuit per upstream account, so one account's failures never fail another's requests. */
@@ -78,6 +81,11 @@ export interface UpstreamCircuits {
   forAccount(account: string): UpstreamCircuit;
   /** Every circuit's state, labelled by a short prefix of its namespace (or {@link OVERFLOW_ACCOUNT}). */
   states(): Array<{ account: string; state: CircuitState }>;
+}
+
+/** How an account is named in metrics and logs. */
+function labelOf(account: string): string {
+  return account.slice(0, ACCOUNT_LABEL_LENGTH);
 }
 
 /**
@@ -89,13 +97,14 @@ export interface UpstreamCircuits {
  * `maxAccounts` that was not in the config shares one overflow circuit.
  */
 export function createUpstreamCircuits(options: CircuitsOptions): UpstreamCircuits {
-  const { accounts = [], maxAccounts = DEFAULT_MAX_ACCOUNTS, ...circuitOptions } = options;
+  const { accounts = [], maxAccounts = DEFAULT_MAX_ACCOUNTS, onStateChange, ...circuitOptions } = options;
+  const circuitFor = (label: string) => createUpstreamCircuit(circuitOptions, onStateChange && ((state) => onStateChange(label, state)));
   if (!Number.isInteger(maxAccounts) || maxAccounts < 0) {
     throw new RangeError(`upstream circuits: maxAccounts must be a non-negative integer, got ${maxAccounts}`);
   }
   const circuits = new Map<string, UpstreamCircuit>();
   for (const account of accounts) {
-    if (!circuits.has(account)) circuits.set(account, createUpstreamCircuit(circuitOptions));
+    if (!circuits.has(account)) circuits.set(account, circuitFor(labelOf(account)));
   }
   const limit = circuits.size + maxAccounts;
   let overflow: UpstreamCircuit | undefined;
@@ -105,18 +114,15 @@ export function createUpstreamCircuits(options: CircuitsOptions): UpstreamCircui
       let circuit = circuits.get(account);
       if (circuit) return circuit;
       if (circuits.size < limit) {
-        circuit = createUpstreamCircuit(circuitOptions);
+        circuit = circuitFor(labelOf(account));
         circuits.set(account, circuit);
         return circuit;
       }
-      overflow ??= createUpstreamCircuit(circuitOptions);
+      overflow ??= circuitFor(OVERFLOW_ACCOUNT);
       return overflow;
     },
     states() {
-      const states = [...circuits].map(([account, circuit]) => ({
-        account: account.slice(0, ACCOUNT_LABEL_LENGTH),
-        state: circuit.state,
-      }));
+      const states = [...circuits].map(([account, circuit]) => ({ account: labelOf(account), state: circuit.state }));
       if (overflow) states.push({ account: OVERFLOW_ACCOUNT, state: overflow.state });
       return states;
     },
