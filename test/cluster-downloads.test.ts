@@ -5,30 +5,30 @@
  */
 import { createHash } from 'node:crypto';
 import { request } from 'node:http';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { describe, expect, test } from 'vitest';
 import { syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, recordingPath, streamGet, upstreamFetches, type Cluster } from './support/cluster.js';
+import {
+  ACME_AUTH,
+  answerOf,
+  clusterFor,
+  fakeUpstream,
+  recordingPath,
+  streamGet,
+  upstreamFetches,
+  type Cluster,
+} from './support/cluster.js';
 
 const MIB = 2 ** 20;
 const MISS = 'recording-gateway; fwd=uri-miss';
 const PEER_JOIN = 'recording-gateway; fwd=uri-miss; collapsed; detail=peer';
 
-let upstream: FakeFlyflow;
-
-beforeAll(async () => {
-  upstream = await startFakeFlyflow();
-});
-
-afterAll(async () => {
-  await upstream?.close();
-});
+const upstream = fakeUpstream();
 
 /** A client streams a slow download from replica 0; once 1 MiB has reached it, replica `joiner` joins that same download. */
 async function lateJoinerOnAnotherReplica(cluster: Cluster, id: number, joiner: number): Promise<void> {
   const recording = syntheticRecording(8 * MIB);
-  upstream.setRecording(id, recording);
-  upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 256 * 1024, intervalMs: 50 });
+  upstream().setRecording(id, recording);
+  upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 256 * 1024, intervalMs: 50 });
 
   const first = await streamGet(`${cluster.urls[0]}${recordingPath(id)}`, ACME_AUTH);
   expect(first.status).toBe(200);
@@ -40,20 +40,20 @@ async function lateJoinerOnAnotherReplica(cluster: Cluster, id: number, joiner: 
   expect(late.cacheStatus).toBe(PEER_JOIN);
   expect(late.bytes.equals(recording)).toBe(true);
   expect((await first.body).bytes.equals(recording)).toBe(true);
-  expect(upstreamFetches(upstream, id)).toBe(1);
+  expect(upstreamFetches(upstream(), id)).toBe(1);
 }
 
 /** 100 concurrent cold GETs round robin over the replicas, for a recording that takes a moment to download. */
 async function hundredColdRequests(cluster: Cluster, id: number): Promise<void> {
   const recording = syntheticRecording(MIB);
-  upstream.setRecording(id, recording);
-  upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 20 });
+  upstream().setRecording(id, recording);
+  upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 20 });
 
   const answers = await Promise.all(Array.from({ length: 100 }, () => answerOf(cluster.get(recordingPath(id), { headers: ACME_AUTH }))));
 
   expect(answers.map((answer) => answer.status)).toEqual(Array(100).fill(200));
   expect(answers.filter((answer) => !answer.bytes.equals(recording))).toHaveLength(0);
-  expect(upstreamFetches(upstream, id)).toBe(1);
+  expect(upstreamFetches(upstream(), id)).toBe(1);
   // Exactly one request started the download; every other one joined it or found the copy.
   expect(answers.filter((answer) => answer.cacheStatus === MISS)).toHaveLength(1);
 }
@@ -77,7 +77,7 @@ function digestOf(url: string, headers: Record<string, string>): Promise<{ statu
 }
 
 describe.sequential('a cluster of three replicas on one shared volume', () => {
-  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'shared' });
+  const cluster = clusterFor(() => upstream().baseUrl, { volumes: 'shared' });
 
   test('100 concurrent cold requests spread over the replicas cost one upstream download, and all get the exact bytes', async () => {
     await hundredColdRequests(cluster(), 5001);
@@ -89,9 +89,9 @@ describe.sequential('a cluster of three replicas on one shared volume', () => {
 
   test("an upstream that refuses a download refuses it once for the cluster: every replica's clients get the holder's 502", async () => {
     const id = 5021;
-    upstream.setRecording(id, syntheticRecording(64 * 1024));
+    upstream().setRecording(id, syntheticRecording(64 * 1024));
     // Flyflow takes a moment, then rejects the key: no retry, and nothing another replica could do better.
-    upstream.setBehaviour(id, { kind: 'status', status: 401, delayMs: 800 });
+    upstream().setBehaviour(id, { kind: 'status', status: 401, delayMs: 800 });
     const answers = await Promise.all(
       [0, 1, 2, 0, 1, 2].map((replica) => answerOf(cluster().at(replica, recordingPath(id), { headers: ACME_AUTH }))),
     );
@@ -99,12 +99,12 @@ describe.sequential('a cluster of three replicas on one shared volume', () => {
     const bodies = new Set(answers.map((answer) => answer.bytes.toString()));
     expect(bodies.size).toBe(1);
     expect(JSON.parse([...bodies][0]!)).toMatchObject({ error: 'Bad Gateway' });
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
   });
 });
 
 describe.sequential('a cluster of three replicas with one volume each', () => {
-  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'own' });
+  const cluster = clusterFor(() => upstream().baseUrl, { volumes: 'own' });
 
   test('100 concurrent cold requests spread over the replicas cost one upstream download, and all get the exact bytes', async () => {
     await hundredColdRequests(cluster(), 5101);
@@ -115,8 +115,8 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
     const size = 50 * MIB;
     const recording = syntheticRecording(size);
     const sha256 = createHash('sha256').update(recording).digest('hex');
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: MIB, intervalMs: 40 });
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: MIB, intervalMs: 40 });
 
     // Every third request is a full GET; the others are ranges spread over
     // the file, some bounded and some open to its end.
@@ -143,7 +143,7 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
       expect(part!.headers.get('content-range')).toBe(`bytes ${range.start}-${range.end}/${size}`);
       expect(part!.bytes.equals(recording.subarray(range.start, range.end + 1))).toBe(true);
     }
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
   }, 60_000);
 
   test('a late joiner on another replica streams the download under way (collapsed; detail=peer)', async () => {
@@ -153,8 +153,8 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
   test('a body that breaks while another replica streams it: the waiting clients of both replicas get it whole from a new download', async () => {
     const id = 5105;
     const recording = syntheticRecording(2 * MIB);
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'reset', afterBytes: 256 * 1024, pauseMs: 400, times: 1 });
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'reset', afterBytes: 256 * 1024, pauseMs: 400, times: 1 });
     // Conditional requests wait for the whole recording: neither client has a byte when it breaks.
     const waiting = { 'If-None-Match': '"not-this-one"', ...ACME_AUTH };
     const onA = answerOf(cluster().at(0, recordingPath(id), { headers: waiting }));
@@ -164,7 +164,7 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
       expect(answer.status).toBe(200);
       expect(answer.bytes.equals(recording)).toBe(true);
     }
-    expect(upstreamFetches(upstream, id)).toBeLessThanOrEqual(3);
+    expect(upstreamFetches(upstream(), id)).toBeLessThanOrEqual(3);
   }, 30_000);
 
   // Last in this block: it kills replica 0 for good.
@@ -172,8 +172,8 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
     const id = 5104;
     const size = 8 * MIB;
     const recording = syntheticRecording(size);
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * 1024, intervalMs: 50 });
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * 1024, intervalMs: 50 });
 
     const owner = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
     expect(owner.headers['cache-status']).toBe(MISS);
@@ -185,10 +185,10 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
       expect(joiner.headers['cache-status']).toBe(PEER_JOIN);
       await joiner.reached(256 * 1024);
     }
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
 
     await cluster().kill(0, 'SIGKILL');
-    upstream.setBehaviour(id, undefined);
+    upstream().setBehaviour(id, undefined);
 
     for (const joiner of joiners) {
       const cut = await joiner.body;
@@ -203,9 +203,9 @@ describe.sequential('a cluster of three replicas with one volume each', () => {
     const again = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
     expect(again.status).toBe(200);
     expect(again.bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(2);
+    expect(upstreamFetches(upstream(), id)).toBe(2);
     const onTheOther = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
     expect(onTheOther.bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(2);
+    expect(upstreamFetches(upstream(), id)).toBe(2);
   }, 60_000);
 });

@@ -5,8 +5,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { describe, expect, test } from 'vitest';
 import { signalProcessGroup, startGatewayProcess, stopGatewayProcess } from '../dev/gateway-process.js';
 import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
 import {
@@ -15,6 +14,7 @@ import {
   CLUSTER_ADMIN_TOKEN,
   answerOf,
   clusterFor,
+  fakeUpstream,
   readiness,
   recordingPath,
   streamGet,
@@ -27,18 +27,10 @@ const MIB = 2 ** 20;
 // A hang check, not a timing assertion: upstream.timeout_ms is 20 s here, and a hung peer must cost far less.
 const HANG_GUARD_MS = 8_000;
 
-let upstream: FakeFlyflow;
-
-beforeAll(async () => {
-  upstream = await startFakeFlyflow();
-});
-
-afterAll(async () => {
-  await upstream?.close();
-});
+const upstream = fakeUpstream();
 
 // A Redis timeout of 1 s: on a loaded machine 250 ms can drop a heartbeat, and these tests are about peers, not Redis.
-const cluster = clusterFor(() => upstream.baseUrl, {
+const cluster = clusterFor(() => upstream().baseUrl, {
   volumes: 'own',
   upstreamYaml: ['timeout_ms: 20000'],
   clusterYaml: ['redis_timeout_ms: 1000'],
@@ -62,18 +54,18 @@ describe.sequential('replicas that misbehave', () => {
   test('the replica downloading a recording hangs (SIGSTOP): another replica answers from a download of its own within seconds', async () => {
     const id = 9101;
     const recording = syntheticRecording(2 * MIB);
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 100 });
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 100 });
     const holder = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
     await holder.reached(128 * KIB);
     signalProcessGroup(cluster().replicas[0]!.process, 'SIGSTOP');
     try {
-      upstream.setBehaviour(id, undefined);
+      upstream().setBehaviour(id, undefined);
       const { value: answer, ms } = await timed(answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH })));
       expect(answer.status).toBe(200);
       expect(answer.bytes.equals(recording)).toBe(true);
       expect(ms).toBeLessThan(HANG_GUARD_MS);
-      expect(upstreamFetches(upstream, id)).toBe(2);
+      expect(upstreamFetches(upstream(), id)).toBe(2);
     } finally {
       signalProcessGroup(cluster().replicas[0]!.process, 'SIGCONT');
     }
@@ -83,8 +75,8 @@ describe.sequential('replicas that misbehave', () => {
   test('the replica downloading a recording hangs while another streams it: a new request there gets the whole recording from a download of its own', async () => {
     const id = 9104;
     const recording = syntheticRecording(2 * MIB);
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 100 });
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 100 });
     const holder = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
     await holder.reached(128 * KIB);
     // Replica 1 streams replica 0's download (a relay), and has handed bytes of it out.
@@ -92,7 +84,7 @@ describe.sequential('replicas that misbehave', () => {
     await relayed.reached(256 * KIB);
     signalProcessGroup(cluster().replicas[0]!.process, 'SIGSTOP');
     try {
-      upstream.setBehaviour(id, undefined);
+      upstream().setBehaviour(id, undefined);
       // Longer than the second a replica that does not answer is given: replica 1's relay has stalled.
       await new Promise((resolve) => setTimeout(resolve, 2_000));
       const started = performance.now();
@@ -103,7 +95,7 @@ describe.sequential('replicas that misbehave', () => {
       expect(complete).toBe(true);
       expect(bytes.equals(recording)).toBe(true);
       expect(ms).toBeLessThan(HANG_GUARD_MS);
-      expect(upstreamFetches(upstream, id)).toBe(2);
+      expect(upstreamFetches(upstream(), id)).toBe(2);
     } finally {
       signalProcessGroup(cluster().replicas[0]!.process, 'SIGCONT');
     }
@@ -113,7 +105,7 @@ describe.sequential('replicas that misbehave', () => {
 
   test('a purge while a replica hangs is answered once the others confirm, and names the one that did not', async () => {
     const id = 9102;
-    upstream.setRecording(id, syntheticRecording(64 * KIB));
+    upstream().setRecording(id, syntheticRecording(64 * KIB));
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
     // Replica 0 must have seen both others alive (a heartbeat after each joined) before one of them hangs.
     expect(await eventually(async () => (await readiness(cluster().urls[0]!)).body.cluster?.peers === 2, 10_000)).toBe(true);
@@ -155,8 +147,8 @@ describe.sequential('replicas that misbehave', () => {
   test('a replica with another peer secret says so, and still answers by downloading on its own', async () => {
     const id = 9103;
     const recording = syntheticRecording(1 * MIB);
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * KIB, intervalMs: 100 });
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * KIB, intervalMs: 100 });
     const configPath = await variantOf(1, 'other-secret', (yaml) =>
       yaml.replace('node_id: gw-2', 'node_id: gw-odd').replace(/dir: "(.*)cache-2"/, 'dir: "$1cache-odd"'),
     );
@@ -179,7 +171,7 @@ describe.sequential('replicas that misbehave', () => {
       expect(JSON.stringify(odd.logs)).not.toContain(cluster().peerSecret.slice(0, 20));
       await holder.body.catch(() => {});
     } finally {
-      upstream.setBehaviour(id, undefined);
+      upstream().setBehaviour(id, undefined);
       await stopGatewayProcess(odd);
     }
   }, 40_000);

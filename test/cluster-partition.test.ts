@@ -5,9 +5,8 @@
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, readiness, recordingPath } from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath } from './support/cluster.js';
 
 const KIB = 1024;
 const ID = 2;
@@ -18,7 +17,7 @@ const DROPPED_WITHIN_MS = 20_000;
 /** Longer than the TTL, with time for a replica to ask the others (a check every 500 ms). */
 const PAST_TTL_MS = 12_000;
 
-let upstream: FakeFlyflow;
+const upstream = fakeUpstream();
 
 /** A TCP proxy to Redis for one replica: `cut()` breaks its connections and refuses new ones, `mend()` lets them through again. */
 function redisProxy() {
@@ -74,17 +73,15 @@ const proxy = redisProxy();
 let proxyPort = 0;
 
 beforeAll(async () => {
-  upstream = await startFakeFlyflow();
-  upstream.setRecording(ID, OLD);
+  upstream().setRecording(ID, OLD);
   proxyPort = await proxy.listen();
 });
 
 afterAll(async () => {
   await proxy.close();
-  await upstream?.close();
 });
 
-const cluster = clusterFor(() => upstream.baseUrl, {
+const cluster = clusterFor(() => upstream().baseUrl, {
   replicas: 2,
   volumes: 'own',
   redisUrlFor: (index, url) => (index === 1 ? proxy.urlFor(url, proxyPort) : url),
@@ -122,7 +119,7 @@ test('a replica that lost its own Redis link past the membership TTL answers fro
     }, DROPPED_WITHIN_MS),
   ).toBe(true);
 
-  upstream.setRecording(ID, NEW);
+  upstream().setRecording(ID, NEW);
   expect((await gw.at(0, recordingPath(ID), { method: 'DELETE', headers: ACME_AUTH })).status).toBe(204);
 
   const after = await answerOf(gw.at(1, recordingPath(ID), { headers: ACME_AUTH }));

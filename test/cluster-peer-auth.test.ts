@@ -8,26 +8,17 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, test } from 'vitest';
 import { namespaceFor } from '../dev/gateway-harness.js';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import { PEER_PROOF_HEADER, peerAnswerValid, signPeerRequest } from '../src/cluster/peer-auth.js';
-import { ACME_AUTH, answerOf, clusterFor, recordingPath, streamGet } from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, recordingPath, streamGet } from './support/cluster.js';
 
 const KIB = 1024;
 
-let upstream: FakeFlyflow;
+const upstream = fakeUpstream();
 
-beforeAll(async () => {
-  upstream = await startFakeFlyflow();
-});
-
-afterAll(async () => {
-  await upstream?.close();
-});
-
-const cluster = clusterFor(() => upstream.baseUrl, {
+const cluster = clusterFor(() => upstream().baseUrl, {
   replicas: 2,
   volumes: 'own',
   upstreamYaml: ['timeout_ms: 20000'],
@@ -78,7 +69,7 @@ async function startImpostor(port: number, forged: Buffer): Promise<{ server: Se
 }
 
 describe.sequential('the internal routes take only a fresh request signed with the peer secret', () => {
-  const route = () => `/internal/v1/recordings/${namespaceFor(upstream.baseUrl)}/7301`;
+  const route = () => `/internal/v1/recordings/${namespaceFor(upstream().baseUrl)}/7301`;
   const signed = (path: string, method = 'GET', now?: number) =>
     signPeerRequest(cluster().peerSecret, { method, path, node: 'gw-test' }, now);
 
@@ -106,7 +97,7 @@ describe.sequential('the internal routes take only a fresh request signed with t
   test('a signed request gets a stream whose head and trailer carry proofs bound to its nonce', async () => {
     const id = 7301;
     const recording = syntheticRecording(48 * KIB);
-    upstream.setRecording(id, recording);
+    upstream().setRecording(id, recording);
     expect((await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
     expect(await eventually(async () => (await storedRecordingFiles(cluster().replicas[1]!.cacheDir)).length > 0)).toBe(true);
 
@@ -130,7 +121,7 @@ describe.sequential('the internal routes take only a fresh request signed with t
   });
 
   test('the purge and redis answers carry a proof bound to the nonce', async () => {
-    const namespace = namespaceFor(upstream.baseUrl);
+    const namespace = namespaceFor(upstream().baseUrl);
     const purgePath = `/internal/v1/purge/${namespace}/999999`;
     const purge = signed(purgePath, 'POST');
     const purged = await cluster().at(1, purgePath, { method: 'POST', headers: { authorization: purge.authorization } });
@@ -156,14 +147,14 @@ describe.sequential('an impostor on the port of a replica killed mid-download', 
     const recording = syntheticRecording(256 * KIB);
     const forged = Buffer.from(recording);
     forged.fill(0x55, 20 * KIB, 40 * KIB);
-    upstream.setRecording(id, recording);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 16 * KIB, intervalMs: 200 });
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 16 * KIB, intervalMs: 200 });
     const [a, b] = cluster().replicas;
     const holder = await streamGet(`${a!.url}${recordingPath(id)}`, ACME_AUTH);
     await holder.reached(16 * KIB);
     await cluster().kill(0, 'SIGKILL');
     await holder.body.catch(() => {});
-    upstream.setBehaviour(id, undefined);
+    upstream().setBehaviour(id, undefined);
 
     const started = await startImpostor(a!.process.port, forged);
     impostor = started.server;

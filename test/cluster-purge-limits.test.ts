@@ -4,9 +4,8 @@
  * limit and the 404 memory are the cluster's, not each replica's.
  */
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { sha256Hex } from '../src/sha256.js';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import {
   ACME_AUTH,
@@ -14,6 +13,7 @@ import {
   CLUSTER_ADMIN_TOKEN,
   answerOf,
   clusterFor,
+  fakeUpstream,
   recordingPath,
   streamGet,
   upstreamFetches,
@@ -26,17 +26,9 @@ const LIMITED_KEY = 'limited-tenant-key-for-tests-00000000001';
 const LIMITED_AUTH = { authorization: `Bearer ${LIMITED_KEY}` };
 const LIMIT_PER_MINUTE = 10;
 
-let upstream: FakeFlyflow;
+const upstream = fakeUpstream();
 
-beforeAll(async () => {
-  upstream = await startFakeFlyflow();
-});
-
-afterAll(async () => {
-  await upstream?.close();
-});
-
-const cluster = clusterFor(() => upstream.baseUrl, {
+const cluster = clusterFor(() => upstream().baseUrl, {
   volumes: 'own',
   moreTenantsYaml: ['- id: limited', `  api_keys: ["sha256:${sha256Hex(LIMITED_KEY)}"]`, `  rate_limit_per_minute: ${LIMIT_PER_MINUTE}`],
 });
@@ -58,20 +50,20 @@ describe.sequential('purge across the cluster', () => {
   test('DELETE on A while B and C stream a download of the same recording: that download is not stored, and B and C fetch it anew', async () => {
     const id = 6001;
     const old = syntheticRecording(4 * MIB);
-    upstream.setRecording(id, old);
-    upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 40 });
+    upstream().setRecording(id, old);
+    upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 40 });
 
     const onB = await streamGet(`${cluster().urls[1]}${recordingPath(id)}`, ACME_AUTH);
     await onB.reached(256 * KIB);
     const onC = await streamGet(`${cluster().urls[2]}${recordingPath(id)}`, ACME_AUTH);
     await onC.reached(128 * KIB);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
 
     const purge = await deleteOn(0, id);
     expect(purge.status).toBe(204);
     // From here on upstream has other bytes: any answer with the old ones is a copy the purge missed.
     const fresh = syntheticRecording(MIB);
-    upstream.setRecording(id, fresh);
+    upstream().setRecording(id, fresh);
 
     // The download under way may finish for its clients or be cut; either way it must not be stored.
     await Promise.all([onB.body, onC.body]);
@@ -90,18 +82,18 @@ describe.sequential('purge across the cluster', () => {
       expect(next.cacheStatus).not.toContain('hit');
       expect(next.bytes.equals(fresh)).toBe(true);
     }
-    expect(upstreamFetches(upstream, id)).toBe(2);
-    upstream.setBehaviour(id, undefined);
+    expect(upstreamFetches(upstream(), id)).toBe(2);
+    upstream().setBehaviour(id, undefined);
     expect(await eventually(async () => (await storedCopies(id)).length > 0)).toBe(true);
   }, 30_000);
 
   test("a purge of the whole tenant on A reaches a copy stored on B's volume only, a download under way on C and a 404 the cluster remembers", async () => {
     const [stored, downloading, missing] = [6301, 6302, 6303];
-    upstream.setRecording(stored, syntheticRecording(256 * KIB));
+    upstream().setRecording(stored, syntheticRecording(256 * KIB));
     expect((await answerOf(cluster().at(1, recordingPath(stored), { headers: ACME_AUTH }))).status).toBe(200);
     expect(await eventually(async () => (await storedCopies(stored)).length > 0)).toBe(true);
-    upstream.setRecording(downloading, syntheticRecording(4 * MIB));
-    upstream.setBehaviour(downloading, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 40 });
+    upstream().setRecording(downloading, syntheticRecording(4 * MIB));
+    upstream().setBehaviour(downloading, { kind: 'slow-body', chunkBytes: 128 * KIB, intervalMs: 40 });
     const onC = await streamGet(`${cluster().urls[2]}${recordingPath(downloading)}`, ACME_AUTH);
     await onC.reached(256 * KIB);
     expect((await answerOf(cluster().at(2, recordingPath(missing), { headers: ACME_AUTH }))).status).toBe(404);
@@ -118,13 +110,13 @@ describe.sequential('purge across the cluster', () => {
     expect(await storedCopies(stored)).toEqual([]);
     const refetched = await answerOf(cluster().at(1, recordingPath(stored), { headers: ACME_AUTH }));
     expect(refetched.cacheStatus).toContain('fwd=uri-miss');
-    expect(upstreamFetches(upstream, stored)).toBe(2);
+    expect(upstreamFetches(upstream(), stored)).toBe(2);
 
     await onC.body;
     expect(await eventually(async () => (await storedCopies(downloading)).length > 0, 300)).toBe(false);
-    upstream.setBehaviour(downloading, undefined);
+    upstream().setBehaviour(downloading, undefined);
 
-    upstream.setRecording(missing, syntheticRecording(96 * KIB));
+    upstream().setRecording(missing, syntheticRecording(96 * KIB));
     expect((await answerOf(cluster().at(0, recordingPath(missing), { headers: ACME_AUTH }))).status).toBe(200);
   }, 30_000);
 
@@ -134,7 +126,7 @@ describe.sequential('purge across the cluster', () => {
       const purger = round % 3;
       const reader = (round + 1) % 3;
       const old = syntheticRecording(64 * KIB + round);
-      upstream.setRecording(id, old);
+      upstream().setRecording(id, old);
       expect((await answerOf(cluster().at(reader, recordingPath(id), { headers: ACME_AUTH }))).bytes.equals(old)).toBe(true);
       // The reader holds a copy: a hit once the download is stored (until then a request joins it).
       const warm = await eventually(async () => {
@@ -144,14 +136,14 @@ describe.sequential('purge across the cluster', () => {
       expect(warm).toBe(true);
 
       const fresh = syntheticRecording(64 * KIB + round);
-      upstream.setRecording(id, fresh);
+      upstream().setRecording(id, fresh);
       expect((await deleteOn(purger, id)).status).toBe(204);
       const after = await answerOf(cluster().at(reader, recordingPath(id), { headers: ACME_AUTH }));
 
       expect(after.status).toBe(200);
       expect(after.cacheStatus).not.toContain('hit');
       expect(after.bytes.equals(fresh)).toBe(true);
-      expect(upstreamFetches(upstream, id)).toBe(2);
+      expect(upstreamFetches(upstream(), id)).toBe(2);
     }
   }, 30_000);
 });
@@ -175,13 +167,13 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
   test('a 404 seen by one replica is remembered by the others; a webhook makes every replica serve the recording once it exists', async () => {
     const id = 6201;
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
     expect((await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
     expect((await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
 
     const recording = syntheticRecording(96 * KIB);
-    upstream.setRecording(id, recording);
+    upstream().setRecording(id, recording);
     const webhook = await cluster().at(2, `/v1/webhooks/flyflow/acme?token=${ACME_WEBHOOK_TOKEN}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -199,23 +191,23 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
       expect(served, `replica ${index} answered ${last}`).toBe(true);
     }
     // The webhook's prefetch is the one new download; both replicas are served from it.
-    expect(upstreamFetches(upstream, id)).toBe(2);
+    expect(upstreamFetches(upstream(), id)).toBe(2);
   });
 
   test('a 404 seen by two replicas is forgotten by both after a DELETE on a third', async () => {
     const id = 6202;
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
     expect((await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
 
     const recording = syntheticRecording(96 * KIB);
-    upstream.setRecording(id, recording);
+    upstream().setRecording(id, recording);
     expect((await deleteOn(2, id)).status).toBe(204);
 
     const onA = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
     const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
     expect([onA.status, onB.status]).toEqual([200, 200]);
     expect(onA.bytes.equals(recording) && onB.bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(2);
+    expect(upstreamFetches(upstream(), id)).toBe(2);
   });
 });

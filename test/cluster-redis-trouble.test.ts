@@ -8,12 +8,12 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256Hex } from '../src/sha256.js';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import {
   ACME_AUTH,
   answerOf,
   clusterFor,
+  fakeUpstream,
   metricsText,
   metricValue,
   readiness,
@@ -28,7 +28,7 @@ const HANG_BOUND_MS = 3_000;
 /** Recordings cached before the trouble starts: the "hits" of every load loop. */
 const WARM_IDS = [7001, 7002, 7003, 7004, 7005, 7006];
 
-let upstream: FakeFlyflow;
+const upstream = fakeUpstream();
 const recordings = new Map<number, Buffer>();
 let nextColdId = 7100;
 
@@ -37,28 +37,23 @@ function newRecording(size = 48 * KIB): number {
   const id = nextColdId++;
   const bytes = syntheticRecording(size + (id % 97));
   recordings.set(id, bytes);
-  upstream.setRecording(id, bytes);
+  upstream().setRecording(id, bytes);
   return id;
 }
 
-beforeAll(async () => {
-  upstream = await startFakeFlyflow();
+beforeAll(() => {
   for (const id of WARM_IDS) {
     const bytes = syntheticRecording(32 * KIB + id);
     recordings.set(id, bytes);
-    upstream.setRecording(id, bytes);
+    upstream().setRecording(id, bytes);
   }
-});
-
-afterAll(async () => {
-  await upstream?.close();
 });
 
 /** A tenant with a rate limit, so its memory hits ask Redis before they are answered; high enough never to refuse. */
 const LIMITED_KEY = 'limited-tenant-key-for-tests-00000000002';
 const LIMITED_AUTH = { authorization: `Bearer ${LIMITED_KEY}` };
 
-const cluster = clusterFor(() => upstream.baseUrl, {
+const cluster = clusterFor(() => upstream().baseUrl, {
   volumes: 'shared',
   moreTenantsYaml: ['- id: limited', `  api_keys: ["sha256:${sha256Hex(LIMITED_KEY)}"]`, '  rate_limit_per_minute: 100000'],
 });
@@ -158,10 +153,10 @@ async function waitForAnswers(load: { answered(): number }, count: number): Prom
 /** 30 concurrent cold GETs of one new slow recording over the live replicas: one upstream fetch. */
 async function expectOneDownloadForTheCluster(): Promise<void> {
   const id = newRecording(512 * KIB);
-  upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * KIB, intervalMs: 25 });
+  upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * KIB, intervalMs: 25 });
   const answers = await Promise.all(Array.from({ length: 30 }, () => answerOf(cluster().get(recordingPath(id), { headers: ACME_AUTH }))));
   expect(answers.filter((answer) => answer.status !== 200 || !answer.bytes.equals(recordings.get(id)!))).toEqual([]);
-  expect(upstreamFetches(upstream, id)).toBe(1);
+  expect(upstreamFetches(upstream(), id)).toBe(1);
 }
 
 /** Every file under `<cache>/recordings` of every cache directory, with its size. */
@@ -213,7 +208,7 @@ describe.sequential('a cluster of three replicas when Redis is in trouble', () =
         return again.bytes.equals(recordings.get(id)!) && (again.cacheStatus ?? '').includes('hit');
       });
       expect(cached).toBe(true);
-      expect(upstreamFetches(upstream, id)).toBe(1);
+      expect(upstreamFetches(upstream(), id)).toBe(1);
 
       // A replica can start while Redis is down.
       late = await cluster().addReplica({ waitForClusterReady: false });
@@ -310,7 +305,7 @@ describe.sequential('a cluster of three replicas when Redis is in trouble', () =
   test("Redis's data flushed: no cached file is deleted, hits go on, and a replica restarted afterwards serves the volume's recordings as hits", async () => {
     const before = await cachedFiles();
     expect(before.length).toBeGreaterThanOrEqual(WARM_IDS.length);
-    const fetchesBefore = upstream.recordingRequests().length;
+    const fetchesBefore = upstream().recordingRequests().length;
 
     await cluster().flushRedis();
     for (const [i, id] of WARM_IDS.entries()) {
@@ -327,7 +322,7 @@ describe.sequential('a cluster of three replicas when Redis is in trouble', () =
       expect(answer.cacheStatus).toContain('hit');
       expect(answer.bytes.equals(recordings.get(id)!)).toBe(true);
     }
-    expect(upstream.recordingRequests().length).toBe(fetchesBefore);
+    expect(upstream().recordingRequests().length).toBe(fetchesBefore);
     const after = await cachedFiles();
     expect(before.filter((file) => !after.includes(file))).toEqual([]);
   }, 60_000);

@@ -5,10 +5,10 @@
  */
 import { open } from 'node:fs/promises';
 import { createClient } from '@keyv/redis';
-import { afterAll, beforeAll, describe, expect, onTestFinished, test } from 'vitest';
+import { describe, expect, onTestFinished, test } from 'vitest';
 import { ACME_KEY, ACME_SIGNING_SECRET, SERVER_KEY, expectedEtag, namespaceFor } from '../dev/gateway-harness.js';
 import { runCliProcess } from '../dev/run-cli.js';
-import { loadFixtureRecordings, startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
 import { eventually, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import { signPeerRequest } from '../src/cluster/peer-auth.js';
 import {
@@ -16,6 +16,7 @@ import {
   ACME_WEBHOOK_TOKEN,
   answerOf,
   clusterFor,
+  fakeUpstream,
   metricValue,
   metricsText,
   recordingPath,
@@ -27,15 +28,7 @@ const KIB = 1024;
 const PEER_COPY = 'recording-gateway; fwd=uri-miss; detail=peer';
 const DISK_BUDGET = 150 * KIB;
 
-let upstream: FakeFlyflow;
-
-beforeAll(async () => {
-  upstream = await startFakeFlyflow();
-});
-
-afterAll(async () => {
-  await upstream?.close();
-});
+const upstream = fakeUpstream();
 
 /** `path size` of every file under `<cacheDir>/recordings`, sorted. */
 async function listing(cacheDir: string): Promise<string[]> {
@@ -43,7 +36,7 @@ async function listing(cacheDir: string): Promise<string[]> {
 }
 
 describe.sequential('replicas with a volume each', () => {
-  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'own' });
+  const cluster = clusterFor(() => upstream().baseUrl, { volumes: 'own' });
 
   test('each replica announces its own volume and the URL its peers reach it at', () => {
     const replicas = cluster().replicas;
@@ -54,7 +47,7 @@ describe.sequential('replicas with a volume each', () => {
   test("a recording stored by A and then asked of B is served from A's copy, with no new upstream download", async () => {
     const id = 8001;
     const recording = syntheticRecording(256 * KIB);
-    upstream.setRecording(id, recording);
+    upstream().setRecording(id, recording);
     const onA = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
     expect(onA.status).toBe(200);
     expect(await eventually(async () => (await storedRecordingFiles(cluster().replicas[0]!.cacheDir)).length > 0)).toBe(true);
@@ -67,7 +60,7 @@ describe.sequential('replicas with a volume each', () => {
     expect(onB.headers.get('etag')).toBe(expectedEtag(recording));
     const onC = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
     expect(onC.bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
     // B's bytes came from A, not from Flyflow: its metrics say so.
     const onBMetrics = await metricsText(cluster().urls[1]!);
     expect(metricValue(onBMetrics, 'gateway_served_bytes_total\\{tier="peer"\\}')).toBe(recording.length);
@@ -79,7 +72,7 @@ describe.sequential('replicas with a volume each', () => {
     // Over the memory tier's entry size (32 MiB by default): A streams it from its file, checking it only as it goes
     // (its last bytes wait for that check), and B checks what it receives against the digest Redis lists.
     const recording = syntheticRecording(33 * 2 ** 20);
-    upstream.setRecording(id, recording);
+    upstream().setRecording(id, recording);
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
     const onA = () => storedRecordingFiles(cluster().replicas[0]!.cacheDir);
     expect(await eventually(async () => (await onA()).some((file) => file.path.endsWith(`/${id}.mp3`)))).toBe(true);
@@ -101,13 +94,13 @@ describe.sequential('replicas with a volume each', () => {
     expect(onC.cacheStatus).toContain('fwd=uri-miss');
     expect(onC.cacheStatus).not.toContain('detail=peer');
     expect(onC.bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(2);
+    expect(upstreamFetches(upstream(), id)).toBe(2);
   }, 60_000);
 
   test("a CLI prefetch on A's volume: A serves it from disk, and from then on B gets A's copy, with no new upstream download", async () => {
     const id = 8003;
     const recording = syntheticRecording(100 * KIB);
-    upstream.setRecording(id, recording);
+    upstream().setRecording(id, recording);
     const a = cluster().replicas[0]!;
     const env = {
       FLYFLOW_API_KEY: SERVER_KEY,
@@ -117,20 +110,20 @@ describe.sequential('replicas with a volume each', () => {
     };
     const prefetched = await runCliProcess(['--config', a.configPath, 'prefetch', String(id)], { env, timeoutMs: 30_000 });
     expect(prefetched.code).toBe(0);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
 
     const onA = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
     expect(onA.cacheStatus).toBe('recording-gateway; hit; detail=disk');
     const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
     expect(onB.cacheStatus).toBe(PEER_COPY);
     expect(onB.bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
   });
 
   test("restarting B and C removes none of A's files and makes nobody download A's recordings again", async () => {
     const ids = [8101, 8102, 8103];
     for (const id of ids) {
-      upstream.setRecording(id, syntheticRecording(64 * KIB + id));
+      upstream().setRecording(id, syntheticRecording(64 * KIB + id));
       expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
     }
     const aDir = cluster().replicas[0]!.cacheDir;
@@ -147,13 +140,13 @@ describe.sequential('replicas with a volume each', () => {
       expect(onA.cacheStatus).toContain('hit');
       const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
       expect(onB.status).toBe(200);
-      expect(onB.bytes.equals(upstream.recording(id)!)).toBe(true);
-      expect(upstreamFetches(upstream, id)).toBe(1);
+      expect(onB.bytes.equals(upstream().recording(id)!)).toBe(true);
+      expect(upstreamFetches(upstream(), id)).toBe(1);
     }
   }, 60_000);
 
   test('the internal routes answer only requests signed with the peer secret: no credential, a tenant key, a wrong secret or the secret itself is 401', async () => {
-    const namespace = namespaceFor(upstream.baseUrl);
+    const namespace = namespaceFor(upstream().baseUrl);
     const id = 8001; // stored on replica 0 by the first test
     const routes: Array<[string, string]> = [
       ['GET', `/internal/v1/recordings/${namespace}/${id}`],
@@ -185,9 +178,9 @@ describe.sequential('replicas with a volume each', () => {
     // A signed head line (the recording's size and type), its bytes, then a signed trailer (cluster-peer-auth.test.ts).
     const newline = copy.bytes.indexOf(0x0a);
     const headLine = copy.bytes.subarray(0, newline).toString('utf8');
-    expect(JSON.parse(headLine.slice(headLine.indexOf(' ') + 1))).toMatchObject({ size: upstream.recording(id)!.length });
-    const size = upstream.recording(id)!.length;
-    expect(copy.bytes.subarray(newline + 1, newline + 1 + size).equals(upstream.recording(id)!)).toBe(true);
+    expect(JSON.parse(headLine.slice(headLine.indexOf(' ') + 1))).toMatchObject({ size: upstream().recording(id)!.length });
+    const size = upstream().recording(id)!.length;
+    expect(copy.bytes.subarray(newline + 1, newline + 1 + size).equals(upstream().recording(id)!)).toBe(true);
     const purge = await cluster().at(0, routes[1]![1], { method: 'POST', headers: peer('POST', routes[1]![1]) });
     await purge.arrayBuffer();
     expect(purge.status).toBeLessThan(300);
@@ -206,7 +199,7 @@ describe.sequential('replicas with a volume each', () => {
 });
 
 describe.sequential('two replicas sharing a volume, a third with its own', () => {
-  const cluster = clusterFor(() => upstream.baseUrl, { volumes: [0, 0, 1] });
+  const cluster = clusterFor(() => upstream().baseUrl, { volumes: [0, 0, 1] });
 
   test("one of the two killed a moment ago (still listed until it misses its beats): the third gets the other's copy through it, not from upstream", async () => {
     const [a, b, c] = cluster().replicas;
@@ -215,7 +208,7 @@ describe.sequential('two replicas sharing a volume, a third with its own', () =>
     await cluster().kill(0, 'SIGKILL');
     const id = 8201;
     const recording = syntheticRecording(256 * KIB);
-    upstream.setRecording(id, recording);
+    upstream().setRecording(id, recording);
     const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
     expect(onB.status).toBe(200);
     expect(await eventually(async () => (await storedRecordingFiles(b!.cacheDir)).length > 0)).toBe(true);
@@ -224,12 +217,12 @@ describe.sequential('two replicas sharing a volume, a third with its own', () =>
     expect(onC.status).toBe(200);
     expect(onC.cacheStatus).toBe(PEER_COPY);
     expect(onC.bytes.equals(recording)).toBe(true);
-    expect(upstreamFetches(upstream, id)).toBe(1);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
   });
 });
 
 describe.sequential('replicas sharing one volume with a 150 KiB disk budget', () => {
-  const cluster = clusterFor(() => upstream.baseUrl, {
+  const cluster = clusterFor(() => upstream().baseUrl, {
     volumes: 'shared',
     cacheYaml: ['max_disk_bytes: 150KiB', 'max_recording_bytes: 150KiB'],
   });
@@ -243,7 +236,7 @@ describe.sequential('replicas sharing one volume with a 150 KiB disk budget', ()
   test('recordings fetched round robin over the replicas: the files on the volume stay within the budget together', async () => {
     const recordings = await loadFixtureRecordings();
     for (let id = 9001; id <= 9008; id++) recordings.set(id, syntheticRecording(40 * KIB + id));
-    for (const [id, bytes] of recordings) upstream.setRecording(id, bytes);
+    for (const [id, bytes] of recordings) upstream().setRecording(id, bytes);
     const total = [...recordings.values()].reduce((sum, bytes) => sum + bytes.length, 0);
     expect(total).toBeGreaterThan(2 * DISK_BUDGET);
 
@@ -283,14 +276,14 @@ describe.sequential('replicas sharing one volume with a 150 KiB disk budget', ()
     try {
       for (let id = 9101; id <= 9109; id++) {
         const bytes = syntheticRecording(45 * KIB + id);
-        upstream.setRecording(id, bytes);
+        upstream().setRecording(id, bytes);
         const answer = await answerOf(cluster().at(id % 3, recordingPath(id), { headers: ACME_AUTH }));
         expect(answer.bytes.equals(bytes)).toBe(true);
         // Stored and listed in Redis (what the next store counts) before the next one starts: each store meets a full volume alone.
         const stored = await eventually(
           async () =>
             (await storedRecordingFiles(cacheDir!)).some((file) => file.path.endsWith(`/${id}.mp3`)) &&
-            (await redis.hLen(`rg:copies:${namespaceFor(upstream.baseUrl)}/${id}`)) > 0,
+            (await redis.hLen(`rg:copies:${namespaceFor(upstream().baseUrl)}/${id}`)) > 0,
         );
         expect(stored).toBe(true);
       }

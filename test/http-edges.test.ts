@@ -4,10 +4,18 @@
  * request without exactly one Host answered 400, all in the JSON error shape,
  * and a preflight that lets a browser send every conditional header.
  */
-import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { ACME_KEY, ACME_ORIGIN, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import {
+  ACME_KEY,
+  ACME_ORIGIN,
+  makeTempDir,
+  rawExchange,
+  removeDir,
+  startGateway,
+  testConfig,
+  type RunningGateway,
+} from '../dev/gateway-harness.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -25,27 +33,12 @@ afterAll(async () => {
   await removeDir(dir);
 });
 
-/** Sends `head` byte for byte on a new connection and resolves with all that comes back. */
-function rawExchange(head: string): Promise<string> {
-  const { port } = new URL(gateway.baseUrl);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), '127.0.0.1', () => socket.write(head));
-    let received = '';
-    socket.on('data', (chunk) => {
-      received += chunk.toString('latin1');
-    });
-    socket.on('end', () => resolve(received));
-    socket.on('error', reject);
-    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer in 5 s')));
-  });
-}
-
 describe('CONNECT, which Node hands the server apart from every other method', () => {
   test.each([
     ['an authority-form target', 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n'],
     ['a recording path', 'CONNECT /v1/call/recording/1.mp3 HTTP/1.1\r\nHost: gw.example\r\n\r\n'],
   ])('is answered a JSON 405 with Allow, not a connection closed unanswered: %s', async (_, head) => {
-    const answer = await rawExchange(head);
+    const answer = await rawExchange(gateway.baseUrl, head);
     expect(answer.startsWith('HTTP/1.1 405 Method Not Allowed\r\n')).toBe(true);
     expect(answer).toContain('\r\nAllow: GET, HEAD, POST, DELETE, OPTIONS\r\n');
     expect(answer).toContain('\r\nContent-Type: application/json\r\n');
@@ -111,7 +104,7 @@ describe("a body over the route's limit", () => {
 
 describe('a request without exactly one Host', () => {
   test('is 400 in the JSON shape when Host is missing', async () => {
-    const answer = await rawExchange('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n');
+    const answer = await rawExchange(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n');
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(answer).toContain('application/json');
     expect(answer).toContain('"message":"Missing Host header"');
@@ -119,24 +112,32 @@ describe('a request without exactly one Host', () => {
   });
 
   test('is 400 in the JSON shape when Host is sent twice', async () => {
-    const answer = await rawExchange('GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n');
+    const answer = await rawExchange(
+      gateway.baseUrl,
+      'GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n',
+    );
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(answer).toContain('"message":"More than one Host header"');
     // The caller's own id, as on every answer.
-    expect(await rawExchange('GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nX-Request-Id: caller-id-42\r\n\r\n')).toContain(
-      '\r\nX-Request-Id: caller-id-42\r\n',
-    );
+    expect(
+      await rawExchange(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nX-Request-Id: caller-id-42\r\n\r\n'),
+    ).toContain('\r\nX-Request-Id: caller-id-42\r\n');
   });
 
   test('one Host is served as usual, and HTTP/1.0 needs none', async () => {
-    expect(await rawExchange('GET /healthz HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
-    expect(await rawExchange('GET /healthz HTTP/1.0\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+    expect(await rawExchange(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n')).toMatch(
+      /^HTTP\/1\.1 200 /,
+    );
+    expect(await rawExchange(gateway.baseUrl, 'GET /healthz HTTP/1.0\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
   });
 });
 
 describe('requests the HTTP layer refuses or answers before the routes', () => {
   test('an expectation other than 100-continue is 417 in the JSON shape, with a request id', async () => {
-    const answer = await rawExchange('GET /healthz HTTP/1.1\r\nHost: gw.example\r\nExpect: foo\r\nConnection: close\r\n\r\n');
+    const answer = await rawExchange(
+      gateway.baseUrl,
+      'GET /healthz HTTP/1.1\r\nHost: gw.example\r\nExpect: foo\r\nConnection: close\r\n\r\n',
+    );
     expect(answer).toMatch(/^HTTP\/1\.1 417 Expectation Failed\r\n/);
     expect(answer).toContain('Content-Type: application/json');
     expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);
@@ -144,15 +145,18 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
   });
 
   test('Expect: 100-continue still gets its 100 and then the answer', async () => {
-    const answer = await rawExchange('GET /healthz HTTP/1.1\r\nHost: gw.example\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n');
+    const answer = await rawExchange(
+      gateway.baseUrl,
+      'GET /healthz HTTP/1.1\r\nHost: gw.example\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
+    );
     expect(answer).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
   });
 
   test('OPTIONS * is about the server: 204 with every method some route takes; GET * stays a 400', async () => {
-    const options = await rawExchange('OPTIONS * HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
+    const options = await rawExchange(gateway.baseUrl, 'OPTIONS * HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
     expect(options).toMatch(/^HTTP\/1\.1 204 No Content\r\n/);
     expect(options).toContain('\r\nAllow: GET, HEAD, POST, DELETE, OPTIONS\r\n');
-    const get = await rawExchange('GET * HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
+    const get = await rawExchange(gateway.baseUrl, 'GET * HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
     expect(get).toMatch(/^HTTP\/1\.1 400 /);
     expect(get).toContain('"message":"Malformed request target"');
   });
@@ -213,7 +217,7 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
       '501 Not Implemented',
     ],
   ])('%s', async (_name, head, status) => {
-    const answer = await rawExchange(head);
+    const answer = await rawExchange(gateway.baseUrl, head);
     expect(answer.startsWith(`HTTP/1.1 ${status}\r\n`)).toBe(true);
     expect(answer).toContain('Content-Type: application/json');
     // The parser refused the headers too: a new id, not the caller's.
@@ -234,7 +238,7 @@ describe('a refused request pipelined behind a valid one (RFC 9112 9.3.2: answer
       '431 Request Header Fields Too Large',
     ],
   ])('%s: the valid one is answered first, then the refusal', async (_name, refused, status) => {
-    const answer = await rawExchange(`GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n${refused}`);
+    const answer = await rawExchange(gateway.baseUrl, `GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n${refused}`);
     const statusLines = [...answer.matchAll(/HTTP\/1\.1 (\d{3} [^\r]*)\r\n/g)].map((match) => match[1]);
     expect(statusLines).toEqual(['200 OK', status]);
     expect(answer).toContain('{"status":"ok"}');
@@ -244,6 +248,7 @@ describe('a refused request pipelined behind a valid one (RFC 9112 9.3.2: answer
     const recording = await gateway.fetch('/v1/call/recording/3.mp3', { headers: { authorization: `Bearer ${ACME_KEY}` } });
     const size = (await recording.arrayBuffer()).byteLength;
     const answer = await rawExchange(
+      gateway.baseUrl,
       `GET /v1/call/recording/3.mp3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\nGET /healthz HTTP/9.9\r\nHost: x\r\n\r\n`,
     );
     expect(answer.startsWith('HTTP/1.1 200 OK\r\n')).toBe(true);

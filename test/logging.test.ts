@@ -1,11 +1,10 @@
-import { connect } from 'node:net';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { SERVER_KEY, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import { SERVER_KEY, makeTempDir, rawExchange, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import { startGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import { createLogger, type Logger } from '../src/logger.js';
 import { RedisLink } from '../src/cluster/redis-link.js';
@@ -186,21 +185,11 @@ describe('the request line', () => {
     ['GET', 'https://SECRETwebhookTOKEN0002@gw.example/v1/call/recording/4.mp3'],
   ])('an absolute-form %s target carrying credentials is 400 and neither the target nor its secret is logged', async (method, target) => {
     const lines = await start('info');
-    const { port } = new URL(gateway!.baseUrl);
     const body = method === 'POST' ? '{"event_type":"call.completed","call_id":4}' : '';
-    const answer = await new Promise<string>((resolve, reject) => {
-      const socket = connect(Number(port), '127.0.0.1', () =>
-        socket.write(
-          `${method} ${target} HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
-        ),
-      );
-      let received = '';
-      socket.on('data', (chunk) => {
-        received += chunk.toString('latin1');
-      });
-      socket.on('end', () => resolve(received));
-      socket.on('error', reject);
-    });
+    const answer = await rawExchange(
+      gateway!.baseUrl,
+      `${method} ${target} HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(answer).toContain('"error":"Bad Request"');
     expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);

@@ -8,11 +8,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { ACME_KEY, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import { ACME_KEY, makeTempDir, rawExchange, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 
 const NGINX = process.env.NGINX_PATH ?? '/usr/sbin/nginx';
 const CONF = path.join(import.meta.dirname, '..', 'config', 'nginx-cluster.conf');
@@ -109,18 +109,10 @@ describe('config/nginx-cluster.conf in front of the replicas', () => {
   });
 
   test('passes an HTTP/1.0 request without Host, which HTTP/1.0 allows', async () => {
-    const { port } = new URL(balancer);
-    const answer = await new Promise<string>((resolve, reject) => {
-      const socket = connect(Number(port), '127.0.0.1', () =>
-        socket.write(`GET /v1/call/recording/1.mp3 HTTP/1.0\r\nAuthorization: Bearer ${ACME_KEY}\r\nRange: bytes=0-3\r\n\r\n`),
-      );
-      let received = '';
-      socket.on('data', (chunk) => {
-        received += chunk.toString('latin1');
-      });
-      socket.on('end', () => resolve(received));
-      socket.on('error', reject);
-    });
+    const answer = await rawExchange(
+      balancer,
+      `GET /v1/call/recording/1.mp3 HTTP/1.0\r\nAuthorization: Bearer ${ACME_KEY}\r\nRange: bytes=0-3\r\n\r\n`,
+    );
     expect(answer).toMatch(/^HTTP\/1\.1 206 /);
     expect(answer.endsWith(upstream.recording(1)!.subarray(0, 4).toString('latin1'))).toBe(true);
   });

@@ -6,24 +6,15 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { describe, expect, test } from 'vitest';
 import { namespaceFor } from '../dev/gateway-harness.js';
 import { eventually } from '../dev/recording-bytes.js';
-import { ACME_AUTH, clusterFor, recordingPath, upstreamFetches, type Cluster } from './support/cluster.js';
+import { ACME_AUTH, clusterFor, fakeUpstream, recordingPath, upstreamFetches, type Cluster } from './support/cluster.js';
 
-let upstream: FakeFlyflow;
-
-beforeAll(async () => {
-  upstream = await startFakeFlyflow();
-});
-
-afterAll(async () => {
-  await upstream?.close();
-});
+const upstream = fakeUpstream();
 
 function sidecarOn(cacheDir: string, id: number): string {
-  return path.join(cacheDir, 'sidecars', namespaceFor(upstream.baseUrl), `${id}.peaks`);
+  return path.join(cacheDir, 'sidecars', namespaceFor(upstream().baseUrl), `${id}.peaks`);
 }
 
 async function json(cluster: Cluster, replica: number, pathAndQuery: string): Promise<unknown> {
@@ -34,11 +25,11 @@ async function json(cluster: Cluster, replica: number, pathAndQuery: string): Pr
 
 /** Upstream ids of their own per block, so the blocks share one fake upstream without meeting. */
 function fixtureAs(id: number, fixture: number): void {
-  upstream.setRecording(id, upstream.recording(fixture)!);
+  upstream().setRecording(id, upstream().recording(fixture)!);
 }
 
 describe.sequential('replicas with a volume each', () => {
-  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'own', replicas: 2 });
+  const cluster = clusterFor(() => upstream().baseUrl, { volumes: 'own', replicas: 2 });
 
   test('a replica answers from the copy it took from another, with the same facts and peaks, and one upstream download', async () => {
     fixtureAs(9101, 4);
@@ -50,7 +41,7 @@ describe.sequential('replicas with a volume each', () => {
     expect(await json(cluster(), 1, '/v1/call/recording/9101/info.json')).toEqual(infoA);
     expect(await json(cluster(), 1, '/v1/call/recording/9101/peaks.json?points=300')).toEqual(peaksA);
     expect(existsSync(sidecarOn(bDir, 9101))).toBe(true);
-    expect(upstreamFetches(upstream, 9101)).toBe(1);
+    expect(upstreamFetches(upstream(), 9101)).toBe(1);
   });
 
   test("a purge removes every replica's copy and sidecar", async () => {
@@ -64,13 +55,13 @@ describe.sequential('replicas with a volume each', () => {
     expect(purge.status).toBe(204);
     for (const dir of dirs) {
       expect(await eventually(() => !existsSync(sidecarOn(dir, 9102)))).toBe(true);
-      expect(existsSync(path.join(dir, 'recordings', namespaceFor(upstream.baseUrl), '9102.mp3'))).toBe(false);
+      expect(existsSync(path.join(dir, 'recordings', namespaceFor(upstream().baseUrl), '9102.mp3'))).toBe(false);
     }
   });
 });
 
 describe.sequential('replicas sharing a volume', () => {
-  const cluster = clusterFor(() => upstream.baseUrl, { volumes: 'shared', replicas: 2 });
+  const cluster = clusterFor(() => upstream().baseUrl, { volumes: 'shared', replicas: 2 });
 
   test('the facts and the sidecar one replica stored are what the other answers with', async () => {
     fixtureAs(9201, 3);
@@ -81,7 +72,7 @@ describe.sequential('replicas sharing a volume', () => {
 
     expect(await json(cluster(), 1, '/v1/call/recording/9201/peaks.json?points=64')).toEqual(peaksA);
     expect(await json(cluster(), 1, '/v1/call/recording/9201/info.json')).toEqual(infoA);
-    expect(upstreamFetches(upstream, 9201)).toBe(1);
+    expect(upstreamFetches(upstream(), 9201)).toBe(1);
 
     const purge = await cluster().at(0, recordingPath(9201), { method: 'DELETE', headers: ACME_AUTH });
     expect(purge.status).toBe(204);

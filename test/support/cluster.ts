@@ -11,7 +11,7 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import { ACME_KEY, ACME_SIGNING_SECRET, makeTempDir, removeDir } from '../../dev/gateway-harness.js';
 import { signalProcessGroup, startGatewayProcess, writeGatewayConfig, type GatewayProcess } from '../../dev/gateway-process.js';
-import type { FakeFlyflow } from '../../dev/fake-flyflow.js';
+import { startFakeFlyflow, type FakeFlyflow } from '../../dev/fake-flyflow.js';
 import { openGet, readBody } from '../../dev/recording-bytes.js';
 import type { IncomingHttpHeaders } from 'node:http';
 import { afterAll, beforeAll } from 'vitest';
@@ -295,6 +295,25 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     throw error;
   }
   return cluster;
+}
+
+/**
+ * The fake upstream for the tests of one file: started in a `beforeAll` and
+ * closed in an `afterAll`. Registered before `clusterFor`, it is up when the
+ * cluster starts and closed after the cluster is stopped.
+ */
+export function fakeUpstream(): () => FakeFlyflow {
+  let upstream: FakeFlyflow | undefined;
+  beforeAll(async () => {
+    upstream = await startFakeFlyflow();
+  });
+  afterAll(async () => {
+    await upstream?.close();
+  });
+  return () => {
+    if (!upstream) throw new Error('fake upstream: not started (fakeUpstream is read in a test or a later hook)');
+    return upstream;
+  };
 }
 
 /**
