@@ -1,7 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { requestIdFrom } from './routes/request-log.js';
 
-/** A whole answer in the JSON error shape, written straight to a socket no ServerResponse owns; the connection closes after it. */
+/**
+ * A whole answer in the JSON error shape, written straight to a socket no
+ * ServerResponse owns; the connection closes after it. With a Date, as RFC
+ * 9110 6.6.1 asks of every 4xx from a server with a clock.
+ */
 export function rawJsonAnswer(
   status: string,
   answer: { error: string; message: string },
@@ -10,7 +14,7 @@ export function rawJsonAnswer(
   headOnly = false,
 ): string {
   const body = JSON.stringify(answer);
-  return `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${headers}X-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${headOnly ? '' : body}`;
+  return `HTTP/1.1 ${status}\r\nDate: ${new Date().toUTCString()}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${headers}X-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${headOnly ? '' : body}`;
 }
 
 /** Writes an error in the contract's JSON shape straight to Node's response, with the request's X-Request-Id; a HEAD gets the head alone. */

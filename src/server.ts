@@ -15,6 +15,7 @@ import {
 import { createConnectionGuard, type ConnectionPressure } from './connection-guard.js';
 import { createGateway, type Gateway } from './gateway.js';
 import { BadRequestError, GatewayError, errorMessage, errorResponse } from './errors.js';
+import { closeGently, closeGentlyAfterLastAnswer, isLingering } from './http/lingering-close.js';
 import { headerCount } from './http/raw-headers.js';
 import type { Logger } from './logger.js';
 import { requestIdFrom } from './routes/request-log.js';
@@ -147,6 +148,8 @@ function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status:
  * (RFC 9112 9.3.2: answers come in request order), not in its place.
  */
 function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  // The last answer is out and the connection closes: what the client still sends is ignored (RFC 9112 9.6), not refused.
+  if (isLingering(socket) || error.code === 'HPE_CLOSED_CONNECTION') return;
   const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
   // A connection that never sent a byte (a browser's preconnect, an idle flood) has asked nothing to answer.
   if (error.code === 'ECONNRESET' || !socket.writable || (timedOut && (socket as Socket).bytesRead === 0)) {
@@ -163,17 +166,17 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
     // Its request still incomplete: the refusal is about that one (a body cut short or timed out), which can take it only unanswered.
     if (!inFlight.req.complete) {
       if (inFlight.headersSent) socket.destroy();
-      else socket.end(answer);
+      else closeGently(socket, answer);
       return;
     }
     // An earlier request's answer: Node detaches it on its 'finish' (registered first), then this writes after it.
-    inFlight.once('finish', () => socket.end(answer));
+    inFlight.once('finish', () => closeGently(socket, answer));
     inFlight.once('close', () => {
       if (!inFlight.writableFinished) socket.destroy();
     });
     return;
   }
-  socket.end(answer);
+  closeGently(socket, answer);
 }
 
 /**
@@ -210,7 +213,7 @@ const CONNECT_REFUSED = { error: 'Method Not Allowed', message: 'CONNECT is not 
  */
 function refuseConnect(request: IncomingMessage, socket: Duplex): void {
   const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
-  socket.end(rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`));
+  closeGently(socket, rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`));
 }
 
 /**
@@ -321,6 +324,7 @@ export function createHttpServer(
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.on('connection', guard.admit);
+  server.on('connection', closeGentlyAfterLastAnswer);
   server.on('clientError', answerClientError);
   server.on('checkExpectation', refuseExpectation);
   server.on('connect', refuseConnect);

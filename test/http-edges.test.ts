@@ -4,6 +4,7 @@
  * request without exactly one Host answered 400, all in the JSON error shape,
  * and a preflight that lets a browser send every conditional header.
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
@@ -16,6 +17,7 @@ import {
   testConfig,
   type RunningGateway,
 } from '../dev/gateway-harness.js';
+import { syntheticRecording } from '../dev/recording-bytes.js';
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -222,6 +224,8 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     expect(answer).toContain('Content-Type: application/json');
     // The parser refused the headers too: a new id, not the caller's.
     expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);
+    // RFC 9110 6.6.1: every 4xx from a server with a clock has a Date.
+    expect(answer).toMatch(/\r\nDate: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT\r\n/);
     const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Record<string, string>;
     expect(Object.keys(body).sort()).toEqual(['error', 'message']);
     expect(body.error).toBe(status.slice(4));
@@ -255,6 +259,84 @@ describe('a refused request pipelined behind a valid one (RFC 9112 9.3.2: answer
     const refusal = answer.lastIndexOf('HTTP/1.1 505 ');
     const bodyStart = answer.indexOf('\r\n\r\n') + 4;
     expect(refusal - bodyStart).toBe(size);
+  });
+});
+
+/**
+ * Sends `head`, then `later` in a packet of its own while the answer is still
+ * unread, and only then reads: all that came back, and whether the connection
+ * ended in a reset.
+ */
+function exchangeReadingLate(head: string, later: string): Promise<{ received: Buffer; reset: boolean }> {
+  const { hostname, port } = new URL(gateway.baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => {
+      socket.write(head);
+      setTimeout(() => socket.write(later), 50);
+      setTimeout(() => socket.resume(), 150);
+    });
+    socket.pause();
+    const chunks: Buffer[] = [];
+    let reset = false;
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => {
+      reset = true;
+    });
+    socket.on('close', () => resolve({ received: Buffer.concat(chunks), reset }));
+    socket.setTimeout(10_000, () => reject(new Error('no end in 10 s')));
+  });
+}
+
+function bodyAfterHead(received: Buffer): Buffer {
+  return received.subarray(received.indexOf('\r\n\r\n') + 4);
+}
+
+describe('a connection closed after its last answer (RFC 9112 9.6)', () => {
+  const LARGE_ID = 9_001;
+  const large = syntheticRecording(900_000);
+  const authorization = `Authorization: Bearer ${ACME_KEY}\r\n`;
+
+  beforeAll(async () => {
+    upstream.setRecording(LARGE_ID, large);
+    const warm = await gateway.fetch(`/v1/call/recording/${LARGE_ID}.mp3`, { headers: { authorization: `Bearer ${ACME_KEY}` } });
+    expect((await warm.arrayBuffer()).byteLength).toBe(large.length);
+  });
+
+  test.each([
+    [
+      'HTTP/1.1 with Connection: close',
+      `GET /v1/call/recording/${LARGE_ID}.mp3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${authorization}\r\n`,
+    ],
+    ['HTTP/1.0', `GET /v1/call/recording/${LARGE_ID}.mp3 HTTP/1.0\r\n${authorization}\r\n`],
+  ])('%s: a stray CRLF sent while the client has not read the answer yet does not cut it short', async (_name, head) => {
+    const { received, reset } = await exchangeReadingLate(head, '\r\n');
+    expect(reset).toBe(false);
+    expect(received.subarray(0, 17).toString()).toBe('HTTP/1.1 200 OK\r\n');
+    expect(bodyAfterHead(received).equals(large)).toBe(true);
+  });
+
+  test('bytes after a request that asked to close are ignored, not refused, and its answer is whole', async () => {
+    const { received, reset } = await exchangeReadingLate(
+      `GET /v1/call/recording/${LARGE_ID}.mp3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${authorization}\r\n`,
+      'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
+    expect(reset).toBe(false);
+    expect(bodyAfterHead(received).equals(large)).toBe(true);
+  });
+
+  test.each([
+    ['Connection: close', 'HTTP/1.1', 'Host: x\r\nConnection: close\r\n'],
+    ['HTTP/1.0', 'HTTP/1.0', ''],
+  ])('a request pipelined behind one with %s is not answered, nor refused in its place', async (_name, version, closing) => {
+    const ranged = (range: string, extra: string, protocol = 'HTTP/1.1') =>
+      `GET /v1/call/recording/1.mp3 ${protocol}\r\n${extra}${authorization}Range: bytes=${range}\r\n\r\n`;
+    const answer = await rawExchange(
+      gateway.baseUrl,
+      ranged('0-1', 'Host: x\r\n') + ranged('2-3', closing, version) + ranged('4-5', 'Host: x\r\n'),
+    );
+    const statusLines = [...answer.matchAll(/HTTP\/1\.1 (\d{3} [^\r]*)\r\n/g)].map((match) => match[1]);
+    expect(statusLines).toEqual(['206 Partial Content', '206 Partial Content']);
+    expect([...answer.matchAll(/Content-Range: (bytes \d+-\d+)\//g)].map((match) => match[1])).toEqual(['bytes 0-1', 'bytes 2-3']);
   });
 });
 
