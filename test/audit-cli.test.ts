@@ -226,6 +226,27 @@ describe('audit query', () => {
     expect(count).toBe('1 line');
   });
 
+  test("a client's control characters (C1's CSI, a bidi override) reach the terminal escaped, in the table and in --json", async () => {
+    const auditDir = path.join(await makeTempDir('rg-audit-cli-controls-'), 'audit');
+    const trail = await AuditTrail.open({ dir: auditDir, retentionDays: 365, clock: manualClock(START) });
+    const range = 'bytes=0-1\u009b2K\u009b1GNOTHING TO SEE HERE';
+    trail.record({ ...event(START, 'acme', '7'), range, userAgent: 'agent\u202eevil' });
+    await trail.close();
+    const configPath = await configFor(auditDir);
+    const raw = /[\u0080-\u009f\u202a-\u202e]/;
+
+    const table = await audit(['query'], configPath);
+    expect(table.code).toBe(0);
+    expect(table.stdout).not.toMatch(raw);
+    expect(table.stdout).toContain('bytes=0-1\\u009b2K\\u009b1GNOTHING');
+
+    const json = await audit(['query', '--json'], configPath);
+    expect(json.stdout).not.toMatch(raw);
+    const [onDisk] = await linesOf(path.join(auditDir, DAY_1));
+    expect(onDisk).toMatch(raw);
+    expect(JSON.parse(json.stdout)).toEqual(JSON.parse(onDisk!));
+  });
+
   test('bad arguments exit 2 with a clear message and no stack', async () => {
     const { configPath } = await copyOfTrail();
     for (const [args, message] of [

@@ -5,6 +5,7 @@ import { utcDay } from '../audit/audit-files.js';
 import { verifyAuditTrail, type ChainReport } from '../audit/audit-verify.js';
 import type { GatewayConfig } from '../config/index.js';
 import { CommandFailure, callIdArgument, printJson, type Print } from './io.js';
+import { terminalSafe } from './terminal-safe.js';
 
 /*
  * `recording-gateway audit query` and `audit verify` (README, Compliance):
@@ -111,7 +112,7 @@ function tableRow({ record }: AuditLine): string {
   return row(
     COLUMNS.map(([, , cell]) => {
       const value = cell(record);
-      return value === null || value === undefined ? '-' : String(value);
+      return value === null || value === undefined ? '-' : terminalSafe(String(value));
     }),
   );
 }
@@ -126,7 +127,7 @@ export async function auditQuery(dir: string, filter: AuditFilter, output: Audit
   let count = 0;
   if (!output.json) output.print(row(COLUMNS.map(([name]) => name)));
   for await (const line of queryAuditTrail(dir, filter, () => unreadable++)) {
-    output.print(output.json ? line.text : tableRow(line));
+    output.print(output.json ? terminalSafe(line.text) : tableRow(line));
     count++;
   }
   if (!output.json) output.print(`${count} line${count === 1 ? '' : 's'}`);
