@@ -38,6 +38,12 @@ const SLICE_MS = 4;
 const MAX_ERRORS_PER_FRAME = 1 / 4;
 const TOLERATED_ERRORS = 16;
 const SAMPLES_PER_FRAME = 1152;
+// An MPEG frame is at most a couple of kilobytes: this much after the ID3v2
+// tag with no sample decoded is not audio (mpg123 resynchronising through
+// junk that reports no error, say 0xFF 0xFB repeated). Before any audio the
+// recording is undecodable; after some, the rest is junk after the audio,
+// which would decode to nothing anyway, and is not scanned to its end.
+const MAX_BYTES_WITHOUT_AUDIO = 1024 * 1024;
 /**
  * An estimated duration (size and bitrate) further than this from the
  * decoded one was wrong (a variable bitrate that began with equal frames):
@@ -68,19 +74,24 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
   let mono = header?.channels === 1;
   let bounds: BitrateBounds = header?.bitrateBounds ?? MPEG_BITRATE_BOUNDS;
   let errors = 0;
+  let tagBytes = 0;
+  let bytesWithoutAudio = 0;
   let sliceStarted = performance.now();
   try {
-    for (let offset = 0; offset < source.size; ) {
+    decoding: for (let offset = 0; offset < source.size; ) {
       const chunk = await source.readAt(offset, Math.min(READ_BYTES, source.size - offset));
       if (chunk === null || chunk.length === 0) throw new Error(`recording ended at ${offset} of ${source.size} bytes`);
+      if (offset === 0) tagBytes = id3v2Size(chunk);
       // Without a readable header, a first frame right after the tag still tells a mono stream.
       if (offset === 0 && !header) {
-        mono = isMonoFrame(chunk, id3v2Size(chunk));
-        bounds = bitrateBoundsAt(chunk, id3v2Size(chunk)) ?? bounds;
+        mono = isMonoFrame(chunk, tagBytes);
+        bounds = bitrateBoundsAt(chunk, tagBytes) ?? bounds;
       }
+      const chunkOffset = offset;
       offset += chunk.length;
       for (let at = 0; at < chunk.length; at += DECODE_PIECE_BYTES) {
-        const decoded = quietly(() => decoder.decode(chunk.subarray(at, at + DECODE_PIECE_BYTES)));
+        const piece = chunk.subarray(at, at + DECODE_PIECE_BYTES);
+        const decoded = quietly(() => decoder.decode(piece));
         errors += decoded.errors.length;
         // Not audio: stop at once rather than decode the rest of the noise.
         if (tooManyErrors(errors, peaks.totalSamples))
@@ -90,6 +101,15 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
           decodedChannels ||= decoded.channelData.length;
           // mpg123 decodes a mono stream to two equal channels: one is enough for its peaks.
           peaks.add(mono ? decoded.channelData.slice(0, 1) : decoded.channelData, decoded.samplesDecoded);
+          bytesWithoutAudio = 0;
+        } else {
+          const pieceStart = chunkOffset + at;
+          bytesWithoutAudio += Math.max(0, pieceStart + piece.length - Math.max(pieceStart, tagBytes));
+          if (bytesWithoutAudio > MAX_BYTES_WITHOUT_AUDIO) {
+            if (peaks.totalSamples === 0)
+              throw new UndecodableRecordingError(`no MPEG audio in the first ${MAX_BYTES_WITHOUT_AUDIO} bytes after the tag`);
+            break decoding;
+          }
         }
         if (performance.now() - sliceStarted >= SLICE_MS) {
           await nextTurn();

@@ -31,10 +31,19 @@ export interface StreamHeader {
 // art, possibly megabytes) is never read.
 const HEADER_AUDIO_BYTES = 64 * 1024;
 const ID3V1_BYTES = 128;
+// music-metadata reads the first four frame headers and stops. Between two
+// frames that do not follow each other it resynchronises byte by byte, at
+// several microseconds a byte (an Error thrown for each false sync) and all
+// in one synchronous stretch: 64 KB of 0xFF took 0.3 s. So it is given the
+// frames that follow each other from the first (at most four) and this much
+// after them, where a damaged frame still resynchronises within a few
+// milliseconds; past it the header is unreadable and decoding decides.
+const FORMAT_FRAMES = 4;
+const RESYNC_BYTES = 512;
 
 /**
  * Reads a recording's stream header from its first bytes: the ID3v2 tag's
- * size, ~64 KB of audio after it (its frame headers, parsed with
+ * size, ~64 KB of audio after it (its first frame headers, parsed with
  * music-metadata, loaded on first use; its Xing/Info or VBRI header) and its
  * last 128 bytes (an ID3v1 tag). About a millisecond, however long the
  * recording. Undefined when the audio does not start with an MPEG frame right
@@ -46,7 +55,7 @@ export async function readStreamHeader(source: Mp3Source): Promise<StreamHeader 
   const head = await readUpTo(source, tagBytes, HEADER_AUDIO_BYTES);
   const frame = frameHeaderAt(head, 0);
   if (!frame) return undefined;
-  const format = await readFormat(head);
+  const format = await readFormat(head.subarray(0, formatBytes(head, frame)));
   if (!format) return undefined;
   const tail = source.size - tagBytes >= ID3V1_BYTES ? await readUpTo(source, source.size - ID3V1_BYTES, ID3V1_BYTES) : undefined;
   const hasId3v1 = tail?.length === ID3V1_BYTES && tail[0] === 0x54 && tail[1] === 0x41 && tail[2] === 0x47; // "TAG"
@@ -181,6 +190,23 @@ function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | undefined {
 /** The standard's bitrate bounds for the stream whose first frame header is at `at`, if there is one there. */
 export function bitrateBoundsAt(bytes: Uint8Array, at: number): BitrateBounds | undefined {
   return frameHeaderAt(bytes, at)?.bitrateBounds;
+}
+
+/**
+ * The bytes of `head` music-metadata is given: its first frames while each
+ * starts where the one before ends (at most four, what it reads), and
+ * {@link RESYNC_BYTES} after the last of them.
+ */
+function formatBytes(head: Buffer, first: FrameHeader): number {
+  let at = 0;
+  let frame = first;
+  for (let frames = 1; frames < FORMAT_FRAMES && frame.length !== undefined; frames++) {
+    const next = frameHeaderAt(head, at + frame.length);
+    if (next?.stream !== first.stream) break;
+    at += frame.length;
+    frame = next;
+  }
+  return Math.min(head.length, at + (frame.length ?? 0) + RESYNC_BYTES);
 }
 
 /** True when another frame of the same stream starts right after the first frame of `head`. */
