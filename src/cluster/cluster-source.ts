@@ -2,9 +2,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { cacheKey } from '../cache/recording-meta.js';
 import type { DownloadOwner, RecordingSource } from '../download/download-manager.js';
 import type { SourcedRecording } from '../download/recording-download.js';
+import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
 import type { ClusterDirectory } from './cluster-directory.js';
 import type { DownloadLeases } from './download-lease.js';
+import { FailedPeers } from './failed-peers.js';
 import type { Membership, Peer } from './membership.js';
 import { type PeerClient, PeerMissError, PeerRejectedError, PeerUnreachableError } from './peer-client.js';
 
@@ -23,6 +25,8 @@ export interface ClusterSourceOptions {
   upstream: RecordingSource;
   logger: Logger;
   onPeerFetch?: (origin: 'peer-download' | 'peer-copy') => void;
+  /** Times the memory of peers whose answer failed; default the system clock. */
+  clock?: Clock;
 }
 
 // Rounds of "ask the holder, else take over" before downloading anyway: one
@@ -31,6 +35,11 @@ const MAX_ROUNDS = 4;
 const RETRY_DELAY_MS = 15;
 // A copy on a volume nobody serves (its replica gone) asks for a heartbeat at most this often.
 const EXTRA_BEAT_GAP_MS = 1_000;
+// A peer whose answer for a recording failed its proof or broke off is passed
+// over for that recording this long (by then this replica has stored its own
+// copy, unless it could not), for at most this many recordings at once.
+export const FAILED_PEER_TTL_MS = 10 * 60_000;
+const FAILED_PEER_MAX_ENTRIES = 10_000;
 
 /**
  * Where a replica gets a recording it does not hold, so that the cluster
@@ -38,10 +47,31 @@ const EXTRA_BEAT_GAP_MS = 1_000;
  * serving that volume; else the download under way on the replica holding the
  * recording's lease; else, holding the lease itself, the upstream. A holder
  * that does not answer is taken to be dead and its lease taken over. While
- * Redis is out, the upstream, directly.
+ * Redis is out, the upstream, directly. A peer whose answer for a recording
+ * failed its proof or broke off is passed over for that recording for a
+ * while (a holder's lease is taken over), so the next attempt goes to the
+ * next source instead of meeting the same failure again.
  */
 export function clusterSource(options: ClusterSourceOptions): RecordingSource {
   const { directory, leases, membership, peers, logger } = options;
+
+  // Peers whose answer for a recording failed its proof or broke off: passed
+  // over for that recording for a while, here only. The fault may be on the
+  // path between the replicas, not in the holder's copy, so the cluster's
+  // listing (and the holder's files) stay as they are.
+  const failedPeers = new FailedPeers({
+    ttlMs: FAILED_PEER_TTL_MS,
+    maxEntries: FAILED_PEER_MAX_ENTRIES,
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
+  const passOver = (key: string, url: string, error: unknown) => {
+    if (failedPeers.failed(key, url)) return;
+    failedPeers.remember(key, url);
+    logger.warn(
+      { key, peer: url, problem: error instanceof Error ? error.message : String(error) },
+      "cluster: a replica's answer for a recording failed its proof or broke off; that replica is passed over for it, the next source asked",
+    );
+  };
 
   async function fromPeer(
     url: string,
@@ -53,8 +83,26 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
   ): Promise<SourcedRecording> {
     const recording = await peers.openRecording(url, owner.namespace, callId, signal);
     options.onPeerFetch?.(origin);
-    // Streamed from a replica on our own volume: that replica stores the file, this one must not.
-    return { ...recording, origin, persist: recording.volume !== options.volume, generation };
+    const key = cacheKey(owner.namespace, callId);
+    const { chunks } = recording;
+    return {
+      ...recording,
+      // A body that fails its proof or breaks off is no answer: the next
+      // attempt (this download's, if no caller has a byte of it yet, else the
+      // next request's) goes to the next source instead of this peer again.
+      async *chunks() {
+        try {
+          yield* chunks.call(recording);
+        } catch (error) {
+          if (!signal?.aborted) passOver(key, url, error);
+          throw error;
+        }
+      },
+      origin,
+      // Streamed from a replica on our own volume: that replica stores the file, this one must not.
+      persist: recording.volume !== options.volume,
+      generation,
+    };
   }
 
   // Said once per peer: a replica with another peer secret is a configuration error, not an outage.
@@ -101,20 +149,22 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     callId: string,
     signal: AbortSignal | undefined,
   ): Promise<SourcedRecording | undefined> {
+    const key = cacheKey(owner.namespace, callId);
     for (const copy of lookup.copies) {
       if (copy.volume === options.volume && !ownVolume) continue;
-      const copyOf = {
-        sha256: copy.meta.sha256,
-        withdraw: () => {
-          const key = cacheKey(owner.namespace, callId);
-          logger.warn(
-            { key, volume: copy.volume },
-            'cluster: a stored copy does not match its sha256; no longer listed (run cache verify on that volume)',
-          );
-          void directory.remove(copy.volume, key, false).catch(() => {});
-        },
-      };
       for (const peer of await servingReplicas(copy.volume)) {
+        if (failedPeers.failed(key, peer.url)) continue;
+        const copyOf = {
+          sha256: copy.meta.sha256,
+          withdraw: () => {
+            logger.warn(
+              { key, volume: copy.volume },
+              'cluster: a stored copy does not match its sha256; no longer listed (run cache verify on that volume)',
+            );
+            failedPeers.remember(key, peer.url);
+            void directory.remove(copy.volume, key, false).catch(() => {});
+          },
+        };
         try {
           return { ...(await fromPeer(peer.url, 'peer-copy', owner, callId, lookup.generation, signal)), copyOf };
         } catch (error) {
@@ -167,7 +217,10 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
         return { ...recording, origin: 'upstream', generation, settle: () => lease.release() };
       }
       const { holder, generation } = attempt;
-      if (holder.node !== options.nodeId) {
+      if (holder.node !== options.nodeId && failedPeers.failed(key, holder.url)) {
+        // Its stream of this recording reached us failing its proof or cut: download it ourselves.
+        logger.warn({ key, holder: holder.node }, 'cluster: the stream of the replica downloading a recording failed here; taking over');
+      } else if (holder.node !== options.nodeId) {
         try {
           return await fromPeer(holder.url, 'peer-download', owner, callId, generation, signal);
         } catch (error) {

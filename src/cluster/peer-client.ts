@@ -26,6 +26,13 @@ export class PeerMissError extends Error {}
 export class PeerUnreachableError extends Error {}
 /** What answered carried no valid proof of the peer secret: treated as no answer, as it is not the replica it claims to be. */
 export class PeerUnprovenError extends PeerUnreachableError {}
+/**
+ * A peer's body that its trailer does not prove (no valid proof, or another
+ * sha256 or size than what arrived): never whole, never stored. Retryable, as
+ * a body cut short is: a download no caller has a byte of yet is fetched
+ * again at once, from the next source (the cluster passes this peer over).
+ */
+export class PeerBodyUnprovenError extends RetryableUpstreamError {}
 /** The peer answered 401: the replicas do not share one peer secret. */
 export class PeerRejectedError extends Error {}
 
@@ -81,7 +88,9 @@ export class PeerClient {
    * (it is sent at once); the recording's head may take as long as the peer's
    * own download does (bounded by `signal`). Nothing of the answer is used
    * before its head line's proof is checked, and its last bytes wait for the
-   * trailer's proof of the whole body's sha256.
+   * trailer's proof of the whole body's sha256 (a body it does not prove
+   * fails with PeerBodyUnprovenError, one cut short with another
+   * RetryableUpstreamError).
    * @throws PeerMissError (it has none), PeerRejectedError (our secret is not
    *   its secret), PeerUnreachableError (no answer, or PeerUnprovenError: no
    *   valid proof), NotFoundError (Flyflow said 404 to it), a 502, 503 or 504
@@ -158,11 +167,11 @@ export class PeerClient {
             }
             // The last bytes wait for the holder's proof of the whole body: a body it did not send is never whole, nor stored.
             const trailer = await stream.signed<PeerTrailer>('trailer').catch((error: unknown) => {
-              if (error instanceof UnprovenPeerAnswerError) throw new BadGatewayError(unproven(error).message);
+              if (error instanceof UnprovenPeerAnswerError) throw new PeerBodyUnprovenError(unproven(error).message);
               return brokeOff(error);
             });
             if (trailer.size !== size || trailer.sha256 !== hash.digest('hex')) {
-              throw new BadGatewayError(unproven(new UnprovenPeerAnswerError("the peer's body does not match its trailer")).message);
+              throw new PeerBodyUnprovenError(unproven(new UnprovenPeerAnswerError("the peer's body does not match its trailer")).message);
             }
             yield piece;
             return;

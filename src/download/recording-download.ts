@@ -105,11 +105,15 @@ function afterThisTurn<T>(start: () => Promise<T>): Promise<T> {
   return new Promise<void>((resolve) => setImmediate(resolve)).then(start);
 }
 
-/** Another replica's stored copy must have the digest the cluster lists for it; one that does not is withdrawn. */
+/**
+ * Another replica's stored copy must have the digest the cluster lists for it;
+ * one that does not is withdrawn. Retryable: while no caller has a byte of it,
+ * the recording is fetched again at once, from the next source.
+ */
 function checkCopy(source: SourcedRecording, sha256: string): void {
   if (!source.copyOf || sha256 === source.copyOf.sha256) return;
   source.copyOf.withdraw();
-  throw new BadGatewayError("Another replica's stored copy does not match its sha256 (a damaged file there); nothing stored");
+  throw new RetryableUpstreamError("Another replica's stored copy does not match its sha256 (a damaged file there); nothing stored");
 }
 
 /**

@@ -49,6 +49,8 @@ export interface ClusterOptions {
   cacheYaml?: string[];
   /** Extra lines in each replica's `cluster:` block, e.g. `redis_timeout_ms: 250`. */
   clusterYaml?: string[];
+  /** Extra lines in replica `index`'s `cluster:` block only, e.g. an `advertise_url` with a proxy in front of it. */
+  clusterYamlFor?: (index: number) => string[];
   /** Extra lines for the acme tenant. */
   tenantYaml?: string[];
   /** More tenants, as written under `tenants:`. */
@@ -150,6 +152,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           `  node_id: gw-${index + 1}`,
           '  peer_secret_env: GATEWAY_PEER_SECRET',
           ...(options.clusterYaml ?? []).map((line) => `  ${line}`),
+          ...(options.clusterYamlFor?.(index) ?? []).map((line) => `  ${line}`),
         ];
     const configPath = await writeGatewayConfig(dir, {
       upstreamBaseUrl: options.upstreamBaseUrl,

@@ -6,12 +6,14 @@
 import { describe, expect, test } from 'vitest';
 import type { RecordingMeta } from '../../src/cache/recording-meta.js';
 import type { ClusterCopy, ClusterDirectory } from '../../src/cluster/cluster-directory.js';
-import { clusterSource } from '../../src/cluster/cluster-source.js';
-import type { DownloadLeases, LeaseAttempt } from '../../src/cluster/download-lease.js';
+import { FAILED_PEER_TTL_MS, clusterSource } from '../../src/cluster/cluster-source.js';
+import type { DownloadLeases, LeaseAttempt, LeaseHolder } from '../../src/cluster/download-lease.js';
 import type { Peer } from '../../src/cluster/membership.js';
-import { PeerUnreachableError, type PeerClient, type PeerRecording } from '../../src/cluster/peer-client.js';
+import { PeerBodyUnprovenError, PeerUnreachableError, type PeerClient, type PeerRecording } from '../../src/cluster/peer-client.js';
 import type { SourcedRecording } from '../../src/download/recording-download.js';
+import type { Clock } from '../../src/clock.js';
 import { silentLogger } from '../../src/logger.js';
+import { RetryableUpstreamError } from '../../src/upstream/errors.js';
 
 const OWNER = { namespace: 'ns', upstreamApiKey: 'server-key' };
 const META: RecordingMeta = { namespace: 'ns', callId: '42', size: 3, sha256: 'ab'.repeat(32), contentType: 'audio/mpeg', fetchedAt: 1 };
@@ -37,12 +39,18 @@ interface World {
   joining?: Peer[];
   /** URLs of listed replicas that do not answer (killed since their last beat). */
   dead?: string[];
+  /** URLs of replicas whose answers' bodies fail after their first byte (a trailer that does not prove them, a cut). */
+  bodyFails?: Record<string, Error>;
+  /** Another replica holding the recording's lease, until it is taken over. */
+  holder?: LeaseHolder;
+  clock?: Clock;
   ownVolume?: string;
 }
 
-function world({ lookups, peers, joining = [], dead = [], ownVolume = 'vol-a' }: World) {
-  const calls = { lookups: 0, upstream: 0, peerFetches: [] as string[], releases: 0, beats: 0 };
+function world({ lookups, peers, joining = [], dead = [], bodyFails = {}, holder, clock, ownVolume = 'vol-a' }: World) {
+  const calls = { lookups: 0, upstream: 0, peerFetches: [] as string[], releases: 0, beats: 0, removes: 0, takeOvers: 0 };
   const seen = [...peers];
+  let holding = holder;
   const membership = {
     get peers() {
       return seen;
@@ -58,18 +66,34 @@ function world({ lookups, peers, joining = [], dead = [], ownVolume = 'vol-a' }:
       calls.lookups++;
       return { copies, generation: 7 };
     },
+    async remove() {
+      calls.removes++;
+    },
   } as unknown as ClusterDirectory;
   const leases = {
     async acquire(): Promise<LeaseAttempt> {
+      if (holding) return { acquired: false, holder: holding, generation: 7 };
       return { acquired: true, generation: 7, lease: { value: 'token|a|url', held: true, release: () => calls.releases++ } };
     },
-    async takeOver() {},
+    async takeOver() {
+      calls.takeOvers++;
+      holding = undefined;
+    },
   } as unknown as DownloadLeases;
   const peerClient = {
     async openRecording(url: string) {
       calls.peerFetches.push(url);
       if (dead.includes(url)) throw new PeerUnreachableError(`${url} does not answer`);
-      return { ...body('peer'), volume: seen.find((peer) => peer.url === url)?.volume };
+      const failure = bodyFails[url];
+      const answer = { ...body('peer'), volume: seen.find((peer) => peer.url === url)?.volume };
+      if (!failure) return answer;
+      return {
+        ...answer,
+        async *chunks() {
+          yield Buffer.from('p');
+          throw failure;
+        },
+      };
     },
   } as unknown as PeerClient;
   const source = clusterSource({
@@ -85,8 +109,21 @@ function world({ lookups, peers, joining = [], dead = [], ownVolume = 'vol-a' }:
       return body('upstream');
     },
     logger: silentLogger(),
+    ...(clock ? { clock } : {}),
   });
   return { source, calls };
+}
+
+/** Reads a recording's body to its end; the error it ends in, if any. */
+async function drain(recording: SourcedRecording): Promise<unknown> {
+  try {
+    for await (const _ of recording.chunks()) {
+      // read on
+    }
+    return undefined;
+  } catch (error) {
+    return error;
+  }
 }
 
 describe('a replica that takes the lease', () => {
@@ -184,5 +221,96 @@ describe('a replica that takes the lease', () => {
     expect(calls.peerFetches).toEqual(['http://b1.internal', 'http://b2.internal']);
     expect(recording.origin).toBe('peer-copy');
     expect(calls.upstream).toBe(0);
+  });
+});
+
+describe('a peer whose answer for a recording failed its proof or broke off', () => {
+  const b = { node: 'b', url: 'http://b.internal', volume: 'vol-b' };
+  const unproven = () => new PeerBodyUnprovenError("the peer's body does not match its trailer");
+
+  test('is passed over for that recording: the next attempt goes to the upstream, and the copy stays listed', async () => {
+    const { source, calls } = world({ lookups: [[{ volume: 'vol-b', meta: META }]], peers: [b], bodyFails: { [b.url]: unproven() } });
+    const first = await source(OWNER, '42', undefined);
+    expect(first.origin).toBe('peer-copy');
+    expect(await drain(first)).toBeInstanceOf(PeerBodyUnprovenError);
+    const next = await source(OWNER, '42', undefined);
+    expect(next.origin).toBe('upstream');
+    expect(calls.peerFetches).toEqual([b.url]);
+    expect(calls.upstream).toBe(1);
+    // The fault may be on the path to it, not in its copy: the cluster's listing is left alone.
+    expect(calls.removes).toBe(0);
+  });
+
+  test('a body cut short counts the same', async () => {
+    const { source, calls } = world({
+      lookups: [[{ volume: 'vol-b', meta: META }]],
+      peers: [b],
+      bodyFails: { [b.url]: new RetryableUpstreamError('A peer ended the recording before its size') },
+    });
+    await drain(await source(OWNER, '42', undefined));
+    expect((await source(OWNER, '42', undefined)).origin).toBe('upstream');
+    expect(calls.peerFetches).toEqual([b.url]);
+  });
+
+  test('another replica serving the same volume is asked instead', async () => {
+    const b2 = { node: 'b2', url: 'http://b2.internal', volume: 'vol-b' };
+    const { source, calls } = world({ lookups: [[{ volume: 'vol-b', meta: META }]], peers: [b, b2], bodyFails: { [b.url]: unproven() } });
+    await drain(await source(OWNER, '42', undefined));
+    const next = await source(OWNER, '42', undefined);
+    expect(next.origin).toBe('peer-copy');
+    expect(await drain(next)).toBeUndefined();
+    expect(calls.peerFetches).toEqual([b.url, b2.url]);
+    expect(calls.upstream).toBe(0);
+  });
+
+  test('only for that recording, and only for a while: then it is asked again', async () => {
+    let now = 1_000_000;
+    const clock = { now: () => now };
+    const { source, calls } = world({
+      lookups: [[{ volume: 'vol-b', meta: META }]],
+      peers: [b],
+      bodyFails: { [b.url]: unproven() },
+      clock,
+    });
+    await drain(await source(OWNER, '42', undefined));
+    expect((await source(OWNER, '43', undefined)).origin).toBe('peer-copy');
+    expect((await source(OWNER, '42', undefined)).origin).toBe('upstream');
+    now += FAILED_PEER_TTL_MS - 1;
+    expect((await source(OWNER, '42', undefined)).origin).toBe('upstream');
+    now += 2;
+    expect((await source(OWNER, '42', undefined)).origin).toBe('peer-copy');
+    expect(calls.peerFetches).toEqual([b.url, b.url, b.url]);
+  });
+
+  test('a reader that stops early (nobody wants the rest) is no failure of the peer', async () => {
+    const { source, calls } = world({ lookups: [[{ volume: 'vol-b', meta: META }]], peers: [b] });
+    const first = await source(OWNER, '42', undefined);
+    const reading = first.chunks()[Symbol.asyncIterator]();
+    await reading.next();
+    await reading.return?.(undefined);
+    expect((await source(OWNER, '42', undefined)).origin).toBe('peer-copy');
+    expect(calls.peerFetches).toEqual([b.url, b.url]);
+  });
+
+  test('a copy that does not have its listed sha256 is withdrawn, and passed over even while Redis still lists it', async () => {
+    const { source, calls } = world({ lookups: [[{ volume: 'vol-b', meta: META }]], peers: [b] });
+    const first = await source(OWNER, '42', undefined);
+    first.copyOf?.withdraw();
+    expect(calls.removes).toBe(1);
+    expect((await source(OWNER, '42', undefined)).origin).toBe('upstream');
+    expect(calls.peerFetches).toEqual([b.url]);
+  });
+
+  test("the lease's holder, whose download's stream failed here: its lease is taken over and the recording downloaded here", async () => {
+    const holder = { value: '3|b|http://b.internal', node: 'b', url: b.url };
+    const { source, calls } = world({ lookups: [[]], peers: [b], holder, bodyFails: { [b.url]: unproven() } });
+    const first = await source(OWNER, '42', undefined);
+    expect(first.origin).toBe('peer-download');
+    await drain(first);
+    const next = await source(OWNER, '42', undefined);
+    expect(next.origin).toBe('upstream');
+    expect(calls.takeOvers).toBe(1);
+    expect(calls.peerFetches).toEqual([b.url]);
+    expect(calls.upstream).toBe(1);
   });
 });

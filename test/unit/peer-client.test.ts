@@ -9,8 +9,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { PEER_PROOF_HEADER, checkPeerRequest, signPeerAnswer } from '../../src/cluster/peer-auth.js';
-import { PeerClient, PeerUnprovenError } from '../../src/cluster/peer-client.js';
+import { PeerBodyUnprovenError, PeerClient, PeerUnprovenError } from '../../src/cluster/peer-client.js';
 import { silentLogger } from '../../src/logger.js';
+import { RetryableUpstreamError } from '../../src/upstream/errors.js';
 
 const SECRET = 'peer-secret-for-peer-client-tests-0123456789';
 const NAMESPACE = '0123456789abcdef0123456789abcdef';
@@ -117,11 +118,14 @@ describe('PeerClient.openRecording', () => {
     ['a trailer naming another sha256', { trailer: 'wrong-sha256' }],
     ['no trailer', { trailer: 'none' }],
   ] as Array<[string, Behaviour]>) {
-    test(`${what}: the read fails before the last bytes are given out`, async () => {
+    test(`${what}: the read fails before the last bytes are given out, as one worth fetching again (from the next source)`, async () => {
       behaviour = setup;
       const { bytes, error } = await drain(await client().openRecording(base, NAMESPACE, '1'));
       expect(error).toBeInstanceOf(Error);
       expect(bytes.length).toBeLessThan(RECORDING.length);
+      // A download nobody has a byte of yet is fetched again at once, not answered 502.
+      expect(error).toBeInstanceOf(RetryableUpstreamError);
+      if (setup.trailer !== 'none') expect(error).toBeInstanceOf(PeerBodyUnprovenError);
     });
   }
 });

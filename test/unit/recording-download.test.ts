@@ -171,16 +171,42 @@ describe("another replica's stored copy", () => {
     expect(withdrawn).toBe(0);
   });
 
-  test('whose bytes do not have its listed sha256 (a damaged file) is not stored, and is no longer listed', async () => {
+  test('whose bytes do not have its listed sha256 (a damaged file), with no byte given out yet: no longer listed, and fetched again at once from the next source', async () => {
     const listed = syntheticRecording(8000);
     const damaged = Buffer.from(listed);
     damaged.write('XXXXXXXX', 4000, 'latin1');
     let withdrawn = 0;
     const copy = Object.assign(upstreamOf(damaged), { copyOf: { sha256: sha256(listed), withdraw: () => withdrawn++ } });
+    const attempts = opener(copy, upstreamOf(listed));
     const sink = fakeSink();
-    const download = new RecordingDownload(opener(copy).open, sink);
+    const download = new RecordingDownload(attempts.open, sink);
+    const completed = await download.completed;
+    expect(withdrawn).toBe(1);
+    expect(attempts.calls()).toBe(2);
+    expect(completed.body?.equals(listed)).toBe(true);
+    expect(completed.sha256).toBe(sha256(listed));
+    // The damaged attempt's file went at once; the good one is what is stored.
+    expect(sink.files[0]).toMatchObject({ state: 'discarded', closed: true });
+    expect(completed.file).toBe(sink.files[1]);
+  });
+
+  test('whose bytes do not have its listed sha256, after a reader had a byte of it: not stored, no longer listed, and never read whole', async () => {
+    const listed = syntheticRecording(8000);
+    const damaged = Buffer.from(listed);
+    damaged.write('XXXXXXXX', 4000, 'latin1');
+    let withdrawn = 0;
+    const copy = Object.assign(new ManualUpstream(damaged.length), { copyOf: { sha256: sha256(listed), withdraw: () => withdrawn++ } });
+    const attempts = opener(copy, upstreamOf(listed));
+    const sink = fakeSink();
+    const download = new RecordingDownload(attempts.open, sink);
+    copy.push(damaged.subarray(0, 2000));
+    await download.head;
+    expect(Buffer.from((await download.readAt(0, 2000))!).equals(damaged.subarray(0, 2000))).toBe(true);
+    copy.push(damaged.subarray(2000));
+    copy.end();
     await expect(download.completed).rejects.toThrow('does not match its sha256');
     expect(withdrawn).toBe(1);
+    expect(attempts.calls()).toBe(1);
     // Its last bytes were held back for the check: a reader never gets the damaged copy whole.
     await expect(download.readAt(damaged.length - 1, 1)).rejects.toThrow('does not match its sha256');
     await download.retire();
