@@ -79,8 +79,13 @@ export interface Gateway {
   audit: AuditTrail | undefined;
   /** Cluster mode: joins the cluster once the server listens at `advertiseUrl`; nothing otherwise. */
   joinCluster(advertiseUrl: string): Promise<void>;
-  /** Waits for downloads under way to be stored, then closes the index. */
-  close(): Promise<void>;
+  /**
+   * Waits for downloads under way to be stored, then closes the index and the
+   * audit trail. With `graceMs`, downloads (and prefetches) still under way
+   * after it are abandoned: their upstream requests are aborted and nothing
+   * of them is stored. Without it, they are waited for however long they take.
+   */
+  close(options?: { graceMs?: number }): Promise<void>;
 }
 
 /** `cache.dir (CACHE_DIR): cannot create /x/recordings: not a directory`: the setting to fix, then what the system said. */
@@ -89,6 +94,19 @@ function cacheDirError(setting: string, error: unknown): Error {
   // Node's message is `ENOTDIR: not a directory, mkdir '/x/recordings'`: keep the description.
   const why = /^[A-Z0-9]+: ([^,]+),/.exec(errorMessage(error))?.[1] ?? errorMessage(error);
   return new Error(`${setting}: cannot create ${path ?? 'the cache directory'}: ${why}${code ? ` (${code})` : ''}`, { cause: error });
+}
+
+/** True once `promise` has settled, false if `ms` pass first. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(resolve, ms, false);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Builds every dependency from the config and loads the cache index into memory. */
@@ -343,13 +361,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         forget: (key) => cache.forget(key),
       });
     },
-    async close() {
+    async close(options = {}) {
       closing.abort();
       await retentionSweeper?.stop();
       await sweeping;
       diskHealth.close();
-      await prefetches.idle();
-      await downloads.idle();
+      const finished = Promise.all([prefetches.idle(), downloads.idle()]);
+      if (options.graceMs !== undefined && !(await settlesWithin(finished, options.graceMs))) {
+        const abandoned = downloads.abandon();
+        logger.warn(
+          { abandoned },
+          `grace period over; abandoned ${abandoned} download${abandoned === 1 ? '' : 's'} still in progress (nothing of ${abandoned === 1 ? 'it' : 'them'} stored)`,
+        );
+      }
+      await finished;
       await analyser.close();
       await cluster?.close();
       await index.close();

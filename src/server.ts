@@ -26,8 +26,9 @@ export interface RunningServer {
   gateway: Gateway;
   /**
    * Stops accepting connections, lets responses in flight finish for up to
-   * `graceMs`, then cuts what is left, waits for downloads to be stored and
-   * closes the index.
+   * `graceMs`, then cuts what is left. Downloads that finish within `graceMs`
+   * are stored; those still under way then are abandoned (nothing of them
+   * stored). Then closes the index and the audit trail.
    */
   close(graceMs?: number): Promise<void>;
 }
@@ -401,6 +402,7 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
     url: `http://${host}:${port}`,
     gateway,
     async close(graceMs = DEFAULT_GRACE_MS) {
+      const graceEndsAt = performance.now() + graceMs;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       httpServer.closeIdleConnections();
       // server.close() closes only the connections idle at that moment: a keep-alive
@@ -414,7 +416,8 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
         await closed;
       }
       clearInterval(sweep);
-      await gateway.close();
+      // Downloads no client reads any more (a prefetch, a listener gone) have what is left of the grace period, then are abandoned.
+      await gateway.close({ graceMs: Math.max(0, graceEndsAt - performance.now()) });
     },
   };
 }

@@ -1,13 +1,24 @@
 import { Agent } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { silentLogger } from '../src/logger.js';
+import { createLogger, silentLogger } from '../src/logger.js';
 import { startServer } from '../src/server.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { ACME_KEY, SERVER_KEY, makeTempDir, rawRequest, removeDir, startGateway, tempFilesIn, testConfig } from '../dev/gateway-harness.js';
+import {
+  ACME_KEY,
+  SERVER_KEY,
+  acmeTenant,
+  makeTempDir,
+  rawRequest,
+  removeDir,
+  startGateway,
+  tempFilesIn,
+  testConfig,
+} from '../dev/gateway-harness.js';
 import { startGatewayProcess, stopGatewayProcess, tryConnect, writeGatewayConfig, type GatewayProcess } from '../dev/gateway-process.js';
-import { eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
+import { askThenLeave, eventually, openGet, readBody, storedRecordingFiles, syntheticRecording } from '../dev/recording-bytes.js';
 import { contractViolation, requestFuzzer, sendRaw, type FuzzRequest } from './support/request-fuzz.js';
 
 const AUTH = { authorization: `Bearer ${ACME_KEY}` };
@@ -18,6 +29,8 @@ const FUZZ_SEED = Number(process.env.RESILIENCE_FUZZ_SEED ?? 20_261_130);
 const FUZZ_REQUESTS = 1_200;
 const FUZZ_CONCURRENCY = 16;
 const CANONICAL_RECORDING_PATH = /^\/v1\/call\/recording\/([1-9][0-9]{0,15})\.mp3$/;
+/** The log line the gateway writes when the grace period ends with downloads still under way. */
+const ABANDONED = /^grace period over; abandoned \d+ downloads? still in progress/;
 
 let upstream: FakeFlyflow;
 let dir: string;
@@ -137,6 +150,137 @@ describe('the gateway process', () => {
     } finally {
       agent.destroy();
     }
+  });
+});
+
+describe('shutdown past the grace period', () => {
+  /** A logger whose JSON lines land in the array returned beside it. */
+  function capturingLogger() {
+    const lines: Array<Record<string, unknown>> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+        callback();
+      },
+    });
+    return { logger: createLogger({ destination, level: 'info' }), lines };
+  }
+
+  test('SIGTERM: a download still under way when the grace period ends is abandoned, and the process exits 0 soon after the grace', async () => {
+    const recording = syntheticRecording(1024 * 1024);
+    upstream.setRecording(103, recording);
+    // 16 chunks a second apart: the whole body would take 15 s, longer than the grace period.
+    upstream.setBehaviour(103, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 1_000 });
+
+    const gateway = await startChild();
+    const response = await openGet(`${gateway.url}/v1/call/recording/103.mp3`, AUTH);
+    expect(response.statusCode).toBe(200);
+    let firstBytes!: () => void;
+    const started = new Promise<void>((resolve) => (firstBytes = resolve));
+    const body = readBody(response, () => firstBytes());
+    await started;
+
+    const signalledAt = Date.now();
+    gateway.child.kill('SIGTERM');
+    const { code, signal } = await gateway.exited;
+    const shutdownMs = Date.now() - signalledAt;
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(shutdownMs).toBeGreaterThanOrEqual(CLI_GRACE_MS - 100);
+    expect(shutdownMs).toBeLessThan(CLI_GRACE_MS + 2_500);
+    // The client was cut; nothing of the download was stored, and its temporary file is gone.
+    expect((await body).complete).toBe(false);
+    expect(gateway.logs.find((line) => ABANDONED.test(String(line.msg)))).toMatchObject({ abandoned: 1 });
+    expect(await storedRecordingFiles(cacheDir)).toEqual([]);
+    expect(await tempFilesIn(cacheDir)).toEqual([]);
+    // The next start finds nothing of it and fetches it whole.
+    upstream.setBehaviour(103, undefined);
+    const again = await startChild();
+    const whole = await fetch(`${again.url}/v1/call/recording/103.mp3`, { headers: AUTH });
+    expect(Buffer.from(await whole.arrayBuffer()).equals(recording)).toBe(true);
+  }, 40_000);
+
+  test('a download whose client is cut at the end of the grace period has its upstream request aborted and leaves nothing behind', async () => {
+    const recording = syntheticRecording(1024 * 1024);
+    upstream.setRecording(104, recording);
+    upstream.setBehaviour(104, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 200 });
+    const { logger, lines } = capturingLogger();
+    const server = await startServer(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }), { logger });
+    const response = await openGet(`${server.url}/v1/call/recording/104.mp3`, AUTH);
+    let firstBytes!: () => void;
+    const started = new Promise<void>((resolve) => (firstBytes = resolve));
+    const body = readBody(response, () => firstBytes());
+    await started;
+
+    const closingAt = Date.now();
+    await server.close(500);
+    // The whole body would take 3 s more; the close ends soon after the grace.
+    expect(Date.now() - closingAt).toBeLessThan(1_500);
+    expect((await body).complete).toBe(false);
+    expect(lines.find((line) => ABANDONED.test(String(line.msg)))).toMatchObject({ level: 40, abandoned: 1 });
+    expect(lines.filter((line) => line.msg === 'download failed; nothing stored')).toEqual([]);
+    expect(await storedRecordingFiles(cacheDir)).toEqual([]);
+    expect(await tempFilesIn(cacheDir)).toEqual([]);
+    // The upstream's response was destroyed, not read on to its end.
+    expect(await eventually(() => upstream.openConnections() === 0, 1_000)).toBe(true);
+    expect(upstream.recordingRequests(104)).toHaveLength(1);
+  });
+
+  test("a listener's download, a webhook prefetch waiting for its download slot and one queued behind it are abandoned or dropped at the end of the grace period", async () => {
+    const webhookToken = 'acme-webhook-token-for-shutdown-0001';
+    for (const id of [105, 106, 107]) {
+      upstream.setRecording(id, syntheticRecording(512 * 1024));
+      upstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 300 });
+    }
+    const { logger, lines } = capturingLogger();
+    // One download slot: the listener's download holds it, so the first prefetch waits for it; the second waits its turn in the queue.
+    const server = await startServer(
+      testConfig({
+        dir: cacheDir,
+        upstreamBaseUrl: upstream.baseUrl,
+        upstream: { maxConcurrentDownloads: 1 },
+        tenants: [acmeTenant({ webhookToken })],
+      }),
+      { logger },
+    );
+    const response = await openGet(`${server.url}/v1/call/recording/105.mp3`, AUTH);
+    const body = readBody(response);
+    for (const callId of [106, 107]) {
+      const event = await fetch(`${server.url}/v1/webhooks/flyflow/acme?token=${webhookToken}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ event_type: 'call_ended', call_id: callId }),
+      });
+      expect(event.status).toBe(202);
+    }
+    expect(await eventually(() => server.gateway.downloads.inFlight === 2)).toBe(true);
+
+    const closingAt = Date.now();
+    await server.close(500);
+    // Before, the close waited for the listener's download, then for both prefetches in turn: 5 s and more.
+    expect(Date.now() - closingAt).toBeLessThan(1_500);
+    expect((await body).complete).toBe(false);
+    expect(lines.find((line) => ABANDONED.test(String(line.msg)))).toMatchObject({ abandoned: 2 });
+    expect(upstream.recordingRequests(106)).toEqual([]);
+    expect(upstream.recordingRequests(107)).toEqual([]);
+    expect(await storedRecordingFiles(cacheDir)).toEqual([]);
+    expect(await tempFilesIn(cacheDir)).toEqual([]);
+  });
+
+  test('a download no client reads any more that finishes within the grace period is still stored', async () => {
+    const recording = syntheticRecording(512 * 1024);
+    upstream.setRecording(108, recording);
+    upstream.setBehaviour(108, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 100 });
+    const { logger, lines } = capturingLogger();
+    const server = await startServer(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }), { logger });
+    // The listener leaves at once; the download goes on without it.
+    await askThenLeave(`${server.url}/v1/call/recording/108.mp3`, AUTH, () => upstream.recordingRequests(108).length === 1);
+
+    await server.close(5_000);
+    expect(lines.some((line) => ABANDONED.test(String(line.msg)))).toBe(false);
+    const stored = await storedRecordingFiles(cacheDir);
+    expect(stored.map((file) => file.size)).toEqual([recording.length]);
+    expect((await readFile(stored[0]!.path)).equals(recording)).toBe(true);
+    expect(await tempFilesIn(cacheDir)).toEqual([]);
   });
 });
 

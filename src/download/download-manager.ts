@@ -2,7 +2,7 @@ import type { Tenant } from '../auth/tenants.js';
 import type { Clock } from '../clock.js';
 import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
 import type { TempFile } from '../cache/temp-file.js';
-import { NotFoundError } from '../errors.js';
+import { type GatewayError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 import { lastModifiedOrFetchedAt } from '../http/last-modified.js';
 import type { Logger } from '../logger.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
@@ -78,16 +78,19 @@ export interface JoinedDownload {
 }
 
 /**
- * What `AbortSignal.timeout(ms)` gives, for less: it registers a WeakRef and a
- * FinalizationRegistry entry, about 90 µs on a CPU that has just woken up, on
- * every cold miss before the upstream is asked. This timer is cleared by its
- * holder instead, and does not keep the process alive.
+ * A download's stop: aborted by `abort` (the download is abandoned at
+ * shutdown), or, given `ms`, once `ms` have passed unless `clear` came first.
+ * The timer is what `AbortSignal.timeout(ms)` gives, for less: that registers
+ * a WeakRef and a FinalizationRegistry entry, about 90 µs on a CPU that has
+ * just woken up, on every cold miss before the upstream is asked. This timer
+ * is cleared by its holder instead, and does not keep the process alive.
  */
-function timeoutBudget(ms: number): { signal: AbortSignal; clear(): void } {
+function stopSignal(ms: number | undefined): { signal: AbortSignal; abort(reason: unknown): void; clear(): void } {
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(new DOMException('The operation timed out.', 'TimeoutError')), ms);
-  timer.unref();
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
+  const timer =
+    ms === undefined ? undefined : setTimeout(() => controller.abort(new DOMException('The operation timed out.', 'TimeoutError')), ms);
+  timer?.unref();
+  return { signal: controller.signal, abort: (reason) => controller.abort(reason), clear: () => clearTimeout(timer) };
 }
 
 /**
@@ -101,6 +104,10 @@ export class DownloadManager {
   /** Every download not yet settled, with the promise that settles once it is stored (or failed). */
   readonly #settled = new Map<RecordingDownload, Promise<void>>();
   readonly #storing = new Map<RecordingDownload, Promise<unknown>>();
+  /** Set by `abandon`: the error every download failed with, and any started since will. */
+  #abandoning: GatewayError | undefined;
+  /** Every download not yet settled, with what abandons it. */
+  readonly #abandon = new Map<RecordingDownload, (error: GatewayError) => boolean>();
 
   readonly #source: RecordingSource;
 
@@ -166,31 +173,46 @@ export class DownloadManager {
     while (this.#settled.size > 0) await Promise.allSettled([...this.#settled.values()]);
   }
 
+  /**
+   * Shutdown, once its grace period is over: every download still receiving
+   * (or waiting for a download slot) is stopped, its upstream request aborted
+   * and its temporary file removed; nothing of it is stored. One whose bytes
+   * are all in is still stored. Returns how many were abandoned; `idle`
+   * resolves once they have let go of their files.
+   */
+  abandon(): number {
+    const error = new ServiceUnavailableError('The gateway shut down before the download finished; nothing of it was stored', 5);
+    // One a prefetch or a request still starts from now on is abandoned as it starts.
+    this.#abandoning = error;
+    let abandoned = 0;
+    for (const abandon of [...this.#abandon.values()]) if (abandon(error)) abandoned++;
+    return abandoned;
+  }
+
   #start(key: string, owner: DownloadOwner, callId: string): RecordingDownload {
     const { client, sink, logger, slots } = this.options;
     // The slot is held from the first attempt until the download settles. The
     // wait for it counts against upstream.timeout_ms together with the first
     // head; a body that broke is fetched again with a budget of its own.
-    const timeout = client.timeoutMs === undefined ? undefined : timeoutBudget(client.timeoutMs);
-    let budget = timeout?.signal;
+    // Cut short when the head's budget (upstream.timeout_ms) runs out, or when the download is abandoned at shutdown.
+    const stop = stopSignal(client.timeoutMs);
     const free = slots.take(owner.namespace);
-    const slot = free ? Promise.resolve(free) : slots.acquire(owner.namespace, budget);
+    const slot = free ? Promise.resolve(free) : slots.acquire(owner.namespace, stop.signal);
     const opened: SourcedRecording[] = [];
     const download = new RecordingDownload(
       // Called once the slot is there (`ready`); with one free, within the constructor, so the request goes out before this caller's code goes on.
       async (goingUpstream) => {
-        const signal = budget;
-        budget = undefined;
         let recording: SourcedRecording;
         try {
-          recording = await this.#timed(() => this.#source(owner, callId, signal, goingUpstream));
+          recording = await this.#timed(() => this.#source(owner, callId, stop.signal, goingUpstream));
         } catch (error) {
           // Remembered before anyone is answered 404, so the next request (on any replica) sees it.
           if (error instanceof NotFoundError && !this.#discarded.has(download)) await this.options.notFound.remember(key);
           throw error;
         } finally {
-          // The budget covered the slot and the head; a download that never got this far clears it when it settles.
-          timeout?.clear();
+          // The budget covered the slot and the first head; a body fetched again
+          // has a budget of its own. A download that never got this far clears it when it settles.
+          stop.clear();
         }
         // Our clock dates the fetch: the head's arrival is this message's
         // origination (for a peer's stored copy, that copy's own fetch).
@@ -209,10 +231,17 @@ export class DownloadManager {
       },
     );
     this.#inFlight.set(key, download);
+    this.#abandon.set(download, (error) => {
+      if (!download.abandon(error)) return false;
+      // Ends a wait for a slot, or a request whose head has not come yet.
+      stop.abort(error);
+      return true;
+    });
+    if (this.#abandoning) this.#abandon.get(download)!(this.#abandoning);
     const settled = this.#finish(key, owner.namespace, callId, download)
       .catch((error: unknown) => logger.error({ err: error, key }, 'storing a finished download failed'))
       .then(async () => {
-        timeout?.clear();
+        stop.clear();
         if (this.#inFlight.get(key) === download) this.#inFlight.delete(key);
         for (const recording of opened) recording.settle?.();
         void slot.then(
@@ -222,7 +251,10 @@ export class DownloadManager {
         // With nobody reading any more, the file is closed before the download counts as settled.
         await download.retire();
       })
-      .finally(() => this.#settled.delete(download));
+      .finally(() => {
+        this.#settled.delete(download);
+        this.#abandon.delete(download);
+      });
     this.#settled.set(download, settled);
     return download;
   }
@@ -246,7 +278,9 @@ export class DownloadManager {
     try {
       result = await download.completed;
     } catch (error) {
-      if (!(error instanceof NotFoundError)) this.options.logger.warn({ err: error, key }, 'download failed; nothing stored');
+      // Abandoned downloads are counted in one line at shutdown.
+      if (!(error instanceof NotFoundError || download.abandoned))
+        this.options.logger.warn({ err: error, key }, 'download failed; nothing stored');
       return;
     }
     try {

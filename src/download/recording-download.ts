@@ -151,6 +151,10 @@ export class RecordingDownload {
   #readers = 0;
   #retired = false;
   #brokeWhileRead = false;
+  /** Set by `abandon`: the error the download fails with, whatever the source does next. */
+  #abandoned: GatewayError | undefined;
+  /** The source answering the attempt under way, so that `abandon` can stop it. */
+  #source: SourcedRecording | undefined;
   /** When the source last answered or sent bytes. */
   #heardAt = 0;
   readonly #clock: Clock;
@@ -255,6 +259,26 @@ export class RecordingDownload {
     }
   }
 
+  /**
+   * Stops a download still receiving (shutdown, once its grace period is
+   * over): the source's transfer is cancelled, and the download fails with
+   * `error` instead of completing, so nothing of it is stored and its
+   * temporary file is removed. A request for the source still pending is the
+   * caller's to abort (the signal it gave `open`). False, and nothing done,
+   * once every byte is in: that download completes and is stored.
+   */
+  abandon(error: GatewayError): boolean {
+    if (this.#state !== 'running' || this.#sha256 !== undefined || this.#abandoned) return false;
+    this.#abandoned = error;
+    this.#source?.cancel();
+    return true;
+  }
+
+  /** True once `abandon` stopped it. */
+  get abandoned(): boolean {
+    return this.#abandoned !== undefined;
+  }
+
   /** Marks a reader, so that the temporary file stays open until the last one is done. */
   acquire(): () => void {
     this.#readers++;
@@ -282,6 +306,8 @@ export class RecordingDownload {
       let upstream: SourcedRecording | undefined;
       let opening: Promise<TempFile> | undefined;
       try {
+        // Abandoned while a broken body waited to be fetched again.
+        if (this.#abandoned) throw this.#abandoned;
         if (this.options.ready) await this.options.ready;
         // The request goes out first and the file is opened while the upstream answers: nothing waits for it after the first byte.
         const opened = open(() => {
@@ -291,6 +317,9 @@ export class RecordingDownload {
         opening = afterThisTurn(() => this.sink.createTemp());
         opening.catch(() => {}); // a failure is handled where it is awaited
         upstream = await opened;
+        this.#source = upstream;
+        // Abandoned while the source was answering: the answer is cancelled below.
+        if (this.#abandoned) throw this.#abandoned;
         const sent = this.#headSent;
         if (sent && (upstream.contentLength !== sent.size || upstream.contentType !== sent.contentType)) {
           throw new BadGatewayError('Upstream answered differently when its broken body was fetched again');
@@ -307,18 +336,27 @@ export class RecordingDownload {
         return result;
       } catch (caught) {
         upstream?.cancel();
+        this.#source = undefined;
         // Opened for a body that never came: close it (GrowingBody owns it once created).
         if (!this.#body)
           void opening?.then(
             (file) => file.close(),
             () => {},
           );
-        const error = caught instanceof GatewayError ? caught : new BadGatewayError('Download failed', { cause: caught });
-        if (upstream !== undefined && this.#origin === 'upstream') this.options.onUpstreamBodyFailed?.(error);
+        // An abandoned download fails with the shutdown's error, not with what cancelling its source caused.
+        const error =
+          this.#abandoned ?? (caught instanceof GatewayError ? caught : new BadGatewayError('Download failed', { cause: caught }));
+        if (upstream !== undefined && this.#origin === 'upstream' && !this.#abandoned) this.options.onUpstreamBodyFailed?.(error);
         const broken = this.#body;
         // Only a body that broke is fetched again: open() has already retried
         // the request itself, with backoff, within the upstream timeout.
-        if (upstream !== undefined && !broken?.handedOut && attempt < maxAttempts && error instanceof RetryableUpstreamError) {
+        if (
+          upstream !== undefined &&
+          !this.#abandoned &&
+          !broken?.handedOut &&
+          attempt < maxAttempts &&
+          error instanceof RetryableUpstreamError
+        ) {
           this.#body = undefined;
           if (this.#headSent) this.#nextBody ??= nextBody();
           broken?.fail(FETCHING_AGAIN);
@@ -379,6 +417,8 @@ export class RecordingDownload {
       hash ??= createHash('sha256');
       hash.update(chunk);
     }
+    // Abandoned as the last bytes came in: a download counted as abandoned is never stored.
+    if (this.#abandoned) throw this.#abandoned;
     if (upstream.contentLength !== undefined && body.received !== upstream.contentLength) {
       throw new BadGatewayError('Upstream body ended before its Content-Length');
     }
