@@ -415,6 +415,33 @@ describe('sign', () => {
 });
 
 describe('replicas sharing one audit directory (cluster mode)', () => {
+  test("retention on one replica removes another's expired chain whole, keeping its tip: that replica's chain goes on from it", async () => {
+    const auditDir = path.join(dir, 'tips-audit');
+    const clock = manualClock(START);
+    const two = await AuditTrail.open({ dir: auditDir, retentionDays: 365, clock, nodeId: 'gw-2' });
+    two.record(event(START, 'acme', '1'));
+    two.record(event(START + 1000, 'acme', '2'));
+    await two.close();
+    const last = (await linesOf(path.join(auditDir, 'audit-gw-2-2026-11-28.jsonl'))).at(-1)!;
+
+    // Two days on, 2026-11-28 ended 1.4 days ago: past a retention of half a day, for gw-2's newest file too.
+    clock.advance(2 * DAY_MS);
+    const one = await AuditTrail.open({ dir: auditDir, retentionDays: 0.5, clock, nodeId: 'gw-1' });
+    await one.close();
+    expect(await readdir(auditDir)).toEqual(['audit-gw-2-tip.json']);
+
+    const again = await AuditTrail.open({ dir: auditDir, retentionDays: 0.5, clock, nodeId: 'gw-2' });
+    again.record(event(clock.now(), 'acme', '3'));
+    await again.close();
+    const [first] = await linesOf(path.join(auditDir, 'audit-gw-2-2026-11-30.jsonl'));
+    expect((JSON.parse(first!) as { prev: string }).prev).toBe(sha256(last));
+    const verify = await audit(['verify'], await configFor(auditDir));
+    expect(verify.code).toBe(0);
+    expect(verify.stdout).toMatch(
+      /^audit trail of node gw-2: 1 file, 1 line, intact; head [0-9a-f]{64}\n {2}its first line continues from a file no longer there/,
+    );
+  });
+
   test('each node keeps a chain of its own; verify checks each, query merges them by time', async () => {
     const auditDir = path.join(await makeTempDir('rg-audit-cli-nodes-'), 'audit');
     const clock = manualClock(START);

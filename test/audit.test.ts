@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { auditEventFor, type AuditedRequest } from '../src/audit/audit-event.js';
+import { verifyAuditTrail } from '../src/audit/audit-verify.js';
 import type { Caller } from '../src/auth/authenticate.js';
 import type { Tenant } from '../src/auth/tenants.js';
 import type { GatewayConfig } from '../src/config/index.js';
@@ -89,6 +90,28 @@ function expectChained(lines: string[], first: string): void {
     expect((JSON.parse(line) as { prev: string }).prev).toBe(expected);
     expected = sha256(line);
   }
+}
+
+/** Writes one file of three chained lines for each day, the chain starting from zero; returns the hash of the last line. */
+async function writeChainedFiles(days: string[]): Promise<string> {
+  let prev = ZERO_HASH;
+  for (const day of days) {
+    const lines: string[] = [];
+    for (const second of [0, 1, 2]) {
+      const line = JSON.stringify({
+        time: `${day}T10:00:0${second}.000Z`,
+        event: 'recording',
+        tenant: 'acme',
+        call_id: 1,
+        status: 200,
+        prev,
+      });
+      lines.push(line);
+      prev = sha256(line);
+    }
+    await writeFile(path.join(auditDir, `audit-${day}.jsonl`), `${lines.join('\n')}\n`);
+  }
+  return prev;
 }
 
 async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, what: string): Promise<T> {
@@ -312,6 +335,41 @@ describe('audit trail of a running gateway', () => {
     await gateway.gateway.audit!.flush();
     await waitFor(() => (existsSync(path.join(auditDir, recent)) ? undefined : true), 'the daily retention sweep');
     expect((await readdir(auditDir)).sort()).toEqual(['audit-2026-12-02.jsonl', 'notes.txt']);
+  });
+
+  test("an expired file is removed at start-up also when it is the newest: the next line, today's first, still links to its last line", async () => {
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(auditDir, { recursive: true });
+    // Three chained days; with retention 0.1 day (2.4 h), even 2026-11-29, which ended 12 h ago, is past it.
+    const tip = await writeChainedFiles(['2026-11-27', '2026-11-28', '2026-11-29']);
+    const gateway = await start(manualClock(), auditConfig(0.1));
+    expect(await readdir(auditDir)).toEqual(['audit-tip.json']);
+
+    await (await gateway.fetch('/v1/call/recording/1.mp3')).arrayBuffer();
+    await gateway.gateway.audit!.flush();
+    const lines = await fileLines(TODAY);
+    expect(lines).toHaveLength(1);
+    expectChained(lines, tip);
+    expect((await readdir(auditDir)).sort()).toEqual([TODAY, 'audit-tip.json']);
+    const [report, ...others] = await verifyAuditTrail(auditDir);
+    expect(others).toEqual([]);
+    expect(report).toMatchObject({ files: 1, lines: 1, continuesRemovedFile: true });
+    expect(report!.broken).toBeUndefined();
+  });
+
+  test('after every file was removed past retention, a restart still continues the chain from the last line removed', async () => {
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(auditDir, { recursive: true });
+    const tip = await writeChainedFiles(['2026-11-28', '2026-11-29']);
+    const clock = manualClock();
+    await start(clock, auditConfig(0.1));
+    expect(await readdir(auditDir)).toEqual(['audit-tip.json']);
+    await running.splice(0)[0]!.close();
+
+    const again = await start(clock, auditConfig(0.1));
+    await (await again.fetch('/v1/call/recording/1.mp3')).arrayBuffer();
+    await again.gateway.audit!.flush();
+    expectChained(await fileLines(TODAY), tip);
   });
 
   test('a full audit disk shows on /readyz and /metrics, keeps lines in memory up to the bound, counts the rest, and recovers', async () => {

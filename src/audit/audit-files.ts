@@ -1,5 +1,7 @@
-import { open, readdir, truncate } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, readFile, readdir, rename, truncate, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { PRIVATE_FILE_MODE } from '../private-files.js';
 import { sha256Hex } from '../sha256.js';
 
 /*
@@ -7,7 +9,10 @@ import { sha256Hex } from '../sha256.js';
  * `audit-YYYY-MM-DD.jsonl`, or `audit-<node id>-YYYY-MM-DD.jsonl` in cluster
  * mode, where each replica keeps a chain of its own (two writers on one chain
  * would break it). Each line's `prev` is the sha256 of the line before it in
- * its chain, across files.
+ * its chain, across files. A chain whose files retention removed keeps its
+ * tip, the hash of its last line, in `audit-tip.json` (`audit-<node
+ * id>-tip.json`), so that its next line, after a restart too, still links
+ * to the line before it.
  */
 
 /** `prev` of the first line of a chain. */
@@ -18,6 +23,7 @@ const FILE_NAME = /^audit-(?:([A-Za-z0-9._-]+)-)?([0-9]{4}-[0-9]{2}-[0-9]{2})\.j
 const TAIL_BYTES = 64 * 1024;
 const READ_CHUNK_BYTES = 256 * 1024;
 const NEWLINE = 0x0a;
+const HASH = /^[0-9a-f]{64}$/;
 
 /** One daily file of one chain. */
 export interface AuditFile {
@@ -105,30 +111,103 @@ export async function* readFileLines(file: string): AsyncGenerator<FileLine> {
 }
 
 /** The end of a chain on disk: the hash the next line's `prev` takes. */
-interface ChainTail {
+export interface ChainTail {
   hash: string;
-  /** The file the last line is in; undefined for a chain with no line yet. */
+  /** The file the last line is in; undefined for a chain with no line on disk (none yet, or every file removed past retention). */
   file: string | undefined;
+  /** The day of that file, also when retention removed it (the chain's saved tip names it). */
+  day: string | undefined;
   /** Bytes of a torn last line (a crash mid-write) removed from that file. */
   tornBytesRemoved: number;
+}
+
+/** The file keeping a chain's tip once retention removed the file holding its last line. */
+export function chainTipFileName(chain: string): string {
+  return chain === '' ? 'audit-tip.json' : `audit-${chain}-tip.json`;
 }
 
 /**
  * Finds where a chain ends on disk, for a writer that continues it: the sha256
  * of the last whole line of its newest non-empty file. A last line without
  * its newline was torn by a crash mid-write and is cut off, so the file
- * stays verifiable.
+ * stays verifiable. A chain with no line left in its files continues from
+ * the tip saved when retention removed them, if any.
  */
 export async function readChainTail(dir: string, chain: string): Promise<ChainTail> {
   const files = (await listAuditFiles(dir)).filter((file) => file.chain === chain).reverse();
-  for (const { name } of files) {
-    const tail = await lastLine(path.join(dir, name));
-    if (tail) return { hash: lineHash(tail.line), file: name, tornBytesRemoved: tail.tornBytesRemoved };
+  for (const { name, day } of files) {
+    const tail = await lastLine(path.join(dir, name), true);
+    if (tail) return { hash: lineHash(tail.line), file: name, day, tornBytesRemoved: tail.tornBytesRemoved };
   }
-  return { hash: ZERO_HASH, file: undefined, tornBytesRemoved: 0 };
+  const saved = await readSavedTip(dir, chain);
+  if (saved) return { hash: saved.hash, file: undefined, day: saved.day, tornBytesRemoved: 0 };
+  return { hash: ZERO_HASH, file: undefined, day: undefined, tornBytesRemoved: 0 };
 }
 
-async function lastLine(file: string): Promise<{ line: Buffer; tornBytesRemoved: number } | undefined> {
+/** The tip saved for `chain`, or undefined when there is none. */
+async function readSavedTip(dir: string, chain: string): Promise<{ hash: string; day: string | undefined } | undefined> {
+  const file = path.join(dir, chainTipFileName(chain));
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const saved = parseAuditRecord(text);
+  if (typeof saved?.hash !== 'string' || !HASH.test(saved.hash)) {
+    throw new Error(`${file} does not hold a chain's tip ({"hash": "<sha256 hex>", …}): move it out of the audit directory`);
+  }
+  const day = typeof saved.file === 'string' ? parseAuditFileName(saved.file)?.day : undefined;
+  return { hash: saved.hash, day };
+}
+
+/**
+ * Before retention removes `expiring` (files of `chain`, each past
+ * retention): when the chain's last line is in one of them, saves its hash
+ * in the chain's tip file (written whole, then renamed into place), so that
+ * the chain goes on from it once they are gone, after a restart too. Reads
+ * only: a torn last line (a writer that crashed) is passed over, not cut.
+ */
+export async function saveChainTipBeforeRemoving(dir: string, chain: string, expiring: AuditFile[]): Promise<void> {
+  const files = (await listAuditFiles(dir)).filter((file) => file.chain === chain).reverse();
+  for (const { name } of files) {
+    const tail = await lastLine(path.join(dir, name), false);
+    if (!tail) continue;
+    if (!expiring.some((file) => file.name === name)) return;
+    const tip = { chain: chain === '' ? null : chain, file: name, hash: lineHash(tail.line) };
+    const target = path.join(dir, chainTipFileName(chain));
+    const temporary = `${target}.${randomBytes(6).toString('hex')}.tmp`;
+    const handle = await open(temporary, 'wx', PRIVATE_FILE_MODE);
+    try {
+      await handle.writeFile(`${JSON.stringify(tip)}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    try {
+      await rename(temporary, target);
+    } catch (error) {
+      await unlink(temporary).catch(() => {});
+      throw error;
+    }
+    await syncDir(dir);
+    return;
+  }
+}
+
+/** Makes a rename in `dir` durable before the files it stands in for are removed. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The last whole line of `file`; a torn one after it is cut off with `cutTorn`, else only passed over. */
+async function lastLine(file: string, cutTorn: boolean): Promise<{ line: Buffer; tornBytesRemoved: number } | undefined> {
   // Read-only unless a torn line must go: files kept read-only (or on write-once storage) stay readable.
   const handle = await open(file, 'r');
   try {
@@ -143,8 +222,10 @@ async function lastLine(file: string): Promise<{ line: Buffer; tornBytesRemoved:
       const lastNewline = tail.lastIndexOf(NEWLINE);
       if (lastNewline === -1 && length < size) throw new Error(`${file} does not end in a JSON line: move it out of the audit directory`);
       end = lastNewline + 1;
-      tornBytesRemoved = tail.length - end;
-      await truncate(file, size - tornBytesRemoved);
+      if (cutTorn) {
+        tornBytesRemoved = tail.length - end;
+        await truncate(file, size - tornBytesRemoved);
+      }
       if (end === 0) return undefined;
     }
     const start = tail.lastIndexOf(NEWLINE, end - 2) + 1;

@@ -3,7 +3,16 @@ import path from 'node:path';
 import { silentLogger, type Logger } from '../logger.js';
 import { auditLineStart, type AuditEvent } from './audit-event.js';
 import { DAY_MS, systemClock, type Clock } from '../clock.js';
-import { auditFileName, dayStart, lineHash, listAuditFiles, parseAuditFileName, readChainTail, utcDay } from './audit-files.js';
+import {
+  auditFileName,
+  dayStart,
+  lineHash,
+  listAuditFiles,
+  readChainTail,
+  saveChainTipBeforeRemoving,
+  utcDay,
+  type AuditFile,
+} from './audit-files.js';
 import { errorMessage } from '../errors.js';
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
 
@@ -156,8 +165,7 @@ export class AuditTrail implements AuditRecorder {
         'audit trail: cut off a line left half-written by a crash; the chain continues from the line before it',
       );
     }
-    const newestDay = tail.file === undefined ? undefined : parseAuditFileName(tail.file)?.day;
-    const trail = new AuditTrail(options, tail.hash, newestDay);
+    const trail = new AuditTrail(options, tail.hash, tail.day);
     await trail.#sweep();
     return trail;
   }
@@ -376,13 +384,21 @@ export class AuditTrail implements AuditRecorder {
     this.#logger.info({ droppedLines: this.#droppedLines }, 'audit trail is written again');
   }
 
-  /** Removes the files whose newest possible line is older than the retention. */
+  /**
+   * Removes the files whose newest possible line is older than the retention,
+   * in every chain, the newest file of one too. The next line's `prev` is in
+   * memory; a chain whose last line is in a file removed is saved first, in
+   * its tip file, so that the chain goes on from it after a restart as well.
+   */
   async #sweep(): Promise<void> {
     const cutoff = this.#clock.now() - this.#retentionMs;
     try {
-      for (const file of await listAuditFiles(this.#dir)) {
-        const current = file.chain === this.#chain && file.day === this.#day;
-        if (current || dayStart(file.day) + DAY_MS > cutoff) continue;
+      const expired = (await listAuditFiles(this.#dir)).filter((file) => dayStart(file.day) + DAY_MS <= cutoff);
+      const byChain = new Map<string, AuditFile[]>();
+      for (const file of expired) byChain.set(file.chain, [...(byChain.get(file.chain) ?? []), file]);
+      // Nothing is removed unless the tips are kept.
+      for (const [chain, files] of byChain) await saveChainTipBeforeRemoving(this.#dir, chain, files);
+      for (const file of expired) {
         await unlink(path.join(this.#dir, file.name)).catch((error: NodeJS.ErrnoException) => {
           // Another replica sharing the directory removed it first.
           if (error.code !== 'ENOENT') throw error;
