@@ -315,6 +315,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       unlisted: (namespace) => recordings.purgeCandidates(namespace),
       // What DELETE does: a download under way is not stored, a remembered 404 is forgotten.
       purge: (namespace, callId) => recordings.purge(namespace, callId),
+      markPurged: (namespace) => recordings.markPurged(namespace),
     },
     webhooks: {
       prefetches,

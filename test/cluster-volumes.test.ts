@@ -120,6 +120,36 @@ describe.sequential('replicas with a volume each', () => {
     expect(upstreamFetches(upstream(), id)).toBe(1);
   });
 
+  test("a DELETE answered by B while a CLI prefetch downloads on A's volume: the prefetch stores nothing, no replica serves it", async () => {
+    const id = 8004;
+    const recording = syntheticRecording(100 * KIB);
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'gate' });
+    const a = cluster().replicas[0]!;
+    const env = {
+      FLYFLOW_API_KEY: SERVER_KEY,
+      GATEWAY_PEER_SECRET: cluster().peerSecret,
+      ACME_SIGNING_SECRET,
+      ACME_WEBHOOK_TOKEN,
+    };
+    const prefetching = runCliProcess(['--config', a.configPath, 'prefetch', String(id)], { env, timeoutMs: 30_000 });
+    expect(await eventually(async () => upstreamFetches(upstream(), id) === 1, 20_000)).toBe(true);
+
+    // B purges for the cluster: every live replica, A included, drops the recording before the 204.
+    expect((await cluster().at(1, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH })).status).toBe(204);
+    upstream().release(id);
+    const prefetched = await prefetching;
+    expect(prefetched.code).toBe(1);
+    expect(prefetched.stdout).toContain('purged while it downloaded, so not stored');
+    expect((await storedRecordingFiles(a.cacheDir)).filter((file) => file.path.endsWith(`/${id}.mp3`))).toEqual([]);
+
+    for (const replica of [0, 1]) {
+      const answer = await answerOf(cluster().at(replica, recordingPath(id), { headers: ACME_AUTH }));
+      expect(answer.cacheStatus).not.toContain('hit');
+      expect(answer.bytes.equals(recording)).toBe(true);
+    }
+  });
+
   test("restarting B and C removes none of A's files and makes nobody download A's recordings again", async () => {
     const ids = [8101, 8102, 8103];
     for (const id of ids) {

@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RecordingIndex } from '../src/cache/recording-index.js';
 import { cacheKey, type RecordingMeta } from '../src/cache/recording-meta.js';
+import { StaleCopyError } from '../src/cache/stale-copy.js';
 
 /** One index opened for a test. */
 export interface IndexUnderTest {
@@ -211,6 +212,56 @@ export function describeRecordingIndexContract(name: string, open: OpenIndex): v
       await index.delete('recordings:looks-prefixed/4');
       expect(await index.get('recordings:looks-prefixed/4')).toBeUndefined();
       expect((await collect(index)).size).toBe(keys.length - 1);
+    });
+
+    describe('purge marks (a purge wins over a download in another process sharing the index)', () => {
+      it('counts the purges of a recording, of its namespace and of everything, and no other', async () => {
+        const { index } = await fresh();
+        const purges = index.purges!;
+        const seen = await purges.count('pm-a/1');
+        const otherSeen = await purges.count('pm-b/1');
+        await purges.mark('pm-a', '1');
+        expect(await purges.count('pm-a/1')).toBe(seen + 1);
+        await purges.mark('pm-a', '2');
+        await purges.mark('pm-b', '1');
+        expect(await purges.count('pm-a/1')).toBe(seen + 1);
+        await purges.mark('pm-a');
+        expect(await purges.count('pm-a/1')).toBe(seen + 2);
+        await purges.mark();
+        expect(await purges.count('pm-a/1')).toBe(seen + 3);
+        expect(await purges.count('pm-b/1')).toBe(otherSeen + 2);
+      });
+
+      it('stores an entry when no purge came since the count it was given, and refuses it (writing nothing) when one did', async () => {
+        const { index } = await fresh();
+        const before = sampleMeta(21, { namespace: 'pm-c' });
+        await index.set('pm-c/21', before);
+        const seen = await index.purges!.count('pm-c/21');
+        const fresher = sampleMeta(21, { namespace: 'pm-c' });
+        await index.set('pm-c/21', fresher, seen);
+        expect(await index.get('pm-c/21')).toEqual(fresher);
+
+        await index.purges!.mark('pm-c', '21');
+        await expect(index.set('pm-c/21', sampleMeta(21, { namespace: 'pm-c' }), seen)).rejects.toBeInstanceOf(StaleCopyError);
+        expect(await index.get('pm-c/21')).toEqual(fresher);
+        await index.delete('pm-c/21');
+        await expect(index.set('pm-c/21', before, seen)).rejects.toBeInstanceOf(StaleCopyError);
+        expect(await index.get('pm-c/21')).toBeUndefined();
+        // Marks are not entries.
+        expect([...(await collect(index)).keys()]).toEqual([]);
+        // A download that began after the purge is stored.
+        await index.set('pm-c/21', before, await index.purges!.count('pm-c/21'));
+        expect(await index.get('pm-c/21')).toEqual(before);
+      });
+
+      it("sees a purge recorded through another connection to the same index (another process's)", async () => {
+        const first = await fresh();
+        const second = await fresh(first.location);
+        const seen = await first.index.purges!.count('pm-d/22');
+        await second.index.purges!.mark('pm-d');
+        await expect(first.index.set('pm-d/22', sampleMeta(22, { namespace: 'pm-d' }), seen)).rejects.toBeInstanceOf(StaleCopyError);
+        expect(await second.index.get('pm-d/22')).toBeUndefined();
+      });
     });
 
     describe('values it did not write', () => {

@@ -100,4 +100,25 @@ describe('two replicas sharing a Redis index and a cache directory', () => {
     expect(afterPurge.response.headers.get('cache-status')).toContain('fwd=uri-miss');
     expect(upstream.recordingRequests(1)).toHaveLength(2);
   });
+
+  it('does not store on replica B a download under way there when replica A answered a DELETE of it', async () => {
+    upstream.setBehaviour(1, { kind: 'gate' });
+    // B's client has the head and the first bytes; the rest waits at the upstream.
+    const streaming = await replicaB.fetch(RECORDING);
+    expect(streaming.headers.get('cache-status')).toContain('fwd=uri-miss');
+
+    expect((await replicaA.fetch(RECORDING, { method: 'DELETE' })).status).toBe(204);
+    upstream.release(1);
+    // The client that was streaming gets the whole recording; it is just not kept.
+    expect(Buffer.from(await streaming.arrayBuffer()).equals(upstream.recording(1)!)).toBe(true);
+    await replicaB.gateway.downloads.idle();
+
+    const after = await fetchWhole(replicaA);
+    expect(after.response.headers.get('cache-status')).toContain('fwd=uri-miss');
+    expect(upstream.recordingRequests(1)).toHaveLength(2);
+    // A download begun after the purge is stored as usual, and found by B.
+    await replicaA.gateway.downloads.idle();
+    const hit = await fetchWhole(replicaB);
+    expect(hit.response.headers.get('cache-status')).toMatch(/\bhit\b/);
+  });
 });

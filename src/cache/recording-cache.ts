@@ -225,18 +225,25 @@ export class RecordingCache {
    * failing disk or index is logged and bypassed; the recording then lives in
    * memory only (if small) until evicted there. A file this does not commit
    * stays its owner's to discard.
+   *
+   * `purgesSeen` is what {@link purgesSoFar} said as the download began: a
+   * purge since then, by any process sharing the index, wins, and the store
+   * rejects with {@link StaleCopyError}, keeping nothing anywhere.
    */
-  async store(meta: RecordingMeta, file: TempFile | undefined, body: Buffer | undefined): Promise<CachedRecording | undefined> {
+  async store(
+    meta: RecordingMeta,
+    file: TempFile | undefined,
+    body: Buffer | undefined,
+    purgesSeen?: number,
+  ): Promise<CachedRecording | undefined> {
     const key = cacheKey(meta.namespace, meta.callId);
     let onDisk: boolean;
     try {
       const keepsOnDisk = this.options.retention?.keepsOnDisk(meta.namespace) ?? true;
-      onDisk = file !== undefined && keepsOnDisk && (await this.#storeOnDisk(key, meta, file));
+      onDisk = file !== undefined && keepsOnDisk && (await this.#storeOnDisk(key, meta, file, purgesSeen));
     } catch (error) {
-      if (!(error instanceof StaleCopyError)) throw error;
-      // A purge overtook the download: nothing of it is kept, anywhere.
-      this.options.logger.info({ key }, 'not storing a recording purged while it downloaded');
-      return undefined;
+      if (error instanceof StaleCopyError) this.options.logger.info({ key }, 'not storing a recording purged while it downloaded');
+      throw error;
     }
     const inMemory = body !== undefined && body.length <= this.memoryEntryMaxBytes;
     if (!onDisk && !inMemory) return undefined;
@@ -271,9 +278,36 @@ export class RecordingCache {
     else await index.delete(entry.key);
   }
 
-  /** Removes a recording from every tier. */
+  /**
+   * How many purges have reached `key` so far, in any process sharing the
+   * index: taken as a download begins, and handed to `store` with its result.
+   * Undefined when the index keeps no marks or cannot be read (the store is
+   * then not checked).
+   */
+  async purgesSoFar(key: string): Promise<number | undefined> {
+    return this.options.index.purges?.count(key).catch((error: unknown) => {
+      this.options.logger.warn({ err: error, key }, 'cannot read the purges of a recording; its download is stored unchecked');
+      return undefined;
+    });
+  }
+
+  /**
+   * Records a purge of a whole namespace (of everything, without one) before
+   * it removes anything, so that no download begun before it, in any process
+   * sharing the index, is stored: the recordings it has not heard of included.
+   */
+  async markPurged(namespace: string | undefined): Promise<void> {
+    await this.options.index.purges?.mark(namespace);
+  }
+
+  /**
+   * Removes a recording from every tier. The purge is recorded in the index
+   * first, so a download of it under way in another process sharing the index
+   * (the CLI's `prefetch`) is not stored either.
+   */
   async purge(namespace: string, callId: string): Promise<boolean> {
     const key = cacheKey(namespace, callId);
+    await this.options.index.purges?.mark(namespace, callId);
     const existed = this.#catalogue.remove(key) !== undefined;
     await this.#removeStored(key, namespace, callId);
     return existed;
@@ -326,7 +360,7 @@ export class RecordingCache {
     }
   }
 
-  async #storeOnDisk(key: string, meta: RecordingMeta, file: TempFile): Promise<boolean> {
+  async #storeOnDisk(key: string, meta: RecordingMeta, file: TempFile, purgesSeen: number | undefined): Promise<boolean> {
     const { index, logger } = this.options;
     const victims = this.#catalogue.makeRoom(key, meta.namespace, meta.size);
     if (!victims) {
@@ -347,7 +381,7 @@ export class RecordingCache {
       // and looked at again after (another replica may have stored meanwhile).
       const shared = isVolumeShared(index);
       if (shared) await this.#evict(await index.overflow(meta, meta.size));
-      if (!(await this.#commit(key, meta, file))) return false;
+      if (!(await this.#commit(key, meta, file, purgesSeen))) return false;
       if (shared) await this.#evict(await index.overflow(meta));
       stored = true;
       return true;
@@ -356,9 +390,17 @@ export class RecordingCache {
     }
   }
 
-  /** Puts the file in place, then indexes it; false, the file gone, when either failed. */
-  async #commit(key: string, meta: RecordingMeta, file: TempFile): Promise<boolean> {
+  /**
+   * Puts the file in place, then indexes it; false, the file gone, when either
+   * failed. A purge since `purgesSeen` stops it (StaleCopyError): before the
+   * file is put in place when it is already known, and at the latest when the
+   * index refuses the entry, checked in the same step as its write.
+   */
+  async #commit(key: string, meta: RecordingMeta, file: TempFile, purgesSeen: number | undefined): Promise<boolean> {
     const { disk, index, diskHealth, logger } = this.options;
+    if (purgesSeen !== undefined && ((await this.purgesSoFar(key)) ?? purgesSeen) > purgesSeen) {
+      throw new StaleCopyError(`${key} was purged while it downloaded`);
+    }
     try {
       await file.commit(disk.pathFor(meta.namespace, meta.callId));
     } catch (error) {
@@ -368,7 +410,7 @@ export class RecordingCache {
     }
     diskHealth.recovered();
     try {
-      await index.set(key, meta);
+      await index.set(key, meta, purgesSeen);
     } catch (error) {
       await disk.remove(meta.namespace, meta.callId).catch(() => {});
       if (error instanceof StaleCopyError) throw error;

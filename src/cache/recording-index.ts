@@ -5,6 +5,7 @@ import path from 'node:path';
 import { closeToOthers, PRIVATE_FILE_MODE } from '../private-files.js';
 import { asDamagedIndex, INDEX_SIDE_FILES } from './damaged-index.js';
 import { isRecordingMeta, type RecordingMeta } from './recording-meta.js';
+import { StaleCopyError } from './stale-copy.js';
 
 /**
  * Where the metadata of stored recordings lives. Each backend passes the same
@@ -14,7 +15,14 @@ export interface RecordingIndex {
   /** `sqlite` (one process owns it) or `redis` (replicas share it). */
   readonly kind: 'sqlite' | 'redis';
   get(key: string): Promise<RecordingMeta | undefined>;
-  set(key: string, meta: RecordingMeta): Promise<void>;
+  /**
+   * Stores `meta` under `key`. Given `purgesSeen` (what `purges.count(key)`
+   * said as the download began), refuses with {@link StaleCopyError}, writing
+   * nothing, when a purge of the recording came since: checked and written
+   * in one step, so a purge from any process sharing the index either comes
+   * before (and wins) or after (and removes the copy).
+   */
+  set(key: string, meta: RecordingMeta, purgesSeen?: number): Promise<void>;
   delete(key: string): Promise<void>;
   /** Every stored entry, each key once; values that are not a {@link RecordingMeta} are skipped. */
   entries(): AsyncIterable<[string, RecordingMeta]>;
@@ -31,6 +39,37 @@ export interface RecordingIndex {
   readonly shared?: boolean;
   /** Notes a hit, for an eviction order kept outside this process; synchronous and cheap. */
   touched?(key: string): void;
+  /** Purge marks, kept in the index so every process sharing it sees them (see {@link PurgeMarks}). */
+  readonly purges?: PurgeMarks;
+}
+
+/**
+ * How a purge wins over a download in progress in any process sharing the
+ * index (the gateway and the CLI's `prefetch` on one sqlite file, replicas on
+ * one Redis): each purge counts itself in the index, against the recording,
+ * its namespace or everything, before it removes anything; a download notes
+ * the count as it begins, and its store is refused if the count grew (see
+ * `RecordingIndex.set`).
+ */
+export interface PurgeMarks {
+  /** How many purges have reached `key` (`namespace/callId`) so far: of it, of its namespace, of everything. */
+  count(key: string): Promise<number>;
+  /** Counts a purge of one recording (both given), of a namespace (`callId` undefined), or of everything (neither). */
+  mark(namespace?: string, callId?: string): Promise<void>;
+}
+
+/** Where purge marks live, beside the index's entries (outside `recordings:`, so never listed as one). */
+const PURGES_PREFIX = 'purged:';
+
+/** The marks a store of `key` is checked against: the recording's, its namespace's, everything's. */
+export function purgeScopes(key: string): string[] {
+  const namespace = key.slice(0, key.lastIndexOf('/'));
+  return [purgeScope(namespace, key.slice(namespace.length + 1)), purgeScope(namespace), purgeScope()];
+}
+
+function purgeScope(namespace?: string, callId?: string): string {
+  if (namespace === undefined) return `${PURGES_PREFIX}*`;
+  return `${PURGES_PREFIX}${namespace}/${callId ?? ''}`;
 }
 
 /** An index whose volume is shared by several replicas, so its disk budget is kept together. */
@@ -62,6 +101,12 @@ export interface Backend {
   close(): Promise<void>;
   /** Tells the other processes sharing the store that a key is gone. */
   announceDelete?(key: string): Promise<void>;
+  /** The sum of the purge counts under these scopes (see {@link purgeScopes}). */
+  purgeCount(scopes: string[]): Promise<number>;
+  /** Adds one to the purge count of a scope. */
+  markPurged(scope: string): Promise<void>;
+  /** Writes the serialized value under `storeKey` unless the scopes' purge count exceeds `seen`, in one step; answers whether it wrote. */
+  setUnlessPurged(storeKey: string, serialized: string, scopes: string[], seen: number): Promise<boolean>;
   watchDeletes?(onDelete: (key: string) => void): Promise<void>;
 }
 
@@ -81,6 +126,13 @@ export function keyvIndex(backend: Backend): RecordingIndex {
     const code = (cause as { code?: unknown } | undefined)?.code;
     return typeof code === 'string' ? Object.assign(error, { code }) : error;
   };
+
+  /** What keyv.set would write for `meta` (no expiry), for a write keyv cannot make conditional. */
+  async function serialize(meta: RecordingMeta): Promise<string> {
+    const raw: unknown = await keyv.serialize?.({ value: meta, expires: undefined });
+    if (typeof raw !== 'string') throw new TypeError(`${ownPrefix}keyv did not serialize an entry to a string`);
+    return raw;
+  }
 
   /** keyv's stored form is JSON `{value, expires}`; anything unreadable is not ours. */
   async function decode(raw: unknown): Promise<unknown> {
@@ -111,14 +163,21 @@ export function keyvIndex(backend: Backend): RecordingIndex {
       }
       return isRecordingMeta(value) ? value : undefined;
     },
-    async set(key, meta) {
+    async set(key, meta, purgesSeen) {
       let stored: boolean;
       try {
-        stored = await backend.run(() => keyv.set(backend.storeKey(key), meta));
+        stored =
+          purgesSeen === undefined
+            ? await backend.run(() => keyv.set(backend.storeKey(key), meta))
+            : await backend.run(async () =>
+                backend.setUnlessPurged(backend.storeKey(key), await serialize(meta), purgeScopes(key), purgesSeen),
+              );
       } catch (error) {
         throw fail(`cannot store ${key}`, error);
       }
-      if (!stored) throw fail(`cannot store ${key}`, undefined);
+      if (stored) return;
+      if (purgesSeen !== undefined) throw new StaleCopyError(`${key} was purged while it downloaded`);
+      throw fail(`cannot store ${key}`, undefined);
     },
     async delete(key) {
       try {
@@ -142,6 +201,23 @@ export function keyvIndex(backend: Backend): RecordingIndex {
     },
     async close() {
       await backend.close();
+    },
+    purges: {
+      async count(key) {
+        try {
+          return await backend.run(() => backend.purgeCount(purgeScopes(key)));
+        } catch (error) {
+          throw fail(`cannot read the purges of ${key}`, error);
+        }
+      },
+      async mark(namespace, callId) {
+        const scope = purgeScope(namespace, callId);
+        try {
+          await backend.run(() => backend.markPurged(scope));
+        } catch (error) {
+          throw fail(`cannot record a purge of ${scope.slice(PURGES_PREFIX.length)}`, error);
+        }
+      },
     },
     ...(backend.watchDeletes ? { watchDeletes: backend.watchDeletes } : {}),
   };
@@ -186,6 +262,7 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
     .query('PRAGMA journal_mode=WAL')
     .then(() => store.query('PRAGMA synchronous=NORMAL'))
     .catch(() => undefined);
+  const table = () => store.opts.table ?? 'keyv';
   const run = <T>(operation: () => Promise<T>): Promise<T> =>
     closing
       ? Promise.reject(new Error('sqlite index: closed'))
@@ -222,6 +299,33 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
     },
     async ping() {
       await run(() => keyv.get(`${prefix}__ping__`));
+    },
+    // Marks are plain integers in rows of their own (`purged:...`), outside the entries' key range.
+    async purgeCount(scopes) {
+      const rows = (await store.query(
+        `SELECT COALESCE(SUM(CAST(value AS INTEGER)), 0) AS n FROM ${table()} WHERE key IN (SELECT value FROM json_each(?))`,
+        JSON.stringify(scopes),
+      )) as Array<{ n: number }>;
+      return Number(rows[0]?.n ?? 0);
+    },
+    async markPurged(scope) {
+      await store.query(
+        `INSERT INTO ${table()} (key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1`,
+        scope,
+      );
+    },
+    // One statement, so no purge from another process falls between the check and the write.
+    async setUnlessPurged(storeKey, serialized, scopes, seen) {
+      const rows = (await store.query(
+        `INSERT INTO ${table()} (key, value) SELECT ?, ?
+         WHERE (SELECT COALESCE(SUM(CAST(value AS INTEGER)), 0) FROM ${table()} WHERE key IN (SELECT value FROM json_each(?))) <= ?
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value RETURNING key`,
+        storeKey,
+        serialized,
+        JSON.stringify(scopes),
+        seen,
+      )) as unknown[];
+      return rows.length > 0;
     },
     close: () => (closing ??= keyv.disconnect()),
   });

@@ -17,6 +17,14 @@ const REDIS_CONNECT_TIMEOUT_MS = 5_000;
 // index is on the request path of every shared lookup.
 const REDIS_OPERATION_TIMEOUT_MS = 5_000;
 const DELETIONS_CHANNEL = `${INDEX_NAMESPACE}:deleted`;
+// Purge marks are counters beside the entries (`recordings:purged:...`, never matched by `recordings::*`).
+const SET_UNLESS_PURGED = `
+local purges = 0
+for i = 2, #KEYS do purges = purges + tonumber(redis.call('GET', KEYS[i]) or '0') end
+if purges > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+`;
 
 export interface RedisIndexOptions {
   /** Longest wait for a TCP connection to Redis. Default 5000 ms. */
@@ -53,6 +61,7 @@ export function createRedisIndex(url: string, options: RedisIndexOptions = {}): 
   // @keyv/redis prefixes `recordings::` itself; keyv's own prefix would double it.
   const keyv = new Keyv({ store, namespace: INDEX_NAMESPACE, useKeyPrefix: false, throwOnErrors: true });
   const prefix = `${INDEX_NAMESPACE}${store.keyPrefixSeparator}`;
+  const markKey = (scope: string) => `${INDEX_NAMESPACE}:${scope}`;
   let connecting: Promise<void> | undefined;
   let closed = false;
   // Pub/sub needs a connection of its own, and one that reconnects (and
@@ -119,6 +128,19 @@ export function createRedisIndex(url: string, options: RedisIndexOptions = {}): 
     },
     async ping() {
       await run(() => client.ping());
+    },
+    async purgeCount(scopes) {
+      const counts = await run(() => client.mGet(scopes.map(markKey)));
+      return counts.reduce((sum, count) => sum + Number(count ?? 0), 0);
+    },
+    async markPurged(scope) {
+      await run(() => client.incr(markKey(scope)));
+    },
+    async setUnlessPurged(storeKey, serialized, scopes, seen) {
+      const written = await run(() =>
+        client.eval(SET_UNLESS_PURGED, { keys: [prefix + storeKey, ...scopes.map(markKey)], arguments: [serialized, String(seen)] }),
+      );
+      return written === 1;
     },
     async announceDelete(key) {
       await run(() => client.publish(DELETIONS_CHANNEL, key));

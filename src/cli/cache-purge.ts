@@ -3,7 +3,7 @@ import { createDiskStore } from '../cache/disk-store.js';
 import type { RecordingMeta } from '../cache/recording-meta.js';
 import type { GatewayConfig } from '../config/index.js';
 import type { PurgeFilter } from '../admin-api.js';
-import { cacheExists, namespaceOf, withIndex, type OutputOptions } from './cache-commands.js';
+import { cacheExists, namespaceOf, tenantsWithNamespace, withIndex, type OutputOptions } from './cache-commands.js';
 import { CommandFailure, UsageError, printJson } from './io.js';
 import { purgeThroughGateway } from './running-gateway.js';
 import { auditCliCommand } from '../audit/cli-audit.js';
@@ -98,6 +98,14 @@ async function removeLocally(config: GatewayConfig, filter: PurgeFilter): Promis
       if ((namespace === undefined || meta.namespace === namespace) && (filter.callId === undefined || meta.callId === filter.callId)) {
         matching.push([key, meta]);
       }
+    }
+    // Recorded before anything is removed, so a download under way in a gateway or
+    // `prefetch` on this cache is not stored after the purge: a recording not stored yet included.
+    if (filter.callId === undefined) await index.purges?.mark(namespace);
+    else {
+      const callId = filter.callId;
+      const namespaces = namespace === undefined ? tenantsWithNamespace(config).map((tenant) => tenant.namespace) : [namespace];
+      for (const ns of new Set([...namespaces, ...matching.map(([, meta]) => meta.namespace)])) await index.purges?.mark(ns, callId);
     }
     for (const [key, meta] of matching) {
       await index.delete(key);

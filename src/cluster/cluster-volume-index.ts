@@ -94,9 +94,11 @@ export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): Recordin
       return undefined;
     },
     entries: () => local.entries(),
+    ...(local.purges ? { purges: local.purges } : {}),
     ping: () => local.ping(),
-    async set(key, meta) {
-      await local.set(key, meta);
+    async set(key, meta, purgesSeen) {
+      // The volume's own purge marks first (a CLI purge or a replica's, on this volume), then the cluster's generation.
+      await local.set(key, meta, purgesSeen);
       let published: Awaited<ReturnType<ClusterDirectory['publish']>>;
       try {
         published = await directory.publish(volume, key, meta, Date.now());

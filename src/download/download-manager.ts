@@ -1,6 +1,7 @@
 import type { Tenant } from '../auth/tenants.js';
 import type { Clock } from '../clock.js';
 import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
+import { StaleCopyError } from '../cache/stale-copy.js';
 import type { TempFile } from '../cache/temp-file.js';
 import { type GatewayError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 import { lastModifiedOrFetchedAt } from '../http/last-modified.js';
@@ -13,8 +14,14 @@ import { RecordingDownload, type CompletedDownload, type DownloadSink, type Sour
 
 /** Where a finished download goes (the recording cache). */
 export interface DownloadStore {
-  /** Keeps the recording; commits `file` if it keeps it on disk, and leaves it alone otherwise. */
-  store(meta: RecordingMeta, file: TempFile | undefined, body: Buffer | undefined): Promise<unknown>;
+  /**
+   * Keeps the recording; commits `file` if it keeps it on disk, and leaves it
+   * alone otherwise. Rejects with StaleCopyError when a purge since
+   * `purgesSeen` (what `purgesSoFar` said as the download began) won.
+   */
+  store(meta: RecordingMeta, file: TempFile | undefined, body: Buffer | undefined, purgesSeen?: number): Promise<unknown>;
+  /** How many purges of `key` the store knows of so far, in any process sharing it; undefined when it cannot tell. */
+  purgesSoFar?(key: string): Promise<number | undefined>;
 }
 
 /** Who a download is for: the namespace it is stored under and the key it is fetched with. */
@@ -101,6 +108,8 @@ function stopSignal(ms: number | undefined): { signal: AbortSignal; abort(reason
 export class DownloadManager {
   readonly #inFlight = new Map<string, RecordingDownload>();
   readonly #discarded = new WeakSet<RecordingDownload>();
+  /** Downloads a purge overtook (here, or in another process sharing the index): their result was not stored. */
+  readonly #overtaken = new WeakSet<RecordingDownload>();
   /** Every download not yet settled, with the promise that settles once it is stored (or failed). */
   readonly #settled = new Map<RecordingDownload, Promise<void>>();
   readonly #storing = new Map<RecordingDownload, Promise<unknown>>();
@@ -164,8 +173,14 @@ export class DownloadManager {
     const download = this.#inFlight.get(key);
     if (!download) return;
     this.#discarded.add(download);
+    this.#overtaken.add(download);
     this.#inFlight.delete(key);
     await this.#storing.get(download)?.catch(() => {});
+  }
+
+  /** True once a purge has won over `download`, so that its result is not (or was not) stored. */
+  overtaken(download: RecordingDownload): boolean {
+    return this.#overtaken.has(download);
   }
 
   /** Resolves once every download under way has finished and been stored. */
@@ -199,6 +214,8 @@ export class DownloadManager {
     const free = slots.take(owner.namespace);
     const slot = free ? Promise.resolve(free) : slots.acquire(owner.namespace, stop.signal);
     const opened: SourcedRecording[] = [];
+    // Noted before the request goes out: a purge after this, in any process sharing the index, keeps the result from being stored.
+    const purgesSeen = this.options.store.purgesSoFar?.(key);
     const download = new RecordingDownload(
       // Called once the slot is there (`ready`); with one free, within the constructor, so the request goes out before this caller's code goes on.
       async (goingUpstream) => {
@@ -238,7 +255,7 @@ export class DownloadManager {
       return true;
     });
     if (this.#abandoning) this.#abandon.get(download)!(this.#abandoning);
-    const settled = this.#finish(key, owner.namespace, callId, download)
+    const settled = this.#finish(key, owner.namespace, callId, download, purgesSeen)
       .catch((error: unknown) => logger.error({ err: error, key }, 'storing a finished download failed'))
       .then(async () => {
         stop.clear();
@@ -273,7 +290,13 @@ export class DownloadManager {
     }
   }
 
-  async #finish(key: string, namespace: string, callId: string, download: RecordingDownload): Promise<void> {
+  async #finish(
+    key: string,
+    namespace: string,
+    callId: string,
+    download: RecordingDownload,
+    purgesSeen: Promise<number | undefined> | undefined,
+  ): Promise<void> {
     let result: CompletedDownload;
     try {
       result = await download.completed;
@@ -284,6 +307,8 @@ export class DownloadManager {
       return;
     }
     try {
+      if (this.#discarded.has(download)) return;
+      const seen = await purgesSeen;
       if (this.#discarded.has(download)) return;
       const storing = this.options.store.store(
         {
@@ -300,10 +325,14 @@ export class DownloadManager {
         // The source's replica stores it on our shared volume itself.
         result.persist ? result.file : undefined,
         result.body,
+        seen,
       );
       this.#storing.set(download, storing);
       try {
         await storing;
+      } catch (error) {
+        if (!(error instanceof StaleCopyError)) throw error;
+        this.#overtaken.add(download);
       } finally {
         this.#storing.delete(download);
       }

@@ -1,5 +1,6 @@
 import type { Tenant } from '../auth/tenants.js';
 import { cacheKey } from '../cache/recording-meta.js';
+import { StaleCopyError } from '../cache/stale-copy.js';
 import { NotFoundError, ServiceUnavailableError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { isUpstreamOutage } from '../upstream/errors.js';
@@ -36,7 +37,8 @@ export function createPrefetcher(deps: { recordings: RecordingService; logger: L
         return await deps.recordings.warm(tenant, callId);
       } catch (error) {
         if (!mayPass(error)) {
-          const level = error instanceof NotFoundError ? 'info' : 'warn';
+          // A 404, or a purge that came while it downloaded: nothing wrong here.
+          const level = error instanceof NotFoundError || error instanceof StaleCopyError ? 'info' : 'warn';
           deps.logger[level]({ err: error, tenant: tenant.id, callId, attempt }, 'prefetch failed; not retried');
           return { status: 'failed', error };
         }

@@ -1,6 +1,7 @@
 import type { NotFoundStore } from '../cache/not-found-memory.js';
 import type { CachedRecording, RecordingCache } from '../cache/recording-cache.js';
 import { cacheKey } from '../cache/recording-meta.js';
+import { StaleCopyError } from '../cache/stale-copy.js';
 import type { StoredFile } from '../cache/stored-file.js';
 import type { DownloadManager, DownloadOwner } from '../download/download-manager.js';
 import type { CompletedDownload, DownloadHead, DownloadOrigin } from '../download/recording-download.js';
@@ -263,7 +264,9 @@ export class RecordingService {
    * Makes sure a recording is stored, fetching it whole if it is not, so the
    * first listener gets a hit. Asks on purpose: a 404 remembered a moment ago
    * does not stop it. `onDownload` sees the download, for progress displays.
-   * @throws what the download failed with.
+   * @throws what the download failed with; StaleCopyError when a purge (in
+   * this process or another sharing the index) came while it downloaded, so
+   * that it was not stored.
    */
   async warm(owner: DownloadOwner, callId: string, onDownload?: (download: { readonly received: number }) => void): Promise<WarmResult> {
     const { cache, downloads, notFound } = this.options;
@@ -276,6 +279,7 @@ export class RecordingService {
     onDownload?.(joined.download);
     const result = await joined.download.completed;
     await joined.stored;
+    if (downloads.overtaken(joined.download)) throw new StaleCopyError('purged while it downloaded, so not stored');
     return { status: 'fetched', size: result.size };
   }
 
@@ -311,6 +315,21 @@ export class RecordingService {
   purge(namespace: string, callId: string): Promise<boolean> {
     const { cluster } = this.options;
     return cluster ? cluster.purge(namespace, callId, () => this.purgeLocal(namespace, callId)) : this.purgeLocal(namespace, callId);
+  }
+
+  /**
+   * Records a purge of a whole namespace (of everything, without one) in the
+   * index, before its recordings are purged one by one: a download in another
+   * process sharing the index, of a recording this one never heard of, is not
+   * stored either.
+   * @throws ServiceUnavailableError when the index failed.
+   */
+  async markPurged(namespace: string | undefined): Promise<void> {
+    try {
+      await this.options.cache.markPurged(namespace);
+    } catch (error) {
+      throw new ServiceUnavailableError('The cache could not record the purge; try again', 1, { cause: error });
+    }
   }
 
   /** `purge` in this process only: what a replica does when the cluster tells it of a purge. */

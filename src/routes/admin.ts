@@ -43,6 +43,12 @@ export interface AdminRoutesDeps {
    * stored. May answer whether there was a copy.
    */
   purge(namespace: string, callId: string): Promise<unknown>;
+  /**
+   * Records a purge of a whole namespace (everything, without one) before any
+   * recording is removed, so that a download in another process sharing the
+   * index is not stored either, of a recording this process never heard of.
+   */
+  markPurged(namespace: string | undefined): Promise<void>;
 }
 
 /** How the caller was let in, for the audit line. */
@@ -95,6 +101,8 @@ export function createAdminPurgeHandler(deps: AdminRoutesDeps) {
     const { callId, namespace, tenantId } = await purgeFilter(c, deps.tenants);
     if (callId !== undefined) audit.callId = callId;
     if (tenantId !== undefined) audit.tenant = tenantId;
+    // A purge of one call id is recorded per recording by `purge` below.
+    if (callId === undefined) await deps.markPurged(namespace);
     const targets = new Map<string, { namespace: string; callId: string; listed: boolean }>();
     for await (const [key, meta] of deps.stored()) {
       if ((namespace === undefined || meta.namespace === namespace) && (callId === undefined || meta.callId === callId)) {

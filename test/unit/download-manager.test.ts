@@ -2,6 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { manualClock } from '../../dev/manual-clock.js';
 import { syntheticRecording } from '../../dev/recording-bytes.js';
 import type { RecordingMeta } from '../../src/cache/recording-meta.js';
+import { StaleCopyError } from '../../src/cache/stale-copy.js';
 import type { TempFile } from '../../src/cache/temp-file.js';
 import { DownloadManager, type DownloadStore } from '../../src/download/download-manager.js';
 import { DownloadSlots } from '../../src/download/download-slots.js';
@@ -141,7 +142,54 @@ describe('what is not stored', () => {
     upstream.end();
     await manager.idle();
     expect(stored).toEqual([]);
+    expect(manager.overtaken(joined.download)).toBe(true);
     expect(sink.files[0]).toMatchObject({ state: 'discarded', closed: true });
+  });
+
+  test('a purge in another process sharing the index: the count noted as the download began goes to the store, which refuses it', async () => {
+    const bytes = syntheticRecording(4000);
+    const upstream = new ManualUpstream(bytes.length);
+    const sink = fakeSink();
+    let purges = 3;
+    const asked: string[] = [];
+    const seenByStore: Array<number | undefined> = [];
+    const manager = new DownloadManager({
+      client: { openRecording: async (callId) => (callId === '7' ? upstream : upstreamOf(bytes)) },
+      sink,
+      store: {
+        async purgesSoFar(key) {
+          asked.push(key);
+          return purges;
+        },
+        async store(_meta, _file, _body, purgesSeen) {
+          seenByStore.push(purgesSeen);
+          if (purgesSeen !== purges) throw new StaleCopyError('purged while it downloaded');
+        },
+      },
+      slots: new DownloadSlots(PLENTY_OF_SLOTS),
+      notFound: { remember: () => {} },
+      clock: manualClock(),
+      logger: silentLogger(),
+    });
+    const joined = manager.join(owner, '7');
+    joined.release();
+    expect(asked).toEqual(['ns/7']);
+    upstream.push(bytes.subarray(0, 100));
+    await joined.download.head;
+    purges++; // the other process's purge
+    upstream.push(bytes.subarray(100));
+    upstream.end();
+    await joined.stored;
+    expect(seenByStore).toEqual([3]);
+    expect(manager.overtaken(joined.download)).toBe(true);
+    expect(sink.files[0]).toMatchObject({ state: 'discarded', closed: true });
+
+    // One that began after it is stored, and not overtaken.
+    const later = manager.join(owner, '8');
+    later.release();
+    await later.stored;
+    expect(seenByStore).toEqual([3, 4]);
+    expect(manager.overtaken(later.download)).toBe(false);
   });
 
   test('a file the store did not commit (no room, failing disk) is removed; a committed one is closed and kept', async () => {

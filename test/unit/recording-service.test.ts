@@ -3,6 +3,7 @@ import { manualClock } from '../../dev/manual-clock.js';
 import { NotFoundMemory } from '../../src/cache/not-found-memory.js';
 import type { CacheHit, CachedRecording, RecordingCache } from '../../src/cache/recording-cache.js';
 import type { RecordingMeta } from '../../src/cache/recording-meta.js';
+import { StaleCopyError } from '../../src/cache/stale-copy.js';
 import type { StoredFile } from '../../src/cache/stored-file.js';
 import type { DownloadManager, JoinedDownload } from '../../src/download/download-manager.js';
 import type { RecordingDownload } from '../../src/download/recording-download.js';
@@ -80,10 +81,11 @@ function fakeCache(tiers: {
   return { cache: cache as unknown as RecordingCache, calls, readWhole, pins, closed };
 }
 
-function fakeDownloads(inFlight: string[] = [], finishedSha256?: string) {
+function fakeDownloads(inFlight: string[] = [], finishedSha256?: string, overtaken = false) {
   const joined: string[] = [];
   const downloads = {
     isInFlight: (key: string) => inFlight.includes(key),
+    overtaken: () => overtaken,
     join(owner: { namespace: string }, callId: string): JoinedDownload {
       joined.push(`${owner.namespace}/${callId}`);
       const download = {
@@ -255,6 +257,13 @@ describe('warming the cache', () => {
     expect(await service.warm(owner, '8')).toEqual({ status: 'fetched', size: 10 });
     expect(joined).toEqual(['ns/8']);
     expect(notFound.has('ns/8')).toBe(false);
+  });
+
+  test('a warm-up whose download a purge overtook (here or in another process) fails: nothing was stored', async () => {
+    const { cache } = fakeCache({});
+    const { downloads } = fakeDownloads([], undefined, true);
+    const service = new RecordingService({ cache, downloads, notFound: new NotFoundMemory(30_000, manualClock()) });
+    await expect(service.warm(owner, '8')).rejects.toThrow(new StaleCopyError('purged while it downloaded, so not stored'));
   });
 
   test('joining a download that is complete but still being stored brings its sha256, for the ETag', async () => {
