@@ -13,10 +13,11 @@
  * held the loop for when the header reader and the decoder scanned it in one go.
  */
 import { beforeAll, describe, expect, test } from 'vitest';
+import { countedSource } from './support/counted-source.js';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
 import { manualClock, type RunningGateway } from '../dev/gateway-harness.js';
 import { analyseMp3, UndecodableRecordingError } from '../src/recordings/analysis/mp3-analysis.js';
-import { readStreamHeader, type Mp3Source } from '../src/recordings/analysis/mp3-header.js';
+import { readStreamHeader } from '../src/recordings/analysis/mp3-header.js';
 import { bodySource } from '../src/recordings/analysis/stored-recording-source.js';
 import { gatewayPerTest, settled } from './support/gateway-per-test.js';
 
@@ -76,21 +77,6 @@ function id3v2Tag(size: number): Buffer {
   return tag;
 }
 
-/** A source that counts the bytes read from it. */
-function counted(bytes: Buffer): Mp3Source & { read: number } {
-  const body = bodySource(bytes);
-  const source = {
-    size: bytes.length,
-    read: 0,
-    async readAt(offset: number, maxBytes: number) {
-      const chunk = await body.readAt(offset, maxBytes);
-      source.read += chunk?.length ?? 0;
-      return chunk;
-    },
-  };
-  return source;
-}
-
 beforeAll(async () => {
   // Both readers are loaded on first use: that one-off load is not what is measured here.
   const fixture = (await loadFixtureRecordings()).get(2)!;
@@ -113,7 +99,7 @@ describe('the readers, on crafted bytes', () => {
   });
 
   test('sync words with no frame in them, which mpg123 skips without an error, are given up on after 1 MiB, not read to the end', async () => {
-    const source = counted(syncWords(8 * MiB));
+    const source = countedSource(syncWords(8 * MiB));
     const { value: failure, pauseMs } = await longestPause(() => analyseMp3(source).catch((error: unknown) => error));
     expect(failure).toBeInstanceOf(UndecodableRecordingError);
     expect(pauseMs).toBeLessThan(MAX_PAUSE_MS);

@@ -8,10 +8,11 @@
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
+import { countedSource } from './support/counted-source.js';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
 import { bytesOf, manualClock, namespaceFor, type RunningGateway } from '../dev/gateway-harness.js';
 import { analyseMp3, UndecodableRecordingError } from '../src/recordings/analysis/mp3-analysis.js';
-import { readStreamHeader, type Mp3Source } from '../src/recordings/analysis/mp3-header.js';
+import { readStreamHeader } from '../src/recordings/analysis/mp3-header.js';
 import { knownFacts } from '../src/recordings/analysis/recording-analyser.js';
 import { bodySource } from '../src/recordings/analysis/stored-recording-source.js';
 import { gatewayPerTest, settled } from './support/gateway-per-test.js';
@@ -285,21 +286,6 @@ describe('frame counts the file does not bear out', () => {
 });
 
 describe('reading the stream header', () => {
-  /** A source that counts the bytes read from it. */
-  function counted(bytes: Buffer): Mp3Source & { read: number } {
-    const body = bodySource(bytes);
-    const source = {
-      size: bytes.length,
-      read: 0,
-      async readAt(offset: number, maxBytes: number) {
-        const chunk = await body.readAt(offset, maxBytes);
-        source.read += chunk?.length ?? 0;
-        return chunk;
-      },
-    };
-    return source;
-  }
-
   /** An ID3v2.3 tag of `size` bytes in all (header included), its size syncsafe. */
   function id3v2Tag(size: number): Buffer {
     const tag = Buffer.alloc(size);
@@ -311,9 +297,9 @@ describe('reading the stream header', () => {
 
   test('reads about 64 KB however long the recording and however large its tag (cover art is never read)', async () => {
     const fixture = (await loadFixtureRecordings()).get(2)!;
-    const bare = await readStreamHeader(counted(fixture));
+    const bare = await readStreamHeader(countedSource(fixture));
     const long = Buffer.concat([id3v2Tag(3 * 1024 * 1024), ...Array.from({ length: 40 }, () => fixture)]);
-    const source = counted(long);
+    const source = countedSource(long);
     const header = await readStreamHeader(source);
     expect(source.read).toBeLessThanOrEqual(10 + 64 * 1024 + 128);
     expect(header?.facts).toMatchObject({ bitrate: 32_000, sampleRate: 22_050, channels: 1, estimated: true });
@@ -324,8 +310,8 @@ describe('reading the stream header', () => {
     const fixture = (await loadFixtureRecordings()).get(2)!;
     const id3v1 = Buffer.alloc(128);
     id3v1.write('TAG', 0, 'latin1');
-    const plain = await readStreamHeader(counted(fixture));
-    const tagged = await readStreamHeader(counted(Buffer.concat([fixture, id3v1])));
+    const plain = await readStreamHeader(countedSource(fixture));
+    const tagged = await readStreamHeader(countedSource(Buffer.concat([fixture, id3v1])));
     expect(tagged?.facts).toEqual(plain?.facts);
     expect(tagged?.audioBytes).toBe(fixture.length);
   });
@@ -333,7 +319,7 @@ describe('reading the stream header', () => {
   test('a recording of one frame, too short for a header to be read, is decoded: mono from its frame header', async () => {
     // The fixture's first frame: MPEG-2 Layer III, mono, 22.05 kHz, 32 kbit/s, 104 bytes.
     const oneFrame = (await loadFixtureRecordings()).get(2)!.subarray(0, 104);
-    expect(await readStreamHeader(counted(oneFrame))).toBeUndefined();
+    expect(await readStreamHeader(countedSource(oneFrame))).toBeUndefined();
     const { facts } = await analyseMp3(bodySource(oneFrame));
     expect(facts).toMatchObject({ durationSeconds: 0.026122, sampleRate: 22_050, channels: 1 });
     // The average over the frame's own bytes (104 of the 104.5 a 32 kbit/s frame holds on average).
@@ -342,8 +328,8 @@ describe('reading the stream header', () => {
 
   test('no header for what does not start with an MPEG frame after its tag: decoding decides', async () => {
     const noAudio = Buffer.concat([id3v2Tag(10), Buffer.alloc(4096, 0x20)]);
-    expect(await readStreamHeader(counted(noAudio))).toBeUndefined();
-    expect(await readStreamHeader(counted(id3v2Tag(4096)))).toBeUndefined();
-    expect(await readStreamHeader(counted(Buffer.alloc(0)))).toBeUndefined();
+    expect(await readStreamHeader(countedSource(noAudio))).toBeUndefined();
+    expect(await readStreamHeader(countedSource(id3v2Tag(4096)))).toBeUndefined();
+    expect(await readStreamHeader(countedSource(Buffer.alloc(0)))).toBeUndefined();
   });
 });

@@ -1,9 +1,9 @@
 import { Agent } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { createLogger, silentLogger } from '../src/logger.js';
+import { capturingLogger } from './support/capturing-logger.js';
+import { silentLogger } from '../src/logger.js';
 import { startServer } from '../src/server.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
@@ -154,18 +154,6 @@ describe('the gateway process', () => {
 });
 
 describe('shutdown past the grace period', () => {
-  /** A logger whose JSON lines land in the array returned beside it. */
-  function capturingLogger() {
-    const lines: Array<Record<string, unknown>> = [];
-    const destination = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
-        callback();
-      },
-    });
-    return { logger: createLogger({ destination, level: 'info' }), lines };
-  }
-
   test('SIGTERM: a download still under way when the grace period ends is abandoned, and the process exits 0 soon after the grace', async () => {
     const recording = syntheticRecording(1024 * 1024);
     upstream.setRecording(103, recording);

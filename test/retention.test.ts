@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { capturingLogger } from './support/capturing-logger.js';
 import {
   acmeTenant,
   bytesOf,
@@ -24,7 +24,7 @@ import { cacheKey, type RecordingMeta } from '../src/cache/recording-meta.js';
 import { createCopyRetention, RetentionSweeper, retentionByNamespace } from '../src/cache/retention.js';
 import type { CachedRecording } from '../src/cache/recording-catalogue.js';
 import type { GatewayConfig, TenantConfig } from '../src/config/index.js';
-import { createLogger, silentLogger, type Logger } from '../src/logger.js';
+import { silentLogger, type Logger } from '../src/logger.js';
 import { gatewayPerTest } from './support/gateway-per-test.js';
 import { startRedisServer, type RunningRedis } from './support/redis-server.js';
 
@@ -86,17 +86,6 @@ async function eventually(condition: () => boolean | Promise<boolean>, what: str
     if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
     await sleep(20);
   }
-}
-
-function capturingLogger(): { logger: Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
-      callback();
-    },
-  });
-  return { logger: createLogger({ destination, level: 'info' }), lines };
 }
 
 describe('an expired copy is deleted from memory, disk and index', () => {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, readdir, rename, truncate, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { fsyncDir } from '../fsync-dir.js';
 import { PRIVATE_FILE_MODE } from '../private-files.js';
 import { sha256Hex } from '../sha256.js';
 
@@ -191,18 +192,9 @@ export async function saveChainTipBeforeRemoving(dir: string, chain: string, exp
       await unlink(temporary).catch(() => {});
       throw error;
     }
-    await syncDir(dir);
+    // Durable before the files it stands in for are removed.
+    await fsyncDir(dir);
     return;
-  }
-}
-
-/** Makes a rename in `dir` durable before the files it stands in for are removed. */
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { fsyncDir } from '../fsync-dir.js';
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
 
 /**
@@ -27,16 +28,6 @@ export interface TempFile {
   discard(): Promise<void>;
   /** Closes the descriptor, removing the file first unless it was committed; idempotent. */
   close(): Promise<void>;
-}
-
-/** Makes a rename in `dir` durable: the directory entry itself is fsynced. */
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 class OpenTempFile implements TempFile {
