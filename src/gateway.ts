@@ -96,19 +96,6 @@ function cacheDirError(setting: string, error: unknown): Error {
   return new Error(`${setting}: cannot create ${path ?? 'the cache directory'}: ${why}${code ? ` (${code})` : ''}`, { cause: error });
 }
 
-/** True once `promise` has settled, false if `ms` pass first. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<false>((resolve) => {
-    timer = setTimeout(resolve, ms, false);
-  });
-  try {
-    return await Promise.race([promise.then(() => true), timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Builds every dependency from the config and loads the cache index into memory. */
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const { config } = options;
@@ -368,7 +355,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       await sweeping;
       diskHealth.close();
       const finished = Promise.all([prefetches.idle(), downloads.idle()]);
-      if (options.graceMs !== undefined && !(await settlesWithin(finished, options.graceMs))) {
+      const graceOver = (ms: number) => new Promise<'over'>((resolve) => setTimeout(resolve, ms, 'over').unref());
+      if (options.graceMs !== undefined && (await Promise.race([finished, graceOver(options.graceMs)])) === 'over') {
         const abandoned = downloads.abandon();
         logger.warn(
           { abandoned },

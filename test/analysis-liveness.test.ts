@@ -13,7 +13,7 @@
  * held the loop for when the header reader and the decoder scanned it in one go.
  */
 import { beforeAll, describe, expect, test } from 'vitest';
-import { countedSource } from './support/counted-source.js';
+import { countedSource, id3v2Tag } from './support/mp3-bytes.js';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
 import { manualClock, type RunningGateway } from '../dev/gateway-harness.js';
 import { analyseMp3, UndecodableRecordingError } from '../src/recordings/analysis/mp3-analysis.js';
@@ -66,15 +66,6 @@ async function longestPause<T>(work: () => Promise<T>): Promise<{ value: T; paus
   } finally {
     clearInterval(timer);
   }
-}
-
-/** An ID3v2.3 tag of `size` bytes in all (header included), its size syncsafe. */
-function id3v2Tag(size: number): Buffer {
-  const tag = Buffer.alloc(size);
-  tag.write('ID3\x03\x00\x00', 0, 'latin1');
-  const body = size - 10;
-  tag.set([(body >> 21) & 0x7f, (body >> 14) & 0x7f, (body >> 7) & 0x7f, body & 0x7f], 6);
-  return tag;
 }
 
 beforeAll(async () => {

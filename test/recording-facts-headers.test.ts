@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import { countedSource } from './support/counted-source.js';
+import { countedSource, id3v2Tag } from './support/mp3-bytes.js';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
 import { bytesOf, manualClock, namespaceFor, type RunningGateway } from '../dev/gateway-harness.js';
 import { analyseMp3, UndecodableRecordingError } from '../src/recordings/analysis/mp3-analysis.js';
@@ -286,15 +286,6 @@ describe('frame counts the file does not bear out', () => {
 });
 
 describe('reading the stream header', () => {
-  /** An ID3v2.3 tag of `size` bytes in all (header included), its size syncsafe. */
-  function id3v2Tag(size: number): Buffer {
-    const tag = Buffer.alloc(size);
-    tag.write('ID3\x03\x00\x00', 0, 'latin1');
-    const body = size - 10;
-    tag.set([(body >> 21) & 0x7f, (body >> 14) & 0x7f, (body >> 7) & 0x7f, body & 0x7f], 6);
-    return tag;
-  }
-
   test('reads about 64 KB however long the recording and however large its tag (cover art is never read)', async () => {
     const fixture = (await loadFixtureRecordings()).get(2)!;
     const bare = await readStreamHeader(countedSource(fixture));

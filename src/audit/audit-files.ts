@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { open, readFile, readdir, rename, truncate, unlink } from 'node:fs/promises';
+import { open, readFile, readdir, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDir } from '../fsync-dir.js';
-import { PRIVATE_FILE_MODE } from '../private-files.js';
+import { writeFileDurably } from '../cache/temp-file.js';
 import { sha256Hex } from '../sha256.js';
 
 /*
@@ -177,23 +175,8 @@ export async function saveChainTipBeforeRemoving(dir: string, chain: string, exp
     if (!tail) continue;
     if (!expiring.some((file) => file.name === name)) return;
     const tip = { chain: chain === '' ? null : chain, file: name, hash: lineHash(tail.line) };
-    const target = path.join(dir, chainTipFileName(chain));
-    const temporary = `${target}.${randomBytes(6).toString('hex')}.tmp`;
-    const handle = await open(temporary, 'wx', PRIVATE_FILE_MODE);
-    try {
-      await handle.writeFile(`${JSON.stringify(tip)}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    try {
-      await rename(temporary, target);
-    } catch (error) {
-      await unlink(temporary).catch(() => {});
-      throw error;
-    }
     // Durable before the files it stands in for are removed.
-    await fsyncDir(dir);
+    await writeFileDurably(path.join(dir, chainTipFileName(chain)), Buffer.from(`${JSON.stringify(tip)}\n`));
     return;
   }
 }

@@ -9,7 +9,7 @@ import { decryptBuffer, encryptBuffer, openEncryptedFile } from './encryption/en
 import { createEncryptedTempFile } from './encryption/encrypted-temp-file.js';
 import { createKeyring } from './encryption/keyring.js';
 import { openPlainFile, type StoredFile } from './stored-file.js';
-import { createTempFile, writeFully, type TempFile } from './temp-file.js';
+import { createTempFile, writeFileDurably, type TempFile } from './temp-file.js';
 
 /**
  * The recording files: `recordings/<namespace>/<callId>.mp3` under the cache
@@ -187,14 +187,7 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
       // Written in its own folder rather than tmp/, whose files are downloads in progress.
       const finalPath = sidecarPathFor(namespace, callId, kind);
       await mkdir(path.dirname(finalPath), { recursive: true, mode: PRIVATE_DIR_MODE });
-      const file = await createTempFile(path.dirname(finalPath));
-      try {
-        await writeFully(file, content, 0);
-        await file.sync();
-        await file.commit(finalPath);
-      } finally {
-        await file.close();
-      }
+      await writeFileDurably(finalPath, content);
     },
     async readSidecar(namespace, callId, kind) {
       try {

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDir } from '../fsync-dir.js';
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
 
 /**
@@ -75,6 +74,16 @@ class OpenTempFile implements TempFile {
   }
 }
 
+/** Makes a rename in `dir` durable: the directory entry itself is fsynced. */
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 /**
  * Creates a new, empty temporary file in `dir`, open for writing and reading,
  * closed to other users (the rename that commits it keeps its mode).
@@ -82,6 +91,21 @@ class OpenTempFile implements TempFile {
 export async function createTempFile(dir: string): Promise<TempFile> {
   const tempPath = path.join(dir, `${randomBytes(12).toString('hex')}.part`);
   return new OpenTempFile(tempPath, await open(tempPath, 'wx+', PRIVATE_FILE_MODE));
+}
+
+/**
+ * Puts `bytes` at `finalPath` whole or not at all, durably: written to a
+ * temporary file beside it, fsynced, renamed into place, the rename fsynced.
+ */
+export async function writeFileDurably(finalPath: string, bytes: Uint8Array): Promise<void> {
+  const file = await createTempFile(path.dirname(finalPath));
+  try {
+    await writeFully(file, bytes, 0);
+    await file.sync();
+    await file.commit(finalPath);
+  } finally {
+    await file.close();
+  }
 }
 
 /** Writes all of `bytes` at `position`, as a file may take fewer bytes a call. */

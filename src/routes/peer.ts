@@ -6,7 +6,14 @@ import { parseCallId } from '../recordings/call-id.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { PEER_STREAM_TYPE, type PeerSource, peerStream } from '../cluster/peer-stream.js';
-import { type AnswerSigner, PEER_AUTH_SCHEME, PEER_PROOF_HEADER, answerSigner, checkPeerRequest } from '../cluster/peer-auth.js';
+import {
+  type AnswerSigner,
+  PEER_AUTH_SCHEME,
+  PEER_CLOCK_SKEW_SECONDS,
+  PEER_PROOF_HEADER,
+  answerSigner,
+  checkPeerRequest,
+} from '../cluster/peer-auth.js';
 
 export interface PeerRoutesDeps {
   peerSecret: string;
@@ -20,7 +27,7 @@ export interface PeerRoutesDeps {
 }
 
 const PEER_CREDENTIALS_MISSING = `Missing credentials: this route is for the other replicas of a cluster (Authorization: ${PEER_AUTH_SCHEME} v1 ..., signed with the peer secret)`;
-const PEER_CREDENTIALS_EXPIRED = "The request was signed more than 60 s from this replica's time: check the replicas' clocks";
+const PEER_CREDENTIALS_EXPIRED = `The request was signed more than ${PEER_CLOCK_SKEW_SECONDS} s from this replica's time: check the replicas' clocks`;
 
 // A download still choosing its source: how long to wait for it to take the lease and go upstream.
 const CHOOSING_WAIT_MS = 1_000;

@@ -15,3 +15,12 @@ export function countedSource(bytes: Buffer): Mp3Source & { read: number } {
   };
   return source;
 }
+
+/** An ID3v2.3 tag of `size` bytes in all (header included), its size syncsafe. */
+export function id3v2Tag(size: number): Buffer {
+  const tag = Buffer.alloc(size);
+  tag.write('ID3\x03\x00\x00', 0, 'latin1');
+  const body = size - 10;
+  tag.set([(body >> 21) & 0x7f, (body >> 14) & 0x7f, (body >> 7) & 0x7f, body & 0x7f], 6);
+  return tag;
+}
