@@ -108,7 +108,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // The sources are read at scrape time only, after everything below exists.
   const metrics: GatewayMetrics = new GatewayMetrics({
     cacheStats: () => cache.stats(),
-    downloadsInFlight: (): number => downloads.inFlight,
+    // Those holding a slot: queued ones are downloadsQueued.
+    downloadsInFlight: () => slots.active,
     downloadsQueued: () => slots.queued,
     circuitStates: () => circuits.states(),
     webhookPrefetches: () => ({ queued: prefetches.queued, running: prefetches.running }),

@@ -28,13 +28,15 @@ const COMPACT_AFTER = 1024;
  * another back beyond its fair share).
  *
  * Slots are held for a whole download, however slow, so fairness in the queue
- * alone is not enough: one account could hold every slot for minutes. So one
- * free slot stays reserved for each configured account that holds none: an
- * account holding nothing may take any free slot, any other only a slot beyond
- * those reserves, and otherwise waits, within its own timeout, even while
- * slots are free. A lone account may still use every slot; with more accounts
- * than slots, each holds at most one. Accounts not in the configured list get
- * no reserve and share what lies beyond the reserves.
+ * alone is not enough: one account could hold every slot for minutes, and a
+ * slot it holds is never taken back. So each configured account has a fair
+ * share, the limit divided evenly between them (at least one), and what it
+ * holds below its share stays reserved for it: an account below its share may
+ * take any free slot, any other only a slot beyond the reserves, and
+ * otherwise waits, within its own timeout, even while slots are free. A lone
+ * account may still use every slot; with more accounts than slots, each
+ * holds at most one. Accounts not in the configured list get no reserve and
+ * share what lies beyond the reserves.
  *
  * Each account has its own FIFO queue. A freed slot goes to the waiting
  * account, among those the reserves allow, that holds the fewest slots, ties
@@ -48,8 +50,10 @@ export class DownloadSlots {
   /** Accounts with waiters, in the order they last got a turn (least recent first). */
   readonly #turns = new Set<string>();
   readonly #configured: ReadonlySet<string>;
-  /** Configured accounts holding no slot: one free slot is kept for each. */
-  #idleConfigured: number;
+  /** Each configured account's fair share of the slots. */
+  readonly #share: number;
+  /** Slots kept free for configured accounts below their share: what they hold short of it, all together. */
+  #reserved: number;
 
   /**
    * @param accounts the upstream accounts in the config (tenants' namespaces;
@@ -62,7 +66,8 @@ export class DownloadSlots {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`download slots: limit must be a positive integer, got ${limit}`);
     this.#free = limit;
     this.#configured = new Set(accounts);
-    this.#idleConfigured = this.#configured.size;
+    this.#share = Math.max(1, Math.floor(limit / Math.max(1, this.#configured.size)));
+    this.#reserved = this.#share * this.#configured.size;
   }
 
   /** Callers waiting for a slot, all accounts together. */
@@ -148,19 +153,23 @@ export class DownloadSlots {
   }
 
   /**
-   * Whether `account` may take a free slot now. One holding nothing always may
-   * if it is configured, since a slot is reserved for it; otherwise one slot
-   * must stay free for every configured account holding none.
+   * Whether `account` may take a free slot now. A configured one below its
+   * share always may, since that slot is reserved for it; otherwise the slots
+   * reserved for the accounts below their share must stay free.
    */
   #mayTake(account: string, entry: Account): boolean {
     if (this.#free === 0) return false;
-    if (entry.held === 0 && this.#configured.has(account)) return true;
-    return this.#free - 1 >= this.#idleConfigured;
+    if (this.#belowShare(account, entry.held)) return true;
+    return this.#free - 1 >= this.#reserved;
+  }
+
+  #belowShare(account: string, held: number): boolean {
+    return held < this.#share && this.#configured.has(account);
   }
 
   #take(account: string, entry: Account): void {
     this.#free--;
-    if (entry.held++ === 0 && this.#configured.has(account)) this.#idleConfigured--;
+    if (this.#belowShare(account, entry.held++)) this.#reserved--;
   }
 
   #releaser(account: string): ReleaseSlot {
@@ -169,7 +178,7 @@ export class DownloadSlots {
       if (released) return;
       released = true;
       const entry = this.#accounts.get(account)!;
-      if (--entry.held === 0 && this.#configured.has(account)) this.#idleConfigured++;
+      if (this.#belowShare(account, --entry.held)) this.#reserved++;
       this.#forget(account);
       this.#free++;
       this.#handOut();

@@ -6,7 +6,9 @@ import { RequestCounts, type RequestLabels } from './request-counts.js';
 /** What the metrics read at scrape time, so nothing on the request path has to keep gauges current. */
 export interface MetricsSources {
   cacheStats(): { diskEntries: number; diskBytes: number; memoryEntries: number; memoryBytes: number };
+  /** Downloads holding one of upstream.max_concurrent_downloads slots. */
   downloadsInFlight(): number;
+  /** Downloads waiting for a slot. */
   downloadsQueued(): number;
   /** Each upstream account's circuit, the account named by a short prefix of its namespace (never a key). */
   circuitStates(): Array<{ account: string; state: 'closed' | 'open' | 'half-open' }>;
@@ -178,7 +180,7 @@ export class GatewayMetrics {
     });
     new Gauge({
       name: `${PREFIX}downloads_in_flight`,
-      help: 'Upstream downloads under way.',
+      help: 'Downloads under way, each holding a slot (at most upstream.max_concurrent_downloads); those waiting for one are downloads_queued.',
       registers,
       collect() {
         this.set(sources.downloadsInFlight());

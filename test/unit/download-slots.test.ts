@@ -170,25 +170,27 @@ describe('download slots shared between upstream accounts', () => {
     expect(slots.usage('B').active).toBe(1);
   });
 
-  test('an account holding its share waits, even with a slot free, while another account gets that slot at once', async () => {
+  test('an account holding its share waits, even with slots free, while another account gets its own share at once', async () => {
     const slots = new DownloadSlots(4, ['A', 'B']);
     const t = tracker(slots);
     for (let i = 1; i <= 5; i++) t.request('A', `a${i}`);
     await settle();
-    // One slot stays free for B, which holds none.
-    expect(t.granted).toEqual(['a1', 'a2', 'a3']);
-    expect(slots.active).toBe(3);
-    expect(slots.usage('A')).toEqual({ active: 3, queued: 2 });
+    // Each of the two accounts has a share of two; the two B does not hold stay free for it.
+    expect(t.granted).toEqual(['a1', 'a2']);
+    expect(slots.active).toBe(2);
+    expect(slots.usage('A')).toEqual({ active: 2, queued: 3 });
 
     t.request('B', 'b1');
+    t.request('B', 'b2');
+    t.request('B', 'b3');
     await settle();
-    expect(t.granted).toEqual(['a1', 'a2', 'a3', 'b1']);
-    expect(slots.usage('B')).toEqual({ active: 1, queued: 0 });
+    expect(t.granted).toEqual(['a1', 'a2', 'b1', 'b2']);
+    expect(slots.usage('B')).toEqual({ active: 2, queued: 1 });
     // A's own downloads ending hand A's waiters their turn, in order.
     t.release('a1');
     await settle();
-    expect(t.granted.at(-1)).toBe('a4');
-    expect(slots.queued).toBe(1);
+    expect(t.granted.at(-1)).toBe('a3');
+    expect(slots.queued).toBe(3);
   });
 
   test('once the other account is busy too, the account that waited may use the slot beyond the reserve', async () => {
