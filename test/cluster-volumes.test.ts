@@ -150,6 +150,27 @@ describe.sequential('replicas with a volume each', () => {
     }
   });
 
+  test("a conditional DELETE on B is judged against the copy on A's volume: a stale If-Match is 412 and keeps it, the current one purges it", async () => {
+    const id = 8006;
+    const recording = syntheticRecording(64 * KIB);
+    upstream().setRecording(id, recording);
+    const onA = async () => (await storedRecordingFiles(cluster().replicas[0]!.cacheDir)).some((file) => file.path.endsWith(`/${id}.mp3`));
+    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+    expect(await eventually(onA)).toBe(true);
+
+    const stale = await cluster().at(1, recordingPath(id), { method: 'DELETE', headers: { ...ACME_AUTH, 'if-match': '"stale"' } });
+    expect(stale.status).toBe(412);
+    expect(await onA()).toBe(true);
+
+    const current = await cluster().at(1, recordingPath(id), {
+      method: 'DELETE',
+      headers: { ...ACME_AUTH, 'if-match': expectedEtag(recording) },
+    });
+    expect(current.status).toBe(204);
+    expect(await onA()).toBe(false);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
+  });
+
   test("restarting B and C removes none of A's files and makes nobody download A's recordings again", async () => {
     const ids = [8101, 8102, 8103];
     for (const id of ids) {

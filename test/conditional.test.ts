@@ -160,6 +160,29 @@ describe('evaluatePreconditions', () => {
   });
 });
 
+describe('evaluatePreconditions on a DELETE (13.1.1, 13.1.2)', () => {
+  it.each([
+    { name: 'If-Match: * holds when the recording exists', headers: { ifMatch: '*' }, validators: current, expected: 'proceed' },
+    { name: 'If-Match: * fails when there is none', headers: { ifMatch: '*' }, validators: undefined, expected: 'precondition-failed' },
+    {
+      name: 'If-Match with a tag fails when there is none',
+      headers: { ifMatch: ETAG },
+      validators: undefined,
+      expected: 'precondition-failed',
+    },
+    { name: 'If-None-Match: * fails when it exists', headers: { ifNoneMatch: '*' }, validators: current, expected: 'precondition-failed' },
+    { name: 'If-None-Match: * holds when there is none', headers: { ifNoneMatch: '*' }, validators: undefined, expected: 'proceed' },
+    {
+      name: 'If-Unmodified-Since is ignored when there is none',
+      headers: { ifUnmodifiedSince: EARLIER_HTTP },
+      validators: undefined,
+      expected: 'proceed',
+    },
+  ] as const)('$name', ({ headers, validators, expected }) => {
+    expect(evaluatePreconditions({ method: 'DELETE', ...headers }, validators)).toBe(expected);
+  });
+});
+
 interface IfRangeCase {
   name: string;
   ifRange: string | undefined;

@@ -12,6 +12,7 @@ import {
   ACME_ORIGIN,
   makeTempDir,
   rawExchange,
+  rawRequest,
   removeDir,
   startGateway,
   testConfig,
@@ -84,6 +85,40 @@ describe("a method the route does not take is 405 with that route's Allow", () =
     expect(response.status).toBe(204);
     expect(response.headers.get('allow')).toBe(allow);
     expect(upstream.requests).toHaveLength(0);
+  });
+
+  test.each([
+    '/v1/call/recording/01.mp3',
+    '/v1/call/recording/0.mp3',
+    '/v1/call/recording/abc.mp3',
+    '/v1/call/recording/%31.mp3',
+    '/v1/call/recording/01/signed-url',
+    '/v1/call/recording/01/info.json',
+    '/v1/call/recording/0/peaks.json',
+  ])('a bad id is no route path: a plain OPTIONS or another method on %s gets the 400 a GET gets', async (path) => {
+    const get = await rawRequest(gateway.baseUrl, path);
+    expect(get.status).toBe(400);
+    for (const method of ['OPTIONS', 'PUT']) {
+      const answer = await rawRequest(gateway.baseUrl, path, { method });
+      expect(answer.status, method).toBe(400);
+      expect(answer.headers.allow, method).toBeUndefined();
+      expect(answer.headers['content-type'], method).toBe('application/json');
+      expect(JSON.parse(answer.body.toString()), method).toEqual(JSON.parse(get.body.toString()));
+    }
+    expect(upstream.requests).toHaveLength(0);
+  });
+
+  test('a preflight (with Origin) on a bad id is still answered, so the browser sends the request and can read its 400', async () => {
+    const path = '/v1/call/recording/01.mp3';
+    const preflight = await rawRequest(gateway.baseUrl, path, {
+      method: 'OPTIONS',
+      headers: { origin: ACME_ORIGIN, 'access-control-request-method': 'GET' },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers['access-control-allow-origin']).toBe(ACME_ORIGIN);
+    const get = await rawRequest(gateway.baseUrl, path, { headers: { origin: ACME_ORIGIN } });
+    expect(get.status).toBe(400);
+    expect(get.headers['access-control-allow-origin']).toBe(ACME_ORIGIN);
   });
 
   test('a path that is no recording route stays a 400 about the id', async () => {

@@ -200,3 +200,61 @@ describe('conditional requests', () => {
     expect(upstream.recordingRequests(2)).toHaveLength(2);
   });
 });
+
+describe('a conditional DELETE is judged against the copy held (RFC 9110 13.1)', () => {
+  const path = '/v1/call/recording/1.mp3';
+
+  async function warm(): Promise<{ etag: string; lastModified: string }> {
+    gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl }));
+    await bytesOf(await gateway.fetch(path));
+    await gateway.gateway.downloads.idle();
+    const hit = await gateway.fetch(path, { method: 'HEAD' });
+    return { etag: hit.headers.get('etag')!, lastModified: hit.headers.get('last-modified')! };
+  }
+
+  const secondBefore = (date: string) => new Date(Date.parse(date) - 1000).toUTCString();
+
+  test.each([
+    ['If-Match with another ETag', () => ({ 'if-match': '"not-the-etag"' })],
+    [
+      'If-Unmodified-Since before Last-Modified',
+      (v: { lastModified: string }) => ({ 'if-unmodified-since': secondBefore(v.lastModified) }),
+    ],
+    ['If-None-Match: *', () => ({ 'if-none-match': '*' })],
+    ['If-None-Match with the current ETag', (v: { etag: string }) => ({ 'if-none-match': v.etag })],
+  ])('%s is 412 in the JSON shape, and the copy is kept', async (_name, conditions) => {
+    const validators = await warm();
+    const response = await gateway.fetch(path, { method: 'DELETE', headers: conditions({ ...validators }) });
+    expect(response.status).toBe(412);
+    expect(response.headers.get('content-type')).toBe('application/json');
+    expect(await response.json()).toMatchObject({ error: 'Precondition Failed' });
+    const after = await gateway.fetch(path, { method: 'HEAD' });
+    expect(after.headers.get('cache-status')).toContain('hit');
+    expect(upstream.recordingRequests(1)).toHaveLength(1);
+  });
+
+  test.each([
+    ['If-Match with the current ETag', (v: { etag: string }) => ({ 'if-match': `"other", ${v.etag}` })],
+    ['If-Match: *', () => ({ 'if-match': '*' })],
+    ['If-Unmodified-Since at Last-Modified', (v: { lastModified: string }) => ({ 'if-unmodified-since': v.lastModified })],
+    ['If-None-Match with another ETag', () => ({ 'if-none-match': '"not-the-etag"' })],
+  ])('%s holds: 204, and the copy is gone', async (_name, conditions) => {
+    const validators = await warm();
+    const response = await gateway.fetch(path, { method: 'DELETE', headers: conditions({ ...validators }) });
+    expect(response.status).toBe(204);
+    const after = await gateway.fetch(path, { method: 'HEAD' });
+    expect(after.headers.get('cache-status')).toContain('fwd=uri-miss');
+    expect(upstream.recordingRequests(1)).toHaveLength(2);
+  });
+
+  test('with no copy held, If-Match (even *) is 412 and If-None-Match: * holds; neither asks the upstream', async () => {
+    gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl }));
+    for (const ifMatch of ['*', expectedEtag(upstream.recording(1)!)]) {
+      const refused = await gateway.fetch(path, { method: 'DELETE', headers: { 'if-match': ifMatch } });
+      expect(refused.status, ifMatch).toBe(412);
+      expect(await refused.json()).toMatchObject({ error: 'Precondition Failed' });
+    }
+    expect((await gateway.fetch(path, { method: 'DELETE', headers: { 'if-none-match': '*' } })).status).toBe(204);
+    expect(upstream.requests).toHaveLength(0);
+  });
+});

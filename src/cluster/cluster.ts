@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { NotFoundMemory, NotFoundStore } from '../cache/not-found-memory.js';
 import type { CachedRecording } from '../cache/recording-catalogue.js';
+import type { RecordingMeta } from '../cache/recording-meta.js';
 import type { RecordingIndex } from '../cache/recording-index.js';
 import type { ClusterConfig } from '../config/index.js';
 import type { RecordingSource } from '../download/download-manager.js';
@@ -176,6 +177,7 @@ export class Cluster {
     return {
       purge: (namespace, callId, local) => this.#purge(namespace, callId, local),
       knownKeys: (namespace) => this.directory.knownKeys(namespace),
+      heldCopy: (key) => this.#heldCopy(key),
     };
   }
 
@@ -220,6 +222,17 @@ export class Cluster {
     this.#guard.stop();
     await this.membership.stop();
     this.link.close();
+  }
+
+  async #heldCopy(key: string): Promise<RecordingMeta | undefined> {
+    try {
+      const { copies } = await this.directory.lookup(key);
+      return copies[0]?.meta;
+    } catch (error) {
+      throw new ServiceUnavailableError('The cluster could not look up the copy to purge (its Redis is unreachable); try again', 1, {
+        cause: error,
+      });
+    }
   }
 
   async #purge(namespace: string, callId: string, local: () => Promise<boolean>): Promise<boolean> {

@@ -61,21 +61,25 @@ const ASCTIME_DATE = new RegExp(`^${DAY} ${MONTH} (\\d{2}| \\d) ${TIME} (\\d{4})
  * Evaluates the request's preconditions in the order of RFC 9110 13.2.2:
  * If-Match, else If-Unmodified-Since; then If-None-Match, else
  * If-Modified-Since (GET and HEAD only). If-Range is separate, see
- * {@link rangeIsApplicable}.
+ * {@link rangeIsApplicable}. `current` is undefined when there is no current
+ * representation (a DELETE of a copy not held): If-Match then fails, `*`
+ * too, and If-None-Match holds (13.1.1, 13.1.2).
  *
- * The 13.2.2 exception for state-changing requests that already succeeded
- * does not apply: the gateway only reads.
+ * 13.2.2 lets a state-changing request that appears already applied (a
+ * DELETE of a copy already gone) answer 2xx; the gateway does not take that
+ * MAY: a failed precondition is always 412.
  */
-export function evaluatePreconditions(headers: ConditionalHeaders, current: Validators): ConditionalOutcome {
+export function evaluatePreconditions(headers: ConditionalHeaders, current: Validators | undefined): ConditionalOutcome {
   // Methods are case-sensitive (9.1).
   const safeRead = headers.method === 'GET' || headers.method === 'HEAD';
-  const etag = current.etag === undefined ? undefined : parseEntityTag(current.etag);
-  const modified = lastModifiedMs(current);
+  const exists = current !== undefined;
+  const etag = current?.etag === undefined ? undefined : parseEntityTag(current.etag);
+  const modified = current === undefined ? undefined : lastModifiedMs(current);
 
   // Step 1 and 2. If-Unmodified-Since is ignored when If-Match is present
   // (13.1.4), and when there is no modification date to compare.
   if (headers.ifMatch !== undefined) {
-    if (!ifMatchHolds(headers.ifMatch, etag)) return 'precondition-failed';
+    if (!ifMatchHolds(headers.ifMatch, exists, etag)) return 'precondition-failed';
   } else if (headers.ifUnmodifiedSince !== undefined && modified !== undefined) {
     const since = parseHttpDate(headers.ifUnmodifiedSince);
     if (since !== undefined && modified > since) return 'precondition-failed';
@@ -84,7 +88,7 @@ export function evaluatePreconditions(headers: ConditionalHeaders, current: Vali
   // Step 3 and 4. If-Modified-Since counts only without If-None-Match, which
   // is the more precise validator (13.1.3).
   if (headers.ifNoneMatch !== undefined) {
-    if (!ifNoneMatchHolds(headers.ifNoneMatch, etag)) {
+    if (!ifNoneMatchHolds(headers.ifNoneMatch, exists, etag)) {
       return safeRead ? 'not-modified' : 'precondition-failed';
     }
   } else if (safeRead && headers.ifModifiedSince !== undefined && modified !== undefined) {
@@ -192,17 +196,17 @@ export function httpDate(date: Date): string {
   return date.toUTCString();
 }
 
-/** If-Match (13.1.1): `*` holds because the recording exists; tags compare strongly. */
-function ifMatchHolds(value: string, etag: EntityTag | undefined): boolean {
+/** If-Match (13.1.1): `*` holds when the recording exists; tags compare strongly. */
+function ifMatchHolds(value: string, exists: boolean, etag: EntityTag | undefined): boolean {
   const text = trimOws(value);
-  if (text === '*') return true;
+  if (text === '*') return exists;
   return etag !== undefined && !etag.weak && someEntityTag(text, (weak, start, end) => !weak && sameOpaque(text, start, end, etag));
 }
 
-/** If-None-Match (13.1.2): false when `*` or any tag matches by weak comparison. */
-function ifNoneMatchHolds(value: string, etag: EntityTag | undefined): boolean {
+/** If-None-Match (13.1.2): false when `*` and the recording exists, or any tag matches by weak comparison. */
+function ifNoneMatchHolds(value: string, exists: boolean, etag: EntityTag | undefined): boolean {
   const text = trimOws(value);
-  if (text === '*') return false;
+  if (text === '*') return !exists;
   return !(etag !== undefined && someEntityTag(text, (_weak, start, end) => sameOpaque(text, start, end, etag)));
 }
 

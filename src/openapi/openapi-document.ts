@@ -220,11 +220,14 @@ const paths: OpenApiDocument['paths'] = {
       tags: ['recordings'],
       operationId: 'deleteRecording',
       summary: "Drop the cached copy from every tier of the caller's namespace",
+      description:
+        'If-Match, If-None-Match and If-Unmodified-Since are judged against the copy held, as RFC 9110 says: ' +
+        'when one fails the answer is 412 and the copy is kept (If-Match, even *, fails when no copy is held).',
       security: [{ tenantKey: [] }],
-      parameters: [idParameter],
+      parameters: [idParameter, ref('parameters', 'IfMatch')],
       responses: {
         '204': { description: 'Gone (or never cached)', headers: { ...REQUEST_ID, ...RATE_LIMIT_HEADERS } },
-        ...errorResponses('400', '401', '429'),
+        ...errorResponses('400', '401', '412', '429'),
       },
     },
   },

@@ -1,6 +1,6 @@
 import type { NotFoundStore } from '../cache/not-found-memory.js';
 import type { CachedRecording, RecordingCache } from '../cache/recording-cache.js';
-import { cacheKey } from '../cache/recording-meta.js';
+import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
 import { StaleCopyError } from '../cache/stale-copy.js';
 import type { StoredFile } from '../cache/stored-file.js';
 import type { DownloadManager, DownloadOwner } from '../download/download-manager.js';
@@ -57,6 +57,8 @@ export interface ClusterPurge {
   purge(namespace: string, callId: string, local: () => Promise<boolean>): Promise<boolean>;
   /** Every key in `namespace` (all, without one) the cluster knows of: copies on any volume, downloads, remembered 404s. */
   knownKeys(namespace: string | undefined): AsyncIterable<string>;
+  /** A copy of `key` on any volume (its metadata), or undefined. */
+  heldCopy(key: string): Promise<RecordingMeta | undefined>;
 }
 
 // Downloads a caller that waits for the whole recording joins, when one breaks after others had bytes of it.
@@ -315,6 +317,19 @@ export class RecordingService {
   purge(namespace: string, callId: string): Promise<boolean> {
     const { cluster } = this.options;
     return cluster ? cluster.purge(namespace, callId, () => this.purgeLocal(namespace, callId)) : this.purgeLocal(namespace, callId);
+  }
+
+  /**
+   * The copy a purge would remove (its metadata), without reading it: this
+   * process's, the index's, or in a cluster one on any volume; undefined when
+   * none is held. What a conditional DELETE is judged against.
+   * @throws ServiceUnavailableError when the cluster could not be asked.
+   */
+  async heldCopy(namespace: string, callId: string): Promise<RecordingMeta | undefined> {
+    const { cache, cluster } = this.options;
+    const key = cacheKey(namespace, callId);
+    const local = cache.lookup(key) ?? (await cache.lookupIndex(key));
+    return local?.entry.meta ?? (await cluster?.heldCopy(key));
   }
 
   /**

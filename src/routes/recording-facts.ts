@@ -170,15 +170,21 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
 }
 
 /**
- * Registers info.json and peaks.json (GET, and HEAD through it), and 405 for
- * their other methods. Before the recording routes: theirs would take these
- * paths for a bad `.mp3` path.
+ * Registers info.json and peaks.json (GET, and HEAD through it), and for
+ * their other methods 405 or a plain OPTIONS's 204, on a good id only (a bad
+ * one is 400, whatever the method). Before the recording routes: theirs would
+ * take these paths for a bad `.mp3` path.
  */
 export function registerRecordingFactsRoutes(app: Hono<GatewayEnv>, deps: RecordingFactsRoutesDeps): void {
   const answer = createRecordingFactsHandlers(deps);
-  app.get(RECORDING_INFO_ROUTE, (c) => answer(c, 'info'));
-  app.get(RECORDING_PEAKS_ROUTE, (c) => answer(c, 'peaks'));
-  for (const route of [RECORDING_INFO_ROUTE, RECORDING_PEAKS_ROUTE]) {
-    app.all(route, (c) => otherMethodAnswer(c, METHODS));
+  for (const [route, kind] of [
+    [RECORDING_INFO_ROUTE, 'info'],
+    [RECORDING_PEAKS_ROUTE, 'peaks'],
+  ] as const) {
+    app.get(route, (c) => answer(c, kind));
+    app.all(route, (c) => {
+      callIdOf(c, kind);
+      return otherMethodAnswer(c, METHODS);
+    });
   }
 }

@@ -1,5 +1,5 @@
 import type { CachedRecording } from '../cache/recording-catalogue.js';
-import { etagFor } from '../cache/recording-meta.js';
+import { etagFor, type RecordingMeta } from '../cache/recording-meta.js';
 import type { DownloadHead } from '../download/recording-download.js';
 import type { Validators } from '../http/conditional.js';
 import { lastModifiedAsOf } from '../http/last-modified.js';
@@ -35,18 +35,23 @@ function upstreamDate(value: string | undefined): Date | undefined {
 }
 
 /**
- * A stored recording: a strong ETag from its sha256, and the upstream's
- * Last-Modified, never later than when it was fetched (a copy stored before
- * downloads clamped it may hold a future date), else when it was fetched.
+ * A stored copy's validators: a strong ETag from its sha256, and the
+ * upstream's Last-Modified, never later than when it was fetched (a copy
+ * stored before downloads clamped it may hold a future date), else when it
+ * was fetched.
  */
+export function storedValidators(meta: RecordingMeta): Validators {
+  return {
+    etag: etagFor(meta.sha256),
+    lastModified: upstreamDate(lastModifiedAsOf(meta.lastModified, meta.fetchedAt)) ?? new Date(meta.fetchedAt),
+  };
+}
+
+/** A stored recording, with its {@link storedValidators}. */
 export function storedRepresentation(entry: CachedRecording): Representation {
   let known = storedRepresentations.get(entry);
   if (!known) {
-    const { meta } = entry;
-    known = representation(meta.callId, {
-      etag: etagFor(meta.sha256),
-      lastModified: upstreamDate(lastModifiedAsOf(meta.lastModified, meta.fetchedAt)) ?? new Date(meta.fetchedAt),
-    });
+    known = representation(entry.meta.callId, storedValidators(entry.meta));
     storedRepresentations.set(entry, known);
   }
   return known;

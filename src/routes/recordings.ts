@@ -6,8 +6,15 @@ import { signRecordingUrl } from '@recording-gateway/client';
 import { parseCallId } from '../recordings/call-id.js';
 import type { FetchedRecording, FoundRecording, RecordingService } from '../recordings/recording-service.js';
 import { corsHeaders } from '../http/cors.js';
-import { BadRequestError, MethodNotAllowedError } from '../errors.js';
-import { completedRepresentation, downloadRepresentation, storedRepresentation, type Representation } from './recording-headers.js';
+import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
+import { evaluatePreconditions } from '../http/conditional.js';
+import {
+  completedRepresentation,
+  downloadRepresentation,
+  storedRepresentation,
+  storedValidators,
+  type Representation,
+} from './recording-headers.js';
 import {
   memoryResponse,
   sendsWholeBody,
@@ -65,11 +72,24 @@ const SIGNED_URL_PATH = /^\/v1\/call\/recording\/([^/?]*)\/signed-url$/;
 const RECORDING_METHODS = 'GET, HEAD, DELETE, OPTIONS';
 const SIGNED_URL_METHODS = 'POST, OPTIONS';
 
-/** The methods a recording route's path takes (for a 405's or a plain OPTIONS's `Allow`), or undefined when the path is neither route's. */
+const ROUTES: ReadonlyArray<[RegExp, string]> = [
+  [RECORDING_PATH, RECORDING_METHODS],
+  [SIGNED_URL_PATH, SIGNED_URL_METHODS],
+];
+
+/**
+ * The methods a recording route's path takes (for a 405's or a plain
+ * OPTIONS's `Allow`), or undefined when the path is neither route's.
+ * @throws BadRequestError when it has a route's shape but a bad id: no route's path, whatever the method.
+ */
 export function recordingRouteMethods(c: Context<GatewayEnv>): string | undefined {
   const path = rawRequestPath(c);
-  if (RECORDING_PATH.test(path)) return RECORDING_METHODS;
-  if (SIGNED_URL_PATH.test(path)) return SIGNED_URL_METHODS;
+  for (const [pattern, methods] of ROUTES) {
+    const segment = pattern.exec(path)?.[1];
+    if (segment === undefined) continue;
+    parseCallId(segment);
+    return methods;
+  }
   return undefined;
 }
 
@@ -270,11 +290,16 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       }
     },
 
-    /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace. */
+    /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace, unless a precondition on the copy held fails (412). */
     async deleteRecording(c: Context<GatewayEnv>): Promise<Response> {
       const callId = callIdFromPath(c);
       const caller = authenticator.apiKey(c.req.header('authorization'));
       const limits = await admit(c, caller, callId);
+      const request = recordingRequest(c);
+      if (isConditional(request)) {
+        const held = await recordings.heldCopy(caller.tenant.namespace, callId);
+        if (evaluatePreconditions(request, held && storedValidators(held)) === 'precondition-failed') throw new PreconditionFailedError();
+      }
       await recordings.purge(caller.tenant.namespace, callId);
       return new Response(null, {
         status: 204,
