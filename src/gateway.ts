@@ -321,6 +321,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
             downloads,
             volumeHeader: PEER_VOLUME_HEADER,
             redisUp: () => cluster.link.up,
+            nonces: cluster.peerNonces,
           },
         }
       : {}),

@@ -4,7 +4,8 @@
  * port learns no secret from the requests it gets, and cannot pass off a
  * stream of its own: the asking replica downloads from the upstream instead,
  * and never stores or serves the forged bytes. The internal routes refuse
- * anything but a fresh signed request, the old `Bearer <peer secret>` too.
+ * anything but a fresh signed request, the old `Bearer <peer secret>` too,
+ * and take each signed request once: a replay is refused on every replica.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
@@ -118,6 +119,19 @@ describe.sequential('the internal routes take only a fresh request signed with t
     );
     expect(peerAnswerValid(cluster().peerSecret, nonce, 'trailer', trailerText, trailerProof)).toBe(true);
     expect(JSON.parse(trailerText)).toEqual({ sha256: createHash('sha256').update(recording).digest('hex'), size: recording.length });
+  });
+
+  test('a request captured on the wire and replayed is refused, by the replica it was for and by another', async () => {
+    const { authorization } = signed(route());
+    const first = await cluster().at(1, route(), { headers: { authorization } });
+    expect(first.status).not.toBe(401);
+    await first.body?.cancel();
+    for (const replica of [1, 0]) {
+      const replayed = await cluster().at(replica, route(), { headers: { authorization } });
+      expect(replayed.status, `replayed to replica ${replica}`).toBe(401);
+      expect(replayed.headers.get('www-authenticate')).toMatch(/^Bearer realm="recording-gateway"/);
+      expect(await replayed.json()).toEqual({ error: 'Unauthorized', message: expect.stringContaining('nonce was already used') });
+    }
   });
 
   test('the purge and redis answers carry a proof bound to the nonce', async () => {

@@ -1,10 +1,10 @@
 /**
  * The cluster's Redis pieces on their own, against one real redis-server: the
- * shared directory of copies, the download leases, the bounded link, and the
- * pure and on-disk helpers beside them. No gateway runs here; each test uses
+ * shared directory of copies, the download leases, the bounded link, the
+ * single use of peer nonces, and the pure and on-disk helpers beside them. No gateway runs here; each test uses
  * keys and volumes of its own.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +16,8 @@ import { type ClusterCopy, ClusterDirectory } from '../src/cluster/cluster-direc
 import { clusterKeys } from '../src/cluster/cluster-keys.js';
 import { chooseVictims } from '../src/cluster/cluster-volume-index.js';
 import { DownloadLeases, type HeldLease, parseLeaseHolder } from '../src/cluster/download-lease.js';
+import { PEER_CLOCK_SKEW_SECONDS } from '../src/cluster/peer-auth.js';
+import { PeerNonces } from '../src/cluster/peer-nonces.js';
 import { RedisLink } from '../src/cluster/redis-link.js';
 import { RedisUnavailableError } from '../src/redis-unavailable.js';
 import { readOrCreateVolumeId } from '../src/cluster/volume-id.js';
@@ -523,6 +525,44 @@ describe('RedisLink: every Redis call bounded, and recovery without a restart', 
       await raw.publish(channel, 'hello');
       return messages.includes('hello');
     });
+  });
+});
+
+describe('PeerNonces: each signed peer request is taken once', () => {
+  const freshNonce = () => randomBytes(16).toString('hex');
+
+  test('a nonce is taken once for the cluster: again on the same replica or another, it is refused', async () => {
+    const [here, elsewhere] = [new PeerNonces(openLink()), new PeerNonces(openLink())];
+    const node = fresh('gw');
+    const nonce = freshNonce();
+    const before = new Set(await raw.keys(clusterKeys.peerNonce('*')));
+
+    expect(await here.claim(node, nonce)).toBe(true);
+    expect(await here.claim(node, nonce)).toBe(false);
+    expect(await elsewhere.claim(node, nonce)).toBe(false);
+    expect(await elsewhere.claim(node, freshNonce())).toBe(true);
+
+    // Redis holds a digest, never the nonce, and only for as long as a request's time can be accepted.
+    const added = (await raw.keys(clusterKeys.peerNonce('*'))).filter((key) => !before.has(key));
+    expect(added).toHaveLength(2);
+    expect(added.join(' ')).not.toContain(nonce);
+    for (const key of added) {
+      const ttl = await raw.pTTL(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(2 * PEER_CLOCK_SKEW_SECONDS * 1_000);
+    }
+  });
+
+  test('while Redis is paused, claims do not hang and a replay to the same replica is still refused', async () => {
+    const [here, elsewhere] = [new PeerNonces(openLink(200)), new PeerNonces(openLink(200))];
+    const node = fresh('gw');
+    const nonce = freshNonce();
+
+    process.kill(redis.pid, 'SIGSTOP');
+    expect(await guarded(here.claim(node, nonce), 'a claim while Redis is paused')).toBe(true);
+    expect(await guarded(here.claim(node, nonce), 'a replay while Redis is paused')).toBe(false);
+    // Without Redis, only the replica that took the nonce remembers it.
+    expect(await guarded(elsewhere.claim(node, nonce), 'a claim on another replica while Redis is paused')).toBe(true);
   });
 });
 

@@ -18,6 +18,8 @@ export const clusterKeys = {
   volumeRecency: (volume: string) => `rg:vol:${volume}:lru`,
   /** Hash: node id → `{url, volume, seenAt}` (JSON), refreshed by each replica's heartbeat. */
   nodes: 'rg:nodes',
+  /** Present (with a TTL) once a peer request's nonce was used: the sha256 of its node id and nonce. */
+  peerNonce: (digest: string) => `rg:peer-nonce:${digest}`,
   /** Pub/sub channel: `purge <key>` and `evict <volume> <key>`. */
   events: 'rg:events',
 } as const;

@@ -16,6 +16,7 @@ import { DownloadLeases } from './download-lease.js';
 import { Membership } from './membership.js';
 import { PartitionGuard } from './partition-guard.js';
 import { PeerClient } from './peer-client.js';
+import { PeerNonces } from './peer-nonces.js';
 import { RedisLink } from './redis-link.js';
 import { sharedNotFound } from './shared-not-found.js';
 import { readOrCreateVolumeId } from './volume-id.js';
@@ -76,6 +77,8 @@ export class Cluster {
   readonly link: RedisLink;
   readonly directory: ClusterDirectory;
   readonly peers: PeerClient;
+  /** The nonces of the peer requests this replica took, so none is taken twice. */
+  readonly peerNonces: PeerNonces;
   readonly membership: Membership;
   readonly #guard: PartitionGuard;
   readonly #leases: DownloadLeases;
@@ -93,6 +96,7 @@ export class Cluster {
     const { config, logger } = options;
     this.link = new RedisLink({ url: config.redisUrl, timeoutMs: config.redisTimeoutMs, logger });
     this.directory = new ClusterDirectory(this.link);
+    this.peerNonces = new PeerNonces(this.link);
     this.#leases = new DownloadLeases({ link: this.link, nodeId: config.nodeId, ttlMs: LEASE_TTL_MS });
     this.peers = new PeerClient({
       peerSecret: config.peerSecret,

@@ -654,7 +654,7 @@ export const openApiDocument: OpenApiDocument = {
           "A request signed with the cluster's peer secret, which never goes on the wire: " +
           '`Authorization: RecordingGatewayPeer v1 node=<node id>, nonce=<32 hex>, ts=<unix seconds>, mac=<64 hex>`, ' +
           'mac = hex(HMAC_SHA256(peer secret, "recording-gateway peer request v1\\n" + METHOD + "\\n" + path + "\\n" + node + "\\n" + nonce + "\\n" + ts)); ' +
-          "ts within 60 s of the replica's clock.",
+          "ts within 60 s of the replica's clock; each nonce is taken once (a replay is 401).",
       },
     },
   },

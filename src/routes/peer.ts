@@ -5,6 +5,7 @@ import { BadRequestError, NotFoundError, UnauthorizedError } from '../errors.js'
 import { parseCallId } from '../recordings/call-id.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import type { GatewayEnv } from './gateway-env.js';
+import type { PeerNonces } from '../cluster/peer-nonces.js';
 import { PEER_STREAM_TYPE, type PeerSource, peerStream } from '../cluster/peer-stream.js';
 import {
   type AnswerSigner,
@@ -24,10 +25,13 @@ export interface PeerRoutesDeps {
   volumeHeader: string;
   /** Whether this replica reaches the cluster's Redis now. */
   redisUp: () => boolean;
+  /** Refuses a request whose nonce was used before: a replay of one captured on the wire. */
+  nonces: Pick<PeerNonces, 'claim'>;
 }
 
 const PEER_CREDENTIALS_MISSING = `Missing credentials: this route is for the other replicas of a cluster (Authorization: ${PEER_AUTH_SCHEME} v1 ..., signed with the peer secret)`;
 const PEER_CREDENTIALS_EXPIRED = `The request was signed more than ${PEER_CLOCK_SKEW_SECONDS} s from this replica's time: check the replicas' clocks`;
+const PEER_NONCE_USED = "The request's nonce was already used: each peer request is signed afresh";
 
 // A download still choosing its source: how long to wait for it to take the lease and go upstream.
 const CHOOSING_WAIT_MS = 1_000;
@@ -48,13 +52,16 @@ function target(c: Context<GatewayEnv>): { namespace: string; callId: string } {
  * elsewhere). Neither ever asks the upstream.
  */
 export function createPeerHandlers(deps: PeerRoutesDeps) {
-  /** Checks the request's signature; resolves with the signer of its answers. */
-  function authorize(c: Context<GatewayEnv>): AnswerSigner {
+  /** Checks the request's signature and that its nonce is new; resolves with the signer of its answers. */
+  async function authorize(c: Context<GatewayEnv>): Promise<AnswerSigner> {
     const checked = checkPeerRequest(deps.peerSecret, c.req.header('authorization'), {
       method: c.req.method,
       path: new URL(c.req.url).pathname,
     });
-    if (checked.ok) return answerSigner(deps.peerSecret, checked.nonce);
+    if (checked.ok) {
+      if (!(await deps.nonces.claim(checked.node, checked.nonce))) throw new UnauthorizedError('invalid', PEER_NONCE_USED);
+      return answerSigner(deps.peerSecret, checked.nonce);
+    }
     if (checked.problem === 'missing') throw new UnauthorizedError('missing', PEER_CREDENTIALS_MISSING);
     throw new UnauthorizedError(checked.problem, checked.problem === 'expired' ? PEER_CREDENTIALS_EXPIRED : undefined);
   }
@@ -65,7 +72,7 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
      * download under way from Flyflow, streamed as it lands here (see peer-stream.ts).
      */
     async recording(c: Context<GatewayEnv>): Promise<Response> {
-      const sign = authorize(c);
+      const sign = await authorize(c);
       const { namespace, callId } = target(c);
       const found = await Promise.resolve(deps.recordings.find(namespace, callId)).catch((error: unknown) => {
         if (error instanceof NotFoundError) return undefined;
@@ -113,7 +120,7 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
 
     /** POST /internal/v1/purge/{namespace}/{callId}: 204 once it is gone from this replica. */
     async purge(c: Context<GatewayEnv>): Promise<Response> {
-      const sign = authorize(c);
+      const sign = await authorize(c);
       const { namespace, callId } = target(c);
       await deps.recordings.purgeLocal(namespace, callId);
       return new Response(null, { status: 204, headers: { [PEER_PROOF_HEADER]: sign('purge', '204') } });
@@ -123,8 +130,8 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
      * GET /internal/v1/redis: whether this replica reaches Redis. A replica
      * that lost its own link asks, to tell that from an outage for everyone.
      */
-    redis(c: Context<GatewayEnv>): Response {
-      const sign = authorize(c);
+    async redis(c: Context<GatewayEnv>): Promise<Response> {
+      const sign = await authorize(c);
       const redis = deps.redisUp() ? 'up' : 'unreachable';
       return Response.json({ redis }, { headers: { 'Cache-Control': 'no-store', [PEER_PROOF_HEADER]: sign('redis', redis) } });
     },
