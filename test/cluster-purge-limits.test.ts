@@ -14,6 +14,7 @@ import {
   answerOf,
   clusterFor,
   fakeUpstream,
+  readiness,
   recordingPath,
   streamGet,
   upstreamFetches,
@@ -192,6 +193,48 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
     }
     // The webhook's prefetch is the one new download; both replicas are served from it.
     expect(upstreamFetches(upstream(), id)).toBe(2);
+  });
+
+  test('a webhook while Redis is paused: once Redis is back, every replica forgets the 404 and serves the recording', async () => {
+    const id = 6203;
+    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
+    expect((await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
+
+    const recording = syntheticRecording(96 * KIB);
+    upstream().setRecording(id, recording);
+    const { pid } = cluster().redis;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const webhook = await cluster().at(2, `/v1/webhooks/flyflow/acme?token=${ACME_WEBHOOK_TOKEN}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ event_type: 'call_ended', call_id: id }),
+      });
+      expect(webhook.status).toBe(202);
+      const warmed = await eventually(async () => {
+        const answer = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+        return answer.status === 200 && (answer.cacheStatus ?? '').includes('hit');
+      });
+      expect(warmed, 'the webhook warmed replica 2 while Redis was paused').toBe(true);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    // Every replica reaches Redis again, so none answers from its own memory alone.
+    const back = await eventually(async () => {
+      const answers = await Promise.all(cluster().urls.map((url) => readiness(url)));
+      return answers.every((answer) => answer.body.cluster?.state === 'ok');
+    });
+    expect(back).toBe(true);
+
+    for (const index of [0, 1]) {
+      let last: number | undefined;
+      const served = await eventually(async () => {
+        const answer = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
+        last = answer.status;
+        return answer.status === 200 && answer.bytes.equals(recording);
+      });
+      expect(served, `replica ${index} answered ${last}`).toBe(true);
+    }
   });
 
   test('a 404 seen by two replicas is forgotten by both after a DELETE on a third', async () => {

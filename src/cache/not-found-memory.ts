@@ -1,7 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 
-const MAX_REMEMBERED = 10_000;
+/** The most 404s one process keeps in memory. */
+export const MAX_REMEMBERED = 10_000;
 
 /** Where upstream 404s are remembered: this process's memory, or the cluster's Redis. */
 export interface NotFoundStore {

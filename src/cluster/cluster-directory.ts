@@ -207,8 +207,8 @@ export class ClusterDirectory {
     return (await this.link.call((client) => client.exists(clusterKeys.notFound(key)))) > 0;
   }
 
-  async forgetNotFound(key: string): Promise<void> {
-    await this.link.call((client) => client.del(clusterKeys.notFound(key)));
+  async forgetNotFound(...keys: string[]): Promise<void> {
+    await this.link.call((client) => client.del(keys.map(clusterKeys.notFound)));
   }
 
   /** The data epoch: set once by the first replica; a different answer later means Redis lost its data. */

@@ -149,7 +149,7 @@ export class Cluster {
   }
 
   notFound(local: NotFoundMemory): NotFoundStore {
-    return sharedNotFound(this.directory, local, this.options.notFoundTtlMs);
+    return sharedNotFound(this.directory, local, this.options.notFoundTtlMs, this.link);
   }
 
   /**
