@@ -349,6 +349,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         entries: () => cache.entries(),
         purge: (namespace, callId) => recordings.purgeLocal(namespace, callId),
         forget: (key) => cache.forget(key),
+        trimVolume: () => cache.trimVolume(),
       });
     },
     async close(options = {}) {

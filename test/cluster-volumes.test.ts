@@ -1,9 +1,9 @@
 /**
  * Issue 10, points 2 and 5: copies are found, never destroyed, across
  * replicas with their own volumes, also while one sharing a volume has just died; replicas sharing a volume keep its disk
- * budget together; and replicas reach each other only with the peer secret.
+ * budget together, also while Redis is down; and replicas reach each other only with the peer secret.
  */
-import { open } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { createClient } from '@keyv/redis';
 import { describe, expect, onTestFinished, test } from 'vitest';
 import { ACME_KEY, ACME_SIGNING_SECRET, SERVER_KEY, expectedEtag, namespaceFor } from '../dev/gateway-harness.js';
@@ -344,5 +344,58 @@ describe.sequential('replicas sharing one volume with a 150 KiB disk budget', ()
     }
     expect(peak).toBeGreaterThan(2 * 45 * KIB);
     expect(peak, `peak ${peak} bytes on the shared volume`).toBeLessThanOrEqual(DISK_BUDGET);
+  }, 60_000);
+});
+
+describe.sequential('two replicas sharing one volume with a 150 KiB disk budget, Redis stopped', () => {
+  const cluster = clusterFor(() => upstream().baseUrl, {
+    replicas: 2,
+    volumes: 'shared',
+    cacheYaml: ['max_disk_bytes: 150KiB', 'max_recording_bytes: 100KiB'],
+  });
+  // Two fit the budget, three do not.
+  const RECORDING_BYTES = 60 * KIB;
+  const onDisk = async () => (await storedRecordingFiles(cluster().cacheDirs[0]!)).reduce((sum, file) => sum + file.size, 0);
+
+  /** Fetches a new recording through replica `index` and waits until that replica has stored it (answers it as a hit). */
+  async function storeThrough(index: number, id: number): Promise<void> {
+    const bytes = syntheticRecording(RECORDING_BYTES);
+    upstream().setRecording(id, bytes);
+    const answer = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
+    expect(answer.bytes.equals(bytes)).toBe(true);
+    const stored = await eventually(async () => {
+      const again = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
+      return (again.cacheStatus ?? '').includes('hit');
+    });
+    expect(stored, `${id} stored through replica ${index}`).toBe(true);
+  }
+
+  test("recordings stored one after another by alternating replicas: the volume stays within the budget, kept from the volume's own index", async () => {
+    await cluster().stopRedis();
+    for (let id = 9301; id <= 9306; id++) {
+      await storeThrough(id % 2, id);
+      expect(await onDisk(), `bytes on the volume once ${id} is stored`).toBeLessThanOrEqual(DISK_BUDGET);
+    }
+  }, 60_000);
+
+  test('the budget lowered while Redis is down: once Redis is back the volume is brought within it, with no store', async () => {
+    const lowered = 100 * KIB;
+    for (let id = 9311; id <= 9312; id++) await storeThrough(0, id);
+    await cluster().stopRedis();
+    for (const replica of cluster().replicas) {
+      const config = await readFile(replica.configPath, 'utf8');
+      await writeFile(replica.configPath, config.replace('max_disk_bytes: 150KiB', `max_disk_bytes: ${lowered}`));
+      await cluster().restart(replica.index);
+    }
+    expect(await onDisk()).toBeGreaterThan(lowered);
+
+    await cluster().restartRedis();
+    let bytes = 0;
+    const settled = await eventually(async () => {
+      bytes = await onDisk();
+      return bytes <= lowered;
+    }, 10_000);
+    expect(settled, `${bytes} bytes on the volume`).toBe(true);
+    expect(bytes).toBeGreaterThan(0);
   }, 60_000);
 });

@@ -87,6 +87,24 @@ export class RecordingCache {
     await this.#evict(victims);
   }
 
+  /**
+   * A volume shared with other replicas, brought back within `max_disk_bytes`
+   * as it is, without waiting for a store: the cluster calls it once Redis
+   * agrees with the volume again (copies stored while it was out, a budget
+   * lowered since) by the shared budget's rule.
+   */
+  async trimVolume(): Promise<void> {
+    const { index, logger, maxDiskBytes } = this.options;
+    if (!isVolumeShared(index)) return;
+    const victims = await index.overflow();
+    if (victims.length === 0) return;
+    logger.info(
+      { evicted: victims.length, maxDiskBytes },
+      'the shared volume was over cache.max_disk_bytes; evicted the least recently used recordings',
+    );
+    await this.#evict(victims);
+  }
+
   /** For a second process on the same cache (the CLI): reads the index, touches no file. */
   async #listOnly(): Promise<{ entries: Array<[string, RecordingMeta]>; report: ReconcileReport }> {
     const entries: Array<[string, RecordingMeta]> = [];

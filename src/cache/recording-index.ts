@@ -77,9 +77,9 @@ export interface VolumeOverflow {
   /**
    * The copies to evict (oldest first) so the volume fits its budget with
    * `incoming` bytes more (`newcomer` about to be stored), or as it is (0:
-   * `newcomer` was just stored); none when it fits.
+   * `newcomer` was just stored, or none is); none when it fits.
    */
-  overflow(newcomer: RecordingMeta, incoming?: number): Promise<Array<{ key: string; meta: RecordingMeta }>>;
+  overflow(newcomer?: RecordingMeta, incoming?: number): Promise<Array<{ key: string; meta: RecordingMeta }>>;
 }
 
 export const INDEX_NAMESPACE = 'recordings';

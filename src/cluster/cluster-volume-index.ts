@@ -54,11 +54,36 @@ export function chooseVictims(
 }
 
 /**
+ * What the volume holds, from its own index (written by every replica on it),
+ * for the shared budget while Redis is out: one pass over the index, the
+ * copies oldest fetched first (the shared recency order is in Redis).
+ * Undefined when the index cannot be read either.
+ */
+async function fromVolumeIndex(
+  local: RecordingIndex,
+  volume: string,
+): Promise<{ usage: VolumeUsage; oldest: () => Promise<ClusterCopy[]> } | undefined> {
+  const usage: VolumeUsage = { total: 0, byNamespace: new Map() };
+  const copies: ClusterCopy[] = [];
+  try {
+    for await (const [, meta] of local.entries()) {
+      copies.push({ volume, meta });
+      usage.total += meta.size;
+      usage.byNamespace.set(meta.namespace, (usage.byNamespace.get(meta.namespace) ?? 0) + meta.size);
+    }
+  } catch {
+    return undefined;
+  }
+  copies.sort((a, b) => a.meta.fetchedAt - b.meta.fetchedAt);
+  return { usage, oldest: async () => copies };
+}
+
+/**
  * The volume's own index, mirrored into the cluster's directory: every store
  * publishes the copy (refused when a purge overtook its download), every
  * removal withdraws it and tells the replicas sharing the volume. While Redis
- * is out the volume's index goes on alone; the next sync publishes what it
- * missed.
+ * is out the volume's index goes on alone, and the shared budget is kept from
+ * it; the next sync publishes what it missed.
  */
 export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): RecordingIndex & VolumeOverflow {
   const { local, directory, volume, logger } = options;
@@ -119,17 +144,22 @@ export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): Recordin
     touched(key) {
       touched.add(key);
     },
-    async overflow(newcomer: RecordingMeta, incoming = 0) {
-      const usage = await directory.usage(volume).catch(() => undefined);
-      if (!usage || usage.total + incoming <= options.maxDiskBytes) return [];
-      usage.byNamespace.set(newcomer.namespace, (usage.byNamespace.get(newcomer.namespace) ?? 0) + incoming);
-      const candidates = await directory.oldest(volume, EVICTION_CANDIDATES).catch(() => []);
-      const key = `${newcomer.namespace}/${newcomer.callId}`;
+    async overflow(newcomer?: RecordingMeta, incoming = 0) {
+      const volumeNow = await directory.usage(volume).then(
+        (usage) => ({ usage, oldest: () => directory.oldest(volume, EVICTION_CANDIDATES).catch(() => []) }),
+        () => fromVolumeIndex(local, volume),
+      );
+      if (!volumeNow) return [];
+      const { usage, oldest } = volumeNow;
+      if (usage.total + incoming <= options.maxDiskBytes) return [];
+      const namespace = newcomer?.namespace ?? '';
+      usage.byNamespace.set(namespace, (usage.byNamespace.get(namespace) ?? 0) + incoming);
+      const key = newcomer ? `${newcomer.namespace}/${newcomer.callId}` : '';
       return chooseVictims(
-        candidates,
+        await oldest(),
         usage,
         options.diskShares,
-        { key, namespace: newcomer.namespace },
+        { key, namespace },
         usage.total + incoming - options.maxDiskBytes,
       ).map((copy) => ({ key: `${copy.meta.namespace}/${copy.meta.callId}`, meta: copy.meta }));
     },

@@ -49,6 +49,8 @@ export interface LocalReplica {
   purge(namespace: string, callId: string): Promise<unknown>;
   /** Forgets an entry another replica on the same volume evicted. */
   forget(key: string): void;
+  /** Evicts what the volume holds over its disk budget (the replicas sharing it keep it together). */
+  trimVolume(): Promise<void>;
 }
 
 const HEARTBEAT_MS = 2_000;
@@ -310,7 +312,8 @@ export class Cluster {
    * Makes Redis agree with this volume: publishes every copy the volume holds
    * (a copy a purge overtook is dropped instead), drops memory copies older
    * than a purge, and withdraws copies Redis lists for this volume that it no
-   * longer holds.
+   * longer holds. Then the volume's byte count is right again, and the volume
+   * is brought within its budget.
    */
   async #sync(local: LocalReplica): Promise<void> {
     const held = new Set<string>();
@@ -340,5 +343,6 @@ export class Cluster {
       if (held.has(key) || (await local.index.get(key))) continue;
       await this.directory.remove(this.volume, key, false);
     }
+    await local.trimVolume();
   }
 }
