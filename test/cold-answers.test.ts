@@ -170,17 +170,20 @@ describe('Cache-Status says stored only of what is stored', () => {
 });
 
 describe('the head of a miss goes out', () => {
-  // The gate holds the upstream after the first quarter: a head that waited for bytes beyond it would never arrive.
-  test('at once when the bytes asked for have not arrived yet, and the body follows once they have', async () => {
+  // The gate holds the upstream after the first quarter: the head waits for the bytes asked for,
+  // so that a body that stalls short of them is still answered with an error (resilience-upstream).
+  test('with the bytes asked for, once the upstream has sent them', async () => {
     const recording = upstream.recording(4)!;
     upstream.setBehaviour(4, { kind: 'gate' });
     const lastBytes = `bytes=${recording.length - 100}-`;
-    const response = await gateway.fetch('/v1/call/recording/4.mp3', { headers: { range: lastBytes } });
+    const answer = gateway.fetch('/v1/call/recording/4.mp3', { headers: { range: lastBytes } });
+    await waitFor(() => upstream.recordingRequests(4).length === 1);
+    upstream.release(4);
+    const response = await answer;
     expect(response.status).toBe(206);
     expect(response.headers.get('content-range')).toBe(`bytes ${recording.length - 100}-${recording.length - 1}/${recording.length}`);
-    expect(upstream.recordingRequests(4)).toHaveLength(1);
-    upstream.release(4);
     expect(Buffer.from(await bytesOf(response))).toEqual(recording.subarray(recording.length - 100));
+    expect(upstream.recordingRequests(4)).toHaveLength(1);
   });
 
   // A miss answers once the first chunk is in, so it is at hand. Counted at

@@ -482,6 +482,21 @@ describe('a small recording on disk only (after a restart), asked for by range',
     expect(partial.body.equals(recording.subarray(MIDDLE, MIDDLE + 100))).toBe(true);
     expect(upstream.recordingRequests(MEDIUM)).toHaveLength(2);
   });
+
+  test('encrypted: an edited byte in the chunk a range starts in is caught before the head goes out; the range is fetched again and answered exactly', async () => {
+    const { gateway, recording } = await restartedWithMedium(onlyA);
+    await flipByte(storedPath(MEDIUM), HEADER_BYTES + 100);
+    const partial = await download(gateway, MEDIUM, { range: 'bytes=0-99' });
+    expect(partial.status).toBe(206);
+    expect(partial.headers.get('cache-status')).toBe('recording-gateway; fwd=uri-miss');
+    expect(partial.body.equals(recording.subarray(0, 100))).toBe(true);
+    expect(upstream.recordingRequests(MEDIUM)).toHaveLength(2);
+    // The copy fetched again took the damaged one's place.
+    const hit = await download(gateway, MEDIUM, { range: `bytes=${MIDDLE}-${MIDDLE + 99}` });
+    expect(hit.headers.get('cache-status')).toBe(HIT_MEMORY);
+    expect(hit.body.equals(recording.subarray(MIDDLE, MIDDLE + 100))).toBe(true);
+    expect(upstream.recordingRequests(MEDIUM)).toHaveLength(2);
+  });
 });
 
 describe('cache verify with encryption', () => {

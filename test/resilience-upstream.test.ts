@@ -177,6 +177,17 @@ describe('an upstream body that stalls', () => {
     expect((await bytesOf(again)).equals(upstream.recording(2)!)).toBe(true);
     expect(upstream.recordingRequests(2)).toHaveLength(2);
   });
+  test('silent before any byte of the range asked for: a JSON 504, not a 206 head cut with no byte', async () => {
+    const gateway = await start({ upstream: { bodyIdleTimeoutMs: 300 } });
+    const size = upstream.recording(2)!.length;
+    // The gate holds everything after the first quarter: the last 100 bytes never come.
+    upstream.setBehaviour(2, { kind: 'gate' });
+
+    const response = await gateway.fetch('/v1/call/recording/2.mp3', { headers: { range: `bytes=${size - 100}-` } });
+    expect(await errorOf(response)).toEqual(jsonError(504, 'Gateway Timeout'));
+    await gateway.gateway.downloads.idle();
+    expect(await storedRecordingFiles(dir)).toEqual([]);
+  });
 });
 
 describe('upstream retries', () => {

@@ -200,7 +200,7 @@ export class RecordingCache {
       this.#catalogue.remove(entry.key);
       return undefined;
     }
-    if (!streamed) return reportingDamage(file, (error) => void this.#removeDamaged(entry, error));
+    if (!streamed) return reportingDamage(file, (error) => this.#removeDamaged(entry, error));
     if (file.size !== entry.meta.size) {
       await file.close();
       this.options.logger.warn({ key: entry.key }, 'cached recording has the wrong size; refetching it');
@@ -212,7 +212,7 @@ export class RecordingCache {
       this.#intactAt.get(entry) === file.changedAtMs
         ? file
         : verifyingReadThrough(file, entry.meta.sha256, () => this.#intactAt.set(entry, file.changedAtMs));
-    return reportingDamage(checked, (error) => void this.#removeDamaged(entry, error));
+    return reportingDamage(checked, (error) => this.#removeDamaged(entry, error));
   }
 
   /**

@@ -86,14 +86,16 @@ export async function openPlainFile(handle: FileHandle): Promise<StoredFile> {
 
 /**
  * `file`, calling `onDamage` (once) when a read finds it damaged; the read
- * still rejects, so a stream already under way is cut short.
+ * still rejects, once `onDamage` is done, so whoever fetches the recording
+ * again on that error finds the damaged copy gone, and a stream already
+ * under way is cut short.
  */
-export function reportingDamage(file: StoredFile, onDamage: (error: DamagedFileError) => void): StoredFile {
+export function reportingDamage(file: StoredFile, onDamage: (error: DamagedFileError) => Promise<void>): StoredFile {
   let reported = false;
-  const check = (error: unknown): never => {
+  const check = async (error: unknown): Promise<never> => {
     if (error instanceof DamagedFileError && !reported) {
       reported = true;
-      onDamage(error);
+      await onDamage(error);
     }
     throw error;
   };

@@ -153,14 +153,18 @@ export function memoryResponse(
 
 /**
  * A recording read as it is sent: a large file on disk, never read whole, or
- * a download under way. The reader is released when the answer no longer
- * needs it: at once for HEAD, 304 and errors, else when the body ends or the
- * client goes away. With Node's response at hand (`connection`) the body is
- * written to it directly and the answer is RESPONSE_ALREADY_SENT: the
- * adapter's copy from a web stream would hold the first bytes back for a
+ * a download under way. The head is committed only once the body's first
+ * bytes are at hand, and goes out in the same write: a body that fails before
+ * then (an upstream silent short of the range, an encrypted copy whose chunk
+ * fails its check) rejects with its error, answered as JSON, never a head
+ * followed by a cut with no byte. The reader is released when the answer no
+ * longer needs it: at once for HEAD, 304 and errors, else when the body ends
+ * or the client goes away. With Node's response at hand (`connection`) the
+ * body is written to it directly and the answer is RESPONSE_ALREADY_SENT:
+ * the adapter's copy from a web stream would hold the first bytes back for a
  * timer tick, and costs a promise per chunk.
  */
-export function streamedResponse(
+export async function streamedResponse(
   request: RecordingRequest,
   representation: Representation,
   size: number,
@@ -168,7 +172,7 @@ export function streamedResponse(
   extra: ResponseHeaders,
   connection?: ServerResponse,
   outcome?: ResponseOutcome,
-): Response {
+): Promise<Response> {
   let decision: Plan;
   try {
     decision = plan(request, size, representation.validators);
@@ -193,18 +197,36 @@ export function streamedResponse(
   const sent = (bytes: number) => {
     if (outcome) outcome.bodyBytes += bytes;
   };
+  // File reads land in one buffer per answer written to Node, reused once the
+  // connection has taken its bytes: a fresh 64 KiB per read left tens of MB of
+  // Buffers for the GC to find under 20 concurrent large downloads (bench:durability).
+  const scratch = Buffer.allocUnsafe(connection ? Math.min(end - start, STREAM_CHUNK_BYTES) : 0);
+  let first: Uint8Array | undefined;
+  try {
+    first = start < end ? await readChunk(read, start, end, connection ? scratch : undefined) : undefined;
+  } catch (error) {
+    reader.release();
+    throw error;
+  }
   if (connection) {
     connection.writeHead(status, headers);
-    void writeFromReader(connection, read, start, end, sent, () => reader.release());
+    void writeFromReader(connection, read, first, start, end, scratch, sent, () => reader.release());
     return RESPONSE_ALREADY_SENT;
   }
   return new Response(
-    streamFromReader(read, start, end, sent, () => reader.release()),
+    streamFromReader(read, first, start, end, sent, () => reader.release()),
     { status, headers },
   );
 }
 
 type ReadAt = (offset: number, maxBytes: number, scratch?: Buffer) => Promise<Uint8Array | null> | Uint8Array | null;
+
+/** The next bytes of `[position, end)`, at most STREAM_CHUNK_BYTES; rejects if the body ends before `end`. */
+async function readChunk(read: ReadAt, position: number, end: number, scratch?: Buffer): Promise<Uint8Array> {
+  const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES), scratch);
+  if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
+  return chunk;
+}
 
 /** Resolves once `connection` can take more, or is gone. */
 function drained(connection: ServerResponse): Promise<void> {
@@ -222,17 +244,20 @@ function drained(connection: ServerResponse): Promise<void> {
 }
 
 /**
- * Writes `[start, end)` to Node's response, reading the next bytes only once
- * the connection took the last ones, so a slow client never makes the gateway
- * buffer a recording. A body that fails after its head went out cuts the
- * connection: the client sees a transfer short of its Content-Length. `done`
- * runs exactly once: at the end, on failure, or as soon as the client goes.
+ * Writes `first`, then the rest of `[start, end)`, to Node's response, reading
+ * the next bytes only once the connection took the last ones, so a slow client
+ * never makes the gateway buffer a recording. A body that fails after its head
+ * went out cuts the connection: the client sees a transfer short of its
+ * Content-Length. `done` runs exactly once: at the end, on failure, or as soon
+ * as the client goes.
  */
 async function writeFromReader(
   connection: ServerResponse,
   read: ReadAt,
+  first: Uint8Array | undefined,
   start: number,
   end: number,
+  scratch: Buffer,
   sent: (bytes: number) => void,
   done: () => void,
 ): Promise<void> {
@@ -243,49 +268,41 @@ async function writeFromReader(
     done();
   };
   whenClosed(connection, finish);
-  // The head goes out with the first bytes when they are at hand (a cold
-  // miss's first chunk is in memory): one write, and the client has its first
-  // byte a write sooner. Else it goes by the next turn of the event loop: a
-  // joiner's bytes may be a while coming, and its client waits for the head first.
-  const flushHead = setImmediate(() => connection.flushHeaders());
+  let chunk = first;
   let position = start;
-  // File reads land in one buffer per answer, reused once the connection has
-  // taken its bytes: a fresh 64 KiB per read left tens of MB of Buffers for the
-  // GC to find under 20 concurrent large downloads (bench:durability).
-  let scratch = Buffer.allocUnsafe(Math.min(end - start, STREAM_CHUNK_BYTES));
   try {
-    while (position < end && !finished) {
-      const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES), scratch);
-      if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
-      if (finished) break;
+    while (chunk && !finished) {
       position += chunk.length;
       sent(chunk.length);
-      clearImmediate(flushHead);
       if (!connection.write(chunk)) await drained(connection);
+      if (position >= end) break;
       // Node still holds scratch's bytes unwritten: the next read needs another buffer.
-      if (connection.writableLength > 0 && chunk.buffer === scratch.buffer && position < end) scratch = Buffer.allocUnsafe(scratch.length);
+      if (connection.writableLength > 0 && chunk.buffer === scratch.buffer) scratch = Buffer.allocUnsafe(scratch.length);
+      chunk = await readChunk(read, position, end, scratch);
     }
     if (!finished) connection.end();
   } catch {
     connection.destroy();
   } finally {
-    clearImmediate(flushHead);
     finish();
   }
 }
 
 /**
- * A pull-based body: the next bytes are read only when the client has taken
- * the last ones, so a slow reader never makes the gateway buffer a recording.
- * `done` runs exactly once, when the body ends, fails or the client goes away.
+ * A pull-based body: `first`, then the next bytes read only when the client
+ * has taken the last ones, so a slow reader never makes the gateway buffer a
+ * recording. `done` runs exactly once, when the body ends, fails or the
+ * client goes away.
  */
 function streamFromReader(
   read: ReadAt,
+  first: Uint8Array | undefined,
   start: number,
   end: number,
   sent: (bytes: number) => void,
   done: () => void,
 ): ReadableStream<Uint8Array> {
+  let pending = first;
   let position = start;
   let finished = false;
   const finish = () => {
@@ -302,8 +319,8 @@ function streamFromReader(
             controller.close();
             return;
           }
-          const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES));
-          if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
+          const chunk = pending ?? (await readChunk(read, position, end));
+          pending = undefined;
           position += chunk.length;
           controller.enqueue(chunk);
           sent(chunk.length);

@@ -6,6 +6,7 @@ import { signRecordingUrl } from '@recording-gateway/client';
 import { parseCallId } from '../recordings/call-id.js';
 import type { FetchedRecording, FoundRecording, RecordingService } from '../recordings/recording-service.js';
 import { corsHeaders } from '../http/cors.js';
+import { DamagedFileError } from '../cache/stored-file.js';
 import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
 import { evaluatePreconditions } from '../http/conditional.js';
 import {
@@ -196,7 +197,12 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   const answerHeaders = recordingAnswerHeaders(deps);
 
   /** The answer for a stored recording. */
-  function hitResponse(c: Context<GatewayEnv>, request: RecordingRequest, found: FoundRecording, extra: ResponseHeaders): Response {
+  function hitResponse(
+    c: Context<GatewayEnv>,
+    request: RecordingRequest,
+    found: FoundRecording,
+    extra: ResponseHeaders,
+  ): Response | Promise<Response> {
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: 'hit', tier: found.tier, outcome });
     // `extra` is this request's own object: set Cache-Status on it rather than copy it.
@@ -211,7 +217,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     found: FoundRecording,
     extra: ResponseHeaders,
     outcome: ResponseOutcome,
-  ): Response {
+  ): Response | Promise<Response> {
     const representation = storedRepresentation(found.entry);
     if (found.body) return memoryResponse(request, representation, found.body, extra, outcome);
     return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, c.env?.outgoing, outcome);
@@ -227,7 +233,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     fetched: FetchedRecording,
     representation: Representation,
     extra: ResponseHeaders,
-  ): Response {
+  ): Promise<Response> {
     extra['Cache-Status'] = missCacheStatus(fetched);
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: missTier(fetched.origin), outcome });
@@ -272,7 +278,16 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const finding = recordings.find(caller.tenant.namespace, callId, (entry) => sendsWholeBody(request, entry));
       // A memory hit comes back synchronously: nothing is awaited on the fast path.
       const found = finding instanceof Promise ? await finding : finding;
-      if (found) return hitResponse(c, request, found, extra);
+      if (found?.body) return hitResponse(c, request, found, extra);
+      if (found) {
+        try {
+          return await hitResponse(c, request, found, extra);
+        } catch (error) {
+          // A copy that fails its checks before its head went out (removed by
+          // then, see RecordingCache.openFile) is a miss, as it is when read whole.
+          if (!(error instanceof DamagedFileError)) throw error;
+        }
+      }
 
       const waitStarted = clock.now();
       try {
