@@ -43,6 +43,28 @@ async function storedCopies(id: number): Promise<string[]> {
     .map((file) => file.path);
 }
 
+/** Flyflow's call_ended webhook for `id`, delivered to replica `index`. */
+function callEndedOn(index: number, id: number): Promise<Response> {
+  return cluster().at(index, `/v1/webhooks/flyflow/acme?token=${ACME_WEBHOOK_TOKEN}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ event_type: 'call_ended', call_id: id }),
+  });
+}
+
+/** Waits until each of `replicas` answers `id` with exactly `recording`. */
+async function expectServedBy(replicas: number[], id: number, recording: Buffer): Promise<void> {
+  for (const index of replicas) {
+    let last: number | undefined;
+    const served = await eventually(async () => {
+      const answer = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
+      last = answer.status;
+      return answer.status === 200 && answer.bytes.equals(recording);
+    });
+    expect(served, `replica ${index} answered ${last}`).toBe(true);
+  }
+}
+
 function deleteOn(index: number, id: number): Promise<Response> {
   return cluster().at(index, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH });
 }
@@ -175,22 +197,9 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
 
     const recording = syntheticRecording(96 * KIB);
     upstream().setRecording(id, recording);
-    const webhook = await cluster().at(2, `/v1/webhooks/flyflow/acme?token=${ACME_WEBHOOK_TOKEN}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ event_type: 'call_ended', call_id: id }),
-    });
-    expect(webhook.status).toBe(202);
+    expect((await callEndedOn(2, id)).status).toBe(202);
 
-    for (const index of [0, 1]) {
-      let last: number | undefined;
-      const served = await eventually(async () => {
-        const answer = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
-        last = answer.status;
-        return answer.status === 200 && answer.bytes.equals(recording);
-      });
-      expect(served, `replica ${index} answered ${last}`).toBe(true);
-    }
+    await expectServedBy([0, 1], id, recording);
     // The webhook's prefetch is the one new download; both replicas are served from it.
     expect(upstreamFetches(upstream(), id)).toBe(2);
   });
@@ -205,12 +214,7 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
     const { pid } = cluster().redis;
     process.kill(pid, 'SIGSTOP');
     try {
-      const webhook = await cluster().at(2, `/v1/webhooks/flyflow/acme?token=${ACME_WEBHOOK_TOKEN}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ event_type: 'call_ended', call_id: id }),
-      });
-      expect(webhook.status).toBe(202);
+      expect((await callEndedOn(2, id)).status).toBe(202);
       const warmed = await eventually(async () => {
         const answer = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
         return answer.status === 200 && (answer.cacheStatus ?? '').includes('hit');
@@ -226,15 +230,7 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
     });
     expect(back).toBe(true);
 
-    for (const index of [0, 1]) {
-      let last: number | undefined;
-      const served = await eventually(async () => {
-        const answer = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
-        last = answer.status;
-        return answer.status === 200 && answer.bytes.equals(recording);
-      });
-      expect(served, `replica ${index} answered ${last}`).toBe(true);
-    }
+    await expectServedBy([0, 1], id, recording);
   });
 
   test('a 404 seen by two replicas is forgotten by both after a DELETE on a third', async () => {
