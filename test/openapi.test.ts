@@ -325,4 +325,19 @@ describe('the call id in the document', () => {
     expect(Object.keys(get.responses as Json)).toContain('416');
     expect(JSON.stringify(get.parameters)).toContain('IfRange');
   });
+
+  it('lists every conditional header each recording operation honours', () => {
+    const operations = openApiDocument.paths[RECORDING_FILE_PATH] as Record<string, Json>;
+    const components = (openApiDocument.components as Json).parameters as Record<string, Json>;
+    const headerNames = (method: string) =>
+      ((operations[method] as Json).parameters as Json[])
+        .map((parameter) => (typeof parameter.$ref === 'string' ? components[parameter.$ref.split('/').pop()!]! : parameter))
+        .filter((parameter) => parameter.in === 'header')
+        .map((parameter) => parameter.name)
+        .sort();
+    const dates = ['If-Modified-Since', 'If-Unmodified-Since'];
+    expect(headerNames('get')).toEqual(['If-Match', 'If-None-Match', 'If-Range', 'Range', ...dates].sort());
+    expect(headerNames('head')).toEqual(['If-Match', 'If-None-Match', ...dates].sort());
+    expect(headerNames('delete')).toEqual(['If-Match', 'If-None-Match', 'If-Unmodified-Since']);
+  });
 });

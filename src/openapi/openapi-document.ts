@@ -133,6 +133,8 @@ function recordingRead(method: 'GET' | 'HEAD'): Json {
       ...(method === 'GET' ? [ref('parameters', 'Range'), ref('parameters', 'IfRange')] : []),
       ref('parameters', 'IfNoneMatch'),
       ref('parameters', 'IfMatch'),
+      ref('parameters', 'IfModifiedSince'),
+      ref('parameters', 'IfUnmodifiedSince'),
     ],
     responses: {
       '200': { description: 'The whole recording', headers: recordingHeaders(), ...content },
@@ -224,7 +226,12 @@ const paths: OpenApiDocument['paths'] = {
         'If-Match, If-None-Match and If-Unmodified-Since are judged against the copy held, as RFC 9110 says: ' +
         'when one fails the answer is 412 and the copy is kept (If-Match, even *, fails when no copy is held).',
       security: [{ tenantKey: [] }],
-      parameters: [idParameter, ref('parameters', 'IfMatch')],
+      parameters: [
+        idParameter,
+        ref('parameters', 'IfMatch'),
+        ref('parameters', 'IfNoneMatchOnDelete'),
+        ref('parameters', 'IfUnmodifiedSince'),
+      ],
       responses: {
         '204': { description: 'Gone (or never cached)', headers: { ...REQUEST_ID, ...RATE_LIMIT_HEADERS } },
         ...errorResponses('400', '401', '412', '429'),
@@ -598,6 +605,9 @@ export const openApiDocument: OpenApiDocument = {
       IfRange: headerParameter('If-Range', 'An ETag or date: the range only if the recording is still that one'),
       IfNoneMatch: headerParameter('If-None-Match', 'ETags held: 304 when one is current'),
       IfMatch: headerParameter('If-Match', 'ETags: 412 when none is current'),
+      IfNoneMatchOnDelete: headerParameter('If-None-Match', 'ETags, or *: 412 when one is current (*: when a copy is held)'),
+      IfModifiedSince: headerParameter('If-Modified-Since', 'A date: 304 when the recording is no newer (ignored with If-None-Match)'),
+      IfUnmodifiedSince: headerParameter('If-Unmodified-Since', 'A date: 412 when the recording is newer (ignored with If-Match)'),
       Points: {
         name: 'points',
         in: 'query',
