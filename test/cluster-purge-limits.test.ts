@@ -233,6 +233,27 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
     await expectServedBy([0, 1], id, recording);
   });
 
+  test('a webhook while Redis is paused, its replica restarted before Redis is back: every replica then serves the recording', async () => {
+    const id = 6204;
+    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);
+
+    const recording = syntheticRecording(96 * KIB);
+    upstream().setRecording(id, recording);
+    const { pid } = cluster().redis;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      expect((await callEndedOn(2, id)).status).toBe(202);
+      const stored = await eventually(async () => (await storedCopies(id)).length === 1);
+      expect(stored, 'the webhook stored the recording on replica 2 while Redis was paused').toBe(true);
+      // A deploy: the forget replica 2 kept for Redis goes with its memory.
+      await cluster().restart(2);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+
+    await expectServedBy([0, 1], id, recording);
+  });
+
   test('a 404 seen by two replicas is forgotten by both after a DELETE on a third', async () => {
     const id = 6202;
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(404);

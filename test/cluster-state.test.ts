@@ -250,6 +250,20 @@ describe('ClusterDirectory: which volume holds which copy', () => {
     });
   });
 
+  test('a published copy ends the remembered 404 for every replica; a copy a purge refused leaves it', async () => {
+    const directory = new ClusterDirectory(openLink());
+    const [ns, volume] = [fresh('ns'), fresh('vol')];
+    await directory.rememberNotFound(`${ns}/1`, 60_000);
+    await directory.purge(`${ns}/2`);
+    await directory.rememberNotFound(`${ns}/2`, 60_000);
+
+    expect(await directory.publish(volume, `${ns}/1`, metaFor(ns, '1', 100), 10)).toMatchObject({ published: true });
+    expect(await directory.publish(volume, `${ns}/2`, metaFor(ns, '2', 100), 10)).toEqual({ published: false });
+
+    expect(await directory.isNotFound(`${ns}/1`)).toBe(false);
+    expect(await directory.isNotFound(`${ns}/2`)).toBe(true);
+  });
+
   test('generations() answers each key’s purge generation, 0 for keys never purged', async () => {
     const directory = new ClusterDirectory(openLink());
     const ns = fresh('ns');
@@ -563,6 +577,28 @@ describe('PeerNonces: each signed peer request is taken once', () => {
     expect(await guarded(here.claim(node, nonce), 'a replay while Redis is paused')).toBe(false);
     // Without Redis, only the replica that took the nonce remembers it.
     expect(await guarded(elsewhere.claim(node, nonce), 'a claim on another replica while Redis is paused')).toBe(true);
+  });
+
+  test('nonces taken while Redis was paused are claimed in Redis once it is back, for the rest of their window: a replay elsewhere is refused', async () => {
+    const [here, elsewhere] = [new PeerNonces(openLink(200)), new PeerNonces(openLink(200))];
+    const node = fresh('gw');
+    const nonce = freshNonce();
+    const before = new Set(await raw.keys(clusterKeys.peerNonce('*')));
+    const added = async () => (await raw.keys(clusterKeys.peerNonce('*'))).filter((key) => !before.has(key));
+
+    process.kill(redis.pid, 'SIGSTOP');
+    try {
+      expect(await guarded(here.claim(node, nonce), 'a claim while Redis is paused')).toBe(true);
+    } finally {
+      process.kill(redis.pid, 'SIGCONT');
+    }
+
+    await eventually('the claim reaches Redis once it is back', async () => (await added()).length === 1);
+    const [key] = await added();
+    const ttl = await raw.pTTL(key!);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThan(2 * PEER_CLOCK_SKEW_SECONDS * 1_000);
+    expect(await elsewhere.claim(node, nonce)).toBe(false);
   });
 });
 

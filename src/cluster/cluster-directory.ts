@@ -19,7 +19,9 @@ export interface VolumeUsage {
 export type PublishResult = { published: false } | { published: true; volumeBytes: number };
 
 // Copy bookkeeping that must not interleave with a purge runs as one script:
-// the purge generation check and the volume's byte counts change together.
+// the purge generation check and the volume's byte counts change together. A
+// copy held anywhere means the recording exists, so a published copy also
+// ends the shared 404 (a webhook's forget Redis missed, lost with a restart).
 const PUBLISH = `
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[5]) < current then return {0, 0} end
@@ -33,6 +35,7 @@ redis.call('HINCRBY', KEYS[3], 'total', ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'ns:' .. ARGV[4], ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[4], 'GT', ARGV[6], ARGV[7])
+redis.call('DEL', KEYS[5])
 return {1, tonumber(redis.call('HGET', KEYS[3], 'total'))}
 `;
 
@@ -102,13 +105,20 @@ export class ClusterDirectory {
   }
 
   /**
-   * Records a copy on `volume`, unless a purge of it came after the download it
-   * came from began (its `generation`); then nothing changes.
+   * Records a copy on `volume` and forgets the recording's remembered 404,
+   * unless a purge of it came after the download it came from began (its
+   * `generation`); then nothing changes.
    */
   async publish(volume: string, key: string, meta: RecordingMeta, now: number): Promise<PublishResult> {
     const reply = (await this.link.call((client) =>
       client.eval(PUBLISH, {
-        keys: [clusterKeys.copies(key), clusterKeys.generation(key), clusterKeys.volumeUsage(volume), clusterKeys.volumeRecency(volume)],
+        keys: [
+          clusterKeys.copies(key),
+          clusterKeys.generation(key),
+          clusterKeys.volumeUsage(volume),
+          clusterKeys.volumeRecency(volume),
+          clusterKeys.notFound(key),
+        ],
         arguments: [volume, JSON.stringify(meta), String(meta.size), meta.namespace, String(meta.generation ?? 0), String(now), key],
       }),
     )) as [number, number];

@@ -9,17 +9,25 @@ import type { RedisLink } from './redis-link.js';
 const NONCE_WINDOW_MS = 2 * PEER_CLOCK_SKEW_SECONDS * 1_000;
 // Bounds this replica's memory; far above the peer requests a replica takes in one window.
 const MAX_LOCAL_NONCES = 100_000;
+// Claims sent to Redis per call once it is back, so each call stays well within the link's timeout.
+const UNSENT_BATCH = 1_000;
 
 /**
  * Makes each signed peer request single-use: its nonce is claimed in Redis
  * for the whole cluster and in this replica's memory. While Redis is out
  * (its calls fail at once or within the link's timeout), only this
- * replica's memory refuses a replay.
+ * replica's memory refuses a replay; the nonces it took meanwhile are
+ * claimed in Redis as soon as it answers again, for what is left of their
+ * window, so a replay to another replica is refused from then on.
  */
 export class PeerNonces {
   readonly #seen = new LRUCache<string, true>({ max: MAX_LOCAL_NONCES, ttl: NONCE_WINDOW_MS });
+  // Nonce digests Redis missed → when their window ends.
+  readonly #unsent = new LRUCache<string, number>({ max: MAX_LOCAL_NONCES, ttl: NONCE_WINDOW_MS });
 
-  constructor(private readonly link: RedisLink) {}
+  constructor(private readonly link: Pick<RedisLink, 'call' | 'onUp'>) {
+    link.onUp(() => void this.#sendUnsent().catch(() => {}));
+  }
 
   /** True the first time a node's nonce is seen; false for a replay, here or (while Redis answers) on any replica. */
   async claim(node: string, nonce: string): Promise<boolean> {
@@ -32,8 +40,26 @@ export class PeerNonces {
       );
       return set !== null;
     } catch (error) {
-      if (error instanceof RedisUnavailableError) return true;
-      throw error;
+      if (!(error instanceof RedisUnavailableError)) throw error;
+      this.#unsent.set(digest, Date.now() + NONCE_WINDOW_MS);
+      return true;
+    }
+  }
+
+  async #sendUnsent(): Promise<void> {
+    const claims = [...this.#unsent.entries()];
+    for (let i = 0; i < claims.length; i += UNSENT_BATCH) {
+      const batch = claims.slice(i, i + UNSENT_BATCH);
+      await this.link.call(async (client) => {
+        const now = Date.now();
+        const multi = client.multi();
+        for (const [digest, windowEnds] of batch) {
+          if (windowEnds > now)
+            multi.set(clusterKeys.peerNonce(digest), '1', { condition: 'NX', expiration: { type: 'PX', value: windowEnds - now } });
+        }
+        await multi.exec();
+      });
+      for (const [digest] of batch) this.#unsent.delete(digest);
     }
   }
 }

@@ -8,7 +8,9 @@ import type { RedisLink } from './redis-link.js';
  * remembered by all for the TTL, and a webhook or purge on any replica forgets
  * it for all. While Redis is out, each replica remembers on its own, and a
  * forget Redis missed is sent once it is back, so no replica goes on
- * answering 404 for a recording a webhook announced meanwhile.
+ * answering 404 for a recording a webhook announced meanwhile. That queue is
+ * in memory; the copy the webhook stored, once published, ends the 404 too
+ * (ClusterDirectory.publish), which a restart does not lose.
  */
 export function sharedNotFound(
   directory: ClusterDirectory,
