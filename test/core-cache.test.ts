@@ -427,6 +427,25 @@ describe('what is never stored', () => {
     expect(upstream.recordingRequests(4)).toHaveLength(2);
   });
 
+  test('a body that breaks once a client had bytes of it: a range waiting for bytes further on, with none yet, gets its 206 from the new download', async () => {
+    const bytes = upstream.recording(4)!;
+    upstream.setBehaviour(4, { kind: 'reset', afterBytes: bytes.length >> 1, pauseMs: 200, times: 1 });
+    const gateway = await start();
+    // A player's probe has its bytes of the first half...
+    const probe = await gateway.fetch('/v1/call/recording/4.mp3', { headers: { range: 'bytes=0-99' } });
+    expect((await bytesOf(probe)).equals(bytes.subarray(0, 100))).toBe(true);
+    // ...then it seeks beyond what has arrived, while a conditional request waits for the whole body.
+    const [seek, conditional] = await Promise.all([
+      gateway.fetch('/v1/call/recording/4.mp3', { headers: { range: 'bytes=-100' } }),
+      gateway.fetch('/v1/call/recording/4.mp3', { headers: { 'If-None-Match': '"not-this-one"' } }),
+    ]);
+    expect(seek.status).toBe(206);
+    expect((await bytesOf(seek)).equals(bytes.subarray(-100))).toBe(true);
+    expect((await bytesOf(conditional)).equals(bytes)).toBe(true);
+    // Both from one new download.
+    expect(upstream.recordingRequests(4)).toHaveLength(2);
+  });
+
   test('a recording larger than max_recording_bytes is refused with 502 before it streams', async () => {
     const gateway = await start({ cache: { maxRecordingBytes: 100_000 } });
     const response = await gateway.fetch('/v1/call/recording/4.mp3');

@@ -122,6 +122,31 @@ describe('signed URLs', () => {
     }
   });
 
+  test('a range whose head waits for bytes still to come answers with the max-age left when its head is sent', async () => {
+    const id = 9302;
+    const bytes = upstream.recording(1)!;
+    upstream.setRecording(id, bytes);
+    // The head and the first quarter, then the rest only once released.
+    upstream.setBehaviour(id, { kind: 'gate' });
+    const start = clock.now();
+    const exp = now() + 120;
+    try {
+      const held = fetch(gateway.baseUrl + signedPath(id, { exp }), { headers: { range: 'bytes=-100' } });
+      // A probe of the first bytes is answered once the download's head is in, and so is the held range's wait for the upstream.
+      const probe = await fetch(gateway.baseUrl + signedPath(id, { exp }), { headers: { range: 'bytes=0-99' } });
+      expect(probe.status).toBe(206);
+      await probe.arrayBuffer();
+      clock.set(start + 30_500);
+      upstream.release(id);
+      const response = await held;
+      expect(response.status).toBe(206);
+      expect(response.headers.get('cache-control')).toBe('private, max-age=89, immutable');
+      expect(Buffer.from(await response.arrayBuffer()).equals(bytes.subarray(-100))).toBe(true);
+    } finally {
+      clock.set(start);
+    }
+  });
+
   const exp = () => now() + 600;
   test.each([
     ['an expired signature', () => signedPath(1, { exp: now() - 1 }), 'Expired signature'],

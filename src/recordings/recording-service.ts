@@ -6,6 +6,7 @@ import type { StoredFile } from '../cache/stored-file.js';
 import type { DownloadManager, DownloadOwner } from '../download/download-manager.js';
 import type { CompletedDownload, DownloadHead, DownloadOrigin } from '../download/recording-download.js';
 import { NotFoundError, ServiceUnavailableError } from '../errors.js';
+import { RetryableUpstreamError } from '../upstream/errors.js';
 
 /** A recording's bytes, readable at any offset (waiting for bytes still arriving) until released. */
 export interface RecordingReader {
@@ -39,6 +40,13 @@ export interface FetchedRecording {
   sha256?: string | undefined;
   /** Where the bytes come from: the upstream, or another replica (cluster). */
   origin: DownloadOrigin;
+  /**
+   * Whether `error`, which a read failed with before the caller had a byte,
+   * makes a new `fetch` worth it: the body broke once other callers had bytes
+   * of it, so it was not fetched again. Resolves once the broken download has
+   * left the registry, so that the next `fetch` joins a new one.
+   */
+  worthFetchingAgain(error: unknown): Promise<boolean>;
 }
 
 /** A recording fetched whole: stored (`found`), or, when it could not be, read from its finished download. */
@@ -206,7 +214,7 @@ export class RecordingService {
    * lands. The download is stored when complete.
    */
   async fetch(owner: DownloadOwner, callId: string): Promise<FetchedRecording> {
-    const { download, collapsed, release } = this.options.downloads.join(owner, callId);
+    const { download, collapsed, release, stored } = this.options.downloads.join(owner, callId);
     // Taken as the caller joins: one that joins once every byte is in waits
     // the moments the digest takes, so it gets the ETag; the caller that
     // starts the download (or joins while bytes are still arriving) does not.
@@ -225,6 +233,11 @@ export class RecordingService {
       sha256: digest instanceof Promise ? await digest : download.sha256,
       // Known once the head is.
       origin: download.origin ?? 'upstream',
+      async worthFetchingAgain(error) {
+        if (!(error instanceof RetryableUpstreamError && download.brokeWhileRead)) return false;
+        await stored;
+        return true;
+      },
     };
   }
 
@@ -259,7 +272,9 @@ export class RecordingService {
       return { collapsed, found, origin: completed.origin };
     }
     const reader: RecordingReader = { readAt: (offset, maxBytes, scratch) => download.readAt(offset, maxBytes, scratch), release };
-    return { collapsed, fetched: { head: completed, collapsed, reader, origin: completed.origin }, sha256: completed.sha256 };
+    // Complete: its body cannot break any more.
+    const fetched = { head: completed, collapsed, reader, origin: completed.origin, worthFetchingAgain: async () => false };
+    return { collapsed, fetched, sha256: completed.sha256 };
   }
 
   /**

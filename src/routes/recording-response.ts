@@ -162,14 +162,16 @@ export function memoryResponse(
  * or the client goes away. With Node's response at hand (`connection`) the
  * body is written to it directly and the answer is RESPONSE_ALREADY_SENT:
  * the adapter's copy from a web stream would hold the first bytes back for a
- * timer tick, and costs a promise per chunk.
+ * timer tick, and costs a promise per chunk. `extra` makes the per-request
+ * headers as the head is committed: a signed URL's max-age counts down while
+ * the head waits for its first bytes.
  */
 export async function streamedResponse(
   request: RecordingRequest,
   representation: Representation,
   size: number,
   reader: RecordingReader,
-  extra: ResponseHeaders,
+  extra: () => ResponseHeaders,
   connection?: ServerResponse,
   outcome?: ResponseOutcome,
 ): Promise<Response> {
@@ -182,14 +184,13 @@ export async function streamedResponse(
   }
   if (decision.kind === 'not-modified') {
     reader.release();
-    return notModified(representation, extra);
+    return notModified(representation, extra());
   }
   const range = decision.kind === 'partial' ? decision.range : undefined;
-  const headers = bodyHeaders(representation.headers, extra, size, range);
   const status = range ? 206 : 200;
   if (request.method === 'HEAD') {
     reader.release();
-    return new Response(null, { status, headers });
+    return new Response(null, { status, headers: bodyHeaders(representation.headers, extra(), size, range) });
   }
   const start = range?.start ?? 0;
   const end = range ? range.end + 1 : size;
@@ -208,6 +209,7 @@ export async function streamedResponse(
     reader.release();
     throw error;
   }
+  const headers = bodyHeaders(representation.headers, extra(), size, range);
   if (connection) {
     connection.writeHead(status, headers);
     void writeFromReader(connection, read, first, start, end, scratch, sent, () => reader.release());

@@ -158,7 +158,7 @@ export function recordingRequest(c: Context): RecordingRequest {
 /**
  * A recording answer's `Cache-Control` as of now: a signed URL's max-age is
  * the whole seconds it has left, rounded down, so the answer never outlives
- * the URL (ask again once a miss has waited for the upstream).
+ * the URL (ask again as the head is sent: see `headersAsSent`).
  */
 export function recordingCacheControl(deps: Pick<RecordingRoutesDeps, 'clock' | 'maxAgeSeconds'>): (caller: Caller) => string {
   const apiKeyCacheControl = `private, max-age=${deps.maxAgeSeconds}, immutable`;
@@ -196,18 +196,29 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
   const admit = (c: Context<GatewayEnv>, caller: Caller, callId: string) => admitCaller(c, rateLimiter, caller, callId);
   const answerHeaders = recordingAnswerHeaders(deps);
 
+  /**
+   * `extra` with Cache-Control as of when it is called: as the head is
+   * committed, after any wait for the upstream or for the body's first
+   * bytes, during which a signed URL's max-age counts down.
+   */
+  const headersAsSent = (caller: Caller, extra: ResponseHeaders) => (): ResponseHeaders => {
+    extra['Cache-Control'] = cacheControl(caller);
+    return extra;
+  };
+
   /** The answer for a stored recording. */
   function hitResponse(
     c: Context<GatewayEnv>,
     request: RecordingRequest,
     found: FoundRecording,
+    caller: Caller,
     extra: ResponseHeaders,
   ): Response | Promise<Response> {
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: 'hit', tier: found.tier, outcome });
     // `extra` is this request's own object: set Cache-Status on it rather than copy it.
     extra['Cache-Status'] = found.tier === 'memory' ? CACHE_STATUS_MEMORY : CACHE_STATUS_DISK;
-    return storedResponse(c, request, found, extra, outcome);
+    return storedResponse(c, request, found, caller, extra, outcome);
   }
 
   /** The answer from a stored recording, whole in memory or read from its file. */
@@ -215,12 +226,14 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     c: Context<GatewayEnv>,
     request: RecordingRequest,
     found: FoundRecording,
+    caller: Caller,
     extra: ResponseHeaders,
     outcome: ResponseOutcome,
   ): Response | Promise<Response> {
     const representation = storedRepresentation(found.entry);
-    if (found.body) return memoryResponse(request, representation, found.body, extra, outcome);
-    return streamedResponse(request, representation, found.entry.meta.size, found.reader, extra, c.env?.outgoing, outcome);
+    const headers = headersAsSent(caller, extra);
+    if (found.body) return memoryResponse(request, representation, found.body, headers(), outcome);
+    return streamedResponse(request, representation, found.entry.meta.size, found.reader, headers, c.env?.outgoing, outcome);
   }
 
   /**
@@ -232,12 +245,14 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     request: RecordingRequest,
     fetched: FetchedRecording,
     representation: Representation,
+    caller: Caller,
     extra: ResponseHeaders,
   ): Promise<Response> {
     extra['Cache-Status'] = missCacheStatus(fetched);
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: fetched.collapsed ? 'collapsed' : 'miss', tier: missTier(fetched.origin), outcome });
-    return streamedResponse(request, representation, fetched.head.size, fetched.reader, extra, c.env?.outgoing, outcome);
+    const headers = headersAsSent(caller, extra);
+    return streamedResponse(request, representation, fetched.head.size, fetched.reader, headers, c.env?.outgoing, outcome);
   }
 
   /**
@@ -253,13 +268,60 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
     extra: ResponseHeaders,
   ): Promise<Response> {
     const whole = await recordings.fetchWhole(caller.tenant, callId);
-    extra['Cache-Control'] = cacheControl(caller);
     if (!whole.found)
-      return missResponse(c, request, whole.fetched, completedRepresentation(callId, whole.fetched.head, whole.sha256), extra);
+      return missResponse(c, request, whole.fetched, completedRepresentation(callId, whole.fetched.head, whole.sha256), caller, extra);
     extra['Cache-Status'] = whole.collapsed ? CACHE_STATUS_COLLAPSED : `${CACHE_STATUS_MISS}; stored`;
     const outcome = { bodyBytes: 0 };
     c.set('answered', { cache: whole.collapsed ? 'collapsed' : 'miss', tier: missTier(whole.origin), outcome });
-    return storedResponse(c, request, whole.found, extra, outcome);
+    return storedResponse(c, request, whole.found, caller, extra, outcome);
+  }
+
+  /**
+   * The answer for a recording not held in memory: a disk hit, or a miss
+   * fetched from the upstream. `mayFetchAgain`: a miss whose body broke
+   * before this client had a byte is answered from a new fetch (once).
+   */
+  async function diskOrMissResponse(
+    c: Context<GatewayEnv>,
+    request: RecordingRequest,
+    caller: Caller,
+    callId: string,
+    found: FoundRecording | undefined,
+    extra: ResponseHeaders,
+    mayFetchAgain: boolean,
+  ): Promise<Response> {
+    if (found) {
+      try {
+        return await hitResponse(c, request, found, caller, extra);
+      } catch (error) {
+        // A copy that fails its checks before its head went out (removed by
+        // then, see RecordingCache.openFile) is a miss, as it is when read whole.
+        if (!(error instanceof DamagedFileError)) throw error;
+      }
+    }
+
+    const waitStarted = clock.now();
+    try {
+      if (isConditional(request)) return await conditionalMiss(c, request, caller, callId, extra);
+      const fetched = await recordings.fetch(caller.tenant, callId);
+      const representation =
+        fetched.sha256 === undefined
+          ? downloadRepresentation(callId, fetched.head)
+          : completedRepresentation(callId, fetched.head, fetched.sha256);
+      try {
+        return await missResponse(c, request, fetched, representation, caller, extra);
+      } catch (error) {
+        if (!(mayFetchAgain && (await fetched.worthFetchingAgain(error)))) throw error;
+      }
+    } finally {
+      // A fetch again adds its wait to the first one's.
+      c.set('upstreamMs', (c.get('upstreamMs') ?? 0) + clock.now() - waitStarted);
+    }
+    // The body broke once other clients had bytes of it, before this one had
+    // any (a range waiting for bytes further on): it joins the new download,
+    // or reads its copy once stored, as a client arriving now would.
+    const refound = await recordings.find(caller.tenant.namespace, callId, (entry) => sendsWholeBody(request, entry));
+    return diskOrMissResponse(c, request, caller, callId, refound, extra, false);
   }
 
   return {
@@ -278,31 +340,8 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const finding = recordings.find(caller.tenant.namespace, callId, (entry) => sendsWholeBody(request, entry));
       // A memory hit comes back synchronously: nothing is awaited on the fast path.
       const found = finding instanceof Promise ? await finding : finding;
-      if (found?.body) return hitResponse(c, request, found, extra);
-      if (found) {
-        try {
-          return await hitResponse(c, request, found, extra);
-        } catch (error) {
-          // A copy that fails its checks before its head went out (removed by
-          // then, see RecordingCache.openFile) is a miss, as it is when read whole.
-          if (!(error instanceof DamagedFileError)) throw error;
-        }
-      }
-
-      const waitStarted = clock.now();
-      try {
-        if (isConditional(request)) return await conditionalMiss(c, request, caller, callId, extra);
-        const fetched = await recordings.fetch(caller.tenant, callId);
-        // The upstream may have taken seconds of a signed URL's life.
-        extra['Cache-Control'] = cacheControl(caller);
-        const representation =
-          fetched.sha256 === undefined
-            ? downloadRepresentation(callId, fetched.head)
-            : completedRepresentation(callId, fetched.head, fetched.sha256);
-        return missResponse(c, request, fetched, representation, extra);
-      } finally {
-        c.set('upstreamMs', clock.now() - waitStarted);
-      }
+      if (found?.body) return hitResponse(c, request, found, caller, extra);
+      return diskOrMissResponse(c, request, caller, callId, found, extra, true);
     },
 
     /** DELETE /v1/call/recording/{id}.mp3: gone from every tier of the caller's namespace, unless a precondition on the copy held fails (412). */
