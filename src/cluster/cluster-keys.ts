@@ -16,7 +16,7 @@ export const clusterKeys = {
   volumeUsage: (volume: string) => `rg:vol:${volume}:usage`,
   /** Sorted set: a volume's recording keys by last use (ms), oldest first, for the shared disk budget. */
   volumeRecency: (volume: string) => `rg:vol:${volume}:lru`,
-  /** Hash: node id → `{url, volume, seenAt}` (JSON), refreshed by each replica's heartbeat. */
+  /** Hash: node id → `{url, volume, seenAt}` (JSON, `seenAt` by Redis's clock), refreshed by each replica's heartbeat. */
   nodes: 'rg:nodes',
   /** Present (with a TTL) once a peer request's nonce was used: the sha256 of its node id and nonce. */
   peerNonce: (digest: string) => `rg:peer-nonce:${digest}`,

@@ -59,7 +59,7 @@ const HEARTBEAT_MS = 2_000;
 const PEER_RESPONSE_TIMEOUT_MS = 1_000;
 const PEER_PURGE_TIMEOUT_MS = 2_000;
 const PARTITION_CHECK_MS = 500;
-// Our clock against the others': a replica stops trusting its copies this much before they could drop it.
+// A replica stops trusting its copies this much before the others could drop it (it looks every PARTITION_CHECK_MS).
 const PARTITION_MARGIN_MS = HEARTBEAT_MS;
 const LEASE_TTL_MS = 5_000;
 const SYNC_CONCURRENCY = 16;

@@ -22,6 +22,22 @@ export interface MembershipOptions {
 const MISSED_BEATS = 5;
 const DUPLICATE_CHECK_SLACK_MS = 250;
 
+// Heartbeats are stamped and judged by Redis's clock (TIME, in ms), never a
+// replica's: replicas whose clocks differ still agree on who is alive.
+const REDIS_NOW_MS = `local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)`;
+
+// Writes this replica's beat; answers Redis's time and every replica's beat.
+const BEAT = `${REDIS_NOW_MS}
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({url = ARGV[2], volume = ARGV[3], seenAt = now}))
+return {now, redis.call('HGETALL', KEYS[1])}
+`;
+
+// Answers Redis's time and the beat written for one node id (if any).
+const READ_BEAT = `${REDIS_NOW_MS}
+return {now, redis.call('HGET', KEYS[1], ARGV[1])}
+`;
+
 function parsePeer(node: string, raw: string): (Peer & { seenAt: number }) | undefined {
   try {
     const value = JSON.parse(raw) as Partial<Peer & { seenAt: number }>;
@@ -55,7 +71,7 @@ export class Membership {
     return this.options.intervalMs * MISSED_BEATS;
   }
 
-  /** When this replica's heartbeat last reached Redis (Date.now() of that beat). */
+  /** When this replica's heartbeat last reached Redis, by this replica's clock (Date.now() as the beat was sent). */
   get renewedAt(): number {
     return this.#renewedAt;
   }
@@ -100,11 +116,15 @@ export class Membership {
     const { link, self, intervalMs } = this.options;
     const read = () =>
       link
-        .call((client) => client.hGet(clusterKeys.nodes, self.node))
-        .then((raw) => (raw ? parsePeer(self.node, raw) : undefined))
+        .call(async (client) => {
+          const reply = await client.eval(READ_BEAT, { keys: [clusterKeys.nodes], arguments: [self.node] });
+          const [redisNow, raw] = reply as [number, string?];
+          const entry = raw ? parsePeer(self.node, raw) : undefined;
+          return entry && entry.seenAt > redisNow - this.ttlMs ? entry : undefined;
+        })
         .catch(() => undefined);
     const first = await read();
-    if (!first || first.seenAt < Date.now() - intervalMs * MISSED_BEATS) return;
+    if (!first) return;
     if (first.url === self.url && first.volume === self.volume) return;
     await sleep(intervalMs + DUPLICATE_CHECK_SLACK_MS);
     const second = await read();
@@ -116,21 +136,21 @@ export class Membership {
   }
 
   async #beat(): Promise<void> {
-    const { link, self, intervalMs } = this.options;
+    const { link, self } = this.options;
     try {
-      const now = Date.now();
-      const all = await link.call(async (client) => {
-        await client.hSet(clusterKeys.nodes, self.node, JSON.stringify({ url: self.url, volume: self.volume, seenAt: now }));
-        return client.hGetAll(clusterKeys.nodes);
-      });
-      this.#renewedAt = now;
+      const sentAt = Date.now();
+      const [redisNow, all] = (await link.call((client) =>
+        client.eval(BEAT, { keys: [clusterKeys.nodes], arguments: [self.node, self.url, self.volume] }),
+      )) as [number, string[]];
+      this.#renewedAt = sentAt;
       const stale: string[] = [];
       const peers: Peer[] = [];
-      for (const [node, raw] of Object.entries(all)) {
+      for (let i = 0; i < all.length; i += 2) {
+        const node = all[i]!;
         if (node === self.node) continue;
-        const peer = parsePeer(node, raw);
-        if (peer && peer.seenAt > now - intervalMs * MISSED_BEATS) peers.push({ node, url: peer.url, volume: peer.volume });
-        else if (!peer || peer.seenAt < now - intervalMs * MISSED_BEATS * 20) stale.push(node);
+        const peer = parsePeer(node, all[i + 1]!);
+        if (peer && peer.seenAt > redisNow - this.ttlMs) peers.push({ node, url: peer.url, volume: peer.volume });
+        else if (!peer || peer.seenAt < redisNow - this.ttlMs * 20) stale.push(node);
       }
       this.#peers = peers;
       if (stale.length > 0) await link.call((client) => client.hDel(clusterKeys.nodes, stale)).catch(() => {});

@@ -9,7 +9,7 @@ export interface PartitionGuardOptions {
   peers: Pick<PeerClient, 'redisUp'>;
   /** How often it looks, while Redis is out or copies are unverified. */
   checkEveryMs: number;
-  /** Taken off the membership TTL, for clocks that differ between hosts. */
+  /** Taken off the membership TTL, so this replica stops trusting its copies before the others could drop it. */
   marginMs: number;
   /** How long the others take to count this replica again once it beats (a heartbeat interval). */
   rejoinMs: number;

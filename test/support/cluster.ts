@@ -57,6 +57,8 @@ export interface ClusterOptions {
   moreTenantsYaml?: string[];
   /** More environment for every replica (secrets the extra YAML names). */
   env?: Record<string, string>;
+  /** More environment for replica `index` only, e.g. {@link clockOffsetEnv}. */
+  envFor?: (index: number) => Record<string, string>;
   /** The Redis URL replica `index` is given, from the cluster's own (`url`): a proxy between them, say. Default: `url`. */
   redisUrlFor?: (index: number, url: string) => string;
   /** A running server to use (and leave running); default: a new one, stopped by `stopAll()`. */
@@ -170,8 +172,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     return { configPath, cacheDir };
   }
 
-  async function launch(configPath: string, waitForClusterReady: boolean) {
-    const gateway = await startGatewayProcess(configPath, { env, processGroup: true, startTimeoutMs: START_TIMEOUT_MS });
+  async function launch(index: number, configPath: string, waitForClusterReady: boolean) {
+    const gateway = await startGatewayProcess(configPath, {
+      env: { ...env, ...options.envFor?.(index) },
+      processGroup: true,
+      startTimeoutMs: START_TIMEOUT_MS,
+    });
     if (options.withoutCluster || !waitForClusterReady) return { gateway, ready: undefined };
     try {
       const ready = await gateway.waitForLog((line) => line.msg === CLUSTER_READY, START_TIMEOUT_MS);
@@ -186,7 +192,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   async function startReplica(waitForClusterReady = true): Promise<Replica> {
     const index = nextReplica++;
     const { configPath, cacheDir } = await writeConfig(index, options.redisUrlFor?.(index, redis!.url) ?? redis!.url);
-    const { gateway, ready } = await launch(configPath, waitForClusterReady);
+    const { gateway, ready } = await launch(index, configPath, waitForClusterReady);
     const replica: Replica = { index, nodeId: `gw-${index + 1}`, cacheDir, configPath, process: gateway, url: gateway.url, ready };
     replicas[index] = replica;
     return replica;
@@ -251,7 +257,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     async restart(index) {
       const target = replica(index);
       await stopReplica(target);
-      const { gateway, ready } = await launch(target.configPath, true);
+      const { gateway, ready } = await launch(target.index, target.configPath, true);
       target.process = gateway;
       target.url = gateway.url;
       target.ready = ready;
@@ -338,6 +344,20 @@ export function clusterFor(upstreamBaseUrl: () => string, options: Omit<ClusterO
     if (!cluster) throw new Error('cluster: not started (clusterFor is read in a test or a later hook)');
     return cluster;
   };
+}
+
+/**
+ * Environment that runs a replica with its wall clock (`Date`) `offsetMs` off
+ * the test's and the other replicas': a preload in `NODE_OPTIONS`. Timers
+ * and `performance.now()` are left alone, as on a host whose clock is set wrong.
+ */
+export function clockOffsetEnv(offsetMs: number): Record<string, string> {
+  const preload = `const RealDate = Date;
+globalThis.Date = class extends RealDate {
+  constructor(...args) { super(...(args.length > 0 ? args : [RealDate.now() + ${offsetMs}])); }
+  static now() { return RealDate.now() + ${offsetMs}; }
+};`;
+  return { NODE_OPTIONS: `--import=data:text/javascript;base64,${Buffer.from(preload).toString('base64')}` };
 }
 
 /**
