@@ -3,10 +3,9 @@
  * while the others kept theirs: once the others stop counting it as a member,
  * a purge cannot reach it, so it must not answer from its stored copies.
  */
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath } from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath, redisProxy } from './support/cluster.js';
 
 const KIB = 1024;
 const ID = 2;
@@ -18,56 +17,6 @@ const DROPPED_WITHIN_MS = 20_000;
 const PAST_TTL_MS = 12_000;
 
 const upstream = fakeUpstream();
-
-/** A TCP proxy to Redis for one replica: `cut()` breaks its connections and refuses new ones, `mend()` lets them through again. */
-function redisProxy() {
-  let target: { host: string; port: number } | undefined;
-  let cut = false;
-  const sockets = new Set<Socket>();
-  const track = (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  };
-  const server: Server = createServer((client) => {
-    track(client);
-    if (cut || !target) {
-      client.destroy();
-      return;
-    }
-    const redis = connect(target);
-    track(redis);
-    client.pipe(redis).on('error', () => {});
-    redis.pipe(client).on('error', () => {});
-    client.on('error', () => redis.destroy());
-    redis.on('error', () => client.destroy());
-    client.on('close', () => redis.destroy());
-    redis.on('close', () => client.destroy());
-  });
-  return {
-    async listen(): Promise<number> {
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      return (server.address() as { port: number }).port;
-    },
-    /** The URL the replica is given, for Redis at `url`. */
-    urlFor(url: string, port: number): string {
-      const parsed = new URL(url);
-      target = { host: parsed.hostname, port: Number(parsed.port) };
-      parsed.port = String(port);
-      return parsed.toString();
-    },
-    cut() {
-      cut = true;
-      for (const socket of sockets) socket.destroy();
-    },
-    mend() {
-      cut = false;
-    },
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 const proxy = redisProxy();
 let proxyPort = 0;

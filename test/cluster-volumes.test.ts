@@ -5,7 +5,7 @@
  */
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { createClient } from '@keyv/redis';
-import { describe, expect, onTestFinished, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, onTestFinished, test } from 'vitest';
 import { ACME_KEY, ACME_SIGNING_SECRET, SERVER_KEY, expectedEtag, namespaceFor } from '../dev/gateway-harness.js';
 import { runCliProcess } from '../dev/run-cli.js';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
@@ -15,11 +15,14 @@ import {
   ACME_AUTH,
   ACME_WEBHOOK_TOKEN,
   answerOf,
+  type Cluster,
   clusterFor,
   fakeUpstream,
   metricValue,
   metricsText,
+  readiness,
   recordingPath,
+  redisProxy,
   streamGet,
   upstreamFetches,
 } from './support/cluster.js';
@@ -347,28 +350,35 @@ describe.sequential('replicas sharing one volume with a 150 KiB disk budget', ()
   }, 60_000);
 });
 
+// Two fit the budget, three do not (the suites with Redis out of reach).
+const RECORDING_BYTES = 60 * KIB;
+
+/** The bytes of the recordings on the replicas' shared volume. */
+async function bytesOnVolume(cluster: Cluster): Promise<number> {
+  return (await storedRecordingFiles(cluster.cacheDirs[0]!)).reduce((sum, file) => sum + file.size, 0);
+}
+
+/** Fetches a new recording through replica `index` and waits until that replica has stored it (answers it as a hit). */
+async function storeNewThrough(cluster: Cluster, index: number, id: number): Promise<void> {
+  const bytes = syntheticRecording(RECORDING_BYTES);
+  upstream().setRecording(id, bytes);
+  const answer = await answerOf(cluster.at(index, recordingPath(id), { headers: ACME_AUTH }));
+  expect(answer.bytes.equals(bytes)).toBe(true);
+  const stored = await eventually(async () => {
+    const again = await answerOf(cluster.at(index, recordingPath(id), { headers: ACME_AUTH }));
+    return (again.cacheStatus ?? '').includes('hit');
+  });
+  expect(stored, `${id} stored through replica ${index}`).toBe(true);
+}
+
 describe.sequential('two replicas sharing one volume with a 150 KiB disk budget, Redis stopped', () => {
   const cluster = clusterFor(() => upstream().baseUrl, {
     replicas: 2,
     volumes: 'shared',
     cacheYaml: ['max_disk_bytes: 150KiB', 'max_recording_bytes: 100KiB'],
   });
-  // Two fit the budget, three do not.
-  const RECORDING_BYTES = 60 * KIB;
-  const onDisk = async () => (await storedRecordingFiles(cluster().cacheDirs[0]!)).reduce((sum, file) => sum + file.size, 0);
-
-  /** Fetches a new recording through replica `index` and waits until that replica has stored it (answers it as a hit). */
-  async function storeThrough(index: number, id: number): Promise<void> {
-    const bytes = syntheticRecording(RECORDING_BYTES);
-    upstream().setRecording(id, bytes);
-    const answer = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
-    expect(answer.bytes.equals(bytes)).toBe(true);
-    const stored = await eventually(async () => {
-      const again = await answerOf(cluster().at(index, recordingPath(id), { headers: ACME_AUTH }));
-      return (again.cacheStatus ?? '').includes('hit');
-    });
-    expect(stored, `${id} stored through replica ${index}`).toBe(true);
-  }
+  const onDisk = () => bytesOnVolume(cluster());
+  const storeThrough = (index: number, id: number) => storeNewThrough(cluster(), index, id);
 
   test("recordings stored one after another by alternating replicas: the volume stays within the budget, kept from the volume's own index", async () => {
     await cluster().stopRedis();
@@ -397,5 +407,29 @@ describe.sequential('two replicas sharing one volume with a 150 KiB disk budget,
     }, 10_000);
     expect(settled, `${bytes} bytes on the volume`).toBe(true);
     expect(bytes).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+describe.sequential('two replicas sharing one volume with a 150 KiB disk budget, only the second cut off from Redis', () => {
+  const proxy = redisProxy();
+  let proxyPort = 0;
+  beforeAll(async () => {
+    proxyPort = await proxy.listen();
+  });
+  afterAll(() => proxy.close());
+  const cluster = clusterFor(() => upstream().baseUrl, {
+    replicas: 2,
+    volumes: 'shared',
+    cacheYaml: ['max_disk_bytes: 150KiB', 'max_recording_bytes: 100KiB'],
+    redisUrlFor: (index, url) => (index === 1 ? proxy.urlFor(url, proxyPort) : url),
+  });
+
+  test("recordings stored one after another by alternating replicas: the first, judging from Redis, counts the second's stores Redis was not told of", async () => {
+    proxy.cut();
+    expect(await eventually(async () => (await readiness(cluster().urls[1]!)).body.cluster?.redis === 'unreachable')).toBe(true);
+    for (let id = 9321; id <= 9325; id++) {
+      await storeNewThrough(cluster(), id % 2, id);
+      expect(await bytesOnVolume(cluster()), `bytes on the volume once ${id} is stored`).toBeLessThanOrEqual(DISK_BUDGET);
+    }
   }, 60_000);
 });

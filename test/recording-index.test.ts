@@ -122,6 +122,36 @@ describe('sqlite index', () => {
     }
   });
 
+  it("counts the entries' bytes by namespace with every write, another process's and an index's written before it was counted", async () => {
+    dir = await makeTempDir('rg-index-bytes-');
+    const [a, b, c] = [sampleMeta(1, { namespace: 'a' }), sampleMeta(2, { namespace: 'a' }), sampleMeta(3, { namespace: 'b' })];
+    // Written before the count existed: no index opened on it yet.
+    const store = sqliteStore(dir);
+    await store.set(SQLITE_KEY_PREFIX + cacheKey(a.namespace, a.callId), JSON.stringify({ value: a, expires: null }));
+    await store.disconnect();
+
+    const index = createSqliteIndex(dir);
+    const other = createSqliteIndex(dir);
+    try {
+      expect(await index.usage?.()).toEqual({ total: a.size, byNamespace: new Map([['a', a.size]]) });
+      await other.set(cacheKey(b.namespace, b.callId), b);
+      await index.set(cacheKey(c.namespace, c.callId), c, 0);
+      await other.set(cacheKey(a.namespace, a.callId), { ...a, size: 10 });
+      expect(await index.usage?.()).toEqual({
+        total: 10 + b.size + c.size,
+        byNamespace: new Map([
+          ['a', 10 + b.size],
+          ['b', c.size],
+        ]),
+      });
+      await other.delete(cacheKey(c.namespace, c.callId));
+      expect(await index.usage?.()).toEqual({ total: 10 + b.size, byNamespace: new Map([['a', 10 + b.size]]) });
+    } finally {
+      await other.close();
+      await index.close();
+    }
+  });
+
   it('rejects operations once closed instead of touching a closed database', async () => {
     dir = await makeTempDir('rg-index-closed-');
     const index = createSqliteIndex(dir);

@@ -41,6 +41,18 @@ export interface RecordingIndex {
   touched?(key: string): void;
   /** Purge marks, kept in the index so every process sharing it sees them (see {@link PurgeMarks}). */
   readonly purges?: PurgeMarks;
+  /**
+   * The bytes of the recordings the index lists, in all and by namespace, as
+   * every process writing into it left them: counted with each write, read in
+   * one step (sqlite).
+   */
+  usage?(): Promise<StoredBytes>;
+}
+
+/** Bytes of stored recordings: in all, and by namespace (upstream account). */
+export interface StoredBytes {
+  total: number;
+  byNamespace: Map<string, number>;
 }
 
 /**
@@ -108,10 +120,12 @@ export interface Backend {
   /** Writes the serialized value under `storeKey` unless the scopes' purge count exceeds `seen`, in one step; answers whether it wrote. */
   setUnlessPurged(storeKey: string, serialized: string, scopes: string[], seen: number): Promise<boolean>;
   watchDeletes?(onDelete: (key: string) => void): Promise<void>;
+  /** The bytes of the listed recordings, by namespace, as the store keeps them counted. */
+  usage?(): Promise<StoredBytes>;
 }
 
 export function keyvIndex(backend: Backend): RecordingIndex {
-  const { kind, keyv } = backend;
+  const { kind, keyv, usage } = backend;
   // keyv reports store errors as events and (with throwOnErrors) also rejects;
   // the listener only keeps an unhandled 'error' event from crashing us.
   keyv.on('error', () => {});
@@ -220,7 +234,68 @@ export function keyvIndex(backend: Backend): RecordingIndex {
       },
     },
     ...(backend.watchDeletes ? { watchDeletes: backend.watchDeletes } : {}),
+    ...(usage
+      ? {
+          async usage() {
+            try {
+              return await backend.run(usage);
+            } catch (error) {
+              throw fail('cannot read the bytes stored', error);
+            }
+          },
+        }
+      : {}),
   };
+}
+
+/** Where the bytes of each namespace's recordings are counted, beside the entries (outside `recordings:`, so never listed as one). */
+const BYTES_PREFIX = 'bytes:';
+const BYTES_ROWS = `key >= '${BYTES_PREFIX}' AND key < 'bytes;'`;
+
+/**
+ * Keeps the bytes of the listed recordings counted by namespace in rows
+ * `bytes:<namespace>`, by triggers on the entries' rows: every write by any
+ * process on the index (a replica sharing the volume, the CLI, an older
+ * version) counts in the same statement, so the count is always that of the
+ * entries. Installed once, in one transaction with the count of the entries
+ * already there (one pass).
+ */
+async function countStoredBytes(query: (sql: string) => Promise<unknown>, table: string): Promise<void> {
+  const entries = (row: string) => `${row}.key >= '${INDEX_NAMESPACE}:' AND ${row}.key < '${INDEX_NAMESPACE};'`;
+  // A value that is not JSON (not ours) counts nothing rather than failing the write.
+  const sizes = (value: string, from = '') => `
+    SELECT json_extract(json, '$.value.namespace') AS namespace, json_extract(json, '$.value.size') AS size
+    FROM (SELECT CASE WHEN json_valid(${value}) THEN ${value} ELSE '{}' END AS json ${from})
+    WHERE typeof(namespace) = 'text' AND typeof(size) = 'integer'`;
+  const add = (row: string, sign: string) => `
+    INSERT INTO ${table} (key, value) SELECT '${BYTES_PREFIX}' || namespace, ${sign} size FROM (${sizes(`${row}.value`)}) WHERE true
+    ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER);`;
+  await query('BEGIN IMMEDIATE');
+  try {
+    const installed = (await query(
+      `SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = '${INDEX_NAMESPACE}_bytes_delete'`,
+    )) as unknown[];
+    if (installed.length === 0) {
+      await query(`DELETE FROM ${table} WHERE ${BYTES_ROWS}`);
+      await query(
+        `INSERT INTO ${table} (key, value) SELECT '${BYTES_PREFIX}' || namespace, SUM(size)
+         FROM (${sizes('value', `FROM ${table} WHERE ${entries(table)}`)}) GROUP BY namespace`,
+      );
+      await query(
+        `CREATE TRIGGER ${INDEX_NAMESPACE}_bytes_insert AFTER INSERT ON ${table} WHEN ${entries('new')} BEGIN ${add('new', '')} END`,
+      );
+      await query(
+        `CREATE TRIGGER ${INDEX_NAMESPACE}_bytes_update AFTER UPDATE ON ${table} WHEN ${entries('old')} BEGIN ${add('old', '-')} ${add('new', '')} END`,
+      );
+      await query(
+        `CREATE TRIGGER ${INDEX_NAMESPACE}_bytes_delete AFTER DELETE ON ${table} WHEN ${entries('old')} BEGIN ${add('old', '-')} END`,
+      );
+    }
+    await query('COMMIT');
+  } catch (error) {
+    await query('ROLLBACK').catch(() => {});
+    throw error;
+  }
 }
 
 /** Where the embedded index lives in a cache directory. */
@@ -255,14 +330,19 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
   // keyv's own prefixing gives, without its quirks.
   const prefix = `${INDEX_NAMESPACE}:`;
   let closing: Promise<void> | undefined;
+  const table = () => store.opts.table ?? 'keyv';
+  let bytesCounted = false;
   // WAL lets the CLI read while the gateway writes, and with synchronous=NORMAL
   // a store costs no fsync of its own: the recording file was fsynced before
   // it was indexed, and an entry lost to a power cut only means a refetch.
   const tuned = store
     .query('PRAGMA journal_mode=WAL')
     .then(() => store.query('PRAGMA synchronous=NORMAL'))
+    .then(() => countStoredBytes((sql) => store.query(sql), table()))
+    .then(() => {
+      bytesCounted = true;
+    })
     .catch(() => undefined);
-  const table = () => store.opts.table ?? 'keyv';
   const run = <T>(operation: () => Promise<T>): Promise<T> =>
     closing
       ? Promise.reject(new Error('sqlite index: closed'))
@@ -326,6 +406,16 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
         seen,
       )) as unknown[];
       return rows.length > 0;
+    },
+    async usage() {
+      if (!bytesCounted) throw new Error('the bytes stored are not counted in this index');
+      const rows = (await store.query(`SELECT key, CAST(value AS INTEGER) AS bytes FROM ${table()} WHERE ${BYTES_ROWS}`)) as Array<{
+        key: string;
+        bytes: number;
+      }>;
+      const byNamespace = new Map<string, number>();
+      for (const { key, bytes } of rows) if (bytes > 0) byNamespace.set(key.slice(BYTES_PREFIX.length), bytes);
+      return { total: [...byNamespace.values()].reduce((sum, bytes) => sum + bytes, 0), byNamespace };
     },
     close: () => (closing ??= keyv.disconnect()),
   });

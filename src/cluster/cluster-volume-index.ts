@@ -54,36 +54,32 @@ export function chooseVictims(
 }
 
 /**
- * What the volume holds, from its own index (written by every replica on it),
- * for the shared budget while Redis is out: one pass over the index, the
- * copies oldest fetched first (the shared recency order is in Redis).
- * Undefined when the index cannot be read either.
+ * The volume's copies oldest fetched first, from its own index (written by
+ * every replica on it), for the shared budget while Redis is out (the shared
+ * recency order is in Redis): one pass over the index.
  */
-async function fromVolumeIndex(
-  local: RecordingIndex,
-  volume: string,
-): Promise<{ usage: VolumeUsage; oldest: () => Promise<ClusterCopy[]> } | undefined> {
-  const usage: VolumeUsage = { total: 0, byNamespace: new Map() };
+async function oldestOnVolume(local: RecordingIndex, volume: string): Promise<ClusterCopy[]> {
   const copies: ClusterCopy[] = [];
-  try {
-    for await (const [, meta] of local.entries()) {
-      copies.push({ volume, meta });
-      usage.total += meta.size;
-      usage.byNamespace.set(meta.namespace, (usage.byNamespace.get(meta.namespace) ?? 0) + meta.size);
-    }
-  } catch {
-    return undefined;
-  }
-  copies.sort((a, b) => a.meta.fetchedAt - b.meta.fetchedAt);
-  return { usage, oldest: async () => copies };
+  for await (const [, meta] of local.entries()) copies.push({ volume, meta });
+  return copies.sort((a, b) => a.meta.fetchedAt - b.meta.fetchedAt);
+}
+
+/**
+ * Those of Redis's copies the volume still holds: one a replica cut off from
+ * Redis removed is listed there until that replica syncs.
+ */
+async function stillOnVolume(local: RecordingIndex, copies: ClusterCopy[]): Promise<ClusterCopy[]> {
+  const held = await Promise.all(copies.map((copy) => local.get(`${copy.meta.namespace}/${copy.meta.callId}`).catch(() => undefined)));
+  return copies.filter((_, i) => held[i] !== undefined);
 }
 
 /**
  * The volume's own index, mirrored into the cluster's directory: every store
  * publishes the copy (refused when a purge overtook its download), every
  * removal withdraws it and tells the replicas sharing the volume. While Redis
- * is out the volume's index goes on alone, and the shared budget is kept from
- * it; the next sync publishes what it missed.
+ * is out the volume's index goes on alone; the next sync publishes what it
+ * missed. The shared budget is kept from the volume's own count of its bytes,
+ * whatever Redis was told.
  */
 export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): RecordingIndex & VolumeOverflow {
   const { local, directory, volume, logger } = options;
@@ -145,23 +141,21 @@ export function clusterVolumeIndex(options: ClusterVolumeIndexOptions): Recordin
       touched.add(key);
     },
     async overflow(newcomer?: RecordingMeta, incoming = 0) {
-      const volumeNow = await directory.usage(volume).then(
-        (usage) => ({ usage, oldest: () => directory.oldest(volume, EVICTION_CANDIDATES).catch(() => []) }),
-        () => fromVolumeIndex(local, volume),
-      );
-      if (!volumeNow) return [];
-      const { usage, oldest } = volumeNow;
+      // The volume's index counts every replica's stores, those of a replica
+      // cut off from Redis too, which Redis's count for the volume lacks.
+      const usage = await local.usage?.().catch(() => undefined);
+      if (!usage) return [];
       if (usage.total + incoming <= options.maxDiskBytes) return [];
       const namespace = newcomer?.namespace ?? '';
       usage.byNamespace.set(namespace, (usage.byNamespace.get(namespace) ?? 0) + incoming);
       const key = newcomer ? `${newcomer.namespace}/${newcomer.callId}` : '';
-      return chooseVictims(
-        await oldest(),
-        usage,
-        options.diskShares,
-        { key, namespace },
-        usage.total + incoming - options.maxDiskBytes,
-      ).map((copy) => ({ key: `${copy.meta.namespace}/${copy.meta.callId}`, meta: copy.meta }));
+      const candidates = await directory.oldest(volume, EVICTION_CANDIDATES).then(
+        (listed) => stillOnVolume(local, listed),
+        () => oldestOnVolume(local, volume).catch(() => []),
+      );
+      return chooseVictims(candidates, usage, options.diskShares, { key, namespace }, usage.total + incoming - options.maxDiskBytes).map(
+        (copy) => ({ key: `${copy.meta.namespace}/${copy.meta.callId}`, meta: copy.meta }),
+      );
     },
     async close() {
       clearInterval(flush);

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import { ACME_KEY, ACME_SIGNING_SECRET, makeTempDir, removeDir } from '../../dev/gateway-harness.js';
 import { signalProcessGroup, startGatewayProcess, writeGatewayConfig, type GatewayProcess } from '../../dev/gateway-process.js';
@@ -485,5 +485,55 @@ export async function streamGet(url: string, headers: Record<string, string>): P
       });
     },
     body,
+  };
+}
+
+/** A TCP proxy to Redis for one replica: `cut()` breaks its connections and refuses new ones, `mend()` lets them through again. */
+export function redisProxy() {
+  let target: { host: string; port: number } | undefined;
+  let cut = false;
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  };
+  const server: Server = createServer((client) => {
+    track(client);
+    if (cut || !target) {
+      client.destroy();
+      return;
+    }
+    const redis = connect(target);
+    track(redis);
+    client.pipe(redis).on('error', () => {});
+    redis.pipe(client).on('error', () => {});
+    client.on('error', () => redis.destroy());
+    redis.on('error', () => client.destroy());
+    client.on('close', () => redis.destroy());
+    redis.on('close', () => client.destroy());
+  });
+  return {
+    async listen(): Promise<number> {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return (server.address() as { port: number }).port;
+    },
+    /** The URL the replica is given, for Redis at `url`. */
+    urlFor(url: string, port: number): string {
+      const parsed = new URL(url);
+      target = { host: parsed.hostname, port: Number(parsed.port) };
+      parsed.port = String(port);
+      return parsed.toString();
+    },
+    cut() {
+      cut = true;
+      for (const socket of sockets) socket.destroy();
+    },
+    mend() {
+      cut = false;
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }
