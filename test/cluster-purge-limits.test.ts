@@ -52,6 +52,17 @@ function callEndedOn(index: number, id: number): Promise<Response> {
   });
 }
 
+/** Runs `steps` with the cluster's Redis stopped (SIGSTOP), and lets it go on after them, whatever happens. */
+async function whileRedisPaused(steps: () => Promise<void>): Promise<void> {
+  const { pid } = cluster().redis;
+  process.kill(pid, 'SIGSTOP');
+  try {
+    await steps();
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+}
+
 /** Waits until every replica reaches Redis and counts itself in the cluster (`/readyz` says `ok`). */
 async function expectEveryReplicaOk(): Promise<void> {
   const ok = await eventually(async () => {
@@ -220,18 +231,14 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
 
     const recording = syntheticRecording(96 * KIB);
     upstream().setRecording(id, recording);
-    const { pid } = cluster().redis;
-    process.kill(pid, 'SIGSTOP');
-    try {
+    await whileRedisPaused(async () => {
       expect((await callEndedOn(2, id)).status).toBe(202);
       const warmed = await eventually(async () => {
         const answer = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
         return answer.status === 200 && (answer.cacheStatus ?? '').includes('hit');
       });
       expect(warmed, 'the webhook warmed replica 2 while Redis was paused').toBe(true);
-    } finally {
-      process.kill(pid, 'SIGCONT');
-    }
+    });
     // Every replica reaches Redis again, so none answers from its own memory alone.
     await expectEveryReplicaOk();
 
@@ -244,17 +251,13 @@ describe.sequential('limits and 404 memory for the whole cluster', () => {
 
     const recording = syntheticRecording(96 * KIB);
     upstream().setRecording(id, recording);
-    const { pid } = cluster().redis;
-    process.kill(pid, 'SIGSTOP');
-    try {
+    await whileRedisPaused(async () => {
       expect((await callEndedOn(2, id)).status).toBe(202);
       const stored = await eventually(async () => (await storedCopies(id)).length === 1);
       expect(stored, 'the webhook stored the recording on replica 2 while Redis was paused').toBe(true);
       // A deploy: the forget replica 2 kept for Redis goes with its memory.
       await cluster().restart(2);
-    } finally {
-      process.kill(pid, 'SIGCONT');
-    }
+    });
 
     await expectServedBy([0, 1], id, recording);
     // The restarted replica is back in the cluster before the next test purges through it.
