@@ -258,7 +258,7 @@ const BYTES_ROWS = `key >= '${BYTES_PREFIX}' AND key < 'bytes;'`;
  * process on the index (a replica sharing the volume, the CLI, an older
  * version) counts in the same statement, so the count is always that of the
  * entries. Installed once, in one transaction with the count of the entries
- * already there (one pass).
+ * already there (one pass); later opens only look for the triggers.
  */
 async function countStoredBytes(query: (sql: string) => Promise<unknown>, table: string): Promise<void> {
   const entries = (row: string) => `${row}.key >= '${INDEX_NAMESPACE}:' AND ${row}.key < '${INDEX_NAMESPACE};'`;
@@ -270,12 +270,14 @@ async function countStoredBytes(query: (sql: string) => Promise<unknown>, table:
   const add = (row: string, sign: string) => `
     INSERT INTO ${table} (key, value) SELECT '${BYTES_PREFIX}' || namespace, ${sign} size FROM (${sizes(`${row}.value`)}) WHERE true
     ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER);`;
+  const installed = async () =>
+    ((await query(`SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = '${INDEX_NAMESPACE}_bytes_delete'`)) as unknown[])
+      .length > 0;
+  // Looked for first without the write lock, which every later open would otherwise take.
+  if (await installed()) return;
   await query('BEGIN IMMEDIATE');
   try {
-    const installed = (await query(
-      `SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = '${INDEX_NAMESPACE}_bytes_delete'`,
-    )) as unknown[];
-    if (installed.length === 0) {
+    if (!(await installed())) {
       await query(`DELETE FROM ${table} WHERE ${BYTES_ROWS}`);
       await query(
         `INSERT INTO ${table} (key, value) SELECT '${BYTES_PREFIX}' || namespace, SUM(size)

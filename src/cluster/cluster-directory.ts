@@ -171,6 +171,12 @@ export class ClusterDirectory {
     }
   }
 
+  /**
+   * The volume's byte count as Redis keeps it. Since 0.5.2 the shared budget
+   * goes by the volume's own index (RecordingIndex.usage), which counts a
+   * replica cut off from Redis too; Redis's count is still kept, as 0.5.1
+   * replicas of a cluster being upgraded read it.
+   */
   async usage(volume: string): Promise<VolumeUsage> {
     const fields = await this.link.call((client) => client.hGetAll(clusterKeys.volumeUsage(volume)));
     const byNamespace = new Map<string, number>();

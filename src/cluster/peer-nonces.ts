@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import { RedisUnavailableError } from '../redis-unavailable.js';
 import { sha256Hex } from '../sha256.js';
 import { clusterKeys } from './cluster-keys.js';
+import { MissedByRedis } from './missed-by-redis.js';
 import { PEER_CLOCK_SKEW_SECONDS } from './peer-auth.js';
 import type { RedisLink } from './redis-link.js';
 
@@ -23,10 +24,20 @@ const UNSENT_BATCH = 1_000;
 export class PeerNonces {
   readonly #seen = new LRUCache<string, true>({ max: MAX_LOCAL_NONCES, ttl: NONCE_WINDOW_MS });
   // Nonce digests Redis missed → when their window ends.
-  readonly #unsent = new LRUCache<string, number>({ max: MAX_LOCAL_NONCES, ttl: NONCE_WINDOW_MS });
+  readonly #unsent: MissedByRedis<number>;
 
   constructor(private readonly link: Pick<RedisLink, 'call' | 'onUp'>) {
-    link.onUp(() => void this.#sendUnsent().catch(() => {}));
+    this.#unsent = new MissedByRedis(link, { max: MAX_LOCAL_NONCES, ttlMs: NONCE_WINDOW_MS, batch: UNSENT_BATCH }, (claims) =>
+      link.call(async (client) => {
+        const now = Date.now();
+        const multi = client.multi();
+        for (const [digest, windowEnds] of claims) {
+          if (windowEnds > now)
+            multi.set(clusterKeys.peerNonce(digest), '1', { condition: 'NX', expiration: { type: 'PX', value: windowEnds - now } });
+        }
+        await multi.exec();
+      }),
+    );
   }
 
   /** True the first time a node's nonce is seen; false for a replay, here or (while Redis answers) on any replica. */
@@ -41,25 +52,8 @@ export class PeerNonces {
       return set !== null;
     } catch (error) {
       if (!(error instanceof RedisUnavailableError)) throw error;
-      this.#unsent.set(digest, Date.now() + NONCE_WINDOW_MS);
+      this.#unsent.add(digest, Date.now() + NONCE_WINDOW_MS);
       return true;
-    }
-  }
-
-  async #sendUnsent(): Promise<void> {
-    const claims = [...this.#unsent.entries()];
-    for (let i = 0; i < claims.length; i += UNSENT_BATCH) {
-      const batch = claims.slice(i, i + UNSENT_BATCH);
-      await this.link.call(async (client) => {
-        const now = Date.now();
-        const multi = client.multi();
-        for (const [digest, windowEnds] of batch) {
-          if (windowEnds > now)
-            multi.set(clusterKeys.peerNonce(digest), '1', { condition: 'NX', expiration: { type: 'PX', value: windowEnds - now } });
-        }
-        await multi.exec();
-      });
-      for (const [digest] of batch) this.#unsent.delete(digest);
     }
   }
 }

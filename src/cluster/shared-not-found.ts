@@ -1,6 +1,6 @@
-import { LRUCache } from 'lru-cache';
 import { MAX_REMEMBERED, type NotFoundMemory, type NotFoundStore } from '../cache/not-found-memory.js';
 import type { ClusterDirectory } from './cluster-directory.js';
+import { MissedByRedis } from './missed-by-redis.js';
 import type { RedisLink } from './redis-link.js';
 
 /**
@@ -20,14 +20,9 @@ export function sharedNotFound(
 ): NotFoundStore {
   // Forgets Redis missed: as many as 404s a replica remembers on its own, and
   // none past the TTL, by when Redis has let the 404 go by itself.
-  const unsent = new LRUCache<string, true>({ max: MAX_REMEMBERED, ttl: ttlMs });
-  const sendUnsent = async () => {
-    const keys = [...unsent.keys()];
-    if (keys.length === 0) return;
-    await directory.forgetNotFound(...keys);
-    for (const key of keys) unsent.delete(key);
-  };
-  link.onUp(() => void sendUnsent().catch(() => {}));
+  const unsent = new MissedByRedis<true>(link, { max: MAX_REMEMBERED, ttlMs }, (keys) =>
+    directory.forgetNotFound(...keys.map(([key]) => key)),
+  );
 
   return {
     async remember(key) {
@@ -47,7 +42,7 @@ export function sharedNotFound(
     },
     forget(key) {
       local.forget(key);
-      void directory.forgetNotFound(key).catch(() => unsent.set(key, true));
+      void directory.forgetNotFound(key).catch(() => unsent.add(key, true));
     },
     keys: () => local.keys(),
   };
