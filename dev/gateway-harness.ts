@@ -123,7 +123,10 @@ export async function startGateway(
     webhookPrefetch: { attempts: 6, firstDelayMs: 50, ...options.webhookPrefetch },
   });
   const server = await new Promise<Server>((resolve) => {
-    const started = createHttpServer(gateway.app, '127.0.0.1', { wrapListener: gateway.answeringMemoryHitsFirst });
+    const started = createHttpServer(gateway.app, '127.0.0.1', {
+      wrapListener: gateway.answeringMemoryHitsFirst,
+      memoryHits: gateway.memoryHits,
+    });
     started.listen(0, '127.0.0.1', () => resolve(started));
   });
   const { port } = server.address() as AddressInfo;

@@ -31,6 +31,12 @@ export interface ConnectionGuard {
   admit(socket: Socket): void;
   /** Wraps the server's request listener. */
   wrap(listener: RequestListener): RequestListener;
+  /** True for a connection over the cap, which gets one quick answer (`wrap` gives it) and is closed. */
+  isOverCap(socket: Socket): boolean;
+  /** For a request answered without the listener (src/memory-hit-door.ts): it began. */
+  requestStarted(socket: Socket): void;
+  /** ...and its answer is written: the connection is idle again unless it has others. */
+  requestEnded(socket: Socket): void;
   /** Open connections, by state. */
   counts(): { idle: number; busy: number; overCap: number };
 }
@@ -178,6 +184,19 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     writeJsonError(request, response, 503, AT_CAPACITY, { 'Retry-After': '1', 'Cache-Control': 'no-store' });
   }
 
+  function requestStarted(socket: Socket): void {
+    idleBetweenRequests.delete(socket);
+    idleBeforeRequest.delete(socket);
+    markBusy(socket);
+  }
+
+  function requestEnded(socket: Socket): void {
+    const entry = busy.get(socket);
+    if (entry && --entry.requests > 0) return;
+    busy.delete(socket);
+    if (!socket.destroyed) idleBetweenRequests.add(socket);
+  }
+
   function wrap(listener: RequestListener): RequestListener {
     return function guardedRequest(request, response) {
       const socket = request.socket;
@@ -185,15 +204,8 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
         answerOverCap(request, response, listener);
         return;
       }
-      idleBetweenRequests.delete(socket);
-      idleBeforeRequest.delete(socket);
-      markBusy(socket);
-      whenClosed(response, () => {
-        const entry = busy.get(socket);
-        if (entry && --entry.requests > 0) return;
-        busy.delete(socket);
-        if (!socket.destroyed) idleBetweenRequests.add(socket);
-      });
+      requestStarted(socket);
+      whenClosed(response, () => requestEnded(socket));
       listener(request, response);
     };
   }
@@ -201,6 +213,9 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   return {
     admit,
     wrap,
+    isOverCap: (socket) => overCap.has(socket),
+    requestStarted,
+    requestEnded,
     counts: () => ({ idle: idleBetweenRequests.size + idleBeforeRequest.size, busy: busy.size, overCap: overCap.size }),
   };
 }

@@ -2,7 +2,7 @@ import type { Hono } from 'hono';
 import type { RequestListener } from 'node:http';
 import { createApp } from './app.js';
 import { AuditTrail, type AuditTrailOptions } from './audit/audit-trail.js';
-import { answeringMemoryHitsFirst } from './routes/memory-hits.js';
+import { answeringMemoryHitsFirst, createMemoryHits, type MemoryHits } from './routes/memory-hits.js';
 import { createRequestReporter } from './routes/request-log.js';
 import { createAuthenticator } from './auth/authenticate.js';
 import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
@@ -58,6 +58,8 @@ export interface Gateway {
   app: Hono<GatewayEnv>;
   /** Wraps the app's Node listener so that memory hits are answered without the app (src/routes/memory-hits.ts). */
   answeringMemoryHitsFirst(app: RequestListener): RequestListener;
+  /** Memory hits made without the app, for the server's connection-level path (src/memory-hit-door.ts). */
+  memoryHits: MemoryHits;
   cache: RecordingCache;
   downloads: DownloadManager;
   /** Finds or fetches recordings: what the routes, the webhook prefetcher and the CLI call. */
@@ -326,10 +328,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         }
       : {}),
   });
-  const memoryHitDeps = { authenticator, recordings, rateLimiter, clock, maxAgeSeconds: config.cache.maxAgeSeconds, report };
+  const memoryHits = createMemoryHits({ authenticator, recordings, rateLimiter, clock, maxAgeSeconds: config.cache.maxAgeSeconds, report });
   return {
     app,
-    answeringMemoryHitsFirst: (listener) => answeringMemoryHitsFirst(memoryHitDeps, listener),
+    answeringMemoryHitsFirst: (listener) => answeringMemoryHitsFirst(memoryHits, listener),
+    memoryHits,
     cache,
     downloads,
     recordings,

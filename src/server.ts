@@ -18,6 +18,8 @@ import { BadRequestError, GatewayError, errorMessage, errorResponse } from './er
 import { closeGently, closeGentlyAfterLastAnswer, isLingering } from './http/lingering-close.js';
 import { headerCount } from './http/raw-headers.js';
 import type { Logger } from './logger.js';
+import { openMemoryHitDoor } from './memory-hit-door.js';
+import type { MemoryHits } from './routes/memory-hits.js';
 import { requestIdFrom } from './routes/request-log.js';
 import { rawJsonAnswer, writeJsonError } from './json-error-answers.js';
 
@@ -280,6 +282,8 @@ export interface HttpServerOptions {
   logger?: Logger;
   /** Puts a listener in front of the app's, which it hands what it does not answer (`Gateway.answeringMemoryHitsFirst`). */
   wrapListener?: (app: RequestListener) => RequestListener;
+  /** Answers these from the connections' bytes, before Node's parser (src/memory-hit-door.ts). */
+  memoryHits?: MemoryHits;
   clock?: Clock;
   /** How long an answer's client may take none of its bytes before its connection may make room for a new one; default 5 s. */
   stalledAfterMs?: number;
@@ -329,6 +333,7 @@ export function createHttpServer(
   server.on('clientError', answerClientError);
   server.on('checkExpectation', refuseExpectation);
   server.on('connect', refuseConnect);
+  if (options.memoryHits) openMemoryHitDoor(server, options.memoryHits, guard);
   return server;
 }
 
@@ -375,6 +380,7 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
     server = await new Promise<Server>((resolve, reject) => {
       const started = createHttpServer(gateway.app, config.listen.host, {
         wrapListener: gateway.answeringMemoryHitsFirst,
+        memoryHits: gateway.memoryHits,
         limits: { ...config.listen, maxConnections },
         logger: options.logger,
         ...(options.clock ? { clock: options.clock } : {}),

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, RequestListener } from 'node:http';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
@@ -18,6 +18,37 @@ export interface MemoryHitDeps {
   clock: Clock;
   maxAgeSeconds: number;
   report: RequestReporter;
+}
+
+/** A request answerable from memory, its answer made, its rate-limit token not yet taken. */
+export interface MemoryHit {
+  readonly answer: MemoryAnswer;
+  /**
+   * Takes the tenant's rate-limit token, at once or after Redis answered:
+   * `then(true)` once the answer's headers carry the limits, `then(false)`
+   * when the request must go to the app instead (over the limit: a refusal
+   * takes no token, so the app's own check refuses it the same way).
+   */
+  count(then: (admitted: boolean) => void): void;
+  /** The log line, metrics and audit line of the answer, once its connection is done with it. */
+  report(end: ResponseEnd): void;
+}
+
+export interface MemoryHits {
+  /**
+   * The answer to a GET or HEAD of a recording held whole in memory, or
+   * undefined when the app must answer (a miss, a disk hit, a credential,
+   * precondition or range the app refuses). `headers` as Node gives them,
+   * `authorizationRepeated` when the request carried more than one
+   * Authorization (Node keeps the first, the app sees them joined and refuses them).
+   */
+  prepare(
+    method: string,
+    target: string,
+    headers: IncomingHttpHeaders,
+    authorizationRepeated: boolean,
+    clientAddress: string | undefined,
+  ): MemoryHit | undefined;
 }
 
 // A call id as the contract spells it (no sign, no leading zero); the range check is below.
@@ -46,96 +77,107 @@ function recordingRequestOf(method: string, headers: IncomingHttpHeaders): Recor
 
 /**
  * The most frequent answer, a recording held in memory (the Safari probe, a
- * player's ranges, a replay), written straight to Node's response without
- * the app: no Request, Response or context objects, which cost more than the
- * answer itself (issue 11's profile). It answers exactly as the app's route
- * would, with the same log line, metrics and audit line; everything else (a
- * miss, a disk hit, a credential, precondition or range the app must refuse,
- * a rate limit's 429) is handed to `app` untouched, before anything was
- * counted.
+ * player's ranges, a replay), made without the app: no Request, Response or
+ * context objects, which cost more than the answer itself (issue 11's
+ * profile). It answers exactly as the app's route would, with the same log
+ * line, metrics and audit line; everything else is left to the app, before
+ * anything was counted.
  */
-export function answeringMemoryHitsFirst(deps: MemoryHitDeps, app: RequestListener): RequestListener {
+export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
   const { authenticator, recordings, rateLimiter, clock, report } = deps;
   const answerHeaders = recordingAnswerHeaders(deps);
 
-  function send(
-    request: IncomingMessage,
-    response: ServerResponse,
-    answer: MemoryAnswer,
-    record: { requestId: string; caller: Caller; callId: string; startedAt: number; path: string; clientAddress: string | undefined },
-  ): void {
-    // A client gone during an asynchronous rate-limit check (Redis) gets
-    // nothing; whenClosed then reports the answer `unanswered`.
-    if (!response.destroyed) {
-      response.writeHead(answer.status, answer.headers);
-      response.end(answer.body);
-    }
-    const closed = (end: ResponseEnd) =>
-      report(
-        {
-          requestId: record.requestId,
-          method: request.method!,
-          path: record.path,
-          route: 'recording',
-          caller: record.caller,
-          callId: record.callId,
-          status: answer.status,
-          cache: 'hit',
-          tier: 'memory',
-          bodyBytes: answer.body?.length ?? 0,
-          startedAt: record.startedAt,
-          upstreamMs: undefined,
-          clientAddress: record.clientAddress,
-          header: (name) => request.headers[name],
+  return {
+    prepare(method, target, headers, authorizationRepeated, clientAddress) {
+      const match = method === 'GET' || method === 'HEAD' ? MEMORY_HIT_TARGET.exec(target) : null;
+      const callId = match?.[1];
+      if (callId === undefined || !Number.isSafeInteger(Number(callId))) return undefined;
+      const startedAt = clock.now();
+      if (headers.authorization !== undefined && authorizationRepeated) return undefined;
+      let caller: Caller;
+      try {
+        const authorization = headers.authorization;
+        caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
+      } catch {
+        return undefined;
+      }
+      const found = recordings.findInMemory(caller.tenant.namespace, callId);
+      if (!found) return undefined;
+      const requestId = requestIdFrom(headers['x-request-id'] as string | undefined);
+      let answer: MemoryAnswer;
+      try {
+        const extra = answerHeaders(caller, headers.origin, requestId);
+        extra['Cache-Status'] = CACHE_STATUS_MEMORY;
+        answer = memoryAnswer(recordingRequestOf(method, headers), storedRepresentation(found.entry), found.body, extra);
+      } catch {
+        return undefined;
+      }
+      const path = target.split('?', 1)[0]!;
+      return {
+        answer,
+        count(then) {
+          const counted = (limits: RateLimitHeaders | undefined) => {
+            if (limits) Object.assign(answer.headers, limits);
+            then(true);
+          };
+          let decision: ReturnType<TenantRateLimiter['check']>;
+          try {
+            decision = rateLimiter.check(caller.tenant);
+          } catch {
+            then(false);
+            return;
+          }
+          if (decision instanceof Promise) decision.then(counted, () => then(false));
+          else counted(decision);
         },
-        end,
-      );
-    whenClosed(response, closed);
-  }
+        report(end) {
+          report(
+            {
+              requestId,
+              method,
+              path,
+              route: 'recording',
+              caller,
+              callId,
+              status: answer.status,
+              cache: 'hit',
+              tier: 'memory',
+              bodyBytes: answer.body?.length ?? 0,
+              startedAt,
+              upstreamMs: undefined,
+              clientAddress,
+              header: (name) => headers[name] as string | undefined,
+            },
+            end,
+          );
+        },
+      };
+    },
+  };
+}
 
+/** Wraps the app's Node listener so that memory hits are written straight to Node's response. */
+export function answeringMemoryHitsFirst(hits: MemoryHits, app: RequestListener): RequestListener {
   return function memoryHitsFirst(request, response) {
-    const method = request.method;
-    const target = request.url ?? '';
-    const match = method === 'GET' || method === 'HEAD' ? MEMORY_HIT_TARGET.exec(target) : null;
-    const callId = match?.[1];
-    if (callId === undefined || !Number.isSafeInteger(Number(callId))) return app(request, response);
-    const startedAt = clock.now();
     const headers = request.headers;
-    // Node keeps the first of two Authorization headers, the app sees them joined (and refuses them): the app decides.
-    if (headers.authorization !== undefined && headerCount(request.rawHeaders, 'authorization') > 1) return app(request, response);
-    let caller: Caller;
-    try {
-      const authorization = headers.authorization;
-      caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
-    } catch {
-      return app(request, response);
-    }
-    const found = recordings.findInMemory(caller.tenant.namespace, callId);
-    if (!found) return app(request, response);
-    const requestId = requestIdFrom(headers['x-request-id'] as string | undefined);
-    let answer: MemoryAnswer;
-    try {
-      const extra = answerHeaders(caller, headers.origin, requestId);
-      extra['Cache-Status'] = CACHE_STATUS_MEMORY;
-      answer = memoryAnswer(recordingRequestOf(method!, headers), storedRepresentation(found.entry), found.body, extra);
-    } catch {
-      return app(request, response);
-    }
-    // Read now: once the client has gone, its socket no longer knows its address.
-    const clientAddress = request.socket.remoteAddress;
-    const record = { requestId, caller, callId, startedAt, path: target.split('?', 1)[0]!, clientAddress };
-    const counted = (limits: RateLimitHeaders | undefined) => {
-      if (limits) Object.assign(answer.headers, limits);
-      send(request, response, answer, record);
-    };
-    let decision: ReturnType<TenantRateLimiter['check']>;
-    try {
-      decision = rateLimiter.check(caller.tenant);
-    } catch {
-      // Over the limit: a refusal takes no token, so the app's own check refuses it the same way.
-      return app(request, response);
-    }
-    if (decision instanceof Promise) decision.then(counted, () => app(request, response));
-    else counted(decision);
+    const hit = hits.prepare(
+      request.method ?? '',
+      request.url ?? '',
+      headers,
+      headers.authorization !== undefined && headerCount(request.rawHeaders, 'authorization') > 1,
+      // Read now: once the client has gone, its socket no longer knows its address.
+      request.socket.remoteAddress,
+    );
+    if (!hit) return app(request, response);
+    hit.count((admitted) => {
+      if (!admitted) return app(request, response);
+      // A client gone during an asynchronous rate-limit check (Redis) gets
+      // nothing; whenClosed then reports the answer `unanswered`.
+      if (!response.destroyed) {
+        response.writeHead(hit.answer.status, hit.answer.headers);
+        response.end(hit.answer.body);
+      }
+      whenClosed(response, (end) => hit.report(end));
+    });
   };
 }

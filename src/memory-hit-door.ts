@@ -1,0 +1,263 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Socket } from 'node:net';
+import type { ConnectionGuard } from './connection-guard.js';
+import { readPlainRequestHead } from './http/plain-request-head.js';
+import type { MemoryHit, MemoryHits } from './routes/memory-hits.js';
+
+const STATUS_LINES: Record<number, string> = {
+  200: 'HTTP/1.1 200 OK\r\n',
+  206: 'HTTP/1.1 206 Partial Content\r\n',
+  304: 'HTTP/1.1 304 Not Modified\r\n',
+};
+
+let dateSecond = -1;
+let dateText = '';
+
+/** The Date header's value, made once a second, as Node makes its own. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
+/** What Node writes before a head's blank line on a keep-alive connection. */
+function keepAliveTrailer(keepAliveTimeoutMs: number): string {
+  const keepAlive = keepAliveTimeoutMs > 0 ? `Keep-Alive: timeout=${Math.floor(keepAliveTimeoutMs / 1000)}\r\n` : '';
+  return `Date: ${httpDate()}\r\nConnection: keep-alive\r\n${keepAlive}\r\n`;
+}
+
+/** The answer's head, byte for byte as Node's `writeHead` and `end` write it. */
+function headOf(hit: MemoryHit, keepAliveTimeoutMs: number): string {
+  const { status, headers } = hit.answer;
+  let head = STATUS_LINES[status]!;
+  for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+  return head + keepAliveTrailer(keepAliveTimeoutMs);
+}
+
+// Node closes an idle keep-alive connection this long after the timeout it advertises (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER).
+const KEEP_ALIVE_GRACE_MS = 1000;
+
+/** How long Node lets a keep-alive connection idle after an answer; 0: for ever. */
+function idleTimeoutMs(server: Server): number {
+  return server.keepAliveTimeout ? server.keepAliveTimeout + KEEP_ALIVE_GRACE_MS : 0;
+}
+
+interface DoorContext {
+  hits: MemoryHits;
+  guard: Pick<ConnectionGuard, 'isOverCap' | 'requestStarted' | 'requestEnded'>;
+  server: Server;
+  /** Node's own connection listener, which from then on owns the connection. */
+  handOver(socket: Socket): void;
+  open: Set<DoorConnection>;
+  /** Handed over after an answer, their keep-alive timer running until Node has a request's head, as Node's own would. */
+  idleAfterAnswer: WeakSet<Socket>;
+}
+
+/**
+ * One connection while the door reads it: requests whose whole head came
+ * in one read and that memory answers are answered here, in order; at the
+ * first byte of anything else, the connection and every byte not yet
+ * answered go to Node's HTTP server for good.
+ */
+class DoorConnection {
+  #pending: Buffer | undefined;
+  /** An answer waits for the rate limiter (Redis) or for the client to take what was written. */
+  #waiting = false;
+  #ended = false;
+  #answered = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly door: DoorContext,
+  ) {
+    door.open.add(this);
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('error', this.#onError);
+    socket.on('timeout', this.#onTimeout);
+    socket.on('close', this.#onClose);
+    // A connection that sends nothing is closed after the headers timeout, as Node closes it.
+    socket.setTimeout(door.server.headersTimeout);
+  }
+
+  /** Idle: no answer under way, nothing left to send. */
+  get idle(): boolean {
+    return !this.#waiting && this.socket.writableLength === 0;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  #onData = (chunk: Buffer): void => {
+    this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
+    if (!this.#waiting) this.#serve();
+  };
+
+  #onEnd = (): void => {
+    this.#ended = true;
+    if (!this.#waiting) this.socket.end();
+  };
+
+  #onError = (): void => {
+    this.socket.destroy();
+  };
+
+  #onTimeout = (): void => {
+    this.socket.destroy();
+  };
+
+  #onClose = (): void => {
+    this.door.open.delete(this);
+  };
+
+  #serve(): void {
+    while (this.#pending !== undefined && !this.#waiting) this.#next(this.#pending);
+  }
+
+  /** Answers the request at the front of `pending`, or hands the connection over. */
+  #next(pending: Buffer): void {
+    const socket = this.socket;
+    const head = this.door.server.listening ? readPlainRequestHead(pending, 0) : undefined;
+    const hit = head && this.door.hits.prepare(head.method, head.target, head.headers, false, socket.remoteAddress);
+    if (!head || !hit) {
+      this.#handOver();
+      return;
+    }
+    this.#waiting = true;
+    this.door.guard.requestStarted(socket);
+    let synchronous = true;
+    hit.count((admitted) => {
+      if (!admitted) {
+        this.door.guard.requestEnded(socket);
+        // Gone while Redis was asked: no one to answer.
+        if (!socket.destroyed) this.#handOver();
+        return;
+      }
+      this.#answer(hit, head.length);
+      if (!synchronous && !this.#waiting) this.#resume();
+    });
+    synchronous = false;
+    // The rate limiter asks Redis, or the client has not taken the answer: read nothing more until then.
+    if (this.#waiting) socket.pause();
+  }
+
+  /** Writes the answer; `waiting` stays set while the client has not taken it. */
+  #answer(hit: MemoryHit, headLength: number): void {
+    const socket = this.socket;
+    const pending = this.#pending!;
+    this.#pending = pending.length > headLength ? pending.subarray(headLength) : undefined;
+    if (socket.destroyed) {
+      this.door.guard.requestEnded(socket);
+      hit.report('unanswered');
+      return;
+    }
+    const keepAliveTimeoutMs = this.door.server.keepAliveTimeout;
+    if (!this.#answered) {
+      this.#answered = true;
+      socket.setTimeout(idleTimeoutMs(this.door.server));
+    }
+    const written = (error?: Error | null) => {
+      this.door.guard.requestEnded(socket);
+      // Node calls back a write cut short by destroy() without an error.
+      hit.report(error || socket.destroyed ? 'cut' : 'sent');
+    };
+    const head = headOf(hit, keepAliveTimeoutMs);
+    const body = hit.answer.body;
+    socket.cork();
+    if (body) {
+      socket.write(head, 'latin1');
+      socket.write(body, written);
+    } else {
+      socket.write(head, 'latin1', written);
+    }
+    socket.uncork();
+    if (socket.writableNeedDrain) {
+      // As Node: no timeout while an answer waits for a client that does not read (the connection cap reclaims it).
+      socket.setTimeout(0);
+      socket.once('drain', this.#drained);
+      return;
+    }
+    this.#waiting = false;
+  }
+
+  #drained = (): void => {
+    this.socket.setTimeout(idleTimeoutMs(this.door.server));
+    this.#resume();
+  };
+
+  #resume(): void {
+    this.#waiting = false;
+    if (this.#ended && this.#pending === undefined) {
+      this.socket.end();
+      return;
+    }
+    this.socket.resume();
+    this.#serve();
+  }
+
+  #handOver(): void {
+    const socket = this.socket;
+    this.door.open.delete(this);
+    socket.removeListener('data', this.#onData);
+    socket.removeListener('end', this.#onEnd);
+    socket.removeListener('error', this.#onError);
+    socket.removeListener('timeout', this.#onTimeout);
+    socket.removeListener('close', this.#onClose);
+    socket.removeListener('drain', this.#drained);
+    // Node closes a connection idle after an answer, a request begun or not, when its keep-alive timer runs out; before one, its headers timeout does.
+    if (this.#answered) this.door.idleAfterAnswer.add(socket);
+    else socket.setTimeout(0);
+    this.#waiting = false;
+    socket.pause();
+    if (this.#pending) socket.unshift(this.#pending);
+    this.#pending = undefined;
+    this.door.handOver(socket);
+    socket.resume();
+  }
+}
+
+/**
+ * Answers memory hits from the connection's bytes, before Node's HTTP
+ * parser (issue 11: Node's request and response objects cost more than the
+ * answer). The server keeps listening, accepting, its connection cap and
+ * its timeouts; its own connection listener is taken off and given each
+ * connection the door does not answer, with the bytes it read. Heads are
+ * read strictly (src/http/plain-request-head.ts): a request Node might
+ * judge otherwise, or one split over two reads, goes to Node. Not installed
+ * when this Node's HTTP server is not the one it was written for.
+ */
+export function openMemoryHitDoor(server: Server, hits: MemoryHits, guard: DoorContext['guard']): void {
+  const nodeListener = server.listeners('connection')[0] as ((this: Server, socket: Socket) => void) | undefined;
+  if (nodeListener?.name !== 'connectionListener') return;
+  server.removeListener('connection', nodeListener);
+  const open = new Set<DoorConnection>();
+  const idleAfterAnswer = new WeakSet<Socket>();
+  const door: DoorContext = { hits, guard, server, open, idleAfterAnswer, handOver: (socket) => nodeListener.call(server, socket) };
+  // Where Node stops its own keep-alive timer: a request's head is in.
+  const headIn = (request: IncomingMessage) => {
+    if (idleAfterAnswer.delete(request.socket)) request.socket.setTimeout(server.timeout || 0);
+  };
+  server.prependListener('request', headIn);
+  // Only beside a listener that answers: with one, Node leaves an expectation to them.
+  if (server.listenerCount('checkExpectation') > 0) server.prependListener('checkExpectation', headIn);
+  server.on('connection', (socket: Socket) => {
+    if (guard.isOverCap(socket) || !server.listening) door.handOver(socket);
+    else new DoorConnection(socket, door);
+  });
+  // Node's close() and the shutdown's sweep close the idle connections Node knows; these are the door's.
+  const closeIdle = server.closeIdleConnections.bind(server);
+  const closeAll = server.closeAllConnections.bind(server);
+  server.closeIdleConnections = () => {
+    closeIdle();
+    for (const connection of open) if (connection.idle) connection.destroy();
+  };
+  server.closeAllConnections = () => {
+    closeAll();
+    for (const connection of open) connection.destroy();
+  };
+}

@@ -1,0 +1,583 @@
+import type { Server } from 'node:http';
+import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import {
+  ACME_KEY,
+  ACME_ORIGIN,
+  acmeTenant,
+  expectedEtag,
+  makeTempDir,
+  manualClock,
+  removeDir,
+  signedQuery,
+  testConfig,
+} from '../dev/gateway-harness.js';
+import type { GatewayConfig } from '../src/config/index.js';
+import { createGateway, type Gateway } from '../src/gateway.js';
+import type { MemoryHits } from '../src/routes/memory-hits.js';
+import { createHttpServer, type ConnectionLimits } from '../src/server.js';
+import { capturingLogger } from './support/capturing-logger.js';
+import { closeServer, exchange, type Listening, listen, normalise, serverHasRead, statusesOf, wholeAnswers } from './support/raw-http.js';
+import { startRedisServer, type RunningRedis } from './support/redis-server.js';
+
+/*
+ * The memory-hit door (src/memory-hit-door.ts) answers plain memory hits from
+ * a connection's bytes, before Node's parser, and hands everything else to
+ * Node. Its promise: the bytes a client receives are those a server without
+ * the door sends, apart from Date (and a generated X-Request-Id, and the
+ * rate-limit tokens left). Two servers on one gateway, real TCP, raw bytes.
+ */
+
+const REC = '/v1/call/recording/1.mp3';
+/** Too big for the memory tier (an eighth of max_memory_bytes): a disk hit, which the door must hand over. */
+const DISK_REC = '/v1/call/recording/4.mp3';
+/** Not upstream: a remembered 404 once warmed. */
+const ABSENT_REC = '/v1/call/recording/77.mp3';
+const AUTH = `Authorization: Bearer ${ACME_KEY}\r\n`;
+const RID = 'X-Request-Id: door-test-0001\r\n';
+
+const opened: Server[] = [];
+
+/** Listens, and closes the server after all tests. */
+async function listenTracked(server: Server): Promise<Listening> {
+  opened.push(server);
+  return listen(server);
+}
+
+/** The door's hits, counted: what the door answered itself. */
+function countingHits(hits: MemoryHits, counter: { n: number }): MemoryHits {
+  return {
+    prepare(...args) {
+      const hit = hits.prepare(...args);
+      if (hit) counter.n++;
+      return hit;
+    },
+  };
+}
+
+/** The gateway's server, with the door (`memoryHits`) or without. */
+function serverFor(gateway: Gateway, options: { door?: MemoryHits; limits?: ConnectionLimits; stalledAfterMs?: number }) {
+  return createHttpServer(gateway.app, '127.0.0.1', {
+    wrapListener: gateway.answeringMemoryHitsFirst,
+    ...(options.door ? { memoryHits: options.door } : {}),
+    ...(options.limits ? { limits: options.limits } : {}),
+    ...(options.stalledAfterMs ? { stalledAfterMs: options.stalledAfterMs } : {}),
+  });
+}
+
+/** A request head for the main recording, with the acme key and a fixed request id unless `lines` say otherwise. */
+function head(lines = '', target = REC, method = 'GET', withAuth = true): string {
+  return `${method} ${target} HTTP/1.1\r\nHost: gw.test\r\n${withAuth ? AUTH : ''}${RID}${lines}\r\n`;
+}
+
+// ---------------------------------------------------------------- the shared bed
+
+const clock = manualClock();
+const doorHits = { n: 0 };
+let upstream: FakeFlyflow;
+let dir: string;
+let gateway: Gateway;
+let withDoor: Listening;
+let withoutDoor: Listening;
+const cleanups: Array<() => Promise<void> | void> = [];
+
+function configFor(cacheDir: string, extra: Partial<GatewayConfig> = {}, rateLimitPerMinute = 1_000_000_000): GatewayConfig {
+  return {
+    ...testConfig({
+      dir: cacheDir,
+      upstreamBaseUrl: upstream.baseUrl,
+      tenants: [acmeTenant({ rateLimitPerMinute })],
+      cache: { maxMemoryBytes: 512 * 1024 },
+    }),
+    ...extra,
+  };
+}
+
+/** Fetches each target once through `to` and waits until the memory tier holds `REC`. */
+async function warm(gw: Gateway, to: Listening): Promise<void> {
+  for (const target of [REC, DISK_REC, ABSENT_REC]) await exchange(to, [head('', target)]);
+  await gw.downloads.idle();
+  const namespace = gw.tenants.byApiKey(ACME_KEY)!.namespace;
+  for (let i = 0; i < 200 && !gw.recordings.findInMemory(namespace, '1'); i++) await sleep(10);
+  expect(gw.recordings.findInMemory(namespace, '1')).toBeDefined();
+  expect(gw.recordings.findInMemory(namespace, '4')).toBeUndefined();
+}
+
+beforeAll(async () => {
+  upstream = await startFakeFlyflow();
+  dir = await makeTempDir();
+  gateway = await createGateway({ config: configFor(dir), clock });
+  withDoor = await listenTracked(serverFor(gateway, { door: countingHits(gateway.memoryHits, doorHits) }));
+  withoutDoor = await listenTracked(serverFor(gateway, {}));
+  await warm(gateway, withoutDoor);
+});
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+afterAll(async () => {
+  for (const server of opened) await closeServer(server);
+  await gateway?.close();
+  await upstream?.close();
+  await removeDir(dir);
+});
+
+/** Sends `parts` to both servers; the normalised bytes must be equal. Returns the door's, and how many requests the door answered itself. */
+async function sameFromBoth(parts: readonly string[], methods?: readonly string[]): Promise<{ bytes: string; byDoor: number }> {
+  const before = doorHits.n;
+  const door = await exchange(withDoor, parts, methods);
+  const byDoor = doorHits.n - before;
+  const node = await exchange(withoutDoor, [parts.join('')], methods);
+  expect(normalise(door)).toBe(normalise(node));
+  return { bytes: door, byDoor };
+}
+
+// ---------------------------------------------------------------- 1. corpus
+
+const etag = () => expectedEtag(upstream.recording(1)!);
+const signed = () => `${REC}?${signedQuery(1, Math.floor(clock.now() / 1000) + 120)}`;
+
+/** [name, request bytes, answered by the door]. */
+const CORPUS: Array<[string, () => string, boolean]> = [
+  ['a whole GET', () => head(), true],
+  ['the Safari probe', () => head('Range: bytes=0-1\r\n'), true],
+  ['a suffix range', () => head('Range: bytes=-500\r\n'), true],
+  ['an open range', () => head('Range: bytes=1000-\r\n'), true],
+  ['two ranges, answered whole', () => head('Range: bytes=0-1,5-9\r\n'), true],
+  ['a HEAD', () => head('', REC, 'HEAD'), true],
+  ['a HEAD with a range', () => head('Range: bytes=0-1\r\n', REC, 'HEAD'), true],
+  ['If-None-Match: 304', () => head(`If-None-Match: ${etag()}\r\n`), true],
+  ['If-Modified-Since in the future: 304', () => head('If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n'), true],
+  ['If-Range that matches', () => head(`Range: bytes=0-9\r\nIf-Range: ${etag()}\r\n`), true],
+  ['If-Range that does not', () => head('Range: bytes=0-9\r\nIf-Range: "other"\r\n'), true],
+  ['a signed URL', () => head('Range: bytes=0-1\r\n', signed(), 'GET', false), true],
+  ['an allowed Origin', () => head(`Origin: ${ACME_ORIGIN}\r\nRange: bytes=0-1\r\n`), true],
+  ['another Origin', () => head('Origin: https://elsewhere.example\r\n'), true],
+  ['Connection: keep-alive', () => head('Connection: keep-alive\r\n'), true],
+  ['Connection: Keep-Alive', () => head('Connection: Keep-Alive\r\nRange: bytes=2-3\r\n'), true],
+  [
+    'lowercase names',
+    () => `GET ${REC} HTTP/1.1\r\nhost: gw.test\r\nauthorization: Bearer ${ACME_KEY}\r\nrange: bytes=0-1\r\n${RID}\r\n`,
+    true,
+  ],
+  [
+    'UPPERCASE names',
+    () => `GET ${REC} HTTP/1.1\r\nHOST: gw.test\r\nAUTHORIZATION: Bearer ${ACME_KEY}\r\nRANGE: bytes=0-1\r\n${RID}\r\n`,
+    true,
+  ],
+  ['OWS around a value', () => head('Range:    bytes=0-1   \r\n'), true],
+  ['tabs around a value', () => head('Range:\tbytes=0-1\t\r\n'), true],
+  ['no space after the colon', () => head('Range:bytes=0-1\r\n'), true],
+  ['an empty header value', () => head('X-Empty:\r\nRange: bytes=0-1\r\n'), true],
+  ['a field named __proto__', () => head('__proto__: x\r\nconstructor: y\r\nRange: bytes=0-1\r\n'), true],
+  ['a plain query', () => head('Range: bytes=0-1\r\n', `${REC}?a=b`), true],
+  ['a malformed X-Request-Id', () => `GET ${REC} HTTP/1.1\r\nHost: gw.test\r\n${AUTH}X-Request-Id: a b\r\n\r\n`, true],
+  ['If-None-Match: *', () => head('If-None-Match: *\r\n'), true],
+  ['a HEAD with If-None-Match: 304', () => head(`If-None-Match: W/${etag()}\r\n`, REC, 'HEAD'), true],
+  ['If-Range with a date', () => head('Range: bytes=0-9\r\nIf-Range: Fri, 01 Jan 2100 00:00:00 GMT\r\n'), true],
+  ['If-Unmodified-Since in the past: 412', () => head('If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n'), false],
+  ['a Host with a port', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: gw.test:8080'), true],
+  [
+    'a lowercase bearer scheme',
+    () => head('Range: bytes=0-1\r\n', REC, 'GET', false).replace(RID, `${RID}Authorization: bearer ${ACME_KEY}\r\n`),
+    true,
+  ],
+  ['a signed URL and a key', () => head('Range: bytes=0-1\r\n', signed()), true],
+  ['an empty query', () => head('Range: bytes=0-1\r\n', `${REC}?`), true],
+  ['Origin: null', () => head('Origin: null\r\nRange: bytes=0-1\r\n'), true],
+  ['Accept-Encoding: gzip', () => head('Accept-Encoding: gzip, br\r\n'), true],
+  ['Keep-Alive and TE', () => head('Connection: keep-alive\r\nKeep-Alive: 300\r\nTE: trailers\r\nRange: bytes=0-1\r\n'), true],
+  // Node's parser (llhttp) reads Proxy-Connection as Connection (it closes after the answer to `close`): Node's to judge.
+  ['Proxy-Connection: keep-alive', () => head('Proxy-Connection: keep-alive\r\nRange: bytes=0-1\r\n'), false],
+  ['Proxy-Connection: close', () => head('Proxy-Connection: close\r\nRange: bytes=0-1\r\n'), false],
+  ['a 128-character request id', () => head('Range: bytes=0-1\r\n').replace(RID, `X-Request-Id: ${'r'.repeat(128)}\r\n`), true],
+  ['64 header lines', () => head(`${Array.from({ length: 60 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')}Range: bytes=0-1\r\n`), true],
+  // What the door must hand over.
+  ['an expired signed URL', () => head('', `${REC}?${signedQuery(1, Math.floor(clock.now() / 1000) - 1)}`, 'GET', false), false],
+  ['70 header lines', () => head(`${Array.from({ length: 66 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')}Range: bytes=0-1\r\n`), false],
+  ['Connection: close, keep-alive', () => head('Connection: close, keep-alive\r\n'), false],
+  ['Connection twice', () => head('Connection: keep-alive\r\nConnection: keep-alive\r\nRange: bytes=0-1\r\n'), false],
+  ['a fragment in the target', () => head('Range: bytes=0-1\r\n', `${REC}#t=1`), false],
+  ['a trailing slash', () => head('', `${REC}/`), false],
+  ['a dot segment', () => head('', '/v1/call/recording/../recording/1.mp3'), false],
+  ['a NUL in a value', () => head('X-Nul: a\x00b\r\nRange: bytes=0-1\r\n'), false],
+  ['a DEL in a value', () => head('X-Del: a\x7fb\r\nRange: bytes=0-1\r\n'), false],
+  ['Upgrade without Connection', () => head('Upgrade: h2c\r\nRange: bytes=0-1\r\n'), false],
+  ['a failed If-Match: 412', () => head('If-Match: "other"\r\n'), false],
+  ['an unsatisfiable range: 416', () => head('Range: bytes=999999-\r\n'), false],
+  ['a wrong key: 401', () => head('', REC, 'GET', false).replace(RID, `${RID}Authorization: Bearer wrong-key-0000000000000000\r\n`), false],
+  ['no credential: 401', () => head('', REC, 'GET', false), false],
+  ['a disk hit', () => head('Range: bytes=0-1\r\n', DISK_REC), false],
+  ['a remembered 404', () => head('', ABSENT_REC), false],
+  ['a leading zero in the id: 400', () => head('', '/v1/call/recording/01.mp3'), false],
+  ['a duplicate Range', () => head('Range: bytes=0-1\r\nRange: bytes=2-3\r\n'), false],
+  ['a duplicate Authorization', () => head(AUTH), false],
+  ['a duplicate Host', () => head('Host: other.test\r\n'), false],
+  ['no Host', () => `GET ${REC} HTTP/1.1\r\n${AUTH}${RID}\r\n`, false],
+  ['an empty Host', () => `GET ${REC} HTTP/1.1\r\nHost:\r\n${AUTH}${RID}\r\n`, true],
+  ['HTTP/1.0', () => head().replace('HTTP/1.1', 'HTTP/1.0'), false],
+  ['HTTP/1.0 with keep-alive', () => head('Connection: keep-alive\r\n').replace('HTTP/1.1', 'HTTP/1.0'), false],
+  ['Connection: close', () => head('Connection: close\r\nRange: bytes=0-1\r\n'), false],
+  ['Connection: keep-alive, Upgrade', () => head('Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n'), false],
+  ['Content-Length: 0', () => head('Content-Length: 0\r\n'), false],
+  ['Transfer-Encoding: chunked with its body', () => `${head('Transfer-Encoding: chunked\r\n')}0\r\n\r\n`, false],
+  ['Expect: 100-continue', () => head('Expect: 100-continue\r\nRange: bytes=0-1\r\n'), false],
+  ['Expect: something else', () => head('Expect: teapot\r\n'), false],
+  ['an obs-fold', () => head('X-Folded: a\r\n b\r\nRange: bytes=0-1\r\n'), false],
+  ['bare LF line ends', () => head('Range: bytes=0-1\r\n').replaceAll('\r\n', '\n'), false],
+  ['a bare LF in one line', () => head('Range: bytes=0-1\nX-After: 1\r\n'), false],
+  ['a leading CRLF', () => `\r\n${head('Range: bytes=0-1\r\n')}`, false],
+  ['a byte over 0x7f in a value', () => head('User-Agent: caf\xe9\r\nRange: bytes=0-1\r\n'), false],
+  ['a 9 KB header', () => head(`X-Pad: ${'a'.repeat(9 * 1024)}\r\nRange: bytes=0-1\r\n`), false],
+  ['a space before the colon', () => head('Range : bytes=0-1\r\n'), false],
+  ['an absolute-form target', () => head('Range: bytes=0-1\r\n', `http://gw.test${REC}`), false],
+  ['a %-encoded target', () => head('', '/v1/call/recording/%31.mp3'), false],
+  ['odd characters in the query', () => head('Range: bytes=0-1\r\n', `${REC}?a=[1]&b={2}|^`), false],
+  ['a lowercase method', () => head().replace(/^GET/, 'get'), false],
+  ['HTTP/1.1 in lowercase', () => head().replace('HTTP/1.1', 'http/1.1'), false],
+  ['two spaces in the request line', () => head().replace(`GET ${REC}`, `GET  ${REC}`), false],
+];
+
+describe('the same bytes with and without the door', () => {
+  test.each(CORPUS)('%s', async (_name, request, door) => {
+    const { bytes, byDoor } = await sameFromBoth([request()]);
+    // The corpus must exercise the door: these are answered without Node's parser, the others by it.
+    expect(byDoor, `answered by the door: ${JSON.stringify(bytes.slice(0, 80))}`).toBe(door ? 1 : 0);
+  });
+
+  test('the comparison sees a door that changes one byte of one header', async () => {
+    const broken: MemoryHits = {
+      prepare(...args) {
+        const hit = gateway.memoryHits.prepare(...args);
+        if (hit) hit.answer.headers['Cache-Status'] = `${hit.answer.headers['Cache-Status']} `;
+        return hit;
+      },
+    };
+    const brokenDoor = await listenTracked(serverFor(gateway, { door: broken }));
+    const request = head('Range: bytes=0-1\r\n');
+    const fromBroken = await exchange(brokenDoor, [request]);
+    expect(normalise(fromBroken)).not.toBe(normalise(await exchange(withoutDoor, [request])));
+  });
+});
+
+// ---------------------------------------------------------------- 2. split reads
+
+describe('a request split over two reads', () => {
+  const cases: Array<[string, () => string[], string[]]> = [
+    ['the Safari probe', () => [head('Range: bytes=0-1\r\n')], ['GET']],
+    ['a HEAD', () => [head('', REC, 'HEAD')], ['HEAD']],
+    ['a signed URL', () => [head('Range: bytes=0-1\r\n', signed(), 'GET', false)], ['GET']],
+    [
+      'a hit, a request for Node, a hit',
+      () => [head('Range: bytes=0-1\r\n'), head('Range: bytes=999999-\r\n'), head('Range: bytes=2-3\r\n')],
+      ['GET', 'GET', 'GET'],
+    ],
+  ];
+
+  test.each(cases)('%s: the same answers, in order, wherever it is split', async (_name, requests, methods) => {
+    const bytes = requests().join('');
+    const reference = normalise(await exchange(withoutDoor, [bytes], methods));
+    expect(statusesOf(reference)).toHaveLength(methods.length);
+    for (let at = 1; at < bytes.length; at++) {
+      const door = await exchange(withDoor, [bytes.slice(0, at), bytes.slice(at)], methods);
+      expect(normalise(door), `split at ${at}`).toBe(reference);
+    }
+  });
+});
+
+// ---------------------------------------------------------------- 3. pipelining
+
+describe('pipelined requests', () => {
+  test('50 hits, a disk hit, 10 hits in one write: every answer, in order, as without the door', async () => {
+    const hits = (from: number, n: number) => Array.from({ length: n }, (_, i) => head(`Range: bytes=${from + i}-${from + i + 9}\r\n`));
+    const requests = [...hits(0, 50), head('Range: bytes=0-9\r\n', DISK_REC), ...hits(100, 10)];
+    const { bytes, byDoor } = await sameFromBoth(
+      [requests.join('')],
+      requests.map(() => 'GET'),
+    );
+    expect(statusesOf(bytes)).toEqual(requests.map(() => 206));
+    // The door answered the first 50; from the disk hit on, the connection is Node's.
+    expect(byDoor).toBe(50);
+  });
+
+  test('a line that is no request, behind a hit: judged on its own bytes, as on a connection of its own (400)', async () => {
+    // 0.5.2 judged it from the whole packet, whose first line was the hit's, and said 501 (unknown method).
+    const door = await exchange(withDoor, [`${head()}GARBAGE\r\n\r\n`], ['GET', 'GET']);
+    const alone = await exchange(withoutDoor, ['GARBAGE\r\n\r\n']);
+    expect(statusesOf(door)).toEqual([200, 400]);
+    const refusal = (bytes: string) => normalise(bytes.slice(bytes.lastIndexOf('HTTP/1.1 ')));
+    expect(refusal(door)).toBe(refusal(alone));
+  });
+});
+
+// ---------------------------------------------------------------- 4. rate limits
+
+describe('rate limits through the door', () => {
+  /** A gateway whose acme tenant may make 3 requests a minute, served with and without the door. */
+  async function limitedBed(extra: Partial<GatewayConfig> = {}) {
+    const limitedClock = manualClock();
+    const cacheDir = await makeTempDir();
+    const limited = await createGateway({ config: configFor(cacheDir, extra, 3), clock: limitedClock });
+    cleanups.push(() => removeDir(cacheDir));
+    cleanups.push(() => limited.close());
+    const door = await listenTracked(serverFor(limited, { door: limited.memoryHits }));
+    const plain = await listenTracked(serverFor(limited, {}));
+    cleanups.push(() => closeServer(door.server));
+    cleanups.push(() => closeServer(plain.server));
+    return { limited, limitedClock, door, plain };
+  }
+
+  async function fivePipelined(bed: Awaited<ReturnType<typeof limitedBed>>): Promise<void> {
+    // Warming takes tokens: a full bucket again a minute later.
+    await warm(bed.limited, bed.plain);
+    bed.limitedClock.advance(60_000);
+    const five = Array.from({ length: 5 }, (_, i) => head(`Range: bytes=${i}-${i + 1}\r\n`)).join('');
+    const methods = ['GET', 'GET', 'GET', 'GET', 'GET'];
+    const door = await exchange(bed.door, [five], methods);
+    bed.limitedClock.advance(60_000);
+    const plain = await exchange(bed.plain, [five], methods);
+    expect(statusesOf(door)).toEqual([206, 206, 206, 429, 429]);
+    // Tokens left and reset included.
+    expect(normalise(door, true)).toBe(normalise(plain, true));
+  }
+
+  test('in memory: 3 answered, then 429s, byte for byte as without the door', async () => {
+    await fivePipelined(await limitedBed());
+  });
+
+  describe('with a Redis rate-limit store (cluster mode)', () => {
+    let redis: RunningRedis;
+    beforeAll(async () => {
+      redis = await startRedisServer();
+    });
+    afterAll(async () => {
+      await redis?.stop();
+    });
+
+    test('3 answered, then 429s, byte for byte as without the door', async () => {
+      const bed = await limitedBed({
+        cluster: { redisUrl: redis.url, nodeId: 'gw-door', peerSecret: 'peer-secret-for-door-tests-0123456789', redisTimeoutMs: 1_000 },
+      });
+      await bed.limited.joinCluster(`http://127.0.0.1:${bed.door.base.port}`);
+      await fivePipelined(bed);
+    });
+  });
+});
+
+// ---------------------------------------------------------------- 5. connections
+
+describe('a connection the door holds', () => {
+  const SHORT: ConnectionLimits = { headersTimeoutMs: 300, requestTimeoutMs: 1_000, keepAliveTimeoutMs: 300 };
+
+  async function serving(limits: ConnectionLimits, door = true, stalledAfterMs?: number): Promise<Listening> {
+    const to = await listenTracked(
+      serverFor(gateway, { ...(door ? { door: gateway.memoryHits } : {}), limits, ...(stalledAfterMs ? { stalledAfterMs } : {}) }),
+    );
+    cleanups.push(() => closeServer(to.server));
+    return to;
+  }
+
+  /** Sends `bytes` (then ends its side, if `halfClose`) and resolves with all that came back once the server closes; bounded. */
+  async function untilClosed(to: Listening, bytes: string, halfClose = false): Promise<string> {
+    const socket = connect(to.base.port, '127.0.0.1');
+    socket.on('error', () => {});
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    const closed = new Promise<string>((resolve) => socket.once('close', () => resolve('[closed]')));
+    socket.once('connect', () => {
+      if (bytes) socket.write(bytes, 'latin1');
+      if (halfClose) socket.end();
+    });
+    const how = await Promise.race([closed, sleep(10_000, '[still open]')]);
+    socket.destroy();
+    return `${received}${how}`;
+  }
+
+  test('one that never sends a byte is closed after headers_timeout_ms, unanswered', async () => {
+    expect(await untilClosed(await serving(SHORT), '')).toBe('[closed]');
+  });
+
+  test('after an answered hit, one left idle is closed after keep_alive_timeout_ms, as without the door', async () => {
+    const request = head('Range: bytes=0-1\r\n');
+    const door = await untilClosed(await serving(SHORT), request);
+    expect(door).toMatch(/^HTTP\/1\.1 206 Partial Content\r\n[\s\S]*\r\nKeep-Alive: timeout=0\r\n\r\n..\[closed\]$/);
+    expect(normalise(door)).toBe(normalise(await untilClosed(await serving(SHORT, false), request)));
+  });
+
+  test('after an answered hit, a head that never completes is closed by the keep-alive timer, unanswered, as without the door', async () => {
+    // Node's keep-alive timer (300 ms + its 1 s grace) runs until a request's head is in, before the headers timeout (2 s) could answer 408.
+    const limits = { ...SHORT, headersTimeoutMs: 2_000, requestTimeoutMs: 3_000 };
+    const request = `${head('Range: bytes=0-1\r\n')}GET /v1/call/rec`;
+    const door = await untilClosed(await serving(limits), request);
+    expect(door).not.toContain('408');
+    expect(normalise(door)).toBe(normalise(await untilClosed(await serving(limits, false), request)));
+  });
+
+  test('a client that half-closes after its request gets its answer, then the server ends the connection', async () => {
+    const limits = { ...SHORT, keepAliveTimeoutMs: 60_000 };
+    // 40 whole GETs: the door still waits for the client to take its answers when the client's end arrives.
+    const request = head().repeat(40) + head('', REC, 'HEAD');
+    const methods = [...Array.from({ length: 40 }, () => 'GET'), 'HEAD'];
+    const door = await untilClosed(await serving(limits), request, true);
+    expect(wholeAnswers(door, methods).statuses).toEqual(methods.map(() => 200));
+    expect(door.endsWith('[closed]')).toBe(true);
+    expect(normalise(door)).toBe(normalise(await untilClosed(await serving(limits, false), request, true)));
+  });
+
+  test('server.close() closes idle door connections at once, not after the keep-alive timeout', async () => {
+    const to = await serving({ headersTimeoutMs: 60_000, requestTimeoutMs: 60_000, keepAliveTimeoutMs: 60_000 });
+    const silent = untilClosed(to, '');
+    const answered = untilClosed(to, head('Range: bytes=0-1\r\n'));
+    for (
+      let i = 0;
+      i < 500 && (to.accepted.size < 2 || [...to.accepted.values()].some((s) => s.bytesWritten === 0 && s.bytesRead > 0));
+      i++
+    )
+      await sleep(2);
+    await new Promise<void>((resolve) => to.server.close(() => resolve()));
+    expect(await silent).toBe('[closed]');
+    expect(await answered).toMatch(/^HTTP\/1\.1 206 [\s\S]*\[closed\]$/);
+  });
+
+  /**
+   * A door server capped at one connection, and a client on it that sends
+   * whole GETs (23 KB answers), each once the server read the one before (so
+   * the door reads whole heads only), and never reads: until the server stops reading.
+   */
+  async function neverReading(stalledAfterMs: number) {
+    const answered = { n: 0 };
+    const door = countingHits(gateway.memoryHits, answered);
+    const to = await listenTracked(serverFor(gateway, { door, limits: { ...SHORT, maxConnections: 1 }, stalledAfterMs }));
+    cleanups.push(() => closeServer(to.server));
+    const socket = connect(to.base.port, '127.0.0.1');
+    socket.on('error', () => {});
+    cleanups.push(() => void socket.destroy());
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause();
+    const one = head();
+    let sent = 0;
+    let readAll = true;
+    for (let i = 0; i < 3_000 && readAll; i++) {
+      socket.write(one);
+      sent += one.length;
+      await serverHasRead(to, socket, sent, 300);
+      readAll = to.accepted.get(socket.localPort ?? -1)!.bytesRead >= sent;
+    }
+    // It stopped reading once the kernel's buffers were full of answers: a few MB, not the 69 MB 3000 answers make.
+    expect(readAll).toBe(false);
+    expect(answered.n).toBeLessThan(1_000);
+    return { to, answered, accepted: to.accepted.get(socket.localPort ?? -1)! };
+  }
+
+  test('a client that pipelines hits and never reads: the door stops reading, and the connection cap still lets a new client in', async () => {
+    const { to, answered, accepted } = await neverReading(300);
+    const stoppedAt = accepted.bytesRead;
+    await sleep(100);
+    expect(accepted.bytesRead).toBe(stoppedAt);
+    expect(accepted.destroyed).toBe(false);
+    // The stalled connection makes room for a new client, whose hit the door answers.
+    const before = answered.n;
+    expect(await exchange(to, [head('Range: bytes=0-1\r\n')])).toMatch(
+      /^HTTP\/1\.1 206 Partial Content\r\n[\s\S]*\r\n\r\n\[body 2 bytes \w+ "ID"\]\[open\]$/,
+    );
+    expect(answered.n).toBe(before + 1);
+    expect(accepted.destroyed).toBe(true);
+  });
+
+  test("at the cap, a door answer in flight counts as busy: a new client gets Node's 503, not the door", async () => {
+    // Not yet taken for a client that stopped reading.
+    const { to, answered, accepted } = await neverReading(60_000);
+    const before = answered.n;
+    const refused = await exchange(to, [head('Range: bytes=0-1\r\n')]);
+    expect(refused).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\n[\s\S]*\r\nConnection: close\r\n[\s\S]*\[end\]$/);
+    expect(answered.n).toBe(before);
+    expect(accepted.destroyed).toBe(false);
+  });
+});
+
+// ---------------------------------------------------------------- 6. logs and metrics
+
+describe('what a door-answered hit leaves in the log and the metrics', () => {
+  test('the same request line and the same counters as without the door', async () => {
+    const { logger, lines } = capturingLogger();
+    const cacheDir = await makeTempDir();
+    cleanups.push(() => removeDir(cacheDir));
+    const logged = await createGateway({ config: configFor(cacheDir), clock: manualClock(), logger });
+    cleanups.push(() => logged.close());
+    const door = await listenTracked(serverFor(logged, { door: logged.memoryHits }));
+    const plain = await listenTracked(serverFor(logged, {}));
+    cleanups.push(() => closeServer(door.server));
+    cleanups.push(() => closeServer(plain.server));
+    await warm(logged, plain);
+
+    /** The request and byte counters of recordings, from /metrics. */
+    const counters = async (): Promise<Map<string, number>> => {
+      const text = await (await fetch(`http://127.0.0.1:${plain.base.port}/metrics`)).text();
+      const found = new Map<string, number>();
+      for (const line of text.split('\n')) {
+        const match = /^(recording_gateway_(?:requests_total\{route="recording"|served_bytes_total)[^ ]*) (\d+)$/.exec(line);
+        if (match) found.set(match[1]!, Number(match[2]));
+      }
+      return found;
+    };
+    const requestLines = () => lines.filter((line) => line.msg === 'request' && line.route === 'recording');
+
+    /** One hit through `to`: its log line (without the time) and how the counters moved. */
+    const oneHit = async (to: Listening) => {
+      const before = await counters();
+      const count = requestLines().length;
+      await exchange(to, [head('Range: bytes=0-1\r\n')]);
+      for (let i = 0; i < 200 && requestLines().length === count; i++) await sleep(5);
+      const after = await counters();
+      const moved = [...after]
+        .filter(([name, value]) => value !== (before.get(name) ?? 0))
+        .map(([name, value]) => [name, value - (before.get(name) ?? 0)]);
+      const { time: _time, ...line } = requestLines().at(-1)!;
+      return { line, moved, lines: requestLines().length - count };
+    };
+
+    const byDoor = await oneHit(door);
+    const byNode = await oneHit(plain);
+    expect(byDoor.lines).toBe(1);
+    expect(byDoor.line).toMatchObject({ reqId: 'door-test-0001', status: 206, cache: 'hit', bytes: 2 });
+    expect(byDoor).toEqual(byNode);
+    expect(byDoor.moved).toHaveLength(2);
+  });
+
+  test('answers cut short when the connection is closed under them are logged aborted, as without the door', async () => {
+    const { logger, lines } = capturingLogger();
+    const cacheDir = await makeTempDir();
+    cleanups.push(() => removeDir(cacheDir));
+    const logged = await createGateway({ config: configFor(cacheDir), clock: manualClock(), logger });
+    cleanups.push(() => logged.close());
+    const door = await listenTracked(serverFor(logged, { door: logged.memoryHits }));
+    const plain = await listenTracked(serverFor(logged, {}));
+    cleanups.push(() => closeServer(door.server));
+    cleanups.push(() => closeServer(plain.server));
+    await warm(logged, plain);
+    const requestLines = () => lines.filter((line) => line.msg === 'request' && line.route === 'recording');
+
+    /** 400 whole GETs (9 MB of answers, more than the kernel buffers) from a client that reads none, then every connection closed: how many of them were logged aborted. */
+    const abortedWhenCut = async (to: Listening): Promise<number> => {
+      const count = requestLines().length;
+      const socket = connect(to.base.port, '127.0.0.1');
+      socket.on('error', () => {});
+      socket.pause();
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(head().repeat(400), 'latin1');
+      await sleep(200);
+      to.server.closeAllConnections();
+      for (let i = 0; i < 200 && requestLines().length === count; i++) await sleep(5);
+      await sleep(50);
+      socket.destroy();
+      return requestLines()
+        .slice(count)
+        .filter((line) => line.aborted === true).length;
+    };
+    expect(await abortedWhenCut(plain)).toBeGreaterThan(0);
+    expect(await abortedWhenCut(door)).toBeGreaterThan(0);
+  });
+});
