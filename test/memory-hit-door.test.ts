@@ -501,7 +501,8 @@ describe('a connection the door holds', () => {
 // ---------------------------------------------------------------- 6. logs and metrics
 
 describe('what a door-answered hit leaves in the log and the metrics', () => {
-  test('the same request line and the same counters as without the door', async () => {
+  /** A gateway of its own whose log lines are kept, with a server with the door and one without, the recording warmed. */
+  async function loggedBed() {
     const { logger, lines } = capturingLogger();
     const cacheDir = await makeTempDir();
     cleanups.push(() => removeDir(cacheDir));
@@ -512,7 +513,12 @@ describe('what a door-answered hit leaves in the log and the metrics', () => {
     cleanups.push(() => closeServer(door.server));
     cleanups.push(() => closeServer(plain.server));
     await warm(logged, plain);
+    const requestLines = () => lines.filter((line) => line.msg === 'request' && line.route === 'recording');
+    return { door, plain, requestLines };
+  }
 
+  test('the same request line and the same counters as without the door', async () => {
+    const { door, plain, requestLines } = await loggedBed();
     /** The request and byte counters of recordings, from /metrics. */
     const counters = async (): Promise<Map<string, number>> => {
       const text = await (await fetch(`http://127.0.0.1:${plain.base.port}/metrics`)).text();
@@ -523,7 +529,6 @@ describe('what a door-answered hit leaves in the log and the metrics', () => {
       }
       return found;
     };
-    const requestLines = () => lines.filter((line) => line.msg === 'request' && line.route === 'recording');
 
     /** One hit through `to`: its log line (without the time) and how the counters moved. */
     const oneHit = async (to: Listening) => {
@@ -548,17 +553,7 @@ describe('what a door-answered hit leaves in the log and the metrics', () => {
   });
 
   test('answers cut short when the connection is closed under them are logged aborted, as without the door', async () => {
-    const { logger, lines } = capturingLogger();
-    const cacheDir = await makeTempDir();
-    cleanups.push(() => removeDir(cacheDir));
-    const logged = await createGateway({ config: configFor(cacheDir), clock: manualClock(), logger });
-    cleanups.push(() => logged.close());
-    const door = await listenTracked(serverFor(logged, { door: logged.memoryHits }));
-    const plain = await listenTracked(serverFor(logged, {}));
-    cleanups.push(() => closeServer(door.server));
-    cleanups.push(() => closeServer(plain.server));
-    await warm(logged, plain);
-    const requestLines = () => lines.filter((line) => line.msg === 'request' && line.route === 'recording');
+    const { door, plain, requestLines } = await loggedBed();
 
     /** 400 whole GETs (9 MB of answers, more than the kernel buffers) from a client that reads none, then every connection closed: how many of them were logged aborted. */
     const abortedWhenCut = async (to: Listening): Promise<number> => {
