@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -79,8 +79,10 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
     // (CORS) and the player needs the gateway's URL.
     const gatewayServer = await listen(options.gatewayPort ?? DEMO_GATEWAY_PORT, 'gateway', 'DEMO_GATEWAY_PORT');
     parts.gatewayServer = gatewayServer;
+    const answerGateway = answeredOnceWired(gatewayServer);
     const playerServer = await listen(options.playerPort ?? DEMO_PLAYER_PORT, 'player', 'DEMO_PLAYER_PORT');
     parts.playerServer = playerServer;
+    const answerPlayer = answeredOnceWired(playerServer);
     const gatewayPort = (gatewayServer.address() as AddressInfo).port;
     const playerPort = (playerServer.address() as AddressInfo).port;
     const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
@@ -112,16 +114,13 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
     let logRequests = false; // from the banner on
     // Memory hits first, then the app, as `npm start` answers (without its Host check and connection cap, which a demo on loopback does not need).
     const listener = gateway.answeringMemoryHitsFirst(getRequestListener(gateway.app.fetch));
-    gatewayServer.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    answerGateway((request: IncomingMessage, response: ServerResponse) => {
       if (logRequests) response.once('finish', () => logRequest(request, response));
       listener(request, response);
     });
 
     const catalog = await loadFixtureCatalog();
-    playerServer.on(
-      'request',
-      createPlayerBackend({ gatewayUrl, tenantKey, catalog, ttlSeconds: PLAYER_URL_TTL_SECONDS, staticDir: STATIC_DIR }),
-    );
+    answerPlayer(createPlayerBackend({ gatewayUrl, tenantKey, catalog, ttlSeconds: PLAYER_URL_TTL_SECONDS, staticDir: STATIC_DIR }));
 
     const demo: Demo = { gatewayUrl, playerUrl: `http://127.0.0.1:${playerPort}/`, upstreamUrl: upstream.baseUrl, tenantKey, stop };
     if (!options.quiet) {
@@ -180,6 +179,24 @@ async function listen(port: number, name: string, envName: string): Promise<Serv
   });
   server.on('clientError', (_error, socket) => socket.destroy());
   return server;
+}
+
+/**
+ * Requests to `server` wait until it is given its listener, then are answered
+ * in order: a browser that opens the page while the demo starts gets it,
+ * where a server with no listener yet would leave it hanging.
+ */
+function answeredOnceWired(server: Server): (listener: RequestListener) => void {
+  const waiting: Array<[IncomingMessage, ServerResponse]> = [];
+  let wired: RequestListener | undefined;
+  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    if (wired) wired(request, response);
+    else waiting.push([request, response]);
+  });
+  return (listener) => {
+    wired = listener;
+    for (const [request, response] of waiting.splice(0)) listener(request, response);
+  };
 }
 
 /** Closes a server, dropping keep-alive and streaming connections (a browser holds some open). */

@@ -1,6 +1,7 @@
 /**
- * `npm run demo` on a machine where a port it wants is taken: one line that
- * names the variable to set, for each of its three servers.
+ * `npm run demo`'s ports: on a machine where a port it wants is taken, one
+ * line that names the variable to set, for each of its three servers; a
+ * page asked for while it starts is answered once it is up.
  */
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -34,4 +35,38 @@ test.each([
   await expect(started).rejects.toThrow(
     `demo ${name}: cannot listen on 127.0.0.1:${busyPort}: the port is in use; set ${envName} to another port (0 picks a free one)`,
   );
+});
+
+/** A port free a moment ago, for a server that must listen on a port known in advance. */
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as { port: number };
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+test('the player page asked for while the demo is still starting is answered once it is up, not left hanging', async () => {
+  const playerPort = await freePort();
+  const started = startDemo({ upstreamPort: 0, gatewayPort: 0, playerPort, quiet: true });
+  // The first connection the player's port takes: the demo listens before it wires its servers (it needs both ports first).
+  let page: Promise<Response> | undefined;
+  for (let attempt = 0; attempt < 2_000 && !page; attempt++) {
+    const response = fetch(`http://127.0.0.1:${playerPort}/`, { signal: AbortSignal.timeout(5_000) });
+    const connected = await response.then(
+      () => true,
+      // Refused: not listening yet. A timeout: it took the connection and never answered.
+      (error: Error) => error.name === 'TimeoutError' || !/ECONNREFUSED/.test(String(error.cause ?? error)),
+    );
+    if (connected) page = response;
+    else await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  const demo = await started;
+  try {
+    const answer = await page!;
+    expect(answer.status).toBe(200);
+    expect(await answer.text()).toContain('<audio');
+  } finally {
+    await demo.stop();
+  }
 });
