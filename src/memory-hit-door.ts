@@ -1,14 +1,20 @@
-import type { IncomingMessage, Server } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ConnectionGuard } from './connection-guard.js';
 import { readPlainRequestHead } from './http/plain-request-head.js';
 import type { MemoryHit, MemoryHits } from './routes/memory-hits.js';
 
-const STATUS_LINES: Record<number, string> = {
-  200: 'HTTP/1.1 200 OK\r\n',
-  206: 'HTTP/1.1 206 Partial Content\r\n',
-  304: 'HTTP/1.1 304 Not Modified\r\n',
-};
+const statusLines = new Map<number, string>();
+
+/** The status line Node writes for `status`, made once. */
+function statusLine(status: number): string {
+  let line = statusLines.get(status);
+  if (line === undefined) {
+    line = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n`;
+    statusLines.set(status, line);
+  }
+  return line;
+}
 
 let dateSecond = -1;
 let dateText = '';
@@ -33,7 +39,7 @@ function keepAliveTrailer(keepAliveTimeoutMs: number): string {
 /** The answer's head, byte for byte as Node's `writeHead` and `end` write it. */
 function headOf(hit: MemoryHit, keepAliveTimeoutMs: number): string {
   const { status, headers } = hit.answer;
-  let head = STATUS_LINES[status]!;
+  let head = statusLine(status);
   for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
   return head + keepAliveTrailer(keepAliveTimeoutMs);
 }
@@ -122,7 +128,7 @@ class DoorConnection {
   /** Answers the request at the front of `pending`, or hands the connection over. */
   #next(pending: Buffer): void {
     const socket = this.socket;
-    const head = this.door.server.listening ? readPlainRequestHead(pending, 0) : undefined;
+    const head = this.door.server.listening ? readPlainRequestHead(pending) : undefined;
     const hit = head && this.door.hits.prepare(head.method, head.target, head.headers, false, socket.remoteAddress);
     if (!head || !hit) {
       this.#handOver();

@@ -33,17 +33,17 @@ function trimWhitespace(value: string): string {
 }
 
 /**
- * The request head at `buffer[start]`, when it is whole and as plain as a
+ * The request head at the start of `buffer`, when it is whole and as plain as a
  * player's or a benchmark's: `GET` or `HEAD` of an origin-form target,
  * HTTP/1.1, CRLF line ends, one Host, no header twice, no body, no
  * connection option but `keep-alive`. Undefined for anything else, an
  * incomplete head included: Node's parser then reads the request, and
  * judges it as it always does.
  */
-export function readPlainRequestHead(buffer: Buffer, start: number): PlainRequestHead | undefined {
-  const end = buffer.indexOf(HEAD_END, start);
-  if (end === -1 || end - start > MAX_HEAD_BYTES) return undefined;
-  const lines = buffer.toString('latin1', start, end).split('\r\n');
+export function readPlainRequestHead(buffer: Buffer): PlainRequestHead | undefined {
+  const end = buffer.indexOf(HEAD_END);
+  if (end === -1 || end > MAX_HEAD_BYTES) return undefined;
+  const lines = buffer.toString('latin1', 0, end).split('\r\n');
   const requestLine = REQUEST_LINE.exec(lines[0]!);
   if (!requestLine || lines.length > MAX_FIELDS + 1) return undefined;
   // No prototype: a field named `constructor` or `__proto__` is a field like any other.
@@ -59,5 +59,5 @@ export function readPlainRequestHead(buffer: Buffer, start: number): PlainReques
   }
   if (headers.host === undefined) return undefined;
   if (headers.connection !== undefined && headers.connection.toLowerCase() !== 'keep-alive') return undefined;
-  return { method: requestLine[1] as 'GET' | 'HEAD', target: requestLine[2]!, headers, length: end - start + HEAD_END.length };
+  return { method: requestLine[1] as 'GET' | 'HEAD', target: requestLine[2]!, headers, length: end + HEAD_END.length };
 }
