@@ -50,7 +50,8 @@ async function breakTempFolder(): Promise<void> {
 async function repairTempFolder(): Promise<void> {
   const tmp = path.join(dir, 'tmp');
   await rm(tmp, { force: true });
-  await mkdir(tmp);
+  // The gateway's background probe may make the folder again between the two calls.
+  await mkdir(tmp, { recursive: true });
 }
 
 /** A recording request that meets the broken disk: it is still served, and the disk failure is reported. */
