@@ -4,7 +4,16 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
-import { SERVER_KEY, makeTempDir, rawExchange, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import {
+  ACME_KEY,
+  SERVER_KEY,
+  makeTempDir,
+  rawExchange,
+  removeDir,
+  startGateway,
+  testConfig,
+  type RunningGateway,
+} from '../dev/gateway-harness.js';
 import { startGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import { createLogger, type Logger } from '../src/logger.js';
 import { RedisLink } from '../src/cluster/redis-link.js';
@@ -198,6 +207,24 @@ describe('the request line', () => {
     expect(lines.join('\n')).not.toContain('SECRETwebhookTOKEN');
     expect(lines.join('\n')).not.toContain('"level":50');
   });
+
+  test.each(['"', '{', '}', '|', '^', '`', '<', '>', "'", '[', ']'])(
+    'a path holding %s, which Node lets through, is logged as valid JSON, cut there',
+    async (char) => {
+      const lines = await start('info');
+      const target = `/v1/call/recording/4.mp3${char}sig=AAAAsecretSignatureAAAA`;
+      const answer = await rawExchange(
+        gateway!.baseUrl,
+        `GET ${target} HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\nConnection: close\r\n\r\n`,
+      );
+      expect(answer).toMatch(/^HTTP\/1\.1 4\d\d /);
+      const [line] = await waitForRequestLines(lines, 1);
+      const logged = (JSON.parse(line!) as { path: string }).path;
+      // Cut where the route's own characters end: before the character itself, whoever asked.
+      expect(logged).toMatch(/^\/v1\/call\/recording\/(?:4\.mp3)?…$/);
+      expect(lines.join('\n')).not.toContain('secretSignature');
+    },
+  );
 
   test('a route path is logged as it is', async () => {
     const lines = await start('info');

@@ -73,6 +73,15 @@ export function evaluatePreconditions(headers: ConditionalHeaders, current: Vali
   // Methods are case-sensitive (9.1).
   const safeRead = headers.method === 'GET' || headers.method === 'HEAD';
   const exists = current !== undefined;
+  // Most requests carry no precondition: nothing of `current` is parsed for them.
+  if (
+    headers.ifMatch === undefined &&
+    headers.ifNoneMatch === undefined &&
+    headers.ifUnmodifiedSince === undefined &&
+    headers.ifModifiedSince === undefined
+  ) {
+    return 'proceed';
+  }
   const etag = current?.etag === undefined ? undefined : parseEntityTag(current.etag);
   const modified = current === undefined ? undefined : lastModifiedMs(current);
 

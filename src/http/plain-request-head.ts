@@ -14,22 +14,45 @@ const HEAD_END = Buffer.from('\r\n\r\n');
 // Longer heads are Node's to judge (its limit, its 431).
 const MAX_HEAD_BYTES = 8192;
 const MAX_FIELDS = 64;
-// RFC 9112 3: origin-form of RFC 3986's path and query characters only; anything else is Node's to judge.
-const REQUEST_LINE = /^(GET|HEAD) (\/[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*) HTTP\/1\.1$/;
-// RFC 9110 5.6.2.
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-// Visible ASCII, spaces and tabs: no obs-text, no control character.
-const PLAIN_VALUE = /^[\t\x20-\x7e]*$/;
 // What would make Node treat the request other than as one bodiless GET or HEAD: the fields
 // llhttp reads itself (`proxy-connection` as it reads `connection`), and an expectation.
 const NOT_PLAIN = new Set(['content-length', 'transfer-encoding', 'expect', 'upgrade', 'proxy-connection']);
 
-function trimWhitespace(value: string): string {
-  let start = 0;
-  let end = value.length;
-  while (start < end && (value.charCodeAt(start) === 0x20 || value.charCodeAt(start) === 0x09)) start++;
-  while (end > start && (value.charCodeAt(end - 1) === 0x20 || value.charCodeAt(end - 1) === 0x09)) end--;
-  return value.slice(start, end);
+const SP = 0x20;
+const HTAB = 0x09;
+const COLON = 0x3a;
+const VERSION = ' HTTP/1.1';
+
+/** The characters from `first` to `last`. */
+function span(first: string, last: string): string {
+  let chars = '';
+  for (let code = first.charCodeAt(0); code <= last.charCodeAt(0); code++) chars += String.fromCharCode(code);
+  return chars;
+}
+
+/** A table of latin1 codes, 1 for each of `chars`: one lookup per character read. */
+function charTable(chars: string): Uint8Array {
+  const table = new Uint8Array(256);
+  for (let i = 0; i < chars.length; i++) table[chars.charCodeAt(i)] = 1;
+  return table;
+}
+
+const ALPHANUMERIC = span('A', 'Z') + span('a', 'z') + span('0', '9');
+// RFC 9112 3: origin-form of RFC 3986's path and query characters only; anything else is Node's to judge.
+const TARGET = charTable(`${ALPHANUMERIC}-._~%!$&'()*+,;=:@/?`);
+// RFC 9110 5.6.2.
+const TOKEN = charTable(`${ALPHANUMERIC}!#$%&'*+.^_\`|~-`);
+// Visible ASCII, spaces and tabs: no obs-text, no control character.
+const PLAIN_VALUE = charTable(`\t${span(' ', '~')}`);
+
+/** `GET` or `HEAD`, `/`, target characters, ` HTTP/1.1`: the target, or undefined. */
+function requestLineParts(text: string, end: number): { method: 'GET' | 'HEAD'; target: string } | undefined {
+  const method = text.startsWith('GET /') ? 'GET' : text.startsWith('HEAD /') ? 'HEAD' : undefined;
+  if (method === undefined || !text.startsWith(VERSION, end - VERSION.length)) return undefined;
+  const targetStart = method.length + 1;
+  const targetEnd = end - VERSION.length;
+  for (let i = targetStart; i < targetEnd; i++) if (TARGET[text.charCodeAt(i)] !== 1) return undefined;
+  return { method, target: text.slice(targetStart, targetEnd) };
 }
 
 /**
@@ -43,21 +66,45 @@ function trimWhitespace(value: string): string {
 export function readPlainRequestHead(buffer: Buffer): PlainRequestHead | undefined {
   const end = buffer.indexOf(HEAD_END);
   if (end === -1 || end > MAX_HEAD_BYTES) return undefined;
-  const lines = buffer.toString('latin1', 0, end).split('\r\n');
-  const requestLine = REQUEST_LINE.exec(lines[0]!);
-  if (!requestLine || lines.length > MAX_FIELDS + 1) return undefined;
+  const text = buffer.toString('latin1', 0, end);
+  const firstLineEnd = text.indexOf('\r\n');
+  // A request line alone has no Host.
+  if (firstLineEnd === -1) return undefined;
+  const requestLine = requestLineParts(text, firstLineEnd);
+  if (!requestLine) return undefined;
   // No prototype: a field named `constructor` or `__proto__` is a field like any other.
   const headers: Record<string, string> = Object.create(null);
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    if (colon <= 0) return undefined;
-    const name = line.slice(0, colon).toLowerCase();
-    const value = line.slice(colon + 1);
-    if (!TOKEN.test(name) || !PLAIN_VALUE.test(value) || headers[name] !== undefined || NOT_PLAIN.has(name)) return undefined;
-    headers[name] = trimWhitespace(value);
+  let fields = 0;
+  for (let lineStart = firstLineEnd + 2; lineStart < end; ) {
+    const found = text.indexOf('\r\n', lineStart);
+    const lineEnd = found === -1 ? end : found;
+    if (++fields > MAX_FIELDS) return undefined;
+    let colon = lineStart;
+    let upperCase = false;
+    for (; colon < lineEnd; colon++) {
+      const code = text.charCodeAt(colon);
+      if (code === COLON) break;
+      if (TOKEN[code] !== 1) return undefined;
+      if (code >= 0x41 && code <= 0x5a) upperCase = true;
+    }
+    if (colon === lineStart || colon === lineEnd) return undefined;
+    // The value without the spaces and tabs around it; every character of the line checked.
+    let valueStart = lineEnd;
+    let valueEnd = colon + 1;
+    for (let i = colon + 1; i < lineEnd; i++) {
+      const code = text.charCodeAt(i);
+      if (PLAIN_VALUE[code] !== 1) return undefined;
+      if (code !== SP && code !== HTAB) {
+        if (valueStart === lineEnd) valueStart = i;
+        valueEnd = i + 1;
+      }
+    }
+    const name = upperCase ? text.slice(lineStart, colon).toLowerCase() : text.slice(lineStart, colon);
+    if (headers[name] !== undefined || NOT_PLAIN.has(name)) return undefined;
+    headers[name] = valueStart < valueEnd ? text.slice(valueStart, valueEnd) : '';
+    lineStart = lineEnd + 2;
   }
   if (headers.host === undefined) return undefined;
   if (headers.connection !== undefined && headers.connection.toLowerCase() !== 'keep-alive') return undefined;
-  return { method: requestLine[1] as 'GET' | 'HEAD', target: requestLine[2]!, headers, length: end + HEAD_END.length };
+  return { method: requestLine.method, target: requestLine.target, headers, length: end + HEAD_END.length };
 }

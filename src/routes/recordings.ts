@@ -5,7 +5,7 @@ import type { Clock } from '../clock.js';
 import { signRecordingUrl } from '@recording-gateway/client';
 import { parseCallId } from '../recordings/call-id.js';
 import type { FetchedRecording, FoundRecording, RecordingService } from '../recordings/recording-service.js';
-import { corsHeaders } from '../http/cors.js';
+import { addCorsHeaders, corsHeaders } from '../http/cors.js';
 import { DamagedFileError } from '../cache/stored-file.js';
 import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
 import { evaluatePreconditions } from '../http/conditional.js';
@@ -178,11 +178,10 @@ export function recordingAnswerHeaders(
   deps: Pick<RecordingRoutesDeps, 'clock' | 'maxAgeSeconds'>,
 ): (caller: Caller, origin: string | undefined, requestId: string) => ResponseHeaders {
   const cacheControl = recordingCacheControl(deps);
-  // Object.assign, not spread: on this path V8's object spread costs microseconds per answer.
   return (caller, origin, requestId) => {
-    const headers = Object.assign({ 'Cache-Control': cacheControl(caller) }, corsHeaders(origin, caller.tenant.allowedOrigins), {
-      'X-Request-Id': requestId,
-    });
+    // Added in place: no object made and copied per answer.
+    const headers: ResponseHeaders = addCorsHeaders({ 'Cache-Control': cacheControl(caller) }, origin, caller.tenant.allowedOrigins);
+    headers['X-Request-Id'] = requestId;
     // A browser keeps an API-key answer for max-age: keyed by the key too, a request with another key (a revoked one) is asked of the gateway.
     if (caller.credential.kind === 'api-key') headers.Vary = VARY_FOR_API_KEY;
     return headers;

@@ -46,13 +46,19 @@ const ROUTE_PREFIXES = ['/v1/call/recording/', '/v1/webhooks/flyflow/', '/intern
  * route has (`%`, `&`, `;`, `=`, ...), as a real query is cut, since a client
  * that encodes a query into the path (`%3F`, twice as `%253F`, after a `%23`)
  * or writes it there (`acme&token=...`, `4.mp3;sig=...`) would otherwise put
- * a valid signature or webhook token into the log.
+ * a valid signature or webhook token into the log. What it returns is made
+ * only of `A-Za-z0-9/._-` and `…`, which JSON writes as they are.
  */
 function loggedPath(path: string, vouched: boolean): string {
   if (PLAIN_PATH.test(path)) return path;
   if (!vouched) return `${ROUTE_PREFIXES.find((prefix) => path.startsWith(prefix)) ?? '/'}…`;
   const cut = path.search(NOT_IN_ANY_ROUTE);
   return cut === -1 ? path : `${path.slice(0, cut)}…`;
+}
+
+/** The method as a JSON string: the two of nearly every request without JSON.stringify. */
+function jsonMethod(method: string): string {
+  return method === 'GET' ? '"GET"' : method === 'HEAD' ? '"HEAD"' : JSON.stringify(method);
 }
 
 /** What one answered request was: everything the log line and the metrics say of it. */
@@ -99,7 +105,8 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     // Written by hand: every value is a validated id, a label of ours or a
     // number, except the method and path, which are quoted by JSON.stringify.
     // No header or query value is in it, so nothing needs redacting.
-    let line = `"reqId":"${record.requestId}","method":${JSON.stringify(record.method)},"path":${JSON.stringify(loggedPath(record.path, caller !== undefined))},"route":"${record.route}"`;
+    // loggedPath keeps only characters JSON leaves as they are (and `…`): no quoting needed.
+    let line = `"reqId":"${record.requestId}","method":${jsonMethod(record.method)},"path":"${loggedPath(record.path, caller !== undefined)}","route":"${record.route}"`;
     if (caller) line += `,"tenant":"${caller.tenant.id}"`;
     if (record.callId !== undefined) line += `,"callId":"${record.callId}"`;
     if (caller) line += `,"credential":"${caller.credential.kind}"`;

@@ -1,0 +1,207 @@
+/**
+ * `npm run bench:instructions`: how many instructions the compiled gateway's
+ * process runs per answer, counted by valgrind's callgrind (issue 11). Unlike
+ * seconds, the count does not move with what else the machine (or the host
+ * under a VM) is doing: the same build and requests give the same count to
+ * about 0.5 % (the full body aside, below), so a change of a few percent on
+ * the hot path can be seen. It counts user-space instructions only: the
+ * kernel's share (socket writes, about a third of a probe's CPU time) is the
+ * peers bench's to measure.
+ *
+ * The gateway runs as `npm start` runs it, under `valgrind --tool=callgrind
+ * --instr-atstart=no`, in front of the peers bench's generated upstream. Each
+ * case is warmed at full speed, then instrumented: more warm requests (the
+ * code is translated again), the counters zeroed, `BENCH_INSTR_REQUESTS`
+ * requests one after the other on one keep-alive connection, the counters
+ * dumped. "of which GC" is what V8's garbage collector ran (its marking,
+ * sweeping and scavenging functions by name): a major GC landing in one
+ * case's window shows there, not as a change of the request path. The
+ * full body's count depends on how fast the client reads (partial writes):
+ * run it on a machine no other valgrind shares.
+ *
+ *   BENCH_INSTR_REQUESTS=4000  measured requests per case
+ *   BENCH_INSTR_WARMUP=12000   requests per case before instrumenting
+ *   PEERS_SKIP_BUILD=1         use dist/ as it is instead of running `npm run build`
+ *
+ * Needs valgrind (`apt-get install -y valgrind`).
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startScriptNodeFlags } from '../dev/gateway-process.js';
+import { gatewayYaml } from './peers-configs.js';
+import { executable, freePort, startGroup, waitForPort } from './peers-process.js';
+import { GATEWAY_CLI, ROOT, startPeersUpstream } from './peers-servers.js';
+import { markdownTable } from './table.js';
+
+const VALGRIND = '/usr/bin/valgrind';
+const CALLGRIND_CONTROL = '/usr/bin/callgrind_control';
+const CALLGRIND_ANNOTATE = '/usr/bin/callgrind_annotate';
+const RECORDING_BYTES = 954_000;
+const START_TIMEOUT_MS = 120_000;
+// Instrumented warm requests before the counters are zeroed: callgrind translates the code again once it is on.
+const INSTRUMENTED_WARMUP = 1_000;
+// V8's collector, by function name: what "of which GC" adds up.
+const GC_FUNCTION =
+  /v8::internal::(?:Concurrent|Marking|Sweeper|MarkCompact|Scaveng|IncrementalMarking|MainMarking|Evacuat|RememberedSet|SlotSet|BodyDescriptor)|MarkingVisitor|MemoryChunkData/;
+
+interface InstructionCase {
+  title: string;
+  headers: (tenantKey: string) => Record<string, string>;
+  status: number;
+}
+
+const CASES: InstructionCase[] = [
+  {
+    title: '`Range: bytes=0-1` (the Safari probe), memory hit',
+    headers: (key) => ({ authorization: `Bearer ${key}`, range: 'bytes=0-1' }),
+    status: 206,
+  },
+  {
+    title: '64 KB range, memory hit',
+    headers: (key) => ({ authorization: `Bearer ${key}`, range: 'bytes=327680-393215' }),
+    status: 206,
+  },
+  { title: 'full-body hit (932 KB), memory', headers: (key) => ({ authorization: `Bearer ${key}` }), status: 200 },
+  { title: 'no credential (401)', headers: () => ({}), status: 401 },
+];
+
+function positiveInteger(name: string, fallback: number): number {
+  const value = Number(process.env[name] ?? fallback);
+  if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${name} must be a positive integer`);
+  return value;
+}
+
+/** `count` GETs one after the other on `agent`'s one connection; throws at the first answer other than `status`. */
+async function sequentialGets(agent: Agent, url: string, headers: Record<string, string>, status: number, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    await new Promise<void>((resolve, reject) => {
+      const req = request(url, { agent, headers }, (res) => {
+        res.resume();
+        res.once('end', () => (res.statusCode === status ? resolve() : reject(new Error(`${url}: ${res.statusCode}, expected ${status}`))));
+      });
+      req.once('error', reject);
+      req.end();
+    });
+  }
+}
+
+function callgrindControl(pid: number, option: string): void {
+  const result = spawnSync(CALLGRIND_CONTROL, [option, String(pid)], { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`callgrind_control ${option} ${pid}: ${result.stderr || result.stdout}`);
+}
+
+/** Total instructions of a callgrind dump, and those in V8's collector. */
+function countsOf(file: string): { total: number; gc: number } {
+  const total = Number(/^summary: (\d+)$/m.exec(readFileSync(file, 'utf8'))?.[1]);
+  const annotated = spawnSync(CALLGRIND_ANNOTATE, ['--threshold=100', file], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 }).stdout;
+  let gc = 0;
+  for (const line of annotated.split('\n')) {
+    const match = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$/.exec(line);
+    if (match && GC_FUNCTION.test(match[2]!)) gc += Number(match[1]!.replaceAll(',', ''));
+  }
+  return { total, gc };
+}
+
+/** The newest dump callgrind wrote for `pid` in `dir` (`callgrind.out.PID.N`). */
+function newestDump(dir: string, pid: number, before: Set<string>): string {
+  const dumps = readdirSync(dir).filter((name) => name.startsWith(`callgrind.out.${pid}.`) && !before.has(name));
+  if (dumps.length !== 1) throw new Error(`expected one new callgrind dump in ${dir}, found ${dumps.length}`);
+  return path.join(dir, dumps[0]!);
+}
+
+async function main(): Promise<void> {
+  const missing = [VALGRIND, CALLGRIND_CONTROL, CALLGRIND_ANNOTATE].filter((binary) => !executable(binary));
+  if (missing.length > 0) {
+    console.error(`bench:instructions needs valgrind (${missing.join(', ')} missing): apt-get install -y valgrind`);
+    process.exit(1);
+  }
+  const requests = positiveInteger('BENCH_INSTR_REQUESTS', 4_000);
+  const warmup = positiveInteger('BENCH_INSTR_WARMUP', 12_000);
+  if (process.env.PEERS_SKIP_BUILD !== '1') {
+    const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+    if (build.status !== 0) throw new Error('npm run build failed');
+  }
+  const serverKey = `bench-server-${randomBytes(8).toString('hex')}`;
+  const tenantKey = `bench-tenant-${randomBytes(8).toString('hex')}`;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'rg-instructions-'));
+  const upstream = await startPeersUpstream({ core: undefined, size: RECORDING_BYTES, serverKey });
+  const port = await freePort();
+  const configPath = path.join(dir, 'gateway.yaml');
+  await writeFile(configPath, gatewayYaml({ port, upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache'), tenantKey }));
+  const valgrindLog = path.join(dir, 'valgrind.log');
+  const gateway = startGroup(
+    'the gateway under callgrind',
+    [
+      VALGRIND,
+      '--tool=callgrind',
+      '--instr-atstart=no',
+      // V8 writes and patches its own machine code.
+      '--smc-check=all',
+      `--callgrind-out-file=${path.join(dir, 'callgrind.out.%p')}`,
+      `--log-file=${valgrindLog}`,
+      process.execPath,
+      ...startScriptNodeFlags(),
+      GATEWAY_CLI,
+      '--config',
+      configPath,
+      'serve',
+    ],
+    { cwd: ROOT, env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: serverKey }, logFile: path.join(dir, 'gateway.log') },
+  );
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    await waitForPort(gateway, port, START_TIMEOUT_MS);
+    const pid = Number(/^==(\d+)==/.exec(readFileSync(valgrindLog, 'utf8'))?.[1]);
+    if (!Number.isSafeInteger(pid)) throw new Error(`no pid in ${valgrindLog}`);
+    const url = `http://127.0.0.1:${port}/v1/call/recording/1.mp3`;
+    // The miss that stores the recording; then it is a memory hit.
+    await sequentialGets(agent, url, CASES[2]!.headers(tenantKey), 200, 1);
+    await sleep(500);
+    const rows: (string | number)[][] = [];
+    for (const instructionCase of CASES) {
+      const headers = instructionCase.headers(tenantKey);
+      await sequentialGets(agent, url, headers, instructionCase.status, warmup);
+      callgrindControl(pid, '--instr=on');
+      await sequentialGets(agent, url, headers, instructionCase.status, INSTRUMENTED_WARMUP);
+      callgrindControl(pid, '--zero');
+      await sequentialGets(agent, url, headers, instructionCase.status, requests);
+      const before = new Set(readdirSync(dir));
+      callgrindControl(pid, '--dump');
+      callgrindControl(pid, '--instr=off');
+      const counts = countsOf(newestDump(dir, pid, before));
+      rows.push([
+        instructionCase.title,
+        requests.toLocaleString('en-US'),
+        Math.round(counts.total / requests).toLocaleString('en-US'),
+        Math.round(counts.gc / requests).toLocaleString('en-US'),
+        Math.round((counts.total - counts.gc) / requests).toLocaleString('en-US'),
+      ]);
+      console.error(`${instructionCase.title}: done`);
+    }
+    const version = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+    console.log(`# Instructions per answer: gateway ${version}, Node ${process.version}, callgrind\n`);
+    console.log(
+      `- ${warmup.toLocaleString('en-US')} requests per case at full speed, ${INSTRUMENTED_WARMUP.toLocaleString('en-US')} instrumented, then ${requests.toLocaleString('en-US')} counted, one at a time on one keep-alive connection; user-space instructions of the gateway's process (all its threads); the kernel's are not counted\n`,
+    );
+    console.log(markdownTable(['case', 'requests', 'instructions per request', 'of which GC', 'without GC'], rows));
+    console.log(
+      '\n_Compare "without GC" between builds: two runs of one build came within 0.5 % for the probe, the range and the 401; the full body depends on how fast the client reads (bench/README.md)._',
+    );
+  } finally {
+    agent.destroy();
+    await gateway.terminate(30_000);
+    await upstream.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
