@@ -11,18 +11,18 @@ const PREFLIGHT_MAX_AGE_SECONDS = '600';
 
 /** Headers for an actual response; `Vary: Origin` always, since the answer depends on it. */
 export function corsHeaders(origin: string | undefined, allowed: ReadonlySet<string>): Record<string, string> {
-  return addCorsHeaders({}, origin, allowed);
+  const headers: Record<string, string> = {};
+  addCorsHeaders(headers, origin, allowed);
+  return headers;
 }
 
 /** {@link corsHeaders}, added to `headers` in the same order: no object made and copied on every answer. */
-export function addCorsHeaders<T extends Record<string, string>>(headers: T, origin: string | undefined, allowed: ReadonlySet<string>): T {
-  const added: Record<string, string> = headers;
+export function addCorsHeaders(headers: Record<string, string>, origin: string | undefined, allowed: ReadonlySet<string>): void {
   if (origin !== undefined && allowed.has(origin)) {
-    added['Access-Control-Allow-Origin'] = origin;
-    added['Access-Control-Expose-Headers'] = EXPOSED_HEADERS;
+    headers['Access-Control-Allow-Origin'] = origin;
+    headers['Access-Control-Expose-Headers'] = EXPOSED_HEADERS;
   }
-  added.Vary = 'Origin';
-  return headers;
+  headers.Vary = 'Origin';
 }
 
 /** The answer to a preflight; it carries no credentials, so any tenant's listed origin passes. */

@@ -180,7 +180,8 @@ export function recordingAnswerHeaders(
   const cacheControl = recordingCacheControl(deps);
   return (caller, origin, requestId) => {
     // Added in place: no object made and copied per answer.
-    const headers: ResponseHeaders = addCorsHeaders({ 'Cache-Control': cacheControl(caller) }, origin, caller.tenant.allowedOrigins);
+    const headers: ResponseHeaders = { 'Cache-Control': cacheControl(caller) };
+    addCorsHeaders(headers, origin, caller.tenant.allowedOrigins);
     headers['X-Request-Id'] = requestId;
     // A browser keeps an API-key answer for max-age: keyed by the key too, a request with another key (a revoked one) is asked of the gateway.
     if (caller.credential.kind === 'api-key') headers.Vary = VARY_FOR_API_KEY;
