@@ -191,7 +191,7 @@ async function main(): Promise<void> {
     );
     console.log(markdownTable(['case', 'requests', 'instructions per request', 'of which GC', 'without GC'], rows));
     console.log(
-      '\n_Compare "without GC" between builds: two runs of one build came within 0.5 % for the probe, the range and the 401; the full body depends on how fast the client reads (bench/README.md)._',
+      '\n_Compare "without GC" between builds: two runs of one build came within 0.5 % for the probe and the range, 2 % for the 401; the full body depends on how fast the client reads (bench/README.md)._',
     );
   } finally {
     agent.destroy();
