@@ -21,6 +21,8 @@
  *
  *   BENCH_INSTR_REQUESTS=4000  measured requests per case
  *   BENCH_INSTR_WARMUP=12000   requests per case before instrumenting
+ *   BENCH_INSTR_TOP=N          also list each case's N costliest functions, JavaScript named
+ *                              through V8's `--perf-basic-prof` map
  *   PEERS_SKIP_BUILD=1         use dist/ as it is instead of running `npm run build`
  *
  * Needs valgrind (`apt-get install -y valgrind`).
@@ -96,16 +98,60 @@ function callgrindControl(pid: number, option: string): void {
   if (result.status !== 0) throw new Error(`callgrind_control ${option} ${pid}: ${result.stderr || result.stdout}`);
 }
 
-/** Total instructions of a callgrind dump, and those in V8's collector. */
-function countsOf(file: string): { total: number; gc: number } {
-  const total = Number(/^summary: (\d+)$/m.exec(readFileSync(file, 'utf8'))?.[1]);
+/** Where V8's `--perf-basic-prof` put each compiled JavaScript function: sorted starts, sizes and names. */
+interface CodeMap {
+  starts: number[];
+  entries: { size: number; name: string }[];
+}
+
+function readCodeMap(file: string): CodeMap {
+  const rows = readFileSync(file, 'utf8')
+    .split('\n')
+    .map((line) => /^([0-9a-f]+) ([0-9a-f]+) (.*)$/.exec(line))
+    .filter((match) => match !== null)
+    .map((match) => ({ start: Number.parseInt(match[1]!, 16), size: Number.parseInt(match[2]!, 16), name: match[3]! }))
+    .sort((a, b) => a.start - b.start);
+  return { starts: rows.map((row) => row.start), entries: rows };
+}
+
+/** The JavaScript function at `address`, if the map has one there. */
+function codeAt(map: CodeMap, address: number): string | undefined {
+  let low = 0;
+  let high = map.starts.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    if (map.starts[middle]! <= address) low = middle + 1;
+    else high = middle - 1;
+  }
+  const entry = map.entries[high];
+  return entry && address < map.starts[high]! + entry.size ? entry.name : undefined;
+}
+
+/** Each function's own instructions in a callgrind dump; JIT code named through `codeMap` when there is one. */
+function functionCosts(file: string, codeMap: CodeMap | undefined): { instructions: number; name: string }[] {
   const annotated = spawnSync(CALLGRIND_ANNOTATE, ['--threshold=100', file], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 }).stdout;
-  let gc = 0;
+  const costs = new Map<string, number>();
   for (const line of annotated.split('\n')) {
     const match = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$/.exec(line);
-    if (match && GC_FUNCTION.test(match[2]!)) gc += Number(match[1]!.replaceAll(',', ''));
+    if (!match || match[2]!.includes('PROGRAM TOTALS')) continue;
+    const address = /^\?\?\?:0x([0-9a-f]+) \[\?\?\?\]$/.exec(match[2]!)?.[1];
+    const code = address === undefined || codeMap === undefined ? undefined : codeAt(codeMap, Number.parseInt(address, 16));
+    const name = code === undefined ? match[2]!.replace(/^\?\?\?:/, '').replace(/ \[[^\]]*\]$/, '') : `JS ${code}`;
+    costs.set(name, (costs.get(name) ?? 0) + Number(match[1]!.replaceAll(',', '')));
   }
+  return [...costs].map(([name, instructions]) => ({ name, instructions })).sort((a, b) => b.instructions - a.instructions);
+}
+
+/** Total instructions of a callgrind dump, and those in V8's collector. */
+function countsOf(file: string, costs: { instructions: number; name: string }[]): { total: number; gc: number } {
+  const total = Number(/^summary: (\d+)$/m.exec(readFileSync(file, 'utf8'))?.[1]);
+  const gc = costs.filter((cost) => GC_FUNCTION.test(cost.name)).reduce((sum, cost) => sum + cost.instructions, 0);
   return { total, gc };
+}
+
+/** Where `--perf-basic-prof` writes the map of process `pid`'s compiled code. */
+function codeMapFile(pid: number): string {
+  return `/tmp/perf-${pid}.map`;
 }
 
 /** The newest dump callgrind wrote for `pid` in `dir` (`callgrind.out.PID.N`). */
@@ -123,6 +169,7 @@ async function main(): Promise<void> {
   }
   const requests = positiveInteger('BENCH_INSTR_REQUESTS', 4_000);
   const warmup = positiveInteger('BENCH_INSTR_WARMUP', 12_000);
+  const top = process.env.BENCH_INSTR_TOP === undefined ? 0 : positiveInteger('BENCH_INSTR_TOP', 0);
   if (process.env.PEERS_SKIP_BUILD !== '1') {
     const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
     if (build.status !== 0) throw new Error('npm run build failed');
@@ -147,6 +194,7 @@ async function main(): Promise<void> {
       `--log-file=${valgrindLog}`,
       process.execPath,
       ...startScriptNodeFlags(),
+      ...(top > 0 ? ['--perf-basic-prof'] : []),
       GATEWAY_CLI,
       '--config',
       configPath,
@@ -154,18 +202,28 @@ async function main(): Promise<void> {
     ],
     { cwd: ROOT, env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: serverKey }, logFile: path.join(dir, 'gateway.log') },
   );
-  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  // One connection per case, and another for the miss: the first request the memory-hit door cannot
+  // answer hands its connection to Node's HTTP server for good, and the hits after it would not be the door's.
+  const agents: Agent[] = [];
+  const connection = () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    agents.push(agent);
+    return agent;
+  };
+  let pid: number | undefined;
   try {
     await waitForPort(gateway, port, START_TIMEOUT_MS);
-    const pid = Number(/^==(\d+)==/.exec(readFileSync(valgrindLog, 'utf8'))?.[1]);
+    pid = Number(/^==(\d+)==/.exec(readFileSync(valgrindLog, 'utf8'))?.[1]);
     if (!Number.isSafeInteger(pid)) throw new Error(`no pid in ${valgrindLog}`);
     const url = `http://127.0.0.1:${port}/v1/call/recording/1.mp3`;
     // The miss that stores the recording; then it is a memory hit.
-    await sequentialGets(agent, url, CASES[2]!.headers(tenantKey), 200, 1);
+    await sequentialGets(connection(), url, CASES[2]!.headers(tenantKey), 200, 1);
     await sleep(500);
     const rows: (string | number)[][] = [];
+    const tops: { title: string; costs: { instructions: number; name: string }[] }[] = [];
     for (const instructionCase of CASES) {
       const headers = instructionCase.headers(tenantKey);
+      const agent = connection();
       await sequentialGets(agent, url, headers, instructionCase.status, warmup);
       callgrindControl(pid, '--instr=on');
       await sequentialGets(agent, url, headers, instructionCase.status, INSTRUMENTED_WARMUP);
@@ -174,7 +232,10 @@ async function main(): Promise<void> {
       const before = new Set(readdirSync(dir));
       callgrindControl(pid, '--dump');
       callgrindControl(pid, '--instr=off');
-      const counts = countsOf(newestDump(dir, pid, before));
+      const dump = newestDump(dir, pid, before);
+      const costs = functionCosts(dump, top > 0 ? readCodeMap(codeMapFile(pid)) : undefined);
+      const counts = countsOf(dump, costs);
+      if (top > 0) tops.push({ title: instructionCase.title, costs: costs.slice(0, top) });
       rows.push([
         instructionCase.title,
         requests.toLocaleString('en-US'),
@@ -190,12 +251,22 @@ async function main(): Promise<void> {
       `- ${warmup.toLocaleString('en-US')} requests per case at full speed, ${INSTRUMENTED_WARMUP.toLocaleString('en-US')} instrumented, then ${requests.toLocaleString('en-US')} counted, one at a time on one keep-alive connection; user-space instructions of the gateway's process (all its threads); the kernel's are not counted\n`,
     );
     console.log(markdownTable(['case', 'requests', 'instructions per request', 'of which GC', 'without GC'], rows));
+    for (const { title, costs } of tops) {
+      console.log(`\n## ${title}: the ${costs.length} functions with the most instructions of their own\n`);
+      console.log(
+        markdownTable(
+          ['instructions per request', 'function'],
+          costs.map((cost) => [Math.round(cost.instructions / requests).toLocaleString('en-US'), cost.name]),
+        ),
+      );
+    }
     console.log(
       '\n_Compare "without GC" between builds: two runs of one build came within 0.5 % for the probe and the range, 2 % for the 401; the full body depends on how fast the client reads (bench/README.md)._',
     );
   } finally {
-    agent.destroy();
+    for (const agent of agents) agent.destroy();
     await gateway.terminate(30_000);
+    if (pid !== undefined) await rm(codeMapFile(pid), { force: true });
     await upstream.stop();
     await rm(dir, { recursive: true, force: true });
   }
