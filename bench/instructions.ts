@@ -36,6 +36,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startScriptNodeFlags } from '../dev/gateway-process.js';
+import { nonNegativeInteger, positiveInteger } from './env.js';
 import { gatewayYaml } from './peers-configs.js';
 import { executable, freePort, startGroup, waitForPort } from './peers-process.js';
 import { GATEWAY_CLI, ROOT, startPeersUpstream } from './peers-servers.js';
@@ -72,12 +73,6 @@ const CASES: InstructionCase[] = [
   { title: 'full-body hit (932 KB), memory', headers: (key) => ({ authorization: `Bearer ${key}` }), status: 200 },
   { title: 'no credential (401)', headers: () => ({}), status: 401 },
 ];
-
-function positiveInteger(name: string, fallback: number): number {
-  const value = Number(process.env[name] ?? fallback);
-  if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${name} must be a positive integer`);
-  return value;
-}
 
 /** `count` GETs one after the other on `agent`'s one connection; throws at the first answer other than `status`. */
 async function sequentialGets(agent: Agent, url: string, headers: Record<string, string>, status: number, count: number): Promise<void> {
@@ -169,7 +164,7 @@ async function main(): Promise<void> {
   }
   const requests = positiveInteger('BENCH_INSTR_REQUESTS', 4_000);
   const warmup = positiveInteger('BENCH_INSTR_WARMUP', 12_000);
-  const top = process.env.BENCH_INSTR_TOP === undefined ? 0 : positiveInteger('BENCH_INSTR_TOP', 0);
+  const top = nonNegativeInteger('BENCH_INSTR_TOP', 0);
   if (process.env.PEERS_SKIP_BUILD !== '1') {
     const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
     if (build.status !== 0) throw new Error('npm run build failed');

@@ -70,9 +70,6 @@ const ASCTIME_DATE = new RegExp(`^${DAY} ${MONTH} (\\d{2}| \\d) ${TIME} (\\d{4})
  * MAY: a failed precondition is always 412.
  */
 export function evaluatePreconditions(headers: ConditionalHeaders, current: Validators | undefined): ConditionalOutcome {
-  // Methods are case-sensitive (9.1).
-  const safeRead = headers.method === 'GET' || headers.method === 'HEAD';
-  const exists = current !== undefined;
   // Most requests carry no precondition: nothing of `current` is parsed for them.
   if (
     headers.ifMatch === undefined &&
@@ -82,6 +79,9 @@ export function evaluatePreconditions(headers: ConditionalHeaders, current: Vali
   ) {
     return 'proceed';
   }
+  // Methods are case-sensitive (9.1).
+  const safeRead = headers.method === 'GET' || headers.method === 'HEAD';
+  const exists = current !== undefined;
   const etag = current?.etag === undefined ? undefined : parseEntityTag(current.etag);
   const modified = current === undefined ? undefined : lastModifiedMs(current);
 
