@@ -328,7 +328,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         }
       : {}),
   });
-  const memoryHits = createMemoryHits({ authenticator, recordings, rateLimiter, clock, maxAgeSeconds: config.cache.maxAgeSeconds, report });
+  const memoryHits = createMemoryHits({
+    authenticator,
+    anyAllowedOrigin: tenants.anyAllowedOrigin,
+    recordings,
+    rateLimiter,
+    clock,
+    maxAgeSeconds: config.cache.maxAgeSeconds,
+    report,
+  });
   return {
     app,
     answeringMemoryHitsFirst: (listener) => answeringMemoryHitsFirst(memoryHits, listener),

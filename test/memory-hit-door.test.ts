@@ -195,8 +195,15 @@ const CORPUS: Array<[string, () => string, boolean]> = [
   ['Proxy-Connection: close', () => head('Proxy-Connection: close\r\nRange: bytes=0-1\r\n'), false],
   ['a 128-character request id', () => head('Range: bytes=0-1\r\n').replace(RID, `X-Request-Id: ${'r'.repeat(128)}\r\n`), true],
   ['64 header lines', () => head(`${Array.from({ length: 60 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')}Range: bytes=0-1\r\n`), true],
+  // A request for a recording without a valid credential: the app's 401, made by the door.
+  ['an expired signed URL: 401', () => head('', `${REC}?${signedQuery(1, Math.floor(clock.now() / 1000) - 1)}`, 'GET', false), true],
+  ['a wrong key: 401', () => head('', REC, 'GET', false).replace(RID, `${RID}Authorization: Bearer wrong-key-0000000000000000\r\n`), true],
+  ['no credential: 401', () => head('', REC, 'GET', false), true],
+  ['no credential, HEAD: 401', () => head('', REC, 'HEAD', false), true],
+  ['no credential, an allowed Origin: 401', () => head(`Origin: ${ACME_ORIGIN}\r\n`, REC, 'GET', false), true],
+  ['no credential, a recording not in memory: 401', () => head('', ABSENT_REC, 'GET', false), true],
+  ['an empty Authorization: 401', () => head('', REC, 'GET', false).replace(RID, `${RID}Authorization:\r\n`), true],
   // What the door must hand over.
-  ['an expired signed URL', () => head('', `${REC}?${signedQuery(1, Math.floor(clock.now() / 1000) - 1)}`, 'GET', false), false],
   ['70 header lines', () => head(`${Array.from({ length: 66 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')}Range: bytes=0-1\r\n`), false],
   ['Connection: close, keep-alive', () => head('Connection: close, keep-alive\r\n'), false],
   ['Connection twice', () => head('Connection: keep-alive\r\nConnection: keep-alive\r\nRange: bytes=0-1\r\n'), false],
@@ -208,8 +215,6 @@ const CORPUS: Array<[string, () => string, boolean]> = [
   ['Upgrade without Connection', () => head('Upgrade: h2c\r\nRange: bytes=0-1\r\n'), false],
   ['a failed If-Match: 412', () => head('If-Match: "other"\r\n'), false],
   ['an unsatisfiable range: 416', () => head('Range: bytes=999999-\r\n'), false],
-  ['a wrong key: 401', () => head('', REC, 'GET', false).replace(RID, `${RID}Authorization: Bearer wrong-key-0000000000000000\r\n`), false],
-  ['no credential: 401', () => head('', REC, 'GET', false), false],
   ['a disk hit', () => head('Range: bytes=0-1\r\n', DISK_REC), false],
   ['a remembered 404', () => head('', ABSENT_REC), false],
   ['a leading zero in the id: 400', () => head('', '/v1/call/recording/01.mp3'), false],
@@ -507,47 +512,59 @@ describe('what a door-answered hit leaves in the log and the metrics', () => {
     cleanups.push(() => logged.close());
     const door = await listenTracked(serverFor(logged, { door: logged.memoryHits }));
     const plain = await listenTracked(serverFor(logged, {}));
+    // The app alone, without the door or Node-level memory hits: what both must look like.
+    const appAlone = await listenTracked(createHttpServer(logged.app, '127.0.0.1'));
     cleanups.push(() => closeServer(door.server));
     cleanups.push(() => closeServer(plain.server));
+    cleanups.push(() => closeServer(appAlone.server));
     await warm(logged, plain);
     const requestLines = () => lines.filter((line) => line.msg === 'request' && line.route === 'recording');
-    return { door, plain, requestLines };
+    return { door, plain, appAlone, requestLines };
   }
 
-  test('the same request line and the same counters as without the door', async () => {
-    const { door, plain, requestLines } = await loggedBed();
-    /** The request and byte counters of recordings, from /metrics. */
-    const counters = async (): Promise<Map<string, number>> => {
-      const text = await (await fetch(`http://127.0.0.1:${plain.base.port}/metrics`)).text();
-      const found = new Map<string, number>();
-      for (const line of text.split('\n')) {
-        const match = /^(recording_gateway_(?:requests_total\{route="recording"|served_bytes_total)[^ ]*) (\d+)$/.exec(line);
-        if (match) found.set(match[1]!, Number(match[2]));
-      }
-      return found;
-    };
+  test.each([
+    // [name, request, its line, counters moved: requests (and served bytes)]
+    ['a hit', head('Range: bytes=0-1\r\n'), { status: 206, cache: 'hit', bytes: 2, tenant: 'acme' }, 2],
+    ['a 401', head('', REC, 'GET', false), { status: 401, cache: 'none', bytes: 0, tenant: undefined }, 1],
+  ])(
+    '%s: the same request line and the same counters as without the door, and as the app alone',
+    async (_name, request, expected, moved) => {
+      const { door, plain, appAlone, requestLines } = await loggedBed();
+      /** The request and byte counters of recordings, from /metrics. */
+      const counters = async (): Promise<Map<string, number>> => {
+        const text = await (await fetch(`http://127.0.0.1:${plain.base.port}/metrics`)).text();
+        const found = new Map<string, number>();
+        for (const line of text.split('\n')) {
+          const match = /^(recording_gateway_(?:requests_total\{route="recording"|served_bytes_total)[^ ]*) (\d+)$/.exec(line);
+          if (match) found.set(match[1]!, Number(match[2]));
+        }
+        return found;
+      };
 
-    /** One hit through `to`: its log line (without the time) and how the counters moved. */
-    const oneHit = async (to: Listening) => {
-      const before = await counters();
-      const count = requestLines().length;
-      await exchange(to, [head('Range: bytes=0-1\r\n')]);
-      for (let i = 0; i < 200 && requestLines().length === count; i++) await sleep(5);
-      const after = await counters();
-      const moved = [...after]
-        .filter(([name, value]) => value !== (before.get(name) ?? 0))
-        .map(([name, value]) => [name, value - (before.get(name) ?? 0)]);
-      const { time: _time, ...line } = requestLines().at(-1)!;
-      return { line, moved, lines: requestLines().length - count };
-    };
+      /** One hit through `to`: its log line (without the time) and how the counters moved. */
+      const oneHit = async (to: Listening) => {
+        const before = await counters();
+        const count = requestLines().length;
+        await exchange(to, [request]);
+        for (let i = 0; i < 200 && requestLines().length === count; i++) await sleep(5);
+        const after = await counters();
+        const moved = [...after]
+          .filter(([name, value]) => value !== (before.get(name) ?? 0))
+          .map(([name, value]) => [name, value - (before.get(name) ?? 0)]);
+        const { time: _time, ...line } = requestLines().at(-1)!;
+        return { line, moved, lines: requestLines().length - count };
+      };
 
-    const byDoor = await oneHit(door);
-    const byNode = await oneHit(plain);
-    expect(byDoor.lines).toBe(1);
-    expect(byDoor.line).toMatchObject({ reqId: 'door-test-0001', status: 206, cache: 'hit', bytes: 2 });
-    expect(byDoor).toEqual(byNode);
-    expect(byDoor.moved).toHaveLength(2);
-  });
+      const byDoor = await oneHit(door);
+      const byNode = await oneHit(plain);
+      const byApp = await oneHit(appAlone);
+      expect(byDoor.lines).toBe(1);
+      expect({ ...byDoor.line, tenant: byDoor.line.tenant }).toMatchObject({ reqId: 'door-test-0001', ...expected });
+      expect(byDoor).toEqual(byNode);
+      expect(byDoor).toEqual(byApp);
+      expect(byDoor.moved).toHaveLength(moved);
+    },
+  );
 
   test('answers cut short when the connection is closed under them are logged aborted, as without the door', async () => {
     const { door, plain, requestLines } = await loggedBed();

@@ -78,6 +78,31 @@ describe('request logs', () => {
     expect(typeof requests[0]!.upstreamMs).toBe('number');
   });
 
+  test('every error answer carries the request id once, as its log line names it', async () => {
+    const key = { authorization: `Bearer ${ACME_KEY}` };
+    const cases: Array<[string, RequestInit]> = [
+      ['/v1/call/recording/1.mp3', {}],
+      ['/v1/call/recording/1.mp3', { method: 'HEAD' }],
+      ['/v1/call/recording/1.mp3', { headers: { authorization: 'Bearer wrong-key-attempt' } }],
+      ['/v1/call/recording/1x.mp3', { headers: key }],
+      ['/v1/call/recording/1.mp3', { method: 'PUT', headers: key }],
+      ['/v1/call/recording/404404.mp3', { headers: key }],
+      ['/no-such-route', {}],
+    ];
+    const statuses: number[] = [];
+    for (const [index, [path, init]] of cases.entries()) {
+      const id = `client-trace-error-${index}`;
+      // Not gateway.fetch, which would add the key.
+      const response = await fetch(gateway.baseUrl + path, { ...init, headers: { ...init.headers, 'x-request-id': id } });
+      await response.arrayBuffer();
+      statuses.push(response.status);
+      // fetch joins a field sent twice with ", ".
+      expect(response.headers.get('x-request-id'), path).toBe(id);
+      await waitFor(() => logLines().some((line) => line.reqId === id && line.status === response.status));
+    }
+    expect(statuses).toEqual([401, 401, 401, 400, 405, 404, 404]);
+  });
+
   test('a malformed request id is replaced by a generated one', async () => {
     const response = await gateway.fetch('/healthz', { headers: { 'x-request-id': 'bad id with spaces' } });
     expect(response.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);

@@ -152,6 +152,39 @@ describe('sqlite index', () => {
     }
   });
 
+  // sqlite refuses a switch to WAL at once (SQLITE_BUSY, no busy wait) while
+  // another connection holds the write lock of a database not yet in WAL.
+  async function openWhileLocked(holdMs: number): Promise<{ index: RecordingIndex; size: number }> {
+    dir = await makeTempDir('rg-index-locked-');
+    const meta = sampleMeta(1, { namespace: 'a' });
+    const other = sqliteStore(dir);
+    await other.set(SQLITE_KEY_PREFIX + cacheKey(meta.namespace, meta.callId), JSON.stringify({ value: meta, expires: null }));
+    await other.query('BEGIN IMMEDIATE');
+    const index = createSqliteIndex(dir);
+    setTimeout(() => {
+      void other.query('COMMIT').then(() => other.disconnect());
+    }, holdMs);
+    return { index, size: meta.size };
+  }
+
+  it("counts the bytes of an index opened while another connection held the database's write lock", async () => {
+    const { index, size } = await openWhileLocked(300);
+    try {
+      expect(await index.usage?.()).toEqual({ total: size, byNamespace: new Map([['a', size]]) });
+    } finally {
+      await index.close();
+    }
+  });
+
+  it('counts them once a write lock held past the busy timeout is gone, instead of never', async () => {
+    const { index, size } = await openWhileLocked(5_600);
+    try {
+      expect(await index.usage?.()).toEqual({ total: size, byNamespace: new Map([['a', size]]) });
+    } finally {
+      await index.close();
+    }
+  }, 20_000);
+
   it('rejects operations once closed instead of touching a closed database', async () => {
     dir = await makeTempDir('rg-index-closed-');
     const index = createSqliteIndex(dir);

@@ -2,6 +2,7 @@ import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
 import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { closeToOthers, PRIVATE_FILE_MODE } from '../private-files.js';
 import { asDamagedIndex, INDEX_SIDE_FILES } from './damaged-index.js';
 import { isRecordingMeta, type RecordingMeta } from './recording-meta.js';
@@ -300,6 +301,49 @@ async function countStoredBytes(query: (sql: string) => Promise<unknown>, table:
   }
 }
 
+const BUSY_TIMEOUT_MS = 5_000;
+const BUSY_RETRY_MS = 20;
+
+/**
+ * Runs `operation` again while sqlite answers SQLITE_BUSY, for up to
+ * `BUSY_TIMEOUT_MS`. sqlite answers it at once, without waiting out the busy
+ * timeout, where waiting could deadlock: `PRAGMA journal_mode=WAL` while
+ * another connection holds a write lock on a database not yet in WAL (an
+ * index another process is opening or writing in the same moment).
+ */
+async function retriedWhileBusy(operation: () => Promise<void>): Promise<void> {
+  const giveUpAt = Date.now() + BUSY_TIMEOUT_MS;
+  for (;;) {
+    try {
+      return await operation();
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'SQLITE_BUSY' || Date.now() >= giveUpAt) throw error;
+      await delay(BUSY_RETRY_MS);
+    }
+  }
+}
+
+/** Puts the index in WAL mode and counts its bytes, each a no-op once done. */
+function tuneIndex(store: KeyvSqlite): Promise<void> {
+  return retriedWhileBusy(async () => {
+    await store.query('PRAGMA journal_mode=WAL');
+    await countStoredBytes((sql) => store.query(sql), store.opts.table ?? 'keyv');
+  });
+}
+
+async function tuneIndexAlone(file: string): Promise<void> {
+  const store = openSqliteStore(file);
+  try {
+    await tuneIndex(store);
+  } finally {
+    await store.disconnect();
+  }
+}
+
+function openSqliteStore(file: string): KeyvSqlite {
+  return new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: BUSY_TIMEOUT_MS });
+}
+
 /** Where the embedded index lives in a cache directory. */
 export function sqliteIndexFile(cacheDir: string): string {
   return path.join(cacheDir, 'index.sqlite');
@@ -324,7 +368,7 @@ function closeIndexToOthers(file: string): void {
 export function createSqliteIndex(cacheDir: string): RecordingIndex {
   const file = sqliteIndexFile(cacheDir);
   closeIndexToOthers(file);
-  const store = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 5_000 });
+  const store = openSqliteStore(file);
   // throwOnErrors: without it keyv.get() turns a broken store into "not found",
   // and ping() would report a dead index as ready.
   const keyv = new Keyv({ store, namespace: INDEX_NAMESPACE, useKeyPrefix: false, throwOnErrors: true });
@@ -337,14 +381,27 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
   // WAL lets the CLI read while the gateway writes, and with synchronous=NORMAL
   // a store costs no fsync of its own: the recording file was fsynced before
   // it was indexed, and an entry lost to a power cut only means a refetch.
-  const tuned = store
-    .query('PRAGMA journal_mode=WAL')
-    .then(() => store.query('PRAGMA synchronous=NORMAL'))
-    .then(() => countStoredBytes((sql) => store.query(sql), table()))
-    .then(() => {
-      bytesCounted = true;
-    })
-    .catch(() => undefined);
+  // An index that cannot be tuned still answers: what is wrong with it shows
+  // in its operations, and usage() tries the count again.
+  let tuningError: unknown;
+  const counted = (tuning: Promise<void>) =>
+    tuning.then(
+      () => {
+        bytesCounted = true;
+      },
+      (error: unknown) => {
+        tuningError = error;
+      },
+    );
+  const tuned = counted(store.query('PRAGMA synchronous=NORMAL').then(() => tuneIndex(store)));
+  let countingAgain: Promise<void> | undefined;
+  // Through a connection of its own: this one's operations go on meanwhile, and none may join its transaction.
+  const countAgain = () => {
+    countingAgain ??= counted(tuneIndexAlone(file)).finally(() => {
+      countingAgain = undefined;
+    });
+    return countingAgain;
+  };
   const run = <T>(operation: () => Promise<T>): Promise<T> =>
     closing
       ? Promise.reject(new Error('sqlite index: closed'))
@@ -410,7 +467,8 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
       return rows.length > 0;
     },
     async usage() {
-      if (!bytesCounted) throw new Error('the bytes stored are not counted in this index');
+      if (!bytesCounted) await countAgain();
+      if (!bytesCounted) throw tuningError;
       const rows = (await store.query(`SELECT key, CAST(value AS INTEGER) AS bytes FROM ${table()} WHERE ${BYTES_ROWS}`)) as Array<{
         key: string;
         bytes: number;

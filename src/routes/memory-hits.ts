@@ -2,6 +2,8 @@ import type { IncomingHttpHeaders, RequestListener } from 'node:http';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
+import { errorHeaders, UnauthorizedError } from '../errors.js';
+import { corsHeaders } from '../http/cors.js';
 import { headerCount } from '../http/raw-headers.js';
 import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
@@ -9,10 +11,12 @@ import type { RecordingService } from '../recordings/recording-service.js';
 import { storedRepresentation } from './recording-headers.js';
 import { memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
 import { CACHE_STATUS_MEMORY, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
-import { requestIdFrom, type RequestReporter } from './request-log.js';
+import { requestIdFrom, type RequestRecord, type RequestReporter } from './request-log.js';
 
 export interface MemoryHitDeps {
   authenticator: Authenticator;
+  /** Every tenant's allowed origins: a refused request's CORS fields, as the app's error handler gives them. */
+  anyAllowedOrigin: ReadonlySet<string>;
   recordings: Pick<RecordingService, 'findInMemory'>;
   rateLimiter: TenantRateLimiter;
   clock: Clock;
@@ -20,9 +24,13 @@ export interface MemoryHitDeps {
   report: RequestReporter;
 }
 
-/** A request answerable from memory, its answer made, its rate-limit token not yet taken. */
+/**
+ * A request answerable from memory, its answer made, its rate-limit token
+ * not yet taken; or the 401 of a request for a recording without a valid
+ * credential, which takes none.
+ */
 export interface MemoryHit {
-  readonly answer: MemoryAnswer;
+  readonly answer: { status: number; headers: Record<string, string>; body: Uint8Array | undefined };
   /**
    * Takes the tenant's rate-limit token, at once or after Redis answered:
    * `then(true)` once the answer's headers carry the limits, `then(false)`
@@ -36,10 +44,10 @@ export interface MemoryHit {
 
 export interface MemoryHits {
   /**
-   * The answer to a GET or HEAD of a recording held whole in memory, or
-   * undefined when the app must answer (a miss, a disk hit, a credential,
-   * precondition or range the app refuses). `headers` as Node gives them,
-   * `authorizationRepeated` when the request carried more than one
+   * The answer to a GET or HEAD of a recording held whole in memory, its 401
+   * when the request has no valid credential, or undefined when the app must
+   * answer (a miss, a disk hit, a precondition or range the app refuses).
+   * `headers` as Node gives them, `authorizationRepeated` when the request carried more than one
    * Authorization (Node keeps the first, the app sees them joined and refuses them).
    */
   prepare(
@@ -79,7 +87,8 @@ function recordingRequestOf(method: string, headers: IncomingHttpHeaders): Recor
  * The most frequent answer, a recording held in memory (the Safari probe, a
  * player's ranges, a replay), made without the app: no Request, Response or
  * context objects, which cost more than the answer itself (issue 11's
- * profile). It answers exactly as the app's route would, with the same log
+ * profile); and the 401 of a request for a recording without a valid
+ * credential. It answers exactly as the app's route would, with the same log
  * line, metrics and audit line; everything else is left to the app, before
  * anything was counted.
  */
@@ -98,8 +107,10 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
       try {
         const authorization = headers.authorization;
         caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
-      } catch {
-        return undefined;
+      } catch (error) {
+        if (!(error instanceof UnauthorizedError)) return undefined;
+        const request = { method, path: target.split('?', 1)[0]!, headers, clientAddress, startedAt };
+        return refusal(error, request, deps.anyAllowedOrigin, report);
       }
       const found = recordings.findInMemory(caller.tenant.namespace, callId);
       if (!found) return undefined;
@@ -152,6 +163,53 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
           );
         },
       };
+    },
+  };
+}
+
+/**
+ * The app's 401 to a request for a recording without a valid credential,
+ * made without the app, so that a flood of them costs what memory hits cost:
+ * the error handler's fields (errorHeaders) with the Content-Length Node
+ * would add, and the same log line, metrics and audit line.
+ */
+function refusal(
+  error: UnauthorizedError,
+  request: Pick<RequestRecord, 'method' | 'path' | 'clientAddress' | 'startedAt'> & { headers: IncomingHttpHeaders },
+  anyAllowedOrigin: ReadonlySet<string>,
+  report: RequestReporter,
+): MemoryHit {
+  const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
+  const extra = corsHeaders(request.headers.origin, anyAllowedOrigin);
+  extra['X-Request-Id'] = requestId;
+  const body = Buffer.from(JSON.stringify(error.toJSON()));
+  const headers = errorHeaders(error, extra);
+  headers['Content-Length'] = String(body.length);
+  const answer = { status: error.status, headers, body: request.method === 'HEAD' ? undefined : body };
+  return {
+    answer,
+    count: (then) => then(true),
+    report(end) {
+      report(
+        {
+          requestId,
+          method: request.method,
+          path: request.path,
+          route: 'recording',
+          caller: undefined,
+          callId: undefined,
+          status: answer.status,
+          cache: 'none',
+          tier: undefined,
+          // As the app's log line counts an error's body.
+          bodyBytes: 0,
+          startedAt: request.startedAt,
+          upstreamMs: undefined,
+          clientAddress: request.clientAddress,
+          header: (name) => request.headers[name] as string | undefined,
+        },
+        end,
+      );
     },
   };
 }

@@ -134,7 +134,7 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     const answered = c.get('answered');
     // A recording answer already carries the id; touching its headers here would
     // turn @hono/node-server's fast Buffer write into a stream.
-    if (!answered) c.res.headers.set('X-Request-Id', requestId);
+    if (!answered && !c.get('requestIdSent')) c.res.headers.set('X-Request-Id', requestId);
 
     const finish = (end: ResponseEnd, status: number) =>
       report(
