@@ -12,8 +12,8 @@ export class GatewayError extends Error {
 
   constructor(status: number, reason: string, message: string, options: { cause?: unknown; headers?: Record<string, string> } = {}) {
     // A client's error (4xx) is an answer, not a fault: its stack would tell
-    // nobody anything, and capturing one through optimised frames cost 40 % of
-    // a 401's instructions (bench:instructions). Server errors keep theirs.
+    // nobody anything, and capturing one through optimised frames cost half
+    // of a 401's instructions (bench:instructions). Server errors keep theirs.
     const stackTraceLimit = Error.stackTraceLimit;
     if (status < 500) Error.stackTraceLimit = 0;
     try {

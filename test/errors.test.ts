@@ -3,17 +3,17 @@ import { BadGatewayError, GatewayError, NotFoundError, TooManyRequestsError, Una
 
 const FRAME = /\n\s+at /;
 
-function thrownThroughFrames(make: () => GatewayError, depth = 5): GatewayError {
+function madeThroughFrames(make: () => GatewayError, depth = 5): GatewayError {
   if (depth === 0) return make();
-  return thrownThroughFrames(make, depth - 1);
+  return madeThroughFrames(make, depth - 1);
 }
 
 describe('the stacks of GatewayErrors', () => {
   test("a client's error (4xx) captures no frames: it is an answer, and capturing them costs more than the answer", () => {
     for (const error of [
-      thrownThroughFrames(() => new UnauthorizedError('missing')),
-      thrownThroughFrames(() => new NotFoundError()),
-      thrownThroughFrames(() => new TooManyRequestsError(3)),
+      madeThroughFrames(() => new UnauthorizedError('missing')),
+      madeThroughFrames(() => new NotFoundError()),
+      madeThroughFrames(() => new TooManyRequestsError(3)),
     ]) {
       expect(error.stack).not.toMatch(FRAME);
       expect(error.stack).toContain(error.message);
@@ -22,7 +22,7 @@ describe('the stacks of GatewayErrors', () => {
 
   test("a server error (5xx) keeps its frames, and its cause's, for the debug log", () => {
     const cause = new Error('connect ECONNREFUSED');
-    const error = thrownThroughFrames(() => new BadGatewayError('Upstream unreachable', { cause }));
+    const error = madeThroughFrames(() => new BadGatewayError('Upstream unreachable', { cause }));
     expect(error.stack).toMatch(FRAME);
     expect((error.cause as Error).stack).toMatch(FRAME);
   });

@@ -541,8 +541,8 @@ describe('what a door-answered hit leaves in the log and the metrics', () => {
         return found;
       };
 
-      /** One hit through `to`: its log line (without the time) and how the counters moved. */
-      const oneHit = async (to: Listening) => {
+      /** The request through `to`: its log line (without the time) and how the counters moved. */
+      const oneRequest = async (to: Listening) => {
         const before = await counters();
         const count = requestLines().length;
         await exchange(to, [request]);
@@ -555,10 +555,11 @@ describe('what a door-answered hit leaves in the log and the metrics', () => {
         return { line, moved, lines: requestLines().length - count };
       };
 
-      const byDoor = await oneHit(door);
-      const byNode = await oneHit(plain);
-      const byApp = await oneHit(appAlone);
+      const byDoor = await oneRequest(door);
+      const byNode = await oneRequest(plain);
+      const byApp = await oneRequest(appAlone);
       expect(byDoor.lines).toBe(1);
+      // A 401's line has no tenant field: undefined, as `expected` says.
       expect({ ...byDoor.line, tenant: byDoor.line.tenant }).toMatchObject({ reqId: 'door-test-0001', ...expected });
       expect(byDoor).toEqual(byNode);
       expect(byDoor).toEqual(byApp);
