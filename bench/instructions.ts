@@ -189,7 +189,8 @@ async function main(): Promise<void> {
       `--log-file=${valgrindLog}`,
       process.execPath,
       ...startScriptNodeFlags(),
-      ...(top > 0 ? ['--perf-basic-prof'] : []),
+      // The map goes to /tmp/perf-PID.map; V8's log, which the flag turns on, to the temp dir rather than the repository.
+      ...(top > 0 ? ['--perf-basic-prof', `--logfile=${path.join(dir, 'v8.log')}`, '--no-logfile-per-isolate'] : []),
       GATEWAY_CLI,
       '--config',
       configPath,

@@ -167,23 +167,22 @@ describe('sqlite index', () => {
     return { index, size: meta.size };
   }
 
-  it("counts the bytes of an index opened while another connection held the database's write lock", async () => {
-    const { index, size } = await openWhileLocked(300);
-    try {
-      expect(await index.usage?.()).toEqual({ total: size, byNamespace: new Map([['a', size]]) });
-    } finally {
-      await index.close();
-    }
-  });
-
-  it('counts them once a write lock held past the busy timeout is gone, instead of never', async () => {
-    const { index, size } = await openWhileLocked(5_600);
-    try {
-      expect(await index.usage?.()).toEqual({ total: size, byNamespace: new Map([['a', size]]) });
-    } finally {
-      await index.close();
-    }
-  }, 20_000);
+  // The second is held past the busy timeout: only trying again at usage() can count then.
+  it.each([
+    ["counts the bytes of an index opened while another connection held the database's write lock", 300],
+    ['counts them once a write lock held past the busy timeout is gone, instead of never', 5_600],
+  ])(
+    '%s',
+    async (_name, holdMs) => {
+      const { index, size } = await openWhileLocked(holdMs);
+      try {
+        expect(await index.usage?.()).toEqual({ total: size, byNamespace: new Map([['a', size]]) });
+      } finally {
+        await index.close();
+      }
+    },
+    20_000,
+  );
 
   it('rejects operations once closed instead of touching a closed database', async () => {
     dir = await makeTempDir('rg-index-closed-');

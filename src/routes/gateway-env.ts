@@ -22,8 +22,6 @@ export interface GatewayEnv {
      * recording_gateway_served_bytes_total.
      */
     answered: { cache: 'hit' | 'miss' | 'collapsed'; tier?: ServedTier; outcome: ResponseOutcome } | undefined;
-    /** Set where an answer other than a recording's was built with X-Request-Id (the JSON errors), for the same reason. */
-    requestIdSent: boolean | undefined;
     /** Set by the admin purge route once the caller is authorized: what its audit line names. */
     adminPurge: AdminPurgeAudit | undefined;
   };

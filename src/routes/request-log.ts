@@ -132,9 +132,11 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     await next();
     const outgoing = c.env?.outgoing;
     const answered = c.get('answered');
-    // A recording answer already carries the id; touching its headers here would
-    // turn @hono/node-server's fast Buffer write into a stream.
-    if (!answered && !c.get('requestIdSent')) c.res.headers.set('X-Request-Id', requestId);
+    // A recording answer already carries the id, and so does an error's (the
+    // app's error handler, which Hono's c.error says ran, put it in); touching
+    // its headers here would turn @hono/node-server's fast write into undici's
+    // Response and Headers.
+    if (!answered && c.error === undefined) c.res.headers.set('X-Request-Id', requestId);
 
     const finish = (end: ResponseEnd, status: number) =>
       report(
