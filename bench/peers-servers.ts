@@ -76,6 +76,12 @@ function stopper(group: ProcessGroup, dir: string): () => Promise<void> {
   };
 }
 
+/** What a bench adds to a Node server's command line and environment, such as a `--import` preload. */
+export interface Instrumentation {
+  nodeFlags: string[];
+  env: Record<string, string>;
+}
+
 /** The gateway's RFC 9211 `Cache-Status` (which the floor answers too): a hit says `; hit`. */
 function cacheStatusResult(headers: Headers): { hit: boolean; said: string } {
   const said = headers.get('cache-status') ?? '';
@@ -157,6 +163,8 @@ export async function startGatewayServer(options: {
   tenantKey: string;
   version: string;
   audit?: boolean;
+  /** Node flags before npm start's, and variables added to its environment (bench:cold-timeline's preload). */
+  instrument?: Instrumentation;
 }): Promise<GatewayServer> {
   const dir = await tempDir(options.audit ? 'rg-peers-gateway-audit-' : 'rg-peers-gateway-');
   const port = await freePort();
@@ -175,10 +183,17 @@ export async function startGatewayServer(options: {
   );
   const group = startGroup(
     'the gateway',
-    pinned(options.core, process.execPath, [...startScriptNodeFlags(), GATEWAY_CLI, '--config', configPath, 'serve']),
+    pinned(options.core, process.execPath, [
+      ...(options.instrument?.nodeFlags ?? []),
+      ...startScriptNodeFlags(),
+      GATEWAY_CLI,
+      '--config',
+      configPath,
+      'serve',
+    ]),
     {
       cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: options.serverKey },
+      env: { PATH: process.env.PATH ?? '', FLYFLOW_API_KEY: options.serverKey, ...options.instrument?.env },
       logFile,
     },
   );
@@ -206,17 +221,20 @@ export async function startNodeFloorServer(options: {
   core: number | undefined;
   upstream: PeersUpstream;
   serverKey: string;
+  instrument?: Instrumentation;
 }): Promise<PeerServer> {
   const dir = await tempDir('rg-peers-node-floor-');
   const port = await freePort();
   const logFile = path.join(dir, 'output.log');
-  const group = startGroup('the node:http floor', pinned(options.core, process.execPath, ['--import', 'tsx', NODE_FLOOR_SCRIPT]), {
+  const flags = ['--import', 'tsx', ...(options.instrument?.nodeFlags ?? [])];
+  const group = startGroup('the node:http floor', pinned(options.core, process.execPath, [...flags, NODE_FLOOR_SCRIPT]), {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? '',
       PEERS_FLOOR_PORT: String(port),
       PEERS_FLOOR_UPSTREAM: options.upstream.baseUrl,
       PEERS_FLOOR_KEY: options.serverKey,
+      ...options.instrument?.env,
     },
     logFile,
   });
