@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, test } from 'vitest';
 import { syntheticRecording } from '../../dev/recording-bytes.js';
 import { RecordingDownload } from '../../src/download/recording-download.js';
+import { NotFoundError } from '../../src/errors.js';
 import { RetryableUpstreamError } from '../../src/upstream/errors.js';
 import type { UpstreamRecording } from '../../src/upstream/flyflow-client.js';
 import { ManualUpstream, fakeSink, readAll, upstreamOf } from './download-fakes.js';
@@ -66,7 +67,7 @@ describe('one download', () => {
     expect(sink.files[0]!.state).toBe('writing');
   });
 
-  test("the temporary file is opened only after the upstream request's bytes have left", async () => {
+  test('the temporary file is opened once the upstream has answered, a turn after its head, and not for a refused answer', async () => {
     const events: string[] = [];
     const bytes = syntheticRecording(4000);
     const sink = fakeSink();
@@ -75,17 +76,29 @@ describe('one download', () => {
       events.push('temp file opened');
       return createTemp();
     };
-    // node:http writes a request on a kept-alive socket in a process.nextTick after request.end().
-    const open = () =>
-      new Promise<UpstreamRecording>((resolve) => {
-        process.nextTick(() => {
-          events.push('request sent');
-          resolve(upstreamOf(bytes));
-        });
-      });
-    const completed = await new RecordingDownload(open, sink).completed;
-    expect(events).toEqual(['request sent', 'temp file opened']);
+    let answer!: (recording: UpstreamRecording) => void;
+    const download = new RecordingDownload(
+      () =>
+        new Promise<UpstreamRecording>((resolve) => {
+          answer = resolve;
+        }),
+      sink,
+    );
+    // Turns pass while the upstream answers: until 0.5.5 the file was opened in the first of them.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(events).toEqual([]);
+    void download.head.then(() => events.push('head'));
+    answer(upstreamOf(bytes));
+    const completed = await download.completed;
+    expect(events).toEqual(['head', 'temp file opened']);
     expect(completed.file).toBe(sink.files[0]);
+
+    const refusedSink = fakeSink();
+    const refused = new RecordingDownload(() => Promise.reject(new NotFoundError()), refusedSink);
+    await expect(refused.completed).rejects.toBeInstanceOf(NotFoundError);
+    await refused.retire();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(refusedSink.files).toEqual([]);
   });
 
   test('a body that is not MP3 fails the download, and its file is removed once the download is retired', async () => {
