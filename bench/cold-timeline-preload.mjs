@@ -10,8 +10,7 @@
  * (`writeHead`) and its first body bytes (`write`/`end`).
  *
  * Assumes misses one at a time, as the bench sends them: the upstream request
- * belongs to the latest recording request, and the first socket write after
- * `http.request` is that request's.
+ * belongs to the latest recording request.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import http from 'node:http';
@@ -52,15 +51,21 @@ if (file) {
     const record = current;
     step(record, 'upstreamCalled');
     const upstream = request.apply(this, args);
-    // Before the server's own listener, which may write the client's head at once.
-    if (record) upstream.prependOnceListener('response', () => step(record, 'upstreamHead'));
+    if (record) {
+      // node:http emits 'socket' just before it writes the request there.
+      upstream.prependOnceListener('socket', (socket) => {
+        record.upstreamSocket = socket;
+      });
+      // Before the server's own listener, which may write the client's head at once.
+      upstream.prependOnceListener('response', () => step(record, 'upstreamHead'));
+    }
     return upstream;
   };
   syncBuiltinESMExports();
 
   const socketWrite = net.Socket.prototype.write;
   net.Socket.prototype.write = function (...args) {
-    if (current?.upstreamCalled !== undefined) step(current, 'upstreamWritten');
+    if (current !== undefined && current.upstreamSocket === this) step(current, 'upstreamWritten');
     return socketWrite.apply(this, args);
   };
 
@@ -74,7 +79,7 @@ if (file) {
     const record = response.coldTimeline;
     if (!record || record.clientFirstByte !== undefined || chunk == null || chunk.length === 0) return;
     step(record, 'clientFirstByte');
-    const { started, ...steps } = record;
+    const { started, upstreamSocket, ...steps } = record;
     // Only misses: a request answered without going upstream is no cold miss.
     if (steps.upstreamCalled !== undefined) writeSync(out, `${JSON.stringify(steps)}\n`);
     if (current === record) current = undefined;

@@ -195,9 +195,9 @@ async function main(): Promise<void> {
     );
     const cost = await requestCallCost(new URL(upstream.baseUrl).origin, { authorization: `Bearer ${serverKey}` });
     console.log(
-      `\nOn this machine (the bench's core), one \`http.request()\` call took ${fmt(cost.backToBackMs * 1000, 0)} µs back to back and ` +
-        `${fmt(cost.apartMs * 1000, 0)} µs made ${CALLS_APART_MS} ms apart (medians of ${CALLS_TIMED}, after ${CALL_WARMUP.toLocaleString('en-US')} calls): ` +
-        'code run after an idle spell runs that much slower, so a cold miss costs in proportion to the code it runs',
+      `\nOne \`http.request()\` call on this machine (the bench driver's core): ${fmt(cost.backToBackMs * 1000, 0)} µs back to back, ` +
+        `${fmt(cost.apartMs * 1000, 0)} µs made ${CALLS_APART_MS} ms apart (${fmt(cost.apartMs / cost.backToBackMs, 1)}×; medians of ${CALLS_TIMED}, ` +
+        `after ${CALL_WARMUP.toLocaleString('en-US')} calls): how much slower code runs after an idle spell, which a cold miss meets`,
     );
     if (problems.length > 0) {
       process.exitCode = 1;
