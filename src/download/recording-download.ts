@@ -98,9 +98,9 @@ function nextBody(): NextBody {
 
 /**
  * Runs `start` once this turn of the event loop is over: the turn in which
- * the upstream's head arrives also hands the callers their first bytes, and
- * opening a file (a thread-pool hand-off whose completion wakes the event
- * loop) must not come before them.
+ * the upstream's head arrives hands the callers their first bytes too, when
+ * they came with it, and opening a file (a thread-pool hand-off whose
+ * completion wakes the event loop) must not come before them.
  */
 function afterThisTurn<T>(start: () => Promise<T>): Promise<T> {
   return new Promise<void>((resolve) => setImmediate(resolve)).then(start);

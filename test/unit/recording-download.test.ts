@@ -67,7 +67,7 @@ describe('one download', () => {
     expect(sink.files[0]!.state).toBe('writing');
   });
 
-  test('the temporary file is opened once the upstream has answered, a turn after its head, and not for a refused answer', async () => {
+  test('the temporary file is opened once the upstream has answered, not while it answers, and not at all for a refused answer', async () => {
     const events: string[] = [];
     const bytes = syntheticRecording(4000);
     const sink = fakeSink();
@@ -90,6 +90,7 @@ describe('one download', () => {
     void download.head.then(() => events.push('head'));
     answer(upstreamOf(bytes));
     const completed = await download.completed;
+    // The answer's first bytes came with it: the callers had the head before the file was asked for.
     expect(events).toEqual(['head', 'temp file opened']);
     expect(completed.file).toBe(sink.files[0]);
 
