@@ -14,7 +14,6 @@
  *   PEERS_COLD_WARMUP=20    unmeasured misses per server first
  *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
  */
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
@@ -27,9 +26,10 @@ import { nonNegativeInteger, positiveInteger } from './env.js';
 import { measureColdMisses } from './peers-cold.js';
 import { pinSelf, planCores } from './peers-process.js';
 import {
+  buildUnlessSkipped,
   type Instrumentation,
+  PEERS_RECORDING_BYTES,
   type PeerServer,
-  ROOT,
   startGatewayServer,
   startNodeFloorServer,
   startPeersUpstream,
@@ -37,7 +37,7 @@ import {
 import { median } from './stats.js';
 import { fmt, markdownTable } from './table.js';
 
-const RECORDING_BYTES = 932 * 1024;
+const RECORDING_BYTES = PEERS_RECORDING_BYTES;
 const WARM_ID = '1';
 const FIRST_ID = 3_000_000;
 const PRELOAD = pathToFileURL(fileURLToPath(new URL('./cold-timeline-preload.mjs', import.meta.url))).href;
@@ -127,10 +127,7 @@ function medianOf(timelines: Timeline[], from: Step | undefined, to: Step): numb
 async function main(): Promise<void> {
   const requests = positiveInteger('PEERS_COLD_REQUESTS', 40);
   const warmMisses = nonNegativeInteger('PEERS_COLD_WARMUP', 20);
-  if (process.env.PEERS_SKIP_BUILD !== '1') {
-    const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
-    if (build.status !== 0) throw new Error('npm run build failed');
-  }
+  buildUnlessSkipped();
   const cores = planCores();
   pinSelf(cores.client);
   const serverKey = randomBytes(24).toString('base64url');

@@ -39,7 +39,7 @@ import { startScriptNodeFlags } from '../dev/gateway-process.js';
 import { nonNegativeInteger, positiveInteger } from './env.js';
 import { gatewayYaml } from './peers-configs.js';
 import { executable, freePort, startGroup, waitForPort } from './peers-process.js';
-import { GATEWAY_CLI, ROOT, startPeersUpstream } from './peers-servers.js';
+import { buildUnlessSkipped, GATEWAY_CLI, ROOT, startPeersUpstream } from './peers-servers.js';
 import { markdownTable } from './table.js';
 
 const VALGRIND = '/usr/bin/valgrind';
@@ -165,10 +165,7 @@ async function main(): Promise<void> {
   const requests = positiveInteger('BENCH_INSTR_REQUESTS', 4_000);
   const warmup = positiveInteger('BENCH_INSTR_WARMUP', 12_000);
   const top = nonNegativeInteger('BENCH_INSTR_TOP', 0);
-  if (process.env.PEERS_SKIP_BUILD !== '1') {
-    const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
-    if (build.status !== 0) throw new Error('npm run build failed');
-  }
+  buildUnlessSkipped();
   const serverKey = `bench-server-${randomBytes(8).toString('hex')}`;
   const tenantKey = `bench-tenant-${randomBytes(8).toString('hex')}`;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'rg-instructions-'));

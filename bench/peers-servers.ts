@@ -17,6 +17,8 @@ import { startScriptNodeFlags } from '../dev/gateway-process.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const GATEWAY_CLI = path.join(ROOT, 'dist/cli.js');
+/** The recording the peers upstream serves for every id: 932 KiB of MP3. */
+export const PEERS_RECORDING_BYTES = 932 * 1024;
 export const NGINX_BINARY = '/usr/sbin/nginx';
 export const VARNISHD_BINARY = '/usr/sbin/varnishd';
 export const PEERS_INSTALL_HINT = 'apt-get install -y nginx-light varnish';
@@ -106,6 +108,13 @@ export function binaryVersion(binary: string, flag: string, pattern: RegExp): st
   const result = spawnSync(binary, [flag], { encoding: 'utf8' });
   const text = `${result.stdout ?? ''}${result.stderr ?? ''}`;
   return pattern.exec(text)?.[0] ?? (text.trim().split('\n')[0] || binary);
+}
+
+/** `npm run build`, its output shown, unless `PEERS_SKIP_BUILD=1` says to use dist/ as it is. */
+export function buildUnlessSkipped(): void {
+  if (process.env.PEERS_SKIP_BUILD === '1') return;
+  const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+  if (build.status !== 0) throw new Error('npm run build failed');
 }
 
 /** The generated upstream (peers-upstream.ts) as its own process on `core`. */

@@ -50,6 +50,7 @@ import {
   binaryVersion,
   installedPeers,
   PEERS_INSTALL_HINT,
+  PEERS_RECORDING_BYTES,
   ROOT,
   startGatewayServer,
   startNginxServer,
@@ -65,7 +66,7 @@ import { mib } from './table.js';
 import { nonNegativeInteger, positiveInteger } from './env.js';
 import { startScriptNodeFlags } from '../dev/gateway-process.js';
 
-const RECORDING_BYTES = 932 * 1024;
+const RECORDING_BYTES = PEERS_RECORDING_BYTES;
 const WINDOW_BYTES = 64 * 1024;
 const WARM_PATH = '/v1/call/recording/1.mp3';
 const COLD_FIRST_ID = 100_000;
