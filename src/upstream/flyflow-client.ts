@@ -2,7 +2,8 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { upstreamNamespace } from '../auth/tenants.js';
-import { BadGatewayError, GatewayError, GatewayTimeoutError } from '../errors.js';
+import { BadGatewayError, GatewayError } from '../errors.js';
+import { nextBodyChunk } from './body-chunks.js';
 import type { UpstreamCircuits } from './circuit.js';
 import { RetryableUpstreamError, errorForUpstreamStatus, upstreamTimeout, upstreamUnreachable } from './errors.js';
 
@@ -164,36 +165,20 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
       lastModified: response.headers['last-modified'],
       cancel: stop,
       async *chunks() {
-        const chunks = response[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
         let received = 0;
-        let stalled = false;
         let ended = false;
         try {
           for (;;) {
-            const idle = setTimeout(() => {
-              stalled = true;
-              stop();
-            }, options.bodyIdleTimeoutMs);
-            let next: IteratorResult<Buffer>;
-            try {
-              next = await chunks.next();
-            } catch (cause) {
-              if (stalled) throw new GatewayTimeoutError('Upstream body stalled', { cause });
-              throw new RetryableUpstreamError('Upstream body ended early', { cause });
-            } finally {
-              clearTimeout(idle);
-            }
-            if (next.done) {
-              // A connection closed before the end of a body without Content-Length ends it like a clean end.
-              if (stalled) throw new GatewayTimeoutError('Upstream body stalled');
+            const chunk = await nextBodyChunk(response, options.bodyIdleTimeoutMs);
+            if (chunk === null) {
               ended = true;
               return;
             }
-            received += next.value.byteLength;
+            received += chunk.byteLength;
             if (received > options.maxRecordingBytes) {
               throw new BadGatewayError('Recording is larger than cache.max_recording_bytes');
             }
-            yield next.value;
+            yield chunk;
           }
         } finally {
           // A body read to its end leaves its connection to the agent, for the next download.
