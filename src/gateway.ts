@@ -151,6 +151,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           diskShares,
           notFoundTtlMs: config.cache.notFoundTtlSeconds * 1000,
           peerBodyIdleMs: config.upstream.bodyIdleTimeoutMs,
+          maxRecordingBytes: config.cache.maxRecordingBytes,
           logger,
         })
       : undefined;

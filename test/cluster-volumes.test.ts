@@ -275,6 +275,52 @@ describe.sequential('two replicas sharing a volume, a third with its own', () =>
   });
 });
 
+describe.sequential('replicas with a volume each, the second with a lower cache.max_recording_bytes', () => {
+  const cluster = clusterFor(() => upstream().baseUrl, {
+    replicas: 2,
+    volumes: 'own',
+    cacheYamlFor: (index) => (index === 1 ? ['max_recording_bytes: 100KiB'] : []),
+  });
+  const OVER_LIMIT = { error: 'Bad Gateway', message: 'Recording is larger than cache.max_recording_bytes' };
+
+  test("a recording over B's limit, stored by A: B answers 502 as it would from upstream, and stores nothing", async () => {
+    const id = 8301;
+    const recording = syntheticRecording(256 * KIB);
+    upstream().setRecording(id, recording);
+    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
+    expect(await eventually(async () => (await storedRecordingFiles(cluster().replicas[0]!.cacheDir)).length > 0)).toBe(true);
+
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const onB = await cluster().at(1, recordingPath(id), { headers: ACME_AUTH });
+      expect(onB.status).toBe(502);
+      expect(await onB.json()).toEqual(OVER_LIMIT);
+    }
+    expect(await storedRecordingFiles(cluster().replicas[1]!.cacheDir)).toEqual([]);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
+    // A, whose limit is higher, goes on serving it.
+    const again = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
+    expect(again.bytes.equals(recording)).toBe(true);
+  });
+
+  test("a recording over B's limit, still downloading on A: B answers 502 rather than stream A's download, and stores nothing", async () => {
+    const id = 8302;
+    const recording = syntheticRecording(256 * KIB);
+    upstream().setRecording(id, recording);
+    upstream().setBehaviour(id, { kind: 'gate' });
+    const onA = await streamGet(`${cluster().urls[0]}${recordingPath(id)}`, ACME_AUTH);
+    expect(onA.status).toBe(200);
+    const onB = await cluster().at(1, recordingPath(id), { headers: ACME_AUTH });
+    expect(onB.status).toBe(502);
+    expect(await onB.json()).toEqual(OVER_LIMIT);
+    upstream().release(id);
+    const onABody = await onA.body;
+    expect(onABody.complete).toBe(true);
+    expect(onABody.bytes.equals(recording)).toBe(true);
+    expect(await storedRecordingFiles(cluster().replicas[1]!.cacheDir)).toEqual([]);
+    expect(upstreamFetches(upstream(), id)).toBe(1);
+  });
+});
+
 describe.sequential('replicas sharing one volume with a 150 KiB disk budget', () => {
   const cluster = clusterFor(() => upstream().baseUrl, {
     volumes: 'shared',

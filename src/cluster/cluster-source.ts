@@ -3,6 +3,7 @@ import { cacheKey } from '../cache/recording-meta.js';
 import type { DownloadOwner, RecordingSource } from '../download/download-manager.js';
 import type { SourcedRecording } from '../download/recording-download.js';
 import type { Clock } from '../clock.js';
+import { BadGatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ClusterDirectory } from './cluster-directory.js';
 import type { DownloadLeases } from './download-lease.js';
@@ -23,6 +24,13 @@ export interface ClusterSourceOptions {
   advertiseUrl: () => string | undefined;
   /** The upstream itself. */
   upstream: RecordingSource;
+  /**
+   * This replica's cache.max_recording_bytes. Another replica's download or
+   * copy of a larger recording (its limit may be higher) is refused with the
+   * upstream's 502, so that nothing over it is served or stored here,
+   * whichever replica fetched the recording first.
+   */
+  maxRecordingBytes: number;
   logger: Logger;
   onPeerFetch?: (origin: 'peer-download' | 'peer-copy') => void;
   /** Times the memory of peers whose answer failed; default the system clock. */
@@ -82,6 +90,10 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     signal: AbortSignal | undefined,
   ): Promise<SourcedRecording> {
     const recording = await peers.openRecording(url, owner.namespace, callId, signal);
+    if (recording.contentLength !== undefined && recording.contentLength > options.maxRecordingBytes) {
+      recording.cancel();
+      throw new BadGatewayError('Recording is larger than cache.max_recording_bytes');
+    }
     options.onPeerFetch?.(origin);
     const key = cacheKey(owner.namespace, callId);
     const { chunks } = recording;

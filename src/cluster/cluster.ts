@@ -29,6 +29,8 @@ export interface ClusterOptions {
   notFoundTtlMs: number;
   /** Longest silence in a peer's body (upstream.body_idle_timeout_ms). */
   peerBodyIdleMs: number;
+  /** This replica's cache.max_recording_bytes: a recording another replica offers over it is refused, as the upstream's is. */
+  maxRecordingBytes: number;
   logger: Logger;
 }
 
@@ -174,6 +176,7 @@ export class Cluster {
       volume: this.volume,
       advertiseUrl: () => this.#advertiseUrl,
       upstream,
+      maxRecordingBytes: this.options.maxRecordingBytes,
       logger: this.options.logger,
       ...(onPeerFetch ? { onPeerFetch } : {}),
     });

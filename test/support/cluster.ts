@@ -47,6 +47,8 @@ export interface ClusterOptions {
   upstreamYaml?: string[];
   /** Extra lines in each replica's `cache:` block, e.g. `max_disk_bytes: 150KiB`. */
   cacheYaml?: string[];
+  /** Extra lines in replica `index`'s `cache:` block only, e.g. a `max_recording_bytes` of its own. */
+  cacheYamlFor?: (index: number) => string[];
   /** Extra lines in each replica's `cluster:` block, e.g. `redis_timeout_ms: 250`. */
   clusterYaml?: string[];
   /** Extra lines in replica `index`'s `cluster:` block only, e.g. an `advertise_url` with a proxy in front of it. */
@@ -160,7 +162,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       upstreamBaseUrl: options.upstreamBaseUrl,
       cacheDir,
       upstreamYaml: options.upstreamYaml,
-      cacheYaml: options.cacheYaml,
+      cacheYaml: [...(options.cacheYaml ?? []), ...(options.cacheYamlFor?.(index) ?? [])],
       tenantYaml: [
         'signing_keys: [{ kid: k1, secret_env: ACME_SIGNING_SECRET }]',
         'webhook_token_env: ACME_WEBHOOK_TOKEN',

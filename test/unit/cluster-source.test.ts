@@ -12,6 +12,7 @@ import type { Peer } from '../../src/cluster/membership.js';
 import { PeerBodyUnprovenError, PeerUnreachableError, type PeerClient, type PeerRecording } from '../../src/cluster/peer-client.js';
 import type { SourcedRecording } from '../../src/download/recording-download.js';
 import type { Clock } from '../../src/clock.js';
+import { BadGatewayError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { RetryableUpstreamError } from '../../src/upstream/errors.js';
 
@@ -45,10 +46,22 @@ interface World {
   holder?: LeaseHolder;
   clock?: Clock;
   ownVolume?: string;
+  /** This replica's cache.max_recording_bytes; default far above every body here. */
+  maxRecordingBytes?: number;
 }
 
-function world({ lookups, peers, joining = [], dead = [], bodyFails = {}, holder, clock, ownVolume = 'vol-a' }: World) {
-  const calls = { lookups: 0, upstream: 0, peerFetches: [] as string[], releases: 0, beats: 0, removes: 0, takeOvers: 0 };
+function world({
+  lookups,
+  peers,
+  joining = [],
+  dead = [],
+  bodyFails = {},
+  holder,
+  clock,
+  ownVolume = 'vol-a',
+  maxRecordingBytes = 1 << 30,
+}: World) {
+  const calls = { lookups: 0, upstream: 0, peerFetches: [] as string[], releases: 0, beats: 0, removes: 0, takeOvers: 0, cancels: 0 };
   const seen = [...peers];
   let holding = holder;
   const membership = {
@@ -85,7 +98,7 @@ function world({ lookups, peers, joining = [], dead = [], bodyFails = {}, holder
       calls.peerFetches.push(url);
       if (dead.includes(url)) throw new PeerUnreachableError(`${url} does not answer`);
       const failure = bodyFails[url];
-      const answer = { ...body('peer'), volume: seen.find((peer) => peer.url === url)?.volume };
+      const answer = { ...body('peer'), volume: seen.find((peer) => peer.url === url)?.volume, cancel: () => calls.cancels++ };
       if (!failure) return answer;
       return {
         ...answer,
@@ -109,6 +122,7 @@ function world({ lookups, peers, joining = [], dead = [], bodyFails = {}, holder
       return body('upstream');
     },
     logger: silentLogger(),
+    maxRecordingBytes,
     ...(clock ? { clock } : {}),
   });
   return { source, calls };
@@ -221,6 +235,37 @@ describe('a replica that takes the lease', () => {
     expect(calls.peerFetches).toEqual(['http://b1.internal', 'http://b2.internal']);
     expect(recording.origin).toBe('peer-copy');
     expect(calls.upstream).toBe(0);
+  });
+});
+
+describe("a recording another replica offers over this replica's cache.max_recording_bytes", () => {
+  const b = { node: 'b', url: 'http://b.internal', volume: 'vol-b' };
+
+  test("a stored copy is refused with the upstream's 502, its transfer cancelled, and the upstream is not asked", async () => {
+    const { source, calls } = world({ lookups: [[{ volume: 'vol-b', meta: META }]], peers: [b], maxRecordingBytes: 2 });
+    await expect(source(OWNER, '42', undefined)).rejects.toThrow(new BadGatewayError('Recording is larger than cache.max_recording_bytes'));
+    expect(calls.peerFetches).toEqual(['http://b.internal']);
+    expect(calls.cancels).toBe(1);
+    expect(calls.upstream).toBe(0);
+  });
+
+  test('so is the download under way on the replica holding the lease', async () => {
+    const { source, calls } = world({
+      lookups: [[]],
+      peers: [b],
+      holder: { value: 't|b|http://b.internal', node: 'b', url: 'http://b.internal' },
+      maxRecordingBytes: 2,
+    });
+    await expect(source(OWNER, '42', undefined)).rejects.toBeInstanceOf(BadGatewayError);
+    expect(calls.cancels).toBe(1);
+    expect(calls.takeOvers).toBe(0);
+    expect(calls.upstream).toBe(0);
+  });
+
+  test('one of exactly the limit is taken', async () => {
+    const { source, calls } = world({ lookups: [[{ volume: 'vol-b', meta: META }]], peers: [b], maxRecordingBytes: 3 });
+    expect((await source(OWNER, '42', undefined)).origin).toBe('peer-copy');
+    expect(calls.cancels).toBe(0);
   });
 });
 
