@@ -300,6 +300,32 @@ describe('info.json credentials and errors, as for the recording', () => {
     }
   });
 
+  test('an MP3 padded after its audio (zeros, 0xFF, random bytes) is 200 for peaks and info alike, with the duration of its audio', async () => {
+    // 30,000 bytes of a fixture (about 7.5 s of 22.05 kHz mono), then 100 KB the decoder reports dozens of errors in.
+    const audio = bed.upstream.recording(4)!.subarray(0, 30_000);
+    const paddings = [Buffer.alloc(100_000), Buffer.alloc(100_000, 0xff), syntheticRecording(100_000).subarray(3)];
+    const gateway = await start();
+    const plain = 4100;
+    bed.upstream.setRecording(plain, audio);
+    await bytesOf(await gateway.fetch(`/v1/call/recording/${plain}/peaks.json`));
+    const audioSeconds = (await (await gateway.fetch(`/v1/call/recording/${plain}/info.json`)).json()) as Info;
+    expect(audioSeconds.duration_seconds).toBeGreaterThan(7);
+    for (const [index, padding] of paddings.entries()) {
+      const id = 4101 + index;
+      bed.upstream.setRecording(id, Buffer.concat([audio, padding]));
+      const peaks = await gateway.fetch(`/v1/call/recording/${id}/peaks.json`);
+      expect(peaks.status, `padding ${index}`).toBe(200);
+      const info = await gateway.fetch(`/v1/call/recording/${id}/info.json`);
+      expect(info.status).toBe(200);
+      const facts = (await info.json()) as Info;
+      // Random bytes decode to a little noise before their errors show them junk.
+      expect(facts.duration_seconds - audioSeconds.duration_seconds).toBeGreaterThanOrEqual(0);
+      expect(facts.duration_seconds - audioSeconds.duration_seconds).toBeLessThan(0.15);
+      // The audio's 32 kbit/s, within the 4 KB the decode judges the junk's start by.
+      expect(Math.abs(facts.bitrate - audioSeconds.bitrate)).toBeLessThan(2_500);
+    }
+  });
+
   test("a tenant's rate limit counts info.json and peaks.json requests too", async () => {
     const gateway = await start({ tenants: [acmeTenant({ rateLimitPerMinute: 2 })] });
     expect((await gateway.fetch('/v1/call/recording/1/info.json')).headers.get('ratelimit-limit')).toBe('2');

@@ -51,8 +51,10 @@ type Kind = 'info' | 'peaks';
 // Bumped when what an answer holds for the same recording changes, so no
 // client keeps an older answer under the same ETag. info 2: the duration of
 // a constant-bitrate recording without a frame count comes from its size and
-// bitrate (read at store time), no longer from decoding it.
-const ANSWER_VERSIONS: Record<Kind, number> = { info: 2, peaks: 1 };
+// bitrate (read at store time), no longer from decoding it. info 3, peaks 2:
+// a decode stops at junk after the audio (a padded file), no longer counting
+// the noise mpg123 finds in it, or refusing the recording for its errors.
+const ANSWER_VERSIONS: Record<Kind, number> = { info: 3, peaks: 2 };
 const PATHS: Record<Kind, RegExp> = {
   info: /^\/v1\/call\/recording\/([^/?]*)\/info\.json$/,
   peaks: /^\/v1\/call\/recording\/([^/?]*)\/peaks\.json$/,

@@ -37,7 +37,14 @@ const SLICE_MS = 4;
 // a recording.
 const MAX_ERRORS_PER_FRAME = 1 / 4;
 const TOLERATED_ERRORS = 16;
-const SAMPLES_PER_FRAME = 1152;
+// Once this much audio has decoded with no more errors than tolerated, the
+// stream is known to be audio (random bytes decode a few hundred samples per
+// error), and the share of errors no longer decides: a damaged frame costs
+// an error or two in one piece, and the decode goes on; errors in every
+// piece over this many bytes are junk after the audio (a file padded after
+// its last frame), where the decode stops, keeping the audio before it.
+const KNOWN_AUDIO_SECONDS = 1;
+const JUNK_RUN_BYTES = 4 * DECODE_PIECE_BYTES;
 // An MPEG frame is at most a couple of kilobytes: this much after the ID3v2
 // tag with no sample decoded is not audio (mpg123 resynchronising through
 // junk that reports no error, say 0xFF 0xFB repeated). Before any audio the
@@ -74,7 +81,12 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
   let mono = header?.channels === 1;
   let bounds: BitrateBounds = header?.bitrateBounds ?? MPEG_BITRATE_BOUNDS;
   let errors = 0;
+  let knownAudio = false;
   let tagBytes = 0;
+  // Where the last bytes that decoded to samples end; where a run of pieces with errors began; where the junk the decode stopped at began.
+  let audioEnd = 0;
+  let erroringFrom: number | undefined;
+  let junkFrom: number | undefined;
   let bytesWithoutAudio = 0;
   let sliceStarted = performance.now();
   try {
@@ -91,23 +103,35 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
       offset += chunk.length;
       for (let at = 0; at < chunk.length; at += DECODE_PIECE_BYTES) {
         const piece = chunk.subarray(at, at + DECODE_PIECE_BYTES);
+        const pieceStart = chunkOffset + at;
         const decoded = quietly(() => decoder.decode(piece));
         errors += decoded.errors.length;
-        // Not audio: stop at once rather than decode the rest of the noise.
-        if (tooManyErrors(errors, peaks.totalSamples))
+        if (knownAudio && decoded.errors.length > 0) {
+          erroringFrom ??= pieceStart;
+          if (pieceStart + piece.length - erroringFrom >= JUNK_RUN_BYTES) {
+            junkFrom = erroringFrom;
+            break decoding;
+          }
+        } else if (knownAudio) {
+          if (decoded.samplesDecoded > 0) erroringFrom = undefined;
+        } else if (tooManyErrors(errors, peaks.totalSamples, sampleRate)) {
+          // Not audio: stop at once rather than decode the rest of the noise.
           throw new UndecodableRecordingError(`${errors} decoding errors: not an MPEG audio stream`);
+        }
         if (decoded.samplesDecoded > 0) {
           sampleRate ||= decoded.sampleRate;
           decodedChannels ||= decoded.channelData.length;
           // mpg123 decodes a mono stream to two equal channels: one is enough for its peaks.
           peaks.add(mono ? decoded.channelData.slice(0, 1) : decoded.channelData, decoded.samplesDecoded);
           bytesWithoutAudio = 0;
+          audioEnd = pieceStart + piece.length;
+          knownAudio ||= errors <= TOLERATED_ERRORS && peaks.totalSamples >= sampleRate * KNOWN_AUDIO_SECONDS;
         } else {
-          const pieceStart = chunkOffset + at;
           bytesWithoutAudio += Math.max(0, pieceStart + piece.length - Math.max(pieceStart, tagBytes));
           if (bytesWithoutAudio > MAX_BYTES_WITHOUT_AUDIO) {
             if (peaks.totalSamples === 0)
               throw new UndecodableRecordingError(`no MPEG audio in the first ${MAX_BYTES_WITHOUT_AUDIO} bytes after the tag`);
+            junkFrom = audioEnd;
             break decoding;
           }
         }
@@ -125,7 +149,8 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
   // A variable bitrate (or one that only began constant) is answered as its average over the whole stream.
   // Frames each within the standard's bounds average within them: bytes beyond what the highest bitrate
   // fills in the decoded duration are not audio (a frame-count header, junk after the last frame).
-  const average = ((header?.audioBytes ?? source.size) * 8) / durationSeconds;
+  const audioBytes = junkFrom === undefined ? (header?.audioBytes ?? source.size) : junkFrom - tagBytes;
+  const average = (audioBytes * 8) / durationSeconds;
   const decoded: RecordingFacts = {
     durationSeconds: Math.round(durationSeconds * 1e6) / 1e6,
     bitrate: Math.round(Math.min(average, bounds.max)),
@@ -146,8 +171,13 @@ function settledFacts(header: RecordingFacts | undefined, decoded: RecordingFact
   return Math.abs(header.durationSeconds - decoded.durationSeconds) > ESTIMATE_TOLERANCE_SECONDS ? decoded : header;
 }
 
-function tooManyErrors(errors: number, samples: number): boolean {
-  return errors > TOLERATED_ERRORS && errors > (samples / SAMPLES_PER_FRAME) * MAX_ERRORS_PER_FRAME;
+/** A Layer III frame holds 1152 samples in MPEG-1 (32, 44.1 and 48 kHz), 576 in MPEG-2 and 2.5 (the lower rates). */
+function samplesPerFrame(sampleRate: number): number {
+  return sampleRate >= 32_000 ? 1152 : 576;
+}
+
+function tooManyErrors(errors: number, samples: number, sampleRate: number): boolean {
+  return errors > TOLERATED_ERRORS && errors > (samples / samplesPerFrame(sampleRate)) * MAX_ERRORS_PER_FRAME;
 }
 
 /**
