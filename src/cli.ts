@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { sha256Hex } from './sha256.js';
 import { signRecordingUrl } from '@recording-gateway/client';
 import { loadConfig, type GatewayConfig } from './config/index.js';
-import { createLogger, logLevelFrom } from './logger.js';
+import { createLogger, logLevelFrom, prettyLogsFrom } from './logger.js';
 import { startServer } from './server.js';
 import { auditCliCommand } from './audit/cli-audit.js';
 import { isPresentableToken } from './auth/bearer.js';
@@ -61,8 +61,12 @@ export function buildCli(io: CliIo): Command {
       'after',
       '\nWithout a command, runs `serve`.\nExit codes: 0 ok, 1 failure (or damage found by `cache verify`), 2 bad command line.',
     )
-    .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ writeOut: (text) => io.stdout(text.trimEnd()), writeErr: (text) => io.stderr(text.trimEnd()) })
+    .configureOutput({
+      writeOut: (text) => io.stdout(text.trimEnd()),
+      writeErr: (text) => io.stderr(text.trimEnd()),
+      // On the message's own line: every message is one line (README, Command line).
+      outputError: (text, write) => write(`${text.trimEnd()} (run with --help for usage)`),
+    })
     .exitOverride();
   const print = io.stdout;
   const config = (requireSecrets: boolean) => configFor(io, program.opts<{ config?: string }>().config, requireSecrets);
@@ -72,8 +76,9 @@ export function buildCli(io: CliIo): Command {
     .description('run the gateway (the default command)')
     .action(async () => {
       const level = logLevelFrom(io.env.LOG_LEVEL);
+      const pretty = prettyLogsFrom(io.env.LOG_FORMAT);
       const loaded = await config(true);
-      const logger = createLogger({ level, pretty: io.env.LOG_FORMAT === 'pretty' });
+      const logger = createLogger({ level, pretty });
       const server = await startServer(loaded, { logger });
       logger.info(
         {

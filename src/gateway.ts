@@ -123,6 +123,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     keepsAudit && config.audit
       ? await AuditTrail.open({
           dir: config.audit.dir,
+          ...(config.audit.dirSetting ? { dirSetting: config.audit.dirSetting } : {}),
           retentionDays: config.audit.retentionDays,
           ...(config.cluster ? { nodeId: config.cluster.nodeId } : {}),
           clock,

@@ -47,6 +47,18 @@ export function logLevelFrom(value: string | undefined): LogLevel {
   throw new RangeError(`LOG_LEVEL: ${JSON.stringify(value)} is not a log level; use one of ${LOG_LEVELS.join(', ')}`);
 }
 
+/**
+ * `LOG_FORMAT` as the logger takes it: true for `pretty` (human-readable
+ * lines), false for `json` or when unset or empty, in any case. Anything
+ * else is refused, as a bad LOG_LEVEL is, rather than silently logging JSON.
+ */
+export function prettyLogsFrom(value: string | undefined): boolean {
+  const format = value?.trim().toLowerCase() ?? '';
+  if (format === '' || format === 'json') return false;
+  if (format === 'pretty') return true;
+  throw new RangeError(`LOG_FORMAT: ${JSON.stringify(value)} is not a log format; use json (the default) or pretty`);
+}
+
 /** The request log's message (src/routes/request-log.ts). */
 export const REQUEST_LINE = 'request';
 

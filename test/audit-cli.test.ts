@@ -192,6 +192,27 @@ describe('audit verify', () => {
     expect(off.code).toBe(1);
     expect(off.stderr).toBe('error: the config has no `audit` section, so there is no audit trail: add `audit: { dir: ... }`');
   });
+
+  test.each([
+    ['audit verify', ['audit', 'verify']],
+    ['audit query', ['audit', 'query']],
+    ['serve', ['serve']],
+  ])('%s with a file where the audit directory should be, or on its path, names the setting to fix', async (_name, args) => {
+    const file = path.join(dir, 'a-file');
+    await writeFile(file, 'not a directory');
+    // Port 0: serve stops before it listens, but must not find port 1 taken instead.
+    const configPath = await configFor(file);
+    await writeFile(configPath, (await readFile(configPath, 'utf8')).replace('port: 1 }', 'port: 0 }'));
+    const run = (env: Record<string, string>) =>
+      runCliInProcess(['--config', configPath, ...args], { cwd: dir, env: { FLYFLOW_API_KEY: SERVER_KEY, ...env } });
+    const inFile = await run({});
+    expect(inFile).toMatchObject({ code: 1, stdout: '' });
+    expect(inFile.stderr.trim()).toBe(`error: audit.dir: ${file} is not a directory`);
+    const below = path.join(file, 'audit');
+    const fromEnv = await run({ AUDIT_DIR: below });
+    expect(fromEnv).toMatchObject({ code: 1, stdout: '' });
+    expect(fromEnv.stderr.trim()).toBe(`error: audit.dir (AUDIT_DIR): ${below} is not a directory`);
+  });
 });
 
 describe('audit query', () => {

@@ -261,11 +261,16 @@ describe('the CLI against a gateway with ADMIN_TOKEN', () => {
     expect(running.gateway.cache.stats().entries).toBe(0);
   });
 
-  test('cache stats says the gateway refused the admin token instead of "no running gateway"', async () => {
-    const result = await runCliInProcess(['--config', configPath, 'cache', 'stats'], { cwd, env: { FLYFLOW_API_KEY: SERVER_KEY } });
-    expect(result.code).toBe(0);
-    expect(result.stdout).toContain(`hit ratio:  unknown: the gateway at ${running.baseUrl} refused the admin token: set ADMIN_TOKEN`);
-    expect(result.stdout).not.toContain('no running gateway');
+  test('cache stats says the gateway wants the admin token, or refused a wrong one, instead of "no running gateway"', async () => {
+    const stats = (env: Record<string, string>) =>
+      runCliInProcess(['--config', configPath, 'cache', 'stats'], { cwd, env: { FLYFLOW_API_KEY: SERVER_KEY, ...env } });
+    const without = await stats({});
+    expect(without.code).toBe(0);
+    expect(without.stdout).toContain(`hit ratio:  unknown: the gateway at ${running.baseUrl} wants the admin token: set ADMIN_TOKEN`);
+    expect(without.stdout).not.toContain('no running gateway');
+    const wrong = await stats({ ADMIN_TOKEN: `${ADMIN_TOKEN}-wrong` });
+    expect(wrong.code).toBe(0);
+    expect(wrong.stdout).toContain(`hit ratio:  unknown: the gateway at ${running.baseUrl} refused the admin token: set ADMIN_TOKEN`);
   });
 });
 

@@ -158,7 +158,7 @@ describe('recording-gateway CLI', () => {
   test('an unknown command exits 2 from the real process too', async () => {
     const { code, stderr } = await runCliProcess(['bogus']);
     expect(code).toBe(2);
-    expect(stderr).toBe("error: unknown command 'bogus'\n(run with --help for usage)\n");
+    expect(stderr).toBe("error: unknown command 'bogus' (run with --help for usage)\n");
   });
 
   test('serve without the Flyflow key stops at start-up with one clear message', async () => {

@@ -284,6 +284,17 @@ describe('LOG_LEVEL', () => {
     expect(stderr).toBe('error: LOG_LEVEL: "verbose" is not a log level; use one of trace, debug, info, warn, error, fatal, silent');
   });
 
+  test('a LOG_FORMAT other than json or pretty stops serve the same way, naming LOG_FORMAT', async () => {
+    dir = await makeTempDir();
+    const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
+    const { code, stderr } = await runCliInProcess(['--config', configPath, 'serve'], {
+      cwd: dir,
+      env: { FLYFLOW_API_KEY: SERVER_KEY, LOG_FORMAT: 'fancy' },
+    });
+    expect(code).toBe(1);
+    expect(stderr).toBe('error: LOG_FORMAT: "fancy" is not a log format; use json (the default) or pretty');
+  });
+
   test('LOG_LEVEL=DEBUG, as operators often write it, turns debug on: a warning carries its stack', async () => {
     dir = await makeTempDir();
     const cacheDir = path.join(dir, 'cache');

@@ -37,6 +37,8 @@ export interface AuditRecorder {
 export interface AuditTrailOptions {
   /** Absolute path of the audit directory; created when missing. */
   dir: string;
+  /** How errors name the setting `dir` came from; default `audit.dir`. */
+  dirSetting?: string;
   /** A day's file is removed once its last possible line is older than this. */
   retentionDays: number;
   /** Cluster mode: the replica's node id, in its file names, so replicas sharing a directory keep chains of their own. */
@@ -155,9 +157,14 @@ export class AuditTrail implements AuditRecorder {
       await mkdir(options.dir, { recursive: true, mode: PRIVATE_DIR_MODE });
       tail = await readChainTail(options.dir, options.nodeId ?? '');
     } catch (error) {
-      throw new Error(`audit.dir ${options.dir} cannot be used: ${errorMessage(error)}`, {
-        cause: error,
-      });
+      const setting = options.dirSetting ?? 'audit.dir';
+      const code = (error as NodeJS.ErrnoException).code;
+      // mkdir says EEXIST for a file where the directory should be, ENOTDIR for one where a folder on its path should be.
+      const why =
+        code === 'EEXIST' || code === 'ENOTDIR'
+          ? `${options.dir} is not a directory`
+          : `${options.dir} cannot be used: ${errorMessage(error)}`;
+      throw new Error(`${setting}: ${why}`, { cause: error });
     }
     if (tail.tornBytesRemoved > 0) {
       logger.warn(

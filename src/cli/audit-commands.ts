@@ -4,7 +4,7 @@ import { queryAuditTrail, type AuditFilter, type AuditLine } from '../audit/audi
 import { utcDay } from '../audit/audit-files.js';
 import { verifyAuditTrail, type ChainReport } from '../audit/audit-verify.js';
 import type { GatewayConfig } from '../config/index.js';
-import { CommandFailure, callIdArgument, printJson, type Print } from './io.js';
+import { CommandFailure, callIdArgument, directoryExists, printJson, type Print } from './io.js';
 import { terminalSafe } from './terminal-safe.js';
 
 /*
@@ -36,9 +36,10 @@ export function parseIsoTime(value: string): number {
   return parsed;
 }
 
-/** The audit directory of the config; the command fails when the trail is off. */
+/** The audit directory of the config; the command fails when the trail is off, or when a file is where the directory should be. */
 function auditDir(config: GatewayConfig): string {
   if (!config.audit) throw new CommandFailure('the config has no `audit` section, so there is no audit trail: add `audit: { dir: ... }`');
+  directoryExists(config.audit.dir, config.audit.dirSetting ?? 'audit.dir');
   return config.audit.dir;
 }
 

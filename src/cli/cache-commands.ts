@@ -1,4 +1,3 @@
-import { statSync } from 'node:fs';
 import { createTenantRegistry, type Tenant } from '../auth/tenants.js';
 import { createDiskStore } from '../cache/disk-store.js';
 import { openIndex } from '../cache/open-index.js';
@@ -6,7 +5,7 @@ import type { RecordingIndex } from '../cache/recording-index.js';
 import { verifyCache } from '../cache/verify.js';
 import { callIdJson } from '../recordings/call-id.js';
 import type { GatewayConfig } from '../config/index.js';
-import { CommandFailure, UsageError, formatBytes, printJson, type Print } from './io.js';
+import { CommandFailure, UsageError, directoryExists, formatBytes, printJson, type Print } from './io.js';
 import { liveHitRatio } from './running-gateway.js';
 
 /** How a command prints: lines for people, or one JSON document with `--json`. */
@@ -22,17 +21,7 @@ export interface OutputOptions {
  */
 export function cacheExists(config: GatewayConfig): boolean {
   if (config.cache.index.kind === 'redis') return true;
-  const notADirectory = () => new CommandFailure(`${config.cache.dirSetting ?? 'cache.dir'}: ${config.cache.dir} is not a directory`);
-  let found: ReturnType<typeof statSync>;
-  try {
-    found = statSync(config.cache.dir, { throwIfNoEntry: false });
-  } catch (error) {
-    // A file where a folder of the path should be.
-    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') throw notADirectory();
-    throw error;
-  }
-  if (found && !found.isDirectory()) throw notADirectory();
-  return found !== undefined;
+  return directoryExists(config.cache.dir, config.cache.dirSetting ?? 'cache.dir');
 }
 
 export async function withIndex<T>(config: GatewayConfig, use: (index: RecordingIndex) => Promise<T>): Promise<T> {

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import bytes from 'bytes';
 import { InvalidArgumentError } from 'commander';
 import { parseCallId } from '../recordings/call-id.js';
@@ -17,6 +18,24 @@ export class UsageError extends Error {}
 
 /** The command ran and could not do its job: printed as one line, never with a stack; exit code 1. */
 export class CommandFailure extends Error {}
+
+/**
+ * Whether the directory a setting names exists: false when nothing is there
+ * yet (a cache or trail never written); a file in its place, or in the place
+ * of a folder on its path, is a CommandFailure naming `setting`.
+ */
+export function directoryExists(dir: string, setting: string): boolean {
+  const notADirectory = () => new CommandFailure(`${setting}: ${dir} is not a directory`);
+  let found: ReturnType<typeof statSync>;
+  try {
+    found = statSync(dir, { throwIfNoEntry: false });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') throw notADirectory();
+    throw error;
+  }
+  if (found && !found.isDirectory()) throw notADirectory();
+  return found !== undefined;
+}
 
 /** `22.63 KB`: a byte count as operators read it. */
 export function formatBytes(value: number): string {

@@ -31,6 +31,7 @@ export function gatewayUrl(config: Pick<GatewayConfig, 'listen'>): string {
 }
 
 const REFUSED_ADMIN_TOKEN = 'refused the admin token: set ADMIN_TOKEN to the admin token the gateway runs with';
+const WANTS_ADMIN_TOKEN = 'wants the admin token: set ADMIN_TOKEN to the admin token the gateway runs with';
 
 interface HttpRequest {
   method?: string;
@@ -121,7 +122,7 @@ export async function liveHitRatio(config: GatewayConfig): Promise<GatewayAnswer
       }
       return { hits, total };
     },
-    REFUSED_ADMIN_TOKEN,
+    config.adminToken ? REFUSED_ADMIN_TOKEN : WANTS_ADMIN_TOKEN,
   );
 }
 

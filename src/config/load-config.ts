@@ -276,7 +276,11 @@ function assemble(
   if (cluster !== undefined) config.cluster = cluster;
   // AUDIT_DIR moves an audit trail the file turns on; it turns none on by itself.
   if (file.audit !== undefined) {
-    config.audit = { dir: overrides.auditDir ?? resolve(cwd, file.audit.dir), retentionDays: file.audit.retention_days };
+    config.audit = {
+      dir: overrides.auditDir ?? resolve(cwd, file.audit.dir),
+      retentionDays: file.audit.retention_days,
+      ...(overrides.auditDir === undefined ? {} : { dirSetting: 'audit.dir (AUDIT_DIR)' }),
+    };
   }
   return config;
 }

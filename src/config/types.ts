@@ -82,6 +82,8 @@ export interface CacheEncryptionConfig {
 export interface AuditConfig {
   /** Absolute path of the directory of daily JSON Lines files. */
   dir: string;
+  /** How errors name the setting `dir` came from: `audit.dir`, or `audit.dir (AUDIT_DIR)` when the environment set it. Default `audit.dir`. */
+  dirSetting?: string;
   /** Days a daily file is kept, fractions allowed; default 365. */
   retentionDays: number;
 }
