@@ -153,6 +153,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           notFoundTtlMs: config.cache.notFoundTtlSeconds * 1000,
           peerBodyIdleMs: config.upstream.bodyIdleTimeoutMs,
           maxRecordingBytes: config.cache.maxRecordingBytes,
+          encryption: config.cache.encryption,
           logger,
         })
       : undefined;

@@ -3,6 +3,7 @@
  * replicas with their own volumes, also while one sharing a volume has just died; replicas sharing a volume keep its disk
  * budget together, also while Redis is down; and replicas reach each other only with the peer secret.
  */
+import { randomBytes } from 'node:crypto';
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { createClient } from '@keyv/redis';
 import { afterAll, beforeAll, describe, expect, onTestFinished, test } from 'vitest';
@@ -318,6 +319,50 @@ describe.sequential('replicas with a volume each, the second with a lower cache.
     expect(onABody.bytes.equals(recording)).toBe(true);
     expect(await storedRecordingFiles(cluster().replicas[1]!.cacheDir)).toEqual([]);
     expect(upstreamFetches(upstream(), id)).toBe(1);
+  });
+});
+
+describe.sequential('replicas sharing one volume, only the second with cache.encryption', () => {
+  const cluster = clusterFor(() => upstream().baseUrl, {
+    replicas: 2,
+    volumes: 'shared',
+    cacheYamlFor: (index) => (index === 1 ? ['encryption: { key_env: CACHE_ENCRYPTION_KEY }'] : []),
+    envFor: (index): Record<string, string> => (index === 1 ? { CACHE_ENCRYPTION_KEY: randomBytes(32).toString('base64') } : {}),
+  });
+  const conflict = (line: Record<string, unknown>) =>
+    String(line.msg).startsWith('cluster: a replica sharing this volume has other cache.encryption keys');
+
+  test("each says, once, that the other's keys make it remove the files the other writes, naming it", async () => {
+    const [plain, encrypting] = cluster().replicas;
+    const onPlain = await plain!.process.waitForLog(conflict, 15_000);
+    expect(onPlain).toMatchObject({ level: 50, peer: encrypting!.nodeId });
+    expect(String(onPlain.msg)).toContain('it encrypts the files it writes');
+    const onEncrypting = await encrypting!.process.waitForLog(conflict, 15_000);
+    expect(onEncrypting).toMatchObject({ level: 50, peer: plain!.nodeId });
+    expect(String(onEncrypting.msg)).toContain('it writes files in the clear');
+    // Said once, not at every heartbeat (every 2 s).
+    await new Promise((resolve) => setTimeout(resolve, 4_500));
+    expect(plain!.process.logs.filter(conflict)).toHaveLength(1);
+    expect(encrypting!.process.logs.filter(conflict)).toHaveLength(1);
+  });
+});
+
+describe.sequential('replicas with a volume each, only the second with cache.encryption', () => {
+  const cluster = clusterFor(() => upstream().baseUrl, {
+    replicas: 2,
+    volumes: 'own',
+    cacheYamlFor: (index) => (index === 1 ? ['encryption: { key_env: CACHE_ENCRYPTION_KEY }'] : []),
+    envFor: (index): Record<string, string> => (index === 1 ? { CACHE_ENCRYPTION_KEY: randomBytes(32).toString('base64') } : {}),
+  });
+
+  test('say nothing of it: their files are their own', async () => {
+    const [plain, encrypting] = cluster().replicas;
+    // A heartbeat each (every 2 s) after both were up: each has read the other's.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect(plain!.process.logs.length).toBeGreaterThan(0);
+    for (const replica of [plain!, encrypting!]) {
+      expect(replica.process.logs.some((line) => String(line.msg).includes('other cache.encryption keys'))).toBe(false);
+    }
   });
 });
 

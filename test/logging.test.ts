@@ -272,27 +272,19 @@ describe('the error serializer', () => {
   });
 });
 
-describe('LOG_LEVEL', () => {
-  test('a level pino does not know stops serve with one line naming LOG_LEVEL and the levels', async () => {
+describe('LOG_LEVEL and LOG_FORMAT', () => {
+  test.each([
+    ['LOG_LEVEL', 'verbose', 'error: LOG_LEVEL: "verbose" is not a log level; use one of trace, debug, info, warn, error, fatal, silent'],
+    ['LOG_FORMAT', 'fancy', 'error: LOG_FORMAT: "fancy" is not a log format; use json (the default) or pretty'],
+  ])('a %s the logger does not know stops serve with one line naming the variable and what it takes', async (variable, value, message) => {
     dir = await makeTempDir();
     const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
     const { code, stderr } = await runCliInProcess(['--config', configPath, 'serve'], {
       cwd: dir,
-      env: { FLYFLOW_API_KEY: SERVER_KEY, LOG_LEVEL: 'verbose' },
+      env: { FLYFLOW_API_KEY: SERVER_KEY, [variable]: value },
     });
     expect(code).toBe(1);
-    expect(stderr).toBe('error: LOG_LEVEL: "verbose" is not a log level; use one of trace, debug, info, warn, error, fatal, silent');
-  });
-
-  test('a LOG_FORMAT other than json or pretty stops serve the same way, naming LOG_FORMAT', async () => {
-    dir = await makeTempDir();
-    const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
-    const { code, stderr } = await runCliInProcess(['--config', configPath, 'serve'], {
-      cwd: dir,
-      env: { FLYFLOW_API_KEY: SERVER_KEY, LOG_FORMAT: 'fancy' },
-    });
-    expect(code).toBe(1);
-    expect(stderr).toBe('error: LOG_FORMAT: "fancy" is not a log format; use json (the default) or pretty');
+    expect(stderr).toBe(message);
   });
 
   test('LOG_LEVEL=DEBUG, as operators often write it, turns debug on: a warning carries its stack', async () => {

@@ -3,7 +3,7 @@ import type { NotFoundMemory, NotFoundStore } from '../cache/not-found-memory.js
 import type { CachedRecording } from '../cache/recording-catalogue.js';
 import type { RecordingMeta } from '../cache/recording-meta.js';
 import type { RecordingIndex } from '../cache/recording-index.js';
-import type { ClusterConfig } from '../config/index.js';
+import type { CacheEncryptionConfig, ClusterConfig } from '../config/index.js';
 import type { RecordingSource } from '../download/download-manager.js';
 import { ServiceUnavailableError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -20,6 +20,7 @@ import { PeerNonces } from './peer-nonces.js';
 import { RedisLink } from './redis-link.js';
 import { sharedNotFound } from './shared-not-found.js';
 import { readOrCreateVolumeId } from './volume-id.js';
+import { type VolumeKeys, volumeKeysConflict, volumeKeysOf } from './volume-keys.js';
 
 export interface ClusterOptions {
   config: ClusterConfig;
@@ -31,6 +32,8 @@ export interface ClusterOptions {
   peerBodyIdleMs: number;
   /** This replica's cache.max_recording_bytes: a recording another replica offers over it is refused, as the upstream's is. */
   maxRecordingBytes: number;
+  /** This replica's cache.encryption: its key ids (never a key) are told to the others in its heartbeat. */
+  encryption: CacheEncryptionConfig | undefined;
   logger: Logger;
 }
 
@@ -92,12 +95,16 @@ export class Cluster {
   #syncing: Promise<boolean> | undefined;
   #syncAgain = false;
   #closed = false;
+  /** Replicas (and their keys) already said to share this volume with conflicting keys. */
+  readonly #keyConflictsSaid = new Set<string>();
+  readonly #volumeKeys: VolumeKeys | undefined;
 
   private constructor(
     private readonly options: ClusterOptions,
     readonly volume: string,
   ) {
     const { config, logger } = options;
+    this.#volumeKeys = volumeKeysOf(options.encryption);
     this.link = new RedisLink({ url: config.redisUrl, timeoutMs: config.redisTimeoutMs, logger });
     this.directory = new ClusterDirectory(this.link);
     this.peerNonces = new PeerNonces(this.link);
@@ -112,9 +119,12 @@ export class Cluster {
     });
     this.membership = new Membership({
       link: this.link,
-      self: { node: config.nodeId, url: '', volume },
+      self: { node: config.nodeId, url: '', volume, keys: this.#volumeKeys ?? null },
       intervalMs: HEARTBEAT_MS,
-      onBeat: () => this.#checkEpoch(),
+      onBeat: () => {
+        this.#checkVolumeKeys();
+        return this.#checkEpoch();
+      },
     });
     this.#guard = new PartitionGuard({
       link: this.link,
@@ -126,6 +136,25 @@ export class Cluster {
       catchUp: () => this.#syncSoon(),
       logger,
     });
+  }
+
+  /**
+   * Says, once per replica and keys, which replicas on this volume have
+   * cache.encryption keys that make this one remove the files they write
+   * (README, Encryption at rest: replicas of a volume need the same keys).
+   */
+  #checkVolumeKeys(): void {
+    for (const peer of this.membership.peers) {
+      if (peer.volume !== this.volume || peer.keys === undefined) continue;
+      const conflict = volumeKeysConflict(this.#volumeKeys, peer.keys ?? undefined);
+      const said = `${peer.node} ${JSON.stringify(peer.keys)}`;
+      if (!conflict || this.#keyConflictsSaid.has(said)) continue;
+      this.#keyConflictsSaid.add(said);
+      this.options.logger.error(
+        { peer: peer.node, volume: this.volume },
+        `cluster: a replica sharing this volume has other cache.encryption keys: ${conflict}; give every replica of a volume the same cache.encryption keys`,
+      );
+    }
   }
 
   /** Reads (or writes, on a new volume) the cache directory's volume id. */

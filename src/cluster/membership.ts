@@ -1,12 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { clusterKeys } from './cluster-keys.js';
 import type { RedisLink } from './redis-link.js';
+import { parseVolumeKeys, type VolumeKeys } from './volume-keys.js';
 
 /** Another live replica: where to reach it, and the volume it serves copies from. */
 export interface Peer {
   node: string;
   url: string;
   volume: string;
+  /** Its cache.encryption key ids (null: none); undefined when its heartbeat does not say (a replica before 0.5.7). */
+  keys?: VolumeKeys | null;
 }
 
 export interface MembershipOptions {
@@ -29,7 +32,7 @@ local now = time[1] * 1000 + math.floor(time[2] / 1000)`;
 
 // Writes this replica's beat; answers Redis's time and every replica's beat.
 const BEAT = `${REDIS_NOW_MS}
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({url = ARGV[2], volume = ARGV[3], seenAt = now}))
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({url = ARGV[2], volume = ARGV[3], seenAt = now, keys = cjson.decode(ARGV[4])}))
 return {now, redis.call('HGETALL', KEYS[1])}
 `;
 
@@ -40,9 +43,10 @@ return {now, redis.call('HGET', KEYS[1], ARGV[1])}
 
 function parsePeer(node: string, raw: string): (Peer & { seenAt: number }) | undefined {
   try {
-    const value = JSON.parse(raw) as Partial<Peer & { seenAt: number }>;
+    const value = JSON.parse(raw) as Partial<Omit<Peer, 'keys'> & { seenAt: number; keys: unknown }>;
     if (typeof value.url !== 'string' || typeof value.volume !== 'string' || typeof value.seenAt !== 'number') return undefined;
-    return { node, url: value.url, volume: value.volume, seenAt: value.seenAt };
+    const keys = parseVolumeKeys(value.keys);
+    return { node, url: value.url, volume: value.volume, seenAt: value.seenAt, ...(keys === undefined ? {} : { keys }) };
   } catch {
     return undefined;
   }
@@ -140,7 +144,7 @@ export class Membership {
     try {
       const sentAt = Date.now();
       const [redisNow, all] = (await link.call((client) =>
-        client.eval(BEAT, { keys: [clusterKeys.nodes], arguments: [self.node, self.url, self.volume] }),
+        client.eval(BEAT, { keys: [clusterKeys.nodes], arguments: [self.node, self.url, self.volume, JSON.stringify(self.keys ?? null)] }),
       )) as [number, string[]];
       this.#renewedAt = sentAt;
       const stale: string[] = [];
@@ -149,8 +153,9 @@ export class Membership {
         const node = all[i]!;
         if (node === self.node) continue;
         const peer = parsePeer(node, all[i + 1]!);
-        if (peer && peer.seenAt > redisNow - this.ttlMs) peers.push({ node, url: peer.url, volume: peer.volume });
-        else if (!peer || peer.seenAt < redisNow - this.ttlMs * 20) stale.push(node);
+        if (peer && peer.seenAt > redisNow - this.ttlMs) {
+          peers.push({ node, url: peer.url, volume: peer.volume, ...(peer.keys === undefined ? {} : { keys: peer.keys }) });
+        } else if (!peer || peer.seenAt < redisNow - this.ttlMs * 20) stale.push(node);
       }
       this.#peers = peers;
       if (stale.length > 0) await link.call((client) => client.hDel(clusterKeys.nodes, stale)).catch(() => {});
