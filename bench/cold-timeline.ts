@@ -37,7 +37,6 @@ import {
 import { median } from './stats.js';
 import { fmt, markdownTable } from './table.js';
 
-const RECORDING_BYTES = PEERS_RECORDING_BYTES;
 const WARM_ID = '1';
 const FIRST_ID = 3_000_000;
 const PRELOAD = pathToFileURL(fileURLToPath(new URL('./cold-timeline-preload.mjs', import.meta.url))).href;
@@ -134,7 +133,7 @@ async function main(): Promise<void> {
   const tenantKey = randomBytes(24).toString('base64url');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'rg-cold-timeline-'));
   const files = { gateway: path.join(dir, 'gateway.jsonl'), floor: path.join(dir, 'floor.jsonl') };
-  const upstream = await startPeersUpstream({ core: cores.upstream, size: RECORDING_BYTES, serverKey });
+  const upstream = await startPeersUpstream({ core: cores.upstream, size: PEERS_RECORDING_BYTES, serverKey });
   const servers: PeerServer[] = [];
   try {
     const common = { core: cores.server, upstream, serverKey };
@@ -147,7 +146,7 @@ async function main(): Promise<void> {
         { label: upstreamLabel, origin: new URL(upstream.baseUrl).origin, headers: { authorization: `Bearer ${serverKey}` } },
         ...servers.map((server) => ({ label: server.label, origin: server.url, headers: server.headers })),
       ],
-      { requests, warmMisses, firstId: FIRST_ID, size: RECORDING_BYTES, warmPath: `/v1/call/recording/${WARM_ID}.mp3` },
+      { requests, warmMisses, firstId: FIRST_ID, size: PEERS_RECORDING_BYTES, warmPath: `/v1/call/recording/${WARM_ID}.mp3` },
     );
     const problems = [...cold].flatMap(([label, result]) => result.errors.map((error) => `${label}: ${error}`));
     const gatewayTimes = await timelines(files.gateway, requests);
@@ -164,7 +163,7 @@ async function main(): Promise<void> {
     console.log(
       `- Servers: the compiled gateway as npm start runs it, and ${floor.label}, each with \`--import bench/cold-timeline-preload.mjs\``,
     );
-    console.log(`- Recording: ${RECORDING_BYTES.toLocaleString('en-US')} bytes; ids nobody fetched; 50 ms between misses\n`);
+    console.log(`- Recording: ${PEERS_RECORDING_BYTES.toLocaleString('en-US')} bytes; ids nobody fetched; 50 ms between misses\n`);
     console.log('Milliseconds from the request’s arrival (`request` event), medians:\n');
     const row = (label: string, from: Step | undefined, to: Step) => {
       const ofGateway = medianOf(gatewayTimes, from, to);

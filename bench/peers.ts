@@ -66,14 +66,13 @@ import { mib } from './table.js';
 import { nonNegativeInteger, positiveInteger } from './env.js';
 import { startScriptNodeFlags } from '../dev/gateway-process.js';
 
-const RECORDING_BYTES = PEERS_RECORDING_BYTES;
 const WINDOW_BYTES = 64 * 1024;
 const WARM_PATH = '/v1/call/recording/1.mp3';
 const COLD_FIRST_ID = 100_000;
 const WARMUP_SECONDS = 1;
 
 const CASES: LoadCase[] = [
-  { key: 'full', title: 'full-body hit', path: WARM_PATH, status: 200, bodyBytes: RECORDING_BYTES },
+  { key: 'full', title: 'full-body hit', path: WARM_PATH, status: 200, bodyBytes: PEERS_RECORDING_BYTES },
   {
     key: 'probe',
     title: '`Range: bytes=0-1` (the Safari probe)',
@@ -86,7 +85,7 @@ const CASES: LoadCase[] = [
     key: 'window',
     title: '64 KB mid-file range (random window)',
     path: WARM_PATH,
-    range: { randomLength: WINDOW_BYTES, size: RECORDING_BYTES },
+    range: { randomLength: WINDOW_BYTES, size: PEERS_RECORDING_BYTES },
     status: 206,
     bodyBytes: WINDOW_BYTES,
   },
@@ -152,7 +151,7 @@ async function main(): Promise<void> {
     console.log(`- Node ${process.version} on ${os.platform()} ${os.release()}; CPU ${cpus[0]?.model ?? 'unknown'} × ${cpus.length}`);
     console.log(`- Pinning: ${cores.description}`);
 
-    const upstream: PeersUpstream = track(await startPeersUpstream({ core: cores.upstream, size: RECORDING_BYTES, serverKey }));
+    const upstream: PeersUpstream = track(await startPeersUpstream({ core: cores.upstream, size: PEERS_RECORDING_BYTES, serverKey }));
     const servers: PeerServer[] = [];
     const startProblems: string[] = [];
     const installed = installedPeers();
@@ -204,7 +203,7 @@ async function main(): Promise<void> {
         `${rounds} round${rounds === 1 ? '' : 's'} of every case, each starting with the next server in turn; a figure is the median of its rounds, a ratio the median of the rounds' ratios`,
     );
     console.log(
-      `- Recording: ${RECORDING_BYTES.toLocaleString('en-US')} bytes of MP3 from one upstream process (Content-Length, ETag, Last-Modified, ranges)`,
+      `- Recording: ${PEERS_RECORDING_BYTES.toLocaleString('en-US')} bytes of MP3 from one upstream process (Content-Length, ETag, Last-Modified, ranges)`,
     );
     console.log(
       `- Gateway: \`node ${[...startScriptNodeFlags(), 'dist/cli.js'].join(' ')} --config <temp yaml> serve\` (as npm start runs it), default config, request log at info to a file`,
@@ -224,7 +223,7 @@ async function main(): Promise<void> {
     for (const line of startProblems) console.log(`- **${line}**`);
 
     const runs = new Map<string, Map<string, CaseResult[]>>(CASES.map((loadCase) => [loadCase.key, new Map()]));
-    const { skipped, lines } = await warmAndCheck(servers, upstream, CASES, { path: WARM_PATH, size: RECORDING_BYTES });
+    const { skipped, lines } = await warmAndCheck(servers, upstream, CASES, { path: WARM_PATH, size: PEERS_RECORDING_BYTES });
     for (const line of lines) console.log(`- ${line}`);
     if (skipped.size > 0) process.exitCode = 1;
 
@@ -284,7 +283,7 @@ async function main(): Promise<void> {
         requests: coldRequests,
         warmMisses: coldWarmup,
         firstId: COLD_FIRST_ID,
-        size: RECORDING_BYTES,
+        size: PEERS_RECORDING_BYTES,
         warmPath: WARM_PATH,
       });
     } catch (error) {

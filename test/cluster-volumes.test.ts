@@ -322,13 +322,18 @@ describe.sequential('replicas with a volume each, the second with a lower cache.
   });
 });
 
-describe.sequential('replicas sharing one volume, only the second with cache.encryption', () => {
-  const cluster = clusterFor(() => upstream().baseUrl, {
+/** Two replicas on `volumes`, only the second with cache.encryption. */
+function secondEncrypting(volumes: 'shared' | 'own') {
+  return clusterFor(() => upstream().baseUrl, {
     replicas: 2,
-    volumes: 'shared',
+    volumes,
     cacheYamlFor: (index) => (index === 1 ? ['encryption: { key_env: CACHE_ENCRYPTION_KEY }'] : []),
     envFor: (index): Record<string, string> => (index === 1 ? { CACHE_ENCRYPTION_KEY: randomBytes(32).toString('base64') } : {}),
   });
+}
+
+describe.sequential('replicas sharing one volume, only the second with cache.encryption', () => {
+  const cluster = secondEncrypting('shared');
   const conflict = (line: Record<string, unknown>) =>
     String(line.msg).startsWith('cluster: a replica sharing this volume has other cache.encryption keys');
 
@@ -348,12 +353,7 @@ describe.sequential('replicas sharing one volume, only the second with cache.enc
 });
 
 describe.sequential('replicas with a volume each, only the second with cache.encryption', () => {
-  const cluster = clusterFor(() => upstream().baseUrl, {
-    replicas: 2,
-    volumes: 'own',
-    cacheYamlFor: (index) => (index === 1 ? ['encryption: { key_env: CACHE_ENCRYPTION_KEY }'] : []),
-    envFor: (index): Record<string, string> => (index === 1 ? { CACHE_ENCRYPTION_KEY: randomBytes(32).toString('base64') } : {}),
-  });
+  const cluster = secondEncrypting('own');
 
   test('say nothing of it: their files are their own', async () => {
     const [plain, encrypting] = cluster().replicas;

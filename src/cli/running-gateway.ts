@@ -30,8 +30,9 @@ export function gatewayUrl(config: Pick<GatewayConfig, 'listen'>): string {
   return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
 }
 
-const REFUSED_ADMIN_TOKEN = 'refused the admin token: set ADMIN_TOKEN to the admin token the gateway runs with';
-const WANTS_ADMIN_TOKEN = 'wants the admin token: set ADMIN_TOKEN to the admin token the gateway runs with';
+const SET_ADMIN_TOKEN = 'set ADMIN_TOKEN to the admin token the gateway runs with';
+const REFUSED_ADMIN_TOKEN = `refused the admin token: ${SET_ADMIN_TOKEN}`;
+const WANTS_ADMIN_TOKEN = `wants the admin token: ${SET_ADMIN_TOKEN}`;
 
 interface HttpRequest {
   method?: string;

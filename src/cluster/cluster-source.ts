@@ -3,8 +3,8 @@ import { cacheKey } from '../cache/recording-meta.js';
 import type { DownloadOwner, RecordingSource } from '../download/download-manager.js';
 import type { SourcedRecording } from '../download/recording-download.js';
 import type { Clock } from '../clock.js';
-import { BadGatewayError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { recordingTooLarge } from '../upstream/errors.js';
 import type { ClusterDirectory } from './cluster-directory.js';
 import type { DownloadLeases } from './download-lease.js';
 import { FailedPeers } from './failed-peers.js';
@@ -92,7 +92,7 @@ export function clusterSource(options: ClusterSourceOptions): RecordingSource {
     const recording = await peers.openRecording(url, owner.namespace, callId, signal);
     if (recording.contentLength !== undefined && recording.contentLength > options.maxRecordingBytes) {
       recording.cancel();
-      throw new BadGatewayError('Recording is larger than cache.max_recording_bytes');
+      throw recordingTooLarge();
     }
     options.onPeerFetch?.(origin);
     const key = cacheKey(owner.namespace, callId);

@@ -41,12 +41,13 @@ const READ_BEAT = `${REDIS_NOW_MS}
 return {now, redis.call('HGET', KEYS[1], ARGV[1])}
 `;
 
-function parsePeer(node: string, raw: string): (Peer & { seenAt: number }) | undefined {
+/** A replica's heartbeat: the replica, and when Redis last saw it. */
+function parseBeat(node: string, raw: string): { peer: Peer; seenAt: number } | undefined {
   try {
     const value = JSON.parse(raw) as Partial<Omit<Peer, 'keys'> & { seenAt: number; keys: unknown }>;
     if (typeof value.url !== 'string' || typeof value.volume !== 'string' || typeof value.seenAt !== 'number') return undefined;
     const keys = parseVolumeKeys(value.keys);
-    return { node, url: value.url, volume: value.volume, seenAt: value.seenAt, ...(keys === undefined ? {} : { keys }) };
+    return { peer: { node, url: value.url, volume: value.volume, ...(keys === undefined ? {} : { keys }) }, seenAt: value.seenAt };
   } catch {
     return undefined;
   }
@@ -123,18 +124,18 @@ export class Membership {
         .call(async (client) => {
           const reply = await client.eval(READ_BEAT, { keys: [clusterKeys.nodes], arguments: [self.node] });
           const [redisNow, raw] = reply as [number, string?];
-          const entry = raw ? parsePeer(self.node, raw) : undefined;
+          const entry = raw ? parseBeat(self.node, raw) : undefined;
           return entry && entry.seenAt > redisNow - this.ttlMs ? entry : undefined;
         })
         .catch(() => undefined);
     const first = await read();
     if (!first) return;
-    if (first.url === self.url && first.volume === self.volume) return;
+    if (first.peer.url === self.url && first.peer.volume === self.volume) return;
     await sleep(intervalMs + DUPLICATE_CHECK_SLACK_MS);
     const second = await read();
     if (second && second.seenAt !== first.seenAt) {
       throw new Error(
-        `cluster.node_id "${self.node}" is already used by a live replica (at ${second.url}); give every replica its own cluster.node_id (the default is the host name)`,
+        `cluster.node_id "${self.node}" is already used by a live replica (at ${second.peer.url}); give every replica its own cluster.node_id (the default is the host name)`,
       );
     }
   }
@@ -152,10 +153,9 @@ export class Membership {
       for (let i = 0; i < all.length; i += 2) {
         const node = all[i]!;
         if (node === self.node) continue;
-        const peer = parsePeer(node, all[i + 1]!);
-        if (peer && peer.seenAt > redisNow - this.ttlMs) {
-          peers.push({ node, url: peer.url, volume: peer.volume, ...(peer.keys === undefined ? {} : { keys: peer.keys }) });
-        } else if (!peer || peer.seenAt < redisNow - this.ttlMs * 20) stale.push(node);
+        const beat = parseBeat(node, all[i + 1]!);
+        if (beat && beat.seenAt > redisNow - this.ttlMs) peers.push(beat.peer);
+        else if (!beat || beat.seenAt < redisNow - this.ttlMs * 20) stale.push(node);
       }
       this.#peers = peers;
       if (stale.length > 0) await link.call((client) => client.hDel(clusterKeys.nodes, stale)).catch(() => {});

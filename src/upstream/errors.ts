@@ -28,6 +28,11 @@ export function isUpstreamOutage(error: unknown): boolean {
   return error instanceof UpstreamOutageError || error instanceof GatewayTimeoutError;
 }
 
+/** A recording over cache.max_recording_bytes, whoever offers it (the upstream, another replica): a 502, never served or stored. */
+export function recordingTooLarge(): BadGatewayError {
+  return new BadGatewayError('Recording is larger than cache.max_recording_bytes');
+}
+
 export function upstreamTimeout(cause?: unknown): GatewayTimeoutError {
   return new GatewayTimeoutError('Upstream timed out', { cause });
 }

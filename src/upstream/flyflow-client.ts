@@ -5,7 +5,7 @@ import { upstreamNamespace } from '../auth/tenants.js';
 import { BadGatewayError, GatewayError } from '../errors.js';
 import { nextBodyChunk } from './body-chunks.js';
 import type { UpstreamCircuits } from './circuit.js';
-import { RetryableUpstreamError, errorForUpstreamStatus, upstreamTimeout, upstreamUnreachable } from './errors.js';
+import { RetryableUpstreamError, errorForUpstreamStatus, recordingTooLarge, upstreamTimeout, upstreamUnreachable } from './errors.js';
 
 export interface FlyflowClientOptions {
   /** `https://api.flyflow.dev/v1`, no trailing slash. */
@@ -152,7 +152,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
       throw new BadGatewayError('Upstream sent an invalid Content-Length');
     }
     if (contentLength !== undefined && contentLength > options.maxRecordingBytes) {
-      throw new BadGatewayError('Recording is larger than cache.max_recording_bytes');
+      throw recordingTooLarge();
     }
     return { contentType, contentLength };
   }
@@ -176,7 +176,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
             }
             received += chunk.byteLength;
             if (received > options.maxRecordingBytes) {
-              throw new BadGatewayError('Recording is larger than cache.max_recording_bytes');
+              throw recordingTooLarge();
             }
             yield chunk;
           }

@@ -106,17 +106,18 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
         const pieceStart = chunkOffset + at;
         const decoded = quietly(() => decoder.decode(piece));
         errors += decoded.errors.length;
-        if (knownAudio && decoded.errors.length > 0) {
+        if (!knownAudio) {
+          // Not audio: stop at once rather than decode the rest of the noise.
+          if (tooManyErrors(errors, peaks.totalSamples, sampleRate))
+            throw new UndecodableRecordingError(`${errors} decoding errors: not an MPEG audio stream`);
+        } else if (decoded.errors.length === 0) {
+          if (decoded.samplesDecoded > 0) erroringFrom = undefined;
+        } else {
           erroringFrom ??= pieceStart;
           if (pieceStart + piece.length - erroringFrom >= JUNK_RUN_BYTES) {
             junkFrom = erroringFrom;
             break decoding;
           }
-        } else if (knownAudio) {
-          if (decoded.samplesDecoded > 0) erroringFrom = undefined;
-        } else if (tooManyErrors(errors, peaks.totalSamples, sampleRate)) {
-          // Not audio: stop at once rather than decode the rest of the noise.
-          throw new UndecodableRecordingError(`${errors} decoding errors: not an MPEG audio stream`);
         }
         if (decoded.samplesDecoded > 0) {
           sampleRate ||= decoded.sampleRate;
