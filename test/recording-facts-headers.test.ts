@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { countedSource, id3v2Tag } from './support/mp3-bytes.js';
 import { loadFixtureRecordings } from '../dev/fake-flyflow.js';
+import { syntheticRecording } from '../dev/recording-bytes.js';
 import { bytesOf, manualClock, namespaceFor, type RunningGateway } from '../dev/gateway-harness.js';
 import { analyseMp3, UndecodableRecordingError } from '../src/recordings/analysis/mp3-analysis.js';
 import { readStreamHeader } from '../src/recordings/analysis/mp3-header.js';
@@ -254,6 +255,13 @@ describe('frame counts the file does not bear out', () => {
     expect((await readStreamHeader(bodySource(recordings.get(XING)!)))?.facts).toEqual(expected);
     expect((await analyseMp3(bodySource(recordings.get(XING)!))).facts).toEqual(expected);
     expect((await readStreamHeader(bodySource(recordings.get(VBRI)!)))?.facts).toEqual(expected);
+  });
+
+  test('random bytes behind an ID3 tag are never taken for audio, however their noise decodes (200 tries)', async () => {
+    // At 16 errors a second of 8 kHz noise could pass for audio (4 in 300 such files did).
+    for (let attempt = 0; attempt < 200; attempt++) {
+      await expect(analyseMp3(bodySource(syntheticRecording(256 * 1024)))).rejects.toBeInstanceOf(UndecodableRecordingError);
+    }
   });
 
   test('junk after the audio does not lift the decoded bitrate above what the stream allows', async () => {

@@ -37,13 +37,14 @@ const SLICE_MS = 4;
 // a recording.
 const MAX_ERRORS_PER_FRAME = 1 / 4;
 const TOLERATED_ERRORS = 16;
-// Once this much audio has decoded with no more errors than tolerated, the
+// Once this much audio has decoded with at most a damaged frame's errors, the
 // stream is known to be audio (random bytes decode a few hundred samples per
-// error), and the share of errors no longer decides: a damaged frame costs
+// error, and at 8 kHz a second of them can come with 16 errors), and the share of errors no longer decides: a damaged frame costs
 // an error or two in one piece, and the decode goes on; errors in every
 // piece over this many bytes are junk after the audio (a file padded after
 // its last frame), where the decode stops, keeping the audio before it.
 const KNOWN_AUDIO_SECONDS = 1;
+const KNOWN_AUDIO_MAX_ERRORS = 2;
 const JUNK_RUN_BYTES = 4 * DECODE_PIECE_BYTES;
 // An MPEG frame is at most a couple of kilobytes: this much after the ID3v2
 // tag with no sample decoded is not audio (mpg123 resynchronising through
@@ -126,7 +127,7 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
           peaks.add(mono ? decoded.channelData.slice(0, 1) : decoded.channelData, decoded.samplesDecoded);
           bytesWithoutAudio = 0;
           audioEnd = pieceStart + piece.length;
-          knownAudio ||= errors <= TOLERATED_ERRORS && peaks.totalSamples >= sampleRate * KNOWN_AUDIO_SECONDS;
+          knownAudio ||= errors <= KNOWN_AUDIO_MAX_ERRORS && peaks.totalSamples >= sampleRate * KNOWN_AUDIO_SECONDS;
         } else {
           bytesWithoutAudio += Math.max(0, pieceStart + piece.length - Math.max(pieceStart, tagBytes));
           if (bytesWithoutAudio > MAX_BYTES_WITHOUT_AUDIO) {
