@@ -221,7 +221,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     ...options.upstream,
   });
   const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads, accounts);
-  const upstream = upstreamSource(client);
+  const upstream = upstreamSource(client, { metrics, clock });
   const downloads: DownloadManager = new DownloadManager({
     client,
     sink: {

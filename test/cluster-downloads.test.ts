@@ -12,6 +12,8 @@ import {
   answerOf,
   clusterFor,
   fakeUpstream,
+  metricsText,
+  metricValue,
   recordingPath,
   streamGet,
   upstreamFetches,
@@ -48,6 +50,7 @@ async function hundredColdRequests(cluster: Cluster, id: number): Promise<void> 
   const recording = syntheticRecording(MIB);
   upstream().setRecording(id, recording);
   upstream().setBehaviour(id, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 20 });
+  const upstreamRequestsBefore = await upstreamRequestsCounted(cluster);
 
   const answers = await Promise.all(Array.from({ length: 100 }, () => answerOf(cluster.get(recordingPath(id), { headers: ACME_AUTH }))));
 
@@ -56,6 +59,18 @@ async function hundredColdRequests(cluster: Cluster, id: number): Promise<void> 
   expect(upstreamFetches(upstream(), id)).toBe(1);
   // Exactly one request started the download; every other one joined it or found the copy.
   expect(answers.filter((answer) => answer.cacheStatus === MISS)).toHaveLength(1);
+  // The replicas that streamed it from another one asked the upstream nothing, and their metrics say so.
+  expect((await upstreamRequestsCounted(cluster)) - upstreamRequestsBefore).toBe(1);
+}
+
+/** The upstream requests that got a recording's head, as every replica's /metrics counts them, summed. */
+async function upstreamRequestsCounted(cluster: Cluster): Promise<number> {
+  const counts = await Promise.all(
+    cluster.urls.map(
+      async (url) => metricValue(await metricsText(url), 'gateway_upstream_request_duration_seconds_count', 'outcome="ok"') ?? 0,
+    ),
+  );
+  return counts.reduce((sum, count) => sum + count, 0);
 }
 
 /** A GET read as it arrives and hashed, so 50 MB bodies are never held whole. */

@@ -41,11 +41,29 @@ export type RecordingSource = (
   goingUpstream?: () => void,
 ) => Promise<SourcedRecording>;
 
-/** The upstream itself: the owner's key, the owner's account circuit. */
-export function upstreamSource(client: Pick<FlyflowClient, 'openRecording'>): RecordingSource {
-  return (owner, callId, signal, goingUpstream) => {
+/**
+ * The upstream itself: the owner's key, the owner's account circuit. With
+ * `metrics`, each request's outcome and its time to the head are counted
+ * here, so that a recording another replica streams is no upstream request.
+ */
+export function upstreamSource(
+  client: Pick<FlyflowClient, 'openRecording'>,
+  timing?: { metrics: Pick<GatewayMetrics, 'upstreamAnswered'> | undefined; clock: Clock },
+): RecordingSource {
+  return async (owner, callId, signal, goingUpstream) => {
     goingUpstream?.();
-    return client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
+    const metrics = timing?.metrics;
+    if (!metrics) return client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
+    const startedAt = timing.clock.now();
+    const seconds = () => (timing.clock.now() - startedAt) / 1000;
+    try {
+      const opened = await client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
+      metrics.upstreamAnswered('ok', seconds());
+      return opened;
+    } catch (error) {
+      metrics.upstreamAnswered(upstreamErrorKind(error), seconds());
+      throw error;
+    }
   };
 }
 
@@ -55,7 +73,7 @@ export interface DownloadManagerOptions {
   /** Where bodies are written while they arrive. */
   sink: DownloadSink;
   store: DownloadStore;
-  /** Where downloads come from; default: `client.openRecording`. */
+  /** Where downloads come from; default: `upstreamSource(client)`, timed into `metrics`. */
   source?: RecordingSource;
   /** The cap on concurrent upstream downloads; callers beyond it queue, fairly between upstream accounts. */
   slots: DownloadSlots;
@@ -121,7 +139,7 @@ export class DownloadManager {
   readonly #source: RecordingSource;
 
   constructor(private readonly options: DownloadManagerOptions) {
-    this.#source = options.source ?? upstreamSource(options.client);
+    this.#source = options.source ?? upstreamSource(options.client, { metrics: options.metrics, clock: options.clock });
   }
 
   get inFlight(): number {
@@ -221,7 +239,7 @@ export class DownloadManager {
       async (goingUpstream) => {
         let recording: SourcedRecording;
         try {
-          recording = await this.#timed(() => this.#source(owner, callId, stop.signal, goingUpstream));
+          recording = await this.#source(owner, callId, stop.signal, goingUpstream);
         } catch (error) {
           // Remembered before anyone is answered 404, so the next request (on any replica) sees it.
           if (error instanceof NotFoundError && !this.#discarded.has(download)) await this.options.notFound.remember(key);
@@ -274,20 +292,6 @@ export class DownloadManager {
       });
     this.#settled.set(download, settled);
     return download;
-  }
-
-  /** Times the upstream head for the metrics, by outcome. */
-  async #timed<T>(open: () => Promise<T>): Promise<T> {
-    const startedAt = this.options.clock.now();
-    const seconds = () => (this.options.clock.now() - startedAt) / 1000;
-    try {
-      const opened = await open();
-      this.options.metrics?.upstreamAnswered('ok', seconds());
-      return opened;
-    } catch (error) {
-      this.options.metrics?.upstreamAnswered(upstreamErrorKind(error), seconds());
-      throw error;
-    }
   }
 
   async #finish(

@@ -392,9 +392,10 @@ export function upstreamFetches(upstream: FakeFlyflow, id: number): number {
   return upstream.recordingRequests(id).filter((request) => request.method === 'GET').length;
 }
 
-/** The value of a Prometheus sample, with or without the `recording_` prefix and labels; undefined when absent. */
-export function metricValue(text: string, name: string): number | undefined {
-  const pattern = new RegExp(`^(?:recording_)?${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm');
+/** The value of a Prometheus sample, with or without the `recording_` prefix, with any labels or with `label` among them; undefined when absent. */
+export function metricValue(text: string, name: string, label?: string): number | undefined {
+  const labels = label === undefined ? '(?:\\{[^}]*\\})?' : `\\{(?:[^}]*,)?${label}(?:,[^}]*)?\\}`;
+  const pattern = new RegExp(`^(?:recording_)?${name}${labels} (\\S+)$`, 'm');
   const match = pattern.exec(text);
   return match ? Number(match[1]) : undefined;
 }
