@@ -5,7 +5,7 @@
  * upstream on 127.0.0.1.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, open, readFile, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat, statfs, truncate, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
@@ -406,6 +406,12 @@ describe('start-up reconciliation', () => {
     const deadProcessTemp = path.join(dir, 'tmp', `${hostname()}-999999999-0badf00d`);
     await mkdir(deadProcessTemp, { recursive: true });
     await writeFile(path.join(deadProcessTemp, 'y.part'), recording(1).subarray(0, 5000));
+    // One of an earlier process that had this pid (a container's PID 1 after a restart): older than this process.
+    const samePidTemp = path.join(dir, 'tmp', `${hostname()}-${process.pid}-0badcafe`);
+    await mkdir(samePidTemp, { recursive: true });
+    await writeFile(path.join(samePidTemp, 'z.part'), recording(1).subarray(0, 5000));
+    const beforeThisProcess = new Date(Date.now() - process.uptime() * 1000 - 60_000);
+    await utimes(samePidTemp, beforeThisProcess, beforeThisProcess);
 
     const after = await start();
     // The missing file is dropped at start-up; the truncated one (start-up stats no file) when it is opened.
@@ -413,6 +419,7 @@ describe('start-up reconciliation', () => {
     expect(existsSync(orphan)).toBe(false);
     expect(existsSync(staleTemp)).toBe(false);
     expect(existsSync(deadProcessTemp)).toBe(false);
+    expect(existsSync(samePidTemp)).toBe(false);
     expect(await after.gateway.index.get(keyOf(1))).toBeUndefined();
 
     for (const id of [1, 2]) {

@@ -84,24 +84,28 @@ function processIsAlive(pid: number): boolean {
  * Each process writes under `tmp/<host>-<pid>-<random>/`, so replicas sharing
  * a cache directory never remove each other's downloads in progress. A folder
  * is leftover when its process on this host is gone, or (another host's) when
- * it has been idle for an hour; loose files are from older versions.
+ * it has been idle for an hour; loose files are from older versions. One with
+ * this process's own host and pid that is not its own, last changed before
+ * this process started, is an earlier process's that had the same pid: in a
+ * container the gateway is PID 1 after every restart.
  */
 async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
   const host = hostname();
+  const startedAt = Date.now() - process.uptime() * 1000;
   for (const name of await readdir(tempDir).catch(() => [] as string[])) {
     if (name === own) continue;
     const match = /^(.+)-(\d+)-[0-9a-f]+$/.exec(name);
     const full = path.join(tempDir, name);
+    const changedAt = () =>
+      stat(full).then(
+        (info) => info.mtimeMs,
+        () => 0,
+      );
     let abandoned = !match;
-    if (match && match[1] === host) abandoned = !processIsAlive(Number(match[2]));
-    else if (match)
-      abandoned =
-        Date.now() -
-          (await stat(full).then(
-            (info) => info.mtimeMs,
-            () => 0,
-          )) >
-        FOREIGN_TEMP_MAX_AGE_MS;
+    if (match && match[1] === host) {
+      const pid = Number(match[2]);
+      abandoned = pid === process.pid ? (await changedAt()) < startedAt : !processIsAlive(pid);
+    } else if (match) abandoned = Date.now() - (await changedAt()) > FOREIGN_TEMP_MAX_AGE_MS;
     if (abandoned) await rm(full, { recursive: true, force: true });
   }
 }
