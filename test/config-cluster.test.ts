@@ -184,6 +184,16 @@ describe('cluster field errors stop start-up naming the field', () => {
     );
   });
 
+  it('a path that is not a database number is refused with an example, as the Redis client would refuse it', () => {
+    for (const path of ['/abc', '/1/2', '/-1']) {
+      expect(messageOf(withCluster({ redis_url: `redis://127.0.0.1:6390${path}` }))).toBe(
+        'cluster.redis_url: expected a redis:// or rediss:// URL; its path is a database number (redis://host:6379/0)',
+      );
+    }
+    expect(parse(withCluster({ redis_url: 'redis://127.0.0.1:6390/' })).cluster?.redisUrl).toBe('redis://127.0.0.1:6390/');
+    expect(parse(withCluster({ redis_url: 'redis://127.0.0.1:6390/12' })).cluster?.redisUrl).toBe('redis://127.0.0.1:6390/12');
+  });
+
   it('never echoes the Redis password, whatever is wrong with the URL', () => {
     const cases = [
       `http://:${REDIS_PASSWORD}@redis:6379`,

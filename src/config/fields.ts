@@ -121,6 +121,8 @@ function redisUrlProblem(value: string, expected: string): string | undefined {
     return `${expected}; this one does not parse`;
   }
   if (url.hostname === '') return `${expected} with a host`;
+  // The Redis client takes the path as the database's number, and refuses anything else.
+  if (!/^\/?(?:\d+)?$/.test(url.pathname)) return `${expected}; its path is a database number (redis://host:6379/0)`;
   try {
     decodeURIComponent(url.username);
     decodeURIComponent(url.password);
