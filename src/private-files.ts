@@ -1,4 +1,6 @@
-import { chmodSync, lstatSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 
 /*
  * Recordings are personal data: what the gateway writes about them (the
@@ -27,5 +29,26 @@ export function closeToOthers(file: string): void {
     if (!info.isSymbolicLink() && info.mode & OTHER_BITS) chmodSync(file, info.mode & 0o7777 & ~OTHER_BITS);
   } catch {
     // Missing, or owned by another user (EPERM): the gateway works as before.
+  }
+}
+
+/**
+ * `mkdir -p` with PRIVATE_DIR_MODE. Node's recursive mkdir says ENOENT where
+ * the file system refused to create a folder (EROFS on a read-only volume,
+ * nodejs/node#47098), which sends an operator looking for a directory that
+ * is there: the first missing folder is then created on its own, which
+ * fails with what the file system said.
+ */
+export async function makePrivateDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    let missing = path.resolve(dir);
+    while (path.dirname(missing) !== missing && !existsSync(path.dirname(missing))) missing = path.dirname(missing);
+    await mkdir(missing, PRIVATE_DIR_MODE).catch((refused: NodeJS.ErrnoException) => {
+      throw refused.code === 'EEXIST' ? error : refused;
+    });
+    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
   }
 }

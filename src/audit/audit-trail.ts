@@ -1,4 +1,4 @@
-import { mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { silentLogger, type Logger } from '../logger.js';
 import { auditLineStart, type AuditEvent } from './audit-event.js';
@@ -14,7 +14,7 @@ import {
   type AuditFile,
 } from './audit-files.js';
 import { errorMessage } from '../errors.js';
-import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
+import { PRIVATE_FILE_MODE, makePrivateDir } from '../private-files.js';
 
 /** How often a batch of lines is written: the longest a line waits in memory. */
 const DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 50;
@@ -154,7 +154,7 @@ export class AuditTrail implements AuditRecorder {
     const logger = options.logger ?? silentLogger();
     let tail: Awaited<ReturnType<typeof readChainTail>>;
     try {
-      await mkdir(options.dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+      await makePrivateDir(options.dir);
       tail = await readChainTail(options.dir, options.nodeId ?? '');
     } catch (error) {
       const setting = options.dirSetting ?? 'audit.dir';
@@ -343,7 +343,7 @@ export class AuditTrail implements AuditRecorder {
     } catch (error) {
       // The directory was removed while the gateway runs: make it again.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      await mkdir(this.#dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+      await makePrivateDir(this.#dir);
       return await open(file, 'a', PRIVATE_FILE_MODE);
     }
   }

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, stat, unlink } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
 import path from 'node:path';
 import { systemClock, type Clock } from '../clock.js';
 import type { AuditConfig } from '../config/index.js';
-import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
+import { PRIVATE_FILE_MODE, makePrivateDir } from '../private-files.js';
 import { AuditTrail } from './audit-trail.js';
 
 /*
@@ -73,7 +73,7 @@ export interface CliAuditEntry {
 /** Writes the audit line of something the CLI did itself; rejects when it cannot be written. */
 export async function auditCliCommand(audit: AuditConfig, entry: CliAuditEntry, clock: Clock = systemClock): Promise<void> {
   const chain = cliChainName();
-  await mkdir(audit.dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+  await makePrivateDir(audit.dir);
   const lock = path.join(audit.dir, `.${chain}.lock`);
   await takeLock(lock, clock);
   try {

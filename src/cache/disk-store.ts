@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { CacheEncryptionConfig } from '../config/index.js';
-import { closeToOthers, PRIVATE_DIR_MODE } from '../private-files.js';
+import { closeToOthers, makePrivateDir } from '../private-files.js';
 import { decryptBuffer, encryptBuffer, openEncryptedFile } from './encryption/encrypted-file.js';
 import { createEncryptedTempFile } from './encryption/encrypted-temp-file.js';
 import { createKeyring } from './encryption/keyring.js';
@@ -146,8 +146,8 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
     encrypted: keyring !== undefined,
     pathFor,
     async init() {
-      await mkdir(recordingsDir, { recursive: true, mode: PRIVATE_DIR_MODE });
-      await mkdir(tempDir, { recursive: true, mode: PRIVATE_DIR_MODE });
+      await makePrivateDir(recordingsDir);
+      await makePrivateDir(tempDir);
       await closeOlderFolders(dir);
       await removeLeftoverTemp(path.dirname(tempDir), ownTemp);
     },
@@ -158,7 +158,7 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
       } catch (error) {
         // The folder went away (an operator cleaned up, a volume was remounted): recreate it once.
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        await mkdir(tempDir, { recursive: true, mode: PRIVATE_DIR_MODE });
+        await makePrivateDir(tempDir);
         file = await createTempFile(tempDir);
       }
       return keyring ? createEncryptedTempFile(file, keyring.current) : file;
@@ -190,7 +190,7 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
       const content = keyring ? encryptBuffer(bytes, keyring.current) : bytes;
       // Written in its own folder rather than tmp/, whose files are downloads in progress.
       const finalPath = sidecarPathFor(namespace, callId, kind);
-      await mkdir(path.dirname(finalPath), { recursive: true, mode: PRIVATE_DIR_MODE });
+      await makePrivateDir(path.dirname(finalPath));
       await writeFileDurably(finalPath, content);
     },
     async readSidecar(namespace, callId, kind) {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../private-files.js';
+import { PRIVATE_FILE_MODE, makePrivateDir } from '../private-files.js';
 
 /**
  * A recording file while it is written: the one owner of its path and its
@@ -55,7 +55,7 @@ class OpenTempFile implements TempFile {
 
   async commit(finalPath: string): Promise<void> {
     if (this.#state !== 'writing') throw new Error(`temp file: cannot commit a file already ${this.#state}`);
-    await mkdir(path.dirname(finalPath), { recursive: true, mode: PRIVATE_DIR_MODE });
+    await makePrivateDir(path.dirname(finalPath));
     await rename(this.path, finalPath);
     this.#state = 'committed';
     await fsyncDir(path.dirname(finalPath));
