@@ -200,6 +200,26 @@ describe.sequential('replicas with a volume each', () => {
     }
   }, 60_000);
 
+  test('`cache purge` with the config of a replica that is down purges nothing and says so: alone it would reach its own volume only', async () => {
+    const id = 8010;
+    const recording = syntheticRecording(64 * KIB);
+    upstream().setRecording(id, recording);
+    expect((await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }))).bytes.equals(recording)).toBe(true);
+    const c = cluster().replicas[2]!;
+    await cluster().kill(2, 'SIGTERM');
+    try {
+      const env = { FLYFLOW_API_KEY: SERVER_KEY, GATEWAY_PEER_SECRET: cluster().peerSecret, ACME_SIGNING_SECRET, ACME_WEBHOOK_TOKEN };
+      const purged = await runCliProcess(['--config', c.configPath, 'cache', 'purge', '--call', String(id)], { env, timeoutMs: 30_000 });
+      expect(purged.code).toBe(1);
+      expect(purged.stderr).toContain('in a cluster a purge goes through a running replica');
+      expect(purged.stderr).toContain('nothing was purged');
+      const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
+      expect(onB.cacheStatus).toContain('hit');
+    } finally {
+      await cluster().restart(2);
+    }
+  }, 60_000);
+
   test('the internal routes answer only requests signed with the peer secret: no credential, a tenant key, a wrong secret or the secret itself is 401', async () => {
     const namespace = namespaceFor(upstream().baseUrl);
     const id = 8001; // stored on replica 0 by the first test

@@ -21,7 +21,8 @@ export function checkPurgeFilter(filter: PurgeFilter): void {
  * `cache purge`: removes the matching recordings. With the sqlite index, a
  * gateway serving this cache is asked to do it, so its memory tier forgets
  * them at once; when none runs, the CLI removes them from disk and index
- * itself. A Redis index announces every deletion to every gateway, so there
+ * itself, except in a cluster, where only a running replica reaches every
+ * volume. A Redis index announces every deletion to every gateway, so there
  * the CLI always does it itself.
  */
 export async function cachePurge(config: GatewayConfig, filter: PurgeFilter, output: OutputOptions): Promise<void> {
@@ -50,6 +51,13 @@ export async function cachePurge(config: GatewayConfig, filter: PurgeFilter, out
     if (answer.state === 'failed' && answer.status !== 404 && answer.status !== 405) {
       // A gateway that failed part way (a full disk, say) may have removed some of it.
       throw new CommandFailure(`${answer.message}; the purge may not have finished: run it again`);
+    }
+    if (config.cluster) {
+      // Alone, the CLI reaches this volume only: the other replicas would go on serving their copies.
+      const why = answer.state === 'not-running' ? `no gateway answers at ${answer.url}` : answer.message;
+      throw new CommandFailure(
+        `${why}; in a cluster a purge goes through a running replica, which reaches every volume: start this one, or run it with a running replica's config (or DELETE through any replica); nothing was purged`,
+      );
     }
     const purged = await purgeLocally(config, filter);
     report(purged, 'cli');
