@@ -285,6 +285,8 @@ export class Cluster {
     }
     const held = await local();
     // Each live replica confirms before the purge is answered, so none serves the old copy after it.
+    // The list is read again now: one that joined since the last heartbeat (up to 2 s ago) is on it.
+    await this.membership.beat();
     const peers = [...this.membership.peers];
     const confirmations = await Promise.allSettled(peers.map((peer) => this.peers.purge(peer.url, namespace, callId)));
     const missed = peers.filter((_, i) => confirmations[i]?.status === 'rejected').map((peer) => peer.node);
