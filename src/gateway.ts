@@ -82,6 +82,12 @@ export interface Gateway {
   /** Cluster mode: joins the cluster once the server listens at `advertiseUrl`; nothing otherwise. */
   joinCluster(advertiseUrl: string): Promise<void>;
   /**
+   * Shutdown, at the end of its grace period: stops every download still
+   * under way (nothing of it is stored); a request still waiting for one is
+   * answered 503. Logs how many it stopped.
+   */
+  abandonDownloads(): void;
+  /**
    * Waits for downloads under way to be stored, then closes the index and the
    * audit trail. With `graceMs`, downloads (and prefetches) still under way
    * after it are abandoned: their upstream requests are aborted and nothing
@@ -340,6 +346,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     maxAgeSeconds: config.cache.maxAgeSeconds,
     report,
   });
+  const abandonDownloads = (): void => {
+    const abandoned = downloads.abandon();
+    if (abandoned === 0) return;
+    logger.warn(
+      { abandoned },
+      `grace period over; abandoned ${abandoned} download${abandoned === 1 ? '' : 's'} still in progress (nothing of ${abandoned === 1 ? 'it' : 'them'} stored)`,
+    );
+  };
   return {
     app,
     answeringMemoryHitsFirst: (listener) => answeringMemoryHitsFirst(memoryHits, listener),
@@ -366,6 +380,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         trimVolume: () => cache.trimVolume(),
       });
     },
+    abandonDownloads,
     async close(options = {}) {
       closing.abort();
       await retentionSweeper?.stop();
@@ -374,11 +389,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       const finished = Promise.all([prefetches.idle(), downloads.idle()]);
       const graceOver = (ms: number) => new Promise<'over'>((resolve) => setTimeout(resolve, ms, 'over').unref());
       if (options.graceMs !== undefined && (await Promise.race([finished, graceOver(options.graceMs)])) === 'over') {
-        const abandoned = downloads.abandon();
-        logger.warn(
-          { abandoned },
-          `grace period over; abandoned ${abandoned} download${abandoned === 1 ? '' : 's'} still in progress (nothing of ${abandoned === 1 ? 'it' : 'them'} stored)`,
-        );
+        abandonDownloads();
       }
       await finished;
       await analyser.close();

@@ -37,6 +37,8 @@ export interface RunningServer {
 
 const DEFAULT_GRACE_MS = 10_000;
 const IDLE_SWEEP_MS = 100;
+// At the end of the grace period: how long the answers of requests whose downloads were abandoned have to go out.
+const ANSWERS_FLUSH_MS = 100;
 const PRESSURE_LOG_INTERVAL_MS = 60_000;
 // Liveness must be answerable even when every connection is busy (README "Operations").
 const ALWAYS_SERVED = new Set(['/healthz']);
@@ -417,6 +419,10 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
       const sweep = setInterval(() => httpServer.closeIdleConnections(), IDLE_SWEEP_MS);
       const grace = new Promise<'timeout'>((resolve) => setTimeout(resolve, graceMs, 'timeout').unref());
       if ((await Promise.race([closed, grace])) === 'timeout') {
+        // Downloads first: a request still waiting for one's head is answered 503 (and so
+        // says the log), rather than cut off with no answer at all; then what is left closes.
+        gateway.abandonDownloads();
+        await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, ANSWERS_FLUSH_MS).unref())]);
         options.logger.warn({ graceMs }, 'grace period over; closing the remaining connections');
         httpServer.closeAllConnections();
         await closed;

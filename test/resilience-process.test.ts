@@ -187,6 +187,25 @@ describe('shutdown past the grace period', () => {
     expect(Buffer.from(await whole.arrayBuffer()).equals(recording)).toBe(true);
   }, 40_000);
 
+  test('a request still waiting for its download when the grace period ends is answered 503, as its log line says, not cut off unanswered', async () => {
+    upstream.setRecording(105, syntheticRecording(64 * 1024));
+    upstream.setBehaviour(105, { kind: 'slow-head', delayMs: 5_000 });
+    const { logger, lines } = capturingLogger();
+    const server = await startServer(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }), { logger });
+    const answer = fetch(`${server.url}/v1/call/recording/105.mp3`, { headers: AUTH });
+    expect(await eventually(() => upstream.recordingRequests(105).length === 1, 2_000)).toBe(true);
+
+    await server.close(300);
+    const response = await answer;
+    expect(response.status).toBe(503);
+    expect(response.headers.get('retry-after')).toMatch(/^[1-9][0-9]*$/);
+    expect(await response.json()).toMatchObject({ error: 'Service Unavailable' });
+    const logged = lines.find((line) => line.callId === '105' && line.status !== undefined);
+    expect(logged).toMatchObject({ status: 503 });
+    expect(logged?.aborted).toBeUndefined();
+    upstream.setBehaviour(105, undefined);
+  });
+
   test('a download whose client is cut at the end of the grace period has its upstream request aborted and leaves nothing behind', async () => {
     const recording = syntheticRecording(1024 * 1024);
     upstream.setRecording(104, recording);
