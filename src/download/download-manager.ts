@@ -6,7 +6,7 @@ import type { TempFile } from '../cache/temp-file.js';
 import { type GatewayError, NotFoundError, ServiceUnavailableError } from '../errors.js';
 import { lastModifiedOrFetchedAt } from '../http/last-modified.js';
 import type { Logger } from '../logger.js';
-import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { GatewayMetrics, UpstreamOutcome } from '../metrics/gateway-metrics.js';
 import { upstreamErrorKind } from '../upstream/errors.js';
 import type { FlyflowClient } from '../upstream/flyflow-client.js';
 import type { DownloadSlots } from './download-slots.js';
@@ -43,8 +43,8 @@ export type RecordingSource = (
 
 /**
  * The upstream itself: the owner's key, the owner's account circuit. With
- * `metrics`, each request's outcome and its time to the head are counted
- * here, so that a recording another replica streams is no upstream request.
+ * `timing.metrics`, each request's outcome and its time to the head are
+ * counted here, so that a recording another replica streams is no upstream request.
  */
 export function upstreamSource(
   client: Pick<FlyflowClient, 'openRecording'>,
@@ -52,16 +52,14 @@ export function upstreamSource(
 ): RecordingSource {
   return async (owner, callId, signal, goingUpstream) => {
     goingUpstream?.();
-    const metrics = timing?.metrics;
-    if (!metrics) return client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
-    const startedAt = timing.clock.now();
-    const seconds = () => (timing.clock.now() - startedAt) / 1000;
+    const startedAt = timing?.clock.now() ?? 0;
+    const answered = (outcome: UpstreamOutcome) => timing?.metrics?.upstreamAnswered(outcome, (timing.clock.now() - startedAt) / 1000);
     try {
       const opened = await client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
-      metrics.upstreamAnswered('ok', seconds());
+      answered('ok');
       return opened;
     } catch (error) {
-      metrics.upstreamAnswered(upstreamErrorKind(error), seconds());
+      answered(upstreamErrorKind(error));
       throw error;
     }
   };

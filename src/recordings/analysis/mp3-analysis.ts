@@ -39,10 +39,11 @@ const MAX_ERRORS_PER_FRAME = 1 / 4;
 const TOLERATED_ERRORS = 16;
 // Once this much audio has decoded with at most a damaged frame's errors, the
 // stream is known to be audio (random bytes decode a few hundred samples per
-// error, and at 8 kHz a second of them can come with 16 errors), and the share of errors no longer decides: a damaged frame costs
-// an error or two in one piece, and the decode goes on; errors in every
-// piece over this many bytes are junk after the audio (a file padded after
-// its last frame), where the decode stops, keeping the audio before it.
+// error, and at 8 kHz a second of them can come with 16 errors), and the
+// share of errors no longer decides: a damaged frame costs an error or two in
+// one piece, and the decode goes on; errors in every piece over this many
+// bytes are junk after the audio (a file padded after its last frame), where
+// the decode stops, keeping the audio before it.
 const KNOWN_AUDIO_SECONDS = 1;
 const KNOWN_AUDIO_MAX_ERRORS = 2;
 const JUNK_RUN_BYTES = 4 * DECODE_PIECE_BYTES;
