@@ -103,30 +103,90 @@ describe.sequential('replicas that misbehave', () => {
     await relayed.body.catch(() => {});
   }, 30_000);
 
-  test('a purge while a replica hangs is answered once the others confirm, and names the one that did not', async () => {
-    const id = 9102;
-    upstream().setRecording(id, syntheticRecording(64 * KIB));
-    expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
-    // Replica 0 must have seen both others alive (a heartbeat after each joined) before one of them hangs.
+  /** Replica 0 has seen both others alive (a heartbeat after each joined), and replica 2 holds `old` as a hit. */
+  async function heldByReplica2(id: number, old: Buffer): Promise<void> {
+    upstream().setRecording(id, old);
     expect(await eventually(async () => (await readiness(cluster().urls[0]!)).body.cluster?.peers === 2, 10_000)).toBe(true);
+    expect(
+      await eventually(async () => {
+        const answer = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+        return answer.bytes.equals(old) && (answer.cacheStatus ?? '').includes('hit');
+      }),
+    ).toBe(true);
+  }
+
+  test('a purge while a replica hangs briefly is answered only once that replica confirms, and it never serves the old copy after', async () => {
+    const id = 9102;
+    const [old, fresh] = [syntheticRecording(64 * KIB), syntheticRecording(64 * KIB + 1)];
+    await heldByReplica2(id, old);
     signalProcessGroup(cluster().replicas[2]!.process, 'SIGSTOP');
+    let answeredAt: number | undefined;
+    let resumedAt: number | undefined;
     try {
-      const { value: purge, ms } = await timed(cluster().at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH }));
-      expect(purge.status).toBe(204);
-      expect(ms).toBeLessThan(HANG_GUARD_MS);
-      const warning = await cluster()
-        .replicas[0]!.process.waitForLog((line) => String(line.msg).includes('did not confirm a purge'), 5_000)
-        .catch((error: Error) => {
-          const said = cluster().replicas[0]!.process.logs.filter(
-            (line) => String(line.msg).includes('cluster') || Number(line.level) >= 40,
-          );
-          throw new Error(`${error.message}\nreplica 0 said: ${JSON.stringify(said.slice(-12))}`);
+      const purge = cluster()
+        .at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH })
+        .then((response) => {
+          answeredAt = performance.now();
+          return response;
         });
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      upstream().setRecording(id, fresh);
+      // Sent while it hangs: the replica reads it the moment it goes on.
+      const during = answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+      resumedAt = performance.now();
+      signalProcessGroup(cluster().replicas[2]!.process, 'SIGCONT');
+      const { value: answer, ms } = await timed(purge);
+      expect(answer.status).toBe(204);
+      expect(answeredAt, 'the 204 waited for the hung replica').toBeGreaterThan(resumedAt);
+      expect(ms).toBeLessThan(HANG_GUARD_MS);
+      await during;
+      const after = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+      expect(after.bytes.equals(fresh), `replica 2 after the 204: ${after.cacheStatus}`).toBe(true);
+      const warning = await cluster().replicas[0]!.process.waitForLog(
+        (line) => String(line.msg).includes('did not confirm a purge'),
+        5_000,
+      );
       expect(warning.replicas).toEqual(['gw-3']);
     } finally {
       signalProcessGroup(cluster().replicas[2]!.process, 'SIGCONT');
     }
   }, 30_000);
+
+  test('a purge while a replica hangs past the membership TTL is answered once the others stop counting it, and the replica, going on, answers from the upstream', async () => {
+    const id = 9105;
+    const [old, fresh] = [syntheticRecording(64 * KIB), syntheticRecording(64 * KIB + 1)];
+    await heldByReplica2(id, old);
+    signalProcessGroup(cluster().replicas[2]!.process, 'SIGSTOP');
+    try {
+      const { value: purge, ms } = await timed(cluster().at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH }));
+      expect(purge.status).toBe(204);
+      // The others count a replica for 10 s after its last heartbeat (one every 2 s); the purge is asked again after each beat.
+      expect(ms).toBeGreaterThan(6_000);
+      expect(ms).toBeLessThan(15_000);
+      upstream().setRecording(id, fresh);
+      // Sent while it still hangs, past its heartbeat: answered before its timers run.
+      const during = answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      signalProcessGroup(cluster().replicas[2]!.process, 'SIGCONT');
+      const answer = await during;
+      expect(answer.status).toBe(200);
+      expect(answer.bytes.equals(fresh), `replica 2 going on: ${answer.cacheStatus}`).toBe(true);
+      expect(answer.cacheStatus).not.toContain('hit');
+      await cluster().replicas[2]!.process.waitForLog(
+        (line) => String(line.msg).includes('out of the cluster (its heartbeat lapsed'),
+        5_000,
+      );
+      // Back in the cluster once it has beaten and caught up: hits again.
+      expect(
+        await eventually(
+          async () => ((await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }))).cacheStatus ?? '').includes('hit'),
+          15_000,
+        ),
+      ).toBe(true);
+    } finally {
+      signalProcessGroup(cluster().replicas[2]!.process, 'SIGCONT');
+    }
+  }, 60_000);
 
   test('a second replica with a node id already in use refuses to start, naming the id', async () => {
     const configPath = await variantOf(1, 'same-node-id', (yaml) =>

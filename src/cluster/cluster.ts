@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { NotFoundMemory, NotFoundStore } from '../cache/not-found-memory.js';
 import type { CachedRecording } from '../cache/recording-catalogue.js';
 import type { RecordingMeta } from '../cache/recording-meta.js';
@@ -13,7 +14,7 @@ import { clusterKeys } from './cluster-keys.js';
 import { clusterSource } from './cluster-source.js';
 import { clusterVolumeIndex } from './cluster-volume-index.js';
 import { DownloadLeases } from './download-lease.js';
-import { Membership } from './membership.js';
+import { Membership, type Peer } from './membership.js';
 import { PartitionGuard } from './partition-guard.js';
 import { PeerClient } from './peer-client.js';
 import { PeerNonces } from './peer-nonces.js';
@@ -284,16 +285,39 @@ export class Cluster {
       });
     }
     const held = await local();
-    // Each live replica confirms before the purge is answered, so none serves the old copy after it.
-    // The list is read again now: one that joined since the last heartbeat (up to 2 s ago) is on it.
-    await this.membership.beat();
-    const peers = [...this.membership.peers];
-    const confirmations = await Promise.allSettled(peers.map((peer) => this.peers.purge(peer.url, namespace, callId)));
-    const missed = peers.filter((_, i) => confirmations[i]?.status === 'rejected').map((peer) => peer.node);
+    const missed = await this.#confirmPurge(namespace, callId);
     if (missed.length > 0)
-      this.options.logger.warn({ key, replicas: missed }, 'cluster: replicas did not confirm a purge; they catch up when they sync');
+      this.options.logger.warn(
+        { key, replicas: missed },
+        'cluster: replicas did not confirm a purge at first; it was answered once they had confirmed or the cluster had stopped counting them (then they catch up before answering from their copies)',
+      );
     // A copy on any volume counts, not only one this replica held.
     return held || copies > 0;
+  }
+
+  /**
+   * Asks every live replica to drop the recording, so none serves the old copy
+   * once the purge is answered. The list is read again first: one that joined
+   * since the last heartbeat is on it. One that does not confirm (stopped,
+   * hung) is asked again after each heartbeat until it confirms or the others
+   * stop counting it (then it answers from no copy until it has rejoined and
+   * caught up: PartitionGuard), for at most the membership TTL and a beat (a
+   * replica still beating all that time gets Redis's purge message). Answers
+   * the node ids that never confirmed.
+   */
+  async #confirmPurge(namespace: string, callId: string): Promise<string[]> {
+    const giveUpAt = Date.now() + this.membership.ttlMs + HEARTBEAT_MS;
+    const missed = new Set<string>();
+    let asked: readonly Peer[] = [];
+    for (let round = 0; ; round++) {
+      await this.membership.beat();
+      asked = round === 0 ? this.membership.peers : this.membership.peers.filter((peer) => asked.some((it) => it.node === peer.node));
+      const answers = await Promise.allSettled(asked.map((peer) => this.peers.purge(peer.url, namespace, callId)));
+      asked = asked.filter((_, i) => answers[i]?.status === 'rejected');
+      for (const peer of asked) missed.add(peer.node);
+      if (asked.length === 0 || Date.now() >= giveUpAt) return [...missed];
+      await sleep(Math.min(HEARTBEAT_MS, giveUpAt - Date.now()));
+    }
   }
 
   #onEvent(message: string): void {

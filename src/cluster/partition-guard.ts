@@ -18,29 +18,61 @@ export interface PartitionGuardOptions {
   logger: Logger;
 }
 
+const HEARTBEAT_LAPSED = 'its heartbeat lapsed: this process stood still, or redis was back before its next beat';
+
 /**
  * Whether this replica may answer from its stored copies. A replica silent in
- * Redis for the membership TTL is no longer a member: a purge elsewhere
- * reaches it neither over Redis nor over HTTP, so its copies may be stale.
- * Unless every replica it knew says Redis is out for them too (then no purge
- * can succeed anywhere, and the copies stay good), it stops trusting them
- * until Redis is back and the purges it missed are applied.
+ * Redis for the membership TTL is no longer a member: a purge elsewhere is
+ * answered without it, so its copies may be stale. Unless every replica it
+ * knew says Redis is out for them too (then no purge can succeed anywhere,
+ * and the copies stay good), it stops trusting them until Redis is back and
+ * the purges it missed are applied. So does a replica whose process stood
+ * still (stopped, starved) past its heartbeat: it learns so on its first
+ * request after, before that request is answered from a copy.
  */
 export class PartitionGuard {
   #trusted = true;
   #timer: NodeJS.Timeout | undefined;
   #checking = false;
+  #lookedAt = 0;
   #distrustedAt = 0;
   #rejoinedAt: number | undefined;
 
   constructor(private readonly options: PartitionGuardOptions) {}
 
-  /** False while stored copies may have been purged elsewhere: read on every hit, so a field. */
+  /** False while stored copies may have been purged elsewhere: read on every hit, so two comparisons in the usual case. */
   get trusted(): boolean {
-    return this.#trusted;
+    if (!this.#trusted) return false;
+    if (this.#timer === undefined || !this.#stoodStill(Date.now())) return true;
+    this.#distrust(HEARTBEAT_LAPSED);
+    void this.check();
+    return false;
+  }
+
+  /**
+   * Whether the heartbeat lapsed (so the others may have answered a purge
+   * without this replica) through no fault of Redis's: Redis seemed up (a call
+   * that failed would have marked it down), or this guard, which looks every
+   * `checkEveryMs` while the event loop turns, did not look.
+   */
+  #stoodStill(now: number): boolean {
+    const { link, membership, marginMs } = this.options;
+    if (now - membership.renewedAt < membership.ttlMs - marginMs) return false;
+    return link.up || now - this.#lookedAt > marginMs;
+  }
+
+  #distrust(why: string): void {
+    this.#trusted = false;
+    this.#distrustedAt = Date.now();
+    this.#rejoinedAt = undefined;
+    this.options.logger.warn(
+      { silentMs: this.#distrustedAt - this.options.membership.renewedAt },
+      `cluster: out of the cluster (${why}); answering from the upstream, not from stored copies, until it has rejoined`,
+    );
   }
 
   start(): void {
+    this.#lookedAt = Date.now();
     this.#timer ??= setInterval(() => void this.check(), this.options.checkEveryMs);
     this.#timer.unref();
   }
@@ -52,6 +84,7 @@ export class PartitionGuard {
 
   /** One look; concurrent calls do nothing. */
   async check(): Promise<void> {
+    this.#lookedAt = Date.now();
     if (this.#checking) return;
     this.#checking = true;
     try {
@@ -63,21 +96,19 @@ export class PartitionGuard {
   }
 
   async #lookForPartition(): Promise<void> {
-    const { link, membership, peers, marginMs, logger } = this.options;
-    if (link.up || Date.now() - membership.renewedAt < membership.ttlMs - marginMs) return;
+    const { link, membership, peers, marginMs } = this.options;
+    if (Date.now() - membership.renewedAt < membership.ttlMs - marginMs) return;
+    if (link.up) {
+      this.#distrust(HEARTBEAT_LAPSED);
+      return;
+    }
     const known = membership.peers;
     // Alone (no replica known): nobody could have purged without us.
     if (known.length === 0) return;
     const answers = await Promise.allSettled(known.map((peer) => peers.redisUp(peer.url)));
     const everyoneOut = answers.every((answer) => answer.status === 'fulfilled' && !answer.value);
     if (everyoneOut || link.up) return;
-    this.#trusted = false;
-    this.#distrustedAt = Date.now();
-    this.#rejoinedAt = undefined;
-    logger.warn(
-      { silentMs: Date.now() - membership.renewedAt },
-      'cluster: out of the cluster (redis unreachable from here only); answering from the upstream, not from stored copies, until redis is back',
-    );
+    this.#distrust('redis unreachable from here only');
   }
 
   /**
