@@ -40,6 +40,11 @@ export type Behaviour =
   | { kind: 'reset'; afterBytes: number; times?: number; pauseMs?: number }
   /** 200 with chunked transfer encoding and no Content-Length. */
   | { kind: 'no-content-length' }
+  /**
+   * 200 framed by the connection only (neither Content-Length nor chunks), as
+   * an HTTP/1.0 server sends it: the body, or its first `afterBytes`, then the close.
+   */
+  | { kind: 'close-delimited'; afterBytes?: number }
   /** Redirects (302 unless `status` says otherwise) to `location`, an absolute URL. */
   | { kind: 'redirect'; location: string; status?: number }
   /**
@@ -263,6 +268,13 @@ export async function startFakeFlyflow(options: FakeFlyflowOptions = {}): Promis
         if (behaviour.kind === 'reset' && behaviour.pauseMs && !(await pause(res, closed.signal, behaviour.pauseMs))) return;
         if (behaviour.kind === 'reset') res.socket?.resetAndDestroy();
         else res.socket?.destroy();
+        return;
+      }
+      case 'close-delimited': {
+        res.useChunkedEncodingByDefault = false;
+        audioHead(res, undefined);
+        await write(res, bytes.subarray(0, behaviour.afterBytes ?? bytes.length));
+        res.end();
         return;
       }
       case 'no-content-length': {

@@ -6,6 +6,7 @@ import { BadGatewayError, GatewayError } from '../errors.js';
 import { nextBodyChunk } from './body-chunks.js';
 import type { UpstreamCircuits } from './circuit.js';
 import { RetryableUpstreamError, errorForUpstreamStatus, recordingTooLarge, upstreamTimeout, upstreamUnreachable } from './errors.js';
+import { BodyEnding, endsWithWholeFrame } from './mp3-ending.js';
 
 export interface FlyflowClientOptions {
   /** `https://api.flyflow.dev/v1`, no trailing slash. */
@@ -100,6 +101,10 @@ function httpGet(url: URL, headers: Record<string, string>, signal: AbortSignal)
     request.end();
   });
 }
+function cutMidFrame(): RetryableUpstreamError {
+  return new RetryableUpstreamError('Upstream body, framed by its connection only, ended inside an MP3 frame: cut short');
+}
+
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const DEFAULT_MAX_ATTEMPTS = 3;
 const DEFAULT_INITIAL_BACKOFF_MS = 100;
@@ -160,6 +165,8 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
   function wrapBody(response: IncomingMessage, head: ReturnType<typeof checkHead>): UpstreamRecording {
     // Destroying a response not read to its end closes its connection; one read whole stays with the agent.
     const stop = () => response.destroy();
+    // Neither a length nor chunks: the body ends with the connection, so one cut short looks whole (RFC 9112, 6.3).
+    const ending = head.contentLength === undefined && response.headers['transfer-encoding'] === undefined ? new BodyEnding() : undefined;
     return {
       ...head,
       lastModified: response.headers['last-modified'],
@@ -171,6 +178,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
           for (;;) {
             const chunk = await nextBodyChunk(response, options.bodyIdleTimeoutMs);
             if (chunk === null) {
+              if (ending && !endsWithWholeFrame(ending.bytes())) throw cutMidFrame();
               ended = true;
               return;
             }
@@ -178,6 +186,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
             if (received > options.maxRecordingBytes) {
               throw recordingTooLarge();
             }
+            ending?.add(chunk);
             yield chunk;
           }
         } finally {

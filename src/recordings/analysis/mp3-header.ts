@@ -155,7 +155,7 @@ const KBPS = {
 const MPEG1_SAMPLE_RATES = [44_100, 48_000, 32_000];
 
 /** The MPEG audio frame header at `at`, or undefined when there is none. */
-function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | undefined {
+export function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | undefined {
   if (at + 4 > bytes.length || bytes[at] !== 0xff || (bytes[at + 1]! & 0xe0) !== 0xe0) return undefined;
   const version = (bytes[at + 1]! >> 3) & 0b11; // 11 MPEG-1, 10 MPEG-2, 00 MPEG-2.5, 01 reserved
   const layer = (bytes[at + 1]! >> 1) & 0b11; // 11 I, 10 II, 01 III, 00 reserved
