@@ -3,8 +3,10 @@
  * once the others could have dropped it (a purge then misses it), and only when
  * some other replica still reaches Redis (in an outage for everyone no purge can
  * succeed); and when it starts again: once it is counted again and has synced.
+ * A replica whose own process stood still past its heartbeat learns so on its
+ * first request after, before a check has run.
  */
-import { describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test, vi } from 'vitest';
 import type { Peer } from '../../src/cluster/membership.js';
 import { PartitionGuard } from '../../src/cluster/partition-guard.js';
 import { silentLogger } from '../../src/logger.js';
@@ -101,5 +103,53 @@ describe('PartitionGuard', () => {
     await guard.check();
     expect(guard.trusted).toBe(true);
     expect(state.asked).toBe(0);
+  });
+
+  describe('a process that stood still', () => {
+    let stop: (() => void) | undefined;
+    afterEach(() => {
+      stop?.();
+      vi.useRealTimers();
+    });
+
+    test('Redis up and the heartbeat lapsed: the first request after is answered from no copy, before any check runs; it catches up as after a partition', async () => {
+      const { guard, state } = setup({ silentForMs: 0 });
+      state.up = true;
+      guard.start();
+      stop = () => guard.stop();
+      expect(guard.trusted).toBe(true);
+      state.renewedAt = Date.now() - (TTL_MS - MARGIN_MS);
+      expect(guard.trusted).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 2)); // its next beat comes after it stopped trusting
+      await guard.check(); // beats
+      await guard.check(); // counted again: syncs
+      expect(guard.trusted).toBe(true);
+      expect(state.synced).toBe(1);
+    });
+
+    test('Redis out for everyone while the guard looks every half second: a request past the heartbeat keeps the copies', async () => {
+      const { guard } = setup({ peerAnswer: async () => false });
+      guard.start();
+      stop = () => guard.stop();
+      expect(guard.trusted).toBe(true);
+      await guard.check();
+      expect(guard.trusted).toBe(true);
+    });
+
+    test('Redis out and the guard has not looked for longer than the margin: the process stood still, the copies are not trusted', () => {
+      vi.useFakeTimers({ toFake: ['Date'] });
+      const { guard } = setup({ peerAnswer: async () => false });
+      guard.start();
+      stop = () => guard.stop();
+      expect(guard.trusted).toBe(true);
+      vi.setSystemTime(Date.now() + MARGIN_MS + 1);
+      expect(guard.trusted).toBe(false);
+    });
+
+    test('before it starts (the replica has not joined yet), the guard does not judge', () => {
+      const { guard, state } = setup({});
+      state.up = true;
+      expect(guard.trusted).toBe(true);
+    });
   });
 });
