@@ -91,12 +91,19 @@ export function buildCli(io: CliIo): Command {
       );
       // Resolves (exit 0) once a graceful shutdown is done; a failed one rejects (exit 1).
       await new Promise<void>((resolve, reject) => {
+        let stopping = false;
         const stop = (signal: string) => {
+          if (stopping) {
+            logger.warn({ signal }, 'second signal: ending the grace period now');
+            server.hurry();
+            return;
+          }
+          stopping = true;
           logger.info({ signal }, 'shutting down');
           server.close().then(resolve, reject);
         };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
+        process.on('SIGTERM', () => stop('SIGTERM'));
+        process.on('SIGINT', () => stop('SIGINT'));
       });
     });
 

@@ -33,6 +33,8 @@ export interface RunningServer {
    * stored). Then closes the index and the audit trail.
    */
   close(graceMs?: number): Promise<void>;
+  /** Ends the grace period of a `close` now (or of one still to come): a second SIGTERM. */
+  hurry(): void;
 }
 
 const DEFAULT_GRACE_MS = 10_000;
@@ -406,6 +408,8 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
     throw error;
   }
 
+  let hurried = false;
+  let endGrace: (() => void) | undefined;
   return {
     url: `http://${host}:${port}`,
     gateway,
@@ -417,7 +421,14 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
       // connection whose response ends during the grace period would stay open until
       // keepAliveTimeout and hold up the exit for nothing.
       const sweep = setInterval(() => httpServer.closeIdleConnections(), IDLE_SWEEP_MS);
-      const grace = new Promise<'timeout'>((resolve) => setTimeout(resolve, graceMs, 'timeout').unref());
+      const grace = new Promise<'timeout'>((resolve) => {
+        const timer = setTimeout(resolve, graceMs, 'timeout').unref();
+        endGrace = () => {
+          clearTimeout(timer);
+          resolve('timeout');
+        };
+        if (hurried) endGrace();
+      });
       if ((await Promise.race([closed, grace])) === 'timeout') {
         // Downloads first: a request still waiting for one's head is answered 503 (and so
         // says the log), rather than cut off with no answer at all; then what is left closes.
@@ -429,7 +440,13 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
       }
       clearInterval(sweep);
       // Downloads no client reads any more (a prefetch, a listener gone) have what is left of the grace period, then are abandoned.
-      await gateway.close({ graceMs: Math.max(0, graceEndsAt - performance.now()) });
+      await gateway.close({ graceMs: hurried ? 0 : Math.max(0, graceEndsAt - performance.now()) });
+    },
+    hurry() {
+      hurried = true;
+      endGrace?.();
+      // Past the connections already: what close still waits for is downloads.
+      gateway.abandonDownloads();
     },
   };
 }

@@ -187,6 +187,30 @@ describe('shutdown past the grace period', () => {
     expect(Buffer.from(await whole.arrayBuffer()).equals(recording)).toBe(true);
   }, 40_000);
 
+  test('a second SIGTERM ends the grace period at once: the download is abandoned and removed, and the process exits 0', async () => {
+    upstream.setRecording(104, syntheticRecording(1024 * 1024));
+    upstream.setBehaviour(104, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 1_000 });
+    const gateway = await startChild();
+    const response = await openGet(`${gateway.url}/v1/call/recording/104.mp3`, AUTH);
+    let firstBytes!: () => void;
+    const started = new Promise<void>((resolve) => (firstBytes = resolve));
+    const body = readBody(response, () => firstBytes());
+    await started;
+
+    const signalledAt = Date.now();
+    gateway.child.kill('SIGTERM');
+    await gateway.waitForLog((line) => line.msg === 'shutting down');
+    gateway.child.kill('SIGTERM');
+    const { code, signal } = await gateway.exited;
+    expect({ code, signal }).toEqual({ code: 0, signal: null });
+    expect(Date.now() - signalledAt).toBeLessThan(CLI_GRACE_MS / 2);
+    expect(gateway.logs.find((line) => line.msg === 'second signal: ending the grace period now')).toMatchObject({ level: 40 });
+    expect(gateway.logs.find((line) => ABANDONED.test(String(line.msg)))).toMatchObject({ abandoned: 1 });
+    expect((await body).complete).toBe(false);
+    expect(await storedRecordingFiles(cacheDir)).toEqual([]);
+    expect(await tempFilesIn(cacheDir)).toEqual([]);
+  }, 30_000);
+
   test('a request still waiting for its download when the grace period ends is answered 503, as its log line says, not cut off unanswered', async () => {
     upstream.setRecording(105, syntheticRecording(64 * 1024));
     upstream.setBehaviour(105, { kind: 'slow-head', delayMs: 5_000 });
