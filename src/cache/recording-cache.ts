@@ -1,6 +1,7 @@
 import type { Logger } from '../logger.js';
 import type { DiskHealth } from './disk-health.js';
 import type { DiskStore } from './disk-store.js';
+import { markFreeingRoom } from './full-disk-purge.js';
 import { reconcileCache, type ReconcileReport } from './reconcile.js';
 import type { CopyRetention } from './retention.js';
 import { RecordingCatalogue, type CacheHit, type CacheStats, type CachedRecording } from './recording-catalogue.js';
@@ -313,19 +314,39 @@ export class RecordingCache {
    * Records a purge of a whole namespace (of everything, without one) before
    * it removes anything, so that no download begun before it, in any process
    * sharing the index, is stored: the recordings it has not heard of included.
+   * On a full disk the files of the namespace go first, to make room for the mark.
    */
   async markPurged(namespace: string | undefined): Promise<void> {
-    await this.options.index.purges?.mark(namespace);
+    const marks = this.options.index.purges;
+    if (!marks) return;
+    await markFreeingRoom(
+      () => marks.mark(namespace),
+      () => this.#removeFilesOf(namespace),
+    );
+  }
+
+  /** The files of a namespace (of everything, without one), their entries kept: a full disk's room for a purge's mark. */
+  async #removeFilesOf(namespace: string | undefined): Promise<void> {
+    for (const { meta, onDisk } of this.#catalogue.all()) {
+      if (onDisk && (namespace === undefined || meta.namespace === namespace)) await this.options.disk.remove(meta.namespace, meta.callId);
+    }
   }
 
   /**
    * Removes a recording from every tier. The purge is recorded in the index
    * first, so a download of it under way in another process sharing the index
-   * (the CLI's `prefetch`) is not stored either.
+   * (the CLI's `prefetch`) is not stored either; on a full disk the file goes
+   * first, to make room for that mark.
    */
   async purge(namespace: string, callId: string): Promise<boolean> {
     const key = cacheKey(namespace, callId);
-    await this.options.index.purges?.mark(namespace, callId);
+    const marks = this.options.index.purges;
+    if (marks) {
+      await markFreeingRoom(
+        () => marks.mark(namespace, callId),
+        () => this.options.disk.remove(namespace, callId),
+      );
+    }
     const existed = this.#catalogue.remove(key) !== undefined;
     await this.#removeStored(key, namespace, callId);
     return existed;
@@ -367,7 +388,8 @@ export class RecordingCache {
 
   async #removeStored(key: string, namespace: string, callId: string): Promise<void> {
     this.#removing.add(key);
-    const removal = Promise.all([this.options.disk.remove(namespace, callId), this.options.index.delete(key)]).then(() => {});
+    // The file first: its removal makes the room a full disk needs for the index's write.
+    const removal = this.options.disk.remove(namespace, callId).then(() => this.options.index.delete(key));
     const settled = removal.catch(() => {});
     this.#removals.add(settled);
     try {

@@ -1,5 +1,5 @@
 import { createTenantRegistry } from '../auth/tenants.js';
-import { createDiskStore } from '../cache/disk-store.js';
+import { createDiskStore, listStoredFiles, type DiskStore } from '../cache/disk-store.js';
 import type { RecordingMeta } from '../cache/recording-meta.js';
 import type { GatewayConfig } from '../config/index.js';
 import type { PurgeFilter } from '../admin-api.js';
@@ -9,6 +9,7 @@ import { purgeThroughGateway } from './running-gateway.js';
 import { auditCliCommand } from '../audit/cli-audit.js';
 import { errorMessage } from '../errors.js';
 import { DamagedIndexError } from '../cache/damaged-index.js';
+import { isVolumeFull, markFreeingRoom } from '../cache/full-disk-purge.js';
 
 /** Refuses a purge that does not say what it removes: everything takes `--all`. */
 export function checkPurgeFilter(filter: PurgeFilter): void {
@@ -100,28 +101,50 @@ async function purgeLocally(config: GatewayConfig, filter: PurgeFilter): Promise
 async function removeLocally(config: GatewayConfig, filter: PurgeFilter): Promise<number> {
   const namespace = filter.tenant === undefined ? undefined : namespaceOf(config, filter.tenant);
   const disk = createDiskStore(config.cache.dir);
+  const matches = purgeMatcher(namespace, filter.callId);
+  return removeIndexed(config, filter, namespace, disk)
+    .catch(async (error: unknown) => {
+      // On a full disk sqlite may not even open its journal: the matching files, found by their paths, go first.
+      if (!(await isVolumeFull(config.cache.dir))) throw error;
+      for (const file of await listStoredFiles(config.cache.dir)) if (matches(file)) await disk.remove(file.namespace, file.callId);
+      return removeIndexed(config, filter, namespace, disk);
+    })
+    .catch((error: unknown) => {
+      if (error instanceof UsageError || error instanceof CommandFailure || error instanceof DamagedIndexError) throw error;
+      throw new CommandFailure(`the purge stopped: ${errorMessage(error)}`, { cause: error });
+    });
+}
+
+/** Whether a recording is one the purge names. */
+function purgeMatcher(namespace: string | undefined, callId: string | undefined) {
+  return (meta: { namespace: string; callId: string }): boolean =>
+    (namespace === undefined || meta.namespace === namespace) && (callId === undefined || meta.callId === callId);
+}
+
+async function removeIndexed(config: GatewayConfig, filter: PurgeFilter, namespace: string | undefined, disk: DiskStore): Promise<number> {
+  const matches = purgeMatcher(namespace, filter.callId);
   return withIndex(config, async (index) => {
     const matching: Array<[string, RecordingMeta]> = [];
-    for await (const [key, meta] of index.entries()) {
-      if ((namespace === undefined || meta.namespace === namespace) && (filter.callId === undefined || meta.callId === filter.callId)) {
-        matching.push([key, meta]);
-      }
-    }
+    for await (const [key, meta] of index.entries()) if (matches(meta)) matching.push([key, meta]);
     // Recorded before anything is removed, so a download under way in a gateway or
     // `prefetch` on this cache is not stored after the purge: a recording not stored yet included.
-    if (filter.callId === undefined) await index.purges?.mark(namespace);
-    else {
+    // On a full disk the matching files go first, to make room for the marks.
+    const marks = index.purges;
+    const markAll = async (): Promise<void> => {
+      if (!marks) return;
+      if (filter.callId === undefined) return marks.mark(namespace);
       const callId = filter.callId;
       const namespaces = namespace === undefined ? tenantsWithNamespace(config).map((tenant) => tenant.namespace) : [namespace];
-      for (const ns of new Set([...namespaces, ...matching.map(([, meta]) => meta.namespace)])) await index.purges?.mark(ns, callId);
-    }
+      for (const ns of new Set([...namespaces, ...matching.map(([, meta]) => meta.namespace)])) await marks.mark(ns, callId);
+    };
+    await markFreeingRoom(markAll, async () => {
+      for (const [, meta] of matching) await disk.remove(meta.namespace, meta.callId);
+    });
+    // The file first: its removal makes the room a full disk needs for the index's write.
     for (const [key, meta] of matching) {
-      await index.delete(key);
       await disk.remove(meta.namespace, meta.callId);
+      await index.delete(key);
     }
     return matching.length;
-  }).catch((error: unknown) => {
-    if (error instanceof UsageError || error instanceof CommandFailure || error instanceof DamagedIndexError) throw error;
-    throw new CommandFailure(`the purge stopped: ${errorMessage(error)}`, { cause: error });
   });
 }
