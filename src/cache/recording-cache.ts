@@ -50,6 +50,12 @@ export class RecordingCache {
   readonly #removing = new Set<string>();
   /** Files being deleted: the catalogue no longer counts them, but they take room until they are gone. */
   readonly #removals = new Set<Promise<void>>();
+  /**
+   * Keys whose file could not be deleted (purged, expired or evicted): never
+   * served, their entry kept (in the catalogue and the index) so the file
+   * stays counted and the next purge, sweep or eviction tries again.
+   */
+  readonly #undeleted = new Set<string>();
   /** Large recordings read through whole and found intact, with their file's ctime then. */
   readonly #intactAt = new WeakMap<CachedRecording, number>();
 
@@ -115,6 +121,7 @@ export class RecordingCache {
 
   /** A hit from memory alone, or undefined. A hit counts as a use for eviction. */
   lookup(key: string): CacheHit | undefined {
+    if (this.#undeleted.has(key)) return undefined;
     const hit = this.#catalogue.lookup(key);
     // Past its retention: never served again; the retention sweep deletes it.
     if (hit && this.options.retention?.expired(hit.entry.meta, hit.entry.onDisk)) return undefined;
@@ -140,7 +147,7 @@ export class RecordingCache {
    * microseconds before the first byte.
    */
   knownAbsent(key: string): boolean {
-    if (this.#removing.has(key)) return true;
+    if (this.#withheld(key)) return true;
     if (this.options.index.shared) return false;
     const slash = key.lastIndexOf('/');
     return !this.options.disk.hasRecording(key.slice(0, slash), key.slice(slash + 1));
@@ -156,7 +163,7 @@ export class RecordingCache {
       this.options.logger.warn({ err: error }, 'index lookup failed; treating as a miss');
       return undefined;
     });
-    if (!meta || this.#removing.has(key) || this.options.retention?.expired(meta, true)) return undefined;
+    if (!meta || this.#withheld(key) || this.options.retention?.expired(meta, true)) return undefined;
     this.#catalogue.add(key, meta, true);
     return this.#catalogue.lookup(key);
   }
@@ -264,6 +271,9 @@ export class RecordingCache {
       if (error instanceof StaleCopyError) this.options.logger.info({ key }, 'not storing a recording purged while it downloaded');
       throw error;
     }
+    // A new file in place of one that could not be deleted replaced it; a copy in memory only would leave it uncounted.
+    if (onDisk) this.#undeleted.delete(key);
+    else if (this.#undeleted.has(key)) return undefined;
     const inMemory = body !== undefined && body.length <= this.memoryEntryMaxBytes;
     if (!onDisk && !inMemory) return undefined;
     const entry = this.#catalogue.add(key, meta, onDisk);
@@ -347,9 +357,9 @@ export class RecordingCache {
         () => this.options.disk.remove(namespace, callId),
       );
     }
-    const existed = this.#catalogue.remove(key) !== undefined;
-    await this.#removeStored(key, namespace, callId);
-    return existed;
+    const removed = this.#catalogue.remove(key);
+    await this.#removeStored(key, namespace, callId, removed?.onDisk ? removed.meta : undefined);
+    return removed !== undefined;
   }
 
   /**
@@ -386,10 +396,32 @@ export class RecordingCache {
     await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
   }
 
-  async #removeStored(key: string, namespace: string, callId: string): Promise<void> {
+  /** Being deleted, or its file could not be: never served, and the index is not asked. */
+  #withheld(key: string): boolean {
+    return this.#removing.has(key) || this.#undeleted.has(key);
+  }
+
+  /**
+   * Deletes a recording's file, then its index entry: an entry outlives its
+   * file only until the next start drops it, while a file without its entry
+   * would sit on disk uncounted until then. A file that cannot be deleted
+   * stays indexed and (given the `meta` of the entry already forgotten)
+   * counted, and is withheld until a later purge, sweep or eviction deletes it.
+   */
+  async #removeStored(key: string, namespace: string, callId: string, meta?: RecordingMeta): Promise<void> {
+    const { disk, index } = this.options;
     this.#removing.add(key);
-    // The file first: its removal makes the room a full disk needs for the index's write.
-    const removal = this.options.disk.remove(namespace, callId).then(() => this.options.index.delete(key));
+    const removal = disk.remove(namespace, callId).then(
+      () => {
+        this.#undeleted.delete(key);
+        // After the file: its removal makes the room a full disk needs for the index's write.
+        return index.delete(key);
+      },
+      (error: unknown) => {
+        this.#keepUndeleted(key, meta);
+        throw error;
+      },
+    );
     const settled = removal.catch(() => {});
     this.#removals.add(settled);
     try {
@@ -398,6 +430,11 @@ export class RecordingCache {
       this.#removing.delete(key);
       this.#removals.delete(settled);
     }
+  }
+
+  #keepUndeleted(key: string, meta: RecordingMeta | undefined): void {
+    this.#undeleted.add(key);
+    if (meta && !this.#catalogue.peek(key)) this.#catalogue.add(key, meta, true);
   }
 
   async #storeOnDisk(key: string, meta: RecordingMeta, file: TempFile, purgesSeen: number | undefined): Promise<boolean> {
@@ -469,7 +506,7 @@ export class RecordingCache {
     for (const { key } of victims) this.#catalogue.remove(key);
     await Promise.all(
       victims.map(({ key, meta }) =>
-        this.#removeStored(key, meta.namespace, meta.callId).catch((error: unknown) =>
+        this.#removeStored(key, meta.namespace, meta.callId, meta).catch((error: unknown) =>
           this.options.logger.warn({ err: error, key }, 'evicting a recording failed'),
         ),
       ),

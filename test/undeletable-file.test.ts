@@ -1,0 +1,112 @@
+/**
+ * A cached file the gateway cannot delete for a while (EPERM, EBUSY, EIO;
+ * here `chattr +i`, which needs root and a file system that has it): it is
+ * never served once purged or expired, stays counted, and goes as soon as a
+ * later eviction or sweep can delete it. Real files, a real sqlite index, a
+ * real upstream on 127.0.0.1.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import { DAY_MS } from '../src/clock.js';
+import { cacheKey } from '../src/cache/recording-meta.js';
+import { manualClock, namespaceFor, type RunningGateway } from '../dev/gateway-harness.js';
+import { gatewayPerTest } from './support/gateway-per-test.js';
+import { storedFiles } from './support/durability.js';
+
+const MISS = 'recording-gateway; fwd=uri-miss';
+
+/** Whether `chattr +i` works here (root, a file system with the flag); the tests skip where it does not. */
+function canMakeImmutable(): boolean {
+  const dir = mkdtempSync(path.join(tmpdir(), 'rg-chattr-'));
+  const file = path.join(dir, 'probe');
+  try {
+    writeFileSync(file, '');
+    execFileSync('chattr', ['+i', file], { stdio: 'ignore' });
+    execFileSync('chattr', ['-i', file], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const immutableWorks = canMakeImmutable();
+const bed = gatewayPerTest('rg-undeletable-');
+const immutable = new Set<string>();
+
+function makeImmutable(file: string): void {
+  execFileSync('chattr', ['+i', file]);
+  immutable.add(file);
+}
+
+function makeMutable(file: string): void {
+  execFileSync('chattr', ['-i', file]);
+  immutable.delete(file);
+}
+
+// Registered after the bed's hooks, so it runs before they remove the directory.
+afterEach(() => {
+  for (const file of immutable) makeMutable(file);
+});
+
+async function get(gateway: RunningGateway, id: number): Promise<Response> {
+  const response = await gateway.fetch(`/v1/call/recording/${id}.mp3`);
+  expect(response.status).toBe(200);
+  expect(Buffer.from(await response.arrayBuffer()).equals(bed.upstream.recording(id)!)).toBe(true);
+  await gateway.gateway.downloads.idle();
+  return response;
+}
+
+const keyOf = (id: number) => cacheKey(namespaceFor(bed.upstream.baseUrl), String(id));
+
+describe.skipIf(!immutableWorks)('a cached file that cannot be deleted for a while', () => {
+  test('after a failed DELETE it is never served, stays counted, and the next eviction deletes it', async () => {
+    const sizes = [1, 2, 3].map((id) => bed.upstream.recording(id)!.length);
+    // Room for two of the three recordings.
+    const maxDiskBytes = sizes[0]! + sizes[1]! + 1000;
+    const gateway = await bed.start({ cache: { maxDiskBytes } });
+    await get(gateway, 2);
+    const file = bed.recordingFile(2, 'mp3');
+    makeImmutable(file);
+
+    const refused = await gateway.fetch('/v1/call/recording/2.mp3', { method: 'DELETE' });
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toEqual({ error: 'Service Unavailable', message: expect.any(String) });
+    // Neither from memory nor from the file and index entry still there.
+    const after = await get(gateway, 2);
+    expect(after.headers.get('cache-status')).toBe(MISS);
+    expect(bed.upstream.recordingRequests(2)).toHaveLength(2);
+
+    makeMutable(file);
+    await get(gateway, 1);
+    await get(gateway, 3);
+    // The file was still counted, so storing 3 went over the budget and evicted it, least recently used.
+    expect(existsSync(file)).toBe(false);
+    expect(await gateway.gateway.index.get(keyOf(2))).toBeUndefined();
+    expect(await storedFiles(bed.dir)).toHaveLength(2);
+    expect(gateway.gateway.cache.stats().diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+  });
+
+  test('an expired copy whose deletion failed is deleted by a later sweep, even once fetched again meanwhile', async () => {
+    const clock = manualClock();
+    const gateway = await bed.start({ cache: { retentionDays: 1 } }, { clock });
+    await get(gateway, 4);
+    const file = bed.recordingFile(4, 'mp3');
+    makeImmutable(file);
+
+    clock.advance(DAY_MS + 1);
+    expect(await gateway.gateway.retention!.sweep()).toBe(0);
+    const again = await get(gateway, 4);
+    expect(again.headers.get('cache-status')).toBe(MISS);
+
+    makeMutable(file);
+    expect(await gateway.gateway.retention!.sweep()).toBe(1);
+    expect(existsSync(file)).toBe(false);
+    expect(await gateway.gateway.index.get(keyOf(4))).toBeUndefined();
+    expect(await storedFiles(bed.dir)).toEqual([]);
+  });
+});
