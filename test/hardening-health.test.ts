@@ -90,7 +90,10 @@ describe('/healthz and /readyz', () => {
     await removeDir(dir);
     const ready = await readyz();
     expect(ready.status).toBe(503);
-    expect(ready.message).toBe('cache directory: ENOENT, the cache directory or a folder in it is missing');
+    // The index file went with it (see test/index-file-deleted.test.ts).
+    expect(ready.message).toBe(
+      'cache directory: ENOENT, the cache directory or a folder in it is missing; sqlite index: its file was deleted while the gateway ran; restoring it',
+    );
   });
 });
 

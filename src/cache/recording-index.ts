@@ -4,7 +4,9 @@ import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { closeToOthers, PRIVATE_FILE_MODE } from '../private-files.js';
+import type { Logger } from '../logger.js';
 import { asDamagedIndex, INDEX_SIDE_FILES } from './damaged-index.js';
+import { copyDatabaseTo, identityOf, IndexFileError, indexFileState } from './sqlite-index-file.js';
 import { isRecordingMeta, type RecordingMeta } from './recording-meta.js';
 import { StaleCopyError } from './stale-copy.js';
 
@@ -364,11 +366,21 @@ function closeIndexToOthers(file: string): void {
   for (const suffix of ['', ...INDEX_SIDE_FILES]) closeToOthers(file + suffix);
 }
 
+export interface SqliteIndexOptions {
+  /**
+   * For the serving gateway, never a second process (the CLI): an index file
+   * deleted under it is put back from the open index when /readyz pings it,
+   * and said so to `logger`. Without it, the ping only fails, saying so.
+   */
+  restoreDeleted?: { logger: Logger };
+}
+
 /** The embedded default: a sqlite file inside the cache directory, closed to other users. */
-export function createSqliteIndex(cacheDir: string): RecordingIndex {
+export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions = {}): RecordingIndex {
   const file = sqliteIndexFile(cacheDir);
   closeIndexToOthers(file);
-  const store = openSqliteStore(file);
+  let store = openSqliteStore(file);
+  let opened = identityOf(file);
   // throwOnErrors: without it keyv.get() turns a broken store into "not found",
   // and ping() would report a dead index as ready.
   const keyv = new Keyv({ store, namespace: INDEX_NAMESPACE, useKeyPrefix: false, throwOnErrors: true });
@@ -402,10 +414,58 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
     });
     return countingAgain;
   };
-  const run = <T>(operation: () => Promise<T>): Promise<T> =>
-    closing
-      ? Promise.reject(new Error('sqlite index: closed'))
-      : tuned.then(operation).catch((error: unknown) => Promise.reject(asDamagedIndex(file, error)));
+  // Operations under way, so that a restore copies the database once they are done, and those that come meanwhile wait for it.
+  let underWay = 0;
+  let idle: (() => void) | undefined;
+  let restoring: Promise<void> | undefined;
+  const run = async <T>(operation: () => Promise<T>): Promise<T> => {
+    if (closing) throw new Error('sqlite index: closed');
+    await tuned;
+    while (restoring) await restoring;
+    underWay++;
+    try {
+      return await operation();
+    } catch (error) {
+      throw asDamagedIndex(file, error);
+    } finally {
+      if (--underWay === 0) idle?.();
+    }
+  };
+  /** Puts a deleted index file back: a copy of the open database, which every operation uses from then on. */
+  const restore = async (): Promise<void> => {
+    if (underWay > 0) await new Promise<void>((resolve) => (idle = resolve));
+    idle = undefined;
+    await copyDatabaseTo((sql, ...parameters) => store.query(sql, ...parameters), file);
+    const restored = openSqliteStore(file);
+    await restored.query('PRAGMA synchronous=NORMAL');
+    await tuneIndex(restored);
+    const deleted = store;
+    store = restored;
+    keyv.store = restored;
+    opened = identityOf(file);
+    await deleted.disconnect().catch(() => {});
+  };
+  /** Rejects with an {@link IndexFileError} while the index file is not the one open. */
+  const checkFile = async (): Promise<void> => {
+    while (restoring) await restoring;
+    const state = await indexFileState(file, opened);
+    if (state === 'same') return;
+    if (state === 'replaced') throw new IndexFileError('its file was replaced while the gateway ran; restart the gateway');
+    const logger = options.restoreDeleted?.logger;
+    if (!logger) throw new IndexFileError('its file was deleted while the gateway ran; restart the gateway');
+    if (!restoring) logger.warn({ file }, 'the cache index file was deleted while the gateway ran; restoring it from the open index');
+    // One restore at a time, however many probes saw the file gone.
+    restoring ??= restore()
+      .then(
+        () => logger.info({ file }, 'the cache index file is restored'),
+        (error: unknown) =>
+          logger.warn({ err: error, file }, 'restoring the deleted cache index file failed; the next /readyz tries again'),
+      )
+      .finally(() => {
+        restoring = undefined;
+      });
+    throw new IndexFileError('its file was deleted while the gateway ran; restoring it');
+  };
   return keyvIndex({
     kind: 'sqlite',
     keyv,
@@ -438,6 +498,7 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
     },
     async ping() {
       await run(() => keyv.get(`${prefix}__ping__`));
+      await checkFile();
     },
     // Marks are plain integers in rows of their own (`purged:...`), outside the entries' key range.
     async purgeCount(scopes) {
@@ -477,6 +538,6 @@ export function createSqliteIndex(cacheDir: string): RecordingIndex {
       for (const { key, bytes } of rows) if (bytes > 0) byNamespace.set(key.slice(BYTES_PREFIX.length), bytes);
       return { total: [...byNamespace.values()].reduce((sum, bytes) => sum + bytes, 0), byNamespace };
     },
-    close: () => (closing ??= keyv.disconnect()),
+    close: () => (closing ??= (restoring ?? Promise.resolve()).then(() => keyv.disconnect())),
   });
 }

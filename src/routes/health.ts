@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import type { DiskHealth } from '../cache/disk-health.js';
 import type { RecordingIndex } from '../cache/recording-index.js';
+import { IndexFileError } from '../cache/sqlite-index-file.js';
 import { errorMessage } from '../errors.js';
 
 /**
@@ -41,6 +42,7 @@ const INDEX_READINESS_TIMEOUT_MS = 1_000;
  * The index store answers, within `timeoutMs` (default 1 s): a stalled store
  * is reported at once rather than after its own operation timeout. One ping at
  * a time: while a stalled store keeps one waiting, later probes wait on it too.
+ * An index whose file was deleted or replaced under it says so (IndexFileError).
  */
 export function indexReadiness(index: Pick<RecordingIndex, 'kind' | 'ping'>, timeoutMs = INDEX_READINESS_TIMEOUT_MS): ReadinessCheck {
   let pinging: Promise<void> | undefined;
@@ -56,12 +58,14 @@ export function indexReadiness(index: Pick<RecordingIndex, 'kind' | 'ping'>, tim
       });
       const answered = pinging.then(
         () => 'answered' as const,
-        () => 'failed' as const,
+        // Only an IndexFileError's message is safe to show: others may name a path or a host.
+        (error: unknown) => (error instanceof IndexFileError ? error : ('failed' as const)),
       );
       const outcome = await Promise.race([answered, late]);
       clearTimeout(timer);
       if (outcome === 'late') throw new Error(`the index store did not answer within ${formatSeconds(timeoutMs)}`);
       if (outcome === 'failed') throw new Error('the index store did not answer');
+      if (outcome instanceof IndexFileError) throw new Error(outcome.message);
     },
   };
 }
