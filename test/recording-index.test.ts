@@ -90,6 +90,25 @@ describe('sqlite index', () => {
     }
   });
 
+  it('lists only the entries fetched before a time, for the retention sweep, skipping a value that is not JSON', async () => {
+    dir = await makeTempDir('rg-index-old-');
+    const index = createSqliteIndex(dir);
+    try {
+      const old = sampleMeta(1, { fetchedAt: 1_000 });
+      const edge = sampleMeta(2, { fetchedAt: 2_000 });
+      const fresh = sampleMeta(3, { fetchedAt: 3_000 });
+      for (const meta of [old, edge, fresh]) await index.set(cacheKey(meta.namespace, meta.callId), meta);
+      const store = sqliteStore(dir);
+      await store.query('INSERT INTO keyv (key, value) VALUES (?, ?)', [`${SQLITE_KEY_PREFIX}ns/4`, 'not json']);
+      await store.disconnect();
+      const listed: string[] = [];
+      for await (const [key] of index.entriesFetchedBefore!(2_000)) listed.push(key);
+      expect(listed).toEqual([cacheKey(old.namespace, old.callId)]);
+    } finally {
+      await index.close();
+    }
+  });
+
   it('lists every one of 20,000 entries while some are deleted as they are listed (start-up reconciliation does)', async () => {
     dir = await makeTempDir('rg-index-big-');
     const COUNT = 20_000;

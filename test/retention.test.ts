@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { capturingLogger } from './support/capturing-logger.js';
 import {
+  ACME_KEY,
   acmeTenant,
   bytesOf,
   makeTempDir,
@@ -15,6 +16,7 @@ import {
   tempFilesIn,
   testConfig,
   testTenant,
+  SERVER_KEY,
   type RunningGateway,
 } from '../dev/gateway-harness.js';
 import type { ManualClock } from '../dev/manual-clock.js';
@@ -25,7 +27,9 @@ import { createCopyRetention, RetentionSweeper, retentionByNamespace } from '../
 import type { CachedRecording } from '../src/cache/recording-catalogue.js';
 import type { GatewayConfig, TenantConfig } from '../src/config/index.js';
 import { silentLogger, type Logger } from '../src/logger.js';
+import { sha256Hex } from '../src/sha256.js';
 import { gatewayPerTest } from './support/gateway-per-test.js';
+import { runCliInProcess } from './support/run-cli-in-process.js';
 import { startRedisServer, type RunningRedis } from './support/redis-server.js';
 
 const DAY_MS = 86_400_000;
@@ -240,6 +244,46 @@ describe('retention_days 0', () => {
   });
 });
 
+describe('beside the CLI on the same sqlite index', () => {
+  test("a copy `prefetch` stored while the gateway ran expires on the gateway's sweep, though the gateway never served it", async () => {
+    // The CLI stamps its copy with the real time; the gateway's clock starts there.
+    const clock = manualClock(Date.now());
+    const gateway = await start({ cache: { retentionDays: 1 }, clock });
+    const namespace = namespaceFor(bed.upstream.baseUrl);
+    const key = cacheKey(namespace, '2');
+    const configPath = path.join(bed.dir, '..', `${path.basename(bed.dir)}-cli.yaml`);
+    await writeFile(
+      configPath,
+      [
+        `upstream: { base_url: "${bed.upstream.baseUrl}" }`,
+        `cache: { dir: ${JSON.stringify(bed.dir)}, retention_days: 1 }`,
+        'tenants:',
+        '  - id: acme',
+        `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
+      ].join('\n'),
+    );
+    try {
+      const prefetch = await runCliInProcess(['--config', configPath, 'prefetch', '2'], {
+        cwd: bed.dir,
+        env: { FLYFLOW_API_KEY: SERVER_KEY },
+      });
+      expect(prefetch.stdout).toContain('call 2: cached');
+    } finally {
+      await rm(configPath, { force: true });
+    }
+    expect(existsSync(fileOf(namespace, 2))).toBe(true);
+    expect(await gateway.gateway.retention!.sweep()).toBe(0);
+
+    clock.advance(DAY_MS + 1_000);
+    expect(await gateway.gateway.retention!.sweep()).toBe(1);
+    expect(existsSync(fileOf(namespace, 2))).toBe(false);
+    expect(await gateway.gateway.index.get(key)).toBeUndefined();
+    const again = await gateway.fetch('/v1/call/recording/2.mp3');
+    expect(again.headers.get('cache-status')).toBe('recording-gateway; fwd=uri-miss');
+    await bytesOf(again);
+  });
+});
+
 describe('after a restart', () => {
   test('an expired copy left on disk is deleted at start-up and fetched again when asked', async () => {
     const clock = manualClock();
@@ -347,6 +391,8 @@ describe('the retention rules', () => {
     expect(retention.expired(meta('gone-tenant', now - DAY_MS - 1), true)).toBe(true);
     expect(retention.expired(meta('short', now - DAY_MS / 2 - 1), false)).toBe(true);
     expect(retention.keepsOnDisk('short')).toBe(true);
+    // What a sweep reads of the index: copies fetched before the shortest retention began, no newer one.
+    expect(retention.keptFrom()).toBe(now - DAY_MS / 2);
   });
 
   test('0 keeps a copy in memory only: any copy on disk is expired, a memory-only one is not', () => {
@@ -357,6 +403,7 @@ describe('the retention rules', () => {
     expect(retention.expired(meta('none', clock.now()), true)).toBe(true);
     expect(retention.expired(meta('none', clock.now() - 1000), false)).toBe(false);
     expect(retention.expired(meta('other', 0), true)).toBe(false);
+    expect(retention.keptFrom()).toBe(clock.now() + 1);
   });
 });
 
@@ -393,7 +440,7 @@ describe('the sweeper', () => {
     expect(attempts).toEqual([cacheKey('ns', '2'), cacheKey('ns', '2')]);
   });
 
-  test('lists a shared index too, for copies other processes stored', async () => {
+  test('lists the index too, for copies other processes stored', async () => {
     const expired: string[] = [];
     const listed: Array<[string, RecordingMeta]> = [[cacheKey('ns', '9'), entry('9', clock.now() - 2 * DAY_MS).meta]];
     const sweeper = new RetentionSweeper({
@@ -406,8 +453,6 @@ describe('the sweeper', () => {
       },
       retention,
       index: {
-        kind: 'sqlite',
-        shared: true,
         async *entries() {
           yield* listed;
         },

@@ -29,6 +29,8 @@ export interface RecordingIndex {
   delete(key: string): Promise<void>;
   /** Every stored entry, each key once; values that are not a {@link RecordingMeta} are skipped. */
   entries(): AsyncIterable<[string, RecordingMeta]>;
+  /** As `entries`, only those fetched before `time` (ms since the epoch), chosen by the store without reading the others (sqlite). */
+  entriesFetchedBefore?(time: number): AsyncIterable<[string, RecordingMeta]>;
   /** Resolves when the store answers; used by /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -112,6 +114,8 @@ export interface Backend {
   run<T>(operation: () => Promise<T>): Promise<T>;
   /** Every [key without the namespace, raw stored value], each key once. */
   list(): AsyncIterable<[string, unknown]>;
+  /** As `list`, only the entries whose `fetchedAt` is before `time`. */
+  listFetchedBefore?(time: number): AsyncIterable<[string, unknown]>;
   ping(): Promise<void>;
   close(): Promise<void>;
   /** Tells the other processes sharing the store that a key is gone. */
@@ -149,6 +153,14 @@ export function keyvIndex(backend: Backend): RecordingIndex {
     const raw: unknown = await keyv.serialize?.({ value: meta, expires: undefined });
     if (typeof raw !== 'string') throw new TypeError(`${ownPrefix}keyv did not serialize an entry to a string`);
     return raw;
+  }
+
+  /** The listed entries that are recordings' metadata. */
+  async function* decoded(listing: AsyncIterable<[string, unknown]>): AsyncIterable<[string, RecordingMeta]> {
+    for await (const [key, raw] of listing) {
+      const value = await decode(raw);
+      if (isRecordingMeta(value)) yield [key, value];
+    }
   }
 
   /** keyv's stored form is JSON `{value, expires}`; anything unreadable is not ours. */
@@ -204,15 +216,11 @@ export function keyvIndex(backend: Backend): RecordingIndex {
         throw fail(`cannot delete ${key}`, error);
       }
     },
-    async *entries() {
-      // Not keyv.iterator(): it throws on the first value it cannot decode
-      // (or one deleted by another replica mid-listing), which would stop
-      // the gateway from starting.
-      for await (const [key, raw] of backend.list()) {
-        const value = await decode(raw);
-        if (isRecordingMeta(value)) yield [key, value];
-      }
-    },
+    // Not keyv.iterator(): it throws on the first value it cannot decode
+    // (or one deleted by another replica mid-listing), which would stop
+    // the gateway from starting.
+    entries: () => decoded(backend.list()),
+    ...(backend.listFetchedBefore ? { entriesFetchedBefore: (time: number) => decoded(backend.listFetchedBefore!(time)) } : {}),
     async ping() {
       await backend.ping();
     },
@@ -466,6 +474,23 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
       });
     throw new IndexFileError('its file was deleted while the gateway ran; restoring it');
   };
+  /** The entries' rows (those `where` also keeps, with its `parameters`), a page of keys at a time. */
+  async function* listPages(where: string, parameters: unknown[] = []): AsyncIterable<[string, unknown]> {
+    const end = `${INDEX_NAMESPACE};`;
+    let after: string | undefined;
+    for (;;) {
+      const rows = (await run(() =>
+        store.query(
+          `SELECT key, value FROM ${table()} WHERE key ${after === undefined ? '>=' : '>'} ? AND key < ? ${where} ORDER BY key LIMIT ?`,
+          [after ?? prefix, end, ...parameters, SQLITE_PAGE_SIZE],
+        ),
+      )) as Array<{ key: string; value: unknown }>;
+      for (const row of rows) yield [row.key.slice(prefix.length), row.value];
+      const last = rows.at(-1);
+      if (!last || rows.length < SQLITE_PAGE_SIZE) return;
+      after = last.key;
+    }
+  }
   return keyvIndex({
     kind: 'sqlite',
     keyv,
@@ -478,24 +503,10 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
      * key seeks the primary key instead. Keys `recordings:…` sort (bytewise,
      * sqlite's default) between the prefix and the prefix with ':' + 1.
      */
-    async *list() {
-      const table = store.opts.table ?? 'keyv';
-      const end = `${INDEX_NAMESPACE};`;
-      let after: string | undefined;
-      for (;;) {
-        const rows = (await run(() =>
-          store.query(`SELECT key, value FROM ${table} WHERE key ${after === undefined ? '>=' : '>'} ? AND key < ? ORDER BY key LIMIT ?`, [
-            after ?? prefix,
-            end,
-            SQLITE_PAGE_SIZE,
-          ]),
-        )) as Array<{ key: string; value: unknown }>;
-        for (const row of rows) yield [row.key.slice(prefix.length), row.value];
-        const last = rows.at(-1);
-        if (!last || rows.length < SQLITE_PAGE_SIZE) return;
-        after = last.key;
-      }
-    },
+    list: () => listPages(''),
+    // Read by sqlite: a sweep every 20 s decodes the few old entries, not all of a large cache's.
+    listFetchedBefore: (time) =>
+      listPages(`AND (CASE WHEN json_valid(value) THEN json_extract(value, '$.value.fetchedAt') END) < ?`, [time]),
     async ping() {
       await run(() => keyv.get(`${prefix}__ping__`));
       await checkFile();

@@ -21,6 +21,8 @@ export interface CopyRetention {
   expired(meta: RecordingMeta, onDisk: boolean): boolean;
   /** False when the namespace's retention is 0: its recordings are served (and kept in memory) but never written to disk. */
   keepsOnDisk(namespace: string): boolean;
+  /** Every copy fetched from this time on is still kept, on disk or not (the shortest retention): a sweep need only read the index entries older. */
+  keptFrom(): number;
 }
 
 /** What decides retention: `cache.retention_days`, and each tenant's own with the namespace (upstream account) it reaches. */
@@ -54,6 +56,7 @@ export function createCopyRetention(settings: RetentionSettings, clock: Clock): 
   const { byNamespace, defaultMs } = retentionByNamespace(settings);
   if (defaultMs === undefined && byNamespace.size === 0) return undefined;
   const keepMs = (namespace: string) => byNamespace.get(namespace) ?? defaultMs;
+  const shortestMs = Math.min(...byNamespace.values(), defaultMs ?? Number.POSITIVE_INFINITY);
   return {
     expired(meta, onDisk) {
       const ms = keepMs(meta.namespace);
@@ -63,6 +66,8 @@ export function createCopyRetention(settings: RetentionSettings, clock: Clock): 
       return clock.now() - meta.fetchedAt > ms;
     },
     keepsOnDisk: (namespace) => keepMs(namespace) !== 0,
+    // Expired is `now - fetchedAt > ms`; a copy fetched at `now - ms` exactly is still kept, and with 0 every copy on disk is not.
+    keptFrom: () => clock.now() - shortestMs + (shortestMs === 0 ? 1 : 0),
   };
 }
 
@@ -71,10 +76,12 @@ export interface RetentionSweeperOptions {
   cache: { entries(): CachedRecording[]; expire(key: string, meta: RecordingMeta): Promise<boolean> };
   retention: CopyRetention;
   /**
-   * Listed on every sweep when other processes store into it (a shared
-   * volume or index), so copies this process never looked up go too.
+   * Listed on every sweep: other processes store into it (the CLI's
+   * `prefetch` beside the gateway on sqlite, other replicas on Redis or a
+   * shared volume), so copies this process never looked up go too. Through
+   * `entriesFetchedBefore` when it has it, so only the old entries are read.
    */
-  index?: Pick<RecordingIndex, 'entries' | 'kind' | 'shared'>;
+  index?: Pick<RecordingIndex, 'entries' | 'entriesFetchedBefore'>;
   /** True while a download of this key is under way: its copy is about to be replaced, so it is left to the next sweep. */
   busy?: (key: string) => boolean;
   logger: Logger;
@@ -90,7 +97,6 @@ export interface RetentionSweeperOptions {
  */
 export class RetentionSweeper {
   readonly #options: RetentionSweeperOptions;
-  readonly #listsIndex: boolean;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<number> | undefined;
   #stopped = false;
@@ -101,8 +107,6 @@ export class RetentionSweeper {
       throw new RangeError(`retention sweeper: intervalMs must be a positive number of milliseconds, got ${intervalMs}`);
     }
     this.#options = { ...options, intervalMs };
-    const index = options.index;
-    this.#listsIndex = index?.shared === true;
   }
 
   /** Sweeps now (in the background: start-up does not wait for it), then every `intervalMs` until `stop`. */
@@ -144,8 +148,9 @@ export class RetentionSweeper {
     for (const entry of cache.entries()) {
       if (retention.expired(entry.meta, entry.onDisk)) expired.set(entry.key, entry.meta);
     }
-    if (this.#listsIndex && index) {
-      for await (const [key, meta] of index.entries()) {
+    if (index) {
+      const listed = index.entriesFetchedBefore?.(retention.keptFrom()) ?? index.entries();
+      for await (const [key, meta] of listed) {
         if (this.#stopped) break;
         if (!expired.has(key) && retention.expired(meta, true)) expired.set(key, meta);
       }
