@@ -246,6 +246,31 @@ describe('audit trail of a running gateway', () => {
     ]);
   });
 
+  test('a request whose client left before any answer was sent is audited with no status, not the 200 it never got', async () => {
+    const gateway = await start();
+    upstream.setBehaviour(2, { kind: 'slow-head', delayMs: 500 });
+    try {
+      const { port } = new URL(gateway.baseUrl);
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          socket.write(`GET /v1/call/recording/2.mp3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\n`);
+          setTimeout(() => socket.destroy(), 100);
+        });
+        socket.once('data', () => reject(new Error('the gateway answered before the client left')));
+        socket.once('close', () => resolve());
+      });
+      const record = await waitFor(async () => {
+        await gateway.gateway.audit!.flush();
+        const lines = existsSync(path.join(auditDir, TODAY)) ? await fileLines(TODAY) : [];
+        return lines.length > 0 ? (JSON.parse(lines[0]!) as Record<string, unknown>) : undefined;
+      }, 'the audit line');
+      expect(record).toMatchObject({ event: 'recording', call_id: 2, status: null, bytes_sent: 0, cache: 'miss' });
+      await gateway.gateway.downloads.idle();
+    } finally {
+      upstream.setBehaviour(2, undefined);
+    }
+  });
+
   test('an admin purge is a purge line naming how it was authorized and what it named', async () => {
     const gateway = await start();
     await (await gateway.fetch('/v1/call/recording/2.mp3')).arrayBuffer();

@@ -31,7 +31,8 @@ export interface AuditEvent {
   /** null: an admin purge of a whole tenant or of everything. */
   callId: string | null;
   method: string;
-  status: number;
+  /** The status answered; null when none was: the client went away before the answer's head was sent. */
+  status: number | null;
   /** Audio bytes of a recording answer handed to the connection; 0 for the other events' small JSON answers. */
   bytesSent: number;
   /** The Range header as sent, cut to {@link MAX_RANGE_CHARS}. */
@@ -58,7 +59,8 @@ export interface AuditedRequest {
   method: string;
   /** The path as sent, without the query string (which may hold a signature). */
   path: string;
-  status: number;
+  /** null: no answer was sent (see {@link AuditEvent.status}). */
+  status: number | null;
   caller: Caller | undefined;
   callId: string | undefined;
   cache: string | undefined;
@@ -174,7 +176,7 @@ export function auditLineStart(event: AuditEvent): string {
   return (
     `{"time":"${new Date(event.time).toISOString()}","request_id":${quote(event.requestId)},"event":"${event.event}",` +
     `"tenant":${nullable(event.tenant)},"credential":${credentialJson(event.credential)},"call_id":${call},` +
-    `"method":${quote(event.method)},"status":${event.status},"bytes_sent":${event.bytesSent},"range":${nullable(event.range)},` +
+    `"method":${quote(event.method)},"status":${event.status ?? 'null'},"bytes_sent":${event.bytesSent},"range":${nullable(event.range)},` +
     `"cache":${nullable(event.cache)},"client":${nullable(event.client)},"user_agent":${nullable(event.userAgent)}`
   );
 }

@@ -114,7 +114,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     if (record.upstreamMs !== undefined) line += `,"upstreamMs":${record.upstreamMs}`;
     if (end !== 'sent') line += ',"aborted":true';
     writeLine(line, REQUEST_LINE);
-    if (audit) auditRequest(audit, record, now);
+    if (audit) auditRequest(audit, record, now, end);
   };
 }
 
