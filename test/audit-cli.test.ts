@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { cp, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { AuditEvent } from '../src/audit/audit-event.js';
@@ -182,6 +182,21 @@ describe('audit verify', () => {
     const broken = await audit(['verify'], configPath);
     expect(broken.code).toBe(1);
     expect(broken.stderr).toContain(`broken at ${DAY_2}:2: line 2 is not an audit line`);
+  });
+
+  test.each([
+    ['a directory', (at: string) => mkdir(at)],
+    ['a symbolic link to nothing', (at: string) => symlink(path.join(path.dirname(at), 'nowhere'), at)],
+  ])('%s named like a day file fails verify and query naming that file, without a stack', async (_what, make) => {
+    const { auditDir, configPath } = await copyOfTrail();
+    const odd = path.join(auditDir, 'audit-2026-11-27.jsonl');
+    await make(odd);
+    for (const args of [['verify'], ['query']]) {
+      const { code, stderr } = await audit(args, configPath);
+      expect(code).toBe(1);
+      expect(stderr).toContain(`error: cannot read the audit file ${odd}: it is `);
+      expect(stderr).not.toMatch(/\n\s+at /);
+    }
   });
 
   test('an audit directory that does not exist yet has nothing to verify; a config without `audit` is an error', async () => {

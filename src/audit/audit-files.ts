@@ -87,13 +87,15 @@ interface FileLine {
  * a line edited to end in `\r` is a different line, as it should be.
  */
 export async function* readFileLines(file: string): AsyncGenerator<FileLine> {
-  const handle = await open(file, 'r');
+  const handle = await open(file, 'r').catch((error: unknown) => Promise.reject(unreadableFile(file, error)));
   try {
     let carry: Buffer = Buffer.alloc(0);
     let number = 0;
     const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
     for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, READ_CHUNK_BYTES, null);
+      const { bytesRead } = await handle
+        .read(buffer, 0, READ_CHUNK_BYTES, null)
+        .catch((error: unknown) => Promise.reject(unreadableFile(file, error)));
       if (bytesRead === 0) break;
       const chunk = carry.length > 0 ? Buffer.concat([carry, buffer.subarray(0, bytesRead)]) : buffer.subarray(0, bytesRead);
       let start = 0;
@@ -107,6 +109,23 @@ export async function* readFileLines(file: string): AsyncGenerator<FileLine> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * A day's file that cannot be read, named: Node's own message names no file
+ * for a directory (EISDIR), and only the path for a link to nothing (ENOENT).
+ */
+function unreadableFile(file: string, error: unknown): Error {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const why =
+    code === 'EISDIR'
+      ? 'it is a directory, not a file'
+      : code === 'ENOENT'
+        ? 'it is not there (removed meanwhile, or a symbolic link to nothing)'
+        : error instanceof Error
+          ? error.message
+          : String(error);
+  return new Error(`cannot read the audit file ${file}: ${why}`, { cause: error });
 }
 
 /** The end of a chain on disk: the hash the next line's `prev` takes. */
