@@ -252,6 +252,13 @@ describe('audit query', () => {
     expect(calls(offset.stdout)).toEqual([3]);
   });
 
+  test('times with a lowercase `t` and `z`, as RFC 3339 allows, filter as the uppercase ones do', async () => {
+    const { configPath } = await copyOfTrail();
+    const window = await audit(['query', '--since', '2026-11-28t09:01:00z', '--until', '2026-11-28t09:03:00z', '--json'], configPath);
+    expect(window).toMatchObject({ code: 0, stderr: '' });
+    expect(window.stdout.split('\n').map((line) => (JSON.parse(line) as { call_id: number }).call_id)).toEqual([2, 2]);
+  });
+
   test('without --json it prints a table with a header and a count', async () => {
     const { configPath } = await copyOfTrail();
     const { code, stdout } = await audit(['query', '--tenant', 'acme', '--call', '2'], configPath);

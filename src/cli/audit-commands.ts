@@ -21,13 +21,14 @@ export interface AuditCommandDeps {
 }
 
 const EVENTS = ['recording', 'info', 'peaks', 'signed-url', 'purge', 'dropped'];
-const ISO_TIME = /^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[T ]([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,3})?)?))?(Z|[+-][0-9]{2}:[0-9]{2})?$/;
+// RFC 3339 (5.6) lets `T` and `Z` be lowercase.
+const ISO_TIME = /^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[Tt ]([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,3})?)?))?([Zz]|[+-][0-9]{2}:[0-9]{2})?$/;
 
-/** An ISO 8601 date or date-time; UTC unless it names an offset. */
+/** An ISO 8601 / RFC 3339 date or date-time; UTC unless it names an offset. */
 export function parseIsoTime(value: string): number {
   const match = ISO_TIME.exec(value);
   const [, date, time, zone] = match ?? [];
-  const text = `${date}T${time ?? '00:00'}${zone ?? 'Z'}`;
+  const text = `${date}T${time ?? '00:00'}${zone?.toUpperCase() ?? 'Z'}`;
   const parsed = match ? Date.parse(text) : Number.NaN;
   // Date.parse takes 2026-02-30 as March 2: the day must come back as written.
   const sameDay = !Number.isNaN(parsed) && (zone !== undefined || utcDay(parsed) === date);
