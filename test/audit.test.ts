@@ -301,6 +301,28 @@ describe('audit trail of a running gateway', () => {
     expect(await readFile(path.join(auditDir, TODAY), 'utf8')).not.toContain(ADMIN_TOKEN);
   });
 
+  test('an admin purge refused 400 names the tenant and call it asked for, each where valid, so its line does not read as a purge of everything', async () => {
+    const gateway = await start();
+    const purge = (body: string) =>
+      fetch(`${gateway.baseUrl}/admin/cache/purge`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        body,
+      });
+    for (const body of ['{"tenant": "acme", "call_id": "abc"}', '{"tenant": "acme", "call_id": 2, "all": true}', '{"tenant": "nobody"}']) {
+      const refused = await purge(body);
+      expect(refused.status).toBe(400);
+      await refused.arrayBuffer();
+    }
+    await gateway.gateway.audit!.flush();
+    const records = (await fileLines(TODAY)).map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(records.map((record) => [record.event, record.status, record.tenant, record.call_id, record.credential])).toEqual([
+      ['purge', 400, 'acme', null, { kind: 'admin-token' }],
+      ['purge', 400, 'acme', 2, { kind: 'admin-token' }],
+      ['purge', 400, null, null, { kind: 'admin-token' }],
+    ]);
+  });
+
   test('after a restart the chain continues from the last line on disk; a new UTC day starts a file chained to the old one', async () => {
     const clock = manualClock(Date.UTC(2026, 10, 30, 23, 59, 58));
     const first = await start(clock);

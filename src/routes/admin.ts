@@ -61,8 +61,25 @@ async function authorize(c: Context, deps: AdminRoutesDeps): Promise<'admin-toke
   throw new UnauthorizedError('invalid');
 }
 
-/** The request body, `{"call_id"?, "tenant"?, "all"?}`, checked. */
-async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callId?: string; namespace?: string; tenantId?: string }> {
+/**
+ * The tenant and call id a purge request names, each when valid, for its
+ * audit line: a request refused for another of its fields still says
+ * which recordings it was after, not `null` (which reads as every tenant).
+ */
+function noteNamed(named: AdminPurgeAudit, rawCallId: unknown, tenantId: unknown, tenants: TenantRegistry): void {
+  if (typeof rawCallId === 'string' || typeof rawCallId === 'number') {
+    try {
+      named.callId = parseCallId(String(rawCallId));
+    } catch {
+      // Refused by purgeFilter, which says why.
+    }
+  }
+  const tenant = typeof tenantId === 'string' ? tenants.byId(tenantId) : undefined;
+  if (tenant) named.tenant = tenant.id;
+}
+
+/** The request body, `{"call_id"?, "tenant"?, "all"?}`, checked; what it names noted in `named` first. */
+async function purgeFilter(c: Context, tenants: TenantRegistry, named: AdminPurgeAudit): Promise<{ callId?: string; namespace?: string }> {
   let body: unknown;
   try {
     body = await c.req.json();
@@ -71,6 +88,7 @@ async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callI
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('Expected a JSON object');
   const { call_id: rawCallId, tenant: tenantId, all, ...rest } = body as Record<string, unknown>;
+  noteNamed(named, rawCallId, tenantId, tenants);
   const unknown = Object.keys(rest);
   if (unknown.length > 0) throw new BadRequestError(`Unknown field ${JSON.stringify(unknown[0])}: expected call_id, tenant or all`);
   if (all !== undefined && all !== true) throw new BadRequestError('"all" must be true when given');
@@ -79,7 +97,7 @@ async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callI
   if (all === true && (hasCall || hasTenant)) throw new BadRequestError('"all" purges everything: leave out call_id and tenant');
   if (all !== true && !hasCall && !hasTenant)
     throw new BadRequestError('Name a call_id, a tenant or both; {"all": true} purges everything');
-  const filter: { callId?: string; namespace?: string; tenantId?: string } = {};
+  const filter: { callId?: string; namespace?: string } = {};
   if (hasCall) {
     if (typeof rawCallId !== 'string' && typeof rawCallId !== 'number') throw new BadRequestError('call_id must be a string or a number');
     filter.callId = parseCallId(String(rawCallId));
@@ -88,7 +106,6 @@ async function purgeFilter(c: Context, tenants: TenantRegistry): Promise<{ callI
     const tenant = typeof tenantId === 'string' ? tenants.byId(tenantId) : undefined;
     if (!tenant) throw new BadRequestError(`No tenant ${JSON.stringify(String(tenantId))} in the gateway's config`);
     filter.namespace = tenant.namespace;
-    filter.tenantId = tenant.id;
   }
   return filter;
 }
@@ -98,9 +115,7 @@ export function createAdminPurgeHandler(deps: AdminRoutesDeps) {
   return async function adminPurge(c: Context<GatewayEnv>): Promise<Response> {
     const audit: AdminPurgeAudit = { credential: await authorize(c, deps) };
     c.set('adminPurge', audit);
-    const { callId, namespace, tenantId } = await purgeFilter(c, deps.tenants);
-    if (callId !== undefined) audit.callId = callId;
-    if (tenantId !== undefined) audit.tenant = tenantId;
+    const { callId, namespace } = await purgeFilter(c, deps.tenants, audit);
     // A purge of one call id is recorded per recording by `purge` below.
     if (callId === undefined) await deps.markPurged(namespace);
     const targets = new Map<string, { namespace: string; callId: string; listed: boolean }>();
