@@ -463,6 +463,29 @@ describe('the sweeper', () => {
     expect(expired).toEqual([cacheKey('ns', '9')]);
   });
 
+  test('an index that cannot be listed still lets the copies this process holds expire', async () => {
+    const expired: string[] = [];
+    const sweeper = new RetentionSweeper({
+      cache: {
+        entries: () => [entry('1', clock.now() - 2 * DAY_MS)],
+        async expire(key) {
+          expired.push(key);
+          return true;
+        },
+      },
+      retention,
+      index: {
+        // biome-ignore lint/correctness/useYield: a listing that fails before its first entry
+        async *entries() {
+          throw new Error('index: disk I/O error');
+        },
+      },
+      logger: silentLogger(),
+    });
+    expect(await sweeper.sweep()).toBe(1);
+    expect(expired).toEqual([cacheKey('ns', '1')]);
+  });
+
   test('refuses a bad interval', () => {
     expect(
       () =>

@@ -149,10 +149,15 @@ export class RetentionSweeper {
       if (retention.expired(entry.meta, entry.onDisk)) expired.set(entry.key, entry.meta);
     }
     if (index) {
-      const listed = index.entriesFetchedBefore?.(retention.keptFrom()) ?? index.entries();
-      for await (const [key, meta] of listed) {
-        if (this.#stopped) break;
-        if (!expired.has(key) && retention.expired(meta, true)) expired.set(key, meta);
+      try {
+        const listed = index.entriesFetchedBefore?.(retention.keptFrom()) ?? index.entries();
+        for await (const [key, meta] of listed) {
+          if (this.#stopped) break;
+          if (!expired.has(key) && retention.expired(meta, true)) expired.set(key, meta);
+        }
+      } catch (error) {
+        // What this process holds expires all the same; what only the index lists waits for the next sweep.
+        logger.warn({ err: error }, 'retention sweep could not list the index; the next one tries again');
       }
     }
     let removed = 0;
