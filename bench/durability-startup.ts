@@ -18,7 +18,7 @@ import { isDeepStrictEqual } from 'node:util';
 // transaction: keyv has no batch set, and a row at a time is the slow part.
 import sqlite3 from 'sqlite3';
 import { listStoredFiles } from '../src/cache/disk-store.js';
-import { createSqliteIndex } from '../src/cache/recording-index.js';
+import { createSqliteIndex } from '../src/cache/sqlite-index.js';
 import { cacheKey, type RecordingMeta } from '../src/cache/recording-meta.js';
 import { namespaceFor } from '../dev/gateway-harness.js';
 import { startGatewayProcess, startScriptNodeFlags, stopGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';

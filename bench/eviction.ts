@@ -16,7 +16,7 @@ import { systemClock } from '../src/clock.js';
 import { DiskHealth } from '../src/cache/disk-health.js';
 import { createDiskStore } from '../src/cache/disk-store.js';
 import { RecordingCache } from '../src/cache/recording-cache.js';
-import { createSqliteIndex } from '../src/cache/recording-index.js';
+import { createSqliteIndex } from '../src/cache/sqlite-index.js';
 import { silentLogger } from '../src/logger.js';
 import { markdownTable } from './table.js';
 

@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { createDiskStore } from '../src/cache/disk-store.js';
-import { createSqliteIndex } from '../src/cache/recording-index.js';
+import { createSqliteIndex } from '../src/cache/sqlite-index.js';
 import { verifyCache } from '../src/cache/verify.js';
 import type { GatewayConfig } from '../src/config/index.js';
 import type { Logger } from '../src/logger.js';

@@ -9,7 +9,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { createSqliteIndex } from '../src/cache/recording-index.js';
+import { createSqliteIndex } from '../src/cache/sqlite-index.js';
 import { sha256Hex } from '../src/sha256.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, SERVER_KEY, makeTempDir, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';

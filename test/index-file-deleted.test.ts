@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { describe, expect, test } from 'vitest';
 import { INDEX_SIDE_FILES } from '../src/cache/damaged-index.js';
-import { sqliteIndexFile } from '../src/cache/recording-index.js';
+import { sqliteIndexFile } from '../src/cache/sqlite-index.js';
 import type { RunningGateway } from '../dev/gateway-harness.js';
 import { capturingLogger } from './support/capturing-logger.js';
 import { gatewayPerTest } from './support/gateway-per-test.js';

@@ -1,4 +1,4 @@
-import { Agent } from 'node:http';
+import { Agent, type IncomingMessage } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
@@ -37,6 +37,15 @@ let dir: string;
 let cacheDir: string;
 let configPath: string;
 const children: GatewayProcess[] = [];
+
+/** Reads `response`'s body once its first bytes have come (in an object: a promise returned bare would be awaited). */
+async function bodyUnderWay(response: IncomingMessage): Promise<{ body: ReturnType<typeof readBody> }> {
+  let firstBytes!: () => void;
+  const started = new Promise<void>((resolve) => (firstBytes = resolve));
+  const body = readBody(response, () => firstBytes());
+  await started;
+  return { body };
+}
 
 async function startChild(): Promise<GatewayProcess> {
   const child = await startGatewayProcess(configPath);
@@ -163,10 +172,7 @@ describe('shutdown past the grace period', () => {
     const gateway = await startChild();
     const response = await openGet(`${gateway.url}/v1/call/recording/103.mp3`, AUTH);
     expect(response.statusCode).toBe(200);
-    let firstBytes!: () => void;
-    const started = new Promise<void>((resolve) => (firstBytes = resolve));
-    const body = readBody(response, () => firstBytes());
-    await started;
+    const { body } = await bodyUnderWay(response);
 
     const signalledAt = Date.now();
     gateway.child.kill('SIGTERM');
@@ -192,10 +198,7 @@ describe('shutdown past the grace period', () => {
     upstream.setBehaviour(104, { kind: 'slow-body', chunkBytes: 64 * 1024, intervalMs: 1_000 });
     const gateway = await startChild();
     const response = await openGet(`${gateway.url}/v1/call/recording/104.mp3`, AUTH);
-    let firstBytes!: () => void;
-    const started = new Promise<void>((resolve) => (firstBytes = resolve));
-    const body = readBody(response, () => firstBytes());
-    await started;
+    const { body } = await bodyUnderWay(response);
 
     const signalledAt = Date.now();
     gateway.child.kill('SIGTERM');
@@ -237,10 +240,7 @@ describe('shutdown past the grace period', () => {
     const { logger, lines } = capturingLogger();
     const server = await startServer(testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl }), { logger });
     const response = await openGet(`${server.url}/v1/call/recording/104.mp3`, AUTH);
-    let firstBytes!: () => void;
-    const started = new Promise<void>((resolve) => (firstBytes = resolve));
-    const body = readBody(response, () => firstBytes());
-    await started;
+    const { body } = await bodyUnderWay(response);
 
     const closingAt = Date.now();
     await server.close(500);
@@ -430,10 +430,7 @@ describe('edge cases that once failed', () => {
     const agent = new Agent({ keepAlive: true });
     try {
       const response = await openGet(`${server.url}/v1/call/recording/102.mp3`, AUTH, agent);
-      let firstBytes!: () => void;
-      const started = new Promise<void>((resolve) => (firstBytes = resolve));
-      const body = readBody(response, () => firstBytes());
-      await started;
+      const { body } = await bodyUnderWay(response);
       const closed = server.close(CLI_GRACE_MS);
       expect((await body).bytes.equals(recording)).toBe(true);
       const bodyDoneAt = Date.now();

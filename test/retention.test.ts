@@ -21,7 +21,7 @@ import {
 } from '../dev/gateway-harness.js';
 import type { ManualClock } from '../dev/manual-clock.js';
 import { upstreamNamespace } from '../src/auth/tenants.js';
-import { createSqliteIndex } from '../src/cache/recording-index.js';
+import { createSqliteIndex } from '../src/cache/sqlite-index.js';
 import { cacheKey, type RecordingMeta } from '../src/cache/recording-meta.js';
 import { createCopyRetention, RetentionSweeper, retentionByNamespace } from '../src/cache/retention.js';
 import type { CachedRecording } from '../src/cache/recording-catalogue.js';

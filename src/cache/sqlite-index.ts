@@ -1,0 +1,307 @@
+import Keyv from 'keyv';
+import KeyvSqlite from '@keyv/sqlite';
+import { closeSync, openSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Logger } from '../logger.js';
+import { closeToOthers, PRIVATE_FILE_MODE } from '../private-files.js';
+import { asDamagedIndex, INDEX_SIDE_FILES } from './damaged-index.js';
+import { INDEX_NAMESPACE, keyvIndex, type RecordingIndex } from './recording-index.js';
+import { copyDatabaseTo, identityOf, IndexFileError, indexFileState } from './sqlite-index-file.js';
+
+// Rows per query when listing the sqlite index: 100,000 entries in ten queries.
+const SQLITE_PAGE_SIZE = 10_000;
+
+/** Where the bytes of each namespace's recordings are counted, beside the entries (outside `recordings:`, so never listed as one). */
+const BYTES_PREFIX = 'bytes:';
+const BYTES_ROWS = `key >= '${BYTES_PREFIX}' AND key < 'bytes;'`;
+
+/**
+ * Keeps the bytes of the listed recordings counted by namespace in rows
+ * `bytes:<namespace>`, by triggers on the entries' rows: every write by any
+ * process on the index (a replica sharing the volume, the CLI, an older
+ * version) counts in the same statement, so the count is always that of the
+ * entries. Installed once, in one transaction with the count of the entries
+ * already there (one pass); later opens only look for the triggers.
+ */
+async function countStoredBytes(query: (sql: string) => Promise<unknown>, table: string): Promise<void> {
+  const entries = (row: string) => `${row}.key >= '${INDEX_NAMESPACE}:' AND ${row}.key < '${INDEX_NAMESPACE};'`;
+  // A value that is not JSON (not ours) counts nothing rather than failing the write.
+  const sizes = (value: string, from = '') => `
+    SELECT json_extract(json, '$.value.namespace') AS namespace, json_extract(json, '$.value.size') AS size
+    FROM (SELECT CASE WHEN json_valid(${value}) THEN ${value} ELSE '{}' END AS json ${from})
+    WHERE typeof(namespace) = 'text' AND typeof(size) = 'integer'`;
+  const add = (row: string, sign: string) => `
+    INSERT INTO ${table} (key, value) SELECT '${BYTES_PREFIX}' || namespace, ${sign} size FROM (${sizes(`${row}.value`)}) WHERE true
+    ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER);`;
+  const installed = async () =>
+    ((await query(`SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = '${INDEX_NAMESPACE}_bytes_delete'`)) as unknown[])
+      .length > 0;
+  // Looked for first without the write lock, which every later open would otherwise take.
+  if (await installed()) return;
+  await query('BEGIN IMMEDIATE');
+  try {
+    if (!(await installed())) {
+      await query(`DELETE FROM ${table} WHERE ${BYTES_ROWS}`);
+      await query(
+        `INSERT INTO ${table} (key, value) SELECT '${BYTES_PREFIX}' || namespace, SUM(size)
+         FROM (${sizes('value', `FROM ${table} WHERE ${entries(table)}`)}) GROUP BY namespace`,
+      );
+      await query(
+        `CREATE TRIGGER ${INDEX_NAMESPACE}_bytes_insert AFTER INSERT ON ${table} WHEN ${entries('new')} BEGIN ${add('new', '')} END`,
+      );
+      await query(
+        `CREATE TRIGGER ${INDEX_NAMESPACE}_bytes_update AFTER UPDATE ON ${table} WHEN ${entries('old')} BEGIN ${add('old', '-')} ${add('new', '')} END`,
+      );
+      await query(
+        `CREATE TRIGGER ${INDEX_NAMESPACE}_bytes_delete AFTER DELETE ON ${table} WHEN ${entries('old')} BEGIN ${add('old', '-')} END`,
+      );
+    }
+    await query('COMMIT');
+  } catch (error) {
+    await query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+}
+
+const BUSY_TIMEOUT_MS = 5_000;
+const BUSY_RETRY_MS = 20;
+
+/**
+ * Runs `operation` again while sqlite answers SQLITE_BUSY, for up to
+ * `BUSY_TIMEOUT_MS`. sqlite answers it at once, without waiting out the busy
+ * timeout, where waiting could deadlock: `PRAGMA journal_mode=WAL` while
+ * another connection holds a write lock on a database not yet in WAL (an
+ * index another process is opening or writing in the same moment).
+ */
+async function retriedWhileBusy(operation: () => Promise<void>): Promise<void> {
+  const giveUpAt = Date.now() + BUSY_TIMEOUT_MS;
+  for (;;) {
+    try {
+      return await operation();
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'SQLITE_BUSY' || Date.now() >= giveUpAt) throw error;
+      await delay(BUSY_RETRY_MS);
+    }
+  }
+}
+
+/** Puts the index in WAL mode and counts its bytes, each a no-op once done. */
+function tuneIndex(store: KeyvSqlite): Promise<void> {
+  return retriedWhileBusy(async () => {
+    await store.query('PRAGMA journal_mode=WAL');
+    await countStoredBytes((sql) => store.query(sql), store.opts.table ?? 'keyv');
+  });
+}
+
+async function tuneIndexAlone(file: string): Promise<void> {
+  const store = openSqliteStore(file);
+  try {
+    await tuneIndex(store);
+  } finally {
+    await store.disconnect();
+  }
+}
+
+function openSqliteStore(file: string): KeyvSqlite {
+  return new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: BUSY_TIMEOUT_MS });
+}
+
+/** Where the embedded index lives in a cache directory. */
+export function sqliteIndexFile(cacheDir: string): string {
+  return path.join(cacheDir, 'index.sqlite');
+}
+
+/**
+ * sqlite creates a new database 0644 (less the umask), and its -wal and -shm
+ * files with the mode of the database: an index created here first, empty
+ * and closed to other users, or an older one closed now, keeps all three
+ * from them. Errors are left to sqlite, which names the file (SQLITE_CANTOPEN).
+ */
+function closeIndexToOthers(file: string): void {
+  try {
+    closeSync(openSync(file, 'wx', PRIVATE_FILE_MODE));
+  } catch {
+    // There already (closed below), or sqlite will say why it cannot be.
+  }
+  for (const suffix of ['', ...INDEX_SIDE_FILES]) closeToOthers(file + suffix);
+}
+
+export interface SqliteIndexOptions {
+  /**
+   * For the serving gateway, never a second process (the CLI): an index file
+   * deleted under it is put back from the open index when /readyz pings it,
+   * and said so to `logger`. Without it, the ping only fails, saying so.
+   */
+  restoreDeleted?: { logger: Logger };
+}
+
+/** The embedded default: a sqlite file inside the cache directory, closed to other users. */
+export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions = {}): RecordingIndex {
+  const file = sqliteIndexFile(cacheDir);
+  closeIndexToOthers(file);
+  let store = openSqliteStore(file);
+  let opened = identityOf(file);
+  // throwOnErrors: without it keyv.get() turns a broken store into "not found",
+  // and ping() would report a dead index as ready.
+  const keyv = new Keyv({ store, namespace: INDEX_NAMESPACE, useKeyPrefix: false, throwOnErrors: true });
+  // @keyv/sqlite does not prefix keys itself: `recordings:<key>` is the layout
+  // keyv's own prefixing gives, without its quirks.
+  const prefix = `${INDEX_NAMESPACE}:`;
+  let closing: Promise<void> | undefined;
+  const table = () => store.opts.table ?? 'keyv';
+  let bytesCounted = false;
+  // WAL lets the CLI read while the gateway writes, and with synchronous=NORMAL
+  // a store costs no fsync of its own: the recording file was fsynced before
+  // it was indexed, and an entry lost to a power cut only means a refetch.
+  // An index that cannot be tuned still answers: what is wrong with it shows
+  // in its operations, and usage() tries the count again.
+  let tuningError: unknown;
+  const counted = (tuning: Promise<void>) =>
+    tuning.then(
+      () => {
+        bytesCounted = true;
+      },
+      (error: unknown) => {
+        tuningError = error;
+      },
+    );
+  const tuned = counted(store.query('PRAGMA synchronous=NORMAL').then(() => tuneIndex(store)));
+  let countingAgain: Promise<void> | undefined;
+  // Through a connection of its own: this one's operations go on meanwhile, and none may join its transaction.
+  const countAgain = () => {
+    countingAgain ??= counted(tuneIndexAlone(file)).finally(() => {
+      countingAgain = undefined;
+    });
+    return countingAgain;
+  };
+  // Operations under way, so that a restore copies the database once they are done, and those that come meanwhile wait for it.
+  let underWay = 0;
+  let idle: (() => void) | undefined;
+  let restoring: Promise<void> | undefined;
+  const run = async <T>(operation: () => Promise<T>): Promise<T> => {
+    if (closing) throw new Error('sqlite index: closed');
+    await tuned;
+    while (restoring) await restoring;
+    underWay++;
+    try {
+      return await operation();
+    } catch (error) {
+      throw asDamagedIndex(file, error);
+    } finally {
+      if (--underWay === 0) idle?.();
+    }
+  };
+  /** Puts a deleted index file back: a copy of the open database, which every operation uses from then on. */
+  const restore = async (): Promise<void> => {
+    if (underWay > 0) await new Promise<void>((resolve) => (idle = resolve));
+    idle = undefined;
+    await copyDatabaseTo((sql, ...parameters) => store.query(sql, ...parameters), file);
+    const restored = openSqliteStore(file);
+    await restored.query('PRAGMA synchronous=NORMAL');
+    await tuneIndex(restored);
+    const deleted = store;
+    store = restored;
+    keyv.store = restored;
+    opened = identityOf(file);
+    await deleted.disconnect().catch(() => {});
+  };
+  /** Rejects with an {@link IndexFileError} while the index file is not the one open. */
+  const checkFile = async (): Promise<void> => {
+    while (restoring) await restoring;
+    const state = await indexFileState(file, opened);
+    if (state === 'same') return;
+    if (state === 'replaced') throw new IndexFileError('its file was replaced while the gateway ran; restart the gateway');
+    const logger = options.restoreDeleted?.logger;
+    if (!logger) throw new IndexFileError('its file was deleted while the gateway ran; restart the gateway');
+    if (!restoring) logger.warn({ file }, 'the cache index file was deleted while the gateway ran; restoring it from the open index');
+    // One restore at a time, however many probes saw the file gone.
+    restoring ??= restore()
+      .then(
+        () => logger.info({ file }, 'the cache index file is restored'),
+        (error: unknown) =>
+          logger.warn({ err: error, file }, 'restoring the deleted cache index file failed; the next /readyz tries again'),
+      )
+      .finally(() => {
+        restoring = undefined;
+      });
+    throw new IndexFileError('its file was deleted while the gateway ran; restoring it');
+  };
+  /** The entries' rows (those `where` also keeps, with its `parameters`), a page of keys at a time. */
+  async function* listPages(where: string, parameters: unknown[] = []): AsyncIterable<[string, unknown]> {
+    const end = `${INDEX_NAMESPACE};`;
+    let after: string | undefined;
+    for (;;) {
+      const rows = (await run(() =>
+        store.query(
+          `SELECT key, value FROM ${table()} WHERE key ${after === undefined ? '>=' : '>'} ? AND key < ? ${where} ORDER BY key LIMIT ?`,
+          [after ?? prefix, end, ...parameters, SQLITE_PAGE_SIZE],
+        ),
+      )) as Array<{ key: string; value: unknown }>;
+      for (const row of rows) yield [row.key.slice(prefix.length), row.value];
+      const last = rows.at(-1);
+      if (!last || rows.length < SQLITE_PAGE_SIZE) return;
+      after = last.key;
+    }
+  }
+  return keyvIndex({
+    kind: 'sqlite',
+    keyv,
+    storeKey: (key) => prefix + key,
+    run,
+    /**
+     * Not @keyv/sqlite's iterator: it pages with LIMIT/OFFSET, so entries
+     * deleted while listing (start-up reconciliation does) make it skip as
+     * many live ones, and every page rescans the rows before it. Paging by
+     * key seeks the primary key instead. Keys `recordings:…` sort (bytewise,
+     * sqlite's default) between the prefix and the prefix with ':' + 1.
+     */
+    list: () => listPages(''),
+    // Read by sqlite: a sweep every 20 s decodes the few old entries, not all of a large cache's.
+    listFetchedBefore: (time) =>
+      listPages(`AND (CASE WHEN json_valid(value) THEN json_extract(value, '$.value.fetchedAt') END) < ?`, [time]),
+    async ping() {
+      await run(() => keyv.get(`${prefix}__ping__`));
+      await checkFile();
+    },
+    // Marks are plain integers in rows of their own (`purged:...`), outside the entries' key range.
+    async purgeCount(scopes) {
+      const rows = (await store.query(
+        `SELECT COALESCE(SUM(CAST(value AS INTEGER)), 0) AS n FROM ${table()} WHERE key IN (SELECT value FROM json_each(?))`,
+        JSON.stringify(scopes),
+      )) as Array<{ n: number }>;
+      return Number(rows[0]?.n ?? 0);
+    },
+    async markPurged(scope) {
+      await store.query(
+        `INSERT INTO ${table()} (key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1`,
+        scope,
+      );
+    },
+    // One statement, so no purge from another process falls between the check and the write.
+    async setUnlessPurged(storeKey, serialized, scopes, seen) {
+      const rows = (await store.query(
+        `INSERT INTO ${table()} (key, value) SELECT ?, ?
+         WHERE (SELECT COALESCE(SUM(CAST(value AS INTEGER)), 0) FROM ${table()} WHERE key IN (SELECT value FROM json_each(?))) <= ?
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value RETURNING key`,
+        storeKey,
+        serialized,
+        JSON.stringify(scopes),
+        seen,
+      )) as unknown[];
+      return rows.length > 0;
+    },
+    async usage() {
+      if (!bytesCounted) await countAgain();
+      if (!bytesCounted) throw tuningError;
+      const rows = (await store.query(`SELECT key, CAST(value AS INTEGER) AS bytes FROM ${table()} WHERE ${BYTES_ROWS}`)) as Array<{
+        key: string;
+        bytes: number;
+      }>;
+      const byNamespace = new Map<string, number>();
+      for (const { key, bytes } of rows) if (bytes > 0) byNamespace.set(key.slice(BYTES_PREFIX.length), bytes);
+      return { total: [...byNamespace.values()].reduce((sum, bytes) => sum + bytes, 0), byNamespace };
+    },
+    close: () => (closing ??= (restoring ?? Promise.resolve()).then(() => keyv.disconnect())),
+  });
+}
