@@ -42,9 +42,10 @@ export type Behaviour =
   | { kind: 'no-content-length' }
   /**
    * 200 framed by the connection only (neither Content-Length nor chunks), as
-   * an HTTP/1.0 server sends it: the body, or its first `afterBytes`, then the close.
+   * an HTTP/1.0 server sends it: the body, or its first `afterBytes`, then the
+   * close (a TCP reset with `reset`).
    */
-  | { kind: 'close-delimited'; afterBytes?: number }
+  | { kind: 'close-delimited'; afterBytes?: number; reset?: boolean }
   /** Redirects (302 unless `status` says otherwise) to `location`, an absolute URL. */
   | { kind: 'redirect'; location: string; status?: number }
   /**
@@ -274,7 +275,10 @@ export async function startFakeFlyflow(options: FakeFlyflowOptions = {}): Promis
         res.useChunkedEncodingByDefault = false;
         audioHead(res, undefined);
         await write(res, bytes.subarray(0, behaviour.afterBytes ?? bytes.length));
-        res.end();
+        // The reset a moment after the bytes, so that they reach the client before it.
+        if (behaviour.reset) {
+          if (await pause(res, closed.signal, 30)) res.socket?.resetAndDestroy();
+        } else res.end();
         return;
       }
       case 'no-content-length': {

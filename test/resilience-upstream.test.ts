@@ -12,8 +12,16 @@ import {
 } from '../dev/gateway-harness.js';
 import { eventually, storedRecordingFiles } from '../dev/recording-bytes.js';
 import { createLogger, type Logger } from '../src/logger.js';
+import { frameHeaderAt } from '../src/recordings/analysis/mp3-header.js';
 
 let upstream: FakeFlyflow;
+
+/** Where the MPEG frame that ends at or after `offset` ends (walking the frames from the ID3v2 tag's end). */
+function frameEndNear(mp3: Buffer, offset: number): number {
+  let at = mp3.subarray(0, 3).toString('latin1') === 'ID3' ? 10 + ((mp3[6]! << 21) | (mp3[7]! << 14) | (mp3[8]! << 7) | mp3[9]!) : 0;
+  while (at < offset) at += frameHeaderAt(mp3, at)!.length!;
+  return at;
+}
 let dir: string;
 const running: RunningGateway[] = [];
 
@@ -187,6 +195,17 @@ describe('an upstream body framed by its connection only (neither Content-Length
     const again = await gateway.fetch('/v1/call/recording/1.mp3');
     expect((await bytesOf(again)).equals(upstream.recording(1)!)).toBe(true);
     expect(upstream.recordingRequests(1)).toHaveLength(tries + 1);
+  });
+
+  test('reset by the upstream at the end of a frame: the answer is not taken for whole and nothing is stored', async () => {
+    const gateway = await start();
+    const recording = upstream.recording(1)!;
+    upstream.setBehaviour(1, { kind: 'close-delimited', afterBytes: frameEndNear(recording, 10_000), reset: true });
+    const response = await gateway.fetch('/v1/call/recording/1.mp3');
+    if (response.status === 200) await expect(bytesOf(response)).rejects.toThrow();
+    else expect(await errorOf(response)).toEqual(jsonError(502, 'Bad Gateway'));
+    await gateway.gateway.downloads.idle();
+    expect(await storedRecordingFiles(dir)).toEqual([]);
   });
 });
 

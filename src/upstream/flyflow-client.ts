@@ -101,8 +101,10 @@ function httpGet(url: URL, headers: Record<string, string>, signal: AbortSignal)
     request.end();
   });
 }
-function cutMidFrame(): RetryableUpstreamError {
-  return new RetryableUpstreamError('Upstream body, framed by its connection only, ended inside an MP3 frame: cut short');
+function cutShort(): RetryableUpstreamError {
+  return new RetryableUpstreamError(
+    'Upstream body, framed by its connection only, ended inside an MP3 frame or with a broken connection: cut short',
+  );
 }
 
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -165,8 +167,11 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
   function wrapBody(response: IncomingMessage, head: ReturnType<typeof checkHead>): UpstreamRecording {
     // Destroying a response not read to its end closes its connection; one read whole stays with the agent.
     const stop = () => response.destroy();
-    // Neither a length nor chunks: the body ends with the connection, so one cut short looks whole (RFC 9112, 6.3).
+    // Neither a length nor chunks: the body ends with the connection, so one cut short looks whole (RFC 9112, 6.3),
+    // a reset connection's included (Node ends such a body when its socket closes, whatever closed it).
     const ending = head.contentLength === undefined && response.headers['transfer-encoding'] === undefined ? new BodyEnding() : undefined;
+    let connectionFailed = false;
+    if (ending) response.socket?.once('error', () => (connectionFailed = true));
     return {
       ...head,
       lastModified: response.headers['last-modified'],
@@ -178,7 +183,7 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
           for (;;) {
             const chunk = await nextBodyChunk(response, options.bodyIdleTimeoutMs);
             if (chunk === null) {
-              if (ending && !endsWithWholeFrame(ending.bytes())) throw cutMidFrame();
+              if (ending && (connectionFailed || !endsWithWholeFrame(ending.bytes()))) throw cutShort();
               ended = true;
               return;
             }
