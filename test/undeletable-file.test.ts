@@ -6,7 +6,7 @@
  * real upstream on 127.0.0.1.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -108,5 +108,36 @@ describe.skipIf(!immutableWorks)('a cached file that cannot be deleted for a whi
     expect(existsSync(file)).toBe(false);
     expect(await gateway.gateway.index.get(keyOf(4))).toBeUndefined();
     expect(await storedFiles(bed.dir)).toEqual([]);
+  });
+
+  test('an eviction that fails makes no room: the newcomer is served, not stored, and the disk stays within its budget', async () => {
+    const sizes = [1, 2, 3].map((id) => bed.upstream.recording(id)!.length);
+    const maxDiskBytes = sizes[0]! + sizes[1]! + 1000;
+    const gateway = await bed.start({ cache: { maxDiskBytes } });
+    await get(gateway, 1);
+    await get(gateway, 2);
+    const file = bed.recordingFile(1, 'mp3');
+    makeImmutable(file);
+
+    // 3 needs 1's room (the least recently used), which cannot be deleted.
+    await get(gateway, 3);
+    expect(existsSync(bed.recordingFile(3, 'mp3'))).toBe(false);
+    const onDisk = await storedFiles(bed.dir);
+    expect(onDisk.reduce((sum, stored) => sum + statSync(path.join(bed.dir, 'recordings', stored)).size, 0)).toBeLessThanOrEqual(
+      maxDiskBytes,
+    );
+    expect(gateway.gateway.cache.stats().diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+  });
+
+  test("a purged copy whose file cannot be replaced is that file's trouble: /readyz stays 200", async () => {
+    const gateway = await bed.start();
+    await get(gateway, 2);
+    makeImmutable(bed.recordingFile(2, 'mp3'));
+    expect((await gateway.fetch('/v1/call/recording/2.mp3', { method: 'DELETE' })).status).toBe(503);
+    // Fetched again, and its store fails on the file it cannot replace.
+    await get(gateway, 2);
+    await get(gateway, 2);
+    const ready = await gateway.fetch('/readyz');
+    expect(ready.status, await ready.clone().text()).toBe(200);
   });
 });

@@ -452,7 +452,10 @@ export class RecordingCache {
     // The room stays taken until `store` adds the entry, or is given back here on failure.
     let stored = false;
     try {
-      await this.#evict(victims);
+      if (!(await this.#evict(victims))) {
+        logger.warn({ key, size: meta.size }, 'no room made in cache.max_disk_bytes (an eviction failed); not storing on disk');
+        return false;
+      }
       await Promise.all(freeing);
       // A volume other replicas store on too: room is made before the file lands,
       // and looked at again after (another replica may have stored meanwhile).
@@ -482,7 +485,9 @@ export class RecordingCache {
       await file.commit(disk.pathFor(meta.namespace, meta.callId));
     } catch (error) {
       await disk.remove(meta.namespace, meta.callId).catch(() => {});
-      diskHealth.report(error);
+      // A file that could not be deleted cannot be replaced either: that file's trouble, not the directory's.
+      if (this.#undeleted.has(key)) logger.warn({ err: error, key }, "the recording's old file cannot be replaced; not storing on disk");
+      else diskHealth.report(error);
       return false;
     }
     diskHealth.recovered();
@@ -500,16 +505,23 @@ export class RecordingCache {
     return true;
   }
 
-  async #evict(victims: ReadonlyArray<{ key: string; meta: RecordingMeta }>): Promise<void> {
-    if (victims.length === 0) return;
-    this.options.onEvict?.(victims.length);
+  /** Evicts `victims`; resolves whether every one's file went (one that cannot be deleted stays counted). */
+  async #evict(victims: ReadonlyArray<{ key: string; meta: RecordingMeta }>): Promise<boolean> {
+    if (victims.length === 0) return true;
     for (const { key } of victims) this.#catalogue.remove(key);
-    await Promise.all(
+    const removed = await Promise.all(
       victims.map(({ key, meta }) =>
-        this.#removeStored(key, meta.namespace, meta.callId, meta).catch((error: unknown) =>
-          this.options.logger.warn({ err: error, key }, 'evicting a recording failed'),
+        this.#removeStored(key, meta.namespace, meta.callId, meta).then(
+          () => true,
+          (error: unknown) => {
+            this.options.logger.warn({ err: error, key }, 'evicting a recording failed');
+            return false;
+          },
         ),
       ),
     );
+    const evicted = removed.filter(Boolean).length;
+    if (evicted > 0) this.options.onEvict?.(evicted);
+    return evicted === victims.length;
   }
 }
