@@ -167,7 +167,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const retention = createCopyRetention({ defaultDays: config.cache.retentionDays, tenants: tenants.all }, clock);
   /** Opens the index and reads it into a new cache (reconciled with the files in the serving process). */
   async function openCache(): Promise<{ volumeIndex: RecordingIndex; index: RecordingIndex; cache: RecordingCache }> {
-    const volumeIndex = await openIndex(config, primary ? { restoreDeleted: { logger } } : {});
+    const volumeIndex = await openIndex(config, primary ? { restoreDeleted: { logger } } : { refuseMissing: true });
     const index = cluster ? cluster.wrapIndex(volumeIndex) : volumeIndex;
     const cache = new RecordingCache({
       disk,

@@ -9,7 +9,9 @@ import { rm, writeFile } from 'node:fs/promises';
 import { describe, expect, test } from 'vitest';
 import { INDEX_SIDE_FILES } from '../src/cache/damaged-index.js';
 import { sqliteIndexFile } from '../src/cache/sqlite-index.js';
-import type { RunningGateway } from '../dev/gateway-harness.js';
+import { makeTempDir, removeDir, SERVER_KEY, type RunningGateway } from '../dev/gateway-harness.js';
+import { writeGatewayConfig } from '../dev/gateway-process.js';
+import { runCliInProcess } from './support/run-cli-in-process.js';
 import { capturingLogger } from './support/capturing-logger.js';
 import { gatewayPerTest } from './support/gateway-per-test.js';
 
@@ -94,5 +96,29 @@ describe('the index file deleted while the gateway runs', () => {
         message: 'sqlite index: its file was replaced while the gateway ran; restart the gateway',
       });
     }
+  });
+
+  test('a CLI command run before the gateway put it back refuses, creating no empty index in its place; the gateway then restores it', async () => {
+    const gateway = await bed.start();
+    await get(gateway, 1);
+    await deleteIndexFile();
+
+    const cliDir = await makeTempDir('rg-index-deleted-cli-');
+    try {
+      const configPath = await writeGatewayConfig(cliDir, { upstreamBaseUrl: bed.upstream.baseUrl, cacheDir: bed.dir });
+      const stats = await runCliInProcess(['--config', configPath, 'cache', 'stats'], {
+        cwd: cliDir,
+        env: { FLYFLOW_API_KEY: SERVER_KEY },
+      });
+      expect(stats.code).toBe(1);
+      expect(stats.stderr).toContain('is missing while the cache holds recordings');
+      expect(existsSync(sqliteIndexFile(bed.dir))).toBe(false);
+    } finally {
+      await removeDir(cliDir);
+    }
+    expect((await readyz(gateway)).message).toContain('restoring it');
+    await expect.poll(async () => (await readyz(gateway)).status).toBe(200);
+    await bed.stop(gateway);
+    expect(await get(await bed.start(), 1)).toMatch(HIT);
   });
 });

@@ -1,6 +1,6 @@
 import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../logger.js';
@@ -134,11 +134,40 @@ export interface SqliteIndexOptions {
    * and said so to `logger`. Without it, the ping only fails, saying so.
    */
   restoreDeleted?: { logger: Logger };
+  /**
+   * For a process beside the gateway (the CLI, `prefetch`): an index missing
+   * from a cache directory that holds recordings is refused, not created
+   * empty, since the serving gateway may have it open and put it back, and
+   * would take an empty one for another's (and the next start would remove
+   * every recording as unindexed).
+   */
+  refuseMissing?: boolean;
+}
+
+/** Whether `cacheDir/recordings` holds a recording's file: a cache in use, whose index is not to be made anew. */
+function holdsRecordings(cacheDir: string): boolean {
+  const root = path.join(cacheDir, 'recordings');
+  try {
+    return readdirSync(root).some((namespace) => {
+      try {
+        return readdirSync(path.join(root, namespace)).some((name) => name.endsWith('.mp3'));
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
 }
 
 /** The embedded default: a sqlite file inside the cache directory, closed to other users. */
 export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions = {}): RecordingIndex {
   const file = sqliteIndexFile(cacheDir);
+  if (options.refuseMissing && !existsSync(file) && holdsRecordings(cacheDir)) {
+    throw new MissingIndexError(
+      `${file} is missing while the cache holds recordings: a running gateway puts it back at its next /readyz (probe it, then run this again); this command does not make a new one in its place`,
+    );
+  }
   closeIndexToOthers(file);
   let store = openSqliteStore(file);
   let opened = identityOf(file);
@@ -304,4 +333,12 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
     },
     close: () => (closing ??= (restoring ?? Promise.resolve()).then(() => keyv.disconnect())),
   });
+}
+
+/** A second process found the index missing from a cache in use (see `SqliteIndexOptions.refuseMissing`). */
+export class MissingIndexError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MissingIndexError';
+  }
 }

@@ -25,7 +25,7 @@ export function cacheExists(config: GatewayConfig): boolean {
 }
 
 export async function withIndex<T>(config: GatewayConfig, use: (index: RecordingIndex) => Promise<T>): Promise<T> {
-  const index = await openIndex(config);
+  const index = await openIndex(config, { refuseMissing: true });
   try {
     return await use(index);
   } finally {
