@@ -434,7 +434,10 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
         // says the log), rather than cut off with no answer at all; then what is left closes.
         gateway.abandonDownloads();
         await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, ANSWERS_FLUSH_MS).unref())]);
-        options.logger.warn({ graceMs }, 'grace period over; closing the remaining connections');
+        options.logger.warn(
+          { graceMs, ...(hurried ? { endedAfterMs: Math.round(performance.now() - (graceEndsAt - graceMs)) } : {}) },
+          hurried ? 'grace period ended early (a second signal); closing the remaining connections' : 'grace period over; closing the remaining connections',
+        );
         httpServer.closeAllConnections();
         await closed;
       }

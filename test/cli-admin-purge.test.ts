@@ -207,6 +207,7 @@ describe('POST /admin/cache/purge', () => {
     ['all with a call', { all: true, call_id: 1 }, /"all" purges everything/],
     ['a bad call id', { call_id: '01' }, /Call id must be/],
     ['an unknown tenant', { tenant: 'nobody' }, /No tenant "nobody"/],
+    ['a tenant that is not a string', { tenant: ['acme'] }, /tenant must be a string/],
     ['an unknown field', { call: 1 }, /Unknown field "call"/],
     ['all: false', { all: false }, /"all" must be true/],
   ])('answers 400 with a JSON error for %s', async (_case, body, message) => {

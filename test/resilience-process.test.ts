@@ -208,6 +208,7 @@ describe('shutdown past the grace period', () => {
     expect({ code, signal }).toEqual({ code: 0, signal: null });
     expect(Date.now() - signalledAt).toBeLessThan(CLI_GRACE_MS / 2);
     expect(gateway.logs.find((line) => line.msg === 'second signal: ending the grace period now')).toMatchObject({ level: 40 });
+    expect(gateway.logs.some((line) => line.msg === 'grace period over; closing the remaining connections')).toBe(false);
     expect(gateway.logs.find((line) => ABANDONED.test(String(line.msg)))).toMatchObject({ abandoned: 1 });
     expect((await body).complete).toBe(false);
     expect(await storedRecordingFiles(cacheDir)).toEqual([]);

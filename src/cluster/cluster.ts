@@ -302,21 +302,23 @@ export class Cluster {
    * hung) is asked again after each heartbeat until it confirms or the others
    * stop counting it (then it answers from no copy until it has rejoined and
    * caught up: PartitionGuard), for at most the membership TTL and a beat (a
-   * replica still beating all that time gets Redis's purge message). Answers
-   * the node ids that never confirmed.
+   * replica still beating all that time gets Redis's purge message), and a
+   * last ask. Answers the node ids that did not confirm at first.
    */
   async #confirmPurge(namespace: string, callId: string): Promise<string[]> {
     const giveUpAt = Date.now() + this.membership.ttlMs + HEARTBEAT_MS;
     const missed = new Set<string>();
     let asked: readonly Peer[] = [];
     for (let round = 0; ; round++) {
+      const roundStart = Date.now();
       await this.membership.beat();
       asked = round === 0 ? this.membership.peers : this.membership.peers.filter((peer) => asked.some((it) => it.node === peer.node));
       const answers = await Promise.allSettled(asked.map((peer) => this.peers.purge(peer.url, namespace, callId)));
       asked = asked.filter((_, i) => answers[i]?.status === 'rejected');
       for (const peer of asked) missed.add(peer.node);
       if (asked.length === 0 || Date.now() >= giveUpAt) return [...missed];
-      await sleep(Math.min(HEARTBEAT_MS, giveUpAt - Date.now()));
+      // A round a heartbeat long: a hung replica's unanswered ask (PEER_PURGE_TIMEOUT_MS) takes most of it.
+      await sleep(Math.max(0, Math.min(roundStart + HEARTBEAT_MS, giveUpAt) - Date.now()));
     }
   }
 

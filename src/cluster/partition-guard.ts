@@ -108,7 +108,7 @@ export class PartitionGuard {
     const answers = await Promise.allSettled(known.map((peer) => peers.redisUp(peer.url)));
     const everyoneOut = answers.every((answer) => answer.status === 'fulfilled' && !answer.value);
     if (everyoneOut || link.up) return;
-    this.#distrust('redis unreachable from here only');
+    this.#distrust('another replica reaches redis and this one does not');
   }
 
   /**

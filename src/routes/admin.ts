@@ -103,8 +103,9 @@ async function purgeFilter(c: Context, tenants: TenantRegistry, named: AdminPurg
     filter.callId = parseCallId(String(rawCallId));
   }
   if (hasTenant) {
-    const tenant = typeof tenantId === 'string' ? tenants.byId(tenantId) : undefined;
-    if (!tenant) throw new BadRequestError(`No tenant ${JSON.stringify(String(tenantId))} in the gateway's config`);
+    if (typeof tenantId !== 'string') throw new BadRequestError('tenant must be a string, a tenant id of the config');
+    const tenant = tenants.byId(tenantId);
+    if (!tenant) throw new BadRequestError(`No tenant ${JSON.stringify(tenantId)} in the gateway's config`);
     filter.namespace = tenant.namespace;
   }
   return filter;
