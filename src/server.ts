@@ -436,7 +436,9 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
         await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, ANSWERS_FLUSH_MS).unref())]);
         options.logger.warn(
           { graceMs, ...(hurried ? { endedAfterMs: Math.round(performance.now() - (graceEndsAt - graceMs)) } : {}) },
-          hurried ? 'grace period ended early (a second signal); closing the remaining connections' : 'grace period over; closing the remaining connections',
+          hurried
+            ? 'grace period ended early (a second signal); closing the remaining connections'
+            : 'grace period over; closing the remaining connections',
         );
         httpServer.closeAllConnections();
         await closed;
