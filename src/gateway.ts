@@ -13,6 +13,7 @@ import { removeUnreadableFiles } from './cache/encryption/unreadable-sweep.js';
 import { NotFoundMemory } from './cache/not-found-memory.js';
 import { RecordingCache } from './cache/recording-cache.js';
 import { createCopyRetention, RetentionSweeper } from './cache/retention.js';
+import { isVolumeFull } from './cache/full-disk-purge.js';
 import { accountDiskShares } from './cache/recording-catalogue.js';
 import { DamagedIndexError, setAsideDamagedIndex } from './cache/damaged-index.js';
 import { openIndex } from './cache/open-index.js';
@@ -206,6 +207,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   } catch (error) {
     await cluster?.close();
     await audit?.close();
+    // sqlite says only "disk I/O error" when it cannot make its journal files on a full volume.
+    if (config.cache.index.kind === 'sqlite' && (await isVolumeFull(config.cache.dir))) {
+      throw new Error(
+        `cache.dir (CACHE_DIR): ${config.cache.dir} has no free space, so its sqlite index cannot be opened (${errorMessage(error)}); free some space on that volume (files of recordings may go by hand: start-up drops their entries) and start again`,
+        { cause: error },
+      );
+    }
     throw error;
   }
   const { volumeIndex, index, cache } = opened;

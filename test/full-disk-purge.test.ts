@@ -173,4 +173,16 @@ describe('a purge on a full disk', () => {
     expect(purge, purge.stderr).toMatchObject({ code: 0, stdout: `purged ${IDS.length} recordings` });
     await expectPurged(undefined);
   });
+
+  test('a gateway started on a full volume, whose sqlite index cannot open, says the volume is full, not a bare disk I/O error', async () => {
+    const gateway = await start();
+    await cacheRecordings(gateway);
+    await stop(gateway);
+    await fillDisk();
+    const refused = await start().then(
+      () => undefined,
+      (error: Error) => error,
+    );
+    expect(refused?.message).toMatch(/has no free space, so its sqlite index cannot be opened/);
+  });
 });
