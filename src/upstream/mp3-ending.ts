@@ -3,8 +3,8 @@ import { frameHeaderAt } from '../recordings/analysis/mp3-header.js';
 const ID3V1_BYTES = 128;
 const APE_FOOTER_BYTES = 32;
 const APE_HAS_HEADER = 0x8000_0000;
-// The longest MPEG audio frame: Layer II at 160 kb/s and 8 kHz.
-const MAX_FRAME_BYTES = 2_880;
+// The longest MPEG audio frame: Layer II at 160 kb/s and 8 kHz, padded.
+const MAX_FRAME_BYTES = 2_881;
 
 /** Enough of a body's end to hold its last two frames and the tags that may follow them (an APEv2 tag up to 56 KiB, an ID3v1 tag). */
 export const MP3_ENDING_BYTES = 64 * 1024;
