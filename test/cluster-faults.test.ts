@@ -116,9 +116,10 @@ describe.sequential('replicas that misbehave', () => {
   }
 
   test('a purge while a replica hangs briefly is answered only once that replica confirms, and it never serves the old copy after', async () => {
-    const id = 9102;
+    const [id, alsoPurged] = [9102, 9106];
     const [old, fresh] = [syntheticRecording(64 * KIB), syntheticRecording(64 * KIB + 1)];
     await heldByReplica2(id, old);
+    await heldByReplica2(alsoPurged, old);
     signalProcessGroup(cluster().replicas[2]!.process, 'SIGSTOP');
     let answeredAt: number | undefined;
     let resumedAt: number | undefined;
@@ -129,6 +130,7 @@ describe.sequential('replicas that misbehave', () => {
           answeredAt = performance.now();
           return response;
         });
+      const otherPurge = cluster().at(0, recordingPath(alsoPurged), { method: 'DELETE', headers: ACME_AUTH });
       await new Promise((resolve) => setTimeout(resolve, 3_000));
       upstream().setRecording(id, fresh);
       // Sent while it hangs: the replica reads it the moment it goes on.
@@ -147,6 +149,9 @@ describe.sequential('replicas that misbehave', () => {
         5_000,
       );
       expect(warning.replicas).toEqual(['gw-3']);
+      // The other purge waited for the same replica, and is not said again.
+      expect((await otherPurge).status).toBe(204);
+      expect(cluster().replicas[0]!.process.logs.filter((line) => String(line.msg).includes('did not confirm a purge'))).toHaveLength(1);
     } finally {
       signalProcessGroup(cluster().replicas[2]!.process, 'SIGCONT');
     }

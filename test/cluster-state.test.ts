@@ -16,6 +16,7 @@ import { type ClusterCopy, ClusterDirectory } from '../src/cluster/cluster-direc
 import { clusterKeys } from '../src/cluster/cluster-keys.js';
 import { chooseVictims } from '../src/cluster/cluster-volume-index.js';
 import { DownloadLeases, type HeldLease, parseLeaseHolder } from '../src/cluster/download-lease.js';
+import { EventSubscription } from '../src/cluster/event-subscription.js';
 import { PEER_CLOCK_SKEW_SECONDS } from '../src/cluster/peer-auth.js';
 import { PeerNonces } from '../src/cluster/peer-nonces.js';
 import { RedisLink } from '../src/cluster/redis-link.js';
@@ -60,6 +61,25 @@ function openLink(timeoutMs = 250): RedisLink {
   const link = new RedisLink({ url: redis.url, timeoutMs, logger: silentLogger() });
   cleanups.push(() => link.close());
   return link;
+}
+
+const BEACON_NODE = 'gw-beacons';
+const BEACON_EVERY_MS = 100;
+
+/** The cluster's event subscription on `channel`, beaconing often. */
+function subscribe(link: RedisLink, channel: string, onMessage: (message: string) => void, onResubscribed: () => void): EventSubscription {
+  const events = new EventSubscription({
+    link,
+    channel,
+    beaconChannel: clusterKeys.beacon(BEACON_NODE),
+    onMessage,
+    onResubscribed,
+    beaconEveryMs: BEACON_EVERY_MS,
+    logger: silentLogger(),
+  });
+  events.start();
+  cleanups.push(() => events.close());
+  return events;
 }
 
 /** Stops Redis, runs `whileDown`, and starts an empty Redis on the same port. */
@@ -479,11 +499,11 @@ describe('RedisLink: every Redis call bounded, and recovery without a restart', 
   });
 
   test('a subscription gets messages, and after a Redis restart on the same port it resubscribes and says so', async () => {
-    const link = openLink();
     const channel = fresh('channel');
     const messages: string[] = [];
     let resubscribed = 0;
-    link.subscribe(
+    const events = subscribe(
+      openLink(),
       channel,
       (message) => messages.push(message),
       () => resubscribed++,
@@ -496,11 +516,36 @@ describe('RedisLink: every Redis call bounded, and recovery without a restart', 
 
     await restartRedis();
 
-    await eventually('the subscriber reconnects', () => resubscribed === 1);
+    await eventually('the subscriber reconnects', () => resubscribed >= 1);
     await eventually('a message after the restart arrives', async () => {
       await raw.publish(channel, 'after');
       return messages.includes('after');
     });
+    const heard = events.heardUpTo;
+    await eventually('its beacons are heard again', () => events.heardUpTo > heard);
+  });
+
+  test('a subscription knows how recently it heard: its beacons come back over the connection that carries the events', async () => {
+    const started = Date.now();
+    const channel = fresh('channel');
+    const messages: string[] = [];
+    const events = subscribe(
+      openLink(),
+      channel,
+      (message) => messages.push(message),
+      () => {},
+    );
+    const firstHeard = events.heardUpTo;
+    expect(firstHeard).toBeGreaterThanOrEqual(started);
+    await eventually('a beacon is heard', () => events.heardUpTo > firstHeard);
+    const heard = events.heardUpTo;
+    await eventually('the next one too', () => events.heardUpTo > heard);
+    // A beacon that is no send time is ignored: the event published after it arrives after it, on the same connection.
+    await raw.publish(clusterKeys.beacon(BEACON_NODE), 'not a time');
+    await raw.publish(channel, 'marker');
+    await eventually('the marker arrives', () => messages.includes('marker'));
+    expect(Number.isFinite(events.heardUpTo)).toBe(true);
+    expect(events.heardUpTo).toBeGreaterThan(firstHeard);
   });
 
   test('a link made while Redis is down answers once Redis is up, finding it by itself', async () => {
@@ -523,12 +568,13 @@ describe('RedisLink: every Redis call bounded, and recovery without a restart', 
   });
 
   // A SUBSCRIBE queued before the connection would be sent twice (node-redis resubscribes on connect) and the
-  // doubled reply would leave the subscription deaf: subscribe() waits for connect() first.
+  // doubled reply would leave the subscription deaf: openSubscriber() waits for connect() first.
   test('a subscription made while Redis is down delivers once Redis is up (a replica started during an outage hears purges)', async () => {
     const channel = fresh('channel');
     const messages: string[] = [];
     await restartRedis(() => {
-      openLink().subscribe(
+      subscribe(
+        openLink(),
         channel,
         (message) => messages.push(message),
         () => {},

@@ -22,4 +22,6 @@ export const clusterKeys = {
   peerNonce: (digest: string) => `rg:peer-nonce:${digest}`,
   /** Pub/sub channel: `purge <key>` and `evict <volume> <key>`. */
   events: 'rg:events',
+  /** Pub/sub channel only that replica listens to: its beacons (send times), proving its subscription still delivers. */
+  beacon: (node: string) => `rg:beacon:${node}`,
 } as const;

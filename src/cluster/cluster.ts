@@ -14,6 +14,7 @@ import { clusterKeys } from './cluster-keys.js';
 import { clusterSource } from './cluster-source.js';
 import { clusterVolumeIndex } from './cluster-volume-index.js';
 import { DownloadLeases } from './download-lease.js';
+import { EventSubscription } from './event-subscription.js';
 import { Membership, type Peer } from './membership.js';
 import { PartitionGuard } from './partition-guard.js';
 import { PeerClient } from './peer-client.js';
@@ -70,6 +71,7 @@ const PARTITION_MARGIN_MS = HEARTBEAT_MS;
 const LEASE_TTL_MS = 5_000;
 const SYNC_CONCURRENCY = 16;
 const GENERATION_BATCH = 500;
+const UNCONFIRMED_SAID_EVERY_MS = 60_000;
 
 function splitKey(key: string): { namespace: string; callId: string } | undefined {
   const slash = key.indexOf('/');
@@ -89,6 +91,7 @@ export class Cluster {
   readonly peerNonces: PeerNonces;
   readonly membership: Membership;
   readonly #guard: PartitionGuard;
+  readonly #events: EventSubscription;
   readonly #leases: DownloadLeases;
   #advertiseUrl: string | undefined;
   #local: LocalReplica | undefined;
@@ -98,6 +101,8 @@ export class Cluster {
   #closed = false;
   /** Replicas (and their keys) already said to share this volume with conflicting keys. */
   readonly #keyConflictsSaid = new Set<string>();
+  /** When each replica was last named in a warning for not confirming a purge. */
+  readonly #unconfirmedSaidAt = new Map<string, number>();
   readonly #volumeKeys: VolumeKeys | undefined;
 
   private constructor(
@@ -127,9 +132,19 @@ export class Cluster {
         return this.#checkEpoch();
       },
     });
+    this.#events = new EventSubscription({
+      link: this.link,
+      channel: clusterKeys.events,
+      beaconChannel: clusterKeys.beacon(config.nodeId),
+      onMessage: (message) => this.#onEvent(message),
+      onResubscribed: () => void this.#syncSoon(),
+      beaconEveryMs: HEARTBEAT_MS,
+      logger,
+    });
     this.#guard = new PartitionGuard({
       link: this.link,
       membership: this.membership,
+      events: this.#events,
       peers: this.peers,
       checkEveryMs: PARTITION_CHECK_MS,
       marginMs: PARTITION_MARGIN_MS,
@@ -241,11 +256,7 @@ export class Cluster {
     this.#local = local;
     this.membership.advertise(advertiseUrl);
     this.link.onUp(() => void this.#syncSoon());
-    this.link.subscribe(
-      clusterKeys.events,
-      (message) => this.#onEvent(message),
-      () => void this.#syncSoon(),
-    );
+    this.#events.start();
     await this.membership.start();
     this.#guard.start();
     void this.#syncSoon();
@@ -259,6 +270,7 @@ export class Cluster {
     if (this.#closed) return;
     this.#closed = true;
     this.#guard.stop();
+    this.#events.close();
     await this.membership.stop();
     this.link.close();
   }
@@ -285,14 +297,27 @@ export class Cluster {
       });
     }
     const held = await local();
-    const missed = await this.#confirmPurge(namespace, callId);
-    if (missed.length > 0)
-      this.options.logger.warn(
-        { key, replicas: missed },
-        'cluster: replicas did not confirm a purge at first; it was answered once they had confirmed or the cluster had stopped counting them (then they catch up before answering from their copies)',
-      );
+    this.#sayUnconfirmed(key, await this.#confirmPurge(namespace, callId));
     // A copy on any volume counts, not only one this replica held.
     return held || copies > 0;
+  }
+
+  /**
+   * Names the replicas that did not confirm a purge at first: a replica once
+   * per UNCONFIRMED_SAID_EVERY_MS, so a purge of a whole tenant while one
+   * hangs says so once, not once per recording.
+   */
+  #sayUnconfirmed(key: string, replicas: string[]): void {
+    if (replicas.length === 0) return;
+    const now = Date.now();
+    const unsaid = replicas.filter(
+      (node) => now - (this.#unconfirmedSaidAt.get(node) ?? Number.NEGATIVE_INFINITY) >= UNCONFIRMED_SAID_EVERY_MS,
+    );
+    for (const node of unsaid) this.#unconfirmedSaidAt.set(node, now);
+    this.options.logger[unsaid.length > 0 ? 'warn' : 'debug'](
+      { key, replicas },
+      'cluster: replicas did not confirm a purge at first; it was answered once they had confirmed or the cluster had stopped counting them (then they catch up before answering from their copies); said once a minute per replica',
+    );
   }
 
   /**

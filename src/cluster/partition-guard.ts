@@ -1,4 +1,5 @@
 import type { Logger } from '../logger.js';
+import type { EventSubscription } from './event-subscription.js';
 import type { Membership } from './membership.js';
 import type { PeerClient } from './peer-client.js';
 import type { RedisLink } from './redis-link.js';
@@ -6,6 +7,7 @@ import type { RedisLink } from './redis-link.js';
 export interface PartitionGuardOptions {
   link: Pick<RedisLink, 'up'>;
   membership: Pick<Membership, 'renewedAt' | 'ttlMs' | 'peers' | 'beat'>;
+  events: Pick<EventSubscription, 'heardUpTo'>;
   peers: Pick<PeerClient, 'redisUp'>;
   /** How often it looks, while Redis is out or copies are unverified. */
   checkEveryMs: number;
@@ -19,6 +21,7 @@ export interface PartitionGuardOptions {
 }
 
 const HEARTBEAT_LAPSED = 'its heartbeat lapsed: this process stood still, or redis was back before its next beat';
+const EVENTS_UNHEARD = "it has not heard the cluster's events: its subscription to redis stalled";
 
 /**
  * Whether this replica may answer from its stored copies. A replica silent in
@@ -28,7 +31,10 @@ const HEARTBEAT_LAPSED = 'its heartbeat lapsed: this process stood still, or red
  * and the copies stay good), it stops trusting them until Redis is back and
  * the purges it missed are applied. So does a replica whose process stood
  * still (stopped, starved) past its heartbeat: it learns so on its first
- * request after, before that request is answered from a copy.
+ * request after, before that request is answered from a copy. And so does a
+ * replica that reaches Redis but has not heard the cluster's events for as
+ * long: a purge whose ask over HTTP it never answered is answered anyway
+ * after the TTL, counting on the event reaching it.
  */
 export class PartitionGuard {
   #trusted = true;
@@ -43,22 +49,21 @@ export class PartitionGuard {
   /** False while stored copies may have been purged elsewhere: read on every hit, so two comparisons in the usual case. */
   get trusted(): boolean {
     if (!this.#trusted) return false;
-    if (this.#timer === undefined || !this.#stoodStill(Date.now())) return true;
-    this.#distrust(HEARTBEAT_LAPSED);
+    if (this.#timer === undefined) return true;
+    const lapse = this.#lapse(Date.now());
+    if (lapse === undefined) return true;
+    this.#distrust(lapse);
     void this.check();
     return false;
   }
 
-  /**
-   * Whether the heartbeat lapsed (so the others may have answered a purge
-   * without this replica) through no fault of Redis's: Redis seemed up (a call
-   * that failed would have marked it down), or this guard, which looks every
-   * `checkEveryMs` while the event loop turns, did not look.
-   */
-  #stoodStill(now: number): boolean {
-    const { link, membership, marginMs } = this.options;
-    if (now - membership.renewedAt < membership.ttlMs - marginMs) return false;
-    return link.up || now - this.#lookedAt > marginMs;
+  /** Why purges may have been answered without this replica through no fault of Redis's, if they may. */
+  #lapse(now: number): string | undefined {
+    const { link, membership, events, marginMs } = this.options;
+    const limit = membership.ttlMs - marginMs;
+    if (now - membership.renewedAt >= limit && (link.up || now - this.#lookedAt > marginMs)) return HEARTBEAT_LAPSED;
+    if (now - events.heardUpTo >= limit && link.up) return EVENTS_UNHEARD;
+    return undefined;
   }
 
   #distrust(why: string): void {
@@ -97,11 +102,12 @@ export class PartitionGuard {
 
   async #lookForPartition(): Promise<void> {
     const { link, membership, peers, marginMs } = this.options;
-    if (Date.now() - membership.renewedAt < membership.ttlMs - marginMs) return;
-    if (link.up) {
-      this.#distrust(HEARTBEAT_LAPSED);
+    const lapse = this.#lapse(Date.now());
+    if (lapse !== undefined) {
+      this.#distrust(lapse);
       return;
     }
+    if (link.up || Date.now() - membership.renewedAt < membership.ttlMs - marginMs) return;
     const known = membership.peers;
     // Alone (no replica known): nobody could have purged without us.
     if (known.length === 0) return;
@@ -112,17 +118,19 @@ export class PartitionGuard {
   }
 
   /**
-   * Back once the others count this replica again (so a purge from now on
-   * reaches it over HTTP) and the sync that follows has applied every purge
-   * before that (their generations are in Redis).
+   * Back once the others count this replica again and it hears the cluster's
+   * events again (so a purge from now on reaches it), and the sync that
+   * follows has applied every purge before that (their generations are in
+   * Redis).
    */
   async #catchUp(): Promise<void> {
-    const { link, membership, rejoinMs, catchUp, logger } = this.options;
+    const { link, membership, events, rejoinMs, catchUp, logger } = this.options;
     if (!link.up) return;
     if (membership.renewedAt <= this.#distrustedAt) {
       await membership.beat();
       return;
     }
+    if (events.heardUpTo <= this.#distrustedAt) return;
     this.#rejoinedAt ??= membership.renewedAt;
     if (Date.now() - this.#rejoinedAt < rejoinMs) return;
     if (!(await catchUp())) return;

@@ -6,6 +6,11 @@ import { RedisUnavailableError } from '../redis-unavailable.js';
 
 export type RedisClient = ReturnType<typeof createClient>;
 
+export interface SubscriberConnection {
+  /** Drops the connection for good. */
+  close(): void;
+}
+
 export interface RedisLinkOptions {
   url: string;
   /** Longest any one call may take, connecting included. */
@@ -98,11 +103,10 @@ export class RedisLink {
   }
 
   /**
-   * Subscribes to `channel` on a connection of its own that reconnects by
-   * itself. `onResubscribed` runs after every reconnect, for the caller to
-   * catch up on what it may have missed meanwhile.
+   * Subscribes to `channels` on a connection of its own that reconnects by
+   * itself (and subscribes again). `onReady` runs on each connection made.
    */
-  subscribe(channel: string, onMessage: (message: string) => void, onResubscribed: () => void): void {
+  openSubscriber(channels: Record<string, (message: string) => void>, onReady: () => void): SubscriberConnection {
     const subscriber = this.#client.duplicate({
       disableOfflineQueue: false,
       socket: {
@@ -111,19 +115,25 @@ export class RedisLink {
       },
     });
     subscriber.on('error', () => {});
-    let connectedBefore = false;
-    subscriber.on('ready', () => {
-      if (connectedBefore) onResubscribed();
-      connectedBefore = true;
-    });
+    subscriber.on('ready', onReady);
     this.#subscribers.add(subscriber);
     // In the background: a replica starts without Redis, and subscribes once it
     // is there (a SUBSCRIBE queued before the connection would be sent twice);
     // node-redis subscribes again by itself after later reconnects.
+    let closed = false;
+    const close = () => {
+      closed = true;
+      this.#subscribers.delete(subscriber);
+      if (subscriber.isOpen) subscriber.destroy();
+    };
     subscriber
       .connect()
-      .then(() => subscriber.subscribe(channel, onMessage))
+      .then(async () => {
+        if (closed) return close();
+        for (const [channel, onMessage] of Object.entries(channels)) await subscriber.subscribe(channel, onMessage);
+      })
       .catch(() => {});
+    return { close };
   }
 
   /** Checks Redis now (for start-up and the probe); resolves whether it answered. */

@@ -491,11 +491,19 @@ export async function streamGet(url: string, headers: Record<string, string>): P
   };
 }
 
-/** A TCP proxy to Redis for one replica: `cut()` breaks its connections and refuses new ones, `mend()` lets them through again. */
+/**
+ * A TCP proxy to Redis for one replica: `cut()` breaks its connections and
+ * refuses new ones, `mend()` lets them through again. `stallSubscriptions()`
+ * makes every connection that subscribes (now or later) go silent both ways
+ * without closing, as behind a dropped flow; `mendSubscriptions()` lets new
+ * ones through again, leaving the stalled ones stalled.
+ */
 export function redisProxy() {
   let target: { host: string; port: number } | undefined;
   let cut = false;
+  let stallSubscribing = false;
   const sockets = new Set<Socket>();
+  const subscribing = new Set<{ stalled: boolean }>();
   const track = (socket: Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
@@ -508,11 +516,23 @@ export function redisProxy() {
     }
     const redis = connect(target);
     track(redis);
-    client.pipe(redis).on('error', () => {});
-    redis.pipe(client).on('error', () => {});
+    const flow = { stalled: false };
+    client.on('data', (data: Buffer) => {
+      if (!subscribing.has(flow) && /SUBSCRIBE/i.test(data.toString('latin1'))) {
+        subscribing.add(flow);
+        if (stallSubscribing) flow.stalled = true;
+      }
+      if (!flow.stalled) redis.write(data);
+    });
+    redis.on('data', (data: Buffer) => {
+      if (!flow.stalled) client.write(data);
+    });
     client.on('error', () => redis.destroy());
     redis.on('error', () => client.destroy());
-    client.on('close', () => redis.destroy());
+    client.on('close', () => {
+      subscribing.delete(flow);
+      redis.destroy();
+    });
     redis.on('close', () => client.destroy());
   });
   return {
@@ -533,6 +553,13 @@ export function redisProxy() {
     },
     mend() {
       cut = false;
+    },
+    stallSubscriptions() {
+      stallSubscribing = true;
+      for (const flow of subscribing) flow.stalled = true;
+    },
+    mendSubscriptions() {
+      stallSubscribing = false;
     },
     close: () => {
       for (const socket of sockets) socket.destroy();

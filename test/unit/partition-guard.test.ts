@@ -4,7 +4,8 @@
  * some other replica still reaches Redis (in an outage for everyone no purge can
  * succeed); and when it starts again: once it is counted again and has synced.
  * A replica whose own process stood still past its heartbeat learns so on its
- * first request after, before a check has run.
+ * first request after, before a check has run; so does one that reaches Redis
+ * but has not heard the cluster's events for as long.
  */
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import type { Peer } from '../../src/cluster/membership.js';
@@ -19,6 +20,9 @@ function setup(options: { peers?: Peer[]; peerAnswer?: () => Promise<boolean>; s
   const state = {
     up: false,
     renewedAt: Date.now() - (options.silentForMs ?? TTL_MS),
+    /** While Redis is up and this is false, every event (and beacon) is heard at once. */
+    eventsStalled: false,
+    heardUpTo: Date.now() - (options.silentForMs ?? TTL_MS),
     asked: 0,
     synced: 0,
     syncResult: true,
@@ -37,6 +41,12 @@ function setup(options: { peers?: Peer[]; peerAnswer?: () => Promise<boolean>; s
       peers: options.peers ?? [PEER],
       async beat() {
         if (state.up) state.renewedAt = Date.now();
+      },
+    },
+    events: {
+      get heardUpTo() {
+        if (state.up && !state.eventsStalled) state.heardUpTo = Date.now();
+        return state.heardUpTo;
       },
     },
     peers: {
@@ -144,6 +154,49 @@ describe('PartitionGuard', () => {
       expect(guard.trusted).toBe(true);
       vi.setSystemTime(Date.now() + MARGIN_MS + 1);
       expect(guard.trusted).toBe(false);
+    });
+
+    test('Redis up, the heartbeat kept, but no event heard for the TTL less the margin (a stalled subscription): the copies are not trusted until it hears again and has synced', async () => {
+      const { guard, state } = setup({ silentForMs: 0 });
+      state.up = true;
+      guard.start();
+      stop = () => guard.stop();
+      state.eventsStalled = true;
+      state.heardUpTo = Date.now() - (TTL_MS - MARGIN_MS - 1_000);
+      expect(guard.trusted).toBe(true);
+      state.heardUpTo = Date.now() - (TTL_MS - MARGIN_MS);
+      expect(guard.trusted).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 2)); // its next beat comes after it stopped trusting
+      await guard.check(); // beats
+      await guard.check(); // counted again, but still deaf: no sync yet
+      expect(guard.trusted).toBe(false);
+      expect(state.synced).toBe(0);
+      state.eventsStalled = false;
+      await guard.check();
+      expect(guard.trusted).toBe(true);
+      expect(state.synced).toBe(1);
+    });
+
+    test('a check notices events unheard even when no request comes', async () => {
+      const { guard, state } = setup({ silentForMs: 0 });
+      state.up = true;
+      state.eventsStalled = true;
+      state.heardUpTo = Date.now() - TTL_MS;
+      await guard.check();
+      expect(state.asked).toBe(0);
+      state.eventsStalled = false;
+      expect(guard.trusted).toBe(false);
+    });
+
+    test("events unheard while Redis is out for this replica are the partition check's to judge, not a stall", async () => {
+      const { guard, state } = setup({ silentForMs: 0, peerAnswer: async () => true });
+      state.heardUpTo = Date.now() - TTL_MS;
+      guard.start();
+      stop = () => guard.stop();
+      expect(guard.trusted).toBe(true);
+      await guard.check();
+      expect(guard.trusted).toBe(true);
+      expect(state.asked).toBe(0);
     });
 
     test('before it starts (the replica has not joined yet), the guard does not judge', () => {
