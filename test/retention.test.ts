@@ -440,47 +440,37 @@ describe('the sweeper', () => {
     expect(attempts).toEqual([cacheKey('ns', '2'), cacheKey('ns', '2')]);
   });
 
-  test('lists the index too, for copies other processes stored', async () => {
+  /** A sweeper over `held` (this process's copies) and the index's `entries`, recording what it expires. */
+  function sweeperOver(held: ReturnType<typeof entry>[], entries: () => AsyncIterable<[string, RecordingMeta]>) {
     const expired: string[] = [];
-    const listed: Array<[string, RecordingMeta]> = [[cacheKey('ns', '9'), entry('9', clock.now() - 2 * DAY_MS).meta]];
     const sweeper = new RetentionSweeper({
       cache: {
-        entries: () => [],
+        entries: () => held,
         async expire(key) {
           expired.push(key);
           return true;
         },
       },
       retention,
-      index: {
-        async *entries() {
-          yield* listed;
-        },
-      },
+      index: { entries },
       logger: silentLogger(),
+    });
+    return { sweeper, expired };
+  }
+
+  test('lists the index too, for copies other processes stored', async () => {
+    const listed: Array<[string, RecordingMeta]> = [[cacheKey('ns', '9'), entry('9', clock.now() - 2 * DAY_MS).meta]];
+    const { sweeper, expired } = sweeperOver([], async function* () {
+      yield* listed;
     });
     expect(await sweeper.sweep()).toBe(1);
     expect(expired).toEqual([cacheKey('ns', '9')]);
   });
 
   test('an index that cannot be listed still lets the copies this process holds expire', async () => {
-    const expired: string[] = [];
-    const sweeper = new RetentionSweeper({
-      cache: {
-        entries: () => [entry('1', clock.now() - 2 * DAY_MS)],
-        async expire(key) {
-          expired.push(key);
-          return true;
-        },
-      },
-      retention,
-      index: {
-        // biome-ignore lint/correctness/useYield: a listing that fails before its first entry
-        async *entries() {
-          throw new Error('index: disk I/O error');
-        },
-      },
-      logger: silentLogger(),
+    // biome-ignore lint/correctness/useYield: a listing that fails before its first entry
+    const { sweeper, expired } = sweeperOver([entry('1', clock.now() - 2 * DAY_MS)], async function* () {
+      throw new Error('index: disk I/O error');
     });
     expect(await sweeper.sweep()).toBe(1);
     expect(expired).toEqual([cacheKey('ns', '1')]);

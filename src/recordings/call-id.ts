@@ -4,6 +4,8 @@ import { BadRequestError } from '../errors.js';
 // decimal spelling (no sign, no leading zero, no exponent, no encoding) is
 // refused before it can reach the cache or the upstream.
 const CANONICAL_ID = /^[1-9][0-9]{0,15}$/;
+/** What a call id must be, as a refusal says it. */
+export const CALL_ID_RULE = 'Call id must be a decimal integer from 1 to 9007199254740991';
 
 /**
  * Parses the `{id}` path segment of `/v1/call/recording/{id}.mp3`.
@@ -12,7 +14,7 @@ const CANONICAL_ID = /^[1-9][0-9]{0,15}$/;
  */
 export function parseCallId(segment: string): string {
   if (!isCanonicalCallId(segment)) {
-    throw new BadRequestError('Call id must be a decimal integer from 1 to 9007199254740991');
+    throw new BadRequestError(CALL_ID_RULE);
   }
   return segment;
 }

@@ -3,10 +3,10 @@ import type { AdminPurgeAudit } from '../audit/audit-event.js';
 import { bearerToken } from '../auth/bearer.js';
 import { constantTimeEqual } from '../auth/constant-time.js';
 import { redeemLocalGrant } from '../auth/local-grant.js';
-import type { TenantRegistry } from '../auth/tenants.js';
+import type { Tenant, TenantRegistry } from '../auth/tenants.js';
 import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
 import { BadRequestError, UnauthorizedError } from '../errors.js';
-import { parseCallId } from '../recordings/call-id.js';
+import { CALL_ID_RULE, isCanonicalCallId } from '../recordings/call-id.js';
 import type { GatewayEnv } from './gateway-env.js';
 
 /*
@@ -61,24 +61,34 @@ async function authorize(c: Context, deps: AdminRoutesDeps): Promise<'admin-toke
   throw new UnauthorizedError('invalid');
 }
 
-/**
- * The tenant and call id a purge request names, each when valid, for its
- * audit line: a request refused for another of its fields still says
- * which recordings it was after, not `null` (which reads as every tenant).
- */
-function noteNamed(named: AdminPurgeAudit, rawCallId: unknown, tenantId: unknown, tenants: TenantRegistry): void {
-  if (typeof rawCallId === 'string' || typeof rawCallId === 'number') {
-    try {
-      named.callId = parseCallId(String(rawCallId));
-    } catch {
-      // Refused by purgeFilter, which says why.
-    }
-  }
-  const tenant = typeof tenantId === 'string' ? tenants.byId(tenantId) : undefined;
-  if (tenant) named.tenant = tenant.id;
+/** A body field, checked: its value, or why it is refused; undefined when absent. */
+type Checked<T> = { value: T } | { refused: BadRequestError } | undefined;
+
+function checkCallId(raw: unknown): Checked<string> {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'string' && typeof raw !== 'number') return { refused: new BadRequestError('call_id must be a string or a number') };
+  const callId = String(raw);
+  return isCanonicalCallId(callId) ? { value: callId } : { refused: new BadRequestError(CALL_ID_RULE) };
 }
 
-/** The request body, `{"call_id"?, "tenant"?, "all"?}`, checked; what it names noted in `named` first. */
+function checkTenant(raw: unknown, tenants: TenantRegistry): Checked<Tenant> {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'string') return { refused: new BadRequestError('tenant must be a string, a tenant id of the config') };
+  const tenant = tenants.byId(raw);
+  return tenant ? { value: tenant } : { refused: new BadRequestError(`No tenant ${JSON.stringify(raw)} in the gateway's config`) };
+}
+
+function acceptedValue<T>(field: Checked<T>): T | undefined {
+  if (field && 'refused' in field) throw field.refused;
+  return field?.value;
+}
+
+/**
+ * The request body, `{"call_id"?, "tenant"?, "all"?}`, checked. What it
+ * names validly is noted in `named` first, for the audit line: a request
+ * refused for another of its fields still says which recordings it was
+ * after, not `null` (which reads as every tenant).
+ */
 async function purgeFilter(c: Context, tenants: TenantRegistry, named: AdminPurgeAudit): Promise<{ callId?: string; namespace?: string }> {
   let body: unknown;
   try {
@@ -88,27 +98,18 @@ async function purgeFilter(c: Context, tenants: TenantRegistry, named: AdminPurg
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('Expected a JSON object');
   const { call_id: rawCallId, tenant: tenantId, all, ...rest } = body as Record<string, unknown>;
-  noteNamed(named, rawCallId, tenantId, tenants);
+  const call = checkCallId(rawCallId);
+  const tenant = checkTenant(tenantId, tenants);
+  if (call && 'value' in call) named.callId = call.value;
+  if (tenant && 'value' in tenant) named.tenant = tenant.value.id;
   const unknown = Object.keys(rest);
   if (unknown.length > 0) throw new BadRequestError(`Unknown field ${JSON.stringify(unknown[0])}: expected call_id, tenant or all`);
   if (all !== undefined && all !== true) throw new BadRequestError('"all" must be true when given');
-  const hasCall = rawCallId !== undefined;
-  const hasTenant = tenantId !== undefined;
-  if (all === true && (hasCall || hasTenant)) throw new BadRequestError('"all" purges everything: leave out call_id and tenant');
-  if (all !== true && !hasCall && !hasTenant)
-    throw new BadRequestError('Name a call_id, a tenant or both; {"all": true} purges everything');
-  const filter: { callId?: string; namespace?: string } = {};
-  if (hasCall) {
-    if (typeof rawCallId !== 'string' && typeof rawCallId !== 'number') throw new BadRequestError('call_id must be a string or a number');
-    filter.callId = parseCallId(String(rawCallId));
-  }
-  if (hasTenant) {
-    if (typeof tenantId !== 'string') throw new BadRequestError('tenant must be a string, a tenant id of the config');
-    const tenant = tenants.byId(tenantId);
-    if (!tenant) throw new BadRequestError(`No tenant ${JSON.stringify(tenantId)} in the gateway's config`);
-    filter.namespace = tenant.namespace;
-  }
-  return filter;
+  if (all === true && (call || tenant)) throw new BadRequestError('"all" purges everything: leave out call_id and tenant');
+  if (all !== true && !call && !tenant) throw new BadRequestError('Name a call_id, a tenant or both; {"all": true} purges everything');
+  const callId = acceptedValue(call);
+  const namespace = acceptedValue(tenant)?.namespace;
+  return { ...(callId === undefined ? {} : { callId }), ...(namespace === undefined ? {} : { namespace }) };
 }
 
 /** POST /admin/cache/purge: removes the matching recordings from every tier; answers `{"purged": n}`. */
