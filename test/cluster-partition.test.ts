@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath, redisProxy } from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath, redisProxyFor } from './support/cluster.js';
 
 const KIB = 1024;
 const ID = 2;
@@ -18,22 +18,16 @@ const PAST_TTL_MS = 12_000;
 
 const upstream = fakeUpstream();
 
-const proxy = redisProxy();
-let proxyPort = 0;
+const { proxy, redisUrlFor } = redisProxyFor(1);
 
-beforeAll(async () => {
+beforeAll(() => {
   upstream().setRecording(ID, OLD);
-  proxyPort = await proxy.listen();
-});
-
-afterAll(async () => {
-  await proxy.close();
 });
 
 const cluster = clusterFor(() => upstream().baseUrl, {
   replicas: 2,
   volumes: 'own',
-  redisUrlFor: (index, url) => (index === 1 ? proxy.urlFor(url, proxyPort) : url),
+  redisUrlFor,
 });
 
 // Runs before the cluster is stopped: a paused Redis must not outlive a failed test.

@@ -5,9 +5,9 @@
  * answering the purged copy: it notices the silence (its own beacons go
  * unheard), connects again, and while it cannot hear it answers from no copy.
  */
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath, redisProxy } from './support/cluster.js';
+import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath, redisProxyFor } from './support/cluster.js';
 
 const KIB = 1024;
 const OLD = syntheticRecording(40 * KIB);
@@ -19,22 +19,13 @@ const STALLED = 'cluster: the subscription to redis events stalled (its beacon w
 const HEARS_AGAIN = 'cluster: the subscription to redis events hears again';
 
 const upstream = fakeUpstream();
-const proxy = redisProxy();
-let proxyPort = 0;
-
-beforeAll(async () => {
-  proxyPort = await proxy.listen();
-});
-
-afterAll(async () => {
-  await proxy.close();
-});
+const { proxy, redisUrlFor } = redisProxyFor(1);
 
 // gw-2 reaches Redis through the proxy, and advertises a port nobody listens on: no purge reaches it over HTTP.
 const cluster = clusterFor(() => upstream().baseUrl, {
   replicas: 2,
   volumes: 'own',
-  redisUrlFor: (index, url) => (index === 1 ? proxy.urlFor(url, proxyPort) : url),
+  redisUrlFor,
   clusterYamlFor: (index) => (index === 1 ? ['advertise_url: http://127.0.0.1:9'] : []),
 });
 

@@ -250,16 +250,25 @@ export class Cluster {
    * Joins: heartbeats at `advertiseUrl`, listens for purges and evictions,
    * and publishes the volume's copies. Never waits on Redis longer than one
    * bounded call: a replica starts without it, and syncs once it is back.
+   * Its copies are answered once the first sync has checked them against
+   * the purges made while it was away (at once when Redis is out).
    */
   async start(advertiseUrl: string, local: LocalReplica): Promise<void> {
+    let joined = () => {};
+    // From the first request on: a purge made while this replica was away is applied by the sync below.
+    this.#guard.joinAfter(new Promise<void>((resolve) => (joined = resolve)));
     this.#advertiseUrl = advertiseUrl;
     this.#local = local;
     this.membership.advertise(advertiseUrl);
     this.link.onUp(() => void this.#syncSoon());
     this.#events.start();
-    await this.membership.start();
-    this.#guard.start();
-    void this.#syncSoon();
+    try {
+      await this.membership.start();
+      this.#guard.start();
+    } finally {
+      // After its first beat, a purge elsewhere asks this replica too; the sync applies those before it.
+      void this.#syncSoon().finally(joined);
+    }
     // One signed call to itself loads fetch and compiles the peer code on both sides now, not on the
     // first late joiner's path (its first byte took 15-20 ms longer than the next ones').
     void this.peers.redisUp(advertiseUrl).catch(() => {});

@@ -492,16 +492,32 @@ export async function streamGet(url: string, headers: Record<string, string>): P
 }
 
 /**
+ * A {@link redisProxy} between replica `index` and Redis, listening for the
+ * test file's life; call it before `clusterFor` and give that its `redisUrlFor`.
+ */
+export function redisProxyFor(index: number) {
+  const proxy = redisProxy();
+  let port = 0;
+  beforeAll(async () => {
+    port = await proxy.listen();
+  });
+  afterAll(() => proxy.close());
+  return { proxy, redisUrlFor: (replica: number, url: string) => (replica === index ? proxy.urlFor(url, port) : url) };
+}
+
+/**
  * A TCP proxy to Redis for one replica: `cut()` breaks its connections and
  * refuses new ones, `mend()` lets them through again. `stallSubscriptions()`
  * makes every connection that subscribes (now or later) go silent both ways
  * without closing, as behind a dropped flow; `mendSubscriptions()` lets new
- * ones through again, leaving the stalled ones stalled.
+ * ones through again, leaving the stalled ones stalled. `delay(ms)` makes
+ * Redis that much slower for the replica.
  */
 export function redisProxy() {
   let target: { host: string; port: number } | undefined;
   let cut = false;
   let stallSubscribing = false;
+  let delayMs = 0;
   const sockets = new Set<Socket>();
   const subscribing = new Set<{ stalled: boolean }>();
   const track = (socket: Socket) => {
@@ -517,15 +533,17 @@ export function redisProxy() {
     const redis = connect(target);
     track(redis);
     const flow = { stalled: false };
+    // Timers of one delay fire in the order they were set: the bytes keep their order.
+    const later = (write: () => void) => (delayMs > 0 ? setTimeout(write, delayMs) : write());
     client.on('data', (data: Buffer) => {
       if (!subscribing.has(flow) && /SUBSCRIBE/i.test(data.toString('latin1'))) {
         subscribing.add(flow);
         if (stallSubscribing) flow.stalled = true;
       }
-      if (!flow.stalled) redis.write(data);
+      if (!flow.stalled) later(() => redis.write(data));
     });
     redis.on('data', (data: Buffer) => {
-      if (!flow.stalled) client.write(data);
+      if (!flow.stalled) later(() => client.write(data));
     });
     client.on('error', () => redis.destroy());
     redis.on('error', () => client.destroy());
@@ -560,6 +578,10 @@ export function redisProxy() {
     },
     mendSubscriptions() {
       stallSubscribing = false;
+    },
+    /** Holds every byte `ms` before passing it on, each way (0: none). */
+    delay(ms: number) {
+      delayMs = ms;
     },
     close: () => {
       for (const socket of sockets) socket.destroy();
