@@ -2,6 +2,7 @@ import { closeSync, openSync, statSync } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { makePrivateDir, PRIVATE_FILE_MODE } from '../private-files.js';
+import { INDEX_SIDE_FILES } from './damaged-index.js';
 
 /*
  * sqlite keeps writing into an index file deleted under it (an operator's
@@ -37,6 +38,51 @@ export async function indexFileState(file: string, opened: FileIdentity | undefi
     throw error;
   }
   return opened !== undefined && now.dev === opened.dev && now.ino === opened.ino ? 'same' : 'replaced';
+}
+
+/** The -wal and -shm files an open index uses, by suffix; one sqlite has not made yet is left out. */
+export function sideFileIdentities(file: string): Map<string, FileIdentity> {
+  const identities = new Map<string, FileIdentity>();
+  for (const suffix of INDEX_SIDE_FILES) {
+    const identity = identityOf(file + suffix);
+    if (identity) identities.set(suffix, identity);
+  }
+  return identities;
+}
+
+/**
+ * The first side file (-wal, -shm) of `file` no longer the one opened, with
+ * what became of it; one not made when `opened` was taken is added to it.
+ * sqlite goes on using a deleted write-ahead log, so whatever it holds since
+ * the last checkpoint would be gone after a crash; with the -shm deleted,
+ * another process opening the index locks another file than this one does.
+ */
+export async function changedSideFile(
+  file: string,
+  opened: Map<string, FileIdentity>,
+): Promise<{ suffix: string; state: 'deleted' | 'replaced' } | undefined> {
+  for (const suffix of INDEX_SIDE_FILES) {
+    const identity = opened.get(suffix);
+    if (!identity) {
+      const made = identityOf(file + suffix);
+      if (made) opened.set(suffix, made);
+      continue;
+    }
+    const state = await indexFileState(file + suffix, identity);
+    if (state !== 'same') return { suffix, state };
+  }
+  return undefined;
+}
+
+/**
+ * Copies every page of the write-ahead log into the index file and empties
+ * the log (`wal_checkpoint(TRUNCATE)`); rejects when a reader kept it from
+ * finishing, so that nothing is closed before its content is safe.
+ */
+export async function checkpointLog(query: (sql: string) => Promise<unknown>): Promise<void> {
+  const [result] = (await query('PRAGMA wal_checkpoint(TRUNCATE)')) as Array<{ busy: number }>;
+  if (result?.busy !== 0)
+    throw new Error('sqlite index: the write-ahead log could not be checkpointed (a reader holds it); trying again at the next /readyz');
 }
 
 /**

@@ -7,7 +7,16 @@ import type { Logger } from '../logger.js';
 import { closeToOthers, PRIVATE_FILE_MODE } from '../private-files.js';
 import { asDamagedIndex, INDEX_SIDE_FILES } from './damaged-index.js';
 import { INDEX_NAMESPACE, keyvIndex, type RecordingIndex } from './recording-index.js';
-import { copyDatabaseTo, identityOf, IndexFileError, indexFileState } from './sqlite-index-file.js';
+import {
+  changedSideFile,
+  checkpointLog,
+  copyDatabaseTo,
+  identityOf,
+  IndexFileError,
+  indexFileState,
+  sideFileIdentities,
+  type FileIdentity,
+} from './sqlite-index-file.js';
 
 // Rows per query when listing the sqlite index: 100,000 entries in ten queries.
 const SQLITE_PAGE_SIZE = 10_000;
@@ -196,6 +205,10 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
       },
     );
   const tuned = counted(store.query('PRAGMA synchronous=NORMAL').then(() => tuneIndex(store)));
+  let openedSideFiles = new Map<string, FileIdentity>();
+  void tuned.then(() => {
+    openedSideFiles = sideFileIdentities(file);
+  });
   let countingAgain: Promise<void> | undefined;
   // Through a connection of its own: this one's operations go on meanwhile, and none may join its transaction.
   const countAgain = () => {
@@ -221,19 +234,49 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
       if (--underWay === 0) idle?.();
     }
   };
-  /** Puts a deleted index file back: a copy of the open database, which every operation uses from then on. */
-  const restore = async (): Promise<void> => {
+  const operationsDone = async (): Promise<void> => {
     if (underWay > 0) await new Promise<void>((resolve) => (idle = resolve));
     idle = undefined;
-    await copyDatabaseTo((sql, ...parameters) => store.query(sql, ...parameters), file);
-    const restored = openSqliteStore(file);
-    await restored.query('PRAGMA synchronous=NORMAL');
-    await tuneIndex(restored);
-    const deleted = store;
-    store = restored;
-    keyv.store = restored;
+  };
+  const openTuned = async (): Promise<KeyvSqlite> => {
+    const opening = openSqliteStore(file);
+    await opening.query('PRAGMA synchronous=NORMAL');
+    await tuneIndex(opening);
+    return opening;
+  };
+  const use = (next: KeyvSqlite): void => {
+    store = next;
+    keyv.store = next;
     opened = identityOf(file);
+    openedSideFiles = sideFileIdentities(file);
+  };
+  /** Puts a deleted index file back: a copy of the open database, which every operation uses from then on. */
+  const restore = async (): Promise<void> => {
+    await operationsDone();
+    await copyDatabaseTo((sql, ...parameters) => store.query(sql, ...parameters), file);
+    const deleted = store;
+    use(await openTuned());
     await deleted.disconnect().catch(() => {});
+  };
+  // A side file found deleted or replaced, until the reopen it calls for succeeds.
+  let changedSide: { suffix: string; state: 'deleted' | 'replaced' } | undefined;
+  // Set once the connection is closed for a reopen that has not opened the next one yet.
+  let closedForReopen = false;
+  /**
+   * Writes the write-ahead log the connection still has open into the index
+   * file, closes it, and opens the index again: sqlite then makes a new -wal
+   * and -shm where they belong. Closed before the next is opened, since
+   * connections of one process share the -shm the first one opened.
+   */
+  const reopen = async (): Promise<void> => {
+    await operationsDone();
+    if (!closedForReopen) {
+      await checkpointLog((sql) => store.query(sql));
+      await store.disconnect();
+      closedForReopen = true;
+    }
+    use(await openTuned());
+    closedForReopen = false;
   };
   /** Rejects with an {@link IndexFileError} while the index file is not the one open. */
   const checkFile = async (): Promise<void> => {
@@ -255,6 +298,33 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
         restoring = undefined;
       });
     throw new IndexFileError('its file was deleted while the gateway ran; restoring it');
+  };
+  /** Rejects with an {@link IndexFileError} while the -wal or -shm the connection uses is not the one at its place. */
+  const checkSideFiles = async (): Promise<void> => {
+    while (restoring) await restoring;
+    changedSide ??= await changedSideFile(file, openedSideFiles);
+    if (!changedSide) return;
+    const what = `its ${changedSide.suffix} file was ${changedSide.state} while the gateway ran`;
+    const logger = options.restoreDeleted?.logger;
+    if (!logger) throw new IndexFileError(`${what}; restart the gateway`);
+    if (!restoring) {
+      logger.warn(
+        { file: file + changedSide.suffix },
+        `the cache index's ${changedSide.suffix} file was ${changedSide.state} while the gateway ran; writing its log into the index file and opening the index again`,
+      );
+    }
+    restoring ??= reopen()
+      .then(
+        () => {
+          changedSide = undefined;
+          logger.info({ file }, 'the cache index is open again, with its -wal and -shm in place; no entry was lost');
+        },
+        (error: unknown) => logger.warn({ err: error, file }, 'opening the cache index again failed; the next /readyz tries again'),
+      )
+      .finally(() => {
+        restoring = undefined;
+      });
+    throw new IndexFileError(`${what}; opening the index again`);
   };
   /** The entries' rows (those `where` also keeps, with its `parameters`), a page of keys at a time. */
   async function* listPages(where: string, parameters: unknown[] = []): AsyncIterable<[string, unknown]> {
@@ -292,6 +362,7 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
     async ping() {
       await run(() => keyv.get(`${prefix}__ping__`));
       await checkFile();
+      await checkSideFiles();
     },
     // Marks are plain integers in rows of their own (`purged:...`), outside the entries' key range.
     async purgeCount(scopes) {
@@ -331,7 +402,7 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
       for (const { key, bytes } of rows) if (bytes > 0) byNamespace.set(key.slice(BYTES_PREFIX.length), bytes);
       return { total: [...byNamespace.values()].reduce((sum, bytes) => sum + bytes, 0), byNamespace };
     },
-    close: () => (closing ??= (restoring ?? Promise.resolve()).then(() => keyv.disconnect())),
+    close: () => (closing ??= (restoring ?? Promise.resolve()).then(() => (closedForReopen ? undefined : keyv.disconnect()))),
   });
 }
 
