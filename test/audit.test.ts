@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, readdir, symlink, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, unlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
@@ -24,6 +24,7 @@ import {
   type RunningGateway,
 } from '../dev/gateway-harness.js';
 import type { ManualClock } from '../dev/manual-clock.js';
+import { mountTmpfs, unmount } from './support/durability.js';
 
 const ADMIN_TOKEN = 'admin-token-for-audit-tests-0123456789';
 const ZERO_HASH = '0'.repeat(64);
@@ -420,11 +421,22 @@ describe('audit trail of a running gateway', () => {
   });
 
   test('a full audit disk shows on /readyz and /metrics, keeps lines in memory up to the bound, counts the rest, and recovers', async () => {
+    // A real full disk: a small tmpfs as the audit directory, filled up.
+    await mkdir(auditDir);
+    await mountTmpfs(auditDir, '64k');
+    try {
+      await fullAuditDiskShowsAndRecovers();
+    } finally {
+      await Promise.all(running.splice(0).map((gateway) => gateway.close()));
+      await unmount(auditDir);
+    }
+  });
+
+  async function fullAuditDiskShowsAndRecovers(): Promise<void> {
     const gateway = await start(manualClock(), auditConfig(), { retryIntervalMs: 20, maxRetryIntervalMs: 50, maxPendingLines: 2 });
     await (await gateway.fetch('/readyz')).arrayBuffer();
-    // Every write to /dev/full fails with ENOSPC, as on a full disk.
-    const file = path.join(auditDir, TODAY);
-    await symlink('/dev/full', file);
+    const filler = path.join(auditDir, 'filler');
+    await expect(writeFile(filler, Buffer.alloc(1024 * 1024))).rejects.toMatchObject({ code: 'ENOSPC' });
     for (const id of [1, 2, 3]) await (await gateway.fetch(`/v1/call/recording/${id}.mp3`)).arrayBuffer();
 
     const notReady = await waitFor(async () => {
@@ -439,7 +451,7 @@ describe('audit trail of a running gateway', () => {
     // Requests are still answered while the trail cannot be written.
     expect((await gateway.fetch('/v1/call/recording/1.mp3')).status).toBe(200);
 
-    await unlink(file);
+    await unlink(filler);
     await waitFor(async () => ((await gateway.fetch('/readyz')).status === 200 ? true : undefined), '/readyz to recover');
     await (await gateway.fetch('/v1/call/recording/4.mp3')).arrayBuffer();
     await gateway.gateway.audit!.flush();
@@ -451,7 +463,7 @@ describe('audit trail of a running gateway', () => {
     // The two kept lines, then a note of the two lost (call 3, and the request made while full), then the next line.
     expect(records.map((record) => record.call_id ?? `dropped ${String(record.dropped_lines)}`)).toEqual([1, 2, 'dropped 2', 4]);
     expect(await metric(gateway, 'recording_gateway_audit_dropped_lines_total')).toBe(2);
-  });
+  }
 
   test('without `audit` in the config there is no trail, no audit metric and no audit check', async () => {
     const gateway = await start(manualClock(), { ...auditConfig(), audit: undefined });

@@ -1,7 +1,8 @@
-import { open, readFile, readdir, truncate } from 'node:fs/promises';
+import { readdir, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileDurably } from '../cache/temp-file.js';
 import { sha256Hex } from '../sha256.js';
+import { NotRegularFileError, openRegularFile } from './regular-file.js';
 
 /*
  * The audit directory's layout: one JSON Lines file per UTC day and chain,
@@ -87,7 +88,7 @@ interface FileLine {
  * a line edited to end in `\r` is a different line, as it should be.
  */
 export async function* readFileLines(file: string): AsyncGenerator<FileLine> {
-  const handle = await open(file, 'r').catch((error: unknown) => Promise.reject(unreadableFile(file, error)));
+  const handle = await openRegularFile(file, 'read').catch((error: unknown) => Promise.reject(unreadableFile(file, error)));
   try {
     let carry: Buffer = Buffer.alloc(0);
     let number = 0;
@@ -112,14 +113,14 @@ export async function* readFileLines(file: string): AsyncGenerator<FileLine> {
 }
 
 /**
- * A day's file that cannot be read, named: Node's own message names no file
- * for a directory (EISDIR), and only the path for a link to nothing (ENOENT).
+ * A day's file that cannot be read, named: Node's own message names only
+ * the path for a link to nothing (ENOENT).
  */
 function unreadableFile(file: string, error: unknown): Error {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   const why =
-    code === 'EISDIR'
-      ? 'it is a directory, not a file'
+    error instanceof NotRegularFileError
+      ? `it is ${error.kind}, not a regular file`
       : code === 'ENOENT'
         ? 'it is not there (removed meanwhile, or a symbolic link to nothing)'
         : error instanceof Error
@@ -167,7 +168,12 @@ async function readSavedTip(dir: string, chain: string): Promise<{ hash: string;
   const file = path.join(dir, chainTipFileName(chain));
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    const handle = await openRegularFile(file, 'read');
+    try {
+      text = await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
@@ -203,7 +209,7 @@ export async function saveChainTipBeforeRemoving(dir: string, chain: string, exp
 /** The last whole line of `file`; a torn one after it is cut off with `cutTorn`, else only passed over. */
 async function lastLine(file: string, cutTorn: boolean): Promise<{ line: Buffer; tornBytesRemoved: number } | undefined> {
   // Read-only unless a torn line must go: files kept read-only (or on write-once storage) stay readable.
-  const handle = await open(file, 'r');
+  const handle = await openRegularFile(file, 'read');
   try {
     const { size } = await handle.stat();
     if (size === 0) return undefined;

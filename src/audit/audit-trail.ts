@@ -1,4 +1,4 @@
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { silentLogger, type Logger } from '../logger.js';
 import { auditLineStart, type AuditEvent } from './audit-event.js';
@@ -15,6 +15,7 @@ import {
 } from './audit-files.js';
 import { errorMessage } from '../errors.js';
 import { PRIVATE_FILE_MODE, makePrivateDir } from '../private-files.js';
+import { openRegularFile } from './regular-file.js';
 
 /** How often a batch of lines is written: the longest a line waits in memory. */
 const DEFAULT_AUDIT_FLUSH_INTERVAL_MS = 50;
@@ -339,19 +340,19 @@ export class AuditTrail implements AuditRecorder {
 
   async #openForAppend(file: string): Promise<FileHandle> {
     try {
-      return await open(file, 'a', PRIVATE_FILE_MODE);
+      return await openRegularFile(file, 'append', PRIVATE_FILE_MODE);
     } catch (error) {
       // The directory was removed while the gateway runs: make it again.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       await makePrivateDir(this.#dir);
-      return await open(file, 'a', PRIVATE_FILE_MODE);
+      return await openRegularFile(file, 'append', PRIVATE_FILE_MODE);
     }
   }
 
   /** Best effort: the lines are written; this only hurries them from the page cache to the disk. */
   async #sync(file: string): Promise<void> {
     try {
-      const handle = await open(file, 'r');
+      const handle = await openRegularFile(file, 'read');
       try {
         await handle.sync();
       } finally {
