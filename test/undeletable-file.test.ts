@@ -13,6 +13,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { DAY_MS } from '../src/clock.js';
 import { cacheKey } from '../src/cache/recording-meta.js';
 import { manualClock, namespaceFor, type RunningGateway } from '../dev/gateway-harness.js';
+import { capturingLogger } from './support/capturing-logger.js';
 import { gatewayPerTest } from './support/gateway-per-test.js';
 import { storedFiles } from './support/durability.js';
 
@@ -127,6 +128,39 @@ describe.skipIf(!immutableWorks)('a cached file that cannot be deleted for a whi
       maxDiskBytes,
     );
     expect(gateway.gateway.cache.stats().diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+  });
+
+  test('an eviction that fails is logged naming the file and the real cause (EPERM from unlink), not ENOTDIR from scandir', async () => {
+    const sizes = [1, 2, 3].map((id) => bed.upstream.recording(id)!.length);
+    const { logger, lines } = capturingLogger();
+    const gateway = await bed.start({ cache: { maxDiskBytes: sizes[0]! + sizes[1]! + 1000 } }, { logger });
+    await get(gateway, 1);
+    await get(gateway, 2);
+    const file = bed.recordingFile(1, 'mp3');
+    makeImmutable(file);
+
+    await get(gateway, 3);
+    expect(lines.find((line) => line.msg === 'evicting a recording failed')?.err).toMatchObject({
+      code: 'EPERM',
+      message: `EPERM: operation not permitted, unlink '${file}'`,
+    });
+    expect(JSON.stringify(lines)).not.toMatch(/scandir|ENOTDIR/);
+  });
+
+  test('a retention sweep that cannot delete a file logs the file and EPERM from unlink', async () => {
+    const clock = manualClock();
+    const { logger, lines } = capturingLogger();
+    const gateway = await bed.start({ cache: { retentionDays: 1 } }, { clock, logger });
+    await get(gateway, 4);
+    const file = bed.recordingFile(4, 'mp3');
+    makeImmutable(file);
+
+    clock.advance(DAY_MS + 1);
+    expect(await gateway.gateway.retention!.sweep()).toBe(0);
+    expect(lines.find((line) => line.msg === 'deleting an expired recording failed; the next sweep tries again')?.err).toMatchObject({
+      code: 'EPERM',
+      message: `EPERM: operation not permitted, unlink '${file}'`,
+    });
   });
 
   test("a purged copy whose file cannot be replaced is that file's trouble: /readyz stays 200", async () => {

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { CacheEncryptionConfig } from '../config/index.js';
@@ -182,8 +182,8 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
       }
     },
     async remove(namespace, callId) {
-      await Promise.all(SIDECAR_KINDS.map((kind) => rm(sidecarPathFor(namespace, callId, kind), { force: true })));
-      await rm(pathFor(namespace, callId), { force: true });
+      await Promise.all(SIDECAR_KINDS.map((kind) => removeFile(sidecarPathFor(namespace, callId, kind))));
+      await removeFile(pathFor(namespace, callId));
     },
     async writeSidecar(namespace, callId, kind, bytes) {
       // A plain temporary file: the sidecar's bytes are written as given (encrypted whole with `cache.encryption`).
@@ -206,6 +206,19 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
 }
 
 /** Where a recording's sidecar of `kind` lives. */
+/**
+ * Deletes a cache file, if there. Not `rm(file, { force: true })`: an unlink
+ * refused with EPERM (an immutable file) makes it try the file as a folder,
+ * and it reports ENOTDIR from scandir instead of what went wrong.
+ */
+export async function removeFile(file: string): Promise<void> {
+  try {
+    await unlink(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
+
 export function sidecarPath(dir: string, namespace: string, callId: string, kind: SidecarKind): string {
   return path.join(dir, SIDECARS, namespace, `${callId}.${kind}`);
 }

@@ -1,6 +1,6 @@
-import { rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import type { Logger } from '../logger.js';
-import { listCacheFiles, sidecarPath, type DiskStore } from './disk-store.js';
+import { listCacheFiles, removeFile, sidecarPath, type DiskStore } from './disk-store.js';
 import type { RecordingIndex } from './recording-index.js';
 import { cacheKey, type RecordingMeta } from './recording-meta.js';
 
@@ -81,7 +81,7 @@ async function removeOrphanSidecars(
     .map(({ namespace, callId, kind }) => sidecarPath(disk.dir, namespace, callId, kind));
   for (const file of [...orphans, ...files.sidecarStrays]) {
     if (shared && (await youngerThanGrace(file, now))) continue;
-    await rm(file, { force: true });
+    await removeFile(file);
   }
 }
 
