@@ -259,6 +259,20 @@ describe('audit query', () => {
     expect(window.stdout.split('\n').map((line) => (JSON.parse(line) as { call_id: number }).call_id)).toEqual([2, 2]);
   });
 
+  test('times with more than 3 fraction digits are cut to the millisecond; a leap second (:60) is the start of the next second', async () => {
+    const { configPath } = await copyOfTrail();
+    const calls = async (args: string[]) => {
+      const { code, stdout, stderr } = await audit(['query', ...args, '--json'], configPath);
+      expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+      return stdout.split('\n').map((line) => (JSON.parse(line) as { call_id: number }).call_id);
+    };
+    // 09:00:59.9999999 is 09:00:59.999, before the line at 09:01; 09:02:00.0000001 is 09:02:00.000, not after the line then.
+    expect(await calls(['--since', '2026-11-28T09:00:59.9999999Z', '--until', '2026-11-28T09:02:00.000000100Z'])).toEqual([2]);
+    expect(await calls(['--since', '2026-11-28T23:59:60Z'])).toEqual([1, 3, 4]);
+    expect(await calls(['--until', '2026-11-28T23:59:60Z'])).toEqual([1, 2, 2, 3]);
+    expect(await calls(['--since', '2026-11-29T09:59:60.5+01:00', '--until', '2026-11-29T09:00:01Z'])).toEqual([1]);
+  });
+
   test('without --json it prints a table with a header and a count', async () => {
     const { configPath } = await copyOfTrail();
     const { code, stdout } = await audit(['query', '--tenant', 'acme', '--call', '2'], configPath);

@@ -21,20 +21,28 @@ export interface AuditCommandDeps {
 }
 
 const EVENTS = ['recording', 'info', 'peaks', 'signed-url', 'purge', 'dropped'];
-// RFC 3339 (5.6) lets `T` and `Z` be lowercase.
-const ISO_TIME = /^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[Tt ]([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,3})?)?))?([Zz]|[+-][0-9]{2}:[0-9]{2})?$/;
+// RFC 3339 (5.6) lets `T` and `Z` be lowercase, and seconds be 60 (a leap second) with any number of fraction digits.
+const ISO_TIME = /^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[Tt ]([0-9]{2}:[0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$/;
+const LEAP_SECOND = '60';
 
-/** An ISO 8601 / RFC 3339 date or date-time; UTC unless it names an offset. */
+/**
+ * An ISO 8601 / RFC 3339 date or date-time; UTC unless it names an offset.
+ * Fraction digits past the millisecond are cut off (audit times have
+ * milliseconds). A leap second, `23:59:60`, is taken as the start of the
+ * second after it: the epoch milliseconds have no leap seconds, and no
+ * audit line is written at one.
+ */
 export function parseIsoTime(value: string): number {
   const match = ISO_TIME.exec(value);
-  const [, date, time, zone] = match ?? [];
-  const text = `${date}T${time ?? '00:00'}${zone?.toUpperCase() ?? 'Z'}`;
+  const [, date, minutes, seconds = '00', fraction = '', zone] = match ?? [];
+  const leap = seconds === LEAP_SECOND;
+  const text = `${date}T${minutes ?? '00:00'}:${leap ? '59' : seconds}.${fraction.padEnd(3, '0').slice(0, 3)}${zone?.toUpperCase() ?? 'Z'}`;
   const parsed = match ? Date.parse(text) : Number.NaN;
   // Date.parse takes 2026-02-30 as March 2: the day must come back as written.
   const sameDay = !Number.isNaN(parsed) && (zone !== undefined || utcDay(parsed) === date);
   if (!sameDay)
     throw new InvalidArgumentError('expected an ISO 8601 time such as 2026-11-30 or 2026-11-30T14:05:00Z (UTC unless an offset is given)');
-  return parsed;
+  return leap ? Math.floor(parsed / 1000) * 1000 + 1000 : parsed;
 }
 
 /** The audit directory of the config; the command fails when the trail is off, or when a file is where the directory should be. */
