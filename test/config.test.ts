@@ -575,6 +575,21 @@ describe('typos and bad values', () => {
     expect(errorOf(() => parse(minimal({ listen: 8080 }))).message).toBe('listen: expected a mapping (key: value), got a number');
   });
 
+  it('a number YAML reads as infinite or NaN (1e400, .inf, .nan) is called that, not a fraction', async () => {
+    const path = join(dir, 'gateway.yaml');
+    const messageFor = async (yaml: string) => {
+      await writeFile(path, `tenants: [{ id: acme, api_keys: ["sha256:${DIGEST}"] }]\n${yaml}\n`);
+      return (await asyncErrorOf(loadConfig({ path, env: { FLYFLOW_API_KEY: SERVER_KEY }, cwd: dir }))).message;
+    };
+    expect(await messageFor('cache: { retention_days: 1e400 }')).toBe(
+      `${path}: cache.retention_days: expected a number, got one too large to be finite (it reads as infinity)`,
+    );
+    expect(await messageFor('upstream: { timeout_ms: -.inf }')).toBe(
+      `${path}: upstream.timeout_ms: expected a number, got one too large to be finite (it reads as infinity)`,
+    );
+    expect(await messageFor('listen: { port: .nan }')).toBe(`${path}: listen.port: expected a number, got NaN (not a number)`);
+  });
+
   it('cache.index accepts a redis URL for a shared index', () => {
     expect(parse(minimal({ cache: { index: 'redis://redis:6379/0' } })).cache.index).toEqual({
       kind: 'redis',

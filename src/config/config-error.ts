@@ -75,6 +75,9 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
+  // YAML reads 1e400 and .inf as Infinity, .nan as NaN: neither is a fraction.
+  if (typeof value === 'number' && Number.isNaN(value)) return 'NaN (not a number)';
+  if (typeof value === 'number' && !Number.isFinite(value)) return 'one too large to be finite (it reads as infinity)';
   if (typeof value === 'number' && !Number.isInteger(value)) return 'a fraction';
   return TYPE_NAMES[typeof value] ?? typeof value;
 }
