@@ -205,7 +205,6 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
   };
 }
 
-/** Where a recording's sidecar of `kind` lives. */
 /**
  * Deletes a cache file, if there. Not `rm(file, { force: true })`: an unlink
  * refused with EPERM (an immutable file) makes it try the file as a folder,
@@ -219,6 +218,7 @@ export async function removeFile(file: string): Promise<void> {
   }
 }
 
+/** Where a recording's sidecar of `kind` lives. */
 export function sidecarPath(dir: string, namespace: string, callId: string, kind: SidecarKind): string {
   return path.join(dir, SIDECARS, namespace, `${callId}.${kind}`);
 }

@@ -206,9 +206,13 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
     );
   const tuned = counted(store.query('PRAGMA synchronous=NORMAL').then(() => tuneIndex(store)));
   let openedSideFiles = new Map<string, FileIdentity>();
-  void tuned.then(() => {
-    openedSideFiles = sideFileIdentities(file);
-  });
+  // Once sqlite has made them; a failed start is reported by the operations that wait on `tuned`.
+  tuned.then(
+    () => {
+      openedSideFiles = sideFileIdentities(file);
+    },
+    () => {},
+  );
   let countingAgain: Promise<void> | undefined;
   // Through a connection of its own: this one's operations go on meanwhile, and none may join its transaction.
   const countAgain = () => {
