@@ -309,6 +309,8 @@ describe('audit query', () => {
     for (const [args, message] of [
       [['--since', 'yesterday'], 'expected an ISO 8601 time'],
       [['--until', '2026-02-30'], 'expected an ISO 8601 time'],
+      [['--since', '2026-02-30T10:00:00Z'], 'expected an ISO 8601 time'],
+      [['--since', '2026-02-30T10:00:00+02:00'], 'expected an ISO 8601 time'],
       [['--call', '0'], 'expected a call id'],
       [['--event', 'listen'], 'Allowed choices are recording, info, peaks, signed-url, purge, dropped'],
       [['--colour'], "unknown option '--colour'"],

@@ -147,6 +147,18 @@ describe.skipIf(!immutableWorks)('a cached file that cannot be deleted for a whi
     expect(JSON.stringify(lines)).not.toMatch(/scandir|ENOTDIR/);
   });
 
+  test('a DELETE refused 503 because the file cannot be deleted logs the file and the cause', async () => {
+    const { logger, lines } = capturingLogger();
+    const gateway = await bed.start({}, { logger });
+    await get(gateway, 1);
+    const file = bed.recordingFile(1, 'mp3');
+    makeImmutable(file);
+
+    expect((await gateway.fetch('/v1/call/recording/1.mp3', { method: 'DELETE' })).status).toBe(503);
+    const said = lines.find((line) => String(line.msg).startsWith("a purge could not delete the recording's file"));
+    expect(said).toMatchObject({ key: keyOf(1), err: { code: 'EPERM', message: `EPERM: operation not permitted, unlink '${file}'` } });
+  });
+
   test('a retention sweep that cannot delete a file logs the file and EPERM from unlink', async () => {
     const clock = manualClock();
     const { logger, lines } = capturingLogger();

@@ -358,7 +358,16 @@ export class RecordingCache {
       );
     }
     const removed = this.#catalogue.remove(key);
-    await this.#removeStored(key, namespace, callId, removed?.onDisk ? removed.meta : undefined);
+    try {
+      await this.#removeStored(key, namespace, callId, removed?.onDisk ? removed.meta : undefined);
+    } catch (error) {
+      // The caller answers 503 without the cause: the operator learns it here.
+      this.options.logger.warn(
+        { err: error, key },
+        "a purge could not delete the recording's file; it is withheld until a purge, sweep or eviction deletes it",
+      );
+      throw error;
+    }
     return removed !== undefined;
   }
 

@@ -38,8 +38,8 @@ export function parseIsoTime(value: string): number {
   const leap = seconds === LEAP_SECOND;
   const text = `${date}T${minutes ?? '00:00'}:${leap ? '59' : seconds}.${fraction.padEnd(3, '0').slice(0, 3)}${zone?.toUpperCase() ?? 'Z'}`;
   const parsed = match ? Date.parse(text) : Number.NaN;
-  // Date.parse takes 2026-02-30 as March 2: the day must come back as written.
-  const sameDay = !Number.isNaN(parsed) && (zone !== undefined || utcDay(parsed) === date);
+  // Date.parse takes 2026-02-30 as March 2: the day must come back as written, whatever the offset.
+  const sameDay = !Number.isNaN(parsed) && utcDay(Date.parse(`${date}T00:00Z`)) === date;
   if (!sameDay)
     throw new InvalidArgumentError('expected an ISO 8601 time such as 2026-11-30 or 2026-11-30T14:05:00Z (UTC unless an offset is given)');
   return leap ? Math.floor(parsed / 1000) * 1000 + 1000 : parsed;
