@@ -251,7 +251,7 @@ describe('a transfer the client cut short', () => {
     });
   }
 
-  test('before its answer started (the upstream head still awaited) is logged as aborted, with no bytes', async () => {
+  test('before its answer started (the upstream head still awaited) is logged as aborted, with no status and no bytes, and counted with status none', async () => {
     upstream.setBehaviour(4, { kind: 'slow-head', delayMs: 400 });
     // Gone while the gateway still waits for the upstream's head.
     await askThenLeave(
@@ -264,6 +264,14 @@ describe('a transfer the client cut short', () => {
     const logged = lines.find((line) => line.msg === 'request' && line.callId === '4')!;
     expect(logged.aborted).toBe(true);
     expect(logged.bytes).toBe(0);
+    // No status was sent: none is claimed, as in the audit line.
+    expect(logged.status).toBeNull();
+    const metrics = await (await gateway.fetch('/metrics', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+    const counted = metrics
+      .split('\n')
+      .filter((line) => line.startsWith('recording_gateway_requests_total{') && line.includes('route="recording"'));
+    expect(counted.filter((line) => line.includes('status="none"'))).toHaveLength(1);
+    expect(counted.filter((line) => line.includes('status="200"'))).toEqual([]);
   });
 
   test('is logged and counted with the bytes it was sent, not 0', async () => {

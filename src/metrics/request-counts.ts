@@ -1,7 +1,8 @@
 export interface RequestLabels {
   route: string;
   method: string;
-  status: number;
+  /** `none` for a request whose client left before any answer was sent. */
+  status: number | 'none';
   tenant: string;
   cache: string;
 }

@@ -100,7 +100,15 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     const record = end === 'unanswered' && answered.bodyBytes !== 0 ? { ...answered, bodyBytes: 0 } : answered;
     const { caller, status, cache } = record;
     const now = clock.now();
-    metrics.requestDone({ route: record.route, method: record.method, status, tenant: caller?.tenant.id ?? 'none', cache });
+    // A status never sent is no status: the audit line says null too.
+    const unanswered = end === 'unanswered';
+    metrics.requestDone({
+      route: record.route,
+      method: record.method,
+      status: unanswered ? 'none' : status,
+      tenant: caller?.tenant.id ?? 'none',
+      cache,
+    });
     if (record.tier && status < 300) metrics.bytesServed(record.tier, record.bodyBytes);
     // Written by hand: every value is a validated id, a label of ours or a
     // number, except the method and path, which are quoted by JSON.stringify.
@@ -110,7 +118,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     if (caller) line += `,"tenant":"${caller.tenant.id}"`;
     if (record.callId !== undefined) line += `,"callId":"${record.callId}"`;
     if (caller) line += `,"credential":"${caller.credential.kind}"`;
-    line += `,"status":${status},"cache":"${cache}","bytes":${record.bodyBytes},"durationMs":${now - record.startedAt}`;
+    line += `,"status":${unanswered ? 'null' : status},"cache":"${cache}","bytes":${record.bodyBytes},"durationMs":${now - record.startedAt}`;
     if (record.upstreamMs !== undefined) line += `,"upstreamMs":${record.upstreamMs}`;
     if (end !== 'sent') line += ',"aborted":true';
     writeLine(line, REQUEST_LINE);
