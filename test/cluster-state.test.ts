@@ -540,12 +540,14 @@ describe('RedisLink: every Redis call bounded, and recovery without a restart', 
     await eventually('a beacon is heard', () => events.heardUpTo > firstHeard);
     const heard = events.heardUpTo;
     await eventually('the next one too', () => events.heardUpTo > heard);
-    // A beacon that is no send time is ignored: the event published after it arrives after it, on the same connection.
+    // A beacon that is no past send time is ignored: the event published after it arrives after it, on the same connection.
     await raw.publish(clusterKeys.beacon(BEACON_NODE), 'not a time');
+    await raw.publish(clusterKeys.beacon(BEACON_NODE), String(Date.now() + 60_000));
     await raw.publish(channel, 'marker');
     await eventually('the marker arrives', () => messages.includes('marker'));
     expect(Number.isFinite(events.heardUpTo)).toBe(true);
     expect(events.heardUpTo).toBeGreaterThan(firstHeard);
+    expect(events.heardUpTo).toBeLessThanOrEqual(Date.now());
   });
 
   test('a link made while Redis is down answers once Redis is up, finding it by itself', async () => {

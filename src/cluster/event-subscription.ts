@@ -67,7 +67,8 @@ export class EventSubscription {
   }
 
   #heard(sentAt: number): void {
-    if (!Number.isFinite(sentAt)) return;
+    // Its own beacons carry this process's past times: anything else on the channel proves nothing.
+    if (!Number.isFinite(sentAt) || sentAt > Date.now()) return;
     if (sentAt > this.#heardUpTo) this.#heardUpTo = sentAt;
     if (this.#unheardSince !== undefined && sentAt >= this.#unheardSince) this.#unheardSince = undefined;
     if (this.#stallSaid) {

@@ -47,7 +47,7 @@ export class PartitionGuard {
 
   constructor(private readonly options: PartitionGuardOptions) {}
 
-  /** False while stored copies may have been purged elsewhere: read on every hit, so two comparisons in the usual case. */
+  /** False while stored copies may have been purged elsewhere: read on every hit, so a few comparisons in the usual case. */
   get trusted(): boolean {
     if (!this.#trusted || this.#joining) return false;
     if (this.#timer === undefined) return true;
