@@ -7,6 +7,7 @@ import type { CopyRetention } from './retention.js';
 import { RecordingCatalogue, type CacheHit, type CacheStats, type CachedRecording } from './recording-catalogue.js';
 import type { RecordingIndex, VolumeOverflow } from './recording-index.js';
 import { StaleCopyError } from './stale-copy.js';
+import { StoredRemovals } from './stored-removals.js';
 import { DamagedFileError, reportingDamage, type StoredFile } from './stored-file.js';
 import { cacheKey, type RecordingFacts, type RecordingMeta } from './recording-meta.js';
 import type { TempFile } from './temp-file.js';
@@ -46,22 +47,20 @@ function isVolumeShared(index: RecordingIndex): index is RecordingIndex & Volume
 export class RecordingCache {
   readonly memoryEntryMaxBytes: number;
   readonly #catalogue: RecordingCatalogue;
-  /** Keys whose file and index entry are being deleted: the index must not bring them back meanwhile. */
-  readonly #removing = new Set<string>();
-  /** Files being deleted: the catalogue no longer counts them, but they take room until they are gone. */
-  readonly #removals = new Set<Promise<void>>();
-  /**
-   * Keys whose file could not be deleted (purged, expired or evicted): never
-   * served, their entry kept (in the catalogue and the index) so the file
-   * stays counted and the next purge, sweep or eviction tries again.
-   */
-  readonly #undeleted = new Set<string>();
+  readonly #removals: StoredRemovals;
   /** Large recordings read through whole and found intact, with their file's ctime then. */
   readonly #intactAt = new WeakMap<CachedRecording, number>();
 
   constructor(private readonly options: RecordingCacheOptions) {
     this.#catalogue = new RecordingCatalogue(options);
     this.memoryEntryMaxBytes = this.#catalogue.memoryEntryMaxBytes;
+    this.#removals = new StoredRemovals({
+      disk: options.disk,
+      index: options.index,
+      onUndeleted: (key, meta) => {
+        if (meta && !this.#catalogue.peek(key)) this.#catalogue.add(key, meta, true);
+      },
+    });
   }
 
   /**
@@ -121,7 +120,7 @@ export class RecordingCache {
 
   /** A hit from memory alone, or undefined. A hit counts as a use for eviction. */
   lookup(key: string): CacheHit | undefined {
-    if (this.#undeleted.has(key)) return undefined;
+    if (this.#removals.undeleted(key)) return undefined;
     const hit = this.#catalogue.lookup(key);
     // Past its retention: never served again; the retention sweep deletes it.
     if (hit && this.options.retention?.expired(hit.entry.meta, hit.entry.onDisk)) return undefined;
@@ -147,7 +146,7 @@ export class RecordingCache {
    * microseconds before the first byte.
    */
   knownAbsent(key: string): boolean {
-    if (this.#withheld(key)) return true;
+    if (this.#removals.withheld(key)) return true;
     if (this.options.index.shared) return false;
     const slash = key.lastIndexOf('/');
     return !this.options.disk.hasRecording(key.slice(0, slash), key.slice(slash + 1));
@@ -163,7 +162,7 @@ export class RecordingCache {
       this.options.logger.warn({ err: error }, 'index lookup failed; treating as a miss');
       return undefined;
     });
-    if (!meta || this.#withheld(key) || this.options.retention?.expired(meta, true)) return undefined;
+    if (!meta || this.#removals.withheld(key) || this.options.retention?.expired(meta, true)) return undefined;
     this.#catalogue.add(key, meta, true);
     return this.#catalogue.lookup(key);
   }
@@ -272,8 +271,8 @@ export class RecordingCache {
       throw error;
     }
     // A new file in place of one that could not be deleted replaced it; a copy in memory only would leave it uncounted.
-    if (onDisk) this.#undeleted.delete(key);
-    else if (this.#undeleted.has(key)) return undefined;
+    if (onDisk) this.#removals.replaced(key);
+    else if (this.#removals.undeleted(key)) return undefined;
     const inMemory = body !== undefined && body.length <= this.memoryEntryMaxBytes;
     if (!onDisk && !inMemory) return undefined;
     const entry = this.#catalogue.add(key, meta, onDisk);
@@ -296,7 +295,7 @@ export class RecordingCache {
   async recordFacts(entry: CachedRecording, facts: RecordingFacts): Promise<void> {
     if (!this.holds(entry)) return;
     entry.meta.facts = facts;
-    if (!entry.onDisk || this.#removing.has(entry.key)) return;
+    if (!entry.onDisk || this.#removals.removing(entry.key)) return;
     const { index } = this.options;
     await index.set(entry.key, entry.meta).catch((error: unknown) => {
       if (!(error instanceof StaleCopyError)) throw error;
@@ -359,7 +358,7 @@ export class RecordingCache {
     }
     const removed = this.#catalogue.remove(key);
     try {
-      await this.#removeStored(key, namespace, callId, removed?.onDisk ? removed.meta : undefined);
+      await this.#removals.remove(key, namespace, callId, removed?.onDisk ? removed.meta : undefined);
     } catch (error) {
       // The caller answers 503 without the cause: the operator learns it here.
       this.options.logger.warn(
@@ -381,14 +380,14 @@ export class RecordingCache {
     const current = this.#catalogue.peek(key);
     if (current) {
       if (current.meta.fetchedAt !== meta.fetchedAt) return false;
-      if (current.onDisk) await this.#removeStored(key, meta.namespace, meta.callId);
+      if (current.onDisk) await this.#removals.remove(key, meta.namespace, meta.callId);
       if (this.#catalogue.peek(key)?.meta.fetchedAt === meta.fetchedAt) this.#catalogue.remove(key);
       return true;
     }
     // Listed by a shared index only (another process stored it): deleted if the index still holds this very copy.
     const stored = await this.options.index.get(key);
     if (stored?.fetchedAt !== meta.fetchedAt) return false;
-    await this.#removeStored(key, meta.namespace, meta.callId);
+    await this.#removals.remove(key, meta.namespace, meta.callId);
     return true;
   }
 
@@ -405,47 +404,6 @@ export class RecordingCache {
     await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
   }
 
-  /** Being deleted, or its file could not be: never served, and the index is not asked. */
-  #withheld(key: string): boolean {
-    return this.#removing.has(key) || this.#undeleted.has(key);
-  }
-
-  /**
-   * Deletes a recording's file, then its index entry: an entry outlives its
-   * file only until the next start drops it, while a file without its entry
-   * would sit on disk uncounted until then. A file that cannot be deleted
-   * stays indexed and (given the `meta` of the entry already forgotten)
-   * counted, and is withheld until a later purge, sweep or eviction deletes it.
-   */
-  async #removeStored(key: string, namespace: string, callId: string, meta?: RecordingMeta): Promise<void> {
-    const { disk, index } = this.options;
-    this.#removing.add(key);
-    const removal = disk.remove(namespace, callId).then(
-      () => {
-        this.#undeleted.delete(key);
-        // After the file: its removal makes the room a full disk needs for the index's write.
-        return index.delete(key);
-      },
-      (error: unknown) => {
-        this.#keepUndeleted(key, meta);
-        throw error;
-      },
-    );
-    const settled = removal.catch(() => {});
-    this.#removals.add(settled);
-    try {
-      await removal;
-    } finally {
-      this.#removing.delete(key);
-      this.#removals.delete(settled);
-    }
-  }
-
-  #keepUndeleted(key: string, meta: RecordingMeta | undefined): void {
-    this.#undeleted.add(key);
-    if (meta && !this.#catalogue.peek(key)) this.#catalogue.add(key, meta, true);
-  }
-
   async #storeOnDisk(key: string, meta: RecordingMeta, file: TempFile, purgesSeen: number | undefined): Promise<boolean> {
     const { index, logger } = this.options;
     const victims = this.#catalogue.makeRoom(key, meta.namespace, meta.size);
@@ -457,7 +415,7 @@ export class RecordingCache {
       return false;
     }
     // The room counted on includes files other stores or purges are deleting: they go before this one lands.
-    const freeing = [...this.#removals];
+    const freeing = this.#removals.underWay();
     // The room stays taken until `store` adds the entry, or is given back here on failure.
     let stored = false;
     try {
@@ -495,7 +453,8 @@ export class RecordingCache {
     } catch (error) {
       await disk.remove(meta.namespace, meta.callId).catch(() => {});
       // A file that could not be deleted cannot be replaced either: that file's trouble, not the directory's.
-      if (this.#undeleted.has(key)) logger.warn({ err: error, key }, "the recording's old file cannot be replaced; not storing on disk");
+      if (this.#removals.undeleted(key))
+        logger.warn({ err: error, key }, "the recording's old file cannot be replaced; not storing on disk");
       else diskHealth.report(error);
       return false;
     }
@@ -520,7 +479,7 @@ export class RecordingCache {
     for (const { key } of victims) this.#catalogue.remove(key);
     const removed = await Promise.all(
       victims.map(({ key, meta }) =>
-        this.#removeStored(key, meta.namespace, meta.callId, meta).then(
+        this.#removals.remove(key, meta.namespace, meta.callId, meta).then(
           () => true,
           (error: unknown) => {
             this.options.logger.warn({ err: error, key }, 'evicting a recording failed');
