@@ -7,9 +7,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createClient } from '@keyv/redis';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
 import { makeTempDir, removeDir } from '../dev/gateway-harness.js';
 import type { RecordingMeta } from '../src/cache/recording-meta.js';
 import { type ClusterCopy, ClusterDirectory } from '../src/cluster/cluster-directory.js';
@@ -526,7 +527,7 @@ describe('RedisLink: every Redis call bounded, and recovery without a restart', 
   });
 
   test('a subscription knows how recently it heard: its beacons come back over the connection that carries the events', async () => {
-    const started = Date.now();
+    const started = performance.now();
     const channel = fresh('channel');
     const messages: string[] = [];
     const events = subscribe(
@@ -540,14 +541,35 @@ describe('RedisLink: every Redis call bounded, and recovery without a restart', 
     await eventually('a beacon is heard', () => events.heardUpTo > firstHeard);
     const heard = events.heardUpTo;
     await eventually('the next one too', () => events.heardUpTo > heard);
-    // A beacon that is no past send time is ignored: the event published after it arrives after it, on the same connection.
-    await raw.publish(clusterKeys.beacon(BEACON_NODE), 'not a time');
+    // A beacon it did not send is ignored: the event published after it arrives after it, on the same connection.
+    const stale = events.heardUpTo;
+    await raw.publish(clusterKeys.beacon(BEACON_NODE), 'not a beacon');
     await raw.publish(clusterKeys.beacon(BEACON_NODE), String(Date.now() + 60_000));
+    await raw.publish(clusterKeys.beacon(BEACON_NODE), '0123456789abcdef 999999');
     await raw.publish(channel, 'marker');
     await eventually('the marker arrives', () => messages.includes('marker'));
     expect(Number.isFinite(events.heardUpTo)).toBe(true);
-    expect(events.heardUpTo).toBeGreaterThan(firstHeard);
-    expect(events.heardUpTo).toBeLessThanOrEqual(Date.now());
+    expect(events.heardUpTo).toBeGreaterThanOrEqual(stale);
+    expect(events.heardUpTo).toBeLessThanOrEqual(performance.now());
+  });
+
+  test('its beacons are heard across a step back of the wall clock (an NTP step): hearing is timed on the monotonic clock', async () => {
+    const events = subscribe(
+      openLink(),
+      fresh('channel'),
+      () => {},
+      () => {},
+    );
+    const started = events.heardUpTo;
+    await eventually('a beacon is heard', () => events.heardUpTo > started);
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() - 50_000);
+      const before = events.heardUpTo;
+      await eventually('a beacon sent after the step is heard', () => events.heardUpTo > before);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   test('a link made while Redis is down answers once Redis is up, finding it by itself', async () => {

@@ -265,14 +265,28 @@ export class Cluster {
     try {
       await this.membership.start();
       this.#guard.start();
+      // A purge from the moment it listens reaches it as a message; the sync applies those made before.
+      await Promise.race([this.#events.subscribed.catch(() => {}), sleep(this.options.config.redisTimeoutMs)]);
     } finally {
-      // After its first beat, a purge elsewhere asks this replica too; the sync applies those before it.
-      void this.#syncSoon().finally(joined);
+      void this.#join().finally(joined);
     }
     // One signed call to itself loads fetch and compiles the peer code on both sides now, not on the
     // first late joiner's path (its first byte took 15-20 ms longer than the next ones').
     void this.peers.redisUp(advertiseUrl).catch(() => {});
     this.options.logger.info({ node: this.nodeId, volume: this.volume, advertise: advertiseUrl, redis: this.link.where }, 'cluster ready');
+  }
+
+  /**
+   * The first sync after start-up, run to its end: a sync Redis broke off is
+   * run again once Redis answers, since the copies it did not reach may have
+   * been purged meanwhile. With Redis out from the start, at once: the copies
+   * are then judged as in any outage, and synced once Redis is back.
+   */
+  async #join(): Promise<void> {
+    if (!this.link.up) return;
+    while (!this.#closed && !(await this.#syncSoon())) {
+      while (!this.#closed && !this.link.up) await sleep(PARTITION_CHECK_MS);
+    }
   }
 
   async close(): Promise<void> {

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../logger.js';
 import type { RedisLink, SubscriberConnection } from './redis-link.js';
 
@@ -14,19 +16,31 @@ export interface EventSubscriptionOptions {
   logger: Logger;
 }
 
+/** Beacons sent and not heard back that are remembered: many beacon intervals, far past any stall. */
+const MAX_UNHEARD_BEACONS = 64;
+
 /**
  * The replica's subscription to the cluster's events, and the proof that it
- * still hears them. Every `beaconEveryMs` it publishes a beacon (its send
- * time) on a channel of its own, which the same connection listens to.
- * Redis sends a connection its messages in the order it took them, so a
- * beacon heard back proves every event published before that beacon was sent
- * has been heard (`heardUpTo`). A beacon Redis took and not heard back a
- * beacon interval later means a connection that stalled without closing, or
- * never subscribed: it is replaced, and the caller catches up.
+ * still hears them. Every `beaconEveryMs` it publishes a beacon on a channel
+ * of its own, which the same connection listens to. Redis sends a connection
+ * its messages in the order it took them, so a beacon heard back proves every
+ * event published before that beacon was sent has been heard (`heardUpTo`).
+ * A beacon Redis took and not heard back a beacon interval later means a
+ * connection that stalled without closing, or never subscribed: it is
+ * replaced, and the caller catches up.
+ *
+ * Times are on the monotonic clock (`performance.now()`), which a step of the
+ * wall clock does not move; a beacon counts only if this process sent it
+ * (a random id and a sequence number it remembers), so nothing else
+ * published on the channel can stand for one.
  */
 export class EventSubscription {
-  #heardUpTo = Date.now();
-  /** The send time of the oldest beacon Redis took and this replica has not heard back. */
+  readonly #id = randomBytes(8).toString('hex');
+  #sequence = 0;
+  /** Beacons sent and not yet heard: sequence number → when sent. */
+  readonly #sent = new Map<number, number>();
+  #heardUpTo = performance.now();
+  /** When the oldest beacon Redis took and this replica has not heard back was sent. */
   #unheardSince: number | undefined;
   #connection: SubscriberConnection | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -36,13 +50,18 @@ export class EventSubscription {
 
   constructor(private readonly options: EventSubscriptionOptions) {}
 
-  /** Every event published before this time (this process's clock) has reached the replica. */
+  /** Settles once the connection listens (rejects if it never could): every event published from then on reaches the replica. */
+  get subscribed(): Promise<void> {
+    return this.#connection?.subscribed ?? Promise.reject(new Error('cluster: not subscribed'));
+  }
+
+  /** Every event published before this time (`performance.now()`) has reached the replica. */
   get heardUpTo(): number {
     return this.#heardUpTo;
   }
 
   start(): void {
-    this.#heardUpTo = Date.now();
+    this.#heardUpTo = performance.now();
     this.#connect();
     this.#timer ??= setInterval(() => void this.#sendBeacon(), this.options.beaconEveryMs);
     this.#timer.unref();
@@ -58,7 +77,7 @@ export class EventSubscription {
   #connect(): void {
     const { channel, beaconChannel, onMessage, onResubscribed } = this.options;
     this.#connection = this.options.link.openSubscriber(
-      { [channel]: onMessage, [beaconChannel]: (message) => this.#heard(Number(message)) },
+      { [channel]: onMessage, [beaconChannel]: (message) => this.#heard(message) },
       () => {
         if (this.#connectedBefore) onResubscribed();
         this.#connectedBefore = true;
@@ -66,9 +85,15 @@ export class EventSubscription {
     );
   }
 
-  #heard(sentAt: number): void {
-    // Its own beacons carry this process's past times: anything else on the channel proves nothing.
-    if (!Number.isFinite(sentAt) || sentAt > Date.now()) return;
+  #heard(message: string): void {
+    const [id, sequence] = message.split(' ');
+    const sentAt = id === this.#id ? this.#sent.get(Number(sequence)) : undefined;
+    if (sentAt === undefined) return;
+    // Heard in order: every beacon sent before this one is done with too.
+    for (const earlier of this.#sent.keys()) {
+      if (earlier > Number(sequence)) break;
+      this.#sent.delete(earlier);
+    }
     if (sentAt > this.#heardUpTo) this.#heardUpTo = sentAt;
     if (this.#unheardSince !== undefined && sentAt >= this.#unheardSince) this.#unheardSince = undefined;
     if (this.#stallSaid) {
@@ -78,12 +103,12 @@ export class EventSubscription {
   }
 
   async #sendBeacon(): Promise<void> {
-    const now = Date.now();
+    const now = performance.now();
     // Half an interval: the next tick may come a little early.
     if (this.#unheardSince !== undefined && now - this.#unheardSince >= this.options.beaconEveryMs / 2) {
       if (!this.#stallSaid)
         this.options.logger.warn(
-          { unheardMs: now - this.#unheardSince },
+          { unheardMs: Math.round(now - this.#unheardSince) },
           'cluster: the subscription to redis events stalled (its beacon went unheard); connecting it again until it hears',
         );
       this.#stallSaid = true;
@@ -93,11 +118,15 @@ export class EventSubscription {
       // The next beacon goes out once the new connection has had its interval to subscribe.
       return;
     }
+    const sequence = ++this.#sequence;
+    this.#sent.set(sequence, now);
+    if (this.#sent.size > MAX_UNHEARD_BEACONS) this.#sent.delete(this.#sent.keys().next().value as number);
     try {
-      await this.options.link.call((client) => client.publish(this.options.beaconChannel, String(now)));
-      if (now > this.#heardUpTo) this.#unheardSince ??= now;
+      await this.options.link.call((client) => client.publish(this.options.beaconChannel, `${this.#id} ${sequence}`));
+      if (this.#sent.has(sequence)) this.#unheardSince ??= now;
     } catch {
       // Redis out: the link says so, and the partition guard judges.
+      this.#sent.delete(sequence);
     }
   }
 }

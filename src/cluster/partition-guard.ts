@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../logger.js';
 import type { EventSubscription } from './event-subscription.js';
 import type { Membership } from './membership.js';
@@ -43,6 +44,8 @@ export class PartitionGuard {
   #checking = false;
   #lookedAt = 0;
   #distrustedAt = 0;
+  /** The same moment on the monotonic clock, for the events heard since (`EventSubscription.heardUpTo`). */
+  #distrustedAtMonotonic = 0;
   #rejoinedAt: number | undefined;
 
   constructor(private readonly options: PartitionGuardOptions) {}
@@ -63,13 +66,14 @@ export class PartitionGuard {
     const { link, membership, events, marginMs } = this.options;
     const limit = membership.ttlMs - marginMs;
     if (now - membership.renewedAt >= limit && (link.up || now - this.#lookedAt > marginMs)) return HEARTBEAT_LAPSED;
-    if (now - events.heardUpTo >= limit && link.up) return EVENTS_UNHEARD;
+    if (performance.now() - events.heardUpTo >= limit && link.up) return EVENTS_UNHEARD;
     return undefined;
   }
 
   #distrust(why: string): void {
     this.#trusted = false;
     this.#distrustedAt = Date.now();
+    this.#distrustedAtMonotonic = performance.now();
     this.#rejoinedAt = undefined;
     this.options.logger.warn(
       { silentMs: this.#distrustedAt - this.options.membership.renewedAt },
@@ -145,7 +149,7 @@ export class PartitionGuard {
       await membership.beat();
       return;
     }
-    if (events.heardUpTo <= this.#distrustedAt) return;
+    if (events.heardUpTo <= this.#distrustedAtMonotonic) return;
     this.#rejoinedAt ??= membership.renewedAt;
     if (Date.now() - this.#rejoinedAt < rejoinMs) return;
     if (!(await catchUp())) return;

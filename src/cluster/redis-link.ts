@@ -7,6 +7,8 @@ import { RedisUnavailableError } from '../redis-unavailable.js';
 export type RedisClient = ReturnType<typeof createClient>;
 
 export interface SubscriberConnection {
+  /** Settles once Redis has taken every SUBSCRIBE of the first connection: from then on, every message reaches it. */
+  subscribed: Promise<void>;
   /** Drops the connection for good. */
   close(): void;
 }
@@ -126,14 +128,12 @@ export class RedisLink {
       this.#subscribers.delete(subscriber);
       if (subscriber.isOpen) subscriber.destroy();
     };
-    subscriber
-      .connect()
-      .then(async () => {
-        if (closed) return close();
-        for (const [channel, onMessage] of Object.entries(channels)) await subscriber.subscribe(channel, onMessage);
-      })
-      .catch(() => {});
-    return { close };
+    const subscribed = subscriber.connect().then(async () => {
+      if (closed) return close();
+      for (const [channel, onMessage] of Object.entries(channels)) await subscriber.subscribe(channel, onMessage);
+    });
+    subscribed.catch(() => {});
+    return { subscribed, close };
   }
 
   /** Checks Redis now (for start-up and the probe); resolves whether it answered. */

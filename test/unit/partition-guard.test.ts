@@ -7,6 +7,7 @@
  * first request after, before a check has run; so does one that reaches Redis
  * but has not heard the cluster's events for as long.
  */
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import type { Peer } from '../../src/cluster/membership.js';
 import { PartitionGuard } from '../../src/cluster/partition-guard.js';
@@ -22,7 +23,7 @@ function setup(options: { peers?: Peer[]; peerAnswer?: () => Promise<boolean>; s
     renewedAt: Date.now() - (options.silentForMs ?? TTL_MS),
     /** While Redis is up and this is false, every event (and beacon) is heard at once. */
     eventsStalled: false,
-    heardUpTo: Date.now() - (options.silentForMs ?? TTL_MS),
+    heardUpTo: performance.now() - (options.silentForMs ?? TTL_MS),
     asked: 0,
     synced: 0,
     syncResult: true,
@@ -45,7 +46,7 @@ function setup(options: { peers?: Peer[]; peerAnswer?: () => Promise<boolean>; s
     },
     events: {
       get heardUpTo() {
-        if (state.up && !state.eventsStalled) state.heardUpTo = Date.now();
+        if (state.up && !state.eventsStalled) state.heardUpTo = performance.now();
         return state.heardUpTo;
       },
     },
@@ -162,9 +163,9 @@ describe('PartitionGuard', () => {
       guard.start();
       stop = () => guard.stop();
       state.eventsStalled = true;
-      state.heardUpTo = Date.now() - (TTL_MS - MARGIN_MS - 1_000);
+      state.heardUpTo = performance.now() - (TTL_MS - MARGIN_MS - 1_000);
       expect(guard.trusted).toBe(true);
-      state.heardUpTo = Date.now() - (TTL_MS - MARGIN_MS);
+      state.heardUpTo = performance.now() - (TTL_MS - MARGIN_MS);
       expect(guard.trusted).toBe(false);
       await new Promise((resolve) => setTimeout(resolve, 2)); // its next beat comes after it stopped trusting
       await guard.check(); // beats
@@ -181,16 +182,29 @@ describe('PartitionGuard', () => {
       const { guard, state } = setup({ silentForMs: 0 });
       state.up = true;
       state.eventsStalled = true;
-      state.heardUpTo = Date.now() - TTL_MS;
+      state.heardUpTo = performance.now() - TTL_MS;
       await guard.check();
       expect(state.asked).toBe(0);
       state.eventsStalled = false;
       expect(guard.trusted).toBe(false);
     });
 
+    test('events unheard are judged on the monotonic clock: a step back of the wall clock does not hide them', () => {
+      vi.useFakeTimers({ toFake: ['Date'] });
+      const { guard, state } = setup({ silentForMs: 0 });
+      state.up = true;
+      guard.start();
+      stop = () => guard.stop();
+      state.eventsStalled = true;
+      vi.setSystemTime(Date.now() - 50_000);
+      state.renewedAt = Date.now();
+      state.heardUpTo = performance.now() - (TTL_MS - MARGIN_MS);
+      expect(guard.trusted).toBe(false);
+    });
+
     test("events unheard while Redis is out for this replica are the partition check's to judge, not a stall", async () => {
       const { guard, state } = setup({ silentForMs: 0, peerAnswer: async () => true });
-      state.heardUpTo = Date.now() - TTL_MS;
+      state.heardUpTo = performance.now() - TTL_MS;
       guard.start();
       stop = () => guard.stop();
       expect(guard.trusted).toBe(true);
