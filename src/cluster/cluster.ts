@@ -8,7 +8,7 @@ import type { CacheEncryptionConfig, ClusterConfig } from '../config/index.js';
 import type { RecordingSource } from '../download/download-manager.js';
 import { ServiceUnavailableError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { ClusterPurge } from '../recordings/recording-service.js';
+import type { ClusterPurge, CopiesJudge } from '../recordings/recording-service.js';
 import { ClusterDirectory } from './cluster-directory.js';
 import { clusterKeys } from './cluster-keys.js';
 import { clusterSource } from './cluster-source.js';
@@ -92,6 +92,10 @@ export class Cluster {
   readonly membership: Membership;
   readonly #guard: PartitionGuard;
   readonly #events: EventSubscription;
+  readonly #copies: CopiesJudge;
+  /** When start() began, and whether the first sync since has checked the copies from before. */
+  #startedAt: number | undefined;
+  #joined = false;
   readonly #leases: DownloadLeases;
   #advertiseUrl: string | undefined;
   #local: LocalReplica | undefined;
@@ -152,6 +156,19 @@ export class Cluster {
       catchUp: () => this.#syncSoon(),
       logger,
     });
+    this.#copies = this.#judgeCopies();
+  }
+
+  /** Copies from before start-up wait for the first sync; the guard judges them all. */
+  #judgeCopies(): CopiesJudge {
+    const guard = this.#guard;
+    const heldBack = (meta: RecordingMeta) => !this.#joined && this.#startedAt !== undefined && meta.fetchedAt < this.#startedAt;
+    return {
+      get trusted() {
+        return guard.trusted;
+      },
+      heldBack,
+    };
   }
 
   /**
@@ -235,28 +252,36 @@ export class Cluster {
     };
   }
 
-  /** Whether stored copies may be answered with: false while this replica alone lost Redis, past the membership TTL. */
-  get copies(): { readonly trusted: boolean } {
-    return this.#guard;
+  /**
+   * Whether stored copies may be answered with: none while this replica alone
+   * lost Redis past the membership TTL (or stood still, or stopped hearing
+   * the cluster's events); those from before it started, until its first sync.
+   */
+  get copies(): CopiesJudge {
+    return this.#copies;
   }
 
   /** Degraded while Redis is out, and until this replica answers from its copies again after it alone lost Redis. */
   status(): ClusterStatus {
     const up = this.link.up;
-    return { state: up && this.#guard.trusted ? 'ok' : 'degraded', redis: up ? 'up' : 'unreachable', peers: this.membership.peers.length };
+    return {
+      state: up && this.#guard.trusted && this.#joined ? 'ok' : 'degraded',
+      redis: up ? 'up' : 'unreachable',
+      peers: this.membership.peers.length,
+    };
   }
 
   /**
    * Joins: heartbeats at `advertiseUrl`, listens for purges and evictions,
    * and publishes the volume's copies. Never waits on Redis longer than one
    * bounded call: a replica starts without it, and syncs once it is back.
-   * Its copies are answered once the first sync has checked them against
-   * the purges made while it was away (at once when Redis is out).
+   * The copies from before it started are answered once the first sync has
+   * checked them against the purges made while it was away (at once when
+   * Redis is out); those it stores from then on, at once.
    */
   async start(advertiseUrl: string, local: LocalReplica): Promise<void> {
-    let joined = () => {};
     // From the first request on: a purge made while this replica was away is applied by the sync below.
-    this.#guard.joinAfter(new Promise<void>((resolve) => (joined = resolve)));
+    this.#startedAt = Date.now();
     this.#advertiseUrl = advertiseUrl;
     this.#local = local;
     this.membership.advertise(advertiseUrl);
@@ -268,7 +293,9 @@ export class Cluster {
       // A purge from the moment it listens reaches it as a message; the sync applies those made before.
       await Promise.race([this.#events.subscribed.catch(() => {}), sleep(this.options.config.redisTimeoutMs)]);
     } finally {
-      void this.#join().finally(joined);
+      void this.#join().finally(() => {
+        this.#joined = true;
+      });
     }
     // One signed call to itself loads fetch and compiles the peer code on both sides now, not on the
     // first late joiner's path (its first byte took 15-20 ms longer than the next ones').

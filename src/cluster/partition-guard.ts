@@ -39,7 +39,6 @@ const EVENTS_UNHEARD = "it has not heard the cluster's events: its subscription 
  */
 export class PartitionGuard {
   #trusted = true;
-  #joining = false;
   #timer: NodeJS.Timeout | undefined;
   #checking = false;
   #lookedAt = 0;
@@ -52,7 +51,7 @@ export class PartitionGuard {
 
   /** False while stored copies may have been purged elsewhere: read on every hit, so a few comparisons in the usual case. */
   get trusted(): boolean {
-    if (!this.#trusted || this.#joining) return false;
+    if (!this.#trusted) return false;
     if (this.#timer === undefined) return true;
     const lapse = this.#lapse(Date.now());
     if (lapse === undefined) return true;
@@ -79,20 +78,6 @@ export class PartitionGuard {
       { silentMs: this.#distrustedAt - this.options.membership.renewedAt },
       `cluster: out of the cluster (${why}); answering from the upstream, not from stored copies, until it has rejoined`,
     );
-  }
-
-  /**
-   * Holds the copies back until `checked` settles: the first sync after
-   * start-up, which applies the purges made while this replica was away. It
-   * settles at once when Redis is out (then the copies are judged as in any
-   * outage, and checked once Redis is back).
-   */
-  joinAfter(checked: Promise<unknown>): void {
-    this.#joining = true;
-    const joined = () => {
-      this.#joining = false;
-    };
-    checked.then(joined, joined);
   }
 
   start(): void {

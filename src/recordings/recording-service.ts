@@ -78,11 +78,16 @@ export interface RecordingServiceOptions {
   notFound: NotFoundStore;
   /** Set in cluster mode. */
   cluster?: ClusterPurge;
-  /**
-   * Set in cluster mode: false while a purge elsewhere may not have reached
-   * this replica's copies (it lost Redis alone); every request is then a miss.
-   */
-  copies?: { readonly trusted: boolean };
+  /** Set in cluster mode: which stored copies may be answered with. */
+  copies?: CopiesJudge;
+}
+
+/** Whether stored copies may be answered with, in cluster mode. */
+export interface CopiesJudge {
+  /** False while a purge elsewhere may not have reached this replica's copies (it lost Redis alone); every request is then a miss. */
+  readonly trusted: boolean;
+  /** True for a copy from before this process started, until its first sync has checked them all against purges made meanwhile. */
+  heldBack(meta: RecordingMeta): boolean;
 }
 
 /**
@@ -136,9 +141,10 @@ export class RecordingService {
 
   /** A recording held whole in memory, or undefined; never any I/O (the memory-hit path's lookup). */
   findInMemory(namespace: string, callId: string): (FoundRecording & { body: Buffer }) | undefined {
-    if (this.options.copies?.trusted === false) return undefined;
-    const hit = this.options.cache.lookup(cacheKey(namespace, callId));
-    return hit?.tier === 'memory' ? hit : undefined;
+    const { cache, copies } = this.options;
+    if (copies?.trusted === false) return undefined;
+    const hit = cache.lookup(cacheKey(namespace, callId));
+    return hit?.tier === 'memory' && !copies?.heldBack(hit.entry.meta) ? hit : undefined;
   }
 
   /**
@@ -159,6 +165,7 @@ export class RecordingService {
     if (copies?.trusted === false) return undefined;
     const key = cacheKey(namespace, callId);
     const hit = cache.lookup(key);
+    if (hit && copies?.heldBack(hit.entry.meta)) return undefined;
     if (hit?.tier === 'memory') return hit;
     if (hit || downloads.isInFlight(key)) return this.#readStoredOrMiss(key, hit?.entry, wholeBody);
     const remembered404 = notFound.has(key);
@@ -174,6 +181,7 @@ export class RecordingService {
   ): Promise<FoundRecording | undefined> {
     if (await remembered404) throw new NotFoundError();
     const hit = await this.options.cache.lookupIndex(key);
+    if (hit && this.options.copies?.heldBack(hit.entry.meta)) return undefined;
     return hit?.tier === 'memory' ? hit : this.#readStoredOrMiss(key, hit?.entry, wholeBody);
   }
 
