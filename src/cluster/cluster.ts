@@ -261,7 +261,7 @@ export class Cluster {
     return this.#copies;
   }
 
-  /** Degraded while Redis is out, and until this replica answers from its copies again after it alone lost Redis. */
+  /** Degraded while Redis is out, until this replica answers from its copies again after it alone lost Redis, and until its first sync. */
   status(): ClusterStatus {
     const up = this.link.up;
     return {
