@@ -10,6 +10,14 @@ import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig, type Gatew
 import { runCliProcess } from '../dev/run-cli.js';
 import { runCliInProcess } from './support/run-cli-in-process.js';
 
+/** Every temporary directory this file makes, removed once it is done. */
+const madeDirs: string[] = [];
+async function tempDir(prefix: string): Promise<string> {
+  const made = await makeTempDir(prefix);
+  madeDirs.push(made);
+  return made;
+}
+
 const DAY_MS = 86_400_000;
 const DAY_1 = 'audit-2026-11-28.jsonl';
 const DAY_2 = 'audit-2026-11-29.jsonl';
@@ -45,7 +53,7 @@ function event(time: number, tenant: string, callId: string, method = 'GET'): Au
 
 /** Writes a config for the trail in `auditDir` and returns its path. */
 async function configFor(auditDir: string | undefined): Promise<string> {
-  const configPath = path.join(await makeTempDir('rg-audit-cli-config-'), 'gateway.yaml');
+  const configPath = path.join(await tempDir('rg-audit-cli-config-'), 'gateway.yaml');
   await writeFile(
     configPath,
     [
@@ -64,7 +72,7 @@ async function configFor(auditDir: string | undefined): Promise<string> {
 
 /** A copy of the pristine trail and a config naming it. */
 async function copyOfTrail(): Promise<{ auditDir: string; configPath: string }> {
-  const auditDir = path.join(await makeTempDir('rg-audit-cli-copy-'), 'audit');
+  const auditDir = path.join(await tempDir('rg-audit-cli-copy-'), 'audit');
   await cp(pristine, auditDir, { recursive: true });
   return { auditDir, configPath: await configFor(auditDir) };
 }
@@ -82,7 +90,7 @@ function audit(args: string[], configPath: string) {
 }
 
 beforeAll(async () => {
-  dir = await makeTempDir('rg-audit-cli-');
+  dir = await tempDir('rg-audit-cli-');
   pristine = path.join(dir, 'pristine');
   const clock = manualClock(START);
   const trail = await AuditTrail.open({ dir: pristine, retentionDays: 365, clock });
@@ -97,7 +105,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await removeDir(dir);
+  for (const made of madeDirs.splice(0)) await removeDir(made);
 });
 
 describe('audit verify', () => {
@@ -284,7 +292,7 @@ describe('audit query', () => {
   });
 
   test("a client's control characters (C1's CSI, a bidi override) reach the terminal escaped, in the table and in --json", async () => {
-    const auditDir = path.join(await makeTempDir('rg-audit-cli-controls-'), 'audit');
+    const auditDir = path.join(await tempDir('rg-audit-cli-controls-'), 'audit');
     const trail = await AuditTrail.open({ dir: auditDir, retentionDays: 365, clock: manualClock(START) });
     const range = 'bytes=0-1\u009b2K\u009b1GNOTHING TO SEE HERE';
     trail.record({ ...event(START, 'acme', '7'), range, userAgent: 'agent\u202eevil' });
@@ -340,7 +348,7 @@ describe('with a gateway process', () => {
   });
 
   test('a CLI purge is audited by the gateway, SIGTERM writes every line, and the CLI reads the result', async () => {
-    const base = await makeTempDir('rg-audit-process-');
+    const base = await tempDir('rg-audit-process-');
     const auditDir = path.join(base, 'audit');
     const configPath = await writeGatewayConfig(base, {
       upstreamBaseUrl: upstream.baseUrl,
@@ -395,7 +403,7 @@ describe('with a gateway process', () => {
 
 describe('cache purge without a running gateway', () => {
   test('the CLI audits the purge it does itself, in a chain of its own', async () => {
-    const auditDir = path.join(await makeTempDir('rg-audit-cli-purge-'), 'audit');
+    const auditDir = path.join(await tempDir('rg-audit-cli-purge-'), 'audit');
     const configPath = await configFor(auditDir);
     await mkdir(path.join(dir, 'cache'), { recursive: true });
     for (const args of [['--call', '5', '--tenant', 'acme'], ['--all']]) {
@@ -431,7 +439,7 @@ describe('sign', () => {
   }
 
   test('a URL the CLI mints is audited in its own chain first, without its signature or the secret', async () => {
-    const auditDir = path.join(await makeTempDir('rg-audit-cli-sign-'), 'audit');
+    const auditDir = path.join(await tempDir('rg-audit-cli-sign-'), 'audit');
     const configPath = await signConfig(auditDir);
     const signed = await runCliInProcess(['--config', configPath, 'sign', '--tenant', 'acme', '--call', '7', '--ttl', '60'], {
       cwd: dir,
@@ -461,7 +469,7 @@ describe('sign', () => {
   });
 
   test('when its audit line cannot be written, no URL is printed and the exit code is 1', async () => {
-    const blocked = path.join(await makeTempDir('rg-audit-cli-sign-blocked-'), 'not-a-dir');
+    const blocked = path.join(await tempDir('rg-audit-cli-sign-blocked-'), 'not-a-dir');
     await writeFile(blocked, 'a file where the audit directory should be');
     const signed = await runCliInProcess(['--config', await signConfig(blocked), 'sign', '--tenant', 'acme', '--call', '7'], {
       cwd: dir,
@@ -502,7 +510,7 @@ describe('replicas sharing one audit directory (cluster mode)', () => {
   });
 
   test('each node keeps a chain of its own; verify checks each, query merges them by time', async () => {
-    const auditDir = path.join(await makeTempDir('rg-audit-cli-nodes-'), 'audit');
+    const auditDir = path.join(await tempDir('rg-audit-cli-nodes-'), 'audit');
     const clock = manualClock(START);
     const one = await AuditTrail.open({ dir: auditDir, retentionDays: 365, clock, nodeId: 'gw-1' });
     const two = await AuditTrail.open({ dir: auditDir, retentionDays: 365, clock, nodeId: 'gw-2' });

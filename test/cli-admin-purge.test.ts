@@ -1,6 +1,6 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { sha256Hex } from '../src/sha256.js';
@@ -76,7 +76,8 @@ describe('cache purge reaches a running gateway at once (sqlite index)', () => {
 
   test('after `cache purge --call N`, the running gateway fetches N again instead of serving its memory copy', async () => {
     const cacheDir = path.join(dir, 'process-cache');
-    const configPath = await writeGatewayConfig(await makeTempDir('rg-admin-purge-config-'), {
+    // Beside the cache, in the file's folder removed at the end.
+    const configPath = await writeGatewayConfig(await mkdtemp(path.join(dir, 'config-')), {
       upstreamBaseUrl: upstream.baseUrl,
       cacheDir,
     });
