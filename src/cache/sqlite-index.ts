@@ -187,6 +187,17 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
     use(await openTuned());
     closedForReopen = false;
   };
+  /** Starts `repair` unless one is under way (however many probes saw the trouble), and logs how it went; operations wait for it. */
+  const repairOnce = (logger: Logger, repair: () => Promise<void>, done: string, failed: string): void => {
+    restoring ??= repair()
+      .then(
+        () => logger.info({ file }, done),
+        (error: unknown) => logger.warn({ err: error, file }, failed),
+      )
+      .finally(() => {
+        restoring = undefined;
+      });
+  };
   /** Rejects with an {@link IndexFileError} while the index file is not the one open. */
   const checkFile = async (): Promise<void> => {
     while (restoring) await restoring;
@@ -196,16 +207,12 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
     const logger = options.restoreDeleted?.logger;
     if (!logger) throw new IndexFileError('its file was deleted while the gateway ran; restart the gateway');
     if (!restoring) logger.warn({ file }, 'the cache index file was deleted while the gateway ran; restoring it from the open index');
-    // One restore at a time, however many probes saw the file gone.
-    restoring ??= restore()
-      .then(
-        () => logger.info({ file }, 'the cache index file is restored'),
-        (error: unknown) =>
-          logger.warn({ err: error, file }, 'restoring the deleted cache index file failed; the next /readyz tries again'),
-      )
-      .finally(() => {
-        restoring = undefined;
-      });
+    repairOnce(
+      logger,
+      restore,
+      'the cache index file is restored',
+      'restoring the deleted cache index file failed; the next /readyz tries again',
+    );
     throw new IndexFileError('its file was deleted while the gateway ran; restoring it');
   };
   /** Rejects with an {@link IndexFileError} while the -wal or -shm the connection uses is not the one at its place. */
@@ -222,17 +229,15 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
         `the cache index's ${changedSide.suffix} file was ${changedSide.state} while the gateway ran; writing its log into the index file and opening the index again`,
       );
     }
-    restoring ??= reopen()
-      .then(
-        () => {
-          changedSide = undefined;
-          logger.info({ file }, 'the cache index is open again, with its -wal and -shm in place; no entry was lost');
-        },
-        (error: unknown) => logger.warn({ err: error, file }, 'opening the cache index again failed; the next /readyz tries again'),
-      )
-      .finally(() => {
-        restoring = undefined;
-      });
+    repairOnce(
+      logger,
+      async () => {
+        await reopen();
+        changedSide = undefined;
+      },
+      'the cache index is open again, with its -wal and -shm in place; no entry was lost',
+      'opening the cache index again failed; the next /readyz tries again',
+    );
     throw new IndexFileError(`${what}; opening the index again`);
   };
   /** The entries' rows (those `where` also keeps, with its `parameters`), a page of keys at a time. */

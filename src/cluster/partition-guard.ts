@@ -62,11 +62,19 @@ export class PartitionGuard {
 
   /** Why purges may have been answered without this replica through no fault of Redis's, if they may. */
   #lapse(now: number): string | undefined {
-    const { link, membership, events, marginMs } = this.options;
-    const limit = membership.ttlMs - marginMs;
-    if (now - membership.renewedAt >= limit && (link.up || now - this.#lookedAt > marginMs)) return HEARTBEAT_LAPSED;
-    if (performance.now() - events.heardUpTo >= limit && link.up) return EVENTS_UNHEARD;
+    const { link, events, marginMs } = this.options;
+    if (this.#beatLapsed(now) && (link.up || now - this.#lookedAt > marginMs)) return HEARTBEAT_LAPSED;
+    if (performance.now() - events.heardUpTo >= this.#limitMs && link.up) return EVENTS_UNHEARD;
     return undefined;
+  }
+
+  /** How long this replica may go unheard, or unhearing, before the others could have answered a purge without it. */
+  get #limitMs(): number {
+    return this.options.membership.ttlMs - this.options.marginMs;
+  }
+
+  #beatLapsed(now: number): boolean {
+    return now - this.options.membership.renewedAt >= this.#limitMs;
   }
 
   #distrust(why: string): void {
@@ -105,13 +113,14 @@ export class PartitionGuard {
   }
 
   async #lookForPartition(): Promise<void> {
-    const { link, membership, peers, marginMs } = this.options;
-    const lapse = this.#lapse(Date.now());
+    const { link, membership, peers } = this.options;
+    const now = Date.now();
+    const lapse = this.#lapse(now);
     if (lapse !== undefined) {
       this.#distrust(lapse);
       return;
     }
-    if (link.up || Date.now() - membership.renewedAt < membership.ttlMs - marginMs) return;
+    if (link.up || !this.#beatLapsed(now)) return;
     const known = membership.peers;
     // Alone (no replica known): nobody could have purged without us.
     if (known.length === 0) return;

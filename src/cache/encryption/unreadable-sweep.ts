@@ -1,6 +1,5 @@
-import { rm } from 'node:fs/promises';
 import type { Logger } from '../../logger.js';
-import { listCacheFiles, sidecarPath, type DiskStore } from '../disk-store.js';
+import { listCacheFiles, removeFile, sidecarPath, type DiskStore } from '../disk-store.js';
 import { DamagedFileError } from '../stored-file.js';
 
 export interface UnreadableSweepOptions {
@@ -45,7 +44,7 @@ export async function removeUnreadableFiles(options: UnreadableSweepOptions): Pr
       await disk.readSidecar(namespace, callId, kind);
     } catch (error) {
       if (!(error instanceof DamagedFileError)) continue;
-      await rm(sidecarPath(disk.dir, namespace, callId, kind), { force: true }).catch(() => {});
+      await removeFile(sidecarPath(disk.dir, namespace, callId, kind)).catch(() => {});
       sidecars++;
     }
   }
