@@ -1,8 +1,12 @@
 /**
  * Purge is authoritative even for a replica that lost its own link to Redis
  * while the others kept theirs: once the others stop counting it as a member,
- * a purge cannot reach it, so it must not answer from its stored copies.
+ * a purge cannot reach it, so it must not answer from its stored copies. The
+ * same holds for one that cannot reach Redis from the moment it starts: it
+ * knows no live replica, and asks those its volume remembers.
  */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
 import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath, redisProxyFor } from './support/cluster.js';
@@ -15,6 +19,8 @@ const NEW = syntheticRecording(40 * KIB + 7);
 const DROPPED_WITHIN_MS = 20_000;
 /** Longer than the TTL, with time for a replica to ask the others (a check every 500 ms). */
 const PAST_TTL_MS = 12_000;
+/** Past the default redis_timeout_ms (250): every Redis call of the replica behind the proxy gives up. */
+const SLOWER_THAN_REDIS_TIMEOUT_MS = 1_000;
 
 const upstream = fakeUpstream();
 
@@ -109,4 +115,46 @@ test('Redis paused for every replica past the membership TTL: stored copies are 
   } finally {
     process.kill(gw.redis.pid, 'SIGCONT');
   }
+}, 90_000);
+
+test('a replica that cannot reach Redis from its start asks the replicas its volume remembers: one reaches Redis, so the copy purged while it was away is not answered', async () => {
+  const gw = cluster();
+  const [id, old, fresh] = [3, syntheticRecording(40 * KIB + 11), syntheticRecording(40 * KIB + 13)];
+  for (const url of gw.urls)
+    expect(await eventually(async () => (await readiness(url)).body.cluster?.state === 'ok', DROPPED_WITHIN_MS)).toBe(true);
+  upstream().setRecording(id, old);
+  expect(
+    await eventually(async () => {
+      const answer = await answerOf(gw.at(1, recordingPath(id), { headers: ACME_AUTH }));
+      return answer.bytes.equals(old) && (answer.cacheStatus ?? '').includes('hit');
+    }),
+  ).toBe(true);
+  const remembered = path.join(gw.replicas[1]!.cacheDir, 'cluster-peers.json');
+  expect(await readFile(remembered, 'utf8')).toContain(`"url":"${gw.urls[0]}"`);
+
+  await gw.kill(1, 'SIGTERM');
+  upstream().setRecording(id, fresh);
+  expect((await gw.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH })).status).toBe(204);
+
+  // Every call gw-2 makes to Redis now gives up (redis_timeout_ms is 250): it knows no live replica.
+  proxy.delay(SLOWER_THAN_REDIS_TIMEOUT_MS);
+  try {
+    await gw.restart(1);
+    expect((await readiness(gw.urls[1]!)).body.cluster).toMatchObject({ state: 'degraded', redis: 'unreachable' });
+    for (let i = 0; i < 3; i++) {
+      const answer = await answerOf(gw.at(1, recordingPath(id), { headers: ACME_AUTH }));
+      expect(answer.status).toBe(200);
+      expect(answer.bytes.equals(fresh), `answer ${i}: ${answer.cacheStatus}`).toBe(true);
+      expect(answer.cacheStatus).not.toContain('hit');
+    }
+  } finally {
+    proxy.delay(0);
+  }
+  // Once it reaches Redis, it rejoins and syncs, and answers from its copies again.
+  expect(
+    await eventually(async () => {
+      const answer = await answerOf(gw.at(1, recordingPath(id), { headers: ACME_AUTH }));
+      return answer.bytes.equals(fresh) && (answer.cacheStatus ?? '').includes('hit');
+    }, DROPPED_WITHIN_MS),
+  ).toBe(true);
 }, 90_000);

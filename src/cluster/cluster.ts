@@ -20,6 +20,7 @@ import { PartitionGuard } from './partition-guard.js';
 import { PeerClient } from './peer-client.js';
 import { PeerNonces } from './peer-nonces.js';
 import { RedisLink } from './redis-link.js';
+import { type RememberedPeer, RememberedPeers } from './remembered-peers.js';
 import { sharedNotFound } from './shared-not-found.js';
 import { readOrCreateVolumeId } from './volume-id.js';
 import { type VolumeKeys, volumeKeysConflict, volumeKeysOf } from './volume-keys.js';
@@ -93,6 +94,9 @@ export class Cluster {
   readonly #guard: PartitionGuard;
   readonly #events: EventSubscription;
   readonly #copies: CopiesJudge;
+  readonly #rememberedPeers: RememberedPeers;
+  /** The replicas the volume remembered when this one started. */
+  #remembered: readonly RememberedPeer[] = [];
   /** When start() began, and whether the first sync since has checked the copies from before. */
   #startedAt: number | undefined;
   #joined = false;
@@ -115,6 +119,7 @@ export class Cluster {
   ) {
     const { config, logger } = options;
     this.#volumeKeys = volumeKeysOf(options.encryption);
+    this.#rememberedPeers = new RememberedPeers(options.cacheDir, logger);
     this.link = new RedisLink({ url: config.redisUrl, timeoutMs: config.redisTimeoutMs, logger });
     this.directory = new ClusterDirectory(this.link);
     this.peerNonces = new PeerNonces(this.link);
@@ -133,6 +138,7 @@ export class Cluster {
       intervalMs: HEARTBEAT_MS,
       onBeat: () => {
         this.#checkVolumeKeys();
+        void this.#rememberedPeers.remember({ node: this.nodeId, url: this.#advertiseUrl ?? '' }, this.membership.peers);
         return this.#checkEpoch();
       },
     });
@@ -150,6 +156,7 @@ export class Cluster {
       membership: this.membership,
       events: this.#events,
       peers: this.peers,
+      remembered: () => this.#remembered,
       checkEveryMs: PARTITION_CHECK_MS,
       marginMs: PARTITION_MARGIN_MS,
       rejoinMs: HEARTBEAT_MS + PARTITION_CHECK_MS,
@@ -284,6 +291,7 @@ export class Cluster {
     this.#startedAt = Date.now();
     this.#advertiseUrl = advertiseUrl;
     this.#local = local;
+    this.#remembered = await this.#rememberedPeers.read(this.nodeId);
     this.membership.advertise(advertiseUrl);
     this.link.onUp(() => void this.#syncSoon());
     this.#events.start();
@@ -306,11 +314,15 @@ export class Cluster {
   /**
    * The first sync after start-up, run to its end: a sync Redis broke off is
    * run again once Redis answers, since the copies it did not reach may have
-   * been purged meanwhile. With Redis out from the start, at once: the copies
+   * been purged meanwhile. With Redis out from the start, once the replicas
+   * the volume remembers have been asked whether they reach Redis: the copies
    * are then judged as in any outage, and synced once Redis is back.
    */
   async #join(): Promise<void> {
-    if (!this.link.up) return;
+    if (!this.link.up) {
+      await this.#guard.check();
+      return;
+    }
     while (!this.#closed && !(await this.#syncSoon())) {
       while (!this.#closed && !this.link.up) await sleep(PARTITION_CHECK_MS);
     }

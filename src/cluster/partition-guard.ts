@@ -4,12 +4,15 @@ import type { EventSubscription } from './event-subscription.js';
 import type { Membership } from './membership.js';
 import type { PeerClient } from './peer-client.js';
 import type { RedisLink } from './redis-link.js';
+import type { RememberedPeer } from './remembered-peers.js';
 
 export interface PartitionGuardOptions {
   link: Pick<RedisLink, 'up'>;
   membership: Pick<Membership, 'renewedAt' | 'ttlMs' | 'peers' | 'beat'>;
   events: Pick<EventSubscription, 'heardUpTo'>;
   peers: Pick<PeerClient, 'redisUp'>;
+  /** The replicas the volume remembers from before this start (`RememberedPeers`), asked while this replica has not beaten yet. */
+  remembered: () => readonly RememberedPeer[];
   /** How often it looks, while Redis is out or copies are unverified. */
   checkEveryMs: number;
   /** Taken off the membership TTL, so this replica stops trusting its copies before the others could drop it. */
@@ -40,7 +43,7 @@ const EVENTS_UNHEARD = "it has not heard the cluster's events: its subscription 
 export class PartitionGuard {
   #trusted = true;
   #timer: NodeJS.Timeout | undefined;
-  #checking = false;
+  #checking: Promise<void> | undefined;
   #lookedAt = 0;
   #distrustedAt = 0;
   /** The same moment on the monotonic clock, for the events heard since (`EventSubscription.heardUpTo`). */
@@ -99,17 +102,13 @@ export class PartitionGuard {
     this.#timer = undefined;
   }
 
-  /** One look; concurrent calls do nothing. */
-  async check(): Promise<void> {
+  /** One look; a call while one is under way waits for that one. */
+  check(): Promise<void> {
     this.#lookedAt = Date.now();
-    if (this.#checking) return;
-    this.#checking = true;
-    try {
-      if (this.#trusted) await this.#lookForPartition();
-      else await this.#catchUp();
-    } finally {
-      this.#checking = false;
-    }
+    this.#checking ??= (this.#trusted ? this.#lookForPartition() : this.#catchUp()).finally(() => {
+      this.#checking = undefined;
+    });
+    return this.#checking;
   }
 
   async #lookForPartition(): Promise<void> {
@@ -122,12 +121,31 @@ export class PartitionGuard {
     }
     if (link.up || !this.#beatLapsed(now)) return;
     const known = membership.peers;
-    // Alone (no replica known): nobody could have purged without us.
-    if (known.length === 0) return;
+    if (known.length === 0) {
+      await this.#askRemembered();
+      return;
+    }
     const answers = await Promise.allSettled(known.map((peer) => peers.redisUp(peer.url)));
     const everyoneOut = answers.every((answer) => answer.status === 'fulfilled' && !answer.value);
     if (everyoneOut || link.up) return;
     this.#distrust('another replica reaches redis and this one does not');
+  }
+
+  /**
+   * A replica that has not reached Redis since it started knows no live
+   * replica; it asks those its volume remembers. One that says it reaches
+   * Redis may have purged a copy meanwhile. One that does not answer is taken
+   * for gone (a remembered replica may have been stopped for good long ago),
+   * so a replica none answers, or that remembers none, is alone: nobody could
+   * have purged without it.
+   */
+  async #askRemembered(): Promise<void> {
+    const { link, membership, peers, remembered } = this.options;
+    if (Number.isFinite(membership.renewedAt)) return;
+    const answers = await Promise.allSettled(remembered().map((peer) => peers.redisUp(peer.url)));
+    const someoneUp = answers.some((answer) => answer.status === 'fulfilled' && answer.value);
+    if (!someoneUp || link.up) return;
+    this.#distrust('a replica it remembers reaches redis and this one has not since it started');
   }
 
   /**

@@ -11,16 +11,26 @@ import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import type { Peer } from '../../src/cluster/membership.js';
 import { PartitionGuard } from '../../src/cluster/partition-guard.js';
+import type { RememberedPeer } from '../../src/cluster/remembered-peers.js';
 import { silentLogger } from '../../src/logger.js';
 
 const TTL_MS = 10_000;
 const MARGIN_MS = 2_000;
 const PEER: Peer = { node: 'gw-1', url: 'http://gw-1', volume: 'v1' };
 
-function setup(options: { peers?: Peer[]; peerAnswer?: () => Promise<boolean>; silentForMs?: number }) {
+interface SetupOptions {
+  peers?: Peer[];
+  peerAnswer?: (url: string) => Promise<boolean>;
+  silentForMs?: number;
+  /** Not one heartbeat since it started. */
+  neverBeaten?: boolean;
+  remembered?: RememberedPeer[];
+}
+
+function setup(options: SetupOptions) {
   const state = {
     up: false,
-    renewedAt: Date.now() - (options.silentForMs ?? TTL_MS),
+    renewedAt: options.neverBeaten ? Number.NEGATIVE_INFINITY : Date.now() - (options.silentForMs ?? TTL_MS),
     /** While Redis is up and this is false, every event (and beacon) is heard at once. */
     eventsStalled: false,
     heardUpTo: performance.now() - (options.silentForMs ?? TTL_MS),
@@ -51,11 +61,12 @@ function setup(options: { peers?: Peer[]; peerAnswer?: () => Promise<boolean>; s
       },
     },
     peers: {
-      redisUp: () => {
+      redisUp: (url) => {
         state.asked++;
-        return (options.peerAnswer ?? (async () => true))();
+        return (options.peerAnswer ?? (async () => true))(url);
       },
     },
+    remembered: () => options.remembered ?? [],
     checkEveryMs: 500,
     marginMs: MARGIN_MS,
     rejoinMs: 0,
@@ -114,6 +125,80 @@ describe('PartitionGuard', () => {
     await guard.check();
     expect(guard.trusted).toBe(true);
     expect(state.asked).toBe(0);
+  });
+
+  describe('a replica that has not reached Redis since it started (it knows no live replica)', () => {
+    const REMEMBERED: RememberedPeer[] = [
+      { node: 'gw-1', url: 'http://gw-1' },
+      { node: 'gw-3', url: 'http://gw-3' },
+    ];
+
+    test('asks the replicas its volume remembers: one that reaches Redis may have purged, so the copies wait until it is back and synced', async () => {
+      const { guard, state } = setup({ peers: [], neverBeaten: true, remembered: REMEMBERED });
+      await guard.check();
+      expect(state.asked).toBe(2);
+      expect(guard.trusted).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      state.up = true;
+      await guard.check(); // beats
+      await guard.check(); // counted: syncs
+      expect(guard.trusted).toBe(true);
+      expect(state.synced).toBe(1);
+    });
+
+    test('remembered replicas that say Redis is out for them too: the copies stay good', async () => {
+      const { guard, state } = setup({ peers: [], neverBeaten: true, remembered: REMEMBERED, peerAnswer: async () => false });
+      await guard.check();
+      expect(state.asked).toBe(2);
+      expect(guard.trusted).toBe(true);
+    });
+
+    test('a remembered replica that does not answer is taken for gone; another that reaches Redis still counts', async () => {
+      const gone = () => Promise.reject(new Error('connection refused'));
+      const allGone = setup({ peers: [], neverBeaten: true, remembered: REMEMBERED, peerAnswer: gone });
+      await allGone.guard.check();
+      expect(allGone.state.asked).toBe(2);
+      expect(allGone.guard.trusted).toBe(true);
+
+      const oneUp = setup({
+        peers: [],
+        neverBeaten: true,
+        remembered: REMEMBERED,
+        peerAnswer: async (url) => (url === 'http://gw-3' ? true : gone()),
+      });
+      await oneUp.guard.check();
+      expect(oneUp.guard.trusted).toBe(false);
+    });
+
+    test('remembering none, it is alone and keeps its copies', async () => {
+      const { guard, state } = setup({ peers: [], neverBeaten: true });
+      await guard.check();
+      expect(state.asked).toBe(0);
+      expect(guard.trusted).toBe(true);
+    });
+
+    test('once it has beaten, the live list decides: the remembered replicas are not asked', async () => {
+      const { guard, state } = setup({ peers: [], remembered: REMEMBERED });
+      await guard.check();
+      expect(state.asked).toBe(0);
+      expect(guard.trusted).toBe(true);
+    });
+
+    test('a check asked for while one is under way waits for that one (the start waits for the first)', async () => {
+      let answer: (up: boolean) => void = () => {};
+      const { guard } = setup({
+        peers: [],
+        neverBeaten: true,
+        remembered: REMEMBERED.slice(0, 1),
+        peerAnswer: () => new Promise((resolve) => (answer = resolve)),
+      });
+      const first = guard.check();
+      const second = guard.check();
+      answer(true);
+      await second;
+      expect(guard.trusted).toBe(false);
+      await first;
+    });
   });
 
   describe('a process that stood still', () => {

@@ -1,0 +1,79 @@
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../logger.js';
+import { PRIVATE_FILE_MODE } from '../private-files.js';
+
+const REMEMBERED_PEERS_FILE = 'cluster-peers.json';
+
+/** A replica this volume's cluster had: its node id and where it was reached. */
+export interface RememberedPeer {
+  node: string;
+  url: string;
+}
+
+function isRememberedPeer(value: unknown): value is RememberedPeer {
+  const peer = value as Partial<RememberedPeer> | null;
+  return typeof peer?.node === 'string' && typeof peer.url === 'string' && /^https?:\/\//.test(peer.url);
+}
+
+/**
+ * The replicas of the cluster as this volume last saw them, kept in the cache
+ * directory. A replica that cannot reach Redis from the moment it starts
+ * knows no live replica; these are the ones it can ask whether the others
+ * reach Redis (and may have purged its copies meanwhile). Written when the
+ * list changes: the writer and the peers it saw, so the replicas sharing a
+ * volume write the same list.
+ */
+export class RememberedPeers {
+  readonly #file: string;
+  #written: string | undefined;
+  #writing: Promise<void> = Promise.resolve();
+  #failureSaid = false;
+
+  constructor(
+    cacheDir: string,
+    private readonly logger: Logger,
+  ) {
+    this.#file = path.join(cacheDir, REMEMBERED_PEERS_FILE);
+  }
+
+  /** The replicas remembered, this one (`self`) left out; none when the file is missing or unreadable. */
+  async read(self: string): Promise<RememberedPeer[]> {
+    try {
+      const listed = JSON.parse(await readFile(this.#file, 'utf8')) as unknown;
+      if (!Array.isArray(listed)) return [];
+      return listed.filter(isRememberedPeer).filter((peer) => peer.node !== self);
+    } catch {
+      return [];
+    }
+  }
+
+  /** Remembers `self` and `peers`, if that differs from what this process last wrote; one write at a time. Never throws. */
+  remember(self: RememberedPeer, peers: readonly RememberedPeer[]): Promise<void> {
+    const listed = [self, ...peers]
+      .map(({ node, url }) => ({ node, url }))
+      .filter(({ url }) => url !== '')
+      .sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+    this.#writing = this.#writing.then(() => this.#write(`${JSON.stringify(listed)}\n`));
+    return this.#writing;
+  }
+
+  async #write(text: string): Promise<void> {
+    if (text === this.#written) return;
+    // Written aside, then renamed: a reader (another replica of the volume) never sees half a list.
+    const aside = `${this.#file}.${process.pid}.tmp`;
+    try {
+      await writeFile(aside, text, { mode: PRIVATE_FILE_MODE });
+      await rename(aside, this.#file);
+      this.#written = text;
+    } catch (error) {
+      await rm(aside, { force: true }).catch(() => {});
+      if (this.#failureSaid) return;
+      this.#failureSaid = true;
+      this.logger.warn(
+        { err: error },
+        'cluster: could not remember the replicas in the cache directory; a start without redis will not know whom to ask',
+      );
+    }
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The replicas a volume remembers, for a replica that cannot reach Redis from
+ * its start: written whole, read back without the reader itself, and never a
+ * reason to fail.
+ */
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import { RememberedPeers } from '../../src/cluster/remembered-peers.js';
+import { silentLogger } from '../../src/logger.js';
+import { capturingLogger } from '../support/capturing-logger.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = path.join(tmpdir(), `rg-remembered-${process.pid}-${Date.now()}`);
+  await mkdir(dir);
+});
+afterEach(() => rm(dir, { recursive: true, force: true }));
+
+const GW1 = { node: 'gw-1', url: 'http://10.0.0.1:8080' };
+const GW2 = { node: 'gw-2', url: 'http://10.0.0.2:8080' };
+const GW3 = { node: 'gw-3', url: 'http://10.0.0.3:8080' };
+
+test('what one replica writes, another reads back, the reader itself left out', async () => {
+  await new RememberedPeers(dir, silentLogger()).remember(GW2, [GW3, { ...GW1, volume: 'v1' } as typeof GW1]);
+  expect(await new RememberedPeers(dir, silentLogger()).read('gw-2')).toEqual([GW1, GW3]);
+  expect(await new RememberedPeers(dir, silentLogger()).read('gw-1')).toEqual([GW2, GW3]);
+});
+
+test('replicas sharing a volume write the same list: the writer and the peers it saw', async () => {
+  await new RememberedPeers(dir, silentLogger()).remember(GW1, [GW2, GW3]);
+  const first = await readFile(path.join(dir, 'cluster-peers.json'), 'utf8');
+  await new RememberedPeers(dir, silentLogger()).remember(GW3, [GW2, GW1]);
+  expect(await readFile(path.join(dir, 'cluster-peers.json'), 'utf8')).toBe(first);
+});
+
+test('a missing, damaged or foreign file remembers nobody; entries that are not replicas are skipped', async () => {
+  const remembered = new RememberedPeers(dir, silentLogger());
+  expect(await remembered.read('gw-1')).toEqual([]);
+  const file = path.join(dir, 'cluster-peers.json');
+  await writeFile(file, '[{"node": "gw-2", "url": "http://10.0.0.2:8080"');
+  expect(await remembered.read('gw-1')).toEqual([]);
+  await writeFile(file, '{"gw-2": "http://10.0.0.2:8080"}');
+  expect(await remembered.read('gw-1')).toEqual([]);
+  await writeFile(file, JSON.stringify([GW2, { node: 'gw-4' }, { node: 'gw-5', url: 'file:///etc/passwd' }, null, 7]));
+  expect(await remembered.read('gw-1')).toEqual([GW2]);
+});
+
+test('a list that cannot be written is said once, and the replica goes on', async () => {
+  const { logger, lines } = capturingLogger();
+  const remembered = new RememberedPeers(path.join(dir, 'missing'), logger);
+  await remembered.remember(GW1, [GW2]);
+  await remembered.remember(GW1, [GW3]);
+  const warnings = lines.filter((line) => String(line.msg).includes('could not remember the replicas'));
+  expect(warnings).toHaveLength(1);
+  expect(warnings[0]!.err).toMatchObject({ code: 'ENOENT' });
+});
+
+test('writes under way one after another: the last list is the one on disk', async () => {
+  const remembered = new RememberedPeers(dir, silentLogger());
+  await Promise.all([remembered.remember(GW1, [GW2]), remembered.remember(GW1, [GW3]), remembered.remember(GW1, [])]);
+  expect(await new RememberedPeers(dir, silentLogger()).read('gw-2')).toEqual([GW1]);
+});
