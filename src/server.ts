@@ -82,13 +82,16 @@ function headroomFor(maxConnections: number): number {
   return Math.max(4, Math.ceil(maxConnections / 16));
 }
 
+// RFC 9112 3.2: a request target has no fragment (RFC 9110 7.1: a client leaves it out).
+const MALFORMED_TARGET = { error: 'Bad Request', message: 'Malformed request target' };
+
 /**
  * @hono/node-server refuses some request targets before the app sees them (not
  * origin-form, a backslash in the path) and would answer a bare 400: answer in
  * the contract's JSON shape instead.
  */
 function adapterErrorResponse(error: unknown): Response {
-  if (error instanceof RequestError) return errorResponse(new BadRequestError('Malformed request target'));
+  if (error instanceof RequestError) return errorResponse(new BadRequestError(MALFORMED_TARGET.message));
   return errorResponse(new GatewayError(500, 'Internal Server Error', 'Internal error'));
 }
 
@@ -106,6 +109,14 @@ const SLASH = 0x2f;
 // An absolute-form target (RFC 9112 3.2.2) with userinfo: RFC 9110 4.2.4 says to treat it as an
 // error, and it would carry a password or token into the gateway (a web Request refuses it, too).
 const TARGET_WITH_USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*@/;
+
+const HTTP_SCHEME = /^https?(?=:\/\/)/i;
+
+/** An absolute-form target with its scheme in lower case: the adapter takes `http://` and `https://` only, and a scheme is case-insensitive (RFC 3986 3.1). */
+function withLowerCaseScheme(target: string): string {
+  const scheme = HTTP_SCHEME.exec(target)?.[0];
+  return scheme === undefined || scheme === 'http' || scheme === 'https' ? target : scheme.toLowerCase() + target.slice(scheme.length);
+}
 
 // RFC 9110 5.6.2: a method is a token.
 const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
@@ -245,6 +256,8 @@ function answerBeforeRoutes(listener: RequestListener): RequestListener {
       if (target.charCodeAt(0) !== SLASH && TARGET_WITH_USERINFO.test(target)) {
         return writeJsonError(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
       }
+      if (target.includes('#')) return writeJsonError(request, response, 400, MALFORMED_TARGET);
+      if (target.charCodeAt(0) !== SLASH) request.url = withLowerCaseScheme(target);
       if (target === '*' && request.method === 'OPTIONS') {
         response.writeHead(204, {
           Allow: SERVER_METHODS,

@@ -198,6 +198,31 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     expect(get).toContain('"message":"Malformed request target"');
   });
 
+  test.each(['HTTP', 'Http', 'hTTPs'])(
+    'an absolute-form target with the scheme written %s is served as in lower case (RFC 3986 3.1)',
+    async (scheme) => {
+      const target = `${scheme}://gw.example/v1/call/recording/1.mp3`;
+      const answer = await rawExchange(
+        gateway.baseUrl,
+        `GET ${target} HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\nRange: bytes=0-1\r\nConnection: close\r\n\r\n`,
+      );
+      expect(answer).toMatch(/^HTTP\/1\.1 206 /);
+    },
+  );
+
+  test.each([
+    ['/v1/call/recording/1.mp3#part', 'after the path'],
+    ['/v1/call/recording/1.mp3?cb=1#part', 'after the query'],
+    ['http://gw.example/v1/call/recording/1.mp3#part', 'in absolute form'],
+  ])('a target with a fragment (%s, %s) is 400: a request target has none (RFC 9112 3.2)', async (target) => {
+    const answer = await rawExchange(
+      gateway.baseUrl,
+      `GET ${target} HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\nConnection: close\r\n\r\n`,
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('"message":"Malformed request target"');
+  });
+
   test.each([
     [
       'a request line longer than the header limit',
