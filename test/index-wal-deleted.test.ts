@@ -14,6 +14,7 @@ import { ACME_KEY, makeTempDir, removeDir } from '../dev/gateway-harness.js';
 import { startGatewayProcess, stopGatewayProcess, writeGatewayConfig, type GatewayProcess } from '../dev/gateway-process.js';
 import { INDEX_SIDE_FILES } from '../src/cache/damaged-index.js';
 import { sqliteIndexFile } from '../src/cache/sqlite-index.js';
+import { runCliInProcess } from './support/run-cli-in-process.js';
 
 const AUTH = { authorization: `Bearer ${ACME_KEY}` };
 
@@ -89,5 +90,25 @@ describe.each(['-wal', '-shm'])('the index %s file deleted while the gateway run
     const second = await startChild();
     for (const id of [1, 2, 3, 4]) expect(await cacheStatus(second, id)).toMatch(/; hit/);
     for (const id of [1, 2, 3, 4]) expect(upstream.recordingRequests(id)).toHaveLength(1);
+  });
+});
+
+describe('`cache stats` run after the -wal was deleted and before the next /readyz', () => {
+  test('says in one line that the log was deleted and that the gateway repairs it at its next /readyz, and counts every recording after it', async () => {
+    const gateway = await startChild();
+    await store(gateway, 1);
+    await rm(`${sqliteIndexFile(cacheDir)}-wal`);
+    await store(gateway, 2);
+    const stats = () => runCliInProcess(['--config', configPath, 'cache', 'stats', '--json'], { cwd: dir });
+
+    expect(await stats()).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `error: the cache index's log ${sqliteIndexFile(cacheDir)}-wal was deleted while a gateway had it open, so the index cannot be read here: the running gateway writes what the log held into the index at its next /readyz (probe it, then run this again)`,
+    });
+    await expect.poll(async () => (await readyz(gateway)).status).toBe(200);
+    const after = await stats();
+    expect(after.code, after.stderr).toBe(0);
+    expect(JSON.parse(after.stdout)).toMatchObject({ recordings: 2 });
   });
 });

@@ -1,5 +1,6 @@
 import { closeSync, openSync, statSync } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
+import { endianness } from 'node:os';
 import path from 'node:path';
 import { makePrivateDir, PRIVATE_FILE_MODE } from '../private-files.js';
 import { INDEX_SIDE_FILES } from './damaged-index.js';
@@ -72,6 +73,67 @@ export async function changedSideFile(
     if (state !== 'same') return { suffix, state };
   }
   return undefined;
+}
+
+// sqlite's WAL-index header at the start of the -shm (https://sqlite.org/walformat.html), in the machine's byte order.
+const SHM_PAGE_SIZE_OFFSET = 14;
+const SHM_LAST_FRAME_OFFSET = 16;
+const SHM_HEADER_BYTES = 24;
+const WAL_HEADER_BYTES = 32;
+const WAL_FRAME_HEADER_BYTES = 24;
+
+/**
+ * Whether the -shm of `file` says its -wal holds more frames than the -wal
+ * at its place has: the log a running gateway writes into was deleted (and
+ * maybe made anew, empty, by another process opening the index). sqlite
+ * then answers every other process a bare SQLITE_IOERR.
+ */
+async function logDeletedUnderShm(file: string): Promise<boolean> {
+  const header = Buffer.alloc(SHM_HEADER_BYTES);
+  try {
+    const shm = await open(`${file}-shm`, 'r');
+    try {
+      if ((await shm.read(header, 0, SHM_HEADER_BYTES, 0)).bytesRead < SHM_HEADER_BYTES) return false;
+    } finally {
+      await shm.close();
+    }
+  } catch {
+    return false;
+  }
+  const little = endianness() === 'LE';
+  const lastFrame = little ? header.readUInt32LE(SHM_LAST_FRAME_OFFSET) : header.readUInt32BE(SHM_LAST_FRAME_OFFSET);
+  const storedPageSize = little ? header.readUInt16LE(SHM_PAGE_SIZE_OFFSET) : header.readUInt16BE(SHM_PAGE_SIZE_OFFSET);
+  // 65536 does not fit in 16 bits: sqlite writes it as 1.
+  const pageSize = storedPageSize === 1 ? 65536 : storedPageSize;
+  if (lastFrame === 0 || pageSize < 512) return false;
+  const logBytes = await stat(`${file}-wal`).then(
+    (info) => info.size,
+    () => 0,
+  );
+  return logBytes < WAL_HEADER_BYTES + lastFrame * (pageSize + WAL_FRAME_HEADER_BYTES);
+}
+
+/**
+ * A process beside the gateway (the CLI) met the index's -wal deleted under
+ * the gateway that writes into it: only that gateway can repair it.
+ */
+export class DeletedLogError extends Error {
+  /** `SQLITE_IOERR`, sqlite's: the logger treats a coded error as expected (one line, no stack). */
+  readonly code = 'SQLITE_IOERR';
+
+  constructor(file: string, cause: unknown) {
+    super(
+      `the cache index's log ${file}-wal was deleted while a gateway had it open, so the index cannot be read here: the running gateway writes what the log held into the index at its next /readyz (probe it, then run this again)`,
+      { cause },
+    );
+    this.name = 'DeletedLogError';
+  }
+}
+
+/** The error as a {@link DeletedLogError} when sqlite's SQLITE_IOERR comes of a -wal deleted under a running gateway; else as it was. */
+export async function asDeletedLog(file: string, error: unknown): Promise<unknown> {
+  if ((error as NodeJS.ErrnoException | undefined)?.code !== 'SQLITE_IOERR' || !(await logDeletedUnderShm(file))) return error;
+  return new DeletedLogError(file, error);
 }
 
 /**

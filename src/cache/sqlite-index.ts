@@ -7,6 +7,7 @@ import { closeToOthers, PRIVATE_FILE_MODE } from '../private-files.js';
 import { asDamagedIndex, INDEX_SIDE_FILES } from './damaged-index.js';
 import { INDEX_NAMESPACE, keyvIndex, type RecordingIndex } from './recording-index.js';
 import {
+  asDeletedLog,
   changedSideFile,
   checkpointLog,
   copyDatabaseTo,
@@ -138,7 +139,7 @@ export function createSqliteIndex(cacheDir: string, options: SqliteIndexOptions 
     try {
       return await operation();
     } catch (error) {
-      throw asDamagedIndex(file, error);
+      throw await asDeletedLog(file, asDamagedIndex(file, error));
     } finally {
       if (--underWay === 0) idle?.();
     }
