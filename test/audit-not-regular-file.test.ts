@@ -104,17 +104,21 @@ describe('audit verify and audit query', () => {
         await new Promise<void>((resolve) => server.listen(file, resolve));
       },
     ],
-  ])('%s named like a day file makes them exit 1 at once, naming it, instead of hanging', async (_what, kind, make) => {
-    await writeOneDay();
-    const odd = path.join(auditDir, `audit-${utcDay(START + DAY_MS)}.jsonl`);
-    await make(odd);
-    const config = await configPath();
-    for (const args of [['verify'], ['query']]) {
-      const { code, stderr } = await runCliProcess(['--config', config, 'audit', ...args], { timeoutMs: CLI_TIMEOUT_MS });
-      expect(code).toBe(1);
-      expect(stderr.trim()).toBe(`error: cannot read the audit file ${odd}: it is ${kind}, not a regular file`);
-    }
-  });
+  ])(
+    '%s named like a day file makes them exit 1 at once, naming it, before printing anything, instead of hanging',
+    async (_what, kind, make) => {
+      await writeOneDay();
+      const odd = path.join(auditDir, `audit-${utcDay(START + DAY_MS)}.jsonl`);
+      await make(odd);
+      const config = await configPath();
+      for (const args of [['verify'], ['query'], ['query', '--json']]) {
+        const { code, stdout, stderr } = await runCliProcess(['--config', config, 'audit', ...args], { timeoutMs: CLI_TIMEOUT_MS });
+        // Nothing on stdout: neither the table's header nor the lines of the day before it, which read well.
+        expect({ args, code, stdout }).toEqual({ args, code: 1, stdout: '' });
+        expect(stderr.trim()).toBe(`error: cannot read the audit file ${odd}: it is ${kind}, not a regular file`);
+      }
+    },
+  );
 });
 
 describe('the gateway', () => {

@@ -113,6 +113,16 @@ export async function* readFileLines(file: string): AsyncGenerator<FileLine> {
 }
 
 /**
+ * Rejects, naming the file, when `file` cannot be read as a day file (a
+ * FIFO, a socket, a device, no permission), as {@link readFileLines} would:
+ * for a reader that checks every file before it prints anything.
+ */
+export async function checkReadableFile(file: string): Promise<void> {
+  const handle = await openRegularFile(file, 'read').catch((error: unknown) => Promise.reject(unreadableFile(file, error)));
+  await handle.close();
+}
+
+/**
  * A day's file that cannot be read, named: Node's own message names only
  * the path for a link to nothing (ENOENT).
  */

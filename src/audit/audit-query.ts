@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { DAY_MS } from '../clock.js';
-import { dayStart, parseAuditRecord, listAuditFiles, readFileLines, type AuditFile } from './audit-files.js';
+import { checkReadableFile, dayStart, parseAuditRecord, listAuditFiles, readFileLines, type AuditFile } from './audit-files.js';
 
 /** `audit query`'s filters; each one left out matches everything. */
 export interface AuditFilter {
@@ -23,7 +23,8 @@ export interface AuditLine {
 /**
  * The lines of the trail in `dir` that match, oldest first (in cluster mode
  * the replicas' lines of one day are merged by time). Files outside the time
- * range are not read. A `dropped` line (lines lost while the disk was full)
+ * range are not read; one in it that cannot be (a FIFO, say) fails the
+ * query before its first line. A `dropped` line (lines lost while the disk was full)
  * matches every tenant and call, so a query never hides a gap.
  * @param onUnreadable called for each line that is not a JSON object (run `audit verify`).
  */
@@ -39,6 +40,8 @@ export async function* queryAuditTrail(
     if (filter.until !== undefined && start >= filter.until) continue;
     days.set(file.day, [...(days.get(file.day) ?? []), file]);
   }
+  // Every file is checked before the first line comes, so a query fails before it has printed part of its answer.
+  for (const files of days.values()) for (const file of files) await checkReadableFile(path.join(dir, file.name));
   for (const files of days.values()) {
     if (files.length === 1) {
       yield* matchingLines(dir, files[0]!, filter, onUnreadable);

@@ -135,10 +135,18 @@ export async function auditQuery(dir: string, filter: AuditFilter, output: Audit
   }
   let unreadable = 0;
   let count = 0;
+  const lines = queryAuditTrail(dir, filter, () => unreadable++);
+  // The header waits for the first answer: a file that cannot be read fails the query before anything is printed.
+  let next = await lines.next();
   if (!output.json) output.print(row(COLUMNS.map(([name]) => name)));
-  for await (const line of queryAuditTrail(dir, filter, () => unreadable++)) {
-    output.print(output.json ? terminalSafe(line.text) : tableRow(line));
-    count++;
+  try {
+    for (; !next.done; next = await lines.next()) {
+      output.print(output.json ? terminalSafe(next.value.text) : tableRow(next.value));
+      count++;
+    }
+  } finally {
+    // As `for await` would: a print that throws closes the file being read.
+    await lines.return(undefined);
   }
   if (!output.json) output.print(`${count} line${count === 1 ? '' : 's'}`);
   if (unreadable > 0)
