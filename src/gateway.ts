@@ -207,6 +207,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   } catch (error) {
     await cluster?.close();
     await audit?.close();
+    await disk.removeOwnTemp().catch(() => {});
     // sqlite says only "disk I/O error" when it cannot make its journal files on a full volume.
     if (config.cache.index.kind === 'sqlite' && (await isVolumeFull(config.cache.dir))) {
       throw new Error(
@@ -400,6 +401,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         abandonDownloads();
       }
       await finished;
+      // Every download is stored or discarded by now: a stopped process leaves no empty folder of its own in tmp/.
+      await disk.removeOwnTemp().catch((error: unknown) => logger.warn({ err: error }, "could not remove this process's tmp/ folder"));
       await analyser.close();
       await cluster?.close();
       await index.close();

@@ -1,5 +1,6 @@
 import { Agent, type IncomingMessage } from 'node:http';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { capturingLogger } from './support/capturing-logger.js';
@@ -160,6 +161,30 @@ describe('the gateway process', () => {
       agent.destroy();
     }
   });
+});
+
+describe('a graceful stop', () => {
+  test.each(['SIGTERM', 'SIGINT'] as const)(
+    "after %s the cache directory keeps no empty tmp/ folder of the stopped process; a live process's stays",
+    async (signal) => {
+      const gateway = await startChild();
+      const response = await fetch(`${gateway.url}/v1/call/recording/1.mp3`, { headers: AUTH });
+      expect(response.status).toBe(200);
+      await response.arrayBuffer();
+      await expect.poll(() => storedRecordingFiles(cacheDir).then((files) => files.length)).toBe(1);
+      const tmp = path.join(cacheDir, 'tmp');
+      const own = `${hostname()}-${gateway.child.pid}-`;
+      expect((await readdir(tmp)).filter((name) => name.startsWith(own))).toHaveLength(1);
+      // Another process's on this host, alive (this one): never the stopping gateway's to remove.
+      const alive = path.join(tmp, `${hostname()}-${process.pid}-0badcafe`);
+      await mkdir(alive);
+
+      gateway.child.kill(signal);
+      expect(await gateway.exited).toEqual({ code: 0, signal: null });
+      expect((await readdir(tmp)).sort()).toEqual([path.basename(alive)]);
+      expect(await storedRecordingFiles(cacheDir)).toHaveLength(1);
+    },
+  );
 });
 
 describe('shutdown past the grace period', () => {

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, rm, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { CacheEncryptionConfig } from '../config/index.js';
@@ -31,6 +31,12 @@ export interface DiskStore {
   pathFor(namespace: string, callId: string): string;
   /** A new temporary file in this process's `tmp/` folder; it commits itself to `pathFor(...)`. */
   createTemp(): Promise<TempFile>;
+  /**
+   * Removes this process's `tmp/` folder if it is empty, as a graceful stop
+   * leaves it; one still holding a file is left to the next start's sweep
+   * (`init`). A later `createTemp` makes it again.
+   */
+  removeOwnTemp(): Promise<void>;
   /**
    * Opens a stored recording for reading (decrypting it with `cache.encryption`); undefined when it is not there.
    * @throws DamagedFileError when an encrypted file has no header, an unknown key or an impossible size.
@@ -162,6 +168,14 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
         file = await createTempFile(tempDir);
       }
       return keyring ? createEncryptedTempFile(file, keyring.current) : file;
+    },
+    async removeOwnTemp() {
+      try {
+        await rmdir(tempDir);
+      } catch (error) {
+        // Gone already, or not empty (a download's file that could not be removed): the next start's sweep takes it.
+        if (!['ENOENT', 'ENOTEMPTY', 'EEXIST'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
+      }
     },
     hasRecording(namespace, callId) {
       return existsSync(pathFor(namespace, callId));
