@@ -4,6 +4,7 @@
  * cannot grow (SQLITE_FULL) and a real upstream on 127.0.0.1.
  */
 import { existsSync } from 'node:fs';
+import { syntheticRecording } from '../dev/recording-bytes.js';
 import { mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -108,6 +109,35 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
+/** Runs `cache purge ARGS` with no gateway answering at the config's address. */
+async function purgeAlone(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const configPath = path.join(base, 'gateway.yaml');
+  await writeFile(
+    configPath,
+    [
+      `listen: { host: 127.0.0.1, port: ${await closedPort()} }`,
+      `upstream: { base_url: "${upstream.baseUrl}" }`,
+      `cache: { dir: ${JSON.stringify(dir)} }`,
+      'tenants:',
+      '  - id: acme',
+      `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
+    ].join('\n'),
+  );
+  return runCliInProcess(['--config', configPath, 'cache', 'purge', ...args], { cwd: base, env: { FLYFLOW_API_KEY: SERVER_KEY } });
+}
+
+/** The file and index entry of `id` are gone; the others' files are still there. */
+async function expectCallPurged(id: number): Promise<void> {
+  expect(existsSync(recordingPath(dir, upstream.baseUrl, id))).toBe(false);
+  expect(await storedFiles(dir)).toHaveLength(IDS.length - 1);
+  const index = createSqliteIndex(dir);
+  try {
+    expect(await index.get(keyFor(upstream.baseUrl, id))).toBeUndefined();
+  } finally {
+    await index.close();
+  }
+}
+
 describe('a purge on a full disk', () => {
   test('DELETE answers 204, and the recording is gone from disk and index and fetched again', async () => {
     const gateway = await start();
@@ -154,24 +184,42 @@ describe('a purge on a full disk', () => {
     // Closing the index gave back its journal's room: filled after.
     await stop(gateway);
     await fillDisk();
-    const configPath = path.join(base, 'gateway.yaml');
-    await writeFile(
-      configPath,
-      [
-        `listen: { host: 127.0.0.1, port: ${await closedPort()} }`,
-        `upstream: { base_url: "${upstream.baseUrl}" }`,
-        `cache: { dir: ${JSON.stringify(dir)} }`,
-        'tenants:',
-        '  - id: acme',
-        `    api_keys: ["sha256:${sha256Hex(ACME_KEY)}"]`,
-      ].join('\n'),
-    );
-    const purge = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--all'], {
-      cwd: base,
-      env: { FLYFLOW_API_KEY: SERVER_KEY },
-    });
+    const purge = await purgeAlone(['--all']);
     expect(purge, purge.stderr).toMatchObject({ code: 0, stdout: `purged ${IDS.length} recordings` });
     await expectPurged(undefined);
+  });
+
+  test('`cache purge --call 1` with no gateway running removes a recording whose file gives back room enough for the index', async () => {
+    upstream.setRecording(1, syntheticRecording(200 * 1024));
+    const gateway = await start();
+    await cacheRecordings(gateway);
+    await stop(gateway);
+    await fillDisk();
+    const purge = await purgeAlone(['--call', '1']);
+    expect(purge, purge.stderr).toMatchObject({ code: 0, stdout: 'purged 1 recording' });
+    await expectCallPurged(1);
+  });
+
+  test('`cache purge --call 1` alone, when its file gives back less room than sqlite needs, removes the file and says in one line that the index entry stayed, and why', async () => {
+    const gateway = await start();
+    await cacheRecordings(gateway);
+    await stop(gateway);
+    await fillDisk();
+    const purge = await purgeAlone(['--call', '1']);
+    expect(purge.code).toBe(1);
+    expect(purge.stdout).toBe('');
+    expect(purge.stderr).toMatch(
+      new RegExp(
+        `^error: removed the file of 1 recording, but not its index entry: ${dir} is on a full volume and the sqlite index has no room to write \\(SQLITE_[A-Z]+: [^)]+\\); an entry without its file is never served, and the gateway's next start drops it; free some space on that volume and run the purge again$`,
+      ),
+    );
+    expect(existsSync(recordingPath(dir, upstream.baseUrl, 1))).toBe(false);
+    expect(await storedFiles(dir)).toHaveLength(IDS.length - 1);
+
+    await rm(path.join(dir, 'junk'));
+    const again = await purgeAlone(['--call', '1']);
+    expect(again, again.stderr).toMatchObject({ code: 0, stdout: 'purged 1 recording' });
+    await expectCallPurged(1);
   });
 
   test('a gateway started on a full volume, whose sqlite index cannot open, says the volume is full, not a bare disk I/O error', async () => {

@@ -9,7 +9,7 @@ import { purgeThroughGateway } from './running-gateway.js';
 import { auditCliCommand } from '../audit/cli-audit.js';
 import { errorMessage } from '../errors.js';
 import { DamagedIndexError } from '../cache/damaged-index.js';
-import { isVolumeFull, markFreeingRoom } from '../cache/full-disk-purge.js';
+import { isDiskFull, isVolumeFull, markFreeingRoom } from '../cache/full-disk-purge.js';
 
 /** Refuses a purge that does not say what it removes: everything takes `--all`. */
 export function checkPurgeFilter(filter: PurgeFilter): void {
@@ -106,13 +106,32 @@ async function removeLocally(config: GatewayConfig, filter: PurgeFilter): Promis
     .catch(async (error: unknown) => {
       // On a full disk sqlite may not even open its journal: the matching files, found by their paths, go first.
       if (!(await isVolumeFull(config.cache.dir))) throw error;
-      for (const file of await listStoredFiles(config.cache.dir)) if (matches(file)) await disk.remove(file.namespace, file.callId);
-      return removeIndexed(config, filter, namespace, disk);
+      let removed = 0;
+      for (const file of await listStoredFiles(config.cache.dir)) {
+        if (!matches(file)) continue;
+        await disk.remove(file.namespace, file.callId);
+        removed++;
+      }
+      return removeIndexed(config, filter, namespace, disk).catch(async (again: unknown) => {
+        // sqlite needs its -shm (32 KiB) and room for its log: more than a short recording's file gives back.
+        if (!isDiskFull(again) && !(await isVolumeFull(config.cache.dir))) throw again;
+        throw new CommandFailure(indexFullMessage(config.cache.dir, removed, again), { cause: again });
+      });
     })
     .catch((error: unknown) => {
       if (error instanceof UsageError || error instanceof CommandFailure || error instanceof DamagedIndexError) throw error;
       throw new CommandFailure(`the purge stopped: ${errorMessage(error)}`, { cause: error });
     });
+}
+
+/** What a purge on a full volume did, and what not, when the index could not be written even after the files went. */
+function indexFullMessage(dir: string, removed: number, error: unknown): string {
+  const why = `${dir} is on a full volume and the sqlite index has no room to write (${errorMessage(error)})`;
+  const next = 'free some space on that volume and run the purge again';
+  if (removed === 0) return `nothing was purged: ${why}; ${next}`;
+  const files = removed === 1 ? 'the file of 1 recording' : `the files of ${removed} recordings`;
+  const entries = removed === 1 ? 'its index entry' : 'their index entries';
+  return `removed ${files}, but not ${entries}: ${why}; an entry without its file is never served, and the gateway's next start drops it; ${next}`;
 }
 
 /** Whether a recording is one the purge names. */
