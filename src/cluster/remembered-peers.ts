@@ -1,9 +1,12 @@
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../logger.js';
 import { PRIVATE_FILE_MODE } from '../private-files.js';
 
 const REMEMBERED_PEERS_FILE = 'cluster-peers.json';
+/** More than any cluster has: each is asked at once, so a damaged file must not make it thousands. */
+const MAX_REMEMBERED = 64;
+const MAX_FILE_BYTES = 64 * 1024;
 
 /** A replica this volume's cluster had: its node id and where it was reached. */
 export interface RememberedPeer {
@@ -37,12 +40,16 @@ export class RememberedPeers {
     this.#file = path.join(cacheDir, REMEMBERED_PEERS_FILE);
   }
 
-  /** The replicas remembered, this one (`self`) left out; none when the file is missing or unreadable. */
+  /** The replicas remembered, this one (`self`) left out, at most 64; none when the file is missing, unreadable or over 64 KiB. */
   async read(self: string): Promise<RememberedPeer[]> {
     try {
+      if ((await stat(this.#file)).size > MAX_FILE_BYTES) return [];
       const listed = JSON.parse(await readFile(this.#file, 'utf8')) as unknown;
       if (!Array.isArray(listed)) return [];
-      return listed.filter(isRememberedPeer).filter((peer) => peer.node !== self);
+      return listed
+        .filter(isRememberedPeer)
+        .filter((peer) => peer.node !== self)
+        .slice(0, MAX_REMEMBERED);
     } catch {
       return [];
     }

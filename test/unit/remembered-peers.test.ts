@@ -62,3 +62,12 @@ test('writes under way one after another: the last list is the one on disk', asy
   await Promise.all([remembered.remember(GW1, [GW2]), remembered.remember(GW1, [GW3]), remembered.remember(GW1, [])]);
   expect(await new RememberedPeers(dir, silentLogger()).read('gw-2')).toEqual([GW1]);
 });
+
+test('a file grown past any cluster is not asked all at once: 64 replicas at most, and none from a file over 64 KiB', async () => {
+  const file = path.join(dir, 'cluster-peers.json');
+  const many = Array.from({ length: 500 }, (_, i) => ({ node: `gw-${i}`, url: `http://10.0.${i >> 8}.${i & 255}:8080` }));
+  await writeFile(file, JSON.stringify(many));
+  expect((await new RememberedPeers(dir, silentLogger()).read('gw-0')).length).toBe(64);
+  await writeFile(file, JSON.stringify([GW1, { node: 'pad', url: `http://x/${'a'.repeat(70_000)}` }]));
+  expect(await new RememberedPeers(dir, silentLogger()).read('gw-2')).toEqual([]);
+});
