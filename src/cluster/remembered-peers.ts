@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../logger.js';
@@ -67,8 +68,8 @@ export class RememberedPeers {
 
   async #write(text: string): Promise<void> {
     if (text === this.#written) return;
-    // Written aside, then renamed: a reader (another replica of the volume) never sees half a list.
-    const aside = `${this.#file}.${process.pid}.tmp`;
+    // Written aside under a name of its own, then renamed: a reader (another replica of the volume) never sees half a list.
+    const aside = `${this.#file}.${randomBytes(6).toString('hex')}.tmp`;
     try {
       await writeFile(aside, text, { mode: PRIVATE_FILE_MODE });
       await rename(aside, this.#file);
