@@ -217,6 +217,29 @@ describe('audit trail of a running gateway', () => {
     }
   });
 
+  test('a URL minted with kid k2 is played under kid k2: its playing line names k2; a mint refused for an unknown kid is a 400 line', async () => {
+    const gateway = await start();
+    const minted = await gateway.fetch('/v1/call/recording/1/signed-url', { method: 'POST', body: JSON.stringify({ kid: 'k2' }) });
+    expect(minted.status).toBe(200);
+    const { url } = (await minted.json()) as { url: string };
+    const signed = await fetch(new URL(url, gateway.baseUrl));
+    expect(signed.status).toBe(200);
+    await signed.arrayBuffer();
+    const refused = await gateway.fetch('/v1/call/recording/1/signed-url', { method: 'POST', body: JSON.stringify({ kid: 'k9' }) });
+    expect(refused.status).toBe(400);
+    await refused.arrayBuffer();
+    await gateway.gateway.audit!.flush();
+
+    const records = (await fileLines(TODAY)).map((line) => JSON.parse(line) as Record<string, unknown>);
+    const apiKey = { kind: 'api-key', key: ACME_KEY_ID };
+    // The minting line names who asked (the API key), as it did before kid could be chosen; the URL's own kid is on the lines of its plays.
+    expect(records).toMatchObject([
+      { event: 'signed-url', credential: apiKey, call_id: 1, status: 200 },
+      { event: 'recording', credential: { kind: 'signed-url', kid: 'k2' }, call_id: 1, status: 200 },
+      { event: 'signed-url', credential: apiKey, call_id: 1, status: 400 },
+    ]);
+  });
+
   test('a transfer the client cuts short still names its address, on a miss and on a memory hit', async () => {
     const gateway = await start();
     const { port } = new URL(gateway.baseUrl);

@@ -14,6 +14,7 @@ import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import {
   ACME_KEY,
   ACME_SIGNING_SECRET,
+  ACME_SIGNING_SECRET_K2,
   makeTempDir,
   removeDir,
   startGateway,
@@ -145,6 +146,25 @@ describe('RecordingGatewayClient against a live gateway', () => {
     const response = await fetch(signed); // no Authorization header
     expect(response.status).toBe(200);
     expect(Buffer.from(await response.arrayBuffer()).equals(fake.recording(2)!)).toBe(true);
+  });
+
+  it('mints a signed URL with the signing key kid names, which plays', async () => {
+    const { url, expiresAt } = await client.createSignedUrl(2, { kid: 'k2' });
+
+    const signed = new URL(url, gw.baseUrl);
+    expect(signed.searchParams.get('kid')).toBe('k2');
+    expect(signed.searchParams.get('sig')).toBe(contractSignature(ACME_SIGNING_SECRET_K2, 'acme', '2', String(expiresAt)));
+    const response = await fetch(signed);
+    expect(response.status).toBe(200);
+    await response.arrayBuffer();
+  });
+
+  it("passes the gateway's refusal of a kid the tenant does not have on as a 400 naming it", async () => {
+    const error = await client.createSignedUrl(2, { kid: 'k9' }).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(RecordingGatewayError);
+    expect(error).toMatchObject({ status: 400, reason: 'Bad Request' });
+    expect((error as RecordingGatewayError).gatewayMessage).toMatch(/^kid "k9" names no signing key/);
   });
 
   it("passes the gateway's refusal of a too-long signed URL TTL on as a 400 with its message", async () => {
@@ -282,6 +302,47 @@ describe('RecordingGatewayClient without a gateway', () => {
 
     expect(fetchSpy).not.toHaveBeenCalled();
     expect(await readdir(outDir)).toEqual([]);
+  });
+
+  it('sends only the signed-URL fields asked for, and refuses a kid that is not a non-empty string before any request', async () => {
+    const bodies: unknown[] = [];
+    const client = new RecordingGatewayClient({
+      baseUrl: 'https://recordings.example.com',
+      apiKey: ACME_KEY,
+      fetch: async (_input, init) => {
+        const body = JSON.parse(String(init?.body)) as { kid?: string };
+        bodies.push(body);
+        const url = `/v1/call/recording/2.mp3?tenant=acme&exp=2000000000&kid=${body.kid ?? 'k1'}&sig=x`;
+        return Response.json({ url, expires_at: 2_000_000_000 });
+      },
+    });
+
+    await client.createSignedUrl(2);
+    await client.createSignedUrl(2, { ttlSeconds: 60 });
+    await client.createSignedUrl(2, { kid: 'k2' });
+    await client.createSignedUrl(2, { ttlSeconds: 60, kid: 'k2' });
+    expect(bodies).toEqual([{}, { ttl_seconds: 60 }, { kid: 'k2' }, { ttl_seconds: 60, kid: 'k2' }]);
+
+    for (const kid of ['', 2, null]) {
+      await expect(client.createSignedUrl(2, { kid: kid as string }), String(kid)).rejects.toThrow(/kid must be a non-empty string/);
+    }
+    expect(bodies).toHaveLength(4);
+  });
+
+  it('fails rather than hand back a URL signed with another key, when the gateway is too old to know kid', async () => {
+    const client = new RecordingGatewayClient({
+      baseUrl: 'https://recordings.example.com',
+      apiKey: ACME_KEY,
+      // An older gateway: it ignores kid and signs with the tenant's first key.
+      fetch: async () =>
+        Response.json({ url: '/v1/call/recording/2.mp3?tenant=acme&exp=2000000000&kid=k1&sig=x', expires_at: 2_000_000_000 }),
+    });
+
+    const error = await client.createSignedUrl(2, { kid: 'k2' }).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(RecordingGatewayError);
+    expect(error).toMatchObject({ status: 200, reason: 'Unexpected Response', callId: '2' });
+    expect((error as Error).message).toContain('a key other than kid "k2"');
   });
 
   it('names the bad option when the client is built with a bad baseUrl, apiKey or timeoutMs', () => {

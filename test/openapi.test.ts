@@ -287,6 +287,16 @@ describe('GET /openapi.json', () => {
     checkAnswer(served, ajv, '/openapi.json', 'GET', await answerOf(openapi));
   });
 
+  it('documents the signed-URL body the gateway takes: ttl_seconds and kid, no other field', async () => {
+    const validate = ajv.getSchema(`${SCHEMA_ID}#/components/schemas/SignedUrlRequest`)!;
+    for (const body of [{}, { ttl_seconds: 60 }, { kid: 'k2' }, { ttl_seconds: 60, kid: 'k1' }, { x: 1 }, { kid: 2 }, { ttl_seconds: 0 }]) {
+      const minted = await gateway.fetch(`/v1/call/recording/${callId}/signed-url`, { method: 'POST', body: JSON.stringify(body) });
+      const answer = await answerOf(minted);
+      checkAnswer(served, ajv, SIGNED_URL_ROUTE_PATH, 'POST', answer);
+      expect(validate(body), JSON.stringify(body)).toBe(answer.status === 200);
+    }
+  });
+
   it('validates the readiness schema with and without a cluster', () => {
     const ready = ajv.getSchema(`${SCHEMA_ID}#/components/schemas/Ready`);
     expect(ready?.({ status: 'ready', cluster: { state: 'degraded', redis: 'unreachable', peers: 0 } })).toBe(true);

@@ -211,6 +211,65 @@ describe('signed URLs', () => {
     expect(((await response.json()) as { message: string }).message).toMatch(/ttl_seconds|Body/);
   });
 
+  test('POST …/signed-url with a kid signs with that key: the URL names it, carries its signature and plays', async () => {
+    const response = await gateway.fetch('/v1/call/recording/3/signed-url', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ttl_seconds: 60, kid: 'k2' }),
+    });
+    expect(response.status).toBe(200);
+    const { url, expires_at } = (await response.json()) as { url: string; expires_at: number };
+    expect(expires_at).toBe(now() + 60);
+    const query = new URL(url).searchParams;
+    expect(query.get('kid')).toBe('k2');
+    expect(query.get('sig')).toBe(contractSignature(ACME_SIGNING_SECRET_K2, 'acme', 3, expires_at));
+    const played = await fetch(gateway.baseUrl + url.slice('https://recordings.example.com'.length));
+    expect(played.status).toBe(200);
+    expect(Buffer.from(await played.arrayBuffer()).equals(upstream.recording(3)!)).toBe(true);
+  });
+
+  test('POST …/signed-url without a kid still signs with the first key', async () => {
+    const response = await gateway.fetch('/v1/call/recording/3/signed-url', { method: 'POST', body: '{"ttl_seconds": 60}' });
+    const { url } = (await response.json()) as { url: string };
+    expect(new URL(url).searchParams.get('kid')).toBe('k1');
+  });
+
+  test.each([
+    ['a kid the tenant does not have', { kid: 'k9' }, 'kid "k9" names no signing key of this tenant; it has "k1", "k2"'],
+    ['a kid in the wrong case', { kid: 'K1' }, 'kid "K1" names no signing key of this tenant; it has "k1", "k2"'],
+    ['an empty kid', { kid: '' }, 'kid "" names no signing key of this tenant; it has "k1", "k2"'],
+    ['a number for kid', { kid: 2 }, "kid must be a string: the id of one of the tenant's signing keys"],
+    ['null for kid', { kid: null }, "kid must be a string: the id of one of the tenant's signing keys"],
+    ['a list for kid', { kid: ['k2'] }, "kid must be a string: the id of one of the tenant's signing keys"],
+    ['an unknown field', { x: 1 }, 'Unknown field "x": expected ttl_seconds or kid'],
+    ['a misspelt ttl beside a good kid', { ttl: 60, kid: 'k2' }, 'Unknown field "ttl": expected ttl_seconds or kid'],
+    [
+      'a field named __proto__',
+      JSON.parse('{"__proto__": {"kid": "k2"}}') as unknown,
+      'Unknown field "__proto__": expected ttl_seconds or kid',
+    ],
+  ])('POST …/signed-url with %s is a 400 that says so, and mints nothing', async (_name, body, message) => {
+    const response = await gateway.fetch('/v1/call/recording/3/signed-url', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    expect(response.status).toBe(400);
+    expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(await response.json()).toEqual({ error: 'Bad Request', message });
+  });
+
+  test('a long unknown kid or field name is cut short in the 400, not echoed whole', async () => {
+    const long = 'k'.repeat(3000); // within the route's 4 KB body limit
+    for (const body of [{ kid: long }, { [long]: 1 }]) {
+      const response = await gateway.fetch('/v1/call/recording/3/signed-url', { method: 'POST', body: JSON.stringify(body) });
+      expect(response.status).toBe(400);
+      const { message } = (await response.json()) as { message: string };
+      expect(message).toContain(`"${'k'.repeat(64)}…"`);
+      expect(message.length).toBeLessThan(200);
+    }
+  });
+
   test('a signed URL cannot mint signed URLs: POST needs an API key', async () => {
     const path = signedPath(3).replace('3.mp3', '3/signed-url');
     const response = await fetch(gateway.baseUrl + path, { method: 'POST' });

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { ADMIN_PURGE_PATH } from '../admin-api.js';
 import { PEER_PURGE_PATH, PEER_RECORDING_PATH, PEER_REDIS_PATH } from '../cluster/peer-client.js';
 import { PEER_STREAM_TYPE } from '../cluster/peer-stream.js';
+import { KID } from '../config/fields.js';
 import { DEFAULT_PEAK_POINTS, MAX_PEAK_POINTS } from '../routes/recording-facts.js';
 
 /*
@@ -249,7 +250,7 @@ const paths: OpenApiDocument['paths'] = {
       parameters: [idParameter],
       requestBody: {
         required: false,
-        description: "Empty for the default lifetime (300 s, or the tenant's maximum if lower)",
+        description: "Empty for the default lifetime (300 s, or the tenant's maximum if lower) and the tenant's first signing key",
         content: { [JSON_TYPE]: { schema: schemaRef('SignedUrlRequest') } },
       },
       responses: {
@@ -502,7 +503,16 @@ export const openApiDocument: OpenApiDocument = {
       },
       SignedUrlRequest: {
         type: 'object',
-        properties: { ttl_seconds: { type: 'integer', minimum: 1, description: "At most the tenant's max_signed_url_ttl_seconds" } },
+        description: 'Any other field is refused with 400',
+        additionalProperties: false,
+        properties: {
+          ttl_seconds: { type: 'integer', minimum: 1, description: "At most the tenant's max_signed_url_ttl_seconds" },
+          kid: {
+            type: 'string',
+            pattern: KID.source,
+            description: "The signing key to sign with, one of the tenant's `signing_keys`; default the first listed",
+          },
+        },
       },
       SignedUrl: {
         type: 'object',

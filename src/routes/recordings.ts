@@ -29,6 +29,7 @@ import type { ServedTier } from '../metrics/gateway-metrics.js';
 import type { TenantRateLimiter } from '../rate-limit/index.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
+import { chooseSigningKey, readSignedUrlRequest } from './signed-url-request.js';
 
 export interface RecordingRoutesDeps {
   authenticator: Authenticator;
@@ -64,7 +65,6 @@ function missCacheStatus(fetched: Pick<FetchedRecording, 'collapsed' | 'origin'>
   if (fetched.origin === 'peer-copy') return CACHE_STATUS_PEER_COPY;
   return fetched.collapsed ? CACHE_STATUS_COLLAPSED : CACHE_STATUS_MISS;
 }
-const DEFAULT_SIGNED_URL_TTL_SECONDS = 300;
 const VARY_FOR_API_KEY = 'Origin, Authorization';
 
 const RECORDING_PATH = /^\/v1\/call\/recording\/([^/?]*)\.mp3$/;
@@ -361,16 +361,15 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       });
     },
 
-    /** POST /v1/call/recording/{id}/signed-url with optional {"ttl_seconds": n} */
+    /** POST /v1/call/recording/{id}/signed-url with optional {"ttl_seconds": n, "kid": "k"} */
     async createSignedUrl(c: Context<GatewayEnv>): Promise<Response> {
       const callId = callIdFromPath(c, SIGNED_URL_PATH);
       const caller = authenticator.apiKey(c.req.header('authorization'));
       const limits = await admit(c, caller, callId);
       const { tenant } = caller;
-      const ttlSeconds = await readTtl(c, tenant.maxSignedUrlTtlSeconds);
-      const [signingKey] = tenant.signingKeys;
-      if (!signingKey) throw new BadRequestError('This tenant has no signing keys configured');
-      const [kid, secret] = signingKey;
+      const asked = await readSignedUrlRequest(c, tenant.maxSignedUrlTtlSeconds);
+      const [kid, secret] = chooseSigningKey(tenant.signingKeys, asked.kid);
+      const { ttlSeconds } = asked;
       const expiresAt = Math.floor(clock.now() / 1000) + ttlSeconds;
       const url = signRecordingUrl({ baseUrl: deps.publicBaseUrl, tenant: tenant.id, callId, expiresAt, kid, secret });
       return c.json({ url, expires_at: expiresAt }, 200, {
@@ -380,24 +379,4 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       });
     },
   };
-}
-
-async function readTtl(c: Context, maxTtlSeconds: number): Promise<number> {
-  const text = await c.req.text();
-  if (text.trim() === '') return Math.min(DEFAULT_SIGNED_URL_TTL_SECONDS, maxTtlSeconds);
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new BadRequestError('Body must be JSON such as {"ttl_seconds": 300}');
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new BadRequestError('Body must be a JSON object such as {"ttl_seconds": 300}');
-  }
-  const ttl = (body as Record<string, unknown>).ttl_seconds;
-  if (ttl === undefined) return Math.min(DEFAULT_SIGNED_URL_TTL_SECONDS, maxTtlSeconds);
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > maxTtlSeconds) {
-    throw new BadRequestError(`ttl_seconds must be an integer from 1 to ${maxTtlSeconds}`);
-  }
-  return ttl;
 }

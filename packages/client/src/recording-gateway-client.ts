@@ -47,6 +47,13 @@ export interface DownloadedRecording {
 export interface CreateSignedUrlOptions {
   /** Seconds the URL stays valid; the gateway's default (300) when omitted, at most the tenant's maximum. */
   ttlSeconds?: number;
+  /**
+   * The id of the tenant's signing key to sign with (during a key rotation,
+   * the new one); the tenant's first key when omitted. A gateway too old to
+   * know it signs with the first key: the call then fails rather than hand
+   * back a URL signed with a key other than this one.
+   */
+  kid?: string;
 }
 
 export interface SignedRecordingUrl {
@@ -73,6 +80,15 @@ function parseBaseUrl(baseUrl: unknown): string {
   // The gateway keeps Flyflow's paths, so a Flyflow-style base ending in /v1 means the same gateway.
   const prefix = url.pathname.replace(/\/+$/, '').replace(/\/v1$/, '');
   return `${url.origin}${prefix}`;
+}
+
+/** The kid a signed URL names, or null when it names none (or is no URL). */
+function signedWith(url: string, baseUrl: string): string | null {
+  try {
+    return new URL(url, baseUrl).searchParams.get('kid');
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -148,16 +164,22 @@ export class RecordingGatewayClient {
    */
   async createSignedUrl(callId: number | string, options: CreateSignedUrlOptions = {}): Promise<SignedRecordingUrl> {
     const id = canonicalCallId(callId);
-    const { ttlSeconds } = options;
+    const { ttlSeconds, kid } = options;
     if (ttlSeconds !== undefined && (typeof ttlSeconds !== 'number' || !Number.isSafeInteger(ttlSeconds) || ttlSeconds < 1)) {
       throw new RangeError(`ttlSeconds must be a whole number of seconds from 1, got ${describeValue(ttlSeconds)}`);
+    }
+    if (kid !== undefined && (typeof kid !== 'string' || kid === '')) {
+      throw new TypeError(`kid must be a non-empty string, a signing key id of the tenant, got ${describeValue(kid)}`);
     }
     const request = this.#request('POST', `/v1/call/recording/${id}/signed-url`);
     const deadline = startDeadline(this.timeoutMs);
     try {
       const response = await this.#send(request, id, deadline, {
         headers: { 'content-type': 'application/json', accept: 'application/json' },
-        body: JSON.stringify(ttlSeconds === undefined ? {} : { ttl_seconds: ttlSeconds }),
+        body: JSON.stringify({
+          ...(ttlSeconds === undefined ? {} : { ttl_seconds: ttlSeconds }),
+          ...(kid === undefined ? {} : { kid }),
+        }),
       });
       if (response.status !== 200) throw await this.#answerError(response, request, id);
       let body: unknown;
@@ -174,6 +196,12 @@ export class RecordingGatewayClient {
           request,
           callId: id,
         });
+      }
+      if (kid !== undefined && signedWith(url, this.baseUrl) !== kid) {
+        throw new RecordingGatewayError(
+          `Recording gateway signed call ${id}'s URL with a key other than kid ${describeValue(kid)}; is it older than the kid option?`,
+          { status: response.status, reason: 'Unexpected Response', request, callId: id },
+        );
       }
       return { url, expiresAt };
     } finally {
