@@ -289,11 +289,21 @@ describe('GET /openapi.json', () => {
 
   it('documents the signed-URL body the gateway takes: ttl_seconds and kid, no other field', async () => {
     const validate = ajv.getSchema(`${SCHEMA_ID}#/components/schemas/SignedUrlRequest`)!;
-    for (const body of [{}, { ttl_seconds: 60 }, { kid: 'k2' }, { ttl_seconds: 60, kid: 'k1' }, { x: 1 }, { kid: 2 }, { ttl_seconds: 0 }]) {
+    const bodies: Array<[Record<string, unknown>, number]> = [
+      [{}, 200],
+      [{ ttl_seconds: 60 }, 200],
+      [{ kid: 'k2' }, 200],
+      [{ ttl_seconds: 60, kid: 'k1' }, 200],
+      [{ x: 1 }, 400],
+      [{ kid: 2 }, 400],
+      [{ ttl_seconds: 0 }, 400],
+    ];
+    for (const [body, status] of bodies) {
       const minted = await gateway.fetch(`/v1/call/recording/${callId}/signed-url`, { method: 'POST', body: JSON.stringify(body) });
       const answer = await answerOf(minted);
+      expect(answer.status, JSON.stringify(body)).toBe(status);
       checkAnswer(served, ajv, SIGNED_URL_ROUTE_PATH, 'POST', answer);
-      expect(validate(body), JSON.stringify(body)).toBe(answer.status === 200);
+      expect(validate(body), `the document on ${JSON.stringify(body)}`).toBe(status === 200);
     }
   });
 
