@@ -236,7 +236,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     ...options.upstream,
   });
   const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads, accounts);
-  const upstream = upstreamSource(client, { metrics, clock });
+  // Alone, the manager's budget is the client's deadline; a cluster's source may spend part of it choosing first.
+  const upstream = upstreamSource(client, { metrics, clock }, !cluster);
   const downloads: DownloadManager = new DownloadManager({
     client,
     sink: {

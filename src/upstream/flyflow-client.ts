@@ -37,6 +37,13 @@ export interface OpenRecordingOptions {
    * own `timeoutMs` applies as well.
    */
   signal?: AbortSignal;
+  /**
+   * True when `signal` aborts no later than `timeoutMs` after this call (the
+   * download manager's budget, begun first): it is then the deadline, and the
+   * client makes no controller, timer or listener of its own for it, which
+   * a cold miss paid for before its upstream request went out.
+   */
+  signalIsDeadline?: boolean;
 }
 
 /** An upstream 200 whose head passed every check; the body is still to be read. */
@@ -220,22 +227,34 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
     }
   }
 
-  async function openWithRetries(callId: string, apiKey: string, budget: AbortSignal | undefined): Promise<UpstreamRecording> {
+  /** A deadline `timeoutMs` from now, ended early by `budget`; `clear` once the head is in. */
+  function ownDeadline(budget: AbortSignal | undefined): { signal: AbortSignal; clear(): void } {
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), options.timeoutMs);
     const endEarly = () => deadline.abort();
     budget?.addEventListener('abort', endEarly, { once: true });
     if (budget?.aborted) deadline.abort();
+    return {
+      signal: deadline.signal,
+      clear() {
+        clearTimeout(timer);
+        budget?.removeEventListener('abort', endEarly);
+      },
+    };
+  }
+
+  async function openWithRetries(callId: string, apiKey: string, open: OpenRecordingOptions): Promise<UpstreamRecording> {
+    const own = open.signalIsDeadline && open.signal ? undefined : ownDeadline(open.signal);
+    const deadline = own?.signal ?? open.signal!;
     try {
-      return await retryPolicy.execute(() => attempt(callId, apiKey, deadline.signal), deadline.signal);
+      return await retryPolicy.execute(() => attempt(callId, apiKey, deadline), deadline);
     } catch (error) {
       if (error instanceof GatewayError) throw error;
       // cockatiel rejects with its own TaskCancelledError when the deadline ends a backoff wait.
-      if (deadline.signal.aborted) throw upstreamTimeout(error);
+      if (deadline.aborted) throw upstreamTimeout(error);
       throw upstreamUnreachable(error);
     } finally {
-      clearTimeout(timer);
-      budget?.removeEventListener('abort', endEarly);
+      own?.clear();
     }
   }
 
@@ -246,9 +265,9 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
       // A budget already spent (the slot wait took it all) is a timeout that
       // never reached Flyflow, so it must not count against the circuit.
       if (open.signal?.aborted) return Promise.reject(upstreamTimeout(open.signal.reason));
-      if (!circuits) return openWithRetries(callId, apiKey, open.signal);
+      if (!circuits) return openWithRetries(callId, apiKey, open);
       const circuit = circuits.forAccount(open.account ?? upstreamNamespace(options.baseUrl, apiKey));
-      return circuit.run(() => openWithRetries(callId, apiKey, open.signal));
+      return circuit.run(() => openWithRetries(callId, apiKey, open));
     },
   };
 }
