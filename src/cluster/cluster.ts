@@ -283,8 +283,8 @@ export class Cluster {
    * and publishes the volume's copies. Never waits on Redis longer than one
    * bounded call: a replica starts without it, and syncs once it is back.
    * The copies from before it started are answered once the first sync has
-   * checked them against the purges made while it was away (at once when
-   * Redis is out); those it stores from then on, at once.
+   * checked them against the purges made while it was away (with Redis out,
+   * once it is back); those it stores from then on, at once.
    */
   async start(advertiseUrl: string, local: LocalReplica): Promise<void> {
     // From the first request on: a purge made while this replica was away is applied by the sync below.
@@ -312,19 +312,19 @@ export class Cluster {
   }
 
   /**
-   * The first sync after start-up, run to its end: a sync Redis broke off is
-   * run again once Redis answers, since the copies it did not reach may have
-   * been purged meanwhile. With Redis out from the start, once the replicas
-   * the volume remembers have been asked whether they reach Redis: the copies
-   * are then judged as in any outage, and synced once Redis is back.
+   * The first sync after start-up, run to its end: until then the copies from
+   * before the start are held back, since a purge may have been made while
+   * this replica was away. A sync Redis broke off, or Redis out from the
+   * start, waits for Redis to answer: no replica can vouch for those copies
+   * meanwhile (one that was up throughout heard only the purges made while it
+   * was). What it stores from then on the guard judges, asking the replicas
+   * the volume remembers while it has not reached Redis.
    */
   async #join(): Promise<void> {
-    if (!this.link.up) {
-      await this.#guard.check();
-      return;
-    }
-    while (!this.#closed && !(await this.#syncSoon())) {
+    if (!this.link.up) void this.#guard.check();
+    while (!this.#closed) {
       while (!this.#closed && !this.link.up) await sleep(PARTITION_CHECK_MS);
+      if (this.#closed || (await this.#syncSoon())) return;
     }
   }
 

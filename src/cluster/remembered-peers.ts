@@ -15,9 +15,17 @@ export interface RememberedPeer {
   url: string;
 }
 
-function isRememberedPeer(value: unknown): value is RememberedPeer {
+/** The entry as a replica to ask, its URL an origin as `cluster.advertise_url` is (`scheme://host[:port]`); undefined for anything else. */
+function rememberedPeer(value: unknown): RememberedPeer | undefined {
   const peer = value as Partial<RememberedPeer> | null;
-  return typeof peer?.node === 'string' && typeof peer.url === 'string' && /^https?:\/\//.test(peer.url);
+  if (typeof peer?.node !== 'string' || typeof peer.url !== 'string') return undefined;
+  try {
+    const url = new URL(peer.url);
+    const origin = (url.protocol === 'http:' || url.protocol === 'https:') && !url.username && !url.password && url.pathname === '/';
+    return origin && !url.search && !url.hash ? { node: peer.node, url: url.origin } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -41,16 +49,18 @@ export class RememberedPeers {
     this.#file = path.join(cacheDir, REMEMBERED_PEERS_FILE);
   }
 
-  /** The replicas remembered, this one (`self`) left out, at most 64; none when the file is missing, unreadable or over 64 KiB. */
+  /** The replicas remembered, this one (`self`) left out, each URL once, at most 64; none when the file is missing, unreadable or over 64 KiB. */
   async read(self: string): Promise<RememberedPeer[]> {
     try {
       if ((await stat(this.#file)).size > MAX_FILE_BYTES) return [];
       const listed = JSON.parse(await readFile(this.#file, 'utf8')) as unknown;
       if (!Array.isArray(listed)) return [];
-      return listed
-        .filter(isRememberedPeer)
-        .filter((peer) => peer.node !== self)
-        .slice(0, MAX_REMEMBERED);
+      const peers = new Map<string, RememberedPeer>();
+      for (const entry of listed) {
+        const peer = rememberedPeer(entry);
+        if (peer && peer.node !== self && !peers.has(peer.url)) peers.set(peer.url, peer);
+      }
+      return [...peers.values()].slice(0, MAX_REMEMBERED);
     } catch {
       return [];
     }

@@ -172,17 +172,27 @@ export class DownloadManager {
     return this.#inFlight.has(key);
   }
 
-  join(owner: DownloadOwner, callId: string): JoinedDownload {
+  /**
+   * The download under way for this recording, or a new one. With
+   * `joinUnderWay` false a new one replaces any under way: a replica out of
+   * the cluster cannot hear the purge that would have ended it.
+   */
+  join(owner: DownloadOwner, callId: string, { joinUnderWay = true } = {}): JoinedDownload {
     const key = cacheKey(owner.namespace, callId);
     const existing = this.#inFlight.get(key);
-    if (existing && !this.#stalledRelay(existing)) {
+    const stalled = existing !== undefined && this.#stalledRelay(existing);
+    if (existing && joinUnderWay && !stalled) {
       this.options.metrics?.joinedDownload();
       return { download: existing, collapsed: true, release: existing.acquire(), stored: this.#settled.get(existing)! };
     }
     if (existing) {
       // Its readers keep reading it; only the download that replaces it in the registry is stored.
       this.#discarded.add(existing);
-      this.options.logger.warn({ key }, 'cluster: the replica a download streams from has sent nothing for a while; downloading it again');
+      if (stalled)
+        this.options.logger.warn(
+          { key },
+          'cluster: the replica a download streams from has sent nothing for a while; downloading it again',
+        );
     }
     const download = this.#start(key, owner, callId);
     return { download, collapsed: false, release: download.acquire(), stored: this.#settled.get(download)! };

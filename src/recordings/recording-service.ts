@@ -3,7 +3,7 @@ import type { CachedRecording, RecordingCache } from '../cache/recording-cache.j
 import { cacheKey, type RecordingMeta } from '../cache/recording-meta.js';
 import { StaleCopyError } from '../cache/stale-copy.js';
 import type { StoredFile } from '../cache/stored-file.js';
-import type { DownloadManager, DownloadOwner } from '../download/download-manager.js';
+import type { DownloadManager, DownloadOwner, JoinedDownload } from '../download/download-manager.js';
 import type { CompletedDownload, DownloadHead, DownloadOrigin } from '../download/recording-download.js';
 import { NotFoundError, ServiceUnavailableError } from '../errors.js';
 import { RetryableUpstreamError } from '../upstream/errors.js';
@@ -217,12 +217,21 @@ export class RecordingService {
   }
 
   /**
+   * The download under way, or a new one; never one under way while stored
+   * copies are not trusted (a purge that could have ended it may have missed
+   * this replica): every request is then fetched anew, as the README says.
+   */
+  #join(owner: DownloadOwner, callId: string): JoinedDownload {
+    return this.options.downloads.join(owner, callId, { joinUnderWay: this.options.copies?.trusted ?? true });
+  }
+
+  /**
    * Fetches a recording from the upstream, joining the download under way if
    * there is one, and resolves once its head is known: the body is read as it
    * lands. The download is stored when complete.
    */
   async fetch(owner: DownloadOwner, callId: string): Promise<FetchedRecording> {
-    const { download, collapsed, release, stored } = this.options.downloads.join(owner, callId);
+    const { download, collapsed, release, stored } = this.#join(owner, callId);
     // Taken as the caller joins: one that joins once every byte is in waits
     // the moments the digest takes, so it gets the ETag; the caller that
     // starts the download (or joins while bytes are still arriving) does not.
@@ -257,7 +266,7 @@ export class RecordingService {
    * finished download and its sha256.
    */
   async fetchWhole(owner: DownloadOwner, callId: string): Promise<WholeRecording> {
-    let joined = this.options.downloads.join(owner, callId);
+    let joined = this.#join(owner, callId);
     let completed!: CompletedDownload;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -270,7 +279,7 @@ export class RecordingService {
         // (a client streaming it, another replica) is worth a new download to it.
         if (attempt >= WHOLE_FETCH_ATTEMPTS || !joined.download.brokeWhileRead) throw error;
         await joined.stored; // the broken download has left the registry
-        joined = this.options.downloads.join(owner, callId);
+        joined = this.#join(owner, callId);
       }
     }
     const { download, collapsed, release } = joined;

@@ -47,6 +47,28 @@ test('a missing, damaged or foreign file remembers nobody; entries that are not 
   expect(await remembered.read('gw-1')).toEqual([GW2]);
 });
 
+test('only an origin is asked, as cluster.advertise_url is one: no path, query, fragment or credentials', async () => {
+  const file = path.join(dir, 'cluster-peers.json');
+  await writeFile(
+    file,
+    JSON.stringify([
+      { node: 'gw-4', url: 'http://10.0.0.4:8080/admin/flush?confirm=yes&x=' },
+      { node: 'gw-5', url: 'http://10.0.0.5:8080#' },
+      { node: 'gw-6', url: 'http://user:secret@10.0.0.6:8080' },
+      { node: 'gw-7', url: 'http://10.0.0.7:8080?x=1' },
+      { node: 'gw-8', url: 'HTTP://GW-8.example:80' },
+      { node: 'gw-9', url: 'http://10.0.0.2:8080' },
+      GW2,
+    ]),
+  );
+  // Asked as the origin (an empty fragment is none); the same URL twice is asked once.
+  expect(await new RememberedPeers(dir, silentLogger()).read('gw-1')).toEqual([
+    { node: 'gw-5', url: 'http://10.0.0.5:8080' },
+    { node: 'gw-8', url: 'http://gw-8.example' },
+    { node: 'gw-9', url: 'http://10.0.0.2:8080' },
+  ]);
+});
+
 test('a list that cannot be written is said once, and the replica goes on', async () => {
   const { logger, lines } = capturingLogger();
   const remembered = new RememberedPeers(path.join(dir, 'missing'), logger);
