@@ -95,7 +95,7 @@ describe(`${PACKAGE} as a packed tarball`, () => {
     };
 
     expect(Object.keys(tree.dependencies)).toEqual([PACKAGE]);
-    expect(tree.dependencies[PACKAGE]).toMatchObject({ version: '0.2.0' });
+    expect(tree.dependencies[PACKAGE]).toMatchObject({ version: '0.3.0' });
     expect(tree.dependencies[PACKAGE]!.dependencies ?? {}).toEqual({});
     expect((await readdir(path.join(project, 'node_modules'))).filter((name) => !name.startsWith('.'))).toEqual(['@recording-gateway']);
   });
