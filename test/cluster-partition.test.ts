@@ -115,9 +115,13 @@ test('Redis paused for every replica past the membership TTL: stored copies are 
   }
 }, 90_000);
 
-test('a replica that cannot reach Redis from its start asks the replicas its volume remembers: one reaches Redis, so the copy purged while it was away is not answered', async () => {
+/**
+ * gw-2 holds `old` for `id` as a hit and remembers gw-1 in its volume's
+ * `cluster-peers.json`; it is stopped, and `id` purged on gw-1 (the upstream
+ * then has `fresh`).
+ */
+async function purgedWhileGw2IsStopped(id: number, old: Buffer, fresh: Buffer): Promise<void> {
   const gw = cluster();
-  const [id, old, fresh] = [3, syntheticRecording(40 * KIB + 11), syntheticRecording(40 * KIB + 13)];
   for (const url of gw.urls)
     expect(await eventually(async () => (await readiness(url)).body.cluster?.state === 'ok', DROPPED_WITHIN_MS)).toBe(true);
   upstream().setRecording(id, old);
@@ -127,12 +131,16 @@ test('a replica that cannot reach Redis from its start asks the replicas its vol
       return answer.bytes.equals(old) && (answer.cacheStatus ?? '').includes('hit');
     }),
   ).toBe(true);
-  const remembered = path.join(gw.replicas[1]!.cacheDir, 'cluster-peers.json');
-  expect(await readFile(remembered, 'utf8')).toContain(`"url":"${gw.urls[0]}"`);
-
+  expect(await readFile(path.join(gw.replicas[1]!.cacheDir, 'cluster-peers.json'), 'utf8')).toContain(`"url":"${gw.urls[0]}"`);
   await gw.kill(1, 'SIGTERM');
   upstream().setRecording(id, fresh);
   expect((await gw.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH })).status).toBe(204);
+}
+
+test('a replica that cannot reach Redis from its start asks the replicas its volume remembers: one reaches Redis, so the copy purged while it was away is not answered', async () => {
+  const gw = cluster();
+  const [id, fresh] = [3, syntheticRecording(40 * KIB + 13)];
+  await purgedWhileGw2IsStopped(id, syntheticRecording(40 * KIB + 11), fresh);
 
   // gw-2 cannot reach Redis from its start: it knows no live replica.
   proxy.cut();
@@ -168,19 +176,8 @@ test('a replica that cannot reach Redis from its start asks the replicas its vol
 
 test('a replica started again during an outage of Redis for everyone answers from none of its old copies until it has synced: a purge may have been made while it was down', async () => {
   const gw = cluster();
-  const [id, old, fresh] = [4, syntheticRecording(40 * KIB + 17), syntheticRecording(40 * KIB + 19)];
-  for (const url of gw.urls)
-    expect(await eventually(async () => (await readiness(url)).body.cluster?.state === 'ok', DROPPED_WITHIN_MS)).toBe(true);
-  upstream().setRecording(id, old);
-  expect(
-    await eventually(async () => {
-      const answer = await answerOf(gw.at(1, recordingPath(id), { headers: ACME_AUTH }));
-      return answer.bytes.equals(old) && (answer.cacheStatus ?? '').includes('hit');
-    }),
-  ).toBe(true);
-  await gw.kill(1, 'SIGTERM');
-  upstream().setRecording(id, fresh);
-  expect((await gw.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH })).status).toBe(204);
+  const [id, fresh] = [4, syntheticRecording(40 * KIB + 19)];
+  await purgedWhileGw2IsStopped(id, syntheticRecording(40 * KIB + 17), fresh);
 
   process.kill(gw.redis.pid, 'SIGSTOP');
   try {
