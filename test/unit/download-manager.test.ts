@@ -89,6 +89,25 @@ describe('one download per recording', () => {
     expect(manager.inFlight).toBe(0);
   });
 
+  test('a caller that may not join one under way (its replica is out of the cluster) gets a download of its own, and only that one is stored', async () => {
+    const [older, newer] = [syntheticRecording(4000), syntheticRecording(4001)];
+    const upstreams = [new ManualUpstream(older.length), new ManualUpstream(newer.length)];
+    const { manager, opened, stored } = setUp({ answer: async () => upstreams[opened.length - 1]! });
+    const first = manager.join(owner, '7');
+    const second = manager.join(owner, '7', { joinUnderWay: false });
+    expect(second.collapsed).toBe(false);
+    expect(second.download).not.toBe(first.download);
+    expect(opened).toHaveLength(2);
+    upstreams[0]!.push(older);
+    upstreams[0]!.end();
+    upstreams[1]!.push(newer);
+    upstreams[1]!.end();
+    await Promise.all([first.stored, second.stored]);
+    expect(stored.map((it) => it.meta.size)).toEqual([newer.length]);
+    first.release();
+    second.release();
+  });
+
   test('once settled, the next caller starts a new download', async () => {
     const { manager, opened } = setUp({ answer: async () => upstreamOf(syntheticRecording(100)) });
     const first = manager.join(owner, '7');
