@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../logger.js';
 import { PRIVATE_FILE_MODE } from '../private-files.js';
@@ -49,21 +50,49 @@ export class RememberedPeers {
     this.#file = path.join(cacheDir, REMEMBERED_PEERS_FILE);
   }
 
-  /** The replicas remembered, this one (`self`) left out, each URL once, at most 64; none when the file is missing, unreadable or over 64 KiB. */
+  /**
+   * The replicas remembered, this one (`self`) left out, each URL once, at
+   * most 64; none when the file is missing, or said once when it is not a
+   * regular file (a FIFO would hang the start), is over 64 KiB or is not a list.
+   */
   async read(self: string): Promise<RememberedPeer[]> {
+    let listed: unknown;
     try {
-      if ((await stat(this.#file)).size > MAX_FILE_BYTES) return [];
-      const listed = JSON.parse(await readFile(this.#file, 'utf8')) as unknown;
-      if (!Array.isArray(listed)) return [];
-      const peers = new Map<string, RememberedPeer>();
-      for (const entry of listed) {
-        const peer = rememberedPeer(entry);
-        if (peer && peer.node !== self && !peers.has(peer.url)) peers.set(peer.url, peer);
-      }
-      return [...peers.values()].slice(0, MAX_REMEMBERED);
-    } catch {
+      listed = JSON.parse(await this.#readText());
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') this.#sayUnusable(error);
       return [];
     }
+    if (!Array.isArray(listed)) {
+      this.#sayUnusable(new Error('not a JSON list'));
+      return [];
+    }
+    const peers = new Map<string, RememberedPeer>();
+    for (const entry of listed) {
+      const peer = rememberedPeer(entry);
+      if (peer && peer.node !== self && !peers.has(peer.url)) peers.set(peer.url, peer);
+    }
+    return [...peers.values()].slice(0, MAX_REMEMBERED);
+  }
+
+  /** The file's text, opened without waiting (O_NONBLOCK) and read only when it is a regular file of at most 64 KiB. */
+  async #readText(): Promise<string> {
+    const handle = await open(this.#file, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) throw new Error('not a regular file');
+      if (info.size > MAX_FILE_BYTES) throw new Error(`larger than ${MAX_FILE_BYTES} bytes`);
+      return await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
+  }
+
+  #sayUnusable(error: unknown): void {
+    this.logger.warn(
+      { file: this.#file, err: error },
+      'cluster: the remembered replicas file cannot be used, so none is asked; the gateway writes it anew once it reaches redis',
+    );
   }
 
   /** Remembers `self` and `peers`, if that differs from what this process last wrote; one write at a time. Never throws. */

@@ -3,7 +3,8 @@
  * its start: written whole, read back without the reader itself, and never a
  * reason to fail.
  */
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
@@ -92,4 +93,15 @@ test('a file grown past any cluster is not asked all at once: 64 replicas at mos
   expect((await new RememberedPeers(dir, silentLogger()).read('gw-0')).length).toBe(64);
   await writeFile(file, JSON.stringify([GW1, { node: 'pad', url: `http://x/${'a'.repeat(70_000)}` }]));
   expect(await new RememberedPeers(dir, silentLogger()).read('gw-2')).toEqual([]);
+});
+
+test('a FIFO, a device or a directory in its place is not waited on nor read: nobody is asked, and that is said', async () => {
+  const file = path.join(dir, 'cluster-peers.json');
+  for (const place of [() => execFileSync('mkfifo', [file]), () => symlink('/dev/zero', file), () => mkdir(file)]) {
+    await place();
+    const { logger, lines } = capturingLogger();
+    expect(await new RememberedPeers(dir, logger).read('gw-1')).toEqual([]);
+    expect(lines.filter((line) => String(line.msg).includes('remembered replicas file cannot be used'))).toHaveLength(1);
+    await rm(file, { recursive: true });
+  }
 });
