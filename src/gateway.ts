@@ -236,8 +236,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     ...options.upstream,
   });
   const slots = new DownloadSlots(config.upstream.maxConcurrentDownloads, accounts);
-  // Alone, the manager's budget is the client's deadline; a cluster's source may spend part of it choosing first.
-  const upstream = upstreamSource(client, { metrics, clock }, !cluster);
+  const upstream = upstreamSource(client, { metrics, clock });
   const downloads: DownloadManager = new DownloadManager({
     client,
     sink: {

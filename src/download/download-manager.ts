@@ -49,19 +49,13 @@ export type RecordingSource = (
 export function upstreamSource(
   client: Pick<FlyflowClient, 'openRecording'>,
   timing?: { metrics: Pick<GatewayMetrics, 'upstreamAnswered'> | undefined; clock: Clock },
-  /**
-   * True when the signal it is given is the download manager's own budget
-   * (upstream.timeout_ms from the download's start), passed to the client as
-   * its deadline; not when a cluster's source may have spent part of it choosing.
-   */
-  signalIsDeadline = false,
 ): RecordingSource {
   return async (owner, callId, signal, goingUpstream) => {
     goingUpstream?.();
     const startedAt = timing?.clock.now() ?? 0;
     const answered = (outcome: UpstreamOutcome) => timing?.metrics?.upstreamAnswered(outcome, (timing.clock.now() - startedAt) / 1000);
     try {
-      const opened = await client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal, signalIsDeadline });
+      const opened = await client.openRecording(callId, owner.upstreamApiKey, { account: owner.namespace, signal });
       answered('ok');
       return opened;
     } catch (error) {
@@ -143,14 +137,7 @@ export class DownloadManager {
   readonly #source: RecordingSource;
 
   constructor(private readonly options: DownloadManagerOptions) {
-    this.#source =
-      options.source ??
-      upstreamSource(
-        options.client,
-        { metrics: options.metrics, clock: options.clock },
-        // The budget's timer, when it has one, is the client's deadline.
-        options.client.timeoutMs !== undefined,
-      );
+    this.#source = options.source ?? upstreamSource(options.client, { metrics: options.metrics, clock: options.clock });
   }
 
   get inFlight(): number {

@@ -32,18 +32,12 @@ export interface OpenRecordingOptions {
    */
   account?: string;
   /**
-   * Ends the wait for the head early (a 504), for a caller whose budget
-   * started before this call, such as a wait for a download slot. The client's
-   * own `timeoutMs` applies as well.
+   * The deadline for the head (a 504 once it passes), across retries: the
+   * download manager's budget, `timeoutMs` from the download's start, which
+   * counts a wait for a download slot too. Without one, `timeoutMs` from
+   * this call.
    */
   signal?: AbortSignal;
-  /**
-   * True when `signal` aborts no later than `timeoutMs` after this call (the
-   * download manager's budget, begun first): it is then the deadline, and the
-   * client makes no controller, timer or listener of its own for it, which
-   * a cold miss paid for before its upstream request went out.
-   */
-  signalIsDeadline?: boolean;
 }
 
 /** An upstream 200 whose head passed every check; the body is still to be read. */
@@ -227,25 +221,8 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
     }
   }
 
-  /** A deadline `timeoutMs` from now, ended early by `budget`; `clear` once the head is in. */
-  function ownDeadline(budget: AbortSignal | undefined): { signal: AbortSignal; clear(): void } {
-    const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(), options.timeoutMs);
-    const endEarly = () => deadline.abort();
-    budget?.addEventListener('abort', endEarly, { once: true });
-    if (budget?.aborted) deadline.abort();
-    return {
-      signal: deadline.signal,
-      clear() {
-        clearTimeout(timer);
-        budget?.removeEventListener('abort', endEarly);
-      },
-    };
-  }
-
-  async function openWithRetries(callId: string, apiKey: string, open: OpenRecordingOptions): Promise<UpstreamRecording> {
-    const own = open.signalIsDeadline && open.signal ? undefined : ownDeadline(open.signal);
-    const deadline = own?.signal ?? open.signal!;
+  async function openWithRetries(callId: string, apiKey: string, budget: AbortSignal | undefined): Promise<UpstreamRecording> {
+    const deadline = budget ?? AbortSignal.timeout(options.timeoutMs);
     try {
       return await retryPolicy.execute(() => attempt(callId, apiKey, deadline), deadline);
     } catch (error) {
@@ -253,8 +230,6 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
       // cockatiel rejects with its own TaskCancelledError when the deadline ends a backoff wait.
       if (deadline.aborted) throw upstreamTimeout(error);
       throw upstreamUnreachable(error);
-    } finally {
-      own?.clear();
     }
   }
 
@@ -265,9 +240,9 @@ export function createFlyflowClient(options: FlyflowClientOptions): FlyflowClien
       // A budget already spent (the slot wait took it all) is a timeout that
       // never reached Flyflow, so it must not count against the circuit.
       if (open.signal?.aborted) return Promise.reject(upstreamTimeout(open.signal.reason));
-      if (!circuits) return openWithRetries(callId, apiKey, open);
+      if (!circuits) return openWithRetries(callId, apiKey, open.signal);
       const circuit = circuits.forAccount(open.account ?? upstreamNamespace(options.baseUrl, apiKey));
-      return circuit.run(() => openWithRetries(callId, apiKey, open));
+      return circuit.run(() => openWithRetries(callId, apiKey, open.signal));
     },
   };
 }
