@@ -9,7 +9,17 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
-import { ACME_AUTH, answerOf, clusterFor, fakeUpstream, readiness, recordingPath, redisProxyFor } from './support/cluster.js';
+import {
+  ACME_AUTH,
+  answerOf,
+  clusterFor,
+  fakeUpstream,
+  hitsWith,
+  purgedWhileReplicaIsDown,
+  readiness,
+  recordingPath,
+  redisProxyFor,
+} from './support/cluster.js';
 
 const KIB = 1024;
 const ID = 2;
@@ -124,17 +134,8 @@ async function purgedWhileGw2IsStopped(id: number, old: Buffer, fresh: Buffer): 
   const gw = cluster();
   for (const url of gw.urls)
     expect(await eventually(async () => (await readiness(url)).body.cluster?.state === 'ok', DROPPED_WITHIN_MS)).toBe(true);
-  upstream().setRecording(id, old);
-  expect(
-    await eventually(async () => {
-      const answer = await answerOf(gw.at(1, recordingPath(id), { headers: ACME_AUTH }));
-      return answer.bytes.equals(old) && (answer.cacheStatus ?? '').includes('hit');
-    }),
-  ).toBe(true);
+  await purgedWhileReplicaIsDown(gw, upstream(), { index: 1, id, old, fresh, signal: 'SIGTERM' });
   expect(await readFile(path.join(gw.replicas[1]!.cacheDir, 'cluster-peers.json'), 'utf8')).toContain(`"url":"${gw.urls[0]}"`);
-  await gw.kill(1, 'SIGTERM');
-  upstream().setRecording(id, fresh);
-  expect((await gw.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH })).status).toBe(204);
 }
 
 test('a replica that cannot reach Redis from its start asks the replicas its volume remembers: one reaches Redis, so the copy purged while it was away is not answered', async () => {
@@ -166,12 +167,7 @@ test('a replica that cannot reach Redis from its start asks the replicas its vol
     proxy.mend();
   }
   // Once it reaches Redis, it rejoins and syncs, and answers from its copies again.
-  expect(
-    await eventually(async () => {
-      const answer = await answerOf(gw.at(1, recordingPath(id), { headers: ACME_AUTH }));
-      return answer.bytes.equals(fresh) && (answer.cacheStatus ?? '').includes('hit');
-    }, DROPPED_WITHIN_MS),
-  ).toBe(true);
+  expect(await hitsWith(gw, 1, id, fresh, DROPPED_WITHIN_MS)).toBe(true);
 }, 90_000);
 
 test('a replica started again during an outage of Redis for everyone answers from none of its old copies until it has synced: a purge may have been made while it was down', async () => {
@@ -194,10 +190,5 @@ test('a replica started again during an outage of Redis for everyone answers fro
   } finally {
     process.kill(gw.redis.pid, 'SIGCONT');
   }
-  expect(
-    await eventually(async () => {
-      const answer = await answerOf(gw.at(1, recordingPath(id), { headers: ACME_AUTH }));
-      return answer.bytes.equals(fresh) && (answer.cacheStatus ?? '').includes('hit');
-    }, DROPPED_WITHIN_MS),
-  ).toBe(true);
+  expect(await hitsWith(gw, 1, id, fresh, DROPPED_WITHIN_MS)).toBe(true);
 }, 90_000);

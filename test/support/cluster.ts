@@ -12,9 +12,9 @@ import path from 'node:path';
 import { ACME_KEY, ACME_SIGNING_SECRET, makeTempDir, removeDir } from '../../dev/gateway-harness.js';
 import { signalProcessGroup, startGatewayProcess, writeGatewayConfig, type GatewayProcess } from '../../dev/gateway-process.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../../dev/fake-flyflow.js';
-import { openGet, readBody } from '../../dev/recording-bytes.js';
+import { eventually, openGet, readBody } from '../../dev/recording-bytes.js';
 import type { IncomingHttpHeaders } from 'node:http';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { startRedisServer, type RunningRedis } from './redis-server.js';
 
 /** `Authorization` for the acme tenant of every replica's config. */
@@ -489,6 +489,31 @@ export async function streamGet(url: string, headers: Record<string, string>): P
     },
     body,
   };
+}
+
+/** Whether replica `index` comes to answer `id` with `bytes` as a hit (from its copy) within `withinMs`. */
+export function hitsWith(gw: Cluster, index: number, id: number, bytes: Buffer, withinMs?: number): Promise<boolean> {
+  return eventually(async () => {
+    const answer = await answerOf(gw.at(index, recordingPath(id), { headers: ACME_AUTH }));
+    return answer.bytes.equals(bytes) && (answer.cacheStatus ?? '').includes('hit');
+  }, withinMs);
+}
+
+/**
+ * Replica `index` holds `old` for `id` as a hit; it is stopped with `signal`,
+ * and `id` purged on replica 0 (the upstream has `fresh` from then on), which
+ * answers 204 without it.
+ */
+export async function purgedWhileReplicaIsDown(
+  gw: Cluster,
+  upstream: FakeFlyflow,
+  { index, id, old, fresh, signal }: { index: number; id: number; old: Buffer; fresh: Buffer; signal: NodeJS.Signals },
+): Promise<void> {
+  upstream.setRecording(id, old);
+  expect(await hitsWith(gw, index, id, old)).toBe(true);
+  await gw.kill(index, signal);
+  upstream.setRecording(id, fresh);
+  expect((await gw.at(0, recordingPath(id), { method: 'DELETE', headers: ACME_AUTH })).status).toBe(204);
 }
 
 /**
