@@ -20,39 +20,25 @@ const NOT_PLAIN = new Set(['content-length', 'transfer-encoding', 'expect', 'upg
 
 const SP = 0x20;
 const HTAB = 0x09;
-const COLON = 0x3a;
 const VERSION = ' HTTP/1.1';
 
-/** The characters from `first` to `last`. */
-function span(first: string, last: string): string {
-  let chars = '';
-  for (let code = first.charCodeAt(0); code <= last.charCodeAt(0); code++) chars += String.fromCharCode(code);
-  return chars;
-}
-
-/** A table of latin1 codes, 1 for each of `chars`: one lookup per character read. */
-function charTable(chars: string): Uint8Array {
-  const table = new Uint8Array(256);
-  for (let i = 0; i < chars.length; i++) table[chars.charCodeAt(i)] = 1;
-  return table;
-}
-
-const ALPHANUMERIC = span('A', 'Z') + span('a', 'z') + span('0', '9');
+const ALPHANUMERIC = 'A-Za-z0-9';
 // RFC 9112 3: origin-form of RFC 3986's path and query characters only; anything else is Node's to judge.
-const TARGET = charTable(`${ALPHANUMERIC}-._~%!$&'()*+,;=:@/?`);
+const TARGET = `${ALPHANUMERIC}\\-._~%!$&'()*+,;=:@/?`;
 // RFC 9110 5.6.2.
-const TOKEN = charTable(`${ALPHANUMERIC}!#$%&'*+.^_\`|~-`);
-// Visible ASCII, spaces and tabs: no obs-text, no control character.
-const PLAIN_VALUE = charTable(`\t${span(' ', '~')}`);
+const TOKEN = `${ALPHANUMERIC}!#$%&'*+.^_\`|~\\-`;
+/**
+ * The head without its blank line: `GET` or `HEAD`, `/`, target characters,
+ * ` HTTP/1.1`, then fields, each a token, a colon and visible ASCII, spaces
+ * and tabs (no obs-text, no control character, no bare CR or LF), after a
+ * CRLF. Checked in one pass of the regular expression engine, not character
+ * by character in JavaScript. No character a quantifier takes can also begin
+ * what follows it, so it never backtracks.
+ */
+const PLAIN_HEAD = new RegExp(`^(?:GET|HEAD) /[${TARGET}]* HTTP/1\\.1(?:\\r\\n[${TOKEN}]+:[\\t\\x20-\\x7e]*)+$`);
 
-/** `GET` or `HEAD`, `/`, target characters, ` HTTP/1.1`: the target, or undefined. */
-function requestLineParts(text: string, end: number): { method: 'GET' | 'HEAD'; target: string } | undefined {
-  const method = text.startsWith('GET /') ? 'GET' : text.startsWith('HEAD /') ? 'HEAD' : undefined;
-  if (method === undefined || !text.startsWith(VERSION, end - VERSION.length)) return undefined;
-  const targetStart = method.length + 1;
-  const targetEnd = end - VERSION.length;
-  for (let i = targetStart; i < targetEnd; i++) if (TARGET[text.charCodeAt(i)] !== 1) return undefined;
-  return { method, target: text.slice(targetStart, targetEnd) };
+function isBlank(code: number): boolean {
+  return code === SP || code === HTAB;
 }
 
 /**
@@ -67,44 +53,29 @@ export function readPlainRequestHead(buffer: Buffer): PlainRequestHead | undefin
   const end = buffer.indexOf(HEAD_END);
   if (end === -1 || end > MAX_HEAD_BYTES) return undefined;
   const text = buffer.toString('latin1', 0, end);
+  if (!PLAIN_HEAD.test(text)) return undefined;
+  const method = text.charCodeAt(0) === 0x47 ? 'GET' : 'HEAD';
   const firstLineEnd = text.indexOf('\r\n');
-  // A request line alone has no Host.
-  if (firstLineEnd === -1) return undefined;
-  const requestLine = requestLineParts(text, firstLineEnd);
-  if (!requestLine) return undefined;
+  const target = text.slice(method.length + 1, firstLineEnd - VERSION.length);
   // No prototype: a field named `constructor` or `__proto__` is a field like any other.
   const headers: Record<string, string> = Object.create(null);
   let fields = 0;
   for (let lineStart = firstLineEnd + 2; lineStart < end; ) {
+    if (++fields > MAX_FIELDS) return undefined;
     const found = text.indexOf('\r\n', lineStart);
     const lineEnd = found === -1 ? end : found;
-    if (++fields > MAX_FIELDS) return undefined;
-    let colon = lineStart;
-    let upperCase = false;
-    for (; colon < lineEnd; colon++) {
-      const code = text.charCodeAt(colon);
-      if (code === COLON) break;
-      if (TOKEN[code] !== 1) return undefined;
-      if (code >= 0x41 && code <= 0x5a) upperCase = true;
-    }
-    if (colon === lineStart || colon === lineEnd) return undefined;
-    // The value without the spaces and tabs around it; every character of the line checked.
-    let valueStart = lineEnd;
-    let valueEnd = colon + 1;
-    for (let i = colon + 1; i < lineEnd; i++) {
-      const code = text.charCodeAt(i);
-      if (PLAIN_VALUE[code] !== 1) return undefined;
-      if (code !== SP && code !== HTAB) {
-        if (valueStart === lineEnd) valueStart = i;
-        valueEnd = i + 1;
-      }
-    }
-    const name = upperCase ? text.slice(lineStart, colon).toLowerCase() : text.slice(lineStart, colon);
+    // The name is a token: its line's first colon ends it.
+    const colon = text.indexOf(':', lineStart);
+    const name = text.slice(lineStart, colon).toLowerCase();
     if (headers[name] !== undefined || NOT_PLAIN.has(name)) return undefined;
-    headers[name] = valueStart < valueEnd ? text.slice(valueStart, valueEnd) : '';
+    let valueStart = colon + 1;
+    let valueEnd = lineEnd;
+    while (valueStart < valueEnd && isBlank(text.charCodeAt(valueStart))) valueStart++;
+    while (valueEnd > valueStart && isBlank(text.charCodeAt(valueEnd - 1))) valueEnd--;
+    headers[name] = text.slice(valueStart, valueEnd);
     lineStart = lineEnd + 2;
   }
   if (headers.host === undefined) return undefined;
   if (headers.connection !== undefined && headers.connection.toLowerCase() !== 'keep-alive') return undefined;
-  return { method: requestLine.method, target: requestLine.target, headers, length: end + HEAD_END.length };
+  return { method, target, headers, length: end + HEAD_END.length };
 }
