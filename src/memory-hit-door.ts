@@ -4,45 +4,77 @@ import type { ConnectionGuard } from './connection-guard.js';
 import { readPlainRequestHead } from './http/plain-request-head.js';
 import type { MemoryHit, MemoryHits } from './routes/memory-hits.js';
 
-const statusLines = new Map<number, string>();
+const statusLines = new Map<number, Buffer>();
 
 /** The status line Node writes for `status`, made once. */
-function statusLine(status: number): string {
+function statusLine(status: number): Buffer {
   let line = statusLines.get(status);
   if (line === undefined) {
-    line = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n`;
+    line = Buffer.from(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n`, 'latin1');
     statusLines.set(status, line);
   }
   return line;
 }
 
-let dateSecond = -1;
-let dateText = '';
+let trailerSecond = -1;
+let trailerTimeoutMs = -1;
+let trailer = Buffer.alloc(0);
 
-/** The Date header's value, made once a second, as Node makes its own. */
-function httpDate(): string {
+/** What Node writes before a head's blank line on a keep-alive connection; its Date made once a second, as Node makes its own. */
+function keepAliveTrailer(keepAliveTimeoutMs: number): Buffer {
   const now = Date.now();
   const second = Math.floor(now / 1000);
-  if (second !== dateSecond) {
-    dateSecond = second;
-    dateText = new Date(now).toUTCString();
+  if (second !== trailerSecond || keepAliveTimeoutMs !== trailerTimeoutMs) {
+    trailerSecond = second;
+    trailerTimeoutMs = keepAliveTimeoutMs;
+    const keepAlive = keepAliveTimeoutMs > 0 ? `Keep-Alive: timeout=${Math.floor(keepAliveTimeoutMs / 1000)}\r\n` : '';
+    trailer = Buffer.from(`Date: ${new Date(now).toUTCString()}\r\nConnection: keep-alive\r\n${keepAlive}\r\n`, 'latin1');
   }
-  return dateText;
+  return trailer;
 }
 
-/** What Node writes before a head's blank line on a keep-alive connection. */
-function keepAliveTrailer(keepAliveTimeoutMs: number): string {
-  const keepAlive = keepAliveTimeoutMs > 0 ? `Keep-Alive: timeout=${Math.floor(keepAliveTimeoutMs / 1000)}\r\n` : '';
-  return `Date: ${httpDate()}\r\nConnection: keep-alive\r\n${keepAlive}\r\n`;
+function headerLines(headers: Readonly<Record<string, string>>): string {
+  let lines = '';
+  for (const name in headers) lines += `${name}: ${headers[name]}\r\n`;
+  return lines;
 }
 
-/** The answer's head, byte for byte as Node's `writeHead` and `end` write it. */
-function headOf(hit: MemoryHit, keepAliveTimeoutMs: number): string {
-  const { status, headers } = hit.answer;
-  let head = statusLine(status);
-  for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
-  return head + keepAliveTrailer(keepAliveTimeoutMs);
+// A recording's own fields as bytes, made on its first answer from the door, kept while its representation lives.
+const fieldBytes = new WeakMap<object, Buffer>();
+
+function fieldsAsBytes(fields: Readonly<Record<string, string>>): Buffer {
+  let bytes = fieldBytes.get(fields);
+  if (bytes === undefined) {
+    bytes = Buffer.from(headerLines(fields), 'latin1');
+    fieldBytes.set(fields, bytes);
+  }
+  return bytes;
 }
+
+/**
+ * The answer's head, byte for byte as Node's `writeHead` and `end` write it,
+ * with `body` behind it when given. Only the answer's own headers are made
+ * into text here: the status line, the recording's fields and the trailer
+ * are copied from bytes made before.
+ */
+function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, body: Uint8Array | undefined): Buffer {
+  const line = statusLine(answer.status);
+  const fields = fieldsAsBytes(answer.fields);
+  const own = headerLines(answer.headers);
+  const end = keepAliveTrailer(keepAliveTimeoutMs);
+  const head = Buffer.allocUnsafe(line.length + fields.length + own.length + end.length + (body?.length ?? 0));
+  head.set(line, 0);
+  let at = line.length;
+  head.set(fields, at);
+  at += fields.length;
+  at += head.write(own, at, 'latin1');
+  head.set(end, at);
+  if (body) head.set(body, at + end.length);
+  return head;
+}
+
+// A body up to this size goes out behind its head in one write: a corked pair of writes costs more than the copy.
+const BODY_IN_HEAD_MAX_BYTES = 16 * 1024;
 
 // Node closes an idle keep-alive connection this long after the timeout it advertises (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER).
 const KEEP_ALIVE_GRACE_MS = 1000;
@@ -172,16 +204,15 @@ class DoorConnection {
       // Node calls back a write cut short by destroy() without an error.
       hit.report(error || socket.destroyed ? 'cut' : 'sent');
     };
-    const head = headOf(hit, keepAliveTimeoutMs);
     const body = hit.answer.body;
-    socket.cork();
-    if (body) {
-      socket.write(head, 'latin1');
+    if (body !== undefined && body.length > BODY_IN_HEAD_MAX_BYTES) {
+      socket.cork();
+      socket.write(headOf(hit.answer, keepAliveTimeoutMs, undefined));
       socket.write(body, written);
+      socket.uncork();
     } else {
-      socket.write(head, 'latin1', written);
+      socket.write(headOf(hit.answer, keepAliveTimeoutMs, body), written);
     }
-    socket.uncork();
     if (socket.writableNeedDrain) {
       // As Node: no timeout while an answer waits for a client that does not read (the connection cap reclaims it).
       socket.setTimeout(0);

@@ -9,7 +9,7 @@ import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import { storedRepresentation } from './recording-headers.js';
-import { memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
+import { allHeaders, memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
 import { CACHE_STATUS_MEMORY, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
 import { requestIdFrom, type RequestRecord, type RequestReporter } from './request-log.js';
 
@@ -30,7 +30,7 @@ export interface MemoryHitDeps {
  * credential, which takes none.
  */
 export interface MemoryHit {
-  readonly answer: { status: number; headers: Record<string, string>; body: Uint8Array | undefined };
+  readonly answer: Omit<MemoryAnswer, 'status'> & { status: number };
   /**
    * Takes the tenant's rate-limit token, at once or after Redis answered:
    * `then(true)` once the answer's headers carry the limits, `then(false)`
@@ -61,6 +61,12 @@ export interface MemoryHits {
 
 // A call id as the contract spells it (no sign, no leading zero); the range check is below.
 const MEMORY_HIT_TARGET = /^\/v1\/call\/recording\/([1-9][0-9]{0,15})\.mp3(?:\?|$)/;
+
+/** The target without its query string. */
+function pathOf(target: string): string {
+  const queryStart = target.indexOf('?');
+  return queryStart === -1 ? target : target.slice(0, queryStart);
+}
 
 function signedParamsOf(target: string): SignedUrlParams {
   const queryStart = target.indexOf('?');
@@ -109,7 +115,7 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
         caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
       } catch (error) {
         if (!(error instanceof UnauthorizedError)) return undefined;
-        const request = { method, path: target.split('?', 1)[0]!, headers, clientAddress, startedAt };
+        const request = { method, path: pathOf(target), headers, clientAddress, startedAt };
         return refusal(error, request, deps.anyAllowedOrigin, report);
       }
       const found = recordings.findInMemory(caller.tenant.namespace, callId);
@@ -123,7 +129,7 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
       } catch {
         return undefined;
       }
-      const path = target.split('?', 1)[0]!;
+      const path = pathOf(target);
       return {
         answer,
         count(then) {
@@ -167,6 +173,8 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
   };
 }
 
+const NO_FIELDS: Readonly<Record<string, string>> = Object.freeze({});
+
 /**
  * The app's 401 to a request for a recording without a valid credential,
  * made without the app, so that a flood of them costs what memory hits cost:
@@ -185,7 +193,7 @@ function refusal(
   const body = Buffer.from(JSON.stringify(error.toJSON()));
   const headers = errorHeaders(error, extra);
   headers['Content-Length'] = String(body.length);
-  const answer = { status: error.status, headers, body: request.method === 'HEAD' ? undefined : body };
+  const answer = { status: error.status, fields: NO_FIELDS, headers, body: request.method === 'HEAD' ? undefined : body };
   return {
     answer,
     count: (then) => then(true),
@@ -232,7 +240,7 @@ export function answeringMemoryHitsFirst(hits: MemoryHits, app: RequestListener)
       // A client gone during an asynchronous rate-limit check (Redis) gets
       // nothing; whenClosed then reports the answer `unanswered`.
       if (!response.destroyed) {
-        response.writeHead(hit.answer.status, hit.answer.headers);
+        response.writeHead(hit.answer.status, allHeaders(hit.answer));
         response.end(hit.answer.body);
       }
       whenClosed(response, (end) => hit.report(end));

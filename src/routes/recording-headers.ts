@@ -7,6 +7,8 @@ import { lastModifiedAsOf } from '../http/last-modified.js';
 /** What every successful answer for one recording carries, and the validators its conditionals compare. */
 export interface Representation {
   readonly headers: Readonly<Record<string, string>>;
+  /** What a 304 carries of them (RFC 9110 15.4.5): the ETag a 200 would, if any. */
+  readonly notModifiedHeaders: Readonly<Record<string, string>>;
   readonly validators: Validators;
 }
 
@@ -25,7 +27,8 @@ function representation(callId: string, validators: Validators): Representation 
   if (validators.etag !== undefined) headers.ETag = validators.etag;
   if (validators.lastModified !== undefined) headers['Last-Modified'] = validators.lastModified.toUTCString();
   headers['Content-Disposition'] = `inline; filename="call-${callId}.mp3"`;
-  return { headers, validators };
+  const notModifiedHeaders: Record<string, string> = validators.etag === undefined ? {} : { ETag: validators.etag };
+  return { headers, notModifiedHeaders, validators };
 }
 
 /** An HTTP date the upstream sent, when it parses. */

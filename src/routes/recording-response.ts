@@ -83,24 +83,12 @@ export function sendsWholeBody(request: RecordingRequest, entry: CachedRecording
   return decision.kind === 'full';
 }
 
-/** RFC 9110 15.4.5: a 304 carries the ETag a 200 would (none while a recording is still arriving). */
-function notModifiedHeaders(representation: Representation, extra: ResponseHeaders): ResponseHeaders {
-  const etag = representation.validators.etag;
-  return etag === undefined ? extra : Object.assign({ ETag: etag }, extra);
-}
-
 function notModified(representation: Representation, extra: ResponseHeaders): Response {
-  return new Response(null, { status: 304, headers: notModifiedHeaders(representation, extra) });
+  return new Response(null, { status: 304, headers: Object.assign({}, representation.notModifiedHeaders, extra) });
 }
 
-function bodyHeaders(
-  base: Readonly<Record<string, string>>,
-  extra: ResponseHeaders,
-  size: number,
-  range: ByteRange | undefined,
-): Record<string, string> {
-  // Object.assign, not spread: on every answer, V8's object spread costs microseconds here.
-  const headers: Record<string, string> = Object.assign({}, base, extra);
+/** Adds the length, and the range when it is one, to an answer's own headers. */
+function addLengthHeaders(headers: ResponseHeaders, size: number, range: ByteRange | undefined): ResponseHeaders {
   if (range) {
     headers['Content-Range'] = contentRange(range, size);
     headers['Content-Length'] = String(range.end - range.start + 1);
@@ -110,16 +98,38 @@ function bodyHeaders(
   return headers;
 }
 
-/** An answer from a recording held whole in memory; `body` is undefined for HEAD and 304. */
+function bodyHeaders(
+  base: Readonly<Record<string, string>>,
+  extra: ResponseHeaders,
+  size: number,
+  range: ByteRange | undefined,
+): Record<string, string> {
+  // Object.assign, not spread: on every answer, V8's object spread costs microseconds here.
+  return addLengthHeaders(Object.assign({}, base, extra), size, range);
+}
+
+/**
+ * An answer from a recording held whole in memory; `body` is undefined for
+ * HEAD and 304. Its head is `fields`, the recording's own, the same object
+ * for every answer of the kind (the memory-hit door keeps them as bytes),
+ * then `headers`, this answer's own.
+ */
 export interface MemoryAnswer {
   status: 200 | 206 | 304;
+  fields: Readonly<Record<string, string>>;
   headers: ResponseHeaders;
   body: Uint8Array | undefined;
+}
+
+/** Every header of `answer`, in the order they go out. */
+export function allHeaders(answer: Pick<MemoryAnswer, 'fields' | 'headers'>): Record<string, string> {
+  return Object.assign({}, answer.fields, answer.headers);
 }
 
 /**
  * The answer for a recording held whole in memory, as plain parts, for the
  * app's Response and for the memory-hit path that writes to Node directly.
+ * `extra`, this request's own object, becomes the answer's `headers`.
  * @throws PreconditionFailedError (412) or RangeNotSatisfiableError (416).
  */
 export function memoryAnswer(
@@ -129,12 +139,13 @@ export function memoryAnswer(
   extra: ResponseHeaders,
 ): MemoryAnswer {
   const decision = plan(request, body.length, representation.validators);
-  if (decision.kind === 'not-modified') return { status: 304, headers: notModifiedHeaders(representation, extra), body: undefined };
+  if (decision.kind === 'not-modified') return { status: 304, fields: representation.notModifiedHeaders, headers: extra, body: undefined };
   const range = decision.kind === 'partial' ? decision.range : undefined;
-  const headers = bodyHeaders(representation.headers, extra, body.length, range);
+  const headers = addLengthHeaders(extra, body.length, range);
   const status = range ? 206 : 200;
-  if (request.method === 'HEAD') return { status, headers, body: undefined };
-  return { status, headers, body: range ? body.subarray(range.start, range.end + 1) : body };
+  const fields = representation.headers;
+  if (request.method === 'HEAD') return { status, fields, headers, body: undefined };
+  return { status, fields, headers, body: range ? body.subarray(range.start, range.end + 1) : body };
 }
 
 /** A recording held whole in memory: written straight from its Buffer. */
@@ -148,7 +159,7 @@ export function memoryResponse(
   const answer = memoryAnswer(request, representation, body, extra);
   if (outcome && answer.body) outcome.bodyBytes = answer.body.length;
   // A Buffer is a Uint8Array; the cast only widens lib.dom's ArrayBuffer-only typing.
-  return new Response((answer.body ?? null) as Uint8Array<ArrayBuffer> | null, { status: answer.status, headers: answer.headers });
+  return new Response((answer.body ?? null) as Uint8Array<ArrayBuffer> | null, { status: answer.status, headers: allHeaders(answer) });
 }
 
 /**
