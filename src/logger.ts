@@ -147,9 +147,24 @@ function stdoutDestination(): { destination: DestinationStream; flushNow: () => 
 export function infoLineWriter(logger: Logger): (fields: string, message: string) => void {
   const stream = (logger as unknown as Record<symbol, DestinationStream>)[pino.symbols.streamSym]!;
   const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? '';
+  // Nearly every line has the message, and many the millisecond, of the one
+  // before: each made into text once (a time is a double, slow to print).
+  let lastMessage = '';
+  let lastQuoted = '""';
+  let lastTime = -1;
+  let lastTimeText = '';
   return (fields, message) => {
     if (!logger.isLevelEnabled('info')) return;
-    stream.write(`{"level":30,"time":${Date.now()}${bindings},${fields},"msg":${JSON.stringify(message)}}\n`);
+    if (message !== lastMessage) {
+      lastMessage = message;
+      lastQuoted = JSON.stringify(message);
+    }
+    const time = Date.now();
+    if (time !== lastTime) {
+      lastTime = time;
+      lastTimeText = String(time);
+    }
+    stream.write(`{"level":30,"time":${lastTimeText}${bindings},${fields},"msg":${lastQuoted}}\n`);
   };
 }
 
