@@ -15,6 +15,7 @@ import {
   ACME_KEY,
   ACME_SIGNING_SECRET,
   ACME_SIGNING_SECRET_K2,
+  acmeTenant,
   bytesOf,
   makeTempDir,
   manualClock,
@@ -133,7 +134,8 @@ async function metric(gateway: RunningGateway, name: string): Promise<number> {
 
 describe('audit trail of a running gateway', () => {
   test('a GET, a range GET, a minted signed URL, a signed-URL GET and a DELETE are one chained line each, with nothing secret', async () => {
-    const gateway = await start();
+    const clock = manualClock();
+    const gateway = await start(clock);
     const whole = await gateway.fetch('/v1/call/recording/1.mp3', { headers: { 'user-agent': 'support-tool/1.0' } });
     const size = (await bytesOf(whole)).length;
     await gateway.gateway.downloads.idle();
@@ -161,6 +163,7 @@ describe('audit trail of a running gateway', () => {
     const records = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
     const apiKey = { kind: 'api-key', key: ACME_KEY_ID };
     const common = { tenant: 'acme', call_id: 1, client: '127.0.0.1' };
+    const exp = Math.floor(clock.now() / 1000) + 300;
     expect(records[0]).toMatchObject({
       ...common,
       event: 'recording',
@@ -182,7 +185,12 @@ describe('audit trail of a running gateway', () => {
       status: 200,
       bytes_sent: 0,
       cache: null,
+      // No kid asked: the tenant's first key signs, for the default 300 s.
+      minted: { kid: 'k1', exp },
     });
+    expect(new URL(url, gateway.baseUrl).searchParams.get('exp')).toBe(String(exp));
+    expect(Object.keys(records[2]!).slice(-3)).toEqual(['user_agent', 'minted', 'prev']);
+    expect(records.filter((record) => 'minted' in record).map((record) => record.event)).toEqual(['signed-url']);
     expect(records[3]).toMatchObject({
       ...common,
       event: 'recording',
@@ -217,11 +225,17 @@ describe('audit trail of a running gateway', () => {
     }
   });
 
-  test('a URL minted with kid k2 is played under kid k2: its playing line names k2; a mint refused for an unknown kid is a 400 line', async () => {
-    const gateway = await start();
-    const minted = await gateway.fetch('/v1/call/recording/1/signed-url', { method: 'POST', body: JSON.stringify({ kid: 'k2' }) });
+  test('a URL minted with kid k2 names k2 and its exp on its minting line and is played under k2; a mint refused for an unknown kid is a 400 line', async () => {
+    const clock = manualClock();
+    const gateway = await start(clock);
+    const minted = await gateway.fetch('/v1/call/recording/1/signed-url', {
+      method: 'POST',
+      body: JSON.stringify({ kid: 'k2', ttl_seconds: 60 }),
+    });
     expect(minted.status).toBe(200);
-    const { url } = (await minted.json()) as { url: string };
+    const { url, expires_at: expiresAt } = (await minted.json()) as { url: string; expires_at: number };
+    expect(expiresAt).toBe(Math.floor(clock.now() / 1000) + 60);
+    expect(new URL(url, gateway.baseUrl).searchParams.get('exp')).toBe(String(expiresAt));
     const signed = await fetch(new URL(url, gateway.baseUrl));
     expect(signed.status).toBe(200);
     await signed.arrayBuffer();
@@ -232,12 +246,40 @@ describe('audit trail of a running gateway', () => {
 
     const records = (await fileLines(TODAY)).map((line) => JSON.parse(line) as Record<string, unknown>);
     const apiKey = { kind: 'api-key', key: ACME_KEY_ID };
-    // The minting line names who asked (the API key), as it did before kid could be chosen; the URL's own kid is on the lines of its plays.
+    // The minting line names who asked (the API key) and, in `minted`, the key the URL is signed with; its plays name that kid as their credential.
     expect(records).toMatchObject([
-      { event: 'signed-url', credential: apiKey, call_id: 1, status: 200 },
+      { event: 'signed-url', credential: apiKey, call_id: 1, status: 200, minted: { kid: 'k2', exp: expiresAt } },
       { event: 'recording', credential: { kind: 'signed-url', kid: 'k2' }, call_id: 1, status: 200 },
       { event: 'signed-url', credential: apiKey, call_id: 1, status: 400 },
     ]);
+    expect(records.map((record) => 'minted' in record)).toEqual([true, false, false]);
+  });
+
+  test('a mint refused 400 or 429 made no URL: its line has no minted field; one refused 401 has no line', async () => {
+    const config = { ...auditConfig(), tenants: [acmeTenant({ rateLimitPerMinute: 2 })] };
+    const gateway = await start(manualClock(), config);
+    const mint = async (body: object, authorization = `Bearer ${ACME_KEY}`) => {
+      const response = await gateway.fetch('/v1/call/recording/1/signed-url', {
+        method: 'POST',
+        headers: { authorization },
+        body: JSON.stringify(body),
+      });
+      await response.arrayBuffer();
+      return response.status;
+    };
+    expect(await mint({ ttl_seconds: 7200 })).toBe(400);
+    expect(await mint({ kid: 'k1' })).toBe(200);
+    expect(await mint({ kid: 'k1' }, 'Bearer not-a-key')).toBe(401);
+    expect(await mint({ kid: 'k1' })).toBe(429);
+    await gateway.gateway.audit!.flush();
+
+    const records = (await fileLines(TODAY)).map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(records.map((record) => [record.event, record.status, record.minted])).toEqual([
+      ['signed-url', 400, undefined],
+      ['signed-url', 200, { kid: 'k1', exp: Math.floor(Date.UTC(2026, 10, 30, 12) / 1000) + 300 }],
+      ['signed-url', 429, undefined],
+    ]);
+    expect(records.map((record) => 'minted' in record)).toEqual([false, true, false]);
   });
 
   test('a transfer the client cuts short still names its address, on a miss and on a memory hit', async () => {
@@ -511,6 +553,7 @@ describe('auditEventFor decides what is audited', () => {
       callId: '7',
       cache: 'hit',
       adminPurge: undefined,
+      minted: undefined,
       clientAddress: '10.0.0.1',
       bytesSent: 10,
       header: (name) => (name === 'range' ? `bytes=${'1'.repeat(500)}-` : 'x'.repeat(1000)),
@@ -527,6 +570,12 @@ describe('auditEventFor decides what is audited', () => {
     ['POST', '/v1/call/recording/7/signed-url', 'signed-url'],
   ])('%s %s is a %s line', (method, requestPath, event) => {
     expect(auditEventFor(request({ method, path: requestPath }))?.event).toBe(event);
+  });
+
+  test('only a signed-url line carries what was minted', () => {
+    const minted = { kid: 'k2', exp: 1_796_400_000 };
+    expect(auditEventFor(request({ method: 'POST', path: '/v1/call/recording/7/signed-url', minted }))?.minted).toEqual(minted);
+    expect(auditEventFor(request({ minted }))).not.toHaveProperty('minted');
   });
 
   test.each([

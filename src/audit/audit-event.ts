@@ -19,6 +19,13 @@ export type AuditCredential =
   | { kind: 'local-grant' }
   | { kind: 'cli'; user: string | null };
 
+/** The signed URL a `signed-url` event handed out: the key it is signed with and its `exp`, never its signature. */
+export interface MintedUrl {
+  kid: string;
+  /** The URL's `exp`: seconds since the epoch. */
+  exp: number;
+}
+
 /** One audited request; `AuditTrail.record` turns it into one JSON line. */
 export interface AuditEvent {
   /** When the answer was finished, milliseconds since the epoch. */
@@ -42,6 +49,8 @@ export interface AuditEvent {
   client: string | null;
   /** Cut to {@link MAX_USER_AGENT_CHARS}. */
   userAgent: string | null;
+  /** Only on a `signed-url` event that made its URL: a refused mint made none. */
+  minted?: MintedUrl;
 }
 
 /** What the admin purge route leaves on the request for the audit line. */
@@ -65,6 +74,8 @@ export interface AuditedRequest {
   callId: string | undefined;
   cache: string | undefined;
   adminPurge: AdminPurgeAudit | undefined;
+  /** Set by the signed-URL route once it signed the URL. */
+  minted: MintedUrl | undefined;
   clientAddress: string | undefined;
   /** Audio bytes of a recording answer handed to the connection (the request log's `bytes`); 0 for other answers. */
   bytesSent: number;
@@ -132,6 +143,7 @@ export function auditEventFor(request: AuditedRequest): AuditEvent | undefined {
     callId = request.adminPurge.callId ?? null;
   }
   if (event === undefined || credential === undefined) return undefined;
+  const { minted } = request;
   return {
     time: request.time,
     requestId: request.requestId,
@@ -146,6 +158,7 @@ export function auditEventFor(request: AuditedRequest): AuditEvent | undefined {
     cache: request.cache ?? null,
     client: request.clientAddress ?? null,
     userAgent: bounded(request.header('user-agent'), MAX_USER_AGENT_CHARS),
+    ...(minted && event === 'signed-url' ? { minted } : {}),
   };
 }
 
@@ -165,7 +178,9 @@ function credentialJson(credential: AuditCredential): string {
 /**
  * The event's JSON line without its closing brace: the writer appends
  * `,"prev":"<sha256 of the line before>"}` once it knows the line before.
- * Keys in snake_case like the HTTP API's, always in this order. Built by
+ * Keys in snake_case like the HTTP API's, always in this order; `minted`,
+ * after `user_agent`, only on a line that minted a URL, as `dropped_lines`
+ * is only on a `dropped` line: every other line stays as it was. Built by
  * hand, every string through JSON.stringify: a third cheaper than
  * stringifying an object, and the key order is fixed here.
  */
@@ -177,6 +192,7 @@ export function auditLineStart(event: AuditEvent): string {
     `{"time":"${new Date(event.time).toISOString()}","request_id":${quote(event.requestId)},"event":"${event.event}",` +
     `"tenant":${nullable(event.tenant)},"credential":${credentialJson(event.credential)},"call_id":${call},` +
     `"method":${quote(event.method)},"status":${event.status ?? 'null'},"bytes_sent":${event.bytesSent},"range":${nullable(event.range)},` +
-    `"cache":${nullable(event.cache)},"client":${nullable(event.client)},"user_agent":${nullable(event.userAgent)}`
+    `"cache":${nullable(event.cache)},"client":${nullable(event.client)},"user_agent":${nullable(event.userAgent)}` +
+    (event.minted ? `,"minted":{"kid":${quote(event.minted.kid)},"exp":${event.minted.exp}}` : '')
   );
 }

@@ -21,6 +21,7 @@ export function auditRequest(audit: AuditRecorder, record: RequestRecord, time: 
     callId: record.callId,
     cache: record.cache === 'none' ? undefined : record.cache,
     adminPurge: record.adminPurge,
+    minted: record.minted,
     clientAddress: record.clientAddress,
     bytesSent: record.bodyBytes,
     header: record.header,

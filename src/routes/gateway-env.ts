@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AdminPurgeAudit } from '../audit/audit-event.js';
+import type { AdminPurgeAudit, MintedUrl } from '../audit/audit-event.js';
 import type { Caller } from '../auth/authenticate.js';
 import type { ServedTier } from '../metrics/gateway-metrics.js';
 import type { ResponseOutcome } from './recording-response.js';
@@ -24,5 +24,7 @@ export interface GatewayEnv {
     answered: { cache: 'hit' | 'miss' | 'collapsed'; tier?: ServedTier; outcome: ResponseOutcome } | undefined;
     /** Set by the admin purge route once the caller is authorized: what its audit line names. */
     adminPurge: AdminPurgeAudit | undefined;
+    /** Set by the signed-URL route once it signed the URL: what its audit line says was minted. */
+    minted: MintedUrl | undefined;
   };
 }

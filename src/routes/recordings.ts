@@ -372,6 +372,7 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const { ttlSeconds } = asked;
       const expiresAt = Math.floor(clock.now() / 1000) + ttlSeconds;
       const url = signRecordingUrl({ baseUrl: deps.publicBaseUrl, tenant: tenant.id, callId, expiresAt, kid, secret });
+      c.set('minted', { kid, exp: expiresAt });
       return c.json({ url, expires_at: expiresAt }, 200, {
         'Cache-Control': 'no-store',
         ...corsHeaders(c.req.header('origin'), tenant.allowedOrigins),

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
-import type { AdminPurgeAudit } from '../audit/audit-event.js';
+import type { AdminPurgeAudit, MintedUrl } from '../audit/audit-event.js';
 import type { AuditRecorder } from '../audit/audit-trail.js';
 import { auditRequest } from '../audit/request-audit.js';
 import type { Caller } from '../auth/authenticate.js';
@@ -83,6 +83,8 @@ export interface RequestRecord {
   header(name: 'range' | 'user-agent'): string | undefined;
   /** What an admin purge named, for its audit line. */
   adminPurge?: AdminPurgeAudit | undefined;
+  /** The kid and exp of the URL a signed-URL request minted, for its audit line. */
+  minted?: MintedUrl | undefined;
 }
 
 /**
@@ -168,6 +170,7 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
             return typeof value === 'string' ? value : undefined;
           },
           adminPurge: c.get('adminPurge'),
+          minted: c.get('minted'),
         },
         end,
       );
