@@ -163,7 +163,8 @@ export function buildCli(io: CliIo): Command {
       const expiresAt = Math.floor(Date.now() / 1000) + ttl;
       // Audited before it is printed: a URL that could not be audited is not handed out.
       if (loaded.audit) {
-        const entry = { event: 'signed-url', tenant: tenant.id, callId: options.call, status: 200, command: 'sign' } as const;
+        const minted = { kid: key.kid, exp: expiresAt };
+        const entry = { event: 'signed-url', tenant: tenant.id, callId: options.call, status: 200, command: 'sign', minted } as const;
         await auditCliCommand(loaded.audit, entry).catch((error: unknown) => {
           throw new CommandFailure(`no URL minted: its audit line could not be written: ${errorMessage(error)}`, {
             cause: error,

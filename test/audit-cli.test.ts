@@ -428,14 +428,20 @@ describe('cache purge without a running gateway', () => {
 
 describe('sign', () => {
   const SECRET = 'audit-cli-signing-secret-0123456789';
+  const SECRET_K2 = 'audit-cli-signing-secret-k2-9876543210';
+  const env = { ACME_SIGNING_SECRET: SECRET, ACME_SIGNING_SECRET_K2: SECRET_K2 };
 
   async function signConfig(auditDir: string): Promise<string> {
     const configPath = await configFor(auditDir);
-    await writeFile(
-      configPath,
-      `${await readFile(configPath, 'utf8')}\n    signing_keys: [{ kid: k1, secret_env: ACME_SIGNING_SECRET }]\n`,
-    );
+    const keys = '[{ kid: k1, secret_env: ACME_SIGNING_SECRET }, { kid: k2, secret_env: ACME_SIGNING_SECRET_K2 }]';
+    await writeFile(configPath, `${await readFile(configPath, 'utf8')}\n    signing_keys: ${keys}\n`);
     return configPath;
+  }
+
+  async function auditRecords(auditDir: string): Promise<Record<string, unknown>[]> {
+    const files = (await readdir(auditDir)).filter((name) => name.endsWith('.jsonl'));
+    const lines = await Promise.all(files.map((name) => linesOf(path.join(auditDir, name))));
+    return lines.flat().map((line) => JSON.parse(line) as Record<string, unknown>);
   }
 
   test('a URL the CLI mints is audited in its own chain first, without its signature or the secret', async () => {
@@ -443,11 +449,12 @@ describe('sign', () => {
     const configPath = await signConfig(auditDir);
     const signed = await runCliInProcess(['--config', configPath, 'sign', '--tenant', 'acme', '--call', '7', '--ttl', '60'], {
       cwd: dir,
-      env: { ACME_SIGNING_SECRET: SECRET },
+      env,
     });
     expect(signed.stderr).toBe('');
     expect(signed.code).toBe(0);
-    const sig = new URL(signed.stdout.trim(), 'http://gateway.example').searchParams.get('sig')!;
+    const query = new URL(signed.stdout.trim(), 'http://gateway.example').searchParams;
+    const sig = query.get('sig')!;
     expect(sig).toMatch(/^[A-Za-z0-9_-]{43}$/);
     const [file] = await readdir(auditDir).then((names) => names.filter((name) => name.endsWith('.jsonl')));
     expect(file).toMatch(/^audit-cli\./);
@@ -463,9 +470,38 @@ describe('sign', () => {
         status: 200,
         credential: { kind: 'cli' },
         user_agent: 'recording-gateway sign',
+        // No --kid: the tenant's first key signs.
+        minted: { kid: 'k1', exp: Number(query.get('exp')) },
       },
     ]);
     expect((await audit(['verify'], configPath)).code).toBe(0);
+  });
+
+  test('sign --kid: its line names the kid the URL is signed with and the exp it carries; a kid the tenant lacks writes no line', async () => {
+    const auditDir = path.join(await tempDir('rg-audit-cli-sign-kid-'), 'audit');
+    const configPath = await signConfig(auditDir);
+    const sign = (kid: string) =>
+      runCliInProcess(['--config', configPath, 'sign', '--tenant', 'acme', '--call', '8', '--ttl', '120', '--kid', kid, '--json'], {
+        cwd: dir,
+        env,
+      });
+    const before = Math.floor(Date.now() / 1000);
+    const signed = await sign('k2');
+    expect(signed).toMatchObject({ code: 0, stderr: '' });
+    const { url, expires_at: expiresAt } = JSON.parse(signed.stdout) as { url: string; expires_at: number };
+    expect(expiresAt - 120).toBeGreaterThanOrEqual(before);
+    const query = new URL(url, 'http://gateway.example').searchParams;
+    expect([query.get('kid'), query.get('exp')]).toEqual(['k2', String(expiresAt)]);
+
+    const refused = await sign('k9');
+    expect(refused.code).toBe(2);
+    expect(refused.stdout).toBe('');
+
+    const records = await auditRecords(auditDir);
+    expect(records).toMatchObject([{ event: 'signed-url', call_id: 8, status: 200, minted: { kid: 'k2', exp: expiresAt } }]);
+    expect(records).toHaveLength(1);
+    const text = JSON.stringify(records);
+    for (const secret of [query.get('sig')!, SECRET, SECRET_K2]) expect(text).not.toContain(secret);
   });
 
   test('when its audit line cannot be written, no URL is printed and the exit code is 1', async () => {
@@ -473,7 +509,7 @@ describe('sign', () => {
     await writeFile(blocked, 'a file where the audit directory should be');
     const signed = await runCliInProcess(['--config', await signConfig(blocked), 'sign', '--tenant', 'acme', '--call', '7'], {
       cwd: dir,
-      env: { ACME_SIGNING_SECRET: SECRET },
+      env,
     });
     expect(signed.code).toBe(1);
     expect(signed.stdout).toBe('');

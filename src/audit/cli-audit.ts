@@ -5,6 +5,7 @@ import path from 'node:path';
 import { systemClock, type Clock } from '../clock.js';
 import type { AuditConfig } from '../config/index.js';
 import { PRIVATE_FILE_MODE, makePrivateDir } from '../private-files.js';
+import type { MintedUrl } from './audit-event.js';
 import { AuditTrail } from './audit-trail.js';
 
 /*
@@ -68,6 +69,8 @@ export interface CliAuditEntry {
   status: number;
   /** The command, as the line's user agent: `cache purge`, `sign`. */
   command: string;
+  /** For `sign`, the kid and exp of the URL it mints. */
+  minted?: MintedUrl;
 }
 
 /** Writes the audit line of something the CLI did itself; rejects when it cannot be written. */
@@ -92,6 +95,7 @@ export async function auditCliCommand(audit: AuditConfig, entry: CliAuditEntry, 
       cache: null,
       client: null,
       userAgent: `recording-gateway ${entry.command}`,
+      ...(entry.minted ? { minted: entry.minted } : {}),
     });
     try {
       await trail.flush();
