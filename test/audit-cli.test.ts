@@ -286,9 +286,66 @@ describe('audit query', () => {
     const { code, stdout } = await audit(['query', '--tenant', 'acme', '--call', '2'], configPath);
     expect(code).toBe(0);
     const [header, row, count] = stdout.split('\n');
-    expect(header).toMatch(/^time\s+event\s+tenant\s+call\s+method\s+status\s+bytes\s+range\s+cache\s+credential\s+client$/);
-    expect(row).toMatch(/^2026-11-28T09:02:00\.000Z\s+purge\s+acme\s+2\s+DELETE\s+204\s+0\s+-\s+-\s+api-key:abcdefabcdef\s+127\.0\.0\.1$/);
+    expect(header).toMatch(/^time\s+event\s+tenant\s+call\s+method\s+status\s+bytes\s+range\s+cache\s+credential\s+minted\s+client$/);
+    expect(row).toMatch(
+      /^2026-11-28T09:02:00\.000Z\s+purge\s+acme\s+2\s+DELETE\s+204\s+0\s+-\s+-\s+api-key:abcdefabcdef\s+-\s+127\.0\.0\.1$/,
+    );
     expect(count).toBe('1 line');
+  });
+
+  test('a trail of lines from before `minted` and lines with it: verify passes, query filters both and shows the kid and expiry of what was minted', async () => {
+    const auditDir = path.join(await tempDir('rg-audit-cli-minted-'), 'audit');
+    await mkdir(auditDir, { recursive: true });
+    // Two lines as 0.6.1 wrote them: a signed-url line then had no `minted`.
+    const oldLines: string[] = [];
+    let prev = '0'.repeat(64);
+    for (const [second, event, method] of [
+      ['00', 'recording', 'GET'],
+      ['30', 'signed-url', 'POST'],
+    ]) {
+      const line =
+        `{"time":"2026-11-28T09:00:${second}.000Z","request_id":"req-old-${second}","event":"${event}","tenant":"acme",` +
+        `"credential":{"kind":"api-key","key":"abcdefabcdef"},"call_id":5,"method":"${method}","status":200,"bytes_sent":0,` +
+        `"range":null,"cache":null,"client":"127.0.0.1","user_agent":"audit-cli-test","prev":"${prev}"}`;
+      oldLines.push(line);
+      prev = sha256(line);
+    }
+    await writeFile(path.join(auditDir, DAY_1), `${oldLines.join('\n')}\n`);
+    // This version's trail goes on from them.
+    const mintedAt = START + 3_600_000;
+    const exp = mintedAt / 1000 + 300;
+    const trail = await AuditTrail.open({ dir: auditDir, retentionDays: 365, clock: manualClock(mintedAt) });
+    trail.record({ ...event(mintedAt, 'acme', '5', 'POST'), event: 'signed-url', cache: null, bytesSent: 0, minted: { kid: 'k2', exp } });
+    trail.record({ ...event(mintedAt + 1000, 'acme', '5'), credential: { kind: 'signed-url', kid: 'k2' } });
+    await trail.close();
+    const configPath = await configFor(auditDir);
+
+    const verify = await audit(['verify'], configPath);
+    expect(verify).toMatchObject({ code: 0, stderr: '' });
+    expect(verify.stdout).toMatch(/^audit trail: 1 file, 4 lines, intact; head [0-9a-f]{64}$/);
+
+    const json = await audit(['query', '--json'], configPath);
+    expect(json.code).toBe(0);
+    const lines = json.stdout.split('\n');
+    expect(lines.slice(0, 2)).toEqual(oldLines);
+    expect(lines.map((line) => (JSON.parse(line) as { minted?: unknown }).minted)).toEqual([
+      undefined,
+      undefined,
+      { kid: 'k2', exp },
+      undefined,
+    ]);
+
+    const table = await audit(['query', '--event', 'signed-url'], configPath);
+    expect(table).toMatchObject({ code: 0, stderr: '' });
+    const [header, old, minted, count] = table.stdout.split('\n');
+    expect(header).toMatch(/\s+credential\s+minted\s+client$/);
+    expect(old).toMatch(
+      /^2026-11-28T09:00:30\.000Z\s+signed-url\s+acme\s+5\s+POST\s+200\s+0\s+-\s+-\s+api-key:abcdefabcdef\s+-\s+127\.0\.0\.1$/,
+    );
+    expect(minted).toMatch(
+      /^2026-11-28T10:00:00\.000Z\s+signed-url\s+acme\s+5\s+POST\s+200\s+0\s+-\s+-\s+api-key:abcdefabcdef\s+k2 until 2026-11-28T10:05:00Z\s+127\.0\.0\.1$/,
+    );
+    expect(count).toBe('2 lines');
   });
 
   test("a client's control characters (C1's CSI, a bidi override) reach the terminal escaped, in the table and in --json", async () => {

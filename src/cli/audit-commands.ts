@@ -101,6 +101,7 @@ const COLUMNS: Array<[string, number, (record: Record<string, unknown>) => unkno
   ['range', 14, (r) => r.range],
   ['cache', 9, (r) => r.cache],
   ['credential', 24, (r) => credentialText(r.credential)],
+  ['minted', 30, (r) => mintedText(r.minted)],
   ['client', 0, (r) => r.client],
 ];
 
@@ -109,6 +110,15 @@ function credentialText(value: unknown): string | undefined {
   const { kind, key, kid } = value as { kind?: unknown; key?: unknown; kid?: unknown };
   const detail = typeof key === 'string' ? key : typeof kid === 'string' ? kid : undefined;
   return detail === undefined ? String(kind) : `${String(kind)}:${detail}`;
+}
+
+/** A minted URL's kid and expiry, `k2 until 2026-12-04T10:00:00Z`; nothing on lines that minted none (and on lines older than the field). */
+function mintedText(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { kid, exp } = value as { kid?: unknown; exp?: unknown };
+  const expires = new Date(typeof exp === 'number' ? exp * 1000 : Number.NaN);
+  const until = Number.isNaN(expires.getTime()) ? String(exp) : expires.toISOString().replace('.000Z', 'Z');
+  return `${String(kid)} until ${until}`;
 }
 
 function row(cells: string[]): string {
