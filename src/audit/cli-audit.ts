@@ -95,7 +95,7 @@ export async function auditCliCommand(audit: AuditConfig, entry: CliAuditEntry, 
       cache: null,
       client: null,
       userAgent: `recording-gateway ${entry.command}`,
-      ...(entry.minted ? { minted: entry.minted } : {}),
+      minted: entry.minted,
     });
     try {
       await trail.flush();
