@@ -180,6 +180,9 @@ const CORPUS: Array<[string, () => string, boolean]> = [
   ['If-Range with a date', () => head('Range: bytes=0-9\r\nIf-Range: Fri, 01 Jan 2100 00:00:00 GMT\r\n'), true],
   ['If-Unmodified-Since in the past: 412', () => head('If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n'), false],
   ['a Host with a port', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: gw.test:8080'), true],
+  ['an upper-case Host, the app\'s to judge', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: GW.test'), false],
+  ['a Host with port 80, the app\'s to judge', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: gw.test:80'), false],
+  ['a Host the app refuses', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: gw.test:99999'), false],
   [
     'a lowercase bearer scheme',
     () => head('Range: bytes=0-1\r\n', REC, 'GET', false).replace(RID, `${RID}Authorization: bearer ${ACME_KEY}\r\n`),
@@ -252,6 +255,18 @@ describe('the same bytes with and without the door', () => {
     // The corpus must exercise the door: these are answered without Node's parser, the others by it.
     expect(byDoor, `answered by the door: ${JSON.stringify(bytes.slice(0, 80))}`).toBe(door ? 1 : 0);
   });
+
+  test.each(['gw.test:99999', 'gw test', '[::1', 'gw/test', '%zz'])(
+    'Host %j, which the app cannot make a URL of: 400 on every path, a hit or a 401 alike',
+    async (host) => {
+      for (const to of [withDoor, withoutDoor]) {
+        for (const request of [head('Range: bytes=0-1\r\n'), head('', REC, 'GET', false)]) {
+          const answer = await exchange(to, [request.replace('Host: gw.test', `Host: ${host}`)]);
+          expect(answer.split('\r\n')[0], answer).toBe('HTTP/1.1 400 Bad Request');
+        }
+      }
+    },
+  );
 
   test('the comparison sees a door that changes one byte of one header', async () => {
     const broken: MemoryHits = {

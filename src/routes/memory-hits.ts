@@ -46,7 +46,8 @@ export interface MemoryHits {
   /**
    * The answer to a GET or HEAD of a recording held whole in memory, its 401
    * when the request has no valid credential, or undefined when the app must
-   * answer (a miss, a disk hit, a precondition or range the app refuses).
+   * answer (a miss, a disk hit, a precondition or range the app refuses, a
+   * Host other than a plain lowercase name with an optional port).
    * `headers` as Node gives them, `authorizationRepeated` when the request carried more than one
    * Authorization (Node keeps the first, the app sees them joined and refuses them).
    */
@@ -61,6 +62,9 @@ export interface MemoryHits {
 
 // A call id as the contract spells it (no sign, no leading zero); the range check is below.
 const MEMORY_HIT_TARGET = /^\/v1\/call\/recording\/([1-9][0-9]{0,15})\.mp3(?:\?|$)/;
+// A Host the app's adapter builds the request's URL from as it is (@hono/node-server's
+// reValidHost). Any other, the app judges: it refuses one it cannot make a URL of with 400.
+const PLAIN_HOST = /^[a-z0-9._-]+(?::(?:[1-5]\d{3,4}|[6-9]\d{3}))?$/;
 
 /** The target without its query string. */
 function pathOf(target: string): string {
@@ -107,6 +111,8 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
       const match = method === 'GET' || method === 'HEAD' ? MEMORY_HIT_TARGET.exec(target) : null;
       const callId = match?.[1];
       if (callId === undefined || !Number.isSafeInteger(Number(callId))) return undefined;
+      // None, or an empty one, the adapter replaces with the server's own name.
+      if (headers.host && !PLAIN_HOST.test(headers.host)) return undefined;
       const startedAt = clock.now();
       if (headers.authorization !== undefined && authorizationRepeated) return undefined;
       let caller: Caller;
