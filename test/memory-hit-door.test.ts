@@ -180,8 +180,8 @@ const CORPUS: Array<[string, () => string, boolean]> = [
   ['If-Range with a date', () => head('Range: bytes=0-9\r\nIf-Range: Fri, 01 Jan 2100 00:00:00 GMT\r\n'), true],
   ['If-Unmodified-Since in the past: 412', () => head('If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n'), false],
   ['a Host with a port', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: gw.test:8080'), true],
-  ['an upper-case Host, the app\'s to judge', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: GW.test'), false],
-  ['a Host with port 80, the app\'s to judge', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: gw.test:80'), false],
+  ["an upper-case Host, the app's to judge", () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: GW.test'), false],
+  ["a Host with port 80, the app's to judge", () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: gw.test:80'), false],
   ['a Host the app refuses', () => head('Range: bytes=0-1\r\n').replace('Host: gw.test', 'Host: gw.test:99999'), false],
   [
     'a lowercase bearer scheme',
