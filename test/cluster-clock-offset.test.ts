@@ -3,17 +3,14 @@
  * peer requests, still agree on who is in the cluster: heartbeats are stamped
  * and judged by Redis's clock, not a replica's. gw-2 runs 30 s behind gw-1.
  */
-import { createClient } from '@keyv/redis';
-import { expect, onTestFinished, test } from 'vitest';
-import { namespaceFor } from '../dev/gateway-harness.js';
+import { expect, test } from 'vitest';
 import { eventually, syntheticRecording } from '../dev/recording-bytes.js';
-import { cacheKey } from '../src/cache/recording-meta.js';
-import { clusterKeys } from '../src/cluster/cluster-keys.js';
 import {
   ACME_AUTH,
   answerOf,
   clockOffsetEnv,
   clusterFor,
+  copySettled,
   fakeUpstream,
   readiness,
   recordingPath,
@@ -47,15 +44,7 @@ test('a copy the replica with the slow clock holds is fetched from it, not from 
   upstream().setRecording(id, recording);
   expect((await answerOf(gw.at(1, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
   // Stored, listed and its download lease let go: gw-1 can only get it from gw-2's copy or the upstream.
-  const redis = createClient({ url: gw.redis.url });
-  redis.on('error', () => {});
-  await redis.connect();
-  onTestFinished(() => redis.destroy());
-  const key = cacheKey(namespaceFor(upstream().baseUrl), String(id));
-  const settled = async () =>
-    (await redis.hExists(clusterKeys.copies(key), String(gw.replicas[1]!.ready?.volume))) === 1 &&
-    (await redis.exists(clusterKeys.lease(key))) === 0;
-  expect(await eventually(settled)).toBe(true);
+  expect(await eventually(() => copySettled(gw, 1, id, upstream().baseUrl))).toBe(true);
 
   const onGw1 = await answerOf(gw.at(0, recordingPath(id), { headers: ACME_AUTH }));
   expect(onGw1.status).toBe(200);

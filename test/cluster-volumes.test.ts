@@ -18,6 +18,7 @@ import {
   answerOf,
   type Cluster,
   clusterFor,
+  copySettled,
   fakeUpstream,
   metricValue,
   metricsText,
@@ -54,7 +55,7 @@ describe.sequential('replicas with a volume each', () => {
     upstream().setRecording(id, recording);
     const onA = await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }));
     expect(onA.status).toBe(200);
-    expect(await eventually(async () => (await storedRecordingFiles(cluster().replicas[0]!.cacheDir)).length > 0)).toBe(true);
+    expect(await eventually(() => copySettled(cluster(), 0, id, upstream().baseUrl))).toBe(true);
 
     const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
     expect(onB.status).toBe(200);
@@ -79,7 +80,7 @@ describe.sequential('replicas with a volume each', () => {
     upstream().setRecording(id, recording);
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
     const onA = () => storedRecordingFiles(cluster().replicas[0]!.cacheDir);
-    expect(await eventually(async () => (await onA()).some((file) => file.path.endsWith(`/${id}.mp3`)))).toBe(true);
+    expect(await eventually(() => copySettled(cluster(), 0, id, upstream().baseUrl))).toBe(true);
     const file = (await onA()).find((entry) => entry.path.endsWith(`/${id}.mp3`))!;
     const handle = await open(file.path, 'r+');
     await handle.write(Buffer.from('XXXXXXXX'), 0, 8, 2_000_000);
@@ -286,7 +287,7 @@ describe.sequential('two replicas sharing a volume, a third with its own', () =>
     upstream().setRecording(id, recording);
     const onB = await answerOf(cluster().at(1, recordingPath(id), { headers: ACME_AUTH }));
     expect(onB.status).toBe(200);
-    expect(await eventually(async () => (await storedRecordingFiles(b!.cacheDir)).length > 0)).toBe(true);
+    expect(await eventually(() => copySettled(cluster(), 1, id, upstream().baseUrl))).toBe(true);
 
     const onC = await answerOf(cluster().at(2, recordingPath(id), { headers: ACME_AUTH }));
     expect(onC.status).toBe(200);

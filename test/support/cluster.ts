@@ -9,12 +9,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import path from 'node:path';
-import { ACME_KEY, ACME_SIGNING_SECRET, makeTempDir, removeDir } from '../../dev/gateway-harness.js';
+import { createClient } from '@keyv/redis';
+import { ACME_KEY, ACME_SIGNING_SECRET, makeTempDir, namespaceFor, removeDir } from '../../dev/gateway-harness.js';
 import { signalProcessGroup, startGatewayProcess, writeGatewayConfig, type GatewayProcess } from '../../dev/gateway-process.js';
 import { startFakeFlyflow, type FakeFlyflow } from '../../dev/fake-flyflow.js';
 import { eventually, openGet, readBody } from '../../dev/recording-bytes.js';
 import type { IncomingHttpHeaders } from 'node:http';
 import { afterAll, beforeAll, expect } from 'vitest';
+import { cacheKey } from '../../src/cache/recording-meta.js';
+import { clusterKeys } from '../../src/cluster/cluster-keys.js';
 import { startRedisServer, type RunningRedis } from './redis-server.js';
 
 /** `Authorization` for the acme tenant of every replica's config. */
@@ -388,6 +391,27 @@ export function sendRedisCommand(port: number, args: string[], timeoutMs = 5_000
 }
 
 /** GET requests the upstream received for recording `id` (HEADs and others left out). */
+/**
+ * Whether replica `index`'s copy of recording `id` is listed in Redis and its
+ * download's lease is gone: from then on another replica gets that copy
+ * (`detail=peer`), not the download (`collapsed; detail=peer`). Its file
+ * is on disk a moment before: waiting for the file alone raced.
+ */
+export async function copySettled(gw: Cluster, index: number, id: number, upstreamBaseUrl: string): Promise<boolean> {
+  const redis = createClient({ url: gw.redis.url });
+  redis.on('error', () => {});
+  await redis.connect();
+  try {
+    const key = cacheKey(namespaceFor(upstreamBaseUrl), String(id));
+    return (
+      (await redis.hExists(clusterKeys.copies(key), String(gw.replicas[index]!.ready?.volume))) === 1 &&
+      (await redis.exists(clusterKeys.lease(key))) === 0
+    );
+  } finally {
+    redis.destroy();
+  }
+}
+
 export function upstreamFetches(upstream: FakeFlyflow, id: number): number {
   return upstream.recordingRequests(id).filter((request) => request.method === 'GET').length;
 }
