@@ -17,6 +17,7 @@ import { createGateway, type Gateway } from './gateway.js';
 import { BadRequestError, GatewayError, errorMessage, errorResponse } from './errors.js';
 import { closeGently, closeGentlyAfterLastAnswer, isLingering } from './http/lingering-close.js';
 import { headerCount } from './http/raw-headers.js';
+import { asUrlHost, isParsableHost } from './http/request-host.js';
 import type { Logger } from './logger.js';
 import { openMemoryHitDoor } from './memory-hit-door.js';
 import type { MemoryHits } from './routes/memory-hits.js';
@@ -94,6 +95,8 @@ function adapterErrorResponse(error: unknown): Response {
   if (error instanceof RequestError) return errorResponse(new BadRequestError(MALFORMED_TARGET.message));
   return errorResponse(new GatewayError(500, 'Internal Server Error', 'Internal error'));
 }
+
+const INVALID_HOST = { error: 'Bad Request', message: 'Invalid Host header' };
 
 const VERSION_NOT_SUPPORTED = { error: 'HTTP Version Not Supported', message: 'Only HTTP/1.0 and HTTP/1.1 are served' };
 
@@ -257,6 +260,9 @@ function answerBeforeRoutes(listener: RequestListener): RequestListener {
         return writeJsonError(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
       }
       if (target.includes('#')) return writeJsonError(request, response, 400, MALFORMED_TARGET);
+      // The adapter takes a plain-looking Host unparsed; a route that reads its body would then fail to make its URL (500).
+      const host = request.headers.host;
+      if (host && target.charCodeAt(0) === SLASH && !isParsableHost(host)) return writeJsonError(request, response, 400, INVALID_HOST);
       if (target.charCodeAt(0) !== SLASH) request.url = withLowerCaseScheme(target);
       if (target === '*' && request.method === 'OPTIONS') {
         response.writeHead(204, {
@@ -327,7 +333,8 @@ export function createHttpServer(
   });
   // serve() takes no errorHandler; getRequestListener does.
   const appListener = getRequestListener(app.fetch as Parameters<typeof getRequestListener>[0], {
-    hostname,
+    // What a request without a Host (HTTP/1.0), or with an empty one, is taken to have asked.
+    hostname: asUrlHost(hostname),
     errorHandler: adapterErrorResponse,
   });
   const listener = options.wrapListener ? options.wrapListener(appListener) : appListener;
@@ -361,7 +368,7 @@ export function createHttpServer(
 export function advertisedUrl(listenHost: string, port: number): string {
   const everywhere = listenHost === '' || listenHost === '0.0.0.0' || listenHost === '::';
   const host = everywhere ? hostname() : listenHost;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return `http://${asUrlHost(host)}:${port}`;
 }
 
 const HOST_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EADDRNOTAVAIL']);
@@ -410,7 +417,7 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
     throw listenError(error, config.listen);
   }
   const { address, port } = server.address() as AddressInfo;
-  const host = address.includes(':') ? `[${address}]` : address;
+  const host = asUrlHost(address);
   const httpServer = server;
   try {
     await gateway.joinCluster(config.cluster?.advertiseUrl ?? advertisedUrl(config.listen.host, port));

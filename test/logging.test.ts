@@ -208,6 +208,25 @@ describe('the request line', () => {
     expect(lines.join('\n')).not.toContain('"level":50');
   });
 
+  test.each(['gw.123', '1.2.3.4.5', 'xn--a', '999.1.1.1'])(
+    'Host %s, which looks plain but no URL can be made of, is 400 before any route: a webhook token in the query is not logged',
+    async (host) => {
+      const lines = await start('info');
+      const body = '{"event_type":"call.completed","call_id":4}';
+      for (const target of ['/v1/webhooks/flyflow/acme?token=SECRETwebhookTOKEN0003', '/v1/call/recording/4/signed-url']) {
+        const answer = await rawExchange(
+          gateway!.baseUrl,
+          `POST ${target} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${ACME_KEY}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+        );
+        expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+        expect(answer).toContain('{"error":"Bad Request","message":"Invalid Host header"}');
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(lines.join('\n')).not.toContain('SECRETwebhookTOKEN');
+      expect(lines.join('\n')).not.toContain('"level":50');
+    },
+  );
+
   test.each(['"', '{', '}', '|', '^', '`', '<', '>', "'", '[', ']'])(
     'a path holding %s, which Node lets through, is logged as valid JSON, cut there',
     async (char) => {

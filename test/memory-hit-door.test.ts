@@ -256,7 +256,7 @@ describe('the same bytes with and without the door', () => {
     expect(byDoor, `answered by the door: ${JSON.stringify(bytes.slice(0, 80))}`).toBe(door ? 1 : 0);
   });
 
-  test.each(['gw.test:99999', 'gw test', '[::1', 'gw/test', '%zz'])(
+  test.each(['gw.test:99999', 'gw test', '[::1', 'gw/test', '%zz', 'gw.123', '1.2.3.4.5', 'xn--a'])(
     'Host %j, which the app cannot make a URL of: 400 on every path, a hit or a 401 alike',
     async (host) => {
       for (const to of [withDoor, withoutDoor]) {
@@ -267,6 +267,16 @@ describe('the same bytes with and without the door', () => {
       }
     },
   );
+
+  test("on a server named by an IPv6 address, an empty Host is the server's own name to the app too: a hit and /healthz are 200", async () => {
+    const named = await listenTracked(
+      createHttpServer(gateway.app, '::1', { wrapListener: gateway.answeringMemoryHitsFirst, memoryHits: gateway.memoryHits }),
+    );
+    for (const request of [head('Range: bytes=0-1\r\n'), 'GET /healthz HTTP/1.1\r\nHost: gw.test\r\n\r\n']) {
+      const answer = await exchange(named, [request.replace('Host: gw.test', 'Host:')]);
+      expect(answer.split('\r\n')[0], answer).toMatch(/^HTTP\/1\.1 20[06] /);
+    }
+  });
 
   test('the comparison sees a door that changes one byte of one header', async () => {
     const broken: MemoryHits = {

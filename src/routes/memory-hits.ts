@@ -4,6 +4,7 @@ import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { errorHeaders, UnauthorizedError } from '../errors.js';
 import { corsHeaders } from '../http/cors.js';
+import { isPlainHost } from '../http/request-host.js';
 import { headerCount } from '../http/raw-headers.js';
 import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
@@ -62,9 +63,6 @@ export interface MemoryHits {
 
 // A call id as the contract spells it (no sign, no leading zero); the range check is below.
 const MEMORY_HIT_TARGET = /^\/v1\/call\/recording\/([1-9][0-9]{0,15})\.mp3(?:\?|$)/;
-// A Host the app's adapter builds the request's URL from as it is (@hono/node-server's
-// reValidHost). Any other, the app judges: it refuses one it cannot make a URL of with 400.
-const PLAIN_HOST = /^[a-z0-9._-]+(?::(?:[1-5]\d{3,4}|[6-9]\d{3}))?$/;
 
 /** The target without its query string. */
 function pathOf(target: string): string {
@@ -111,8 +109,8 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
       const match = method === 'GET' || method === 'HEAD' ? MEMORY_HIT_TARGET.exec(target) : null;
       const callId = match?.[1];
       if (callId === undefined || !Number.isSafeInteger(Number(callId))) return undefined;
-      // None, or an empty one, the adapter replaces with the server's own name.
-      if (headers.host && !PLAIN_HOST.test(headers.host)) return undefined;
+      // None, or an empty one, the adapter replaces with the server's own name; any other not plain, the app judges.
+      if (headers.host && !isPlainHost(headers.host)) return undefined;
       const startedAt = clock.now();
       if (headers.authorization !== undefined && authorizationRepeated) return undefined;
       let caller: Caller;
