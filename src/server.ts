@@ -246,6 +246,9 @@ function refuseConnect(request: IncomingMessage, socket: Duplex): void {
  *   both in the JSON error shape.
  * - RFC 9110 4.2.4: a target in absolute form with credentials is 400, and
  *   so never reaches a route or a log.
+ * - RFC 9112 3.2: a Host no URL can be made of is 400 (the adapter takes
+ *   some unparsed, and a route reading a body failed on them with a 500
+ *   whose log line held the target).
  * - RFC 9110 9.3.7: `OPTIONS *` asks about the server, not a resource (the
  *   adapter would refuse its target); any other method with `*` is left to
  *   the adapter (400).
@@ -260,7 +263,6 @@ function answerBeforeRoutes(listener: RequestListener): RequestListener {
         return writeJsonError(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
       }
       if (target.includes('#')) return writeJsonError(request, response, 400, MALFORMED_TARGET);
-      // The adapter takes a plain-looking Host unparsed; a route that reads its body would then fail to make its URL (500).
       const host = request.headers.host;
       if (host && target.charCodeAt(0) === SLASH && !isParsableHost(host)) return writeJsonError(request, response, 400, INVALID_HOST);
       if (target.charCodeAt(0) !== SLASH) request.url = withLowerCaseScheme(target);
