@@ -17,9 +17,17 @@ export function isParsableHost(host: string): boolean {
   return true;
 }
 
-/** A Host the adapter takes as it is and a URL can be made of: a lowercase name with at most a port from 1000 to 59999. */
+let lastPlain = '';
+
+/**
+ * A Host the adapter takes as it is and a URL can be made of: a lowercase
+ * name with at most a port from 1000 to 59999. Checked once for each new Host.
+ */
 export function isPlainHost(host: string): boolean {
-  return ADAPTER_PLAIN_HOST.test(host) && isParsableHost(host);
+  if (host === lastPlain) return true;
+  if (!ADAPTER_PLAIN_HOST.test(host) || !isParsableHost(host)) return false;
+  lastPlain = host;
+  return true;
 }
 
 /** A host name as a URL's host: an IPv6 address in brackets. */
