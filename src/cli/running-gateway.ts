@@ -2,6 +2,7 @@ import { request } from 'node:http';
 import type { GatewayConfig } from '../config/index.js';
 import { ADMIN_PURGE_PATH, type PurgeFilter } from '../admin-api.js';
 import { createLocalGrant } from '../auth/local-grant.js';
+import { asUrlHost } from '../http/request-host.js';
 import { CommandFailure } from './io.js';
 
 /*
@@ -27,7 +28,7 @@ export type GatewayAnswer<T> =
 export function gatewayUrl(config: Pick<GatewayConfig, 'listen'>): string {
   const { host, port } = config.listen;
   const reachable = host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host;
-  return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
+  return `http://${asUrlHost(reachable)}:${port}`;
 }
 
 const SET_ADMIN_TOKEN = 'set ADMIN_TOKEN to the admin token the gateway runs with';
