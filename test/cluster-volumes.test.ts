@@ -161,7 +161,8 @@ describe.sequential('replicas with a volume each', () => {
     upstream().setRecording(id, recording);
     const onA = async () => (await storedRecordingFiles(cluster().replicas[0]!.cacheDir)).some((file) => file.path.endsWith(`/${id}.mp3`));
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
-    expect(await eventually(onA)).toBe(true);
+    expect(await eventually(() => copySettled(cluster(), 0, id, upstream().baseUrl))).toBe(true);
+    expect(await onA()).toBe(true);
 
     const stale = await cluster().at(1, recordingPath(id), { method: 'DELETE', headers: { ...ACME_AUTH, 'if-match': '"stale"' } });
     expect(stale.status).toBe(412);
@@ -310,7 +311,7 @@ describe.sequential('replicas with a volume each, the second with a lower cache.
     const recording = syntheticRecording(256 * KIB);
     upstream().setRecording(id, recording);
     expect((await answerOf(cluster().at(0, recordingPath(id), { headers: ACME_AUTH }))).status).toBe(200);
-    expect(await eventually(async () => (await storedRecordingFiles(cluster().replicas[0]!.cacheDir)).length > 0)).toBe(true);
+    expect(await eventually(() => copySettled(cluster(), 0, id, upstream().baseUrl))).toBe(true);
 
     for (let attempt = 0; attempt < 2; attempt++) {
       const onB = await cluster().at(1, recordingPath(id), { headers: ACME_AUTH });
