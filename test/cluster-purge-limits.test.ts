@@ -63,12 +63,15 @@ async function whileRedisPaused(steps: () => Promise<void>): Promise<void> {
   }
 }
 
+/** A restarted replica rejoins at its next heartbeat (2 s); a loaded CI machine has taken over 5 s. */
+const REJOIN_TIMEOUT_MS = 15_000;
+
 /** Waits until every replica reaches Redis and counts itself in the cluster (`/readyz` says `ok`). */
 async function expectEveryReplicaOk(): Promise<void> {
   const ok = await eventually(async () => {
     const answers = await Promise.all(cluster().urls.map((url) => readiness(url)));
     return answers.every((answer) => answer.body.cluster?.state === 'ok');
-  });
+  }, REJOIN_TIMEOUT_MS);
   expect(ok, 'every replica in the cluster again').toBe(true);
 }
 
