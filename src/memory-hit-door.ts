@@ -161,7 +161,7 @@ class DoorConnection {
   #next(pending: Buffer): void {
     const socket = this.socket;
     const head = this.door.server.listening ? readPlainRequestHead(pending) : undefined;
-    const hit = head && this.door.hits.prepare(head.method, head.target, head.headers, false, socket.remoteAddress);
+    const hit = head && this.door.hits.prepare(head.method, head.target, head.fields, false, socket.remoteAddress);
     if (!head || !hit) {
       this.#handOver();
       return;

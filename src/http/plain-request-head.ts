@@ -1,11 +1,11 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { RequestFields } from './request-fields.js';
 
 /** A request head that a memory hit may answer without Node's parser. */
 export interface PlainRequestHead {
   method: 'GET' | 'HEAD';
   target: string;
-  /** Lowercase names, each once, values without surrounding whitespace: as Node would give them. */
-  headers: IncomingHttpHeaders & Record<string, string>;
+  /** Each field at most once, its value without surrounding whitespace: as Node would give it. */
+  fields: RequestFields;
   /** The head's length in bytes, its blank line included. */
   length: number;
 }
@@ -14,9 +14,6 @@ const HEAD_END = Buffer.from('\r\n\r\n');
 // Longer heads are Node's to judge (its limit, its 431).
 const MAX_HEAD_BYTES = 8192;
 const MAX_FIELDS = 64;
-// What would make Node treat the request other than as one bodiless GET or HEAD: the fields
-// llhttp reads itself (`proxy-connection` as it reads `connection`), and an expectation.
-const NOT_PLAIN = new Set(['content-length', 'transfer-encoding', 'expect', 'upgrade', 'proxy-connection']);
 
 const SP = 0x20;
 const HTAB = 0x09;
@@ -41,6 +38,70 @@ function isBlank(code: number): boolean {
   return code === SP || code === HTAB;
 }
 
+/** A fixed shape, so that each field is a load from a known slot, not a lookup of a name. */
+class HeadFields implements RequestFields {
+  host: string | undefined = undefined;
+  authorization: string | undefined = undefined;
+  range: string | undefined = undefined;
+  ifRange: string | undefined = undefined;
+  ifMatch: string | undefined = undefined;
+  ifNoneMatch: string | undefined = undefined;
+  ifModifiedSince: string | undefined = undefined;
+  ifUnmodifiedSince: string | undefined = undefined;
+  origin: string | undefined = undefined;
+  requestId: string | undefined = undefined;
+  userAgent: string | undefined = undefined;
+  connection: string | undefined = undefined;
+}
+
+const NOT_PLAIN = null;
+
+/**
+ * Where a field (its lowercase name) is kept; undefined for a field no memory
+ * hit reads; NOT_PLAIN for one that would make Node treat the request other
+ * than as one bodiless GET or HEAD: the fields llhttp reads itself
+ * (`proxy-connection` as it reads `connection`), and an expectation.
+ */
+function slotOf(name: string): keyof HeadFields | undefined | typeof NOT_PLAIN {
+  switch (name) {
+    case 'host':
+      return 'host';
+    case 'authorization':
+      return 'authorization';
+    case 'range':
+      return 'range';
+    case 'if-range':
+      return 'ifRange';
+    case 'if-match':
+      return 'ifMatch';
+    case 'if-none-match':
+      return 'ifNoneMatch';
+    case 'if-modified-since':
+      return 'ifModifiedSince';
+    case 'if-unmodified-since':
+      return 'ifUnmodifiedSince';
+    case 'origin':
+      return 'origin';
+    case 'x-request-id':
+      return 'requestId';
+    case 'user-agent':
+      return 'userAgent';
+    case 'connection':
+      return 'connection';
+    case 'content-length':
+    case 'transfer-encoding':
+    case 'expect':
+    case 'upgrade':
+    case 'proxy-connection':
+      return NOT_PLAIN;
+    default:
+      return undefined;
+  }
+}
+
+// The names of the fields no memory hit reads, of the head being read: only to see one repeated.
+const otherNames: string[] = [];
+
 /**
  * The request head at the start of `buffer`, when it is whole and as plain as a
  * player's or a benchmark's: `GET` or `HEAD` of an origin-form target,
@@ -57,25 +118,32 @@ export function readPlainRequestHead(buffer: Buffer): PlainRequestHead | undefin
   const method = text.charCodeAt(0) === 0x47 ? 'GET' : 'HEAD';
   const firstLineEnd = text.indexOf('\r\n');
   const target = text.slice(method.length + 1, firstLineEnd - VERSION.length);
-  // No prototype: a field named `constructor` or `__proto__` is a field like any other.
-  const headers: Record<string, string> = Object.create(null);
-  let fields = 0;
+  const fields = new HeadFields();
+  otherNames.length = 0;
+  let count = 0;
   for (let lineStart = firstLineEnd + 2; lineStart < end; ) {
-    if (++fields > MAX_FIELDS) return undefined;
+    if (++count > MAX_FIELDS) return undefined;
     const found = text.indexOf('\r\n', lineStart);
     const lineEnd = found === -1 ? end : found;
     // The name is a token: its line's first colon ends it.
     const colon = text.indexOf(':', lineStart);
     const name = text.slice(lineStart, colon).toLowerCase();
-    if (headers[name] !== undefined || NOT_PLAIN.has(name)) return undefined;
+    lineStart = lineEnd + 2;
+    const slot = slotOf(name);
+    if (slot === NOT_PLAIN) return undefined;
+    if (slot === undefined) {
+      if (otherNames.includes(name)) return undefined;
+      otherNames.push(name);
+      continue;
+    }
+    if (fields[slot] !== undefined) return undefined;
     let valueStart = colon + 1;
     let valueEnd = lineEnd;
     while (valueStart < valueEnd && isBlank(text.charCodeAt(valueStart))) valueStart++;
     while (valueEnd > valueStart && isBlank(text.charCodeAt(valueEnd - 1))) valueEnd--;
-    headers[name] = text.slice(valueStart, valueEnd);
-    lineStart = lineEnd + 2;
+    fields[slot] = text.slice(valueStart, valueEnd);
   }
-  if (headers.host === undefined) return undefined;
-  if (headers.connection !== undefined && headers.connection.toLowerCase() !== 'keep-alive') return undefined;
-  return { method, target, headers, length: end + HEAD_END.length };
+  if (fields.host === undefined) return undefined;
+  if (fields.connection !== undefined && fields.connection.toLowerCase() !== 'keep-alive') return undefined;
+  return { method, target, fields, length: end + HEAD_END.length };
 }

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, RequestListener } from 'node:http';
+import type { RequestListener } from 'node:http';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
 import type { SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
@@ -6,6 +6,7 @@ import { errorHeaders, UnauthorizedError } from '../errors.js';
 import { corsHeaders } from '../http/cors.js';
 import { isPlainHost } from '../http/request-host.js';
 import { headerCount } from '../http/raw-headers.js';
+import { requestFieldsOf, type RequestFields } from '../http/request-fields.js';
 import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
 import type { RecordingService } from '../recordings/recording-service.js';
@@ -49,13 +50,13 @@ export interface MemoryHits {
    * when the request has no valid credential, or undefined when the app must
    * answer (a miss, a disk hit, a precondition or range the app refuses, a
    * Host other than a plain lowercase name with an optional port).
-   * `headers` as Node gives them, `authorizationRepeated` when the request carried more than one
+   * `fields` as Node gives them, `authorizationRepeated` when the request carried more than one
    * Authorization (Node keeps the first, the app sees them joined and refuses them).
    */
   prepare(
     method: string,
     target: string,
-    headers: IncomingHttpHeaders,
+    fields: RequestFields,
     authorizationRepeated: boolean,
     clientAddress: string | undefined,
   ): MemoryHit | undefined;
@@ -78,17 +79,21 @@ function signedParamsOf(target: string): SignedUrlParams {
   return { tenant: value('tenant'), exp: value('exp'), kid: value('kid'), sig: value('sig') };
 }
 
-function recordingRequestOf(method: string, headers: IncomingHttpHeaders): RecordingRequest {
-  // Node joins repeated headers into one string; only Set-Cookie would be an array.
+function recordingRequestOf(method: string, fields: RequestFields): RecordingRequest {
   return {
     method,
-    range: method === 'GET' ? headers.range : undefined,
-    ifRange: headers['if-range'] as string | undefined,
-    ifMatch: headers['if-match'] as string | undefined,
-    ifNoneMatch: headers['if-none-match'],
-    ifModifiedSince: headers['if-modified-since'],
-    ifUnmodifiedSince: headers['if-unmodified-since'],
+    range: method === 'GET' ? fields.range : undefined,
+    ifRange: fields.ifRange,
+    ifMatch: fields.ifMatch,
+    ifNoneMatch: fields.ifNoneMatch,
+    ifModifiedSince: fields.ifModifiedSince,
+    ifUnmodifiedSince: fields.ifUnmodifiedSince,
   };
+}
+
+/** The one of the two request fields an audit line names. */
+function auditedField(fields: RequestFields, name: 'range' | 'user-agent'): string | undefined {
+  return name === 'range' ? fields.range : fields.userAgent;
 }
 
 /**
@@ -105,31 +110,31 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
   const answerHeaders = recordingAnswerHeaders(deps);
 
   return {
-    prepare(method, target, headers, authorizationRepeated, clientAddress) {
+    prepare(method, target, fields, authorizationRepeated, clientAddress) {
       const match = method === 'GET' || method === 'HEAD' ? MEMORY_HIT_TARGET.exec(target) : null;
       const callId = match?.[1];
       if (callId === undefined || !Number.isSafeInteger(Number(callId))) return undefined;
       // None, or an empty one, the adapter replaces with the server's own name; any other not plain, the app judges.
-      if (headers.host && !isPlainHost(headers.host)) return undefined;
+      if (fields.host && !isPlainHost(fields.host)) return undefined;
       const startedAt = clock.now();
-      if (headers.authorization !== undefined && authorizationRepeated) return undefined;
+      if (fields.authorization !== undefined && authorizationRepeated) return undefined;
       let caller: Caller;
       try {
-        const authorization = headers.authorization;
+        const authorization = fields.authorization;
         caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
       } catch (error) {
         if (!(error instanceof UnauthorizedError)) return undefined;
-        const request = { method, path: pathOf(target), headers, clientAddress, startedAt };
+        const request = { method, path: pathOf(target), fields, clientAddress, startedAt };
         return refusal(error, request, deps.anyAllowedOrigin, report);
       }
       const found = recordings.findInMemory(caller.tenant.namespace, callId);
       if (!found) return undefined;
-      const requestId = requestIdFrom(headers['x-request-id'] as string | undefined);
+      const requestId = requestIdFrom(fields.requestId);
       let answer: MemoryAnswer;
       try {
-        const extra = answerHeaders(caller, headers.origin, requestId);
+        const extra = answerHeaders(caller, fields.origin, requestId);
         extra['Cache-Status'] = CACHE_STATUS_MEMORY;
-        answer = memoryAnswer(recordingRequestOf(method, headers), storedRepresentation(found.entry), found.body, extra);
+        answer = memoryAnswer(recordingRequestOf(method, fields), storedRepresentation(found.entry), found.body, extra);
       } catch {
         return undefined;
       }
@@ -167,7 +172,7 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
               startedAt,
               upstreamMs: undefined,
               clientAddress,
-              header: (name) => headers[name] as string | undefined,
+              header: (name) => auditedField(fields, name),
             },
             end,
           );
@@ -187,12 +192,12 @@ const NO_FIELDS: Readonly<Record<string, string>> = Object.freeze({});
  */
 function refusal(
   error: UnauthorizedError,
-  request: Pick<RequestRecord, 'method' | 'path' | 'clientAddress' | 'startedAt'> & { headers: IncomingHttpHeaders },
+  request: Pick<RequestRecord, 'method' | 'path' | 'clientAddress' | 'startedAt'> & { fields: RequestFields },
   anyAllowedOrigin: ReadonlySet<string>,
   report: RequestReporter,
 ): MemoryHit {
-  const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
-  const extra = corsHeaders(request.headers.origin, anyAllowedOrigin);
+  const requestId = requestIdFrom(request.fields.requestId);
+  const extra = corsHeaders(request.fields.origin, anyAllowedOrigin);
   extra['X-Request-Id'] = requestId;
   const body = Buffer.from(JSON.stringify(error.toJSON()));
   const headers = errorHeaders(error, extra);
@@ -218,7 +223,7 @@ function refusal(
           startedAt: request.startedAt,
           upstreamMs: undefined,
           clientAddress: request.clientAddress,
-          header: (name) => request.headers[name] as string | undefined,
+          header: (name) => auditedField(request.fields, name),
         },
         end,
       );
@@ -233,7 +238,7 @@ export function answeringMemoryHitsFirst(hits: MemoryHits, app: RequestListener)
     const hit = hits.prepare(
       request.method ?? '',
       request.url ?? '',
-      headers,
+      requestFieldsOf(headers),
       headers.authorization !== undefined && headerCount(request.rawHeaders, 'authorization') > 1,
       // Read now: once the client has gone, its socket no longer knows its address.
       request.socket.remoteAddress,
