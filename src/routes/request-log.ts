@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
 import type { AdminPurgeAudit, MintedUrl } from '../audit/audit-event.js';
 import type { AuditRecorder } from '../audit/audit-trail.js';
@@ -8,6 +7,7 @@ import type { Clock } from '../clock.js';
 import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import { infoLineWriter, REQUEST_LINE, type Logger } from '../logger.js';
 import type { GatewayMetrics, ServedTier } from '../metrics/gateway-metrics.js';
+import { randomUuid } from '../random-uuid.js';
 import type { GatewayEnv } from './gateway-env.js';
 import { rawRequestPath } from './request-target.js';
 
@@ -16,7 +16,7 @@ const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 
 /** The caller's X-Request-Id when it is safe to log, else a new one. */
 export function requestIdFrom(presented: string | undefined): string {
-  return presented && WELL_FORMED_REQUEST_ID.test(presented) ? presented : randomUUID();
+  return presented && WELL_FORMED_REQUEST_ID.test(presented) ? presented : randomUuid();
 }
 
 /** A bounded label for the route, never the raw path (which carries ids). */
