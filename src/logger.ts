@@ -153,8 +153,13 @@ export function infoLineWriter(logger: Logger): (fields: string, message: string
   let lastQuoted = '""';
   let lastTime = -1;
   let lastTimeText = '';
+  // pino's own check costs several lookups per line: asked once, and again whenever a level changes.
+  let infoEnabled = logger.isLevelEnabled('info');
+  logger.on('level-change', () => {
+    infoEnabled = logger.isLevelEnabled('info');
+  });
   return (fields, message) => {
-    if (!logger.isLevelEnabled('info')) return;
+    if (!infoEnabled) return;
     if (message !== lastMessage) {
       lastMessage = message;
       lastQuoted = JSON.stringify(message);

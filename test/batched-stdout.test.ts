@@ -145,6 +145,32 @@ describe("the gateway's stdout", () => {
     expect(lines.map((line) => line.level)).toEqual([30, 30, 40, 0, 30]);
   });
 
+  it('writes request lines only while the level lets info through, as it is set at run time', () => {
+    const script = `
+      import { createLogger, infoLineWriter, REQUEST_LINE } from './src/logger.ts';
+      const logger = createLogger({ level: 'info' });
+      const writeLine = infoLineWriter(logger);
+      writeLine('"reqId":"before"', REQUEST_LINE);
+      logger.level = 'warn';
+      writeLine('"reqId":"while-warn"', REQUEST_LINE);
+      logger.child({ part: 'other' }).level = 'debug';
+      writeLine('"reqId":"after-a-child-changed"', REQUEST_LINE);
+      logger.level = 'info';
+      writeLine('"reqId":"back-at-info"', REQUEST_LINE);
+    `;
+    const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: path.resolve(import.meta.dirname, '..'),
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    expect(child.status, child.stderr).toBe(0);
+    const reqIds = child.stdout
+      .trim()
+      .split('\n')
+      .map((line) => (JSON.parse(line) as { reqId?: string }).reqId);
+    expect(reqIds).toEqual(['before', 'back-at-info']);
+  });
+
   it('keeps working while nobody reads its stdout pipe', async () => {
     const script = `
       import { createLogger, infoLineWriter, REQUEST_LINE } from './src/logger.ts';

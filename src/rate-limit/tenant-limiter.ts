@@ -58,13 +58,24 @@ export function createTenantRateLimiter(options: TenantRateLimiterOptions): Tena
     return undefined;
   }
 
+  // One string per tenant, made once: its hash is then computed once, not for a new string per request.
+  const storeKeys = new Map<string, string>();
+  function storeKeyOf(tenantId: string): string {
+    let key = storeKeys.get(tenantId);
+    if (key === undefined) {
+      key = `tenant:${tenantId}`;
+      storeKeys.set(tenantId, key);
+    }
+    return key;
+  }
+
   return {
     check: function checkTenantRateLimit(tenant) {
       const limit = tenant.rateLimitPerMinute;
       if (limit === undefined) return undefined;
       let decision: RateLimitDecision | Promise<RateLimitDecision>;
       try {
-        decision = store.take(`tenant:${tenant.id}`, limit, RATE_LIMIT_WINDOW_MS);
+        decision = store.take(storeKeyOf(tenant.id), limit, RATE_LIMIT_WINDOW_MS);
       } catch (error) {
         return storeFailed(error, tenant.id);
       }

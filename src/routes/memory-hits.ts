@@ -143,7 +143,13 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
         answer,
         count(then) {
           const counted = (limits: RateLimitHeaders | undefined) => {
-            if (limits) Object.assign(answer.headers, limits);
+            if (limits) {
+              // Named, not Object.assign: three stores of known names, not a generic copy per hit.
+              const headers = answer.headers;
+              headers['RateLimit-Limit'] = limits['RateLimit-Limit'];
+              headers['RateLimit-Remaining'] = limits['RateLimit-Remaining'];
+              headers['RateLimit-Reset'] = limits['RateLimit-Reset'];
+            }
             then(true);
           };
           let decision: ReturnType<TenantRateLimiter['check']>;
