@@ -46,9 +46,17 @@ const DEFAULT_STALLED_AFTER_MS = 5_000;
 /** A connection with requests in flight, and where its answers stood when they were last seen to move. */
 interface Busy {
   requests: number;
+  /** socket.bytesWritten when last seen to move, or NOTHING_WAITING. */
   bytesWritten: number;
   since: number;
 }
+
+/**
+ * A request began with nothing waiting to be sent: any bytes waiting later
+ * were written since, which look() counts as moving, as it would have seen
+ * bytesWritten change. Node's getter copies the write queue: not read per request.
+ */
+const NOTHING_WAITING = -1;
 
 const AT_CAPACITY = {
   error: 'Service Unavailable',
@@ -122,7 +130,10 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   function markBusy(socket: Socket): void {
     const entry = busy.get(socket);
     if (entry) entry.requests++;
-    else busy.set(socket, { requests: 1, bytesWritten: socket.bytesWritten, since: performance.now() });
+    else {
+      const bytesWritten = socket.writableLength === 0 ? NOTHING_WAITING : socket.bytesWritten;
+      busy.set(socket, { requests: 1, bytesWritten, since: performance.now() });
+    }
     watch ??= setInterval(lookOrStop, Math.min(1_000, Math.max(50, stalledAfterMs / 4))).unref();
   }
 

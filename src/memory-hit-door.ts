@@ -107,11 +107,14 @@ class DoorConnection {
   #waiting = false;
   #ended = false;
   #answered = false;
+  // Read once: Node's getter asks the socket each time, and a client gone no longer has one.
+  readonly #clientAddress: string | undefined;
 
   constructor(
     private readonly socket: Socket,
     private readonly door: DoorContext,
   ) {
+    this.#clientAddress = socket.remoteAddress;
     door.open.add(this);
     socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
@@ -161,7 +164,7 @@ class DoorConnection {
   #next(pending: Buffer): void {
     const socket = this.socket;
     const head = this.door.server.listening ? readPlainRequestHead(pending) : undefined;
-    const hit = head && this.door.hits.prepare(head.method, head.target, head.fields, false, socket.remoteAddress);
+    const hit = head && this.door.hits.prepare(head.method, head.target, head.fields, false, this.#clientAddress);
     if (!head || !hit) {
       this.#handOver();
       return;
