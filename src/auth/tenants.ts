@@ -45,7 +45,8 @@ export interface TenantRegistry {
 
 /** The namespace of an upstream account; stable across restarts and replicas. */
 export function upstreamNamespace(baseUrl: string, apiKey: string): string {
-  return sha256Hex(`flyflow-account\n${baseUrl}\n${apiKey}`).slice(0, 32);
+  // Its own flat string, not a slice of the digest's: memory hits find it in maps by it, comparing it character by character.
+  return Buffer.from(sha256Hex(`flyflow-account\n${baseUrl}\n${apiKey}`).slice(0, 32), 'latin1').toString('latin1');
 }
 
 function toTenant(config: TenantConfig, upstream: GatewayConfig['upstream']): Tenant {

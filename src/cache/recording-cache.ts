@@ -128,6 +128,11 @@ export class RecordingCache {
     return hit;
   }
 
+  /** The key of the recording `callId` of `namespace` while memory holds its body (see `lookup`), else undefined. */
+  memoryKey(namespace: string, callId: string): string | undefined {
+    return this.#catalogue.memoryKey(namespace, callId);
+  }
+
   /** Forgets a recording in this process only: another replica on the same volume removed it. */
   forget(key: string): void {
     this.#catalogue.remove(key);

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { RecordingMeta } from './recording-meta.js';
+import { cacheKey, type RecordingMeta } from './recording-meta.js';
 
 /** A recording the cache holds. What an answer needs beyond this is built where answers are. */
 export interface CachedRecording {
@@ -85,6 +85,13 @@ export class RecordingCatalogue {
   /** Readers of a file; a pinned entry is never evicted under them. */
   readonly #pins = new Map<string, number>();
   readonly #strings = new Map<string, string>();
+  /**
+   * The key of each recording memory holds, by namespace and call id: a
+   * memory hit takes the very string the maps above hold, whose hash is
+   * known and which each of them finds by identity, instead of making a new
+   * key to hash and compare character by character in each.
+   */
+  readonly #memoryKeys = new Map<string, Map<string, string>>();
   #diskBytes = 0;
   #diskEntries = 0;
   readonly #namespaceBytes = new Map<string, number>();
@@ -103,6 +110,7 @@ export class RecordingCatalogue {
       sizeCalculation: (body) => Math.max(1, body.length),
       // A recording held in memory only (the disk refused it) is gone once its body is: no entry stays behind.
       dispose: (_body, key, reason) => {
+        this.#forgetMemoryKey(key);
         if (reason === 'evict' && this.#entries.get(key)?.onDisk === false) this.remove(key);
       },
     });
@@ -145,7 +153,30 @@ export class RecordingCatalogue {
 
   /** Keeps a body in memory if it is small enough and `entry` is still the current one. */
   keepBody(entry: CachedRecording, body: Buffer): void {
-    if (body.length <= this.memoryEntryMaxBytes && this.#entries.get(entry.key) === entry) this.#memory.set(entry.key, body);
+    if (body.length > this.memoryEntryMaxBytes || this.#entries.get(entry.key) !== entry) return;
+    // Set first: replacing a body disposes of the old one, and with it its key here.
+    this.#memory.set(entry.key, body);
+    if (!this.#memory.has(entry.key)) return;
+    const { namespace, callId } = entry.meta;
+    if (entry.key !== cacheKey(namespace, callId)) return;
+    let byCall = this.#memoryKeys.get(namespace);
+    if (byCall === undefined) {
+      byCall = new Map();
+      this.#memoryKeys.set(namespace, byCall);
+    }
+    byCall.set(callId, entry.key);
+  }
+
+  /** The key of the recording `callId` of `namespace` while memory holds its body, else undefined. */
+  memoryKey(namespace: string, callId: string): string | undefined {
+    return this.#memoryKeys.get(namespace)?.get(callId);
+  }
+
+  #forgetMemoryKey(key: string): void {
+    // A key is `namespace/callId`; a namespace has no `/`.
+    const slash = key.indexOf('/');
+    const byCall = this.#memoryKeys.get(key.slice(0, slash));
+    if (byCall?.delete(key.slice(slash + 1)) && byCall.size === 0) this.#memoryKeys.delete(key.slice(0, slash));
   }
 
   /** Forgets a recording in every tier; answers what was forgotten. */

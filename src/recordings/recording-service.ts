@@ -143,7 +143,9 @@ export class RecordingService {
   findInMemory(namespace: string, callId: string): (FoundRecording & { body: Buffer }) | undefined {
     const { cache, copies } = this.options;
     if (copies?.trusted === false) return undefined;
-    const hit = cache.lookup(cacheKey(namespace, callId));
+    // The cache's own key string: its maps then find it by identity.
+    const key = cache.memoryKey(namespace, callId);
+    const hit = key === undefined ? undefined : cache.lookup(key);
     return hit?.tier === 'memory' && !copies?.heldBack(hit.entry.meta) ? hit : undefined;
   }
 

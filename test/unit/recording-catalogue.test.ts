@@ -43,6 +43,50 @@ describe('hits', () => {
   });
 });
 
+describe('memoryKey: the key of a recording memory holds', () => {
+  test('is the very key string the catalogue holds, while memory holds the body, and only then', () => {
+    const catalogue = catalogueWith([100, 100]);
+    expect(catalogue.memoryKey('ns', '1')).toBeUndefined();
+    const entry = catalogue.peek('ns/1')!;
+    catalogue.keepBody(entry, Buffer.alloc(100, 1));
+    const key = catalogue.memoryKey('ns', '1');
+    expect(key).toBe('ns/1');
+    expect(Object.is(key, entry.key)).toBe(true);
+    expect(catalogue.lookup(key!)).toMatchObject({ tier: 'memory' });
+    expect(catalogue.memoryKey('ns', '2')).toBeUndefined();
+    expect(catalogue.memoryKey('other', '1')).toBeUndefined();
+  });
+
+  test('is forgotten when the body leaves memory: evicted, its entry removed or replaced; kept when the body is replaced', () => {
+    // Memory holds 8 bodies of 100 bytes (maxMemoryBytes 800; an entry may take 1/8).
+    const catalogue = catalogueWith(
+      Array.from({ length: 10 }, () => 100),
+      { maxMemoryBytes: 800, maxDiskBytes: 10_000 },
+    );
+    for (let id = 1; id <= 8; id++) catalogue.keepBody(catalogue.peek(`ns/${id}`)!, Buffer.alloc(100));
+    expect(catalogue.memoryKey('ns', '1')).toBe('ns/1');
+    catalogue.keepBody(catalogue.peek('ns/1')!, Buffer.alloc(100, 2));
+    expect(catalogue.memoryKey('ns', '1')).toBe('ns/1');
+    catalogue.keepBody(catalogue.peek('ns/9')!, Buffer.alloc(100));
+    expect(catalogue.memoryKey('ns', '2'), 'the least recently used body, evicted').toBeUndefined();
+    expect(catalogue.memoryKey('ns', '9')).toBe('ns/9');
+    catalogue.remove('ns/3');
+    expect(catalogue.memoryKey('ns', '3')).toBeUndefined();
+    catalogue.add('ns/4', meta('4', 100), true);
+    expect(catalogue.memoryKey('ns', '4'), 'a new entry under the key has no body yet').toBeUndefined();
+    expect(catalogue.lookup('ns/4')?.tier).toBe('disk');
+  });
+
+  test("is never another recording's: an entry whose key is not its namespace and call id is not listed", () => {
+    const catalogue = new RecordingCatalogue({ maxMemoryBytes: 8000, maxDiskBytes: 1000 });
+    const entry = catalogue.add('ns/7', meta('8', 100), true);
+    catalogue.keepBody(entry, Buffer.alloc(100));
+    expect(catalogue.lookup('ns/7')?.tier).toBe('memory');
+    expect(catalogue.memoryKey('ns', '8')).toBeUndefined();
+    expect(catalogue.memoryKey('ns', '7')).toBeUndefined();
+  });
+});
+
 describe('the disk budget', () => {
   test('room is made by evicting the least recently used first, and a hit makes a recording recent', () => {
     const catalogue = catalogueWith([300, 300, 300]);
