@@ -222,6 +222,19 @@ function refuseExpectation(request: IncomingMessage, response: ServerResponse): 
   writeJsonError(request, response, 417, answer);
 }
 
+/**
+ * Node's own handling of `Expect: 100-continue`, but for an answer queued
+ * behind another on the connection (a pipelined request): Node writes that
+ * 100 after the head its listener writes at once, inside the answer. The
+ * 100 is left out there (RFC 9110 10.1.1: a client waits for it a while,
+ * then sends any content anyway).
+ */
+function continueUnlessQueued(this: Server, request: IncomingMessage, response: ServerResponse): void {
+  // Node gives an answer its socket once every answer before it is done.
+  if (response.socket !== null) response.writeContinue();
+  this.emit('request', request, response);
+}
+
 // Every method some route takes.
 const SERVER_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 
@@ -358,6 +371,7 @@ export function createHttpServer(
   server.on('connection', closeGentlyAfterLastAnswer);
   server.on('clientError', answerClientError);
   server.on('checkExpectation', refuseExpectation);
+  server.on('checkContinue', continueUnlessQueued);
   server.on('connect', refuseConnect);
   if (options.memoryHits) openMemoryHitDoor(server, options.memoryHits, guard);
   return server;
