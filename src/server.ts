@@ -190,27 +190,43 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
       else closeGently(socket, answer);
       return;
     }
-    // An earlier request's answer: Node detaches it on its 'finish' (registered first), then this writes after it.
-    inFlight.once('finish', () => closeGently(socket, answer));
-    inFlight.once('close', () => {
-      if (!inFlight.writableFinished) socket.destroy();
+    // Earlier requests' answers, the last perhaps queued behind the one in flight: Node detaches each on
+    // its 'finish' (registered first), then this writes after the last, and so after every one.
+    const last = latestAnswer.get(socket) ?? inFlight;
+    last.once('finish', () => closeGently(socket, answer));
+    last.once('close', () => {
+      if (!last.writableFinished) socket.destroy();
     });
     return;
   }
   closeGently(socket, answer);
 }
 
+// The latest answer Node made on each connection, until it is done: a refusal goes after it (RFC 9112 9.3.2).
+const latestAnswer = new WeakMap<Duplex, ServerResponse>();
+
+function noteAnswer(request: IncomingMessage, response: ServerResponse): void {
+  const socket = request.socket;
+  latestAnswer.set(socket, response);
+  // Not kept past its end: an idle keep-alive connection holds no answer.
+  response.once('close', () => {
+    if (latestAnswer.get(socket) === response) latestAnswer.delete(socket);
+  });
+}
+
 /**
  * The refused request's own bytes. The packet may begin with requests the
  * parser took before it (pipelining): what follows the last blank line before
- * the point where the parser stopped is the refused one's request line.
+ * the point where the parser stopped is the refused one's request line, or
+ * whatever stands in its place (`XYZ`), judged as on a fresh connection.
  */
 function refusedRequest(packet: string, bytesParsed: number | undefined): string {
   const stop = Math.min(bytesParsed ?? packet.length, packet.length);
   const crlf = packet.lastIndexOf('\r\n\r\n', stop - 1);
   const lf = packet.lastIndexOf('\n\n', stop - 1);
   const start = Math.max(crlf === -1 ? 0 : crlf + 4, lf === -1 ? 0 : lf + 2);
-  return start < packet.length && REQUEST_LINE_START.test(packet.slice(start)) ? packet.slice(start) : packet;
+  // Stopped at the packet's end (an HTTP/2 preface, whose parts each end in a blank line): the whole packet.
+  return start < packet.length ? packet.slice(start) : packet;
 }
 
 /**
@@ -369,6 +385,8 @@ export function createHttpServer(
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.on('connection', guard.admit);
   server.on('connection', closeGentlyAfterLastAnswer);
+  server.prependListener('request', noteAnswer);
+  server.prependListener('checkExpectation', noteAnswer);
   server.on('clientError', answerClientError);
   server.on('checkExpectation', refuseExpectation);
   server.on('checkContinue', continueUnlessQueued);
