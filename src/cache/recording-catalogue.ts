@@ -111,7 +111,8 @@ export class RecordingCatalogue {
       // A recording held in memory only (the disk refused it) is gone once its body is: no entry stays behind.
       dispose: (_body, key, reason) => {
         this.#forgetMemoryKey(key);
-        if (reason === 'evict' && this.#entries.get(key)?.onDisk === false) this.remove(key);
+        // Not remove(): deleting from the LRU inside its own eviction corrupts it (a body served under another key).
+        if (reason === 'evict' && this.#entries.get(key)?.onDisk === false) this.#dropEntry(key);
       },
     });
   }
@@ -181,6 +182,13 @@ export class RecordingCatalogue {
 
   /** Forgets a recording in every tier; answers what was forgotten. */
   remove(key: string): CachedRecording | undefined {
+    const entry = this.#dropEntry(key);
+    this.#memory.delete(key);
+    return entry;
+  }
+
+  /** Forgets a recording's entry, its body left to the caller. */
+  #dropEntry(key: string): CachedRecording | undefined {
     const entry = this.#entries.get(key);
     if (entry?.onDisk) {
       this.#countDisk(entry.meta.namespace, -entry.meta.size);
@@ -188,7 +196,6 @@ export class RecordingCatalogue {
     }
     this.#entries.delete(key);
     if (entry === this.#mostRecent) this.#mostRecent = undefined;
-    this.#memory.delete(key);
     return entry;
   }
 

@@ -43,6 +43,24 @@ describe('hits', () => {
   });
 });
 
+describe('recordings held in memory only', () => {
+  test('evicted from memory, each leaves with its entry, and every other one keeps its own body', () => {
+    // Memory holds 8 bodies of 100 bytes; 40 recordings the disk refused (onDisk false) pass through it.
+    const catalogue = new RecordingCatalogue({ maxMemoryBytes: 800, maxDiskBytes: 10_000 });
+    for (let id = 1; id <= 40; id++) {
+      const entry = catalogue.add(`ns/${id}`, meta(String(id), 100), false);
+      catalogue.keepBody(entry, Buffer.alloc(100, id));
+      for (let earlier = 1; earlier <= id; earlier++) {
+        const hit = catalogue.lookup(`ns/${earlier}`);
+        if (hit) expect(hit.tier === 'memory' && hit.body[0], `ns/${earlier} after ${id} stored`).toBe(earlier);
+      }
+    }
+    const held = Array.from({ length: 40 }, (_, i) => catalogue.lookup(`ns/${i + 1}`)).filter((hit) => hit !== undefined);
+    expect(held.length).toBe(8);
+    expect(catalogue.stats().entries).toBe(8);
+  });
+});
+
 describe('memoryKey: the key of a recording memory holds', () => {
   test('is the very key string the catalogue holds, while memory holds the body, and only then', () => {
     const catalogue = catalogueWith([100, 100]);
