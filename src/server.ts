@@ -182,24 +182,41 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   const { status, message } = clientErrorAnswer(error, raw);
   // The parser refused the headers too, so the caller's X-Request-Id is not taken: a new one. A HEAD gets the head alone.
   const answer = rawJsonAnswer(status, { error: status.slice(4), message }, requestIdFrom(undefined), '', raw.startsWith('HEAD '));
-  const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (inFlight && !inFlight.writableFinished) {
-    // Its request still incomplete: the refusal is about that one (a body cut short or timed out), which can take it only unanswered.
-    if (!inFlight.req.complete) {
-      if (inFlight.headersSent) socket.destroy();
-      else closeGently(socket, answer);
-      return;
-    }
-    // Earlier requests' answers, the last perhaps queued behind the one in flight: Node detaches each on
-    // its 'finish' (registered first), then this writes after the last, and so after every one.
-    const last = latestAnswer.get(socket) ?? inFlight;
-    last.once('finish', () => closeGently(socket, answer));
-    last.once('close', () => {
-      if (!last.writableFinished) socket.destroy();
-    });
+  refuseAfterAnswers(socket, answer);
+}
+
+/**
+ * Writes a refusal and closes once every answer Node made on the connection
+ * before it is done: an answer can be written out and still hold the ones
+ * queued behind it until its 'finish' (a memory hit ends at once). When the
+ * refused bytes are the latest request's own (its body cut short, malformed
+ * or timed out), that request can take the refusal only unanswered, after the
+ * answers before it.
+ */
+function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGently>[1]): void {
+  const last = latestAnswer.get(socket);
+  if (last === undefined) {
+    closeGently(socket, answer);
     return;
   }
-  closeGently(socket, answer);
+  let waitFor = last;
+  if (!last.req.complete) {
+    if (last.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const current = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (!current || current === last) {
+      closeGently(socket, answer);
+      return;
+    }
+    waitFor = current;
+  }
+  // After noteAnswer's own listener: the answer is no longer the latest by then.
+  waitFor.once('close', () => {
+    if (waitFor.writableFinished) refuseAfterAnswers(socket, answer);
+    else socket.destroy();
+  });
 }
 
 // The latest answer Node made on each connection, until it is done: a refusal goes after it (RFC 9112 9.3.2).
@@ -217,16 +234,14 @@ function noteAnswer(request: IncomingMessage, response: ServerResponse): void {
 /**
  * The refused request's own bytes. The packet may begin with requests the
  * parser took before it (pipelining): what follows the last blank line before
- * the point where the parser stopped is the refused one's request line, or
- * whatever stands in its place (`XYZ`), judged as on a fresh connection.
+ * the point where the parser stopped is the refused one's request line.
  */
 function refusedRequest(packet: string, bytesParsed: number | undefined): string {
   const stop = Math.min(bytesParsed ?? packet.length, packet.length);
   const crlf = packet.lastIndexOf('\r\n\r\n', stop - 1);
   const lf = packet.lastIndexOf('\n\n', stop - 1);
   const start = Math.max(crlf === -1 ? 0 : crlf + 4, lf === -1 ? 0 : lf + 2);
-  // Stopped at the packet's end (an HTTP/2 preface, whose parts each end in a blank line): the whole packet.
-  return start < packet.length ? packet.slice(start) : packet;
+  return start < packet.length && REQUEST_LINE_START.test(packet.slice(start)) ? packet.slice(start) : packet;
 }
 
 /**

@@ -230,7 +230,7 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     }
   });
 
-  test('a request the parser refuses, pipelined behind two others, is refused after both answers, as on a fresh connection', async () => {
+  test('a request the parser refuses, pipelined behind two others, is refused after both answers', async () => {
     const id = 4243;
     const recording = syntheticRecording(192 * 1024);
     upstream.setRecording(id, recording);
@@ -241,12 +241,47 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     const missing = `GET /v1/call/recording/${id + 1}.mp3 HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\n`;
     upstream.setRecording(id + 1, recording);
     const answers = answersIn(
-      await rawExchange(gateway.baseUrl, `${get}Content-Length: 0\r\n\r\n${missing}Range: bytes=0-1\r\n\r\nXYZ\r\n\r\n`),
+      await rawExchange(gateway.baseUrl, `${get}Content-Length: 0\r\n\r\n${missing}Range: bytes=0-1\r\n\r\nGET /a\tb HTTP/1.1\r\n\r\n`),
     );
     expect(answers.map((answer) => answer.status)).toEqual(['200 OK', '206 Partial Content', '400 Bad Request']);
     expect(answers[0]!.body.equals(recording)).toBe(true);
     expect(answers[1]!.body.equals(recording.subarray(0, 2))).toBe(true);
     expect(JSON.parse(answers[2]!.body.toString())).toEqual({ error: 'Bad Request', message: 'Malformed HTTP request' });
+  });
+
+  test("a refusal waits for a miss queued behind a memory hit answered on Node's path", async () => {
+    const id = 4250;
+    const recording = syntheticRecording(2 * 1024);
+    upstream.setRecording(id, recording);
+    upstream.setRecording(id + 1, recording);
+    upstream.setBehaviour(id + 1, { kind: 'slow-head', delayMs: 300 });
+    const get = (callId: number) =>
+      `GET /v1/call/recording/${callId}.mp3 HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\n`;
+    expect(await rawExchange(gateway.baseUrl, `${get(id)}Connection: close\r\n\r\n`)).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    // The hit's 2 KiB are with the kernel at once; the miss behind it waits 300 ms for its upstream.
+    const answers = answersIn(
+      await rawExchange(gateway.baseUrl, `${get(id)}Content-Length: 0\r\n\r\n${get(id + 1)}\r\nGET /a\tb HTTP/1.1\r\n\r\n`),
+    );
+    expect(answers.map((answer) => answer.status)).toEqual(['200 OK', '200 OK', '400 Bad Request']);
+    expect(answers[0]!.body.equals(recording) && answers[1]!.body.equals(recording)).toBe(true);
+  });
+
+  test('a body the parser refuses, of a request queued behind a miss, is refused once the miss is answered, not at the request timeout', async () => {
+    const id = 4246;
+    const recording = syntheticRecording(16 * 1024);
+    upstream.setRecording(id, recording);
+    upstream.setBehaviour(id, { kind: 'slow-head', delayMs: 300 });
+    const answers = answersIn(
+      await rawExchange(
+        gateway.baseUrl,
+        `GET /v1/call/recording/${id}.mp3 HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\n` +
+          `POST /v1/call/recording/${id}/signed-url HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\n` +
+          'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n',
+      ),
+    );
+    expect(answers.map((answer) => answer.status)).toEqual(['200 OK', '400 Bad Request']);
+    // Before the request timeout's 408: rawExchange gives up after 5 s.
+    expect(answers[0]!.body.equals(recording)).toBe(true);
   });
 
   test('OPTIONS * is about the server: 204 with every method some route takes; GET * stays a 400', async () => {
