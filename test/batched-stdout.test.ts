@@ -1,4 +1,4 @@
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -111,6 +111,17 @@ describe('BatchedStdout', () => {
   });
 });
 
+/** Runs `script` (ESM, the project's TypeScript through tsx) in a node process of its own; it must exit 0. */
+function runScript(script: string): SpawnSyncReturns<string> {
+  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: path.resolve(import.meta.dirname, '..'),
+    encoding: 'utf8',
+    timeout: 15_000,
+  });
+  expect(child.status, child.stderr).toBe(0);
+  return child;
+}
+
 describe("the gateway's stdout", () => {
   // A real process: request lines wait for a batch, any other line takes them out with it at once, and exit writes what is left.
   it('writes any other line at once with the request lines before it, and the last ones at exit', () => {
@@ -125,12 +136,7 @@ describe("the gateway's stdout", () => {
       writeSync(1, '{"msg":"written straight to fd 1","level":0}\\n');
       writeLine('"reqId":"third"', REQUEST_LINE);
     `;
-    const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: path.resolve(import.meta.dirname, '..'),
-      encoding: 'utf8',
-      timeout: 15_000,
-    });
-    expect(child.status, child.stderr).toBe(0);
+    const child = runScript(script);
     const lines = child.stdout
       .trim()
       .split('\n')
@@ -158,12 +164,7 @@ describe("the gateway's stdout", () => {
       logger.level = 'info';
       writeLine('"reqId":"back-at-info"', REQUEST_LINE);
     `;
-    const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: path.resolve(import.meta.dirname, '..'),
-      encoding: 'utf8',
-      timeout: 15_000,
-    });
-    expect(child.status, child.stderr).toBe(0);
+    const child = runScript(script);
     const reqIds = child.stdout
       .trim()
       .split('\n')

@@ -5,19 +5,15 @@ import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js'
 import { contentRange, decideRange, type ByteRange } from '../http/range.js';
 import { whenClosed } from '../http/response-closed.js';
 import type { CachedRecording } from '../cache/recording-cache.js';
+import type { RequestFields } from '../http/request-fields.js';
 import type { RecordingReader } from '../recordings/recording-service.js';
 import { storedRepresentation, type Representation } from './recording-headers.js';
 
 /** The request headers that shape a recording answer. */
-export interface RecordingRequest {
-  method: string;
-  range: string | undefined;
-  ifRange: string | undefined;
-  ifMatch: string | undefined;
-  ifNoneMatch: string | undefined;
-  ifModifiedSince: string | undefined;
-  ifUnmodifiedSince: string | undefined;
-}
+export type RecordingRequest = { method: string } & Pick<
+  RequestFields,
+  'range' | 'ifRange' | 'ifMatch' | 'ifNoneMatch' | 'ifModifiedSince' | 'ifUnmodifiedSince'
+>;
 
 /** The per-request headers: Cache-Control, Cache-Status, CORS, X-Request-Id. */
 export type ResponseHeaders = Record<string, string>;
