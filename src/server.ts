@@ -274,11 +274,12 @@ const CONNECT_REFUSED = { error: 'Method Not Allowed', message: 'CONNECT is not 
 /**
  * Node hands a CONNECT request to the server's 'connect' listener, and
  * without one closes the connection unanswered: it gets a JSON 405 here
- * instead, as every other method no route takes.
+ * instead, as every other method no route takes, after the answers to any
+ * requests pipelined before it.
  */
 function refuseConnect(request: IncomingMessage, socket: Duplex): void {
   const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
-  closeGently(socket, rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`));
+  refuseAfterAnswers(socket, rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`));
 }
 
 /**
