@@ -2,6 +2,7 @@ import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ConnectionGuard } from './connection-guard.js';
 import { readPlainRequestHead } from './http/plain-request-head.js';
+import { isSharedReadBuffer, readIntoSharedBuffer, stopSharedReads } from './http/shared-read-buffer.js';
 import type { MemoryHit, MemoryHits } from './routes/memory-hits.js';
 
 const statusLines = new Map<number, Buffer>();
@@ -116,7 +117,7 @@ class DoorConnection {
   ) {
     this.#clientAddress = socket.remoteAddress;
     door.open.add(this);
-    socket.on('data', this.#onData);
+    if (!readIntoSharedBuffer(socket, this.#onRead)) socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('timeout', this.#onTimeout);
@@ -137,6 +138,12 @@ class DoorConnection {
   #onData = (chunk: Buffer): void => {
     this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
     if (!this.#waiting) this.#serve();
+  };
+
+  #onRead = (chunk: Buffer): void => {
+    this.#onData(chunk);
+    // The next read overwrites the shared buffer.
+    if (this.#pending !== undefined && isSharedReadBuffer(this.#pending)) this.#pending = Buffer.from(this.#pending);
   };
 
   #onEnd = (): void => {
@@ -244,6 +251,7 @@ class DoorConnection {
     const socket = this.socket;
     this.door.open.delete(this);
     socket.removeListener('data', this.#onData);
+    stopSharedReads(socket);
     socket.removeListener('end', this.#onEnd);
     socket.removeListener('error', this.#onError);
     socket.removeListener('timeout', this.#onTimeout);
@@ -254,7 +262,7 @@ class DoorConnection {
     else socket.setTimeout(0);
     this.#waiting = false;
     socket.pause();
-    if (this.#pending) socket.unshift(this.#pending);
+    if (this.#pending) socket.unshift(isSharedReadBuffer(this.#pending) ? Buffer.from(this.#pending) : this.#pending);
     this.#pending = undefined;
     this.door.handOver(socket);
     socket.resume();

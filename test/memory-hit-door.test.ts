@@ -333,6 +333,32 @@ describe('pipelined requests', () => {
     expect(byDoor).toBe(50);
   });
 
+  test("requests waiting behind an answer the client has not taken are not overwritten by another connection's reads", async () => {
+    // The door reads every connection into one shared buffer: what a connection keeps past a read must be its own copy.
+    const count = 1_000;
+    const pipeline = Array.from({ length: count }, () => head()).join('');
+    const socket = connect(withDoor.base.port, '127.0.0.1');
+    socket.on('error', () => {});
+    cleanups.push(() => void socket.destroy());
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause();
+    socket.write(pipeline, 'latin1');
+    // The answers (23 KB each) fill the kernel's buffers long before the last: the rest of the pipeline waits in the door.
+    await serverHasRead(withDoor, socket, pipeline.length, 300);
+    // Another connection's reads fill the shared buffer from its start on, over where the waiting requests were read.
+    const other = head('Range: bytes=5-6\r\n').replace(RID, 'X-Request-Id: other-connection\r\n');
+    const probes = Array.from({ length: 400 }, () => 'GET');
+    expect(statusesOf(await exchange(withDoor, [other.repeat(probes.length)], probes))).toEqual(probes.map(() => 206));
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    socket.resume();
+    const methods = Array.from({ length: count }, () => 'GET');
+    for (let waited = 0; waited < 10_000 && wholeAnswers(received, methods).statuses.length < count; waited += 20) await sleep(20);
+    const { statuses } = wholeAnswers(received, methods);
+    expect(statuses).toEqual(methods.map(() => 200));
+    expect(received.match(/\r\nX-Request-Id: door-test-0001\r\n/g)).toHaveLength(count);
+  });
+
   test('a line that is no request, behind a hit: judged on its own bytes, as on a connection of its own (400)', async () => {
     // 0.5.2 judged it from the whole packet, whose first line was the hit's, and said 501 (unknown method).
     const door = await exchange(withDoor, [`${head()}GARBAGE\r\n\r\n`], ['GET', 'GET']);
