@@ -266,6 +266,12 @@ function continueUnlessQueued(this: Server, request: IncomingMessage, response: 
   this.emit('request', request, response);
 }
 
+/** What Node's own 'drain' listener does for a connection it serves: the answer being written may go on. */
+function drainAnswer(socket: Duplex): void {
+  const answer = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (answer?.writableNeedDrain) answer.emit('drain');
+}
+
 // Every method some route takes.
 const SERVER_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 
@@ -278,6 +284,10 @@ const CONNECT_REFUSED = { error: 'Method Not Allowed', message: 'CONNECT is not 
  * requests pipelined before it.
  */
 function refuseConnect(request: IncomingMessage, socket: Duplex): void {
+  // Node took its own listeners off the connection to hand it over as a tunnel: without these, a client's
+  // reset is an uncaught error that ends the process, and an answer still being written waits for ever.
+  socket.on('error', () => socket.destroy());
+  socket.on('drain', () => drainAnswer(socket));
   const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
   refuseAfterAnswers(socket, rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`));
 }

@@ -266,9 +266,31 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     expect(answers[0]!.body.equals(recording) && answers[1]!.body.equals(recording)).toBe(true);
   });
 
-  test('CONNECT pipelined behind a miss or a hit is refused after its answer, not in its place', async () => {
+  test('a client that resets its connection right after a CONNECT leaves no uncaught error behind (0.7.1 ended the process)', async () => {
+    const uncaught: Error[] = [];
+    const monitor = (error: Error) => uncaught.push(error);
+    process.on('uncaughtExceptionMonitor', monitor);
+    try {
+      const { port } = new URL(gateway.baseUrl);
+      for (let i = 0; i < 5; i++) {
+        const socket = connect(Number(port), '127.0.0.1');
+        socket.on('error', () => {});
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.write('CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n');
+        socket.resetAndDestroy();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect((await gateway.fetch('/healthz')).status).toBe(200);
+      expect(uncaught.map((error) => error.message)).toEqual([]);
+    } finally {
+      process.off('uncaughtExceptionMonitor', monitor);
+    }
+  });
+
+  test('CONNECT pipelined behind a miss or a hit is refused after its whole answer, not in its place', async () => {
     const id = 4252;
-    const recording = syntheticRecording(8 * 1024);
+    // Large enough that the miss's answer is written in parts, each after the connection drained.
+    const recording = syntheticRecording(1024 * 1024);
     upstream.setRecording(id, recording);
     upstream.setBehaviour(id, { kind: 'slow-head', delayMs: 300 });
     const get = `GET /v1/call/recording/${id}.mp3 HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\n`;
