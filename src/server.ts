@@ -225,10 +225,43 @@ const latestAnswer = new WeakMap<Duplex, ServerResponse>();
 function noteAnswer(request: IncomingMessage, response: ServerResponse): void {
   const socket = request.socket;
   latestAnswer.set(socket, response);
+  if (response.socket === null) noteQueued(socket, response);
   // Not kept past its end: an idle keep-alive connection holds no answer.
   response.once('close', () => {
     if (latestAnswer.get(socket) === response) latestAnswer.delete(socket);
   });
+}
+
+// Answers queued behind another on their connection (pipelined), until Node gives them the connection.
+const queuedAnswers = new WeakMap<Duplex, Set<ServerResponse>>();
+
+/**
+ * Node gives a queued answer its connection once the answers before it are
+ * done; when the connection closes first (the client half-closed, or went
+ * away), it never does, and the answer never closes: what it holds to write
+ * (a recording's open file, a download's reader) would stay held until the
+ * garbage collector found it, and its log line would never be written. It
+ * is closed here as an answer cut short.
+ */
+function noteQueued(socket: Duplex, response: ServerResponse): void {
+  let queued = queuedAnswers.get(socket);
+  if (queued === undefined) {
+    const answers = new Set<ServerResponse>();
+    queued = answers;
+    queuedAnswers.set(socket, answers);
+    socket.once('close', () => {
+      for (const answer of answers) closeUnsent(answer);
+      answers.clear();
+    });
+  }
+  const answers = queued;
+  answers.add(response);
+  response.once('socket', () => answers.delete(response));
+}
+
+function closeUnsent(response: ServerResponse): void {
+  response.destroy();
+  response.emit('close');
 }
 
 /**
