@@ -244,19 +244,19 @@ const queuedAnswers = new WeakMap<Duplex, Set<ServerResponse>>();
  * is closed here as an answer cut short.
  */
 function noteQueued(socket: Duplex, response: ServerResponse): void {
-  let queued = queuedAnswers.get(socket);
-  if (queued === undefined) {
-    const answers = new Set<ServerResponse>();
-    queued = answers;
-    queuedAnswers.set(socket, answers);
-    socket.once('close', () => {
-      for (const answer of answers) closeUnsent(answer);
-      answers.clear();
-    });
-  }
-  const answers = queued;
+  const answers = queuedAnswers.get(socket) ?? watchQueue(socket);
   answers.add(response);
   response.once('socket', () => answers.delete(response));
+}
+
+function watchQueue(socket: Duplex): Set<ServerResponse> {
+  const answers = new Set<ServerResponse>();
+  queuedAnswers.set(socket, answers);
+  socket.once('close', () => {
+    for (const answer of answers) closeUnsent(answer);
+    answers.clear();
+  });
+  return answers;
 }
 
 function closeUnsent(response: ServerResponse): void {

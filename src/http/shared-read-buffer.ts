@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
  * A socket's reads delivered from its handle into one buffer shared by every
  * such socket, as Node does for a client socket made with the `onread`
  * option, without the stream machinery a 'data' listener runs per read (a
- * Buffer made, `push`, `maybeReadMore` on the next tick: about a sixth of a
+ * Buffer made, `push`, `maybeReadMore` on the next tick: a tenth of a
  * memory hit's instructions). Node's server makes its sockets without that
  * option, so this sets what the option sets: the socket's `kBuffer` and
  * `kBufferCb` properties, found by their symbols' names, and the handle's
