@@ -356,6 +356,27 @@ describe('pipelined requests', () => {
     expect(openFiles() - before).toBeLessThan(5);
   });
 
+  test('200 disk hits pipelined by a client that reads nothing hold one open file, not 200: each is looked up in its turn', async () => {
+    const openFiles = () => readdirSync('/proc/self/fd').length;
+    const before = openFiles();
+    const hits = head('', DISK_REC).repeat(200);
+    const socket = connect(withoutDoor.base.port, '127.0.0.1');
+    socket.on('error', () => {});
+    cleanups.push(() => void socket.destroy());
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause();
+    socket.write(hits);
+    await serverHasRead(withoutDoor, socket, hits.length);
+    await sleep(200);
+    // 0.7.2 before this opened every one of them at once.
+    expect(openFiles() - before).toBeLessThan(10);
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.resetAndDestroy();
+    await closed;
+    await sleep(100);
+    expect(openFiles() - before).toBeLessThan(5);
+  });
+
   test("requests waiting behind an answer the client has not taken are not overwritten by another connection's reads", async () => {
     // The door reads every connection into one shared buffer: what a connection keeps past a read must be its own copy.
     const count = 1_000;

@@ -19,3 +19,21 @@ export function whenClosed(response: ServerResponse, run: (end: ResponseEnd) => 
   // `_closed`), and once's wrapper cost two allocations on every answer.
   else response.on('close', () => run(response.writableFinished ? 'sent' : 'cut'));
 }
+
+/**
+ * Resolves once Node gives `response` its connection: at once for the answer
+ * next in line, later for one queued behind others on a pipelined
+ * connection, or when it closes before its turn (then `destroyed`).
+ */
+export function untilItsTurn(response: ServerResponse): Promise<void> | undefined {
+  if (response.socket !== null || response.destroyed) return undefined;
+  return new Promise((resolve) => {
+    const done = () => {
+      response.off('socket', done);
+      response.off('close', done);
+      resolve();
+    };
+    response.on('socket', done);
+    response.on('close', done);
+  });
+}
