@@ -74,6 +74,9 @@ function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, body: U
   return head;
 }
 
+// What a connection may send while its answer waits for the rate limiter before its reads stop, as a stream's buffer would.
+const MAX_PENDING_WHILE_WAITING_BYTES = 64 * 1024;
+
 // A body up to this size goes out behind its head in one write: a corked pair of writes costs more than the copy.
 const BODY_IN_HEAD_MAX_BYTES = 16 * 1024;
 
@@ -106,6 +109,8 @@ class DoorConnection {
   #pending: Buffer | undefined;
   /** An answer waits for the rate limiter (Redis) or for the client to take what was written. */
   #waiting = false;
+  /** Reads come from the handle into the shared buffer (src/http/shared-read-buffer.ts), not through the stream. */
+  #readsShared = false;
   #ended = false;
   #answered = false;
   // Read once: Node's getter asks the socket each time, and a client gone no longer has one.
@@ -117,7 +122,8 @@ class DoorConnection {
   ) {
     this.#clientAddress = socket.remoteAddress;
     door.open.add(this);
-    if (!readIntoSharedBuffer(socket, this.#onRead)) socket.on('data', this.#onData);
+    this.#readsShared = readIntoSharedBuffer(socket, this.#onRead);
+    if (!this.#readsShared) socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('timeout', this.#onTimeout);
@@ -142,6 +148,7 @@ class DoorConnection {
 
   #onRead = (chunk: Buffer): void => {
     this.#onData(chunk);
+    if (this.#waiting && this.#pending !== undefined && this.#pending.length > MAX_PENDING_WHILE_WAITING_BYTES) this.socket.pause();
     // The next read overwrites the shared buffer.
     if (this.#pending !== undefined && isSharedReadBuffer(this.#pending)) this.#pending = Buffer.from(this.#pending);
   };
@@ -190,8 +197,10 @@ class DoorConnection {
       if (!synchronous && !this.#waiting) this.#resume();
     });
     synchronous = false;
-    // The rate limiter asks Redis, or the client has not taken the answer: read nothing more until then.
-    if (this.#waiting) socket.pause();
+    // The client has not taken the answer: read nothing more until it does. While the rate limiter asks
+    // Redis, reads go on (the stream buffers them; the shared buffer's are kept in `pending`, up to a
+    // bound), so that a client that resets is seen at once and its answer never written.
+    if (this.#waiting && (socket.writableNeedDrain || !this.#readsShared)) socket.pause();
   }
 
   /** Writes the answer; `waiting` stays set while the client has not taken it. */

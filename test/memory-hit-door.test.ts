@@ -464,6 +464,46 @@ describe('rate limits through the door', () => {
       await bed.limited.joinCluster(`http://127.0.0.1:${bed.door.base.port}`);
       await fivePipelined(bed);
     });
+
+    test('while Redis holds the rate-limit check, the door reads on (a client that resets is seen at once), up to 64 KiB, then stops', async () => {
+      // A Redis of its own: the test before used up the limited tenant's tokens, and its replica is still listed.
+      const ownRedis = await startRedisServer();
+      cleanups.push(() => ownRedis.stop());
+      const cacheDir = await makeTempDir();
+      const cluster = {
+        redisUrl: ownRedis.url,
+        nodeId: 'gw-door-2',
+        peerSecret: 'peer-secret-for-door-tests-0123456789',
+        redisTimeoutMs: 5_000,
+      };
+      const gw = await createGateway({ config: configFor(cacheDir, { cluster }), clock: manualClock() });
+      cleanups.push(() => removeDir(cacheDir));
+      cleanups.push(() => gw.close());
+      const bed = { door: await listenTracked(serverFor(gw, { door: gw.memoryHits })), plain: await listenTracked(serverFor(gw, {})) };
+      cleanups.push(() => closeServer(bed.door.server));
+      cleanups.push(() => closeServer(bed.plain.server));
+      await gw.joinCluster(`http://127.0.0.1:${bed.door.base.port}`);
+      await warm(gw, bed.plain);
+      const probe = head('Range: bytes=0-1\r\n');
+      const socket = connect(bed.door.base.port, '127.0.0.1');
+      socket.on('error', () => {});
+      cleanups.push(() => void socket.destroy());
+      await new Promise((resolve) => socket.once('connect', resolve));
+      process.kill(ownRedis.pid, 'SIGSTOP');
+      try {
+        socket.write(probe);
+        await serverHasRead(bed.door, socket, probe.length);
+        // About 220 KB more, while the first request's check waits.
+        socket.write(probe.repeat(1_500));
+        await sleep(300);
+        const read = bed.door.accepted.get(socket.localPort ?? -1)!.bytesRead - probe.length;
+        // Read on until what waits (the first request included) passed 64 KiB: at most one read of 64 KiB past it.
+        expect(read).toBeGreaterThanOrEqual(64 * 1024 - probe.length);
+        expect(read).toBeLessThanOrEqual(2 * 64 * 1024);
+      } finally {
+        process.kill(ownRedis.pid, 'SIGCONT');
+      }
+    });
   });
 });
 
