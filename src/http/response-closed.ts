@@ -27,13 +27,25 @@ export function whenClosed(response: ServerResponse, run: (end: ResponseEnd) => 
  */
 export function untilItsTurn(response: ServerResponse): Promise<void> | undefined {
   if (response.socket !== null || response.destroyed) return undefined;
+  return firstOf(response, 'socket', 'close');
+}
+
+/** Resolves once `connection` can take more, or is gone. */
+export function drained(connection: ServerResponse): Promise<void> {
+  // A write to a destroyed connection returns false, and neither 'drain' nor 'close' comes again.
+  if (connection.destroyed) return Promise.resolve();
+  return firstOf(connection, 'drain', 'close');
+}
+
+/** Resolves at whichever of the two events `response` emits first; neither listener is left behind. */
+function firstOf(response: ServerResponse, one: string, other: string): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
-      response.off('socket', done);
-      response.off('close', done);
+      response.off(one, done);
+      response.off(other, done);
       resolve();
     };
-    response.on('socket', done);
-    response.on('close', done);
+    response.on(one, done);
+    response.on(other, done);
   });
 }

@@ -3,7 +3,7 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { evaluatePreconditions, rangeIsApplicable, type Validators } from '../http/conditional.js';
 import { PreconditionFailedError, RangeNotSatisfiableError } from '../errors.js';
 import { contentRange, decideRange, type ByteRange } from '../http/range.js';
-import { whenClosed } from '../http/response-closed.js';
+import { drained, whenClosed } from '../http/response-closed.js';
 import type { CachedRecording } from '../cache/recording-cache.js';
 import type { RequestFields } from '../http/request-fields.js';
 import type { RecordingReader } from '../recordings/recording-service.js';
@@ -235,21 +235,6 @@ async function readChunk(read: ReadAt, position: number, end: number, scratch?: 
   const chunk = await read(position, Math.min(end - position, STREAM_CHUNK_BYTES), scratch);
   if (chunk === null || chunk.length === 0) throw new Error('recording body ended early');
   return chunk;
-}
-
-/** Resolves once `connection` can take more, or is gone. */
-function drained(connection: ServerResponse): Promise<void> {
-  // A write to a destroyed connection returns false, and neither 'drain' nor 'close' comes again.
-  if (connection.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      connection.off('drain', done);
-      connection.off('close', done);
-      resolve();
-    };
-    connection.on('drain', done);
-    connection.on('close', done);
-  });
 }
 
 /**
