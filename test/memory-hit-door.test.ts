@@ -334,6 +334,23 @@ describe('pipelined requests', () => {
     expect(byDoor).toBe(50);
   });
 
+  test('info.json requests pipelined behind answers the client has not taken fetch nothing until their turn', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => 9_300 + i);
+    for (const id of ids) upstream.setRecording(id, upstream.recording(1)!);
+    // Disk hits first, more than the kernel's buffers hold: the answers after them wait for a client that does not read.
+    const requests = head('', DISK_REC).repeat(100) + ids.map((id) => head('', `/v1/call/recording/${id}/info.json`)).join('');
+    const socket = connect(withoutDoor.base.port, '127.0.0.1');
+    socket.on('error', () => {});
+    cleanups.push(() => void socket.destroy());
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause();
+    socket.write(requests);
+    await serverHasRead(withoutDoor, socket, requests.length);
+    await sleep(300);
+    // 0.7.2 before this started a download for each of them at once.
+    expect(ids.filter((id) => upstream.recordingRequests(id).length > 0)).toEqual([]);
+  });
+
   test('disk hits pipelined, then the client resets: the answer Node never started is closed, its file not left open', async () => {
     // The answer behind the first, queued, never gets the connection.
     const openFiles = () => readdirSync('/proc/self/fd').length;

@@ -25,9 +25,19 @@ export function whenClosed(response: ServerResponse, run: (end: ResponseEnd) => 
  * next in line, later for one queued behind others on a pipelined
  * connection, or when it closes before its turn (then `destroyed`).
  */
-export function untilItsTurn(response: ServerResponse): Promise<void> | undefined {
+function untilItsTurn(response: ServerResponse): Promise<void> | undefined {
   if (response.socket !== null || response.destroyed) return undefined;
   return firstOf(response, 'socket', 'close');
+}
+
+/**
+ * For a handler that is about to read files or fetch: undefined when its
+ * answer is next in line on its connection; else a promise, once its turn
+ * came, of whether anyone is still there to answer.
+ */
+export function turnOf(response: ServerResponse | undefined): Promise<boolean> | undefined {
+  const turn = response && untilItsTurn(response);
+  return turn?.then(() => !response!.destroyed);
 }
 
 /** Resolves once `connection` can take more, or is gone. */

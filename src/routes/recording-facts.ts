@@ -4,6 +4,7 @@ import type { Clock } from '../clock.js';
 import { BadRequestError, PreconditionFailedError } from '../errors.js';
 import { otherMethodAnswer } from './other-methods.js';
 import { evaluatePreconditions } from '../http/conditional.js';
+import { turnOf } from '../http/response-closed.js';
 import type { TenantRateLimiter } from '../rate-limit/index.js';
 import { parseCallId } from '../recordings/call-id.js';
 import type {
@@ -133,6 +134,9 @@ export function createRecordingFactsHandlers(deps: RecordingFactsRoutesDeps) {
     const authorization = c.req.header('authorization');
     const caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParams(c), callId);
     const limits = await admitCaller(c, rateLimiter, caller, callId);
+    // Pipelined behind other answers, it is looked up in its turn, as a recording is (recordings.ts).
+    const turn = turnOf(c.env?.outgoing);
+    if (turn && !(await turn)) return c.body(null, 204);
     const headers = Object.assign(answerHeaders(caller, c.req.header('origin'), c.get('requestId')), limits);
 
     const started = clock.now();

@@ -9,7 +9,7 @@ import { addCorsHeaders, corsHeaders } from '../http/cors.js';
 import { DamagedFileError } from '../cache/stored-file.js';
 import { BadRequestError, MethodNotAllowedError, PreconditionFailedError } from '../errors.js';
 import { evaluatePreconditions } from '../http/conditional.js';
-import { untilItsTurn } from '../http/response-closed.js';
+import { turnOf } from '../http/response-closed.js';
 import {
   completedRepresentation,
   downloadRepresentation,
@@ -337,13 +337,9 @@ export function createRecordingHandlers(deps: RecordingRoutesDeps) {
       const limits = admitted instanceof Promise ? await admitted : admitted;
       // Pipelined behind other answers, it is looked up in its turn: a client that pipelines thousands of disk
       // hits or misses and reads nothing holds one open file or download, not thousands (Node parses ~3,000 ahead).
-      const outgoing = c.env?.outgoing;
-      const turn = outgoing && untilItsTurn(outgoing);
-      if (turn) {
-        await turn;
-        // Gone before its turn: no one to answer, nothing to read or fetch.
-        if (outgoing?.destroyed) return c.body(null, 204);
-      }
+      const turn = turnOf(c.env?.outgoing);
+      // Gone before its turn: no one to answer, nothing to read or fetch.
+      if (turn && !(await turn)) return c.body(null, 204);
       const request = recordingRequest(c);
       const extra = Object.assign(answerHeaders(caller, c.req.header('origin'), c.get('requestId')), limits);
       // A small encrypted disk hit is read whole only when the answer sends all of it.
