@@ -1,6 +1,6 @@
 import { readdirSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
@@ -71,6 +71,21 @@ function serverFor(gateway: Gateway, options: { door?: MemoryHits; limits?: Conn
 /** A request head for the main recording, with the acme key and a fixed request id unless `lines` say otherwise. */
 function head(lines = '', target = REC, method = 'GET', withAuth = true): string {
   return `${method} ${target} HTTP/1.1\r\nHost: gw.test\r\n${withAuth ? AUTH : ''}${RID}${lines}\r\n`;
+}
+
+/** Open descriptors of this process: what a leaked or held file shows as. */
+const openFiles = () => readdirSync('/proc/self/fd').length;
+
+/** A client that sends `bytes` to `to` in one write and reads nothing, once the server has read them (at most `ms` waited). */
+async function nonReadingClient(to: Listening, bytes: string, ms?: number): Promise<Socket> {
+  const socket = connect(to.base.port, '127.0.0.1');
+  socket.on('error', () => {});
+  cleanups.push(() => void socket.destroy());
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.pause();
+  socket.write(bytes, 'latin1');
+  await serverHasRead(to, socket, bytes.length, ms);
+  return socket;
 }
 
 // ---------------------------------------------------------------- the shared bed
@@ -339,13 +354,7 @@ describe('pipelined requests', () => {
     for (const id of ids) upstream.setRecording(id, upstream.recording(1)!);
     // Disk hits first, more than the kernel's buffers hold: the answers after them wait for a client that does not read.
     const requests = head('', DISK_REC).repeat(100) + ids.map((id) => head('', `/v1/call/recording/${id}/info.json`)).join('');
-    const socket = connect(withoutDoor.base.port, '127.0.0.1');
-    socket.on('error', () => {});
-    cleanups.push(() => void socket.destroy());
-    await new Promise((resolve) => socket.once('connect', resolve));
-    socket.pause();
-    socket.write(requests);
-    await serverHasRead(withoutDoor, socket, requests.length);
+    await nonReadingClient(withoutDoor, requests);
     await sleep(300);
     // 0.7.2 before this started a download for each of them at once.
     expect(ids.filter((id) => upstream.recordingRequests(id).length > 0)).toEqual([]);
@@ -353,7 +362,6 @@ describe('pipelined requests', () => {
 
   test('disk hits pipelined, then the client resets: the answer Node never started is closed, its file not left open', async () => {
     // The answer behind the first, queued, never gets the connection.
-    const openFiles = () => readdirSync('/proc/self/fd').length;
     const before = openFiles();
     const twoHits = head('', DISK_REC).repeat(2);
     for (const to of [withoutDoor, withDoor]) {
@@ -374,16 +382,8 @@ describe('pipelined requests', () => {
   });
 
   test('200 disk hits pipelined by a client that reads nothing hold one open file, not 200: each is looked up in its turn', async () => {
-    const openFiles = () => readdirSync('/proc/self/fd').length;
     const before = openFiles();
-    const hits = head('', DISK_REC).repeat(200);
-    const socket = connect(withoutDoor.base.port, '127.0.0.1');
-    socket.on('error', () => {});
-    cleanups.push(() => void socket.destroy());
-    await new Promise((resolve) => socket.once('connect', resolve));
-    socket.pause();
-    socket.write(hits);
-    await serverHasRead(withoutDoor, socket, hits.length);
+    const socket = await nonReadingClient(withoutDoor, head('', DISK_REC).repeat(200));
     await sleep(200);
     // 0.7.2 before this opened every one of them at once.
     expect(openFiles() - before).toBeLessThan(10);
@@ -398,14 +398,8 @@ describe('pipelined requests', () => {
     // The door reads every connection into one shared buffer: what a connection keeps past a read must be its own copy.
     const count = 1_000;
     const pipeline = Array.from({ length: count }, () => head()).join('');
-    const socket = connect(withDoor.base.port, '127.0.0.1');
-    socket.on('error', () => {});
-    cleanups.push(() => void socket.destroy());
-    await new Promise((resolve) => socket.once('connect', resolve));
-    socket.pause();
-    socket.write(pipeline, 'latin1');
     // The answers (23 KB each) fill the kernel's buffers long before the last: the rest of the pipeline waits in the door.
-    await serverHasRead(withDoor, socket, pipeline.length, 300);
+    const socket = await nonReadingClient(withDoor, pipeline, 300);
     // Another connection's reads fill the shared buffer from its start on, over where the waiting requests were read.
     const other = head('Range: bytes=5-6\r\n').replace(RID, 'X-Request-Id: other-connection\r\n');
     const probes = Array.from({ length: 400 }, () => 'GET');
