@@ -31,9 +31,10 @@ import {
   PEERS_RECORDING_BYTES,
   type PeerServer,
   startGatewayServer,
-  startNodeFloorServer,
+  startFloorServer,
   startPeersUpstream,
 } from './peers-servers.js';
+import { NODE_FLOOR } from './peers-report.js';
 import { median } from './stats.js';
 import { fmt, markdownTable } from './table.js';
 
@@ -138,7 +139,7 @@ async function main(): Promise<void> {
   try {
     const common = { core: cores.server, upstream, serverKey };
     servers.push(await startGatewayServer({ ...common, tenantKey, version: 'gateway', instrument: instrumentation(files.gateway) }));
-    servers.push(await startNodeFloorServer({ ...common, instrument: instrumentation(files.floor) }));
+    servers.push(await startFloorServer(NODE_FLOOR, { ...common, instrument: instrumentation(files.floor) }));
     const [gateway, floor] = servers as [PeerServer, PeerServer];
     const upstreamLabel = 'upstream directly';
     const cold = await measureColdMisses(

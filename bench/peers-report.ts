@@ -1,8 +1,8 @@
 /**
  * The peers bench's output: the issue's table (metrics by server), the
  * details of every run, the gateway's ratios to nginx, Varnish and the bare
- * `node:http` floor, one line that holds the ratios to nginx and Varnish
- * against issue 11's goals (and says where the floor stands), and one with
+ * `node:http` and `net` floors, one line that holds the ratios to nginx and Varnish
+ * against issue 11's goals (and says where the floors stand), and one with
  * what the audit trail costs (issue 12).
  */
 import type { ColdResult } from './peers-cold.js';
@@ -18,6 +18,8 @@ export const NGINX = 'nginx';
 export const VARNISH = 'Varnish';
 /** A bare `node:http` server answering from memory (peers-node-floor.ts): how close a Node caching proxy can get. */
 export const NODE_FLOOR = 'node:http floor';
+/** A bare `net` server answering from memory as the gateway's door does (peers-net-floor.ts): what Node's sockets alone cost a hit. */
+export const NET_FLOOR = 'node:net floor';
 /** The cold-miss baseline's label. */
 export const UPSTREAM = 'upstream';
 /** Other processes using more than this share of a core during a run make its figures suspect. */
@@ -154,7 +156,7 @@ function against(report: PeersReport, key: LoadCase['key'], peer: string, pick: 
   return ratios.length === 0 ? undefined : median(ratios);
 }
 
-/** gateway / each other server (nginx, Varnish, the node:http floor) for every metric, the median of the rounds' ratios. */
+/** gateway / each other server (nginx, Varnish, the floors) for every metric, the median of the rounds' ratios. */
 export function ratioTable(report: PeersReport): string {
   const labels = report.servers.map((server) => server.label).filter((label) => label !== GATEWAY && label !== GATEWAY_AUDIT);
   const rows: Cell[][] = [];
@@ -222,8 +224,8 @@ function roundOnly(report: PeersReport, round: number): PeersReport {
 /**
  * One line: each of issue 11's bench goals with the gateway's ratio (the
  * median of the rounds' ratios) and whether it is met, and how many each round alone
- * met; then, when the node:http floor ran, where Node alone stands against
- * the same peers and what share of its probe req/s the gateway reaches.
+ * met; then, for each floor that ran, where it stands against the same
+ * peers and what share of its probe req/s the gateway reaches.
  */
 export function goalSummary(report: PeersReport): string {
   const goals = issueGoals(report);
@@ -241,16 +243,20 @@ export function goalSummary(report: PeersReport): string {
   const summary = `**Goals (issue 11): ${met} of ${goals.length} met${judged.length < goals.length ? ` (${goals.length - judged.length} not measured)` : ''}${report.rounds > 1 ? `, each ratio the median of ${report.rounds} rounds' ratios` : ''}.** ${goals
     .map((goal) => `${goal.text}: ${word(goal.met)}`)
     .join('; ')}.${byRound}`;
-  const floorRan = report.cases.some((loadCase) => result(report, loadCase.key, NODE_FLOOR) !== undefined);
-  if (!floorRan) return summary;
   const rps = (run: CaseResult) => run.requestsPerSecond;
-  const floor = (key: LoadCase['key'], peer: string) => against(report, key, peer, rps, NODE_FLOOR);
-  const share = against(report, 'probe', NODE_FLOOR, rps);
   const figure = (value: number | undefined) => (value === undefined ? 'n/a' : times(value));
-  return (
-    `${summary} Node's own floor: probe ${figure(floor('probe', NGINX))} nginx req/s, 64 KB ${figure(floor('window', NGINX))}, ` +
-    `full-body ${figure(floor('full', VARNISH))} Varnish; the gateway reaches ${share === undefined ? 'n/a' : `${fmt(100 * share, 0)} %`} of the floor's probe req/s.`
+  const floors = [NODE_FLOOR, NET_FLOOR].filter((label) =>
+    report.cases.some((loadCase) => result(report, loadCase.key, label) !== undefined),
   );
+  const stands = floors.map((label) => {
+    const floor = (key: LoadCase['key'], peer: string) => against(report, key, peer, rps, label);
+    const share = against(report, 'probe', label, rps);
+    return (
+      ` The ${label}: probe ${figure(floor('probe', NGINX))} nginx req/s, 64 KB ${figure(floor('window', NGINX))}, ` +
+      `full-body ${figure(floor('full', VARNISH))} Varnish; the gateway reaches ${share === undefined ? 'n/a' : `${fmt(100 * share, 0)} %`} of its probe req/s.`
+    );
+  });
+  return `${summary}${stands.join('')}`;
 }
 
 /**

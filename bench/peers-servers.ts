@@ -1,6 +1,7 @@
 /**
  * Starts what the peers bench compares: the generated upstream, and in front
- * of it the compiled gateway, the bare `node:http` floor, nginx and Varnish,
+ * of it the compiled gateway, the two floors (bare `node:http` and `net`
+ * servers), nginx and Varnish,
  * each in a process group of its own (see peers-process.ts) with its files in
  * a temp dir.
  */
@@ -12,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gatewayYaml, nginxConf, varnishVcl } from './peers-configs.js';
 import { executable, freePort, pinned, startGroup, waitForPort, type ProcessGroup } from './peers-process.js';
-import { GATEWAY, GATEWAY_AUDIT, NODE_FLOOR } from './peers-report.js';
+import { GATEWAY, GATEWAY_AUDIT, NET_FLOOR, NODE_FLOOR } from './peers-report.js';
 import { startScriptNodeFlags } from '../dev/gateway-process.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -28,6 +29,7 @@ const START_TIMEOUT_MS = 15_000;
 const SHUTDOWN_TIMEOUT_MS = 30_000;
 const UPSTREAM_SCRIPT = fileURLToPath(new URL('./peers-upstream.ts', import.meta.url));
 const NODE_FLOOR_SCRIPT = fileURLToPath(new URL('./peers-node-floor.ts', import.meta.url));
+const NET_FLOOR_SCRIPT = fileURLToPath(new URL('./peers-net-floor.ts', import.meta.url));
 
 export interface PeersUpstream {
   /** `http://127.0.0.1:PORT/v1` */
@@ -221,22 +223,33 @@ export async function startGatewayServer(options: {
   };
 }
 
+/** The two floors: a bare `node:http` server, and a bare `net` server that answers as the gateway's door does. */
+const FLOORS = {
+  [NODE_FLOOR]: { script: NODE_FLOOR_SCRIPT, kind: 'node:http', tempPrefix: 'rg-peers-node-floor-' },
+  [NET_FLOOR]: { script: NET_FLOOR_SCRIPT, kind: 'node:net', tempPrefix: 'rg-peers-net-floor-' },
+} as const;
+
 /**
- * The bare `node:http` floor (peers-node-floor.ts) as its own process on
- * `core`: what Node alone costs a caching proxy, labelled {@link NODE_FLOOR}.
- * Its temp dir holds only what it prints (nothing, unless it fails).
+ * A floor (peers-node-floor.ts, peers-net-floor.ts) as its own process on
+ * `core`: what Node alone costs a caching proxy, labelled {@link NODE_FLOOR}
+ * or {@link NET_FLOOR}. Its temp dir holds only what it prints (nothing,
+ * unless it fails).
  */
-export async function startNodeFloorServer(options: {
-  core: number | undefined;
-  upstream: PeersUpstream;
-  serverKey: string;
-  instrument?: Instrumentation;
-}): Promise<PeerServer> {
-  const dir = await tempDir('rg-peers-node-floor-');
+export async function startFloorServer(
+  label: typeof NODE_FLOOR | typeof NET_FLOOR,
+  options: {
+    core: number | undefined;
+    upstream: PeersUpstream;
+    serverKey: string;
+    instrument?: Instrumentation;
+  },
+): Promise<PeerServer> {
+  const floor = FLOORS[label];
+  const dir = await tempDir(floor.tempPrefix);
   const port = await freePort();
   const logFile = path.join(dir, 'output.log');
   const flags = ['--import', 'tsx', ...(options.instrument?.nodeFlags ?? [])];
-  const group = startGroup('the node:http floor', pinned(options.core, process.execPath, [...flags, NODE_FLOOR_SCRIPT]), {
+  const group = startGroup(`the ${label}`, pinned(options.core, process.execPath, [...flags, floor.script]), {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? '',
@@ -249,8 +262,8 @@ export async function startNodeFloorServer(options: {
   });
   await ready(group, port, dir, logFile);
   return {
-    label: NODE_FLOOR,
-    version: `node:http floor (node ${process.version})`,
+    label,
+    version: `${floor.kind} floor (node ${process.version})`,
     url: `http://127.0.0.1:${port}`,
     headers: {},
     group,

@@ -3,8 +3,10 @@
  * (proxy_cache) and Varnish in front of one generated upstream, on one core
  * each, loaded by wrk on another (issue 11, item 1); the same gateway
  * with an audit trail on the hit and range cases, for what auditing costs
- * (issue 12); and a bare `node:http` server answering from memory
- * (peers-node-floor.ts), the floor any Node caching proxy stands on. Prints
+ * (issue 12); and two floors answering from memory: a bare `node:http`
+ * server (peers-node-floor.ts), the floor any Node caching proxy on Node's
+ * HTTP server stands on, and a bare `net` server reading heads as the
+ * gateway's door does (peers-net-floor.ts), what Node's sockets alone cost. Prints
  * the issue's table, the gateway's ratios to its peers, one line against the
  * issue's goals (and where the floor stands), one with the audit trail's cost
  * and one proving the trail was written, and every run's details. Not a test: nothing
@@ -18,7 +20,7 @@
  *   PEERS_COLD_WARMUP=20    cold misses per server before those, not measured
  *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
  *   PEERS_SKIP_AUDIT=1      no `gateway + audit` server
- *   PEERS_SKIP_FLOOR=1      no `node:http floor` server
+ *   PEERS_SKIP_FLOOR=1      no floor servers (`node:http floor`, `node:net floor`)
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -33,6 +35,7 @@ import { CORE_CHECK_JOB, coreCheckMs } from './peers-speed.js';
 import {
   GATEWAY,
   GATEWAY_AUDIT,
+  NET_FLOOR,
   NGINX,
   NODE_FLOOR,
   UPSTREAM,
@@ -54,7 +57,7 @@ import {
   ROOT,
   startGatewayServer,
   startNginxServer,
-  startNodeFloorServer,
+  startFloorServer,
   startPeersUpstream,
   startVarnishServer,
   type GatewayServer,
@@ -169,11 +172,13 @@ async function main(): Promise<void> {
       }
     }
     if (withFloor) {
-      try {
-        servers.push(track(await startNodeFloorServer(common)));
-      } catch (error) {
-        process.exitCode = 1;
-        startProblems.push(`${NODE_FLOOR} could not start: ${(error as Error).message}`);
+      for (const floor of [NODE_FLOOR, NET_FLOOR] as const) {
+        try {
+          servers.push(track(await startFloorServer(floor, common)));
+        } catch (error) {
+          process.exitCode = 1;
+          startProblems.push(`${floor} could not start: ${(error as Error).message}`);
+        }
       }
     }
     for (const [present, name, start] of [
@@ -216,6 +221,11 @@ async function main(): Promise<void> {
     if (servers.some((server) => server.label === NODE_FLOOR)) {
       console.log(
         `- ${NODE_FLOOR}: \`node --import tsx bench/peers-node-floor.ts\`, a bare node:http server: a Map of recordings in memory, the gateway's hit headers, no log, auth or metrics`,
+      );
+    }
+    if (servers.some((server) => server.label === NET_FLOOR)) {
+      console.log(
+        `- ${NET_FLOOR}: \`node --import tsx bench/peers-net-floor.ts\`, a bare net server reading heads as the gateway's door does: the same Map and headers, no HTTP parser or response objects, no log, auth or metrics; no cold miss measured`,
       );
     }
     console.log('- nginx: proxy_cache, 1 worker, buffered access log; Varnish: malloc 256 MB, 1 thread pool');
@@ -276,7 +286,7 @@ async function main(): Promise<void> {
       const targets = [
         { label: UPSTREAM, origin: new URL(upstream.baseUrl).origin, headers: { authorization: `Bearer ${serverKey}` } },
         ...servers
-          .filter((server) => server !== audited)
+          .filter((server) => server !== audited && server.label !== NET_FLOOR)
           .map((server) => ({ label: server.label, origin: server.url, headers: server.headers })),
       ];
       cold = await measureColdMisses(targets, {
@@ -334,7 +344,7 @@ async function main(): Promise<void> {
     }
     const logSizes = servers
       .map((server) => {
-        if (server.label === NODE_FLOOR) return `${server.label} none`;
+        if (server.label === NODE_FLOOR || server.label === NET_FLOOR) return `${server.label} none`;
         return `${server.label} ${server.requestLog ? `${mib(fileSize(server.requestLog))} MiB` : 'in shared memory'}`;
       })
       .join(', ');

@@ -1,0 +1,167 @@
+/**
+ * The peers bench's second floor (`node:net floor`), run as a process of its
+ * own (`node --import tsx bench/peers-net-floor.ts`): what Node's sockets
+ * alone cost a hit, without Node's HTTP parser and response objects, as the
+ * gateway's memory-hit door answers (src/memory-hit-door.ts). With the
+ * `node:http floor` beside it, the bench shows how much of the gateway's
+ * distance to nginx Node's sockets and event loop set, and how much is work
+ * a Node server may leave out.
+ *
+ * A bare `net` server. Each request's head is found (its blank line), its
+ * request line and Range read; `GET /v1/call/recording/{id}.mp3` of a
+ * recording in its Map is answered with the same header set as the
+ * gateway's memory hit, built per request (a fresh X-Request-Id, the Date
+ * made once a second), `Range: bytes=a-b` with a 206, in one write (head and
+ * body corked for a body over 16 KiB). Not a general HTTP server: no log,
+ * auth, metrics, limits or timeouts; requests are answered in order, one at
+ * a time. A recording not yet held is fetched whole from the upstream, then
+ * answered (warming only: the bench measures no cold miss on this floor).
+ *
+ * Env: as peers-node-floor.ts (PEERS_FLOOR_PORT, PEERS_FLOOR_UPSTREAM, PEERS_FLOOR_KEY).
+ */
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import { etagFor } from '../src/cache/recording-meta.js';
+import { sha256Hex } from '../src/sha256.js';
+
+const HEAD_END = Buffer.from('\r\n\r\n');
+const RECORDING_PATH = /^GET \/v1\/call\/recording\/(\d+)\.mp3 HTTP\/1\.1$/;
+const RANGE_FIELD = /\r\nrange:[ \t]*bytes=(\d+)-(\d+)[ \t]*(?:\r\n|$)/i;
+const BODY_IN_HEAD_MAX_BYTES = 16 * 1024;
+const NOT_FOUND = '{"error":"Not Found","message":"No such route"}';
+
+interface Stored {
+  body: Buffer;
+  /** Every field but the per-request ones, made once. */
+  fields: string;
+}
+
+let dateSecond = -1;
+let dateLine = '';
+
+function date(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateLine = `Date: ${new Date(now).toUTCString()}\r\n`;
+  }
+  return dateLine;
+}
+
+function answer(socket: net.Socket, status: string, fields: string, body: Buffer): void {
+  const head = `HTTP/1.1 ${status}\r\n${fields}X-Request-Id: ${randomUUID()}\r\nContent-Length: ${body.length}\r\n${date()}Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n`;
+  if (body.length > BODY_IN_HEAD_MAX_BYTES) {
+    socket.cork();
+    socket.write(head, 'latin1');
+    socket.write(body);
+    socket.uncork();
+    return;
+  }
+  const bytes = Buffer.allocUnsafe(Buffer.byteLength(head, 'latin1') + body.length);
+  const at = bytes.write(head, 'latin1');
+  bytes.set(body, at);
+  socket.write(bytes);
+}
+
+function hit(socket: net.Socket, recording: Stored, range: RegExpExecArray | null): void {
+  const size = recording.body.length;
+  if (range) {
+    const start = Number(range[1]);
+    const end = Math.min(Number(range[2]), size - 1);
+    if (start <= end) {
+      answer(
+        socket,
+        '206 Partial Content',
+        `${recording.fields}Content-Range: bytes ${start}-${end}/${size}\r\n`,
+        recording.body.subarray(start, end + 1),
+      );
+      return;
+    }
+  }
+  answer(socket, '200 OK', recording.fields, recording.body);
+}
+
+function fetchWhole(upstreamBase: string, authorization: string, agent: http.Agent, callId: string): Promise<Stored> {
+  return new Promise((resolve, reject) => {
+    const request = http.get(`${upstreamBase}/call/recording/${callId}.mp3`, { agent, headers: { authorization } }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.once('error', reject);
+      response.once('end', () => {
+        if (response.statusCode !== 200 || !response.complete) {
+          reject(new Error(`upstream answered ${response.statusCode}`));
+          return;
+        }
+        const body = Buffer.concat(chunks);
+        const lastModified = response.headers['last-modified'];
+        const fields =
+          `Content-Type: ${response.headers['content-type'] ?? 'audio/mpeg'}\r\nAccept-Ranges: bytes\r\n` +
+          // The gateway's ETag (a sha256 digest), so both answer heads are the same size.
+          `ETag: ${etagFor(sha256Hex(body))}\r\n${lastModified ? `Last-Modified: ${lastModified}\r\n` : ''}` +
+          `Content-Disposition: inline; filename="call-${callId}.mp3"\r\nCache-Control: private, max-age=86400, immutable\r\n` +
+          'Vary: Origin\r\nCache-Status: recording-gateway; hit; detail=memory\r\n';
+        resolve({ body, fields });
+      });
+    });
+    request.once('error', reject);
+  });
+}
+
+function main(): void {
+  const port = Number(process.env.PEERS_FLOOR_PORT);
+  const upstreamBase = process.env.PEERS_FLOOR_UPSTREAM;
+  const key = process.env.PEERS_FLOOR_KEY;
+  if (!Number.isSafeInteger(port) || port <= 0 || !upstreamBase || !key) {
+    throw new Error('peers-net-floor: PEERS_FLOOR_PORT, PEERS_FLOOR_UPSTREAM and PEERS_FLOOR_KEY must be set');
+  }
+  const authorization = `Bearer ${key}`;
+  const agent = new http.Agent({ keepAlive: true });
+  const stored = new Map<string, Stored>();
+  const notFound = Buffer.from(NOT_FOUND);
+
+  const server = net.createServer((socket) => {
+    let pending: Buffer | undefined;
+    let busy = false;
+    const serve = (): void => {
+      while (pending !== undefined && !busy) {
+        const end = pending.indexOf(HEAD_END);
+        if (end === -1) return;
+        const head = pending.toString('latin1', 0, end);
+        pending = end + HEAD_END.length < pending.length ? pending.subarray(end + HEAD_END.length) : undefined;
+        const lineEnd = head.indexOf('\r\n');
+        const callId = RECORDING_PATH.exec(lineEnd === -1 ? head : head.slice(0, lineEnd))?.[1];
+        if (callId === undefined) {
+          answer(socket, '404 Not Found', 'Content-Type: application/json\r\n', notFound);
+          continue;
+        }
+        const range = RANGE_FIELD.exec(head);
+        const recording = stored.get(callId);
+        if (recording) {
+          hit(socket, recording, range);
+          continue;
+        }
+        busy = true;
+        fetchWhole(upstreamBase, authorization, agent, callId).then(
+          (fetched) => {
+            stored.set(callId, fetched);
+            const { body, fields } = fetched;
+            answer(socket, '200 OK', fields.replace('; hit; detail=memory', '; fwd=miss'), body);
+            busy = false;
+            serve();
+          },
+          () => socket.destroy(),
+        );
+      }
+    };
+    socket.on('data', (chunk: Buffer) => {
+      pending = pending ? Buffer.concat([pending, chunk]) : chunk;
+      serve();
+    });
+    socket.on('error', () => socket.destroy());
+  });
+  server.listen(port, '127.0.0.1');
+}
+
+main();
