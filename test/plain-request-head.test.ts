@@ -93,7 +93,17 @@ describe('readPlainRequestHead', () => {
     expect(read(withField('Connection: Keep-Alive'))).toBeDefined();
     const odd = read(withField('__proto__: x\r\nconstructor: y\r\nhasOwnProperty: z'));
     expect(fieldsOf(odd)).toEqual({ host: 'gw.example' });
-    expect(read(withField('__proto__: x\r\n__PROTO__: y'))).toBeUndefined();
+  });
+
+  test('a field no memory hit reads may come twice: Node would join it, and no answer reads it', () => {
+    expect(fieldsOf(read(withField('X-A: 1\r\nx-a: 2\r\n__proto__: x\r\n__PROTO__: y')))).toEqual({ host: 'gw.example' });
+  });
+
+  test('a name one character off a known one, or longer, is a field no memory hit reads', () => {
+    const head = read(
+      withField('Rangf: bytes=0-1\r\nHosts: x\r\nOrigin2: o\r\nContent-Lengthy: 5\r\nExpecu: x\r\nUpgradf: h2c\r\nX-Host: y'),
+    );
+    expect(fieldsOf(head)).toEqual({ host: 'gw.example' });
   });
 
   test.each([
@@ -120,7 +130,6 @@ describe('readPlainRequestHead', () => {
     ['obs-text in a value', withField('X-A: caf\u00e9')],
     ['a control character in a value', withField('X-A: a\u0000')],
     ['DEL in a value', withField('X-A: a\u007f')],
-    ['a field twice', withField('X-A: 1\r\nx-a: 2')],
     ['a field a memory hit reads twice', withField('If-None-Match: "a"\r\nif-none-match: "b"')],
     ['Authorization twice', withField('Authorization: Bearer a\r\nAuthorization: Bearer a')],
     ['Host twice', withField('Host: b')],

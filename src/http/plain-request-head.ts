@@ -57,55 +57,64 @@ class HeadFields implements RequestFields {
 const NOT_PLAIN = null;
 
 /**
- * Where a field (its lowercase name) is kept; undefined for a field no memory
- * hit reads; NOT_PLAIN for one that would make Node treat the request other
- * than as one bodiless GET or HEAD: the fields llhttp reads itself
- * (`proxy-connection` as it reads `connection`), and an expectation.
+ * The fields a memory hit reads, by their lowercase names, and NOT_PLAIN for
+ * those that would make Node treat the request other than as one bodiless
+ * GET or HEAD: the fields llhttp reads itself (`proxy-connection` as it
+ * reads `connection`), and an expectation. Any other field changes nothing a
+ * hit answers, whatever its value or however often it comes.
  */
-function slotOf(name: string): keyof HeadFields | undefined | typeof NOT_PLAIN {
-  switch (name) {
-    case 'host':
-      return 'host';
-    case 'authorization':
-      return 'authorization';
-    case 'range':
-      return 'range';
-    case 'if-range':
-      return 'ifRange';
-    case 'if-match':
-      return 'ifMatch';
-    case 'if-none-match':
-      return 'ifNoneMatch';
-    case 'if-modified-since':
-      return 'ifModifiedSince';
-    case 'if-unmodified-since':
-      return 'ifUnmodifiedSince';
-    case 'origin':
-      return 'origin';
-    case 'x-request-id':
-      return 'requestId';
-    case 'user-agent':
-      return 'userAgent';
-    case 'connection':
-      return 'connection';
-    case 'content-length':
-    case 'transfer-encoding':
-    case 'expect':
-    case 'upgrade':
-    case 'proxy-connection':
-      return NOT_PLAIN;
-    default:
-      return undefined;
-  }
+const KNOWN_FIELDS: ReadonlyArray<readonly [string, keyof HeadFields | typeof NOT_PLAIN]> = [
+  ['host', 'host'],
+  ['authorization', 'authorization'],
+  ['range', 'range'],
+  ['if-range', 'ifRange'],
+  ['if-match', 'ifMatch'],
+  ['if-none-match', 'ifNoneMatch'],
+  ['if-modified-since', 'ifModifiedSince'],
+  ['if-unmodified-since', 'ifUnmodifiedSince'],
+  ['origin', 'origin'],
+  ['x-request-id', 'requestId'],
+  ['user-agent', 'userAgent'],
+  ['connection', 'connection'],
+  ['content-length', NOT_PLAIN],
+  ['transfer-encoding', NOT_PLAIN],
+  ['expect', NOT_PLAIN],
+  ['upgrade', NOT_PLAIN],
+  ['proxy-connection', NOT_PLAIN],
+];
+
+// By name length: a field's line is matched against the few names of its length, without making its name a string.
+const KNOWN_BY_LENGTH: Array<Array<readonly [string, keyof HeadFields | typeof NOT_PLAIN]> | undefined> = [];
+for (const known of KNOWN_FIELDS) {
+  const sameLength = KNOWN_BY_LENGTH[known[0].length] ?? [];
+  sameLength.push(known);
+  KNOWN_BY_LENGTH[known[0].length] = sameLength;
 }
 
-// The names of the fields no memory hit reads, of the head being read: only to see one repeated.
-const otherNames: string[] = [];
+const TO_LOWER_CASE = 0x20;
+
+/**
+ * Where the field named by `text` from `start` to `end` is kept; undefined
+ * for one no memory hit reads; NOT_PLAIN for one Node must judge. The name is
+ * a token (the head's pattern checked it) and every known name is letters and
+ * `-`: setting the 0x20 bit lowercases a letter, and turns no other token
+ * character into a lowercase letter or `-`.
+ */
+function slotOf(text: string, start: number, end: number): keyof HeadFields | undefined | typeof NOT_PLAIN {
+  const candidates = KNOWN_BY_LENGTH[end - start];
+  if (candidates === undefined) return undefined;
+  for (const [name, slot] of candidates) {
+    let i = 0;
+    while (i < name.length && (text.charCodeAt(start + i) | TO_LOWER_CASE) === name.charCodeAt(i)) i++;
+    if (i === name.length) return slot;
+  }
+  return undefined;
+}
 
 /**
  * The request head at the start of `buffer`, when it is whole and as plain as a
  * player's or a benchmark's: `GET` or `HEAD` of an origin-form target,
- * HTTP/1.1, CRLF line ends, one Host, no header twice, no body, no
+ * HTTP/1.1, CRLF line ends, one Host, no field a hit reads twice, no body, no
  * connection option but `keep-alive`. Undefined for anything else, an
  * incomplete head included: Node's parser then reads the request, and
  * judges it as it always does.
@@ -119,7 +128,6 @@ export function readPlainRequestHead(buffer: Buffer): PlainRequestHead | undefin
   const firstLineEnd = text.indexOf('\r\n');
   const target = text.slice(method.length + 1, firstLineEnd - VERSION.length);
   const fields = new HeadFields();
-  otherNames.length = 0;
   let count = 0;
   for (let lineStart = firstLineEnd + 2; lineStart < end; ) {
     if (++count > MAX_FIELDS) return undefined;
@@ -127,15 +135,10 @@ export function readPlainRequestHead(buffer: Buffer): PlainRequestHead | undefin
     const lineEnd = found === -1 ? end : found;
     // The name is a token: its line's first colon ends it.
     const colon = text.indexOf(':', lineStart);
-    const name = text.slice(lineStart, colon).toLowerCase();
+    const slot = slotOf(text, lineStart, colon);
     lineStart = lineEnd + 2;
-    const slot = slotOf(name);
     if (slot === NOT_PLAIN) return undefined;
-    if (slot === undefined) {
-      if (otherNames.includes(name)) return undefined;
-      otherNames.push(name);
-      continue;
-    }
+    if (slot === undefined) continue;
     if (fields[slot] !== undefined) return undefined;
     let valueStart = colon + 1;
     let valueEnd = lineEnd;
