@@ -23,6 +23,7 @@
  *   BENCH_INSTR_WARMUP=12000   requests per case before instrumenting
  *   BENCH_INSTR_TOP=N          also list each case's N costliest functions, JavaScript named
  *                              through V8's `--perf-basic-prof` map
+ *   BENCH_INSTR_KEEP=1         keep the callgrind dumps (one per case, in order) and the code map, and say where
  *   PEERS_SKIP_BUILD=1         use dist/ as it is instead of running `npm run build`
  *
  * Needs valgrind (`apt-get install -y valgrind`).
@@ -259,9 +260,13 @@ async function main(): Promise<void> {
   } finally {
     for (const agent of agents) agent.destroy();
     await gateway.terminate(30_000);
-    if (pid !== undefined) await rm(codeMapFile(pid), { force: true });
     await upstream.stop();
-    await rm(dir, { recursive: true, force: true });
+    if (process.env.BENCH_INSTR_KEEP === '1') {
+      console.log(`\nKept: the dumps in ${dir}${pid === undefined ? '' : `, the code map ${codeMapFile(pid)}`}`);
+    } else {
+      if (pid !== undefined) await rm(codeMapFile(pid), { force: true });
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 }
 

@@ -38,15 +38,28 @@ export class BatchedStdout {
   }
 
   write(line: string): boolean {
+    return this.#write(line, false);
+  }
+
+  /**
+   * The same for a line its writer knows to be ASCII: encoded as Latin-1,
+   * which copies it as it is, where UTF-8 would first make a pieced-together
+   * string flat.
+   */
+  writeAscii(line: string): boolean {
+    return this.#write(line, true);
+  }
+
+  #write(line: string, ascii: boolean): boolean {
     if (this.#waitingBytes + this.#used + line.length > this.maxWaitingBytes) {
       this.#dropped++;
       return true;
     }
     if (this.#dropped > 0) {
-      this.#append(droppedLinesNote(this.#dropped));
+      this.#append(droppedLinesNote(this.#dropped), false);
       this.#dropped = 0;
     }
-    this.#append(line);
+    this.#append(line, ascii);
     if (this.#used >= this.batchBytes) this.flush();
     return true;
   }
@@ -64,18 +77,19 @@ export class BatchedStdout {
     done?.();
   }
 
-  #append(text: string): void {
+  #append(text: string, ascii: boolean): void {
     // UTF-8 takes at most 3 bytes for each UTF-16 code unit.
-    const atMost = text.length * 3;
+    const atMost = ascii ? text.length : text.length * 3;
+    const encoding = ascii ? 'latin1' : 'utf8';
     if (this.#used + atMost > this.#batch.length) {
       this.flush();
       if (atMost > this.#batch.length) {
-        this.#enqueue(Buffer.from(text));
+        this.#enqueue(Buffer.from(text, encoding));
         this.flush();
         return;
       }
     }
-    this.#used += this.#batch.write(text, this.#used);
+    this.#used += this.#batch.write(text, this.#used, encoding);
   }
 
   /** Moves the gathered lines out of the batch buffer: written at once when nothing waits before them. */

@@ -33,6 +33,12 @@ const STDOUT_FLUSH_MS = 1000;
 /** pino's levels, most verbose first. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Every character under 0x80: UTF-8 then takes one byte for each. */
+function isAscii(text: string): boolean {
+  return Buffer.byteLength(text) === text.length;
+}
+
 const DEFAULT_LOG_LEVEL: LogLevel = 'info';
 
 /**
@@ -142,11 +148,15 @@ function stdoutDestination(): { destination: DestinationStream; flushNow: () => 
  * (`{"level":30,"time":…,"pid":…,"hostname":…,<fields>,"msg":…}`): for the
  * request log, whose fields are fixed and safe, pino's generic serialiser
  * costs about a sixth of a memory hit. Nothing is written while the level is
- * above info.
+ * above info. A caller that knows its fields to be ASCII says so
+ * (`fieldsAreAscii`): standard output then copies the line as it is.
  */
-export function infoLineWriter(logger: Logger): (fields: string, message: string) => void {
+export function infoLineWriter(logger: Logger): (fields: string, message: string, fieldsAreAscii?: boolean) => void {
   const stream = (logger as unknown as Record<symbol, DestinationStream>)[pino.symbols.streamSym]!;
   const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? '';
+  // Standard output's batches take an ASCII line as it is (BatchedStdout.writeAscii): when the host name is ASCII too.
+  const asciiStream = stream instanceof BatchedStdout && isAscii(bindings) ? stream : undefined;
+  let messageIsAscii = true;
   // Nearly every line has the message, and many the millisecond, of the one
   // before: each made into text once (a time is a double, slow to print).
   let lastMessage = '';
@@ -158,18 +168,21 @@ export function infoLineWriter(logger: Logger): (fields: string, message: string
   logger.on('level-change', () => {
     infoEnabled = logger.isLevelEnabled('info');
   });
-  return (fields, message) => {
+  return (fields, message, fieldsAreAscii = false) => {
     if (!infoEnabled) return;
     if (message !== lastMessage) {
       lastMessage = message;
       lastQuoted = JSON.stringify(message);
+      messageIsAscii = isAscii(lastQuoted);
     }
     const time = Date.now();
     if (time !== lastTime) {
       lastTime = time;
       lastTimeText = String(time);
     }
-    stream.write(`{"level":30,"time":${lastTimeText}${bindings},${fields},"msg":${lastQuoted}}\n`);
+    const line = `{"level":30,"time":${lastTimeText}${bindings},${fields},"msg":${lastQuoted}}\n`;
+    if (asciiStream && fieldsAreAscii && messageIsAscii) asciiStream.writeAscii(line);
+    else stream.write(line);
   };
 }
 

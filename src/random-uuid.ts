@@ -12,6 +12,7 @@ const VARIANTS = Buffer.from('89ab', 'latin1');
 
 const random = Buffer.alloc(16 * BATCH);
 const text = Buffer.alloc(UUID_LENGTH * BATCH);
+let batch = '';
 let next = BATCH;
 
 /** Renders a batch of UUIDs as text at once: 36 bytes each, from 16 random bytes each. */
@@ -31,17 +32,20 @@ function refill(): void {
     text[start + VERSION_AT] = VERSION_4;
     text[start + VARIANT_AT] = VARIANTS[(random[from - 8]! >> 4) & 0x03]!;
   }
+  batch = text.toString('latin1');
   next = 0;
 }
 
 /**
- * A random (version 4) UUID, as crypto.randomUUID makes one, but taken as one
- * flat string from text rendered a batch at a time: Node's joins 20 pieces
- * per UUID, which then cost a flattening wherever the string is written.
+ * A random (version 4) UUID, as crypto.randomUUID makes one, but taken from
+ * text rendered a batch at a time: Node's joins 20 pieces per UUID, which then
+ * cost a flattening wherever the string is written. Each is a slice of the
+ * batch's one string, flat as it is, which V8 makes without a copy or a call
+ * into Node; the batch's 4.6 KB live while one of its UUIDs does.
  */
 export function randomUuid(): string {
   if (next === BATCH) refill();
   const start = next * UUID_LENGTH;
   next++;
-  return text.toString('latin1', start, start + UUID_LENGTH);
+  return batch.slice(start, start + UUID_LENGTH);
 }

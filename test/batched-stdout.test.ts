@@ -39,6 +39,23 @@ describe('BatchedStdout', () => {
     }
   });
 
+  it('takes a line its writer knows to be ASCII as it is, in order with the others', () => {
+    const file = path.join(dir, 'out.log');
+    const fd = openSync(file, 'w');
+    try {
+      const out = new BatchedStdout(fd, 1024);
+      const lines = ['{"n":1,"path":"/é…"}\n', `{"n":2,"id":"${'a'.repeat(20)}"}\n`, '{"n":3}\n'];
+      out.write(lines[0]!);
+      out.writeAscii(lines[1]!);
+      out.write(lines[2]!);
+      out.writeAscii(`{"n":4,"pad":"${'x'.repeat(2000)}"}\n`);
+      out.flush();
+      expect(readFileSync(file, 'utf8')).toBe(`${lines.join('')}{"n":4,"pad":"${'x'.repeat(2000)}"}\n`);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
   // A real FIFO, both ends non-blocking, as Node leaves a pipe on stdout: the test reads when it chooses.
   it('never blocks on a reader that stopped: lines wait up to the bound, newer ones are dropped and counted where they are missing', async () => {
     const fifo = path.join(dir, 'stdout.fifo');

@@ -324,6 +324,36 @@ describe('LOG_LEVEL and LOG_FORMAT', () => {
   });
 });
 
+describe('request lines on standard output, as the gateway process writes them', () => {
+  test('an ASCII line and a cut path (`…`) arrive whole, in the order answered', async () => {
+    dir = await makeTempDir();
+    const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: upstream.baseUrl, cacheDir: path.join(dir, 'cache') });
+    const child = await startGatewayProcess(configPath);
+    try {
+      const targets = [
+        '/v1/call/recording/1.mp3',
+        '/v1/call/recording/4.mp3%3Ftenant=acme&sig=AAAAsecretSignatureAAAA',
+        '/v1/call/recording/1.mp3',
+      ];
+      for (const [i, target] of targets.entries()) {
+        const headers = { authorization: `Bearer ${ACME_KEY}`, range: 'bytes=0-1', 'x-request-id': `stdout-line-${i}` };
+        const response = await fetch(`${child.url}${target}`, { headers });
+        await response.arrayBuffer();
+      }
+      await child.waitForLog((line) => line.reqId === 'stdout-line-2');
+      const requestLines = child.logs.filter((line) => line.msg === 'request').map((line) => [line.reqId, line.path, line.status]);
+      expect(requestLines).toEqual([
+        ['stdout-line-0', '/v1/call/recording/1.mp3', 206],
+        ['stdout-line-1', '/v1/call/recording/…', 400],
+        ['stdout-line-2', '/v1/call/recording/1.mp3', 206],
+      ]);
+    } finally {
+      child.child.kill('SIGTERM');
+      await child.exited;
+    }
+  });
+});
+
 describe('expected Redis failures are one line, without a stack', () => {
   test('a cluster Redis that refuses the password: one warning, the password masked', async () => {
     const password = 'right-password-0123456789';

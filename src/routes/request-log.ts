@@ -34,6 +34,8 @@ const NOT_IN_ANY_ROUTE = /[^A-Za-z0-9/._-]/;
 // Paths made only of our own words and ids of a fixed shape: logged whoever sent them.
 const PLAIN_PATH =
   /^\/(?:healthz|readyz|metrics|openapi\.json|admin\/cache\/purge|v1\/call\/recording\/\d{1,20}(?:\.mp3|\/signed-url|\/info\.json|\/peaks\.json)|internal\/v1\/redis|internal\/v1\/(?:recordings|purge)\/[0-9a-f]{16,64}\/\d{1,20})$/;
+// What a cut path ends with: the only character of a request line that is not ASCII.
+const ELLIPSIS = '…'.charCodeAt(0);
 // What is shown of any other path no credential vouched for: the route it was meant for, at most.
 const ROUTE_PREFIXES = ['/v1/call/recording/', '/v1/webhooks/flyflow/', '/internal/v1/', '/admin/'];
 
@@ -116,14 +118,16 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     // number, except the method and path, which are quoted by JSON.stringify.
     // No header or query value is in it, so nothing needs redacting.
     // loggedPath keeps only characters JSON leaves as they are (and `…`): no quoting needed.
-    let line = `"reqId":"${record.requestId}","method":${jsonMethod(record.method)},"path":"${loggedPath(record.path, caller !== undefined)}","route":"${record.route}"`;
+    const path = loggedPath(record.path, caller !== undefined);
+    let line = `"reqId":"${record.requestId}","method":${jsonMethod(record.method)},"path":"${path}","route":"${record.route}"`;
     if (caller) line += `,"tenant":"${caller.tenant.id}"`;
     if (record.callId !== undefined) line += `,"callId":"${record.callId}"`;
     if (caller) line += `,"credential":"${caller.credential.kind}"`;
     line += `,"status":${unanswered ? 'null' : status},"cache":"${cache}","bytes":${record.bodyBytes},"durationMs":${now - record.startedAt}`;
     if (record.upstreamMs !== undefined) line += `,"upstreamMs":${record.upstreamMs}`;
     if (end !== 'sent') line += ',"aborted":true';
-    writeLine(line, REQUEST_LINE);
+    // Every value is ASCII but the `…` of a cut path (a method is a token, a tenant id and a request id are checked).
+    writeLine(line, REQUEST_LINE, path.charCodeAt(path.length - 1) !== ELLIPSIS);
     if (audit) auditRequest(audit, record, now, end);
   };
 }
