@@ -74,7 +74,7 @@ function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, body: U
   return head;
 }
 
-// What a connection may send while its answer waits for the rate limiter before its reads stop, as a stream's buffer would.
+// What a connection may send while its answer waits (for the rate limiter, or for the client to take it) before its reads stop, as a stream's buffer would.
 const MAX_PENDING_WHILE_WAITING_BYTES = 64 * 1024;
 
 // A body up to this size goes out behind its head in one write: a corked pair of writes costs more than the copy.
@@ -197,10 +197,11 @@ class DoorConnection {
       if (!synchronous && !this.#waiting) this.#resume();
     });
     synchronous = false;
-    // The client has not taken the answer: read nothing more until it does. While the rate limiter asks
-    // Redis, reads go on (the stream buffers them; the shared buffer's are kept in `pending`, up to a
-    // bound), so that a client that resets is seen at once and its answer never written.
-    if (this.#waiting && (socket.writableNeedDrain || !this.#readsShared)) socket.pause();
+    // While the client has not taken the answer, or the rate limiter asks Redis, reads from the shared
+    // buffer go on, kept in `pending` up to a bound (#onRead), so that a client that resets is seen at
+    // once; stopping and restarting reads for every large answer cost more than the answer's own
+    // bookkeeping. The stream's own reads stop.
+    if (this.#waiting && !this.#readsShared) socket.pause();
   }
 
   /** Writes the answer; `waiting` stays set while the client has not taken it. */

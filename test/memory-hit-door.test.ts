@@ -419,6 +419,18 @@ describe('pipelined requests', () => {
     expect(received.match(/\r\nX-Request-Id: door-test-0001\r\n/g)).toHaveLength(count);
   });
 
+  test('while the client has not taken an answer, the door reads on up to 64 KiB, then stops', async () => {
+    // Whole answers (23 KB each) enough to fill the kernel's buffers, then about 220 KB of probes.
+    const pipeline = head().repeat(400) + head('Range: bytes=0-1\r\n').repeat(1_500);
+    const socket = await nonReadingClient(withDoor, pipeline, 300);
+    const read = withDoor.accepted.get(socket.localPort ?? -1)!.bytesRead;
+    // 0.7.2 stopped reading at the first answer the kernel did not take whole: at most the one 64 KiB read it came in.
+    expect(read).toBeGreaterThan(64 * 1024 + 1024);
+    // Once what waits passed 64 KiB, the reads stop: at most one 64 KiB read past it, what the door answered before it aside.
+    expect(read).toBeLessThanOrEqual(3 * 64 * 1024);
+    expect(read).toBeLessThan(pipeline.length);
+  });
+
   test('a line that is no request, behind a hit: judged on its own bytes, as on a connection of its own (400)', async () => {
     // 0.5.2 judged it from the whole packet, whose first line was the hit's, and said 501 (unknown method).
     const door = await exchange(withDoor, [`${head()}GARBAGE\r\n\r\n`], ['GET', 'GET']);
