@@ -24,6 +24,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { etagFor } from '../src/cache/recording-meta.js';
 import { sha256Hex } from '../src/sha256.js';
+import { floorEnv } from './peers-floor-env.js';
 
 const HEAD_END = Buffer.from('\r\n\r\n');
 const RECORDING_PATH = /^GET \/v1\/call\/recording\/(\d+)\.mp3 HTTP\/1\.1$/;
@@ -110,13 +111,7 @@ function fetchWhole(upstreamBase: string, authorization: string, agent: http.Age
 }
 
 function main(): void {
-  const port = Number(process.env.PEERS_FLOOR_PORT);
-  const upstreamBase = process.env.PEERS_FLOOR_UPSTREAM;
-  const key = process.env.PEERS_FLOOR_KEY;
-  if (!Number.isSafeInteger(port) || port <= 0 || !upstreamBase || !key) {
-    throw new Error('peers-net-floor: PEERS_FLOOR_PORT, PEERS_FLOOR_UPSTREAM and PEERS_FLOOR_KEY must be set');
-  }
-  const authorization = `Bearer ${key}`;
+  const { port, upstreamBase, upstreamAuthorization: authorization } = floorEnv('peers-net-floor');
   const agent = new http.Agent({ keepAlive: true });
   const stored = new Map<string, Stored>();
   const notFound = Buffer.from(NOT_FOUND);

@@ -22,6 +22,7 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { etagFor } from '../src/cache/recording-meta.js';
 import { sha256Hex } from '../src/sha256.js';
+import { floorEnv } from './peers-floor-env.js';
 
 const RECORDING_PATH = /^\/v1\/call\/recording\/(\d+)\.mp3$/;
 const SINGLE_RANGE = /^bytes=(\d+)-(\d+)$/;
@@ -38,13 +39,7 @@ interface Stored {
 }
 
 function main(): void {
-  const port = Number(process.env.PEERS_FLOOR_PORT);
-  const upstreamBase = process.env.PEERS_FLOOR_UPSTREAM;
-  const key = process.env.PEERS_FLOOR_KEY;
-  if (!Number.isSafeInteger(port) || port <= 0 || !upstreamBase || !key) {
-    throw new Error('peers-node-floor: PEERS_FLOOR_PORT, PEERS_FLOOR_UPSTREAM and PEERS_FLOOR_KEY must be set');
-  }
-  const upstreamAuthorization = `Bearer ${key}`;
+  const { port, upstreamBase, upstreamAuthorization } = floorEnv('peers-node-floor');
   const agent = new http.Agent({ keepAlive: true });
   const stored = new Map<string, Stored>();
 
