@@ -74,7 +74,7 @@ function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, body: U
   return head;
 }
 
-// What a connection may send while its answer waits (for the rate limiter, or for the client to take it) before its reads stop, as a stream's buffer would.
+// What a connection may send while its answer waits for the rate limiter before its reads stop, as a stream's buffer would.
 const MAX_PENDING_WHILE_WAITING_BYTES = 64 * 1024;
 
 // A body up to this size goes out behind its head in one write: a corked pair of writes costs more than the copy.
@@ -148,7 +148,14 @@ class DoorConnection {
 
   #onRead = (chunk: Buffer): void => {
     this.#onData(chunk);
-    if (this.#waiting && this.#pending !== undefined && this.#pending.length > MAX_PENDING_WHILE_WAITING_BYTES) this.socket.pause();
+    // Waiting for the client to take an answer, what it sends is the last read until it has; waiting for Redis, up to a bound.
+    if (
+      this.#waiting &&
+      this.#pending !== undefined &&
+      (this.socket.writableNeedDrain || this.#pending.length > MAX_PENDING_WHILE_WAITING_BYTES)
+    ) {
+      this.socket.pause();
+    }
     // The next read overwrites the shared buffer.
     if (this.#pending !== undefined && isSharedReadBuffer(this.#pending)) this.#pending = Buffer.from(this.#pending);
   };
@@ -197,11 +204,12 @@ class DoorConnection {
       if (!synchronous && !this.#waiting) this.#resume();
     });
     synchronous = false;
-    // While the client has not taken the answer, or the rate limiter asks Redis, reads from the shared
-    // buffer go on, kept in `pending` up to a bound (#onRead), so that a client that resets is seen at
-    // once; stopping and restarting reads for every large answer cost more than the answer's own
-    // bookkeeping. The stream's own reads stop.
-    if (this.#waiting && !this.#readsShared) socket.pause();
+    // Reads from the shared buffer go on while the rate limiter asks Redis (kept in `pending` up to a
+    // bound, #onRead), so that a client that resets is seen at once; and while the client has not
+    // taken the answer, until it sends more (#onRead): stopping and restarting a connection's reads for
+    // every large answer costs more than the answer's own bookkeeping. A client with requests already
+    // waiting is not read from until it has taken the answer. The stream's own reads stop at once.
+    if (this.#waiting && (!this.#readsShared || (socket.writableNeedDrain && this.#pending !== undefined))) socket.pause();
   }
 
   /** Writes the answer; `waiting` stays set while the client has not taken it. */
