@@ -76,13 +76,19 @@ function head(lines = '', target = REC, method = 'GET', withAuth = true): string
 /** Open descriptors of this process: what a leaked or held file shows as. */
 const openFiles = () => readdirSync('/proc/self/fd').length;
 
-/** A client that sends `bytes` to `to` in one write and reads nothing, once the server has read them (at most `ms` waited). */
-async function nonReadingClient(to: Listening, bytes: string, ms?: number): Promise<Socket> {
+/** A connected client that reads nothing until resumed, destroyed after the test. */
+async function pausedClient(to: Listening): Promise<Socket> {
   const socket = connect(to.base.port, '127.0.0.1');
   socket.on('error', () => {});
   cleanups.push(() => void socket.destroy());
   await new Promise((resolve) => socket.once('connect', resolve));
   socket.pause();
+  return socket;
+}
+
+/** A client that sends `bytes` to `to` in one write and reads nothing, once the server has read them (at most `ms` waited). */
+async function nonReadingClient(to: Listening, bytes: string, ms?: number): Promise<Socket> {
+  const socket = await pausedClient(to);
   socket.write(bytes, 'latin1');
   await serverHasRead(to, socket, bytes.length, ms);
   return socket;
@@ -420,11 +426,7 @@ describe('pipelined requests', () => {
   });
 
   test('while a client that sent nothing more has not taken an answer, the door reads on; once it sends more, its reads stop', async () => {
-    const socket = connect(withDoor.base.port, '127.0.0.1');
-    socket.on('error', () => {});
-    cleanups.push(() => void socket.destroy());
-    await new Promise((resolve) => socket.once('connect', resolve));
-    socket.pause();
+    const socket = await pausedClient(withDoor);
     const request = head();
     const serverSide = () => withDoor.accepted.get(socket.localPort ?? -1);
     // One request at a time, nothing pipelined, until an answer (23 KB each) waits for the client: the kernel's buffers are full.
@@ -437,23 +439,20 @@ describe('pipelined requests', () => {
     expect(serverSide()!.writableNeedDrain).toBe(true);
     // 0.7.2 stopped the connection's reads here, and started them again once the client had taken the answer.
     socket.write(request);
-    await serverHasRead(withDoor, socket, (sent + 1) * request.length);
-    expect(serverSide()!.bytesRead).toBe((sent + 1) * request.length);
+    const readBeforeProbes = (sent + 1) * request.length;
+    await serverHasRead(withDoor, socket, readBeforeProbes);
+    expect(serverSide()!.bytesRead).toBe(readBeforeProbes);
     // That was the last read until the client has taken the answer: what it sends now waits in the kernel.
-    socket.write(head('Range: bytes=0-1\r\n').repeat(2_000));
+    const probes = head('Range: bytes=0-1\r\n').repeat(2_000);
+    socket.write(probes);
     await sleep(300);
-    expect(serverSide()!.bytesRead).toBe((sent + 1) * request.length);
+    expect(serverSide()!.bytesRead).toBe(readBeforeProbes);
     let received = 0;
     socket.on('data', (chunk: Buffer) => (received += chunk.length));
     socket.resume();
     // Once it reads, every answer comes.
-    for (
-      let waited = 0;
-      waited < 10_000 && serverSide()!.bytesRead < (sent + 1) * request.length + 2_000 * head('Range: bytes=0-1\r\n').length;
-      waited += 20
-    )
-      await sleep(20);
-    expect(serverSide()!.bytesRead).toBe((sent + 1) * request.length + 2_000 * head('Range: bytes=0-1\r\n').length);
+    await serverHasRead(withDoor, socket, readBeforeProbes + probes.length, 10_000);
+    expect(serverSide()!.bytesRead).toBe(readBeforeProbes + probes.length);
     expect(received).toBeGreaterThan((sent + 1) * 23_000);
   });
 
@@ -643,11 +642,7 @@ describe('a connection the door holds', () => {
     const door = countingHits(gateway.memoryHits, answered);
     const to = await listenTracked(serverFor(gateway, { door, limits: { ...SHORT, maxConnections: 1 }, stalledAfterMs }));
     cleanups.push(() => closeServer(to.server));
-    const socket = connect(to.base.port, '127.0.0.1');
-    socket.on('error', () => {});
-    cleanups.push(() => void socket.destroy());
-    await new Promise((resolve) => socket.once('connect', resolve));
-    socket.pause();
+    const socket = await pausedClient(to);
     const one = head();
     let sent = 0;
     let readAll = true;
