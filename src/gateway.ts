@@ -259,7 +259,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     notFound,
     ...(cluster ? { cluster: cluster.purger, copies: cluster.copies } : {}),
   });
-  const analyser: RecordingAnalyser = new RecordingAnalyser({ cache, disk, open: storedRecordingOpener(cache, recordings), logger });
+  const analyser: RecordingAnalyser = new RecordingAnalyser({ cache, disk, open: storedRecordingOpener(cache), logger });
   const prefetch = createPrefetcher({ recordings, logger });
   const closing = new AbortController();
   const retentionSweeper =

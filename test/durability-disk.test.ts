@@ -63,6 +63,8 @@ async function get(gateway: RunningGateway, id: number): Promise<{ response: Res
   const response = await gateway.fetch(`/v1/call/recording/${id}.mp3`);
   const body = Buffer.from(await response.arrayBuffer());
   await gateway.gateway.downloads.idle();
+  // A store's background analysis reads the recording; done before the next request, eviction order is the test's alone.
+  await gateway.gateway.analyser.idle();
   return { response, body };
 }
 
@@ -162,6 +164,38 @@ describe('disk budget', () => {
     expect(victim.body.equals(two)).toBe(true);
     expect(upstream.recordingRequests(2)).toHaveLength(2);
     expect(restarted.gateway.cache.stats().diskBytes).toBeLessThanOrEqual(maxDiskBytes);
+  });
+
+  test('analysing a recording in the background does not count as a use: eviction still takes the one clients used least recently', async () => {
+    const [one, two, three] = [recording(1), recording(2), recording(3)];
+    const gateway = await start({ maxDiskBytes: one.length + two.length + three.length - 1, maxMemoryBytes: 512 * KiB });
+    await get(gateway, 1);
+    await get(gateway, 2);
+    await get(gateway, 1);
+    // #2 is the least recently used; its analysis (a waveform decode, as a queue running late would do it) reads it now.
+    const entryOfTwo = gateway.gateway.cache.entries().find((entry) => entry.key === keyOf(2))!;
+    const peaks = await gateway.gateway.analyser.peaks(entryOfTwo);
+    expect(peaks.totalSamples).toBeGreaterThan(0);
+
+    await get(gateway, 3);
+
+    expect(existsSync(fileOf(2))).toBe(false);
+    expect(existsSync(fileOf(1))).toBe(true);
+    expect(existsSync(fileOf(3))).toBe(true);
+    expect(gateway.gateway.cache.stats()).toMatchObject({ entries: 2, evictions: 1 });
+  });
+
+  test('analysing a recording only on disk reads its file without promoting it to memory', async () => {
+    const first = await start();
+    await get(first, 1);
+    await stop(first);
+    const gateway = await start();
+    const entry = gateway.gateway.cache.entries().find((candidate) => candidate.key === keyOf(1))!;
+    expect((await gateway.gateway.analyser.peaks(entry)).totalSamples).toBeGreaterThan(0);
+
+    const { response, body } = await get(gateway, 1);
+    expect(response.headers.get('cache-status')).toBe(HIT_DISK);
+    expect(body.equals(recording(1))).toBe(true);
   });
 
   test('a recording larger than the whole disk budget is served whole but not stored, and evicts nothing', async () => {

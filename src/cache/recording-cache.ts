@@ -231,8 +231,9 @@ export class RecordingCache {
    * Reads a small disk hit whole and checks it against its sha256 before it
    * is served or promoted to memory; a damaged file is removed and undefined
    * answered, so the recording is fetched again rather than served broken.
+   * @param promote false for background work: the body is not kept in memory, which would count as a use.
    */
-  async readVerified(entry: CachedRecording, file: StoredFile): Promise<Buffer | undefined> {
+  async readVerified(entry: CachedRecording, file: StoredFile, promote = true): Promise<Buffer | undefined> {
     const body = await file.readAll().catch((error: unknown) => {
       // openFile's wrapper has already removed a damaged file.
       if (error instanceof DamagedFileError) return undefined;
@@ -244,7 +245,7 @@ export class RecordingCache {
       await this.purge(entry.meta.namespace, entry.meta.callId).catch(() => {});
       return undefined;
     }
-    this.#catalogue.keepBody(entry, body);
+    if (promote) this.#catalogue.keepBody(entry, body);
     return body;
   }
 
@@ -289,6 +290,11 @@ export class RecordingCache {
   /** True while `entry` is the recording stored under its key (not purged, evicted or replaced). */
   holds(entry: CachedRecording): boolean {
     return this.#catalogue.peek(entry.key) === entry;
+  }
+
+  /** The body memory holds for `entry`, without counting a use (background work such as analysis). */
+  peekBody(entry: CachedRecording): Buffer | undefined {
+    return this.#catalogue.peekBody(entry);
   }
 
   /**

@@ -135,6 +135,11 @@ export class RecordingCatalogue {
     return this.#entries.get(key);
   }
 
+  /** The body memory holds for `entry` while it is the current one, without counting a use. */
+  peekBody(entry: CachedRecording): Buffer | undefined {
+    return this.#entries.get(entry.key) === entry ? this.#memory.peek(entry.key) : undefined;
+  }
+
   /** Records a recording as the most recently used, replacing any entry under its key. */
   add(key: string, meta: RecordingMeta, onDisk: boolean): CachedRecording {
     this.giveBackRoom(key);

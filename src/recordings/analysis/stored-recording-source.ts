@@ -1,5 +1,4 @@
 import type { CachedRecording, RecordingCache } from '../../cache/recording-cache.js';
-import type { RecordingService } from '../recording-service.js';
 import type { Mp3Source } from './mp3-header.js';
 
 /** A stored recording's bytes, open for one analysis. */
@@ -14,25 +13,43 @@ export class RecordingGoneError extends Error {
 }
 
 /**
- * Opens stored recordings for analysis. A small one is read whole through
- * the recording service (checked against its sha256, as any hit is). A large
- * one is opened afresh for each read and closed again, so an analysis never
- * holds a file or an eviction pin for the seconds it takes: if the recording
- * is evicted or purged meanwhile, the next read finds it gone.
+ * Opens stored recordings for analysis, without counting a use: a
+ * recording analysed in the background is not made more recently used
+ * than one a client asked for since, so eviction order is the clients'
+ * alone. A small one is read whole (from memory, else from its file,
+ * checked against its sha256 as any hit is, and not promoted to memory). A
+ * large one is opened afresh for each read and closed again, so an
+ * analysis never holds a file or an eviction pin for the seconds it takes:
+ * if the recording is evicted or purged meanwhile, the next read finds it
+ * gone.
  */
 export function storedRecordingOpener(
-  cache: Pick<RecordingCache, 'memoryEntryMaxBytes' | 'pin' | 'openFile'>,
-  recordings: Pick<RecordingService, 'find'>,
+  cache: Pick<RecordingCache, 'memoryEntryMaxBytes' | 'holds' | 'peekBody' | 'pin' | 'openFile' | 'readVerified'>,
 ) {
   return async function openStored(entry: CachedRecording): Promise<OpenedRecording | undefined> {
+    if (!cache.holds(entry)) return undefined;
     if (entry.meta.size > cache.memoryEntryMaxBytes) return largeFileSource(cache, entry);
-    const found = await Promise.resolve(recordings.find(entry.meta.namespace, entry.meta.callId)).catch(() => undefined);
-    if (found?.entry !== entry || !found.body) {
-      found?.reader?.release();
-      return undefined;
-    }
-    return bodySource(found.body);
+    const body = cache.peekBody(entry) ?? (await readWhole(cache, entry));
+    return body && bodySource(body);
   };
+}
+
+async function readWhole(
+  cache: Pick<RecordingCache, 'pin' | 'openFile' | 'readVerified'>,
+  entry: CachedRecording,
+): Promise<Buffer | undefined> {
+  const unpin = cache.pin(entry.key);
+  try {
+    const file = await cache.openFile(entry);
+    if (!file) return undefined;
+    try {
+      return await cache.readVerified(entry, file, false);
+    } finally {
+      await file.close();
+    }
+  } finally {
+    unpin();
+  }
 }
 
 function largeFileSource(cache: Pick<RecordingCache, 'pin' | 'openFile'>, entry: CachedRecording): OpenedRecording {
