@@ -11,9 +11,10 @@ import type { Socket } from 'node:net';
  * `useUserBuffer`. Where this Node has none of them, nothing is switched and
  * the caller reads as before.
  *
- * `onRead` gets a view of the shared buffer, good until it returns: what it
- * keeps longer, it copies (`isSharedReadBuffer`). `pause()` and `resume()`
- * stop and start the handle's reads, as for a socket made with `onread`.
+ * `onRead` gets a view of the shared buffer (one object per read length,
+ * made once), good until it returns: what it keeps longer, it copies
+ * (`isSharedReadBuffer`). `pause()` and `resume()` stop and start the
+ * handle's reads, as for a socket made with `onread`.
  */
 
 interface ReadSlots {
@@ -38,6 +39,20 @@ function slotsOf(socket: SwitchableSocket): ReadSlots | null {
   return slots;
 }
 
+// A view per read length, made once: a client repeats its requests, and reads of one length are common.
+const views: Buffer[] = [];
+const MAX_KEPT_VIEW_BYTES = 4096;
+
+function viewOf(buffer: Buffer, length: number): Buffer {
+  if (length > MAX_KEPT_VIEW_BYTES) return buffer.subarray(0, length);
+  let view = views[length];
+  if (view === undefined) {
+    view = buffer.subarray(0, length);
+    views[length] = view;
+  }
+  return view;
+}
+
 /** True when the socket's reads now go to `onRead`; false when this Node cannot do it, and the socket is as it was. */
 export function readIntoSharedBuffer(socket: Socket, onRead: (chunk: Buffer) => void): boolean {
   const target = socket as SwitchableSocket;
@@ -48,7 +63,7 @@ export function readIntoSharedBuffer(socket: Socket, onRead: (chunk: Buffer) => 
   const buffer = shared;
   target[keys.buffer] = buffer;
   target[keys.callback] = (length: number) => {
-    onRead(buffer.subarray(0, length));
+    onRead(viewOf(buffer, length));
   };
   handle.useUserBuffer!(buffer);
   return true;
