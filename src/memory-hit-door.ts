@@ -4,6 +4,7 @@ import type { ConnectionGuard } from './connection-guard.js';
 import { readPlainRequestHead } from './http/plain-request-head.js';
 import { isSharedReadBuffer, readIntoSharedBuffer, stopSharedReads } from './http/shared-read-buffer.js';
 import type { MemoryHit, MemoryHits } from './routes/memory-hits.js';
+import { bodyOf } from './routes/recording-response.js';
 
 const statusLines = new Map<number, Buffer>();
 
@@ -52,25 +53,39 @@ function fieldsAsBytes(fields: Readonly<Record<string, string>>): Buffer {
   return bytes;
 }
 
+// A body this short is copied byte by byte: a view of it (a Buffer made) costs more than the copy.
+const COPIED_BY_HAND_MAX_BYTES = 64;
+
+/** Copies the answer's body into `target` at `at`. */
+function copyBody(answer: MemoryHit['answer'], target: Buffer, at: number): void {
+  const { source, bodyStart, bodyLength } = answer;
+  if (bodyLength <= COPIED_BY_HAND_MAX_BYTES) {
+    for (let i = 0; i < bodyLength; i++) target[at + i] = source![bodyStart + i]!;
+  } else {
+    target.set(bodyOf(answer)!, at);
+  }
+}
+
 /**
  * The answer's head, byte for byte as Node's `writeHead` and `end` write it,
- * with `body` behind it when given. Only the answer's own headers are made
- * into text here: the status line, the recording's fields and the trailer
- * are copied from bytes made before.
+ * with the body behind it when `withBody`. Only the answer's own headers are
+ * made into text here: the status line, the recording's fields and the
+ * trailer are copied from bytes made before.
  */
-function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, body: Uint8Array | undefined): Buffer {
+function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, withBody: boolean): Buffer {
   const line = statusLine(answer.status);
   const fields = fieldsAsBytes(answer.fields);
   const own = headerLines(answer.headers);
   const end = keepAliveTrailer(keepAliveTimeoutMs);
-  const head = Buffer.allocUnsafe(line.length + fields.length + own.length + end.length + (body?.length ?? 0));
+  const bodyLength = withBody && answer.source !== undefined ? answer.bodyLength : 0;
+  const head = Buffer.allocUnsafe(line.length + fields.length + own.length + end.length + bodyLength);
   head.set(line, 0);
   let at = line.length;
   head.set(fields, at);
   at += fields.length;
   at += head.write(own, at, 'latin1');
   head.set(end, at);
-  if (body) head.set(body, at + end.length);
+  if (bodyLength > 0) copyBody(answer, head, at + end.length);
   return head;
 }
 
@@ -232,14 +247,14 @@ class DoorConnection {
       // Node calls back a write cut short by destroy() without an error.
       hit.report(error || socket.destroyed ? 'cut' : 'sent');
     };
-    const body = hit.answer.body;
-    if (body !== undefined && body.length > BODY_IN_HEAD_MAX_BYTES) {
+    const answer = hit.answer;
+    if (answer.source !== undefined && answer.bodyLength > BODY_IN_HEAD_MAX_BYTES) {
       socket.cork();
-      socket.write(headOf(hit.answer, keepAliveTimeoutMs, undefined));
-      socket.write(body, written);
+      socket.write(headOf(answer, keepAliveTimeoutMs, false));
+      socket.write(bodyOf(answer)!, written);
       socket.uncork();
     } else {
-      socket.write(headOf(hit.answer, keepAliveTimeoutMs, body), written);
+      socket.write(headOf(answer, keepAliveTimeoutMs, true), written);
     }
     if (socket.writableNeedDrain) {
       // As Node: no timeout while an answer waits for a client that does not read (the connection cap reclaims it).

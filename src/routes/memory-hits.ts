@@ -11,7 +11,7 @@ import { whenClosed, type ResponseEnd } from '../http/response-closed.js';
 import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import { storedRepresentation } from './recording-headers.js';
-import { allHeaders, memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
+import { allHeaders, bodyOf, memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
 import { CACHE_STATUS_MEMORY, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
 import { requestIdFrom, type RequestRecord, type RequestReporter } from './request-log.js';
 
@@ -174,7 +174,7 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
               status: answer.status,
               cache: 'hit',
               tier: 'memory',
-              bodyBytes: answer.body?.length ?? 0,
+              bodyBytes: answer.source === undefined ? 0 : answer.bodyLength,
               startedAt,
               upstreamMs: undefined,
               clientAddress,
@@ -208,7 +208,8 @@ function refusal(
   const body = Buffer.from(JSON.stringify(error.toJSON()));
   const headers = errorHeaders(error, extra);
   headers['Content-Length'] = String(body.length);
-  const answer = { status: error.status, fields: NO_FIELDS, headers, body: request.method === 'HEAD' ? undefined : body };
+  const source = request.method === 'HEAD' ? undefined : body;
+  const answer = { status: error.status, fields: NO_FIELDS, headers, source, bodyStart: 0, bodyLength: source?.length ?? 0 };
   return {
     answer,
     count: (then) => then(true),
@@ -256,7 +257,7 @@ export function answeringMemoryHitsFirst(hits: MemoryHits, app: RequestListener)
       // nothing; whenClosed then reports the answer `unanswered`.
       if (!response.destroyed) {
         response.writeHead(hit.answer.status, allHeaders(hit.answer));
-        response.end(hit.answer.body);
+        response.end(bodyOf(hit.answer));
       }
       whenClosed(response, (end) => hit.report(end));
     });

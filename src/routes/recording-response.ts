@@ -105,16 +105,27 @@ function bodyHeaders(
 }
 
 /**
- * An answer from a recording held whole in memory; `body` is undefined for
- * HEAD and 304. Its head is `fields`, the recording's own, the same object
- * for every answer of the kind (the memory-hit door keeps them as bytes),
- * then `headers`, this answer's own.
+ * An answer from a recording held whole in memory. Its head is `fields`, the
+ * recording's own, the same object for every answer of the kind (the
+ * memory-hit door keeps them as bytes), then `headers`, this answer's own.
+ * Its body is `bodyLength` bytes of `source` from `bodyStart` (see
+ * {@link bodyOf}): the door copies a short range from the recording without
+ * making a view of it; `source` is undefined for HEAD and 304.
  */
 export interface MemoryAnswer {
   status: 200 | 206 | 304;
   fields: Readonly<Record<string, string>>;
   headers: ResponseHeaders;
-  body: Uint8Array | undefined;
+  source: Uint8Array | undefined;
+  bodyStart: number;
+  bodyLength: number;
+}
+
+/** The body of `answer`: its source itself when the body is all of it. */
+export function bodyOf(answer: Pick<MemoryAnswer, 'source' | 'bodyStart' | 'bodyLength'>): Uint8Array | undefined {
+  const { source, bodyStart, bodyLength } = answer;
+  if (source === undefined || (bodyStart === 0 && bodyLength === source.length)) return source;
+  return source.subarray(bodyStart, bodyStart + bodyLength);
 }
 
 /** Every header of `answer`, in the order they go out. */
@@ -135,13 +146,17 @@ export function memoryAnswer(
   extra: ResponseHeaders,
 ): MemoryAnswer {
   const decision = plan(request, body.length, representation.validators);
-  if (decision.kind === 'not-modified') return { status: 304, fields: representation.notModifiedHeaders, headers: extra, body: undefined };
+  if (decision.kind === 'not-modified') {
+    return { status: 304, fields: representation.notModifiedHeaders, headers: extra, source: undefined, bodyStart: 0, bodyLength: 0 };
+  }
   const range = decision.kind === 'partial' ? decision.range : undefined;
   const headers = addLengthHeaders(extra, body.length, range);
   const status = range ? 206 : 200;
   const fields = representation.headers;
-  if (request.method === 'HEAD') return { status, fields, headers, body: undefined };
-  return { status, fields, headers, body: range ? body.subarray(range.start, range.end + 1) : body };
+  if (request.method === 'HEAD') return { status, fields, headers, source: undefined, bodyStart: 0, bodyLength: 0 };
+  return range
+    ? { status, fields, headers, source: body, bodyStart: range.start, bodyLength: range.end + 1 - range.start }
+    : { status, fields, headers, source: body, bodyStart: 0, bodyLength: body.length };
 }
 
 /** A recording held whole in memory: written straight from its Buffer. */
@@ -153,9 +168,9 @@ export function memoryResponse(
   outcome?: ResponseOutcome,
 ): Response {
   const answer = memoryAnswer(request, representation, body, extra);
-  if (outcome && answer.body) outcome.bodyBytes = answer.body.length;
+  if (outcome && answer.source) outcome.bodyBytes = answer.bodyLength;
   // A Buffer is a Uint8Array; the cast only widens lib.dom's ArrayBuffer-only typing.
-  return new Response((answer.body ?? null) as Uint8Array<ArrayBuffer> | null, { status: answer.status, headers: allHeaders(answer) });
+  return new Response((bodyOf(answer) ?? null) as Uint8Array<ArrayBuffer> | null, { status: answer.status, headers: allHeaders(answer) });
 }
 
 /**
