@@ -603,6 +603,30 @@ describe('a connection the door holds', () => {
     expect(normalise(door)).toBe(normalise(await untilClosed(await serving(SHORT, false), request)));
   });
 
+  test('a connection that goes on asking is not closed: the keep-alive limit counts from its last answer', async () => {
+    // 300 ms + Node's 1 s grace: six probes 400 ms apart span 2 s, more than the limit, on one connection.
+    const to = await serving(SHORT);
+    const socket = connect(to.base.port, '127.0.0.1');
+    socket.on('error', () => {});
+    let received = '';
+    let closed = false;
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    socket.once('close', () => (closed = true));
+    const probe = head('Range: bytes=0-1\r\n');
+    const answered = () => received.split('HTTP/1.1 206 Partial Content\r\n').length - 1;
+    for (let i = 1; i <= 6; i++) {
+      socket.write(probe, 'latin1');
+      for (let wait = 0; wait < 200 && answered() < i && !closed; wait++) await sleep(10);
+      expect(answered(), `answer ${i}`).toBe(i);
+      await sleep(400);
+    }
+    expect(closed).toBe(false);
+    // Left idle now, it is closed after the limit.
+    for (let wait = 0; wait < 500 && !closed; wait++) await sleep(10);
+    expect(closed).toBe(true);
+    expect(answered()).toBe(6);
+  });
+
   test('after an answered hit, a head that never completes is closed by the keep-alive timer, unanswered, as without the door', async () => {
     // Node's keep-alive timer (300 ms + its 1 s grace) runs until a request's head is in, before the headers timeout (2 s) could answer 408.
     const limits = { ...SHORT, headersTimeoutMs: 2_000, requestTimeoutMs: 3_000 };
