@@ -149,9 +149,11 @@ function stdoutDestination(): { destination: DestinationStream; flushNow: () => 
  * request log, whose fields are fixed and safe, pino's generic serialiser
  * costs about a sixth of a memory hit. Nothing is written while the level is
  * above info. A caller that knows its fields to be ASCII says so
- * (`fieldsAreAscii`): standard output then copies the line as it is.
+ * (`fieldsAreAscii`): standard output then copies the line as it is. A
+ * caller that has just read the clock gives its `time` (milliseconds), which
+ * saves reading it again.
  */
-export function infoLineWriter(logger: Logger): (fields: string, message: string, fieldsAreAscii?: boolean) => void {
+export function infoLineWriter(logger: Logger): (fields: string, message: string, fieldsAreAscii?: boolean, time?: number) => void {
   const stream = (logger as unknown as Record<symbol, DestinationStream>)[pino.symbols.streamSym]!;
   const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? '';
   // Standard output's batches take an ASCII line as it is (BatchedStdout.writeAscii): when the host name is ASCII too.
@@ -168,14 +170,13 @@ export function infoLineWriter(logger: Logger): (fields: string, message: string
   logger.on('level-change', () => {
     infoEnabled = logger.isLevelEnabled('info');
   });
-  return (fields, message, fieldsAreAscii = false) => {
+  return (fields, message, fieldsAreAscii = false, time = Date.now()) => {
     if (!infoEnabled) return;
     if (message !== lastMessage) {
       lastMessage = message;
       lastQuoted = JSON.stringify(message);
       messageIsAscii = isAscii(lastQuoted);
     }
-    const time = Date.now();
     if (time !== lastTime) {
       lastTime = time;
       lastTimeText = String(time);

@@ -22,9 +22,8 @@ let trailerSecond = -1;
 let trailerTimeoutMs = -1;
 let trailer = Buffer.alloc(0);
 
-/** What Node writes before a head's blank line on a keep-alive connection; its Date made once a second, as Node makes its own. */
-function keepAliveTrailer(keepAliveTimeoutMs: number): Buffer {
-  const now = Date.now();
+/** What Node writes before a head's blank line on a keep-alive connection, at `now`; its Date made once a second, as Node makes its own. */
+function keepAliveTrailer(keepAliveTimeoutMs: number, now: number): Buffer {
   const second = Math.floor(now / 1000);
   if (second !== trailerSecond || keepAliveTimeoutMs !== trailerTimeoutMs) {
     trailerSecond = second;
@@ -72,11 +71,11 @@ function copyBody(answer: MemoryHit['answer'], target: Buffer, at: number): void
  * made into text here: the status line, the recording's fields and the
  * trailer are copied from bytes made before.
  */
-function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, withBody: boolean): Buffer {
+function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, now: number, withBody: boolean): Buffer {
   const line = statusLine(answer.status);
   const fields = fieldsAsBytes(answer.fields);
   const own = headerLines(answer.headers);
-  const end = keepAliveTrailer(keepAliveTimeoutMs);
+  const end = keepAliveTrailer(keepAliveTimeoutMs, now);
   const bodyLength = withBody && answer.source !== undefined ? answer.bodyLength : 0;
   const head = Buffer.allocUnsafe(line.length + fields.length + own.length + end.length + bodyLength);
   head.set(line, 0);
@@ -267,8 +266,9 @@ class DoorConnection {
       return;
     }
     const keepAliveTimeoutMs = this.door.server.keepAliveTimeout;
+    const now = Date.now();
     if (this.#answered) {
-      this.#activeAt = Date.now();
+      this.#activeAt = now;
     } else {
       this.#answered = true;
       this.#limitIdle(idleTimeoutMs(this.door.server));
@@ -281,11 +281,11 @@ class DoorConnection {
     const answer = hit.answer;
     if (answer.source !== undefined && answer.bodyLength > BODY_IN_HEAD_MAX_BYTES) {
       socket.cork();
-      socket.write(headOf(answer, keepAliveTimeoutMs, false));
+      socket.write(headOf(answer, keepAliveTimeoutMs, now, false));
       socket.write(bodyOf(answer)!, written);
       socket.uncork();
     } else {
-      socket.write(headOf(answer, keepAliveTimeoutMs, true), written);
+      socket.write(headOf(answer, keepAliveTimeoutMs, now, true), written);
     }
     if (socket.writableNeedDrain) {
       // As Node: no timeout while an answer waits for a client that does not read (the connection cap reclaims it).

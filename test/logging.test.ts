@@ -14,6 +14,7 @@ import {
   testConfig,
   type RunningGateway,
 } from '../dev/gateway-harness.js';
+import { manualClock } from '../dev/manual-clock.js';
 import { startGatewayProcess, writeGatewayConfig } from '../dev/gateway-process.js';
 import { createLogger, type Logger } from '../src/logger.js';
 import { RedisLink } from '../src/cluster/redis-link.js';
@@ -167,6 +168,17 @@ describe('the request line', () => {
     const requestLines = await waitForRequestLines(lines, 1);
     expect(JSON.parse(requestLines[0]!)).toMatchObject({ path: logged });
     expect(lines.join('\n')).not.toContain('SECRETwebhookTOKEN');
+  });
+
+  test("a request line's time is the gateway clock's reading as the answer ends, as an audit line's is", async () => {
+    dir = await makeTempDir();
+    const { logger, lines } = capturingLogger('info');
+    const clock = manualClock(Date.UTC(2026, 0, 2, 3, 4, 5, 678));
+    gateway = await startGateway(testConfig({ dir, upstreamBaseUrl: upstream.baseUrl }), { logger, clock });
+    const response = await fetch(`${gateway.baseUrl}/v1/call/recording/4.mp3`);
+    expect(response.status).toBe(401);
+    const [line] = await waitForRequestLines(lines, 1);
+    expect(JSON.parse(line!)).toMatchObject({ time: Date.UTC(2026, 0, 2, 3, 4, 5, 678), status: 401 });
   });
 
   test('a path a credential vouched for, or made only of our words and ids, is logged whole', async () => {

@@ -127,7 +127,7 @@ export function createRequestReporter(logger: Logger, clock: Clock, metrics: Gat
     if (record.upstreamMs !== undefined) line += `,"upstreamMs":${record.upstreamMs}`;
     if (end !== 'sent') line += ',"aborted":true';
     // Every value is ASCII but the `…` of a cut path (a method is a token, a tenant id and a request id are checked).
-    writeLine(line, REQUEST_LINE, path.charCodeAt(path.length - 1) !== ELLIPSIS);
+    writeLine(line, REQUEST_LINE, path.charCodeAt(path.length - 1) !== ELLIPSIS, now);
     if (audit) auditRequest(audit, record, now, end);
   };
 }
