@@ -118,14 +118,17 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
       if (fields.host && !isPlainHost(fields.host)) return undefined;
       const startedAt = clock.now();
       if (fields.authorization !== undefined && authorizationRepeated) return undefined;
-      let caller: Caller;
+      let caller: Caller | UnauthorizedError;
       try {
         const authorization = fields.authorization;
-        caller = authenticator.recordingReader(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
+        caller = authenticator.recordingReaderOrRefusal(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
       } catch (error) {
         if (!(error instanceof UnauthorizedError)) return undefined;
+        caller = error;
+      }
+      if (caller instanceof UnauthorizedError) {
         const request = { method, path: pathOf(target), fields, clientAddress, startedAt };
-        return refusal(error, request, deps.anyAllowedOrigin, report);
+        return refusal(caller, request, deps.anyAllowedOrigin, report);
       }
       const found = recordings.findInMemory(caller.tenant.namespace, callId);
       if (!found) return undefined;
