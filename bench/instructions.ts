@@ -11,19 +11,24 @@
  * The gateway runs as `npm start` runs it, under `valgrind --tool=callgrind
  * --instr-atstart=no`, in front of the peers bench's generated upstream. Each
  * case is warmed at full speed, then instrumented: more warm requests (the
- * code is translated again), the counters zeroed, `BENCH_INSTR_REQUESTS`
- * requests one after the other on one keep-alive connection, the counters
- * dumped. "of which GC" is what V8's garbage collector ran (its marking,
- * sweeping and scavenging functions by name): a major GC landing in one
- * case's window shows there, not as a change of the request path. The
- * full body's count depends on how fast the client reads (partial writes):
- * run it on a machine no other valgrind shares.
+ * code is translated again), then `BENCH_INSTR_WINDOWS` windows of
+ * `BENCH_INSTR_REQUESTS` requests one after the other on one keep-alive
+ * connection, the counters zeroed before and dumped after each. "of which
+ * GC" is what V8's garbage collector ran (its marking, sweeping and
+ * scavenging functions by name), "of which compiling" what its optimising
+ * compiler ran (on its own thread, counted too): a major GC or a
+ * recompilation landing in a window shows there, not as a change of the
+ * request path. The row is the window whose count without either is the
+ * median; the last column gives the lowest and highest. The full body's
+ * count depends on how fast the client reads (partial writes): run it on a
+ * machine no other valgrind shares.
  *
- *   BENCH_INSTR_REQUESTS=4000  measured requests per case
+ *   BENCH_INSTR_WINDOWS=3      counted windows per case
+ *   BENCH_INSTR_REQUESTS=1500  requests per window
  *   BENCH_INSTR_WARMUP=12000   requests per case before instrumenting
  *   BENCH_INSTR_TOP=N          also list each case's N costliest functions, JavaScript named
  *                              through V8's `--perf-basic-prof` map
- *   BENCH_INSTR_KEEP=1         keep the callgrind dumps (one per case, in order) and the code map, and say where
+ *   BENCH_INSTR_KEEP=1         keep the callgrind dumps (one per window, in order) and the code map, and say where
  *   PEERS_SKIP_BUILD=1         use dist/ as it is instead of running `npm run build`
  *
  * Needs valgrind (`apt-get install -y valgrind`).
@@ -53,6 +58,8 @@ const INSTRUMENTED_WARMUP = 1_000;
 // V8's collector, by function name: what "of which GC" adds up.
 const GC_FUNCTION =
   /v8::internal::(?:Concurrent|Marking|Sweeper|MarkCompact|Scaveng|IncrementalMarking|MainMarking|Evacuat|RememberedSet|SlotSet|BodyDescriptor)|MarkingVisitor|MemoryChunkData/;
+// V8's optimising compilers, by namespace: what "of which compiling" adds up.
+const COMPILER_FUNCTION = /v8::internal::(?:compiler|maglev)::/;
 
 interface InstructionCase {
   title: string;
@@ -138,11 +145,21 @@ function functionCosts(file: string, codeMap: CodeMap | undefined): { instructio
   return [...costs].map(([name, instructions]) => ({ name, instructions })).sort((a, b) => b.instructions - a.instructions);
 }
 
-/** Total instructions of a callgrind dump, and those in V8's collector. */
-function countsOf(file: string, costs: { instructions: number; name: string }[]): { total: number; gc: number } {
+interface WindowCounts {
+  total: number;
+  gc: number;
+  compiling: number;
+  /** The request path's own: the total without GC and compiling. */
+  own: number;
+}
+
+/** Total instructions of a callgrind dump, and those in V8's collector and its optimising compiler. */
+function countsOf(file: string, costs: { instructions: number; name: string }[]): WindowCounts {
   const total = Number(/^summary: (\d+)$/m.exec(readFileSync(file, 'utf8'))?.[1]);
-  const gc = costs.filter((cost) => GC_FUNCTION.test(cost.name)).reduce((sum, cost) => sum + cost.instructions, 0);
-  return { total, gc };
+  const sumOf = (pattern: RegExp) => costs.filter((cost) => pattern.test(cost.name)).reduce((sum, cost) => sum + cost.instructions, 0);
+  const gc = sumOf(GC_FUNCTION);
+  const compiling = sumOf(COMPILER_FUNCTION);
+  return { total, gc, compiling, own: total - gc - compiling };
 }
 
 /** Where `--perf-basic-prof` writes the map of process `pid`'s compiled code. */
@@ -163,7 +180,8 @@ async function main(): Promise<void> {
     console.error(`bench:instructions needs valgrind (${missing.join(', ')} missing): apt-get install -y valgrind`);
     process.exit(1);
   }
-  const requests = positiveInteger('BENCH_INSTR_REQUESTS', 4_000);
+  const windows = positiveInteger('BENCH_INSTR_WINDOWS', 3);
+  const requests = positiveInteger('BENCH_INSTR_REQUESTS', 1_500);
   const warmup = positiveInteger('BENCH_INSTR_WARMUP', 12_000);
   const top = nonNegativeInteger('BENCH_INSTR_TOP', 0);
   buildUnlessSkipped();
@@ -221,30 +239,51 @@ async function main(): Promise<void> {
       await sequentialGets(agent, url, headers, instructionCase.status, warmup);
       callgrindControl(pid, '--instr=on');
       await sequentialGets(agent, url, headers, instructionCase.status, INSTRUMENTED_WARMUP);
-      callgrindControl(pid, '--zero');
-      await sequentialGets(agent, url, headers, instructionCase.status, requests);
-      const before = new Set(readdirSync(dir));
-      callgrindControl(pid, '--dump');
+      const counted: { counts: WindowCounts; costs: { instructions: number; name: string }[] }[] = [];
+      for (let window = 0; window < windows; window++) {
+        callgrindControl(pid, '--zero');
+        await sequentialGets(agent, url, headers, instructionCase.status, requests);
+        const before = new Set(readdirSync(dir));
+        callgrindControl(pid, '--dump');
+        const dump = newestDump(dir, pid, before);
+        const costs = functionCosts(dump, top > 0 ? readCodeMap(codeMapFile(pid)) : undefined);
+        counted.push({ counts: countsOf(dump, costs), costs });
+      }
       callgrindControl(pid, '--instr=off');
-      const dump = newestDump(dir, pid, before);
-      const costs = functionCosts(dump, top > 0 ? readCodeMap(codeMapFile(pid)) : undefined);
-      const counts = countsOf(dump, costs);
-      if (top > 0) tops.push({ title: instructionCase.title, costs: costs.slice(0, top) });
+      const byOwn = counted.sort((a, b) => a.counts.own - b.counts.own);
+      const median = byOwn[(byOwn.length - 1) >> 1]!;
+      const perRequest = (instructions: number) => Math.round(instructions / requests).toLocaleString('en-US');
+      if (top > 0) tops.push({ title: instructionCase.title, costs: median.costs.slice(0, top) });
       rows.push([
         instructionCase.title,
-        requests.toLocaleString('en-US'),
-        Math.round(counts.total / requests).toLocaleString('en-US'),
-        Math.round(counts.gc / requests).toLocaleString('en-US'),
-        Math.round((counts.total - counts.gc) / requests).toLocaleString('en-US'),
+        `${windows} × ${requests.toLocaleString('en-US')}`,
+        perRequest(median.counts.total),
+        perRequest(median.counts.gc),
+        perRequest(median.counts.compiling),
+        perRequest(median.counts.own),
+        `${perRequest(byOwn[0]!.counts.own)}–${perRequest(byOwn.at(-1)!.counts.own)}`,
       ]);
       console.error(`${instructionCase.title}: done`);
     }
     const version = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
     console.log(`# Instructions per answer: gateway ${version}, Node ${process.version}, callgrind\n`);
     console.log(
-      `- ${warmup.toLocaleString('en-US')} requests per case at full speed, ${INSTRUMENTED_WARMUP.toLocaleString('en-US')} instrumented, then ${requests.toLocaleString('en-US')} counted, one at a time on one keep-alive connection; user-space instructions of the gateway's process (all its threads); the kernel's are not counted\n`,
+      `- ${warmup.toLocaleString('en-US')} requests per case at full speed, ${INSTRUMENTED_WARMUP.toLocaleString('en-US')} instrumented, then ${windows} windows of ${requests.toLocaleString('en-US')} counted, one at a time on one keep-alive connection; user-space instructions of the gateway's process (all its threads); the kernel's are not counted; each row is its case's median window\n`,
     );
-    console.log(markdownTable(['case', 'requests', 'instructions per request', 'of which GC', 'without GC'], rows));
+    console.log(
+      markdownTable(
+        [
+          'case',
+          'windows × requests',
+          'instructions per request',
+          'of which GC',
+          'of which compiling',
+          'the path itself',
+          'windows (lowest–highest)',
+        ],
+        rows,
+      ),
+    );
     for (const { title, costs } of tops) {
       console.log(`\n## ${title}: the ${costs.length} functions with the most instructions of their own\n`);
       console.log(
@@ -254,9 +293,7 @@ async function main(): Promise<void> {
         ),
       );
     }
-    console.log(
-      '\n_Compare "without GC" between builds: two runs of one build came within 0.5 % for the probe and the range, 2 % for the 401; the full body depends on how fast the client reads (bench/README.md)._',
-    );
+    console.log('\n_Compare "the path itself" between builds: the full body depends on how fast the client reads (bench/README.md)._');
   } finally {
     for (const agent of agents) agent.destroy();
     await gateway.terminate(30_000);
