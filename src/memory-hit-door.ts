@@ -139,6 +139,7 @@ class DoorConnection {
   #idleLimitMs = 0;
   #activeAt = 0;
   #idleTimer: NodeJS.Timeout | undefined;
+  #idleTimerDueAt = 0;
 
   constructor(
     private readonly socket: Socket,
@@ -194,19 +195,27 @@ class DoorConnection {
 
   /** From now, the connection may stay idle `limitMs` (0: for ever), as Node's own timeout would let it. */
   #limitIdle(limitMs: number): void {
+    const now = Date.now();
     this.#idleLimitMs = limitMs;
-    this.#activeAt = Date.now();
-    if (limitMs > 0 && this.#idleTimer === undefined) this.#idleTimer = setTimeout(this.#onIdleTimer, limitMs).unref();
+    this.#activeAt = now;
+    // A timer due later than the new limit (a headers timeout longer than the keep-alive's) is set again.
+    if (limitMs > 0 && (this.#idleTimer === undefined || this.#idleTimerDueAt > now + limitMs)) this.#armIdleTimer(now, limitMs);
+  }
+
+  #armIdleTimer(now: number, inMs: number): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimerDueAt = now + inMs;
+    this.#idleTimer = setTimeout(this.#onIdleTimer, inMs).unref();
   }
 
   #onIdleTimer = (): void => {
     this.#idleTimer = undefined;
     if (this.#idleLimitMs === 0 || this.socket.destroyed) return;
-    const idleForMs = Date.now() - this.#activeAt;
+    const now = Date.now();
     // An answer waiting for the rate limiter is not idle; one waiting for the client has no limit (#answer).
-    const leftMs = this.#waiting ? this.#idleLimitMs : this.#idleLimitMs - idleForMs;
+    const leftMs = this.#waiting ? this.#idleLimitMs : this.#idleLimitMs - (now - this.#activeAt);
     if (leftMs <= 0) this.socket.destroy();
-    else this.#idleTimer = setTimeout(this.#onIdleTimer, leftMs).unref();
+    else this.#armIdleTimer(now, leftMs);
   };
 
   #stopIdleTimer(): void {

@@ -627,6 +627,15 @@ describe('a connection the door holds', () => {
     expect(answered()).toBe(6);
   });
 
+  test('after an answered hit, the keep-alive limit holds even where the headers timeout is longer', async () => {
+    // 300 ms + Node's 1 s grace after the answer, not the 8 s a connection that sends nothing gets.
+    const to = await serving({ headersTimeoutMs: 8_000, requestTimeoutMs: 9_000, keepAliveTimeoutMs: 300 });
+    const started = Date.now();
+    const door = await untilClosed(to, head('Range: bytes=0-1\r\n'));
+    expect(door).toMatch(/^HTTP\/1\.1 206 Partial Content\r\n[\s\S]*\[closed\]$/);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   test('after an answered hit, a head that never completes is closed by the keep-alive timer, unanswered, as without the door', async () => {
     // Node's keep-alive timer (300 ms + its 1 s grace) runs until a request's head is in, before the headers timeout (2 s) could answer 408.
     const limits = { ...SHORT, headersTimeoutMs: 2_000, requestTimeoutMs: 3_000 };
