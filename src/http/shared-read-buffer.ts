@@ -39,7 +39,7 @@ function slotsOf(socket: SwitchableSocket): ReadSlots | null {
   return slots;
 }
 
-// A view per read length, made once: a client repeats its requests, and reads of one length are common.
+// A view of the one shared buffer per read length, made once: a client repeats its requests, and reads of one length are common.
 const views: Buffer[] = [];
 const MAX_KEPT_VIEW_BYTES = 4096;
 

@@ -29,7 +29,8 @@ export function storedRecordingOpener(
   return async function openStored(entry: CachedRecording): Promise<OpenedRecording | undefined> {
     if (!cache.holds(entry)) return undefined;
     if (entry.meta.size > cache.memoryEntryMaxBytes) return largeFileSource(cache, entry);
-    const body = cache.peekBody(entry) ?? (await readWhole(cache, entry));
+    // A file that cannot be read is as good as gone, as it is to a request (which fetches it again).
+    const body = cache.peekBody(entry) ?? (await readWhole(cache, entry).catch(() => undefined));
     return body && bodySource(body);
   };
 }
