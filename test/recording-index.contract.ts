@@ -122,6 +122,37 @@ export function describeRecordingIndexContract(name: string, open: OpenIndex): v
       await expect(index.delete('ns/6')).resolves.toBeUndefined();
     });
 
+    it('deletes many recordings at once, and only those (1,100: more than one operation on the store)', async () => {
+      const { index } = await fresh();
+      expect(index.deleteMany).toBeTypeOf('function');
+      const kept = new Map<string, RecordingMeta>();
+      const deleted: string[] = [];
+      for (let id = 1; id <= 1_200; id++) {
+        const meta = sampleMeta(id, { size: id });
+        await index.set(`ns/${id}`, meta);
+        if (id % 12 === 0) kept.set(`ns/${id}`, meta);
+        else deleted.push(`ns/${id}`);
+      }
+      // Keys that are not there are no error, as for delete.
+      await index.deleteMany!([...deleted, 'ns/never-stored']);
+      expect(new Map([...(await collect(index))].sort())).toEqual(new Map([...kept].sort()));
+      expect(await index.get('ns/1')).toBeUndefined();
+      if (index.usage) expect((await index.usage()).total).toBe([...kept.values()].reduce((sum, meta) => sum + meta.size, 0));
+      await expect(index.deleteMany!([])).resolves.toBeUndefined();
+    });
+
+    it('tells another process watching the index of each recording deleted many at once', async (ctx) => {
+      const writer = await fresh();
+      // Only an index other processes share announces deletes (Redis).
+      if (!writer.index.watchDeletes) ctx.skip();
+      const watcher = await fresh(writer.location);
+      const seen: string[] = [];
+      await watcher.index.watchDeletes!((key) => seen.push(key));
+      for (let id = 1; id <= 3; id++) await writer.index.set(`ns/${id}`, sampleMeta(id));
+      await writer.index.deleteMany!(['ns/1', 'ns/3']);
+      await expect.poll(() => [...seen].sort()).toEqual(['ns/1', 'ns/3']);
+    });
+
     it('lists nothing when empty', async () => {
       const { index } = await fresh();
       expect((await collect(index)).size).toBe(0);

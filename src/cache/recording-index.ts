@@ -19,6 +19,8 @@ export interface RecordingIndex {
    */
   set(key: string, meta: RecordingMeta, purgesSeen?: number): Promise<void>;
   delete(key: string): Promise<void>;
+  /** As `delete` for each key, in a few round trips to the store rather than one per key (start-up's reconciliation). */
+  deleteMany?(keys: readonly string[]): Promise<void>;
   /** Every stored entry, each key once; values that are not a {@link RecordingMeta} are skipped. */
   entries(): AsyncIterable<[string, RecordingMeta]>;
   /** As `entries`, only those fetched before `time` (ms since the epoch), chosen by the store without reading the others (sqlite). */
@@ -121,6 +123,9 @@ export interface Backend {
   usage?(): Promise<StoredBytes>;
 }
 
+/** Keys a store is asked to delete in one operation: a bound on the statement (sqlite) or transaction (Redis). */
+const DELETED_AT_ONCE = 500;
+
 export function keyvIndex(backend: Backend): RecordingIndex {
   const { kind, keyv, usage } = backend;
   // keyv reports store errors as events and (with throwOnErrors) also rejects;
@@ -204,6 +209,17 @@ export function keyvIndex(backend: Backend): RecordingIndex {
         await backend.announceDelete?.(key);
       } catch (error) {
         throw fail(`cannot delete ${key}`, error);
+      }
+    },
+    async deleteMany(keys) {
+      for (let from = 0; from < keys.length; from += DELETED_AT_ONCE) {
+        const some = keys.slice(from, from + DELETED_AT_ONCE);
+        try {
+          await backend.run(() => keyv.deleteMany(some.map((key) => backend.storeKey(key))));
+          for (const key of some) await backend.announceDelete?.(key);
+        } catch (error) {
+          throw fail(`cannot delete ${some.length} entries from ${some[0]}`, error);
+        }
       }
     },
     // Not keyv.iterator(): it throws on the first value it cannot decode
