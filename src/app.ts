@@ -132,7 +132,7 @@ export function createApp(deps: AppDeps): Hono<GatewayEnv> {
 function handleError(error: Error, c: Context<GatewayEnv>, deps: AppDeps): Response {
   const caller = c.get('caller');
   const cors = corsHeaders(c.req.header('origin'), caller?.tenant.allowedOrigins ?? deps.tenants.anyAllowedOrigin);
-  const headers = { ...cors, 'X-Request-Id': c.get('requestId') };
+  const headers = { ...cors, 'X-Request-Id': c.get('requestId'), ...c.get('rateLimits') };
   if (error instanceof GatewayError) return errorResponse(error, headers);
   // The client went away, or was timed out, while its body was read: its request log line says so (`aborted`).
   if ((error as NodeJS.ErrnoException).code === 'ECONNRESET' && c.env?.incoming?.destroyed) {

@@ -67,6 +67,32 @@ describe('per-tenant rate limits over HTTP', () => {
     await refilled.arrayBuffer();
   });
 
+  test('an answer refused after the request was counted (404, 416, 412) carries the RateLimit-* headers of the token it spent', async () => {
+    clock.advance(60_000);
+    const beta = { authorization: `Bearer ${BETA_KEY}` };
+    const first = await gateway.fetch('/v1/call/recording/1.mp3', { headers: beta });
+    expect(first.status).toBe(200);
+    await first.arrayBuffer();
+    const before = Number(first.headers.get('ratelimit-remaining'));
+
+    const refused = [
+      await gateway.fetch('/v1/call/recording/987654.mp3', { headers: beta }),
+      await gateway.fetch('/v1/call/recording/1.mp3', { headers: { ...beta, range: 'bytes=99999999-' } }),
+      await gateway.fetch('/v1/call/recording/1.mp3', { headers: { ...beta, 'if-match': '"not-this-one"' } }),
+    ];
+    expect(refused.map((response) => response.status)).toEqual([404, 416, 412]);
+    for (const [i, response] of refused.entries()) {
+      expect(response.headers.get('content-type')).toBe('application/json');
+      expect(response.headers.get('ratelimit-limit')).toBe('100');
+      expect(response.headers.get('ratelimit-remaining')).toBe(String(before - 1 - i));
+      expect(response.headers.get('ratelimit-reset')).toMatch(/^\d+$/);
+      await response.arrayBuffer();
+    }
+    const after = await gateway.fetch('/v1/call/recording/1.mp3', { headers: beta });
+    expect(after.headers.get('ratelimit-remaining')).toBe(String(before - 4));
+    await after.arrayBuffer();
+  });
+
   test('a refused credential does not spend the tenant budget', async () => {
     clock.advance(60_000);
     for (let i = 0; i < 5; i++) {

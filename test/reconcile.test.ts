@@ -45,7 +45,16 @@ describe('start-up reconciliation', () => {
     for (const callId of ids(100, 139)) await write(callId);
     for (const callId of ['1', '2', '41', '100', '101', '200']) await disk.writeSidecar(NAMESPACE, callId, 'peaks', Buffer.from('[]'));
 
-    const { entries, report } = await reconcileCache(index, disk, silentLogger());
+    // Counted, not faked: every removal still reaches the real disk.
+    const removed: string[] = [];
+    const counting = {
+      ...disk,
+      remove(namespace: string, callId: string) {
+        removed.push(callId);
+        return disk.remove(namespace, callId);
+      },
+    };
+    const { entries, report } = await reconcileCache(index, counting, silentLogger());
 
     expect(report).toEqual({ kept: 20, droppedEntries: 40, removedFiles: 40 });
     expect(entries.map(([key]) => key).sort()).toEqual(
@@ -68,5 +77,28 @@ describe('start-up reconciliation', () => {
     );
     const sidecars = await readdir(path.dirname(sidecarPath(dir, NAMESPACE, '41', 'peaks')));
     expect(sidecars).toEqual(['41.peaks']);
+    // Only files that were there were asked to go: an entry whose file is gone costs the disk nothing.
+    expect(removed.sort()).toEqual(ids(100, 139).sort());
+  });
+
+  it('drops an entry that describes another recording than its key names, and removes the file under that key', async () => {
+    dir = await makeTempDir('rg-reconcile-');
+    const disk = createDiskStore(dir);
+    await disk.init();
+    index = createSqliteIndex(dir);
+    for (const callId of ['7', '8']) {
+      const file = disk.pathFor(NAMESPACE, callId);
+      await mkdir(path.dirname(file), { recursive: true });
+      await writeFile(file, Buffer.alloc(64, 1));
+    }
+    await index.set(cacheKey(NAMESPACE, '7'), sampleMeta('7', { namespace: NAMESPACE, size: 64 }));
+    await index.set(cacheKey(NAMESPACE, '8'), sampleMeta('9', { namespace: NAMESPACE, size: 64 }));
+
+    const { entries, report } = await reconcileCache(index, disk, silentLogger());
+
+    expect(report).toEqual({ kept: 1, droppedEntries: 1, removedFiles: 0 });
+    expect(entries.map(([key]) => key)).toEqual([cacheKey(NAMESPACE, '7')]);
+    expect(await index.get(cacheKey(NAMESPACE, '8'))).toBeUndefined();
+    expect(await readdir(path.dirname(disk.pathFor(NAMESPACE, '7')))).toEqual(['7.mp3']);
   });
 });

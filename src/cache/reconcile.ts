@@ -44,17 +44,24 @@ export async function reconcileCache(
 
   const entries: Array<[string, RecordingMeta]> = [];
   const dropped: string[] = [];
+  // Dropped though their file is there: an entry that describes another recording than its key names.
+  const droppedFiles: Array<{ namespace: string; callId: string }> = [];
   for await (const [key, meta] of index.entries()) {
-    if (onDisk.delete(key) && cacheKey(meta.namespace, meta.callId) === key) entries.push([key, meta]);
-    else dropped.push(key);
+    const file = onDisk.get(key);
+    onDisk.delete(key);
+    if (file && cacheKey(meta.namespace, meta.callId) === key) {
+      entries.push([key, meta]);
+      continue;
+    }
+    dropped.push(key);
+    if (file) droppedFiles.push(file);
   }
   // Deleting while listing would shift the index's pages under the listing: drop afterwards.
-  // The entries first, then what is left of their recordings (sidecars), as before.
+  // The entries first, then their files. An entry whose file is gone has nothing
+  // left to remove here (its sidecars go with the orphan sidecars, below): asking
+  // the disk anyway cost 80 µs per entry, 8 s for 100,000 files deleted by hand.
   await (index.deleteMany ? index.deleteMany(dropped) : eachAtMost(dropped, REMOVALS_AT_ONCE, (key) => index.delete(key)));
-  await eachAtMost(dropped, REMOVALS_AT_ONCE, (key) => {
-    const [namespace = '', callId = ''] = key.split('/');
-    return disk.remove(namespace, callId);
-  });
+  await eachAtMost(droppedFiles, REMOVALS_AT_ONCE, (file) => disk.remove(file.namespace, file.callId));
 
   let removedFiles = 0;
   const shared = index.shared === true;

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AdminPurgeAudit, MintedUrl } from '../audit/audit-event.js';
 import type { Caller } from '../auth/authenticate.js';
 import type { ServedTier } from '../metrics/gateway-metrics.js';
+import type { RateLimitHeaders } from '../rate-limit/index.js';
 import type { ResponseOutcome } from './recording-response.js';
 
 /** What handlers leave on the Hono context for the error handler and the request log. */
@@ -12,6 +13,8 @@ export interface GatewayEnv {
     caller: Caller | undefined;
     callId: string | undefined;
     requestId: string;
+    /** The tenant's RateLimit-* headers once its request was counted: an error answered after that carries them too. */
+    rateLimits: RateLimitHeaders | undefined;
     /** Milliseconds this request waited for the upstream's head, when it did. */
     upstreamMs: number | undefined;
     /**

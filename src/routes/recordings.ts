@@ -130,8 +130,8 @@ function isConditional(request: RecordingRequest): boolean {
 /**
  * Notes who asks for which call (for the error handler, the log and the
  * audit line), then counts the request against its tenant's limit: the
- * RateLimit-* headers (a promise of them from a Redis limiter), or a 429
- * thrown.
+ * RateLimit-* headers (a promise of them from a Redis limiter), also noted
+ * for the error handler (a 404 or 416 spent its token too), or a 429 thrown.
  */
 export function admitCaller(
   c: Context<GatewayEnv>,
@@ -141,7 +141,15 @@ export function admitCaller(
 ): ReturnType<TenantRateLimiter['check']> {
   c.set('caller', caller);
   c.set('callId', callId);
-  return rateLimiter.check(caller.tenant);
+  const limits = rateLimiter.check(caller.tenant);
+  if (!(limits instanceof Promise)) {
+    c.set('rateLimits', limits);
+    return limits;
+  }
+  return limits.then((counted) => {
+    c.set('rateLimits', counted);
+    return counted;
+  });
 }
 
 export function recordingRequest(c: Context): RecordingRequest {
