@@ -74,8 +74,24 @@ const RECORDINGS = 'recordings';
 const SIDECARS = 'sidecars';
 const TEMP = 'tmp';
 // A temp folder of another host's process cannot be checked for life: it is
-// taken as abandoned once it has not changed for this long.
+// taken as abandoned once neither it nor a file in it has changed for this long.
 const FOREIGN_TEMP_MAX_AGE_MS = 60 * 60_000;
+
+/**
+ * When a temp folder last changed: the folder's own time moves only when a
+ * file comes or goes, a file's with every write to it, so a download written
+ * for longer than the folder is old still counts as changing. 0 when gone.
+ */
+async function lastChangedAt(folder: string): Promise<number> {
+  const mtimeOf = (file: string) =>
+    stat(file).then(
+      (info) => info.mtimeMs,
+      () => 0,
+    );
+  const files = await readdir(folder).catch(() => [] as string[]);
+  const times = await Promise.all([folder, ...files.map((file) => path.join(folder, file))].map(mtimeOf));
+  return Math.max(...times);
+}
 
 function processIsAlive(pid: number): boolean {
   try {
@@ -90,7 +106,7 @@ function processIsAlive(pid: number): boolean {
  * Each process writes under `tmp/<host>-<pid>-<random>/`, so replicas sharing
  * a cache directory never remove each other's downloads in progress. A folder
  * is leftover when its process on this host is gone, or (another host's) when
- * it has been idle for an hour; loose files are from older versions. One with
+ * neither it nor a file in it has changed for an hour; loose files are from older versions. One with
  * this process's own host and pid that is not its own, last changed before
  * this process started, is an earlier process's that had the same pid: in a
  * container the gateway is PID 1 after every restart.
@@ -102,16 +118,11 @@ async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
     if (name === own) continue;
     const match = /^(.+)-(\d+)-[0-9a-f]+$/.exec(name);
     const full = path.join(tempDir, name);
-    const changedAt = () =>
-      stat(full).then(
-        (info) => info.mtimeMs,
-        () => 0,
-      );
     let abandoned = !match;
     if (match && match[1] === host) {
       const pid = Number(match[2]);
-      abandoned = pid === process.pid ? (await changedAt()) < startedAt : !processIsAlive(pid);
-    } else if (match) abandoned = Date.now() - (await changedAt()) > FOREIGN_TEMP_MAX_AGE_MS;
+      abandoned = pid === process.pid ? (await lastChangedAt(full)) < startedAt : !processIsAlive(pid);
+    } else if (match) abandoned = Date.now() - (await lastChangedAt(full)) > FOREIGN_TEMP_MAX_AGE_MS;
     if (abandoned) await rm(full, { recursive: true, force: true });
   }
 }
