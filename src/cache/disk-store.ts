@@ -106,10 +106,10 @@ function processIsAlive(pid: number): boolean {
  * Each process writes under `tmp/<host>-<pid>-<random>/`, so replicas sharing
  * a cache directory never remove each other's downloads in progress. A folder
  * is leftover when its process on this host is gone, or (another host's) when
- * neither it nor a file in it has changed for an hour; loose files are from older versions. One with
- * this process's own host and pid that is not its own, last changed before
- * this process started, is an earlier process's that had the same pid: in a
- * container the gateway is PID 1 after every restart.
+ * neither it nor a file in it has changed for an hour; loose files are from
+ * older versions. One with this process's own host and pid that is not its
+ * own, last changed before this process started, is an earlier process's that
+ * had the same pid: in a container the gateway is PID 1 after every restart.
  */
 async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
   const host = hostname();
