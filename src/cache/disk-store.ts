@@ -83,14 +83,17 @@ const FOREIGN_TEMP_MAX_AGE_MS = 60 * 60_000;
  * for longer than the folder is old still counts as changing. 0 when gone.
  */
 async function lastChangedAt(folder: string): Promise<number> {
-  const mtimeOf = (file: string) =>
-    stat(file).then(
-      (info) => info.mtimeMs,
-      () => 0,
-    );
   const files = await readdir(folder).catch(() => [] as string[]);
-  const times = await Promise.all([folder, ...files.map((file) => path.join(folder, file))].map(mtimeOf));
+  const times = await Promise.all([folder, ...files.map((file) => path.join(folder, file))].map(changedAt));
   return Math.max(...times);
+}
+
+/** A file's or folder's own modification time; 0 when gone. */
+function changedAt(file: string): Promise<number> {
+  return stat(file).then(
+    (info) => info.mtimeMs,
+    () => 0,
+  );
 }
 
 function processIsAlive(pid: number): boolean {
@@ -121,7 +124,7 @@ async function removeLeftoverTemp(tempDir: string, own: string): Promise<void> {
     let abandoned = !match;
     if (match && match[1] === host) {
       const pid = Number(match[2]);
-      abandoned = pid === process.pid ? (await lastChangedAt(full)) < startedAt : !processIsAlive(pid);
+      abandoned = pid === process.pid ? (await changedAt(full)) < startedAt : !processIsAlive(pid);
     } else if (match) abandoned = Date.now() - (await lastChangedAt(full)) > FOREIGN_TEMP_MAX_AGE_MS;
     if (abandoned) await rm(full, { recursive: true, force: true });
   }
