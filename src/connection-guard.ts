@@ -1,5 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { bytesWaiting } from './http/handle-write.js';
 import { whenClosed } from './http/response-closed.js';
 import { writeJsonError } from './json-error-answers.js';
 
@@ -106,7 +107,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   function look(now: number): void {
     for (const [socket, seen] of busy) {
       const bytesWritten = socket.bytesWritten;
-      if (bytesWritten !== seen.bytesWritten || socket.writableLength === 0) {
+      if (bytesWritten !== seen.bytesWritten || bytesWaiting(socket) === 0) {
         seen.bytesWritten = bytesWritten;
         seen.since = now;
       }

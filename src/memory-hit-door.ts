@@ -1,6 +1,7 @@
 import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ConnectionGuard } from './connection-guard.js';
+import { canWriteToHandle, writeToHandle } from './http/handle-write.js';
 import { readPlainRequestHead } from './http/plain-request-head.js';
 import { isSharedReadBuffer, readIntoSharedBuffer, stopSharedReads } from './http/shared-read-buffer.js';
 import type { MemoryHit, MemoryHits } from './routes/memory-hits.js';
@@ -91,7 +92,7 @@ function headOf(answer: MemoryHit['answer'], keepAliveTimeoutMs: number, now: nu
 // What a connection may send while its answer waits for the rate limiter before its reads stop, as a stream's buffer would.
 const MAX_PENDING_WHILE_WAITING_BYTES = 64 * 1024;
 
-// A body up to this size goes out behind its head in one write: a corked pair of writes costs more than the copy.
+// A body up to this size is copied behind its head, one buffer written: a pair of buffers written together costs more than the copy.
 const BODY_IN_HEAD_MAX_BYTES = 16 * 1024;
 
 // Node closes an idle keep-alive connection this long after the timeout it advertises (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER).
@@ -127,6 +128,8 @@ class DoorConnection {
   #readsShared = false;
   #ended = false;
   #answered = false;
+  /** The answer handed to the handle whose bytes the client has not all taken. */
+  #queued: MemoryHit | undefined;
   // Read once: Node's getter asks the socket each time, and a client gone no longer has one.
   readonly #clientAddress: string | undefined;
   /**
@@ -158,7 +161,7 @@ class DoorConnection {
 
   /** Idle: no answer under way, nothing left to send. */
   get idle(): boolean {
-    return !this.#waiting && this.socket.writableLength === 0;
+    return !this.#waiting;
   }
 
   destroy(): void {
@@ -176,7 +179,7 @@ class DoorConnection {
     if (
       this.#waiting &&
       this.#pending !== undefined &&
-      (this.socket.writableNeedDrain || this.#pending.length > MAX_PENDING_WHILE_WAITING_BYTES)
+      (this.#queued !== undefined || this.#pending.length > MAX_PENDING_WHILE_WAITING_BYTES)
     ) {
       this.socket.pause();
     }
@@ -227,6 +230,8 @@ class DoorConnection {
   #onClose = (): void => {
     this.#stopIdleTimer();
     this.door.open.delete(this);
+    // Node cancels a closed handle's writes before it says 'close'; should it not have, the answer is still reported.
+    if (this.#queued !== undefined) this.#queuedWriteDone(true);
   };
 
   #serve(): void {
@@ -261,7 +266,7 @@ class DoorConnection {
     // taken the answer, until it sends more (#onRead): stopping and restarting a connection's reads for
     // every large answer costs more than the answer's own bookkeeping. A client with requests already
     // waiting is not read from until it has taken the answer. The stream's own reads stop at once.
-    if (this.#waiting && (!this.#readsShared || (socket.writableNeedDrain && this.#pending !== undefined))) socket.pause();
+    if (this.#waiting && (!this.#readsShared || (this.#queued !== undefined && this.#pending !== undefined))) socket.pause();
   }
 
   /** Writes the answer; `waiting` stays set while the client has not taken it. */
@@ -282,30 +287,40 @@ class DoorConnection {
       this.#answered = true;
       this.#limitIdle(idleTimeoutMs(this.door.server));
     }
-    const written = (error?: Error | null) => {
-      this.door.guard.requestEnded(socket);
-      // Node calls back a write cut short by destroy() without an error.
-      hit.report(error || socket.destroyed ? 'cut' : 'sent');
-    };
     const answer = hit.answer;
-    if (answer.source !== undefined && answer.bodyLength > BODY_IN_HEAD_MAX_BYTES) {
-      socket.cork();
-      socket.write(headOf(answer, keepAliveTimeoutMs, now, false));
-      socket.write(bodyOf(answer)!, written);
-      socket.uncork();
-    } else {
-      socket.write(headOf(answer, keepAliveTimeoutMs, now, true), written);
+    const bodyApart = answer.source !== undefined && answer.bodyLength > BODY_IN_HEAD_MAX_BYTES;
+    const data = bodyApart
+      ? [headOf(answer, keepAliveTimeoutMs, now, false), bodyOf(answer)!]
+      : headOf(answer, keepAliveTimeoutMs, now, true);
+    switch (writeToHandle(socket, data, this.#queuedWriteDone)) {
+      case 'taken':
+        this.door.guard.requestEnded(socket);
+        hit.report('sent');
+        this.#waiting = false;
+        return;
+      case 'queued':
+        // As Node: no timeout while an answer waits for a client that does not read (the connection cap reclaims it).
+        this.#idleLimitMs = 0;
+        this.#queued = hit;
+        return;
+      case 'failed':
+        this.door.guard.requestEnded(socket);
+        hit.report('cut');
     }
-    if (socket.writableNeedDrain) {
-      // As Node: no timeout while an answer waits for a client that does not read (the connection cap reclaims it).
-      this.#idleLimitMs = 0;
-      socket.once('drain', this.#drained);
-      return;
-    }
-    this.#waiting = false;
   }
 
-  #drained = (): void => {
+  #queuedWriteDone = (failed: boolean): void => {
+    const socket = this.socket;
+    const hit = this.#queued;
+    if (hit === undefined) return;
+    this.#queued = undefined;
+    this.door.guard.requestEnded(socket);
+    if (failed || socket.destroyed) {
+      hit.report('cut');
+      socket.destroy();
+      return;
+    }
+    hit.report('sent');
     this.#limitIdle(idleTimeoutMs(this.door.server));
     this.#resume();
   };
@@ -328,7 +343,6 @@ class DoorConnection {
     socket.removeListener('end', this.#onEnd);
     socket.removeListener('error', this.#onError);
     socket.removeListener('close', this.#onClose);
-    socket.removeListener('drain', this.#drained);
     this.#stopIdleTimer();
     // Node closes a connection idle after an answer, a request begun or not, when its keep-alive timer runs out (from
     // this read on, as Node's own timer is moved by every read); before one, its headers timeout does.
@@ -352,12 +366,14 @@ class DoorConnection {
  * its timeouts; its own connection listener is taken off and given each
  * connection the door does not answer, with the bytes it read. Heads are
  * read strictly (src/http/plain-request-head.ts): a request Node might
- * judge otherwise, or one split over two reads, goes to Node. Not installed
- * when this Node's HTTP server is not the one it was written for.
+ * judge otherwise, or one split over two reads, goes to Node. Answers are
+ * written to the connection's handle (src/http/handle-write.ts). Not
+ * installed when this Node's HTTP server is not the one it was written for,
+ * or its sockets cannot be written that way.
  */
 export function openMemoryHitDoor(server: Server, hits: MemoryHits, guard: DoorContext['guard']): void {
   const nodeListener = server.listeners('connection')[0] as ((this: Server, socket: Socket) => void) | undefined;
-  if (nodeListener?.name !== 'connectionListener') return;
+  if (nodeListener?.name !== 'connectionListener' || !canWriteToHandle()) return;
   server.removeListener('connection', nodeListener);
   const open = new Set<DoorConnection>();
   const idleAfterAnswer = new WeakSet<Socket>();
