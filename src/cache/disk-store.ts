@@ -234,6 +234,14 @@ export function createDiskStore(dir: string, options: DiskStoreOptions = {}): Di
 }
 
 /**
+ * File removals a bulk job (start-up's reconciliation, a local purge) keeps
+ * under way at once: each is a round trip to a thread that costs more waiting
+ * than work. One at a time, 1,000 dropped entries and 1,000 orphans took 0.9 s
+ * of a 100,000-entry start-up.
+ */
+export const FILE_REMOVALS_AT_ONCE = 16;
+
+/**
  * Deletes a cache file, if there. Not `rm(file, { force: true })`: an unlink
  * refused with EPERM (an immutable file) makes it try the file as a folder,
  * and it reports ENOTDIR from scandir instead of what went wrong.

@@ -1,8 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { eachAtMost } from '../each-at-most.js';
 import type { Logger } from '../logger.js';
-import { listCacheFiles, removeFile, sidecarPath, type DiskStore } from './disk-store.js';
-import type { RecordingIndex } from './recording-index.js';
+import { FILE_REMOVALS_AT_ONCE, listCacheFiles, removeFile, sidecarPath, type DiskStore } from './disk-store.js';
+import { deleteEntries, type RecordingIndex } from './recording-index.js';
 import { cacheKey, type RecordingMeta } from './recording-meta.js';
 
 export interface ReconcileReport {
@@ -12,11 +12,6 @@ export interface ReconcileReport {
   /** Files no index entry describes. */
   removedFiles: number;
 }
-
-// Index deletes and file removals under way at once: each is a round trip to
-// a thread (or to Redis) that costs more waiting than work. One at a time,
-// 1,000 dropped entries and 1,000 orphans took 0.9 s of a 100,000-entry start-up.
-const REMOVALS_AT_ONCE = 16;
 
 // A replica sharing the index renames its file into place a moment before it
 // indexes it: an unindexed file younger than this may be another replica's
@@ -60,12 +55,12 @@ export async function reconcileCache(
   // The entries first, then their files. An entry whose file is gone has nothing
   // left to remove here (its sidecars go with the orphan sidecars, below): asking
   // the disk anyway cost 80 µs per entry, 8 s for 100,000 files deleted by hand.
-  await (index.deleteMany ? index.deleteMany(dropped) : eachAtMost(dropped, REMOVALS_AT_ONCE, (key) => index.delete(key)));
-  await eachAtMost(droppedFiles, REMOVALS_AT_ONCE, (file) => disk.remove(file.namespace, file.callId));
+  await deleteEntries(index, dropped);
+  await eachAtMost(droppedFiles, FILE_REMOVALS_AT_ONCE, (file) => disk.remove(file.namespace, file.callId));
 
   let removedFiles = 0;
   const shared = index.shared === true;
-  await eachAtMost(onDisk.values(), REMOVALS_AT_ONCE, async (orphan) => {
+  await eachAtMost(onDisk.values(), FILE_REMOVALS_AT_ONCE, async (orphan) => {
     if (shared && (await youngerThanGrace(disk.pathFor(orphan.namespace, orphan.callId), now))) return;
     await disk.remove(orphan.namespace, orphan.callId);
     removedFiles++;
@@ -93,7 +88,7 @@ async function removeOrphanSidecars(
   const orphans = files.sidecars
     .filter(({ namespace, callId }) => !recordings.has(cacheKey(namespace, callId)))
     .map(({ namespace, callId, kind }) => sidecarPath(disk.dir, namespace, callId, kind));
-  await eachAtMost([...orphans, ...files.sidecarStrays], REMOVALS_AT_ONCE, async (file) => {
+  await eachAtMost([...orphans, ...files.sidecarStrays], FILE_REMOVALS_AT_ONCE, async (file) => {
     if (shared && (await youngerThanGrace(file, now))) return;
     await removeFile(file);
   });

@@ -1,4 +1,5 @@
 import type Keyv from 'keyv';
+import { eachAtMost } from '../each-at-most.js';
 import { isRecordingMeta, type RecordingMeta } from './recording-meta.js';
 import { StaleCopyError } from './stale-copy.js';
 
@@ -19,7 +20,7 @@ export interface RecordingIndex {
    */
   set(key: string, meta: RecordingMeta, purgesSeen?: number): Promise<void>;
   delete(key: string): Promise<void>;
-  /** As `delete` for each key, in a few round trips to the store rather than one per key (start-up's reconciliation). */
+  /** As `delete` for each key, in a few round trips to the store rather than one per key (start-up's reconciliation, a local purge). */
   deleteMany?(keys: readonly string[]): Promise<void>;
   /** Every stored entry, each key once; values that are not a {@link RecordingMeta} are skipped. */
   entries(): AsyncIterable<[string, RecordingMeta]>;
@@ -125,6 +126,14 @@ export interface Backend {
 
 /** Keys a store is asked to delete in one operation: a bound on the statement (sqlite) or transaction (Redis). */
 const DELETED_AT_ONCE = 500;
+
+// Deletes under way at once in an index without deleteMany: each is a round trip that costs more waiting than work.
+const ENTRY_DELETES_AT_ONCE = 16;
+
+/** Deletes every key: with `deleteMany` where the index has it, else entry by entry, a few at once. */
+export function deleteEntries(index: RecordingIndex, keys: readonly string[]): Promise<void> {
+  return index.deleteMany ? index.deleteMany(keys) : eachAtMost(keys, ENTRY_DELETES_AT_ONCE, (key) => index.delete(key));
+}
 
 export function keyvIndex(backend: Backend): RecordingIndex {
   const { kind, keyv, usage } = backend;

@@ -1,6 +1,8 @@
 import { createTenantRegistry } from '../auth/tenants.js';
-import { createDiskStore, listStoredFiles, type DiskStore } from '../cache/disk-store.js';
+import { createDiskStore, FILE_REMOVALS_AT_ONCE, listStoredFiles, type DiskStore } from '../cache/disk-store.js';
+import { deleteEntries } from '../cache/recording-index.js';
 import type { RecordingMeta } from '../cache/recording-meta.js';
+import { eachAtMost } from '../each-at-most.js';
 import type { GatewayConfig } from '../config/index.js';
 import type { PurgeFilter } from '../admin-api.js';
 import { cacheExists, namespaceOf, tenantsWithNamespace, withIndex, type OutputOptions } from './cache-commands.js';
@@ -10,6 +12,10 @@ import { auditCliCommand } from '../audit/cli-audit.js';
 import { errorMessage } from '../errors.js';
 import { DamagedIndexError } from '../cache/damaged-index.js';
 import { isDiskFull, isVolumeFull, markFreeingRoom } from '../cache/full-disk-purge.js';
+
+// Recordings whose files are removed before their index entries go, in one index operation. One at
+// a time (two unlinks, then two sqlite queries), 5,000 recordings took 4.5 s.
+const PURGED_AT_ONCE = 500;
 
 /** Refuses a purge that does not say what it removes: everything takes `--all`. */
 export function checkPurgeFilter(filter: PurgeFilter): void {
@@ -156,13 +162,17 @@ async function removeIndexed(config: GatewayConfig, filter: PurgeFilter, namespa
       const namespaces = namespace === undefined ? tenantsWithNamespace(config).map((tenant) => tenant.namespace) : [namespace];
       for (const ns of new Set([...namespaces, ...matching.map(([, meta]) => meta.namespace)])) await marks.mark(ns, callId);
     };
-    await markFreeingRoom(markAll, async () => {
-      for (const [, meta] of matching) await disk.remove(meta.namespace, meta.callId);
-    });
-    // The file first: its removal makes the room a full disk needs for the index's write.
-    for (const [key, meta] of matching) {
-      await disk.remove(meta.namespace, meta.callId);
-      await index.delete(key);
+    const removeFiles = (some: Array<[string, RecordingMeta]>) =>
+      eachAtMost(some, FILE_REMOVALS_AT_ONCE, ([, meta]) => disk.remove(meta.namespace, meta.callId));
+    await markFreeingRoom(markAll, () => removeFiles(matching));
+    // The files first: their removal makes the room a full disk needs for the index's write.
+    for (let from = 0; from < matching.length; from += PURGED_AT_ONCE) {
+      const some = matching.slice(from, from + PURGED_AT_ONCE);
+      await removeFiles(some);
+      await deleteEntries(
+        index,
+        some.map(([key]) => key),
+      );
     }
     return matching.length;
   });
