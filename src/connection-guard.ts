@@ -1,6 +1,6 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { bytesWaiting } from './http/handle-write.js';
+import { bytesTaken, bytesWaiting } from './http/handle-write.js';
 import { whenClosed } from './http/response-closed.js';
 import { writeJsonError } from './json-error-answers.js';
 
@@ -47,15 +47,15 @@ const DEFAULT_STALLED_AFTER_MS = 5_000;
 /** A connection with requests in flight, and where its answers stood when they were last seen to move. */
 interface Busy {
   requests: number;
-  /** socket.bytesWritten when last seen to move, or NOTHING_WAITING. */
-  bytesWritten: number;
+  /** bytesTaken(socket) when last seen to move, or NOTHING_WAITING. */
+  bytesTaken: number;
   since: number;
 }
 
 /**
  * A request began with nothing waiting to be sent: any bytes waiting later
  * were written since, which look() counts as moving, as it would have seen
- * bytesWritten change. Node's getter copies the write queue: not read per request.
+ * the bytes taken change. Not read per request when nothing waits.
  */
 const NOTHING_WAITING = -1;
 
@@ -106,9 +106,9 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   /** Notes which busy connections' answers moved since the last look; an answer with nothing waiting to be sent is not stalled. */
   function look(now: number): void {
     for (const [socket, seen] of busy) {
-      const bytesWritten = socket.bytesWritten;
-      if (bytesWritten !== seen.bytesWritten || bytesWaiting(socket) === 0) {
-        seen.bytesWritten = bytesWritten;
+      const taken = bytesTaken(socket);
+      if (taken !== seen.bytesTaken || bytesWaiting(socket) === 0) {
+        seen.bytesTaken = taken;
         seen.since = now;
       }
     }
@@ -132,8 +132,9 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     const entry = busy.get(socket);
     if (entry) entry.requests++;
     else {
-      const bytesWritten = socket.writableLength === 0 ? NOTHING_WAITING : socket.bytesWritten;
-      busy.set(socket, { requests: 1, bytesWritten, since: performance.now() });
+      // The door starts a request only once its handle's queue is empty: Node's own stream says the rest.
+      const taken = socket.writableLength === 0 ? NOTHING_WAITING : bytesTaken(socket);
+      busy.set(socket, { requests: 1, bytesTaken: taken, since: performance.now() });
     }
     watch ??= setInterval(lookOrStop, Math.min(1_000, Math.max(50, stalledAfterMs / 4))).unref();
   }

@@ -130,6 +130,8 @@ class DoorConnection {
   #answered = false;
   /** The answer handed to the handle whose bytes the client has not all taken. */
   #queued: MemoryHit | undefined;
+  /** The rate limiter decides on the request in front of `pending`. */
+  #counting = false;
   // Read once: Node's getter asks the socket each time, and a client gone no longer has one.
   readonly #clientAddress: string | undefined;
   /**
@@ -232,7 +234,25 @@ class DoorConnection {
     this.door.open.delete(this);
     // Node cancels a closed handle's writes before it says 'close'; should it not have, the answer is still reported.
     if (this.#queued !== undefined) this.#queuedWriteDone(true);
+    // The head in front while the rate limiter decides on it: its answer reports itself once decided.
+    this.#reportUnanswered(this.#counting);
   };
+
+  /**
+   * Each whole request read and never answered, its connection gone (pipelined
+   * behind an answer its client did not take), is reported as unanswered, as
+   * the app reports each request Node's server read.
+   */
+  #reportUnanswered(skipFront: boolean): void {
+    let rest = this.#pending;
+    if (!skipFront) this.#pending = undefined;
+    for (let skip = skipFront; rest !== undefined; skip = false) {
+      const head = readPlainRequestHead(rest);
+      if (!head) return;
+      if (!skip) this.door.hits.unanswered(head.method, head.target, head.fields, this.#clientAddress);
+      rest = rest.length > head.length ? rest.subarray(head.length) : undefined;
+    }
+  }
 
   #serve(): void {
     while (this.#pending !== undefined && !this.#waiting) this.#next(this.#pending);
@@ -250,7 +270,9 @@ class DoorConnection {
     this.#waiting = true;
     this.door.guard.requestStarted(socket);
     let synchronous = true;
+    this.#counting = true;
     hit.count((admitted) => {
+      this.#counting = false;
       if (!admitted) {
         this.door.guard.requestEnded(socket);
         // Gone while Redis was asked: no one to answer.

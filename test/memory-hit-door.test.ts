@@ -4,6 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { syntheticRecording } from '../dev/recording-bytes.js';
 import {
   ACME_KEY,
   ACME_ORIGIN,
@@ -56,6 +57,7 @@ function countingHits(hits: MemoryHits, counter: { n: number }): MemoryHits {
       if (hit) counter.n++;
       return hit;
     },
+    unanswered: (...args) => hits.unanswered(...args),
   };
 }
 
@@ -316,6 +318,7 @@ describe('the same bytes with and without the door', () => {
         if (hit) hit.answer.headers['Cache-Status'] = `${hit.answer.headers['Cache-Status']} `;
         return hit;
       },
+      unanswered: gateway.memoryHits.unanswered,
     };
     const brokenDoor = await listenTracked(serverFor(gateway, { door: broken }));
     const request = head('Range: bytes=0-1\r\n');
@@ -714,6 +717,63 @@ describe('a connection the door holds', () => {
     expect(accepted.destroyed).toBe(true);
   });
 
+  test('at the cap, a client reading a large door answer slowly but steadily is not taken for one that stopped', async () => {
+    // 16 MB in one write, read at about 1.6 MB/s: the answer waits in the handle's queue for seconds, moving all along.
+    const bigId = 61;
+    const bigBytes = 16 * 1024 * 1024;
+    upstream.setRecording(bigId, syntheticRecording(bigBytes));
+    const cacheDir = await makeTempDir();
+    cleanups.push(() => removeDir(cacheDir));
+    const big = await createGateway({
+      config: testConfig({
+        dir: cacheDir,
+        upstreamBaseUrl: upstream.baseUrl,
+        tenants: [acmeTenant()],
+        cache: { maxMemoryBytes: 128 * 1024 * 1024 },
+      }),
+      clock,
+    });
+    cleanups.push(() => big.close());
+    const target = `/v1/call/recording/${bigId}.mp3`;
+    const warmer = await listenTracked(serverFor(big, {}));
+    cleanups.push(() => closeServer(warmer.server));
+    await exchange(warmer, [head('', target)]);
+    const namespace = big.tenants.byApiKey(ACME_KEY)!.namespace;
+    for (let i = 0; i < 300 && !big.recordings.findInMemory(namespace, String(bigId)); i++) await sleep(10);
+    expect(big.recordings.findInMemory(namespace, String(bigId))).toBeDefined();
+
+    const answered = { n: 0 };
+    const to = await listenTracked(
+      serverFor(big, { door: countingHits(big.memoryHits, answered), limits: { ...SHORT, maxConnections: 1 }, stalledAfterMs: 300 }),
+    );
+    cleanups.push(() => closeServer(to.server));
+    const reader = await pausedClient(to);
+    reader.write(head('', target));
+    await serverHasRead(to, reader, head('', target).length);
+    const accepted = to.accepted.get(reader.localPort ?? -1)!;
+    let received = 0;
+    let budget = 0;
+    reader.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      budget -= chunk.length;
+      if (budget <= 0) reader.pause();
+    });
+    const steadily = setInterval(() => {
+      budget = 32 * 1024;
+      reader.resume();
+    }, 20);
+    cleanups.push(() => clearInterval(steadily));
+    await sleep(1_200);
+    // Still under way, past the stall limit four times over, and read from all along.
+    expect(answered.n).toBe(1);
+    expect(bytesWaiting(accepted)).toBeGreaterThan(0);
+    expect(received).toBeGreaterThan(1024 * 1024);
+    // 0.7.6 before this counted the write whole when handed over, saw no progress, and closed the reader.
+    const refused = await exchange(to, [head('Range: bytes=0-1\r\n')]);
+    expect(refused).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\n/);
+    expect(accepted.destroyed).toBe(false);
+  });
+
   test("at the cap, a door answer in flight counts as busy: a new client gets Node's 503, not the door", async () => {
     // Not yet taken for a client that stopped reading.
     const { to, answered, accepted } = await neverReading(60_000);
@@ -814,5 +874,35 @@ describe('what a door-answered hit leaves in the log and the metrics', () => {
     };
     expect(await abortedWhenCut(plain)).toBeGreaterThan(0);
     expect(await abortedWhenCut(door)).toBeGreaterThan(0);
+  });
+
+  test('every request read behind an answer the client never took gets its line when the client leaves: aborted, status null', async () => {
+    const { door, requestLines } = await loggedBed();
+    const before = requestLines().length;
+    const request = head();
+    const socket = await pausedClient(door);
+    // 400 whole GETs in one write: 9 MB of answers, more than the kernel buffers, so most wait behind one the client never takes.
+    socket.write(request.repeat(400), 'latin1');
+    const accepted = () => door.accepted.get(socket.localPort ?? -1);
+    let bytesRead = -1;
+    for (let i = 0; i < 100 && accepted()?.bytesRead !== bytesRead; i++) {
+      bytesRead = accepted()?.bytesRead ?? -1;
+      await sleep(50);
+    }
+    const read = Math.floor(bytesRead / request.length);
+    const closed = new Promise((resolve) => accepted()!.once('close', resolve));
+    socket.resetAndDestroy();
+    await closed;
+    const lines = requestLines().slice(before);
+    // 0.7.6 before this logged only those answered and the one cut: the rest, read and never answered, had no line.
+    expect(lines).toHaveLength(read);
+    const sent = lines.filter((line) => line.aborted === undefined);
+    const unanswered = lines.filter((line) => line.status === null);
+    expect(sent.length).toBeGreaterThan(0);
+    expect(unanswered.length).toBeGreaterThan(100);
+    expect(sent.length + unanswered.length).toBeGreaterThanOrEqual(read - 1);
+    for (const line of unanswered) {
+      expect(line).toMatchObject({ aborted: true, bytes: 0, tenant: 'acme', callId: '1', path: REC, cache: 'hit' });
+    }
   });
 });

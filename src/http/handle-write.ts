@@ -45,6 +45,8 @@ interface StreamHandle {
   writeBuffer(request: WriteRequest, data: Uint8Array): number;
   writev(request: WriteRequest, chunks: Uint8Array[], allBuffers: true): number;
   readonly writeQueueSize: number;
+  /** Every byte handed to the handle, taken by the kernel or not. */
+  readonly bytesWritten: number;
 }
 
 interface StreamWrapBinding {
@@ -114,4 +116,15 @@ export function writeToHandle(socket: Socket, data: Uint8Array | Uint8Array[], d
 /** Bytes written to the socket that its kernel has not taken yet: Node's own and those handed to its handle here. */
 export function bytesWaiting(socket: Socket): number {
   return socket.writableLength + ((socket as HandleSocket)._handle?.writeQueueSize ?? 0);
+}
+
+/**
+ * Bytes of the socket's that the kernel has taken: what its handle was
+ * handed, less what still waits in its queue. Unlike `socket.bytesWritten`,
+ * which counts a write whole once it is handed over, this moves as a client
+ * reads a large answer.
+ */
+export function bytesTaken(socket: Socket): number {
+  const handle = (socket as HandleSocket)._handle;
+  return handle === null ? socket.bytesWritten : handle.bytesWritten - handle.writeQueueSize;
 }

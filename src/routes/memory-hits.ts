@@ -13,7 +13,7 @@ import type { RecordingService } from '../recordings/recording-service.js';
 import { storedRepresentation } from './recording-headers.js';
 import { allHeaders, bodyOf, memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
 import { CACHE_STATUS_MEMORY, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
-import { requestIdFrom, type RequestRecord, type RequestReporter } from './request-log.js';
+import { requestIdFrom, routeLabel, type RequestRecord, type RequestReporter } from './request-log.js';
 
 export interface MemoryHitDeps {
   authenticator: Authenticator;
@@ -60,6 +60,12 @@ export interface MemoryHits {
     authorizationRepeated: boolean,
     clientAddress: string | undefined,
   ): MemoryHit | undefined;
+  /**
+   * Reports a request read but never answered, its connection gone (one
+   * pipelined behind an answer its client did not take): the line, metrics
+   * and audit line the app gives such a request, with `"status": null`.
+   */
+  unanswered(method: string, target: string, fields: RequestFields, clientAddress: string | undefined): void;
 }
 
 // A call id as the contract spells it (no sign, no leading zero); the range check is below.
@@ -109,7 +115,17 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
   const { authenticator, recordings, rateLimiter, clock, report } = deps;
   const answerHeaders = recordingAnswerHeaders(deps);
 
-  return {
+  /** The caller a request for `callId` presents, its refusal, or undefined when the app must judge it. */
+  function callerOf(target: string, fields: RequestFields, callId: string): Caller | UnauthorizedError | undefined {
+    try {
+      const authorization = fields.authorization;
+      return authenticator.recordingReaderOrRefusal(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
+    } catch (error) {
+      return error instanceof UnauthorizedError ? error : undefined;
+    }
+  }
+
+  const hits: MemoryHits = {
     prepare(method, target, fields, authorizationRepeated, clientAddress) {
       const match = method === 'GET' || method === 'HEAD' ? MEMORY_HIT_TARGET.exec(target) : null;
       const callId = match?.[1];
@@ -118,14 +134,8 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
       if (fields.host && !isPlainHost(fields.host)) return undefined;
       const startedAt = clock.now();
       if (fields.authorization !== undefined && authorizationRepeated) return undefined;
-      let caller: Caller | UnauthorizedError;
-      try {
-        const authorization = fields.authorization;
-        caller = authenticator.recordingReaderOrRefusal(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
-      } catch (error) {
-        if (!(error instanceof UnauthorizedError)) return undefined;
-        caller = error;
-      }
+      const caller = callerOf(target, fields, callId);
+      if (caller === undefined) return undefined;
       if (caller instanceof UnauthorizedError) {
         const request = { method, path: pathOf(target), fields, clientAddress, startedAt };
         return refusal(caller, request, deps.anyAllowedOrigin, report);
@@ -188,7 +198,40 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
         },
       };
     },
+
+    unanswered(method, target, fields, clientAddress) {
+      const hit = hits.prepare(method, target, fields, false, clientAddress);
+      if (hit) {
+        hit.report('unanswered');
+        return;
+      }
+      const path = pathOf(target);
+      const callId = MEMORY_HIT_TARGET.exec(target)?.[1];
+      const caller = callId === undefined ? undefined : callerOf(target, fields, callId);
+      const vouched = caller instanceof UnauthorizedError ? undefined : caller;
+      report(
+        {
+          requestId: requestIdFrom(fields.requestId),
+          method,
+          path,
+          route: routeLabel(path, method),
+          caller: vouched,
+          callId: vouched && callId,
+          // Not sent: the line and the audit say null.
+          status: 0,
+          cache: 'none',
+          tier: undefined,
+          bodyBytes: 0,
+          startedAt: clock.now(),
+          upstreamMs: undefined,
+          clientAddress,
+          header: (name) => auditedField(fields, name),
+        },
+        'unanswered',
+      );
+    },
   };
+  return hits;
 }
 
 const NO_FIELDS: Readonly<Record<string, string>> = Object.freeze({});

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, expect, test } from 'vitest';
-import { bytesWaiting, writeToHandle } from '../../src/http/handle-write.js';
+import { bytesTaken, bytesWaiting, writeToHandle } from '../../src/http/handle-write.js';
 
 const opened: Array<Server | Socket> = [];
 
@@ -58,7 +58,7 @@ test('a small write is taken by the kernel at once: no callback, nothing waiting
   expect(calls).toEqual([]);
 });
 
-test('what the kernel cannot take waits, counted in bytesWaiting, until the client reads it all; then done(false), once', async () => {
+test('what the kernel cannot take waits, counted in bytesWaiting and not in bytesTaken, until the client reads it all; then done(false), once', async () => {
   const { client, server } = await connected();
   const head = Buffer.from('head:');
   const body = Buffer.alloc(LARGE_BYTES, 7);
@@ -67,6 +67,9 @@ test('what the kernel cannot take waits, counted in bytesWaiting, until the clie
   expect(writeToHandle(server, [head, body], (failed) => calls.push(failed))).toBe('queued');
   expect(bytesWaiting(server)).toBeGreaterThan(0);
   expect(server.writableLength).toBe(0);
+  // Node counts the write whole once handed over; what the kernel took is less, by what waits.
+  expect(server.bytesWritten).toBe(head.length + LARGE_BYTES);
+  expect(bytesTaken(server)).toBe(head.length + LARGE_BYTES - bytesWaiting(server));
   await sleep(50);
   expect(calls).toEqual([]);
   const received = await readAll(client, head.length + LARGE_BYTES);
@@ -74,6 +77,7 @@ test('what the kernel cannot take waits, counted in bytesWaiting, until the clie
   for (let waited = 0; waited < 2_000 && calls.length === 0; waited += 5) await sleep(5);
   expect(calls).toEqual([false]);
   expect(bytesWaiting(server)).toBe(0);
+  expect(bytesTaken(server)).toBe(head.length + LARGE_BYTES);
 });
 
 test('a destroy while bytes wait cancels them: done(true), and the socket closes', async () => {
