@@ -58,6 +58,8 @@ interface StreamWrapBinding {
 type HandleSocket = Socket & { _handle: StreamHandle | null };
 
 function loadBinding(): StreamWrapBinding | null {
+  // With --pending-deprecation too, process.binding's warning would be thrown on a later tick, where nothing catches it.
+  if (process.throwDeprecation) return null;
   try {
     const binding = (process as unknown as { binding(name: string): Partial<StreamWrapBinding> }).binding('stream_wrap');
     const usable =

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { bytesTaken, bytesWaiting, writeToHandle } from '../../src/http/handle-write.js';
 
@@ -112,4 +114,16 @@ test("with bytes of Node's own stream waiting, the socket is destroyed rather th
   await clientClosed;
   expect(received).toBe('');
   expect(writeToHandle(server, Buffer.from('third'), () => {})).toBe('failed');
+});
+
+test('under --throw-deprecation with --pending-deprecation, sockets are not written here, and nothing is thrown later', async () => {
+  // process.binding's deprecation would be thrown on a later tick, ending the process.
+  const module = fileURLToPath(new URL('../../src/http/handle-write.ts', import.meta.url));
+  const script = `import(${JSON.stringify(module)}).then((m) => { console.log(m.canWriteToHandle()); setTimeout(() => console.log('alive'), 50); });`;
+  const flags = ['--pending-deprecation', '--throw-deprecation', '--import', 'tsx', '--input-type=module', '-e', script];
+  const { stdout, stderr } = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) =>
+    execFile(process.execPath, flags, (error, out, err) => (error ? reject(error) : resolve({ stdout: out, stderr: err }))),
+  );
+  expect(stdout).toBe('false\nalive\n');
+  expect(stderr).toBe('');
 });
