@@ -40,6 +40,13 @@ export interface ConnectionGuard {
   requestEnded(socket: Socket): void;
   /** Open connections, by state. */
   counts(): { idle: number; busy: number; overCap: number };
+  /**
+   * Closes the connections with no request in flight and nothing left to
+   * send, for `server.closeIdleConnections` (a shutdown's): Node's own also
+   * closes one whose answer it was handed whole while its client has not
+   * taken it all, cutting that answer.
+   */
+  closeIdle(): void;
 }
 
 const DEFAULT_STALLED_AFTER_MS = 5_000;
@@ -230,5 +237,8 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     requestStarted,
     requestEnded,
     counts: () => ({ idle: idleBetweenRequests.size + idleBeforeRequest.size, busy: busy.size, overCap: overCap.size }),
+    closeIdle() {
+      for (const socket of [...idleBetweenRequests, ...idleBeforeRequest]) if (bytesWaiting(socket) === 0) socket.destroy();
+    },
   };
 }

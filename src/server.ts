@@ -450,6 +450,8 @@ export function createHttpServer(
   server.on('checkExpectation', refuseExpectation);
   server.on('checkContinue', continueUnlessQueued);
   server.on('connect', refuseConnect);
+  // What server.close() and the shutdown's sweep call: every connection passes the guard, which knows which are idle.
+  server.closeIdleConnections = guard.closeIdle;
   if (options.memoryHits) openMemoryHitDoor(server, options.memoryHits, guard);
   return server;
 }

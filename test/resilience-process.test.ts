@@ -1,7 +1,9 @@
 import { Agent, type IncomingMessage } from 'node:http';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { capturingLogger } from './support/capturing-logger.js';
 import { silentLogger } from '../src/logger.js';
@@ -444,6 +446,38 @@ describe('edge cases that once failed', () => {
     } finally {
       agent.destroy();
       await gateway.close();
+    }
+  });
+
+  test("shutdown lets a client slow to read take the whole of a memory answer Node's server was handed, on a connection the door gave it", async () => {
+    // More than loopback's socket buffers hold: part of it waits in Node when the client reads nothing.
+    const recording = syntheticRecording(16 * 1024 * 1024);
+    upstream.setRecording(103, recording);
+    const config = testConfig({ dir: cacheDir, upstreamBaseUrl: upstream.baseUrl, cache: { maxMemoryBytes: 256 * 1024 * 1024 } });
+    const server = await startServer(config, { logger: silentLogger() });
+    const namespace = server.gateway.tenants.byApiKey(ACME_KEY)!.namespace;
+    const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+    try {
+      await (await fetch(`${server.url}/v1/call/recording/103.mp3`, { headers: AUTH })).arrayBuffer();
+      await eventually(async () => server.gateway.recordings.findInMemory(namespace, '103') !== undefined);
+      socket.on('error', () => {});
+      // A request the door hands to Node's server, which keeps the connection; then the memory hit, answered there whole.
+      const hit = `GET /v1/call/recording/103.mp3 HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\n`;
+      socket.write(`GET /healthz HTTP/1.1\r\nHost: gw.test\r\n\r\n${hit}`);
+      socket.pause();
+      await sleep(300);
+      const closed = server.close(CLI_GRACE_MS);
+      await sleep(300);
+      let received = 0;
+      socket.on('data', (chunk: Buffer) => (received += chunk.length));
+      const ended = new Promise((resolve) => socket.once('close', resolve));
+      socket.resume();
+      await ended;
+      await closed;
+      // 0.7.6 before this: Node's closeIdleConnections cut it as server.close() began, a few MB in.
+      expect(received).toBeGreaterThan(recording.length);
+    } finally {
+      socket.destroy();
     }
   });
 
