@@ -1,6 +1,7 @@
 import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ConnectionGuard } from './connection-guard.js';
+import { readAnyRequestHead } from './http/any-request-head.js';
 import { canWriteToHandle, writeToHandle } from './http/handle-write.js';
 import { readPlainRequestHead } from './http/plain-request-head.js';
 import { isSharedReadBuffer, readIntoSharedBuffer, stopSharedReads } from './http/shared-read-buffer.js';
@@ -241,13 +242,14 @@ class DoorConnection {
   /**
    * Each whole request read and never answered, its connection gone (pipelined
    * behind an answer its client did not take), is reported as unanswered, as
-   * the app reports each request Node's server read.
+   * the app reports each request Node's server read: a plain one as a hit
+   * would be, any other read leniently, up to the first whose end cannot be told.
    */
   #reportUnanswered(skipFront: boolean): void {
     let rest = this.#pending;
     if (!skipFront) this.#pending = undefined;
     for (let skip = skipFront; rest !== undefined; skip = false) {
-      const head = readPlainRequestHead(rest);
+      const head = readPlainRequestHead(rest) ?? readAnyRequestHead(rest);
       if (!head) return;
       if (!skip) this.door.hits.unanswered(head.method, head.target, head.fields, this.#clientAddress);
       rest = rest.length > head.length ? rest.subarray(head.length) : undefined;

@@ -905,4 +905,37 @@ describe('what a door-answered hit leaves in the log and the metrics', () => {
       expect(line).toMatchObject({ aborted: true, bytes: 0, tenant: 'acme', callId: '1', path: REC, cache: 'hit' });
     }
   });
+
+  test('requests the door would not answer, read behind such an answer, get their lines too, and what follows them', async () => {
+    const { door, requestLines } = await loggedBed();
+    const before = requestLines().length;
+    const unusual = [
+      `POST /v1/call/recording/1/signed-url HTTP/1.1\r\nHost: gw.test\r\n${AUTH}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`,
+      head('Connection: close\r\n'),
+      head(AUTH),
+      head('', REC, 'DELETE'),
+    ];
+    const pipeline = head().repeat(300) + unusual.join('') + head().repeat(20);
+    const socket = await pausedClient(door);
+    socket.write(pipeline, 'latin1');
+    await serverHasRead(door, socket, pipeline.length);
+    const accepted = door.accepted.get(socket.localPort ?? -1)!;
+    const closed = new Promise((resolve) => accepted.once('close', resolve));
+    socket.resetAndDestroy();
+    await closed;
+    const lines = requestLines().slice(before);
+    // 0.7.6 before this stopped at the POST: the requests from it on had no line.
+    expect(lines).toHaveLength(300 + unusual.length + 20);
+    const tail = lines.slice(300);
+    expect(tail.map((line) => [line.method, line.status, line.aborted])).toEqual([
+      ['POST', null, true],
+      ['GET', null, true],
+      ['GET', null, true],
+      ['DELETE', null, true],
+      ...Array.from({ length: 20 }, () => ['GET', null, true]),
+    ]);
+    // Two credentials vouch for nothing, as the app would have it.
+    expect(tail[2]!.path).toBe(REC);
+    expect(tail[2]!.tenant).toBeUndefined();
+  });
 });
