@@ -162,11 +162,6 @@ class DoorConnection {
     this.#limitIdle(door.server.headersTimeout);
   }
 
-  /** Idle: no answer under way, nothing left to send. */
-  get idle(): boolean {
-    return !this.#waiting;
-  }
-
   destroy(): void {
     this.socket.destroy();
   }
@@ -413,13 +408,9 @@ export function openMemoryHitDoor(server: Server, hits: MemoryHits, guard: DoorC
     if (guard.isOverCap(socket) || !server.listening) door.handOver(socket);
     else new DoorConnection(socket, door);
   });
-  // Node's close() and the shutdown's sweep close the idle connections Node knows; these are the door's.
-  const closeIdle = server.closeIdleConnections.bind(server);
+  // Node's closeAllConnections closes the connections Node knows; these are the door's. (Idle ones, the
+  // connection guard's closeIdleConnections closes: the door tells it when each request starts and ends.)
   const closeAll = server.closeAllConnections.bind(server);
-  server.closeIdleConnections = () => {
-    closeIdle();
-    for (const connection of open) if (connection.idle) connection.destroy();
-  };
   server.closeAllConnections = () => {
     closeAll();
     for (const connection of open) connection.destroy();

@@ -2,11 +2,11 @@
  * `cache purge` with no gateway running, on more recordings than it removes
  * in one index operation: real sqlite, real files.
  */
-import { createHash } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, expect, test } from 'vitest';
-import { ACME_KEY, makeTempDir, removeDir, SERVER_KEY } from '../dev/gateway-harness.js';
+import { makeTempDir, removeDir, SERVER_KEY } from '../dev/gateway-harness.js';
+import { writeGatewayConfig } from '../dev/gateway-process.js';
 import { upstreamNamespace } from '../src/auth/tenants.js';
 import { createDiskStore } from '../src/cache/disk-store.js';
 import { cacheKey } from '../src/cache/recording-meta.js';
@@ -30,18 +30,7 @@ afterEach(async () => {
 test('cache purge --tenant removes each of 1,100 recordings, files and entries, over three batches, and no other', async () => {
   dir = await makeTempDir('rg-purge-many-');
   const cacheDir = path.join(dir, 'cache');
-  const configPath = path.join(dir, 'gateway.yaml');
-  await writeFile(
-    configPath,
-    [
-      'listen: { host: 127.0.0.1, port: 1 }',
-      `upstream: { base_url: "${UPSTREAM}" }`,
-      `cache: { dir: ${JSON.stringify(cacheDir)} }`,
-      'tenants:',
-      '  - id: acme',
-      `    api_keys: ["sha256:${createHash('sha256').update(ACME_KEY).digest('hex')}"]`,
-    ].join('\n'),
-  );
+  const configPath = await writeGatewayConfig(dir, { upstreamBaseUrl: UPSTREAM, cacheDir });
   const disk = createDiskStore(cacheDir);
   await disk.init();
   const index = createSqliteIndex(cacheDir);

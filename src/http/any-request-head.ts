@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { HEAD_END, MAX_HEAD_BYTES } from './plain-request-head.js';
 import { requestFieldsOf, type RequestFields } from './request-fields.js';
 
 /** A request head read leniently: what the line of a request never answered says of it. */
@@ -11,9 +12,6 @@ export interface AnyRequestHead {
   length: number;
 }
 
-const HEAD_END = Buffer.from('\r\n\r\n');
-// As the door's own reader: a longer head is no request any route answers.
-const MAX_HEAD_BYTES = 8192;
 const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/\d\.\d$/;
 const DECIMAL = /^\d{1,15}$/;
 

@@ -31,13 +31,10 @@ export type HandleWriteOutcome =
    */
   | 'failed';
 
+/** Node calls `oncomplete` once a queued write is done; `buffer` keeps the bytes alive until then. */
 interface WriteRequest {
-  handle: StreamHandle;
   oncomplete: (this: WriteRequest, status: number) => void;
-  async: boolean;
-  bytes: number;
   buffer: unknown;
-  callback: unknown;
   done: HandleWriteDone | undefined;
 }
 
@@ -96,12 +93,8 @@ export function writeToHandle(socket: Socket, data: Uint8Array | Uint8Array[], d
   }
   const { WriteWrap, streamBaseState, kLastWriteWasAsync } = binding!;
   const request = new WriteWrap();
-  request.handle = handle;
   request.oncomplete = onComplete;
-  request.async = false;
-  request.bytes = 0;
   request.buffer = null;
-  request.callback = null;
   request.done = undefined;
   const error = Array.isArray(data) ? handle.writev(request, data, true) : handle.writeBuffer(request, data);
   if (error !== 0) {

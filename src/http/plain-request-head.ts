@@ -10,9 +10,9 @@ export interface PlainRequestHead {
   length: number;
 }
 
-const HEAD_END = Buffer.from('\r\n\r\n');
+export const HEAD_END = Buffer.from('\r\n\r\n');
 // Longer heads are Node's to judge (its limit, its 431).
-const MAX_HEAD_BYTES = 8192;
+export const MAX_HEAD_BYTES = 8192;
 const MAX_FIELDS = 64;
 
 const SP = 0x20;
