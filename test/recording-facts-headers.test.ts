@@ -6,6 +6,7 @@
  * first info.json then decodes. The MP3s are built here from silent MPEG-1
  * Layer III frames, so every expected number is known exactly.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { countedSource, id3v2Tag } from './support/mp3-bytes.js';
@@ -263,6 +264,21 @@ describe('frame counts the file does not bear out', () => {
       await expect(analyseMp3(bodySource(syntheticRecording(256 * 1024)))).rejects.toBeInstanceOf(UndecodableRecordingError);
     }
   });
+
+  test.each([1, 4, 16, 32])(
+    '%i KiB of random bytes after a tag are not audio, though mpg123 decodes frames from them (25 tries)',
+    async (kib) => {
+      // Once in the 200 tries above a random tag size ended inside the file and left such a tail; up to 32 KiB of it passed.
+      for (let attempt = 0; attempt < 25; attempt++) {
+        const noise = randomBytes(kib * 1024);
+        // Random bytes start with a frame header about once in 3,600: a stream that does is judged as audio with a damaged body.
+        noise[0] = 0;
+        await expect(analyseMp3(bodySource(Buffer.concat([id3v2Tag(200 * 1024), noise])))).rejects.toBeInstanceOf(
+          UndecodableRecordingError,
+        );
+      }
+    },
+  );
 
   test('junk after the audio does not lift the decoded bitrate above what the stream allows', async () => {
     // One 32 kbit/s frame (MPEG-2 Layer III: at most 160 kbit/s), then 2 KB of zeros.

@@ -187,6 +187,11 @@ export function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | unde
   };
 }
 
+/** True when the audio starts with an MPEG frame header right after the ID3v2 tag of `tagBytes`. */
+export async function audioStartsWithFrame(source: Mp3Source, tagBytes: number): Promise<boolean> {
+  return frameHeaderAt(await readUpTo(source, tagBytes, 4), 0) !== undefined;
+}
+
 /** The standard's bitrate bounds for the stream whose first frame header is at `at`, if there is one there. */
 export function bitrateBoundsAt(bytes: Uint8Array, at: number): BitrateBounds | undefined {
   return frameHeaderAt(bytes, at)?.bitrateBounds;
