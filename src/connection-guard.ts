@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { bytesTaken, bytesWaiting } from './http/handle-write.js';
 import { whenClosed } from './http/response-closed.js';
 import { writeJsonError } from './json-error-answers.js';
+import { LinkedOrder, type OrderLinks } from './linked-order.js';
 
 /** What the guard did to stay under its cap. */
 export type ConnectionPressure =
@@ -51,8 +52,15 @@ export interface ConnectionGuard {
 
 const DEFAULT_STALLED_AFTER_MS = 5_000;
 
-/** A connection with requests in flight, and where its answers stood when they were last seen to move. */
-interface Busy {
+/**
+ * A connection that has had a request: how many are in flight, and where its
+ * answers stood when they were last seen to move. Kept until it closes, so
+ * that a request costs no entry of its own: a Map entry made and dropped, and
+ * a Set member taken and put back, per request cost a memory hit about 1,000
+ * instructions (`npm run bench:instructions`) and 300 bytes for the GC.
+ */
+interface Usage extends OrderLinks<Usage> {
+  socket: Socket;
   requests: number;
   /** bytesTaken(socket) when last seen to move, or NOTHING_WAITING. */
   bytesTaken: number;
@@ -94,25 +102,31 @@ function pathOf(url: string | undefined): string {
  * such connections at once; beyond that, new connections are closed.
  */
 export function createConnectionGuard(options: ConnectionGuardOptions): ConnectionGuard {
-  // Sets keep insertion order: the first of each is the one idle longest.
-  const idleBetweenRequests = new Set<Socket>();
+  // Both keep the order connections went idle in: the first of each is the one idle longest.
+  const idleBetweenRequests = new LinkedOrder<Usage>();
   const idleBeforeRequest = new Set<Socket>();
-  const busy = new Map<Socket, Busy>();
+  const used = new Map<Socket, Usage>();
+  let busy = 0;
   const overCap = new Set<Socket>();
   const stalledAfterMs = options.stalledAfterMs ?? DEFAULT_STALLED_AFTER_MS;
   // Runs while some connection is busy, and a moment after; unref'd, it never keeps the process alive.
   let watch: NodeJS.Timeout | undefined;
 
   function forget(socket: Socket): void {
-    idleBetweenRequests.delete(socket);
     idleBeforeRequest.delete(socket);
-    busy.delete(socket);
+    const usage = used.get(socket);
+    if (usage !== undefined) {
+      idleBetweenRequests.delete(usage);
+      if (usage.requests > 0) busy--;
+      used.delete(socket);
+    }
     overCap.delete(socket);
   }
 
   /** Notes which busy connections' answers moved since the last look; an answer with nothing waiting to be sent is not stalled. */
   function look(now: number): void {
-    for (const [socket, seen] of busy) {
+    for (const [socket, seen] of used) {
+      if (seen.requests === 0) continue;
       const taken = bytesTaken(socket);
       if (taken !== seen.bytesTaken || bytesWaiting(socket) === 0) {
         seen.bytesTaken = taken;
@@ -126,8 +140,8 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     look(now);
     let found: Socket | undefined;
     let foundSince = now - stalledAfterMs;
-    for (const [socket, seen] of busy) {
-      if (seen.since <= foundSince) {
+    for (const [socket, seen] of used) {
+      if (seen.requests > 0 && seen.since <= foundSince) {
         found = socket;
         foundSince = seen.since;
       }
@@ -135,20 +149,35 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     return found;
   }
 
-  function markBusy(socket: Socket): void {
-    const entry = busy.get(socket);
-    if (entry) entry.requests++;
-    else {
-      // The door starts a request only once its handle's queue is empty: Node's own stream says the rest.
-      const taken = socket.writableLength === 0 ? NOTHING_WAITING : bytesTaken(socket);
-      busy.set(socket, { requests: 1, bytesTaken: taken, since: performance.now() });
+  function requestStarted(socket: Socket): void {
+    let usage = used.get(socket);
+    if (usage === undefined) {
+      // Its entry goes when it closes: one that has closed gets none.
+      if (socket.closed) return;
+      idleBeforeRequest.delete(socket);
+      usage = {
+        socket,
+        requests: 0,
+        bytesTaken: NOTHING_WAITING,
+        since: 0,
+        previousInOrder: undefined,
+        nextInOrder: undefined,
+        inOrder: false,
+      };
+      used.set(socket, usage);
     }
+    idleBetweenRequests.delete(usage);
+    if (usage.requests++ > 0) return;
+    busy++;
+    // The door starts a request only once its handle's queue is empty: Node's own stream says the rest.
+    usage.bytesTaken = socket.writableLength === 0 ? NOTHING_WAITING : bytesTaken(socket);
+    usage.since = performance.now();
     watch ??= setInterval(lookOrStop, Math.min(1_000, Math.max(50, stalledAfterMs / 4))).unref();
   }
 
   // Stopped here, not as the last answer ends: under load, timers would come and go with every request.
   function lookOrStop(): void {
-    if (busy.size > 0) {
+    if (busy > 0) {
       look(performance.now());
       return;
     }
@@ -164,8 +193,8 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
 
   /** Closes a connection to make room for a new one, the least useful first; undefined when every one is busy and moving. */
   function makeRoom(): ConnectionPressure | undefined {
-    const between = idleBetweenRequests.values().next();
-    if (!between.done) return closeFor(between.value, 'reclaimed');
+    const between = idleBetweenRequests.first();
+    if (between !== undefined) return closeFor(between.socket, 'reclaimed');
     const stalled = longestStalled();
     if (stalled) return closeFor(stalled, 'stalled');
     const before = idleBeforeRequest.values().next();
@@ -175,7 +204,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
 
   function admit(socket: Socket): void {
     socket.once('close', () => forget(socket));
-    if (idleBetweenRequests.size + idleBeforeRequest.size + busy.size < options.maxConnections) {
+    if (idleBetweenRequests.size + idleBeforeRequest.size + busy < options.maxConnections) {
       idleBeforeRequest.add(socket);
       return;
     }
@@ -204,17 +233,12 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     writeJsonError(request, response, 503, AT_CAPACITY, { 'Retry-After': '1', 'Cache-Control': 'no-store' });
   }
 
-  function requestStarted(socket: Socket): void {
-    idleBetweenRequests.delete(socket);
-    idleBeforeRequest.delete(socket);
-    markBusy(socket);
-  }
-
   function requestEnded(socket: Socket): void {
-    const entry = busy.get(socket);
-    if (entry && --entry.requests > 0) return;
-    busy.delete(socket);
-    if (!socket.destroyed) idleBetweenRequests.add(socket);
+    const usage = used.get(socket);
+    if (usage === undefined || usage.requests === 0) return;
+    if (--usage.requests > 0) return;
+    busy--;
+    if (!socket.destroyed) idleBetweenRequests.add(usage);
   }
 
   function wrap(listener: RequestListener): RequestListener {
@@ -236,9 +260,10 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     isOverCap: (socket) => overCap.has(socket),
     requestStarted,
     requestEnded,
-    counts: () => ({ idle: idleBetweenRequests.size + idleBeforeRequest.size, busy: busy.size, overCap: overCap.size }),
+    counts: () => ({ idle: idleBetweenRequests.size + idleBeforeRequest.size, busy, overCap: overCap.size }),
     closeIdle() {
-      for (const socket of [...idleBetweenRequests, ...idleBeforeRequest]) if (bytesWaiting(socket) === 0) socket.destroy();
+      const idle = [...idleBetweenRequests.toArray().map((usage) => usage.socket), ...idleBeforeRequest];
+      for (const socket of idle) if (bytesWaiting(socket) === 0) socket.destroy();
     },
   };
 }

@@ -113,6 +113,38 @@ describe('a cap on open connections', () => {
     expect(logged.filter((line) => line.msg.startsWith('connection limit reached'))).toHaveLength(1);
   });
 
+  test('at the cap, of connections answered before, the one idle longest since its last answer makes room, whichever opened first', async () => {
+    const server = await start({ maxConnections: 3 });
+    const { hostname, port } = new URL(server.url);
+    const open = async () => {
+      const socket = connect({ host: hostname, port: Number(port) });
+      await new Promise((resolve) => socket.once('connect', resolve));
+      cleanups.push(() => void socket.destroy());
+      return socket;
+    };
+    // HEAD: the whole answer is its head. The first is a miss (Node's server), the rest memory hits (the door).
+    const ask = (socket: Socket) =>
+      new Promise<string>((resolve, reject) => {
+        let got = '';
+        const onData = (chunk: Buffer) => {
+          got += chunk.toString('latin1');
+          if (!got.includes('\r\n\r\n')) return;
+          socket.off('data', onData);
+          resolve(got.slice(0, got.indexOf('\r\n')));
+        };
+        socket.on('data', onData);
+        socket.once('error', reject);
+        socket.write(`HEAD /v1/call/recording/1.mp3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\n`);
+      });
+    const [a, b, c] = [await open(), await open(), await open()];
+    for (const socket of [a, b, c, a]) expect(await ask(socket)).toBe('HTTP/1.1 200 OK');
+    const served = await get(server.url, '/healthz');
+    expect(served.status).toBe(200);
+    await expect.poll(() => b.destroyed || b.readableEnded, { timeout: 5_000 }).toBe(true);
+    expect([a, c].map((socket) => socket.readableEnded || socket.destroyed)).toEqual([false, false]);
+    expect(await ask(c)).toBe('HTTP/1.1 200 OK');
+  });
+
   test('when every connection has a request in flight, a new one gets a quick JSON 503 and /healthz still answers', async () => {
     const server = await start({ maxConnections: 2 });
     upstream.setBehaviour(1, { kind: 'gate' });
