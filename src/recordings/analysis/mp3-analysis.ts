@@ -149,7 +149,7 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
     freeMpegDecoder(decoder);
   }
   if (peaks.totalSamples === 0 || sampleRate === 0) throw new UndecodableRecordingError('no MPEG audio could be decoded');
-  if (!knownAudio) await assertShortStreamStartsAsAudio(source, tagBytes);
+  if (!knownAudio) await assertUnprovenStreamStartsAsAudio(source, tagBytes);
   const durationSeconds = peaks.totalSamples / sampleRate;
   // A variable bitrate (or one that only began constant) is answered as its average over the whole stream.
   // Frames each within the standard's bounds average within them: bytes beyond what the highest bitrate
@@ -167,15 +167,16 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
 }
 
 /**
- * A stream that ended before a second of it decoded cleanly never had to pass
- * the error rules a long stream does, and mpg123 decodes a few frames, often
- * without an error, from a few kilobytes of random bytes: its audio must
- * start with a frame right after the tag, as a real recording's does. A
- * damaged or padded end (errors after its frames) is still its own.
+ * A stream that never decoded a second cleanly (at most 2 errors) was never
+ * known to be audio: a short one never reached the error floor a long one
+ * must pass, and mpg123 decodes a few frames, often without an error, from a
+ * few kilobytes of random bytes. Such a stream must start with a frame right
+ * after the tag, as a real recording does; a damaged or padded end (errors
+ * after its frames) is still its own.
  */
-async function assertShortStreamStartsAsAudio(source: Mp3Source, tagBytes: number): Promise<void> {
+async function assertUnprovenStreamStartsAsAudio(source: Mp3Source, tagBytes: number): Promise<void> {
   if (!(await audioStartsWithFrame(source, tagBytes)))
-    throw new UndecodableRecordingError('less than a second of audio, not starting right after the tag: not an MPEG audio stream');
+    throw new UndecodableRecordingError('no clean second of audio, and no frame right after the tag: not an MPEG audio stream');
 }
 
 /**
