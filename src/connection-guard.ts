@@ -43,7 +43,8 @@ export interface ConnectionGuard {
   counts(): { idle: number; busy: number; overCap: number };
   /**
    * Closes the connections with no request in flight and nothing left to
-   * send, for `server.closeIdleConnections` (a shutdown's): Node's own also
+   * send (those over the cap that have sent none too), for
+   * `server.closeIdleConnections` (a shutdown's): Node's own also
    * closes one whose answer it was handed whole while its client has not
    * taken it all, cutting that answer.
    */
@@ -108,6 +109,8 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   const used = new Map<Socket, Usage>();
   let busy = 0;
   const overCap = new Set<Socket>();
+  // Over the cap and getting their one answer: the rest of them a shutdown may close.
+  const answeringOverCap = new Set<Socket>();
   const stalledAfterMs = options.stalledAfterMs ?? DEFAULT_STALLED_AFTER_MS;
   // Runs while some connection is busy, and a moment after; unref'd, it never keeps the process alive.
   let watch: NodeJS.Timeout | undefined;
@@ -121,6 +124,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
       used.delete(socket);
     }
     overCap.delete(socket);
+    answeringOverCap.delete(socket);
   }
 
   /** Notes which busy connections' answers moved since the last look; an answer with nothing waiting to be sent is not stalled. */
@@ -245,6 +249,8 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     return function guardedRequest(request, response) {
       const socket = request.socket;
       if (overCap.has(socket)) {
+        answeringOverCap.add(socket);
+        whenClosed(response, () => answeringOverCap.delete(socket));
         answerOverCap(request, response, listener);
         return;
       }
@@ -262,7 +268,8 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
     requestEnded,
     counts: () => ({ idle: idleBetweenRequests.size + idleBeforeRequest.size, busy, overCap: overCap.size }),
     closeIdle() {
-      const idle = [...idleBetweenRequests.toArray().map((usage) => usage.socket), ...idleBeforeRequest];
+      const silentOverCap = [...overCap].filter((socket) => !answeringOverCap.has(socket));
+      const idle = [...idleBetweenRequests.toArray().map((usage) => usage.socket), ...idleBeforeRequest, ...silentOverCap];
       for (const socket of idle) if (bytesWaiting(socket) === 0) socket.destroy();
     },
   };

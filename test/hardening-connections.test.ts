@@ -178,6 +178,31 @@ describe('a cap on open connections', () => {
   });
 });
 
+describe('a shutdown at the cap', () => {
+  test('connections over the cap that never sent a request do not hold the shutdown for its grace period', async () => {
+    const server = await start({ maxConnections: 2 });
+    upstream.setBehaviour(1, { kind: 'gate' });
+    const heads: number[] = [];
+    const held = [
+      get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
+      get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
+    ];
+    await expect.poll(() => heads.length, { timeout: 5_000 }).toBe(2);
+    const silent = await openIdle(server.url, 2);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(silent.stillOpen()).toBe(2);
+
+    const started = performance.now();
+    const closed = server.close(8_000);
+    setTimeout(() => upstream.release(1), 300);
+    for (const reply of await Promise.all(held)) expect(reply.body.equals(upstream.recording(1)!)).toBe(true);
+    await closed;
+    // 0.7.6 before this kept them, and so the shutdown, for the whole grace period.
+    expect(performance.now() - started).toBeLessThan(4_000);
+    expect(silent.stillOpen()).toBe(0);
+  });
+});
+
 describe('clients that stop reading, at the cap', () => {
   const BIG = Buffer.alloc(16 * 1024 * 1024, 7);
   const CHUNK = Buffer.alloc(64 * 1024, 5);

@@ -280,6 +280,17 @@ describe('frame counts the file does not bear out', () => {
     },
   );
 
+  test.each([
+    ['0xFF 0xFF 0xFF 0xFF', Buffer.alloc(4, 0xff)],
+    ['64 bytes of 0xFF', Buffer.alloc(64, 0xff)],
+    ['a header with the reserved sample rate', Buffer.from([0xff, 0xfb, 0x9c, 0x00])],
+  ])('random bytes after %s behind a tag are not audio either: no stream has such a header (25 tries)', async (_what, start) => {
+    for (let attempt = 0; attempt < 25; attempt++) {
+      const body = Buffer.concat([id3v2Tag(1024), start, randomBytes(4 * 1024)]);
+      await expect(analyseMp3(bodySource(body))).rejects.toBeInstanceOf(UndecodableRecordingError);
+    }
+  });
+
   test('junk after the audio does not lift the decoded bitrate above what the stream allows', async () => {
     // One 32 kbit/s frame (MPEG-2 Layer III: at most 160 kbit/s), then 2 KB of zeros.
     const oneFrame = (await loadFixtureRecordings()).get(2)!.subarray(0, 104);

@@ -187,9 +187,15 @@ export function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | unde
   };
 }
 
-/** True when the audio starts with an MPEG frame header right after the ID3v2 tag of `tagBytes`. */
+/**
+ * True when the audio starts with an MPEG frame header right after the ID3v2
+ * tag of `tagBytes`, one a stream can have: not the "bad" bitrate (index 15)
+ * nor the reserved sample rate, which `0xFF` padding reads as.
+ */
 export async function audioStartsWithFrame(source: Mp3Source, tagBytes: number): Promise<boolean> {
-  return frameHeaderAt(await readUpTo(source, tagBytes, 4), 0) !== undefined;
+  const bytes = await readUpTo(source, tagBytes, 4);
+  if (frameHeaderAt(bytes, 0) === undefined) return false;
+  return bytes[2]! >> 4 !== 0b1111 && ((bytes[2]! >> 2) & 0b11) !== 0b11;
 }
 
 /** The standard's bitrate bounds for the stream whose first frame header is at `at`, if there is one there. */
