@@ -53,6 +53,19 @@ function get(baseUrl: string, target: string, onHead?: (status: number) => void)
   });
 }
 
+/** A gateway capped at two connections, both holding an answer (its head sent) until `upstream.release(1)`. */
+async function capAtTwoAnswersHeld(): Promise<{ server: RunningServer; held: Array<Promise<Reply>> }> {
+  const server = await start({ maxConnections: 2 });
+  upstream.setBehaviour(1, { kind: 'gate' });
+  const heads: number[] = [];
+  const held = [
+    get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
+    get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
+  ];
+  await expect.poll(() => heads.length, { timeout: 5_000 }).toBe(2);
+  return { server, held };
+}
+
 /** Connections that send nothing, as a flood of idle clients would. */
 interface IdleFlood {
   sockets: Socket[];
@@ -146,14 +159,7 @@ describe('a cap on open connections', () => {
   });
 
   test('when every connection has a request in flight, a new one gets a quick JSON 503 and /healthz still answers', async () => {
-    const server = await start({ maxConnections: 2 });
-    upstream.setBehaviour(1, { kind: 'gate' });
-    const heads: number[] = [];
-    const held = [
-      get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
-      get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
-    ];
-    await expect.poll(() => heads.length, { timeout: 5_000 }).toBe(2);
+    const { server, held } = await capAtTwoAnswersHeld();
 
     const refused = await get(server.url, '/v1/call/recording/2.mp3');
     expect(refused.status).toBe(503);
@@ -180,14 +186,7 @@ describe('a cap on open connections', () => {
 
 describe('a shutdown at the cap', () => {
   test('connections over the cap that never sent a request do not hold the shutdown for its grace period', async () => {
-    const server = await start({ maxConnections: 2 });
-    upstream.setBehaviour(1, { kind: 'gate' });
-    const heads: number[] = [];
-    const held = [
-      get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
-      get(server.url, '/v1/call/recording/1.mp3', (s) => heads.push(s)),
-    ];
-    await expect.poll(() => heads.length, { timeout: 5_000 }).toBe(2);
+    const { server, held } = await capAtTwoAnswersHeld();
     const silent = await openIdle(server.url, 2);
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(silent.stillOpen()).toBe(2);
