@@ -126,7 +126,7 @@ interface FrameHeader {
   samplesPerFrame: number;
   /** Layer III only: the side information after the header (and CRC), where a Xing/Info header starts. */
   xingOffset: number | undefined;
-  /** The frame's bytes, padding included; undefined for a free-format or bad bitrate. */
+  /** The frame's bytes, padding included; undefined for a free-format bitrate. */
   length: number | undefined;
   /** The bitrates the standard allows for this version and layer, in bits per second. */
   bitrateBounds: BitrateBounds;
@@ -154,25 +154,30 @@ const KBPS = {
 } as const;
 const MPEG1_SAMPLE_RATES = [44_100, 48_000, 32_000];
 
-/** The MPEG audio frame header at `at`, or undefined when there is none. */
+/**
+ * The MPEG audio frame header at `at`, or undefined when there is none: no
+ * sync, or a reserved version, layer or sample rate, or the "bad" bitrate
+ * (which `0xFF` padding reads as).
+ */
 export function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | undefined {
   if (at + 4 > bytes.length || bytes[at] !== 0xff || (bytes[at + 1]! & 0xe0) !== 0xe0) return undefined;
   const version = (bytes[at + 1]! >> 3) & 0b11; // 11 MPEG-1, 10 MPEG-2, 00 MPEG-2.5, 01 reserved
   const layer = (bytes[at + 1]! >> 1) & 0b11; // 11 I, 10 II, 01 III, 00 reserved
-  if (version === 0b01 || layer === 0b00) return undefined;
+  const bitrateIndex = bytes[at + 2]! >> 4;
+  const rateIndex = (bytes[at + 2]! >> 2) & 0b11;
+  if (version === 0b01 || layer === 0b00 || bitrateIndex === 0b1111 || rateIndex === 0b11) return undefined;
   const mpeg1 = version === 0b11;
   const mono = bytes[at + 3]! >> 6 === 0b11;
   const withCrc = (bytes[at + 1]! & 1) === 0;
   const samplesPerFrame = layer === 0b11 ? 384 : layer === 0b10 || mpeg1 ? 1152 : 576;
   const sideInfo = mpeg1 ? (mono ? 17 : 32) : mono ? 9 : 17;
   const table = KBPS[mpeg1 ? 'mpeg1' : 'mpeg2'][(4 - layer) as 1 | 2 | 3];
-  const bitrateIndex = bytes[at + 2]! >> 4;
-  const rateIndex = (bytes[at + 2]! >> 2) & 0b11;
   const padding = (bytes[at + 2]! >> 1) & 1;
-  const sampleRate = rateIndex === 0b11 ? undefined : MPEG1_SAMPLE_RATES[rateIndex]! / (mpeg1 ? 1 : version === 0b10 ? 2 : 4);
-  const bitrate = bitrateIndex === 0 || bitrateIndex === 15 ? undefined : table[bitrateIndex - 1]! * 1000;
+  const sampleRate = MPEG1_SAMPLE_RATES[rateIndex]! / (mpeg1 ? 1 : version === 0b10 ? 2 : 4);
+  // Index 0 is free format: a bitrate the header does not say.
+  const bitrate = bitrateIndex === 0 ? undefined : table[bitrateIndex - 1]! * 1000;
   let length: number | undefined;
-  if (bitrate !== undefined && sampleRate !== undefined) {
+  if (bitrate !== undefined) {
     length =
       layer === 0b11
         ? (Math.floor((12 * bitrate) / sampleRate) + padding) * 4
@@ -187,15 +192,9 @@ export function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | unde
   };
 }
 
-/**
- * True when the audio starts with an MPEG frame header right after the ID3v2
- * tag of `tagBytes`, one a stream can have: not the "bad" bitrate (index 15)
- * nor the reserved sample rate, which `0xFF` padding reads as.
- */
+/** True when the audio starts with an MPEG frame header right after the ID3v2 tag of `tagBytes`. */
 export async function audioStartsWithFrame(source: Mp3Source, tagBytes: number): Promise<boolean> {
-  const bytes = await readUpTo(source, tagBytes, 4);
-  if (frameHeaderAt(bytes, 0) === undefined) return false;
-  return bytes[2]! >> 4 !== 0b1111 && ((bytes[2]! >> 2) & 0b11) !== 0b11;
+  return frameHeaderAt(await readUpTo(source, tagBytes, 4), 0) !== undefined;
 }
 
 /** The standard's bitrate bounds for the stream whose first frame header is at `at`, if there is one there. */
