@@ -2,10 +2,10 @@
  * The peers bench's second floor (`node:net floor`), run as a process of its
  * own (`node --import tsx bench/peers-net-floor.ts`): what Node's sockets
  * alone cost a hit, without Node's HTTP parser and response objects, as the
- * gateway's memory-hit door answers (src/memory-hit-door.ts). With the
- * `node:http floor` beside it, the bench shows how much of the gateway's
- * distance to nginx Node's sockets and event loop set, and how much is work
- * a Node server may leave out.
+ * gateway's memory-hit door answers (src/memory-hit-door.ts), and what they
+ * alone cost a cold miss. With the `node:http floor` beside it, the bench
+ * shows how much of the gateway's distance to nginx Node's sockets and event
+ * loop set, and how much is work a Node server may leave out.
  *
  * A bare `net` server. Each request's head is found (its blank line), its
  * request line and Range read; `GET /v1/call/recording/{id}.mp3` of a
@@ -14,13 +14,16 @@
  * made once a second), `Range: bytes=a-b` with a 206, in one write (head and
  * body corked for a body over 16 KiB). Not a general HTTP server: no log,
  * auth, metrics, limits or timeouts; requests are answered in order, one at
- * a time. A recording not yet held is fetched whole from the upstream, then
- * answered (warming only: the bench measures no cold miss on this floor).
+ * a time. A recording not yet held is a miss: its GET goes to the upstream
+ * over a keep-alive connection written and read raw (no HTTP client), the
+ * head is passed on as the node:http floor's and each chunk as it arrives,
+ * and the whole body is kept once it is complete. So its cold miss is the
+ * least a Node proxy adds, without Node's HTTP client and server: the bench
+ * measures it beside the gateway's and the node:http floor's.
  *
  * Env: as peers-node-floor.ts (PEERS_FLOOR_PORT, PEERS_FLOOR_UPSTREAM, PEERS_FLOOR_KEY).
  */
 import { randomUUID } from 'node:crypto';
-import http from 'node:http';
 import net from 'node:net';
 import { etagFor } from '../src/cache/recording-meta.js';
 import { sha256Hex } from '../src/sha256.js';
@@ -29,6 +32,10 @@ import { floorEnv } from './peers-floor-env.js';
 const HEAD_END = Buffer.from('\r\n\r\n');
 const RECORDING_PATH = /^GET \/v1\/call\/recording\/(\d+)\.mp3 HTTP\/1\.1$/;
 const RANGE_FIELD = /\r\nrange:[ \t]*bytes=(\d+)-(\d+)[ \t]*(?:\r\n|$)/i;
+const CONTENT_LENGTH_FIELD = /\r\ncontent-length:[ \t]*(\d+)/i;
+const CONTENT_TYPE_FIELD = /\r\ncontent-type:[ \t]*([^\r]*)/i;
+const ETAG_FIELD = /\r\netag:[ \t]*([^\r]*)/i;
+const LAST_MODIFIED_FIELD = /\r\nlast-modified:[ \t]*([^\r]*)/i;
 const BODY_IN_HEAD_MAX_BYTES = 16 * 1024;
 const NOT_FOUND = '{"error":"Not Found","message":"No such route"}';
 
@@ -84,38 +91,133 @@ function hit(socket: net.Socket, recording: Stored, range: RegExpExecArray | nul
   answer(socket, '200 OK', recording.fields, recording.body);
 }
 
-function fetchWhole(upstreamBase: string, authorization: string, agent: http.Agent, callId: string): Promise<Stored> {
-  return new Promise((resolve, reject) => {
-    const request = http.get(`${upstreamBase}/call/recording/${callId}.mp3`, { agent, headers: { authorization } }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.once('error', reject);
-      response.once('end', () => {
-        if (response.statusCode !== 200 || !response.complete) {
-          reject(new Error(`upstream answered ${response.statusCode}`));
-          return;
-        }
-        const body = Buffer.concat(chunks);
-        const lastModified = response.headers['last-modified'];
-        const fields =
-          `Content-Type: ${response.headers['content-type'] ?? 'audio/mpeg'}\r\nAccept-Ranges: bytes\r\n` +
-          // The gateway's ETag (a sha256 digest), so both answer heads are the same size.
-          `ETag: ${etagFor(sha256Hex(body))}\r\n${lastModified ? `Last-Modified: ${lastModified}\r\n` : ''}` +
-          `Content-Disposition: inline; filename="call-${callId}.mp3"\r\nCache-Control: private, max-age=86400, immutable\r\n` +
-          'Vary: Origin\r\nCache-Status: recording-gateway; hit; detail=memory\r\n';
-        resolve({ body, fields });
-      });
+/** One upstream connection: idle in the pool, or carrying one miss's answer. */
+interface UpstreamConnection {
+  socket: net.Socket;
+  /** The miss this connection's bytes go to, while one is under way. */
+  onData: ((chunk: Buffer) => void) | undefined;
+  /** That miss's end when the connection closes under it. */
+  onClose: (() => void) | undefined;
+}
+
+/**
+ * Keep-alive connections to the upstream, written to and read raw: a miss
+ * costs a write and the reads of the answer, with no HTTP client objects.
+ * Assumes the bench's upstream (Content-Length, no chunked bodies).
+ */
+class UpstreamPool {
+  readonly #idle: UpstreamConnection[] = [];
+
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly requestHead: (callId: string) => string,
+  ) {}
+
+  /**
+   * Sends the GET for `callId`: `on.head` gets the status, the head and the
+   * body's length, `on.body` each piece of the body as it arrives, `on.end`
+   * the whole body once Content-Length bytes are in, `on.failed` a head
+   * without a length or a connection closed first.
+   */
+  fetch(
+    callId: string,
+    on: { head(status: number, head: string, length: number): void; body(chunk: Buffer): void; end(body: Buffer): void; failed(): void },
+  ): void {
+    const connection = this.#idle.pop() ?? this.#connect();
+    let head: Buffer | undefined;
+    const chunks: Buffer[] = [];
+    let length = -1;
+    let received = 0;
+    const finish = (): void => {
+      connection.onData = undefined;
+      connection.onClose = undefined;
+      this.#idle.push(connection);
+      on.end(Buffer.concat(chunks, received));
+    };
+    connection.onData = (chunk) => {
+      if (length >= 0) {
+        chunks.push(chunk);
+        received += chunk.length;
+        on.body(chunk);
+        if (received >= length) finish();
+        return;
+      }
+      head = head ? Buffer.concat([head, chunk]) : chunk;
+      const end = head.indexOf(HEAD_END);
+      if (end === -1) return;
+      const text = head.toString('latin1', 0, end);
+      const status = Number(text.slice(9, 12));
+      length = Number(CONTENT_LENGTH_FIELD.exec(text)?.[1] ?? Number.NaN);
+      if (!Number.isSafeInteger(length)) {
+        // Its close reports the failure (onClose).
+        connection.socket.destroy();
+        return;
+      }
+      const first = head.subarray(end + HEAD_END.length);
+      chunks.push(first);
+      received = first.length;
+      on.head(status, text, length);
+      if (first.length > 0) on.body(first);
+      if (received >= length) finish();
+    };
+    connection.onClose = on.failed;
+    connection.socket.write(this.requestHead(callId), 'latin1');
+  }
+
+  #connect(): UpstreamConnection {
+    const connection: UpstreamConnection = { socket: net.connect(this.port, this.host), onData: undefined, onClose: undefined };
+    connection.socket.setNoDelay(true);
+    connection.socket.on('data', (chunk: Buffer) => connection.onData?.(chunk));
+    connection.socket.on('error', () => connection.socket.destroy());
+    connection.socket.once('close', () => {
+      const at = this.#idle.indexOf(connection);
+      if (at !== -1) this.#idle.splice(at, 1);
+      connection.onClose?.();
     });
-    request.once('error', reject);
-  });
+    return connection;
+  }
+}
+
+/** A field's value in an upstream head, or undefined. */
+function field(head: string, pattern: RegExp): string | undefined {
+  return pattern.exec(head)?.[1];
+}
+
+/** The stored copy of a recording fetched whole, with the fields of its memory hits. */
+function storedCopy(callId: string, head: string, body: Buffer): Stored {
+  const lastModified = field(head, LAST_MODIFIED_FIELD);
+  const fields =
+    `Content-Type: ${field(head, CONTENT_TYPE_FIELD) ?? 'audio/mpeg'}\r\nAccept-Ranges: bytes\r\n` +
+    // The gateway's ETag (a sha256 digest), so both answer heads are the same size.
+    `ETag: ${etagFor(sha256Hex(body))}\r\n${lastModified ? `Last-Modified: ${lastModified}\r\n` : ''}` +
+    `Content-Disposition: inline; filename="call-${callId}.mp3"\r\nCache-Control: private, max-age=86400, immutable\r\n` +
+    'Vary: Origin\r\nCache-Status: recording-gateway; hit; detail=memory\r\n';
+  return { body, fields };
+}
+
+/** A miss's answer head, as the node:http floor's: the upstream's type, validators and length, and `fwd=miss`. */
+function missHead(head: string, length: number): string {
+  const etag = field(head, ETAG_FIELD);
+  const lastModified = field(head, LAST_MODIFIED_FIELD);
+  return (
+    `HTTP/1.1 200 OK\r\nContent-Type: ${field(head, CONTENT_TYPE_FIELD) ?? 'audio/mpeg'}\r\n` +
+    `${etag ? `ETag: ${etag}\r\n` : ''}${lastModified ? `Last-Modified: ${lastModified}\r\n` : ''}` +
+    `Cache-Status: recording-gateway; fwd=miss\r\nContent-Length: ${length}\r\n${date()}Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n`
+  );
 }
 
 function main(): void {
-  const { port, upstreamBase, upstreamAuthorization: authorization } = floorEnv('peers-net-floor');
-  const agent = new http.Agent({ keepAlive: true });
+  const { port, upstreamBase, upstreamAuthorization } = floorEnv('peers-net-floor');
+  const upstream = new URL(upstreamBase);
+  const pool = new UpstreamPool(
+    upstream.hostname,
+    Number(upstream.port),
+    (callId) =>
+      `GET ${upstream.pathname}/call/recording/${callId}.mp3 HTTP/1.1\r\nHost: ${upstream.host}\r\nAuthorization: ${upstreamAuthorization}\r\nConnection: keep-alive\r\n\r\n`,
+  );
   const stored = new Map<string, Stored>();
   const notFound = Buffer.from(NOT_FOUND);
-
   const server = net.createServer((socket) => {
     let pending: Buffer | undefined;
     let busy = false;
@@ -138,16 +240,27 @@ function main(): void {
           continue;
         }
         busy = true;
-        fetchWhole(upstreamBase, authorization, agent, callId).then(
-          (fetched) => {
-            stored.set(callId, fetched);
-            const { body, fields } = fetched;
-            answer(socket, '200 OK', fields.replace('; hit; detail=memory', '; fwd=miss'), body);
+        let upstreamHead: string | undefined;
+        pool.fetch(callId, {
+          head(status, head, length) {
+            if (status !== 200) {
+              socket.destroy();
+              return;
+            }
+            upstreamHead = head;
+            socket.write(missHead(head, length), 'latin1');
+          },
+          body(chunk) {
+            if (upstreamHead !== undefined) socket.write(chunk);
+          },
+          end(body) {
+            if (upstreamHead === undefined) return;
+            stored.set(callId, storedCopy(callId, upstreamHead, body));
             busy = false;
             serve();
           },
-          () => socket.destroy(),
-        );
+          failed: () => socket.destroy(),
+        });
       }
     };
     socket.on('data', (chunk: Buffer) => {

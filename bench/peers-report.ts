@@ -251,9 +251,11 @@ export function goalSummary(report: PeersReport): string {
   const stands = floors.map((label) => {
     const floor = (key: LoadCase['key'], peer: string) => against(report, key, peer, rps, label);
     const share = against(report, 'probe', label, rps);
+    const cold = coldAddedMs(report, label);
     return (
       ` The ${label}: probe ${figure(floor('probe', NGINX))} nginx req/s, 64 KB ${figure(floor('window', NGINX))}, ` +
-      `full-body ${figure(floor('full', VARNISH))} Varnish; the gateway reaches ${share === undefined ? 'n/a' : `${fmt(100 * share, 0)} %`} of its probe req/s.`
+      `full-body ${figure(floor('full', VARNISH))} Varnish, cold miss ${cold === undefined ? 'n/a' : `+${fmt(cold, 2)} ms`}; ` +
+      `the gateway reaches ${share === undefined ? 'n/a' : `${fmt(100 * share, 0)} %`} of its probe req/s.`
     );
   });
   return `${summary}${stands.join('')}`;
