@@ -352,6 +352,32 @@ describe('reading the stream header', () => {
     expect(facts.bitrate).toBe(Math.round((104 * 8) / (576 / 22_050)));
   });
 
+  test('bytes between the tag and the first frame are not audio: a mono stream stays mono, its bitrate that of its frames', async () => {
+    const fixture = (await loadFixtureRecordings()).get(2)!;
+    const decoded = (await analyseMp3(bodySource(Buffer.concat([id3v2Tag(10), Buffer.alloc(1), fixture])))).facts;
+    for (const [fill, bytes] of [
+      [0x00, 2000],
+      [0x20, 20_000],
+    ] as const) {
+      const padded = Buffer.concat([id3v2Tag(10), Buffer.alloc(bytes, fill), fixture]);
+      expect(await readStreamHeader(countedSource(padded))).toBeUndefined();
+      const { facts } = await analyseMp3(bodySource(padded));
+      expect(facts).toMatchObject({ durationSeconds: decoded.durationSeconds, sampleRate: 22_050, channels: 1 });
+      // The fixture is 32 kbit/s CBR; counting the padding as audio made 2,000 bytes of it 34.8 kbit/s, 20,000 60.1.
+      expect(Math.abs(facts.bitrate - 32_000)).toBeLessThan(320);
+    }
+    const stereo = Buffer.concat(
+      Array.from({ length: 50 }, () =>
+        silentFrame(128, (frame) => {
+          frame[3] = 0x00;
+        }),
+      ),
+    );
+    const { facts } = await analyseMp3(bodySource(Buffer.concat([id3v2Tag(10), Buffer.alloc(2000), stereo])));
+    // 417-byte frames (128 kbit/s at 44.1 kHz, none padded) of 1152 samples each.
+    expect(facts).toMatchObject({ sampleRate: SAMPLE_RATE, channels: 2, bitrate: Math.round((417 * 8 * SAMPLE_RATE) / SAMPLES_PER_FRAME) });
+  });
+
   test('no header for what does not start with an MPEG frame after its tag: decoding decides', async () => {
     const noAudio = Buffer.concat([id3v2Tag(10), Buffer.alloc(4096, 0x20)]);
     expect(await readStreamHeader(countedSource(noAudio))).toBeUndefined();

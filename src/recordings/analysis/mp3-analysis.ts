@@ -1,6 +1,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { RecordingFacts } from '../../cache/recording-meta.js';
 import {
+  audioStartAt,
   audioStartsWithFrame,
   type BitrateBounds,
   bitrateBoundsAt,
@@ -86,6 +87,8 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
   let errors = 0;
   let knownAudio = false;
   let tagBytes = 0;
+  // Where the first frame is: the end of the tag, unless bytes that are not audio come between.
+  let audioStart = 0;
   // Where the last bytes that decoded to samples end; where a run of pieces with errors began; where the junk the decode stopped at began.
   let audioEnd = 0;
   let erroringFrom: number | undefined;
@@ -96,11 +99,12 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
     decoding: for (let offset = 0; offset < source.size; ) {
       const chunk = await source.readAt(offset, Math.min(READ_BYTES, source.size - offset));
       if (chunk === null || chunk.length === 0) throw new Error(`recording ended at ${offset} of ${source.size} bytes`);
-      if (offset === 0) tagBytes = id3v2Size(chunk);
-      // Without a readable header, a first frame right after the tag still tells a mono stream.
+      if (offset === 0) tagBytes = audioStart = id3v2Size(chunk);
+      // Without a readable header, the first frames (after any padding behind the tag) still tell a mono stream.
       if (offset === 0 && !header) {
-        mono = isMonoFrame(chunk, tagBytes);
-        bounds = bitrateBoundsAt(chunk, tagBytes) ?? bounds;
+        audioStart = audioStartAt(chunk, tagBytes);
+        mono = isMonoFrame(chunk, audioStart);
+        bounds = bitrateBoundsAt(chunk, audioStart) ?? bounds;
       }
       const chunkOffset = offset;
       offset += chunk.length;
@@ -154,7 +158,7 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
   // A variable bitrate (or one that only began constant) is answered as its average over the whole stream.
   // Frames each within the standard's bounds average within them: bytes beyond what the highest bitrate
   // fills in the decoded duration are not audio (a frame-count header, junk after the last frame).
-  const audioBytes = junkFrom === undefined ? (header?.audioBytes ?? source.size) : junkFrom - tagBytes;
+  const audioBytes = junkFrom === undefined ? (header?.audioBytes ?? source.size - audioStart) : junkFrom - audioStart;
   const average = (audioBytes * 8) / durationSeconds;
   const decoded: RecordingFacts = {
     durationSeconds: Math.round(durationSeconds * 1e6) / 1e6,

@@ -252,6 +252,21 @@ function plausibleCount(
   return Number.isFinite(bitrate) && bitrate >= min * 0.99 && bitrate <= max ? counted : undefined;
 }
 
+/**
+ * Where the audio starts in `bytes` (a recording's first bytes): the first
+ * frame header from `from` (the end of the ID3v2 tag) on that another frame
+ * of the same stream follows, so bytes between the tag and the audio
+ * (padding an editor left) are skipped; `from` when none is found there (a
+ * recording of a frame or two, or no audio: decoding decides).
+ */
+export function audioStartAt(bytes: Uint8Array, from: number): number {
+  for (let at = bytes.indexOf(0xff, from); at !== -1; at = bytes.indexOf(0xff, at + 1)) {
+    const frame = frameHeaderAt(bytes, at);
+    if (frame?.length !== undefined && frameHeaderAt(bytes, at + frame.length)?.stream === frame.stream) return at;
+  }
+  return from;
+}
+
 /** True when an MPEG audio frame header at `at` says single channel (mode bits 11). */
 export function isMonoFrame(bytes: Uint8Array, at: number): boolean {
   return frameHeaderAt(bytes, at) !== undefined && bytes[at + 3]! >> 6 === 0b11;
