@@ -125,6 +125,14 @@ function withLowerCaseScheme(target: string): string {
 const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
 
 /**
+ * Fields a request head may have. Node keeps the first `maxHeadersCount` and
+ * drops the rest without a word (an `If-Match`, a second `Host`), so it is
+ * told one more, and a head that reaches it is refused whole.
+ */
+const MAX_HEADER_FIELDS = 1000;
+const TOO_MANY_FIELDS = { error: 'Request Header Fields Too Large', message: `More than ${MAX_HEADER_FIELDS} header fields` };
+
+/**
  * What a request the parser refused is answered: 414 when the request line
  * alone is longer than the header limit, 501 for a method Node's parser does
  * not know, 505 for an HTTP version other than 1.0 and 1.1 (RFC 9110
@@ -327,6 +335,8 @@ function refuseConnect(request: IncomingMessage, socket: Duplex): void {
 
 /**
  * What is answered before any route, in one check per request:
+ * - A head of more than {@link MAX_HEADER_FIELDS} fields is 431 (RFC 6585
+ *   5), whatever its size: Node would have dropped those past the limit.
  * - RFC 9112 3.2: an HTTP/1.1 request without a Host, or with more than one,
  *   is 400; one whose major version is not 1 is 505 (RFC 9110 15.6.6: Node's
  *   parser takes `HTTP/0.9` and `HTTP/2.0` as if they were 1.x). Node would
@@ -343,6 +353,10 @@ function refuseConnect(request: IncomingMessage, socket: Duplex): void {
  */
 function answerBeforeRoutes(listener: RequestListener): RequestListener {
   return function beforeRoutes(request, response) {
+    if (request.rawHeaders.length > 2 * MAX_HEADER_FIELDS) {
+      response.shouldKeepAlive = false;
+      return writeJsonError(request, response, 431, TOO_MANY_FIELDS, { Connection: 'close' });
+    }
     const hosts = headerCount(request.rawHeaders, 'host');
     const http1 = request.httpVersionMajor === 1;
     if (http1 && (hosts === 1 || (hosts === 0 && request.httpVersionMinor === 0))) {
@@ -442,6 +456,7 @@ export function createHttpServer(
     guard.wrap(answerBeforeRoutes(listener)),
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxHeadersCount = MAX_HEADER_FIELDS + 1;
   server.on('connection', guard.admit);
   server.on('connection', closeGentlyAfterLastAnswer);
   server.prependListener('request', noteAnswer);

@@ -186,6 +186,36 @@ describe('a request without exactly one Host', () => {
   });
 });
 
+describe('a head of more than 1000 fields', () => {
+  const padding = (fields: number) => Array.from({ length: fields }, (_, i) => `X-Pad-${i}: a\r\n`).join('');
+
+  test('is refused whole with a JSON 431, not served with the fields past the 1000th dropped', async () => {
+    const healthz = (fields: number) => `GET /healthz HTTP/1.1\r\nHost: gw.example\r\n${padding(fields)}Connection: close\r\n\r\n`;
+    // Host, the padding and Connection: 1000 fields, then 1001.
+    expect(await rawExchange(gateway.baseUrl, healthz(998))).toMatch(/^HTTP\/1\.1 200 /);
+    const refused = await rawExchange(gateway.baseUrl, healthz(999));
+    expect(refused).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    expect(refused).toContain('\r\nConnection: close\r\n');
+    expect(refused).toContain('{"error":"Request Header Fields Too Large","message":"More than 1000 header fields"}');
+    // A second Host past the 1000th field, in a head well under 16 KB: not taken for one Host.
+    const twoHosts = await rawExchange(gateway.baseUrl, `GET /healthz HTTP/1.1\r\nHost: a\r\n${'X: a\r\n'.repeat(1500)}Host: b\r\n\r\n`);
+    expect(twoHosts).toMatch(/^HTTP\/1\.1 431 /);
+  });
+
+  test('so a conditional DELETE with its If-Match past the 1000th field deletes nothing', async () => {
+    const id = 4290;
+    upstream.setRecording(id, syntheticRecording(8 * 1024));
+    const path = `/v1/call/recording/${id}.mp3`;
+    await (await gateway.fetch(path)).arrayBuffer();
+    await gateway.gateway.downloads.idle();
+    const conditionalDelete = `DELETE ${path} HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer ${ACME_KEY}\r\n${padding(998)}If-Match: "not-its-etag"\r\nConnection: close\r\n\r\n`;
+    expect(await rawExchange(gateway.baseUrl, conditionalDelete)).toMatch(/^HTTP\/1\.1 431 /);
+    const after = await gateway.fetch(path, { method: 'HEAD' });
+    expect(after.headers.get('cache-status')).toContain('; hit');
+    expect(upstream.recordingRequests(id)).toHaveLength(1);
+  });
+});
+
 describe('requests the HTTP layer refuses or answers before the routes', () => {
   test('an expectation other than 100-continue is 417 in the JSON shape, with a request id', async () => {
     const answer = await rawExchange(
