@@ -22,7 +22,7 @@ const LIFELINE =
   'data:text/javascript,import{Socket}from"node:net";const die=()=>process.kill(process.pid,"SIGKILL");' +
   'const stdin=new Socket({fd:0,readable:true,writable:false});stdin.once("end",die);stdin.once("error",die);stdin.resume();stdin.unref();';
 
-const START_SCRIPT = /^node((?: --[a-z-]+(?:=\S+)?)*) dist\/cli\.js serve$/;
+const START_SCRIPT = /^exec node((?: --[a-z-]+(?:=\S+)?)*) dist\/cli\.js serve$/;
 
 /**
  * The Node flags `npm start` gives the compiled gateway (package.json's
@@ -31,7 +31,7 @@ const START_SCRIPT = /^node((?: --[a-z-]+(?:=\S+)?)*) dist\/cli\.js serve$/;
 export function startScriptNodeFlags(): string[] {
   const { scripts } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
   const flags = START_SCRIPT.exec(scripts.start)?.[1];
-  if (flags === undefined) throw new Error(`package.json: "start" is not "node [--flag ...] dist/cli.js serve": ${scripts.start}`);
+  if (flags === undefined) throw new Error(`package.json: "start" is not "exec node [--flag ...] dist/cli.js serve": ${scripts.start}`);
   return flags.split(' ').filter(Boolean);
 }
 

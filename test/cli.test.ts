@@ -1,12 +1,14 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeTempDir, removeDir } from '../dev/gateway-harness.js';
+import { eventually } from '../dev/recording-bytes.js';
 import { startScriptNodeFlags } from '../dev/gateway-process.js';
 import { ROOT, runCliProcess } from '../dev/run-cli.js';
+import { freePort } from './support/free-port.js';
 import { runCliInProcess } from './support/run-cli-in-process.js';
 
 const SIGNING_SECRET = 'cli-test-signing-secret-0123456789';
@@ -233,3 +235,49 @@ describe('recording-gateway CLI', () => {
     expect(newSpace([])).toBeGreaterThan(16 * 1024 * 1024);
   });
 });
+
+describe('npm start', () => {
+  test('a service manager that signals npm alone stops the gateway too: SIGTERM reaches it, it shuts down gracefully and npm exits 0', async () => {
+    const port = await freePort();
+    const npm = spawn('npm', ['start', '--silent'], {
+      cwd: ROOT,
+      // Its own process group, so that teardown can reach anything npm leaves behind.
+      detached: true,
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? dir,
+        GATEWAY_CONFIG: configPath,
+        FLYFLOW_API_KEY: 'npm-start-test-key',
+        ACME_SIGNING_SECRET: SIGNING_SECRET,
+        PORT: String(port),
+        LOG_LEVEL: 'info',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    npm.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    npm.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => npm.once('exit', (code) => resolve(code)));
+    try {
+      expect(await eventually(async () => output.includes('recording-gateway listening'), 30_000)).toBe(true);
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+      npm.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(output).toContain('shutting down');
+      // Nothing of the group is left: no orphaned gateway still holding the port.
+      expect(await eventually(async () => !groupAlive(npm.pid!), 5_000)).toBe(true);
+      await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+    } finally {
+      if (groupAlive(npm.pid!)) process.kill(-npm.pid!, 'SIGKILL');
+    }
+  }, 60_000);
+});
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -3,8 +3,9 @@
  * loopback only, a free port, nothing written to disk, and never left behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './free-port.js';
 
 export interface RunningRedis {
   /** `redis://127.0.0.1:PORT` */
@@ -58,19 +59,6 @@ function killAllOnExit(): void {
         // already gone
       }
     }
-  });
-}
-
-/** A port nobody listens on right now: bind port 0, read it, close. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
   });
 }
 
