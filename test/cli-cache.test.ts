@@ -94,6 +94,11 @@ describe('cache commands, in the order an operator would use them', () => {
       });
       const text = await runCliInProcess(['--config', ownConfig, 'prefetch', '2'], { cwd: own, env });
       expect(text.stdout).toContain('call 2: already cached');
+      // One recording is counted in the singular.
+      const stats = await runCliInProcess(['--config', ownConfig, 'cache', 'stats'], { cwd: own, env });
+      expect(stats.stdout).toContain('(acme): 1 recording, ');
+      const verified = await runCliInProcess(['--config', ownConfig, 'cache', 'verify'], { cwd: own, env });
+      expect(verified.stdout).toContain('verified 1 recording: 1 intact, 0 removed');
     } finally {
       await removeDir(own);
     }

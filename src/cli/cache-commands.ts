@@ -94,7 +94,7 @@ export async function cacheStats(config: GatewayConfig, output: OutputOptions): 
   print(`cache:      ${config.cache.dir} (index: ${config.cache.index.kind})${exists ? '' : ', does not exist yet'}`);
   print(`recordings: ${entries}, ${formatBytes(total)} of ${formatBytes(config.cache.maxDiskBytes)}`);
   for (const { namespace, tenants, entries: count, bytes } of namespaces) {
-    print(`  ${namespace}${tenants.length > 0 ? ` (${tenants.join(', ')})` : ''}: ${count} recordings, ${formatBytes(bytes)}`);
+    print(`  ${namespace}${tenants.length > 0 ? ` (${tenants.join(', ')})` : ''}: ${count} recording${count === 1 ? '' : 's'}, ${formatBytes(bytes)}`);
   }
   if (live.state === 'not-running') {
     print(`hit ratio:  no running gateway answered at ${live.url}`);
@@ -165,6 +165,6 @@ export async function cacheVerify(config: GatewayConfig, output: OutputOptions):
   );
   const intact = report.checked - report.removed.length;
   if (output.json) printJson(print, { cache_dir: config.cache.dir, exists: true, checked: report.checked, intact, removed });
-  else print(`verified ${report.checked} recordings: ${intact} intact, ${report.removed.length} removed`);
+  else print(`verified ${report.checked} recording${report.checked === 1 ? '' : 's'}: ${intact} intact, ${report.removed.length} removed`);
   return report.removed.length;
 }
