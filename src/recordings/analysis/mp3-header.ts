@@ -253,13 +253,15 @@ function plausibleCount(
 }
 
 /**
- * Where the audio starts in `bytes` (a recording's first bytes): the first
- * frame header from `from` (the end of the ID3v2 tag) on that another frame
- * of the same stream follows, so bytes between the tag and the audio
- * (padding an editor left) are skipped; `from` when none is found there (a
- * recording of a frame or two, or no audio: decoding decides).
+ * Where the audio starts in `bytes` (a recording's first bytes): at `from`
+ * (the end of the ID3v2 tag) when a frame header is there, as in every
+ * recording an encoder wrote; else at the first frame header after it that
+ * another frame of the same stream follows, so bytes an editor left between
+ * the tag and the audio are skipped; `from` when there is none (no audio:
+ * decoding decides).
  */
 export function audioStartAt(bytes: Uint8Array, from: number): number {
+  if (frameHeaderAt(bytes, from) !== undefined) return from;
   for (let at = bytes.indexOf(0xff, from); at !== -1; at = bytes.indexOf(0xff, at + 1)) {
     const frame = frameHeaderAt(bytes, at);
     if (frame?.length !== undefined && frameHeaderAt(bytes, at + frame.length)?.stream === frame.stream) return at;
