@@ -94,7 +94,9 @@ export async function cacheStats(config: GatewayConfig, output: OutputOptions): 
   print(`cache:      ${config.cache.dir} (index: ${config.cache.index.kind})${exists ? '' : ', does not exist yet'}`);
   print(`recordings: ${entries}, ${formatBytes(total)} of ${formatBytes(config.cache.maxDiskBytes)}`);
   for (const { namespace, tenants, entries: count, bytes } of namespaces) {
-    print(`  ${namespace}${tenants.length > 0 ? ` (${tenants.join(', ')})` : ''}: ${count} recording${count === 1 ? '' : 's'}, ${formatBytes(bytes)}`);
+    print(
+      `  ${namespace}${tenants.length > 0 ? ` (${tenants.join(', ')})` : ''}: ${count} recording${count === 1 ? '' : 's'}, ${formatBytes(bytes)}`,
+    );
   }
   if (live.state === 'not-running') {
     print(`hit ratio:  no running gateway answered at ${live.url}`);
