@@ -33,22 +33,21 @@ export function closeToOthers(file: string): void {
 }
 
 /**
- * `mkdir -p` with PRIVATE_DIR_MODE. Node's recursive mkdir says ENOENT where
- * the file system refused to create a folder (EROFS on a read-only volume,
- * nodejs/node#47098), which sends an operator looking for a directory that
- * is there: the first missing folder is then created on its own, which
- * fails with what the file system said.
+ * `mkdir -p` with PRIVATE_DIR_MODE. The first missing folder is created on
+ * its own, so a file system that refuses it says why: Node's recursive mkdir
+ * says ENOENT for EROFS on a read-only volume (nodejs/node#47098), and under
+ * a folder that takes no new entries (`/proc`) it never settles, retrying
+ * the parent and the child forever. The folders under it are then made by
+ * the recursive mkdir.
  */
 export async function makePrivateDir(dir: string): Promise<void> {
-  try {
-    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    let missing = path.resolve(dir);
-    while (path.dirname(missing) !== missing && !existsSync(path.dirname(missing))) missing = path.dirname(missing);
+  let missing = path.resolve(dir);
+  while (path.dirname(missing) !== missing && !existsSync(path.dirname(missing))) missing = path.dirname(missing);
+  if (!existsSync(missing)) {
     await mkdir(missing, PRIVATE_DIR_MODE).catch((refused: NodeJS.ErrnoException) => {
-      throw refused.code === 'EEXIST' ? error : refused;
+      // Made meanwhile, by another process or call.
+      if (refused.code !== 'EEXIST') throw refused;
     });
-    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
   }
+  await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
 }

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -38,6 +38,17 @@ describe('makePrivateDir', () => {
   test.skipIf(!mounted)("on a read-only volume says EROFS, where Node's recursive mkdir says ENOENT", async () => {
     await expect(makePrivateDir(path.join(readOnly, 'recordings', 'ns'))).rejects.toMatchObject({ code: 'EROFS' });
   });
+
+  test.skipIf(!existsSync('/proc/self'))(
+    "under /proc, which takes no new folder, fails with ENOENT where Node's recursive mkdir never settles",
+    async () => {
+      const made = makePrivateDir(path.join('/proc', `rg-private-dir-${process.pid}`, 'cache'));
+      const stuck = new Promise((resolve) => setTimeout(resolve, 5_000, 'still waiting after 5 s')).then((why) => {
+        throw new Error(String(why));
+      });
+      await expect(Promise.race([made, stuck])).rejects.toMatchObject({ code: 'ENOENT' });
+    },
+  );
 
   test('a file where a folder should be is still ENOTDIR or EEXIST, as the file system says', async () => {
     const file = path.join(root, 'file');
