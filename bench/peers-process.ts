@@ -6,8 +6,10 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, openSync, closeSync, readdirSync, readFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+
+export { freePort } from '../dev/free-port.js';
 
 export const TASKSET = '/usr/bin/taskset';
 /** USER_HZ: the unit of /proc's CPU times, 100 on every Linux build that matters. */
@@ -186,18 +188,6 @@ function commandPid(shellPid: number): number | undefined {
     }
   }
   return undefined;
-}
-
-/** A port nobody listens on right now: bind port 0, read it, close. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function accepts(port: number): Promise<boolean> {

@@ -5,10 +5,11 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeTempDir, removeDir } from '../dev/gateway-harness.js';
+import { freePort } from '../dev/free-port.js';
 import { eventually } from '../dev/recording-bytes.js';
 import { startScriptNodeFlags } from '../dev/gateway-process.js';
 import { ROOT, runCliProcess } from '../dev/run-cli.js';
-import { freePort } from './support/free-port.js';
+
 import { runCliInProcess } from './support/run-cli-in-process.js';
 
 const SIGNING_SECRET = 'cli-test-signing-secret-0123456789';

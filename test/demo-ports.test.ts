@@ -6,6 +6,7 @@
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { startDemo } from '../scripts/demo.js';
+import { freePort } from '../dev/free-port.js';
 
 let busy: Server;
 let busyPort: number;
@@ -36,15 +37,6 @@ test.each([
     `demo ${name}: cannot listen on 127.0.0.1:${busyPort}: the port is in use; set ${envName} to another port (0 picks a free one)`,
   );
 });
-
-/** A port free a moment ago, for a server that must listen on a port known in advance. */
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 test('the player page asked for while the demo is still starting is answered once it is up, not left hanging', async () => {
   const playerPort = await freePort();

@@ -8,11 +8,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, makeTempDir, rawExchange, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
+import { freePort } from '../dev/free-port.js';
 
 const NGINX = process.env.NGINX_PATH ?? '/usr/sbin/nginx';
 const CONF = path.join(import.meta.dirname, '..', 'config', 'nginx-cluster.conf');
@@ -22,14 +22,6 @@ const gateways: RunningGateway[] = [];
 const dirs: string[] = [];
 let nginx: ChildProcess | undefined;
 let balancer: string;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** The reference site, with the replicas and the listen address of this test put in; everything else as shipped. */
 async function siteFor(replicas: string[], port: number): Promise<string> {

@@ -1,12 +1,10 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { RecordingFacts } from '../../cache/recording-meta.js';
 import {
-  audioStartAt,
   audioStartsWithFrame,
   type BitrateBounds,
-  bitrateBoundsAt,
+  firstFrameAt,
   id3v2Size,
-  isMonoFrame,
   MPEG_BITRATE_BOUNDS,
   readStreamHeader,
   type Mp3Source,
@@ -102,9 +100,10 @@ export async function analyseMp3(source: Mp3Source): Promise<Mp3Analysis> {
       if (offset === 0) tagBytes = audioStart = id3v2Size(chunk);
       // Without a readable header, the first frames (after any padding behind the tag) still tell a mono stream.
       if (offset === 0 && !header) {
-        audioStart = audioStartAt(chunk, tagBytes);
-        mono = isMonoFrame(chunk, audioStart);
-        bounds = bitrateBoundsAt(chunk, audioStart) ?? bounds;
+        const first = firstFrameAt(chunk, tagBytes);
+        audioStart = first.at;
+        mono = first.frame?.mono ?? false;
+        bounds = first.frame?.bitrateBounds ?? bounds;
       }
       const chunkOffset = offset;
       offset += chunk.length;

@@ -121,9 +121,11 @@ export function id3v2Size(bytes: Uint8Array): number {
   return 10 + size + footer;
 }
 
-/** What the frame-count headers need of an MPEG audio frame header. */
-interface FrameHeader {
+/** What the frame-count headers and the decode need of an MPEG audio frame header. */
+export interface FrameHeader {
   samplesPerFrame: number;
+  /** Single channel (mode bits 11). */
+  mono: boolean;
   /** Layer III only: the side information after the header (and CRC), where a Xing/Info header starts. */
   xingOffset: number | undefined;
   /** The frame's bytes, padding included; undefined for a free-format bitrate. */
@@ -185,6 +187,7 @@ export function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | unde
   }
   return {
     samplesPerFrame,
+    mono,
     xingOffset: layer === 0b01 ? at + 4 + (withCrc ? 2 : 0) + sideInfo : undefined,
     length,
     bitrateBounds: { min: table[0]! * 1000, max: table[table.length - 1]! * 1000 },
@@ -195,11 +198,6 @@ export function frameHeaderAt(bytes: Uint8Array, at: number): FrameHeader | unde
 /** True when the audio starts with an MPEG frame header right after the ID3v2 tag of `tagBytes`. */
 export async function audioStartsWithFrame(source: Mp3Source, tagBytes: number): Promise<boolean> {
   return frameHeaderAt(await readUpTo(source, tagBytes, 4), 0) !== undefined;
-}
-
-/** The standard's bitrate bounds for the stream whose first frame header is at `at`, if there is one there. */
-export function bitrateBoundsAt(bytes: Uint8Array, at: number): BitrateBounds | undefined {
-  return frameHeaderAt(bytes, at)?.bitrateBounds;
 }
 
 /**
@@ -253,25 +251,21 @@ function plausibleCount(
 }
 
 /**
- * Where the audio starts in `bytes` (a recording's first bytes): at `from`
- * (the end of the ID3v2 tag) when a frame header is there, as in every
- * recording an encoder wrote; else at the first frame header after it that
- * another frame of the same stream follows, so bytes an editor left between
- * the tag and the audio are skipped; `from` when there is none (no audio:
- * decoding decides).
+ * Where the audio starts in `bytes` (a recording's first bytes), and its
+ * first frame's header: at `from` (the end of the ID3v2 tag) when a frame
+ * header is there, as in every recording an encoder wrote; else at the first
+ * frame header after it that another frame of the same stream follows, so
+ * bytes an editor left between the tag and the audio are skipped; `from`,
+ * without a header, when there is none (no audio: decoding decides).
  */
-export function audioStartAt(bytes: Uint8Array, from: number): number {
-  if (frameHeaderAt(bytes, from) !== undefined) return from;
+export function firstFrameAt(bytes: Uint8Array, from: number): { at: number; frame: FrameHeader | undefined } {
+  const right = frameHeaderAt(bytes, from);
+  if (right !== undefined) return { at: from, frame: right };
   for (let at = bytes.indexOf(0xff, from); at !== -1; at = bytes.indexOf(0xff, at + 1)) {
     const frame = frameHeaderAt(bytes, at);
-    if (frame?.length !== undefined && frameHeaderAt(bytes, at + frame.length)?.stream === frame.stream) return at;
+    if (frame?.length !== undefined && frameHeaderAt(bytes, at + frame.length)?.stream === frame.stream) return { at, frame };
   }
-  return from;
-}
-
-/** True when an MPEG audio frame header at `at` says single channel (mode bits 11). */
-export function isMonoFrame(bytes: Uint8Array, at: number): boolean {
-  return frameHeaderAt(bytes, at) !== undefined && bytes[at + 3]! >> 6 === 0b11;
+  return { at: from, frame: undefined };
 }
 
 interface FrameCount {
