@@ -28,14 +28,11 @@ import net from 'node:net';
 import { etagFor } from '../src/cache/recording-meta.js';
 import { sha256Hex } from '../src/sha256.js';
 import { floorEnv } from './peers-floor-env.js';
+import { headFields, upstreamPool } from './peers-upstream-pool.js';
 
 const HEAD_END = Buffer.from('\r\n\r\n');
 const RECORDING_PATH = /^GET \/v1\/call\/recording\/(\d+)\.mp3 HTTP\/1\.1$/;
 const RANGE_FIELD = /\r\nrange:[ \t]*bytes=(\d+)-(\d+)[ \t]*(?:\r\n|$)/i;
-const CONTENT_LENGTH_FIELD = /\r\ncontent-length:[ \t]*(\d+)/i;
-const CONTENT_TYPE_FIELD = /\r\ncontent-type:[ \t]*([^\r]*)/i;
-const ETAG_FIELD = /\r\netag:[ \t]*([^\r]*)/i;
-const LAST_MODIFIED_FIELD = /\r\nlast-modified:[ \t]*([^\r]*)/i;
 const BODY_IN_HEAD_MAX_BYTES = 16 * 1024;
 const NOT_FOUND = '{"error":"Not Found","message":"No such route"}';
 
@@ -91,104 +88,11 @@ function hit(socket: net.Socket, recording: Stored, range: RegExpExecArray | nul
   answer(socket, '200 OK', recording.fields, recording.body);
 }
 
-/** One upstream connection: idle in the pool, or carrying one miss's answer. */
-interface UpstreamConnection {
-  socket: net.Socket;
-  /** The miss this connection's bytes go to, while one is under way. */
-  onData: ((chunk: Buffer) => void) | undefined;
-  /** That miss's end when the connection closes under it. */
-  onClose: (() => void) | undefined;
-}
-
-/**
- * Keep-alive connections to the upstream, written to and read raw: a miss
- * costs a write and the reads of the answer, with no HTTP client objects.
- * Assumes the bench's upstream (Content-Length, no chunked bodies).
- */
-class UpstreamPool {
-  readonly #idle: UpstreamConnection[] = [];
-
-  constructor(
-    private readonly host: string,
-    private readonly port: number,
-    private readonly requestHead: (callId: string) => string,
-  ) {}
-
-  /**
-   * Sends the GET for `callId`: `on.head` gets the status, the head and the
-   * body's length, `on.body` each piece of the body as it arrives, `on.end`
-   * the whole body once Content-Length bytes are in, `on.failed` a head
-   * without a length or a connection closed first.
-   */
-  fetch(
-    callId: string,
-    on: { head(status: number, head: string, length: number): void; body(chunk: Buffer): void; end(body: Buffer): void; failed(): void },
-  ): void {
-    const connection = this.#idle.pop() ?? this.#connect();
-    let head: Buffer | undefined;
-    const chunks: Buffer[] = [];
-    let length = -1;
-    let received = 0;
-    const finish = (): void => {
-      connection.onData = undefined;
-      connection.onClose = undefined;
-      this.#idle.push(connection);
-      on.end(Buffer.concat(chunks, received));
-    };
-    connection.onData = (chunk) => {
-      if (length >= 0) {
-        chunks.push(chunk);
-        received += chunk.length;
-        on.body(chunk);
-        if (received >= length) finish();
-        return;
-      }
-      head = head ? Buffer.concat([head, chunk]) : chunk;
-      const end = head.indexOf(HEAD_END);
-      if (end === -1) return;
-      const text = head.toString('latin1', 0, end);
-      const status = Number(text.slice(9, 12));
-      length = Number(CONTENT_LENGTH_FIELD.exec(text)?.[1] ?? Number.NaN);
-      if (!Number.isSafeInteger(length)) {
-        // Its close reports the failure (onClose).
-        connection.socket.destroy();
-        return;
-      }
-      const first = head.subarray(end + HEAD_END.length);
-      chunks.push(first);
-      received = first.length;
-      on.head(status, text, length);
-      if (first.length > 0) on.body(first);
-      if (received >= length) finish();
-    };
-    connection.onClose = on.failed;
-    connection.socket.write(this.requestHead(callId), 'latin1');
-  }
-
-  #connect(): UpstreamConnection {
-    const connection: UpstreamConnection = { socket: net.connect(this.port, this.host), onData: undefined, onClose: undefined };
-    connection.socket.setNoDelay(true);
-    connection.socket.on('data', (chunk: Buffer) => connection.onData?.(chunk));
-    connection.socket.on('error', () => connection.socket.destroy());
-    connection.socket.once('close', () => {
-      const at = this.#idle.indexOf(connection);
-      if (at !== -1) this.#idle.splice(at, 1);
-      connection.onClose?.();
-    });
-    return connection;
-  }
-}
-
-/** A field's value in an upstream head, or undefined. */
-function field(head: string, pattern: RegExp): string | undefined {
-  return pattern.exec(head)?.[1];
-}
-
 /** The stored copy of a recording fetched whole, with the fields of its memory hits. */
 function storedCopy(callId: string, head: string, body: Buffer): Stored {
-  const lastModified = field(head, LAST_MODIFIED_FIELD);
+  const { contentType, lastModified } = headFields(head);
   const fields =
-    `Content-Type: ${field(head, CONTENT_TYPE_FIELD) ?? 'audio/mpeg'}\r\nAccept-Ranges: bytes\r\n` +
+    `Content-Type: ${contentType}\r\nAccept-Ranges: bytes\r\n` +
     // The gateway's ETag (a sha256 digest), so both answer heads are the same size.
     `ETag: ${etagFor(sha256Hex(body))}\r\n${lastModified ? `Last-Modified: ${lastModified}\r\n` : ''}` +
     `Content-Disposition: inline; filename="call-${callId}.mp3"\r\nCache-Control: private, max-age=86400, immutable\r\n` +
@@ -198,10 +102,9 @@ function storedCopy(callId: string, head: string, body: Buffer): Stored {
 
 /** A miss's answer head, as the node:http floor's: the upstream's type, validators and length, and `fwd=miss`. */
 function missHead(head: string, length: number): string {
-  const etag = field(head, ETAG_FIELD);
-  const lastModified = field(head, LAST_MODIFIED_FIELD);
+  const { contentType, etag, lastModified } = headFields(head);
   return (
-    `HTTP/1.1 200 OK\r\nContent-Type: ${field(head, CONTENT_TYPE_FIELD) ?? 'audio/mpeg'}\r\n` +
+    `HTTP/1.1 200 OK\r\nContent-Type: ${contentType}\r\n` +
     `${etag ? `ETag: ${etag}\r\n` : ''}${lastModified ? `Last-Modified: ${lastModified}\r\n` : ''}` +
     `Cache-Status: recording-gateway; fwd=miss\r\nContent-Length: ${length}\r\n${date()}Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n`
   );
@@ -209,13 +112,7 @@ function missHead(head: string, length: number): string {
 
 function main(): void {
   const { port, upstreamBase, upstreamAuthorization } = floorEnv('peers-net-floor');
-  const upstream = new URL(upstreamBase);
-  const pool = new UpstreamPool(
-    upstream.hostname,
-    Number(upstream.port),
-    (callId) =>
-      `GET ${upstream.pathname}/call/recording/${callId}.mp3 HTTP/1.1\r\nHost: ${upstream.host}\r\nAuthorization: ${upstreamAuthorization}\r\nConnection: keep-alive\r\n\r\n`,
-  );
+  const pool = upstreamPool(upstreamBase, upstreamAuthorization);
   const stored = new Map<string, Stored>();
   const notFound = Buffer.from(NOT_FOUND);
   const server = net.createServer((socket) => {

@@ -14,15 +14,21 @@
  * time), with `Range: bytes=a-b` answered 206; any other Range gets the whole
  * body. Concurrent misses for one id are not collapsed.
  *
+ * With `PEERS_FLOOR_UPSTREAM_CLIENT=raw`, a miss goes to the upstream as the
+ * node:net floor's does, over a keep-alive connection written and read raw
+ * (bench/peers-upstream-pool.ts): its cold miss is then Node's HTTP server
+ * without Node's HTTP client, which splits what the two cost a miss.
+ *
  * Env: PEERS_FLOOR_PORT (listens on 127.0.0.1), PEERS_FLOOR_UPSTREAM (the
  * upstream's base URL, `http://127.0.0.1:PORT/v1`), PEERS_FLOOR_KEY (the
- * server key the upstream wants as a Bearer token).
+ * server key the upstream wants as a Bearer token), PEERS_FLOOR_UPSTREAM_CLIENT.
  */
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { etagFor } from '../src/cache/recording-meta.js';
 import { sha256Hex } from '../src/sha256.js';
 import { floorEnv } from './peers-floor-env.js';
+import { headFields, type UpstreamFields, upstreamPool } from './peers-upstream-pool.js';
 
 const RECORDING_PATH = /^\/v1\/call\/recording\/(\d+)\.mp3$/;
 const SINGLE_RANGE = /^bytes=(\d+)-(\d+)$/;
@@ -42,6 +48,7 @@ function main(): void {
   const { port, upstreamBase, upstreamAuthorization } = floorEnv('peers-node-floor');
   const agent = new http.Agent({ keepAlive: true });
   const stored = new Map<string, Stored>();
+  const rawUpstream = process.env.PEERS_FLOOR_UPSTREAM_CLIENT === 'raw' ? upstreamPool(upstreamBase, upstreamAuthorization) : undefined;
 
   function hit(res: http.ServerResponse, callId: string, recording: Stored, range: string | undefined): void {
     const size = recording.body.length;
@@ -72,7 +79,51 @@ function main(): void {
     res.end(slice);
   }
 
+  /** The miss's answer head: the upstream's type and validators, `fwd=miss` and its length. */
+  function missHeaders({ contentType, etag, lastModified }: UpstreamFields, length: number): http.OutgoingHttpHeaders {
+    const headers: http.OutgoingHttpHeaders = { 'Content-Type': contentType };
+    if (etag !== undefined) headers.ETag = etag;
+    if (lastModified !== undefined) headers['Last-Modified'] = lastModified;
+    headers['Cache-Status'] = STATUS_MISS;
+    if (Number.isSafeInteger(length)) headers['Content-Length'] = String(length);
+    return headers;
+  }
+
+  /** What is kept of a recording fetched whole. */
+  function storedCopy(body: Buffer, contentType: string, lastModified: string | undefined): Stored {
+    // The gateway's ETag (a sha256 digest), so both answer heads are the same size.
+    return { body, contentType, etag: etagFor(sha256Hex(body)), lastModified };
+  }
+
+  /** A miss over the raw upstream connection (`PEERS_FLOOR_UPSTREAM_CLIENT=raw`). */
+  function rawMiss(pool: NonNullable<typeof rawUpstream>, res: http.ServerResponse, callId: string): void {
+    let fields: UpstreamFields | undefined;
+    pool.fetch(callId, {
+      head(status, head, length) {
+        if (status !== 200) {
+          res.destroy();
+          return;
+        }
+        fields = headFields(head);
+        res.writeHead(200, missHeaders(fields, length));
+      },
+      body(chunk) {
+        if (fields !== undefined && !res.destroyed) res.write(chunk);
+      },
+      end(body) {
+        if (fields === undefined) return;
+        stored.set(callId, storedCopy(body, fields.contentType, fields.lastModified));
+        res.end();
+      },
+      failed: () => res.destroy(),
+    });
+  }
+
   function miss(res: http.ServerResponse, callId: string): void {
+    if (rawUpstream) {
+      rawMiss(rawUpstream, res, callId);
+      return;
+    }
     const upstreamReq = http.request(
       `${upstreamBase}/call/recording/${callId}.mp3`,
       { agent, headers: { authorization: upstreamAuthorization } },
@@ -87,12 +138,7 @@ function main(): void {
         const contentType = upstreamRes.headers['content-type'] ?? 'audio/mpeg';
         const etag = upstreamRes.headers.etag;
         const lastModified = upstreamRes.headers['last-modified'];
-        const headers: http.OutgoingHttpHeaders = { 'Content-Type': contentType };
-        if (etag !== undefined) headers.ETag = etag;
-        if (lastModified !== undefined) headers['Last-Modified'] = lastModified;
-        headers['Cache-Status'] = STATUS_MISS;
-        if (Number.isSafeInteger(length)) headers['Content-Length'] = String(length);
-        res.writeHead(200, headers);
+        res.writeHead(200, missHeaders({ contentType, etag, lastModified }, length));
         const chunks: Buffer[] = [];
         let received = 0;
         upstreamRes.on('data', (chunk: Buffer) => {
@@ -105,9 +151,7 @@ function main(): void {
             res.destroy();
             return;
           }
-          const body = Buffer.concat(chunks, received);
-          // The gateway's ETag (a sha256 digest), so both answer heads are the same size.
-          stored.set(callId, { body, contentType, etag: etagFor(sha256Hex(body)), lastModified });
+          stored.set(callId, storedCopy(Buffer.concat(chunks, received), contentType, lastModified));
           res.end();
         });
         upstreamRes.once('error', () => res.destroy());

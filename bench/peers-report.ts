@@ -20,6 +20,8 @@ export const VARNISH = 'Varnish';
 export const NODE_FLOOR = 'node:http floor';
 /** A bare `net` server answering from memory as the gateway's door does (peers-net-floor.ts): what Node's sockets alone cost a hit. */
 export const NET_FLOOR = 'node:net floor';
+/** The node:http floor with the node:net floor's raw upstream connection: cold misses only, Node's HTTP server without its HTTP client. */
+export const NODE_FLOOR_RAW_UPSTREAM = 'node:http floor, raw upstream';
 /** The cold-miss baseline's label. */
 export const UPSTREAM = 'upstream';
 /** Other processes using more than this share of a core during a run make its figures suspect. */
@@ -258,7 +260,24 @@ export function goalSummary(report: PeersReport): string {
       `the gateway reaches ${share === undefined ? 'n/a' : `${fmt(100 * share, 0)} %`} of its probe req/s.`
     );
   });
-  return `${summary}${stands.join('')}`;
+  return `${summary}${stands.join('')}${coldSplit(report)}`;
+}
+
+/**
+ * What Node's HTTP client and server each add to a cold miss, from the
+ * floors that differ in one of them: the node:http floor over the same
+ * server with a raw upstream connection (the client), and that over the
+ * node:net floor (the server). Empty unless all three were measured.
+ */
+function coldSplit(report: PeersReport): string {
+  const both = coldAddedMs(report, NODE_FLOOR);
+  const server = coldAddedMs(report, NODE_FLOOR_RAW_UPSTREAM);
+  const neither = coldAddedMs(report, NET_FLOOR);
+  if (both === undefined || server === undefined || neither === undefined) return '';
+  return (
+    ` A cold miss through Node's HTTP server with a raw upstream connection adds +${fmt(server, 2)} ms: ` +
+    `Node's HTTP client costs ${fmt(both - server, 2)} ms of the node:http floor's, its HTTP server ${fmt(server - neither, 2)} ms over the node:net floor's.`
+  );
 }
 
 /**

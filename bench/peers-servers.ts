@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gatewayYaml, nginxConf, varnishVcl } from './peers-configs.js';
 import { executable, freePort, pinned, startGroup, waitForPort, type ProcessGroup } from './peers-process.js';
-import { GATEWAY, GATEWAY_AUDIT, NET_FLOOR, NODE_FLOOR } from './peers-report.js';
+import { GATEWAY, GATEWAY_AUDIT, NET_FLOOR, NODE_FLOOR, NODE_FLOOR_RAW_UPSTREAM } from './peers-report.js';
 import { startScriptNodeFlags } from '../dev/gateway-process.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -223,20 +223,29 @@ export async function startGatewayServer(options: {
   };
 }
 
-/** The two floors: a bare `node:http` server, and a bare `net` server that answers as the gateway's door does. */
+/**
+ * The floors: a bare `node:http` server, a bare `net` server that answers as
+ * the gateway's door does, and the first with the second's raw upstream connection.
+ */
 const FLOORS = {
-  [NODE_FLOOR]: { script: NODE_FLOOR_SCRIPT, kind: 'node:http', tempPrefix: 'rg-peers-node-floor-' },
-  [NET_FLOOR]: { script: NET_FLOOR_SCRIPT, kind: 'node:net', tempPrefix: 'rg-peers-net-floor-' },
+  [NODE_FLOOR]: { script: NODE_FLOOR_SCRIPT, kind: 'node:http', tempPrefix: 'rg-peers-node-floor-', env: {} },
+  [NET_FLOOR]: { script: NET_FLOOR_SCRIPT, kind: 'node:net', tempPrefix: 'rg-peers-net-floor-', env: {} },
+  [NODE_FLOOR_RAW_UPSTREAM]: {
+    script: NODE_FLOOR_SCRIPT,
+    kind: 'node:http, raw upstream',
+    tempPrefix: 'rg-peers-node-floor-raw-',
+    env: { PEERS_FLOOR_UPSTREAM_CLIENT: 'raw' },
+  },
 } as const;
 
 /**
  * A floor (peers-node-floor.ts, peers-net-floor.ts) as its own process on
- * `core`: what Node alone costs a caching proxy, labelled {@link NODE_FLOOR}
- * or {@link NET_FLOOR}. Its temp dir holds only what it prints (nothing,
+ * `core`: what Node alone costs a caching proxy, labelled as {@link FLOORS}
+ * names it. Its temp dir holds only what it prints (nothing,
  * unless it fails).
  */
 export async function startFloorServer(
-  label: typeof NODE_FLOOR | typeof NET_FLOOR,
+  label: keyof typeof FLOORS,
   options: {
     core: number | undefined;
     upstream: PeersUpstream;
@@ -256,6 +265,7 @@ export async function startFloorServer(
       PEERS_FLOOR_PORT: String(port),
       PEERS_FLOOR_UPSTREAM: options.upstream.baseUrl,
       PEERS_FLOOR_KEY: options.serverKey,
+      ...floor.env,
       ...options.instrument?.env,
     },
     logFile,

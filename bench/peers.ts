@@ -6,7 +6,10 @@
  * (issue 12); and two floors answering from memory: a bare `node:http`
  * server (peers-node-floor.ts), the floor any Node caching proxy on Node's
  * HTTP server stands on, and a bare `net` server reading heads as the
- * gateway's door does (peers-net-floor.ts), what Node's sockets alone cost. Prints
+ * gateway's door does (peers-net-floor.ts), what Node's sockets alone cost;
+ * on cold misses a third, the first with the second's raw upstream
+ * connection, which splits a miss's cost between Node's HTTP client and
+ * server. Prints
  * the issue's table, the gateway's ratios to its peers, one line against the
  * issue's goals (and where the floor stands), one with the audit trail's cost
  * and one proving the trail was written, and every run's details. Not a test: nothing
@@ -20,7 +23,7 @@
  *   PEERS_COLD_WARMUP=20    cold misses per server before those, not measured
  *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
  *   PEERS_SKIP_AUDIT=1      no `gateway + audit` server
- *   PEERS_SKIP_FLOOR=1      no floor servers (`node:http floor`, `node:net floor`)
+ *   PEERS_SKIP_FLOOR=1      no floor servers (`node:http floor`, `node:net floor`, `node:http floor, raw upstream`)
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -38,6 +41,7 @@ import {
   NET_FLOOR,
   NGINX,
   NODE_FLOOR,
+  NODE_FLOOR_RAW_UPSTREAM,
   UPSTREAM,
   VARNISH,
   auditCostLine,
@@ -156,6 +160,8 @@ async function main(): Promise<void> {
 
     const upstream: PeersUpstream = track(await startPeersUpstream({ core: cores.upstream, size: PEERS_RECORDING_BYTES, serverKey }));
     const servers: PeerServer[] = [];
+    // Measured on cold misses only: its hits are the node:http floor's.
+    const coldOnly: PeerServer[] = [];
     const startProblems: string[] = [];
     const installed = installedPeers();
     const common = { core: cores.server, upstream, serverKey };
@@ -172,9 +178,10 @@ async function main(): Promise<void> {
       }
     }
     if (withFloor) {
-      for (const floor of [NODE_FLOOR, NET_FLOOR] as const) {
+      for (const floor of [NODE_FLOOR, NET_FLOOR, NODE_FLOOR_RAW_UPSTREAM] as const) {
         try {
-          servers.push(track(await startFloorServer(floor, common)));
+          const started = track(await startFloorServer(floor, common));
+          (floor === NODE_FLOOR_RAW_UPSTREAM ? coldOnly : servers).push(started);
         } catch (error) {
           process.exitCode = 1;
           startProblems.push(`${floor} could not start: ${(error as Error).message}`);
@@ -226,6 +233,11 @@ async function main(): Promise<void> {
     if (servers.some((server) => server.label === NET_FLOOR)) {
       console.log(
         `- ${NET_FLOOR}: \`node --import tsx bench/peers-net-floor.ts\`, a bare net server reading heads as the gateway's door does: the same Map and headers, no HTTP parser or response objects, no log, auth or metrics; a miss goes to the upstream over a raw keep-alive connection`,
+      );
+    }
+    if (coldOnly.length > 0) {
+      console.log(
+        `- ${NODE_FLOOR_RAW_UPSTREAM}: the ${NODE_FLOOR} with \`PEERS_FLOOR_UPSTREAM_CLIENT=raw\`, its misses over the ${NET_FLOOR}'s raw upstream connection; cold misses only`,
       );
     }
     console.log('- nginx: proxy_cache, 1 worker, buffered access log; Varnish: malloc 256 MB, 1 thread pool');
@@ -285,7 +297,7 @@ async function main(): Promise<void> {
     try {
       const targets = [
         { label: UPSTREAM, origin: new URL(upstream.baseUrl).origin, headers: { authorization: `Bearer ${serverKey}` } },
-        ...servers
+        ...[...servers, ...coldOnly]
           .filter((server) => server !== audited)
           .map((server) => ({ label: server.label, origin: server.url, headers: server.headers })),
       ];
