@@ -39,19 +39,26 @@ export class BadRequestError extends GatewayError {
   }
 }
 
-/** Which credential problem: the message says which, never whether a tenant or key exists. */
-export type CredentialProblem = 'missing' | 'invalid' | 'expired';
+/**
+ * Which credential problem: the message says which, never whether a tenant
+ * or key exists. `unsupported`: an Authorization header of another scheme
+ * than Bearer (Basic, a bare key), which carries no bearer token at all.
+ */
+export type CredentialProblem = 'missing' | 'unsupported' | 'invalid' | 'expired';
 
 const CREDENTIAL_MESSAGES: Record<CredentialProblem, string> = {
   missing: 'Missing credentials: send Authorization: Bearer <key> or a signed URL',
+  unsupported: 'Unsupported authorization scheme: send Authorization: Bearer <token>',
   invalid: 'Invalid credentials',
   expired: 'Expired signature',
 };
 
 // RFC 9110 15.5.2: a 401 carries a challenge. RFC 6750 3.1: no error code when
-// no credentials were sent, `invalid_token` when they were wrong or expired.
+// no bearer credentials were sent (none, or another scheme's), `invalid_token`
+// when they were wrong or expired.
 const CHALLENGES: Record<CredentialProblem, string> = {
   missing: 'Bearer realm="recording-gateway"',
+  unsupported: 'Bearer realm="recording-gateway"',
   invalid: 'Bearer realm="recording-gateway", error="invalid_token"',
   expired: 'Bearer realm="recording-gateway", error="invalid_token"',
 };

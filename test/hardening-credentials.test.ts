@@ -63,12 +63,41 @@ describe('every 401 carries a WWW-Authenticate: Bearer challenge (RFC 9110 15.5.
     ['/metrics without the admin token', '/metrics', 'GET', none, MISSING],
     ['/metrics with a wrong admin token', '/metrics', 'GET', { authorization: 'Bearer not-the-admin-token' }, INVALID],
     ['a webhook with a wrong token', '/v1/webhooks/flyflow/acme?token=wrong', 'POST', none, INVALID],
+    // RFC 6750 3.1: another scheme carries no bearer credentials, so the challenge has no error code.
+    ['a recording with Basic credentials', '/v1/call/recording/1.mp3', 'GET', { authorization: 'Basic YWxhZGRpbjpvcGVu' }, MISSING],
+    ['a HEAD with a bare key, no scheme', '/v1/call/recording/1.mp3', 'HEAD', { authorization: 'acme-key-without-scheme' }, MISSING],
+    ['a purge with a Token scheme', '/v1/call/recording/1.mp3', 'DELETE', { authorization: 'Token wrong-key' }, MISSING],
+    ['/metrics with Basic credentials', '/metrics', 'GET', { authorization: 'Basic YWRtaW46YWRtaW4=' }, MISSING],
+    ['a recording with a Bearer scheme and no token', '/v1/call/recording/1.mp3', 'GET', { authorization: 'Bearer' }, INVALID],
   ])('%s', async (_name, target, method, headers, challenge) => {
     const path = typeof target === 'function' ? target() : target;
     const response = await gateway.fetch(path, { method, headers });
     expect(response.status).toBe(401);
     expect(response.headers.get('www-authenticate')).toBe(challenge);
     if (method !== 'HEAD') expect(((await response.json()) as { error: string }).error).toBe('Unauthorized');
+  });
+});
+
+describe('an Authorization header of another scheme than Bearer', () => {
+  const UNSUPPORTED = { error: 'Unauthorized', message: 'Unsupported authorization scheme: send Authorization: Bearer <token>' };
+
+  test('is refused as unsupported, not invalid, also on a memory hit (the door answers those)', async () => {
+    const warm = await gateway.fetch('/v1/call/recording/3.mp3');
+    expect(warm.status).toBe(200);
+    await warm.arrayBuffer();
+    for (const authorization of ['Basic YWxhZGRpbjpvcGVu', 'Bearer-ish token']) {
+      const response = await fetch(`${gateway.baseUrl}/v1/call/recording/3.mp3`, { headers: { authorization } });
+      expect(response.status).toBe(401);
+      expect(response.headers.get('www-authenticate')).toBe(MISSING);
+      expect(await response.json()).toEqual(UNSUPPORTED);
+    }
+  });
+
+  test('a Bearer scheme in any case is judged by its token', async () => {
+    const response = await fetch(`${gateway.baseUrl}/v1/call/recording/3.mp3`, { headers: { authorization: 'bEARER wrong-key' } });
+    expect(response.status).toBe(401);
+    expect(response.headers.get('www-authenticate')).toBe(INVALID);
+    expect(await response.json()).toEqual({ error: 'Unauthorized', message: 'Invalid credentials' });
   });
 });
 

@@ -1,5 +1,5 @@
 import { UnauthorizedError } from '../errors.js';
-import { bearerToken } from './bearer.js';
+import { bearerToken, refusedCredential } from './bearer.js';
 import type { Clock } from '../clock.js';
 import { hasSignedUrlParams, verifySignedUrl, type SignedUrlParams } from './signed-url.js';
 import type { Tenant, TenantRegistry } from './tenants.js';
@@ -39,7 +39,8 @@ const READER_MISSING = 'Missing credentials: send Authorization: Bearer <key> or
 export function createAuthenticator(tenants: TenantRegistry, clock: Clock): Authenticator {
   function apiKeyOrRefusal(authorization: string): Caller | UnauthorizedError {
     const key = bearerToken(authorization);
-    const match = key === undefined ? undefined : tenants.matchApiKey(key);
+    if (key === undefined) return new UnauthorizedError(refusedCredential(authorization));
+    const match = tenants.matchApiKey(key);
     if (!match) return new UnauthorizedError('invalid');
     return { tenant: match.tenant, credential: { kind: 'api-key', keyId: match.keyId } };
   }

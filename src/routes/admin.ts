@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import type { AdminPurgeAudit } from '../audit/audit-event.js';
-import { bearerToken } from '../auth/bearer.js';
+import { bearerToken, refusedCredential } from '../auth/bearer.js';
 import { constantTimeEqual } from '../auth/constant-time.js';
 import { redeemLocalGrant } from '../auth/local-grant.js';
 import type { Tenant, TenantRegistry } from '../auth/tenants.js';
@@ -58,7 +58,7 @@ async function authorize(c: Context, deps: AdminRoutesDeps): Promise<'admin-toke
   const token = bearerToken(authorization);
   if (token !== undefined && deps.adminToken !== undefined && constantTimeEqual(token, deps.adminToken)) return 'admin-token';
   if (token !== undefined && (await redeemLocalGrant(deps.cacheDir, token))) return 'local-grant';
-  throw new UnauthorizedError('invalid');
+  throw new UnauthorizedError(token === undefined ? refusedCredential(authorization) : 'invalid');
 }
 
 /** A body field, checked: its value, or why it is refused; undefined when absent. */

@@ -1,5 +1,5 @@
 import type { Context } from 'hono';
-import { bearerToken } from '../auth/bearer.js';
+import { bearerToken, refusedCredential } from '../auth/bearer.js';
 import { constantTimeEqual } from '../auth/constant-time.js';
 import { UnauthorizedError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
@@ -11,7 +11,8 @@ export function createMetricsHandler(metrics: GatewayMetrics, adminToken: string
       const authorization = c.req.header('authorization');
       if (!authorization) throw new UnauthorizedError('missing', 'Missing credentials: send Authorization: Bearer <admin token>');
       const token = bearerToken(authorization);
-      if (token === undefined || !constantTimeEqual(token, adminToken)) throw new UnauthorizedError('invalid');
+      if (token === undefined) throw new UnauthorizedError(refusedCredential(authorization));
+      if (!constantTimeEqual(token, adminToken)) throw new UnauthorizedError('invalid');
     }
     return new Response(await metrics.registry.metrics(), {
       headers: { 'Content-Type': metrics.registry.contentType, 'Cache-Control': 'no-store' },
