@@ -113,12 +113,20 @@ const SLASH = 0x2f;
 // error, and it would carry a password or token into the gateway (a web Request refuses it, too).
 const TARGET_WITH_USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*@/;
 
-const HTTP_SCHEME = /^https?(?=:\/\/)/i;
+// An absolute-form target (RFC 9112 3.2.2) of an http or https URI, its authority not empty (RFC 9110 4.2.1, 4.2.2).
+const ABSOLUTE_HTTP_TARGET = /^(https?):\/\/([^/?#]+)(?:[/?]|$)/i;
 
-/** An absolute-form target with its scheme in lower case: the adapter takes `http://` and `https://` only, and a scheme is case-insensitive (RFC 3986 3.1). */
-function withLowerCaseScheme(target: string): string {
-  const scheme = HTTP_SCHEME.exec(target)?.[0];
-  return scheme === undefined || scheme === 'http' || scheme === 'https' ? target : scheme.toLowerCase() + target.slice(scheme.length);
+/**
+ * An absolute-form target as the adapter takes it, its scheme in lower case
+ * (case-insensitive, RFC 3986 3.1); undefined when it is no http or https URI
+ * with a host a URL can be made of (another scheme, an empty host, a bad port).
+ */
+function absoluteHttpTarget(target: string): string | undefined {
+  const match = ABSOLUTE_HTTP_TARGET.exec(target);
+  if (!match || !isParsableHost(match[2]!)) return undefined;
+  const scheme = match[1]!;
+  const lower = scheme.toLowerCase();
+  return scheme === lower ? target : lower + target.slice(scheme.length);
 }
 
 // RFC 9110 5.6.2: a method is a token.
@@ -343,13 +351,17 @@ function refuseConnect(request: IncomingMessage, socket: Duplex): void {
  *   answer the first with a bare status line and serve the second; this says
  *   both in the JSON error shape.
  * - RFC 9110 4.2.4: a target in absolute form with credentials is 400, and
- *   so never reaches a route or a log.
+ *   so never reaches a route or a log; so is one of another scheme than
+ *   http or https, or whose host is empty or no URL can be made of (RFC
+ *   9110 4.2.1), each with its X-Request-Id (the adapter refused them
+ *   without one).
  * - RFC 9112 3.2: a Host no URL can be made of is 400 (the adapter takes
  *   some unparsed, and a route reading a body failed on them with a 500
  *   whose log line held the target).
  * - RFC 9110 9.3.7: `OPTIONS *` asks about the server, not a resource (the
- *   adapter would refuse its target); any other method with `*` is left to
- *   the adapter (400).
+ *   adapter would refuse its target); any other method with `*` is 400.
+ * - RFC 9112 6.1: an HTTP/1.0 request with Transfer-Encoding has faulty
+ *   framing; it is answered, then its connection closed.
  */
 function answerBeforeRoutes(listener: RequestListener): RequestListener {
   return function beforeRoutes(request, response) {
@@ -361,20 +373,26 @@ function answerBeforeRoutes(listener: RequestListener): RequestListener {
     const http1 = request.httpVersionMajor === 1;
     if (http1 && (hosts === 1 || (hosts === 0 && request.httpVersionMinor === 0))) {
       const target = request.url ?? '';
+      if (request.httpVersionMinor === 0 && request.headers['transfer-encoding'] !== undefined) response.shouldKeepAlive = false;
       if (target.charCodeAt(0) !== SLASH && TARGET_WITH_USERINFO.test(target)) {
         return writeJsonError(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
       }
       if (target.includes('#')) return writeJsonError(request, response, 400, MALFORMED_TARGET);
       const host = request.headers.host;
       if (host && target.charCodeAt(0) === SLASH && !isParsableHost(host)) return writeJsonError(request, response, 400, INVALID_HOST);
-      if (target.charCodeAt(0) !== SLASH) request.url = withLowerCaseScheme(target);
-      if (target === '*' && request.method === 'OPTIONS') {
+      if (target === '*') {
+        if (request.method !== 'OPTIONS') return writeJsonError(request, response, 400, MALFORMED_TARGET);
         response.writeHead(204, {
           Allow: SERVER_METHODS,
           'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined),
         });
         response.end();
         return;
+      }
+      if (target.charCodeAt(0) !== SLASH) {
+        const absolute = absoluteHttpTarget(target);
+        if (absolute === undefined) return writeJsonError(request, response, 400, MALFORMED_TARGET);
+        request.url = absolute;
       }
       listener(request, response);
       return;

@@ -357,6 +357,42 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
     const get = await rawExchange(gateway.baseUrl, 'GET * HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
     expect(get).toMatch(/^HTTP\/1\.1 400 /);
     expect(get).toContain('"message":"Malformed request target"');
+    expect(get).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);
+  });
+
+  test.each([
+    ['ftp://gw.example/healthz', 'another scheme'],
+    ['http:///healthz', 'an empty host (RFC 9110 4.2.1)'],
+    ['https://:8080/healthz', 'a port and no host'],
+    ['http://gw.example:99999/healthz', 'a port out of range'],
+    ['http://[::1/healthz', 'an IPv6 address left open'],
+  ])('an absolute-form target %s (%s) is 400 in the JSON shape, with a request id', async (target) => {
+    const answer = await rawExchange(gateway.baseUrl, `GET ${target} HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n`);
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('{"error":"Bad Request","message":"Malformed request target"}');
+    expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/);
+  });
+
+  test('an absolute-form target without a path is served as its origin\'s "/" (RFC 9112 3.2.2)', async () => {
+    const answer = await rawExchange(gateway.baseUrl, 'GET http://gw.example?x=1 HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 404 /);
+    expect(answer).toContain('"message":"No such route"');
+  });
+
+  test('an HTTP/1.0 request with Transfer-Encoding is answered, then its connection closed (RFC 9112 6.1)', async () => {
+    const faulty = 'GET /healthz HTTP/1.0\r\nHost: gw.example\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n';
+    const behind = 'GET /healthz HTTP/1.1\r\nHost: gw.example\r\nX-Request-Id: smuggled-behind\r\n\r\n';
+    const received = await rawExchange(gateway.baseUrl, faulty + behind);
+    const answers = answersIn(received);
+    expect(answers.map((answer) => answer.status)).toEqual(['200 OK']);
+    expect(received).toContain('\r\nConnection: close\r\n');
+    expect(received).not.toContain('smuggled-behind');
+  });
+
+  test('an HTTP/1.0 request that asks for keep-alive, without Transfer-Encoding, keeps its connection', async () => {
+    const first = 'GET /healthz HTTP/1.0\r\nHost: gw.example\r\nConnection: keep-alive\r\n\r\n';
+    const second = 'GET /healthz HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n';
+    expect(answersIn(await rawExchange(gateway.baseUrl, first + second)).map((answer) => answer.status)).toEqual(['200 OK', '200 OK']);
   });
 
   test.each(['HTTP', 'Http', 'hTTPs'])(
