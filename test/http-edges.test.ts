@@ -374,7 +374,10 @@ describe('requests the HTTP layer refuses or answers before the routes', () => {
   });
 
   test('an absolute-form target without a path is served as its origin\'s "/" (RFC 9112 3.2.2)', async () => {
-    const answer = await rawExchange(gateway.baseUrl, 'GET http://gw.example?x=1 HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n');
+    const answer = await rawExchange(
+      gateway.baseUrl,
+      'GET http://gw.example?x=1 HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n',
+    );
     expect(answer).toMatch(/^HTTP\/1\.1 404 /);
     expect(answer).toContain('"message":"No such route"');
   });
