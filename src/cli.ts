@@ -12,7 +12,7 @@ import { isPresentableToken } from './auth/bearer.js';
 import { registerAuditCommands } from './cli/audit-commands.js';
 import { cacheStats, cacheVerify } from './cli/cache-commands.js';
 import { cachePurge, checkPurgeFilter } from './cli/cache-purge.js';
-import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, callIdArgument, printJson } from './cli/io.js';
+import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, callIdArgument, givenOnce, printJson } from './cli/io.js';
 import { prefetchCommand, type PrefetchResult } from './cli/prefetch-command.js';
 import { DamagedIndexError } from './cache/damaged-index.js';
 import { errorMessage } from './errors.js';
@@ -56,7 +56,7 @@ export function buildCli(io: CliIo): Command {
   const program = new Command('recording-gateway')
     .description('A caching gateway that serves Flyflow call recordings to browsers without exposing the Flyflow key.')
     .version(packageVersion(), '-V, --version', 'print the version')
-    .option('-c, --config <path>', 'config file (YAML or JSON); default $GATEWAY_CONFIG or config/gateway.yaml')
+    .option('-c, --config <path>', 'config file (YAML or JSON); default $GATEWAY_CONFIG or config/gateway.yaml', givenOnce())
     .addHelpText(
       'after',
       '\nWithout a command, runs `serve`.\nExit codes: 0 ok, 1 failure (or damage found by `cache verify`), 2 bad command line.',
@@ -139,10 +139,10 @@ export function buildCli(io: CliIo): Command {
   program
     .command('sign')
     .description("mint a signed recording URL with a tenant's signing key")
-    .requiredOption('--tenant <id>', 'tenant id')
-    .requiredOption('--call <id>', 'call id', callIdArgument)
-    .option('--ttl <seconds>', `validity in seconds (default ${DEFAULT_SIGN_TTL_SECONDS})`, positiveIntegerArgument)
-    .option('--kid <kid>', "signing key id (default: the tenant's first)")
+    .requiredOption('--tenant <id>', 'tenant id', givenOnce())
+    .requiredOption('--call <id>', 'call id', givenOnce(callIdArgument))
+    .option('--ttl <seconds>', `validity in seconds (default ${DEFAULT_SIGN_TTL_SECONDS})`, givenOnce(positiveIntegerArgument))
+    .option('--kid <kid>', "signing key id (default: the tenant's first)", givenOnce())
     .option('--json', `${JSON_HELP}: {"url", "expires_at"}`)
     .action(async (options: { tenant: string; call: string; ttl?: number; kid?: string; json?: boolean }) => {
       const loaded = await config(false);
@@ -205,8 +205,8 @@ export function buildCli(io: CliIo): Command {
   cache
     .command('purge')
     .description('remove cached recordings from every tier: one call id, one tenant, both, or --all')
-    .option('--call <id>', 'only this call id', callIdArgument)
-    .option('--tenant <id>', "only this tenant's namespace")
+    .option('--call <id>', 'only this call id', givenOnce(callIdArgument))
+    .option('--tenant <id>', "only this tenant's namespace", givenOnce())
     .option('--all', 'every cached recording')
     .option('--json', JSON_HELP)
     .addHelpText(
@@ -223,7 +223,7 @@ export function buildCli(io: CliIo): Command {
     .command('prefetch')
     .description('warm the cache with recordings through the upstream; exits 1 when any failed')
     .argument('<ids...>', 'call ids', (value: string, previous: string[] = []) => [...previous, callIdArgument(value)])
-    .option('--tenant <id>', "whose Flyflow account to fetch with (default: the config's first tenant)")
+    .option('--tenant <id>', "whose Flyflow account to fetch with (default: the config's first tenant)", givenOnce())
     .option('--json', `${JSON_HELP}: {"recordings": [{"call_id", "status", "size" or "error"}], "failed"}`)
     .action(async (ids: string[], options: { tenant?: string; json?: boolean }) => {
       const loaded = await config(true);
@@ -272,8 +272,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     // Expected conditions (a bad config, a failed command) and unexpected errors alike: one line, no stack.
+    if (error instanceof UsageError) {
+      io.stderr(`error: ${error.message} (run with --help for usage)`);
+      return EXIT_USAGE;
+    }
     io.stderr(`error: ${error instanceof DamagedIndexError ? `${error.message}; ${DAMAGED_INDEX_REMEDY}` : errorMessage(error)}`);
-    return error instanceof UsageError ? EXIT_USAGE : EXIT_FAILURE;
+    return EXIT_FAILURE;
   }
 }
 

@@ -182,7 +182,9 @@ describe('cache commands, in the order an operator would use them', () => {
   test('cache purge without --call, --tenant or --all refuses (exit 2) and removes nothing', async () => {
     const purge = await runCliInProcess(['--config', configPath, 'cache', 'purge'], { cwd: dir, env });
     expect(purge.code).toBe(2);
-    expect(purge.stderr).toBe('error: name what to purge: --call ID, --tenant T, or both; --all purges everything');
+    expect(purge.stderr).toBe(
+      'error: name what to purge: --call ID, --tenant T, or both; --all purges everything (run with --help for usage)',
+    );
     const both = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--all', '--call', '1'], { cwd: dir, env });
     expect(both.code).toBe(2);
     const stats = await runCliInProcess(['--config', configPath, 'cache', 'stats'], { cwd: dir, env });
@@ -197,7 +199,7 @@ describe('cache commands, in the order an operator would use them', () => {
     expect(stats.stdout).toContain('recordings: 1, ');
     const unknown = await runCliInProcess(['--config', configPath, 'cache', 'purge', '--tenant', 'nobody'], { cwd: dir, env });
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toBe('error: no tenant "nobody" in the config');
+    expect(unknown.stderr).toBe('error: no tenant "nobody" in the config (run with --help for usage)');
   });
 
   test('cache purge --tenant removes that namespace', async () => {

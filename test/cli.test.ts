@@ -103,7 +103,9 @@ describe('recording-gateway CLI', () => {
     const { code, stdout, stderr } = await runCliInProcess(['hash-key', key], { cwd: dir });
     expect(code).toBe(2);
     expect(stdout).toBe('');
-    expect(stderr).toBe(`error: ${reason}: no request could present it after "Bearer "; make one with \`recording-gateway new-key\``);
+    expect(stderr).toBe(
+      `error: ${reason}: no request could present it after "Bearer "; make one with \`recording-gateway new-key\` (run with --help for usage)`,
+    );
   });
 
   test('new-key prints a fresh key and the digest of that same key', async () => {
@@ -147,6 +149,24 @@ describe('recording-gateway CLI', () => {
     ['a misspelt command', ['servee'], /unknown command 'servee'\n\(Did you mean serve\?\)/],
     ['an unknown option', ['cache', 'stats', '--verbose'], /unknown option '--verbose'/],
     ['a command group alone', ['cache'], /Usage: recording-gateway cache/],
+    ['a value the command refuses', ['sign', '--tenant', 'nobody', '--call', '1'], / in the config \(run with --help for usage\)$/],
+    [
+      '--call given twice',
+      ['sign', '--tenant', 'acme', '--call', '1', '--call', '2'],
+      /'--call <id>' argument '2' is invalid\. The option was given more than once/,
+    ],
+    [
+      '--tenant given twice',
+      ['sign', '--tenant', 'acme', '--tenant', 'beta', '--call', '1'],
+      /'--tenant <id>' argument 'beta' is invalid\. The option was given more than once/,
+    ],
+    ['--config given twice', ['-c', 'other.yaml', 'cache', 'stats'], /'-c, --config <path>' argument 'other\.yaml' is invalid/],
+    ['--event given twice', ['audit', 'query', '--event', 'purge', '--event', 'info'], /'--event <event>' argument 'info' is invalid/],
+    [
+      'an --event nobody writes',
+      ['audit', 'query', '--event', 'nope'],
+      /Allowed choices are recording, info, peaks, signed-url, purge, dropped\./,
+    ],
   ])('%s exits 2 with a clear message', async (_name, args, message) => {
     const { code, stderr } = await runCliInProcess(['--config', configPath, ...args], {
       cwd: dir,

@@ -4,7 +4,7 @@ import { queryAuditTrail, type AuditFilter, type AuditLine } from '../audit/audi
 import { utcDay } from '../audit/audit-files.js';
 import { verifyAuditTrail, type ChainReport } from '../audit/audit-verify.js';
 import type { GatewayConfig } from '../config/index.js';
-import { CommandFailure, callIdArgument, directoryExists, printJson, type Print } from './io.js';
+import { CommandFailure, callIdArgument, directoryExists, givenOnce, printJson, type Print } from './io.js';
 import { terminalSafe } from './terminal-safe.js';
 
 /*
@@ -21,6 +21,12 @@ export interface AuditCommandDeps {
 }
 
 const EVENTS = ['recording', 'info', 'peaks', 'signed-url', 'purge', 'dropped'];
+
+/** An `--event` value: one of {@link EVENTS} (the choices help lists; this parser replaces commander's check of them). */
+function oneOfEvents(value: string): string {
+  if (!EVENTS.includes(value)) throw new InvalidArgumentError(`Allowed choices are ${EVENTS.join(', ')}.`);
+  return value;
+}
 // RFC 3339 (5.6) lets `T` and `Z` be lowercase, and seconds be 60 (a leap second) with any number of fraction digits.
 const ISO_TIME = /^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[Tt ]([0-9]{2}:[0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$/;
 const LEAP_SECOND = '60';
@@ -58,11 +64,11 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
   audit
     .command('query')
     .description('print the audit lines that match, oldest first')
-    .option('--tenant <id>', "only this tenant's lines")
-    .option('--call <id>', 'only this call id', callIdArgument)
-    .option('--since <time>', 'only lines at or after this ISO 8601 time (UTC unless an offset is given)', parseIsoTime)
-    .option('--until <time>', 'only lines before this ISO 8601 time', parseIsoTime)
-    .addOption(new Option('--event <event>', 'only this kind of line').choices(EVENTS))
+    .option('--tenant <id>', "only this tenant's lines", givenOnce())
+    .option('--call <id>', 'only this call id', givenOnce(callIdArgument))
+    .option('--since <time>', 'only lines at or after this ISO 8601 time (UTC unless an offset is given)', givenOnce(parseIsoTime))
+    .option('--until <time>', 'only lines before this ISO 8601 time', givenOnce(parseIsoTime))
+    .addOption(new Option('--event <event>', 'only this kind of line').choices(EVENTS).argParser(givenOnce(oneOfEvents)))
     .option('--json', 'print the matching lines as they are on disk, one JSON object a line')
     .addHelpText('after', '\nA "dropped" line (lines lost while the audit disk was full) matches every --tenant and --call.')
     .action(async (options: { tenant?: string; call?: string; since?: number; until?: number; event?: string; json?: boolean }) => {

@@ -47,6 +47,19 @@ export function printJson(print: Print, value: unknown): void {
   print(JSON.stringify(value, null, 2));
 }
 
+/**
+ * An option value's parser that refuses the option given twice (`--call 1
+ * --call 2`), as the config loader refuses a key given twice: commander
+ * would keep the last one without a word. `parse` checks the value (as is
+ * without one).
+ */
+export function givenOnce<T = string>(parse?: (value: string) => T): (value: string, previous: T | undefined) => T {
+  return (value, previous) => {
+    if (previous !== undefined) throw new InvalidArgumentError('The option was given more than once; give it once.');
+    return parse ? parse(value) : (value as T);
+  };
+}
+
 /** A call id on the command line, as the HTTP routes take it. */
 export function callIdArgument(value: string): string {
   try {
