@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
+import { syntheticRecording } from '../dev/recording-bytes.js';
 import {
   ACME_SIGNING_SECRET,
   acmeTenant,
@@ -98,6 +99,41 @@ describe('an Authorization header of another scheme than Bearer', () => {
     expect(response.status).toBe(401);
     expect(response.headers.get('www-authenticate')).toBe(INVALID);
     expect(await response.json()).toEqual({ error: 'Unauthorized', message: 'Invalid credentials' });
+  });
+});
+
+describe('a signed URL with a parameter given twice is refused, whichever value comes first', () => {
+  const repeated = (path: string, name: string, other: string, first: boolean) => {
+    const value = new URL(path, 'http://x').searchParams.get(name)!;
+    const pair = first ? `${name}=${value}&${name}=${other}` : `${name}=${other}&${name}=${value}`;
+    return path.replace(`${name}=${value}`, pair);
+  };
+
+  test.each([
+    ['sig', 'AAAA', 'a miss', 61],
+    ['tenant', 'beta', 'a miss', 62],
+    ['exp', '1', 'a miss', 63],
+    ['kid', 'k2', 'a miss', 64],
+    ['sig', 'AAAA', 'a memory hit', 65],
+    ['tenant', 'beta', 'a memory hit', 66],
+  ])('%s twice (the other value %s), on %s', async (name, other, where, id) => {
+    upstream.setRecording(id, syntheticRecording(8 * 1024));
+    const good = signedPath(id, now() + 120);
+    if (where === 'a memory hit') {
+      const warm = await fetch(gateway.baseUrl + good);
+      expect(warm.status).toBe(200);
+      await warm.arrayBuffer();
+    }
+    for (const first of [true, false]) {
+      const response = await fetch(gateway.baseUrl + repeated(good, name, other, first));
+      expect(response.status).toBe(401);
+      expect(response.headers.get('www-authenticate')).toBe(INVALID);
+      expect(await response.json()).toEqual({ error: 'Unauthorized', message: 'Invalid credentials' });
+    }
+    expect(upstream.recordingRequests()).toHaveLength(where === 'a miss' ? 0 : 1);
+    const once = await fetch(gateway.baseUrl + good);
+    expect(once.status).toBe(200);
+    await once.arrayBuffer();
   });
 });
 

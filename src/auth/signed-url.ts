@@ -9,6 +9,23 @@ export interface SignedUrlParams {
   exp: string | undefined;
   kid: string | undefined;
   sig: string | undefined;
+  /** True when one of them came more than once: such a URL is invalid, whichever value were taken. */
+  repeated?: boolean;
+}
+
+const PARAM_NAMES = ['tenant', 'exp', 'kid', 'sig'] as const;
+
+/**
+ * A signed URL's parameters from a request target's query (what follows
+ * `?`, decoded as a form). One given twice (`sig=a&sig=b`) marks them
+ * `repeated`, so that no parser's choice of value decides what is checked.
+ */
+export function signedUrlParamsOf(query: string): SignedUrlParams {
+  const search = new URLSearchParams(query);
+  const value = (name: string) => search.get(name) ?? undefined;
+  const params: SignedUrlParams = { tenant: value('tenant'), exp: value('exp'), kid: value('kid'), sig: value('sig') };
+  if (PARAM_NAMES.some((name) => search.getAll(name).length > 1)) params.repeated = true;
+  return params;
 }
 
 const UNIX_SECONDS = /^[1-9][0-9]{0,11}$/;
@@ -23,8 +40,9 @@ export function hasSignedUrlParams(params: SignedUrlParams): boolean {
 
 /**
  * Checks a signed URL for one call id. The order of checks never tells a caller
- * whether a tenant or kid exists: expiry first (it is the caller's own claim),
- * then every other problem is the same "invalid". An expiry further ahead than
+ * whether a tenant or kid exists: a parameter given twice, or one missing or
+ * malformed, is "invalid"; then expiry (it is the caller's own claim), then
+ * every other problem is the same "invalid". An expiry further ahead than
  * the tenant's longest TTL (plus clock skew) is refused so that a leaked secret
  * cannot mint URLs that never expire; that is checked, and named, only once
  * the signature is known to be good, when it tells the caller nothing new.
@@ -37,7 +55,7 @@ export function verifySignedUrl(
   nowSeconds: number,
 ): { tenant: Tenant; expiresAt: number } {
   const { tenant: tenantId, exp, kid, sig } = params;
-  if (!tenantId || !exp || !kid || !sig || !UNIX_SECONDS.test(exp)) throw new UnauthorizedError('invalid');
+  if (params.repeated || !tenantId || !exp || !kid || !sig || !UNIX_SECONDS.test(exp)) throw new UnauthorizedError('invalid');
   const expiresAt = Number(exp);
   if (nowSeconds >= expiresAt) throw new UnauthorizedError('expired');
 

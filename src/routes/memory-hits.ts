@@ -1,6 +1,6 @@
 import type { RequestListener } from 'node:http';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
-import type { SignedUrlParams } from '../auth/signed-url.js';
+import { signedUrlParamsOf, type SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { errorHeaders, UnauthorizedError } from '../errors.js';
 import { corsHeaders } from '../http/cors.js';
@@ -80,9 +80,7 @@ function pathOf(target: string): string {
 function signedParamsOf(target: string): SignedUrlParams {
   const queryStart = target.indexOf('?');
   if (queryStart === -1) return NO_SIGNED_URL;
-  const query = new URLSearchParams(target.slice(queryStart + 1));
-  const value = (name: string) => query.get(name) ?? undefined;
-  return { tenant: value('tenant'), exp: value('exp'), kid: value('kid'), sig: value('sig') };
+  return signedUrlParamsOf(target.slice(queryStart + 1));
 }
 
 function recordingRequestOf(method: string, fields: RequestFields): RecordingRequest {
