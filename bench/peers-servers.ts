@@ -176,6 +176,8 @@ export async function startGatewayServer(options: {
   audit?: boolean;
   /** Node flags before npm start's, and variables added to its environment (bench:cold-timeline's preload). */
   instrument?: Instrumentation;
+  /** Another build's `cli.js` in place of this checkout's (bench:cold-ab's baseline). */
+  cli?: string;
 }): Promise<GatewayServer> {
   const dir = await tempDir(options.audit ? 'rg-peers-gateway-audit-' : 'rg-peers-gateway-');
   const port = await freePort();
@@ -197,7 +199,7 @@ export async function startGatewayServer(options: {
     pinned(options.core, process.execPath, [
       ...(options.instrument?.nodeFlags ?? []),
       ...startScriptNodeFlags(),
-      GATEWAY_CLI,
+      options.cli ?? GATEWAY_CLI,
       '--config',
       configPath,
       'serve',
