@@ -41,13 +41,23 @@ describe('tenant API keys', () => {
   test.each([
     ['an unknown key', `Bearer not-a-tenant-key`],
     ['the Flyflow server key itself', `Bearer ${SERVER_KEY}`],
-    ['a Basic scheme', `Basic ${Buffer.from(`acme:${ACME_KEY}`).toString('base64')}`],
     ['a Bearer with no token', 'Bearer '],
     ['the right key with trailing junk', `Bearer ${ACME_KEY} extra`],
   ])('%s is refused with 401 "Invalid credentials" and never reaches Flyflow', async (_name, authorization) => {
     const response = await gateway.fetch('/v1/call/recording/1.mp3', { headers: { authorization } });
     expect(response.status).toBe(401);
     expect(await response.json()).toEqual({ error: 'Unauthorized', message: 'Invalid credentials' });
+    expect(upstream.recordingRequests()).toHaveLength(0);
+  });
+
+  test('a Basic scheme, even around the right key, is refused with 401 "Unsupported authorization scheme" and never reaches Flyflow', async () => {
+    const authorization = `Basic ${Buffer.from(`acme:${ACME_KEY}`).toString('base64')}`;
+    const response = await gateway.fetch('/v1/call/recording/1.mp3', { headers: { authorization } });
+    expect(response.status).toBe(401);
+    expect(await response.json()).toEqual({
+      error: 'Unauthorized',
+      message: 'Unsupported authorization scheme: send Authorization: Bearer <token>',
+    });
     expect(upstream.recordingRequests()).toHaveLength(0);
   });
 
