@@ -1,35 +1,10 @@
-/**
- * `npm run bench:cold-ab`: two builds of the gateway side by side on cold
- * misses, to tell whether a change to the miss path buys anything. A cold
- * miss's figure moves by a tenth of a millisecond from one run to the next
- * on this project's VM (the host's phases), more than most changes to the
- * path are worth; measured in one run, interleaved, both builds meet the
- * same phases. It starts the peers bench's upstream, the baseline build
- * (`COLD_AB_BASELINE`, a build's `dist` folder), this checkout's `dist/` and
- * the node:http floor, pinned as in the peers bench, then repeats the peers
- * bench's cold-miss measurement `COLD_AB_REPEATS` times, the two builds
- * taking turns at going first. Prints each repeat's first-byte times added
- * over the upstream directly, and the median of the repeats' differences.
- * Not a test: the exit code is 1 only when something could not run or
- * answered wrong.
- *
- *   COLD_AB_BASELINE        the other build's dist folder (required); its
- *                           packages must resolve, as from a `git worktree`
- *                           with `node_modules` linked in (see bench/README.md)
- *   COLD_AB_REPEATS=6       measurements, the builds' order swapped each time
- *   PEERS_COLD_REQUESTS=40  measured misses per server in each
- *   PEERS_COLD_WARMUP=20    unmeasured misses per server before the first
- *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
- */
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { nonNegativeInteger, positiveInteger } from './env.js';
+import { positiveInteger } from './env.js';
+import { coldBenchSetup } from './cold-setup.js';
 import { measureColdMisses, type ColdTarget } from './peers-cold.js';
-import { pinSelf, planCores } from './peers-process.js';
 import { NODE_FLOOR } from './peers-report.js';
 import {
-  buildUnlessSkipped,
   GATEWAY_CLI,
   PEERS_RECORDING_BYTES,
   type PeerServer,
@@ -48,25 +23,19 @@ const FIRST_ID = 5_000_000;
 // Ids per repeat: far more than its misses, so no repeat asks for another's.
 const IDS_PER_REPEAT = 10_000;
 
-function baselineCli(): string {
+/** The baseline's cli.js, or what is wrong with `COLD_AB_BASELINE`. */
+function baselineCli(): { cli: string } | { problem: string } {
   const folder = process.env.COLD_AB_BASELINE;
   if (!folder)
-    throw new Error('COLD_AB_BASELINE must name the other build\'s dist folder (see bench/README.md, "Two builds on cold misses")');
+    return { problem: 'COLD_AB_BASELINE must name the other build\'s dist folder (see bench/README.md, "Two builds on cold misses")' };
   const cli = path.resolve(folder, 'cli.js');
-  if (!existsSync(cli)) throw new Error(`COLD_AB_BASELINE: no cli.js in ${path.resolve(folder)}; build it first`);
-  return cli;
+  if (!existsSync(cli)) return { problem: `COLD_AB_BASELINE: no cli.js in ${path.resolve(folder)}; build it first` };
+  return { cli };
 }
 
-async function main(): Promise<void> {
-  const cli = baselineCli();
+async function main(cli: string): Promise<void> {
   const repeats = positiveInteger('COLD_AB_REPEATS', 6);
-  const requests = positiveInteger('PEERS_COLD_REQUESTS', 40);
-  const warmMisses = nonNegativeInteger('PEERS_COLD_WARMUP', 20);
-  buildUnlessSkipped();
-  const cores = planCores();
-  pinSelf(cores.client);
-  const serverKey = randomBytes(24).toString('base64url');
-  const tenantKey = randomBytes(24).toString('base64url');
+  const { requests, warmMisses, cores, serverKey, tenantKey } = coldBenchSetup();
   const upstream = await startPeersUpstream({ core: cores.upstream, size: PEERS_RECORDING_BYTES, serverKey });
   const servers: PeerServer[] = [];
   try {
@@ -149,4 +118,10 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+const baseline = baselineCli();
+if ('problem' in baseline) {
+  console.error(`bench:cold-ab: ${baseline.problem}`);
+  process.exitCode = 2;
+} else {
+  await main(baseline.cli);
+}

@@ -1,20 +1,3 @@
-/**
- * `npm run bench:cold-timeline`: where a cold miss's time goes, step by step,
- * in the compiled gateway and in the bare node:http floor (issue 11: the
- * peers bench says how much each adds to a cold miss's first byte; this says
- * where). Both run pinned as in the peers bench, with
- * `cold-timeline-preload.mjs` loaded (`node --import`), which times each miss
- * at node:http's edges: from the request's arrival to the upstream request
- * made and written, the upstream's head in, the client's head and first body
- * bytes written. Sequential misses on a warm keep-alive connection, 50 ms
- * apart, after unmeasured ones, as the peers bench's cold misses. Not a test:
- * the exit code is 1 only when something could not run or answered wrong.
- *
- *   PEERS_COLD_REQUESTS=40  measured misses per server
- *   PEERS_COLD_WARMUP=20    unmeasured misses per server first
- *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
- */
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import os from 'node:os';
@@ -22,11 +5,9 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { nonNegativeInteger, positiveInteger } from './env.js';
+import { coldBenchSetup } from './cold-setup.js';
 import { measureColdMisses } from './peers-cold.js';
-import { pinSelf, planCores } from './peers-process.js';
 import {
-  buildUnlessSkipped,
   type Instrumentation,
   PEERS_RECORDING_BYTES,
   type PeerServer,
@@ -125,13 +106,7 @@ function medianOf(timelines: Timeline[], from: Step | undefined, to: Step): numb
 }
 
 async function main(): Promise<void> {
-  const requests = positiveInteger('PEERS_COLD_REQUESTS', 40);
-  const warmMisses = nonNegativeInteger('PEERS_COLD_WARMUP', 20);
-  buildUnlessSkipped();
-  const cores = planCores();
-  pinSelf(cores.client);
-  const serverKey = randomBytes(24).toString('base64url');
-  const tenantKey = randomBytes(24).toString('base64url');
+  const { requests, warmMisses, cores, serverKey, tenantKey } = coldBenchSetup();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'rg-cold-timeline-'));
   const files = { gateway: path.join(dir, 'gateway.jsonl'), floor: path.join(dir, 'floor.jsonl') };
   const upstream = await startPeersUpstream({ core: cores.upstream, size: PEERS_RECORDING_BYTES, serverKey });
