@@ -1,3 +1,26 @@
+/**
+ * `npm run bench:cold-ab`: two builds of the gateway side by side on cold
+ * misses, to tell whether a change to the miss path buys anything. A cold
+ * miss's figure moves by a tenth of a millisecond from one run to the next
+ * on this project's VM (the host's phases), more than most changes to the
+ * path are worth; measured in one run, interleaved, both builds meet the
+ * same phases. It starts the peers bench's upstream, the baseline build
+ * (`COLD_AB_BASELINE`, a build's `dist` folder), this checkout's `dist/` and
+ * the node:http floor, pinned as in the peers bench, then repeats the peers
+ * bench's cold-miss measurement `COLD_AB_REPEATS` times, the two builds
+ * taking turns at going first. Prints each repeat's first-byte times added
+ * over the upstream directly, and the median of the repeats' differences.
+ * Not a test: the exit code is 1 only when something could not run or
+ * answered wrong, 2 when `COLD_AB_BASELINE` names no build.
+ *
+ *   COLD_AB_BASELINE        the other build's dist folder (required); its
+ *                           packages must resolve, as from a `git worktree`
+ *                           with `node_modules` linked in (see bench/README.md)
+ *   COLD_AB_REPEATS=6       measurements, the builds' order swapped each time
+ *   PEERS_COLD_REQUESTS=40  measured misses per server in each
+ *   PEERS_COLD_WARMUP=20    unmeasured misses per server before the first
+ *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
+ */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { positiveInteger } from './env.js';

@@ -1,3 +1,19 @@
+/**
+ * `npm run bench:cold-timeline`: where a cold miss's time goes, step by step,
+ * in the compiled gateway and in the bare node:http floor (issue 11: the
+ * peers bench says how much each adds to a cold miss's first byte; this says
+ * where). Both run pinned as in the peers bench, with
+ * `cold-timeline-preload.mjs` loaded (`node --import`), which times each miss
+ * at node:http's edges: from the request's arrival to the upstream request
+ * made and written, the upstream's head in, the client's head and first body
+ * bytes written. Sequential misses on a warm keep-alive connection, 50 ms
+ * apart, after unmeasured ones, as the peers bench's cold misses. Not a test:
+ * the exit code is 1 only when something could not run or answered wrong.
+ *
+ *   PEERS_COLD_REQUESTS=40  measured misses per server
+ *   PEERS_COLD_WARMUP=20    unmeasured misses per server first
+ *   PEERS_SKIP_BUILD=1      use dist/ as it is instead of running `npm run build`
+ */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import os from 'node:os';
