@@ -65,9 +65,14 @@ const CHALLENGES: Record<CredentialProblem, string> = {
 
 export class UnauthorizedError extends GatewayError {
   readonly problem: CredentialProblem;
-  /** `message` replaces the standard one for the problem; it must not tell whether a tenant or key exists. */
-  constructor(problem: CredentialProblem, message: string = CREDENTIAL_MESSAGES[problem]) {
-    super(401, 'Unauthorized', message, { headers: { 'WWW-Authenticate': CHALLENGES[problem] } });
+  /**
+   * `message` replaces the standard one for the problem; it must not tell
+   * whether a tenant or key exists. `scheme`: the one the route takes, which
+   * its challenge names (RFC 9110 11.6.1); the error codes are Bearer's own.
+   */
+  constructor(problem: CredentialProblem, message: string = CREDENTIAL_MESSAGES[problem], scheme = 'Bearer') {
+    const challenge = scheme === 'Bearer' ? CHALLENGES[problem] : `${scheme} realm="recording-gateway"`;
+    super(401, 'Unauthorized', message, { headers: { 'WWW-Authenticate': challenge } });
     this.problem = problem;
   }
 }

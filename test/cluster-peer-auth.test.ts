@@ -89,7 +89,8 @@ describe.sequential('the internal routes take only a fresh request signed with t
     for (const [what, headers] of refused) {
       const response = await cluster().at(1, route(), { headers });
       expect(response.status, what).toBe(401);
-      expect(response.headers.get('www-authenticate'), what).toMatch(/^Bearer realm="recording-gateway"/);
+      // RFC 9110 11.6.1: the challenge names the scheme these routes take.
+      expect(response.headers.get('www-authenticate'), what).toBe('RecordingGatewayPeer realm="recording-gateway"');
       const body = JSON.stringify(await response.json());
       expect(body).not.toContain(cluster().peerSecret);
     }
@@ -129,7 +130,7 @@ describe.sequential('the internal routes take only a fresh request signed with t
     for (const replica of [1, 0]) {
       const replayed = await cluster().at(replica, route(), { headers: { authorization } });
       expect(replayed.status, `replayed to replica ${replica}`).toBe(401);
-      expect(replayed.headers.get('www-authenticate')).toMatch(/^Bearer realm="recording-gateway"/);
+      expect(replayed.headers.get('www-authenticate')).toBe('RecordingGatewayPeer realm="recording-gateway"');
       expect(await replayed.json()).toEqual({ error: 'Unauthorized', message: expect.stringContaining('nonce was already used') });
     }
   });

@@ -59,11 +59,12 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
       path: new URL(c.req.url).pathname,
     });
     if (checked.ok) {
-      if (!(await deps.nonces.claim(checked.node, checked.nonce))) throw new UnauthorizedError('invalid', PEER_NONCE_USED);
+      if (!(await deps.nonces.claim(checked.node, checked.nonce)))
+        throw new UnauthorizedError('invalid', PEER_NONCE_USED, PEER_AUTH_SCHEME);
       return answerSigner(deps.peerSecret, checked.nonce);
     }
-    if (checked.problem === 'missing') throw new UnauthorizedError('missing', PEER_CREDENTIALS_MISSING);
-    throw new UnauthorizedError(checked.problem, checked.problem === 'expired' ? PEER_CREDENTIALS_EXPIRED : undefined);
+    if (checked.problem === 'missing') throw new UnauthorizedError('missing', PEER_CREDENTIALS_MISSING, PEER_AUTH_SCHEME);
+    throw new UnauthorizedError(checked.problem, checked.problem === 'expired' ? PEER_CREDENTIALS_EXPIRED : undefined, PEER_AUTH_SCHEME);
   }
 
   return {
