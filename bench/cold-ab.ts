@@ -24,7 +24,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { positiveInteger } from './env.js';
-import { coldBenchSetup } from './cold-setup.js';
+import { coldBenchSetup, printProblems } from './cold-setup.js';
 import { measureColdMisses, type ColdTarget } from './peers-cold.js';
 import { NODE_FLOOR } from './peers-report.js';
 import {
@@ -131,10 +131,7 @@ async function main(cli: string): Promise<void> {
         `(${THIS_BUILD} faster in ${faster} of ${repeats}; each repeat's figure is its median first byte added over the upstream's). ` +
         `Miss by miss, each round's two misses paired: median difference ${fmt(median(paired), 3)} ms over ${paired.length} pairs.`,
     );
-    if (problems.length > 0) {
-      process.exitCode = 1;
-      for (const problem of problems.slice(0, 10)) console.log(`- **${problem}**`);
-    }
+    printProblems(problems);
   } finally {
     for (const server of servers) await server.stop();
     await upstream.stop();

@@ -30,3 +30,10 @@ export function coldBenchSetup(): ColdBenchSetup {
     tenantKey: randomBytes(24).toString('base64url'),
   };
 }
+
+/** What went wrong (answers that were not right, misses not timed), the first ten in bold; any makes the exit code 1. */
+export function printProblems(problems: string[]): void {
+  if (problems.length === 0) return;
+  process.exitCode = 1;
+  for (const problem of problems.slice(0, 10)) console.log(`- **${problem}**`);
+}

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { coldBenchSetup } from './cold-setup.js';
+import { coldBenchSetup, printProblems } from './cold-setup.js';
 import { measureColdMisses } from './peers-cold.js';
 import {
   type Instrumentation,
@@ -187,10 +187,7 @@ async function main(): Promise<void> {
         `${fmt(cost.apartMs * 1000, 0)} µs made ${CALLS_APART_MS} ms apart (${fmt(cost.apartMs / cost.backToBackMs, 1)}×; medians of ${CALLS_TIMED}, ` +
         `after ${CALL_WARMUP.toLocaleString('en-US')} calls): how much slower code runs after an idle spell, which a cold miss meets`,
     );
-    if (problems.length > 0) {
-      process.exitCode = 1;
-      for (const problem of problems.slice(0, 10)) console.log(`- **${problem}**`);
-    }
+    printProblems(problems);
   } finally {
     for (const server of servers) await server.stop();
     await upstream.stop();

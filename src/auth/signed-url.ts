@@ -15,13 +15,18 @@ export interface SignedUrlParams {
 
 const PARAM_NAMES = ['tenant', 'exp', 'kid', 'sig'] as const;
 
+/** No signed URL: what a request with an Authorization header is checked with. */
+export const NO_SIGNED_URL: SignedUrlParams = { tenant: undefined, exp: undefined, kid: undefined, sig: undefined };
+
 /**
- * A signed URL's parameters from a request target's query (what follows
- * `?`, decoded as a form). One given twice (`sig=a&sig=b`) marks them
- * `repeated`, so that no parser's choice of value decides what is checked.
+ * A signed URL's parameters from a request target (its query, decoded as a
+ * form). One given twice (`sig=a&sig=b`) marks them `repeated`, so that no
+ * parser's choice of value decides what is checked.
  */
-export function signedUrlParamsOf(query: string): SignedUrlParams {
-  const search = new URLSearchParams(query);
+export function signedUrlParamsOf(target: string): SignedUrlParams {
+  const queryStart = target.indexOf('?');
+  if (queryStart === -1) return NO_SIGNED_URL;
+  const search = new URLSearchParams(target.slice(queryStart + 1));
   const value = (name: string) => search.get(name) ?? undefined;
   const params: SignedUrlParams = { tenant: value('tenant'), exp: value('exp'), kid: value('kid'), sig: value('sig') };
   if (PARAM_NAMES.some((name) => search.getAll(name).length > 1)) params.repeated = true;

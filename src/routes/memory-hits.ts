@@ -1,6 +1,6 @@
 import type { RequestListener } from 'node:http';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
-import { signedUrlParamsOf, type SignedUrlParams } from '../auth/signed-url.js';
+import { NO_SIGNED_URL, signedUrlParamsOf } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { errorHeaders, UnauthorizedError } from '../errors.js';
 import { corsHeaders } from '../http/cors.js';
@@ -12,7 +12,7 @@ import type { RateLimitHeaders, TenantRateLimiter } from '../rate-limit/index.js
 import type { RecordingService } from '../recordings/recording-service.js';
 import { storedRepresentation } from './recording-headers.js';
 import { allHeaders, bodyOf, memoryAnswer, type MemoryAnswer, type RecordingRequest } from './recording-response.js';
-import { CACHE_STATUS_MEMORY, NO_SIGNED_URL, recordingAnswerHeaders } from './recordings.js';
+import { CACHE_STATUS_MEMORY, recordingAnswerHeaders } from './recordings.js';
 import { requestIdFrom, routeLabel, type RequestRecord, type RequestReporter } from './request-log.js';
 
 export interface MemoryHitDeps {
@@ -77,12 +77,6 @@ function pathOf(target: string): string {
   return queryStart === -1 ? target : target.slice(0, queryStart);
 }
 
-function signedParamsOf(target: string): SignedUrlParams {
-  const queryStart = target.indexOf('?');
-  if (queryStart === -1) return NO_SIGNED_URL;
-  return signedUrlParamsOf(target.slice(queryStart + 1));
-}
-
 function recordingRequestOf(method: string, fields: RequestFields): RecordingRequest {
   return {
     method,
@@ -117,7 +111,7 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
   function callerOf(target: string, fields: RequestFields, callId: string): Caller | UnauthorizedError | undefined {
     try {
       const authorization = fields.authorization;
-      return authenticator.recordingReaderOrRefusal(authorization, authorization ? NO_SIGNED_URL : signedParamsOf(target), callId);
+      return authenticator.recordingReaderOrRefusal(authorization, authorization ? NO_SIGNED_URL : signedUrlParamsOf(target), callId);
     } catch (error) {
       return error instanceof UnauthorizedError ? error : undefined;
     }

@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { cacheKey } from '../cache/recording-meta.js';
 import type { DownloadManager } from '../download/download-manager.js';
-import { BadRequestError, NotFoundError, UnauthorizedError } from '../errors.js';
+import { BadRequestError, type CredentialProblem, NotFoundError, UnauthorizedError } from '../errors.js';
 import { parseCallId } from '../recordings/call-id.js';
 import type { RecordingService } from '../recordings/recording-service.js';
 import type { GatewayEnv } from './gateway-env.js';
@@ -51,6 +51,11 @@ function target(c: Context<GatewayEnv>): { namespace: string; callId: string } {
  * downloading from upstream; the other drops a recording here (a purge
  * elsewhere). Neither ever asks the upstream.
  */
+/** A peer route's 401, its challenge naming the scheme these routes take (RFC 9110 11.6.1). */
+function peerRefusal(problem: CredentialProblem, message?: string): UnauthorizedError {
+  return new UnauthorizedError(problem, message, PEER_AUTH_SCHEME);
+}
+
 export function createPeerHandlers(deps: PeerRoutesDeps) {
   /** Checks the request's signature and that its nonce is new; resolves with the signer of its answers. */
   async function authorize(c: Context<GatewayEnv>): Promise<AnswerSigner> {
@@ -59,12 +64,11 @@ export function createPeerHandlers(deps: PeerRoutesDeps) {
       path: new URL(c.req.url).pathname,
     });
     if (checked.ok) {
-      if (!(await deps.nonces.claim(checked.node, checked.nonce)))
-        throw new UnauthorizedError('invalid', PEER_NONCE_USED, PEER_AUTH_SCHEME);
+      if (!(await deps.nonces.claim(checked.node, checked.nonce))) throw peerRefusal('invalid', PEER_NONCE_USED);
       return answerSigner(deps.peerSecret, checked.nonce);
     }
-    if (checked.problem === 'missing') throw new UnauthorizedError('missing', PEER_CREDENTIALS_MISSING, PEER_AUTH_SCHEME);
-    throw new UnauthorizedError(checked.problem, checked.problem === 'expired' ? PEER_CREDENTIALS_EXPIRED : undefined, PEER_AUTH_SCHEME);
+    if (checked.problem === 'missing') throw peerRefusal('missing', PEER_CREDENTIALS_MISSING);
+    throw peerRefusal(checked.problem, checked.problem === 'expired' ? PEER_CREDENTIALS_EXPIRED : undefined);
   }
 
   return {

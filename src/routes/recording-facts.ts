@@ -15,12 +15,12 @@ import type {
 } from '../recordings/analysis/recording-facts-service.js';
 import { MIN_FINE_PAIRS, peaksJson } from '../recordings/analysis/waveform-peaks.js';
 import { etagFor, type RecordingFacts } from '../cache/recording-meta.js';
+import { NO_SIGNED_URL } from '../auth/signed-url.js';
 import type { GatewayEnv } from './gateway-env.js';
 import {
   CACHE_NAME,
   CACHE_STATUS_COLLAPSED,
   CACHE_STATUS_MISS,
-  NO_SIGNED_URL,
   admitCaller,
   recordingAnswerHeaders,
   recordingCacheControl,

@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import type { Authenticator, Caller } from '../auth/authenticate.js';
-import { signedUrlParamsOf, type SignedUrlParams } from '../auth/signed-url.js';
+import { NO_SIGNED_URL, signedUrlParamsOf, type SignedUrlParams } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { signRecordingUrl } from '@recording-gateway/client';
 import { parseCallId } from '../recordings/call-id.js';
@@ -109,13 +109,9 @@ export function callIdFromPath(c: Context<GatewayEnv>, pattern: RegExp = RECORDI
   return parseCallId(segment);
 }
 
-export const NO_SIGNED_URL: SignedUrlParams = { tenant: undefined, exp: undefined, kid: undefined, sig: undefined };
-
 /** A signed URL's query parameters, as the recording routes read them: from the target as sent, as memory hits do. */
 export function signedParams(c: Context<GatewayEnv>): SignedUrlParams {
-  const target = c.env?.incoming?.url ?? c.req.url;
-  const queryStart = target.indexOf('?');
-  return queryStart === -1 ? NO_SIGNED_URL : signedUrlParamsOf(target.slice(queryStart + 1));
+  return signedUrlParamsOf(c.env?.incoming?.url ?? c.req.url);
 }
 
 /** A request whose answer depends on the recording's validators (RFC 9110 13.1). */
