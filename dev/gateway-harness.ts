@@ -126,6 +126,7 @@ export async function startGateway(
     const started = createHttpServer(gateway.app, '127.0.0.1', {
       wrapListener: gateway.answeringMemoryHitsFirst,
       memoryHits: gateway.memoryHits,
+      report: gateway.report,
     });
     started.listen(0, '127.0.0.1', () => resolve(started));
   });

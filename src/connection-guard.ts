@@ -234,7 +234,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
       listener(request, response);
       return;
     }
-    writeJsonError(request, response, 503, AT_CAPACITY, { 'Retry-After': '1', 'Cache-Control': 'no-store' });
+    writeJsonError(request, response, 503, AT_CAPACITY, { 'Retry-After': '1' });
   }
 
   function requestEnded(socket: Socket): void {

@@ -150,7 +150,12 @@ export function errorResponse(error: GatewayError, extraHeaders: Record<string, 
   return new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: errorHeaders(error, extraHeaders) });
 }
 
-/** The header fields of an error answer but its length: the JSON type, the error's own, then `extraHeaders` (CORS, X-Request-Id). */
+/**
+ * The header fields of an error answer but its length: the JSON type,
+ * `no-store` (a 404 is cacheable by default, RFC 9110 15.1, and a recording
+ * not found may be there a minute later), the error's own, then
+ * `extraHeaders` (CORS, X-Request-Id).
+ */
 export function errorHeaders(error: GatewayError, extraHeaders: Record<string, string>): Record<string, string> {
-  return { 'Content-Type': 'application/json', ...error.headers, ...extraHeaders };
+  return { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...error.headers, ...extraHeaders };
 }

@@ -3,7 +3,7 @@ import type { RequestListener } from 'node:http';
 import { createApp } from './app.js';
 import { AuditTrail, type AuditTrailOptions } from './audit/audit-trail.js';
 import { answeringMemoryHitsFirst, createMemoryHits, type MemoryHits } from './routes/memory-hits.js';
-import { createRequestReporter } from './routes/request-log.js';
+import { createRequestReporter, type RequestReporter } from './routes/request-log.js';
 import { createAuthenticator } from './auth/authenticate.js';
 import { createTenantRegistry, type TenantRegistry } from './auth/tenants.js';
 import { systemClock, type Clock } from './clock.js';
@@ -61,6 +61,8 @@ export interface Gateway {
   answeringMemoryHitsFirst(app: RequestListener): RequestListener;
   /** Memory hits made without the app, for the server's connection-level path (src/memory-hit-door.ts). */
   memoryHits: MemoryHits;
+  /** Reports an answered request (its log line, metrics and audit line): what the server calls for those it answers before the app. */
+  report: RequestReporter;
   cache: RecordingCache;
   downloads: DownloadManager;
   /** Finds or fetches recordings: what the routes, the webhook prefetcher and the CLI call. */
@@ -367,6 +369,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     app,
     answeringMemoryHitsFirst: (listener) => answeringMemoryHitsFirst(memoryHits, listener),
     memoryHits,
+    report,
     cache,
     downloads,
     recordings,

@@ -21,8 +21,10 @@ import { asUrlHost, isParsableHost } from './http/request-host.js';
 import type { Logger } from './logger.js';
 import { openMemoryHitDoor } from './memory-hit-door.js';
 import type { MemoryHits } from './routes/memory-hits.js';
-import { requestIdFrom } from './routes/request-log.js';
+import { requestIdFrom, type RequestReporter } from './routes/request-log.js';
 import { rawJsonAnswer, writeJsonError } from './json-error-answers.js';
+import type { ResponseEnd } from './http/response-closed.js';
+import { refusalReports, requestLineOf, type RefusalReports } from './refused-requests.js';
 
 export interface RunningServer {
   url: string;
@@ -184,7 +186,7 @@ function clientErrorAnswer(error: NodeJS.ErrnoException, raw: string): { status:
  * pipelined behind one still being answered is refused after that answer
  * (RFC 9112 9.3.2: answers come in request order), not in its place.
  */
-function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, refusals: RefusalReports): void {
   // The last answer is out and the connection closes: what the client still sends is ignored (RFC 9112 9.6), not refused.
   if (isLingering(socket) || error.code === 'HPE_CLOSED_CONNECTION') return;
   const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
@@ -197,8 +199,15 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   const raw = refusedRequest(parsed.rawPacket?.toString('latin1') ?? '', parsed.bytesParsed);
   const { status, message } = clientErrorAnswer(error, raw);
   // The parser refused the headers too, so the caller's X-Request-Id is not taken: a new one. A HEAD gets the head alone.
-  const answer = rawJsonAnswer(status, { error: status.slice(4), message }, requestIdFrom(undefined), '', raw.startsWith('HEAD '));
-  refuseAfterAnswers(socket, answer);
+  const requestId = requestIdFrom(undefined);
+  const answer = rawJsonAnswer(status, { error: status.slice(4), message }, requestId, '', raw.startsWith('HEAD '));
+  const ended = refusals.raw({
+    ...requestLineOf(raw),
+    requestId,
+    status: Number(status.slice(0, 3)),
+    clientAddress: (socket as Socket).remoteAddress,
+  });
+  refuseAfterAnswers(socket, answer, ended);
 }
 
 /**
@@ -207,12 +216,14 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
  * queued behind it until its 'finish' (a memory hit ends at once). When the
  * refused bytes are the latest request's own (its body cut short, malformed
  * or timed out), that request can take the refusal only unanswered, after the
- * answers before it.
+ * answers before it, and its route reports it: `ended` is told how the
+ * refusal of a request of its own ended.
  */
-function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGently>[1]): void {
+function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGently>[1], ended: (end: ResponseEnd) => void): void {
   const last = latestAnswer.get(socket);
   if (last === undefined) {
     closeGently(socket, answer);
+    ended('sent');
     return;
   }
   let waitFor = last;
@@ -230,8 +241,12 @@ function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGentl
   }
   // After noteAnswer's own listener: the answer is no longer the latest by then.
   waitFor.once('close', () => {
-    if (waitFor.writableFinished) refuseAfterAnswers(socket, answer);
-    else socket.destroy();
+    if (waitFor.writableFinished) {
+      refuseAfterAnswers(socket, answer, ended);
+      return;
+    }
+    socket.destroy();
+    ended('unanswered');
   });
 }
 
@@ -297,9 +312,9 @@ function refusedRequest(packet: string, bytesParsed: number | undefined): string
  * RFC 9110 10.1.1: an expectation other than `100-continue` is answered 417,
  * here in the JSON error shape (Node's own 417 has no body).
  */
-function refuseExpectation(request: IncomingMessage, response: ServerResponse): void {
+function refuseExpectation(request: IncomingMessage, response: ServerResponse, refusals: RefusalReports): void {
   const answer = { error: 'Expectation Failed', message: 'The only expectation served is "100-continue"' };
-  writeJsonError(request, response, 417, answer);
+  refusals.response(request, response, writeJsonError(request, response, 417, answer));
 }
 
 /**
@@ -332,13 +347,20 @@ const CONNECT_REFUSED = { error: 'Method Not Allowed', message: 'CONNECT is not 
  * instead, as every other method no route takes, after the answers to any
  * requests pipelined before it.
  */
-function refuseConnect(request: IncomingMessage, socket: Duplex): void {
+function refuseConnect(request: IncomingMessage, socket: Duplex, refusals: RefusalReports): void {
   // Node took its own listeners off the connection to hand it over as a tunnel: without these, a client's
   // reset is an uncaught error that ends the process, and an answer still being written waits for ever.
   socket.on('error', () => socket.destroy());
   socket.on('drain', () => drainAnswer(socket));
   const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
-  refuseAfterAnswers(socket, rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`));
+  const ended = refusals.raw({
+    method: 'CONNECT',
+    target: request.url ?? '',
+    requestId,
+    status: 405,
+    clientAddress: (socket as Socket).remoteAddress,
+  });
+  refuseAfterAnswers(socket, rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`), ended);
 }
 
 /**
@@ -362,12 +384,20 @@ function refuseConnect(request: IncomingMessage, socket: Duplex): void {
  *   adapter would refuse its target); any other method with `*` is 400.
  * - RFC 9112 6.1: an HTTP/1.0 request with Transfer-Encoding has faulty
  *   framing; it is answered, then its connection closed.
+ * Each answer made here is reported as a routed request is (`refusals`).
  */
-function answerBeforeRoutes(listener: RequestListener): RequestListener {
+function answerBeforeRoutes(listener: RequestListener, refusals: RefusalReports): RequestListener {
+  const refuse = (
+    request: IncomingMessage,
+    response: ServerResponse,
+    status: number,
+    answer: { error: string; message: string },
+    headers?: Record<string, string>,
+  ): void => refusals.response(request, response, writeJsonError(request, response, status, answer, headers));
   return function beforeRoutes(request, response) {
     if (request.rawHeaders.length > 2 * MAX_HEADER_FIELDS) {
       response.shouldKeepAlive = false;
-      return writeJsonError(request, response, 431, TOO_MANY_FIELDS, { Connection: 'close' });
+      return refuse(request, response, 431, TOO_MANY_FIELDS, { Connection: 'close' });
     }
     const hosts = headerCount(request.rawHeaders, 'host');
     const http1 = request.httpVersionMajor === 1;
@@ -375,32 +405,31 @@ function answerBeforeRoutes(listener: RequestListener): RequestListener {
       const target = request.url ?? '';
       if (request.httpVersionMinor === 0 && request.headers['transfer-encoding'] !== undefined) response.shouldKeepAlive = false;
       if (target.charCodeAt(0) !== SLASH && TARGET_WITH_USERINFO.test(target)) {
-        return writeJsonError(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
+        return refuse(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
       }
-      if (target.includes('#')) return writeJsonError(request, response, 400, MALFORMED_TARGET);
+      if (target.includes('#')) return refuse(request, response, 400, MALFORMED_TARGET);
       const host = request.headers.host;
-      if (host && target.charCodeAt(0) === SLASH && !isParsableHost(host)) return writeJsonError(request, response, 400, INVALID_HOST);
+      if (host && target.charCodeAt(0) === SLASH && !isParsableHost(host)) return refuse(request, response, 400, INVALID_HOST);
       if (target === '*') {
-        if (request.method !== 'OPTIONS') return writeJsonError(request, response, 400, MALFORMED_TARGET);
-        response.writeHead(204, {
-          Allow: SERVER_METHODS,
-          'X-Request-Id': requestIdFrom(request.headers['x-request-id'] as string | undefined),
-        });
+        if (request.method !== 'OPTIONS') return refuse(request, response, 400, MALFORMED_TARGET);
+        const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
+        response.writeHead(204, { Allow: SERVER_METHODS, 'X-Request-Id': requestId });
         response.end();
+        refusals.response(request, response, requestId);
         return;
       }
       if (target.charCodeAt(0) !== SLASH) {
         const absolute = absoluteHttpTarget(target);
-        if (absolute === undefined) return writeJsonError(request, response, 400, MALFORMED_TARGET);
+        if (absolute === undefined) return refuse(request, response, 400, MALFORMED_TARGET);
         request.url = absolute;
       }
       listener(request, response);
       return;
     }
     response.shouldKeepAlive = false;
-    if (!http1) return writeJsonError(request, response, 505, VERSION_NOT_SUPPORTED, { Connection: 'close' });
+    if (!http1) return refuse(request, response, 505, VERSION_NOT_SUPPORTED, { Connection: 'close' });
     const message = hosts === 0 ? 'Missing Host header' : 'More than one Host header';
-    writeJsonError(request, response, 400, { error: 'Bad Request', message }, { Connection: 'close' });
+    refuse(request, response, 400, { error: 'Bad Request', message }, { Connection: 'close' });
   };
 }
 
@@ -432,6 +461,8 @@ export interface HttpServerOptions {
   clock?: Clock;
   /** How long an answer's client may take none of its bytes before its connection may make room for a new one; default 5 s. */
   stalledAfterMs?: number;
+  /** Reports the requests answered before any route, as the app reports its own (`Gateway.report`); none without it. */
+  report?: RequestReporter;
 }
 
 /**
@@ -460,6 +491,7 @@ export function createHttpServer(
     errorHandler: adapterErrorResponse,
   });
   const listener = options.wrapListener ? options.wrapListener(appListener) : appListener;
+  const refusals = refusalReports(options.report, options.clock ?? systemClock);
   const server = createServer(
     {
       // Both bound receiving the request only, never sending the response: a
@@ -471,7 +503,7 @@ export function createHttpServer(
       // Checked below instead, so the 400 is in the JSON error shape.
       requireHostHeader: false,
     },
-    guard.wrap(answerBeforeRoutes(listener)),
+    guard.wrap(answerBeforeRoutes(listener, refusals)),
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.maxHeadersCount = MAX_HEADER_FIELDS + 1;
@@ -479,10 +511,10 @@ export function createHttpServer(
   server.on('connection', closeGentlyAfterLastAnswer);
   server.prependListener('request', noteAnswer);
   server.prependListener('checkExpectation', noteAnswer);
-  server.on('clientError', answerClientError);
-  server.on('checkExpectation', refuseExpectation);
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => answerClientError(error, socket, refusals));
+  server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => refuseExpectation(request, response, refusals));
   server.on('checkContinue', continueUnlessQueued);
-  server.on('connect', refuseConnect);
+  server.on('connect', (request: IncomingMessage, socket: Duplex) => refuseConnect(request, socket, refusals));
   // What server.close() and the shutdown's sweep call: every connection passes the guard, which knows which are idle.
   server.closeIdleConnections = guard.closeIdle;
   if (options.memoryHits) openMemoryHitDoor(server, options.memoryHits, guard);
@@ -533,6 +565,7 @@ export async function startServer(config: GatewayConfig, options: { logger: Logg
       const started = createHttpServer(gateway.app, config.listen.host, {
         wrapListener: gateway.answeringMemoryHitsFirst,
         memoryHits: gateway.memoryHits,
+        report: gateway.report,
         limits: { ...config.listen, maxConnections },
         logger: options.logger,
         ...(options.clock ? { clock: options.clock } : {}),

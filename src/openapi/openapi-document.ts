@@ -648,7 +648,7 @@ export const openApiDocument: OpenApiDocument = {
     responses: Object.fromEntries(
       Object.entries(errorStatuses).map(([status, { description, headers }]) => [
         `Error${status}`,
-        jsonResponse(description, schemaRef('Error'), headers),
+        jsonResponse(description, schemaRef('Error'), { 'Cache-Control': headerRef('NoStore'), ...headers }),
       ]),
     ),
     securitySchemes: {
