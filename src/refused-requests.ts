@@ -27,8 +27,15 @@ export interface RefusedRequest {
 export interface RefusalReports {
   /** An answer written to Node's `response`; reported once it has closed. */
   response(request: IncomingMessage, response: ServerResponse, requestId: string): void;
-  /** An answer written to the connection itself: call what it returns with how the answer ended. */
-  raw(refused: RefusedRequest): (end: ResponseEnd) => void;
+  /** An answer written to the connection itself. */
+  raw(refused: RefusedRequest): RawRefusal;
+}
+
+/** A refusal written to the connection itself: its answer's id and status, and `ended`, to be told how it ended. */
+export interface RawRefusal {
+  requestId: string;
+  status: number;
+  ended(end: ResponseEnd): void;
 }
 
 /**
@@ -62,7 +69,10 @@ function refusedRecord(refused: RefusedRequest, startedAt: number): RequestRecor
   };
 }
 
-const NOT_REPORTED: RefusalReports = { response: () => {}, raw: () => () => {} };
+const NOT_REPORTED: RefusalReports = {
+  response: () => {},
+  raw: ({ requestId, status }) => ({ requestId, status, ended: () => {} }),
+};
 
 /** The reports, or none without a reporter (a bare server). */
 export function refusalReports(report: RequestReporter | undefined, clock: Clock): RefusalReports {
@@ -84,7 +94,7 @@ export function refusalReports(report: RequestReporter | undefined, clock: Clock
     },
     raw(refused) {
       const record = refusedRecord(refused, clock.now());
-      return (end) => report(record, end);
+      return { requestId: refused.requestId, status: refused.status, ended: (end) => report(record, end) };
     },
   };
 }

@@ -17,14 +17,13 @@ import { createGateway, type Gateway } from './gateway.js';
 import { BadRequestError, GatewayError, errorMessage, errorResponse } from './errors.js';
 import { closeGently, closeGentlyAfterLastAnswer, isLingering } from './http/lingering-close.js';
 import { headerCount } from './http/raw-headers.js';
-import { asUrlHost, isParsableHost } from './http/request-host.js';
+import { adapterTakesHost, asUrlHost, isParsableHost, withoutEmptyPort } from './http/request-host.js';
 import type { Logger } from './logger.js';
 import { openMemoryHitDoor } from './memory-hit-door.js';
 import type { MemoryHits } from './routes/memory-hits.js';
-import { requestIdFrom, type RequestReporter } from './routes/request-log.js';
+import { answeredBeforeItsRoute, requestIdFrom, type RequestReporter } from './routes/request-log.js';
 import { rawJsonAnswer, writeJsonError } from './json-error-answers.js';
-import type { ResponseEnd } from './http/response-closed.js';
-import { refusalReports, requestLineOf, type RefusalReports } from './refused-requests.js';
+import { refusalReports, requestLineOf, type RawRefusal, type RefusalReports } from './refused-requests.js';
 
 export interface RunningServer {
   url: string;
@@ -131,6 +130,14 @@ function absoluteHttpTarget(target: string): string | undefined {
   return scheme === lower ? target : lower + target.slice(scheme.length);
 }
 
+/** A backslash before the query: the adapter refuses such a path (WHATWG's URL parser would read it as `/`). */
+function hasBackslashInPath(target: string): boolean {
+  const backslash = target.indexOf('\\');
+  if (backslash === -1) return false;
+  const query = target.indexOf('?');
+  return query === -1 || backslash < query;
+}
+
 // RFC 9110 5.6.2: a method is a token.
 const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /;
 
@@ -195,19 +202,22 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, refusal
     socket.destroy();
     return;
   }
+  // One refusal a connection: Node's timeout check calls again while a refusal waits for the answers before it.
+  if (refusing.has(socket)) return;
   const parsed = error as NodeJS.ErrnoException & { rawPacket?: Buffer; bytesParsed?: number };
   const raw = refusedRequest(parsed.rawPacket?.toString('latin1') ?? '', parsed.bytesParsed);
   const { status, message } = clientErrorAnswer(error, raw);
   // The parser refused the headers too, so the caller's X-Request-Id is not taken: a new one. A HEAD gets the head alone.
   const requestId = requestIdFrom(undefined);
   const answer = rawJsonAnswer(status, { error: status.slice(4), message }, requestId, '', raw.startsWith('HEAD '));
-  const ended = refusals.raw({
+  refusing.add(socket);
+  const refusal = refusals.raw({
     ...requestLineOf(raw),
     requestId,
     status: Number(status.slice(0, 3)),
     clientAddress: (socket as Socket).remoteAddress,
   });
-  refuseAfterAnswers(socket, answer, ended);
+  refuseAfterAnswers(socket, answer, refusal);
 }
 
 /**
@@ -216,14 +226,16 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, refusal
  * queued behind it until its 'finish' (a memory hit ends at once). When the
  * refused bytes are the latest request's own (its body cut short, malformed
  * or timed out), that request can take the refusal only unanswered, after the
- * answers before it, and its route reports it: `ended` is told how the
- * refusal of a request of its own ended.
+ * answers before it, and its route's line says the refusal's id and status
+ * (`answeredBeforeItsRoute`); the refusal of a request of its own is
+ * reported through `refusal.ended`.
  */
-function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGently>[1], ended: (end: ResponseEnd) => void): void {
+function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGently>[1], refusal: RawRefusal): void {
   const last = latestAnswer.get(socket);
   if (last === undefined) {
     closeGently(socket, answer);
-    ended('sent');
+    // After the 'close' listeners of the answer before it, which write its line: the lines come in the answers' order.
+    setImmediate(refusal.ended, 'sent');
     return;
   }
   let waitFor = last;
@@ -234,6 +246,7 @@ function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGentl
     }
     const current = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
     if (!current || current === last) {
+      answeredBeforeItsRoute(last.req, refusal);
       closeGently(socket, answer);
       return;
     }
@@ -242,13 +255,16 @@ function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGentl
   // After noteAnswer's own listener: the answer is no longer the latest by then.
   waitFor.once('close', () => {
     if (waitFor.writableFinished) {
-      refuseAfterAnswers(socket, answer, ended);
+      refuseAfterAnswers(socket, answer, refusal);
       return;
     }
     socket.destroy();
-    ended('unanswered');
+    refusal.ended('unanswered');
   });
 }
+
+// Connections whose request the parser refused, the refusal written or waiting for the answers before it.
+const refusing = new WeakSet<Duplex>();
 
 // The latest answer Node made on each connection, until it is done: a refusal goes after it (RFC 9112 9.3.2).
 const latestAnswer = new WeakMap<Duplex, ServerResponse>();
@@ -353,14 +369,14 @@ function refuseConnect(request: IncomingMessage, socket: Duplex, refusals: Refus
   socket.on('error', () => socket.destroy());
   socket.on('drain', () => drainAnswer(socket));
   const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);
-  const ended = refusals.raw({
+  const refusal = refusals.raw({
     method: 'CONNECT',
     target: request.url ?? '',
     requestId,
     status: 405,
     clientAddress: (socket as Socket).remoteAddress,
   });
-  refuseAfterAnswers(socket, rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`), ended);
+  refuseAfterAnswers(socket, rawJsonAnswer('405 Method Not Allowed', CONNECT_REFUSED, requestId, `Allow: ${SERVER_METHODS}\r\n`), refusal);
 }
 
 /**
@@ -379,7 +395,11 @@ function refuseConnect(request: IncomingMessage, socket: Duplex, refusals: Refus
  *   without one).
  * - RFC 9112 3.2: a Host no URL can be made of is 400 (the adapter takes
  *   some unparsed, and a route reading a body failed on them with a 500
- *   whose log line held the target).
+ *   whose log line held the target), and so is one whose name the URL parser
+ *   changes (percent-encoded, international), which the adapter refused
+ *   without an X-Request-Id. An empty port is dropped first (RFC 3986 6.2.3).
+ * - A backslash in the path is 400 here, with its X-Request-Id, as the
+ *   adapter refused it without one.
  * - RFC 9110 9.3.7: `OPTIONS *` asks about the server, not a resource (the
  *   adapter would refuse its target); any other method with `*` is 400.
  * - RFC 9112 6.1: an HTTP/1.0 request with Transfer-Encoding has faulty
@@ -407,9 +427,12 @@ function answerBeforeRoutes(listener: RequestListener, refusals: RefusalReports)
       if (target.charCodeAt(0) !== SLASH && TARGET_WITH_USERINFO.test(target)) {
         return refuse(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
       }
-      if (target.includes('#')) return refuse(request, response, 400, MALFORMED_TARGET);
-      const host = request.headers.host;
-      if (host && target.charCodeAt(0) === SLASH && !isParsableHost(host)) return refuse(request, response, 400, INVALID_HOST);
+      if (target.includes('#') || hasBackslashInPath(target)) return refuse(request, response, 400, MALFORMED_TARGET);
+      let host = request.headers.host;
+      if (host && target.charCodeAt(0) === SLASH) {
+        host = request.headers.host = withoutEmptyPort(host);
+        if (!adapterTakesHost(host)) return refuse(request, response, 400, INVALID_HOST);
+      }
       if (target === '*') {
         if (request.method !== 'OPTIONS') return refuse(request, response, 400, MALFORMED_TARGET);
         const requestId = requestIdFrom(request.headers['x-request-id'] as string | undefined);

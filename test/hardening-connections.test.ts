@@ -335,7 +335,7 @@ describe('timeouts for slow clients', () => {
     });
   });
 
-  test('a request body that never arrives in full is answered 408 after request_timeout_ms, and logged as the client failing, not as a gateway error', async () => {
+  test('a request body that never arrives in full is answered 408 after request_timeout_ms, and logged as that 408, not as a gateway error', async () => {
     const logged: Array<{ level: number; msg: string }> = [];
     const logger = createLogger({ level: 'info', destination: { write: (line: string) => void logged.push(JSON.parse(line)) } });
     const server = await start({ headersTimeoutMs: 300, requestTimeoutMs: 600 }, logger);
@@ -347,7 +347,14 @@ describe('timeouts for slow clients', () => {
     const received = await untilClosed(slow, 10_000);
     expect(received).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
     await expect.poll(() => logged.some((line) => line.msg === 'request'), { timeout: 5_000 }).toBe(true);
-    expect(logged.find((line) => line.msg === 'request')).toMatchObject({ method: 'POST', aborted: true });
+    const requestId = /\r\nX-Request-Id: ([^\r]+)\r\n/.exec(received)?.[1];
+    expect(logged.find((line) => line.msg === 'request')).toMatchObject({
+      method: 'POST',
+      route: 'recording',
+      status: 408,
+      reqId: requestId,
+    });
+    expect(logged.find((line) => line.msg === 'request')).not.toHaveProperty('aborted');
     expect(logged.filter((line) => line.level >= 40)).toEqual([]);
   });
 

@@ -5,10 +5,14 @@
  * gets, with the X-Request-Id its answer carried, and nothing of its target
  * that could hold a secret.
  */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, makeTempDir, rawExchange, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
 import { syntheticRecording } from '../dev/recording-bytes.js';
+import { createGateway } from '../src/gateway.js';
+import { createHttpServer, DEFAULT_CONNECTION_LIMITS } from '../src/server.js';
 import { capturingLogger } from './support/capturing-logger.js';
 
 const ADMIN_TOKEN = 'admin-token-for-tests-refusals-0123';
@@ -172,5 +176,118 @@ describe('a request refused before any route is logged and counted as a routed o
     const requestLines = lines.filter((logged) => logged.msg === 'request');
     expect(requestLines.map((logged) => logged.status)).toEqual([200, 400]);
     expect(requestLines[0]).toMatchObject({ tenant: 'acme', route: 'recording' });
+  });
+});
+
+describe("a body Node's parser refuses after its route took the request", () => {
+  test("the route's line says what the client got: the refusal's status and X-Request-Id", async () => {
+    const answer = await rawExchange(
+      gateway.baseUrl,
+      'GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Request-Id: routed-request-0001\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n',
+    );
+    const { status, fields } = headOf(answer);
+    expect(status).toBe(400);
+    const refusalId = fields.get('x-request-id')!;
+    const line = await requestLineFor(refusalId);
+    expect(line).toMatchObject({ route: 'healthz', status: 400 });
+    expect(line).not.toHaveProperty('aborted');
+    expect(lines.filter((logged) => logged.msg === 'request')).toHaveLength(1);
+  });
+});
+
+describe('what the HTTP adapter refused without an id or a line is refused before it, with both', () => {
+  test.each([
+    ['a backslash in the path', `GET /v1\\call/recording/${CACHED_ID}.mp3 HTTP/1.1\r\nHost: gw\r\n\r\n`, 'Malformed request target'],
+    ['a backslash in an absolute-form path', 'GET http://gw/x\\y HTTP/1.1\r\nHost: gw\r\n\r\n', 'Malformed request target'],
+    ['a percent-encoded Host', 'GET /healthz HTTP/1.1\r\nHost: ex%41mple.com\r\n\r\n', 'Invalid Host header'],
+    ['an international Host', 'GET /healthz HTTP/1.1\r\nHost: b\u00fccher.example\r\n\r\n', 'Invalid Host header'],
+  ])('%s: 400 with its X-Request-Id, logged and counted', async (_what, head, message) => {
+    const before = await refusedCount(400);
+    const answer = await rawExchange(gateway.baseUrl, head.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'));
+    const { status, fields } = headOf(answer);
+    expect(status).toBe(400);
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({ error: 'Bad Request', message });
+    const line = await requestLineFor(fields.get('x-request-id')!);
+    expect(line).toMatchObject({ method: 'GET', route: 'other', status: 400 });
+    expect(await refusedCount(400)).toBe(before + 1);
+  });
+
+  test('a Host with an empty port (RFC 3986 3.2.3) is served as the same Host without it', async () => {
+    const answer = await rawExchange(gateway.baseUrl, 'GET /healthz HTTP/1.1\r\nHost: gw.example:\r\nConnection: close\r\n\r\n');
+    expect(headOf(answer).status).toBe(200);
+  });
+});
+
+describe('a refusal that waits for a long answer before it', () => {
+  const SLOW_ID = 31;
+  let slowUpstream: FakeFlyflow;
+  let slowDir: string;
+  let server: Server;
+  let closeGateway: () => Promise<void>;
+  let baseUrl: string;
+  let slowLines: Array<Record<string, unknown>>;
+
+  beforeAll(async () => {
+    slowUpstream = await startFakeFlyflow();
+    slowUpstream.setRecording(SLOW_ID, syntheticRecording(6_000));
+    slowUpstream.setBehaviour(SLOW_ID, { kind: 'slow-body', chunkBytes: 1_000, intervalMs: 200 });
+    slowDir = await makeTempDir();
+    const captured = capturingLogger();
+    slowLines = captured.lines;
+    const slow = await createGateway({
+      config: testConfig({ dir: slowDir, upstreamBaseUrl: slowUpstream.baseUrl }),
+      logger: captured.logger,
+    });
+    closeGateway = () => slow.close();
+    server = createHttpServer(slow.app, '127.0.0.1', {
+      wrapListener: slow.answeringMemoryHitsFirst,
+      memoryHits: slow.memoryHits,
+      report: slow.report,
+      limits: { ...DEFAULT_CONNECTION_LIMITS, headersTimeoutMs: 200, requestTimeoutMs: 400 },
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await closeGateway();
+    await slowUpstream.close();
+    await removeDir(slowDir);
+  });
+
+  test('outlasting the headers timeout, it is still one line, after the answer before it: no second refusal for a timeout', async () => {
+    const received = await rawExchange(
+      baseUrl,
+      `GET /v1/call/recording/${SLOW_ID}.mp3 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\nFROB /q HTTP/1.1\r\nHost: gw\r\n\r\n`,
+    );
+    expect(received.startsWith('HTTP/1.1 200 OK\r\n')).toBe(true);
+    const refusal = headOf(received.slice(received.lastIndexOf('HTTP/1.1 ')));
+    expect(refusal.status).toBe(501);
+    // Past another headers timeout: a second refusal would have been logged by then.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const requestLines = slowLines.filter((logged) => logged.msg === 'request');
+    expect(requestLines.map((logged) => [logged.status, logged.route])).toEqual([
+      [200, 'recording'],
+      [501, 'other'],
+    ]);
+    expect(requestLines[1]!.reqId).toBe(refusal.fields.get('x-request-id'));
+  });
+
+  test("a body that does not arrive in time: the route's line says the 408 and its X-Request-Id", async () => {
+    const received = await rawExchange(
+      baseUrl,
+      `POST /v1/call/recording/${SLOW_ID}/signed-url HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${ACME_KEY}\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{}`,
+    );
+    const { status, fields } = headOf(received);
+    expect(status).toBe(408);
+    const refusalId = fields.get('x-request-id')!;
+    let line: Record<string, unknown> | undefined;
+    for (let attempt = 0; attempt < 100 && line === undefined; attempt++) {
+      line = slowLines.find((logged) => logged.msg === 'request' && logged.reqId === refusalId);
+      if (line === undefined) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(line).toMatchObject({ route: 'recording', status: 408, tenant: 'acme' });
   });
 });

@@ -30,6 +30,32 @@ export function isPlainHost(host: string): boolean {
   return true;
 }
 
+let lastTaken = '';
+
+/**
+ * Whether the adapter takes `host` as the request's: a plain one, or one a
+ * URL can be made of whose host name is the Host itself, up to case and
+ * port. The adapter refuses any other (a percent-encoded or international
+ * name, which the URL parser changes) as an invalid Host header, in an
+ * answer made before the app, so with no request id and no log line.
+ */
+export function adapterTakesHost(host: string): boolean {
+  if (host === lastTaken || isPlainHost(host)) return true;
+  if (!isParsableHost(host)) return false;
+  const { hostname } = new URL(`http://${host}/`);
+  const taken = hostname.length === host.length || hostname === (host.includes(':') ? host.replace(/:\d+$/, '') : host).toLowerCase();
+  if (taken) lastTaken = host;
+  return taken;
+}
+
+// A Host whose port is empty (RFC 3986 3.2.3: `port = *DIGIT`), but for the colon an IPv6 address ends with.
+const EMPTY_PORT = /^(.*[^:]):$/;
+
+/** The Host without an empty port's colon, as RFC 3986 6.2.3 normalises it; the adapter refuses one that keeps it. */
+export function withoutEmptyPort(host: string): string {
+  return host.charCodeAt(host.length - 1) === 58 ? (EMPTY_PORT.exec(host)?.[1] ?? host) : host;
+}
+
 /** A host name as a URL's host: an IPv6 address in brackets. */
 export function asUrlHost(hostname: string): string {
   return hostname.includes(':') && !hostname.startsWith('[') ? `[${hostname}]` : hostname;

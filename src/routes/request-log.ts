@@ -63,6 +63,18 @@ function jsonMethod(method: string): string {
   return method === 'GET' ? '"GET"' : method === 'HEAD' ? '"HEAD"' : JSON.stringify(method);
 }
 
+// Requests a route took whose rest Node's parser then refused (a malformed or late body), with the server's answer to them.
+const answeredBeforeRoute = new WeakMap<object, { requestId: string; status: number }>();
+
+/**
+ * Says that the server answered `request` itself, with a refusal made before
+ * its route could answer (the route's answer then never goes out): its line
+ * says the refusal's id and status, those the client got.
+ */
+export function answeredBeforeItsRoute(request: object, refusal: { requestId: string; status: number }): void {
+  answeredBeforeRoute.set(request, { requestId: refusal.requestId, status: refusal.status });
+}
+
 /** What one answered request was: everything the log line and the metrics say of it. */
 export interface RequestRecord {
   requestId: string;
@@ -152,10 +164,10 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     // Response and Headers.
     if (!answered && c.error === undefined) c.res.headers.set('X-Request-Id', requestId);
 
-    const finish = (end: ResponseEnd, status: number) =>
+    const finish = (end: ResponseEnd, status: number, answeredId = requestId) =>
       report(
         {
-          requestId,
+          requestId: answeredId,
           method: c.req.method,
           path: rawRequestPath(c),
           route: routeLabel(c.req.routePath, c.req.method),
@@ -184,6 +196,10 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
       return;
     }
     // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
-    whenClosed(outgoing, (end) => finish(end, outgoing.headersSent ? outgoing.statusCode : c.res.status));
+    whenClosed(outgoing, (end) => {
+      const refused = end === 'sent' || !c.env.incoming ? undefined : answeredBeforeRoute.get(c.env.incoming);
+      if (refused) finish('sent', refused.status, refused.requestId);
+      else finish(end, outgoing.headersSent ? outgoing.statusCode : c.res.status);
+    });
   };
 }
