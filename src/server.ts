@@ -24,6 +24,7 @@ import type { MemoryHits } from './routes/memory-hits.js';
 import { answeredBeforeItsRoute, requestIdFrom, type RequestReporter } from './routes/request-log.js';
 import { rawJsonAnswer, writeJsonError } from './json-error-answers.js';
 import { refusalReports, requestLineOf, type RawRefusal, type RefusalReports } from './refused-requests.js';
+import { closedBeforeItsTurn } from './http/response-closed.js';
 
 export interface RunningServer {
   url: string;
@@ -239,6 +240,7 @@ function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGentl
     return;
   }
   let waitFor = last;
+  let refused = refusal;
   if (!last.req.complete) {
     if (last.headersSent) {
       socket.destroy();
@@ -251,15 +253,18 @@ function refuseAfterAnswers(socket: Duplex, answer: Parameters<typeof closeGentl
       return;
     }
     waitFor = current;
+    // The refused bytes are the latest request's own: its route's line reports it, whatever becomes of the refusal.
+    refused = { ...refusal, ended: () => {} };
   }
   // After noteAnswer's own listener: the answer is no longer the latest by then.
   waitFor.once('close', () => {
     if (waitFor.writableFinished) {
-      refuseAfterAnswers(socket, answer, refusal);
+      refuseAfterAnswers(socket, answer, refused);
       return;
     }
     socket.destroy();
-    refusal.ended('unanswered');
+    // After the other 'close' listeners, as above.
+    setImmediate(refused.ended, 'unanswered');
   });
 }
 
@@ -307,6 +312,7 @@ function watchQueue(socket: Duplex): Set<ServerResponse> {
 }
 
 function closeUnsent(response: ServerResponse): void {
+  closedBeforeItsTurn(response);
   response.destroy();
   response.emit('close');
 }

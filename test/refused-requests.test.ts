@@ -6,7 +6,7 @@
  * that could hold a secret.
  */
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { startFakeFlyflow, type FakeFlyflow } from '../dev/fake-flyflow.js';
 import { ACME_KEY, makeTempDir, rawExchange, removeDir, startGateway, testConfig, type RunningGateway } from '../dev/gateway-harness.js';
@@ -17,6 +17,7 @@ import { capturingLogger } from './support/capturing-logger.js';
 
 const ADMIN_TOKEN = 'admin-token-for-tests-refusals-0123';
 const CACHED_ID = 7;
+const UNFETCHED_ID = 9;
 const MISSING_ID = 404_404;
 
 let upstream: FakeFlyflow;
@@ -27,6 +28,7 @@ let lines: Array<Record<string, unknown>>;
 beforeAll(async () => {
   upstream = await startFakeFlyflow();
   upstream.setRecording(CACHED_ID, syntheticRecording(20_000));
+  upstream.setRecording(UNFETCHED_ID, syntheticRecording(20_000));
   dir = await makeTempDir();
   const captured = capturingLogger();
   lines = captured.lines;
@@ -193,6 +195,17 @@ describe("a body Node's parser refuses after its route took the request", () => 
     expect(line).not.toHaveProperty('aborted');
     expect(lines.filter((logged) => logged.msg === 'request')).toHaveLength(1);
   });
+
+  test('on a cold miss, its line counts no body bytes: none went out', async () => {
+    const answer = await rawExchange(
+      gateway.baseUrl,
+      `GET /v1/call/recording/${UNFETCHED_ID}.mp3 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${ACME_KEY}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`,
+    );
+    const { status, fields } = headOf(answer);
+    expect(status).toBe(400);
+    expect(await requestLineFor(fields.get('x-request-id')!)).toMatchObject({ route: 'recording', status: 400, bytes: 0 });
+    await gateway.gateway.downloads.idle();
+  });
 });
 
 describe('what the HTTP adapter refused without an id or a line is refused before it, with both', () => {
@@ -220,6 +233,7 @@ describe('what the HTTP adapter refused without an id or a line is refused befor
 
 describe('a refusal that waits for a long answer before it', () => {
   const SLOW_ID = 31;
+  const SLOW_IDS = [SLOW_ID, 32, 33, 34];
   let slowUpstream: FakeFlyflow;
   let slowDir: string;
   let server: Server;
@@ -229,8 +243,11 @@ describe('a refusal that waits for a long answer before it', () => {
 
   beforeAll(async () => {
     slowUpstream = await startFakeFlyflow();
-    slowUpstream.setRecording(SLOW_ID, syntheticRecording(6_000));
-    slowUpstream.setBehaviour(SLOW_ID, { kind: 'slow-body', chunkBytes: 1_000, intervalMs: 200 });
+    for (const id of SLOW_IDS) {
+      slowUpstream.setRecording(id, syntheticRecording(6_000));
+      // About 1 s for the first, which its client waits for; 3 s for the others, which their clients leave.
+      slowUpstream.setBehaviour(id, { kind: 'slow-body', chunkBytes: id === SLOW_ID ? 1_000 : 400, intervalMs: 200 });
+    }
     slowDir = await makeTempDir();
     const captured = capturingLogger();
     slowLines = captured.lines;
@@ -248,6 +265,28 @@ describe('a refusal that waits for a long answer before it', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
+
+  beforeEach(() => {
+    slowLines.length = 0;
+  });
+
+  /** Writes `bytes` on a new connection, then closes it after `leaveAfterMs`, reading nothing of what came. */
+  async function sendThenLeave(bytes: string, leaveAfterMs: number): Promise<void> {
+    const { port } = new URL(baseUrl);
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write(bytes));
+    socket.on('error', () => {});
+    await new Promise((resolve) => setTimeout(resolve, leaveAfterMs));
+    socket.destroy();
+  }
+
+  /** The request lines, once `count` are written, and a little longer: a line too many would show by then. */
+  async function slowRequestLines(count: number): Promise<Array<Record<string, unknown>>> {
+    const requestLines = () => slowLines.filter((logged) => logged.msg === 'request');
+    for (let attempt = 0; attempt < 300 && requestLines().length < count; attempt++)
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    return requestLines();
+  }
 
   afterAll(async () => {
     server.closeAllConnections();
@@ -289,5 +328,39 @@ describe('a refusal that waits for a long answer before it', () => {
       if (line === undefined) await new Promise((resolve) => setTimeout(resolve, 10));
     }
     expect(line).toMatchObject({ route: 'recording', status: 408, tenant: 'acme' });
+  });
+  test('its client leaving first: the refusal, never sent, is logged after the answer before it', async () => {
+    await sendThenLeave(
+      `GET /v1/call/recording/32.mp3 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\nFROB /q HTTP/1.1\r\nHost: gw\r\n\r\n`,
+      300,
+    );
+    const requestLines = await slowRequestLines(2);
+    expect(requestLines.map((logged) => [logged.route, logged.status])).toEqual([
+      ['recording', 200],
+      ['other', null],
+    ]);
+  });
+
+  test("a body refused while its request waits, the client leaving first: only its route's line, no other", async () => {
+    await sendThenLeave(
+      `GET /v1/call/recording/33.mp3 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\n` +
+        `POST /v1/call/recording/33/signed-url HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${ACME_KEY}\r\nX-Request-Id: waiting-post-0001\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{}`,
+      700,
+    );
+    const requestLines = await slowRequestLines(2);
+    expect(requestLines.map((logged) => [logged.method, logged.route, logged.status])).toEqual([
+      ['GET', 'recording', 200],
+      ['POST', 'recording', null],
+    ]);
+    expect(requestLines[1]!.reqId).toBe('waiting-post-0001');
+  });
+
+  test('a valid request queued behind the answer, its client leaving first, is logged with no status: none was sent', async () => {
+    await sendThenLeave(
+      `GET /v1/call/recording/34.mp3 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${ACME_KEY}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: gw\r\nX-Request-Id: queued-health-0001\r\n\r\n`,
+      300,
+    );
+    const requestLines = await slowRequestLines(2);
+    expect(requestLines.find((logged) => logged.reqId === 'queued-health-0001')).toMatchObject({ status: null, aborted: true });
   });
 });

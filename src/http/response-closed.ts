@@ -17,7 +17,15 @@ export function whenClosed(response: ServerResponse, run: (end: ResponseEnd) => 
   if (response.destroyed) run('unanswered');
   // `on`, not `once`: Node emits a response's 'close' once (emitCloseNT checks
   // `_closed`), and once's wrapper cost two allocations on every answer.
-  else response.on('close', () => run(response.writableFinished ? 'sent' : 'cut'));
+  else response.on('close', () => run(response.writableFinished ? 'sent' : neverWritten.has(response) ? 'unanswered' : 'cut'));
+}
+
+// Answers closed while queued behind others on their connection: Node held their bytes, none was written.
+const neverWritten = new WeakSet<ServerResponse>();
+
+/** Says that `response` closes before Node gave it its connection: {@link whenClosed} reports it `unanswered`. */
+export function closedBeforeItsTurn(response: ServerResponse): void {
+  neverWritten.add(response);
 }
 
 /**

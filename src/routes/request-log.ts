@@ -164,10 +164,11 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     // Response and Headers.
     if (!answered && c.error === undefined) c.res.headers.set('X-Request-Id', requestId);
 
-    const finish = (end: ResponseEnd, status: number, answeredId = requestId) =>
+    // `refused`: what the server answered in the route's place (answeredBeforeItsRoute), no body of the route's.
+    const finish = (end: ResponseEnd, status: number, refused?: { requestId: string }) =>
       report(
         {
-          requestId: answeredId,
+          requestId: refused?.requestId ?? requestId,
           method: c.req.method,
           path: rawRequestPath(c),
           route: routeLabel(c.req.routePath, c.req.method),
@@ -176,7 +177,7 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
           status,
           cache: answered?.cache ?? 'none',
           tier: answered?.tier,
-          bodyBytes: answered ? answered.outcome.bodyBytes : 0,
+          bodyBytes: answered && !refused ? answered.outcome.bodyBytes : 0,
           startedAt,
           upstreamMs: c.get('upstreamMs'),
           clientAddress,
@@ -198,7 +199,7 @@ export function requestLog(clock: Clock, report: RequestReporter): MiddlewareHan
     // A streamed recording is written to Node's response by its handler (RESPONSE_ALREADY_SENT): its status is there.
     whenClosed(outgoing, (end) => {
       const refused = end === 'sent' || !c.env.incoming ? undefined : answeredBeforeRoute.get(c.env.incoming);
-      if (refused) finish('sent', refused.status, refused.requestId);
+      if (refused) finish('sent', refused.status, refused);
       else finish(end, outgoing.headersSent ? outgoing.statusCode : c.res.status);
     });
   };
