@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { bytesTaken, bytesWaiting } from './http/handle-write.js';
 import { whenClosed } from './http/response-closed.js';
 import { writeJsonError } from './json-error-answers.js';
+import { pathOfTarget } from './http/target-path.js';
 import { LinkedOrder, type OrderLinks } from './linked-order.js';
 
 /** What the guard did to stay under its cap. */
@@ -79,11 +80,6 @@ const AT_CAPACITY = {
   error: 'Service Unavailable',
   message: 'The gateway is at its connection limit; retry shortly',
 };
-
-function pathOf(url: string | undefined): string {
-  const query = url?.indexOf('?') ?? -1;
-  return query === -1 ? (url ?? '') : url!.slice(0, query);
-}
 
 /**
  * Caps the connections a server holds, so that a flood of idle connections
@@ -230,7 +226,7 @@ export function createConnectionGuard(options: ConnectionGuardOptions): Connecti
   function answerOverCap(request: IncomingMessage, response: ServerResponse, listener: RequestListener): void {
     // One answer, then the connection closes and frees its descriptor.
     response.shouldKeepAlive = false;
-    if (options.alwaysServed.has(pathOf(request.url))) {
+    if (options.alwaysServed.has(pathOfTarget(request.url ?? ''))) {
       listener(request, response);
       return;
     }

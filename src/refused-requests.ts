@@ -1,6 +1,7 @@
 import { METHODS, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Clock } from './clock.js';
 import { whenClosed, type ResponseEnd } from './http/response-closed.js';
+import { pathOfTarget } from './http/target-path.js';
 import type { RequestRecord, RequestReporter } from './routes/request-log.js';
 
 const KNOWN_METHODS = new Set(METHODS);
@@ -50,11 +51,10 @@ export function requestLineOf(raw: string): Pick<RefusedRequest, 'method' | 'tar
 }
 
 function refusedRecord(refused: RefusedRequest, startedAt: number): RequestRecord {
-  const query = refused.target.indexOf('?');
   return {
     requestId: refused.requestId,
     method: refused.method,
-    path: query === -1 ? refused.target : refused.target.slice(0, query),
+    path: pathOfTarget(refused.target),
     route: 'other',
     caller: undefined,
     callId: undefined,

@@ -17,6 +17,7 @@ import { createGateway, type Gateway } from './gateway.js';
 import { BadRequestError, GatewayError, errorMessage, errorResponse } from './errors.js';
 import { closeGently, closeGentlyAfterLastAnswer, isLingering } from './http/lingering-close.js';
 import { headerCount } from './http/raw-headers.js';
+import { pathOfTarget } from './http/target-path.js';
 import { adapterTakesHost, asUrlHost, isParsableHost, withoutEmptyPort } from './http/request-host.js';
 import type { Logger } from './logger.js';
 import { openMemoryHitDoor } from './memory-hit-door.js';
@@ -129,14 +130,6 @@ function absoluteHttpTarget(target: string): string | undefined {
   const scheme = match[1]!;
   const lower = scheme.toLowerCase();
   return scheme === lower ? target : lower + target.slice(scheme.length);
-}
-
-/** A backslash before the query: the adapter refuses such a path (WHATWG's URL parser would read it as `/`). */
-function hasBackslashInPath(target: string): boolean {
-  const backslash = target.indexOf('\\');
-  if (backslash === -1) return false;
-  const query = target.indexOf('?');
-  return query === -1 || backslash < query;
 }
 
 // RFC 9110 5.6.2: a method is a token.
@@ -433,11 +426,13 @@ function answerBeforeRoutes(listener: RequestListener, refusals: RefusalReports)
       if (target.charCodeAt(0) !== SLASH && TARGET_WITH_USERINFO.test(target)) {
         return refuse(request, response, 400, { error: 'Bad Request', message: 'A request target must not carry credentials' });
       }
-      if (target.includes('#') || hasBackslashInPath(target)) return refuse(request, response, 400, MALFORMED_TARGET);
-      let host = request.headers.host;
+      // A backslash in the path: the adapter refuses it (WHATWG's URL parser would read it as `/`).
+      if (target.includes('#') || pathOfTarget(target).includes('\\')) return refuse(request, response, 400, MALFORMED_TARGET);
+      const host = request.headers.host;
       if (host && target.charCodeAt(0) === SLASH) {
-        host = request.headers.host = withoutEmptyPort(host);
-        if (!adapterTakesHost(host)) return refuse(request, response, 400, INVALID_HOST);
+        const taken = withoutEmptyPort(host);
+        if (taken !== host) request.headers.host = taken;
+        if (!adapterTakesHost(taken)) return refuse(request, response, 400, INVALID_HOST);
       }
       if (target === '*') {
         if (request.method !== 'OPTIONS') return refuse(request, response, 400, MALFORMED_TARGET);

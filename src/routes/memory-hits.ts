@@ -4,6 +4,7 @@ import { NO_SIGNED_URL, signedUrlParamsOf } from '../auth/signed-url.js';
 import type { Clock } from '../clock.js';
 import { errorHeaders, UnauthorizedError } from '../errors.js';
 import { corsHeaders } from '../http/cors.js';
+import { pathOfTarget } from '../http/target-path.js';
 import { isPlainHost } from '../http/request-host.js';
 import { headerCount } from '../http/raw-headers.js';
 import { requestFieldsOf, type RequestFields } from '../http/request-fields.js';
@@ -71,12 +72,6 @@ export interface MemoryHits {
 // A call id as the contract spells it (no sign, no leading zero); the range check is below.
 const MEMORY_HIT_TARGET = /^\/v1\/call\/recording\/([1-9][0-9]{0,15})\.mp3(?:\?|$)/;
 
-/** The target without its query string. */
-function pathOf(target: string): string {
-  const queryStart = target.indexOf('?');
-  return queryStart === -1 ? target : target.slice(0, queryStart);
-}
-
 function recordingRequestOf(method: string, fields: RequestFields): RecordingRequest {
   return {
     method,
@@ -129,7 +124,7 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
       const caller = callerOf(target, fields, callId);
       if (caller === undefined) return undefined;
       if (caller instanceof UnauthorizedError) {
-        const request = { method, path: pathOf(target), fields, clientAddress, startedAt };
+        const request = { method, path: pathOfTarget(target), fields, clientAddress, startedAt };
         return refusal(caller, request, deps.anyAllowedOrigin, report);
       }
       const found = recordings.findInMemory(caller.tenant.namespace, callId);
@@ -143,7 +138,7 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
       } catch {
         return undefined;
       }
-      const path = pathOf(target);
+      const path = pathOfTarget(target);
       return {
         answer,
         count(then) {
@@ -197,7 +192,7 @@ export function createMemoryHits(deps: MemoryHitDeps): MemoryHits {
         hit.report('unanswered');
         return;
       }
-      const path = pathOf(target);
+      const path = pathOfTarget(target);
       const callId = MEMORY_HIT_TARGET.exec(target)?.[1];
       const caller = callId === undefined ? undefined : callerOf(target, fields, callId);
       const vouched = caller instanceof UnauthorizedError ? undefined : caller;

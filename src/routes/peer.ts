@@ -45,17 +45,17 @@ function target(c: Context<GatewayEnv>): { namespace: string; callId: string } {
   return { namespace, callId: parseCallId(c.req.param('callId') ?? '') };
 }
 
+/** A peer route's 401, its challenge naming the scheme these routes take (RFC 9110 11.6.1). */
+function peerRefusal(problem: CredentialProblem, message?: string): UnauthorizedError {
+  return new UnauthorizedError(problem, message, PEER_AUTH_SCHEME);
+}
+
 /**
  * The routes replicas call on each other (README, Cluster), and only they:
  * each needs a request signed with the peer secret, and signs its answer. One streams a recording this replica holds or is
  * downloading from upstream; the other drops a recording here (a purge
  * elsewhere). Neither ever asks the upstream.
  */
-/** A peer route's 401, its challenge naming the scheme these routes take (RFC 9110 11.6.1). */
-function peerRefusal(problem: CredentialProblem, message?: string): UnauthorizedError {
-  return new UnauthorizedError(problem, message, PEER_AUTH_SCHEME);
-}
-
 export function createPeerHandlers(deps: PeerRoutesDeps) {
   /** Checks the request's signature and that its nonce is new; resolves with the signer of its answers. */
   async function authorize(c: Context<GatewayEnv>): Promise<AnswerSigner> {

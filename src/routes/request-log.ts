@@ -72,7 +72,7 @@ const answeredBeforeRoute = new WeakMap<object, { requestId: string; status: num
  * says the refusal's id and status, those the client got.
  */
 export function answeredBeforeItsRoute(request: object, refusal: { requestId: string; status: number }): void {
-  answeredBeforeRoute.set(request, { requestId: refusal.requestId, status: refusal.status });
+  answeredBeforeRoute.set(request, refusal);
 }
 
 /** What one answered request was: everything the log line and the metrics say of it. */
